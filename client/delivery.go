@@ -1,0 +1,117 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+)
+
+// Message is what an app publishes, and the message part of a Delivery.
+type Message struct {
+	Topic   string
+	Key     string // partitioning / ordering key; may be empty
+	Headers []mesh.HeaderField
+	Body    []byte
+}
+
+// Delivery is one message delivered to the app, pushed to a Handler or
+// returned by Pull. Settle it exactly once with Ack or Nack; the sidecar
+// redelivers a delivery left unsettled past its timeout, and one whose
+// connection dropped.
+type Delivery struct {
+	Message
+	Group       string
+	DeliveryID  uint64    // the sidecar's id for this delivery, valid on its connection only
+	MessageID   string    // the broker's id, stable across redeliveries
+	Redelivered int       // how many times the broker delivered it before
+	Timestamp   time.Time // broker timestamp; zero when unknown
+
+	cn      *conn
+	settled atomic.Bool
+	nack    mesh.Nack
+}
+
+func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
+	d := &Delivery{
+		Message:     Message{Topic: m.Topic, Key: m.Key, Headers: m.Headers, Body: m.Body},
+		Group:       m.Group,
+		DeliveryID:  id,
+		MessageID:   m.MessageID,
+		Redelivered: int(m.Redelivered),
+		cn:          cn,
+	}
+	if m.Timestamp != 0 {
+		d.Timestamp = time.Unix(0, m.Timestamp)
+	}
+	return d
+}
+
+// Ack tells the sidecar the message was processed; it is then acked to the
+// broker. The ACK is a fire-and-forget frame: Ack returns once it is
+// written. It returns ErrAlreadySettled on a second settle, and
+// ErrConnectionLost if the delivery's connection has been lost (the
+// message will be redelivered), ErrClosed after Client.Close. ctx is checked before anything is done.
+func (d *Delivery) Ack(ctx context.Context) error {
+	return d.settle(ctx, mesh.KindAck, nil, 0)
+}
+
+// Nack asks for redelivery after delay (rounded up to milliseconds; zero or
+// negative: as soon as the broker can). Errors as for Ack.
+func (d *Delivery) Nack(ctx context.Context, delay time.Duration) error {
+	return d.settle(ctx, mesh.KindNack, &d.nack, delayMillis(delay))
+}
+
+func (d *Delivery) settle(ctx context.Context, kind mesh.Kind, payload *mesh.Nack, ms uint32) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrAlreadySettled
+	}
+	if d.cn.dead() {
+		return d.cn.lostErr()
+	}
+	if payload == nil {
+		return d.cn.send(kind, mesh.FlagResponse, d.DeliveryID, nil)
+	}
+	payload.DelayMillis = ms
+	return d.cn.send(kind, mesh.FlagResponse, d.DeliveryID, payload)
+}
+
+func delayMillis(delay time.Duration) uint32 {
+	if delay <= 0 {
+		return 0
+	}
+	ms := (delay + time.Millisecond - 1) / time.Millisecond
+	return uint32(min(int64(ms), math.MaxUint32))
+}
+
+// RetryAfter is an error a Handler returns to have its delivery nacked with
+// a redelivery delay. Err, if set, is the cause.
+type RetryAfter struct {
+	Delay time.Duration
+	Err   error
+}
+
+func (e *RetryAfter) Error() string {
+	msg := "retry after " + e.Delay.String()
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *RetryAfter) Unwrap() error { return e.Err }
+
+// retryDelay is the NACK delay for a handler's error.
+func retryDelay(err error) time.Duration {
+	var ra *RetryAfter
+	if errors.As(err, &ra) {
+		return ra.Delay
+	}
+	return 0
+}

@@ -1,0 +1,232 @@
+// Package mesh is the codec of the msgmesh wire protocol: the binary,
+// length-prefixed frames that apps (through the client SDK) and the sidecar
+// exchange on a long-lived connection.
+//
+// The protocol is symmetric: either side may send a request, and every
+// request carries an id that its answer repeats. The sidecar pushes
+// deliveries as DELIVER requests that the app answers with ACK or NACK, and
+// the app sends PUBLISH, PULL, DECLARE and HELLO requests that the sidecar
+// answers. docs/protocol.md is the normative spec: frame layout, every kind
+// and every error code.
+//
+// The package only turns bytes into frames and back. It knows nothing about
+// brokers, groups or sessions, so the proxy core (package core) and the RPC
+// proxy can reuse it, and a new wire protocol is a new codec package beside
+// this one, not a change above it.
+//
+// A Reader enforces the maximum frame size before it allocates, so a peer
+// cannot make the process allocate a huge buffer with a four-byte length.
+package mesh
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version carried in every frame header.
+const Version = 1
+
+// HeaderSize is the size of the fixed frame header, length prefix included.
+const HeaderSize = 16
+
+// lengthSize is the size of the length prefix; the length counts the bytes
+// after it (the rest of the header and the payload).
+const lengthSize = 4
+
+// DefaultMaxFrameSize bounds a whole frame (header and payload) when a
+// Reader is given no maximum: 4 MiB, well above the default message size
+// limit, so the message limit, not the frame limit, is what apps meet.
+const DefaultMaxFrameSize = 4 << 20
+
+// Kind says what a frame carries. The payload layout of each kind is in
+// docs/protocol.md and in the payload types of this package.
+type Kind uint8
+
+// Frame kinds. Values are part of the wire format: never renumber.
+const (
+	KindHello      Kind = 1  // app → sidecar request: who the app is
+	KindDeclare    Kind = 2  // app → sidecar request: the groups this connection serves
+	KindPublish    Kind = 3  // app → sidecar request: publish one message
+	KindPublishAck Kind = 4  // answer to PUBLISH: the broker acknowledged it
+	KindDeliver    Kind = 5  // sidecar → app request: one delivery
+	KindAck        Kind = 6  // answer to DELIVER (or to a pulled message): processed
+	KindNack       Kind = 7  // answer to DELIVER (or to a pulled message): redeliver later
+	KindPull       Kind = 8  // app → sidecar request: up to N messages, long poll
+	KindPullResult Kind = 9  // answer to PULL
+	KindHeartbeat  Kind = 10 // either side, request and answer
+	KindOK         Kind = 11 // generic success answer
+	KindError      Kind = 12 // typed error answer
+	kindMax             = KindError
+)
+
+var kindNames = [...]string{
+	KindHello: "HELLO", KindDeclare: "DECLARE", KindPublish: "PUBLISH",
+	KindPublishAck: "PUBLISH_ACK", KindDeliver: "DELIVER", KindAck: "ACK",
+	KindNack: "NACK", KindPull: "PULL", KindPullResult: "PULL_RESULT",
+	KindHeartbeat: "HEARTBEAT", KindOK: "OK", KindError: "ERROR",
+}
+
+func (k Kind) String() string {
+	if k > 0 && k <= kindMax {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("KIND(%d)", uint8(k))
+}
+
+// Flags is the frame's flag byte.
+type Flags uint8
+
+// FlagResponse marks a frame as the answer to the request with the same id.
+// Without it a frame is a request (or, for ACK/NACK, see docs/protocol.md).
+const FlagResponse Flags = 1
+
+// flagsKnown holds every defined flag; a frame with another bit set is
+// malformed, so that future flags are never silently ignored.
+const flagsKnown = FlagResponse
+
+// Frame is one decoded frame. Payload aliases the Reader's buffer for that
+// frame only; decode it (or copy it) before reading the next frame.
+type Frame struct {
+	Kind    Kind
+	Flags   Flags
+	ID      uint64
+	Payload []byte
+}
+
+// IsResponse reports whether the frame answers a request.
+func (f *Frame) IsResponse() bool { return f.Flags&FlagResponse != 0 }
+
+// Encoder is a payload that can append its wire form to a buffer.
+type Encoder interface {
+	AppendTo(b []byte) []byte
+}
+
+// AppendFrame appends a complete frame (header and payload) to dst. It
+// returns ErrFrameTooLarge (as a *FrameSizeError) if the frame would exceed
+// max, so a sender never emits a frame its peer must refuse. A nil payload
+// encodes an empty payload.
+func AppendFrame(dst []byte, max int, kind Kind, flags Flags, id uint64, payload Encoder) ([]byte, error) {
+	if max <= 0 {
+		max = DefaultMaxFrameSize
+	}
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, Version, byte(kind), byte(flags), 0)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	if payload != nil {
+		dst = payload.AppendTo(dst)
+	}
+	size := len(dst) - start
+	if size > max {
+		return dst[:start], &FrameSizeError{Size: size, Max: max}
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(size-lengthSize))
+	return dst, nil
+}
+
+// Reader reads frames from a byte stream. It is not safe for concurrent use;
+// one goroutine (a connection's read loop) owns it.
+type Reader struct {
+	br  *bufio.Reader
+	max int
+	hdr [HeaderSize]byte
+}
+
+// NewReader returns a Reader that refuses frames larger than max bytes
+// (header included); max <= 0 means DefaultMaxFrameSize. If r is already a
+// *bufio.Reader it is used as is, so bytes buffered by an earlier owner of
+// the connection are not lost.
+func NewReader(r io.Reader, max int) *Reader {
+	if max <= 0 {
+		max = DefaultMaxFrameSize
+	}
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	return &Reader{br: br, max: max}
+}
+
+// Buffered returns the bytes read from the stream but not yet parsed into a
+// frame. A connection handed to another process carries them along.
+func (r *Reader) Buffered() []byte {
+	b, _ := r.br.Peek(r.br.Buffered())
+	return b
+}
+
+// ReadFrame reads the next frame. The payload is freshly allocated for each
+// frame, after the size check. Errors:
+//   - io.EOF when the stream ends cleanly between frames;
+//   - io.ErrUnexpectedEOF when it ends inside a frame;
+//   - *FrameSizeError (errors.Is ErrFrameTooLarge) for a frame over the limit;
+//   - *ProtocolError (errors.Is ErrMalformed or ErrUnsupportedVersion) for a
+//     bad header. After any error the stream position is undefined: the
+//     caller answers with an ERROR frame if it can and closes the connection.
+func (r *Reader) ReadFrame() (Frame, error) {
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		return Frame{}, err
+	}
+	f, size, err := parseHeader(r.hdr[:], r.max)
+	if err != nil {
+		return f, err
+	}
+	if size > 0 {
+		f.Payload = make([]byte, size)
+		if _, err := io.ReadFull(r.br, f.Payload); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return Frame{}, err
+		}
+	}
+	return f, nil
+}
+
+// parseHeader checks a frame header and returns the frame (without payload)
+// and the payload size. On an error the returned frame still carries the
+// kind and id when they could be read, so the answer can name the request.
+func parseHeader(h []byte, max int) (Frame, int, error) {
+	length := binary.BigEndian.Uint32(h[0:4])
+	f := Frame{Kind: Kind(h[5]), Flags: Flags(h[6]), ID: binary.BigEndian.Uint64(h[8:16])}
+	if int64(length)+lengthSize > int64(max) {
+		return f, 0, &FrameSizeError{Size: int(length) + lengthSize, Max: max}
+	}
+	if length < HeaderSize-lengthSize {
+		return f, 0, &ProtocolError{Err: ErrMalformed, Reason: fmt.Sprintf("frame length %d is shorter than the header", length)}
+	}
+	if h[4] != Version {
+		return f, 0, &ProtocolError{Err: ErrUnsupportedVersion, Reason: fmt.Sprintf("version %d, this peer speaks %d", h[4], Version)}
+	}
+	if f.Kind == 0 || f.Kind > kindMax {
+		return f, 0, &ProtocolError{Err: ErrMalformed, Reason: fmt.Sprintf("unknown frame kind %d", h[5])}
+	}
+	if f.Flags&^flagsKnown != 0 || h[7] != 0 {
+		return f, 0, &ProtocolError{Err: ErrMalformed, Reason: fmt.Sprintf("unknown flags %#x/%#x", h[6], h[7])}
+	}
+	return f, int(length) - (HeaderSize - lengthSize), nil
+}
+
+// DecodeFrame parses one whole frame from the front of b and returns it and
+// the number of bytes it used. It is ReadFrame for callers that hold bytes
+// already (tests, fuzzing, a connection's carried-over buffer). The payload
+// aliases b.
+func DecodeFrame(b []byte, max int) (Frame, int, error) {
+	if max <= 0 {
+		max = DefaultMaxFrameSize
+	}
+	if len(b) < HeaderSize {
+		return Frame{}, 0, io.ErrUnexpectedEOF
+	}
+	f, size, err := parseHeader(b[:HeaderSize], max)
+	if err != nil {
+		return f, 0, err
+	}
+	if len(b)-HeaderSize < size {
+		return Frame{}, 0, io.ErrUnexpectedEOF
+	}
+	if size > 0 {
+		f.Payload = b[HeaderSize : HeaderSize+size : HeaderSize+size]
+	}
+	return f, HeaderSize + size, nil
+}

@@ -1,0 +1,361 @@
+package mesh
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+)
+
+func manyHeaders(n int) []HeaderField {
+	hs := make([]HeaderField, n)
+	for i := range hs {
+		hs[i] = HeaderField{Key: fmt.Sprintf("x-h-%d", i), Value: strings.Repeat("v", i%7)}
+	}
+	return hs
+}
+
+func allBytes() []byte {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}
+
+func manyMessages(n int) []Message {
+	ms := make([]Message, n)
+	for i := range ms {
+		ms[i] = sampleMessage(uint64(i + 1))
+		ms[i].Body = bytes.Repeat([]byte{byte(i)}, i)
+	}
+	return ms
+}
+
+// roundTripCases has, for every payload type, zero values, empty and nil
+// fields, many elements, extreme numbers and non-ASCII strings.
+func roundTripCases() []struct {
+	name string
+	kind Kind
+	in   payload
+} {
+	long := strings.Repeat("é", 200) // 400 bytes: a two-byte length varint
+	return []struct {
+		name string
+		kind Kind
+		in   payload
+	}{
+		{"hello/zero", KindHello, &Hello{}},
+		{"hello/typical", KindHello, &Hello{App: "checkout", Client: "pod-1", MaxInflight: 64}},
+		{"hello/max", KindHello, &Hello{App: long, Client: string(allBytes()), MaxInflight: math.MaxUint32}},
+
+		{"declare/nil", KindDeclare, &Declare{}},
+		{"declare/empty", KindDeclare, &Declare{Subs: []Subscription{}}},
+		{"declare/push_and_pull", KindDeclare, &Declare{Subs: []Subscription{{"g", "t", ModePush}, {"g", "t2", ModePull}}}},
+		{"declare/empty_names", KindDeclare, &Declare{Subs: []Subscription{{"", "", ModePull}}}},
+		{"declare/many", KindDeclare, &Declare{Subs: func() []Subscription {
+			s := make([]Subscription, 1000)
+			for i := range s {
+				s[i] = Subscription{Group: fmt.Sprint("g", i), Topic: long, Mode: Mode(1 + i%2)}
+			}
+			return s
+		}()}},
+
+		{"publish/zero", KindPublish, &Publish{}},
+		{"publish/empty_body", KindPublish, &Publish{Topic: "t", Body: []byte{}}},
+		{"publish/empty_header_fields", KindPublish, &Publish{Topic: "t", Headers: []HeaderField{{}, {"k", ""}, {"", "v"}}}},
+		{"publish/duplicate_headers_keep_order", KindPublish, &Publish{Topic: "t", Headers: []HeaderField{{"a", "2"}, {"a", "1"}, {"A", "0"}}}},
+		{"publish/many_headers", KindPublish, &Publish{Topic: "orders", Key: "k", Headers: manyHeaders(5000), Body: []byte("b")}},
+		{"publish/binary", KindPublish, &Publish{Topic: long, Key: string(allBytes()), Body: allBytes()}},
+		{"publish/1MiB_body", KindPublish, &Publish{Topic: "t", Body: bytes.Repeat([]byte("0123456789abcdef"), 1<<16)}},
+
+		{"publish_ack/zero", KindPublishAck, &PublishAck{}},
+		{"publish_ack/nats", KindPublishAck, &PublishAck{Stream: "ORDERS", Partition: -1, Offset: 1234}},
+		{"publish_ack/kafka", KindPublishAck, &PublishAck{Stream: "orders", Partition: 11, Offset: 987654321}},
+		{"publish_ack/rocketmq", KindPublishAck, &PublishAck{Stream: "orders", Partition: 3, Offset: 55, MessageID: "7F0000010001186C6F3A08A0F0A50001"}},
+		{"publish_ack/max", KindPublishAck, &PublishAck{Stream: long, Partition: math.MaxInt32, Offset: math.MaxInt64, MessageID: long}},
+		{"publish_ack/min", KindPublishAck, &PublishAck{Partition: math.MinInt32, Offset: math.MinInt64}},
+
+		{"deliver/zero", KindDeliver, &Message{}},
+		{"deliver/typical", KindDeliver, ptr(sampleMessage(77))},
+		{"deliver/max", KindDeliver, &Message{DeliveryID: math.MaxUint64, Group: long, Topic: long, Key: long,
+			Headers: manyHeaders(300), Body: allBytes(), MessageID: long, Redelivered: math.MaxUint32, Timestamp: math.MaxInt64}},
+		{"deliver/negative_timestamp", KindDeliver, &Message{DeliveryID: 1, Timestamp: math.MinInt64, Body: []byte{}}},
+
+		{"nack/zero", KindNack, &Nack{}},
+		{"nack/max", KindNack, &Nack{DelayMillis: math.MaxUint32}},
+
+		{"pull/zero", KindPull, &Pull{}},
+		{"pull/typical", KindPull, &Pull{Group: "audit", Topic: "orders", Max: 10, WaitMillis: 2000}},
+		{"pull/max", KindPull, &Pull{Group: long, Topic: long, Max: math.MaxUint32, WaitMillis: math.MaxUint32}},
+
+		{"pull_result/nil", KindPullResult, &PullResult{}},
+		{"pull_result/empty", KindPullResult, &PullResult{Messages: []Message{}}},
+		{"pull_result/one_zero_message", KindPullResult, &PullResult{Messages: []Message{{}}}},
+		{"pull_result/many", KindPullResult, &PullResult{Messages: manyMessages(300)}},
+
+		{"error/zero", KindError, &Error{}},
+		{"error/typical", KindError, &Error{Code: CodeRateLimited, Message: "topic orders: over 100 msg/s"}},
+		{"error/unknown_code", KindError, &Error{Code: math.MaxUint16, Message: long}},
+	}
+}
+
+func TestPayloadRoundTrip(t *testing.T) {
+	for _, tc := range roundTripCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := tc.in.AppendTo(nil)
+
+			got := newPayload(tc.kind)
+			if err := got.Decode(enc); err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			assertEqualPayload(t, got, tc.in)
+
+			// The encoding is canonical: the decoded value encodes to the
+			// same bytes.
+			if re := got.AppendTo(nil); !bytes.Equal(re, enc) {
+				t.Fatalf("re-encoding differs:\n got %x\nwant %x", re, enc)
+			}
+
+			// AppendTo appends: bytes already in the buffer are kept.
+			prefix := []byte("prefix")
+			withPrefix := tc.in.AppendTo(append([]byte(nil), prefix...))
+			if !bytes.HasPrefix(withPrefix, prefix) || !bytes.Equal(withPrefix[len(prefix):], enc) {
+				t.Fatalf("AppendTo with a prefix gave %x, want %x + %x", withPrefix, prefix, enc)
+			}
+		})
+	}
+}
+
+// TestFrameRoundTrip sends every payload through AppendFrame and DecodeFrame.
+func TestFrameRoundTrip(t *testing.T) {
+	for _, tc := range roundTripCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			const id = 0x0102030405060708
+			b := encodeFrame(t, tc.kind, FlagResponse, id, tc.in)
+			f, n, err := DecodeFrame(b, 0)
+			if err != nil {
+				t.Fatalf("DecodeFrame: %v", err)
+			}
+			if n != len(b) {
+				t.Fatalf("DecodeFrame used %d bytes of %d", n, len(b))
+			}
+			if f.Kind != tc.kind || f.Flags != FlagResponse || f.ID != id || !f.IsResponse() {
+				t.Fatalf("header = %v/%v/%#x, want %v/%v/%#x", f.Kind, f.Flags, f.ID, tc.kind, FlagResponse, uint64(id))
+			}
+			got := newPayload(tc.kind)
+			if err := got.Decode(f.Payload); err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			assertEqualPayload(t, got, tc.in)
+		})
+	}
+}
+
+// TestDecodeAliasesBody pins the documented aliasing: Body points into the
+// decoded buffer, strings are copies.
+func TestDecodeAliasesBody(t *testing.T) {
+	enc := (&Publish{Topic: "t", Body: []byte("body")}).AppendTo(nil)
+	var p Publish
+	if err := p.Decode(enc); err != nil {
+		t.Fatal(err)
+	}
+	enc[len(enc)-1] = 'X'
+	enc[1] = 'X' // the topic's only byte
+	if string(p.Body) != "bodX" {
+		t.Errorf("Body = %q after changing the buffer, want %q (aliased)", p.Body, "bodX")
+	}
+	if p.Topic != "t" {
+		t.Errorf("Topic = %q after changing the buffer, want %q (copied)", p.Topic, "t")
+	}
+	if cap(p.Body) != len(p.Body) {
+		t.Errorf("cap(Body) = %d, want %d: appending to Body must not overwrite the buffer", cap(p.Body), len(p.Body))
+	}
+}
+
+// Builders for hand-made payloads.
+func uv(n uint64) []byte  { return binary.AppendUvarint(nil, n) }
+func str(s string) []byte { return appendStr(nil, s) }
+func cat(parts ...[]byte) []byte {
+	return bytes.Join(parts, nil)
+}
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func TestPayloadMalformed(t *testing.T) {
+	msg := sampleMessage(9)
+	msgEnc := msg.AppendTo(nil)
+	tooLongVarint := bytes.Repeat([]byte{0xff}, 10)
+	tests := []struct {
+		name    string
+		kind    Kind
+		payload []byte
+		field   string
+		reason  string
+	}{
+		{"hello/empty", KindHello, nil, "app", "bad length varint"},
+		{"hello/app_length_past_end", KindHello, cat(uv(10), []byte("abc")), "app", "length 10 exceeds the 3 bytes left"},
+		{"hello/app_length_huge", KindHello, cat(uv(math.MaxUint64), []byte("abc")), "app", "exceeds the 3 bytes left"},
+		{"hello/varint_overflow", KindHello, append(tooLongVarint, 1), "app", "bad length varint"},
+		{"hello/varint_cut", KindHello, []byte{0x80}, "app", "bad length varint"},
+		{"hello/no_client", KindHello, str("app"), "client", "bad length varint"},
+		{"hello/short_max_inflight", KindHello, cat(str("a"), str("c"), []byte{0, 1}), "max_inflight", "needs 4 bytes, 2 left"},
+		{"hello/trailing", KindHello, cat(str("a"), str("c"), u32(1), []byte{0}), "", "1 trailing bytes"},
+
+		{"declare/empty", KindDeclare, nil, "subs", "bad length varint"},
+		{"declare/count_past_end", KindDeclare, cat(uv(5), []byte{1, 'g'}), "subs", "too long"},
+		{"declare/count_over_list_limit", KindDeclare, cat(uv(maxListLen+1), make([]byte, 4*(maxListLen+1))), "subs", "too long"},
+		{"declare/no_topic", KindDeclare, cat(uv(1), str("g")), "subs", "too long"},
+		{"declare/topic_cut", KindDeclare, cat(uv(1), str("g"), uv(4), []byte("to")), "topic", "length 4 exceeds the 2 bytes left"},
+		{"declare/no_mode", KindDeclare, cat(uv(2), str("g"), str("t")), "subs", "too long"},
+		{"declare/no_mode_one", KindDeclare, cat(uv(1), str("g"), str("t")), "mode", "needs 1 bytes, 0 left"},
+		{"declare/mode_zero", KindDeclare, cat(uv(1), str("g"), str("t"), []byte{0}), "mode", "unknown mode 0"},
+		{"declare/mode_three", KindDeclare, cat(uv(1), str("g"), str("t"), []byte{3}), "mode", "unknown mode 3"},
+		{"declare/second_mode_bad", KindDeclare, cat(uv(2), str("g"), str("t"), []byte{1}, str("g"), str("t"), []byte{9}), "mode", "unknown mode 9"},
+		{"declare/trailing", KindDeclare, cat(uv(0), []byte{0, 0}), "", "2 trailing bytes"},
+
+		{"publish/empty", KindPublish, nil, "topic", "bad length varint"},
+		{"publish/no_headers", KindPublish, cat(str("t"), str("k")), "headers", "bad length varint"},
+		{"publish/header_count_past_end", KindPublish, cat(str("t"), str("k"), uv(1000), make([]byte, 20)), "headers", "list of 1000 elements is too long"},
+		{"publish/header_count_over_limit", KindPublish, cat(str("t"), str("k"), uv(maxListLen+1), make([]byte, 2*(maxListLen+1)+1)), "headers", "too long"},
+		{"publish/header_value_cut", KindPublish, cat(str("t"), str("k"), uv(1), str("key"), uv(9), []byte("abc")), "header.value", "length 9 exceeds the 3 bytes left"},
+		{"publish/header_key_cut", KindPublish, cat(str("t"), str("k"), uv(1), uv(9), []byte("abcd")), "header.key", "length 9 exceeds"},
+		{"publish/no_body", KindPublish, cat(str("t"), str("k"), uv(0)), "body", "bad length varint"},
+		{"publish/body_past_end", KindPublish, cat(str("t"), str("k"), uv(0), uv(1024), make([]byte, 1023)), "body", "length 1024 exceeds the 1023 bytes left"},
+		{"publish/trailing", KindPublish, cat(str("t"), str("k"), uv(0), str("b"), []byte("zz")), "", "2 trailing bytes"},
+
+		{"publish_ack/empty", KindPublishAck, nil, "stream", "bad length varint"},
+		{"publish_ack/short_partition", KindPublishAck, cat(str("s"), []byte{0xff, 0xff, 0xff}), "partition", "needs 4 bytes, 3 left"},
+		{"publish_ack/short_offset", KindPublishAck, cat(str("s"), u32(1), make([]byte, 7)), "offset", "needs 8 bytes, 7 left"},
+		{"publish_ack/no_message_id", KindPublishAck, cat(str("s"), u32(1), u64(2)), "message_id", "bad length varint"},
+		{"publish_ack/trailing", KindPublishAck, cat(str("s"), u32(1), u64(2), str(""), []byte{7}), "", "1 trailing bytes"},
+
+		{"deliver/empty", KindDeliver, nil, "delivery_id", "needs 8 bytes, 0 left"},
+		{"deliver/short_id", KindDeliver, make([]byte, 7), "delivery_id", "needs 8 bytes, 7 left"},
+		{"deliver/no_group", KindDeliver, u64(1), "group", "bad length varint"},
+		{"deliver/no_redelivered", KindDeliver, msgEnc[:len(msgEnc)-12], "redelivered", "needs 4 bytes, 0 left"},
+		{"deliver/short_timestamp", KindDeliver, msgEnc[:len(msgEnc)-1], "timestamp", "needs 8 bytes, 7 left"},
+		{"deliver/trailing", KindDeliver, append(msg.AppendTo(nil), 0), "", "1 trailing bytes"},
+
+		{"nack/empty", KindNack, nil, "delay_ms", "needs 4 bytes, 0 left"},
+		{"nack/short", KindNack, []byte{0, 0, 1}, "delay_ms", "needs 4 bytes, 3 left"},
+		{"nack/trailing", KindNack, []byte{0, 0, 0, 1, 0}, "", "1 trailing bytes"},
+
+		{"pull/empty", KindPull, nil, "group", "bad length varint"},
+		{"pull/no_max", KindPull, cat(str("g"), str("t")), "max", "needs 4 bytes, 0 left"},
+		{"pull/short_wait", KindPull, cat(str("g"), str("t"), u32(1), []byte{0, 0}), "wait_ms", "needs 4 bytes, 2 left"},
+		{"pull/trailing", KindPull, cat(str("g"), str("t"), u32(1), u32(2), []byte{0}), "", "1 trailing bytes"},
+
+		{"pull_result/empty", KindPullResult, nil, "messages", "bad length varint"},
+		{"pull_result/count_past_end", KindPullResult, cat(uv(10), msgEnc), "messages", "list of 10 elements is too long"},
+		{"pull_result/second_message_missing", KindPullResult, cat(uv(2), msgEnc), "delivery_id", "needs 8 bytes, 0 left"},
+		{"pull_result/count_over_list_limit", KindPullResult, cat(uv(maxListLen+1), bytes.Repeat(msgEnc, maxListLen/len(msgEnc)+1)), "messages", "too long"},
+		{"pull_result/second_message_cut", KindPullResult, cat(uv(2), msgEnc, msgEnc[:len(msgEnc)-9]), "redelivered", "needs 4 bytes, 3 left"},
+		{"pull_result/trailing", KindPullResult, cat(uv(1), msgEnc, []byte{0}), "", "1 trailing bytes"},
+
+		{"error/empty", KindError, nil, "code", "needs 2 bytes, 0 left"},
+		{"error/short_code", KindError, []byte{0}, "code", "needs 2 bytes, 1 left"},
+		{"error/no_message", KindError, []byte{0, 5}, "message", "bad length varint"},
+		{"error/trailing", KindError, cat([]byte{0, 5}, str("m"), []byte{1, 2, 3}), "", "3 trailing bytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := newPayload(tc.kind).Decode(tc.payload)
+			assertMalformed(t, err, tc.kind, tc.field, tc.reason)
+		})
+	}
+}
+
+// TestPayloadTruncated cuts every sample payload at every length: a proper
+// prefix of a valid payload never decodes, and the error names the field
+// that ran out.
+func TestPayloadTruncated(t *testing.T) {
+	for _, s := range sampleFrames() {
+		if s.payload == nil {
+			continue
+		}
+		enc := s.payload.AppendTo(nil)
+		for cut := 0; cut < len(enc); cut++ {
+			err := newPayload(s.kind).Decode(enc[:cut])
+			if err == nil {
+				t.Fatalf("%s: %d of %d bytes decoded without error", s.name, cut, len(enc))
+			}
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("%s cut at %d: error %v (%T), want a *ProtocolError wrapping ErrMalformed", s.name, cut, err, err)
+			}
+			if pe.Field == "" {
+				t.Fatalf("%s cut at %d: error %q names no field", s.name, cut, err)
+			}
+			if !strings.Contains(err.Error(), " field "+pe.Field+": ") {
+				t.Fatalf("%s cut at %d: error text %q does not name field %q", s.name, cut, err, pe.Field)
+			}
+		}
+	}
+}
+
+// TestListCountBoundsAllocation: a short payload claiming a long list is
+// refused before the decoder allocates room for the list. Each claim below
+// fits in "bytes left" but not in "bytes left / smallest element size".
+func TestListCountBoundsAllocation(t *testing.T) {
+	const n = maxListLen
+	tests := []struct {
+		name    string
+		kind    Kind
+		payload []byte
+		field   string
+	}{
+		// A subscription takes at least 3 bytes (two empty strings, a mode).
+		{"declare", KindDeclare, cat(uv(n), make([]byte, n)), "subs"},
+		// A header takes at least 2 bytes (two empty strings).
+		{"publish_headers", KindPublish, cat(str("t"), str(""), uv(n), make([]byte, n)), "headers"},
+		// A message takes at least 26 bytes.
+		{"pull_result", KindPullResult, cat(uv(n), make([]byte, n)), "messages"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPayload(tc.kind)
+			err := p.Decode(tc.payload)
+			assertMalformed(t, err, tc.kind, tc.field, "too long")
+
+			// The refusal allocates the error, not a list of n elements
+			// (n*40 bytes for Declare, n*136 for PullResult).
+			got := bytesPerRun(20, func() { _ = p.Decode(tc.payload) })
+			if got > 1024 {
+				t.Fatalf("refusing a %d-element claim in %d bytes allocated %d bytes per call, want <= 1024", n, len(tc.payload), got)
+			}
+		})
+	}
+}
+
+// TestListAtSmallestElementSize: a list whose elements are all as small as
+// an element can be decodes: the allocation bound refuses no valid payload.
+func TestListAtSmallestElementSize(t *testing.T) {
+	const n = 1000
+	var d Declare
+	if err := d.Decode(cat(uv(n), bytes.Repeat([]byte{0, 0, byte(ModePull)}, n))); err != nil || len(d.Subs) != n {
+		t.Fatalf("Declare of %d minimal subscriptions: %d decoded, err %v", n, len(d.Subs), err)
+	}
+	var p Publish
+	if err := p.Decode(cat(str("t"), str(""), uv(n), make([]byte, 2*n), str(""))); err != nil || len(p.Headers) != n {
+		t.Fatalf("Publish with %d empty headers: %d decoded, err %v", n, len(p.Headers), err)
+	}
+	var r PullResult
+	if err := r.Decode(cat(uv(n), make([]byte, minMessageSize*n))); err != nil || len(r.Messages) != n {
+		t.Fatalf("PullResult of %d zero messages: %d decoded, err %v", n, len(r.Messages), err)
+	}
+	// The minimum sizes the decoder assumes are those of the smallest
+	// elements the encoder writes.
+	if got := len((&Message{}).AppendTo(nil)); got != minMessageSize {
+		t.Errorf("a zero Message encodes to %d bytes, minMessageSize is %d", got, minMessageSize)
+	}
+	if got := len((&Declare{Subs: []Subscription{{Mode: ModePush}}}).AppendTo(nil)) - 1; got != minSubSize {
+		t.Errorf("an empty subscription encodes to %d bytes, minSubSize is %d", got, minSubSize)
+	}
+	if got := len(appendHeaders(nil, []HeaderField{{}})) - 1; got != minHeaderSize {
+		t.Errorf("an empty header encodes to %d bytes, minHeaderSize is %d", got, minHeaderSize)
+	}
+}

@@ -1,0 +1,94 @@
+package core
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// IDs hands out request ids unique on one connection. Zero is never handed
+// out, so it can mean "no id". The zero value is ready.
+type IDs struct{ n atomic.Uint64 }
+
+// Next returns a fresh id.
+func (g *IDs) Next() uint64 {
+	for {
+		if id := g.n.Add(1); id != 0 {
+			return id
+		}
+	}
+}
+
+// Pending matches answers to outstanding requests by id. Each request gets
+// a channel with room for one answer, so resolving never blocks the read
+// loop. T is the decoded answer. The zero value is not ready; use
+// NewPending.
+type Pending[T any] struct {
+	mu     sync.Mutex
+	m      map[uint64]chan Result[T]
+	closed error
+}
+
+// Result is an answer or the reason none will come.
+type Result[T any] struct {
+	Val T
+	Err error
+}
+
+// NewPending returns an empty table.
+func NewPending[T any]() *Pending[T] {
+	return &Pending[T]{m: make(map[uint64]chan Result[T])}
+}
+
+// Add registers id and returns the channel its answer will arrive on. If the
+// table was failed already, the channel holds that error at once.
+func (p *Pending[T]) Add(id uint64) <-chan Result[T] {
+	ch := make(chan Result[T], 1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed != nil {
+		ch <- Result[T]{Err: p.closed}
+		return ch
+	}
+	p.m[id] = ch
+	return ch
+}
+
+// Resolve delivers the answer for id. It returns false if no request with
+// that id is outstanding (answered already, abandoned, or never sent).
+func (p *Pending[T]) Resolve(id uint64, r Result[T]) bool {
+	p.mu.Lock()
+	ch, ok := p.m[id]
+	delete(p.m, id)
+	p.mu.Unlock()
+	if ok {
+		ch <- r
+	}
+	return ok
+}
+
+// Remove forgets id, for a caller that gave up waiting.
+func (p *Pending[T]) Remove(id uint64) {
+	p.mu.Lock()
+	delete(p.m, id)
+	p.mu.Unlock()
+}
+
+// Len returns the number of outstanding requests.
+func (p *Pending[T]) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}
+
+// FailAll answers every outstanding request with err, and every later Add
+// too: the connection they were sent on is gone.
+func (p *Pending[T]) FailAll(err error) {
+	p.mu.Lock()
+	m := p.m
+	p.m = make(map[uint64]chan Result[T])
+	p.closed = err
+	p.mu.Unlock()
+	for _, ch := range m {
+		ch <- Result[T]{Err: err}
+	}
+}

@@ -1,0 +1,152 @@
+package meshctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+)
+
+// bindings is a repeatable GROUP:TOPIC flag.
+type bindings []registry.Binding
+
+func (b *bindings) String() string {
+	s := make([]string, len(*b))
+	for i, x := range *b {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (b *bindings) Set(v string) error {
+	x, err := registry.ParseBinding(v)
+	if err != nil {
+		return err
+	}
+	*b = append(*b, x)
+	return nil
+}
+
+func httpFlag(fs *flag.FlagSet) *string {
+	return fs.String("http", defaultHTTP, "the sidecar's HTTP API, host:port or URL")
+}
+
+// baseURL turns the --http value into a URL without a trailing slash.
+func baseURL(v string) (string, error) {
+	if !strings.Contains(v, "://") {
+		v = "http://" + v
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		return "", usagef("--http %q: expected host:port or http://host:port", v)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+func setupRegister(fs *flag.FlagSet) func(context.Context, *env) error {
+	app := fs.String("app", "", "the app's name (required)")
+	var consume, produce bindings
+	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC (repeatable)")
+	fs.Var(&produce, "produce", "a producer group and the topic it produces, GROUP:TOPIC (repeatable)")
+	httpAddr := httpFlag(fs)
+	return func(ctx context.Context, e *env) error {
+		if *app == "" {
+			return usagef("--app is required")
+		}
+		reg := registry.Registration{App: *app, Produce: produce, Consume: consume}
+		body, err := json.Marshal(reg)
+		if err != nil {
+			return err
+		}
+		return e.call(ctx, *httpAddr, http.MethodPost, "/v1/registrations", body)
+	}
+}
+
+func setupDeregister(fs *flag.FlagSet) func(context.Context, *env) error {
+	app := fs.String("app", "", "the app's name (required)")
+	httpAddr := httpFlag(fs)
+	return func(ctx context.Context, e *env) error {
+		if *app == "" {
+			return usagef("--app is required")
+		}
+		if err := e.call(ctx, *httpAddr, http.MethodDelete, "/v1/registrations/"+url.PathEscape(*app), nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "deregistered %s\n", *app)
+		return nil
+	}
+}
+
+func setupRegistrations(fs *flag.FlagSet) func(context.Context, *env) error {
+	httpAddr := httpFlag(fs)
+	return func(ctx context.Context, e *env) error {
+		return e.call(ctx, *httpAddr, http.MethodGet, "/v1/registrations", nil)
+	}
+}
+
+// call sends one request to the HTTP API and prints a JSON answer indented.
+// A non-2xx answer becomes an error carrying the server's message.
+func (e *env) call(ctx context.Context, httpAddr, method, path string, body []byte) error {
+	base, err := baseURL(httpAddr)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return serverError(resp, out)
+	}
+	out = bytes.TrimSpace(out)
+	if len(out) == 0 {
+		return nil
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, out, "", "  ") == nil {
+		out = pretty.Bytes()
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s\n", out)
+	return err
+}
+
+// serverError renders the HTTP API's error body {"error": CODE, "message":
+// text}, or the raw body when it is not that.
+func serverError(resp *http.Response, body []byte) error {
+	var eb struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &eb) == nil && (eb.Message != "" || eb.Error != "") {
+		msg := eb.Message
+		if msg == "" {
+			msg = eb.Error
+		} else if eb.Error != "" {
+			msg += " (" + eb.Error + ")"
+		}
+		return fmt.Errorf("%s: %s", resp.Status, msg)
+	}
+	if text := strings.TrimSpace(string(body)); text != "" {
+		return fmt.Errorf("%s: %s", resp.Status, text)
+	}
+	return fmt.Errorf("%s", resp.Status)
+}
