@@ -1,0 +1,68 @@
+// Package natsbroker is the NATS JetStream adapter of the broker contract
+// (package broker): the only msgmesh code that imports the NATS client. It
+// also runs an embedded nats-server (StartEmbedded), which the sidecar uses
+// when no broker is configured and tests use as a real broker.
+//
+// # Topics and streams
+//
+// A topic is used as the NATS subject as it is. Stream policy, applied the
+// first time a Broker publishes to or consumes a topic:
+//
+//   - if a stream already captures the subject (an operator may pre-create
+//     streams, for example one on "orders.>" for all order topics), that
+//     stream is used;
+//   - otherwise the adapter creates stream StreamPrefix + topic with dots
+//     turned into '_' ("orders.created" → "MESH_orders_created"), subjects
+//     [topic], file storage, limits retention, Config.Replicas and
+//     Config.MaxAge. If that name is taken by a stream that does not
+//     capture the topic ("a_b" vs "a.b"), the name gets a hash suffix.
+//   - existing streams are never modified or deleted.
+//
+// Which stream serves a topic is cached per Broker. Creation is safe when
+// several goroutines or sidecars publish a topic's first message at once:
+// losing the race is treated as success and followed by a new lookup. If a
+// publish finds no stream (an operator deleted it), the adapter looks
+// again, re-creating the stream under the policy above, and retries once.
+//
+// # Publish
+//
+// Publish returns after the JetStream publish ack, with Stream = stream
+// name, Partition = -1, Offset = stream sequence and MessageID =
+// "<stream>:<sequence>". The message key travels in header KeyHeader
+// ("Msgmesh-Key"), or base64 in KeyB64Header when it would not survive a
+// header value; apps may not use those two header names. Other headers,
+// NATS's own included ("Nats-Msg-Id" deduplicates within the stream's
+// window, "Nats-Expected-Last-Sequence" makes the publish conditional),
+// pass through and take effect; the sidecar decides whether apps may set
+// them. Header order
+// across different keys is not kept (NATS headers are a map); values lose
+// surrounding white space and may not contain CR or LF. Errors wrap
+// broker.ErrUnavailable (no responders, timeouts, disconnected, JetStream
+// 5xx) or broker.ErrRejected (JetStream refusals such as message too large
+// or wrong last sequence, bad headers), plus the client's error.
+//
+// # Consume
+//
+// A group on a topic is one durable pull consumer on the topic's stream,
+// named sanitize(group) + "__" + sanitize(topic) ("billing__orders_created"),
+// with a short hash appended when that form could be ambiguous (see
+// consumerName), so two topics of one group in one operator stream never
+// share a consumer. It filters the topic, acks explicitly, waits
+// ConsumerSpec.AckWait (zero: 60 s) for an ack, redelivers without limit,
+// starts a new group at the oldest retained message (like Kafka's
+// "earliest"), and allows Config.MaxAckPending unacknowledged messages.
+// An existing consumer is updated to this configuration; one of that name
+// that filters another subject is refused, never repointed.
+//
+// The consumer keeps at most ConsumerSpec.Prefetch (zero: Config.Prefetch)
+// messages buffered that Next has not returned. Pause and Close stop the
+// fetching and nak the buffered messages so the server redelivers them at
+// once; Resume starts fetching again. Close keeps the durable consumer, so
+// a later Consume continues where the group stopped. Next keeps blocking
+// through broker outages and recreates the durable consumer if an operator
+// deleted it; both are logged.
+//
+// Delivery.Ack and Nack do not wait for a round trip: a lost ack or nack
+// means the server redelivers after AckWait, a duplicate but never a loss.
+// Redelivered is the server's delivery count minus one.
+package natsbroker

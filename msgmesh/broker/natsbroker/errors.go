@@ -1,0 +1,72 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+)
+
+// classify returns the broker sentinel err belongs to: broker.ErrUnavailable
+// when retrying later may succeed, broker.ErrRejected when the broker
+// refused for good, and nil when err is the caller's own context ending
+// (context.Canceled), which is neither.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled):
+		return nil
+	case errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrNoServers),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return broker.ErrUnavailable
+	case errors.Is(err, nats.ErrMaxPayload),
+		errors.Is(err, nats.ErrBadSubject),
+		errors.Is(err, nats.ErrBadHeaderMsg),
+		errors.Is(err, nats.ErrHeadersNotSupported),
+		errors.Is(err, nats.ErrInvalidMsg),
+		errors.Is(err, nats.ErrPermissionViolation),
+		errors.Is(err, nats.ErrAuthorization),
+		errors.Is(err, jetstream.ErrInvalidSubject),
+		errors.Is(err, jetstream.ErrInvalidStreamName),
+		errors.Is(err, jetstream.ErrInvalidConsumerName):
+		return broker.ErrRejected
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// The JetStream API answers 503 (and the like) when it is
+		// temporarily unable to serve: no quorum, no resources, leader
+		// election. Everything else (400 bad request, 404, 409, 413 ...)
+		// is a refusal that a retry will not change.
+		if apiErr.Code >= 500 || apiErr.Code == 408 {
+			return broker.ErrUnavailable
+		}
+		return broker.ErrRejected
+	}
+	// An error we do not know: say it may pass, so the caller retries
+	// rather than dropping the message.
+	return broker.ErrUnavailable
+}
+
+// wrap formats "natsbroker: <op>: [sentinel: ]err". The chain holds both the
+// sentinel chosen by classify and the client's error, so errors.Is works for
+// broker.ErrUnavailable, broker.ErrRejected, context errors and nats errors.
+func wrap(op string, err error) error {
+	if s := classify(err); s != nil {
+		return fmt.Errorf("natsbroker: %s: %w: %w", op, s, err)
+	}
+	return fmt.Errorf("natsbroker: %s: %w", op, err)
+}

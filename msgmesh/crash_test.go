@@ -1,0 +1,201 @@
+package msgmesh_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/client"
+)
+
+// buildSidecar compiles cmd/msgmesh once per test binary run.
+var buildSidecar = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "msgmesh-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "msgmesh")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "../cmd/msgmesh")...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// sidecarProc is msgmesh running as a child process.
+type sidecarProc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan struct{}
+}
+
+func startProc(t *testing.T, bin string, args ...string) *sidecarProc {
+	t.Helper()
+	p := &sidecarProc{cmd: exec.Command(bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = &lockedWriter{w: p.stderr}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("sidecar stderr:\n%s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func waitHealthy(t *testing.T, httpAddr string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the sidecar to answer /healthz", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// TestSIGKILLLosesNothing runs the real msgmesh binary with its embedded
+// JetStream server, kills it with SIGKILL in the middle of a publish and
+// consume run, and restarts it on the same data directory. The apps do not
+// register again; every message the SDK saw acknowledged is consumed.
+func TestSIGKILLLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	dataDir := t.TempDir()
+	meshAddr, httpAddr := freePort(t), freePort(t)
+	args := []string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr,
+		"--delivery-timeout", "2s", "--log-level", "warn"}
+	p := startProc(t, bin, args...)
+	waitHealthy(t, httpAddr)
+	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+
+	consumed := newTally()
+	sub := dialAt(t, meshAddr)
+	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		consumed.add("sub", string(d.Body))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Publishers retry every message until the SDK sees it acknowledged;
+	// only acknowledged messages count.
+	pub := dialAt(t, meshAddr)
+	var ackMu sync.Mutex
+	acked := map[string]bool{}
+	ackedCount := func() int { ackMu.Lock(); defer ackMu.Unlock(); return len(acked) }
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				body := fmt.Sprintf("m-%d", i)
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)})
+					cancel()
+					if err == nil {
+						ackMu.Lock()
+						acked[body] = true
+						ackMu.Unlock()
+						break
+					}
+				}
+			}
+		}()
+	}
+	go func() {
+		for i := 0; i < n; i++ {
+			work <- i
+		}
+		close(work)
+	}()
+
+	waitFor(t, 60*time.Second, "a third of the messages to be acknowledged", func() bool { return ackedCount() >= n/3 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	killedAt := ackedCount()
+
+	startProc(t, bin, args...)
+	waitHealthy(t, httpAddr)
+	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/registrations/orders", "", nil)
+	if status != http.StatusOK || !strings.Contains(body, "g1") {
+		t.Fatalf("registration did not survive the crash: %d %s", status, body)
+	}
+	if got := upstreamsAt(t, httpAddr); !got["g1:"+topic] {
+		t.Fatalf("upstream consumer not restarted from stored registrations: %v", got)
+	}
+
+	wg.Wait()
+	waitFor(t, 90*time.Second, "every acknowledged message to be consumed", func() bool {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		consumed.mu.Lock()
+		defer consumed.mu.Unlock()
+		for b := range acked {
+			if consumed.bodies[b] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	dups := consumed.count() - consumed.distinct()
+	t.Logf("killed after %d acks; %d acknowledged, %d consumed (%d distinct, %d duplicates from redelivery)",
+		killedAt, ackedCount(), consumed.count(), consumed.distinct(), dups)
+	if ackedCount() != n {
+		t.Fatalf("%d of %d messages acknowledged", ackedCount(), n)
+	}
+}

@@ -1,0 +1,78 @@
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+)
+
+// Errors the sidecar answers requests with. Each maps to one wire code
+// (codeOf) and one HTTP status (httpStatus); callers of the SDK see the code.
+var (
+	// ErrNotRegistered: the topic or (group, topic) is not in any registration.
+	ErrNotRegistered = errors.New("msgmesh: not registered")
+	// ErrNotDeclared: a PULL names a (group, topic) the connection did not
+	// declare in pull mode.
+	ErrNotDeclared = errors.New("msgmesh: not declared on this connection")
+	// ErrMessageTooBig: a body over Config.MaxMessageSize.
+	ErrMessageTooBig = errors.New("msgmesh: message too big")
+	// ErrShuttingDown: the sidecar is stopping and takes no new work.
+	ErrShuttingDown = errors.New("msgmesh: shutting down")
+	// ErrInvalid: a well-formed request with invalid arguments.
+	ErrInvalid = errors.New("msgmesh: invalid request")
+	// errProtocol: a request out of order (no HELLO first, a kind the app
+	// may not send).
+	errProtocol = errors.New("msgmesh: protocol violation")
+)
+
+// codeOf maps an error to the code of its ERROR answer.
+func codeOf(err error) mesh.Code {
+	switch {
+	case errors.Is(err, ErrNotRegistered):
+		return mesh.CodeNotRegistered
+	case errors.Is(err, ErrNotDeclared):
+		return mesh.CodeNotDeclared
+	case errors.Is(err, ErrMessageTooBig):
+		return mesh.CodeMessageTooBig
+	case errors.Is(err, ErrShuttingDown):
+		return mesh.CodeShuttingDown
+	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid):
+		return mesh.CodeInvalid
+	case errors.Is(err, errProtocol):
+		return mesh.CodeUnsupported
+	case errors.Is(err, broker.ErrUnavailable):
+		return mesh.CodeUnavailable
+	case errors.Is(err, broker.ErrRejected):
+		return mesh.CodeBrokerError
+	case errors.Is(err, context.DeadlineExceeded):
+		return mesh.CodeTimeout
+	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
+		return mesh.CodeOf(err)
+	}
+	return mesh.CodeBrokerError
+}
+
+// httpStatus maps a wire code to the HTTP API's status.
+func httpStatus(c mesh.Code) int {
+	switch c {
+	case mesh.CodeNotRegistered, mesh.CodeNotDeclared:
+		return http.StatusNotFound
+	case mesh.CodeInvalid, mesh.CodeBadFrame, mesh.CodeSchemaInvalid:
+		return http.StatusBadRequest
+	case mesh.CodeMessageTooBig, mesh.CodeFrameTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case mesh.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case mesh.CodeUnavailable, mesh.CodeShuttingDown:
+		return http.StatusServiceUnavailable
+	case mesh.CodeTimeout:
+		return http.StatusGatewayTimeout
+	case mesh.CodeBrokerError:
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
+}

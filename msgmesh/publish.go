@@ -1,0 +1,36 @@
+package msgmesh
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+)
+
+// checkPublish applies the checks every publish passes before it reaches
+// the broker, whichever listener it came in on, and returns the broker the
+// topic lives on.
+func (sc *Sidecar) checkPublish(m *broker.Message) (broker.Broker, error) {
+	if sc.draining.Load() {
+		return nil, ErrShuttingDown
+	}
+	cluster, ok := sc.snap.Load().produce[m.Topic]
+	if !ok {
+		return nil, fmt.Errorf("%w: topic %q is not produced by any registration (register it with POST /v1/registrations)", ErrNotRegistered, m.Topic)
+	}
+	if len(m.Body) > sc.cfg.MaxMessageSize {
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d bytes", ErrMessageTooBig, len(m.Body), sc.cfg.MaxMessageSize)
+	}
+	return sc.cfg.Brokers[cluster], nil
+}
+
+// publish sends a checked message to its broker and waits for the ack.
+func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (broker.PublishResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, sc.cfg.PublishTimeout)
+	defer cancel()
+	res, err := b.Publish(ctx, m)
+	if err != nil {
+		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,151 @@
+package msgmesh
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+)
+
+// maxPullWait caps a PULL's wait so a request cannot pin a slot forever.
+const maxPullWait = 5 * time.Minute
+
+// pullWaiter is one PULL waiting on a route. The upstream consumer fills it
+// like any other target; it answers when full, when its wait ends, or
+// PullLinger after its first message.
+type pullWaiter struct {
+	s        *session
+	r        *route
+	reqID    uint64
+	max      int
+	deadline time.Time
+
+	mu       sync.Mutex
+	reserved int // slots reserved by the upstream consumer, not yet filled
+	msgs     []mesh.Message
+	done     bool
+	timer    *time.Timer
+}
+
+func (s *session) onPull(f mesh.Frame) error {
+	var p mesh.Pull
+	if err := p.Decode(f.Payload); err != nil {
+		return err
+	}
+	if s.sc.draining.Load() {
+		return ErrShuttingDown
+	}
+	k := routeKey{group: p.Group, topic: p.Topic}
+	if s.subs[k] != mesh.ModePull {
+		return fmt.Errorf("%w: declare %s:%s in pull mode before pulling", ErrNotDeclared, p.Group, p.Topic)
+	}
+	if p.Max == 0 {
+		return fmt.Errorf("%w: pull of 0 messages", ErrInvalid)
+	}
+	wait := min(time.Duration(p.WaitMillis)*time.Millisecond, maxPullWait)
+	w := &pullWaiter{s: s, r: s.routes[k], reqID: f.ID, max: int(min(p.Max, uint32(s.maxInflight.Load()))),
+		deadline: time.Now().Add(wait)}
+	s.mu.Lock()
+	s.pulls[w] = struct{}{}
+	s.mu.Unlock()
+	// Join the route before arming the timer, so a finish can never run
+	// before the waiter is there to be removed.
+	w.r.addPull(w)
+	w.mu.Lock()
+	if !w.done {
+		w.timer = time.AfterFunc(w.nextWake(), w.finish)
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// reserve takes room for one more message in the answer.
+func (w *pullWaiter) reserve() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done || w.reserved+len(w.msgs) >= w.max {
+		return false
+	}
+	w.reserved++
+	return true
+}
+
+func (w *pullWaiter) hasRoom() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.done && w.reserved+len(w.msgs) < w.max
+}
+
+func (w *pullWaiter) unreserve() {
+	w.mu.Lock()
+	w.reserved--
+	w.mu.Unlock()
+	w.r.signal()
+}
+
+// nextWake is when the answer is due: the deadline, or PullLinger once a
+// message is held, whichever comes first. Call with w.mu held.
+func (w *pullWaiter) nextWake() time.Duration {
+	d := time.Until(w.deadline)
+	if len(w.msgs) > 0 {
+		d = min(d, w.s.sc.cfg.PullLinger)
+	}
+	return max(d, 0)
+}
+
+// add puts d into the answer on a slot reserved by the caller; false if the
+// pull was answered in the meantime (the slot is then released).
+func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
+	w.mu.Lock()
+	w.reserved--
+	if w.done {
+		w.mu.Unlock()
+		w.s.release()
+		return false
+	}
+	id, ok := w.s.track(k, d)
+	if !ok {
+		w.mu.Unlock()
+		w.s.release()
+		return false
+	}
+	w.msgs = append(w.msgs, toWire(id, k, d))
+	full := len(w.msgs) >= w.max
+	if len(w.msgs) == 1 && !full && w.timer != nil {
+		// The first message is here: answer soon rather than at the end of
+		// a long poll. A timer that fired already is harmless: finish runs
+		// once.
+		w.timer.Reset(w.nextWake())
+	}
+	w.mu.Unlock()
+	if full {
+		w.finish()
+	}
+	return true
+}
+
+// finish answers the PULL with what it holds. It runs once; later calls do
+// nothing. Messages it holds are tracked on the session, so if the answer
+// cannot be written they go back to the broker with the connection.
+func (w *pullWaiter) finish() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.done = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	res := mesh.PullResult{Messages: w.msgs}
+	w.mu.Unlock()
+	w.r.removePull(w)
+	w.s.mu.Lock()
+	delete(w.s.pulls, w)
+	w.s.mu.Unlock()
+	if err := w.s.send(mesh.KindPullResult, mesh.FlagResponse, w.reqID, &res); err != nil {
+		w.s.close(err)
+	}
+}

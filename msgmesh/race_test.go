@@ -1,0 +1,5 @@
+//go:build race
+
+package msgmesh_test
+
+const raceEnabled = true

@@ -1,0 +1,40 @@
+// Package registry holds the sidecar's registrations (DESIGN.md §3, flow 1).
+//
+// A registration is what an app tells its local sidecar when it starts: its
+// name, the topics it produces (each with a producer group) and the topics
+// it consumes (each with a consumer group). Each (group, topic) pair is a
+// Binding. Registrations are keyed by app name: registering again replaces
+// the previous registration of that app.
+//
+// # Persistence
+//
+// A Store keeps the registrations in one bbolt file in the sidecar's data
+// directory: bucket "registrations", key the app name, value the
+// registration as JSON. Every Put and Delete is one bbolt read-write
+// transaction, and bbolt fsyncs the file when it commits, so a write is on
+// disk before the call returns. After a crash the sidecar reopens the file
+// and List gives back every registration it acknowledged. The file is
+// locked while open; a second Open of the same file (another msgmesh on the
+// same data directory) gives up after 2 s with an error wrapping ErrLocked.
+//
+// # Names
+//
+// Validate checks every name, and DecodeJSON and Store.Put call it:
+//
+//   - app and group: ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ (1 to 128 bytes);
+//   - topic: ^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$ and at most 249 bytes
+//     (Kafka's limit): dot-separated, no empty segment;
+//   - a registration has at least one produce or consume binding, and no
+//     binding appears twice within produce or within consume.
+//
+// A violation is a *ValidationError naming the field ("consume[1].topic")
+// and the reason; errors.Is(err, ErrInvalid) holds for it. Normalize sorts
+// the bindings so that stored registrations compare and serialise
+// deterministically.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. It has no lock of its own: bbolt runs
+// one read-write transaction at a time and any number of read transactions
+// beside it.
+package registry

@@ -1,0 +1,175 @@
+package registry
+
+import (
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func b(group, topic string) Binding { return Binding{Group: group, Topic: topic} }
+
+func TestValidate(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	tests := []struct {
+		name  string
+		reg   Registration
+		field string // "-" means valid
+	}{
+		{"produce only", Registration{App: "orders", Produce: []Binding{b("p1", "orders.created")}}, "-"},
+		{"consume only", Registration{App: "orders", Consume: []Binding{b("g1", "orders.created")}}, "-"},
+		{"both, same binding in each list", Registration{App: "a", Produce: []Binding{b("g", "t")}, Consume: []Binding{b("g", "t")}}, "-"},
+		{"max lengths", Registration{App: long(128), Consume: []Binding{b(long(128), long(249))}}, "-"},
+		{"name punctuation", Registration{App: "A-b_c.9", Consume: []Binding{b("9.g-_", "_a-b.c_d.-e")}}, "-"},
+		{"same group, two topics", Registration{App: "a", Consume: []Binding{b("g", "t1"), b("g", "t2")}}, "-"},
+
+		{"empty app", Registration{App: "", Consume: []Binding{b("g", "t")}}, "app"},
+		{"app too long", Registration{App: long(129), Consume: []Binding{b("g", "t")}}, "app"},
+		{"app starts with dot", Registration{App: ".a", Consume: []Binding{b("g", "t")}}, "app"},
+		{"app starts with dash", Registration{App: "-a", Consume: []Binding{b("g", "t")}}, "app"},
+		{"app with space", Registration{App: "my app", Consume: []Binding{b("g", "t")}}, "app"},
+		{"app with slash", Registration{App: "a/b", Consume: []Binding{b("g", "t")}}, "app"},
+		{"app non-ASCII", Registration{App: "café", Consume: []Binding{b("g", "t")}}, "app"},
+		{"no bindings", Registration{App: "a"}, ""},
+		{"empty binding lists", Registration{App: "a", Produce: []Binding{}, Consume: []Binding{}}, ""},
+		{"empty produce group", Registration{App: "a", Produce: []Binding{b("", "t")}}, "produce[0].group"},
+		{"bad consume group", Registration{App: "a", Consume: []Binding{b("g", "t"), b("g:1", "t")}}, "consume[1].group"},
+		{"group too long", Registration{App: "a", Consume: []Binding{b(long(129), "t")}}, "consume[0].group"},
+		{"empty topic", Registration{App: "a", Consume: []Binding{b("g", "")}}, "consume[0].topic"},
+		{"topic too long", Registration{App: "a", Produce: []Binding{b("g", long(250))}}, "produce[0].topic"},
+		{"topic leading dot", Registration{App: "a", Consume: []Binding{b("g", ".t")}}, "consume[0].topic"},
+		{"topic trailing dot", Registration{App: "a", Consume: []Binding{b("g", "t.")}}, "consume[0].topic"},
+		{"topic double dot", Registration{App: "a", Consume: []Binding{b("g", "a..b")}}, "consume[0].topic"},
+		{"topic dot only", Registration{App: "a", Consume: []Binding{b("g", ".")}}, "consume[0].topic"},
+		{"topic wildcard", Registration{App: "a", Consume: []Binding{b("g", "orders.*")}}, "consume[0].topic"},
+		{"topic space", Registration{App: "a", Consume: []Binding{b("g", "orders created")}}, "consume[0].topic"},
+		{"third consume topic", Registration{App: "a", Consume: []Binding{b("g", "t1"), b("g", "t2"), b("g", "t 3")}}, "consume[2].topic"},
+		{"duplicate produce", Registration{App: "a", Produce: []Binding{b("p", "t"), b("p", "u"), b("p", "t")}}, "produce[2]"},
+		{"duplicate consume", Registration{App: "a", Consume: []Binding{b("g", "t"), b("g", "t")}}, "consume[1]"},
+		{"produce checked before consume", Registration{App: "a", Produce: []Binding{b("p", "")}, Consume: []Binding{b("", "t")}}, "produce[0].topic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.reg.Validate()
+			if tt.field == "-" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate() = %v (%T), want *ValidationError", err, err)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(%v, ErrInvalid) = false", err)
+			}
+			if ve.Field != tt.field {
+				t.Errorf("Field = %q, want %q (error: %v)", ve.Field, tt.field, err)
+			}
+			if ve.Reason == "" {
+				t.Errorf("empty Reason")
+			}
+			if tt.field != "" && !strings.Contains(err.Error(), tt.field+": ") {
+				t.Errorf("Error() = %q does not name the field %q", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestValidateNil(t *testing.T) {
+	var r *Registration
+	if err := r.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil.Validate() = %v, want ErrInvalid", err)
+	}
+}
+
+// TestNameRulesMatchRegexp checks the hand-written name checks against the
+// regular expressions the rules are written in.
+func TestNameRulesMatchRegexp(t *testing.T) {
+	nameRE := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	topicRE := regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+	inputs := []string{"", "a", ".", "..", "a.", ".a", "a..b", "a.b", "_", "-", "_a", "-a", "a b", "a:b",
+		"é", "a\x00", strings.Repeat("x", 128), strings.Repeat("x", 129), strings.Repeat("x", 249), strings.Repeat("x", 250)}
+	const alphabet = "aZ09_.-:/ é"
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		var sb strings.Builder
+		for range rng.IntN(8) {
+			sb.WriteByte(alphabet[rng.IntN(len(alphabet))])
+		}
+		inputs = append(inputs, sb.String())
+	}
+	for _, s := range inputs {
+		if got, want := checkName(s) == "", nameRE.MatchString(s); got != want {
+			t.Errorf("checkName(%q) valid = %v, regexp says %v", s, got, want)
+		}
+		if got, want := checkTopic(s) == "", topicRE.MatchString(s) && len(s) <= 249; got != want {
+			t.Errorf("checkTopic(%q) valid = %v, regexp says %v", s, got, want)
+		}
+	}
+}
+
+func TestParseBinding(t *testing.T) {
+	tests := []struct {
+		in    string
+		want  Binding
+		field string // "-" means valid
+	}{
+		{"g1:orders.created", b("g1", "orders.created"), "-"},
+		{"a.b-c_d:x_y-z", b("a.b-c_d", "x_y-z"), "-"},
+		{"g:" + strings.Repeat("t", 249), b("g", strings.Repeat("t", 249)), "-"},
+		{"", Binding{}, ""},
+		{"orders", Binding{}, ""},
+		{"g:t:u", Binding{}, ""},
+		{":orders", Binding{}, "group"},
+		{"g1:", Binding{}, "topic"},
+		{" g1:orders", Binding{}, "group"},
+		{"g1:orders ", Binding{}, "topic"},
+		{"-g:t", Binding{}, "group"},
+		{"g:t..u", Binding{}, "topic"},
+		{"g:" + strings.Repeat("t", 250), Binding{}, "topic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseBinding(tt.in)
+			if tt.field == "-" {
+				if err != nil {
+					t.Fatalf("ParseBinding(%q) error %v", tt.in, err)
+				}
+				if got != tt.want {
+					t.Fatalf("ParseBinding(%q) = %+v, want %+v", tt.in, got, tt.want)
+				}
+				if s := got.String(); s != tt.in {
+					t.Errorf("String() = %q, want %q", s, tt.in)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseBinding(%q) = %+v, %v; want *ValidationError", tt.in, got, err)
+			}
+			if ve.Field != tt.field {
+				t.Errorf("Field = %q, want %q (error: %v)", ve.Field, tt.field, err)
+			}
+			if got != (Binding{}) {
+				t.Errorf("binding = %+v on error, want zero", got)
+			}
+		})
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	r := Registration{
+		App:     "a",
+		Produce: []Binding{},
+		Consume: []Binding{b("g2", "a"), b("g1", "b"), b("g1", "a")},
+	}
+	r.Normalize()
+	want := Registration{App: "a", Consume: []Binding{b("g1", "a"), b("g1", "b"), b("g2", "a")}}
+	if !reflect.DeepEqual(r, want) {
+		t.Fatalf("Normalize() = %+v, want %+v", r, want)
+	}
+}

@@ -1,0 +1,585 @@
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+)
+
+// session is one app connection. Its read loop is the only goroutine that
+// changes its subscriptions and route memberships; other goroutines (the
+// upstream consumers, publish lanes, the timeout sweeper) only add and
+// settle deliveries and write frames.
+type session struct {
+	sc     *Sidecar
+	conn   net.Conn
+	rd     *mesh.Reader
+	w      *core.Writer
+	log    *slog.Logger
+	ids    core.IDs
+	lanes  []chan publishJob // started on the first publish
+	owned  core.Routines     // lanes and the sweeper
+	seed   maphash.Seed
+	rrLane atomic.Uint32
+
+	maxInflight atomic.Int32
+	slots       atomic.Int32  // reserved or in-flight deliveries
+	publishing  atomic.Int32  // publishes read but not yet answered
+	dead        atomic.Bool   // the connection is gone; take no new deliveries
+	done        chan struct{} // closed when the read loop has returned
+
+	mu       sync.Mutex
+	hello    bool
+	app      string
+	subs     map[routeKey]mesh.Mode   // read loop only
+	routes   map[routeKey]*route      // read loop only (refs held)
+	joined   atomic.Pointer[[]*route] // the values of routes, for release
+	inflight map[uint64]inflight      // guarded by mu
+	pulls    map[*pullWaiter]struct{} // guarded by mu
+}
+
+type inflight struct {
+	d        broker.Delivery
+	key      routeKey
+	deadline time.Time
+}
+
+type publishJob struct {
+	id     uint64
+	msg    broker.Message
+	broker broker.Broker
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// serveConn is the core.ConnHandler of the mesh listener.
+func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
+	s := &session{
+		sc:       sc,
+		conn:     conn,
+		rd:       mesh.NewReader(conn, sc.cfg.MaxFrameSize),
+		w:        core.NewWriter(conn, 10*time.Second),
+		log:      sc.log.With("remote", conn.RemoteAddr().String()),
+		seed:     maphash.MakeSeed(),
+		subs:     make(map[routeKey]mesh.Mode),
+		routes:   make(map[routeKey]*route),
+		inflight: make(map[uint64]inflight),
+		pulls:    make(map[*pullWaiter]struct{}),
+		done:     make(chan struct{}),
+	}
+	s.maxInflight.Store(int32(sc.cfg.MaxInflight))
+	sc.sessMu.Lock()
+	if sc.draining.Load() {
+		sc.sessMu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	sc.sessions[s] = struct{}{}
+	sc.sessWG.Add(1)
+	sc.sessMu.Unlock()
+	defer sc.sessWG.Done()
+
+	s.log.Info("app connected")
+	err := s.readLoop(ctx)
+	s.cleanup()
+	sc.sessMu.Lock()
+	delete(sc.sessions, s)
+	sc.sessMu.Unlock()
+	s.log.Info("app disconnected", "app", s.app, "reason", err)
+}
+
+// close makes the read loop return; cleanup happens there.
+func (s *session) close(reason error) {
+	if s.dead.CompareAndSwap(false, true) {
+		s.log.Debug("closing connection", "reason", reason)
+	}
+	_ = s.conn.Close()
+}
+
+func (s *session) readLoop(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.close(ctx.Err()) })
+	defer stop()
+	s.owned.Go(s.sweep)
+	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.sc.cfg.IdleTimeout))
+		f, err := s.rd.ReadFrame()
+		if err != nil {
+			return s.readError(f, err)
+		}
+		if err := s.handle(f); err != nil {
+			return err
+		}
+	}
+}
+
+// readError answers a framing error with a typed ERROR when the frame id is
+// known, then ends the connection: after a bad header the stream position
+// is lost.
+func (s *session) readError(f mesh.Frame, err error) error {
+	switch {
+	case errors.Is(err, io.EOF), s.dead.Load():
+		return io.EOF
+	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
+		s.log.Warn("bad frame; closing connection", "err", err)
+		s.sendError(f.ID, err)
+		_ = s.w.Close()
+		return err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("idle for %s: %w", s.sc.cfg.IdleTimeout, err)
+	}
+	return err
+}
+
+// handle processes one frame. A returned error ends the connection; errors
+// that concern one request are answered and return nil.
+func (s *session) handle(f mesh.Frame) error {
+	if f.IsResponse() {
+		switch f.Kind {
+		case mesh.KindAck:
+			s.settle(f.ID, true, 0)
+		case mesh.KindNack:
+			var n mesh.Nack
+			if err := n.Decode(f.Payload); err != nil {
+				s.log.Warn("bad NACK; redelivering now", "err", err)
+			}
+			s.settle(f.ID, false, time.Duration(n.DelayMillis)*time.Millisecond)
+		case mesh.KindError:
+			// The app could not take the delivery (it could not decode
+			// it): hand it back as for NACK 0 (docs/protocol.md §5.5).
+			s.settle(f.ID, false, 0)
+		case mesh.KindHeartbeat, mesh.KindOK:
+			// Answers to our heartbeats; nothing waits on them.
+		default:
+			s.log.Warn("unexpected answer kind", "kind", f.Kind)
+		}
+		return nil
+	}
+	if f.Kind != mesh.KindHello && f.Kind != mesh.KindHeartbeat && !s.helloDone() {
+		s.sendError(f.ID, fmt.Errorf("%w: %s before HELLO; HELLO must be the first request", ErrInvalid, f.Kind))
+		return nil
+	}
+	switch f.Kind {
+	case mesh.KindHello:
+		s.answer(f.ID, s.onHello(f.Payload))
+	case mesh.KindDeclare:
+		s.answer(f.ID, s.onDeclare(f.Payload))
+	case mesh.KindPublish:
+		if err := s.onPublish(f); err != nil {
+			s.sendError(f.ID, err)
+		}
+	case mesh.KindPull:
+		if err := s.onPull(f); err != nil {
+			s.sendError(f.ID, err)
+		}
+	case mesh.KindHeartbeat:
+		if len(f.Payload) != 0 {
+			s.sendError(f.ID, &mesh.ProtocolError{Err: mesh.ErrMalformed, Kind: f.Kind, Reason: "HEARTBEAT has an empty payload"})
+			return nil
+		}
+		s.send(mesh.KindHeartbeat, mesh.FlagResponse, f.ID, nil)
+	default:
+		s.sendError(f.ID, fmt.Errorf("%w: apps do not send %s requests", errProtocol, f.Kind))
+	}
+	return nil
+}
+
+func (s *session) helloDone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hello
+}
+
+func (s *session) answer(id uint64, err error) {
+	if err != nil {
+		s.sendError(id, err)
+		return
+	}
+	s.send(mesh.KindOK, mesh.FlagResponse, id, nil)
+}
+
+func (s *session) onHello(p []byte) error {
+	var h mesh.Hello
+	if err := h.Decode(p); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hello {
+		return fmt.Errorf("%w: second HELLO on one connection", ErrInvalid)
+	}
+	s.hello = true
+	s.app = h.App
+	if h.MaxInflight > 0 && int(h.MaxInflight) < s.sc.cfg.MaxInflight {
+		s.maxInflight.Store(int32(h.MaxInflight))
+	}
+	s.log = s.log.With("app", h.App, "client", h.Client)
+	s.log.Info("hello", "max_inflight", s.maxInflight.Load())
+	return nil
+}
+
+// onDeclare replaces the connection's subscriptions. Every (group, topic)
+// must be registered for consumption; otherwise nothing changes.
+func (s *session) onDeclare(p []byte) error {
+	var d mesh.Declare
+	if err := d.Decode(p); err != nil {
+		return err
+	}
+	snap := s.sc.snap.Load()
+	want := make(map[routeKey]mesh.Mode, len(d.Subs))
+	for i, sub := range d.Subs {
+		k := routeKey{group: sub.Group, topic: sub.Topic}
+		if !snap.consume[k] {
+			return fmt.Errorf("%w: subs[%d]: group %q does not consume topic %q in any registration (register it with POST /v1/registrations)", ErrNotRegistered, i, sub.Group, sub.Topic)
+		}
+		if _, dup := want[k]; dup {
+			return fmt.Errorf("%w: subs[%d]: %s:%s declared twice", ErrInvalid, i, sub.Group, sub.Topic)
+		}
+		want[k] = sub.Mode
+	}
+	for k, mode := range s.subs {
+		if want[k] != mode {
+			s.leave(k, mode)
+		}
+	}
+	for k, mode := range want {
+		if s.subs[k] != mode {
+			s.join(k, mode)
+		}
+	}
+	s.log.Info("declared", "subscriptions", len(want))
+	return nil
+}
+
+// join and leave run on the read loop only.
+func (s *session) join(k routeKey, mode mesh.Mode) {
+	r := s.sc.acquireRoute(k)
+	s.routes[k] = r
+	s.publishJoined()
+	s.subs[k] = mode
+	if mode == mesh.ModePush {
+		r.addPush(s)
+	}
+}
+
+func (s *session) leave(k routeKey, mode mesh.Mode) {
+	r := s.routes[k]
+	if mode == mesh.ModePush {
+		r.removePush(s)
+	}
+	for _, w := range s.pullsOf(k) {
+		w.finish()
+	}
+	delete(s.subs, k)
+	delete(s.routes, k)
+	s.publishJoined()
+	s.sc.releaseRoute(r)
+}
+
+func (s *session) pullsOf(k routeKey) []*pullWaiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ws []*pullWaiter
+	for w := range s.pulls {
+		if w.r.key == k {
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
+
+// reserve takes one delivery slot if the connection has one free.
+func (s *session) reserve() bool {
+	max := s.maxInflight.Load()
+	for {
+		if s.dead.Load() {
+			return false
+		}
+		n := s.slots.Load()
+		if n >= max {
+			return false
+		}
+		if s.slots.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (s *session) hasRoom() bool {
+	return !s.dead.Load() && s.slots.Load() < s.maxInflight.Load()
+}
+
+// release frees one slot and tells the connection's routes.
+func (s *session) release() {
+	s.slots.Add(-1)
+	if rs := s.joined.Load(); rs != nil {
+		for _, r := range *rs {
+			r.signal()
+		}
+	}
+}
+
+// publishJoined refreshes the lock-free copy of s.routes that release reads
+// on every settled delivery. Read loop only.
+func (s *session) publishJoined() {
+	rs := make([]*route, 0, len(s.routes))
+	for _, r := range s.routes {
+		rs = append(rs, r)
+	}
+	s.joined.Store(&rs)
+}
+
+// track records d as in flight and returns its delivery id. It fails if the
+// connection is gone.
+func (s *session) track(k routeKey, d broker.Delivery) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead.Load() {
+		return 0, false
+	}
+	id := s.ids.Next()
+	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout)}
+	return id, true
+}
+
+// push sends d as a DELIVER request on a slot reserved by the caller.
+func (s *session) push(k routeKey, d broker.Delivery) bool {
+	id, ok := s.track(k, d)
+	if !ok {
+		s.release()
+		return false
+	}
+	m := toWire(id, k, d)
+	if err := s.send(mesh.KindDeliver, 0, id, &m); err != nil {
+		// The delivery is tracked; closing hands it back to the broker.
+		s.close(err)
+	}
+	return true
+}
+
+// settle handles the app's answer to delivery id.
+func (s *session) settle(id uint64, ack bool, delay time.Duration) {
+	s.mu.Lock()
+	inf, ok := s.inflight[id]
+	delete(s.inflight, id)
+	s.mu.Unlock()
+	if !ok {
+		// Timed out earlier (already handed back), or a buggy client.
+		s.log.Debug("answer for unknown delivery", "delivery_id", id)
+		return
+	}
+	s.settleUpstream(inf, ack, delay)
+	s.release()
+}
+
+func (s *session) settleUpstream(inf inflight, ack bool, delay time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if ack {
+		err = inf.d.Ack(ctx)
+	} else {
+		err = inf.d.Nack(ctx, delay)
+	}
+	if err != nil {
+		// The broker redelivers after its ack wait: a duplicate, never a loss.
+		s.log.Warn("settling upstream failed", "group", inf.key.group, "topic", inf.key.topic, "ack", ack, "err", err)
+	}
+}
+
+// sweep hands deliveries the app did not answer in time back to the broker.
+func (s *session) sweep() {
+	tick := min(s.sc.cfg.DeliveryTimeout/4, time.Second)
+	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var expired []inflight
+		s.mu.Lock()
+		for id, inf := range s.inflight {
+			if now.After(inf.deadline) {
+				expired = append(expired, inf)
+				delete(s.inflight, id)
+			}
+		}
+		s.mu.Unlock()
+		for _, inf := range expired {
+			s.log.Warn("delivery timed out; redelivering", "group", inf.key.group, "topic", inf.key.topic, "message_id", inf.d.MessageID())
+			s.settleUpstream(inf, false, 0)
+			s.release()
+		}
+	}
+}
+
+// cleanup runs when the read loop has returned: it leaves every route,
+// answers nothing more, hands unanswered deliveries back to the broker and
+// waits for the session's goroutines.
+func (s *session) cleanup() {
+	s.dead.Store(true)
+	_ = s.conn.Close()
+	close(s.done)
+	for k, mode := range s.subs {
+		s.leave(k, mode)
+	}
+	s.mu.Lock()
+	ws := make([]*pullWaiter, 0, len(s.pulls))
+	for w := range s.pulls {
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.finish()
+	}
+	s.owned.Stop()
+	for _, l := range s.lanes {
+		close(l)
+	}
+	s.owned.Wait()
+	s.mu.Lock()
+	left := s.inflight
+	s.inflight = make(map[uint64]inflight)
+	s.mu.Unlock()
+	for _, inf := range left {
+		s.settleUpstream(inf, false, 0)
+		s.slots.Add(-1)
+	}
+	if len(left) > 0 {
+		s.log.Info("handed unanswered deliveries back to the broker", "count", len(left))
+	}
+}
+
+// busy reports whether the session holds deliveries or publishes in flight.
+func (s *session) busy() bool {
+	if s.publishing.Load() > 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight) > 0
+}
+
+func (s *session) onPublish(f mesh.Frame) error {
+	var p mesh.Publish
+	if err := p.Decode(f.Payload); err != nil {
+		return err
+	}
+	msg := broker.Message{Topic: p.Topic, Key: p.Key, Body: p.Body}
+	if len(p.Headers) > 0 {
+		msg.Headers = make([]broker.Header, len(p.Headers))
+		for i, h := range p.Headers {
+			msg.Headers[i] = broker.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	b, err := s.sc.checkPublish(&msg)
+	if err != nil {
+		return err
+	}
+	if s.lanes == nil {
+		s.startLanes()
+	}
+	var lane int
+	if msg.Key != "" {
+		lane = int(maphash.String(s.seed, msg.Key) % uint64(len(s.lanes)))
+	} else {
+		lane = int(s.rrLane.Add(1) % uint32(len(s.lanes)))
+	}
+	s.publishing.Add(1)
+	// Blocks when the lane is full: the app's publishes then wait in its
+	// socket buffer, which is the backpressure it sees.
+	s.lanes[lane] <- publishJob{id: f.ID, msg: msg, broker: b}
+	return nil
+}
+
+func (s *session) startLanes() {
+	s.lanes = make([]chan publishJob, s.sc.cfg.PublishLanes)
+	for i := range s.lanes {
+		ch := make(chan publishJob, 64)
+		s.lanes[i] = ch
+		s.owned.Go(func() {
+			for job := range ch {
+				s.publishOne(job)
+			}
+		})
+	}
+}
+
+func (s *session) publishOne(job publishJob) {
+	defer s.publishing.Add(-1)
+	if s.dead.Load() {
+		// The app saw the connection drop and will retry; publishing now
+		// would only add a duplicate it cannot learn about.
+		return
+	}
+	res, err := s.sc.publish(context.Background(), job.broker, &job.msg)
+	if err != nil {
+		s.sendError(job.id, err)
+		return
+	}
+	ack := mesh.PublishAck{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID}
+	_ = s.send(mesh.KindPublishAck, mesh.FlagResponse, job.id, &ack)
+}
+
+// send encodes and writes one frame.
+func (s *session) send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
+	bp := framePool.Get().(*[]byte)
+	b, err := mesh.AppendFrame((*bp)[:0], s.sc.outFrameMax(), kind, flags, id, payload)
+	if err == nil {
+		err = s.w.Write(b)
+	}
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		framePool.Put(bp)
+	}
+	return err
+}
+
+func (s *session) sendError(id uint64, err error) {
+	e := mesh.Error{Code: codeOf(err), Message: err.Error()}
+	_ = s.send(mesh.KindError, mesh.FlagResponse, id, &e)
+}
+
+// outFrameMax bounds frames the sidecar sends; deliveries may carry bodies
+// published by others straight to the broker, so it is at least the
+// protocol default.
+func (sc *Sidecar) outFrameMax() int { return max(sc.cfg.MaxFrameSize, mesh.DefaultMaxFrameSize) }
+
+// toWire converts a broker delivery into its wire form.
+func toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
+	msg := d.Message()
+	m := mesh.Message{
+		DeliveryID:  id,
+		Group:       k.group,
+		Topic:       k.topic,
+		Key:         msg.Key,
+		Body:        msg.Body,
+		MessageID:   d.MessageID(),
+		Redelivered: uint32(d.Redelivered()),
+	}
+	if ts := d.Timestamp(); !ts.IsZero() {
+		m.Timestamp = ts.UnixNano()
+	}
+	if len(msg.Headers) > 0 {
+		m.Headers = make([]mesh.HeaderField, len(msg.Headers))
+		for i, h := range msg.Headers {
+			m.Headers[i] = mesh.HeaderField{Key: h.Key, Value: h.Value}
+		}
+	}
+	return m
+}

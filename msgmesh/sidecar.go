@@ -1,0 +1,345 @@
+// Package msgmesh is the sidecar: it serves apps on a local mesh-protocol
+// listener and an HTTP API, persists their registrations, keeps exactly one
+// upstream consumer per (cluster, group, topic), and moves messages between
+// apps and brokers with at-least-once delivery.
+//
+// How the parts fit (DESIGN.md flows 1–6):
+//
+//   - registrations (http.go, aggregate.go): the HTTP API writes a
+//     registration to the registry store (fsync) and then reconciles the set
+//     of running upstream consumers with the union of all registrations;
+//   - upstream consumers (aggregate.go): one goroutine per (group, topic)
+//     that takes a free delivery slot on some app connection, then one
+//     message from the broker, then hands it over, so a slow app stops the
+//     flow from the broker;
+//   - routes (route.go): the dispatch point of one (group, topic): the
+//     connections that declared it and the pending pull requests;
+//   - sessions (session.go): one app connection: its read loop, publish
+//     lanes, deliveries in flight and their timeouts.
+//
+// Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
+// route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
+// call or a network write except reconcileMu, which only serialises
+// reconciliation.
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
+)
+
+// Config configures a Sidecar. The zero value of every field but DataDir and
+// Broker is a usable default.
+type Config struct {
+	// DataDir holds the registration store (registrations.db). Required.
+	DataDir string
+	// Listen is the mesh-protocol address. Zero: 127.0.0.1:7600.
+	Listen string
+	// HTTPListen is the HTTP API address. Zero: 127.0.0.1:7601.
+	HTTPListen string
+	// Brokers are the broker clusters topics live on, by cluster name; the
+	// caller opens them (brokers.Open) and closes them after Shutdown.
+	// Required, unless Broker is set.
+	Brokers map[string]broker.Broker
+	// Broker is a shorthand for one cluster, named "default", that every
+	// topic lives on. Set Broker or Brokers, not both.
+	Broker broker.Broker
+	// Routes map topics to clusters of Brokers; the first match wins
+	// (package topology).
+	Routes []topology.Route
+	// DefaultCluster holds every topic no route matches. Zero: the only
+	// cluster when there is one.
+	DefaultCluster string
+	// MaxInflight bounds unanswered deliveries per connection; an app may
+	// ask for fewer in HELLO. Zero: 1024.
+	MaxInflight int
+	// DeliveryTimeout is how long an app may take to answer a delivery
+	// before it goes back to the broker. The broker's own ack wait is set to
+	// twice this. Zero: 30s.
+	DeliveryTimeout time.Duration
+	// PublishTimeout bounds one publish to the broker. Zero: 10s.
+	PublishTimeout time.Duration
+	// MaxMessageSize bounds a published body. Zero: 1 MiB.
+	MaxMessageSize int
+	// MaxFrameSize bounds one frame from an app; it must leave room for
+	// MaxMessageSize plus headers. Zero: MaxMessageSize + 64 KiB.
+	MaxFrameSize int
+	// PublishLanes is how many publishes of one connection may wait for the
+	// broker at once. Publishes with the same key share a lane, so their
+	// order is kept. Zero: 128.
+	PublishLanes int
+	// IdleTimeout closes a connection that sent nothing for this long (the
+	// SDK heartbeats well within it). Zero: 60s.
+	IdleTimeout time.Duration
+	// PullLinger is how long a PULL waits for more messages after the first
+	// one arrived before it answers with what it has. Zero: 5ms.
+	PullLinger time.Duration
+	// Prefetch is passed to the broker adapter as ConsumerSpec.Prefetch.
+	// Zero: the adapter's default.
+	Prefetch int
+	// Logger receives structured logs. Zero: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("msgmesh: config: DataDir is required")
+	}
+	switch {
+	case c.Broker != nil && c.Brokers != nil:
+		return fmt.Errorf("msgmesh: config: set Broker or Brokers, not both")
+	case c.Broker != nil:
+		c.Brokers = map[string]broker.Broker{"default": c.Broker}
+	case len(c.Brokers) == 0:
+		return fmt.Errorf("msgmesh: config: a broker is required")
+	}
+	if c.DefaultCluster == "" && len(c.Brokers) == 1 {
+		for name := range c.Brokers {
+			c.DefaultCluster = name
+		}
+	}
+	if err := topology.ValidateRoutes(c.Routes, c.DefaultCluster, func(n string) bool { return c.Brokers[n] != nil }); err != nil {
+		return fmt.Errorf("msgmesh: config: %w", err)
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7600"
+	}
+	if c.HTTPListen == "" {
+		c.HTTPListen = "127.0.0.1:7601"
+	}
+	def(&c.MaxInflight, 1024)
+	def(&c.MaxMessageSize, 1<<20)
+	def(&c.MaxFrameSize, c.MaxMessageSize+64<<10)
+	def(&c.PublishLanes, 128)
+	defDur(&c.DeliveryTimeout, 30*time.Second)
+	defDur(&c.PublishTimeout, 10*time.Second)
+	defDur(&c.IdleTimeout, 60*time.Second)
+	defDur(&c.PullLinger, 5*time.Millisecond)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.MaxInflight < 0, c.MaxMessageSize < 0, c.PublishLanes < 0, c.Prefetch < 0:
+		return fmt.Errorf("msgmesh: config: negative limit")
+	case c.MaxFrameSize < c.MaxMessageSize+mesh.HeaderSize:
+		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d", c.MaxFrameSize, c.MaxMessageSize)
+	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0:
+		return fmt.Errorf("msgmesh: config: negative duration")
+	}
+	return nil
+}
+
+// Sidecar is one msgmesh sidecar. Create it with New, run it with Start,
+// stop it with Shutdown.
+type Sidecar struct {
+	cfg   Config
+	log   *slog.Logger
+	store *registry.Store
+
+	ctx    context.Context // cancelled by Shutdown; parent of upstream consumers
+	cancel context.CancelFunc
+
+	meshSrv *core.Server
+	httpSrv *http.Server
+	meshLn  net.Listener
+	httpLn  net.Listener
+	bg      core.Routines // the two serve loops and the reconcile retry loop
+
+	draining atomic.Bool
+
+	// reconcileMu serialises reconciliation, so the running upstream set is
+	// always the one the latest registration state asks for.
+	reconcileMu sync.Mutex
+	upstreams   map[upstreamKey]*upstream // guarded by reconcileMu
+	failed      map[upstreamKey]error     // desired but not running; guarded by reconcileMu
+	retry       chan struct{}             // wakes the retry loop
+
+	snap atomic.Pointer[snapshot] // registrations, for per-request checks
+
+	routesMu sync.Mutex
+	routes   map[routeKey]*route
+
+	sessMu   sync.Mutex
+	sessions map[*session]struct{}
+	sessWG   sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// snapshot is an immutable view of the registrations, swapped atomically
+// after every change, so publishes and declarations check it without locks.
+type snapshot struct {
+	produce map[string]string // topics someone produces → their cluster
+	consume map[routeKey]bool // (group, topic) someone consumes
+}
+
+// New validates cfg and opens the registration store in cfg.DataDir. It
+// does not touch the network; Start does.
+func New(cfg Config) (*Sidecar, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("msgmesh: data dir: %w", err)
+	}
+	store, err := registry.Open(filepath.Join(cfg.DataDir, "registrations.db"))
+	if err != nil {
+		return nil, fmt.Errorf("msgmesh: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sidecar{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		store:     store,
+		ctx:       ctx,
+		cancel:    cancel,
+		upstreams: make(map[upstreamKey]*upstream),
+		failed:    make(map[upstreamKey]error),
+		retry:     make(chan struct{}, 1),
+		routes:    make(map[routeKey]*route),
+		sessions:  make(map[*session]struct{}),
+	}
+	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
+	s.meshSrv = core.NewServer(s.serveConn, s.log)
+	return s, nil
+}
+
+// Start reloads the stored registrations and starts their upstream
+// consumers, then opens the listeners, so after a crash the sidecar is
+// consuming again before apps reconnect. An upstream consumer that cannot
+// start (broker down) does not fail Start: it is retried in the background.
+func (s *Sidecar) Start(ctx context.Context) error {
+	if err := s.reconcile(ctx); err != nil {
+		return err
+	}
+	var err error
+	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("msgmesh: mesh listener: %w", err)
+	}
+	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPListen); err != nil {
+		_ = s.meshLn.Close()
+		return fmt.Errorf("msgmesh: http listener: %w", err)
+	}
+	s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.bg.Go(func() {
+		if err := s.meshSrv.Serve(s.meshLn); err != nil {
+			s.log.Error("mesh listener stopped", "err", err)
+		}
+	})
+	s.bg.Go(func() {
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http listener stopped", "err", err)
+		}
+	})
+	s.bg.Go(s.retryLoop)
+	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(),
+		"registrations", len(s.snap.Load().consume)+len(s.snap.Load().produce))
+	return nil
+}
+
+// Addr is the mesh listener's address (useful with port 0).
+func (s *Sidecar) Addr() net.Addr { return s.meshLn.Addr() }
+
+// HTTPAddr is the HTTP API's address.
+func (s *Sidecar) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// Shutdown stops the sidecar gracefully:
+//  1. stop accepting connections and HTTP requests;
+//  2. stop every upstream consumer (prefetched messages go back to the broker);
+//  3. refuse new publishes and pulls, finish the publishes already read, and
+//     wait for apps to answer the deliveries they hold;
+//  4. when all is settled or ctx ends, hand unanswered deliveries back to the
+//     broker, close every connection, and close the store.
+//
+// It is safe to call more than once; later calls return the first result.
+func (s *Sidecar) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Sidecar) shutdown(ctx context.Context) error {
+	s.log.Info("msgmesh shutting down")
+	s.draining.Store(true)
+	s.meshSrv.Close()
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Shutdown(ctx)
+	}
+	// Stop upstreams under reconcileMu so a concurrent reconcile cannot
+	// start new ones; cancelling s.ctx first makes any retry loop give up.
+	s.cancel()
+	s.bg.Stop()
+	s.reconcileMu.Lock()
+	for k, u := range s.upstreams {
+		u.stop(ctx)
+		delete(s.upstreams, k)
+	}
+	s.reconcileMu.Unlock()
+
+	// Wait for apps to settle what they hold, then close what is left.
+	s.waitSettled(ctx)
+	s.sessMu.Lock()
+	for ss := range s.sessions {
+		ss.close(errors.New("sidecar shutting down"))
+	}
+	s.sessMu.Unlock()
+	err := s.meshSrv.Shutdown(ctx)
+	s.sessWG.Wait()
+	s.bg.Wait()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.log.Info("msgmesh stopped")
+	return err
+}
+
+// waitSettled polls until no session holds deliveries or publishes in
+// flight, or ctx ends.
+func (s *Sidecar) waitSettled(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		busy := false
+		s.sessMu.Lock()
+		for ss := range s.sessions {
+			if ss.busy() {
+				busy = true
+				break
+			}
+		}
+		s.sessMu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
