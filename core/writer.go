@@ -48,6 +48,12 @@ func (w *Writer) Write(frame []byte) error {
 	if w.err != nil {
 		return w.err
 	}
+	if len(frame) > w.bw.Available() {
+		// bufio writes to conn from inside Write (flushing the buffer, or
+		// writing a big frame straight through); bound that write too,
+		// not only flush's, or it runs with no deadline or a stale one.
+		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
 	if _, err := w.bw.Write(frame); err != nil {
 		return w.fail(err)
 	}
