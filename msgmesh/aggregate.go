@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -26,8 +27,19 @@ type upstream struct {
 	key      upstreamKey
 	consumer broker.Consumer
 	route    *route
+	ctx      context.Context // ends when the upstream stops
 	cancel   context.CancelFunc
 	done     chan struct{}
+
+	// mu guards the pause state. Lock order: after Sidecar.reconcileMu,
+	// before route.mu.
+	mu      sync.Mutex
+	cond    sync.Cond          // signalled when busy turns false
+	paused  bool               // no new delivery may start
+	busy    bool               // run holds a fetched message it is handing over
+	pctx    context.Context    // cancelled by pause: aborts a wait for room
+	pcancel context.CancelFunc //
+	resumed chan struct{}      // closed when a pause ends
 }
 
 // reconcile makes the running upstream consumers exactly the set the stored
@@ -108,7 +120,15 @@ func (s *Sidecar) startUpstream(ctx context.Context, k upstreamKey) error {
 		return err
 	}
 	uctx, cancel := context.WithCancel(s.ctx)
-	u := &upstream{key: k, consumer: c, route: s.acquireRoute(k.route()), cancel: cancel, done: make(chan struct{})}
+	u := &upstream{key: k, consumer: c, route: s.acquireRoute(k.route()), ctx: uctx, cancel: cancel, done: make(chan struct{}),
+		resumed: make(chan struct{})}
+	u.cond.L = &u.mu
+	u.pctx, u.pcancel = context.WithCancel(uctx)
+	if s.paused {
+		if err := u.pause(ctx); err != nil {
+			s.log.Warn("pausing new upstream consumer", "group", k.group, "topic", k.topic, "err", err)
+		}
+	}
 	s.upstreams[k] = u
 	go func() {
 		defer close(u.done)
@@ -183,18 +203,22 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 	log := s.log.With("group", u.key.group, "topic", u.key.topic)
 	backoff := 50 * time.Millisecond
 	for {
-		if err := u.route.waitRoom(ctx); err != nil {
+		pctx, ok := u.waitUnpaused(ctx)
+		if !ok {
 			return
 		}
-		d, err := u.consumer.Next(ctx)
+		if err := u.route.waitRoom(pctx); err != nil {
+			continue // paused or stopping
+		}
+		d, err := u.consumer.Next(pctx)
 		if err != nil {
 			switch {
 			case ctx.Err() != nil, errors.Is(err, broker.ErrClosed):
 				return
-			case errors.Is(err, broker.ErrPaused):
-			default:
-				log.Warn("upstream consumer error; retrying", "err", err, "backoff", backoff)
+			case pctx.Err() != nil, errors.Is(err, broker.ErrPaused):
+				continue
 			}
+			log.Warn("upstream consumer error; retrying", "err", err, "backoff", backoff)
 			select {
 			case <-ctx.Done():
 				return
@@ -204,19 +228,95 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		if !u.startHandover() {
+			handBack(d) // fetched just as a pause began
+			continue
+		}
 		for {
-			t, err := u.route.acquire(ctx)
+			t, err := u.route.acquire(pctx)
 			if err != nil {
-				// Stopping: nobody took the message; hand it back now
-				// rather than after the broker's ack wait.
-				nctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_ = d.Nack(nctx, 0)
-				cancel()
-				return
+				// Paused or stopping: nobody took the message; hand it back
+				// now rather than after the broker's ack wait.
+				handBack(d)
+				break
 			}
 			if t.deliver(u.key.route(), d) {
 				break
 			}
 		}
+		u.endHandover()
 	}
+}
+
+func handBack(d broker.Delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.Nack(ctx, 0)
+}
+
+// waitUnpaused blocks while the upstream is paused and returns the context
+// that the next pause cancels; false when ctx ends.
+func (u *upstream) waitUnpaused(ctx context.Context) (context.Context, bool) {
+	u.mu.Lock()
+	for u.paused {
+		ch := u.resumed
+		u.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, false
+		}
+		u.mu.Lock()
+	}
+	pctx := u.pctx
+	u.mu.Unlock()
+	return pctx, ctx.Err() == nil
+}
+
+func (u *upstream) startHandover() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.paused {
+		return false
+	}
+	u.busy = true
+	return true
+}
+
+func (u *upstream) endHandover() {
+	u.mu.Lock()
+	u.busy = false
+	u.cond.Broadcast()
+	u.mu.Unlock()
+}
+
+// pause stops new deliveries: once it returns, run pushes nothing more
+// until resume. A message run holds but has not handed over goes back to
+// the broker; so do the consumer's prefetched ones.
+func (u *upstream) pause(ctx context.Context) error {
+	u.mu.Lock()
+	if !u.paused {
+		u.paused = true
+		u.resumed = make(chan struct{})
+		u.pcancel()
+	}
+	for u.busy {
+		u.cond.Wait()
+	}
+	u.mu.Unlock()
+	return u.consumer.Pause(ctx)
+}
+
+func (u *upstream) resume(ctx context.Context) error {
+	if err := u.consumer.Resume(ctx); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.paused {
+		u.paused = false
+		u.pctx, u.pcancel = context.WithCancel(u.ctx)
+		close(u.resumed)
+	}
+	return nil
 }

@@ -100,6 +100,14 @@ func waitHealthy(t *testing.T, httpAddr string) {
 // consume run, and restarts it on the same data directory. The apps do not
 // register again; every message the SDK saw acknowledged is consumed.
 func TestSIGKILLLosesNothing(t *testing.T) {
+	killRestart(t, 3000)
+}
+
+// killRestart runs the msgmesh binary with extra flags (none: the embedded
+// broker), kills it with SIGKILL once a third of n publishes are
+// acknowledged, restarts it on the same data directory and counts: every
+// acknowledged message must be consumed.
+func killRestart(t *testing.T, n int, extra ...string) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
@@ -107,11 +115,10 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 3000
 	dataDir := t.TempDir()
 	meshAddr, httpAddr := freePort(t), freePort(t)
-	args := []string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr,
-		"--delivery-timeout", "2s", "--log-level", "warn"}
+	args := append([]string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr,
+		"--delivery-timeout", "2s", "--log-level", "warn"}, extra...)
 	p := startProc(t, bin, args...)
 	waitHealthy(t, httpAddr)
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {

@@ -18,9 +18,10 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
 // testLogger keeps test output quiet unless MSGMESH_TEST_LOG is set.
@@ -64,10 +65,23 @@ type env struct {
 // newEnv starts a NATS server and a sidecar on it; both stop in t.Cleanup.
 func newEnv(t testing.TB, tweak ...func(*msgmesh.Config)) *env {
 	t.Helper()
+	return newEnvOn(t, natsCluster(t), tweak...)
+}
+
+// natsCluster starts an embedded JetStream server for the test and
+// describes it as a cluster.
+func natsCluster(t testing.TB) topology.Cluster {
 	emb := natstest.Start(t)
-	b, err := natsbroker.New(context.Background(), natsbroker.Config{URL: emb.ClientURL(), Logger: testLogger()})
+	return topology.Cluster{Name: "nats", Kind: topology.KindNATS, Endpoints: []string{emb.ClientURL()}}
+}
+
+// newEnvOn starts a sidecar on the cluster c describes, opened the way the
+// msgmesh binary opens it; everything stops in t.Cleanup.
+func newEnvOn(t testing.TB, c topology.Cluster, tweak ...func(*msgmesh.Config)) *env {
+	t.Helper()
+	b, err := brokers.Open(context.Background(), c, testLogger())
 	if err != nil {
-		t.Fatalf("natsbroker.New: %v", err)
+		t.Fatalf("open %s cluster: %v", c.Kind, err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	cfg := msgmesh.Config{

@@ -177,6 +177,7 @@ type Sidecar struct {
 	reconcileMu sync.Mutex
 	upstreams   map[upstreamKey]*upstream // guarded by reconcileMu
 	failed      map[upstreamKey]error     // desired but not running; guarded by reconcileMu
+	paused      bool                      // delivery paused; guarded by reconcileMu
 	retry       chan struct{}             // wakes the retry loop
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks

@@ -1,0 +1,68 @@
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// PauseDelivery stops deliveries to apps: every upstream consumer is paused
+// at its broker (prefetched messages go back to it), and once PauseDelivery
+// returns no new delivery is pushed or answered to a pull, until
+// ResumeDelivery. Deliveries already with apps stay in flight; their acks
+// still reach the broker (WaitDeliveriesSettled waits for them).
+// Publishing goes on. Upstream consumers started while paused start paused.
+// This is step 2 of the hot upgrade (DESIGN.md flow 10).
+func (s *Sidecar) PauseDelivery(ctx context.Context) error {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	s.paused = true
+	var errs []error
+	for _, u := range s.upstreams {
+		errs = append(errs, u.pause(ctx))
+	}
+	s.log.Info("delivery paused", "upstreams", len(s.upstreams))
+	return errors.Join(errs...)
+}
+
+// ResumeDelivery undoes PauseDelivery.
+func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	s.paused = false
+	var errs []error
+	for _, u := range s.upstreams {
+		errs = append(errs, u.resume(ctx))
+	}
+	s.log.Info("delivery resumed", "upstreams", len(s.upstreams))
+	return errors.Join(errs...)
+}
+
+// InflightDeliveries counts deliveries pushed or pulled to apps and not
+// yet answered, over all connections.
+func (s *Sidecar) InflightDeliveries() int {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	n := 0
+	for ss := range s.sessions {
+		ss.mu.Lock()
+		n += len(ss.inflight)
+		ss.mu.Unlock()
+	}
+	return n
+}
+
+// WaitDeliveriesSettled waits until no delivery is in flight (each was
+// acked, nacked, or timed out back to the broker), or ctx ends.
+func (s *Sidecar) WaitDeliveriesSettled(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.InflightDeliveries() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
