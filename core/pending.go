@@ -18,6 +18,13 @@ func (g *IDs) Next() uint64 {
 	}
 }
 
+// Last returns the last id handed out (0 if none).
+func (g *IDs) Last() uint64 { return g.n.Load() }
+
+// Continue makes Next go on above last: a connection adopted from another
+// process keeps its id sequence, so no id is reused on it.
+func (g *IDs) Continue(last uint64) { g.n.Store(last) }
+
 // Pending matches answers to outstanding requests by id. Each request gets
 // a channel with room for one answer, so resolving never blocks the read
 // loop. T is the decoded answer. The zero value is not ready; use

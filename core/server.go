@@ -91,6 +91,27 @@ func (s *Server) closing() bool {
 	return s.done
 }
 
+// Go runs f in a goroutine owned by the server, with the context handlers
+// get: it is how a connection adopted from another process joins the
+// server's handlers. It returns false once Shutdown has begun.
+func (s *Server) Go(f func(ctx context.Context)) bool {
+	return s.routines.Go(func() { f(s.ctx) })
+}
+
+// Wait waits for every handler to return, without cancelling them, or for
+// ctx to end. A hot upgrade uses it after making each handler stop on its
+// own.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.routines.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Close stops accepting: the listener is closed, running handlers go on.
 // Safe to call more than once.
 func (s *Server) Close() {
@@ -109,12 +130,5 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
 	s.routines.Stop()
 	s.cancel()
-	done := make(chan struct{})
-	go func() { s.routines.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.Wait(ctx)
 }

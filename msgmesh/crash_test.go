@@ -56,7 +56,16 @@ type sidecarProc struct {
 
 func startProc(t *testing.T, bin string, args ...string) *sidecarProc {
 	t.Helper()
+	return startProcEnv(t, nil, bin, args...)
+}
+
+// startProcEnv starts the binary with extra environment variables.
+func startProcEnv(t *testing.T, env []string, bin string, args ...string) *sidecarProc {
+	t.Helper()
 	p := &sidecarProc{cmd: exec.Command(bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stderr = &lockedWriter{w: p.stderr}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -37,11 +37,13 @@ type session struct {
 	slots       atomic.Int32  // reserved or in-flight deliveries
 	publishing  atomic.Int32  // publishes read but not yet answered
 	dead        atomic.Bool   // the connection is gone; take no new deliveries
+	freezing    atomic.Bool   // a hot upgrade is taking the connection
 	done        chan struct{} // closed when the read loop has returned
 
 	mu       sync.Mutex
 	hello    bool
 	app      string
+	client   string
 	subs     map[routeKey]mesh.Mode   // read loop only
 	routes   map[routeKey]*route      // read loop only (refs held)
 	joined   atomic.Pointer[[]*route] // the values of routes, for release
@@ -65,6 +67,10 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 
 // serveConn is the core.ConnHandler of the mesh listener.
 func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
+	sc.runSession(ctx, sc.newSession(conn))
+}
+
+func (sc *Sidecar) newSession(conn net.Conn) *session {
 	s := &session{
 		sc:       sc,
 		conn:     conn,
@@ -79,11 +85,20 @@ func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
 		done:     make(chan struct{}),
 	}
 	s.maxInflight.Store(int32(sc.cfg.MaxInflight))
+	return s
+}
+
+// runSession serves s until its connection ends, or until a hot upgrade
+// freezes it and hands it to the next process.
+func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.sessMu.Lock()
 	if sc.draining.Load() {
 		sc.sessMu.Unlock()
-		_ = conn.Close()
+		_ = s.conn.Close()
 		return
+	}
+	if sc.handingOff {
+		s.freezing.Store(true) // accepted as the handoff began: it moves too
 	}
 	sc.sessions[s] = struct{}{}
 	sc.sessWG.Add(1)
@@ -92,11 +107,17 @@ func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
 
 	s.log.Info("app connected")
 	err := s.readLoop(ctx)
-	s.cleanup()
+	if errors.Is(err, errFrozen) {
+		s.freezeCleanup()
+	} else {
+		s.cleanup()
+	}
 	sc.sessMu.Lock()
 	delete(sc.sessions, s)
 	sc.sessMu.Unlock()
-	s.log.Info("app disconnected", "app", s.app, "reason", err)
+	if !errors.Is(err, errFrozen) {
+		s.log.Info("app disconnected", "app", s.app, "reason", err)
+	}
 }
 
 // close makes the read loop return; cleanup happens there.
@@ -107,14 +128,31 @@ func (s *session) close(reason error) {
 	_ = s.conn.Close()
 }
 
+// errFrozen ends a read loop that a hot upgrade stopped.
+var errFrozen = errors.New("msgmesh: connection frozen for handoff")
+
+// freeze makes the read loop stop at the next frame boundary without
+// closing the connection; a frame being read is kept whole in the reader.
+func (s *session) freeze() {
+	s.freezing.Store(true)
+	_ = s.conn.SetReadDeadline(time.Now())
+}
+
 func (s *session) readLoop(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.close(ctx.Err()) })
 	defer stop()
 	s.owned.Go(s.sweep)
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.sc.cfg.IdleTimeout))
+		if s.freezing.Load() {
+			return errFrozen
+		}
 		f, err := s.rd.ReadFrame()
 		if err != nil {
+			var ne net.Error
+			if s.freezing.Load() && errors.As(err, &ne) && ne.Timeout() {
+				return errFrozen
+			}
 			return s.readError(f, err)
 		}
 		if err := s.handle(f); err != nil {
@@ -221,7 +259,7 @@ func (s *session) onHello(p []byte) error {
 		return fmt.Errorf("%w: second HELLO on one connection", ErrInvalid)
 	}
 	s.hello = true
-	s.app = h.App
+	s.app, s.client = h.App, h.Client
 	if h.MaxInflight > 0 && int(h.MaxInflight) < s.sc.cfg.MaxInflight {
 		s.maxInflight.Store(int32(h.MaxInflight))
 	}

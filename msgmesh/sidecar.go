@@ -94,6 +94,10 @@ type Config struct {
 	Prefetch int
 	// Logger receives structured logs. Zero: slog.Default().
 	Logger *slog.Logger
+	// Inherit is the state a predecessor handed over in a hot upgrade
+	// (Sidecar.Handoff): Start adopts its listeners and app connections
+	// instead of listening. The sidecar owns its files from New on.
+	Inherit *HandoffState
 }
 
 func (c *Config) setDefaults() error {
@@ -185,9 +189,11 @@ type Sidecar struct {
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
 
-	sessMu   sync.Mutex
-	sessions map[*session]struct{}
-	sessWG   sync.WaitGroup
+	sessMu     sync.Mutex
+	sessions   map[*session]struct{}
+	handingOff bool        // guarded by sessMu: new sessions freeze at once
+	frozen     []ConnState // guarded by sessMu: sessions frozen for handoff
+	sessWG     sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -239,13 +245,8 @@ func (s *Sidecar) Start(ctx context.Context) error {
 	if err := s.reconcile(ctx); err != nil {
 		return err
 	}
-	var err error
-	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
-		return fmt.Errorf("msgmesh: mesh listener: %w", err)
-	}
-	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPListen); err != nil {
-		_ = s.meshLn.Close()
-		return fmt.Errorf("msgmesh: http listener: %w", err)
+	if err := s.listen(); err != nil {
+		return err
 	}
 	s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	s.bg.Go(func() {
@@ -259,8 +260,42 @@ func (s *Sidecar) Start(ctx context.Context) error {
 		}
 	})
 	s.bg.Go(s.retryLoop)
+	if inh := s.cfg.Inherit; inh != nil {
+		for _, cs := range inh.Conns {
+			if !s.meshSrv.Go(func(ctx context.Context) { s.adopt(ctx, cs) }) {
+				_ = cs.File.Close()
+			}
+		}
+		s.log.Info("adopted connections from the previous process", "connections", len(inh.Conns))
+	}
 	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(),
 		"registrations", len(s.snap.Load().consume)+len(s.snap.Load().produce))
+	return nil
+}
+
+// listen opens the listeners, or adopts the inherited ones.
+func (s *Sidecar) listen() error {
+	if inh := s.cfg.Inherit; inh != nil {
+		var err error
+		if s.meshLn, err = net.FileListener(inh.Mesh); err != nil {
+			return fmt.Errorf("msgmesh: adopting the mesh listener: %w", err)
+		}
+		if s.httpLn, err = net.FileListener(inh.HTTP); err != nil {
+			_ = s.meshLn.Close()
+			return fmt.Errorf("msgmesh: adopting the http listener: %w", err)
+		}
+		_ = inh.Mesh.Close()
+		_ = inh.HTTP.Close()
+		return nil
+	}
+	var err error
+	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("msgmesh: mesh listener: %w", err)
+	}
+	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPListen); err != nil {
+		_ = s.meshLn.Close()
+		return fmt.Errorf("msgmesh: http listener: %w", err)
+	}
 	return nil
 }
 

@@ -72,7 +72,10 @@ const (
 	CodeInternal       Code = 13 // a bug or unexpected failure in the sidecar
 	CodeNotDeclared    Code = 14 // the connection has not declared the group it pulls from
 	CodeUnknownRequest Code = 15 // an answer names a request id that is not outstanding
-	codeMax                 = CodeUnknownRequest
+	CodeNoRoute        Code = 16 // RPC: no route for the request's service (or path)
+	CodeNoHealthyHost  Code = 17 // RPC: every host of the route's cluster refused or is down
+	CodeUpstreamReset  Code = 18 // RPC: the upstream connection died before the answer came
+	codeMax                 = CodeUpstreamReset
 )
 
 var codeNames = [...]string{
@@ -83,7 +86,8 @@ var codeNames = [...]string{
 	CodeRateLimited: "RATE_LIMITED", CodeSchemaInvalid: "SCHEMA_INVALID",
 	CodeShuttingDown: "SHUTTING_DOWN", CodeMessageTooBig: "MESSAGE_TOO_BIG",
 	CodeInternal: "INTERNAL", CodeNotDeclared: "NOT_DECLARED",
-	CodeUnknownRequest: "UNKNOWN_REQUEST",
+	CodeUnknownRequest: "UNKNOWN_REQUEST", CodeNoRoute: "NO_ROUTE",
+	CodeNoHealthyHost: "NO_HEALTHY_HOST", CodeUpstreamReset: "UPSTREAM_RESET",
 }
 
 func (c Code) String() string {
@@ -96,7 +100,8 @@ func (c Code) String() string {
 // Retryable reports whether the same request may succeed if sent again later.
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeUnavailable, CodeTimeout, CodeRateLimited, CodeShuttingDown:
+	case CodeUnavailable, CodeTimeout, CodeRateLimited, CodeShuttingDown,
+		CodeNoHealthyHost, CodeUpstreamReset:
 		return true
 	}
 	return false

@@ -58,7 +58,9 @@ const (
 	KindHeartbeat  Kind = 10 // either side, request and answer
 	KindOK         Kind = 11 // generic success answer
 	KindError      Kind = 12 // typed error answer
-	kindMax             = KindError
+	KindRequest    Kind = 13 // RPC request: a call to a service (docs/rpc.md)
+	KindResponse   Kind = 14 // answer to REQUEST: the call succeeded
+	kindMax             = KindResponse
 )
 
 var kindNames = [...]string{
@@ -66,6 +68,7 @@ var kindNames = [...]string{
 	KindPublishAck: "PUBLISH_ACK", KindDeliver: "DELIVER", KindAck: "ACK",
 	KindNack: "NACK", KindPull: "PULL", KindPullResult: "PULL_RESULT",
 	KindHeartbeat: "HEARTBEAT", KindOK: "OK", KindError: "ERROR",
+	KindRequest: "REQUEST", KindResponse: "RESPONSE",
 }
 
 func (k Kind) String() string {
@@ -131,6 +134,14 @@ type Reader struct {
 	br  *bufio.Reader
 	max int
 	hdr [HeaderSize]byte
+
+	// A frame whose reading was interrupted (a read deadline) resumes on
+	// the next ReadFrame: nhdr header bytes are in hdr and npay payload
+	// bytes in part. pre holds carried-over bytes served before br.
+	nhdr int
+	part []byte
+	npay int
+	pre  []byte
 }
 
 // NewReader returns a Reader that refuses frames larger than max bytes
@@ -148,11 +159,32 @@ func NewReader(r io.Reader, max int) *Reader {
 	return &Reader{br: br, max: max}
 }
 
-// Buffered returns the bytes read from the stream but not yet parsed into a
-// frame. A connection handed to another process carries them along.
+// Buffered returns a copy of the bytes read from the stream but not yet
+// returned as a frame: a frame ReadFrame was interrupted in, carried-over
+// bytes, and what the buffer holds. A connection handed to another process
+// carries them along (the new owner calls Prefill).
 func (r *Reader) Buffered() []byte {
+	out := make([]byte, 0, r.nhdr+r.npay+len(r.pre)+r.br.Buffered())
+	out = append(out, r.hdr[:r.nhdr]...)
+	out = append(out, r.part[:r.npay]...)
+	out = append(out, r.pre...)
 	b, _ := r.br.Peek(r.br.Buffered())
-	return b
+	return append(out, b...)
+}
+
+// Prefill makes b the first bytes the Reader parses, before the stream: the
+// carried-over bytes of a connection adopted from another process. Call it
+// before the first ReadFrame.
+func (r *Reader) Prefill(b []byte) { r.pre = append([]byte(nil), b...) }
+
+// read fills p from the carried-over bytes first, then the stream.
+func (r *Reader) read(p []byte) (int, error) {
+	if len(r.pre) > 0 {
+		n := copy(p, r.pre)
+		r.pre = r.pre[n:]
+		return n, nil
+	}
+	return r.br.Read(p)
 }
 
 // ReadFrame reads the next frame. The payload is freshly allocated for each
@@ -161,26 +193,82 @@ func (r *Reader) Buffered() []byte {
 //   - io.ErrUnexpectedEOF when it ends inside a frame;
 //   - *FrameSizeError (errors.Is ErrFrameTooLarge) for a frame over the limit;
 //   - *ProtocolError (errors.Is ErrMalformed or ErrUnsupportedVersion) for a
-//     bad header. After any error the stream position is undefined: the
-//     caller answers with an ERROR frame if it can and closes the connection.
+//     bad header. After these the stream position is undefined: the caller
+//     answers with an ERROR frame if it can and closes the connection;
+//   - the stream's own error (a read deadline, say), after which nothing is
+//     lost: the next ReadFrame resumes the frame, and Buffered includes it.
 func (r *Reader) ReadFrame() (Frame, error) {
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
-		return Frame{}, err
+	for r.nhdr < HeaderSize {
+		n, err := r.read(r.hdr[r.nhdr:])
+		r.nhdr += n
+		if err != nil {
+			if err == io.EOF && r.nhdr > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return Frame{}, err
+		}
 	}
 	f, size, err := parseHeader(r.hdr[:], r.max)
 	if err != nil {
 		return f, err
 	}
 	if size > 0 {
-		f.Payload = make([]byte, size)
-		if _, err := io.ReadFull(r.br, f.Payload); err != nil {
+		if r.part == nil {
+			r.part = make([]byte, size)
+		}
+		for r.npay < size {
+			n, err := r.read(r.part[r.npay:])
+			r.npay += n
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return Frame{}, err
+			}
+		}
+		f.Payload = r.part
+	}
+	r.nhdr, r.part, r.npay = 0, nil, 0
+	return f, nil
+}
+
+// ReadFrameInto reads the next frame into buf, reusing its capacity, and
+// returns the frame and the buffer that holds it whole (header included,
+// so a proxy can forward it as is after SetFrameID). Frame.Payload aliases
+// that buffer. The size check comes before buf grows, and the errors are
+// those of ReadFrame. It lets a caller keep frame buffers in a pool instead
+// of allocating one per frame.
+func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		return Frame{}, buf[:0], err
+	}
+	f, size, err := parseHeader(r.hdr[:], r.max)
+	if err != nil {
+		return f, buf[:0], err
+	}
+	n := HeaderSize + size
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	copy(buf, r.hdr[:])
+	if size > 0 {
+		if _, err := io.ReadFull(r.br, buf[HeaderSize:]); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return Frame{}, err
+			return Frame{}, buf[:0], err
 		}
+		f.Payload = buf[HeaderSize:n:n]
 	}
-	return f, nil
+	return f, buf, nil
+}
+
+// SetFrameID overwrites the id of the encoded frame at the start of frame.
+// It is how a proxy rewrites request ids on a shared connection without
+// decoding or re-encoding the payload. frame must hold at least a header.
+func SetFrameID(frame []byte, id uint64) {
+	binary.BigEndian.PutUint64(frame[8:HeaderSize], id)
 }
 
 // parseHeader checks a frame header and returns the frame (without payload)

@@ -570,6 +570,7 @@ func TestKindString(t *testing.T) {
 		KindHello: "HELLO", KindDeclare: "DECLARE", KindPublish: "PUBLISH", KindPublishAck: "PUBLISH_ACK",
 		KindDeliver: "DELIVER", KindAck: "ACK", KindNack: "NACK", KindPull: "PULL", KindPullResult: "PULL_RESULT",
 		KindHeartbeat: "HEARTBEAT", KindOK: "OK", KindError: "ERROR",
+		KindRequest: "REQUEST", KindResponse: "RESPONSE",
 		0: "KIND(0)", kindMax + 1: fmt.Sprintf("KIND(%d)", kindMax+1), 255: "KIND(255)",
 	}
 	for k, w := range want {
@@ -605,6 +606,9 @@ func TestCodes(t *testing.T) {
 		{CodeInternal, "INTERNAL", false},
 		{CodeNotDeclared, "NOT_DECLARED", false},
 		{CodeUnknownRequest, "UNKNOWN_REQUEST", false},
+		{CodeNoRoute, "NO_ROUTE", false},
+		{CodeNoHealthyHost, "NO_HEALTHY_HOST", true},
+		{CodeUpstreamReset, "UPSTREAM_RESET", true},
 		{0, "CODE(0)", false},
 		{codeMax + 1, fmt.Sprintf("CODE(%d)", codeMax+1), false},
 		{math.MaxUint16, "CODE(65535)", false},

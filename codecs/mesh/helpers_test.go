@@ -37,6 +37,10 @@ func newPayload(k Kind) payload {
 		return new(PullResult)
 	case KindError:
 		return new(Error)
+	case KindRequest:
+		return new(Request)
+	case KindResponse:
+		return new(Response)
 	}
 	return nil
 }
@@ -89,6 +93,16 @@ func sampleFrames() []sampleFrame {
 		{"heartbeat", KindHeartbeat, 0, 5, nil},
 		{"heartbeat_response", KindHeartbeat, FlagResponse, 5, nil},
 		{"error", KindError, FlagResponse, 6, &Error{Code: CodeNotRegistered, Message: `group "audit" is not registered for topic "orders"`}},
+		{"request", KindRequest, 0, 7, &Request{
+			Service: "inventory",
+			Method:  "Reserve",
+			Headers: []HeaderField{{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+			Body:    []byte(`{"sku":"A-1","n":2}`),
+		}},
+		{"response", KindResponse, FlagResponse, 7, &Response{
+			Headers: []HeaderField{{"content-type", "application/json"}},
+			Body:    []byte(`{"reserved":true}`),
+		}},
 	}
 }
 
@@ -140,6 +154,24 @@ func normalize(p any) any {
 		return &c
 	case *Message:
 		c := normalizeMessage(*m)
+		return &c
+	case *Request:
+		c := *m
+		if len(c.Headers) == 0 {
+			c.Headers = nil
+		}
+		if len(c.Body) == 0 {
+			c.Body = nil
+		}
+		return &c
+	case *Response:
+		c := *m
+		if len(c.Headers) == 0 {
+			c.Headers = nil
+		}
+		if len(c.Body) == 0 {
+			c.Body = nil
+		}
 		return &c
 	case *PullResult:
 		c := PullResult{}

@@ -414,3 +414,101 @@ func (d *decoder) done() error {
 	}
 	return d.err
 }
+
+// Request is one RPC call, the payload of REQUEST: which service and
+// method it calls, its headers (the trace context travels here) and its
+// body. The sidecar routes it by Service (docs/rpc.md).
+type Request struct {
+	Service string
+	Method  string
+	Headers []HeaderField
+	Body    []byte // aliases the frame buffer after Decode
+}
+
+func (m *Request) AppendTo(b []byte) []byte {
+	b = appendStr(b, m.Service)
+	b = appendStr(b, m.Method)
+	b = appendHeaders(b, m.Headers)
+	return appendBytes(b, m.Body)
+}
+
+func (m *Request) Decode(p []byte) error {
+	d := decoder{b: p, kind: KindRequest}
+	m.Service = d.str("service")
+	m.Method = d.str("method")
+	m.Headers = d.headers()
+	m.Body = d.bytes("body")
+	return d.done()
+}
+
+// Response is the successful answer to a REQUEST. A failed call is
+// answered by ERROR instead.
+type Response struct {
+	Headers []HeaderField
+	Body    []byte // aliases the frame buffer after Decode
+}
+
+func (m *Response) AppendTo(b []byte) []byte {
+	b = appendHeaders(b, m.Headers)
+	return appendBytes(b, m.Body)
+}
+
+func (m *Response) Decode(p []byte) error {
+	d := decoder{b: p, kind: KindResponse}
+	m.Headers = d.headers()
+	m.Body = d.bytes("body")
+	return d.done()
+}
+
+// RequestView decodes a REQUEST payload without allocating: every field
+// aliases the payload. Parse accepts exactly the payloads Request.Decode
+// accepts, with the same errors, so a proxy can check and route a request
+// and then forward its bytes untouched.
+type RequestView struct {
+	Service []byte
+	Method  []byte
+	Body    []byte
+	headers []byte // the encoded header list after its count
+	nhdr    int
+}
+
+// Parse checks p and points the view's fields into it.
+func (v *RequestView) Parse(p []byte) error {
+	d := decoder{b: p, kind: KindRequest}
+	v.Service = d.bytes("service")
+	v.Method = d.bytes("method")
+	v.nhdr = d.count("headers", minHeaderSize)
+	start := d.b
+	for i := 0; i < v.nhdr && d.err == nil; i++ {
+		d.bytes("header.key")
+		d.bytes("header.value")
+	}
+	if d.err == nil {
+		v.headers = start[:len(start)-len(d.b)]
+	}
+	v.Body = d.bytes("body")
+	return d.done()
+}
+
+// Header returns the value of the first header named key (compared as
+// bytes), and whether there is one.
+func (v *RequestView) Header(key string) (string, bool) {
+	d := decoder{b: v.headers, kind: KindRequest}
+	for i := 0; i < v.nhdr && d.err == nil; i++ {
+		k := d.bytes("header.key")
+		val := d.bytes("header.value")
+		if string(k) == key {
+			return string(val), true
+		}
+	}
+	return "", false
+}
+
+// PeekErrorCode returns the code of an ERROR payload without decoding its
+// message; ok is false when the payload is too short to hold one.
+func PeekErrorCode(p []byte) (c Code, ok bool) {
+	if len(p) < 2 {
+		return 0, false
+	}
+	return Code(binary.BigEndian.Uint16(p)), true
+}

@@ -100,6 +100,14 @@ func roundTripCases() []struct {
 		{"error/zero", KindError, &Error{}},
 		{"error/typical", KindError, &Error{Code: CodeRateLimited, Message: "topic orders: over 100 msg/s"}},
 		{"error/unknown_code", KindError, &Error{Code: math.MaxUint16, Message: long}},
+
+		{"request/zero", KindRequest, &Request{}},
+		{"request/typical", KindRequest, &Request{Service: "inventory", Method: "Reserve", Headers: []HeaderField{{"traceparent", "00-01-02-01"}}, Body: []byte("{}")}},
+		{"request/max", KindRequest, &Request{Service: long, Method: string(allBytes()), Headers: manyHeaders(300), Body: allBytes()}},
+
+		{"response/zero", KindResponse, &Response{}},
+		{"response/typical", KindResponse, &Response{Headers: []HeaderField{{"k", "v"}}, Body: []byte("ok")}},
+		{"response/many_headers", KindResponse, &Response{Headers: manyHeaders(1000), Body: bytes.Repeat([]byte("x"), 5000)}},
 	}
 }
 
@@ -260,6 +268,19 @@ func TestPayloadMalformed(t *testing.T) {
 		{"error/short_code", KindError, []byte{0}, "code", "needs 2 bytes, 1 left"},
 		{"error/no_message", KindError, []byte{0, 5}, "message", "bad length varint"},
 		{"error/trailing", KindError, cat([]byte{0, 5}, str("m"), []byte{1, 2, 3}), "", "3 trailing bytes"},
+
+		{"request/empty", KindRequest, nil, "service", "bad length varint"},
+		{"request/no_method", KindRequest, str("svc"), "method", "bad length varint"},
+		{"request/no_headers", KindRequest, cat(str("s"), str("m")), "headers", "bad length varint"},
+		{"request/header_count_past_end", KindRequest, cat(str("s"), str("m"), uv(50), make([]byte, 9)), "headers", "list of 50 elements is too long"},
+		{"request/header_value_cut", KindRequest, cat(str("s"), str("m"), uv(1), str("k"), uv(5), []byte("ab")), "header.value", "length 5 exceeds the 2 bytes left"},
+		{"request/no_body", KindRequest, cat(str("s"), str("m"), uv(0)), "body", "bad length varint"},
+		{"request/body_past_end", KindRequest, cat(str("s"), str("m"), uv(0), uv(10), []byte("abc")), "body", "length 10 exceeds the 3 bytes left"},
+		{"request/trailing", KindRequest, cat(str("s"), str("m"), uv(0), str("b"), []byte{0}), "", "1 trailing bytes"},
+
+		{"response/empty", KindResponse, nil, "headers", "bad length varint"},
+		{"response/no_body", KindResponse, uv(0), "body", "bad length varint"},
+		{"response/trailing", KindResponse, cat(uv(0), str("b"), []byte{9, 9}), "", "2 trailing bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,17 +6,21 @@ package sidecarapp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/msgmesh/msgmesh/internal/handoff"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
@@ -109,52 +113,277 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	cfg.Brokers = map[string]broker.Broker{}
-	defer func() {
-		for _, b := range cfg.Brokers {
-			_ = b.Close()
-		}
-	}()
-	if topo == nil {
-		storeDir := filepath.Join(cfg.DataDir, "nats")
-		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: *natsListen, Logger: log})
+	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log}
+	return rt.serve(ctx, *grace)
+}
+
+// runtime is one incarnation of the sidecar in this process: its brokers
+// and its Sidecar. A hot upgrade ends it; a failed one starts it again on
+// the state it handed over.
+type runtime struct {
+	cfg        msgmesh.Config
+	topo       *topology.Topology
+	natsListen string
+	log        *slog.Logger
+
+	sc     *msgmesh.Sidecar
+	closer []func()
+}
+
+// openBrokers opens the configured clusters, or the embedded NATS server.
+func (rt *runtime) openBrokers(ctx context.Context) error {
+	rt.cfg.Brokers = map[string]broker.Broker{}
+	if rt.topo == nil {
+		storeDir := filepath.Join(rt.cfg.DataDir, "nats")
+		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log})
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
-		defer emb.Shutdown()
+		rt.closer = append(rt.closer, emb.Shutdown)
 		nc, err := emb.Connect()
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
-		defer nc.Close()
-		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: log})
+		rt.closer = append(rt.closer, nc.Close)
+		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: rt.log})
 		if err != nil {
 			return err
 		}
-		cfg.Brokers["embedded"] = b
-		log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL())
-	} else {
-		for _, c := range topo.Clusters {
-			b, err := brokers.Open(ctx, c, log)
-			if err != nil {
-				return err
-			}
-			cfg.Brokers[c.Name] = b
-			log.Info("broker cluster connected", "cluster", c.Name, "kind", c.Kind, "endpoints", c.Endpoints)
-		}
-		cfg.Routes, cfg.DefaultCluster = topo.Routes, topo.Default
+		rt.cfg.Brokers["embedded"] = b
+		rt.closer = append(rt.closer, func() { _ = b.Close() })
+		rt.log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL())
+		return nil
 	}
+	for _, c := range rt.topo.Clusters {
+		b, err := brokers.Open(ctx, c, rt.log)
+		if err != nil {
+			return err
+		}
+		rt.cfg.Brokers[c.Name] = b
+		rt.closer = append(rt.closer, func() { _ = b.Close() })
+		rt.log.Info("broker cluster connected", "cluster", c.Name, "kind", c.Kind, "endpoints", c.Endpoints)
+	}
+	rt.cfg.Routes, rt.cfg.DefaultCluster = rt.topo.Routes, rt.topo.Default
+	return nil
+}
 
+// closeBrokers releases the brokers, last opened first, so acks are
+// flushed before the embedded server stops.
+func (rt *runtime) closeBrokers() {
+	for i := len(rt.closer) - 1; i >= 0; i-- {
+		rt.closer[i]()
+	}
+	rt.closer = nil
+}
+
+// start opens the brokers and starts the sidecar, adopting inherit if set.
+func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState) error {
+	if err := rt.openBrokers(ctx); err != nil {
+		rt.closeBrokers()
+		return err
+	}
+	cfg := rt.cfg
+	cfg.Inherit = inherit
 	sc, err := msgmesh.New(cfg)
 	if err != nil {
+		rt.closeBrokers()
 		return err
 	}
 	if err := sc.Start(ctx); err != nil {
 		_ = sc.Shutdown(context.Background())
+		rt.closeBrokers()
 		return err
 	}
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
-	return sc.Shutdown(sctx)
+	rt.sc = sc
+	return nil
 }
+
+// Step timeouts of a hot upgrade.
+const (
+	settleTimeout = 30 * time.Second // apps answering what they hold
+	readyTimeout  = 60 * time.Second // the successor starting and adopting
+)
+
+// serve runs the sidecar: it takes over from a running predecessor on the
+// same data directory if there is one, then serves until ctx ends or a
+// successor takes over.
+func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
+	sock := filepath.Join(rt.cfg.DataDir, handoff.SocketName)
+	if err := os.MkdirAll(rt.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	inherit, ctl, pred, err := takeover(sock, rt.log)
+	if err != nil {
+		return err
+	}
+	for {
+		if err := rt.start(ctx, inherit); err != nil {
+			if pred != nil {
+				pred.Close() // the predecessor resumes
+			}
+			return err
+		}
+		if pred != nil {
+			if err := handoff.Write(pred, handoff.Msg{Op: handoff.OpReady}); err != nil {
+				rt.log.Error("telling the predecessor we are ready", "err", err)
+			}
+			pred.Close()
+			pred = nil
+			rt.log.Info("hot upgrade complete: serving the predecessor's connections")
+		}
+		if ctl == nil {
+			if ctl, err = handoff.Listen(sock); err != nil {
+				_ = rt.sc.Shutdown(context.Background())
+				rt.closeBrokers()
+				return err
+			}
+		}
+		req := acceptOne(ctl)
+		select {
+		case <-ctx.Done():
+			ctl.Close()
+			sctx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
+			err := rt.sc.Shutdown(sctx)
+			rt.closeBrokers()
+			return err
+		case c := <-req:
+			st, done := rt.handOver(c, ctl)
+			if done {
+				return nil // the successor serves now
+			}
+			inherit = st // it failed: resume on what we handed over
+		}
+	}
+}
+
+// acceptOne accepts one takeover request in the background.
+func acceptOne(ln *net.UnixListener) <-chan *net.UnixConn {
+	ch := make(chan *net.UnixConn, 1)
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return // closed: the runtime stopped listening
+			}
+			m, err := handoff.Read(c)
+			if err != nil || m.Op != handoff.OpTakeover {
+				c.Close()
+				continue
+			}
+			ch <- c
+			return
+		}
+	}()
+	return ch
+}
+
+// handOver runs the old side of a hot upgrade on the successor's request.
+// It returns done when the successor reported ready; otherwise the state to
+// resume from.
+func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, bool) {
+	defer c.Close()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	st, err := rt.sc.Handoff(ctx)
+	cancel()
+	if err != nil {
+		// The sidecar is stopped either way; nothing was sent, so the
+		// successor gives up and we cannot resume: exit with the error.
+		rt.log.Error("handoff failed", "err", err)
+		_ = handoff.Write(c, handoff.Msg{Op: handoff.OpRefused, Error: err.Error()})
+		rt.closeBrokers()
+		return nil, true
+	}
+	rt.closeBrokers()
+	paused := time.Since(start)
+	ctlFile, err := ctl.File()
+	if err == nil {
+		err = rt.send(c, st, ctlFile)
+		ctlFile.Close()
+	}
+	if err == nil {
+		_ = c.SetReadDeadline(time.Now().Add(readyTimeout))
+		var m handoff.Msg
+		if m, err = handoff.Read(c); err == nil && m.Op != handoff.OpReady {
+			err = fmt.Errorf("successor answered %q", m.Op)
+		}
+	}
+	if err != nil {
+		rt.log.Error("successor failed before adopting; resuming", "err", err)
+		return st, false
+	}
+	st.Close()
+	ctl.Close()
+	rt.log.Info("handed over to the successor; exiting", "connections", len(st.Conns), "quiesce", paused, "total", time.Since(start))
+	return nil, true
+}
+
+func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, ctl *os.File) error {
+	state, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	files := append(st.Files(), ctl)
+	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpState, State: state, Files: len(files)}); err != nil {
+		return err
+	}
+	return handoff.SendFiles(c, files)
+}
+
+// takeover asks a running predecessor for its state. With none running it
+// returns all nil and the process starts fresh.
+func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixListener, *net.UnixConn, error) {
+	c, err := handoff.Dial(sock, 2*time.Second)
+	if errors.Is(err, handoff.ErrNoPredecessor) {
+		return nil, nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	log.Info("a msgmesh runs on this data directory; taking over", "socket", sock)
+	fail := func(err error) (*msgmesh.HandoffState, *net.UnixListener, *net.UnixConn, error) {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("hot upgrade: %w", err)
+	}
+	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpTakeover, PID: os.Getpid()}); err != nil {
+		return fail(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(settleTimeout + 10*time.Second))
+	m, err := handoff.Read(c)
+	if err != nil {
+		return fail(err)
+	}
+	if m.Op != handoff.OpState {
+		return fail(fmt.Errorf("predecessor refused: %s", m.Error))
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	files, err := handoff.RecvFiles(c, m.Files)
+	if err != nil {
+		return fail(err)
+	}
+	var st msgmesh.HandoffState
+	if err := json.Unmarshal(m.State, &st); err != nil {
+		return fail(err)
+	}
+	if err := st.SetFiles(files[:len(files)-1]); err != nil {
+		return fail(err)
+	}
+	ctl, err := net.FileListener(files[len(files)-1])
+	files[len(files)-1].Close()
+	if err != nil {
+		return fail(err)
+	}
+	if os.Getenv(testKillAfterReceive) != "" {
+		// Test hook: die the hardest way at the worst moment, holding
+		// every socket and before adopting any of them.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	log.Info("received the predecessor's sockets", "connections", len(st.Conns))
+	return &st, ctl.(*net.UnixListener), c, nil
+}
+
+// testKillAfterReceive names the environment variable that makes a new
+// process SIGKILL itself right after receiving its predecessor's sockets,
+// so tests can show the predecessor resuming. Nothing else reads it.
+const testKillAfterReceive = "MSGMESH_TEST_KILL_AFTER_RECEIVE"

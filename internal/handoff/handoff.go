@@ -1,0 +1,175 @@
+// Package handoff carries a hot upgrade between two msgmesh processes over
+// a unix socket in the shared data directory (DESIGN.md flow 10). The
+// running process listens on <data-dir>/msgmesh.sock; a new process that
+// finds a live socket there asks it to take over:
+//
+//	new → old  {"op":"takeover"}
+//	old → new  {"op":"state", "state":…, "files":N}, then N files (SCM_RIGHTS)
+//	           or {"op":"refused", "error":…}
+//	new → old  {"op":"ready"} once it serves; anything else (or the socket
+//	           closing) tells the old process to resume
+//
+// Messages are a 4-byte big-endian length and JSON. Files travel after the
+// message that announces them, in batches, each attached to one marker
+// byte, and are read with recvmsg only, so no read ever drops them.
+package handoff
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// SocketName is the control socket's name in the data directory.
+const SocketName = "msgmesh.sock"
+
+// maxFilesPerMsg stays below the kernel's SCM_MAX_FD (253).
+const maxFilesPerMsg = 200
+
+// maxMsg bounds one JSON message (connection states carry buffered bytes).
+const maxMsg = 64 << 20
+
+// Msg is one control message.
+type Msg struct {
+	Op    string          `json:"op"`
+	State json.RawMessage `json:"state,omitempty"`
+	Files int             `json:"files,omitempty"`
+	Error string          `json:"error,omitempty"`
+	PID   int             `json:"pid,omitempty"`
+}
+
+// Ops.
+const (
+	OpTakeover = "takeover"
+	OpState    = "state"
+	OpRefused  = "refused"
+	OpReady    = "ready"
+)
+
+// ErrNoPredecessor: nothing is listening on the control socket.
+var ErrNoPredecessor = errors.New("handoff: no running msgmesh on this data directory")
+
+// Dial connects to a running process's control socket. A missing socket or
+// one nobody listens on (a crashed predecessor) gives ErrNoPredecessor.
+func Dial(path string, timeout time.Duration) (*net.UnixConn, error) {
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, ErrNoPredecessor
+		}
+		return nil, fmt.Errorf("handoff: dial %s: %w", path, err)
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// Listen opens the control socket, replacing a stale socket file left by a
+// process that died. It must only be called when no live process listens
+// (Dial said ErrNoPredecessor).
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("handoff: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("handoff: listen %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(false) // a successor may hold the same socket
+	return ln, nil
+}
+
+// Write sends one message.
+func Write(c *net.UnixConn, m Msg) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("handoff: %w", err)
+	}
+	hdr := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
+	if _, err := c.Write(append(hdr, b...)); err != nil {
+		return fmt.Errorf("handoff: write %s: %w", m.Op, err)
+	}
+	return nil
+}
+
+// Read receives one message.
+func Read(c *net.UnixConn) (Msg, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return Msg{}, fmt.Errorf("handoff: read: %w", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxMsg {
+		return Msg{}, fmt.Errorf("handoff: message of %d bytes is over the limit", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return Msg{}, fmt.Errorf("handoff: read: %w", err)
+	}
+	var m Msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Msg{}, fmt.Errorf("handoff: bad message: %w", err)
+	}
+	return m, nil
+}
+
+// SendFiles sends files; the receiver must know how many to expect.
+func SendFiles(c *net.UnixConn, files []*os.File) error {
+	for len(files) > 0 {
+		batch := files[:min(len(files), maxFilesPerMsg)]
+		files = files[len(batch):]
+		fds := make([]int, len(batch))
+		for i, f := range batch {
+			fds[i] = int(f.Fd())
+		}
+		if _, _, err := c.WriteMsgUnix([]byte{'F'}, syscall.UnixRights(fds...), nil); err != nil {
+			return fmt.Errorf("handoff: send files: %w", err)
+		}
+	}
+	return nil
+}
+
+// RecvFiles receives n files sent with SendFiles.
+func RecvFiles(c *net.UnixConn, n int) ([]*os.File, error) {
+	files := make([]*os.File, 0, n)
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			_ = f.Close()
+		}
+		return nil, err
+	}
+	oob := make([]byte, syscall.CmsgSpace(maxFilesPerMsg*4))
+	for len(files) < n {
+		var one [1]byte
+		_, oobn, _, _, err := c.ReadMsgUnix(one[:], oob)
+		if err != nil {
+			return fail(fmt.Errorf("handoff: receive files: %w", err))
+		}
+		msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return fail(fmt.Errorf("handoff: receive files: %w", err))
+		}
+		got := 0
+		for _, m := range msgs {
+			fds, err := syscall.ParseUnixRights(&m)
+			if err != nil {
+				return fail(fmt.Errorf("handoff: receive files: %w", err))
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("handoff-%d", len(files))))
+				got++
+			}
+		}
+		if got == 0 {
+			return fail(errors.New("handoff: receive files: a batch carried no files"))
+		}
+	}
+	if len(files) != n {
+		return fail(fmt.Errorf("handoff: received %d files, expected %d", len(files), n))
+	}
+	return files, nil
+}

@@ -1,0 +1,255 @@
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+)
+
+// HandoffState is what a sidecar passes to its successor in a hot upgrade
+// (DESIGN.md flow 10): its listening sockets and app connections as files,
+// and each connection's protocol state. The files travel over a unix
+// socket (package internal/handoff); the rest is JSON.
+type HandoffState struct {
+	Mesh  *os.File    `json:"-"`
+	HTTP  *os.File    `json:"-"`
+	Conns []ConnState `json:"conns"`
+}
+
+// ConnState is one app connection in flight between two processes.
+type ConnState struct {
+	File        *os.File            `json:"-"`
+	Hello       bool                `json:"hello"`
+	App         string              `json:"app"`
+	Client      string              `json:"client"`
+	MaxInflight int32               `json:"max_inflight"`
+	Subs        []mesh.Subscription `json:"subs"`
+	// Buffered are bytes read from the app but not yet parsed.
+	Buffered []byte `json:"buffered"`
+	// LastID is the last delivery id used, so the successor never reuses one.
+	LastID uint64 `json:"last_id"`
+}
+
+// Files lists every file in the state, listeners first, in a fixed order
+// that SetFiles takes back.
+func (h *HandoffState) Files() []*os.File {
+	fs := []*os.File{h.Mesh, h.HTTP}
+	for _, c := range h.Conns {
+		fs = append(fs, c.File)
+	}
+	return fs
+}
+
+// SetFiles puts back files in the order Files gave them.
+func (h *HandoffState) SetFiles(fs []*os.File) error {
+	if len(fs) != 2+len(h.Conns) {
+		return fmt.Errorf("msgmesh: handoff: %d files for 2 listeners and %d connections", len(fs), len(h.Conns))
+	}
+	h.Mesh, h.HTTP = fs[0], fs[1]
+	for i := range h.Conns {
+		h.Conns[i].File = fs[2+i]
+	}
+	return nil
+}
+
+// Close closes every file; the sockets live on in whoever holds copies.
+func (h *HandoffState) Close() {
+	for _, f := range h.Files() {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
+
+// Handoff quiesces the sidecar for a successor process and returns what it
+// needs, in the order DESIGN.md flow 10 gives:
+//  1. pause delivery on every upstream consumer, answer pending pulls, and
+//     wait (until ctx ends) for apps to answer every delivery they hold;
+//     what is still unanswered then goes back to the broker;
+//  2. stop the upstream consumers, stop accepting (the listening sockets
+//     stay open: connections queue in the kernel), finish the requests
+//     already read, stop reading at a frame boundary, and capture each
+//     connection with its unparsed bytes;
+//  3. close the registration store, so the successor can open it.
+//
+// Afterwards the sidecar is stopped, as after Shutdown, but no app
+// connection was closed: the returned files keep every socket open. If the
+// successor fails, a new Sidecar built with Config.Inherit set to the same
+// state resumes where this one stopped.
+func (s *Sidecar) Handoff(ctx context.Context) (*HandoffState, error) {
+	var (
+		st  *HandoffState
+		err = ErrShuttingDown
+	)
+	s.shutdownOnce.Do(func() { st, err = s.handoff(ctx) })
+	return st, err
+}
+
+func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
+	start := time.Now()
+	if err := s.PauseDelivery(ctx); err != nil {
+		s.log.Warn("handoff: pausing delivery", "err", err)
+	}
+	s.sessMu.Lock()
+	for ss := range s.sessions {
+		ss.finishPulls()
+	}
+	s.sessMu.Unlock()
+	if err := s.WaitDeliveriesSettled(ctx); err != nil {
+		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
+	}
+	paused := time.Now()
+
+	s.cancel()
+	s.bg.Stop()
+	s.reconcileMu.Lock()
+	for k, u := range s.upstreams {
+		u.stop(ctx)
+		delete(s.upstreams, k)
+	}
+	s.reconcileMu.Unlock()
+
+	st := &HandoffState{}
+	var err error
+	if st.Mesh, err = listenerFile(s.meshLn); err != nil {
+		return nil, err
+	}
+	if st.HTTP, err = listenerFile(s.httpLn); err != nil {
+		_ = st.Mesh.Close()
+		return nil, err
+	}
+	s.meshSrv.Close()
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		s.log.Warn("handoff: http requests still running", "err", err)
+	}
+
+	s.sessMu.Lock()
+	s.handingOff = true
+	for ss := range s.sessions {
+		ss.freeze()
+	}
+	s.sessMu.Unlock()
+	if err := s.meshSrv.Wait(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("msgmesh: handoff: connections did not stop: %w", err)
+	}
+	s.bg.Wait()
+	s.sessMu.Lock()
+	st.Conns = s.frozen
+	s.frozen = nil
+	s.sessMu.Unlock()
+	if err := s.store.Close(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
+	}
+	s.log.Info("handed off", "connections", len(st.Conns), "settle", paused.Sub(start), "total", time.Since(start))
+	return st, nil
+}
+
+func listenerFile(ln net.Listener) (*os.File, error) {
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("msgmesh: handoff: listener %T cannot be passed on", ln)
+	}
+	f, err := fl.File()
+	if err != nil {
+		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
+	}
+	return f, nil
+}
+
+// finishPulls answers the connection's pending PULLs with what they hold.
+func (s *session) finishPulls() {
+	s.mu.Lock()
+	ws := make([]*pullWaiter, 0, len(s.pulls))
+	for w := range s.pulls {
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.finish()
+	}
+}
+
+// freezeCleanup runs when a hot upgrade stopped the read loop: publishes
+// already read are finished and answered, anything still in flight goes
+// back to the broker, and the connection is captured, not closed.
+func (s *session) freezeCleanup() {
+	close(s.done)
+	s.finishPulls()
+	s.owned.Stop()
+	for _, l := range s.lanes {
+		close(l)
+	}
+	s.owned.Wait() // lanes answer what they publish
+	s.mu.Lock()
+	left := s.inflight
+	s.inflight = make(map[uint64]inflight)
+	s.mu.Unlock()
+	for _, inf := range left {
+		s.settleUpstream(inf, false, 0)
+	}
+	subs := make([]mesh.Subscription, 0, len(s.subs))
+	for k, mode := range s.subs {
+		subs = append(subs, mesh.Subscription{Group: k.group, Topic: k.topic, Mode: mode})
+		s.leave(k, mode)
+	}
+	s.dead.Store(true)
+	flushErr := s.w.Close()
+	f, err := connFile(s.conn)
+	_ = s.conn.Close()
+	if err != nil || flushErr != nil {
+		s.log.Warn("connection lost during handoff", "err", errors.Join(err, flushErr))
+		return
+	}
+	s.mu.Lock()
+	cs := ConnState{File: f, Hello: s.hello, App: s.app, Client: s.client, MaxInflight: s.maxInflight.Load(),
+		Subs: subs, Buffered: s.rd.Buffered(), LastID: s.ids.Last()}
+	s.mu.Unlock()
+	s.sc.sessMu.Lock()
+	s.sc.frozen = append(s.sc.frozen, cs)
+	s.sc.sessMu.Unlock()
+}
+
+func connFile(c net.Conn) (*os.File, error) {
+	fc, ok := c.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("connection %T cannot be passed on", c)
+	}
+	return fc.File()
+}
+
+// adopt starts serving a connection a predecessor handed over.
+func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
+	conn, err := net.FileConn(cs.File)
+	_ = cs.File.Close()
+	if err != nil {
+		sc.log.Error("adopting connection", "err", err)
+		return
+	}
+	s := sc.newSession(conn)
+	s.rd.Prefill(cs.Buffered)
+	s.ids.Continue(cs.LastID)
+	s.hello, s.app, s.client = cs.Hello, cs.App, cs.Client
+	if cs.MaxInflight > 0 {
+		s.maxInflight.Store(cs.MaxInflight)
+	}
+	if cs.Hello {
+		s.log = s.log.With("app", cs.App, "client", cs.Client)
+	}
+	snap := sc.snap.Load()
+	for _, sub := range cs.Subs {
+		k := routeKey{group: sub.Group, topic: sub.Topic}
+		if !snap.consume[k] {
+			s.log.Warn("adopted subscription is no longer registered; dropping it", "group", sub.Group, "topic", sub.Topic)
+			continue
+		}
+		s.join(k, sub.Mode)
+	}
+	sc.runSession(ctx, s)
+}
