@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
@@ -30,6 +31,9 @@ type brokerKit struct {
 // brokerKits lists every adapter the sidecar has; each adds itself here.
 var brokerKits = []brokerKit{
 	{name: "nats", start: func(t *testing.T) topology.Cluster { return natsCluster(t) }},
+	{name: "kafka", start: func(t *testing.T) topology.Cluster {
+		return topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(kafkatest.Start(t))}
+	}},
 }
 
 // TestBrokerContract runs one suite, unchanged, against every broker
@@ -256,10 +260,19 @@ func contractKeyOrder(t *testing.T, kit brokerKit) {
 
 func contractKillRestart(t *testing.T, kit brokerKit) {
 	c := kit.start(t)
-	cfg := fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: [%q]\n", c.Name, c.Kind, strings.Join(c.Endpoints, `", "`))
+	cfg := clusterYAML(c)
 	path := filepath.Join(t.TempDir(), "msgmesh.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	killRestart(t, 1500, "--config", path)
+}
+
+// clusterYAML is a sidecar config file holding just c.
+func clusterYAML(c topology.Cluster) string {
+	eps := make([]string, len(c.Endpoints))
+	for i, e := range c.Endpoints {
+		eps[i] = strconv.Quote(e)
+	}
+	return fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: [%s]\n", c.Name, c.Kind, strings.Join(eps, ", "))
 }

@@ -92,9 +92,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-func waitHealthy(t *testing.T, httpAddr string) {
+func waitHealthy(t *testing.T, p *sidecarProc, httpAddr string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the sidecar to answer /healthz", func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("the sidecar exited before it was healthy:\n%s", p.stderr.String())
+		default:
+		}
 		resp, err := http.Get("http://" + httpAddr + "/healthz")
 		if err != nil {
 			return false
@@ -129,7 +134,7 @@ func killRestart(t *testing.T, n int, extra ...string) {
 	args := append([]string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr,
 		"--delivery-timeout", "2s", "--log-level", "warn"}, extra...)
 	p := startProc(t, bin, args...)
-	waitHealthy(t, httpAddr)
+	waitHealthy(t, p, httpAddr)
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
@@ -185,8 +190,8 @@ func killRestart(t *testing.T, n int, extra ...string) {
 	<-p.done
 	killedAt := ackedCount()
 
-	startProc(t, bin, args...)
-	waitHealthy(t, httpAddr)
+	p = startProc(t, bin, args...)
+	waitHealthy(t, p, httpAddr)
 	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/registrations/orders", "", nil)
 	if status != http.StatusOK || !strings.Contains(body, "g1") {
 		t.Fatalf("registration did not survive the crash: %d %s", status, body)

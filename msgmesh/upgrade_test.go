@@ -1,11 +1,9 @@
 package msgmesh_test
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +27,7 @@ func upgradeSetup(t *testing.T, kit *brokerKit) (bin string, args []string, mesh
 	args = []string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", "info", "--delivery-timeout", "5s"}
 	if kit != nil {
 		c := kit.start(t)
-		cfg := fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: [%q]\n", c.Name, c.Kind, strings.Join(c.Endpoints, `", "`))
+		cfg := clusterYAML(c)
 		path := filepath.Join(t.TempDir(), "msgmesh.yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -79,7 +77,7 @@ func TestHotUpgrade(t *testing.T) {
 func hotUpgrade(t *testing.T, kit *brokerKit) {
 	bin, args, meshAddr, httpAddr := upgradeSetup(t, kit)
 	old := startProc(t, bin, args...)
-	waitHealthy(t, httpAddr)
+	waitHealthy(t, old, httpAddr)
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
@@ -107,7 +105,7 @@ func hotUpgrade(t *testing.T, kit *brokerKit) {
 			t.Fatalf("upgrade %d: old process exited %d", round, code)
 		}
 		t.Logf("upgrade %d: old process gone %s after the new one started", round, time.Since(start).Round(time.Millisecond))
-		waitHealthy(t, httpAddr)
+		waitHealthy(t, next, httpAddr)
 		old = next
 	}
 	tr.finish(t)
@@ -120,7 +118,7 @@ func hotUpgrade(t *testing.T, kit *brokerKit) {
 func TestHotUpgradeSuccessorDies(t *testing.T) {
 	bin, args, meshAddr, httpAddr := upgradeSetup(t, nil)
 	old := startProc(t, bin, args...)
-	waitHealthy(t, httpAddr)
+	waitHealthy(t, old, httpAddr)
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
@@ -42,6 +43,15 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 		}
 		b, err = natsbroker.New(ctx, cfg)
+	case topology.KindKafka:
+		cfg := kafkabroker.Config{Brokers: c.Endpoints, Logger: log}
+		cfg.ClientID = o.str("client_id")
+		cfg.Partitions = o.int("partitions")
+		cfg.ReplicationFactor = o.int("replication_factor")
+		if err := o.done(); err != nil {
+			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
+		}
+		b, err = kafkabroker.New(ctx, cfg)
 	default:
 		return nil, fmt.Errorf("brokers: cluster %q: kind %q is not supported by this build", c.Name, c.Kind)
 	}

@@ -1,0 +1,121 @@
+// Package kafkabroker is the Kafka adapter of the broker contract, built on
+// github.com/segmentio/kafka-go.
+//
+// Topics. Publish and Consume create a missing topic with
+// Config.Partitions (default 3) and Config.ReplicationFactor (default 1)
+// through an explicit CreateTopics request; an existing topic keeps its
+// configuration. Creation is race-safe: a creation that loses to another
+// client (TopicAlreadyExists) counts as success. Concurrent calls in one
+// process share one check per topic, and a topic found is remembered until
+// a publish reports it unknown (deleted).
+//
+// Publish. One kafka-go Writer, shared by every Publish, with acks=all
+// (RequiredAcks = RequireAll: every in-sync replica has the message before
+// Publish returns). A message with a key goes to the partition given by
+// murmur2 of the key, the Java client's default partitioner, so the same
+// key always lands on the same partition (for a given partition count)
+// whichever client produced it; a message without a key (empty Key) goes
+// round robin. Key is the Kafka key and Headers are Kafka headers (order
+// and duplicates kept). The Writer batches messages per partition across
+// concurrent Publish calls: a batch is sent when 100 messages or 1 MiB
+// are waiting, or 1 ms after its first message. So a lone Publish pays at
+// most 1 ms on top of the round trip, while the sidecar's many concurrent
+// publishes share produce requests (and the Writer keeps one request in
+// flight per partition, so batches also grow by themselves under load).
+// Publish returns the partition and offset Kafka gave the message: the
+// Writer's Completion callback receives each batch stamped from the
+// produce response (base offset + index), and finds the waiting Publish
+// through the message's WriterData. PublishResult.Stream is the topic,
+// MessageID "<topic>/<partition>/<offset>". The Writer retries
+// retriable failures (leader moved, not enough replicas, connection
+// reset) up to 10 times with backoff; Kafka's idempotent producer is not
+// available in kafka-go, so a retry after a lost response can store a
+// message twice (at-least-once). A Publish that ends with its ctx leaves
+// its batch to the Writer, which keeps retrying it (about 8 s in all when
+// the cluster is down): later messages to that partition wait behind it,
+// and Broker.Close waits for it. A message above 1 MiB is refused before
+// it is sent. Errors: the caller's context ending is returned as is
+// (context.DeadlineExceeded also wraps broker.ErrUnavailable); message
+// too large, invalid topic, authorisation and other permanent refusals
+// wrap broker.ErrRejected; network errors, timeouts and retriable Kafka
+// errors that outlast the retries wrap broker.ErrUnavailable.
+//
+// Consume. A kafka-go Reader in consumer group ConsumerSpec.Group on
+// ConsumerSpec.Topic (range or round-robin assignment, heartbeats every
+// second, session timeout 10 s, new partitions picked up within 5 s). A
+// group without committed offsets starts at the oldest retained message
+// (like the NATS adapter's deliver-all). The reader's queue holds at most
+// ConsumerSpec.Prefetch (default Config.Prefetch, 128) messages; with the
+// message each partition fetcher may hold while the queue is full, that is
+// at most Prefetch plus one per assigned partition held client-side.
+// ConsumerSpec.AckWait is not used: Kafka has no per-message ack timeout
+// (see Redelivery below).
+//
+// Commits. Offsets are committed by the adapter (no auto commit), and
+// only under this rule: a partition's offset is committed up to a message
+// only when the app acked that message and every earlier message of the
+// partition that this consumer handed out. An unacked (or nacked and
+// waiting) message holds back the commit of every later message of its
+// partition. Per partition the consumer tracks the offsets it handed out,
+// in order, with their ack state; the commit point is the lowest unacked
+// one, or one past the highest when all are acked. Ack and Nack never wait
+// on the network: they update this tracker, and a committer goroutine
+// commits what moved, at most every 5 ms (acks arriving meanwhile go in
+// one commit), retrying with backoff on failure. Close stops the committer
+// and makes a final commit of what is contiguously acked, so a restarted
+// consumer of the group starts exactly at the first message that was not
+// acked. An Ack after Close cannot be committed and returns an error
+// wrapping broker.ErrClosed (the message is read again by the group).
+//
+// Nack. Nack(delay) keeps the message in an in-memory redelivery queue of
+// the consumer: Next returns it again (same MessageID, Redelivered + 1)
+// once the delay is over, before any new message. Its offset stays
+// uncommitted meanwhile, so if the process dies the group reads it again
+// from Kafka. This was chosen over a retry topic because it keeps the
+// message in its partition (no copy, no second topic to create and
+// consume, no reordering beyond the delay), and a crash cannot lose it.
+// The cost: a long-nacked message (or one nacked again and again) holds
+// back the commits of its whole partition, so a crash or a rebalance then
+// redelivers every later message of that partition too. The queue holds
+// only messages already handed out, so it is bounded by the sidecar's
+// in-flight deliveries. Nack after Close does nothing (the offset is not
+// committed; the group reads the message again).
+//
+// Deliveries. MessageID is "<topic>/<partition>/<offset>". Redelivered
+// counts how often this consumer handed the message out before (0 the
+// first time); Kafka keeps no delivery count, so after a restart or a
+// rebalance a message read again from the last commit has Redelivered 0.
+// Timestamp is the Kafka message timestamp (Publish sets the create time).
+//
+// Rebalance. kafka-go's group reader reassigns partitions on its own and
+// does not tell its user. When this consumer loses a partition, the new
+// owner reads it from the last commit, so messages handed out here and not
+// yet committed are delivered again there: duplicates, never a loss.
+// Acks for messages of a lost partition are still committed by this
+// consumer when they come (Kafka's group protocol accepts commits from any
+// current member), which never moves the offset past a message nobody
+// processed, but can move it back behind the new owner's commits: more
+// duplicates after a later restart, still no loss. When the reader reads
+// a partition again after a rebalance, messages this consumer already
+// handed out are skipped: their first delivery is still live, and its
+// Ack or Nack decides.
+//
+// Pause and Close. Pause makes Next return broker.ErrPaused (a blocked
+// Next returns at once) and nothing more: the consumer stays in the group,
+// keeps its partitions and keeps committing acks, which is what the
+// sidecar's upgrade needs (it pauses, waits for the app's acks, then
+// closes). kafka-go's reader keeps fetching only until its queue is full.
+// Messages fetched but not handed out stay queued and are handed out after
+// Resume; if the consumer is closed instead they are dropped uncommitted,
+// and the group reads them again from the last commit. Close makes a
+// blocked Next return broker.ErrClosed, makes the final commit, and closes
+// the reader, which leaves the group (its partitions go to other members
+// at once); committed offsets are kept. Pause, Resume and Close are safe
+// concurrently with a blocked Next and with each other, and idempotent.
+//
+// Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
+// the transport's metadata refresh, each Reader's group and fetch loops),
+// each consumer runs one committer. Consumer.Close stops the committer and
+// the reader; Broker.Close closes the consumers still open, the Writer and
+// the transport, and waits for all of them.
+package kafkabroker

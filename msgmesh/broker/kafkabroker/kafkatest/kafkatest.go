@@ -1,0 +1,33 @@
+// Package kafkatest starts an in-process Kafka cluster for tests of any
+// msgmesh package. The cluster is github.com/twmb/franz-go/pkg/kfake: it
+// speaks the real Kafka wire protocol over real TCP sockets, so the real
+// client (kafka-go, in kafkabroker) runs unchanged against it. It keeps its
+// data in memory.
+package kafkatest
+
+import (
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Start runs a kfake cluster whose brokers (three by default, see
+// kfake.NumBrokers) listen on 127.0.0.1 random ports, closed by t.Cleanup.
+// Their host:port addresses are c.ListenAddrs() (or Addrs(c)); any one of
+// them bootstraps a client. opts are passed to kfake.NewCluster after the
+// defaults, so they win.
+func Start(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatalf("kafkatest: start kfake cluster: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Addrs returns the cluster's broker addresses (host:port), for
+// kafkabroker.Config.Brokers.
+func Addrs(c *kfake.Cluster) []string {
+	return c.ListenAddrs()
+}

@@ -1,0 +1,160 @@
+package kafkabroker
+
+import (
+	"container/heap"
+	"sort"
+	"time"
+)
+
+// partitionTracker implements the commit rule for one partition: the offset
+// to commit is the lowest offset handed out and not yet acked, or, when
+// every message handed out is acked, one past the highest. Everything below
+// it was handed out by this consumer and acked by the app (Kafka offsets
+// have no holes that the reader skips: it reads a partition in order).
+//
+// Offsets enter in increasing order (handOut refuses any offset not above
+// the highest one seen), so handed is sorted, and acking is a binary
+// search. Entries before head are acked; the slice is compacted as head
+// moves, so its size follows the number of unacked messages (plus those
+// acked behind the oldest unacked one).
+//
+// Not safe for concurrent use; consumer.tmu guards it.
+type partitionTracker struct {
+	handed []handedOffset
+	head   int
+	// next is one past the highest offset handed out; 0 before any.
+	next int64
+	// committed is the last offset (next to read) committed by this
+	// consumer; 0 before any.
+	committed int64
+	// dirty: an ack arrived since the last commit was collected.
+	dirty bool
+}
+
+type handedOffset struct {
+	offset int64
+	acked  bool
+}
+
+// handOut records offset as handed out. It returns false, recording
+// nothing, for an offset not above the highest one handed out: the reader
+// reads a partition again from its last commit after a rebalance, and
+// those messages were handed out already (and are acked, or will be
+// answered through their first delivery).
+func (p *partitionTracker) handOut(offset int64) bool {
+	if offset < p.next {
+		return false
+	}
+	p.handed = append(p.handed, handedOffset{offset: offset})
+	p.next = offset + 1
+	return true
+}
+
+// ack records offset as acked. An offset not handed out is ignored.
+func (p *partitionTracker) ack(offset int64) {
+	live := p.handed[p.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].offset >= offset })
+	if i == len(live) || live[i].offset != offset || live[i].acked {
+		return
+	}
+	live[i].acked = true
+	p.dirty = true
+	for p.head < len(p.handed) && p.handed[p.head].acked {
+		p.head++
+	}
+	switch {
+	case p.head == len(p.handed):
+		p.handed, p.head = p.handed[:0], 0
+	case p.head >= 64 && p.head*2 >= len(p.handed):
+		n := copy(p.handed, p.handed[p.head:])
+		p.handed, p.head = p.handed[:n], 0
+	}
+}
+
+// target is the offset to commit: everything below it is acked.
+func (p *partitionTracker) target() int64 {
+	if p.head < len(p.handed) {
+		return p.handed[p.head].offset
+	}
+	return p.next
+}
+
+// pending counts the messages handed out and not acked.
+func (p *partitionTracker) pending() int {
+	n := 0
+	for _, h := range p.handed[p.head:] {
+		if !h.acked {
+			n++
+		}
+	}
+	return n
+}
+
+// toCommit returns the offset to commit and whether there is anything new
+// to commit: an ack moved the target past the last commit.
+func (p *partitionTracker) toCommit() (int64, bool) {
+	if !p.dirty {
+		return 0, false
+	}
+	t := p.target()
+	if t <= p.committed {
+		p.dirty = false
+		return 0, false
+	}
+	return t, true
+}
+
+// committedTo records a successful commit of target.
+func (p *partitionTracker) committedTo(target int64) {
+	if target > p.committed {
+		p.committed = target
+	}
+	if p.target() <= p.committed {
+		p.dirty = false
+	}
+}
+
+// retryItem is a nacked delivery waiting to be handed out again.
+type retryItem struct {
+	due time.Time
+	seq uint64 // FIFO among equal due times
+	d   *delivery
+}
+
+// retryQueue is a min-heap of nacked deliveries by due time.
+type retryQueue []retryItem
+
+func (q retryQueue) Len() int { return len(q) }
+func (q retryQueue) Less(i, j int) bool {
+	if !q[i].due.Equal(q[j].due) {
+		return q[i].due.Before(q[j].due)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q retryQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *retryQueue) Push(x any)   { *q = append(*q, x.(retryItem)) }
+func (q *retryQueue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = retryItem{}
+	*q = old[:len(old)-1]
+	return it
+}
+
+func (q *retryQueue) push(it retryItem) { heap.Push(q, it) }
+
+// popDue removes and returns the earliest item if it is due at now.
+func (q *retryQueue) popDue(now time.Time) (*delivery, bool) {
+	if len(*q) == 0 || (*q)[0].due.After(now) {
+		return nil, false
+	}
+	return heap.Pop(q).(retryItem).d, true
+}
+
+// nextDue is the earliest due time; ok is false when the queue is empty.
+func (q retryQueue) nextDue() (time.Time, bool) {
+	if len(q) == 0 {
+		return time.Time{}, false
+	}
+	return q[0].due, true
+}
