@@ -8,6 +8,7 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 // Errors the sidecar answers requests with. Each maps to one wire code
@@ -32,6 +33,8 @@ var (
 // codeOf maps an error to the code of its ERROR answer.
 func codeOf(err error) mesh.Code {
 	switch {
+	case errors.Is(err, schema.ErrSchemaInvalid):
+		return mesh.CodeSchemaInvalid
 	case errors.Is(err, ErrNotRegistered):
 		return mesh.CodeNotRegistered
 	case errors.Is(err, ErrNotDeclared):

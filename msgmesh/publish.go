@@ -24,8 +24,13 @@ func (sc *Sidecar) checkPublish(m *broker.Message) (broker.Broker, error) {
 	return sc.cfg.Brokers[cluster], nil
 }
 
-// publish sends a checked message to its broker and waits for the ack.
+// publish validates a checked message against its topic's schema, sends it
+// to its broker and waits for the ack. Nothing reaches the broker if the
+// schema refuses it.
 func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (broker.PublishResult, error) {
+	if err := sc.validate(m); err != nil {
+		return broker.PublishResult{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, sc.cfg.PublishTimeout)
 	defer cancel()
 	res, err := b.Publish(ctx, m)

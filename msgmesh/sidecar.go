@@ -41,6 +41,7 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 // Config configures a Sidecar. The zero value of every field but DataDir and
@@ -186,6 +187,9 @@ type Sidecar struct {
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks
 
+	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
+	validator *schema.Validator
+
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
 
@@ -231,6 +235,7 @@ func New(cfg Config) (*Sidecar, error) {
 		retry:     make(chan struct{}, 1),
 		routes:    make(map[routeKey]*route),
 		sessions:  make(map[*session]struct{}),
+		validator: schema.NewValidator(schema.ValidatorOptions{}),
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
