@@ -2,6 +2,8 @@
 // msgmesh sidecar: it manages registrations over the sidecar's HTTP API,
 // publishes and consumes test traffic through the Go SDK (package client),
 // and runs the direct-versus-sidecar benchmark (package internal/bench).
+// Its two-word commands (apps, instances, weights, topology, config) manage
+// the control plane through package ctrlplane/ctrlclient.
 // cmd/meshctl is a thin main around Main.
 package meshctl
 
@@ -13,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -40,14 +43,14 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{
+	return append([]command{
 		{"register", "--app NAME [--consume GROUP:TOPIC]... [--produce GROUP:TOPIC]...", "register (or replace) an app's metadata with the sidecar", setupRegister},
 		{"deregister", "--app NAME", "remove an app's registration", setupDeregister},
 		{"registrations", "", "list the sidecar's registrations", setupRegistrations},
 		{"pub", "--topic T [--count N] [--size S]", "publish test messages and report the rate", setupPub},
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
 		{"bench", "[--count N] [--size S]", "compare nats.go direct with the SDK through an in-process sidecar (embedded JetStream)", setupBench},
-	}
+	}, ctrlplaneCommands()...)
 }
 
 // usageError is a command-line mistake: exit status 2.
@@ -75,6 +78,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch name {
 	case "help", "-h", "-help", "--help":
 		return help(stdout, stderr, rest)
+	}
+	if slices.Contains(groups(commands()), name) {
+		// A two-word command: "weights set".
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			fmt.Fprintf(stderr, "meshctl %s: which one?\n\n", name)
+			printGroup(stderr, name)
+			return 2
+		}
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	for _, cmd := range commands() {
 		if cmd.name != name {
@@ -115,16 +127,32 @@ func help(stdout, stderr io.Writer, args []string) int {
 		printHelp(stdout, cmds)
 		return 0
 	}
+	name := strings.Join(args, " ")
+	if slices.Contains(groups(cmds), name) {
+		printGroup(stdout, name)
+		return 0
+	}
 	for _, cmd := range cmds {
-		if cmd.name == args[0] {
+		if cmd.name == name {
 			fs := flag.NewFlagSet("meshctl "+cmd.name, flag.ContinueOnError)
 			cmd.setup(fs)
 			printCommand(stdout, cmd, fs)
 			return 0
 		}
 	}
-	fmt.Fprintf(stderr, "meshctl help: unknown command %q\n", args[0])
+	fmt.Fprintf(stderr, "meshctl help: unknown command %q\n", name)
 	return 2
+}
+
+// printGroup prints the commands of one group ("weights").
+func printGroup(w io.Writer, group string) {
+	for _, cmd := range commands() {
+		if g, _, _ := strings.Cut(cmd.name, " "); g == group && cmd.name != group {
+			fs := flag.NewFlagSet("meshctl "+cmd.name, flag.ContinueOnError)
+			cmd.setup(fs)
+			printCommand(w, cmd, fs)
+		}
+	}
 }
 
 // printHelp lists every command with its flags.

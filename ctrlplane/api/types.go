@@ -1,0 +1,198 @@
+package api
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
+)
+
+// Weights. An instance's weight is the share, in percent, of the
+// deliveries its sidecar receives from the brokers that it keeps for its
+// own app; it forwards the rest to siblings of weight 100 (DESIGN.md flow
+// 7). 0 drains the instance without unsubscribing it.
+const (
+	MinWeight     = 0
+	MaxWeight     = 100
+	DefaultWeight = 100 // the weight of an instance added without one
+)
+
+// Instance is one sidecar of an app, as the control plane knows it.
+type Instance struct {
+	// ID names the instance within its app. It is Addr unless the
+	// operator gave another when adding the instance.
+	ID string `json:"id"`
+	// Addr is host:port of the instance's forwarding listener, where its
+	// siblings connect to forward deliveries (DESIGN.md flow 8).
+	Addr string `json:"addr"`
+	// Labels are free-form operator metadata (version=v2, zone=a).
+	Labels map[string]string `json:"labels,omitempty"`
+	// Weight is 0..100; see MinWeight.
+	Weight int `json:"weight"`
+}
+
+// AppConfig is everything the control plane tells the sidecars of one app:
+// the body of GET /v1/apps/{app}/config. A sidecar applies it as a whole.
+type AppConfig struct {
+	// App is the app's name.
+	App string `json:"app"`
+	// Version grows with every change that reaches this config (the app's
+	// instances, weights, credential or topology override, or the global
+	// topology). It is the store's revision of the newest such change, so
+	// it only grows, across control-plane restarts and replicas, for as
+	// long as the store lives.
+	Version uint64 `json:"version"`
+	// Instances are the app's sidecars, sorted by ID; never null.
+	Instances []Instance `json:"instances"`
+	// Brokers is the app's topology override if it has one, else the
+	// global topology; nil when neither is set: the sidecar then keeps the
+	// topology of its own config file.
+	Brokers *topology.Topology `json:"brokers,omitempty"`
+	// Credential is the app's credential. Sidecars present it to read this
+	// config, and sibling sidecars of the app present it to each other on
+	// their forwarding listeners: whoever can read the config is a member.
+	Credential string `json:"credential"`
+	// PreviousCredential is the credential before the last rotation. Until
+	// PreviousCredentialExpires the control plane still accepts it for
+	// reading this config, and siblings should accept it too, so that a
+	// rotation does not cut off a sidecar that has not seen the new
+	// credential yet. Empty when there is none or it has expired.
+	PreviousCredential        string    `json:"previous_credential,omitempty"`
+	PreviousCredentialExpires time.Time `json:"previous_credential_expires,omitzero"`
+	// Schemas is reserved for the topics' schemas (DESIGN.md flow 9). It is
+	// absent today; its shape comes with the issue that adds it.
+	Schemas json.RawMessage `json:"schemas,omitempty"`
+	// Limits is reserved for flow-control limits (DESIGN.md flow 12). It is
+	// absent today; its shape comes with the issue that adds it.
+	Limits json.RawMessage `json:"limits,omitempty"`
+}
+
+// Instance returns the instance with the given ID.
+func (c *AppConfig) Instance(id string) (Instance, bool) {
+	i, ok := slices.BinarySearchFunc(c.Instances, id, func(in Instance, id string) int { return strings.Compare(in.ID, id) })
+	if !ok {
+		// Instances are sorted when they come from the control plane; be
+		// lenient with hand-built configs.
+		i = slices.IndexFunc(c.Instances, func(in Instance) bool { return in.ID == id })
+		if i < 0 {
+			return Instance{}, false
+		}
+	}
+	return c.Instances[i], true
+}
+
+// AcceptsCredential reports whether cred is the app's credential, or its
+// previous credential before it expires at now. The comparison does not
+// stop early, so its time says nothing about cred.
+func (c *AppConfig) AcceptsCredential(cred string, now time.Time) bool {
+	ok := cred != "" && ConstantTimeEqual(cred, c.Credential)
+	prev := cred != "" && c.PreviousCredential != "" && now.Before(c.PreviousCredentialExpires) &&
+		ConstantTimeEqual(cred, c.PreviousCredential)
+	return ok || prev
+}
+
+// App is an app as operators see it: everything but its credentials.
+type App struct {
+	Name string `json:"name"`
+	// Version is the version of the app's AppConfig.
+	Version   uint64    `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	// CredentialRotatedAt is when the credential was last rotated; absent
+	// if it never was.
+	CredentialRotatedAt time.Time `json:"credential_rotated_at,omitzero"`
+	// Instances are sorted by ID; never null.
+	Instances []Instance `json:"instances"`
+	// Topology is the app's own topology, overriding the global one; nil
+	// when the app uses the global topology.
+	Topology *topology.Topology `json:"topology,omitempty"`
+}
+
+// CreateAppRequest is the body of POST /v1/apps.
+type CreateAppRequest struct {
+	Name string `json:"name"`
+}
+
+// AppCreated answers POST /v1/apps. This is the only answer that carries
+// the app's credential to the operator; rotating it gives a new one.
+type AppCreated struct {
+	App
+	Credential string `json:"credential"`
+}
+
+// RotateCredentialRequest is the (optional) body of POST
+// /v1/apps/{app}/credential.
+type RotateCredentialRequest struct {
+	// Grace is how long the previous credential stays valid, a Go
+	// duration ("10m", "0s"). Empty: the control plane's default
+	// (--rotation-grace, 10m). "0s" revokes it at once: sidecars that hold
+	// only the old credential can no longer read their config until they
+	// are given the new one.
+	Grace string `json:"grace,omitempty"`
+}
+
+// CredentialRotated answers POST /v1/apps/{app}/credential.
+type CredentialRotated struct {
+	App     string `json:"app"`
+	Version uint64 `json:"version"`
+	// Credential is the new credential.
+	Credential string `json:"credential"`
+	// PreviousExpires is when the old credential stops working; absent
+	// when it stopped at once.
+	PreviousExpires time.Time `json:"previous_expires,omitzero"`
+}
+
+// InstanceSpec is the body of POST /v1/apps/{app}/instances, which adds an
+// instance or replaces the one with the same ID.
+type InstanceSpec struct {
+	// ID defaults to Addr.
+	ID string `json:"id,omitempty"`
+	// Addr is required: host:port of the forwarding listener.
+	Addr   string            `json:"addr"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Weight is 0..100. Absent: a new instance gets DefaultWeight and a
+	// replaced one keeps its weight.
+	Weight *int `json:"weight,omitempty"`
+}
+
+// WeightRequest is the body of PUT /v1/apps/{app}/instances/{id}/weight.
+type WeightRequest struct {
+	// Weight is required, 0..100.
+	Weight *int `json:"weight"`
+}
+
+// ErrorBody is every error answer of the API, the same shape as the
+// sidecar's HTTP API.
+type ErrorBody struct {
+	Code    string `json:"error"`   // one of the Code constants
+	Message string `json:"message"` // what is wrong, for a person
+}
+
+// Error codes: the "error" field of an ErrorBody.
+const (
+	CodeInvalid      = "INVALID"       // 400: a bad body, parameter or name
+	CodeUnauthorized = "UNAUTHORIZED"  // 401: no credential, or not one the control plane knows
+	CodeForbidden    = "FORBIDDEN"     // 403: a valid credential that may not do this
+	CodeNotFound     = "NOT_FOUND"     // 404: no such app, instance, topology or route
+	CodeNotAllowed   = "NOT_ALLOWED"   // 405: the path exists, the method does not
+	CodeConflict     = "CONFLICT"      // 409: the app exists already, or a write kept racing others
+	CodeTooLarge     = "TOO_LARGE"     // 413: the body is over MaxBodySize
+	CodeShuttingDown = "SHUTTING_DOWN" // 503: this replica is stopping; retry (another replica)
+	CodeUnavailable  = "UNAVAILABLE"   // 503: the store cannot be reached
+	CodeInternal     = "INTERNAL"      // 500: a bug
+)
+
+// HTTP details of the config long poll (GET /v1/apps/{app}/config).
+const (
+	// VersionHeader carries the config's version on 200 and 304 answers.
+	VersionHeader = "Msgmesh-Config-Version"
+	// DefaultWait is how long the control plane holds a long poll open
+	// when the request has no wait parameter.
+	DefaultWait = 30 * time.Second
+	// MaxWait is the longest wait parameter accepted.
+	MaxWait = 5 * time.Minute
+)
+
+// MaxBodySize is the largest request body the API reads, in bytes.
+const MaxBodySize = 1 << 20

@@ -1,0 +1,66 @@
+package ctrlplane
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+)
+
+// principal is who a request comes from.
+type principal struct {
+	operator bool   // the operator token (or authentication is off)
+	app      string // else: the app whose credential was presented
+	cred     string // that credential
+}
+
+// bearer returns the token of an "Authorization: Bearer TOKEN" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// authorize checks a request's credential. configApp is the app whose
+// config the request reads, "" on every other route: the operator token
+// is good everywhere, an app's credential (current, or previous until it
+// expires) only for its own config. A missing or unknown credential is
+// ErrUnauthorized (401); a valid app credential anywhere else is
+// ErrForbidden (403).
+func (s *Server) authorize(ctx context.Context, r *http.Request, configApp string) (principal, error) {
+	if s.opts.InsecureNoAuth {
+		return principal{operator: true}, nil
+	}
+	tok, ok := bearer(r)
+	if !ok {
+		return principal{}, errorf(ErrUnauthorized, "no credential; send \"Authorization: Bearer TOKEN\" with the operator token (or, to read an app's config, the app's credential)")
+	}
+	if api.ConstantTimeEqual(tok, s.opts.Token) {
+		return principal{operator: true}, nil
+	}
+	unknown := errorf(ErrUnauthorized, "the credential is neither the operator token nor a current app credential")
+	app, ok := credentialApp(tok)
+	if !ok {
+		return principal{}, unknown
+	}
+	rec, _, err := s.getApp(ctx, app)
+	if errors.Is(err, ErrNotFound) {
+		return principal{}, unknown
+	}
+	if err != nil {
+		return principal{}, err
+	}
+	if !rec.acceptsCredential(tok, s.now()) {
+		return principal{}, unknown
+	}
+	if app != configApp {
+		return principal{}, errorf(ErrForbidden, "the credential of app %q may only read that app's config (GET /v1/apps/%s/config); everything else needs the operator token", app, app)
+	}
+	return principal{app: app, cred: tok}, nil
+}

@@ -1,0 +1,80 @@
+// Package ctrlplane is the msgmesh control plane (DESIGN.md §2, flows 7, 8
+// and 12): the operators' source of truth for apps, their sidecar
+// instances (forwarding address, labels, traffic weight 0..100) and the
+// broker topology (msgmesh/topology: clusters and topic routes, global
+// or per app), served over an HTTP/JSON API and a web page, and pushed to
+// sidecars by long polling. docs/ctrlplane.md is the operator's and the
+// sidecar implementer's reference; cmd/ctrlplane is a thin main around
+// Run.
+//
+// Related packages: ctrlplane/api holds the wire types (AppConfig is what
+// sidecars receive), ctrlplane/ctrlclient the Go client and the sidecar's
+// Watcher, ctrlplane/store the state (bbolt or etcd).
+//
+// # HTTP API
+//
+//	GET    /healthz                                  200 {"status":"ok","long_polls":N}; no credential
+//	GET    /v1/apps                                  every app ([]api.App)
+//	POST   /v1/apps                                  create {"name"} → 201 api.AppCreated (holds the credential)
+//	GET    /v1/apps/{app}                            one app
+//	DELETE /v1/apps/{app}                            delete it → 204
+//	POST   /v1/apps/{app}/credential                 rotate {"grace":"10m"} → api.CredentialRotated
+//	GET    /v1/apps/{app}/instances                  its instances
+//	POST   /v1/apps/{app}/instances                  add or replace api.InstanceSpec → 201 or 200
+//	DELETE /v1/apps/{app}/instances/{id}             remove → 204
+//	PUT    /v1/apps/{app}/instances/{id}/weight      {"weight":N}, 0..100 → api.Instance
+//	GET|PUT|DELETE /v1/topology                      the global topology
+//	GET|PUT|DELETE /v1/apps/{app}/topology           the app's own topology (overrides the global one)
+//	GET    /v1/apps/{app}/config[?after=V[&wait=D]]  api.AppConfig; long poll with after
+//	GET    /ui/                                      the web page
+//
+// Every /v1 call needs "Authorization: Bearer TOKEN" with the operator
+// token, except the config read, which also takes the app's own
+// credential. Errors are {"error": CODE, "message": TEXT} with the codes
+// of package api; errorCode is the one table from errors to statuses.
+//
+// # Push
+//
+// GET /v1/apps/{app}/config?after=V answers at once with the app's config
+// when its version is not V, and otherwise waits up to D (default 30 s,
+// --long-poll) for a change and answers 304 Not Modified when none came.
+// Versions come from store revisions (see State), so they only grow, and
+// any replica sharing the store computes the same version for the same
+// state.
+//
+// A Server watches its store (store.Store.Watch) from New on; the watch
+// feeds a hub that wakes the long polls of the app that changed (or of
+// every app, for the global topology or a watch Reset). A woken poll reads
+// the config again from the store and answers if the version moved. The
+// etcd watch sees the writes of every replica, so a write through one
+// replica wakes the polls on all of them.
+//
+// # State
+//
+// Two kinds of keys: "apps/{name}" holds one app as JSON (credentials,
+// instances sorted by ID, own topology), "topology" the global topology
+// ({"topology": null} once cleared: the key is never deleted, so its
+// revision keeps counting). Every change is a read-modify-write of one key
+// with the store's compare-and-swap, retried on conflict, so concurrent
+// writers on several replicas lose nothing. An app's config version is
+// max(ModRev of apps/{name}, ModRev of topology).
+//
+// # Credentials
+//
+// An app's credential is "mmc1.{app}.{43 base64url characters}" (256
+// random bits). The app name inside lets the server tell a valid
+// credential used for the wrong thing (403) from an unknown one (401) with
+// a single read. Credentials are stored as they are: the control plane
+// has to push them to the app's sidecars, which use them between siblings
+// (DESIGN.md flow 8). A rotation keeps the previous credential valid for
+// a grace period (default 10 m), and a waiting long poll rechecks its
+// credential before it answers, so a revoked credential never receives
+// the config that holds the new one.
+//
+// # Concurrency
+//
+// One goroutine per Server (hub.run) drains the store watch; Shutdown
+// stops it and waits. Locks: Server.mu guards the list of http.Servers;
+// hub.mu guards the hub's channels. Neither is held while the other is
+// taken, nor across I/O. LongPolls is an atomic counter.
+package ctrlplane

@@ -1,0 +1,191 @@
+package ctrlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/ctrlplane/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultRotationGrace = 10 * time.Minute
+	DefaultStoreTimeout  = 10 * time.Second
+	// MinTokenLen is the shortest operator token New accepts.
+	MinTokenLen = 16
+)
+
+// Options configure a Server. Store is required, and so is Token unless
+// InsecureNoAuth is set.
+type Options struct {
+	// Store holds the state. The caller opens it and closes it after
+	// Shutdown.
+	Store store.Store
+	// Token is the operator token: every API call but a sidecar's read of
+	// its own app's config needs it as "Authorization: Bearer TOKEN". At
+	// least MinTokenLen bytes.
+	Token string
+	// InsecureNoAuth lets every request through without a credential. For
+	// a throwaway local setup only; New logs a warning.
+	InsecureNoAuth bool
+	// Log gets the server's logs; every write is logged at Info. Default:
+	// discard.
+	Log *slog.Logger
+	// LongPollWait is how long a config long poll is held open when the
+	// request does not say (api.DefaultWait if zero).
+	LongPollWait time.Duration
+	// RotationGrace is how long an app's previous credential stays valid
+	// after a rotation that does not say (DefaultRotationGrace if zero).
+	RotationGrace time.Duration
+	// StoreTimeout bounds each request's store operations
+	// (DefaultStoreTimeout if zero); past it the answer is 503
+	// UNAVAILABLE.
+	StoreTimeout time.Duration
+	// Now is the clock (time.Now if nil); tests move it to expire
+	// credentials.
+	Now func() time.Time
+}
+
+// Server is the control plane's HTTP API over a Store. Several Servers
+// (in several processes) may share one etcd-backed Store: each sees the
+// others' writes through the store's watch.
+type Server struct {
+	opts  Options
+	store store.Store
+	log   *slog.Logger
+	hub   *hub
+
+	ctx      context.Context // cancelled by Shutdown: stops the store watch
+	cancel   context.CancelFunc
+	routines core.Routines
+	stopping chan struct{} // closed by Shutdown: long polls answer 503
+	parked   atomic.Int64  // long polls waiting for a change
+
+	mu       sync.Mutex // guards servers and stopped
+	servers  []*http.Server
+	stopped  bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New checks opts and starts watching the store. The Server serves once
+// Serve is called, or through Handler.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("ctrlplane: Options.Store is required")
+	}
+	switch {
+	case opts.InsecureNoAuth && opts.Token != "":
+		return nil, errors.New("ctrlplane: an operator token and InsecureNoAuth exclude each other")
+	case !opts.InsecureNoAuth && opts.Token == "":
+		return nil, errors.New("ctrlplane: no operator token: pass --token or set MSGMESH_CTRLPLANE_TOKEN (--insecure-no-auth turns authentication off for a local test setup)")
+	case !opts.InsecureNoAuth && len(opts.Token) < MinTokenLen:
+		return nil, fmt.Errorf("ctrlplane: the operator token is %d bytes; use at least %d random bytes", len(opts.Token), MinTokenLen)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.LongPollWait <= 0 {
+		opts.LongPollWait = api.DefaultWait
+	}
+	if opts.RotationGrace <= 0 {
+		opts.RotationGrace = DefaultRotationGrace
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = DefaultStoreTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:     opts,
+		store:    opts.Store,
+		log:      opts.Log,
+		hub:      newHub(),
+		ctx:      ctx,
+		cancel:   cancel,
+		stopping: make(chan struct{}),
+	}
+	events, err := s.store.Watch(ctx, "")
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ctrlplane: watching the store: %w", err)
+	}
+	s.routines.Go(func() { s.hub.run(events) })
+	if opts.InsecureNoAuth {
+		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, read every app's credential and steer every sidecar's traffic; use it for a local test setup only")
+	}
+	return s, nil
+}
+
+func (s *Server) now() time.Time { return s.opts.Now() }
+
+// Serve accepts connections on ln until Shutdown. It returns nil after
+// Shutdown, or the error that stopped it.
+func (s *Server) Serve(ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// No WriteTimeout: long polls are held open up to api.MaxWait.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return s.ctx },
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrShuttingDown
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	s.log.Info("control plane listening", "addr", ln.Addr().String())
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops the Server: long polls answer 503 SHUTTING_DOWN at once
+// (their sidecars reconnect, to another replica if there is one), other
+// requests in flight finish until ctx is done, listeners close, and the
+// store watch stops. It waits for every goroutine it owns. Safe to call
+// more than once; every call returns the first one's result. It does not
+// close the Store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.mu.Lock()
+		s.stopped = true
+		servers := s.servers
+		s.mu.Unlock()
+		for _, hs := range servers {
+			if err := hs.Shutdown(ctx); err != nil {
+				_ = hs.Close()
+				s.stopErr = errors.Join(s.stopErr, err)
+			}
+		}
+		s.routines.Stop()
+		s.cancel()
+		s.routines.Wait()
+	})
+	return s.stopErr
+}
+
+// Close is Shutdown without waiting for requests in flight.
+func (s *Server) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.Shutdown(ctx)
+}

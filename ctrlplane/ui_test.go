@@ -1,0 +1,140 @@
+package ctrlplane_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+)
+
+// browserPath finds a Chromium or Chrome binary: $CHROME_PATH, then the
+// usual names on $PATH.
+func browserPath() string {
+	if p := os.Getenv("CHROME_PATH"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// TestWebPage drives the web page in a real headless Chromium: it enters
+// the operator token, sees the app's instances, sets a weight, and the
+// change reaches a sidecar's watcher. A bad weight shows the server's
+// error.
+func TestWebPage(t *testing.T) {
+	chrome := browserPath()
+	if chrome == "" {
+		t.Skip("no Chromium found (install Debian's chromium package: apt-get install -y chromium, or set CHROME_PATH); skipping the browser test")
+	}
+	c := startBolt(t)
+	op := client(t, c.url, testToken)
+	cred := mustCreate(t, op, "orders", "10.0.0.1:7610", "10.0.0.2:7610")
+	if _, _, err := op.PutInstance(t.Context(), "orders", api.InstanceSpec{Addr: "10.0.0.2:7610", Labels: map[string]string{"version": "v2"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, op, "billing")
+	rec := newConfigs()
+	watch(t, client(t, c.url, cred), "orders", rec)
+	rec.waitFor(t, 10*time.Second, "the first config", weightIs("10.0.0.1:7610", 100))
+
+	allocOpts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // tests may run as root
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), allocOpts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancelBrowser)
+	// The first action starts the browser, which lives as long as that
+	// action's context: give it the tab's context, and bound the steps
+	// after it.
+	if err := chromedp.Do(bctx, chromedp.Navigate(c.url+"/ui/")); err != nil {
+		t.Fatalf("starting %s: %v", chrome, err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel)
+
+	weightInput := chromedp.CSS(`input.weight[data-app="orders"][data-id="10.0.0.1:7610"]`)
+	setButton := chromedp.CSS(`button.set-weight[data-app="orders"][data-id="10.0.0.1:7610"]`)
+	// waitStatus waits until the status line holds text, with the class.
+	waitStatus := func(text, class string) {
+		t.Helper()
+		pred := fmt.Sprintf(`(() => { const s = document.getElementById("status"); return s.className === %q && s.textContent.includes(%q) ? s.textContent : null; })()`, class, text)
+		got, err := chromedp.Run(ctx, chromedp.Poll[string](pred, chromedp.WithPollingMutation(), chromedp.WithPollingTimeout(10*time.Second)))
+		if err != nil {
+			cur, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("status")))
+			t.Fatalf("waiting for the status %q (%s): %v; it is %q", text, class, err, cur)
+		}
+		t.Logf("status: %s", got)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), testToken),
+		chromedp.Click(chromedp.ID("save-token")),
+		chromedp.WaitVisible(weightInput),
+	)
+	if err != nil {
+		t.Fatalf("entering the token: %v", err)
+	}
+	page, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("apps")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"orders", "billing", "10.0.0.1:7610", "10.0.0.2:7610", "version=v2"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page does not show %q:\n%s", want, page)
+		}
+	}
+	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem("msgmesh.ctrlplane.token")`))
+	if err != nil || stored != testToken {
+		t.Fatalf("sessionStorage holds %q, %v", stored, err)
+	}
+
+	start := time.Now()
+	if err := chromedp.Do(ctx, chromedp.SetValue(weightInput, "30"), chromedp.Click(setButton)); err != nil {
+		t.Fatalf("setting the weight: %v", err)
+	}
+	got := rec.waitFor(t, 10*time.Second, "weight 30 set in the browser", weightIs("10.0.0.1:7610", 30))
+	t.Logf("web page click to watcher: %v", got.at.Sub(start))
+	if d := got.at.Sub(start); d > maxPropagation {
+		t.Errorf("the change took %v to reach the watcher", d)
+	}
+	waitStatus("set to 30", "ok")
+
+	// Out of range: the server's message shows, nothing changes.
+	if err := chromedp.Do(ctx, chromedp.SetValue(weightInput, "150"), chromedp.Click(setButton)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus("weight: 150 is outside 0..100 (INVALID)", "error")
+	if cfg, err := op.Config(t.Context(), "orders"); err != nil || !weightIs("10.0.0.1:7610", 30)(cfg) {
+		t.Fatalf("after the rejected weight: %+v, %v", cfg, err)
+	}
+
+	// A wrong token is refused, forgotten, and the form comes back.
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), "wrong-token"),
+		chromedp.Click(chromedp.ID("save-token")),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus("(UNAUTHORIZED)", "error")
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("token"))); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,74 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+)
+
+// Errors callers branch on with errors.Is.
+//
+// On the forwarding side, every error Forward returns means the delivery
+// was not handed over and has not been touched: the caller delivers it
+// itself (locally). ErrConnLost and ErrTimeout are only seen by
+// ClientConfig.OnLost, for deliveries the sibling had taken.
+var (
+	// ErrUnavailable: the sibling could not be reached (dial, TLS handshake
+	// or HELLO failed, or it is in redial backoff after such a failure), or
+	// the connection broke before the sibling said it took the delivery.
+	ErrUnavailable = errors.New("forward: sibling unavailable")
+	// ErrRefused: the sibling answered ERROR: it cannot take the delivery
+	// (not registered there, too many in flight, shutting down). The
+	// *RefusedError carries the wire code.
+	ErrRefused = errors.New("forward: sibling refused the delivery")
+	// ErrClosed: the Forwarder or Server was closed.
+	ErrClosed = errors.New("forward: closed")
+	// ErrConnLost: the sibling connection broke while a delivery it had
+	// taken was unanswered (forwarding side: handed back to the broker), or
+	// the receiving side's app answered a delivery whose forwarder
+	// connection is gone (its answer cannot be sent).
+	ErrConnLost = errors.New("forward: sibling connection lost")
+	// ErrTimeout: the sibling's app did not answer within
+	// ClientConfig.Timeout; the delivery was handed back to the broker.
+	ErrTimeout = errors.New("forward: sibling did not answer in time")
+	// ErrSettled: Ack or Nack was called on a delivery already answered (or
+	// refused).
+	ErrSettled = errors.New("forward: delivery already answered")
+	// ErrConfig: a ServerConfig or ClientConfig that cannot work.
+	ErrConfig = errors.New("forward: invalid configuration")
+)
+
+// RefusedError is the sibling's ERROR answer to a DELIVER (or to HELLO).
+type RefusedError struct {
+	Sibling string
+	Code    mesh.Code
+	Message string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("forward: sibling %s refused: %s: %s", e.Sibling, e.Code, e.Message)
+}
+
+func (e *RefusedError) Unwrap() error { return ErrRefused }
+
+// Retryable reports whether sending the same delivery to this sibling later
+// may succeed (mesh.Code.Retryable).
+func (e *RefusedError) Retryable() bool { return e.Code.Retryable() }
+
+// codeOf maps a Deliverer's error to the code of its ERROR answer. A
+// Deliverer chooses the code precisely by returning (or wrapping) a
+// *mesh.Error.
+func codeOf(err error) mesh.Code {
+	var me *mesh.Error
+	switch {
+	case errors.As(err, &me):
+		return me.Code
+	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled):
+		return mesh.CodeShuttingDown
+	case errors.Is(err, context.DeadlineExceeded):
+		return mesh.CodeTimeout
+	}
+	return mesh.CodeUnavailable
+}

@@ -1,0 +1,520 @@
+package forward
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+)
+
+// DefaultListen is the forwarding listener's address when
+// ServerConfig.Listen is empty. It is reachable from other hosts on purpose:
+// siblings run elsewhere. Mutual TLS is what keeps strangers out.
+const DefaultListen = "0.0.0.0:7602"
+
+// DefaultMaxInflight bounds the deliveries one forwarder connection may
+// have unanswered on a Server when ServerConfig.MaxInflight is zero.
+const DefaultMaxInflight = 1024
+
+// Timing of the receiving side.
+const (
+	// handshakeTimeout bounds the TLS handshake and the wait for HELLO, so a
+	// peer that connects and says nothing costs a goroutine for that long.
+	handshakeTimeout = 10 * time.Second
+	// serverIdleTimeout closes a connection on which nothing arrived for
+	// this long; forwarders send a HEARTBEAT every heartbeatEvery.
+	serverIdleTimeout = 6 * heartbeatEvery
+	// answerWriteTimeout bounds each write of an answer.
+	answerWriteTimeout = 5 * time.Second
+)
+
+// Deliverer is the receiving sidecar's side of forwarding: it hands
+// deliveries that came from a sibling to the local app.
+type Deliverer interface {
+	// DeliverFromSibling hands a delivery to the local app. It returns once
+	// the local sidecar has taken it (queued to a connection), not when the
+	// app answers; d.Ack/d.Nack are called later when the app answers (or
+	// on timeout/conn loss → Nack). An error means "could not take it" and
+	// is answered with ERROR immediately: return (or wrap) a *mesh.Error to
+	// choose the code (NOT_REGISTERED, UNAVAILABLE, SHUTTING_DOWN, …);
+	// other errors are answered UNAVAILABLE.
+	//
+	// It is called on its own goroutine per delivery and may block while
+	// the local app has no room (that is backpressure toward the
+	// forwarder), but it must return when ctx ends: ctx ends when the
+	// forwarder's connection goes away or the Server shuts down. The
+	// delivery must never be forwarded again (DESIGN.md flow 7).
+	DeliverFromSibling(ctx context.Context, group, topic string, d broker.Delivery) error
+}
+
+// ServerConfig configures a forwarding listener.
+type ServerConfig struct {
+	// Listen is the address Start listens on; zero: DefaultListen.
+	Listen string
+	// TLS is required: mutual TLS with the app check, as built by
+	// pki.ServerTLS. NewServer refuses a config that does not require and
+	// verify client certificates, and raises MinVersion to TLS 1.3. After
+	// every handshake the Server checks again (pki.CheckPeer) that the
+	// peer's verified certificate names App.
+	TLS *tls.Config
+	// App is this sidecar's app; only its siblings may connect.
+	App string
+	// Deliverer takes the deliveries; required.
+	Deliverer Deliverer
+	// MaxInflight bounds the deliveries one forwarder connection may have
+	// taken and not yet answered; a DELIVER over it is answered
+	// ERROR UNAVAILABLE (the forwarder then delivers locally). Zero:
+	// DefaultMaxInflight.
+	MaxInflight int
+	// MaxFrameSize bounds received frames (header included); zero:
+	// mesh.DefaultMaxFrameSize.
+	MaxFrameSize int
+	// Logger; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a forwarding listener. Start or Serve, then Shutdown.
+type Server struct {
+	cfg  ServerConfig
+	tls  *tls.Config
+	log  *slog.Logger
+	core *core.Server
+
+	draining atomic.Bool
+	drainCtx context.Context // cancelled when Shutdown begins
+	drain    context.CancelFunc
+	starter  core.Routines // the goroutine Start runs Serve in
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[*serverConn]struct{}
+}
+
+// NewServer checks cfg and returns a Server that is not listening yet.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.TLS == nil {
+		return nil, fmt.Errorf("%w: ServerConfig.TLS is required (pki.ServerTLS)", ErrConfig)
+	}
+	if cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, fmt.Errorf("%w: ServerConfig.TLS must require and verify client certificates (tls.RequireAndVerifyClientCert)", ErrConfig)
+	}
+	if cfg.TLS.GetCertificate == nil && len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetConfigForClient == nil {
+		return nil, fmt.Errorf("%w: ServerConfig.TLS has no certificate", ErrConfig)
+	}
+	if err := pki.ValidApp(cfg.App); err != nil {
+		return nil, fmt.Errorf("%w: ServerConfig.App: %w", ErrConfig, err)
+	}
+	if cfg.Deliverer == nil {
+		return nil, fmt.Errorf("%w: ServerConfig.Deliverer is required", ErrConfig)
+	}
+	if cfg.MaxInflight < 0 || cfg.MaxFrameSize < 0 {
+		return nil, fmt.Errorf("%w: negative MaxInflight or MaxFrameSize", ErrConfig)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxFrameSize == 0 {
+		cfg.MaxFrameSize = mesh.DefaultMaxFrameSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	tc := cfg.TLS.Clone()
+	tc.MinVersion = max(tc.MinVersion, tls.VersionTLS13)
+	s := &Server{
+		cfg:   cfg,
+		tls:   tc,
+		log:   cfg.Logger.With("component", "forward-server", "app", cfg.App),
+		conns: make(map[*serverConn]struct{}),
+	}
+	s.drainCtx, s.drain = context.WithCancel(context.Background())
+	s.core = core.NewServer(s.serveConn, s.log)
+	return s, nil
+}
+
+// Start listens on cfg.Listen and serves in a goroutine the Server owns.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("forward: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.setListener(ln)
+	if !s.starter.Go(func() {
+		if err := s.core.Serve(ln); err != nil {
+			s.log.Error("forwarding listener stopped", "addr", ln.Addr(), "err", err)
+		}
+	}) {
+		_ = ln.Close()
+		return ErrClosed
+	}
+	s.log.Info("forwarding listener started", "addr", ln.Addr())
+	return nil
+}
+
+// Serve accepts forwarder connections on ln (a plain TCP listener: the
+// Server does the TLS handshake itself) until Shutdown. It returns nil
+// after Shutdown, or the error that stopped accepting.
+func (s *Server) Serve(ln net.Listener) error {
+	s.setListener(ln)
+	return s.core.Serve(ln)
+}
+
+func (s *Server) setListener(ln net.Listener) {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+}
+
+// Addr is the listening address (nil before Start or Serve).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting connections, answers new DELIVERs
+// ERROR SHUTTING_DOWN (their forwarders deliver locally), cancels the
+// context of DeliverFromSibling calls still waiting for room (they answer
+// ERROR too), waits until the local app has answered every delivery
+// already taken (so their answers reach the forwarders and nothing is
+// redelivered needlessly), then closes every connection and waits for the
+// Server's goroutines. If ctx ends first, the connections are closed at
+// once: deliveries still unanswered go back to the broker through their
+// forwarders (Nack 0). Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.drain()
+	s.core.Close()
+	s.starter.Stop()
+	s.mu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var err error
+	for _, c := range conns {
+		if err = c.waitIdle(ctx); err != nil {
+			break
+		}
+	}
+	if serr := s.core.Shutdown(ctx); err == nil {
+		err = serr
+	}
+	s.starter.Wait()
+	return err
+}
+
+// serveConn is the core.ConnHandler: it authenticates the peer and serves
+// its frames. Nothing is read from a peer before its TLS handshake and
+// certificate checks have passed.
+func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	log := s.log.With("remote", raw.RemoteAddr().String())
+	tc := tls.Server(raw, s.tls)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err == nil {
+		err = pki.CheckPeer(tc.ConnectionState(), s.cfg.App)
+	}
+	if err != nil {
+		log.Warn("forwarding peer refused", "err", err)
+		return
+	}
+	c := &serverConn{
+		s:        s,
+		conn:     tc,
+		rd:       mesh.NewReader(tc, s.cfg.MaxFrameSize),
+		w:        core.NewWriter(tc, answerWriteTimeout),
+		log:      log,
+		inflight: make(map[uint64]*sibDelivery),
+		done:     make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	err = c.run()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	log.Info("forwarder disconnected", "reason", err)
+}
+
+// serverConn is one forwarder's connection. Its read loop (run) is the only
+// reader; answers are written by the goroutines that take deliveries and by
+// whoever calls a delivery's Ack or Nack.
+type serverConn struct {
+	s      *Server
+	conn   *tls.Conn
+	rd     *mesh.Reader
+	w      *core.Writer
+	log    *slog.Logger
+	ctx    context.Context // ends when the connection ends
+	cancel context.CancelFunc
+	takers core.Routines // one goroutine per delivery being taken
+	dead   atomic.Bool
+	done   chan struct{} // closed when run has returned
+
+	mu       sync.Mutex
+	inflight map[uint64]*sibDelivery // taken or being taken, not yet answered
+	idle     chan struct{}           // closed when inflight empties; nil if nobody waits
+}
+
+func (c *serverConn) run() error {
+	defer close(c.done)
+	stop := context.AfterFunc(c.ctx, func() { _ = c.conn.Close() })
+	defer stop()
+	err := c.loop()
+	c.dead.Store(true)
+	c.cancel()
+	_ = c.conn.Close()
+	c.takers.Stop()
+	c.takers.Wait()
+	return err
+}
+
+func (c *serverConn) loop() error {
+	if err := c.hello(); err != nil {
+		return err
+	}
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(serverIdleTimeout))
+		f, err := c.rd.ReadFrame()
+		if err != nil {
+			return c.readError(f, err)
+		}
+		c.handle(f)
+	}
+}
+
+// hello reads the forwarder's first request, which must be HELLO naming
+// this app.
+func (c *serverConn) hello() error {
+	_ = c.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	f, err := c.rd.ReadFrame()
+	if err != nil {
+		return c.readError(f, err)
+	}
+	if f.Kind != mesh.KindHello || f.IsResponse() {
+		c.sendError(f.ID, mesh.CodeInvalid, fmt.Sprintf("%s before HELLO; HELLO must be the forwarder's first request", f.Kind))
+		return fmt.Errorf("%w: %s before HELLO", ErrRefused, f.Kind)
+	}
+	var h mesh.Hello
+	if err := h.Decode(f.Payload); err != nil {
+		c.sendError(f.ID, mesh.CodeBadFrame, err.Error())
+		return err
+	}
+	if h.App != c.s.cfg.App {
+		c.sendError(f.ID, mesh.CodeInvalid, fmt.Sprintf("HELLO for app %q; this forwarding listener serves app %q", h.App, c.s.cfg.App))
+		return fmt.Errorf("%w: HELLO for app %q", ErrRefused, h.App)
+	}
+	c.log = c.log.With("client", h.Client)
+	c.log.Info("forwarder connected")
+	return c.send(mesh.KindOK, mesh.FlagResponse, f.ID, nil)
+}
+
+func (c *serverConn) readError(f mesh.Frame, err error) error {
+	switch {
+	case errors.Is(err, io.EOF), c.dead.Load(), c.ctx.Err() != nil:
+		return io.EOF
+	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
+		c.log.Warn("bad frame from forwarder; closing", "err", err)
+		c.sendError(f.ID, mesh.CodeOf(err), err.Error())
+		_ = c.w.Close()
+	}
+	return err
+}
+
+func (c *serverConn) handle(f mesh.Frame) {
+	if f.IsResponse() {
+		// Only HEARTBEAT answers can come back: this side sends no other
+		// request. Anything else is a confused peer; drop it.
+		if f.Kind != mesh.KindHeartbeat {
+			c.log.Debug("unexpected answer from forwarder", "kind", f.Kind, "id", f.ID)
+		}
+		return
+	}
+	switch f.Kind {
+	case mesh.KindDeliver:
+		c.onDeliver(f)
+	case mesh.KindHeartbeat:
+		if len(f.Payload) != 0 {
+			c.sendError(f.ID, mesh.CodeBadFrame, "HEARTBEAT has an empty payload")
+			return
+		}
+		_ = c.send(mesh.KindHeartbeat, mesh.FlagResponse, f.ID, nil)
+	case mesh.KindHello:
+		c.sendError(f.ID, mesh.CodeInvalid, "second HELLO on one connection")
+	default:
+		c.sendError(f.ID, mesh.CodeUnsupported, fmt.Sprintf("forwarders do not send %s requests", f.Kind))
+	}
+}
+
+// onDeliver checks one DELIVER and starts taking it.
+func (c *serverConn) onDeliver(f mesh.Frame) {
+	var m mesh.Message
+	if err := m.Decode(f.Payload); err != nil {
+		c.sendError(f.ID, mesh.CodeBadFrame, err.Error())
+		return
+	}
+	if f.ID == 0 || m.DeliveryID != f.ID {
+		c.sendError(f.ID, mesh.CodeInvalid, fmt.Sprintf("delivery_id %d must equal the frame id %d and not be 0", m.DeliveryID, f.ID))
+		return
+	}
+	if c.s.draining.Load() {
+		c.sendError(f.ID, mesh.CodeShuttingDown, "the sibling is shutting down")
+		return
+	}
+	d := newSibDelivery(c, &m)
+	c.mu.Lock()
+	if _, dup := c.inflight[f.ID]; dup {
+		c.mu.Unlock()
+		c.sendError(f.ID, mesh.CodeInvalid, fmt.Sprintf("delivery id %d is already in flight", f.ID))
+		return
+	}
+	if len(c.inflight) >= c.s.cfg.MaxInflight {
+		c.mu.Unlock()
+		c.sendError(f.ID, mesh.CodeUnavailable, fmt.Sprintf("the sibling has %d deliveries in flight from this forwarder, its limit", c.s.cfg.MaxInflight))
+		return
+	}
+	c.inflight[f.ID] = d
+	c.mu.Unlock()
+	if !c.takers.Go(func() { c.take(d) }) {
+		c.remove(f.ID)
+		c.sendError(f.ID, mesh.CodeShuttingDown, "the connection is closing")
+	}
+}
+
+// take hands d to the Deliverer and answers OK or ERROR. The Deliverer's
+// context ends with the connection or when Shutdown begins.
+func (c *serverConn) take(d *sibDelivery) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	stop := context.AfterFunc(c.s.drainCtx, cancel)
+	err := c.s.cfg.Deliverer.DeliverFromSibling(ctx, d.group, d.topic, d)
+	stop()
+	cancel()
+	d.mu.Lock()
+	if err != nil && d.final == nil {
+		d.settled = true
+		d.mu.Unlock()
+		c.remove(d.id)
+		c.log.Debug("delivery refused", "group", d.group, "topic", d.topic, "err", err)
+		c.sendError(d.id, codeOf(err), err.Error())
+		return
+	}
+	if err != nil {
+		// The app answered already, so the delivery was taken after all.
+		c.log.Warn("Deliverer returned an error for a delivery its app answered; sending the answer", "err", err)
+	}
+	d.accepted = true
+	final := d.final
+	// OK goes out under d.mu so that an Ack racing with it cannot put ACK
+	// on the wire first.
+	_ = c.send(mesh.KindOK, mesh.FlagResponse, d.id, nil)
+	d.mu.Unlock()
+	if final != nil {
+		_ = c.answer(d, *final)
+	}
+}
+
+// answer writes d's ACK or NACK and forgets d. It forgets d only after the
+// write, so that Shutdown, which waits for nothing to be in flight, cannot
+// close the connection between the two.
+func (c *serverConn) answer(d *sibDelivery, a final) error {
+	defer c.remove(d.id)
+	if c.dead.Load() {
+		return fmt.Errorf("%w: cannot answer delivery %d", ErrConnLost, d.id)
+	}
+	var err error
+	if a.ack {
+		err = c.send(mesh.KindAck, mesh.FlagResponse, d.id, nil)
+	} else {
+		n := mesh.Nack{DelayMillis: uint32(min(a.delay.Milliseconds(), int64(^uint32(0))))}
+		err = c.send(mesh.KindNack, mesh.FlagResponse, d.id, &n)
+	}
+	if err != nil {
+		_ = c.conn.Close()
+		return fmt.Errorf("%w: %w", ErrConnLost, err)
+	}
+	return nil
+}
+
+func (c *serverConn) remove(id uint64) {
+	c.mu.Lock()
+	delete(c.inflight, id)
+	if len(c.inflight) == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+	c.mu.Unlock()
+}
+
+// waitIdle blocks until no delivery is in flight on c, c is gone, or ctx
+// ends.
+func (c *serverConn) waitIdle(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if len(c.inflight) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.idle == nil {
+			c.idle = make(chan struct{})
+		}
+		ch := c.idle
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// send encodes and writes one frame.
+func (c *serverConn) send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
+	return writeFrame(c.w, mesh.DefaultMaxFrameSize, kind, flags, id, payload)
+}
+
+func (c *serverConn) sendError(id uint64, code mesh.Code, msg string) {
+	e := mesh.Error{Code: code, Message: msg}
+	_ = c.send(mesh.KindError, mesh.FlagResponse, id, &e)
+}
+
+// writeFrame encodes a frame of at most max bytes into a pooled buffer and
+// writes it.
+func writeFrame(w *core.Writer, max int, kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
+	bp := framePool.Get().(*[]byte)
+	b, err := mesh.AppendFrame((*bp)[:0], max, kind, flags, id, payload)
+	if err == nil {
+		err = w.Write(b)
+	}
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		framePool.Put(bp)
+	}
+	return err
+}

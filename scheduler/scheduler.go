@@ -1,0 +1,190 @@
+// Package scheduler decides, for each delivery a sidecar receives, whether
+// it stays with the local app or is forwarded to a sibling sidecar of the
+// same app (DESIGN.md flow 7). It is pure logic: no I/O, no goroutines, no
+// clock.
+//
+// The rules, in order:
+//
+//  1. A delivery that came from a sibling stays local: it is never forwarded
+//     again, so forwarding cannot loop.
+//  2. If this node's weight is 100 (or this node is not in the table, which
+//     counts as 100), the delivery stays local.
+//  3. If no sibling has weight 100, the delivery stays local: there is no
+//     one to forward to (this is also what weight 0 falls back to).
+//  4. Otherwise this node keeps weight% of its deliveries and forwards the
+//     rest, spread evenly over the siblings whose weight is 100. Weight 0
+//     forwards everything (drain).
+//
+// The split is deterministic, not random. Every broker delivery takes the
+// next tick of one counter shared by all callers of the scheduler; tick k is
+// local when floor((k+1)·w/100) > floor(k·w/100), which keeps exactly w of
+// every 100 consecutive ticks local, evenly spaced (a Bresenham line), and
+// the forwarded ticks go to the eligible siblings in turn, in the sorted
+// order of their ids. So over any run of N decisions with one table, the
+// local share is within one delivery of N·w/100 and each eligible sibling's
+// share within one delivery of the others'. A table swap does not reset the
+// counter; the bound then holds for each stretch of ticks decided with one
+// table.
+//
+// Concurrency: Decide and Next are lock-free (two atomic operations and
+// arithmetic, no allocation); Update builds a new table and swaps it in
+// atomically, so a config push never blocks deliveries and a decision
+// always sees one whole table, never a mix of two.
+package scheduler
+
+import (
+	"slices"
+	"sync/atomic"
+)
+
+// Instance is one instance of an app as the control plane pushes it.
+type Instance struct {
+	// ID is the instance's forwarding address (host:port of its sidecar's
+	// forwarding listener). A Decision names a sibling by this ID.
+	ID string
+	// Weight is the share of its own broker deliveries the instance keeps,
+	// 0..100. Values outside that range are clamped.
+	Weight int
+}
+
+// Decision says where one delivery goes. Exactly one of Local and Sibling is
+// set.
+type Decision struct {
+	Local   bool
+	Sibling string // the ID of the sibling to forward to
+}
+
+// String is "local" or "sibling <id>", for logs.
+func (d Decision) String() string {
+	if d.Local {
+		return "local"
+	}
+	return "sibling " + d.Sibling
+}
+
+var local = Decision{Local: true}
+
+// Scheduler holds one app's weight table as seen by one instance. It is safe
+// for concurrent use. The zero value is not ready; use New.
+type Scheduler struct {
+	self  string
+	table atomic.Pointer[table]
+	ticks atomic.Uint64 // one per broker delivery decided by Decide
+	retry atomic.Uint64 // rotates retries in Next
+}
+
+// table is immutable once published.
+type table struct {
+	weight   uint64   // this node's weight, 0..100
+	siblings []string // ids of the other instances with weight 100, sorted
+}
+
+// keepAll reports whether every broker delivery stays local (rules 2, 3).
+func (t *table) keepAll() bool { return t.weight >= 100 || len(t.siblings) == 0 }
+
+// New returns a scheduler for the instance whose forwarding address is self.
+// Until the first Update it keeps everything local.
+func New(self string) *Scheduler {
+	s := &Scheduler{self: self}
+	s.table.Store(&table{weight: 100})
+	return s
+}
+
+// Update replaces the table with instances, the full list of the app's
+// instances (self may or may not be in it; absent, its weight is 100).
+// Instances with an empty ID are ignored; if an ID appears twice, the last
+// entry wins. The slice is not retained.
+func (s *Scheduler) Update(instances []Instance) {
+	weights := make(map[string]int, len(instances))
+	for _, in := range instances {
+		if in.ID != "" {
+			weights[in.ID] = min(max(in.Weight, 0), 100)
+		}
+	}
+	t := &table{weight: 100}
+	for id, w := range weights {
+		switch {
+		case id == s.self:
+			t.weight = uint64(w)
+		case w == 100:
+			t.siblings = append(t.siblings, id)
+		}
+	}
+	slices.Sort(t.siblings)
+	s.table.Store(t)
+}
+
+// Decide says where the next delivery goes. fromSibling is true when the
+// delivery arrived from a sibling's forwarder rather than from the broker.
+func (s *Scheduler) Decide(fromSibling bool) Decision {
+	if fromSibling {
+		return local
+	}
+	t := s.table.Load()
+	if t.keepAll() {
+		return local
+	}
+	k := s.ticks.Add(1) - 1
+	before := localsBefore(k, t.weight)
+	if localsBefore(k+1, t.weight) > before {
+		return local
+	}
+	fwd := k - before // forwarded ticks before this one
+	return Decision{Sibling: t.siblings[fwd%uint64(len(t.siblings))]}
+}
+
+// localsBefore is floor(k·w/100), computed without overflowing for any k.
+func localsBefore(k, w uint64) uint64 {
+	return (k/100)*w + (k%100)*w/100
+}
+
+// Forwarding reports whether the current table forwards any broker
+// delivery (this node's weight is below 100 and some sibling has weight
+// 100). When it is false every decision is Local, so a caller may keep
+// gating its broker reads on local room alone; when it is true, some
+// deliveries need room at a sibling instead (weight 0: all of them).
+func (s *Scheduler) Forwarding() bool { return !s.table.Load().keepAll() }
+
+// Weight returns this node's weight in the current table (100 when it is
+// not in the table).
+func (s *Scheduler) Weight() int { return int(s.table.Load().weight) }
+
+// Next is Decide for a retry. With an empty exclude it is exactly Decide.
+// Otherwise the caller is retrying a delivery that an earlier decision sent
+// to a sibling that failed before taking it, and exclude holds the siblings
+// that failed: Next does not draw a new local-or-forward lot (so a failing
+// sibling does not shift traffic onto this node) but picks another eligible
+// sibling not in exclude, rotating over them, or Local when none is left
+// (or the table now keeps everything local).
+func (s *Scheduler) Next(fromSibling bool, exclude map[string]bool) Decision {
+	if len(exclude) == 0 {
+		return s.Decide(fromSibling)
+	}
+	if fromSibling {
+		return local
+	}
+	t := s.table.Load()
+	if t.keepAll() {
+		return local
+	}
+	var left uint64 // eligible siblings not excluded
+	for _, id := range t.siblings {
+		if !exclude[id] {
+			left++
+		}
+	}
+	if left == 0 {
+		return local
+	}
+	pick := (s.retry.Add(1) - 1) % left
+	for _, id := range t.siblings {
+		if exclude[id] {
+			continue
+		}
+		if pick == 0 {
+			return Decision{Sibling: id}
+		}
+		pick--
+	}
+	return local // not reached: t is immutable
+}
