@@ -37,6 +37,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT /v1/topology", s.operator(s.handlePutTopology))
 	mux.Handle("DELETE /v1/topology", s.operator(s.handleDeleteTopology))
 	mux.HandleFunc("GET /v1/apps/{app}/config", s.handleConfig)
+	mux.HandleFunc("POST /v1/apps/{app}/certificate", s.handleCertificate)
 
 	mux.Handle("GET /ui/", uiHandler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/msgmesh/msgmesh/internal/pki"
 	"log/slog"
 	"net"
 	"net/http"
@@ -69,6 +70,9 @@ type Server struct {
 	routines core.Routines
 	stopping chan struct{} // closed by Shutdown: long polls answer 503
 	parked   atomic.Int64  // long polls waiting for a change
+
+	caMu sync.Mutex // guards ca
+	ca   *pki.CA    // the forwarding CA, loaded or created on first use
 
 	mu       sync.Mutex // guards servers and stopped
 	servers  []*http.Server

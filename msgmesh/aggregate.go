@@ -207,8 +207,13 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		if !ok {
 			return
 		}
-		if err := u.route.waitRoom(pctx); err != nil {
-			continue // paused or stopping
+		// Wait for local room first, unless the weights may send this
+		// delivery to a sibling: a draining node (weight 0) reads on even
+		// when its own app is busy.
+		if !s.forwarding() {
+			if err := u.route.waitRoom(pctx); err != nil {
+				continue // paused or stopping
+			}
 		}
 		d, err := u.consumer.Next(pctx)
 		if err != nil {
@@ -230,6 +235,11 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		backoff = 50 * time.Millisecond
 		if !u.startHandover() {
 			handBack(d) // fetched just as a pause began
+			continue
+		}
+		s.stats.fromBroker.Add(1)
+		if s.tryForward(pctx, u.key.route(), d) {
+			u.endHandover()
 			continue
 		}
 		for {

@@ -21,6 +21,7 @@ import (
 //	GET    /v1/registrations/{app}   one registration
 //	DELETE /v1/registrations/{app}   remove it (its upstream consumers stop)
 //	GET    /v1/upstreams             running upstream consumers
+//	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
 //	GET    /healthz                  200 while serving
 func (sc *Sidecar) httpHandler() http.Handler {
@@ -30,6 +31,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 	mux.HandleFunc("GET /v1/registrations/{app}", sc.handleGet)
 	mux.HandleFunc("DELETE /v1/registrations/{app}", sc.handleDelete)
 	mux.HandleFunc("GET /v1/upstreams", sc.handleUpstreams)
+	mux.HandleFunc("GET /v1/stats", sc.handleStats)
 	mux.HandleFunc("POST /v1/publish/{topic}", sc.handlePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if sc.draining.Load() {

@@ -17,6 +17,7 @@ func (s *Sidecar) PauseDelivery(ctx context.Context) error {
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()
 	s.paused = true
+	s.pausedFlag.Store(true)
 	var errs []error
 	for _, u := range s.upstreams {
 		errs = append(errs, u.pause(ctx))
@@ -30,6 +31,7 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()
 	s.paused = false
+	s.pausedFlag.Store(false)
 	var errs []error
 	for _, u := range s.upstreams {
 		errs = append(errs, u.resume(ctx))
@@ -38,12 +40,15 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// InflightDeliveries counts deliveries pushed or pulled to apps and not
-// yet answered, over all connections.
+// InflightDeliveries counts deliveries pushed or pulled to apps, or
+// forwarded to siblings, and not yet answered.
 func (s *Sidecar) InflightDeliveries() int {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
 	n := 0
+	if f := s.cfg.Forwarding; f != nil {
+		n += f.Forwarder.Outstanding()
+	}
 	for ss := range s.sessions {
 		ss.mu.Lock()
 		n += len(ss.inflight)

@@ -95,6 +95,10 @@ type Config struct {
 	Prefetch int
 	// Logger receives structured logs. Zero: slog.Default().
 	Logger *slog.Logger
+	// Forwarding, when set, forwards deliveries between the sidecars of
+	// one app by weight (DESIGN.md flows 7 and 8). Zero: every delivery
+	// stays local.
+	Forwarding *Forwarding
 	// Inherit is the state a predecessor handed over in a hot upgrade
 	// (Sidecar.Handoff): Start adopts its listeners and app connections
 	// instead of listening. The sidecar owns its files from New on.
@@ -183,7 +187,9 @@ type Sidecar struct {
 	upstreams   map[upstreamKey]*upstream // guarded by reconcileMu
 	failed      map[upstreamKey]error     // desired but not running; guarded by reconcileMu
 	paused      bool                      // delivery paused; guarded by reconcileMu
-	retry       chan struct{}             // wakes the retry loop
+	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
+	stats       stats
+	retry       chan struct{} // wakes the retry loop
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks
 

@@ -196,3 +196,17 @@ const (
 
 // MaxBodySize is the largest request body the API reads, in bytes.
 const MaxBodySize = 1 << 20
+
+// CertificateRequest asks the control plane to sign a sidecar's forwarding
+// key (POST /v1/apps/{app}/certificate, with the app's credential).
+type CertificateRequest struct {
+	CSR string `json:"csr"` // PEM
+}
+
+// Certificate is a signed forwarding certificate naming the app, and the CA
+// that siblings verify it against.
+type Certificate struct {
+	Certificate string    `json:"certificate"` // PEM
+	CA          string    `json:"ca"`          // PEM
+	NotAfter    time.Time `json:"not_after"`
+}

@@ -386,3 +386,12 @@ func (c *Client) poll(ctx context.Context, app string, after uint64, wait time.D
 	}
 	return cfg, true, nil
 }
+
+// IssueCertificate has the control plane sign csrPEM (from
+// pki.NewKeyAndCSR) for app; the client's token must be the app's
+// credential or the operator token.
+func (c *Client) IssueCertificate(ctx context.Context, app string, csrPEM []byte) (api.Certificate, error) {
+	var out api.Certificate
+	_, err := c.call(ctx, http.MethodPost, appPath(app, "certificate"), api.CertificateRequest{CSR: string(csrPEM)}, &out)
+	return out, err
+}

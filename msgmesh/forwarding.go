@@ -1,0 +1,136 @@
+package msgmesh
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/forward"
+	"github.com/msgmesh/msgmesh/scheduler"
+)
+
+// Forwarder sends a delivery to a sibling sidecar of the same app
+// (msgmesh/forward.Forwarder). A nil error means the sibling took it and
+// the forwarder now settles d upstream when the sibling's app answers; an
+// error means d is untouched and still the caller's.
+type Forwarder interface {
+	Forward(ctx context.Context, sibling, group, topic string, d broker.Delivery) error
+	// Outstanding counts forwarded deliveries not yet answered.
+	Outstanding() int
+}
+
+// Forwarding turns on weight-based forwarding between the sidecars of one
+// app (DESIGN.md flows 7 and 8). The scheduler holds the weights the
+// control plane pushes; the forwarder reaches siblings. Deliveries that
+// come from a sibling arrive through Sidecar.DeliverFromSibling and are
+// never forwarded again.
+type Forwarding struct {
+	Scheduler *scheduler.Scheduler
+	Forwarder Forwarder
+	// SiblingWait bounds how long a delivery from a sibling waits for room
+	// on a local connection before it is refused, so a full node pushes
+	// back on its siblings instead of stalling them. Zero: 5s.
+	SiblingWait time.Duration
+}
+
+// stats are the sidecar's delivery counters (GET /v1/stats).
+type stats struct {
+	fromBroker   atomic.Uint64 // deliveries taken from upstream consumers
+	forwarded    atomic.Uint64 // of those, taken by a sibling
+	fallbacks    atomic.Uint64 // forward attempts a sibling refused or missed
+	fromSiblings atomic.Uint64 // deliveries taken from siblings
+}
+
+// Stats is a snapshot of the delivery counters.
+type Stats struct {
+	FromBroker   uint64 `json:"from_broker"`
+	Forwarded    uint64 `json:"forwarded"`
+	Fallbacks    uint64 `json:"forward_fallbacks"`
+	FromSiblings uint64 `json:"from_siblings"`
+}
+
+// Stats returns the delivery counters since start.
+func (s *Sidecar) Stats() Stats {
+	return Stats{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
+		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load()}
+}
+
+func (s *Sidecar) handleStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+// forwarding reports whether broker deliveries may currently go to
+// siblings, so the dispatcher need not wait for local room first.
+func (s *Sidecar) forwarding() bool {
+	f := s.cfg.Forwarding
+	return f != nil && f.Scheduler.Forwarding()
+}
+
+// tryForward offers a broker delivery to the siblings the scheduler picks.
+// It returns true when a sibling took it; false means deliver it locally
+// (the weights say so, or every sibling tried refused or was unreachable).
+func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery) bool {
+	f := s.cfg.Forwarding
+	if f == nil {
+		return false
+	}
+	dec := f.Scheduler.Decide(false)
+	var tried map[string]bool
+	for !dec.Local {
+		err := f.Forwarder.Forward(ctx, dec.Sibling, k.group, k.topic, d)
+		if err == nil {
+			s.stats.forwarded.Add(1)
+			return true
+		}
+		s.stats.fallbacks.Add(1)
+		s.log.Debug("forward refused; trying the next choice", "sibling", dec.Sibling, "group", k.group, "topic", k.topic, "err", err)
+		if tried == nil {
+			tried = map[string]bool{}
+		}
+		tried[dec.Sibling] = true
+		dec = f.Scheduler.Next(false, tried)
+	}
+	return false
+}
+
+// DeliverFromSibling takes a delivery a sibling forwarded and hands it to a
+// local connection of its group; it is never forwarded again. It returns
+// once a connection took it; the app's answer settles d (which answers the
+// sibling). A typed *mesh.Error tells the sibling why it was refused, so it
+// can deliver elsewhere.
+func (s *Sidecar) DeliverFromSibling(ctx context.Context, group, topic string, d broker.Delivery) error {
+	if s.draining.Load() || s.pausedFlag.Load() {
+		return &mesh.Error{Code: mesh.CodeUnavailable, Message: "this sidecar is paused or stopping"}
+	}
+	k := routeKey{group: group, topic: topic}
+	if !s.snap.Load().consume[k] {
+		return &mesh.Error{Code: mesh.CodeNotRegistered, Message: fmt.Sprintf("group %q does not consume %q here", group, topic)}
+	}
+	wait := 5 * time.Second
+	if f := s.cfg.Forwarding; f != nil && f.SiblingWait > 0 {
+		wait = f.SiblingWait
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	r := s.acquireRoute(k)
+	defer s.releaseRoute(r)
+	for {
+		t, err := r.acquire(ctx)
+		if err != nil {
+			return &mesh.Error{Code: mesh.CodeUnavailable, Message: fmt.Sprintf("no room on a local connection of %s:%s within %s", group, topic, wait)}
+		}
+		if t.deliver(k, d) {
+			s.stats.fromSiblings.Add(1)
+			return nil
+		}
+	}
+}
+
+var (
+	_ forward.Deliverer = (*Sidecar)(nil)
+	_ Forwarder         = (*forward.Forwarder)(nil)
+)

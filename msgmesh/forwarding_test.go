@@ -1,0 +1,246 @@
+package msgmesh_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/msgmesh/forward"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/scheduler"
+)
+
+// meshNode is one sidecar of app "orders" with its forwarding listener,
+// wired as the msgmesh binary wires them, with certificates from ca.
+type meshNode struct {
+	sc      *msgmesh.Sidecar
+	sched   *scheduler.Scheduler
+	fwdAddr string
+	fwdSrv  *forward.Server
+	fwd     *forward.Forwarder
+	addr    string
+	http    string
+}
+
+func startNode(t *testing.T, c topology.Cluster, ca *pki.CA) *meshNode {
+	t.Helper()
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.Issue(csrPEM, "orders", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity("orders", certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS, err := pki.ServerTLS(id, ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := pki.ClientTLS(id, ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &meshNode{fwdAddr: ln.Addr().String()}
+	n.sched = scheduler.New(n.fwdAddr)
+	// Short delivery timeout (the broker's ack wait is twice it), so what a
+	// stopped node held comes back quickly; the forwarder waits a bit
+	// longer than the sibling's delivery timeout, as docs/forwarding.md says.
+	const deliveryTimeout = 3 * time.Second
+	if n.fwd, err = forward.NewForwarder(forward.ClientConfig{TLS: cliTLS, App: "orders", Name: n.fwdAddr,
+		Timeout: deliveryTimeout + time.Second, Logger: testLogger()}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := brokers.Open(context.Background(), c, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.sc, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Broker: b, Logger: testLogger(), DeliveryTimeout: deliveryTimeout,
+		Forwarding: &msgmesh.Forwarding{Scheduler: n.sched, Forwarder: n.fwd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n.fwdSrv, err = forward.NewServer(forward.ServerConfig{TLS: srvTLS, App: "orders", Deliverer: n.sc, Logger: testLogger()}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = n.fwdSrv.Serve(ln) }()
+	n.addr, n.http = n.sc.Addr().String(), n.sc.HTTPAddr().String()
+	t.Cleanup(func() { n.stop(10 * time.Second); _ = b.Close() })
+	return n
+}
+
+// stop shuts the node down, giving apps grace to answer what they hold.
+func (n *meshNode) stop(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	_ = n.fwdSrv.Shutdown(ctx)
+	_ = n.sc.Shutdown(ctx)
+	_ = n.fwd.Close()
+}
+
+func setWeights(nodes []*meshNode, weights ...int) {
+	var ins []scheduler.Instance
+	for i, n := range nodes {
+		ins = append(ins, scheduler.Instance{ID: n.fwdAddr, Weight: weights[i]})
+	}
+	for _, n := range nodes {
+		n.sched.Update(ins)
+	}
+}
+
+// TestWeightedForwarding is DESIGN.md flows 7 and 8 with three sidecars of
+// one app, each with its own consuming app, on one broker.
+func TestWeightedForwarding(t *testing.T) {
+	c := natsCluster(t)
+	ca, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*meshNode{startNode(t, c, ca), startNode(t, c, ca), startNode(t, c, ca)}
+	apps := make([]*tally, 3)
+	for i, n := range nodes {
+		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+			t.Fatalf("register on node %d: %d %s", i, status, body)
+		}
+		apps[i] = newTally()
+		subscribe(t, dialAt(t, n.addr), "g1", fmt.Sprintf("node%d", i), apps[i])
+	}
+	pub := dialAt(t, nodes[0].addr)
+	total := func() (n int) {
+		for _, a := range apps {
+			n += a.count()
+		}
+		return n
+	}
+	union := func() *tally {
+		u := newTally()
+		for _, a := range apps {
+			a.mu.Lock()
+			for b, k := range a.bodies {
+				for ; k > 0; k-- {
+					u.add("", b)
+				}
+			}
+			a.mu.Unlock()
+		}
+		return u
+	}
+
+	t.Run("weights 100/100/30", func(t *testing.T) {
+		const n = 10_000
+		setWeights(nodes, 100, 100, 30)
+		publishN(t, pub, topic, "w", n, 256)
+		waitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= n })
+		union().exactlyOnce(t, "w", n)
+		s3 := nodes[2].sc.Stats()
+		kept := float64(s3.FromBroker-s3.Forwarded) / float64(s3.FromBroker)
+		if math.Abs(kept-0.30) > 0.03 {
+			t.Errorf("node 3 kept %.1f%% of the %d deliveries it took from the broker, want 30%% ± 3", 100*kept, s3.FromBroker)
+		}
+		s1, s2 := nodes[0].sc.Stats(), nodes[1].sc.Stats()
+		if s1.Forwarded != 0 || s2.Forwarded != 0 {
+			t.Errorf("weight-100 nodes forwarded %d and %d deliveries, want none", s1.Forwarded, s2.Forwarded)
+		}
+		if got := s1.FromSiblings + s2.FromSiblings; got != s3.Forwarded {
+			t.Errorf("nodes 1 and 2 took %d forwarded deliveries, node 3 forwarded %d", got, s3.Forwarded)
+		}
+		if d := math.Abs(float64(s1.FromSiblings) - float64(s2.FromSiblings)); d > 0.05*float64(s3.Forwarded)+2 {
+			t.Errorf("forwarded deliveries split %d / %d between nodes 1 and 2; want about even", s1.FromSiblings, s2.FromSiblings)
+		}
+		t.Logf("node 3 took %d from the broker, kept %.1f%%, forwarded %d (node 1 got %d, node 2 got %d)",
+			s3.FromBroker, 100*kept, s3.Forwarded, s1.FromSiblings, s2.FromSiblings)
+	})
+
+	t.Run("weight 0 drains a node", func(t *testing.T) {
+		const n = 1000
+		setWeights(nodes, 100, 100, 0)
+		before := apps[2].count()
+		beforeTotal := total()
+		publishN(t, pub, topic, "z", n, 128)
+		waitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= beforeTotal+n })
+		if got := apps[2].count() - before; got != 0 {
+			t.Fatalf("the app of the weight-0 node received %d messages, want none", got)
+		}
+	})
+
+	t.Run("unauthenticated peers are refused", func(t *testing.T) {
+		// A TLS client without a certificate: the handshake fails before
+		// a frame is read, so nothing can be injected.
+		conn, err := tls.Dial("tcp", nodes[2].fwdAddr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+		if err == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil {
+			t.Fatal("a peer without a certificate was accepted on the forwarding port")
+		}
+		// A certificate for the right app from another CA is refused too.
+		other, _ := pki.NewCA()
+		keyPEM, csrPEM, _ := pki.NewKeyAndCSR("orders")
+		certPEM, _ := other.Issue(csrPEM, "orders", time.Hour)
+		cert, _ := tls.X509KeyPair(certPEM, keyPEM)
+		conn, err = tls.Dial("tcp", nodes[2].fwdAddr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}})
+		if err == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil {
+			t.Fatal("a certificate from another CA was accepted on the forwarding port")
+		}
+	})
+
+	t.Run("a sibling that goes down loses nothing", func(t *testing.T) {
+		const n = 3000
+		setWeights(nodes, 100, 100, 30)
+		beforeTotal := total()
+		stopped := make(chan struct{})
+		go func() {
+			// Stop node 2 without waiting for its app, once forwarding is
+			// under way. This goroutine only polls; the test goroutine
+			// publishes and asserts.
+			defer close(stopped)
+			for deadline := time.Now().Add(scaled(30 * time.Second)); total() <= beforeTotal+n/4 && time.Now().Before(deadline); {
+				time.Sleep(2 * time.Millisecond)
+			}
+			nodes[1].stop(0)
+			// The control plane would now drop node 2 from the others' lists.
+			ins := []scheduler.Instance{{ID: nodes[0].fwdAddr, Weight: 100}, {ID: nodes[2].fwdAddr, Weight: 30}}
+			nodes[0].sched.Update(ins)
+			nodes[2].sched.Update(ins)
+		}()
+		publishN(t, pub, topic, "k", n, 128)
+		<-stopped
+		waitFor(t, 90*time.Second, "every message published during the stop", func() bool {
+			u := union()
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			for i := 0; i < n; i++ {
+				if u.bodies[fmt.Sprintf("k-%d", i)] == 0 {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
