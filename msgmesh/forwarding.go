@@ -51,12 +51,18 @@ type Stats struct {
 	Forwarded    uint64 `json:"forwarded"`
 	Fallbacks    uint64 `json:"forward_fallbacks"`
 	FromSiblings uint64 `json:"from_siblings"`
+	// Weight is this node's weight as last pushed; -1 without forwarding.
+	Weight int `json:"weight"`
 }
 
 // Stats returns the delivery counters since start.
 func (s *Sidecar) Stats() Stats {
-	return Stats{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
-		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load()}
+	st := Stats{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
+		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(), Weight: -1}
+	if f := s.cfg.Forwarding; f != nil {
+		st.Weight = f.Scheduler.Weight()
+	}
+	return st
 }
 
 func (s *Sidecar) handleStats(w http.ResponseWriter, r *http.Request) {

@@ -40,8 +40,10 @@ type Msg struct {
 	Op    string          `json:"op"`
 	State json.RawMessage `json:"state,omitempty"`
 	Files int             `json:"files,omitempty"`
-	Error string          `json:"error,omitempty"`
-	PID   int             `json:"pid,omitempty"`
+	// Extra names the files that follow the state's own, in order.
+	Extra []string `json:"extra,omitempty"`
+	Error string   `json:"error,omitempty"`
+	PID   int      `json:"pid,omitempty"`
 }
 
 // Ops.

@@ -70,7 +70,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
+		cp         cpOptions
 	)
+	fs.StringVar(&cp.URLs, "ctrlplane", "", "control plane URL(s), comma-separated; enables weights and forwarding between the app's sidecars (needs --app and MSGMESH_APP_CREDENTIAL)")
+	fs.StringVar(&cp.App, "app", "", "the app this sidecar serves, as named at the control plane")
+	fs.StringVar(&cp.Listen, "forward-listen", "0.0.0.0:7602", "forwarding listener for sibling sidecars (mutual TLS)")
+	fs.StringVar(&cp.Advertise, "forward-advertise", "", "this sidecar's forwarding address as siblings reach it, host:port: its instance id at the control plane (default: --forward-listen when its host is not 0.0.0.0)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for registrations and the embedded broker's data")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7600", "mesh-protocol listener")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7601", "HTTP API listener")
@@ -114,6 +119,24 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log}
+	if cp.URLs != "" {
+		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
+		cp.DeliveryTimeout = cfg.DeliveryTimeout
+		if cp.Advertise == "" {
+			if host, _, err := net.SplitHostPort(cp.Listen); err == nil && host != "0.0.0.0" && host != "" && host != "::" {
+				cp.Advertise = cp.Listen
+			}
+		}
+		switch {
+		case cp.App == "":
+			return errors.New("--ctrlplane needs --app")
+		case cp.Credential == "":
+			return errors.New("--ctrlplane needs the app's credential in MSGMESH_APP_CREDENTIAL")
+		case cp.Advertise == "":
+			return errors.New("--ctrlplane needs --forward-advertise (the host:port siblings reach this sidecar's --forward-listen on)")
+		}
+		rt.cp = &cp
+	}
 	return rt.serve(ctx, *grace)
 }
 
@@ -128,6 +151,9 @@ type runtime struct {
 
 	sc     *msgmesh.Sidecar
 	closer []func()
+
+	cp   *cpOptions    // nil: no control plane
+	link *controlPlane // this incarnation's control-plane link
 }
 
 // openBrokers opens the configured clusters, or the embedded NATS server.
@@ -176,26 +202,58 @@ func (rt *runtime) closeBrokers() {
 	rt.closer = nil
 }
 
-// start opens the brokers and starts the sidecar, adopting inherit if set.
-func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState) error {
+// start opens the brokers and the control-plane link and starts the
+// sidecar, adopting inherit (and the forwarding listener fwdLn) if set.
+func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwdLn *os.File) error {
 	if err := rt.openBrokers(ctx); err != nil {
 		rt.closeBrokers()
 		return err
 	}
 	cfg := rt.cfg
 	cfg.Inherit = inherit
-	sc, err := msgmesh.New(cfg)
-	if err != nil {
+	if rt.cp != nil {
+		link, err := startControlPlane(ctx, *rt.cp, rt.cfg.DataDir, fwdLn, rt.log)
+		if err != nil {
+			rt.closeBrokers()
+			return err
+		}
+		rt.link = link
+		cfg.Forwarding = link.forwarding()
+	} else if fwdLn != nil {
+		fwdLn.Close()
+	}
+	fail := func(err error) error {
+		if rt.link != nil {
+			rt.link.close(context.Background())
+			rt.link = nil
+		}
 		rt.closeBrokers()
 		return err
+	}
+	sc, err := msgmesh.New(cfg)
+	if err != nil {
+		return fail(err)
 	}
 	if err := sc.Start(ctx); err != nil {
 		_ = sc.Shutdown(context.Background())
-		rt.closeBrokers()
-		return err
+		return fail(err)
 	}
 	rt.sc = sc
+	if rt.link != nil {
+		if err := rt.link.serve(sc); err != nil {
+			_ = sc.Shutdown(context.Background())
+			return fail(err)
+		}
+	}
 	return nil
+}
+
+// stopLink closes the control-plane link, if any.
+func (rt *runtime) stopLink(ctx context.Context) {
+	if rt.link != nil {
+		rt.link.close(ctx)
+		rt.link = nil
+	}
 }
 
 // Step timeouts of a hot upgrade.
@@ -212,12 +270,12 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 	if err := os.MkdirAll(rt.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	inherit, ctl, pred, err := takeover(sock, rt.log)
+	inherit, ctl, fwdLn, pred, err := takeover(sock, rt.log)
 	if err != nil {
 		return err
 	}
 	for {
-		if err := rt.start(ctx, inherit); err != nil {
+		if err := rt.start(ctx, inherit, fwdLn); err != nil {
 			if pred != nil {
 				pred.Close() // the predecessor resumes
 			}
@@ -245,14 +303,15 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			sctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
 			err := rt.sc.Shutdown(sctx)
+			rt.stopLink(sctx)
 			rt.closeBrokers()
 			return err
 		case c := <-req:
-			st, done := rt.handOver(c, ctl)
+			st, fwd, done := rt.handOver(c, ctl)
 			if done {
 				return nil // the successor serves now
 			}
-			inherit = st // it failed: resume on what we handed over
+			inherit, fwdLn = st, fwd // it failed: resume on what we handed over
 		}
 	}
 }
@@ -279,9 +338,9 @@ func acceptOne(ln *net.UnixListener) <-chan *net.UnixConn {
 }
 
 // handOver runs the old side of a hot upgrade on the successor's request.
-// It returns done when the successor reported ready; otherwise the state to
-// resume from.
-func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, bool) {
+// It returns done when the successor reported ready; otherwise the state
+// (and forwarding listener) to resume from.
+func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, bool) {
 	defer c.Close()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
@@ -292,14 +351,30 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 		// successor gives up and we cannot resume: exit with the error.
 		rt.log.Error("handoff failed", "err", err)
 		_ = handoff.Write(c, handoff.Msg{Op: handoff.OpRefused, Error: err.Error()})
+		rt.stopLink(context.Background())
 		rt.closeBrokers()
-		return nil, true
+		return nil, nil, true
+	}
+	// The forwarding listener moves too: keep a copy of its socket, then
+	// stop its server (nothing is outstanding: Handoff waited).
+	var fwd *os.File
+	if rt.link != nil {
+		if fwd, err = rt.link.listenerFile(); err != nil {
+			rt.log.Error("forwarding listener cannot move; the successor opens its own", "err", err)
+		}
+		rt.stopLink(context.Background())
 	}
 	rt.closeBrokers()
 	paused := time.Since(start)
+	files := append(st.Files(), nil)
+	extra := []string{"control"}
 	ctlFile, err := ctl.File()
+	files[len(files)-1] = ctlFile
+	if fwd != nil {
+		files, extra = append(files, fwd), append(extra, "forward")
+	}
 	if err == nil {
-		err = rt.send(c, st, ctlFile)
+		err = rt.send(c, st, files, extra)
 		ctlFile.Close()
 	}
 	if err == nil {
@@ -311,21 +386,23 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	}
 	if err != nil {
 		rt.log.Error("successor failed before adopting; resuming", "err", err)
-		return st, false
+		return st, fwd, false
 	}
 	st.Close()
+	if fwd != nil {
+		fwd.Close()
+	}
 	ctl.Close()
 	rt.log.Info("handed over to the successor; exiting", "connections", len(st.Conns), "quiesce", paused, "total", time.Since(start))
-	return nil, true
+	return nil, nil, true
 }
 
-func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, ctl *os.File) error {
+func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, files []*os.File, extra []string) error {
 	state, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	files := append(st.Files(), ctl)
-	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpState, State: state, Files: len(files)}); err != nil {
+	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpState, State: state, Files: len(files), Extra: extra}); err != nil {
 		return err
 	}
 	return handoff.SendFiles(c, files)
@@ -333,18 +410,18 @@ func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, ctl *os.File)
 
 // takeover asks a running predecessor for its state. With none running it
 // returns all nil and the process starts fresh.
-func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixListener, *net.UnixConn, error) {
+func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixListener, *os.File, *net.UnixConn, error) {
 	c, err := handoff.Dial(sock, 2*time.Second)
 	if errors.Is(err, handoff.ErrNoPredecessor) {
-		return nil, nil, nil, nil
+		return nil, nil, nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	log.Info("a msgmesh runs on this data directory; taking over", "socket", sock)
-	fail := func(err error) (*msgmesh.HandoffState, *net.UnixListener, *net.UnixConn, error) {
+	fail := func(err error) (*msgmesh.HandoffState, *net.UnixListener, *os.File, *net.UnixConn, error) {
 		c.Close()
-		return nil, nil, nil, fmt.Errorf("hot upgrade: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("hot upgrade: %w", err)
 	}
 	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpTakeover, PID: os.Getpid()}); err != nil {
 		return fail(err)
@@ -366,13 +443,21 @@ func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixLi
 	if err := json.Unmarshal(m.State, &st); err != nil {
 		return fail(err)
 	}
-	if err := st.SetFiles(files[:len(files)-1]); err != nil {
+	n := len(files) - len(m.Extra)
+	if n < 0 || len(m.Extra) == 0 || m.Extra[0] != "control" {
+		return fail(fmt.Errorf("unexpected files %v", m.Extra))
+	}
+	if err := st.SetFiles(files[:n]); err != nil {
 		return fail(err)
 	}
-	ctl, err := net.FileListener(files[len(files)-1])
-	files[len(files)-1].Close()
+	ctl, err := net.FileListener(files[n])
+	files[n].Close()
 	if err != nil {
 		return fail(err)
+	}
+	var fwd *os.File
+	if len(m.Extra) > 1 && m.Extra[1] == "forward" {
+		fwd = files[n+1]
 	}
 	if os.Getenv(testKillAfterReceive) != "" {
 		// Test hook: die the hardest way at the worst moment, holding
@@ -380,7 +465,7 @@ func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixLi
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	log.Info("received the predecessor's sockets", "connections", len(st.Conns))
-	return &st, ctl.(*net.UnixListener), c, nil
+	return &st, ctl.(*net.UnixListener), fwd, c, nil
 }
 
 // testKillAfterReceive names the environment variable that makes a new

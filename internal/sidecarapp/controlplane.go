@@ -1,0 +1,259 @@
+package sidecarapp
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
+	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/msgmesh/forward"
+	"github.com/msgmesh/msgmesh/scheduler"
+)
+
+// cpOptions connect the sidecar to the control plane (DESIGN.md flows 7, 8).
+type cpOptions struct {
+	URLs       string // comma-separated control-plane replicas
+	App        string
+	Credential string // the app's credential (env MSGMESH_APP_CREDENTIAL)
+	// Listen is the forwarding listener; Advertise is this sidecar's
+	// forwarding address as siblings reach it: its instance id at the
+	// control plane.
+	Listen          string
+	Advertise       string
+	DeliveryTimeout time.Duration
+}
+
+// File names in the data directory.
+const (
+	cpStateFile = "ctrlplane-config.json"
+	fwdKeyFile  = "forward-key.pem"
+	fwdCertFile = "forward-cert.pem"
+	fwdCAFile   = "forward-ca.pem"
+)
+
+// controlPlane is one runtime's link to the control plane: the config
+// watcher that feeds the scheduler its weights, the forwarding identity
+// (renewed before it expires), the forwarder and the forwarding listener.
+type controlPlane struct {
+	opts    cpOptions
+	dataDir string
+	log     *slog.Logger
+	client  *ctrlclient.Client
+	sched   *scheduler.Scheduler
+	watcher *ctrlclient.Watcher
+	id      *pki.Identity
+	fwd     *forward.Forwarder
+	srvTLS  *tls.Config
+	srv     *forward.Server
+	ln      net.Listener
+	served  chan struct{} // closed when the forwarding server's Serve returns
+
+	renewStop context.CancelFunc
+	renewDone chan struct{}
+	closeOnce sync.Once
+}
+
+// startControlPlane connects to the control plane: it starts watching the
+// app's config (the last one saved in the data directory is applied first,
+// so a sidecar that cannot reach the control plane keeps its weights),
+// obtains a forwarding certificate (reusing a saved one that is still
+// good), and opens the forwarding listener, or adopts inherited.
+func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inherited *os.File, log *slog.Logger) (*controlPlane, error) {
+	cp := &controlPlane{opts: opts, dataDir: dataDir, log: log.With("component", "ctrlplane")}
+	fail := func(err error) (*controlPlane, error) {
+		cp.close(context.Background())
+		return nil, err
+	}
+	var err error
+	if cp.client, err = ctrlclient.New(opts.URLs, opts.Credential); err != nil {
+		return fail(fmt.Errorf("control plane: %w", err))
+	}
+	cp.sched = scheduler.New(opts.Advertise)
+	cp.watcher, err = cp.client.Watch(ctx, opts.App, cp.apply,
+		ctrlclient.WithStateFile(filepath.Join(dataDir, cpStateFile)), ctrlclient.WithLogger(cp.log))
+	if err != nil {
+		return fail(fmt.Errorf("control plane: watch %s: %w", opts.App, err))
+	}
+	caPEM, err := cp.identity(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	srvTLS, err := pki.ServerTLS(cp.id, caPEM)
+	if err != nil {
+		return fail(err)
+	}
+	cliTLS, err := pki.ClientTLS(cp.id, caPEM)
+	if err != nil {
+		return fail(err)
+	}
+	if cp.fwd, err = forward.NewForwarder(forward.ClientConfig{TLS: cliTLS, App: opts.App, Name: opts.Advertise,
+		Timeout: opts.DeliveryTimeout + 5*time.Second, Logger: log}); err != nil {
+		return fail(err)
+	}
+	cp.srvTLS = srvTLS
+	if inherited != nil {
+		cp.ln, err = net.FileListener(inherited)
+		inherited.Close()
+	} else {
+		cp.ln, err = net.Listen("tcp", opts.Listen)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("forwarding listener: %w", err))
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	cp.renewStop, cp.renewDone = stop, make(chan struct{})
+	go func() { defer close(cp.renewDone); cp.renewLoop(rctx) }()
+	return cp, nil
+}
+
+// apply takes a pushed app config: the instances' weights go to the
+// scheduler at once.
+func (cp *controlPlane) apply(cfg api.AppConfig) {
+	ins := make([]scheduler.Instance, 0, len(cfg.Instances))
+	for _, in := range cfg.Instances {
+		id := in.Addr
+		if id == "" {
+			id = in.ID
+		}
+		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight})
+	}
+	cp.sched.Update(ins)
+	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "own_weight", cp.sched.Weight())
+}
+
+// identity loads the saved forwarding key and certificate, or asks the
+// control plane for new ones, and returns the CA to verify siblings with.
+func (cp *controlPlane) identity(ctx context.Context) ([]byte, error) {
+	path := func(n string) string { return filepath.Join(cp.dataDir, n) }
+	keyPEM, kerr := os.ReadFile(path(fwdKeyFile))
+	certPEM, cerr := os.ReadFile(path(fwdCertFile))
+	caPEM, aerr := os.ReadFile(path(fwdCAFile))
+	if kerr == nil && cerr == nil && aerr == nil {
+		if id, err := pki.NewIdentity(cp.opts.App, certPEM, keyPEM); err == nil && time.Until(id.NotAfter()) > time.Hour {
+			cp.id = id
+			return caPEM, nil
+		}
+	}
+	certPEM, keyPEM, caPEM, err := cp.issue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cp.id, err = pki.NewIdentity(cp.opts.App, certPEM, keyPEM); err != nil {
+		return nil, err
+	}
+	return caPEM, nil
+}
+
+// issue gets a new certificate for a new key and saves all three files.
+func (cp *controlPlane) issue(ctx context.Context) (certPEM, keyPEM, caPEM []byte, err error) {
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR(cp.opts.App)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	got, err := cp.client.IssueCertificate(ctx, cp.opts.App, csrPEM)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("control plane: forwarding certificate: %w", err)
+	}
+	certPEM, caPEM = []byte(got.Certificate), []byte(got.CA)
+	for name, b := range map[string][]byte{fwdKeyFile: keyPEM, fwdCertFile: certPEM, fwdCAFile: caPEM} {
+		if err := os.WriteFile(filepath.Join(cp.dataDir, name), b, 0o600); err != nil {
+			return nil, nil, nil, fmt.Errorf("saving %s: %w", name, err)
+		}
+	}
+	return certPEM, keyPEM, caPEM, nil
+}
+
+// renewLoop renews the certificate once two thirds of its life are over.
+func (cp *controlPlane) renewLoop(ctx context.Context) {
+	for {
+		left := time.Until(cp.id.NotAfter())
+		wait := max(left-left/3*2, time.Minute) // renew with a third of the life left
+		if left < 8*time.Hour {
+			wait = min(wait, left/3)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		certPEM, keyPEM, _, err := cp.issue(ctx)
+		if err == nil {
+			err = cp.id.Update(certPEM, keyPEM)
+		}
+		if err != nil {
+			cp.log.Warn("renewing the forwarding certificate failed; retrying", "err", err)
+			continue
+		}
+		cp.log.Info("forwarding certificate renewed", "not_after", cp.id.NotAfter())
+	}
+}
+
+// forwarding is the sidecar's half of the wiring.
+func (cp *controlPlane) forwarding() *msgmesh.Forwarding {
+	return &msgmesh.Forwarding{Scheduler: cp.sched, Forwarder: cp.fwd}
+}
+
+// serve starts the forwarding listener's server, delivering to sc.
+func (cp *controlPlane) serve(sc *msgmesh.Sidecar) error {
+	srv, err := forward.NewServer(forward.ServerConfig{TLS: cp.srvTLS, App: cp.opts.App, Deliverer: sc, Logger: cp.log})
+	if err != nil {
+		return err
+	}
+	cp.srv, cp.served = srv, make(chan struct{})
+	go func() {
+		defer close(cp.served)
+		if err := srv.Serve(cp.ln); err != nil {
+			cp.log.Error("forwarding listener stopped", "err", err)
+		}
+	}()
+	cp.log.Info("forwarding listener serving", "addr", cp.ln.Addr().String(), "advertise", cp.opts.Advertise)
+	return nil
+}
+
+// listenerFile duplicates the forwarding listener for a successor.
+func (cp *controlPlane) listenerFile() (*os.File, error) {
+	return listenerFileOf(cp.ln)
+}
+
+// close stops everything the control-plane link runs. Safe to call more
+// than once and on a half-started link.
+func (cp *controlPlane) close(ctx context.Context) {
+	cp.closeOnce.Do(func() {
+		if cp.srv != nil {
+			_ = cp.srv.Shutdown(ctx)
+			<-cp.served
+		} else if cp.ln != nil {
+			_ = cp.ln.Close()
+		}
+		if cp.fwd != nil {
+			_ = cp.fwd.Close()
+		}
+		if cp.renewStop != nil {
+			cp.renewStop()
+			<-cp.renewDone
+		}
+		if cp.watcher != nil {
+			cp.watcher.Stop()
+		}
+	})
+}
+
+// listenerFileOf duplicates a listener's socket as a file.
+func listenerFileOf(ln net.Listener) (*os.File, error) {
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("listener %T cannot be passed on", ln)
+	}
+	return fl.File()
+}

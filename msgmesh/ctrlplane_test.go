@@ -1,0 +1,154 @@
+package msgmesh_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/ctrlplane"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
+	"github.com/msgmesh/msgmesh/ctrlplane/store"
+)
+
+// controlPlaneAt runs a real control plane on addr ("127.0.0.1:0" for any)
+// over the bbolt store in dir; stop ends it.
+func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(dir, "ctrlplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: "operator-secret-0123456789", Log: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+		_ = st.Close()
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
+}
+
+func statsAt(t *testing.T, httpAddr string) map[string]int {
+	t.Helper()
+	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /v1/stats: %d %s", status, body)
+	}
+	var m map[string]int
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestControlPlaneDrivesSidecars: two msgmesh processes of app "orders" get
+// their weights and forwarding certificates from a real control plane; an
+// operator's weight change reaches both within a second, weight 0 drains a
+// node, and the sidecars keep their config while the control plane is down.
+func TestControlPlaneDrivesSidecars(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpDir := t.TempDir()
+	cpURL, stopCP := controlPlaneAt(t, cpDir, "127.0.0.1:0")
+	ctx := context.Background()
+	op, err := ctrlclient.New(cpURL, "operator-secret-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := op.CreateApp(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := natsCluster(t)
+	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	type node struct{ mesh, http, fwd string }
+	var nodes []node
+	apps := []*tally{newTally(), newTally()}
+	for i := range 2 {
+		n := node{mesh: freePort(t), http: freePort(t), fwd: freePort(t)}
+		if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: n.fwd}); err != nil {
+			t.Fatal(err)
+		}
+		p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+			"--data-dir", t.TempDir(), "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
+			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd, "--log-level", "warn")
+		waitHealthy(t, p, n.http)
+		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+			t.Fatalf("register: %d %s", status, body)
+		}
+		subscribe(t, dialAt(t, n.mesh), "g1", "app", apps[i])
+		nodes = append(nodes, n)
+	}
+
+	// An operator drains node 2; both sidecars see it within a second.
+	setAt := time.Now()
+	if _, err := op.SetWeight(ctx, "orders", nodes[1].fwd, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node 2 to see weight 0", func() bool { return statsAt(t, nodes[1].http)["weight"] == 0 })
+	if d := time.Since(setAt); d > time.Second {
+		t.Errorf("the weight change took %s to reach the sidecar, want under 1 s", d)
+	}
+	t.Logf("weight change observed after %s", time.Since(setAt).Round(time.Millisecond))
+
+	const n = 1000
+	before := apps[1].count()
+	publishN(t, dialAt(t, nodes[0].mesh), topic, "m", n, 128)
+	waitFor(t, 60*time.Second, "every message", func() bool { return apps[0].count()+apps[1].count() >= before+n })
+	if got := apps[1].count() - before; got != 0 {
+		t.Fatalf("the drained node's app got %d messages, want none", got)
+	}
+	if s := statsAt(t, nodes[1].http); s["forwarded"] == 0 && s["from_broker"] > 0 {
+		t.Fatalf("the drained node took %d from the broker and forwarded none", s["from_broker"])
+	}
+
+	// The control plane goes away: the sidecars keep serving with what
+	// they had; after it comes back, changes flow again.
+	addr := cpURL[len("http://"):]
+	stopCP()
+	publishN(t, dialAt(t, nodes[0].mesh), topic, "x", 100, 32)
+	waitFor(t, 30*time.Second, "traffic while the control plane is down", func() bool {
+		return apps[0].count()+apps[1].count() >= before+n+100
+	})
+	if statsAt(t, nodes[1].http)["weight"] != 0 {
+		t.Fatal("node 2 lost its weight while the control plane was down")
+	}
+	controlPlaneAt(t, cpDir, addr)
+	if _, err := op.SetWeight(ctx, "orders", nodes[1].fwd, 100); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "node 2 to see weight 100 after the control plane restarted", func() bool {
+		return statsAt(t, nodes[1].http)["weight"] == 100
+	})
+}
