@@ -235,11 +235,29 @@ func (r *Reader) ReadFrame() (Frame, error) {
 // ReadFrameInto reads the next frame into buf, reusing its capacity, and
 // returns the frame and the buffer that holds it whole (header included,
 // so a proxy can forward it as is after SetFrameID). Frame.Payload aliases
-// that buffer. The size check comes before buf grows, and the errors are
-// those of ReadFrame. It lets a caller keep frame buffers in a pool instead
-// of allocating one per frame.
+// that buffer. The size check comes before buf grows. It lets a caller keep
+// frame buffers in a pool instead of allocating one per frame.
+//
+// It reads carried-over bytes (Prefill) first, and finishes a frame an
+// earlier ReadFrame was interrupted in, like ReadFrame. Its errors are
+// those of ReadFrame, except that a stream error inside a frame is final:
+// ReadFrameInto does not resume (the RPC proxy, its user, closes the
+// connection on any read error).
 func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+	if r.nhdr > 0 || r.npay > 0 {
+		// Finish the frame ReadFrame was interrupted in.
+		f, err := r.ReadFrame()
+		if err != nil {
+			return f, buf[:0], err
+		}
+		buf = append(buf[:0], r.hdr[:]...)
+		buf = append(buf, f.Payload...)
+		if len(f.Payload) > 0 {
+			f.Payload = buf[HeaderSize:len(buf):len(buf)]
+		}
+		return f, buf, nil
+	}
+	if err := r.readFull(r.hdr[:]); err != nil {
 		return Frame{}, buf[:0], err
 	}
 	f, size, err := parseHeader(r.hdr[:], r.max)
@@ -253,7 +271,7 @@ func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
 	buf = buf[:n]
 	copy(buf, r.hdr[:])
 	if size > 0 {
-		if _, err := io.ReadFull(r.br, buf[HeaderSize:]); err != nil {
+		if err := r.readFull(buf[HeaderSize:]); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -262,6 +280,25 @@ func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
 		f.Payload = buf[HeaderSize:n:n]
 	}
 	return f, buf, nil
+}
+
+// readFull fills p through read: io.EOF if nothing was read, else
+// io.ErrUnexpectedEOF when the stream ends first.
+func (r *Reader) readFull(p []byte) error {
+	for n := 0; n < len(p); {
+		m, err := r.read(p[n:])
+		n += m
+		if err != nil {
+			if n == len(p) && err == io.EOF {
+				return nil // the last bytes came with the end of the stream
+			}
+			if err == io.EOF && n > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // SetFrameID overwrites the id of the encoded frame at the start of frame.

@@ -151,3 +151,58 @@ func TestPeekErrorCode(t *testing.T) {
 		t.Fatal("PeekErrorCode accepted one byte")
 	}
 }
+
+// ReadFrameInto serves carried-over bytes first and finishes a frame that
+// ReadFrame was interrupted in.
+func TestReadFrameIntoAfterPrefillAndResume(t *testing.T) {
+	a := encodeFrame(t, KindRequest, 0, 1, &Request{Service: "a", Body: []byte("first")})
+	b := encodeFrame(t, KindRequest, 0, 2, &Request{Service: "b", Body: []byte("second")})
+	c := encodeFrame(t, KindRequest, 0, 3, &Request{Service: "c"})
+
+	// Prefill holds all of a and half of b; the stream has the rest.
+	r := NewReader(bytes.NewReader(append(append([]byte(nil), b[10:]...), c...)), 0)
+	r.Prefill(append(append([]byte(nil), a...), b[:10]...))
+	for i, want := range [][]byte{a, b, c} {
+		f, got, err := r.ReadFrameInto(nil)
+		if err != nil || !bytes.Equal(got, want) || f.ID != uint64(i+1) {
+			t.Fatalf("frame %d: %x, %v; want %x", i+1, got, err, want)
+		}
+	}
+
+	// A read error in the middle of a frame, then ReadFrameInto finishes it.
+	st := &stallReader{data: a, stallAt: 20}
+	r = NewReader(st, 0)
+	if _, err := r.ReadFrame(); !errors.Is(err, errStall) {
+		t.Fatalf("ReadFrame: %v, want the stall", err)
+	}
+	f, got, err := r.ReadFrameInto(make([]byte, 0, 4))
+	if err != nil || !bytes.Equal(got, a) || string(f.Payload) != string(a[HeaderSize:]) {
+		t.Fatalf("resumed frame %x, %v; want %x", got, err, a)
+	}
+}
+
+var errStall = errors.New("stalled")
+
+// stallReader fails once after stallAt bytes.
+type stallReader struct {
+	data    []byte
+	stallAt int
+	off     int
+	stalled bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if s.off >= len(s.data) {
+		return 0, io.EOF
+	}
+	end := len(s.data)
+	if !s.stalled && s.off < s.stallAt {
+		end = s.stallAt
+	} else if !s.stalled {
+		s.stalled = true
+		return 0, errStall
+	}
+	n := copy(p, s.data[s.off:end])
+	s.off += n
+	return n, nil
+}

@@ -1,0 +1,289 @@
+// Package meshrpc is the core.Codec of the mesh protocol's RPC frames
+// (docs/protocol.md §5.13, §5.14, §8): REQUEST answered by RESPONSE or
+// ERROR, on connections of their own.
+//
+// It is the multiplexed codec of the RPC proxy. A request is read into a
+// pooled buffer whole (header and payload) and forwarded as those bytes;
+// only the 8-byte frame id changes on the way (mesh.SetFrameID), to a
+// fresh id of the upstream connection, and back to the caller's id on the
+// answer. The payload is checked (mesh.RequestView) but never copied or
+// re-encoded. The wire codec itself is package mesh; this package only
+// adapts it to the core.
+package meshrpc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/core"
+)
+
+// Name is the codec's name in configuration.
+const Name = "mesh"
+
+// Codec is the mesh RPC codec. The zero value is ready.
+type Codec struct{}
+
+var _ core.Codec = Codec{}
+
+func (Codec) Name() string { return Name }
+
+// Match: a mesh frame starts with the high byte of its length, which is 0
+// for any frame below 16 MiB (the limit is 4 MiB by default).
+func (Codec) Match(prefix []byte) bool { return len(prefix) > 0 && prefix[0] == 0 }
+
+func (Codec) Multiplexed() bool { return true }
+
+func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core.ServerConn {
+	lim = lim.WithDefaults()
+	return &serverConn{
+		rd:     mesh.NewReader(r, maxFrame(lim)),
+		w:      core.NewBatchWriter(conn, 0, 0),
+		lim:    lim,
+		intern: make(map[string]string),
+	}
+}
+
+func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
+	lim = lim.WithDefaults()
+	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: core.NewBatchWriter(conn, 0, 0)}
+}
+
+// Heartbeat makes a HEARTBEAT request; the path is not used.
+func (Codec) Heartbeat(m *core.Message, _ string) {
+	m.Raw, _ = mesh.AppendFrame(m.Raw[:0], 0, mesh.KindHeartbeat, 0, 0, nil)
+	m.Size = len(m.Raw)
+}
+
+// Header looks key up in a REQUEST's headers (compared as bytes).
+func (Codec) Header(m *core.Message, key string) (string, bool) {
+	f, _, err := mesh.DecodeFrame(m.Raw, len(m.Raw))
+	if err != nil || f.Kind != mesh.KindRequest {
+		return "", false
+	}
+	var v mesh.RequestView
+	if v.Parse(f.Payload) != nil {
+		return "", false
+	}
+	return v.Header(key)
+}
+
+// maxFrame is the frame limit: the routing fields and headers plus a body.
+func maxFrame(lim core.Limits) int { return lim.MaxHeaderBytes + lim.MaxBodyBytes }
+
+var errBroken = errors.New("meshrpc: stream broken by a bad frame header")
+
+type serverConn struct {
+	rd     *mesh.Reader
+	w      *core.BatchWriter
+	lim    core.Limits
+	intern map[string]string // read loop only
+	broken bool              // read loop only
+}
+
+func (s *serverConn) ReadRequest() (*core.Message, error) {
+	if s.broken {
+		return nil, errBroken
+	}
+	for {
+		m := core.NewMessage()
+		f, buf, err := s.rd.ReadFrameInto(m.Raw)
+		m.Raw = buf
+		if err != nil {
+			if ce := headerError(err); ce != nil {
+				// Framing is lost: answer for the id the header named,
+				// then the connection ends (§2.3).
+				s.broken = true
+				m.ID, m.Close = f.ID, true
+				return m, ce
+			}
+			m.Release()
+			return nil, err
+		}
+		m.ID, m.Size = f.ID, len(buf)
+		if f.IsResponse() {
+			// This side sends no requests, so no answer is expected; drop
+			// it (§4: an answer matching no request is dropped).
+			m.Release()
+			continue
+		}
+		switch f.Kind {
+		case mesh.KindRequest:
+			var v mesh.RequestView
+			if err := v.Parse(f.Payload); err != nil {
+				return m, &core.Error{Code: core.ErrBadRequest, Msg: err.Error(), Err: err}
+			}
+			if meta := len(f.Payload) - len(v.Body); meta > s.lim.MaxHeaderBytes {
+				return m, core.Errorf(core.ErrHeaderTooLarge, "service, method and headers take %d bytes, the limit is %d", meta, s.lim.MaxHeaderBytes)
+			}
+			m.Service = core.Intern(s.intern, v.Service)
+			m.Path = core.Intern(s.intern, v.Method)
+			return m, nil
+		case mesh.KindHeartbeat:
+			if len(f.Payload) != 0 {
+				return m, core.Errorf(core.ErrBadRequest, "HEARTBEAT has an empty payload")
+			}
+			err := writeFrame(s.w, mesh.KindHeartbeat, f.ID, nil)
+			m.Release()
+			if err != nil {
+				return nil, err
+			}
+		default:
+			return m, core.Errorf(core.ErrUnsupported, "RPC connections carry REQUEST and HEARTBEAT requests, not %s", f.Kind)
+		}
+	}
+}
+
+// headerError maps a frame header error to the proxy error answering it,
+// or nil for stream errors (EOF, a broken connection).
+func headerError(err error) *core.Error {
+	switch {
+	case errors.Is(err, mesh.ErrFrameTooLarge):
+		return &core.Error{Code: core.ErrTooLarge, Msg: err.Error(), Err: err}
+	case errors.Is(err, mesh.ErrUnsupportedVersion):
+		return &core.Error{Code: core.ErrUnsupported, Msg: err.Error(), Err: err}
+	case errors.Is(err, mesh.ErrMalformed):
+		return &core.Error{Code: core.ErrBadRequest, Msg: err.Error(), Err: err}
+	}
+	return nil
+}
+
+func (s *serverConn) WriteResponse(req, resp *core.Message) error {
+	if len(resp.Raw) < mesh.HeaderSize {
+		return s.WriteError(req, core.Errorf(core.ErrInternal, "answer of %d bytes is not a mesh frame", len(resp.Raw)))
+	}
+	mesh.SetFrameID(resp.Raw, req.ID)
+	return s.w.Write(resp.Raw)
+}
+
+func (s *serverConn) WriteError(req *core.Message, e *core.Error) error {
+	return writeFrame(s.w, mesh.KindError, req.ID, &mesh.Error{Code: CodeOf(e.Code), Message: e.Msg})
+}
+
+func (s *serverConn) Close() error { return s.w.Close() }
+
+type clientConn struct {
+	rd *mesh.Reader // read loop only
+	w  *core.BatchWriter
+}
+
+func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
+	if len(req.Raw) < mesh.HeaderSize {
+		return fmt.Errorf("meshrpc: request of %d bytes is not a mesh frame", len(req.Raw))
+	}
+	mesh.SetFrameID(req.Raw, id)
+	return c.w.Write(req.Raw)
+}
+
+func (c *clientConn) ReadResponse() (*core.Message, error) {
+	for {
+		m := core.NewMessage()
+		f, buf, err := c.rd.ReadFrameInto(m.Raw)
+		m.Raw = buf
+		if err != nil {
+			m.Release()
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			return nil, err
+		}
+		if !f.IsResponse() {
+			// The upstream asks something of us: answer heartbeats,
+			// refuse the rest (§8).
+			m.Release()
+			var err error
+			if f.Kind == mesh.KindHeartbeat {
+				err = writeFrame(c.w, mesh.KindHeartbeat, f.ID, nil)
+			} else {
+				err = writeFrame(c.w, mesh.KindError, f.ID, &mesh.Error{Code: mesh.CodeUnsupported, Message: fmt.Sprintf("a sidecar does not serve %s requests on an RPC connection", f.Kind)})
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m.ID, m.Size = f.ID, len(buf)
+		switch f.Kind {
+		case mesh.KindResponse, mesh.KindHeartbeat, mesh.KindOK:
+			m.Status = 200
+		case mesh.KindError:
+			code, _ := mesh.PeekErrorCode(f.Payload)
+			m.Status = StatusOf(code)
+			m.Refused = code == mesh.CodeUnavailable
+		default:
+			m.Status = 502 // an answer kind RPC does not use; forwarded as is
+		}
+		return m, nil
+	}
+}
+
+func (c *clientConn) Close() error { return c.w.Close() }
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func writeFrame(w *core.BatchWriter, kind mesh.Kind, id uint64, p mesh.Encoder) error {
+	bp := framePool.Get().(*[]byte)
+	b, err := mesh.AppendFrame((*bp)[:0], 0, kind, mesh.FlagResponse, id, p)
+	if err == nil {
+		err = w.Write(b)
+	}
+	*bp = b[:0]
+	framePool.Put(bp)
+	return err
+}
+
+// CodeOf maps a proxy error code onto the ERROR code of the wire.
+func CodeOf(c core.ErrorCode) mesh.Code {
+	switch c {
+	case core.ErrBadRequest:
+		return mesh.CodeBadFrame
+	case core.ErrTooLarge, core.ErrHeaderTooLarge:
+		return mesh.CodeFrameTooLarge
+	case core.ErrUnsupported:
+		return mesh.CodeUnsupported
+	case core.ErrNoRoute:
+		return mesh.CodeNoRoute
+	case core.ErrNoHealthyHost:
+		return mesh.CodeNoHealthyHost
+	case core.ErrUpstreamReset:
+		return mesh.CodeUpstreamReset
+	case core.ErrTimeout:
+		return mesh.CodeTimeout
+	case core.ErrUnavailable:
+		return mesh.CodeUnavailable
+	case core.ErrRateLimited:
+		return mesh.CodeRateLimited
+	case core.ErrShuttingDown:
+		return mesh.CodeShuttingDown
+	}
+	return mesh.CodeInternal
+}
+
+// StatusOf is the HTTP status matching an ERROR code, for Message.Status
+// and metrics. Codes an app server invents (outside the table) are 500.
+func StatusOf(c mesh.Code) int {
+	switch c {
+	case mesh.CodeBadFrame, mesh.CodeInvalid, mesh.CodeSchemaInvalid, mesh.CodeNotDeclared, mesh.CodeUnknownRequest:
+		return 400
+	case mesh.CodeNotRegistered, mesh.CodeNoRoute:
+		return 404
+	case mesh.CodeFrameTooLarge, mesh.CodeMessageTooBig:
+		return 413
+	case mesh.CodeRateLimited:
+		return 429
+	case mesh.CodeUnsupported:
+		return 501
+	case mesh.CodeBrokerError, mesh.CodeUpstreamReset:
+		return 502
+	case mesh.CodeUnavailable, mesh.CodeShuttingDown, mesh.CodeNoHealthyHost:
+		return 503
+	case mesh.CodeTimeout:
+		return 504
+	}
+	return 500
+}

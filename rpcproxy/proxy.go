@@ -1,0 +1,553 @@
+package rpcproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/core"
+)
+
+// Proxy is the RPC proxy: an egress listener local apps call services
+// through, and an ingress listener that forwards calls from other sidecars
+// to the local app. Both listeners serve every configured codec on one
+// port, told apart by the first byte of each connection.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	codecs []core.Codec
+	lim    core.Limits
+
+	routes   []*route
+	clusters []*core.Cluster // every cluster, for Close
+	app      []*appEndpoint  // by codec index; nil where the app has no address
+
+	chain   *core.Chain
+	metrics *core.Metrics
+	limiter *core.Limiter
+
+	egress  *listener
+	ingress *listener
+
+	ctx      context.Context // ends at Shutdown: the health loop
+	cancel   context.CancelFunc
+	hard     context.Context // ends when Shutdown gives up waiting: in-flight calls
+	hardStop context.CancelFunc
+	routines core.Routines // Serve loops, the health loop, the ingress accept pump
+
+	ingressUp atomic.Bool // the ingress listener is open
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{} // downstream connections, closed at a hard stop
+
+	startOnce sync.Once
+	shutOnce  sync.Once
+	shutErr   error
+}
+
+// route is a RouteConfig made ready: its cluster per codec.
+type route struct {
+	name     string
+	service  string
+	prefix   string
+	codec    int // -1: any
+	cluster  string
+	clusters []*core.Cluster // by codec index
+	timeout  time.Duration
+}
+
+// appEndpoint is where the local app serves one codec.
+type appEndpoint struct {
+	codec   core.Codec
+	addr    string
+	route   string // "app/<codec>", the metrics key of ingress calls
+	cluster *core.Cluster
+	healthy atomic.Bool
+	fails   int // health loop only
+	oks     int // health loop only
+}
+
+// New checks cfg and returns a proxy ready to Start. logger nil means
+// slog.Default().
+func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("rpcproxy: config: %w", err)
+	}
+	p := &Proxy{
+		cfg:    cfg,
+		log:    logger.With("component", "rpcproxy"),
+		codecs: cfg.Codecs,
+		lim:    core.Limits{MaxHeaderBytes: cfg.MaxHeaderBytes, MaxBodyBytes: cfg.MaxBodyBytes}.WithDefaults(),
+		app:    make([]*appEndpoint, len(cfg.Codecs)),
+		conns:  make(map[net.Conn]struct{}),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.hard, p.hardStop = context.WithCancel(context.Background())
+
+	byName := map[string][]*core.Cluster{}
+	for _, cc := range cfg.Clusters {
+		policy, _ := core.ParseLBPolicy(cc.LBPolicy)
+		hosts := make([]core.HostConfig, len(cc.Hosts))
+		for i, h := range cc.Hosts {
+			hosts[i] = core.HostConfig{Addr: h.Address, Weight: h.Weight}
+		}
+		per := make([]*core.Cluster, len(p.codecs))
+		for i, codec := range p.codecs {
+			cl, err := core.NewCluster(core.ClusterConfig{
+				Name: cc.Name, Codec: codec, Hosts: hosts, Policy: policy,
+				ConnectTimeout: cc.ConnectTimeout, ConnsPerHost: cc.ConnsPerHost,
+				MaxIdlePerHost: cc.MaxIdlePerHost, Limits: p.lim, Logger: p.log,
+			})
+			if err != nil {
+				p.closeClusters()
+				return nil, fmt.Errorf("rpcproxy: %w", err)
+			}
+			per[i] = cl
+			p.clusters = append(p.clusters, cl)
+		}
+		byName[cc.Name] = per
+	}
+	limits := map[string]core.RouteLimit{}
+	for _, rc := range cfg.Routes {
+		r := &route{name: rc.Name, service: rc.Service, prefix: rc.PathPrefix, codec: -1,
+			cluster: rc.Cluster, clusters: byName[rc.Cluster], timeout: rc.Timeout}
+		for i, codec := range p.codecs {
+			if codec.Name() == rc.Protocol {
+				r.codec = i
+			}
+		}
+		p.routes = append(p.routes, r)
+		if rc.MaxConcurrent > 0 || rc.RateLimit > 0 {
+			limits[rc.Name] = core.RouteLimit{MaxConcurrent: rc.MaxConcurrent, Rate: rc.RateLimit, Burst: rc.Burst}
+		}
+	}
+	for i, codec := range p.codecs {
+		addr, ok := cfg.Ingress.App[codec.Name()]
+		if !ok || cfg.Ingress.Listen == Off {
+			continue
+		}
+		cl, err := core.NewCluster(core.ClusterConfig{
+			Name: "local-app/" + codec.Name(), Codec: codec, Hosts: []core.HostConfig{{Addr: addr}},
+			ConnsPerHost: cfg.Ingress.ConnsPerHost, Limits: p.lim, Logger: p.log,
+		})
+		if err != nil {
+			p.closeClusters()
+			return nil, fmt.Errorf("rpcproxy: %w", err)
+		}
+		p.clusters = append(p.clusters, cl)
+		p.app[i] = &appEndpoint{codec: codec, addr: addr, route: "app/" + codec.Name(), cluster: cl}
+	}
+
+	p.metrics = core.NewMetrics()
+	p.limiter = core.NewLimiter(limits)
+	filters := []core.Filter{p.metrics}
+	if cfg.AccessLog {
+		filters = append(filters, core.NewAccessLog(p.log))
+	}
+	filters = append(filters, p.limiter)
+	filters = append(filters, cfg.Filters...)
+	p.chain = core.NewChain(filters...)
+	return p, nil
+}
+
+// Metrics returns the exchange counters of both listeners, for the
+// sidecar's metrics endpoint (Metrics.WritePrometheus).
+func (p *Proxy) Metrics() *core.Metrics { return p.metrics }
+
+// Limiter returns the per-route limits filter, whose limits can be
+// replaced at run time.
+func (p *Proxy) Limiter() *core.Limiter { return p.limiter }
+
+// Start opens the listeners and starts the local app's health checks: it
+// waits for one round of heartbeats, and leaves the ingress listener
+// closed if the app did not answer (it opens when the app does). It
+// returns an error if a listener cannot be bound. ctx bounds Start only.
+func (p *Proxy) Start(ctx context.Context) error {
+	err := errors.New("rpcproxy: Start called twice")
+	p.startOnce.Do(func() { err = p.start(ctx) })
+	return err
+}
+
+func (p *Proxy) start(ctx context.Context) error {
+	if p.cfg.Egress.Listen != Off {
+		ln, err := net.Listen("tcp", p.cfg.Egress.Listen)
+		if err != nil {
+			return fmt.Errorf("rpcproxy: egress listener: %w", err)
+		}
+		p.egress = p.newListener("egress", false, ln)
+	}
+	if p.ingressEnabled() {
+		ln, err := net.Listen("tcp", p.cfg.Ingress.Listen)
+		if err != nil {
+			p.abortStart()
+			return fmt.Errorf("rpcproxy: ingress listener: %w", err)
+		}
+		p.ingress = p.newListener("ingress", true, ln)
+		p.ingressUp.Store(true)
+	}
+	for _, l := range []*listener{p.egress, p.ingress} {
+		if l == nil {
+			continue
+		}
+		p.routines.Go(func() {
+			if err := l.srv.Serve(l.ln); err != nil {
+				p.log.Error("listener stopped", "listener", l.name, "err", err)
+			}
+		})
+	}
+	if p.ingress != nil {
+		p.checkApp(ctx)
+		p.routines.Go(p.healthLoop)
+	}
+	p.log.Info("rpc proxy started", "egress", addrString(p.EgressAddr()), "ingress", addrString(p.IngressAddr()), "app_healthy", p.Healthy())
+	return nil
+}
+
+func (p *Proxy) abortStart() {
+	if p.egress != nil {
+		_ = p.egress.ln.Close()
+	}
+}
+
+func (p *Proxy) ingressEnabled() bool {
+	if p.cfg.Ingress.Listen == Off {
+		return false
+	}
+	for _, ep := range p.app {
+		if ep != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// EgressAddr returns the egress listener's address, or nil when it is off
+// or not started.
+func (p *Proxy) EgressAddr() net.Addr {
+	if p.egress == nil {
+		return nil
+	}
+	return p.egress.ln.Addr()
+}
+
+// IngressAddr returns the ingress listener's address (kept while the
+// listener is closed for an unhealthy app), or nil when ingress is off or
+// not started.
+func (p *Proxy) IngressAddr() net.Addr {
+	if p.ingress == nil {
+		return nil
+	}
+	return p.ingress.ln.Addr()
+}
+
+// Healthy reports whether the local app answers its heartbeats, for the
+// sidecar's /healthz. Without ingress (no app configured) it is true.
+func (p *Proxy) Healthy() bool {
+	if p.ingress == nil {
+		return true
+	}
+	for _, ep := range p.app {
+		if ep != nil && !ep.healthy.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown stops both listeners, stops reading from every downstream
+// connection, lets the calls already read finish until ctx ends, then
+// fails what is left (SHUTTING_DOWN, or UPSTREAM_RESET to the caller's
+// upstream), closes the upstream connections and waits for every
+// goroutine. Safe to call more than once; later calls return the first
+// result.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.shutOnce.Do(func() { p.shutErr = p.shutdown(ctx) })
+	return p.shutErr
+}
+
+func (p *Proxy) shutdown(ctx context.Context) error {
+	p.cancel()
+	var servers []*core.Server
+	for _, l := range []*listener{p.egress, p.ingress} {
+		if l != nil {
+			servers = append(servers, l.srv)
+		}
+	}
+	// Cancelling the handlers' context makes each connection stop reading
+	// and wait for its calls in flight.
+	drained := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { drained <- s.Shutdown(ctx) }()
+	}
+	var err error
+	for range servers {
+		if e := <-drained; e != nil && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		// Out of time: fail the calls still in flight and close the
+		// callers' connections, then wait for the handlers to notice.
+		p.log.Warn("shutdown deadline passed; failing calls in flight", "err", err)
+		p.hardStop()
+		p.closeClusters()
+		p.connMu.Lock()
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.connMu.Unlock()
+		for _, s := range servers {
+			_ = s.Shutdown(context.Background())
+		}
+	}
+	p.hardStop()
+	p.closeClusters()
+	p.routines.Stop()
+	p.routines.Wait()
+	p.log.Info("rpc proxy stopped")
+	return err
+}
+
+func (p *Proxy) closeClusters() {
+	for _, cl := range p.clusters {
+		cl.Close()
+	}
+}
+
+// listener is one of the two listeners: a core.Server on ln.
+type listener struct {
+	name    string
+	ingress bool
+	ln      net.Listener
+	sw      *switchListener // ingress only: reopened with the app's health
+	srv     *core.Server
+}
+
+func (p *Proxy) newListener(name string, ingress bool, ln net.Listener) *listener {
+	l := &listener{name: name, ingress: ingress, ln: ln}
+	if ingress {
+		l.sw = newSwitchListener(ln, &p.routines, p.log)
+		l.ln = l.sw
+	}
+	l.srv = core.NewServer(func(ctx context.Context, conn net.Conn) { p.serveConn(ctx, l, conn) }, p.log)
+	return l
+}
+
+// serveConn serves one downstream connection: it sniffs the codec, then
+// reads requests and serves each on its own goroutine, at most
+// MaxInflightPerConn at once. When ctx ends it stops reading and waits
+// for the calls in flight.
+func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
+	p.connMu.Lock()
+	p.conns[conn] = struct{}{}
+	p.connMu.Unlock()
+	defer func() {
+		p.connMu.Lock()
+		delete(p.conns, conn)
+		p.connMu.Unlock()
+		_ = conn.Close()
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+
+	idle := p.cfg.IdleTimeout
+	_ = conn.SetReadDeadline(time.Now().Add(idle))
+	br := bufio.NewReaderSize(conn, 16<<10)
+	prefix, err := br.Peek(1)
+	if err != nil {
+		return
+	}
+	ci := -1
+	for i, c := range p.codecs {
+		if c.Match(prefix) {
+			ci = i
+			break
+		}
+	}
+	if ci < 0 {
+		p.log.Debug("connection speaks no known protocol; closing", "listener", l.name, "remote", conn.RemoteAddr(), "first_byte", prefix[0])
+		return
+	}
+	codec := p.codecs[ci]
+	sc := codec.NewServerConn(conn, br, p.lim)
+	dc := &downConn{p: p, l: l, ci: ci, codec: codec, sc: sc, ctx: ctx}
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, p.cfg.MaxInflightPerConn)
+	lastDeadline := time.Now()
+	for {
+		if now := time.Now(); now.Sub(lastDeadline) > time.Second {
+			_ = conn.SetReadDeadline(now.Add(idle))
+			lastDeadline = now
+		}
+		if ctx.Err() != nil {
+			break // draining; checked after the deadline is set, see AfterFunc above
+		}
+		m, err := sc.ReadRequest()
+		if m == nil {
+			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				p.log.Debug("downstream connection ended", "listener", l.name, "remote", conn.RemoteAddr(), "err", err)
+			}
+			break
+		}
+		last := m.Close
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err != nil {
+				dc.refuse(m, err)
+			} else {
+				dc.serve(m)
+			}
+			<-sem
+		}()
+		if last {
+			break
+		}
+	}
+	wg.Wait()
+	_ = sc.Close()
+}
+
+// downConn is what the calls of one downstream connection share.
+type downConn struct {
+	p     *Proxy
+	l     *listener
+	ci    int
+	codec core.Codec
+	sc    core.ServerConn
+	ctx   context.Context
+}
+
+// exchange is a pooled core.Exchange with its header reader.
+type exchange struct {
+	core.Exchange
+	hdr msgHeaders
+}
+
+type msgHeaders struct {
+	codec core.Codec
+	m     *core.Message
+}
+
+func (h *msgHeaders) Get(key string) (string, bool) { return h.codec.Header(h.m, key) }
+
+var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+
+func (d *downConn) newExchange(m *core.Message) *exchange {
+	x := exchangePool.Get().(*exchange)
+	x.hdr = msgHeaders{codec: d.codec, m: m}
+	x.Exchange = core.Exchange{
+		Ctx: d.ctx, Kind: core.ExchangeRPC, Listener: d.l.name, Protocol: d.codec.Name(),
+		Target: m.Service, Path: m.Path, ReqBytes: m.Size, Start: time.Now(), Headers: &x.hdr,
+	}
+	return x
+}
+
+func (d *downConn) freeExchange(x *exchange) {
+	*x = exchange{}
+	exchangePool.Put(x)
+}
+
+// serve forwards one call and answers it.
+func (d *downConn) serve(m *core.Message) {
+	p := d.p
+	x := d.newExchange(m)
+	var cl *core.Cluster
+	var timeout time.Duration
+	var err error
+	if d.l.ingress {
+		ep := p.app[d.ci]
+		switch {
+		case ep == nil:
+			err = core.Errorf(core.ErrNoRoute, "this sidecar's app serves no %s calls", d.codec.Name())
+		case !p.ingressUp.Load() || !ep.healthy.Load():
+			x.Route, x.Cluster, x.Upstream = ep.route, ep.cluster.Name(), ep.addr
+			err = core.Errorf(core.ErrUnavailable, "the local app at %s is not answering its heartbeats", ep.addr)
+		default:
+			x.Route, x.Cluster = ep.route, ep.cluster.Name()
+			cl, timeout = ep.cluster, p.cfg.Ingress.Timeout
+		}
+	} else if r := p.match(d.ci, m); r != nil {
+		x.Route, x.Cluster = r.name, r.cluster
+		cl, timeout = r.clusters[d.ci], r.timeout
+	} else {
+		err = core.Errorf(core.ErrNoRoute, "no route for %s call to service %q path %q", d.codec.Name(), m.Service, m.Path)
+	}
+	passed, ferr := p.chain.OnRequest(&x.Exchange)
+	if err == nil {
+		err = ferr
+	}
+	var resp *core.Message
+	if err == nil {
+		resp, err = cl.RoundTrip(p.hard, m, timeout, &x.Exchange)
+	}
+	// The filters see the end of the exchange before the caller sees the
+	// answer, so a limit's slot is free when the caller sends its next call.
+	var e *core.Error
+	if err != nil {
+		e = core.AsError(err)
+		x.Err, x.Status = e, e.HTTPStatus()
+	} else {
+		x.Status, x.RespBytes = resp.Status, resp.Size
+	}
+	p.chain.OnResponse(&x.Exchange, passed)
+	if e != nil {
+		_ = d.sc.WriteError(m, e)
+	} else {
+		_ = d.sc.WriteResponse(m, resp)
+		resp.Release()
+	}
+	m.Release()
+	d.freeExchange(x)
+}
+
+// refuse answers a request the codec could not accept.
+func (d *downConn) refuse(m *core.Message, err error) {
+	x := d.newExchange(m)
+	e := core.AsError(err)
+	x.Err, x.Status = e, e.HTTPStatus()
+	// Refused requests are counted (metrics) but not limited.
+	_ = d.p.metrics.OnRequest(&x.Exchange)
+	d.p.metrics.OnResponse(&x.Exchange)
+	_ = d.sc.WriteError(m, e)
+	m.Release()
+	d.freeExchange(x)
+}
+
+// match returns the first route matching a call of codec ci.
+func (p *Proxy) match(ci int, m *core.Message) *route {
+	for _, r := range p.routes {
+		if r.codec >= 0 && r.codec != ci {
+			continue
+		}
+		if r.service != "" && r.service != m.Service {
+			continue
+		}
+		if r.prefix != "" && !strings.HasPrefix(m.Path, r.prefix) {
+			continue
+		}
+		return r
+	}
+	return nil
+}
