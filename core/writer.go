@@ -1,99 +1,145 @@
 package core
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // ErrWriterClosed is returned by Write after the writer failed or was closed.
 var ErrWriterClosed = errors.New("core: connection writer closed")
 
-// Writer serialises whole frames from many goroutines onto one connection.
-// Frames are buffered and flushed when no other writer is waiting, so under
-// load many frames share one syscall and an idle connection still flushes
-// each frame at once. Every flush has a deadline, so a peer that stops
-// reading makes Write fail instead of blocking its callers forever.
+// Writer writes whole frames from many goroutines onto one connection
+// with group commit, and never holds its lock across the write syscall: the
+// first writer to find no flush in progress becomes the flusher and writes
+// what is buffered; writers arriving meanwhile only append their frame and
+// return, and the flusher writes everything they appended in its next
+// syscall. Under load many frames share one syscall without any writer
+// sleeping on a mutex; an idle connection still writes each frame at once,
+// on the caller's goroutine (no handoff to a writer goroutine).
+//
+// Before its first syscall the flusher yields the processor once
+// (runtime.Gosched), so that goroutines already runnable and about to
+// write (the other calls answered by the same read) join the batch; when
+// nothing else is runnable the yield returns at once. The proxy's codecs
+// and the message sidecar use it: a sidecar relays every frame twice and, on loopback,
+// write syscalls are most of its cost; batching this way tripled the mesh
+// codec's throughput through two sidecars (see rpcproxy/rpcbench).
+//
+// Memory is bounded: when maxPending bytes wait for the flusher, writers
+// block until it has written them. Every write syscall has a deadline, so a
+// peer that stops reading fails the writer (and every later Write) instead
+// of blocking its callers forever. Frames a Write accepted are on their
+// way but not yet written when it returns; a write error shows on a later
+// Write or on Close.
 type Writer struct {
-	conn    net.Conn
-	timeout time.Duration
-	waiting atomic.Int32
+	conn       net.Conn
+	timeout    time.Duration
+	maxPending int
 
-	mu  sync.Mutex // guards bw and err
-	bw  *bufio.Writer
-	err error
+	mu       sync.Mutex
+	room     sync.Cond // signalled when the flusher took the buffer
+	buf      []byte    // frames waiting to be written
+	spare    []byte    // the other buffer, written by the flusher
+	flushing bool      // a writer is writing; others only append
+	err      error
 }
 
-// NewWriter returns a Writer on conn. timeout bounds each flush; zero means
-// 10 seconds.
+// NewWriter returns a Writer on conn. timeout bounds each write syscall
+// (zero: 10 seconds). At most 4 MiB wait to be written (a bigger frame is
+// still accepted alone); NewWriterSize sets another bound.
 func NewWriter(conn net.Conn, timeout time.Duration) *Writer {
+	return NewWriterSize(conn, timeout, 0)
+}
+
+// NewWriterSize is NewWriter with maxPending bytes waiting at most (zero:
+// 4 MiB).
+func NewWriterSize(conn net.Conn, timeout time.Duration, maxPending int) *Writer {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	return &Writer{conn: conn, timeout: timeout, bw: bufio.NewWriterSize(conn, 64<<10)}
+	if maxPending <= 0 {
+		maxPending = 4 << 20
+	}
+	w := &Writer{conn: conn, timeout: timeout, maxPending: maxPending,
+		buf: make([]byte, 0, 16<<10), spare: make([]byte, 0, 16<<10)}
+	w.room.L = &w.mu
+	return w
 }
 
-// Write writes one complete frame. The frame is on the wire (or in the
-// kernel) when Write returns nil, unless another writer's frame is about to
-// be flushed with it, in which case that writer flushes both.
+// Write queues one complete frame and, unless another writer is flushing,
+// writes it (with whatever else is queued) before it returns.
 func (w *Writer) Write(frame []byte) error {
-	w.waiting.Add(1)
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	last := w.waiting.Add(-1) == 0
+	for w.err == nil && len(w.buf) > 0 && len(w.buf)+len(frame) > w.maxPending {
+		w.room.Wait()
+	}
 	if w.err != nil {
-		return w.err
+		err := w.err
+		w.mu.Unlock()
+		return err
 	}
-	if len(frame) > w.bw.Available() {
-		// bufio writes to conn from inside Write (flushing the buffer, or
-		// writing a big frame straight through); bound that write too,
-		// not only flush's, or it runs with no deadline or a stale one.
-		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
-	}
-	if _, err := w.bw.Write(frame); err != nil {
-		return w.fail(err)
-	}
-	if last {
-		if err := w.flush(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// flush must be called with w.mu held.
-func (w *Writer) flush() error {
-	if w.bw.Buffered() == 0 {
+	w.buf = append(w.buf, frame...)
+	if w.flushing {
+		w.mu.Unlock()
 		return nil
 	}
-	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
-	if err := w.bw.Flush(); err != nil {
-		return w.fail(err)
-	}
-	return nil
+	w.flushing = true
+	w.mu.Unlock()
+	runtime.Gosched()
+	w.mu.Lock()
+	err := w.flushLocked()
+	w.flushing = false
+	w.room.Broadcast() // Close may wait for the flush to end
+	w.mu.Unlock()
+	return err
 }
 
-// fail must be called with w.mu held.
-func (w *Writer) fail(err error) error {
-	w.err = fmt.Errorf("%w: %w", ErrWriterClosed, err)
+// flushLocked writes until the buffer is empty, releasing the lock during
+// each syscall. w.mu held on entry and on return.
+func (w *Writer) flushLocked() error {
+	for len(w.buf) > 0 && w.err == nil {
+		b := w.buf
+		w.buf = w.spare[:0]
+		w.room.Broadcast()
+		w.mu.Unlock()
+		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+		_, err := w.conn.Write(b)
+		w.mu.Lock()
+		if cap(b) <= 1<<20 {
+			w.spare = b[:0]
+		} else {
+			w.spare = nil
+		}
+		if err != nil {
+			w.err = fmt.Errorf("%w: %w", ErrWriterClosed, err)
+			w.room.Broadcast()
+		}
+	}
 	return w.err
 }
 
-// Close flushes what is buffered and makes later writes fail. It does not
-// close the connection.
+// Close waits for a flush in progress, writes what is queued and makes
+// later writes fail with ErrWriterClosed. It does not close the
+// connection. Safe to call more than once.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for w.flushing && w.err == nil {
+		w.room.Wait()
+	}
 	if w.err != nil {
 		return nil
 	}
-	err := w.flush()
+	w.flushing = true
+	err := w.flushLocked()
+	w.flushing = false
 	if w.err == nil {
 		w.err = ErrWriterClosed
 	}
+	w.room.Broadcast()
 	return err
 }

@@ -250,8 +250,11 @@ func TestWriterSingleWriteFlushes(t *testing.T) {
 	if err := w.Write(msg); err != nil {
 		t.Fatal(err)
 	}
-	if n := w.bw.Buffered(); n != 0 {
-		t.Fatalf("%d bytes left buffered after a lone Write", n)
+	w.mu.Lock()
+	n := len(w.buf)
+	w.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d bytes left queued after a lone Write", n)
 	}
 	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, len(msg))
@@ -263,23 +266,26 @@ func TestWriterSingleWriteFlushes(t *testing.T) {
 	}
 }
 
-// A Write that sees another writer waiting leaves its frame in the buffer
-// for that writer to flush; Close flushes it and later writes fail.
+// A Write that finds a flush in progress queues its frame for that flusher;
+// Close flushes it and later writes fail.
 func TestWriterCloseFlushesBuffered(t *testing.T) {
 	c, s := tcpPair(t)
 	w := NewWriter(c, time.Second)
 
-	// Pretend another writer is queued behind this one.
-	w.waiting.Add(1)
+	// Pretend another writer is flushing.
+	setFlushing(w, true)
 	if err := w.Write([]byte("buffered ")); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Write([]byte("twice")); err != nil {
 		t.Fatal(err)
 	}
-	w.waiting.Add(-1)
-	if n := w.bw.Buffered(); n != len("buffered twice") {
-		t.Fatalf("%d bytes buffered, want %d (batching did not hold the frames)", n, len("buffered twice"))
+	w.mu.Lock()
+	n := len(w.buf)
+	w.mu.Unlock()
+	setFlushing(w, false)
+	if n != len("buffered twice") {
+		t.Fatalf("%d bytes queued, want %d (batching did not hold the frames)", n, len("buffered twice"))
 	}
 
 	if err := w.Close(); err != nil {
@@ -311,11 +317,11 @@ func TestWriterCloseFlushesBuffered(t *testing.T) {
 func TestWriterCloseReportsFlushError(t *testing.T) {
 	c, _ := tcpPair(t)
 	w := NewWriter(c, time.Second)
-	w.waiting.Add(1)
+	setFlushing(w, true)
 	if err := w.Write([]byte("stranded")); err != nil {
 		t.Fatal(err)
 	}
-	w.waiting.Add(-1)
+	setFlushing(w, false)
 	_ = c.Close()
 	err := w.Close()
 	if !errors.Is(err, ErrWriterClosed) || !errors.Is(err, net.ErrClosed) {
@@ -347,4 +353,13 @@ func BenchmarkWriterParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// setFlushing pretends (or stops pretending) that another writer is
+// flushing, the only way to leave frames queued on purpose.
+func setFlushing(w *Writer, on bool) {
+	w.mu.Lock()
+	w.flushing = on
+	w.room.Broadcast()
+	w.mu.Unlock()
 }

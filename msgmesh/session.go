@@ -120,11 +120,14 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	}
 }
 
-// close makes the read loop return; cleanup happens there.
+// close makes the read loop return; cleanup happens there. Frames the
+// writer already accepted (answers to publishes, say) are flushed first,
+// so an app is not told "connection lost" for a publish that was acked.
 func (s *session) close(reason error) {
 	if s.dead.CompareAndSwap(false, true) {
 		s.log.Debug("closing connection", "reason", reason)
 	}
+	_ = s.w.Close()
 	_ = s.conn.Close()
 }
 

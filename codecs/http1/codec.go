@@ -67,7 +67,7 @@ func (Codec) Multiplexed() bool { return false }
 func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core.ServerConn {
 	return &serverConn{
 		p:       parser{br: r, lim: lim.WithDefaults()},
-		w:       core.NewBatchWriter(conn, 0, 0),
+		w:       core.NewWriter(conn, 0),
 		intern:  make(map[string]string),
 		nextOut: 1,
 	}
@@ -76,7 +76,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core
 func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
 	return &clientConn{
 		p:    parser{br: bufio.NewReaderSize(conn, 16<<10), lim: lim.WithDefaults()},
-		w:    core.NewBatchWriter(conn, 0, 0),
+		w:    core.NewWriter(conn, 0),
 		host: conn.RemoteAddr().String(),
 	}
 }
@@ -372,7 +372,7 @@ type serverConn struct {
 	nextID uint64            // read loop only
 	done   bool              // read loop only: no more requests on this connection
 
-	w       *core.BatchWriter
+	w       *core.Writer
 	mu      sync.Mutex         // guards nextOut and held, and orders writes
 	nextOut uint64             // the id whose answer is written next
 	held    map[uint64]*[]byte // answers ready before an earlier one
@@ -459,7 +459,7 @@ func (s *serverConn) Close() error { return s.w.Close() }
 
 type clientConn struct {
 	p    parser // read loop only
-	w    *core.BatchWriter
+	w    *core.Writer
 	host string // Host for requests that came without one
 
 	mu sync.Mutex

@@ -184,7 +184,7 @@ func TestAppendRequest(t *testing.T) {
 
 func readResp(t *testing.T, raw string, head bool) (*core.Message, error) {
 	t.Helper()
-	c := &clientConn{p: parser{br: bufio.NewReader(strings.NewReader(raw)), lim: core.Limits{}.WithDefaults()}, w: core.NewBatchWriter(nopConn{}, 0, 0)}
+	c := &clientConn{p: parser{br: bufio.NewReader(strings.NewReader(raw)), lim: core.Limits{}.WithDefaults()}, w: core.NewWriter(nopConn{}, 0)}
 	c.q = []outReq{{id: 7, head: head}}
 	return c.ReadResponse()
 }

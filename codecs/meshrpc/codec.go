@@ -43,7 +43,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core
 	lim = lim.WithDefaults()
 	return &serverConn{
 		rd:     mesh.NewReader(r, maxFrame(lim)),
-		w:      core.NewBatchWriter(conn, 0, 0),
+		w:      core.NewWriter(conn, 0),
 		lim:    lim,
 		intern: make(map[string]string),
 	}
@@ -51,7 +51,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core
 
 func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
 	lim = lim.WithDefaults()
-	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: core.NewBatchWriter(conn, 0, 0)}
+	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: core.NewWriter(conn, 0)}
 }
 
 // Heartbeat makes a HEARTBEAT request; the path is not used.
@@ -80,7 +80,7 @@ var errBroken = errors.New("meshrpc: stream broken by a bad frame header")
 
 type serverConn struct {
 	rd     *mesh.Reader
-	w      *core.BatchWriter
+	w      *core.Writer
 	lim    core.Limits
 	intern map[string]string // read loop only
 	broken bool              // read loop only
@@ -169,7 +169,7 @@ func (s *serverConn) Close() error { return s.w.Close() }
 
 type clientConn struct {
 	rd *mesh.Reader // read loop only
-	w  *core.BatchWriter
+	w  *core.Writer
 }
 
 func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
@@ -226,7 +226,7 @@ func (c *clientConn) Close() error { return c.w.Close() }
 
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func writeFrame(w *core.BatchWriter, kind mesh.Kind, id uint64, p mesh.Encoder) error {
+func writeFrame(w *core.Writer, kind mesh.Kind, id uint64, p mesh.Encoder) error {
 	bp := framePool.Get().(*[]byte)
 	b, err := mesh.AppendFrame((*bp)[:0], 0, kind, mesh.FlagResponse, id, p)
 	if err == nil {

@@ -281,11 +281,14 @@ type serverConn struct {
 
 func (c *serverConn) run() error {
 	defer close(c.done)
-	stop := context.AfterFunc(c.ctx, func() { _ = c.conn.Close() })
+	// Answers already accepted by the writer are flushed before the
+	// connection closes, so a forwarder hears them.
+	stop := context.AfterFunc(c.ctx, func() { _ = c.w.Close(); _ = c.conn.Close() })
 	defer stop()
 	err := c.loop()
 	c.dead.Store(true)
 	c.cancel()
+	_ = c.w.Close()
 	_ = c.conn.Close()
 	c.takers.Stop()
 	c.takers.Wait()

@@ -50,9 +50,9 @@ func bwFrame(g, i, size int) []byte {
 	return b
 }
 
-func TestBatchWriterConcurrentFramesArriveWhole(t *testing.T) {
+func TestWriterBatchConcurrentFramesArriveWhole(t *testing.T) {
 	client, server := bwPair(t)
-	w := core.NewBatchWriter(client, 5*time.Second, 64<<10)
+	w := core.NewWriterSize(client, 5*time.Second, 64<<10)
 	const writers, each = 16, 500
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -119,9 +119,9 @@ func TestBatchWriterConcurrentFramesArriveWhole(t *testing.T) {
 
 // A peer that stops reading makes writes fail within the timeout instead of
 // blocking, and memory stays bounded meanwhile.
-func TestBatchWriterStalledPeer(t *testing.T) {
+func TestWriterBatchStalledPeer(t *testing.T) {
 	client, _ := bwPair(t) // the server never reads
-	w := core.NewBatchWriter(client, 100*time.Millisecond, 1<<20)
+	w := core.NewWriterSize(client, 100*time.Millisecond, 1<<20)
 	frame := make([]byte, 64<<10)
 	done := make(chan error, 1)
 	go func() {
