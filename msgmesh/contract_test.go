@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/rmqtest"
+	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
@@ -33,6 +35,10 @@ var brokerKits = []brokerKit{
 	{name: "nats", start: func(t *testing.T) topology.Cluster { return natsCluster(t) }},
 	{name: "kafka", start: func(t *testing.T) topology.Cluster {
 		return topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(kafkatest.Start(t))}
+	}},
+	{name: "rocketmq", start: func(t *testing.T) topology.Cluster {
+		b := testbroker.Start(t, rmqtest.Config{})
+		return topology.Cluster{Name: "rocketmq", Kind: topology.KindRocketMQ, Endpoints: []string{b.NameServer()}}
 	}},
 }
 

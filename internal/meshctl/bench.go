@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 
+	"time"
+
 	"github.com/msgmesh/msgmesh/internal/bench"
+	"github.com/msgmesh/msgmesh/rpcproxy/rpcbench"
 )
 
 func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
@@ -22,6 +25,24 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 			return err
 		}
 		bench.PrintTable(e.stdout, cfg, rs)
+		return nil
+	}
+}
+
+func setupBenchRPC(fs *flag.FlagSet) func(context.Context, *env) error {
+	var cfg rpcbench.Config
+	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "throughput phase per path")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "calls in flight")
+	fs.IntVar(&cfg.Size, "size", 1024, "request and answer body size in bytes")
+	return func(ctx context.Context, e *env) error {
+		if cfg.Duration <= 0 || cfg.Concurrency < 1 || cfg.Size < 1 {
+			return usagef("--duration, --concurrency and --size must be positive")
+		}
+		rs, err := rpcbench.Run(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		rpcbench.PrintTable(e.stdout, cfg, rs)
 		return nil
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
@@ -52,6 +53,14 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 		}
 		b, err = kafkabroker.New(ctx, cfg)
+	case topology.KindRocketMQ:
+		cfg := rocketmqbroker.Config{NameServers: c.Endpoints, Logger: log}
+		cfg.GroupPrefix = o.str("group_prefix")
+		cfg.Retries = o.int("retries")
+		if err := o.done(); err != nil {
+			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
+		}
+		b, err = rocketmqbroker.New(ctx, cfg)
 	default:
 		return nil, fmt.Errorf("brokers: cluster %q: kind %q is not supported by this build", c.Name, c.Kind)
 	}

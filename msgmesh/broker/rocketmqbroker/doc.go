@@ -1,0 +1,116 @@
+// Package rocketmqbroker is the RocketMQ adapter of the broker contract
+// (package broker): the only msgmesh code that imports the RocketMQ client
+// (github.com/apache/rocketmq-client-go/v2, pinned at v2.1.2). Tests run it
+// against internal/rmqtest, a small remoting-protocol test broker.
+//
+// # Names
+//
+// RocketMQ names allow letters, digits, '_', '-', '|' and '%', not '.'. A
+// msgmesh topic maps to the RocketMQ topic with every '.' replaced by '|'
+// ("orders.created" → "orders|created"); dot-free topics keep their name.
+// The mapping is injective, so two msgmesh topics never share a RocketMQ
+// topic. RocketMQ's system topics (TBW102, SCHEDULE_TOPIC_XXXX, RMQ_SYS_*)
+// are refused.
+//
+// A msgmesh group on a topic is the RocketMQ consumer group
+// GroupPrefix + group + "__" + topic, both mapped like topics
+// ("MESH_billing__orders|created"), with a hash suffix when that could be
+// ambiguous or is too long (see consumerGroup). Not the group alone: every
+// member of a RocketMQ group must subscribe the same topics (each member
+// divides each subscribed topic's queues among all members), and two
+// sidecars consuming different topics of one msgmesh group would leave
+// queues unread. The producer group is GroupPrefix + "PRODUCER".
+//
+// # Publish
+//
+// Publish is a synchronous send (SEND_OK or an error) with the client's
+// hash queue selector: the key becomes the KEYS and SHARDING_KEY
+// properties, and messages with the same key always go to the same queue
+// (as long as the topic's queue count does not change); messages without a
+// key go to a random queue. Headers become user properties, so their keys
+// must be unique, may not be RocketMQ system property names (KEYS, TAGS,
+// UNIQ_KEY, DELAY, anything starting with "__", ...), and keys and values
+// may not contain bytes 0x01 or 0x02. Bodies over 4 KiB are compressed by
+// the client and decompressed on consumption. The result has Stream = the
+// RocketMQ topic, Partition = the queue id, Offset = the queue offset and
+// MessageID = the producer's unique message id (UNIQ_KEY), which consumers
+// see as the message id. Errors wrap broker.ErrRejected (bad topic or
+// headers; broker codes MESSAGE_ILLEGAL, NO_PERMISSION, TOPIC_NOT_EXIST) or
+// broker.ErrUnavailable (network, timeouts, no route, busy or flush
+// timeouts, anything unknown), plus the client's error. The client retries
+// a failed send Config.Retries times on other queues; a retried timeout
+// may store the message twice.
+//
+// # Consume
+//
+// A consumer is the client's pull consumer (Poll and ACK) in clustering
+// mode, with a client instance of its own, pull batch size 1, starting a
+// new group at the oldest message. (Not the push consumer: with v2.1.2 its
+// start sequence and its Suspend/Resume are data races that the race
+// detector reports in most runs, Suspend makes its pull loops sleep 30 s,
+// and its callbacks of one queue run concurrently, so a pause could leave
+// a returned message behind an unreturned one. The pull consumer hands
+// out each queue's messages in order and acks synchronously.)
+//
+// Offsets. The client commits, per queue, the lowest offset it has
+// handed out and not yet seen acked (its process queue), so a queue's
+// committed offset never passes an unacked message: at-least-once. Acks
+// move that offset in memory at once; it reaches the broker (one-way) every
+// 5 s (the client's timer), on Pause, when a paused consumer's last
+// outstanding delivery is settled, when a rebalance takes a queue away,
+// and on Close. A consumer that stops
+// without committing (crash, lost commit) makes the group get the messages
+// after the last commit again: duplicates, never losses. So do rebalances
+// (another member of the group starting or stopping), RocketMQ's usual
+// behaviour.
+//
+// Next returns one message at a time, in queue order per queue. Ack is a
+// local operation (no round trip). Nack sends the message back
+// (CONSUMER_SEND_MSG_BACK): the broker stores a copy in %RETRY%<group>
+// (which the consumer also reads) and delivers it after the retry delay
+// level chosen for the delay (RocketMQ's levels, 1 s ... 2 h, the shortest
+// at least the delay; 1 s for 0) with Redelivered + 1 and the same
+// MessageID (the retry keeps ORIGIN_MESSAGE_ID); after MaxRedeliveries
+// (16) redeliveries it goes to %DLQ%<group>. A message not answered within ConsumerSpec.AckWait
+// (zero: DefaultAckWait, 60 s) is sent back like a Nack by the adapter,
+// and a later answer gets ErrSettled. Timestamp is the broker's store time
+// (for a retry copy, the original's send time).
+//
+// Pause makes Next return broker.ErrPaused and stops handing out; it does
+// not stop the client's pulls, which stop by themselves once the client's
+// buffers are full. Messages polled but not returned stay, unacked, with
+// the consumer and come first after Resume; since every queue is handed
+// out in order, everything returned before them precedes them, so once
+// the outstanding deliveries are acked the committed offsets are exactly
+// "all returned messages consumed": a consumer of the group started
+// elsewhere (an upgraded sidecar) neither skips nor repeats anything.
+// Pause commits the offsets at once and again when the last outstanding
+// delivery is settled. (The client's own Suspend is not used; see above.)
+//
+// Close drops the unreturned messages unacked and, once no delivery is
+// outstanding, shuts the client down, which commits the offsets and closes
+// its connections (the broker then gives its queues to the group's other
+// members). While deliveries are outstanding the client stays connected so
+// that their acks still commit (at most AckWait, after which they are
+// sent back); Close waits for that until its ctx ends. Acks after the
+// shutdown fail with broker.ErrClosed, and those messages are redelivered.
+// Nothing acked is redelivered after a Close, and nothing unacked is lost.
+//
+// Prefetch. The client buffers what it pulls ahead in fixed channels: at
+// most 34 messages per queue the consumer owns, plus 4, whatever
+// ConsumerSpec.Prefetch says; Prefetch is validated but cannot change
+// that. Memory stays bounded.
+//
+// # Client quirks the adapter works around
+//
+//   - The client logs through a process-wide logger (package rlog); the
+//     first New routes it to that Broker's Config.Logger at debug level.
+//   - It accepts only IP addresses as name servers; New resolves host
+//     names once (a name server that moves needs a new Broker).
+//   - Clients are shared per instance name; the adapter gives each producer
+//     and consumer a unique one. Each client keeps a connection to a name
+//     server that its shutdown does not close; it closes after the client's
+//     120 s read timeout.
+//   - ACK gives no way to choose a retry delay; an interceptor sets the
+//     delay level on the context the client builds for the send-back.
+package rocketmqbroker

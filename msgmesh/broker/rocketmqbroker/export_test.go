@@ -1,0 +1,11 @@
+package rocketmqbroker
+
+// Test-only access to the name mapping and internals.
+var (
+	ConsumerGroup = consumerGroup
+	RocketTopic   = rocketTopic
+	DelayLevel    = delayLevel
+	Classify      = classify
+	ToRocket      = toRocket
+	FromRocket    = fromRocket
+)

@@ -1,0 +1,6 @@
+//go:build !race
+
+package rocketmqbroker
+
+// raceFence is a no-op outside race builds; see race.go.
+func raceFence() {}
