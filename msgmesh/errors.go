@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/codecs/meshrpc"
+	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/schema"
@@ -32,6 +34,10 @@ var (
 
 // codeOf maps an error to the code of its ERROR answer.
 func codeOf(err error) mesh.Code {
+	var fe *core.Error // refused by a filter on the chain
+	if errors.As(err, &fe) {
+		return meshrpc.CodeOf(fe.Code)
+	}
 	switch {
 	case errors.Is(err, schema.ErrSchemaInvalid):
 		return mesh.CodeSchemaInvalid

@@ -23,7 +23,7 @@ import (
 //	GET    /v1/upstreams             running upstream consumers
 //	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
-//	GET    /healthz                  200 while serving
+//	GET    /healthz                  200 while serving; 503 while stopping or when Config.Health fails
 func (sc *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/registrations", sc.handleRegister)
@@ -37,6 +37,12 @@ func (sc *Sidecar) httpHandler() http.Handler {
 		if sc.draining.Load() {
 			writeError(w, ErrShuttingDown)
 			return
+		}
+		if h := sc.cfg.Health; h != nil {
+			if err := h(); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "UNHEALTHY", Message: err.Error()})
+				return
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

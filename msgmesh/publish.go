@@ -3,6 +3,10 @@ package msgmesh
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/msgmesh/msgmesh/core"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
@@ -27,14 +31,29 @@ func (sc *Sidecar) checkPublish(m *broker.Message) (broker.Broker, error) {
 // publish validates a checked message against its topic's schema, sends it
 // to its broker and waits for the ack. Nothing reaches the broker if the
 // schema refuses it.
-func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (broker.PublishResult, error) {
-	if err := sc.validate(m); err != nil {
-		return broker.PublishResult{}, err
+func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (res broker.PublishResult, err error) {
+	if ch := sc.chain; ch != nil {
+		x := &core.Exchange{Ctx: ctx, Kind: core.ExchangePublish, Listener: "mesh", Protocol: "mesh",
+			Route: m.Topic, Target: m.Topic, Cluster: sc.clusterOf(m.Topic), ReqBytes: len(m.Body), Start: time.Now()}
+		passed, ferr := ch.OnRequest(x)
+		defer func() {
+			x.Err = err
+			x.Status = http.StatusOK
+			if err != nil {
+				x.Status = httpStatus(codeOf(err))
+			}
+			ch.OnResponse(x, passed)
+		}()
+		if ferr != nil {
+			return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, ferr)
+		}
+	}
+	if err = sc.validate(m); err != nil {
+		return res, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, sc.cfg.PublishTimeout)
 	defer cancel()
-	res, err := b.Publish(ctx, m)
-	if err != nil {
+	if res, err = b.Publish(ctx, m); err != nil {
 		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)
 	}
 	return res, nil

@@ -105,7 +105,11 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 		w.s.release()
 		return false
 	}
-	id, ok := w.s.track(k, d)
+	id, ok, refused := w.s.track(k, d)
+	if refused {
+		w.mu.Unlock()
+		return true // handed back; the slot is free again
+	}
 	if !ok {
 		w.mu.Unlock()
 		w.s.release()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,8 @@ type inflight struct {
 	d        broker.Delivery
 	key      routeKey
 	deadline time.Time
+	x        *core.Exchange // nil without filters
+	passed   int            // filters whose OnRequest passed
 }
 
 type publishJob struct {
@@ -383,21 +386,48 @@ func (s *session) publishJoined() {
 }
 
 // track records d as in flight and returns its delivery id. It fails if the
-// connection is gone.
-func (s *session) track(k routeKey, d broker.Delivery) (uint64, bool) {
+// connection is gone. With filters, the delivery first passes the chain; a
+// filter that refuses it (a delivery-rate limit, say) makes track hand it
+// back to the broker and report refused, with the slot released.
+func (s *session) track(k routeKey, d broker.Delivery) (id uint64, ok, refused bool) {
+	var (
+		x      *core.Exchange
+		passed int
+	)
+	if ch := s.sc.chain; ch != nil {
+		x = &core.Exchange{Ctx: context.Background(), Kind: core.ExchangeDeliver, Listener: "mesh", Protocol: "mesh",
+			Route: k.topic, Target: k.topic, Path: k.group, ReqBytes: len(d.Message().Body), Start: time.Now()}
+		var err error
+		if passed, err = ch.OnRequest(x); err != nil {
+			x.Status, x.Err = http.StatusTooManyRequests, err
+			ch.OnResponse(x, passed)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = d.Nack(ctx, time.Second)
+			cancel()
+			s.release()
+			return 0, false, true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead.Load() {
-		return 0, false
+		if x != nil {
+			x.Status = http.StatusServiceUnavailable
+			s.sc.chain.OnResponse(x, passed)
+		}
+		return 0, false, false
 	}
-	id := s.ids.Next()
-	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout)}
-	return id, true
+	id = s.ids.Next()
+	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout), x: x, passed: passed}
+	return id, true, false
 }
 
 // push sends d as a DELIVER request on a slot reserved by the caller.
 func (s *session) push(k routeKey, d broker.Delivery) bool {
-	id, ok := s.track(k, d)
+	id, ok, refused := s.track(k, d)
+	if refused {
+		return true // handed back; the slot is free again
+	}
 	if !ok {
 		s.release()
 		return false
@@ -437,6 +467,16 @@ func (s *session) settleUpstream(inf inflight, ack bool, delay time.Duration) {
 	if err != nil {
 		// The broker redelivers after its ack wait: a duplicate, never a loss.
 		s.log.Warn("settling upstream failed", "group", inf.key.group, "topic", inf.key.topic, "ack", ack, "err", err)
+	}
+	if inf.x != nil {
+		// The exchange ends with the app's answer: 200 for an ack, 503
+		// for a nack or a delivery handed back (timeout, lost connection).
+		inf.x.Status = http.StatusOK
+		if !ack {
+			inf.x.Status = http.StatusServiceUnavailable
+		}
+		inf.x.Err = err
+		s.sc.chain.OnResponse(inf.x, inf.passed)
 	}
 }
 

@@ -99,6 +99,17 @@ type Config struct {
 	// one app by weight (DESIGN.md flows 7 and 8). Zero: every delivery
 	// stays local.
 	Forwarding *Forwarding
+	// Filters run on the stream layer's chain (package core) for every
+	// publish (an Exchange of kind publish, Route = topic) and every
+	// delivery to an app (kind deliver, Route = topic, Path = group), the
+	// same chain the RPC proxy runs: metrics, limits and tracing plug in
+	// there. A filter refusing a publish fails it with its error; refusing
+	// a delivery hands it back to the broker for a second. Zero: none, at
+	// no cost.
+	Filters []core.Filter
+	// Health, when set, is asked by GET /healthz besides the sidecar's own
+	// state (the RPC proxy's ingress health, say); an error makes it 503.
+	Health func() error
 	// Inherit is the state a predecessor handed over in a hot upgrade
 	// (Sidecar.Handoff): Start adopts its listeners and app connections
 	// instead of listening. The sidecar owns its files from New on.
@@ -195,6 +206,7 @@ type Sidecar struct {
 
 	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
 	validator *schema.Validator
+	chain     *core.Chain // nil without Config.Filters
 
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
@@ -244,6 +256,9 @@ func New(cfg Config) (*Sidecar, error) {
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
+	if len(cfg.Filters) > 0 {
+		s.chain = core.NewChain(cfg.Filters...)
+	}
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
 	return s, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/rpcproxy"
 )
 
 // File is the sidecar's YAML config file (--config). Every section is
@@ -35,6 +36,9 @@ type File struct {
 	// Brokers are the broker clusters and topic routes. Zero: an embedded
 	// NATS JetStream server in <data-dir>/nats holds every topic.
 	Brokers *topology.Topology `yaml:"brokers"`
+	// RPC runs the RPC proxy on the same core (docs/rpc.md): egress for
+	// the app's calls, ingress for its siblings'. Zero: no RPC proxy.
+	RPC *rpcproxy.Config `yaml:"rpc"`
 }
 
 // LoadFile reads and validates a config file. Unknown fields are errors.
@@ -118,7 +122,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log}
+	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log, rpc: file.RPC}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
 		cp.DeliveryTimeout = cfg.DeliveryTimeout
@@ -154,6 +158,9 @@ type runtime struct {
 
 	cp   *cpOptions    // nil: no control plane
 	link *controlPlane // this incarnation's control-plane link
+
+	rpc   *rpcproxy.Config // nil: no RPC proxy
+	proxy *rpcproxy.Proxy  // this incarnation's RPC proxy
 }
 
 // openBrokers opens the configured clusters, or the embedded NATS server.
@@ -223,6 +230,7 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 		fwdLn.Close()
 	}
 	fail := func(err error) error {
+		rt.stopRPC(context.Background())
 		if rt.link != nil {
 			rt.link.close(context.Background())
 			rt.link = nil
@@ -230,9 +238,28 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 		rt.closeBrokers()
 		return err
 	}
+	if rt.rpc != nil {
+		p, err := rpcproxy.New(*rt.rpc, rt.log.With("component", "rpc"))
+		if err != nil {
+			return fail(fmt.Errorf("rpc: %w", err))
+		}
+		if err := p.Start(ctx); err != nil {
+			return fail(fmt.Errorf("rpc: %w", err))
+		}
+		rt.proxy = p
+		cfg.Health = func() error {
+			if !p.Healthy() {
+				return errors.New("rpc ingress: the local app does not answer its heartbeat")
+			}
+			return nil
+		}
+	}
 	sc, err := msgmesh.New(cfg)
 	if err != nil {
 		return fail(err)
+	}
+	if rt.link != nil {
+		rt.link.attach(sc) // the pushed schemas, before the first publish
 	}
 	if err := sc.Start(ctx); err != nil {
 		_ = sc.Shutdown(context.Background())
@@ -246,6 +273,14 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 		}
 	}
 	return nil
+}
+
+// stopRPC shuts the RPC proxy down, if any.
+func (rt *runtime) stopRPC(ctx context.Context) {
+	if rt.proxy != nil {
+		_ = rt.proxy.Shutdown(ctx)
+		rt.proxy = nil
+	}
 }
 
 // stopLink closes the control-plane link, if any.
@@ -303,6 +338,7 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			sctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
 			err := rt.sc.Shutdown(sctx)
+			rt.stopRPC(sctx)
 			rt.stopLink(sctx)
 			rt.closeBrokers()
 			return err
@@ -351,10 +387,16 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 		// successor gives up and we cannot resume: exit with the error.
 		rt.log.Error("handoff failed", "err", err)
 		_ = handoff.Write(c, handoff.Msg{Op: handoff.OpRefused, Error: err.Error()})
+		rt.stopRPC(context.Background())
 		rt.stopLink(context.Background())
 		rt.closeBrokers()
 		return nil, nil, true
 	}
+	// The RPC proxy's listeners do not move (docs/upgrade.md): it stops
+	// here, finishing calls in flight, and the successor opens its own.
+	rctx, rcancel := context.WithTimeout(context.Background(), settleTimeout)
+	rt.stopRPC(rctx)
+	rcancel()
 	// The forwarding listener moves too: keep a copy of its socket, then
 	// stop its server (nothing is outstanding: Handoff waited).
 	var fwd *os.File

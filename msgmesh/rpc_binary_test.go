@@ -1,0 +1,75 @@
+package msgmesh_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
+)
+
+// TestBinaryServesRPC: the msgmesh binary runs the RPC proxy beside the
+// message mesh from the rpc section of its config file: an HTTP call to
+// the egress listener reaches the app server behind the ingress listener
+// (here of the same sidecar), and /healthz reports the ingress app's health.
+func TestBinaryServesRPC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := rpctest.StartHTTP("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appAddr := app.Addr()
+	t.Cleanup(func() { app.Close() })
+	egress, ingress := freePort(t), freePort(t)
+	cfg := fmt.Sprintf(`rpc:
+  egress: {listen: %q}
+  ingress:
+    listen: %q
+    app: {http1: %q}
+    heartbeat: {interval: 100ms, unhealthy_threshold: 2, healthy_threshold: 1, http_path: /}
+  clusters:
+    - name: echo
+      hosts: [{address: %q}]
+  routes:
+    - name: echo
+      service: echo.local
+      cluster: echo
+`, egress, ingress, appAddr, ingress)
+	path := filepath.Join(t.TempDir(), "msgmesh.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freePort(t)
+	p := startProc(t, bin, "--data-dir", t.TempDir(), "--listen", freePort(t), "--http", httpAddr, "--config", path, "--log-level", "warn")
+	waitHealthy(t, p, httpAddr)
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+egress+"/hello", strings.NewReader("ping"))
+	req.Host = "echo.local"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("call through egress and ingress: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ping") {
+		t.Fatalf("echo through the sidecar: %d %q", resp.StatusCode, body)
+	}
+
+	// The app behind the ingress dies: the sidecar reports unhealthy.
+	app.Close()
+	waitFor(t, 10*time.Second, "/healthz to report the dead RPC app", func() bool {
+		status, _ := httpDo(t, http.MethodGet, "http://"+httpAddr+"/healthz", "", nil)
+		return status == http.StatusServiceUnavailable
+	})
+}
