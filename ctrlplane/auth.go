@@ -34,6 +34,22 @@ func bearer(r *http.Request) (string, bool) {
 // ErrUnauthorized (401); a valid app credential anywhere else is
 // ErrForbidden (403).
 func (s *Server) authorize(ctx context.Context, r *http.Request, configApp string) (principal, error) {
+	who, err := s.authenticate(ctx, r)
+	if err != nil {
+		return principal{}, err
+	}
+	if !who.operator && who.app != configApp {
+		return principal{}, errorf(ErrForbidden, "the credential of app %q may only read that app's config (GET /v1/apps/%s/config); everything else needs the operator token", who.app, who.app)
+	}
+	return who, nil
+}
+
+// authenticate says whose credential a request carries: the operator
+// token, or the current (or unexpired previous) credential of some app.
+// A missing or unknown credential is ErrUnauthorized. It does not say
+// what the principal may do: authorize does, and the schema registry's
+// reads take any principal (schemas.go).
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (principal, error) {
 	if s.opts.InsecureNoAuth {
 		return principal{operator: true}, nil
 	}
@@ -58,9 +74,6 @@ func (s *Server) authorize(ctx context.Context, r *http.Request, configApp strin
 	}
 	if !rec.acceptsCredential(tok, s.now()) {
 		return principal{}, unknown
-	}
-	if app != configApp {
-		return principal{}, errorf(ErrForbidden, "the credential of app %q may only read that app's config (GET /v1/apps/%s/config); everything else needs the operator token", app, app)
 	}
 	return principal{app: app, cred: tok}, nil
 }

@@ -1,9 +1,10 @@
-// Package ctrlplane is the msgmesh control plane (DESIGN.md §2, flows 7, 8
-// and 12): the operators' source of truth for apps, their sidecar
-// instances (forwarding address, labels, traffic weight 0..100) and the
+// Package ctrlplane is the msgmesh control plane (DESIGN.md §2, flows 7, 8,
+// 9 and 12): the operators' source of truth for apps, their sidecar
+// instances (forwarding address, labels, traffic weight 0..100), the
 // broker topology (msgmesh/topology: clusters and topic routes, global
-// or per app), served over an HTTP/JSON API and a web page, and pushed to
-// sidecars by long polling. docs/ctrlplane.md is the operator's and the
+// or per app) and the topics' Avro schemas (package schema's Registry,
+// with a validation policy per topic), served over an HTTP/JSON API and a
+// web page, and pushed to sidecars by long polling. docs/ctrlplane.md is the operator's and the
 // sidecar implementer's reference; cmd/ctrlplane is a thin main around
 // Run.
 //
@@ -26,12 +27,20 @@
 //	GET|PUT|DELETE /v1/topology                      the global topology
 //	GET|PUT|DELETE /v1/apps/{app}/topology           the app's own topology (overrides the global one)
 //	GET    /v1/apps/{app}/config[?after=V[&wait=D]]  api.AppConfig; long poll with after
+//	POST   /v1/apps/{app}/certificate                sign a sidecar's forwarding key
+//	GET    /v1/schema-policies                       topics' own validation policies {"topic":"warn"}
+//	GET|PUT|DELETE /v1/schema-policies/{topic}       one topic's policy, {"policy":"warn"}
+//	/subjects..., /schemas/ids/..., /config...,
+//	/compatibility/...                               the schema registry, Confluent's REST shape (schema.NewHandler)
 //	GET    /ui/                                      the web page
 //
 // Every /v1 call needs "Authorization: Bearer TOKEN" with the operator
-// token, except the config read, which also takes the app's own
-// credential. Errors are {"error": CODE, "message": TEXT} with the codes
-// of package api; errorCode is the one table from errors to statuses.
+// token, except the config read and the certificate, which also take the
+// app's own credential. The schema registry's reads take any valid
+// credential (the operator token or any app's credential), its writes the
+// operator token. Errors are {"error": CODE, "message": TEXT} with the
+// codes of package api (the registry's are Confluent's {"error_code": N,
+// "message": TEXT}); errorCode is the one table from errors to statuses.
 //
 // # Push
 //
@@ -44,20 +53,29 @@
 //
 // A Server watches its store (store.Store.Watch) from New on; the watch
 // feeds a hub that wakes the long polls of the app that changed (or of
-// every app, for the global topology or a watch Reset). A woken poll reads
+// every app, for the global topology, the schemas key or a watch Reset). A woken poll reads
 // the config again from the store and answers if the version moved. The
 // etcd watch sees the writes of every replica, so a write through one
 // replica wakes the polls on all of them.
 //
 // # State
 //
-// Two kinds of keys: "apps/{name}" holds one app as JSON (credentials,
+// Three kinds of keys: "apps/{name}" holds one app as JSON (credentials,
 // instances sorted by ID, own topology), "topology" the global topology
 // ({"topology": null} once cleared: the key is never deleted, so its
-// revision keeps counting). Every change is a read-modify-write of one key
+// revision keeps counting), "schemas" the topics' validation policies and
+// a counter of schema registry changes (never deleted either); "pki/ca"
+// holds the forwarding CA. Every change is a read-modify-write of one key
 // with the store's compare-and-swap, retried on conflict, so concurrent
 // writers on several replicas lose nothing. An app's config version is
-// max(ModRev of apps/{name}, ModRev of topology).
+// max(ModRev of apps/{name}, ModRev of topology, ModRev of schemas).
+//
+// The schema registry itself is a schema.Registry over Options.SchemaStore
+// (a bbolt file in the data directory): each Server's own, even when
+// replicas share an etcd store. Its OnChange bumps the "schemas" key after
+// a subject's versions changed, which pushes every app's config; the
+// config is read from the store before the registry, so a config never
+// carries a version number newer than its schemas (schemas.go).
 //
 // # Credentials
 //
@@ -75,6 +93,8 @@
 //
 // One goroutine per Server (hub.run) drains the store watch; Shutdown
 // stops it and waits. Locks: Server.mu guards the list of http.Servers;
-// hub.mu guards the hub's channels. Neither is held while the other is
-// taken, nor across I/O. LongPolls is an atomic counter.
+// hub.mu guards the hub's channels; caMu the forwarding CA. None is held
+// while another is taken, nor across I/O (caMu is held across the CA's
+// first load). The schema Registry has its own lock and calls OnChange
+// with it released. LongPolls is an atomic counter.
 package ctrlplane

@@ -38,6 +38,14 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/topology", s.operator(s.handleDeleteTopology))
 	mux.HandleFunc("GET /v1/apps/{app}/config", s.handleConfig)
 	mux.HandleFunc("POST /v1/apps/{app}/certificate", s.handleCertificate)
+	mux.Handle("GET /v1/schema-policies", s.operator(s.handleListSchemaPolicies))
+	mux.Handle("GET /v1/schema-policies/{topic}", s.operator(s.handleGetSchemaPolicy))
+	mux.Handle("PUT /v1/schema-policies/{topic}", s.operator(s.handlePutSchemaPolicy))
+	mux.Handle("DELETE /v1/schema-policies/{topic}", s.operator(s.handleDeleteSchemaPolicy))
+	registry := s.schemaRegistry()
+	for _, p := range registryPaths {
+		mux.Handle(p, registry)
+	}
 
 	mux.Handle("GET /ui/", uiHandler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
@@ -136,11 +144,11 @@ func (s *Server) handleGetApp(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	_, topoRev, err := s.getTopology(ctx)
+	shared, err := s.sharedRev(ctx)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(max(rev, topoRev)))
+	writeJSON(w, http.StatusOK, a.view(max(rev, shared)))
 	return nil
 }
 

@@ -11,9 +11,9 @@ import (
 // takes the current channels with wait, then reads the config, then waits
 // for a channel to close: a change after the read closes a channel it
 // holds, so none is missed. Each change closes and forgets the channel of
-// its app (or the channel of every app, for the global topology or a
-// watch Reset); the next wait makes a new one. The hub does no I/O and
-// its lock is a leaf: nothing else is locked while it is held.
+// its app (or the channel of every app, for the global topology, the
+// schemas or a watch Reset); the next wait makes a new one. The hub does
+// no I/O and its lock is a leaf: nothing else is locked while it is held.
 type hub struct {
 	mu   sync.Mutex
 	apps map[string]chan struct{} // app name → closed when the app changes
@@ -58,7 +58,7 @@ func (h *hub) changedAll() {
 func (h *hub) run(events <-chan store.Event) {
 	for ev := range events {
 		switch {
-		case ev.Reset, ev.Key == topologyKey:
+		case ev.Reset, ev.Key == topologyKey, ev.Key == schemasKey:
 			h.changedAll()
 		case strings.HasPrefix(ev.Key, appPrefix):
 			h.changed(strings.TrimPrefix(ev.Key, appPrefix))

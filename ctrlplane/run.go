@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 // Defaults of the ctrlplane command.
@@ -22,6 +24,10 @@ const (
 	DefaultDataDir = "./ctrl-data"
 	// TokenEnv is read when --token is not given.
 	TokenEnv = "MSGMESH_CTRLPLANE_TOKEN"
+	// SchemaFile is the schema registry's bbolt file in the data
+	// directory. It is there with every --store: the registry is each
+	// replica's own (docs/ctrlplane.md).
+	SchemaFile = "schemas.db"
 	// shutdownTimeout bounds the graceful part of a shutdown.
 	shutdownTimeout = 10 * time.Second
 )
@@ -40,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	fs := flag.NewFlagSet("ctrlplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", DefaultListen, "host:port of the HTTP API and the web page (/ui/)")
-	dataDir := fs.String("data-dir", DefaultDataDir, "directory of the embedded store (bbolt file "+store.BoltFile+")")
+	dataDir := fs.String("data-dir", DefaultDataDir, "directory of the embedded store (bbolt file "+store.BoltFile+") and of the schema registry ("+SchemaFile+", with every --store)")
 	storeSpec := fs.String("store", "", "state store: empty for the embedded store in --data-dir, or etcd://host:port[,host:port...][/prefix] to share state between replicas")
 	token := fs.String("token", "", "operator token, at least 16 bytes (default $"+TokenEnv+")")
 	insecure := fs.Bool("insecure-no-auth", false, "serve without any authentication: for a throwaway local setup only")
@@ -75,8 +81,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 			log.Error("closing the store", "err", err)
 		}
 	}()
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return err
+	}
+	schemas, err := schema.OpenBoltStore(filepath.Join(*dataDir, SchemaFile))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := schemas.Close(); err != nil {
+			log.Error("closing the schema store", "err", err)
+		}
+	}()
 	srv, err := New(Options{
 		Store:          st,
+		SchemaStore:    schemas,
 		Token:          *token,
 		InsecureNoAuth: *insecure,
 		Log:            log,

@@ -15,6 +15,7 @@ import (
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 // Defaults of Options.
@@ -54,6 +55,12 @@ type Options struct {
 	// Now is the clock (time.Now if nil); tests move it to expire
 	// credentials.
 	Now func() time.Time
+	// SchemaStore holds the schema registry (docs/schemas.md); Run opens
+	// schema.OpenBoltStore(--data-dir/SchemaFile). The caller opens it and
+	// closes it after Shutdown. Nil: a schema.MemoryStore, whose schemas
+	// are gone when the Server is. The registry is this Server's own, even
+	// when Store is shared with other replicas (docs/ctrlplane.md).
+	SchemaStore schema.Store
 }
 
 // Server is the control plane's HTTP API over a Store. Several Servers
@@ -73,6 +80,9 @@ type Server struct {
 
 	caMu sync.Mutex // guards ca
 	ca   *pki.CA    // the forwarding CA, loaded or created on first use
+
+	schemas     *schema.Registry // the schema registry (schemas.go)
+	bumpPending atomic.Bool      // a registry change whose push failed: retried by the next registry request
 
 	mu       sync.Mutex // guards servers and stopped
 	servers  []*http.Server
@@ -110,6 +120,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.SchemaStore == nil {
+		opts.SchemaStore = schema.NewMemoryStore()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:     opts,
@@ -119,6 +132,14 @@ func New(opts Options) (*Server, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		stopping: make(chan struct{}),
+	}
+	lctx, lcancel := context.WithTimeout(ctx, opts.StoreTimeout)
+	var err error
+	s.schemas, err = schema.New(lctx, opts.SchemaStore, schema.RegistryOptions{OnChange: s.schemasChanged})
+	lcancel()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ctrlplane: loading the schema registry: %w", err)
 	}
 	events, err := s.store.Watch(ctx, "")
 	if err != nil {

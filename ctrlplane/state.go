@@ -190,8 +190,10 @@ func (s *Server) setTopology(ctx context.Context, t *topology.Topology) (uint64,
 }
 
 // appConfig assembles the config of one app. Its version is the newest of
-// the app record's and the global topology's ModRevs; both only grow (the
-// topology key is never deleted), so the version does too.
+// the ModRevs of the app record, the global topology and the schemas key;
+// they only grow (the topology and schemas keys are never deleted), so the
+// version does too. The registry is read after the store: see schemas.go,
+// "Ordering".
 func (s *Server) appConfig(ctx context.Context, name string) (api.AppConfig, error) {
 	a, appRev, err := s.getApp(ctx, name)
 	if err != nil {
@@ -201,12 +203,17 @@ func (s *Server) appConfig(ctx context.Context, name string) (api.AppConfig, err
 	if err != nil {
 		return api.AppConfig{}, err
 	}
+	schemas, schemaRev, err := s.getSchemaState(ctx)
+	if err != nil {
+		return api.AppConfig{}, err
+	}
 	cfg := api.AppConfig{
 		App:        a.Name,
-		Version:    max(appRev, topoRev),
+		Version:    max(appRev, topoRev, schemaRev),
 		Instances:  cloneInstances(a.Instances),
 		Brokers:    cmp.Or(a.Topology, global),
 		Credential: a.Credential,
+		Schemas:    s.topicSchemas(schemas.Policies),
 	}
 	if a.PreviousCredential != "" && s.now().Before(a.PreviousExpires) {
 		cfg.PreviousCredential = a.PreviousCredential
@@ -221,7 +228,7 @@ func (s *Server) listApps(ctx context.Context) ([]api.App, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, topoRev, err := s.getTopology(ctx)
+	shared, err := s.sharedRev(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +238,7 @@ func (s *Server) listApps(ctx context.Context) ([]api.App, error) {
 		if err := json.Unmarshal(e.Value, &a); err != nil {
 			return nil, fmt.Errorf("decoding stored app %q: %w", e.Key, err)
 		}
-		out = append(out, a.view(max(e.ModRev, topoRev)))
+		out = append(out, a.view(max(e.ModRev, shared)))
 	}
 	return out, nil
 }
@@ -253,11 +260,11 @@ func (s *Server) createApp(ctx context.Context, name string) (api.AppCreated, er
 	if err != nil {
 		return api.AppCreated{}, err
 	}
-	_, topoRev, err := s.getTopology(ctx)
+	shared, err := s.sharedRev(ctx)
 	if err != nil {
 		return api.AppCreated{}, err
 	}
-	return api.AppCreated{App: a.view(max(rev, topoRev)), Credential: a.Credential}, nil
+	return api.AppCreated{App: a.view(max(rev, shared)), Credential: a.Credential}, nil
 }
 
 // deleteApp removes an app, retrying when it changes under the delete.
@@ -357,11 +364,11 @@ func (s *Server) rotateCredential(ctx context.Context, app string, grace time.Du
 	if err != nil {
 		return api.CredentialRotated{}, err
 	}
-	_, topoRev, err := s.getTopology(ctx)
+	shared, err := s.sharedRev(ctx)
 	if err != nil {
 		return api.CredentialRotated{}, err
 	}
-	return api.CredentialRotated{App: app, Version: max(rev, topoRev), Credential: a.Credential, PreviousExpires: a.PreviousExpires}, nil
+	return api.CredentialRotated{App: app, Version: max(rev, shared), Credential: a.Credential, PreviousExpires: a.PreviousExpires}, nil
 }
 
 // setAppTopology sets (nil: clears) an app's own topology.

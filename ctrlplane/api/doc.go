@@ -11,6 +11,6 @@
 //
 // Every type is encoded as JSON with the snake_case names in its struct
 // tags. Readers must ignore fields they do not know: later versions add
-// fields (schemas and flow-control limits are already reserved in
-// AppConfig) without changing the meaning of the existing ones.
+// fields (flow-control limits are already reserved in AppConfig) without
+// changing the meaning of the existing ones.
 package api

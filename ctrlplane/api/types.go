@@ -39,8 +39,9 @@ type AppConfig struct {
 	// App is the app's name.
 	App string `json:"app"`
 	// Version grows with every change that reaches this config (the app's
-	// instances, weights, credential or topology override, or the global
-	// topology). It is the store's revision of the newest such change, so
+	// instances, weights, credential or topology override, the global
+	// topology, a subject's versions in the schema registry, a topic's
+	// schema policy). It is the store's revision of the newest such change, so
 	// it only grows, across control-plane restarts and replicas, for as
 	// long as the store lives.
 	Version uint64 `json:"version"`
@@ -61,9 +62,12 @@ type AppConfig struct {
 	// credential yet. Empty when there is none or it has expired.
 	PreviousCredential        string    `json:"previous_credential,omitempty"`
 	PreviousCredentialExpires time.Time `json:"previous_credential_expires,omitzero"`
-	// Schemas is reserved for the topics' schemas (DESIGN.md flow 9). It is
-	// absent today; its shape comes with the issue that adds it.
-	Schemas json.RawMessage `json:"schemas,omitempty"`
+	// Schemas are the topics' Avro schemas (DESIGN.md flow 9), by topic:
+	// every subject of the control plane's schema registry, under the
+	// topic of the same name, with every version and the topic's
+	// validation policy. Absent when the registry is empty. The sidecar
+	// validates what apps publish on these topics.
+	Schemas map[string]TopicSchema `json:"schemas,omitempty"`
 	// Limits is reserved for flow-control limits (DESIGN.md flow 12). It is
 	// absent today; its shape comes with the issue that adds it.
 	Limits json.RawMessage `json:"limits,omitempty"`
@@ -209,4 +213,66 @@ type Certificate struct {
 	Certificate string    `json:"certificate"` // PEM
 	CA          string    `json:"ca"`          // PEM
 	NotAfter    time.Time `json:"not_after"`
+}
+
+// Validation policies of a topic with a schema (docs/schemas.md): what
+// its sidecars do with a published body that does not match.
+const (
+	PolicyEnforce = "enforce" // refuse it (SCHEMA_INVALID); the default
+	PolicyWarn    = "warn"    // publish it anyway, log and count it
+	PolicyOff     = "off"     // do not validate
+)
+
+// MaxSchemaPolicies is the most topics that may have a policy of their own.
+const MaxSchemaPolicies = 10000
+
+// TopicSchema is one topic's entry in AppConfig.Schemas.
+type TopicSchema struct {
+	// Subject is the registry subject the versions come from: the topic's
+	// name.
+	Subject string `json:"subject"`
+	// Policy is PolicyEnforce, PolicyWarn or PolicyOff.
+	Policy string `json:"policy"`
+	// Versions are every version of the subject, oldest first; a body may
+	// match any of them.
+	Versions []SchemaVersion `json:"versions"`
+}
+
+// SchemaVersion is one version of a registry subject. Its JSON form is the
+// schema registry's answer to GET /subjects/{subject}/versions/{version}
+// (Confluent's shape); inside an AppConfig the subject is left out.
+type SchemaVersion struct {
+	Subject string `json:"subject,omitempty"`
+	Version int    `json:"version"`
+	// ID is the schema's id, unique across the registry: what the
+	// Confluent wire format carries in front of a body.
+	ID     int    `json:"id"`
+	Schema string `json:"schema"`
+}
+
+// LatestVersion asks for the newest version of a subject wherever a
+// version number is taken.
+const LatestVersion = -1
+
+// CompatibilityResult is the schema registry's answer to a compatibility
+// check (POST /compatibility/subjects/{subject}/versions/latest).
+type CompatibilityResult struct {
+	IsCompatible bool `json:"is_compatible"`
+	// Messages say why not: which version, which direction, which field.
+	Messages []string `json:"messages"`
+}
+
+// SchemaPolicyRequest is the body of PUT /v1/schema-policies/{topic}.
+type SchemaPolicyRequest struct {
+	Policy string `json:"policy"`
+}
+
+// SchemaPolicy is a topic's validation policy, the answer of GET and PUT
+// /v1/schema-policies/{topic}.
+type SchemaPolicy struct {
+	Topic  string `json:"topic"`
+	Policy string `json:"policy"`
+	// Default: the topic has no policy of its own; Policy is the default,
+	// PolicyEnforce.
+	Default bool `json:"default,omitempty"`
 }

@@ -202,8 +202,14 @@ func (c *Client) once(ctx context.Context, base string, req request, body []byte
 }
 
 func apiError(status int, body []byte) *APIError {
-	var eb api.ErrorBody
-	if json.Unmarshal(body, &eb) == nil && (eb.Code != "" || eb.Message != "") {
+	var eb struct {
+		api.ErrorBody
+		RegistryCode int `json:"error_code"` // the schema registry's (Confluent's) shape
+	}
+	if json.Unmarshal(body, &eb) == nil && (eb.Code != "" || eb.Message != "" || eb.RegistryCode != 0) {
+		if eb.Code == "" && eb.RegistryCode != 0 {
+			eb.Code = strconv.Itoa(eb.RegistryCode)
+		}
 		return &APIError{Status: status, Code: eb.Code, Message: eb.Message}
 	}
 	return &APIError{Status: status, Message: strings.TrimSpace(string(body))}

@@ -9,7 +9,10 @@
 // is idempotent). Errors from the server are *APIError values carrying
 // the server's code and message; errors.Is matches them against ErrInvalid,
 // ErrUnauthorized, ErrForbidden, ErrNotFound, ErrConflict and
-// ErrUnavailable.
+// ErrUnavailable. The schema calls (RegisterSchema, Schema, CheckSchema,
+// SchemaPolicies, ...) use the schema registry's Confluent-shaped paths
+// and the /v1/schema-policies API; the registry's error_code is the
+// *APIError's Code ("40401").
 //
 // A Watcher keeps a sidecar's config current: it long-polls GET
 // /v1/apps/{app}/config?after=VERSION, calls its onChange with every newer

@@ -11,8 +11,9 @@ import (
 // Sentinel errors an *APIError unwraps to, by its code. Callers branch on
 // them with errors.Is.
 var (
-	// ErrInvalid: the request was wrong (400 INVALID, 413 TOO_LARGE); the
-	// message says which field and why.
+	// ErrInvalid: the request was wrong (400 INVALID, 413 TOO_LARGE, and
+	// the schema registry's 422 for a malformed schema); the message says
+	// which field and why.
 	ErrInvalid = errors.New("ctrlclient: invalid request")
 	// ErrUnauthorized: no credential, or one the control plane does not
 	// know (401): check --token or $MSGMESH_CTRLPLANE_TOKEN.
@@ -22,7 +23,8 @@ var (
 	ErrForbidden = errors.New("ctrlclient: forbidden")
 	// ErrNotFound: no such app, instance or topology (404).
 	ErrNotFound = errors.New("ctrlclient: not found")
-	// ErrConflict: the app exists already, or writes kept racing (409).
+	// ErrConflict: the app exists already, or writes kept racing, or the
+	// schema registry refused an incompatible schema (409).
 	ErrConflict = errors.New("ctrlclient: conflict")
 	// ErrUnavailable: the control plane is shutting down or cannot reach
 	// its store (503); retry, another replica may answer.
@@ -31,8 +33,11 @@ var (
 
 // APIError is an error answer of the control plane.
 type APIError struct {
-	Status  int    // the HTTP status
-	Code    string // the API code (api.CodeNotFound, ...); empty if the body was not an API error
+	Status int // the HTTP status
+	// Code is the API code (api.CodeNotFound, ...), or the schema
+	// registry's error_code in decimal ("40401", "409"); empty if the body
+	// was not an error body.
+	Code    string
 	Message string // the server's message, or the body's text
 }
 
@@ -72,6 +77,10 @@ func (e *APIError) Unwrap() error {
 		return ErrForbidden
 	case http.StatusNotFound:
 		return ErrNotFound
+	case http.StatusConflict:
+		return ErrConflict // the schema registry: an incompatible schema
+	case http.StatusUnprocessableEntity:
+		return ErrInvalid // the schema registry: a schema, version or level it cannot take
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return ErrUnavailable
 	}

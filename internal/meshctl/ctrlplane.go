@@ -57,17 +57,6 @@ func ctrlplaneCommands() []command {
 	)
 }
 
-// groups returns the first words of the two-word commands.
-func groups(cmds []command) []string {
-	var out []string
-	for _, c := range cmds {
-		if g, _, ok := strings.Cut(c.name, " "); ok && !slices.Contains(out, g) {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // ctrlplaneFlags are the flags every control-plane command has.
 type ctrlplaneFlags struct {
 	url   *string
@@ -77,7 +66,7 @@ type ctrlplaneFlags struct {
 func addCtrlplaneFlags(fs *flag.FlagSet) ctrlplaneFlags {
 	return ctrlplaneFlags{
 		url:   fs.String("ctrlplane", ctrlclient.DefaultURL, "the control plane's URL; a comma-separated list for replicas"),
-		token: fs.String("token", "", "the operator token (default $"+ctrlplaneTokenEnv+"); config get and config watch also take an app's credential"),
+		token: fs.String("token", "", "the operator token (default $"+ctrlplaneTokenEnv+"); config get, config watch and the schema reads (get, list, check) also take an app's credential"),
 	}
 }
 

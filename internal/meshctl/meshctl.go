@@ -2,8 +2,8 @@
 // msgmesh sidecar: it manages registrations over the sidecar's HTTP API,
 // publishes and consumes test traffic through the Go SDK (package client),
 // and runs the direct-versus-sidecar benchmark (package internal/bench).
-// Its two-word commands (apps, instances, weights, topology, config) manage
-// the control plane through package ctrlplane/ctrlclient.
+// Its two-word commands (apps, instances, weights, topology, config,
+// schema) manage the control plane through package ctrlplane/ctrlclient.
 // cmd/meshctl is a thin main around Main.
 package meshctl
 
@@ -50,7 +50,8 @@ func commands() []command {
 		{"pub", "--topic T [--count N] [--size S]", "publish test messages and report the rate", setupPub},
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
 		{"bench", "[--count N] [--size S]", "compare nats.go direct with the SDK through an in-process sidecar (embedded JetStream)", setupBench},
-	}, ctrlplaneCommands()...)
+		{"bench rpc", "[--duration D] [--concurrency N] [--size S]", "compare direct RPC calls with calls through an egress and an ingress sidecar, for both codecs", setupBenchRPC},
+	}, append(ctrlplaneCommands(), schemaCommands()...)...)
 }
 
 // usageError is a command-line mistake: exit status 2.
@@ -79,8 +80,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		return help(stdout, stderr, rest)
 	}
-	if slices.Contains(groups(commands()), name) {
-		// A two-word command: "weights set".
+	for isGroup(commands(), name) {
+		// A command of several words: "weights set", "schema policy set".
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
 			fmt.Fprintf(stderr, "meshctl %s: which one?\n\n", name)
 			printGroup(stderr, name)
@@ -128,7 +129,7 @@ func help(stdout, stderr io.Writer, args []string) int {
 		return 0
 	}
 	name := strings.Join(args, " ")
-	if slices.Contains(groups(cmds), name) {
+	if isGroup(cmds, name) {
 		printGroup(stdout, name)
 		return 0
 	}
@@ -144,10 +145,16 @@ func help(stdout, stderr io.Writer, args []string) int {
 	return 2
 }
 
+// isGroup reports whether name ("weights", "schema policy") is the start of
+// longer commands' names rather than a command's.
+func isGroup(cmds []command, name string) bool {
+	return slices.ContainsFunc(cmds, func(c command) bool { return strings.HasPrefix(c.name, name+" ") })
+}
+
 // printGroup prints the commands of one group ("weights").
 func printGroup(w io.Writer, group string) {
 	for _, cmd := range commands() {
-		if g, _, _ := strings.Cut(cmd.name, " "); g == group && cmd.name != group {
+		if strings.HasPrefix(cmd.name, group+" ") {
 			fs := flag.NewFlagSet("meshctl "+cmd.name, flag.ContinueOnError)
 			cmd.setup(fs)
 			printCommand(w, cmd, fs)

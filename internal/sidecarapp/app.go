@@ -258,6 +258,9 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 	if err != nil {
 		return fail(err)
 	}
+	if rt.link != nil {
+		rt.link.attach(sc) // the pushed schemas, before the first publish
+	}
 	if err := sc.Start(ctx); err != nil {
 		_ = sc.Shutdown(context.Background())
 		return fail(err)

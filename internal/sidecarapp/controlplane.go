@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/scheduler"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 // cpOptions connect the sidecar to the control plane (DESIGN.md flows 7, 8).
@@ -41,8 +44,9 @@ const (
 )
 
 // controlPlane is one runtime's link to the control plane: the config
-// watcher that feeds the scheduler its weights, the forwarding identity
-// (renewed before it expires), the forwarder and the forwarding listener.
+// watcher that feeds the scheduler its weights and the sidecar its topics'
+// schemas, the forwarding identity (renewed before it expires), the
+// forwarder and the forwarding listener.
 type controlPlane struct {
 	opts    cpOptions
 	dataDir string
@@ -60,6 +64,14 @@ type controlPlane struct {
 	renewStop context.CancelFunc
 	renewDone chan struct{}
 	closeOnce sync.Once
+
+	// The watcher's first config may arrive before the Sidecar exists (the
+	// saved one, during startControlPlane), later ones on the watcher's
+	// goroutine while attach may be running: schemaMu orders them, so the
+	// Sidecar always ends up with the newest schemas.
+	schemaMu sync.Mutex                     // guards schemas and sc; held across SetSchemas
+	schemas  map[string]msgmesh.TopicSchema // the newest pushed; nil before the first config
+	sc       *msgmesh.Sidecar               // set by attach
 }
 
 // startControlPlane connects to the control plane: it starts watching the
@@ -116,8 +128,10 @@ func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inhe
 }
 
 // apply takes a pushed app config: the instances' weights go to the
-// scheduler at once.
+// scheduler and the topics' schemas to the sidecar (once it is attached),
+// at once.
 func (cp *controlPlane) apply(cfg api.AppConfig) {
+	cp.applySchemas(cfg.Schemas)
 	ins := make([]scheduler.Instance, 0, len(cfg.Instances))
 	for _, in := range cfg.Instances {
 		id := in.Addr
@@ -204,8 +218,66 @@ func (cp *controlPlane) forwarding() *msgmesh.Forwarding {
 	return &msgmesh.Forwarding{Scheduler: cp.sched, Forwarder: cp.fwd}
 }
 
-// serve starts the forwarding listener's server, delivering to sc.
+// applySchemas converts the pushed schemas and hands them to the sidecar
+// if it is attached, else keeps them for attach. Unchanged schemas are not
+// handed over again.
+func (cp *controlPlane) applySchemas(pushed map[string]api.TopicSchema) {
+	next := make(map[string]msgmesh.TopicSchema, len(pushed))
+	for topic, ts := range pushed {
+		p, err := schema.ParsePolicy(ts.Policy)
+		if err != nil {
+			cp.log.Warn("unknown schema policy pushed; enforcing the schema", "topic", topic, "policy", ts.Policy)
+			p = schema.PolicyEnforce
+		}
+		subject := ts.Subject
+		if subject == "" {
+			subject = topic
+		}
+		vs := make([]schema.SchemaVersion, len(ts.Versions))
+		for i, v := range ts.Versions {
+			vs[i] = schema.SchemaVersion{Subject: subject, Version: v.Version, ID: v.ID, Schema: v.Schema}
+		}
+		// The validator takes the last version as the latest.
+		slices.SortFunc(vs, func(a, b schema.SchemaVersion) int { return a.Version - b.Version })
+		next[topic] = msgmesh.TopicSchema{Schemas: schema.TopicSchemas{Subject: subject, Versions: vs}, Policy: p}
+	}
+	cp.schemaMu.Lock()
+	defer cp.schemaMu.Unlock()
+	if cp.schemas != nil && sameSchemas(cp.schemas, next) {
+		return
+	}
+	cp.schemas = next
+	if cp.sc != nil {
+		cp.sc.SetSchemas(next)
+	}
+	cp.log.Info("topic schemas applied", "topics", len(next), "sidecar_attached", cp.sc != nil)
+}
+
+func sameSchemas(a, b map[string]msgmesh.TopicSchema) bool {
+	return maps.EqualFunc(a, b, func(x, y msgmesh.TopicSchema) bool {
+		return x.Policy == y.Policy && x.Schemas.Subject == y.Schemas.Subject && slices.Equal(x.Schemas.Versions, y.Schemas.Versions)
+	})
+}
+
+// attach hands the newest pushed schemas to sc, and every later push.
+// runtime.start calls it before sc.Start, so that the first publish sc
+// serves (on an inherited connection too) is validated.
+func (cp *controlPlane) attach(sc *msgmesh.Sidecar) {
+	cp.schemaMu.Lock()
+	defer cp.schemaMu.Unlock()
+	if cp.sc == sc {
+		return
+	}
+	cp.sc = sc
+	if cp.schemas != nil {
+		sc.SetSchemas(cp.schemas)
+	}
+}
+
+// serve starts the forwarding listener's server, delivering to sc (and
+// attaches sc, if that was not done yet).
 func (cp *controlPlane) serve(sc *msgmesh.Sidecar) error {
+	cp.attach(sc)
 	srv, err := forward.NewServer(forward.ServerConfig{TLS: cp.srvTLS, App: cp.opts.App, Deliverer: sc, Logger: cp.log})
 	if err != nil {
 		return err

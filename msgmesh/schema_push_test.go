@@ -1,0 +1,216 @@
+package msgmesh_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/ctrlplane"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
+	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/schema"
+)
+
+const schemaPushToken = "schema-push-operator-token-0123"
+
+// schemaControlPlane runs a real control plane on 127.0.0.1 with its state
+// and its schema registry in bbolt files in dir, as the ctrlplane binary
+// keeps them; stop ends it.
+func schemaControlPlane(t *testing.T, dir string) (url string, stop func()) {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	schemas, err := schema.OpenBoltStore(filepath.Join(dir, ctrlplane.SchemaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, SchemaStore: schemas, Token: schemaPushToken, Log: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+		_ = schemas.Close()
+		_ = st.Close()
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
+}
+
+// TestSchemaPush: the msgmesh binary, joined to a real control plane,
+// validates publishes against the schemas registered there. A schema, a
+// new version and a policy change each reach the running sidecar through
+// the config push, without a restart; a sidecar restarted while the
+// control plane is down validates with the schemas of its saved config
+// from its first publish on.
+func TestSchemaPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cpURL, stopCP := schemaControlPlane(t, t.TempDir())
+	op, err := ctrlclient.New(cpURL, schemaPushToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := op.CreateApp(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := natsCluster(t)
+	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	meshAddr, httpAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
+	if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: fwdAddr}); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	start := func() *sidecarProc {
+		p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+			"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr, "--config", cfgPath,
+			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", fwdAddr, "--log-level", "warn")
+		waitHealthy(t, p, httpAddr)
+		return p
+	}
+	p := start()
+	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	got := newTally()
+	subscribe(t, dialAt(t, meshAddr), "g1", "app", got)
+	pub := dialAt(t, meshAddr)
+
+	// bad is a JSON body whose status is not a symbol of the enum; each
+	// probe has its own id, so the consumer can tell them apart.
+	probes := 0
+	bad := func(prefix string) *client.Message {
+		probes++
+		return &client.Message{Topic: topic, Headers: jsonCT,
+			Body: fmt.Appendf(nil, `{"id":"%s-%d","status":"LOST","items":[]}`, prefix, probes)}
+	}
+	// within polls cond with publishes until it holds, and reports how long
+	// the push took.
+	within := func(what string, cond func() bool) {
+		t.Helper()
+		began := time.Now()
+		waitFor(t, 10*time.Second, what, cond)
+		d := time.Since(began)
+		t.Logf("%s after %v", what, d.Round(time.Millisecond))
+		if d > scaled(time.Second) {
+			t.Errorf("%s took %v, want under %v", what, d, scaled(time.Second))
+		}
+	}
+
+	// A schema registered at the control plane: the running sidecar
+	// refuses a body that does not match, and says where.
+	v1, err := op.RegisterSchema(ctx, topic, orderV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal error
+	within("version 1 enforced", func() bool {
+		_, refusal = pub.Publish(ctx, bad("before"))
+		return refusal != nil
+	})
+	if client.CodeOf(refusal) != mesh.CodeSchemaInvalid || !strings.Contains(refusal.Error(), "status") || !strings.Contains(refusal.Error(), `"LOST"`) {
+		t.Fatalf("invalid body: %v, want SCHEMA_INVALID naming the field status", refusal)
+	}
+	body1 := confluent(t, v1.ID, orderV1, order{ID: "good-1", Status: "NEW", Items: []item{{SKU: "a", Qty: 1}}})
+	if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: body1}); err != nil {
+		t.Fatalf("a valid body of version 1: %v", err)
+	}
+
+	// A new compatible version: the running sidecar takes bodies written
+	// with it, without a restart.
+	v2, err := op.RegisterSchema(ctx, topic, orderV2)
+	if err != nil || v2.Version != 2 {
+		t.Fatalf("register version 2: %+v, %v", v2, err)
+	}
+	body2 := confluent(t, v2.ID, orderV2, map[string]any{"id": "good-2", "status": "PAID", "items": []any{}, "note": "v2"})
+	within("version 2 accepted", func() bool {
+		_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: body2})
+		if err != nil && client.CodeOf(err) != mesh.CodeSchemaInvalid {
+			t.Fatalf("publish a body of version 2: %v", err)
+		}
+		return err == nil
+	})
+	select {
+	case <-p.done:
+		t.Fatal("the sidecar exited")
+	default:
+	}
+
+	// Policy warn: a body that does not match is published anyway.
+	if _, err := op.SetSchemaPolicy(ctx, topic, api.PolicyWarn); err != nil {
+		t.Fatal(err)
+	}
+	within("policy warn applied", func() bool {
+		_, err := pub.Publish(ctx, bad("warn"))
+		if err != nil && client.CodeOf(err) != mesh.CodeSchemaInvalid {
+			t.Fatalf("publish under warn: %v", err)
+		}
+		return err == nil
+	})
+	waitFor(t, 10*time.Second, "the consumer to get the valid bodies and the one published under warn", func() bool {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		warned := false
+		for body := range got.bodies {
+			warned = warned || strings.Contains(body, `"warn-`)
+		}
+		return warned && got.bodies[string(body1)] > 0 && got.bodies[string(body2)] > 0
+	})
+
+	// Back to enforce; then the control plane goes away and the sidecar
+	// restarts: its saved config applies before it serves, so the first
+	// publish is validated.
+	if _, err := op.SetSchemaPolicy(ctx, topic, api.PolicyEnforce); err != nil {
+		t.Fatal(err)
+	}
+	within("policy enforce applied again", func() bool {
+		_, err := pub.Publish(ctx, bad("enforce"))
+		return err != nil
+	})
+	stopCP()
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	start()
+	pub = dialAt(t, meshAddr)
+	if _, err := pub.Publish(ctx, bad("restarted")); client.CodeOf(err) != mesh.CodeSchemaInvalid {
+		t.Fatalf("first publish after a restart without the control plane: %v, want SCHEMA_INVALID", err)
+	}
+	if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: body2}); err != nil {
+		t.Fatalf("a valid body of version 2 after the restart: %v", err)
+	}
+}
