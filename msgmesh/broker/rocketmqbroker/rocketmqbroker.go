@@ -241,6 +241,17 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
 	}
 	sr, err := b.producer.p.SendSync(ctx, rm)
+	// The client answers "route info not found" when its route lookup for
+	// a topic failed (a name-server request timed out, or the topic is
+	// being created); nothing was sent then, so trying again within the
+	// caller's deadline cannot duplicate the message.
+	for backoff := 20 * time.Millisecond; err != nil && isNoRoute(err) && ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+			sr, err = b.producer.p.SendSync(ctx, rm)
+		}
+	}
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			err = fmt.Errorf("%w (client: %v)", cerr, err)
@@ -382,4 +393,10 @@ func (b *Broker) Close() error {
 	}
 	b.wg.Wait()
 	return b.producer.p.Shutdown()
+}
+
+// isNoRoute reports the client's "route info not found" error; the client
+// has no error value for it, only this text.
+func isNoRoute(err error) bool {
+	return strings.Contains(err.Error(), "route info not found")
 }
