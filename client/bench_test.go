@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 )
@@ -109,4 +112,33 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}()
 	<-acked
+}
+
+// BenchmarkPublishTraced is BenchmarkPublish with tracing on: the real
+// OpenTelemetry SDK, a batching span processor and an exporter that
+// discards. The difference to BenchmarkPublish is the SDK's cost of
+// tracing a publish.
+func BenchmarkPublishTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer tp.Shutdown(context.Background())
+	p := newPeer(b)
+	p.autoPublish, p.noRecord = true, true
+	c, err := client.Dial(context.Background(), p.addr(), client.WithLogger(quiet), client.WithTracerProvider(tp))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	body := make([]byte, 256)
+	ctx := context.Background()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		m := &client.Message{Topic: "bench", Body: body}
+		for pb.Next() {
+			if _, err := c.Publish(ctx, m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

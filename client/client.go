@@ -24,6 +24,7 @@ type Client struct {
 	cancel   context.CancelFunc
 	routines core.Routines // every goroutine of the Client
 	async    asyncQueue
+	tracing  tracing
 
 	closeOnce sync.Once
 
@@ -58,6 +59,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		log:   cfg.logger.With("sidecar", addr),
 		ready: make(chan struct{}),
 	}
+	c.tracing.fixed = cfg.tracer
 	c.commit(declSet{})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.async.init()

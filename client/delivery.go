@@ -7,7 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/observe/msgtrace"
 )
 
 // Message is what an app publishes, and the message part of a Delivery.
@@ -33,6 +36,27 @@ type Delivery struct {
 	cn      *conn
 	settled atomic.Bool
 	nack    mesh.Nack
+
+	// ctx carries the delivery's "process" span (nil: not traced); for a
+	// pulled delivery the span ends on settle (endOnSettle).
+	ctx         context.Context
+	span        trace.Span
+	endOnSettle bool
+}
+
+// Context returns the context of the delivery's trace. With tracing on it
+// holds the delivery's "process <topic>" span (for a Subscribe handler,
+// the same span as the handler's ctx; for a pulled delivery, a span that
+// Ack or Nack ends) and, for a pulled delivery, the values of Pull's ctx
+// without its cancellation. With tracing off it holds the remote trace
+// context the message's headers carry, if any, so work the app starts from
+// it (a publish, an outgoing call) stays in the producer's trace. Never
+// nil.
+func (d *Delivery) Context() context.Context {
+	if d.ctx != nil {
+		return d.ctx
+	}
+	return msgtrace.Extract(context.Background(), d.Headers)
 }
 
 func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
@@ -72,6 +96,18 @@ func (d *Delivery) settle(ctx context.Context, kind mesh.Kind, payload *mesh.Nac
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
 	}
+	err := d.send(kind, payload, ms)
+	if d.span != nil {
+		if d.endOnSettle {
+			endProcess(d.span, settleName(kind), err)
+		} else {
+			d.span.SetAttributes(msgtrace.KeySettle.String(settleName(kind)))
+		}
+	}
+	return err
+}
+
+func (d *Delivery) send(kind mesh.Kind, payload *mesh.Nack, ms uint32) error {
 	if d.cn.dead() {
 		return d.cn.lostErr()
 	}
@@ -80,6 +116,13 @@ func (d *Delivery) settle(ctx context.Context, kind mesh.Kind, payload *mesh.Nac
 	}
 	payload.DelayMillis = ms
 	return d.cn.send(kind, mesh.FlagResponse, d.DeliveryID, payload)
+}
+
+func settleName(kind mesh.Kind) string {
+	if kind == mesh.KindAck {
+		return "ack"
+	}
+	return "nack"
 }
 
 func delayMillis(delay time.Duration) uint32 {

@@ -32,6 +32,16 @@
 // least once and must tolerate duplicates: a delivery whose ACK was lost
 // with its connection, or that was not settled in time, is redelivered.
 //
+// # Tracing
+//
+// With an OpenTelemetry tracer provider (WithTracerProvider, or the app's
+// global one) every publish gets a PRODUCER span "publish <topic>" whose
+// W3C trace context travels in the message's headers, through the
+// sidecars and brokers, to the consumers; every delivery gets a CONSUMER
+// span "process <topic>", child of that context, in the handler's ctx or
+// in Delivery.Context for pulled deliveries. Without a provider tracing is
+// off and costs nothing. docs/observability.md has the whole picture.
+//
 // # Concurrency
 //
 // A Client is safe for concurrent use. Each connection has one read

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 )
 
@@ -31,6 +33,7 @@ type config struct {
 	maxFrameSize int
 	logger       *slog.Logger
 	dialer       func(ctx context.Context, addr string) (net.Conn, error)
+	tracer       trace.TracerProvider // nil: the global one, at each call
 }
 
 func defaultConfig() config {
@@ -120,6 +123,25 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 // unix socket in tests. Default: a net.Dialer dialling "tcp".
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return optionFunc(func(c *config) { c.dialer = dial })
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider of the
+// Client's spans: a PRODUCER span "publish <topic>" per Publish and
+// PublishAsync, whose W3C trace context goes in the message's headers
+// (traceparent, tracestate; the caller's Message is not changed), and a
+// CONSUMER span "process <topic>" per delivery, child of the trace context
+// its headers carry (the producer's, continued by the sidecars): for a
+// Subscribe handler it is in the handler's ctx and ends when the handler
+// returns; for a pulled delivery it is in Delivery.Context and ends on Ack
+// or Nack. Names and attributes: package observe/msgtrace.
+//
+// Default (or nil): the app's global provider (otel.GetTracerProvider),
+// looked up at each call so it may be set after Dial. Until the app sets
+// one, and with a noop.TracerProvider, tracing is off and costs nothing: no
+// span, no header, no allocation; a valid span context already in a
+// Publish's ctx is still written into the headers, so traces are not cut.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) { c.tracer = tp })
 }
 
 // SubOption configures one subscription.

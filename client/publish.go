@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 )
@@ -35,10 +37,16 @@ func checkMessage(m *Message) error {
 // error. While the Client reconnects Publish waits for the new connection,
 // until ctx ends. After ErrConnectionLost, a CodeTimeout *Error or a ctx
 // error the message may have been stored or not (see the package doc). m is
-// not retained after Publish returns.
-func (c *Client) Publish(ctx context.Context, m *Message) (PublishAck, error) {
+// not retained after Publish returns. With tracing on (WithTracerProvider)
+// Publish is traced by a "publish <topic>" span, child of ctx's span, whose
+// context travels in the sent message's headers.
+func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err error) {
 	if err := checkMessage(m); err != nil {
 		return PublishAck{}, err
+	}
+	span, m := c.startPublish(ctx, m)
+	if span != nil {
+		defer func() { endPublish(span, ack, err) }()
 	}
 	cn, err := c.current(ctx)
 	if err != nil {
@@ -64,7 +72,8 @@ func (c *Client) Publish(ctx context.Context, m *Message) (PublishAck, error) {
 // completion goroutine, in the order the publishes were made, so it must
 // not block long; a publish whose ctx ends before its answer completes
 // with ctx's error. m is not retained after PublishAsync returns. The
-// number of publishes in flight is the caller's to bound.
+// number of publishes in flight is the caller's to bound. Tracing is as
+// for Publish; the span ends just before done is called.
 func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(PublishAck, error)) {
 	if done == nil {
 		done = func(PublishAck, error) {}
@@ -72,6 +81,7 @@ func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(Publish
 	it := asyncItem{ctx: ctx, done: done}
 	it.err = checkMessage(m)
 	if it.err == nil {
+		it.span, m = c.startPublish(ctx, m)
 		it.cn, it.err = c.current(ctx)
 	}
 	if it.err == nil {
@@ -80,7 +90,8 @@ func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(Publish
 	if !c.async.push(it) {
 		// Closed: the completion goroutine is gone. Keep the promise that
 		// done never runs on the caller's goroutine.
-		go done(PublishAck{}, ErrClosed)
+		late := it // only this copy escapes, and only here
+		go late.complete(PublishAck{}, ErrClosed)
 	}
 }
 
@@ -106,6 +117,13 @@ type asyncItem struct {
 	cn   *conn
 	id   uint64
 	ch   <-chan core.Result[mesh.Frame]
+	span trace.Span // nil when not traced
+}
+
+// complete ends the item's span and calls its done.
+func (it *asyncItem) complete(ack PublishAck, err error) {
+	endPublish(it.span, ack, err)
+	it.done(ack, err)
 }
 
 // asyncQueue hands PublishAsync items to the completion goroutine in
@@ -188,7 +206,7 @@ func (c *Client) completeAsync() {
 
 func (c *Client) finishAsync(it *asyncItem) {
 	if it.err != nil {
-		it.done(PublishAck{}, it.err)
+		it.complete(PublishAck{}, it.err)
 		return
 	}
 	var r core.Result[mesh.Frame]
@@ -199,9 +217,9 @@ func (c *Client) finishAsync(it *asyncItem) {
 		select {
 		case r = <-it.ch: // answered just in time
 		default:
-			it.done(PublishAck{}, it.ctx.Err())
+			it.complete(PublishAck{}, it.ctx.Err())
 			return
 		}
 	}
-	it.done(publishResult(r))
+	it.complete(publishResult(r))
 }

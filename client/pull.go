@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 )
 
@@ -21,7 +23,10 @@ const (
 // pair declares it in pull mode (an *Error with mesh.CodeNotRegistered if
 // no registration consumes it); the declaration stays for the Client's
 // life and survives reconnects. A pair subscribed with Subscribe cannot be
-// pulled. Settle each delivery with Ack or Nack.
+// pulled. Settle each delivery with Ack or Nack. With tracing on
+// (WithTracerProvider) each delivery has a "process <topic>" span in its
+// Context, child of the producer's trace and linked to ctx's span, which
+// Ack or Nack ends (a delivery never settled leaves its span unended).
 func (c *Client) Pull(ctx context.Context, group, topic string, max int) ([]*Delivery, error) {
 	if group == "" || topic == "" {
 		return nil, fmt.Errorf("%w: Pull needs a group and a topic", errInvalidArg)
@@ -59,6 +64,7 @@ func (c *Client) Pull(ctx context.Context, group, topic string, max int) ([]*Del
 		ds := make([]*Delivery, len(res.Messages))
 		for i := range res.Messages {
 			ds[i] = newDelivery(cn, res.Messages[i].DeliveryID, &res.Messages[i])
+			c.tracePulled(ctx, ds[i])
 		}
 		return ds, nil
 	case <-ctx.Done():
@@ -79,6 +85,21 @@ func (c *Client) Pull(ctx context.Context, group, topic string, max int) ([]*Del
 		}
 	})
 	return nil, ctx.Err()
+}
+
+// tracePulled starts the "process" span of a pulled delivery: a child of
+// the producer's trace context in its headers, linked to the span of
+// Pull's ctx, under Pull's ctx values without its cancellation. Ack or
+// Nack ends it.
+func (c *Client) tracePulled(ctx context.Context, d *Delivery) {
+	var links []trace.Link
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		links = []trace.Link{{SpanContext: sc}}
+	}
+	pctx, span := c.startProcess(context.WithoutCancel(ctx), d, links)
+	if span != nil {
+		d.ctx, d.span, d.endOnSettle = pctx, span, true
+	}
 }
 
 // pullWait is the long-poll wait for ctx: its time left less a margin for

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -13,8 +14,11 @@ import (
 // delivery is acked (unless the handler settled it already); if it returns
 // an error the delivery is nacked for redelivery, after the delay of a
 // *RetryAfter in the error's chain, else at once. ctx is cancelled when the
-// Client closes or when Subscription.Close stops waiting. A panic in the
-// handler is not recovered.
+// Client closes or when Subscription.Close stops waiting. With tracing on
+// (WithTracerProvider) ctx carries the delivery's "process <topic>" span,
+// child of the producer's trace context from the message's headers; it
+// ends when the handler returns and the delivery is settled, with the
+// handler's error as its status. A panic in the handler is not recovered.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // Subscription is a push subscription to one (group, topic). Its handler
@@ -167,17 +171,23 @@ func (s *Subscription) handle(d *Delivery) {
 		// the broker redelivers it.
 		return
 	}
-	err := s.h(s.ctx, d)
-	if d.settled.Load() {
-		return
+	ctx, span := s.c.startProcess(s.ctx, d, nil)
+	if span != nil {
+		d.ctx, d.span = ctx, span
 	}
-	if err == nil {
-		err = d.Ack(context.Background())
-	} else {
-		s.c.log.Debug("msgmesh: handler failed; nacking", "group", d.Group, "topic", d.Topic, "message_id", d.MessageID, "err", err)
-		err = d.Nack(context.Background(), retryDelay(err))
+	err := s.h(ctx, d)
+	if !d.settled.Load() {
+		var serr error
+		if err == nil {
+			serr = d.Ack(context.Background())
+		} else {
+			s.c.log.Debug("msgmesh: handler failed; nacking", "group", d.Group, "topic", d.Topic, "message_id", d.MessageID, "err", err)
+			serr = d.Nack(context.Background(), retryDelay(err))
+		}
+		if serr != nil {
+			s.c.log.Debug("msgmesh: settling a delivery failed", "group", d.Group, "topic", d.Topic, "message_id", d.MessageID, "err", serr)
+			err = errors.Join(err, serr)
+		}
 	}
-	if err != nil {
-		s.c.log.Debug("msgmesh: settling a delivery failed", "group", d.Group, "topic", d.Topic, "message_id", d.MessageID, "err", err)
-	}
+	endProcess(span, "", err)
 }

@@ -1,0 +1,23 @@
+// Package flowctl is the sidecar's flow control (DESIGN.md flow 12;
+// docs/flow-control.md): per-topic publish rates and message sizes,
+// per-group delivery rates and in-flight bounds, and a circuit breaker per
+// broker cluster, all changed at run time with Controller.Apply.
+//
+// The sidecar's hooks:
+//
+//   - publish, before anything is queued or sent: CheckSize (ErrTooLarge);
+//   - publish, in the goroutine that will call the broker, under the
+//     publish deadline: WaitPublish (waits, or ErrRateLimited);
+//   - around broker.Publish: Breaker(cluster).Allow, then Record(err)
+//     (ErrBreakerOpen fails fast while the cluster keeps failing);
+//   - delivery, before taking the next message from the broker:
+//     WaitDelivery (the group's rate) and WaitInflight (its in-flight
+//     bound), then Hold on the delivery so its settlement frees the slot.
+//
+// Every refusal is a typed error with details (*LimitError,
+// *BreakerOpenError) that also carries its wire code (Code) and its
+// metrics label (Reason). Rates use golang.org/x/time/rate token buckets.
+//
+// The Controller has no goroutines; waits are bounded by the caller's
+// context.
+package flowctl

@@ -1,0 +1,298 @@
+package observe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Label keys of the sidecar's metrics.
+const (
+	LabelTopic   = attribute.Key("topic")
+	LabelGroup   = attribute.Key("group")
+	LabelCluster = attribute.Key("cluster")
+	LabelReason  = attribute.Key("reason")
+	LabelOutcome = attribute.Key("outcome")
+)
+
+// Settle outcomes of a delivery (label outcome of
+// msgmesh_deliveries_settled_total).
+const (
+	OutcomeAck     = "ack"
+	OutcomeNack    = "nack"
+	OutcomeTimeout = "timeout"
+)
+
+// LatencyBuckets are the bucket bounds, in seconds, of the publish and
+// delivery latency histograms: 100µs to 30s.
+var LatencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+	0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+}
+
+// Metrics are the sidecar's instruments, created once. Every method is safe
+// for concurrent use and records with pre-built attribute sets, so it
+// allocates nothing once a label set has been seen. A nil *Metrics records
+// nothing, so code paths can call it unconditionally.
+//
+// Label values must come from registrations and configuration, never from
+// free input: pass only registered topics and groups, configured clusters,
+// and the fixed reason and outcome words documented on each method. As a
+// second guard each instrument family keeps at most WithMaxSeries distinct
+// label sets (default 1000) and folds further values into "other".
+//
+// The instruments, with their Prometheus names (as served by
+// Telemetry.MetricsHandler):
+//
+//	msgmesh_messages_in_total{topic}               publishes the broker acknowledged
+//	msgmesh_in_bytes_total{topic}                  their body bytes
+//	msgmesh_publish_duration_seconds{topic}        app PUBLISH read → broker ack, acknowledged publishes
+//	msgmesh_publish_errors_total{topic}            publishes the broker failed (not acknowledged)
+//	msgmesh_rejected_total{topic,reason}           publishes refused before the broker (size, rate, breaker, ...)
+//	msgmesh_messages_out_total{topic,group}        deliveries handed to apps (push or pull)
+//	msgmesh_out_bytes_total{topic,group}           their body bytes
+//	msgmesh_delivery_duration_seconds{topic,group} delivery handed over → settled (ack, nack or timeout)
+//	msgmesh_deliveries_inflight{topic,group}       deliveries handed over and not settled yet
+//	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout
+//	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
+//	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
+//	msgmesh_broker_errors_total{cluster}           failed broker calls
+//	msgmesh_apps_connected                         app connections open now
+type Metrics struct {
+	messagesIn   metric.Int64Counter
+	bytesIn      metric.Int64Counter
+	publishDur   metric.Float64Histogram
+	publishErrs  metric.Int64Counter
+	rejected     metric.Int64Counter
+	messagesOut  metric.Int64Counter
+	bytesOut     metric.Int64Counter
+	deliveryDur  metric.Float64Histogram
+	inflight     metric.Int64UpDownCounter
+	settled      metric.Int64Counter
+	redelivered  metric.Int64Counter
+	forwarded    metric.Int64Counter
+	brokerErrors metric.Int64Counter
+	connected    metric.Int64Gauge
+
+	byTopic   *family // topic
+	byGroup   *family // topic, group
+	bySettle  *family // topic, group, outcome
+	byForward *family // topic, group, outcome
+	byReject  *family // topic, reason
+	byCluster *family // cluster
+}
+
+// MetricsOption configures NewMetrics.
+type MetricsOption interface{ apply(*metricsConfig) }
+
+type metricsConfig struct{ maxSeries int }
+
+type metricsOptionFunc func(*metricsConfig)
+
+func (f metricsOptionFunc) apply(c *metricsConfig) { f(c) }
+
+// WithMaxSeries caps the distinct label sets each instrument family keeps;
+// label values past it are recorded as "other". Default DefaultMaxSeries
+// (1000). It must be at least 1.
+func WithMaxSeries(n int) MetricsOption {
+	return metricsOptionFunc(func(c *metricsConfig) { c.maxSeries = n })
+}
+
+// NewMetrics creates the sidecar's instruments on m.
+func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
+	cfg := metricsConfig{maxSeries: DefaultMaxSeries}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.maxSeries < 1 {
+		return nil, fmt.Errorf("observe: WithMaxSeries(%d): must be at least 1", cfg.maxSeries)
+	}
+	var (
+		x    Metrics
+		errs []error
+	)
+	counter := func(name, unit, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	histogram := func(name, desc string) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+			metric.WithExplicitBucketBoundaries(LatencyBuckets...))
+		errs = append(errs, err)
+		return h
+	}
+	x.messagesIn = counter("msgmesh.messages.in", "{message}", "Messages published by apps and acknowledged by the broker.")
+	x.bytesIn = counter("msgmesh.in", "By", "Body bytes of messages published by apps and acknowledged by the broker.")
+	x.publishDur = histogram("msgmesh.publish.duration", "Time from reading an app's publish to the broker's acknowledgement.")
+	x.publishErrs = counter("msgmesh.publish.errors", "{message}", "Publishes the broker failed or did not acknowledge in time.")
+	x.rejected = counter("msgmesh.rejected", "{message}", "Publishes the sidecar refused before sending them to the broker, by reason.")
+	x.messagesOut = counter("msgmesh.messages.out", "{message}", "Deliveries handed to apps, pushed or pulled.")
+	x.bytesOut = counter("msgmesh.out", "By", "Body bytes of deliveries handed to apps.")
+	x.deliveryDur = histogram("msgmesh.delivery.duration", "Time from handing a delivery over to its settlement (ack, nack or timeout).")
+	var err error
+	x.inflight, err = m.Int64UpDownCounter("msgmesh.deliveries.inflight", metric.WithUnit("{delivery}"),
+		metric.WithDescription("Deliveries handed over and not settled yet."))
+	errs = append(errs, err)
+	x.settled = counter("msgmesh.deliveries.settled", "{delivery}", "Deliveries settled, by outcome: ack, nack or timeout.")
+	x.redelivered = counter("msgmesh.redelivered", "{delivery}", "Deliveries of messages the broker had delivered before.")
+	x.forwarded = counter("msgmesh.forwarded", "{delivery}", "Deliveries forwarded to a sibling sidecar, by outcome.")
+	x.brokerErrors = counter("msgmesh.broker.errors", "{error}", "Failed calls to a broker cluster.")
+	x.connected, err = m.Int64Gauge("msgmesh.apps.connected", metric.WithUnit("{connection}"),
+		metric.WithDescription("App connections open now."))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("observe: creating instruments: %w", err)
+	}
+	n := cfg.maxSeries
+	x.byTopic = newFamily(n, LabelTopic)
+	x.byGroup = newFamily(n, LabelTopic, LabelGroup)
+	x.bySettle = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
+	x.byForward = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
+	x.byReject = newFamily(n, LabelTopic, LabelReason).enumerated(LabelReason)
+	x.byCluster = newFamily(n, LabelCluster)
+	return &x, nil
+}
+
+// Published records the outcome of one publish of bytes body bytes that
+// took d from reading the app's request to the broker's answer. err nil:
+// messages in, bytes in and the latency histogram. An err that says why the
+// sidecar refused the publish (a Reason() string method, as the flowctl
+// errors have): msgmesh_rejected_total with that reason. Any other err: a
+// broker failure, msgmesh_publish_errors_total (call BrokerError too, with
+// the cluster).
+func (m *Metrics) Published(ctx context.Context, topic string, bytes int, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		if reason := ReasonOf(err); reason != "" {
+			m.Rejected(ctx, topic, reason)
+			return
+		}
+		m.publishErrs.Add(ctx, 1, m.byTopic.get(labels{topic}).add...)
+		return
+	}
+	o := m.byTopic.get(labels{topic})
+	m.messagesIn.Add(ctx, 1, o.add...)
+	m.bytesIn.Add(ctx, int64(bytes), o.add...)
+	m.publishDur.Record(ctx, d.Seconds(), o.rec...)
+}
+
+// Rejected counts a publish refused before it reached the broker. reason is
+// a short fixed word: the flowctl reasons ("rate_limited",
+// "message_too_big", "breaker_open") or the sidecar's own checks
+// ("not_registered", "schema_invalid", "invalid", "shutting_down"). Pass
+// topic "" when the topic is not registered (so free input never becomes a
+// label).
+func (m *Metrics) Rejected(ctx context.Context, topic, reason string) {
+	if m == nil {
+		return
+	}
+	m.rejected.Add(ctx, 1, m.byReject.get(labels{topic, reason}).add...)
+}
+
+// Delivered counts a delivery of bytes body bytes handed to an app (pushed,
+// or put in a PULL answer).
+func (m *Metrics) Delivered(ctx context.Context, topic, group string, bytes int) {
+	if m == nil {
+		return
+	}
+	o := m.byGroup.get(labels{topic, group})
+	m.messagesOut.Add(ctx, 1, o.add...)
+	m.bytesOut.Add(ctx, int64(bytes), o.add...)
+}
+
+// Acked counts a delivery the app acked.
+func (m *Metrics) Acked(ctx context.Context, topic, group string) {
+	m.Settled(ctx, topic, group, OutcomeAck)
+}
+
+// Nacked counts a delivery the app nacked (or could not take).
+func (m *Metrics) Nacked(ctx context.Context, topic, group string) {
+	m.Settled(ctx, topic, group, OutcomeNack)
+}
+
+// TimedOut counts a delivery the app did not answer in time, handed back to
+// the broker.
+func (m *Metrics) TimedOut(ctx context.Context, topic, group string) {
+	m.Settled(ctx, topic, group, OutcomeTimeout)
+}
+
+// Settled counts a settled delivery; outcome is OutcomeAck, OutcomeNack or
+// OutcomeTimeout.
+func (m *Metrics) Settled(ctx context.Context, topic, group, outcome string) {
+	if m == nil {
+		return
+	}
+	m.settled.Add(ctx, 1, m.bySettle.get(labels{topic, group, outcome}).add...)
+}
+
+// Redelivered counts a delivery of a message the broker had delivered
+// before (broker.Delivery.Redelivered() > 0).
+func (m *Metrics) Redelivered(ctx context.Context, topic, group string) {
+	if m == nil {
+		return
+	}
+	m.redelivered.Add(ctx, 1, m.byGroup.get(labels{topic, group}).add...)
+}
+
+// DeliveryLatency records the time from handing a delivery over to its
+// settlement.
+func (m *Metrics) DeliveryLatency(ctx context.Context, topic, group string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.deliveryDur.Record(ctx, d.Seconds(), m.byGroup.get(labels{topic, group}).rec...)
+}
+
+// InflightAdd adds n (negative to remove) to the deliveries in flight of
+// (topic, group).
+func (m *Metrics) InflightAdd(topic, group string, n int) {
+	if m == nil {
+		return
+	}
+	m.inflight.Add(context.Background(), int64(n), m.byGroup.get(labels{topic, group}).add...)
+}
+
+// Forwarded counts a delivery forwarded to a sibling sidecar. outcome is a
+// fixed word; suggested: "ack" and "nack" (the sibling's app answered),
+// "lost" (connection or timeout: handed back to the broker), "refused" and
+// "unavailable" (Forward failed; delivered locally instead).
+func (m *Metrics) Forwarded(ctx context.Context, topic, group, outcome string) {
+	if m == nil {
+		return
+	}
+	m.forwarded.Add(ctx, 1, m.byForward.get(labels{topic, group, outcome}).add...)
+}
+
+// BrokerError counts a failed call to the broker cluster (publish, consume,
+// ack or nack).
+func (m *Metrics) BrokerError(ctx context.Context, cluster string) {
+	if m == nil {
+		return
+	}
+	m.brokerErrors.Add(ctx, 1, m.byCluster.get(labels{cluster}).add...)
+}
+
+// ConnectedApps records how many app connections are open now.
+func (m *Metrics) ConnectedApps(n int) {
+	if m == nil {
+		return
+	}
+	m.connected.Record(context.Background(), int64(n))
+}
+
+// ReasonOf returns the rejection reason err carries (its own or a wrapped
+// error's Reason() string method), or "" when it carries none.
+func ReasonOf(err error) string {
+	var r interface{ Reason() string }
+	if errors.As(err, &r) {
+		return r.Reason()
+	}
+	return ""
+}

@@ -1,0 +1,126 @@
+package observe
+
+import (
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Other is the label value that distinct values beyond the cap fold into.
+const Other = "other"
+
+// DefaultMaxSeries is the default cap on distinct label sets per instrument
+// family (WithMaxSeries).
+const DefaultMaxSeries = 1000
+
+// maxFolded bounds the label sets that exist only because of folding (the
+// enumerated labels — reason, outcome — kept beside "other"); past it every
+// label folds.
+const maxFolded = 64
+
+// labels is one label set's values, in the order of its family's keys.
+type labels [3]string
+
+// seriesOpts are the pre-built measurement options of one label set, so a
+// recording allocates nothing: the attribute set is built once, and the
+// options are slices passed with ... (no variadic array per call).
+type seriesOpts struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+// family is the set of label sets one group of instruments records with,
+// capped at max. Instruments that are always recorded together share a
+// family (for instance messages in, bytes in and publish latency, all by
+// topic), so the cap holds for each of them.
+//
+// Label values past the cap fold into Other: the free labels (topic, group,
+// cluster) become "other" and the enumerated ones (reason, outcome) stay,
+// unless those folded sets pass maxFolded too. So an instrument never has
+// more than max + maxFolded + 1 series, whatever its callers pass.
+type family struct {
+	keys []attribute.Key
+	enum []bool // enum[i]: keys[i] is kept when folding
+	max  int
+
+	mu     sync.RWMutex
+	sets   map[labels]*seriesOpts
+	folded int // sets admitted by folding
+}
+
+func newFamily(max int, keys ...attribute.Key) *family {
+	return &family{keys: keys, enum: make([]bool, len(keys)), max: max, sets: make(map[labels]*seriesOpts)}
+}
+
+// enumerated marks keys kept as they are when a label set folds.
+func (f *family) enumerated(keys ...attribute.Key) *family {
+	for i, k := range f.keys {
+		for _, e := range keys {
+			if k == e {
+				f.enum[i] = true
+			}
+		}
+	}
+	return f
+}
+
+// get returns the options of the label set vs (in the order of f.keys),
+// admitting it if the cap allows, else its folded form.
+func (f *family) get(vs labels) *seriesOpts {
+	f.mu.RLock()
+	o := f.sets[vs]
+	f.mu.RUnlock()
+	if o != nil {
+		return o
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o := f.sets[vs]; o != nil {
+		return o
+	}
+	if len(f.sets)-f.folded < f.max {
+		return f.admit(vs)
+	}
+	// Over the cap: fold the free labels, keep the enumerated ones.
+	var fv labels
+	for i := range f.keys {
+		if f.enum[i] {
+			fv[i] = vs[i]
+		} else {
+			fv[i] = Other
+		}
+	}
+	if o := f.sets[fv]; o != nil {
+		return o
+	}
+	if f.folded >= maxFolded {
+		for i := range f.keys {
+			fv[i] = Other
+		}
+		if o := f.sets[fv]; o != nil {
+			return o
+		}
+	}
+	f.folded++
+	return f.admit(fv)
+}
+
+// admit builds and stores the options of vs. f.mu must be held.
+func (f *family) admit(vs labels) *seriesOpts {
+	kvs := make([]attribute.KeyValue, len(f.keys))
+	for i, k := range f.keys {
+		kvs[i] = k.String(vs[i])
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	o := &seriesOpts{add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}}
+	f.sets[vs] = o
+	return o
+}
+
+// size returns how many label sets the family holds.
+func (f *family) size() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.sets)
+}
