@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
@@ -215,8 +216,18 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 				continue // paused or stopping
 			}
 		}
+		// A group's delivery rate and in-flight bound (flowctl) hold the
+		// broker back the same way a full connection does.
+		if err := s.cfg.Flow.WaitDelivery(pctx, u.key.group, u.key.topic); err != nil {
+			continue // paused or stopping
+		}
+		permit, err := s.cfg.Flow.WaitInflight(pctx, u.key.group, u.key.topic)
+		if err != nil {
+			continue
+		}
 		d, err := u.consumer.Next(pctx)
 		if err != nil {
+			permit.Release()
 			switch {
 			case ctx.Err() != nil, errors.Is(err, broker.ErrClosed):
 				return
@@ -233,6 +244,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		d = flowctl.Hold(d, permit) // any ack or nack frees the group's slot
 		if !u.startHandover() {
 			handBack(d) // fetched just as a pause began
 			continue

@@ -34,6 +34,10 @@ var (
 
 // codeOf maps an error to the code of its ERROR answer.
 func codeOf(err error) mesh.Code {
+	var coded interface{ Code() mesh.Code } // flowctl's limit and breaker errors
+	if errors.As(err, &coded) {
+		return coded.Code()
+	}
 	var fe *core.Error // refused by a filter on the chain
 	if errors.As(err, &fe) {
 		return meshrpc.CodeOf(fe.Code)

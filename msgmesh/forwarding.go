@@ -10,6 +10,7 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
+	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/scheduler"
 )
 
@@ -87,11 +88,13 @@ func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery)
 	dec := f.Scheduler.Decide(false)
 	var tried map[string]bool
 	for !dec.Local {
-		err := f.Forwarder.Forward(ctx, dec.Sibling, k.group, k.topic, d)
+		fd := s.cfg.Telemetry.Forward(d, k.group, dec.Sibling) // the forward span
+		err := f.Forwarder.Forward(ctx, dec.Sibling, k.group, k.topic, fd)
 		if err == nil {
 			s.stats.forwarded.Add(1)
 			return true
 		}
+		observe.ForwardFailed(fd, "refused", err)
 		s.stats.fallbacks.Add(1)
 		s.log.Debug("forward refused; trying the next choice", "sibling", dec.Sibling, "group", k.group, "topic", k.topic, "err", err)
 		if tried == nil {

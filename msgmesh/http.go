@@ -22,6 +22,7 @@ import (
 //	DELETE /v1/registrations/{app}   remove it (its upstream consumers stop)
 //	GET    /v1/upstreams             running upstream consumers
 //	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
+//	GET    /metrics                  Prometheus metrics, when telemetry is on
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
 //	GET    /healthz                  200 while serving; 503 while stopping or when Config.Health fails
 func (sc *Sidecar) httpHandler() http.Handler {
@@ -32,6 +33,9 @@ func (sc *Sidecar) httpHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/registrations/{app}", sc.handleDelete)
 	mux.HandleFunc("GET /v1/upstreams", sc.handleUpstreams)
 	mux.HandleFunc("GET /v1/stats", sc.handleStats)
+	if t := sc.cfg.Telemetry; t != nil {
+		mux.Handle("GET /metrics", t.MetricsHandler())
+	}
 	mux.HandleFunc("POST /v1/publish/{topic}", sc.handlePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if sc.draining.Load() {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/observe"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
@@ -20,10 +21,17 @@ func (sc *Sidecar) checkPublish(m *broker.Message) (broker.Broker, error) {
 	}
 	cluster, ok := sc.snap.Load().produce[m.Topic]
 	if !ok {
+		sc.metrics().Rejected(context.Background(), "", "not_registered")
 		return nil, fmt.Errorf("%w: topic %q is not produced by any registration (register it with POST /v1/registrations)", ErrNotRegistered, m.Topic)
 	}
 	if len(m.Body) > sc.cfg.MaxMessageSize {
+		sc.metrics().Rejected(context.Background(), m.Topic, "message_too_big")
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d bytes", ErrMessageTooBig, len(m.Body), sc.cfg.MaxMessageSize)
+	}
+	// A topic's own size limit can only be stricter than the sidecar's.
+	if err := sc.cfg.Flow.CheckSize(m.Topic, len(m.Body)); err != nil {
+		sc.metrics().Rejected(context.Background(), m.Topic, observe.ReasonOf(err))
+		return nil, err
 	}
 	return sc.cfg.Brokers[cluster], nil
 }
@@ -48,12 +56,31 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 			return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, ferr)
 		}
 	}
+	start := time.Now()
 	if err = sc.validate(m); err != nil {
+		sc.metrics().Rejected(ctx, m.Topic, "schema_invalid")
 		return res, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, sc.cfg.PublishTimeout)
 	defer cancel()
-	if res, err = b.Publish(ctx, m); err != nil {
+	cluster := sc.clusterOf(m.Topic)
+	ctx, span := sc.cfg.Telemetry.TracePublish(ctx, m, cluster) // m is the sidecar's own copy
+	// Over a topic's rate the publish waits within its deadline, or is
+	// refused at once (per topic); while the cluster's breaker is open it
+	// fails fast.
+	if err = sc.cfg.Flow.WaitPublish(ctx, m.Topic); err == nil {
+		br := sc.cfg.Flow.Breaker(cluster)
+		if err = br.Allow(); err == nil {
+			res, err = b.Publish(ctx, m)
+			br.Record(err)
+			if err != nil {
+				sc.metrics().BrokerError(ctx, cluster)
+			}
+		}
+	}
+	observe.End(span, err)
+	sc.metrics().Published(ctx, m.Topic, len(m.Body), time.Since(start), err)
+	if err != nil {
 		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)
 	}
 	return res, nil

@@ -1,12 +1,15 @@
 package msgmesh
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/observe"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxPullWait caps a PULL's wait so a request cannot pin a slot forever.
@@ -21,6 +24,8 @@ type pullWaiter struct {
 	reqID    uint64
 	max      int
 	deadline time.Time
+
+	span trace.Span // the pull span; deliveries link to it
 
 	mu       sync.Mutex
 	reserved int // slots reserved by the upstream consumer, not yet filled
@@ -47,6 +52,7 @@ func (s *session) onPull(f mesh.Frame) error {
 	wait := min(time.Duration(p.WaitMillis)*time.Millisecond, maxPullWait)
 	w := &pullWaiter{s: s, r: s.routes[k], reqID: f.ID, max: int(min(p.Max, uint32(s.maxInflight.Load()))),
 		deadline: time.Now().Add(wait)}
+	_, w.span = s.sc.cfg.Telemetry.StartPull(context.Background(), p.Group, p.Topic)
 	s.mu.Lock()
 	s.pulls[w] = struct{}{}
 	s.mu.Unlock()
@@ -105,7 +111,7 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 		w.s.release()
 		return false
 	}
-	id, ok, refused := w.s.track(k, d)
+	id, d, ok, refused := w.s.track(k, d)
 	if refused {
 		w.mu.Unlock()
 		return true // handed back; the slot is free again
@@ -115,6 +121,7 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 		w.s.release()
 		return false
 	}
+	observe.LinkDelivery(w.span, d)
 	w.msgs = append(w.msgs, toWire(id, k, d))
 	full := len(w.msgs) >= w.max
 	if len(w.msgs) == 1 && !full && w.timer != nil {
@@ -149,7 +156,9 @@ func (w *pullWaiter) finish() {
 	w.s.mu.Lock()
 	delete(w.s.pulls, w)
 	w.s.mu.Unlock()
-	if err := w.s.send(mesh.KindPullResult, mesh.FlagResponse, w.reqID, &res); err != nil {
+	err := w.s.send(mesh.KindPullResult, mesh.FlagResponse, w.reqID, &res)
+	observe.EndPull(w.span, len(res.Messages), err)
+	if err != nil {
 		w.s.close(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/observe"
 )
 
 // session is one app connection. Its read loop is the only goroutine that
@@ -104,6 +105,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 		s.freezing.Store(true) // accepted as the handoff began: it moves too
 	}
 	sc.sessions[s] = struct{}{}
+	sc.countSessions()
 	sc.sessWG.Add(1)
 	sc.sessMu.Unlock()
 	defer sc.sessWG.Done()
@@ -117,6 +119,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	}
 	sc.sessMu.Lock()
 	delete(sc.sessions, s)
+	sc.countSessions()
 	sc.sessMu.Unlock()
 	if !errors.Is(err, errFrozen) {
 		s.log.Info("app disconnected", "app", s.app, "reason", err)
@@ -389,7 +392,7 @@ func (s *session) publishJoined() {
 // connection is gone. With filters, the delivery first passes the chain; a
 // filter that refuses it (a delivery-rate limit, say) makes track hand it
 // back to the broker and report refused, with the slot released.
-func (s *session) track(k routeKey, d broker.Delivery) (id uint64, ok, refused bool) {
+func (s *session) track(k routeKey, d broker.Delivery) (id uint64, td broker.Delivery, ok, refused bool) {
 	var (
 		x      *core.Exchange
 		passed int
@@ -405,7 +408,7 @@ func (s *session) track(k routeKey, d broker.Delivery) (id uint64, ok, refused b
 			_ = d.Nack(ctx, time.Second)
 			cancel()
 			s.release()
-			return 0, false, true
+			return 0, nil, false, true
 		}
 	}
 	s.mu.Lock()
@@ -415,16 +418,19 @@ func (s *session) track(k routeKey, d broker.Delivery) (id uint64, ok, refused b
 			x.Status = http.StatusServiceUnavailable
 			s.sc.chain.OnResponse(x, passed)
 		}
-		return 0, false, false
+		return 0, nil, false, false
 	}
+	// The deliver span and delivery metrics live in the wrapper until the
+	// app's answer (or a timeout) settles it.
+	d = s.sc.cfg.Telemetry.Deliver(d, k.group)
 	id = s.ids.Next()
 	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout), x: x, passed: passed}
-	return id, true, false
+	return id, d, true, false
 }
 
 // push sends d as a DELIVER request on a slot reserved by the caller.
 func (s *session) push(k routeKey, d broker.Delivery) bool {
-	id, ok, refused := s.track(k, d)
+	id, d, ok, refused := s.track(k, d)
 	if refused {
 		return true // handed back; the slot is free again
 	}
@@ -502,6 +508,7 @@ func (s *session) sweep() {
 		}
 		s.mu.Unlock()
 		for _, inf := range expired {
+			observe.MarkTimeout(inf.d)
 			s.log.Warn("delivery timed out; redelivering", "group", inf.key.group, "topic", inf.key.topic, "message_id", inf.d.MessageID())
 			s.settleUpstream(inf, false, 0)
 			s.release()

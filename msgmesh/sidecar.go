@@ -38,9 +38,11 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
@@ -107,6 +109,14 @@ type Config struct {
 	// a delivery hands it back to the broker for a second. Zero: none, at
 	// no cost.
 	Filters []core.Filter
+	// Telemetry traces publishes, deliveries, forwards and pulls and counts
+	// them for GET /metrics (package observe). Zero: no spans, no /metrics.
+	Telemetry *observe.Telemetry
+	// Flow applies per-topic publish rate and size limits, per-group
+	// delivery rate and in-flight bounds, and a circuit breaker per broker
+	// cluster (package flowctl); Flow.Apply changes them while running.
+	// Zero: no limits beyond MaxMessageSize and MaxInflight.
+	Flow *flowctl.Controller
 	// Health, when set, is asked by GET /healthz besides the sidecar's own
 	// state (the RPC proxy's ingress health, say); an error makes it 503.
 	Health func() error
@@ -259,6 +269,13 @@ func New(cfg Config) (*Sidecar, error) {
 	if len(cfg.Filters) > 0 {
 		s.chain = core.NewChain(cfg.Filters...)
 	}
+	if s.cfg.Flow == nil {
+		if s.cfg.Flow, err = flowctl.New(flowctl.Config{}); err != nil {
+			_ = store.Close()
+			cancel()
+			return nil, err
+		}
+	}
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
 	return s, nil
 }
@@ -404,4 +421,18 @@ func (s *Sidecar) waitSettled(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// metrics returns the sidecar's instruments; nil (valid and inert) without
+// telemetry.
+func (s *Sidecar) metrics() *observe.Metrics {
+	if s.cfg.Telemetry == nil {
+		return nil
+	}
+	return s.cfg.Telemetry.Metrics
+}
+
+// countSessions reports connected apps; sessMu held.
+func (s *Sidecar) countSessions() {
+	s.metrics().ConnectedApps(len(s.sessions))
 }

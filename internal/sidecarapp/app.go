@@ -14,18 +14,21 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/internal/handoff"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/rpcproxy"
 )
 
@@ -39,6 +42,12 @@ type File struct {
 	// RPC runs the RPC proxy on the same core (docs/rpc.md): egress for
 	// the app's calls, ingress for its siblings'. Zero: no RPC proxy.
 	RPC *rpcproxy.Config `yaml:"rpc"`
+	// Limits are the flow-control limits (docs/flow-control.md). They are
+	// re-read on SIGHUP and applied without a restart.
+	Limits *flowctl.Config `yaml:"limits"`
+	// Telemetry configures tracing export and metrics
+	// (docs/observability.md). Zero: metrics on GET /metrics, no export.
+	Telemetry *observe.Config `yaml:"telemetry"`
 }
 
 // LoadFile reads and validates a config file. Unknown fields are errors.
@@ -58,6 +67,11 @@ func LoadFile(path string) (*File, error) {
 			return nil, fmt.Errorf("config %s: brokers: %w", path, err)
 		}
 	}
+	if f.Limits != nil {
+		if err := f.Limits.Validate(); err != nil {
+			return nil, fmt.Errorf("config %s: limits: %w", path, err)
+		}
+	}
 	return &f, nil
 }
 
@@ -75,6 +89,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
 		cp         cpOptions
+		otlp       = fs.String("otlp-endpoint", "", "export traces over OTLP/gRPC to this endpoint (http://host:4317 plaintext, https:// or host:port TLS); overrides telemetry.otlp_endpoint")
 	)
 	fs.StringVar(&cp.URLs, "ctrlplane", "", "control plane URL(s), comma-separated; enables weights and forwarding between the app's sidecars (needs --app and MSGMESH_APP_CREDENTIAL)")
 	fs.StringVar(&cp.App, "app", "", "the app this sidecar serves, as named at the control plane")
@@ -122,6 +137,35 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
+	telCfg := observe.Config{}
+	if file.Telemetry != nil {
+		telCfg = *file.Telemetry
+	}
+	if *otlp != "" {
+		telCfg.OTLPEndpoint = *otlp
+	}
+	tel, err := observe.New(ctx, telCfg)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	limits := flowctl.Config{}
+	if file.Limits != nil {
+		limits = *file.Limits
+	}
+	flow, err := flowctl.New(limits)
+	if err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	cfg.Telemetry, cfg.Flow = tel, flow
+	if *configPath != "" {
+		stop := reloadLimitsOnHUP(*configPath, flow, log)
+		defer stop()
+	}
 	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log, rpc: file.RPC}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
@@ -514,3 +558,41 @@ func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixLi
 // process SIGKILL itself right after receiving its predecessor's sockets,
 // so tests can show the predecessor resuming. Nothing else reads it.
 const testKillAfterReceive = "MSGMESH_TEST_KILL_AFTER_RECEIVE"
+
+// reloadLimitsOnHUP re-reads the config file on SIGHUP and applies its
+// limits section without a restart; a file that does not load changes
+// nothing. The returned func stops listening and waits.
+func reloadLimitsOnHUP(path string, flow *flowctl.Controller, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+			}
+			f, err := LoadFile(path)
+			if err == nil {
+				limits := flowctl.Config{}
+				if f.Limits != nil {
+					limits = *f.Limits
+				}
+				err = flow.Apply(limits)
+			}
+			if err != nil {
+				log.Error("SIGHUP: limits not reloaded; the old ones stay", "config", path, "err", err)
+				continue
+			}
+			log.Info("SIGHUP: limits reloaded", "config", path)
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-exited
+	}
+}
