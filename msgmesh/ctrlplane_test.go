@@ -14,17 +14,26 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
+// cpToken is the operator token of the control planes tests run.
+const cpToken = "operator-secret-0123456789"
+
 // controlPlaneAt runs a real control plane on addr ("127.0.0.1:0" for any)
-// over the bbolt store in dir; stop ends it.
+// with its state and its schema registry in bbolt files in dir, as the
+// ctrlplane binary keeps them; stop ends it.
 func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
 	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(dir, "ctrlplane.db"))
+	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: "operator-secret-0123456789", Log: testLogger()})
+	schemas, err := schema.OpenBoltStore(filepath.Join(dir, ctrlplane.SchemaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken, Log: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +53,7 @@ func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done
+		_ = schemas.Close()
 		_ = st.Close()
 	}
 	t.Cleanup(stop)
@@ -78,7 +88,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	cpDir := t.TempDir()
 	cpURL, stopCP := controlPlaneAt(t, cpDir, "127.0.0.1:0")
 	ctx := context.Background()
-	op, err := ctrlclient.New(cpURL, "operator-secret-0123456789")
+	op, err := ctrlclient.New(cpURL, cpToken)
 	if err != nil {
 		t.Fatal(err)
 	}

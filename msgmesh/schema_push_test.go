@@ -3,7 +3,6 @@ package msgmesh_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,54 +12,9 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
-	"github.com/msgmesh/msgmesh/ctrlplane/store"
-	"github.com/msgmesh/msgmesh/schema"
 )
-
-const schemaPushToken = "schema-push-operator-token-0123"
-
-// schemaControlPlane runs a real control plane on 127.0.0.1 with its state
-// and its schema registry in bbolt files in dir, as the ctrlplane binary
-// keeps them; stop ends it.
-func schemaControlPlane(t *testing.T, dir string) (url string, stop func()) {
-	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	schemas, err := schema.OpenBoltStore(filepath.Join(dir, ctrlplane.SchemaFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, SchemaStore: schemas, Token: schemaPushToken, Log: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
-	var stopped bool
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-		_ = schemas.Close()
-		_ = st.Close()
-	}
-	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop
-}
 
 // TestSchemaPush: the msgmesh binary, joined to a real control plane,
 // validates publishes against the schemas registered there. A schema, a
@@ -77,8 +31,8 @@ func TestSchemaPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	cpURL, stopCP := schemaControlPlane(t, t.TempDir())
-	op, err := ctrlclient.New(cpURL, schemaPushToken)
+	cpURL, stopCP := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0")
+	op, err := ctrlclient.New(cpURL, cpToken)
 	if err != nil {
 		t.Fatal(err)
 	}
