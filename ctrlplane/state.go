@@ -39,6 +39,9 @@ type appRecord struct {
 	RotatedAt          time.Time          `json:"rotated_at,omitzero"`
 	Instances          []api.Instance     `json:"instances"`
 	Topology           *topology.Topology `json:"topology,omitempty"`
+	// Limits are the app's flow-control limits (flowctl.Config as JSON),
+	// pushed to its sidecars; nil: none.
+	Limits json.RawMessage `json:"limits,omitempty"`
 }
 
 // topologyRecord is the global topology as stored under "topology". The
@@ -214,6 +217,7 @@ func (s *Server) appConfig(ctx context.Context, name string) (api.AppConfig, err
 		Brokers:    cmp.Or(a.Topology, global),
 		Credential: a.Credential,
 		Schemas:    s.topicSchemas(schemas.Policies),
+		Limits:     a.Limits,
 	}
 	if a.PreviousCredential != "" && s.now().Before(a.PreviousExpires) {
 		cfg.PreviousCredential = a.PreviousCredential

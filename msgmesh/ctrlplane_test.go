@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
@@ -142,6 +144,24 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	if s := statsAt(t, nodes[1].http); s["forwarded"] == 0 && s["from_broker"] > 0 {
 		t.Fatalf("the drained node took %d from the broker and forwarded none", s["from_broker"])
 	}
+
+	// Limits set on the control plane reach the running sidecar: a topic
+	// limited to one publish per second in reject mode refuses the second.
+	if status, body := registerAt(t, nodes[0].http, "limits", []string{"p1:limited.topic"}, nil); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	if err := op.SetLimits(ctx, "orders", map[string]any{"topics": map[string]any{
+		"limited.topic": map[string]any{"publish_rate": 1, "burst": 1, "on_limit": "reject"}}}); err != nil {
+		t.Fatal(err)
+	}
+	limited := dialAt(t, nodes[0].mesh)
+	waitFor(t, 5*time.Second, "the pushed limit to refuse a publish", func() bool {
+		var last error
+		for range 3 {
+			_, last = limited.Publish(ctx, &client.Message{Topic: "limited.topic", Body: []byte("x")})
+		}
+		return client.CodeOf(last) == mesh.CodeRateLimited
+	})
 
 	// The control plane goes away: the sidecars keep serving with what
 	// they had; after it comes back, changes flow again.

@@ -401,3 +401,10 @@ func (c *Client) IssueCertificate(ctx context.Context, app string, csrPEM []byte
 	_, err := c.call(ctx, http.MethodPost, appPath(app, "certificate"), api.CertificateRequest{CSR: string(csrPEM)}, &out)
 	return out, err
 }
+
+// SetLimits replaces an app's flow-control limits (a flowctl.Config as
+// JSON); its sidecars apply them without a restart.
+func (c *Client) SetLimits(ctx context.Context, app string, limits any) error {
+	_, err := c.call(ctx, http.MethodPut, appPath(app, "limits"), limits, nil)
+	return err
+}

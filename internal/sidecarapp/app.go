@@ -263,7 +263,7 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 	cfg := rt.cfg
 	cfg.Inherit = inherit
 	if rt.cp != nil {
-		link, err := startControlPlane(ctx, *rt.cp, rt.cfg.DataDir, fwdLn, rt.log)
+		link, err := startControlPlane(ctx, *rt.cp, rt.cfg.DataDir, fwdLn, rt.cfg.Flow, rt.log)
 		if err != nil {
 			rt.closeBrokers()
 			return err

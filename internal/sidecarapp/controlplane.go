@@ -3,7 +3,9 @@ package sidecarapp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"github.com/msgmesh/msgmesh/flowctl"
 	"log/slog"
 	"maps"
 	"net"
@@ -50,6 +52,7 @@ const (
 type controlPlane struct {
 	opts    cpOptions
 	dataDir string
+	flow    *flowctl.Controller // receives pushed limits
 	log     *slog.Logger
 	client  *ctrlclient.Client
 	sched   *scheduler.Scheduler
@@ -79,8 +82,8 @@ type controlPlane struct {
 // so a sidecar that cannot reach the control plane keeps its weights),
 // obtains a forwarding certificate (reusing a saved one that is still
 // good), and opens the forwarding listener, or adopts inherited.
-func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inherited *os.File, log *slog.Logger) (*controlPlane, error) {
-	cp := &controlPlane{opts: opts, dataDir: dataDir, log: log.With("component", "ctrlplane")}
+func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inherited *os.File, flow *flowctl.Controller, log *slog.Logger) (*controlPlane, error) {
+	cp := &controlPlane{opts: opts, dataDir: dataDir, flow: flow, log: log.With("component", "ctrlplane")}
 	fail := func(err error) (*controlPlane, error) {
 		cp.close(context.Background())
 		return nil, err
@@ -132,6 +135,7 @@ func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inhe
 // at once.
 func (cp *controlPlane) apply(cfg api.AppConfig) {
 	cp.applySchemas(cfg.Schemas)
+	cp.applyLimits(cfg.Limits)
 	ins := make([]scheduler.Instance, 0, len(cfg.Instances))
 	for _, in := range cfg.Instances {
 		id := in.Addr
@@ -328,4 +332,23 @@ func listenerFileOf(ln net.Listener) (*os.File, error) {
 		return nil, fmt.Errorf("listener %T cannot be passed on", ln)
 	}
 	return fl.File()
+}
+
+// applyLimits applies flow-control limits the control plane pushes for the
+// app. While the control plane sets limits they replace the config file's;
+// none pushed leaves the file's in force.
+func (cp *controlPlane) applyLimits(raw json.RawMessage) {
+	if len(raw) == 0 || cp.flow == nil {
+		return
+	}
+	var cfg flowctl.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		cp.log.Error("pushed limits do not decode; the old ones stay", "err", err)
+		return
+	}
+	if err := cp.flow.Apply(cfg); err != nil {
+		cp.log.Error("pushed limits refused; the old ones stay", "err", err)
+		return
+	}
+	cp.log.Info("pushed limits applied", "topics", len(cfg.Topics), "groups", len(cfg.Groups))
 }
