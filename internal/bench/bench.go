@@ -1,14 +1,20 @@
 // Package bench measures the sidecar against the direct path in one run:
-// an app using nats.go straight against nats-server, and an app using the
-// msgmesh SDK through a sidecar to the same nats-server. Both paths run
-// against one embedded JetStream server on loopback TCP, in the same
-// process and the same run, so the figures that matter are the ratios:
-// absolute numbers drift with the machine.
+// an app using the broker's own Go client straight against the broker, and
+// an app using the msgmesh SDK through an in-process sidecar to the same
+// broker. Both paths run against one in-process broker on loopback TCP, in
+// the same process and the same run, so the figures that matter are the
+// ratios: absolute numbers drift with the machine.
+//
+// Brokers: an embedded JetStream server (direct path nats.go), an
+// in-process kfake Kafka cluster (direct path segmentio/kafka-go) and the
+// in-process RocketMQ test broker (direct path rocketmq-client-go). The
+// sidecar's broker adapter comes from brokers.Open on the same cluster.
 //
 // For each path it measures publish throughput (async publishes with a
-// window in flight, each acknowledged by JetStream), consume throughput
+// window in flight, each acknowledged by the broker), consume throughput
 // (a backlog read and acked by one consumer), and publish latency (one
-// synchronous publish at a time, p50 and p99).
+// synchronous publish at a time, p50 and p99). With variants it also
+// measures the sidecar with schema validation, tracing and metrics on.
 package bench
 
 import (
@@ -26,16 +32,23 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
+
+// Brokers are the --broker values besides "all", in run order.
+var Brokers = []string{"nats", "kafka", "rocketmq"}
 
 // Config sets the size of a run. Zero values are usable defaults.
 type Config struct {
-	Count     int // messages per throughput phase; zero: 20000
-	Size      int // body bytes; zero: 1024
-	Window    int // publishes in flight; zero: 256
-	Latencies int // synchronous publishes timed for p50/p99; zero: 2000
+	Count     int    // messages per throughput phase; zero: 20000
+	Size      int    // body bytes; zero: 1024
+	Window    int    // publishes in flight; zero: 256
+	Latencies int    // synchronous publishes timed for p50/p99; zero: 2000
+	Broker    string // nats, kafka, rocketmq or all; zero: nats
+	Variants  bool   // also sidecar rows with schema validation, tracing, metrics
 }
 
 func (c *Config) defaults() {
@@ -51,18 +64,42 @@ func (c *Config) defaults() {
 	if c.Latencies <= 0 {
 		c.Latencies = 2000
 	}
+	if c.Broker == "" {
+		c.Broker = "nats"
+	}
 }
+
+// brokerList is the brokers a run covers, or an error for an unknown name.
+func (c Config) brokerList() ([]string, error) {
+	if c.Broker == "all" {
+		return Brokers, nil
+	}
+	if slices.Contains(Brokers, c.Broker) {
+		return []string{c.Broker}, nil
+	}
+	return nil, fmt.Errorf("bench: unknown broker %q (want %s or all)", c.Broker, fmt.Sprint(Brokers))
+}
+
+// Row kinds.
+const (
+	KindDirect  = "direct"
+	KindSidecar = "sidecar"
+	KindVariant = "variant"
+)
 
 // Result is one path's figures.
 type Result struct {
+	Broker     string
+	Kind       string // KindDirect, KindSidecar or KindVariant
 	Path       string
+	Err        error   // set when the path could not be measured
 	PublishMPS float64 // acknowledged publishes per second
 	ConsumeMPS float64 // consumed and acked messages per second
 	P50, P99   time.Duration
 }
 
-// path is what a measured path must do; one implementation talks nats.go
-// directly, the other the msgmesh SDK.
+// path is what a measured path must do; one implementation per broker
+// client talks to the broker directly, another the msgmesh SDK.
 type path interface {
 	publishAsync(ctx context.Context, body []byte, done func(error))
 	publish(ctx context.Context, body []byte) error
@@ -70,50 +107,139 @@ type path interface {
 	consume(ctx context.Context, n int) error
 }
 
-// Run sets up the broker and sidecar, measures both paths and tears down.
+// bodier is a path that needs its own bodies (schema validation).
+type bodier interface{ body(size int) []byte }
+
+// setup is one broker started for a run.
+type setup struct {
+	cluster topology.Cluster
+	// direct opens the direct path on topic.
+	direct func(ctx context.Context, topic string) (path, func(), error)
+	close  func()
+}
+
+// Topic names: legal on every broker (RocketMQ allows no dots).
+const (
+	topicDirect  = "bench-direct"
+	topicSidecar = "bench-sidecar"
+	topicSchema  = "bench-schema"
+	topicTracing = "bench-tracing"
+	topicMetrics = "bench-metrics"
+)
+
+var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics}
+
+// Run starts each broker in turn, measures its paths and tears it down. A
+// path that cannot be set up or measured is a row with Err set; Run itself
+// fails only on a bad Config or a broker that does not start.
 func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	cfg.defaults()
+	list, err := cfg.brokerList()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "msgmesh-bench")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir + "/nats", Listen: "127.0.0.1:0"})
-	if err != nil {
-		return nil, err
-	}
-	defer emb.Shutdown()
-
-	direct, closeDirect, err := newDirect(ctx, emb.ClientURL(), "bench.direct")
-	if err != nil {
-		return nil, err
-	}
-	defer closeDirect()
-	mesh, closeMesh, err := newSidecar(ctx, emb.ClientURL(), dir+"/sidecar", "bench.sidecar")
-	if err != nil {
-		return nil, err
-	}
-	defer closeMesh()
-
 	var out []Result
-	for _, p := range []struct {
-		name string
-		p    path
-	}{{"direct nats.go → nats-server", direct}, {"app → sidecar → nats-server", mesh}} {
-		r, err := measure(ctx, cfg, p.p)
+	for _, name := range list {
+		rs, err := runBroker(ctx, cfg, name, dir+"/"+name)
 		if err != nil {
-			return nil, fmt.Errorf("bench %s: %w", p.name, err)
+			return out, fmt.Errorf("bench %s: %w", name, err)
 		}
-		r.Path = p.name
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func runBroker(ctx context.Context, cfg Config, name, dir string) ([]Result, error) {
+	var (
+		st  *setup
+		err error
+	)
+	switch name {
+	case "nats":
+		st, err = startNATS(dir)
+	case "kafka":
+		st, err = startKafka()
+	case "rocketmq":
+		st, err = startRocketMQ()
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+
+	type entry struct {
+		kind, name string
+		open       func() (path, func(), error)
+	}
+	entries := []entry{
+		{KindDirect, directName[name], func() (path, func(), error) { return st.direct(ctx, topicDirect) }},
+		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
+			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
+		}},
+	}
+	if cfg.Variants {
+		entries = append(entries,
+			entry{KindVariant, "sidecar + schema (Avro, enforce)", func() (path, func(), error) {
+				return newSidecar(ctx, st.cluster, dir+"/schema", topicSchema, sidecarOpts{schema: true})
+			}},
+			entry{KindVariant, "sidecar + tracing", func() (path, func(), error) {
+				return newSidecar(ctx, st.cluster, dir+"/tracing", topicTracing, sidecarOpts{tracing: true})
+			}},
+			entry{KindVariant, "sidecar + metrics", func() (path, func(), error) {
+				return newSidecar(ctx, st.cluster, dir+"/metrics", topicMetrics, sidecarOpts{metrics: true})
+			}},
+		)
+	}
+	var out []Result
+	for _, e := range entries {
+		r := Result{Broker: name, Kind: e.kind, Path: e.name}
+		p, closeP, err := e.open()
+		if err != nil {
+			r.Err = fmt.Errorf("setup: %w", err)
+		} else {
+			r, err = measure(ctx, cfg, p)
+			closeP()
+			r.Broker, r.Kind, r.Path = name, e.kind, e.name
+			r.Err = err
+		}
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+var variantName = map[string]string{
+	"sidecar + schema (Avro, enforce)": "schema",
+	"sidecar + tracing":                "tracing",
+	"sidecar + metrics":                "metrics",
+}
+
+var directName = map[string]string{
+	"nats":     "direct nats.go → nats-server",
+	"kafka":    "direct kafka-go → kfake",
+	"rocketmq": "direct rocketmq-client-go → rmqtest",
+}
+
+var serverName = map[string]string{
+	"nats":     "nats-server",
+	"kafka":    "kfake",
+	"rocketmq": "rmqtest",
 }
 
 func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 	body := make([]byte, cfg.Size)
 	for i := range body {
 		body[i] = byte('a' + i%26)
+	}
+	if b, ok := p.(bodier); ok {
+		body = b.body(cfg.Size)
 	}
 	var r Result
 
@@ -144,7 +270,10 @@ func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 
 	// Consume throughput over that backlog.
 	start = time.Now()
-	if err := p.consume(ctx, cfg.Count); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, consumeTimeout(cfg))
+	err := p.consume(cctx, cfg.Count)
+	cancel()
+	if err != nil {
 		return r, fmt.Errorf("consume: %w", err)
 	}
 	r.ConsumeMPS = float64(cfg.Count) / time.Since(start).Seconds()
@@ -164,19 +293,76 @@ func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 	return r, nil
 }
 
-// PrintTable writes the results and the sidecar/direct ratios.
+// consumeTimeout bounds a consume phase, so a path that stalls becomes a
+// failed row instead of a hung run: a minute plus a generous 1 ms a message.
+func consumeTimeout(cfg Config) time.Duration {
+	return time.Minute + time.Duration(cfg.Count)*time.Millisecond
+}
+
+// Failed reports the rows that could not be measured.
+func Failed(rs []Result) []Result {
+	var f []Result
+	for _, r := range rs {
+		if r.Err != nil {
+			f = append(f, r)
+		}
+	}
+	return f
+}
+
+// PrintTable writes the results and, per broker, the ratios: sidecar /
+// direct, and for each variant variant / sidecar and variant / direct.
 func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	cfg.defaults()
 	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes\n\n", cfg.Count, cfg.Size, cfg.Window, cfg.Latencies)
-	fmt.Fprintf(w, "| %-30s | %12s | %12s | %10s | %10s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99")
-	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dashes(32), dashes(15), dashes(15), dashes(12), dashes(12))
-	for _, r := range rs {
-		fmt.Fprintf(w, "| %-30s | %13.0f | %13.0f | %10s | %10s |\n", r.Path, r.PublishMPS, r.ConsumeMPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond))
+	fmt.Fprintf(w, "| %-36s | %12s | %12s | %10s | %10s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dashes(38), dashes(15), dashes(15), dashes(12), dashes(12))
+	several := len(rs) > 0 && rs[0].Broker != rs[len(rs)-1].Broker
+	for i := 0; i < len(rs); {
+		j := i
+		for j < len(rs) && rs[j].Broker == rs[i].Broker {
+			j++
+		}
+		if several {
+			fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "**"+rs[i].Broker+"**", "", "", "", "")
+		}
+		printBroker(w, rs[i:j])
+		i = j
 	}
-	if len(rs) == 2 {
-		d, s := rs[0], rs[1]
-		fmt.Fprintf(w, "| %-30s | %13.2f | %13.2f | %10.2f | %10.2f |\n", "ratio sidecar / direct",
-			s.PublishMPS/d.PublishMPS, s.ConsumeMPS/d.ConsumeMPS, float64(s.P50)/float64(d.P50), float64(s.P99)/float64(d.P99))
+}
+
+func printBroker(w io.Writer, rs []Result) {
+	var direct, plain *Result
+	for i := range rs {
+		r := &rs[i]
+		if r.Err != nil {
+			fmt.Fprintf(w, "| %-36s | not measured: %v\n", r.Path, r.Err)
+			continue
+		}
+		fmt.Fprintf(w, "| %-36s | %13.0f | %13.0f | %10s | %10s |\n", r.Path, r.PublishMPS, r.ConsumeMPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond))
+		switch r.Kind {
+		case KindDirect:
+			direct = r
+		case KindSidecar:
+			plain = r
+		}
+	}
+	ratio := func(label string, a, b *Result) {
+		if a == nil || b == nil {
+			return
+		}
+		fmt.Fprintf(w, "| %-36s | %13.2f | %13.2f | %10.2f | %10.2f |\n", label,
+			a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
+	}
+	ratio("ratio sidecar / direct", plain, direct)
+	for i := range rs {
+		r := &rs[i]
+		if r.Kind != KindVariant || r.Err != nil {
+			continue
+		}
+		v := variantName[r.Path]
+		ratio("ratio "+v+" / sidecar", r, plain)
+		ratio("ratio "+v+" / direct", r, direct)
 	}
 }
 
@@ -186,6 +372,27 @@ func dashes(n int) string {
 		b[i] = '-'
 	}
 	return string(b)
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func startNATS(dir string) (*setup, error) {
+	emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir + "/nats", Listen: "127.0.0.1:0"})
+	if err != nil {
+		return nil, err
+	}
+	url := emb.ClientURL()
+	return &setup{
+		cluster: topology.Cluster{Name: "bench", Kind: topology.KindNATS, Endpoints: []string{url}},
+		direct: func(ctx context.Context, topic string) (path, func(), error) {
+			d, closeD, err := newDirect(ctx, url, topic)
+			if err != nil {
+				return nil, nil, err
+			}
+			return d, closeD, nil
+		},
+		close: emb.Shutdown,
+	}, nil
 }
 
 // direct is the baseline: nats.go JetStream straight to the server.
@@ -261,43 +468,82 @@ func (d *direct) consume(ctx context.Context, n int) error {
 // sidecarPath is the same work through an in-process sidecar and the SDK,
 // over loopback TCP like the direct path.
 type sidecarPath struct {
-	c     *client.Client
-	topic string
+	c        *client.Client
+	topic    string
+	group    string
+	schemaID int // non-zero: bodies are Confluent-framed Avro
 }
 
-func newSidecar(ctx context.Context, url, dataDir, topic string) (*sidecarPath, func(), error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := natsbroker.New(ctx, natsbroker.Config{URL: url, Logger: quiet})
+// sidecarOpts picks a variant of the sidecar path.
+type sidecarOpts struct {
+	schema  bool // Avro schema registered for the topic, policy enforce
+	tracing bool // telemetry with a real SDK tracer provider
+	metrics bool // telemetry with tracing off (metrics only)
+}
+
+func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic string, o sidecarOpts) (path, func(), error) {
+	quiet := quietLogger()
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	tel, closeTel, err := newTelemetry(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet})
+	cleanups = append(cleanups, closeTel)
+	b, err := brokers.Open(ctx, cluster, quiet)
 	if err != nil {
-		b.Close()
+		cleanup()
+		return nil, nil, err
+	}
+	cleanups = append(cleanups, func() { _ = b.Close() })
+	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel})
+	if err != nil {
+		cleanup()
 		return nil, nil, err
 	}
 	if err := sc.Start(ctx); err != nil {
-		b.Close()
+		cleanup()
 		return nil, nil, err
 	}
-	closeAll := func() {
+	cleanups = append(cleanups, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = sc.Shutdown(sctx)
-		_ = b.Close()
-	}
+	})
+	group := "g-" + topic
 	if _, err := sc.Register(ctx, registry.Registration{App: "bench",
-		Produce: []registry.Binding{{Group: "p1", Topic: topic}},
-		Consume: []registry.Binding{{Group: "g1", Topic: topic}}}); err != nil {
-		closeAll()
+		Produce: []registry.Binding{{Group: "p-" + topic, Topic: topic}},
+		Consume: []registry.Binding{{Group: group, Topic: topic}}}); err != nil {
+		cleanup()
 		return nil, nil, err
+	}
+	sp := &sidecarPath{topic: topic, group: group}
+	if o.schema {
+		if sp.schemaID, err = setSchema(ctx, sc, topic); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
 	}
 	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp("bench"), client.WithLogger(quiet))
 	if err != nil {
-		closeAll()
+		cleanup()
 		return nil, nil, err
 	}
-	return &sidecarPath{c: c, topic: topic}, func() { _ = c.Close(); closeAll() }, nil
+	sp.c = c
+	if o.schema {
+		// The variant must measure validation: a body that is not the
+		// schema's must be refused.
+		if _, err := c.Publish(ctx, &client.Message{Topic: topic, Body: []byte("not avro")}); err == nil {
+			_ = c.Close()
+			cleanup()
+			return nil, nil, fmt.Errorf("schema variant: an invalid body was accepted")
+		}
+	}
+	return sp, func() { _ = c.Close(); cleanup() }, nil
 }
 
 func (s *sidecarPath) publishAsync(ctx context.Context, body []byte, done func(error)) {
@@ -314,7 +560,7 @@ func (s *sidecarPath) consume(ctx context.Context, n int) error {
 	all := make(chan struct{})
 	var count int
 	var mu sync.Mutex
-	sub, err := s.c.Subscribe(ctx, "g1", s.topic, func(context.Context, *client.Delivery) error {
+	sub, err := s.c.Subscribe(ctx, s.group, s.topic, func(context.Context, *client.Delivery) error {
 		mu.Lock()
 		count++
 		if count == n {

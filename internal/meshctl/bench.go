@@ -3,7 +3,8 @@ package meshctl
 import (
 	"context"
 	"flag"
-
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/msgmesh/msgmesh/internal/bench"
@@ -16,15 +17,26 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.IntVar(&cfg.Size, "size", 1024, "body size in bytes")
 	fs.IntVar(&cfg.Window, "window", 256, "publishes in flight")
 	fs.IntVar(&cfg.Latencies, "latencies", 2000, "synchronous publishes timed for p50/p99")
+	fs.StringVar(&cfg.Broker, "broker", "nats", "broker to measure against: nats, kafka, rocketmq or all")
+	fs.BoolVar(&cfg.Variants, "variants", false, "also measure the sidecar with schema validation, tracing and metrics on (always on with --broker all)")
 	return func(ctx context.Context, e *env) error {
 		if cfg.Count < 1 || cfg.Size < 1 || cfg.Window < 1 || cfg.Latencies < 1 {
 			return usagef("--count, --size, --window and --latencies must be at least 1")
+		}
+		if cfg.Broker != "all" && !slices.Contains(bench.Brokers, cfg.Broker) {
+			return usagef("--broker must be nats, kafka, rocketmq or all, not %q", cfg.Broker)
+		}
+		if cfg.Broker == "all" {
+			cfg.Variants = true
 		}
 		rs, err := bench.Run(ctx, cfg)
 		if err != nil {
 			return err
 		}
 		bench.PrintTable(e.stdout, cfg, rs)
+		if f := bench.Failed(rs); len(f) > 0 {
+			return fmt.Errorf("bench: %d path(s) not measured, first: %s: %v", len(f), f[0].Path, f[0].Err)
+		}
 		return nil
 	}
 }

@@ -49,7 +49,7 @@ func commands() []command {
 		{"registrations", "", "list the sidecar's registrations", setupRegistrations},
 		{"pub", "--topic T [--count N] [--size S]", "publish test messages and report the rate", setupPub},
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
-		{"bench", "[--count N] [--size S]", "compare nats.go direct with the SDK through an in-process sidecar (embedded JetStream)", setupBench},
+		{"bench", "[--broker nats|kafka|rocketmq|all] [--variants] [--count N] [--size S]", "compare each broker's own client with the SDK through an in-process sidecar, same run, ratios (--variants: schema, tracing, metrics on)", setupBench},
 		{"bench rpc", "[--duration D] [--concurrency N] [--size S]", "compare direct RPC calls with calls through an egress and an ingress sidecar, for both codecs", setupBenchRPC},
 	}, append(ctrlplaneCommands(), schemaCommands()...)...)
 }
@@ -82,6 +82,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for isGroup(commands(), name) {
 		// A command of several words: "weights set", "schema policy set".
+		// A name that is a command of its own too ("bench", beside
+		// "bench rpc") runs that command unless a known subcommand follows.
+		if isCommand(commands(), name) && (len(rest) == 0 || !isCommand(commands(), name+" "+rest[0]) && !isGroup(commands(), name+" "+rest[0])) {
+			break
+		}
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
 			fmt.Fprintf(stderr, "meshctl %s: which one?\n\n", name)
 			printGroup(stderr, name)
@@ -147,6 +152,10 @@ func help(stdout, stderr io.Writer, args []string) int {
 
 // isGroup reports whether name ("weights", "schema policy") is the start of
 // longer commands' names rather than a command's.
+func isCommand(cmds []command, name string) bool {
+	return slices.ContainsFunc(cmds, func(c command) bool { return c.name == name })
+}
+
 func isGroup(cmds []command, name string) bool {
 	return slices.ContainsFunc(cmds, func(c command) bool { return strings.HasPrefix(c.name, name+" ") })
 }

@@ -289,3 +289,13 @@ func TestSidecarDown(t *testing.T) {
 	}
 	_ = errors.New
 }
+
+// "bench" is a command and also the first word of "bench rpc": with flags
+// or nothing after it, it must run itself, not ask which one.
+func TestCommandThatIsAlsoAGroup(t *testing.T) {
+	var out, errb strings.Builder
+	code := Main(context.Background(), []string{"bench", "--count", "0"}, &out, &errb)
+	if code != 2 || strings.Contains(errb.String(), "which one") || !strings.Contains(errb.String(), "--count") {
+		t.Fatalf("meshctl bench --count 0: exit %d, stderr %q; want bench's own usage error", code, errb.String())
+	}
+}
