@@ -6,9 +6,14 @@
 //     goroutine per connection; Routines owns every other goroutine and
 //     waits for them on shutdown;
 //   - stream: Writer batches frames from many goroutines onto one
-//     connection; Pending matches answers to requests by id, and IDs hands
-//     out ids unique on a connection (what request-id rewriting needs when
-//     many downstream connections share one upstream connection).
+//     connection (group commit); Pending matches answers to requests by
+//     id, and IDs hands out ids unique on a connection; the upstream pools
+//     (upstream.go, balancer.go) rewrite request ids when many downstream
+//     connections share one upstream connection;
+//   - codec: the Codec interface (codec.go) that the RPC proxy's wire
+//     protocols implement, so a new protocol needs no change above it;
+//   - filters: the Chain every exchange passes, RPC call, publish or
+//     delivery (filter.go, filters.go), where metrics and limits plug in.
 //
 // The codec layer (codecs/...) turns bytes into frames; the application
 // layer (msgmesh, the RPC proxy) decides what frames mean.
