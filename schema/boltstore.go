@@ -5,18 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 	"sync"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
-
-// boltLockTimeout bounds how long OpenBoltStore waits for the file lock.
-const boltLockTimeout = 2 * time.Second
 
 // boltFormat is the layout of the file, stored under meta/format:
 //
@@ -28,11 +22,10 @@ const boltLockTimeout = 2 * time.Second
 const boltFormat = "1"
 
 var (
-	bucketMeta     = []byte("meta")
+	bucketMeta     = []byte("meta") // also holds the id counter
 	bucketSchemas  = []byte("schemas")
 	bucketSubjects = []byte("subjects")
 	bucketConfig   = []byte("config")
-	keyFormat      = []byte("format")
 	keyGlobalLevel = []byte("compatibility")
 )
 
@@ -54,60 +47,11 @@ var _ Store = (*BoltStore)(nil)
 // open: if another process or BoltStore holds it, OpenBoltStore gives up
 // after 2 s with an error wrapping ErrLocked.
 func OpenBoltStore(path string) (*BoltStore, error) {
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, fs.ErrNotExist)
-
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: boltLockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("schema: open %q: %w: gave up after %s; another control plane may be running on this data directory", path, ErrLocked, boltLockTimeout)
-	}
+	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketSchemas, bucketSubjects, bucketConfig}, Locked: ErrLocked, Holder: "another control plane"})
 	if err != nil {
-		return nil, fmt.Errorf("schema: open %q: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyFormat); {
-		case v == nil:
-			if err := meta.Put(keyFormat, []byte(boltFormat)); err != nil {
-				return err
-			}
-		case string(v) != boltFormat:
-			return fmt.Errorf("file format %q, this build reads format %q", v, boltFormat)
-		}
-		for _, b := range [][]byte{bucketSchemas, bucketSubjects, bucketConfig} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil && created {
-		// The file is new: make its directory entry durable too.
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = db.Close()
 		return nil, fmt.Errorf("schema: open %q: %w", path, err)
 	}
 	return &BoltStore{db: db, path: path}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %q: %w", dir, err)
-	}
-	return nil
 }
 
 func idKey(id int) []byte { return binary.BigEndian.AppendUint64(nil, uint64(id)) }

@@ -6,19 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/msgmesh/msgmesh/core"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
-
-// boltLockTimeout bounds how long OpenBolt waits for the file lock.
-const boltLockTimeout = 2 * time.Second
 
 // boltFormat is the file layout described in the package doc.
 const boltFormat = "1"
@@ -28,9 +24,8 @@ const boltFormat = "1"
 const maxWatchQueue = 1024
 
 var (
+	bucketMeta = []byte("meta") // also holds the revision counter
 	bucketKV   = []byte("kv")
-	bucketMeta = []byte("meta")
-	keyFormat  = []byte("format")
 	keyRev     = []byte("rev")
 )
 
@@ -62,52 +57,12 @@ func OpenBolt(path string) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, fs.ErrNotExist)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: boltLockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: open %q: %w: gave up after %s; another ctrlplane may be running on this data directory", path, ErrLocked, boltLockTimeout)
-	}
+	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane"})
 	if err != nil {
-		return nil, fmt.Errorf("store: open %q: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyFormat); {
-		case v == nil:
-			if err := meta.Put(keyFormat, []byte(boltFormat)); err != nil {
-				return err
-			}
-		case string(v) != boltFormat:
-			return fmt.Errorf("file format %q, this ctrlplane reads format %q", v, boltFormat)
-		}
-		_, err = tx.CreateBucketIfNotExists(bucketKV)
-		return err
-	})
-	if err == nil && created {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = db.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Bolt{db: db, path: path, ctx: ctx, cancel: cancel, watchers: map[*boltWatcher]struct{}{}}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Get implements Store.

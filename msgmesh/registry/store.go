@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 	"sync"
 	"time"
 
@@ -15,7 +13,7 @@ import (
 )
 
 // lockTimeout bounds how long Open waits for the file lock.
-const lockTimeout = 2 * time.Second
+const lockTimeout = boltfile.LockTimeout
 
 // formatVersion is the layout of the file: bucket "registrations", key the
 // app name, value the Registration as JSON. It is stored under
@@ -43,56 +41,11 @@ type Store struct {
 // Store is open: if another process or Store holds it, Open gives up after
 // 2 s with an error wrapping ErrLocked.
 func Open(path string) (*Store, error) {
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, fs.ErrNotExist)
-
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("registry: open %q: %w: gave up after %s; another msgmesh may be running on this data directory", path, ErrLocked, lockTimeout)
-	}
+	db, err := boltfile.Open(path, boltfile.Spec{Format: formatVersion, Buckets: [][]byte{bucketRegistrations}, Locked: ErrLocked, Holder: "another msgmesh"})
 	if err != nil {
-		return nil, fmt.Errorf("registry: open %q: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyFormat); {
-		case v == nil:
-			if err := meta.Put(keyFormat, []byte(formatVersion)); err != nil {
-				return err
-			}
-		case string(v) != formatVersion:
-			return fmt.Errorf("file format %q, this msgmesh reads format %q", v, formatVersion)
-		}
-		_, err = tx.CreateBucketIfNotExists(bucketRegistrations)
-		return err
-	})
-	if err == nil && created {
-		// The file is new: make its directory entry durable too.
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = db.Close()
 		return nil, fmt.Errorf("registry: open %q: %w", path, err)
 	}
 	return &Store{db: db, path: path}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %q: %w", dir, err)
-	}
-	return nil
 }
 
 // Put validates r, normalises it, sets UpdatedAt to now (UTC) and stores it
