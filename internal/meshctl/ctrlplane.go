@@ -40,19 +40,19 @@ func ctrlplaneCommands() []command {
 	cmds := []command{
 		{"apps create", "--app NAME", "create an app on the control plane and print its credential (shown only this once)", setupAppsCreate},
 		{"apps list", "", "list the apps with their instances and weights", setupAppsList},
-		{"apps get", "--app NAME", "print one app", setupAppsGet},
+		{"apps get", "--app NAME", "print one app", setupAppGet((*ctrlclient.Client).GetApp)},
 		{"apps delete", "--app NAME", "delete an app", setupAppsDelete},
 		{"apps rotate-credential", "--app NAME [--grace DURATION]", "give an app a new credential; the old one keeps working for the grace period", setupAppsRotate},
 		{"instances add", "--app NAME --addr HOST:PORT [--id ID] [--label K=V]... [--weight N]", "add an instance (a sidecar's forwarding address), or replace the one with the same ID", setupInstancesAdd},
 		{"instances remove", "--app NAME (--id ID | --addr HOST:PORT)", "remove an instance", setupInstancesRemove},
-		{"instances list", "--app NAME", "list an app's instances", setupInstancesList},
+		{"instances list", "--app NAME", "list an app's instances", setupAppGet((*ctrlclient.Client).Instances)},
 		{"weights set", "--app NAME --node ID --weight N", "set an instance's traffic weight, 0 (drained) to 100", setupWeightsSet},
 		{"weights get", "--app NAME", "print an app's instances and their weights", setupWeightsGet},
 	}
 	cmds = append(cmds, topo("topology")...)
 	cmds = append(cmds, topo("clusters")...)
 	return append(cmds,
-		command{"config get", "--app NAME", "print the config the control plane pushes to an app's sidecars", setupConfigGet},
+		command{"config get", "--app NAME", "print the config the control plane pushes to an app's sidecars", setupAppGet((*ctrlclient.Client).Config)},
 		command{"config watch", "--app NAME [--count N] [--state-file FILE]", "print an app's config and every change to it, as a sidecar sees them", setupConfigWatch},
 	)
 }
@@ -134,25 +134,6 @@ func setupAppsList(fs *flag.FlagSet) func(context.Context, *env) error {
 			return err
 		}
 		return printJSON(e.stdout, apps)
-	}
-}
-
-func setupAppsGet(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := appFlag(fs)
-	cf := addCtrlplaneFlags(fs)
-	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		a, err := c.GetApp(ctx, *app)
-		if err != nil {
-			return err
-		}
-		return printJSON(e.stdout, a)
 	}
 }
 
@@ -304,25 +285,6 @@ func setupInstancesRemove(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		fmt.Fprintf(e.stdout, "removed instance %s of app %s\n", target, *app)
 		return nil
-	}
-}
-
-func setupInstancesList(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := appFlag(fs)
-	cf := addCtrlplaneFlags(fs)
-	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		ins, err := c.Instances(ctx, *app)
-		if err != nil {
-			return err
-		}
-		return printJSON(e.stdout, ins)
 	}
 }
 
@@ -499,25 +461,6 @@ func printYAML(w io.Writer, v any) error {
 	return err
 }
 
-func setupConfigGet(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := appFlag(fs)
-	cf := addCtrlplaneFlags(fs)
-	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		cfg, err := c.Config(ctx, *app)
-		if err != nil {
-			return err
-		}
-		return printJSON(e.stdout, cfg)
-	}
-}
-
 func setupConfigWatch(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := appFlag(fs)
 	count := fs.Int("count", 0, "exit after printing this many configs (0: run until interrupted)")
@@ -568,5 +511,28 @@ func setupConfigWatch(fs *flag.FlagSet) func(context.Context, *env) error {
 			return fmt.Errorf("interrupted after %d of %d configs", printed, *count)
 		}
 		return nil
+	}
+}
+
+// setupAppGet builds a command that reads one thing of an app (--app) from
+// the control plane with get and prints it as JSON.
+func setupAppGet[T any](get func(*ctrlclient.Client, context.Context, string) (T, error)) func(*flag.FlagSet) func(context.Context, *env) error {
+	return func(fs *flag.FlagSet) func(context.Context, *env) error {
+		app := appFlag(fs)
+		cf := addCtrlplaneFlags(fs)
+		return func(ctx context.Context, e *env) error {
+			if err := requireApp(*app); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			v, err := get(c, ctx, *app)
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, v)
+		}
 	}
 }
