@@ -75,7 +75,10 @@ const (
 	CodeNoRoute        Code = 16 // RPC: no route for the request's service (or path)
 	CodeNoHealthyHost  Code = 17 // RPC: every host of the route's cluster refused or is down
 	CodeUpstreamReset  Code = 18 // RPC: the upstream connection died before the answer came
-	codeMax                 = CodeUpstreamReset
+	CodeStorageFull    Code = 19 // the broker's (or the sidecar's) storage is full; nothing was stored
+	CodeForbidden      Code = 20 // the app may not use this topic, group or listener
+	CodeUnauthorized   Code = 21 // the app's identity could not be verified (missing or wrong secret)
+	codeMax                 = CodeUnauthorized
 )
 
 var codeNames = [...]string{
@@ -88,6 +91,8 @@ var codeNames = [...]string{
 	CodeInternal: "INTERNAL", CodeNotDeclared: "NOT_DECLARED",
 	CodeUnknownRequest: "UNKNOWN_REQUEST", CodeNoRoute: "NO_ROUTE",
 	CodeNoHealthyHost: "NO_HEALTHY_HOST", CodeUpstreamReset: "UPSTREAM_RESET",
+	CodeStorageFull: "STORAGE_FULL", CodeForbidden: "FORBIDDEN",
+	CodeUnauthorized: "UNAUTHORIZED",
 }
 
 func (c Code) String() string {
@@ -101,7 +106,7 @@ func (c Code) String() string {
 func (c Code) Retryable() bool {
 	switch c {
 	case CodeUnavailable, CodeTimeout, CodeRateLimited, CodeShuttingDown,
-		CodeNoHealthyHost, CodeUpstreamReset:
+		CodeNoHealthyHost, CodeUpstreamReset, CodeStorageFull:
 		return true
 	}
 	return false

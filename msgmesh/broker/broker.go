@@ -121,4 +121,22 @@ var (
 	// ErrRejected: the broker refused the request for good (bad topic,
 	// message too large for the broker, permissions).
 	ErrRejected = errors.New("broker: rejected")
+	// ErrStorageFull: the broker refused to store the message because its
+	// storage (a stream's byte or message limit, or its disk) is full.
+	// Nothing was stored; the same publish may succeed once consumers
+	// catch up or space is freed.
+	ErrStorageFull = errors.New("broker: storage full")
+	// ErrOutcomeUnknown: the message left the sidecar but no answer came
+	// back (timeout, connection lost mid-request): the broker may or may
+	// not have stored it. Adapters wrap it only when they cannot tell;
+	// a publish they know was not stored wraps ErrUnavailable instead.
+	ErrOutcomeUnknown = errors.New("broker: outcome unknown")
 )
+
+// Checker is implemented by adapters that can tell whether their cluster
+// is usable right now. The sidecar's readiness (GET /readyz) and
+// GET /v1/upstreams ask it; a nil error means ready. Check must return
+// within ctx and must not block on a broker that does not answer.
+type Checker interface {
+	Check(ctx context.Context) error
+}
