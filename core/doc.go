@@ -3,8 +3,11 @@
 // messages or RPC:
 //
 //   - network: Server accepts connections on a listener and owns one
-//     goroutine per connection; Routines owns every other goroutine and
-//     waits for them on shutdown;
+//     goroutine per connection, at most ConnLimit.Max at once (connlimit.go);
+//     Routines owns every other goroutine and waits for them on shutdown;
+//     HTTPLimits bounds the clients of the HTTP servers beside it
+//     (httplimits.go), and FitFiles fits a connection limit to the
+//     process's open-file limit (fdlimit.go);
 //   - stream: Writer batches frames from many goroutines onto one
 //     connection (group commit); Pending matches answers to requests by
 //     id, and IDs hands out ids unique on a connection; the upstream pools

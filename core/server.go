@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,12 @@ type Server struct {
 	mu   sync.Mutex
 	ln   net.Listener
 	done bool
+
+	limit    ConnLimit    // set by LimitConns before Serve
+	active   atomic.Int64 // connections whose handler runs
+	refusing atomic.Int64 // Refuse calls running
+	refused  atomic.Uint64
+	warn     limitLog
 }
 
 // NewServer returns a Server that will run handler for every connection.
@@ -73,7 +80,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 5 * time.Millisecond
-		if !s.routines.Go(func() { s.handler(s.ctx, conn) }) {
+		if !s.admit() {
+			s.refuse(conn)
+			continue
+		}
+		if !s.routines.Go(func() { defer s.done1(); s.handler(s.ctx, conn) }) {
+			s.done1()
 			_ = conn.Close()
 			return nil
 		}
@@ -93,9 +105,16 @@ func (s *Server) closing() bool {
 
 // Go runs f in a goroutine owned by the server, with the context handlers
 // get: it is how a connection adopted from another process joins the
-// server's handlers. It returns false once Shutdown has begun.
+// server's handlers. f counts as one connection against the ConnLimit
+// while it runs, but is never refused: a connection handed over in an
+// upgrade is not dropped. It returns false once Shutdown has begun.
 func (s *Server) Go(f func(ctx context.Context)) bool {
-	return s.routines.Go(func() { f(s.ctx) })
+	s.active.Add(1)
+	if !s.routines.Go(func() { defer s.done1(); f(s.ctx) }) {
+		s.done1()
+		return false
+	}
+	return true
 }
 
 // Wait waits for every handler to return, without cancelling them, or for

@@ -22,15 +22,19 @@ type testServer struct {
 	serve chan error // Serve's return value
 }
 
-// startServer runs a Server with handler on a fresh 127.0.0.1 listener. At
-// cleanup it shuts the server down and waits for Serve to return.
-func startServer(t *testing.T, handler ConnHandler) *testServer {
+// startServer runs a Server with handler (and the connection limit, if
+// given) on a fresh 127.0.0.1 listener. At cleanup it shuts the server
+// down and waits for Serve to return.
+func startServer(t *testing.T, handler ConnHandler, lim ...ConnLimit) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testServer{Server: NewServer(handler, quietLog()), addr: ln.Addr().String(), serve: make(chan error, 1)}
+	for _, l := range lim {
+		ts.LimitConns(l)
+	}
 	go func() { ts.serve <- ts.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	wait := fs.Duration("long-poll", api.DefaultWait, "how long a sidecar's config long poll is held open")
 	grace := fs.Duration("rotation-grace", DefaultRotationGrace, "how long an app's previous credential stays valid after a rotation")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	httpLim := DefaultHTTPLimits()
+	httpLim.Flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: ctrlplane [flags]\n\nThe msgmesh control plane: apps, instances, weights and broker topology for sidecars (docs/ctrlplane.md).")
 		fs.PrintDefaults()
@@ -101,6 +103,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		Log:            log,
 		LongPollWait:   *wait,
 		RotationGrace:  *grace,
+		HTTP:           httpLim,
 	})
 	if err != nil {
 		return err

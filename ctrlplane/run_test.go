@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/internal/slowclient"
 )
 
 type syncBuffer struct {
@@ -137,4 +138,14 @@ func TestRunInsecureWarns(t *testing.T) {
 	if !strings.Contains(stderr.String(), "level=WARN") || !strings.Contains(stderr.String(), "AUTHENTICATION IS OFF") {
 		t.Fatalf("no loud warning:\n%s", stderr.String())
 	}
+}
+
+// TestRunHTTPLimits: the control plane closes a slowloris client (headers
+// or body one byte every 200ms) and an idle keep-alive connection within a
+// bound, with the --http-* timeouts set to about a second.
+func TestRunHTTPLimits(t *testing.T) {
+	var stderr syncBuffer
+	addr, _ := runAsync(t, []string{"--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--insecure-no-auth",
+		"--http-read-header-timeout", "500ms", "--http-read-timeout", "1s", "--http-idle-timeout", "1s"}, &stderr)
+	slowclient.Check(t, slowclient.Probes(addr, "/v1/apps", "/healthz", 200*time.Millisecond, 20*time.Second))
 }

@@ -18,6 +18,27 @@ import (
 	"github.com/msgmesh/msgmesh/schema"
 )
 
+// DefaultHTTPLimits are the API's limits where Options.HTTP has zeros. The
+// write timeout leaves room for the longest long poll (api.MaxWait); the
+// connection bound is what the open-file limit leaves after 256 files for
+// the stores, since every sidecar holds a connection for its long poll.
+func DefaultHTTPLimits() core.HTTPLimits {
+	conns, _, _ := core.FitFiles(defaultMaxConns, reservedFiles)
+	return core.HTTPLimits{
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      api.MaxWait + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    core.DefaultMaxHeaderBytes,
+		MaxConns:          conns,
+	}
+}
+
+const (
+	defaultMaxConns = 1 << 20 // bounded by the open-file limit first
+	reservedFiles   = 256
+)
+
 // Defaults of Options.
 const (
 	DefaultRotationGrace = 10 * time.Minute
@@ -55,6 +76,9 @@ type Options struct {
 	// Now is the clock (time.Now if nil); tests move it to expire
 	// credentials.
 	Now func() time.Time
+	// HTTP bounds the API's clients: timeouts, header size and connections
+	// at once. Zero fields: DefaultHTTPLimits.
+	HTTP core.HTTPLimits
 	// SchemaStore holds the schema registry (docs/schemas.md); Run opens
 	// schema.OpenBoltStore(--data-dir/SchemaFile). The caller opens it and
 	// closes it after Shutdown. Nil: a schema.MemoryStore, whose schemas
@@ -123,6 +147,13 @@ func New(opts Options) (*Server, error) {
 	if opts.SchemaStore == nil {
 		opts.SchemaStore = schema.NewMemoryStore()
 	}
+	opts.HTTP = opts.HTTP.Or(DefaultHTTPLimits())
+	if err := opts.HTTP.Validate(); err != nil {
+		return nil, fmt.Errorf("ctrlplane: %w", err)
+	}
+	if opts.HTTP.WriteTimeout <= api.MaxWait {
+		return nil, fmt.Errorf("ctrlplane: the HTTP write timeout (%s) must exceed the longest long poll (%s)", opts.HTTP.WriteTimeout, api.MaxWait)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:     opts,
@@ -158,15 +189,9 @@ func (s *Server) now() time.Time { return s.opts.Now() }
 // Serve accepts connections on ln until Shutdown. It returns nil after
 // Shutdown, or the error that stopped it.
 func (s *Server) Serve(ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// No WriteTimeout: long polls are held open up to api.MaxWait.
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return s.ctx },
-	}
+	hs := s.opts.HTTP.Server(s.Handler())
+	hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	hs.BaseContext = func(net.Listener) context.Context { return s.ctx }
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -176,7 +201,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.servers = append(s.servers, hs)
 	s.mu.Unlock()
 	s.log.Info("control plane listening", "addr", ln.Addr().String())
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := hs.Serve(s.opts.HTTP.Listener(ln)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

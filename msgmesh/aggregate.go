@@ -72,6 +72,7 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 		}
 	}
 	s.snap.Store(snap)
+	s.capLog.update(s.log, &s.cfg, len(regs), len(want))
 
 	for k, u := range s.upstreams {
 		if !want[k] {

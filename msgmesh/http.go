@@ -71,6 +71,10 @@ func writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "NOT_FOUND", Message: err.Error()})
 		return
 	}
+	if errors.Is(err, ErrLimit) {
+		writeJSON(w, http.StatusConflict, errorBody{Error: "LIMIT_EXCEEDED", Message: err.Error()})
+		return
+	}
 	writeJSON(w, httpStatus(code), errorBody{Error: code.String(), Message: err.Error()})
 }
 
@@ -93,7 +97,13 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration) (reg
 	if sc.draining.Load() {
 		return reg, ErrShuttingDown
 	}
-	stored, err := sc.store.Put(reg)
+	sc.regMu.Lock()
+	err := sc.checkCapacity(reg)
+	var stored registry.Registration
+	if err == nil {
+		stored, err = sc.store.Put(reg)
+	}
+	sc.regMu.Unlock()
 	if err != nil {
 		return reg, err
 	}

@@ -41,6 +41,7 @@ type session struct {
 	dead        atomic.Bool   // the connection is gone; take no new deliveries
 	freezing    atomic.Bool   // a hot upgrade is taking the connection
 	done        chan struct{} // closed when the read loop has returned
+	helloBy     time.Time     // HELLO must arrive by then (Config.HelloTimeout)
 
 	mu       sync.Mutex
 	hello    bool
@@ -87,6 +88,7 @@ func (sc *Sidecar) newSession(conn net.Conn) *session {
 		inflight: make(map[uint64]inflight),
 		pulls:    make(map[*pullWaiter]struct{}),
 		done:     make(chan struct{}),
+		helloBy:  time.Now().Add(sc.cfg.HelloTimeout),
 	}
 	s.maxInflight.Store(int32(sc.cfg.MaxInflight))
 	return s
@@ -152,7 +154,7 @@ func (s *session) readLoop(ctx context.Context) error {
 	defer stop()
 	s.owned.Go(s.sweep)
 	for {
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.sc.cfg.IdleTimeout))
+		_ = s.conn.SetReadDeadline(s.readDeadline())
 		if s.freezing.Load() {
 			return errFrozen
 		}
@@ -185,9 +187,28 @@ func (s *session) readError(f mesh.Frame, err error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if !s.hello {
+			// Tell the app, if one is there, why; then close.
+			err = fmt.Errorf("%w: no HELLO within %s of connecting (hello_timeout)", context.DeadlineExceeded, s.sc.cfg.HelloTimeout)
+			s.sendError(0, err)
+			_ = s.w.Close()
+			return err
+		}
 		return fmt.Errorf("idle for %s: %w", s.sc.cfg.IdleTimeout, err)
 	}
 	return err
+}
+
+// readDeadline is the read loop's deadline for the next frame: IdleTimeout
+// from now, and no later than helloBy until the app said HELLO, so a
+// connection that never does holds its slot of MaxConns only briefly.
+// Read loop only: it reads s.hello, which only the read loop writes.
+func (s *session) readDeadline() time.Time {
+	d := time.Now().Add(s.sc.cfg.IdleTimeout)
+	if !s.hello && s.helloBy.Before(d) {
+		return s.helloBy
+	}
+	return d
 }
 
 // handle processes one frame. A returned error ends the connection; errors

@@ -15,7 +15,10 @@
 //   - routes (route.go): the dispatch point of one (group, topic): the
 //     connections that declared it and the pending pull requests;
 //   - sessions (session.go): one app connection: its read loop, publish
-//     lanes, deliveries in flight and their timeouts.
+//     lanes, deliveries in flight and their timeouts;
+//   - capacity (capacity.go): the bounds on connections, registrations,
+//     upstream consumers and HTTP clients, and how a request past one is
+//     refused.
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
@@ -89,6 +92,27 @@ type Config struct {
 	// IdleTimeout closes a connection that sent nothing for this long (the
 	// SDK heartbeats well within it). Zero: 60s.
 	IdleTimeout time.Duration
+	// MaxConns bounds the app connections served at once; past it a new
+	// connection's HELLO is answered ERROR UNAVAILABLE and the connection
+	// closed, while those served go on (docs/protocol.md). Zero:
+	// DefaultMaxConns; New lowers it to fit the process's open-file limit.
+	MaxConns int
+	// HelloTimeout closes a connection that has not said HELLO this long
+	// after connecting, so idle connections do not hold a slot of MaxConns
+	// for IdleTimeout. Zero: 5s.
+	HelloTimeout time.Duration
+	// MaxRegistrations bounds the stored registrations (apps); a
+	// registration past it is refused with a *LimitError (HTTP 409
+	// LIMIT_EXCEEDED). Zero: DefaultMaxRegistrations.
+	MaxRegistrations int
+	// MaxUpstreams bounds the upstream consumers, one per (cluster, group,
+	// topic) the registrations consume; a registration that would need
+	// more is refused like one past MaxRegistrations. Zero:
+	// DefaultMaxUpstreams.
+	MaxUpstreams int
+	// HTTP bounds the HTTP API's clients: timeouts, header size and
+	// connections at once. Zero fields: DefaultHTTPLimits.
+	HTTP core.HTTPLimits
 	// PullLinger is how long a PULL waits for more messages after the first
 	// one arrived before it answers with what it has. Zero: 5ms.
 	PullLinger time.Duration
@@ -170,8 +194,15 @@ func (c *Config) setDefaults() error {
 	defDur(&c.PublishTimeout, 10*time.Second)
 	defDur(&c.IdleTimeout, 60*time.Second)
 	defDur(&c.PullLinger, 5*time.Millisecond)
+	def(&c.MaxConns, DefaultMaxConns)
+	def(&c.MaxRegistrations, DefaultMaxRegistrations)
+	def(&c.MaxUpstreams, DefaultMaxUpstreams)
+	defDur(&c.HelloTimeout, DefaultHelloTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if err := c.capacityDefaults(); err != nil {
+		return err
 	}
 	switch {
 	case c.MaxInflight < 0, c.MaxMessageSize < 0, c.PublishLanes < 0, c.Prefetch < 0:
@@ -202,11 +233,16 @@ type Sidecar struct {
 
 	draining atomic.Bool
 
+	// regMu serialises the capacity check of a registration with its
+	// store write (capacity.go). Never held with another lock.
+	regMu sync.Mutex
+
 	// reconcileMu serialises reconciliation, so the running upstream set is
 	// always the one the latest registration state asks for.
 	reconcileMu sync.Mutex
 	upstreams   map[upstreamKey]*upstream // guarded by reconcileMu
 	failed      map[upstreamKey]error     // desired but not running; guarded by reconcileMu
+	capLog      capacityLog               // guarded by reconcileMu
 	paused      bool                      // delivery paused; guarded by reconcileMu
 	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
 	stats       stats
@@ -277,6 +313,7 @@ func New(cfg Config) (*Sidecar, error) {
 		}
 	}
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
+	s.meshSrv.LimitConns(core.ConnLimit{Max: s.cfg.MaxConns, Refuse: s.refuseConn, RefuseTimeout: s.cfg.HelloTimeout, Name: "max_conns (--max-conns)"})
 	return s, nil
 }
 
@@ -291,14 +328,14 @@ func (s *Sidecar) Start(ctx context.Context) error {
 	if err := s.listen(); err != nil {
 		return err
 	}
-	s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = s.cfg.HTTP.Server(s.httpHandler())
 	s.bg.Go(func() {
 		if err := s.meshSrv.Serve(s.meshLn); err != nil {
 			s.log.Error("mesh listener stopped", "err", err)
 		}
 	})
 	s.bg.Go(func() {
-		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpSrv.Serve(s.cfg.HTTP.Listener(s.httpLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http listener stopped", "err", err)
 		}
 	})

@@ -54,6 +54,10 @@ type Config struct {
 	// IdleTimeout closes a downstream connection that sent nothing for
 	// this long. Zero: 5m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConns bounds the downstream connections each listener serves at
+	// once; past it a new connection is closed at once (core.ConnLimit).
+	// Zero: 1024.
+	MaxConns int `yaml:"max_conns"`
 	// AccessLog logs every exchange at Info (5xx at Warn). Zero: off;
 	// the counters of Metrics are always kept.
 	AccessLog bool `yaml:"access_log"`
@@ -254,8 +258,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
 	}
-	if c.MaxHeaderBytes < 0 || c.MaxBodyBytes < 0 {
-		return c, fmt.Errorf("negative max_header_bytes or max_body_bytes")
+	if c.MaxConns == 0 {
+		c.MaxConns = 1024
+	}
+	if c.MaxHeaderBytes < 0 || c.MaxBodyBytes < 0 || c.MaxConns < 0 {
+		return c, fmt.Errorf("negative max_header_bytes, max_body_bytes or max_conns")
 	}
 
 	clusters := map[string]bool{}

@@ -349,6 +349,7 @@ func (p *Proxy) newListener(name string, ingress bool, ln net.Listener) *listene
 		l.ln = l.sw
 	}
 	l.srv = core.NewServer(func(ctx context.Context, conn net.Conn) { p.serveConn(ctx, l, conn) }, p.log)
+	l.srv.LimitConns(core.ConnLimit{Max: p.cfg.MaxConns, Name: "rpc " + name + " max_conns"})
 	return l
 }
 

@@ -48,6 +48,9 @@ type File struct {
 	// Telemetry configures tracing export and metrics
 	// (docs/observability.md). Zero: metrics on GET /metrics, no export.
 	Telemetry *observe.Config `yaml:"telemetry"`
+	// Capacity bounds connections, registrations and HTTP clients
+	// (capacity.go). Zero: the defaults of package msgmesh.
+	Capacity *Capacity `yaml:"capacity"`
 }
 
 // LoadFile reads and validates a config file. Unknown fields are errors.
@@ -101,6 +104,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "unanswered deliveries per app connection")
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message body accepted from apps, in bytes")
+	capacityFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,6 +130,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	applyCapacity(fs, &cfg, file.Capacity)
 	topo := file.Brokers
 	switch {
 	case topo != nil && *natsURL != "":

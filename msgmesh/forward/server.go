@@ -27,6 +27,11 @@ const DefaultListen = "0.0.0.0:7602"
 // have unanswered on a Server when ServerConfig.MaxInflight is zero.
 const DefaultMaxInflight = 1024
 
+// DefaultMaxConns bounds a Server's connections when ServerConfig.MaxConns
+// is zero: a sibling keeps one connection, so this is far above any app's
+// instance count, and far below the open-file limit.
+const DefaultMaxConns = 512
+
 // Timing of the receiving side.
 const (
 	// handshakeTimeout bounds the TLS handshake and the wait for HELLO, so a
@@ -80,6 +85,10 @@ type ServerConfig struct {
 	// MaxFrameSize bounds received frames (header included); zero:
 	// mesh.DefaultMaxFrameSize.
 	MaxFrameSize int
+	// MaxConns bounds the connections served at once, handshakes
+	// included; past it a new connection is closed before its TLS
+	// handshake. Zero: DefaultMaxConns.
+	MaxConns int
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -118,8 +127,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Deliverer == nil {
 		return nil, fmt.Errorf("%w: ServerConfig.Deliverer is required", ErrConfig)
 	}
-	if cfg.MaxInflight < 0 || cfg.MaxFrameSize < 0 {
-		return nil, fmt.Errorf("%w: negative MaxInflight or MaxFrameSize", ErrConfig)
+	if cfg.MaxInflight < 0 || cfg.MaxFrameSize < 0 || cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("%w: negative MaxInflight, MaxFrameSize or MaxConns", ErrConfig)
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -143,6 +155,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.core = core.NewServer(s.serveConn, s.log)
+	s.core.LimitConns(core.ConnLimit{Max: cfg.MaxConns, Name: "forwarding listener max_conns"})
 	return s, nil
 }
 
