@@ -16,11 +16,18 @@
 //     connections that declared it and the pending pull requests;
 //   - sessions (session.go): one app connection: its read loop, publish
 //     lanes, deliveries in flight and their timeouts.
+//   - poison messages (deadletter.go): a group's failed attempts end, after
+//     its last allowed one, with a copy on its dead-letter topic and an
+//     ack of the original; registration checks across apps and clusters
+//     (register.go) keep one policy per group and topic names a cluster
+//     can hold.
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
 // call or a network write except reconcileMu, which only serialises
-// reconciliation.
+// reconciliation, and Sidecar.regMu, which Register holds alone (no other
+// lock inside it) across its checks, which may ask a cluster about topic
+// names, and its store write.
 package msgmesh
 
 import (
@@ -77,6 +84,17 @@ type Config struct {
 	DeliveryTimeout time.Duration
 	// PublishTimeout bounds one publish to the broker. Zero: 10s.
 	PublishTimeout time.Duration
+	// MaxAttempts is how many times a message is delivered to a consumer
+	// group (an attempt fails on a nack or a delivery timeout) before the
+	// sidecar moves it to the group's dead-letter topic, for consume
+	// bindings that set no max_attempts of their own (docs/protocol.md
+	// §5.7). 1 to registry.MaxAttemptsLimit. Zero: DefaultMaxAttempts (10).
+	MaxAttempts int
+	// MaxNackDelay caps the delay an app asks for in a NACK, on every
+	// broker, so that a nacked message comes back within it: a Kafka
+	// partition's commits wait for a nacked message (docs/brokers.md).
+	// Zero: DefaultMaxNackDelay (1 minute).
+	MaxNackDelay time.Duration
 	// MaxMessageSize bounds a published body. Zero: 1 MiB.
 	MaxMessageSize int
 	// MaxFrameSize bounds one frame from an app; it must leave room for
@@ -170,6 +188,8 @@ func (c *Config) setDefaults() error {
 	defDur(&c.PublishTimeout, 10*time.Second)
 	defDur(&c.IdleTimeout, 60*time.Second)
 	defDur(&c.PullLinger, 5*time.Millisecond)
+	def(&c.MaxAttempts, DefaultMaxAttempts)
+	defDur(&c.MaxNackDelay, DefaultMaxNackDelay)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -178,8 +198,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("msgmesh: config: negative limit")
 	case c.MaxFrameSize < c.MaxMessageSize+mesh.HeaderSize:
 		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d", c.MaxFrameSize, c.MaxMessageSize)
-	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0:
+	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
+	case c.MaxAttempts < 1 || c.MaxAttempts > registry.MaxAttemptsLimit:
+		return fmt.Errorf("msgmesh: config: MaxAttempts %d is out of range 1 to %d", c.MaxAttempts, registry.MaxAttemptsLimit)
 	}
 	return nil
 }
@@ -199,6 +221,12 @@ type Sidecar struct {
 	meshLn  net.Listener
 	httpLn  net.Listener
 	bg      core.Routines // the two serve loops and the reconcile retry loop
+	// deadLetters are the dead-letter publishes in progress (deadletter.go);
+	// Shutdown and Handoff wait for them.
+	deadLetters core.Routines
+	// regMu serialises Register's checks against the other registrations
+	// with its write, so two apps cannot each pass them alone.
+	regMu sync.Mutex
 
 	draining atomic.Bool
 
@@ -236,6 +264,7 @@ type Sidecar struct {
 type snapshot struct {
 	produce map[string]string // topics someone produces → their cluster
 	consume map[routeKey]bool // (group, topic) someone consumes
+	policy  map[routeKey]deadLetterPolicy
 }
 
 // New validates cfg and opens the registration store in cfg.DataDir. It
@@ -265,7 +294,7 @@ func New(cfg Config) (*Sidecar, error) {
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
 	}
-	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
+	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {
 		s.chain = core.NewChain(cfg.Filters...)
 	}
@@ -390,6 +419,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	err := s.meshSrv.Shutdown(ctx)
 	s.sessWG.Wait()
 	s.bg.Wait()
+	s.deadLetters.Stop() // each ends within PublishTimeout
+	s.deadLetters.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
