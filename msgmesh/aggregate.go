@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/topology"
@@ -60,14 +61,18 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("msgmesh: reconcile: %w", err)
 	}
-	snap := &snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}}
+	snap := &snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}}
 	want := map[upstreamKey]bool{}
 	for _, r := range regs {
 		for _, b := range r.Produce {
 			snap.produce[b.Topic] = s.clusterOf(b.Topic)
 		}
 		for _, b := range r.Consume {
-			snap.consume[routeKey{group: b.Group, topic: b.Topic}] = true
+			rk := routeKey{group: b.Group, topic: b.Topic}
+			snap.consume[rk] = true
+			if _, ok := snap.policy[rk]; !ok { // Register keeps them equal
+				snap.policy[rk] = s.policyFor(b)
+			}
 			want[upstreamKey{cluster: s.clusterOf(b.Topic), group: b.Group, topic: b.Topic}] = true
 		}
 	}
@@ -251,6 +256,13 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			continue
 		}
 		s.stats.fromBroker.Add(1)
+		if p, over := s.overLimit(u.key.route(), d); over {
+			// Its last allowed attempt ended without a verdict (connection
+			// lost, sidecar restarted, dead-letter publish failed).
+			s.deadLetter(u.key.route(), d, p, d.Redelivered(), mesh.DeadLetterRedelivered)
+			u.endHandover()
+			continue
+		}
 		if s.tryForward(pctx, u.key.route(), d) {
 			u.endHandover()
 			continue

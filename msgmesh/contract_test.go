@@ -65,6 +65,10 @@ var contractCases = []struct {
 	{"pause stops deliveries and resume restarts them", contractPause},
 	{"order per key", contractKeyOrder},
 	{"sigkill and restart lose nothing acked", contractKillRestart},
+	{"poison message is dead-lettered after max attempts", contractDeadLetter},
+	{"timeouts count as attempts", contractDeadLetterTimeout},
+	{"last attempt lost with its connection is dead-lettered", contractDeadLetterLostAttempt},
+	{"nack delay is cut to the max nack delay", contractNackDelayBounded},
 }
 
 // subscribe attaches a counting handler for group on c.

@@ -139,6 +139,8 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		return nil, fmt.Errorf("msgmesh: handoff: connections did not stop: %w", err)
 	}
 	s.bg.Wait()
+	s.deadLetters.Stop()
+	s.deadLetters.Wait()
 	s.sessMu.Lock()
 	st.Conns = s.frozen
 	s.frozen = nil
@@ -192,7 +194,7 @@ func (s *session) freezeCleanup() {
 	s.inflight = make(map[uint64]inflight)
 	s.mu.Unlock()
 	for _, inf := range left {
-		s.settleUpstream(inf, false, 0)
+		s.settleUpstream(inf, answerNone, 0)
 	}
 	subs := make([]mesh.Subscription, 0, len(s.subs))
 	for k, mode := range s.subs {

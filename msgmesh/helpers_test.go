@@ -131,7 +131,7 @@ func registerAt(t testing.TB, httpAddr, app string, produce, consume []string) (
 		reg.Produce = append(reg.Produce, b)
 	}
 	for _, s := range consume {
-		b, err := registry.ParseBinding(s)
+		b, err := registry.ParseConsumeBinding(s) // "g:t" or "g:t,max_attempts=3,..."
 		if err != nil {
 			t.Fatal(err)
 		}

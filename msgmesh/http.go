@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -97,8 +98,16 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration) (reg
 	if sc.draining.Load() {
 		return reg, ErrShuttingDown
 	}
+	if err := reg.Validate(); err != nil {
+		return reg, err
+	}
+	reg.Produce, reg.Consume = slices.Clone(reg.Produce), slices.Clone(reg.Consume)
+	reg.Normalize()
 	sc.regMu.Lock()
 	err := sc.checkCapacity(reg)
+	if err == nil {
+		err = sc.checkRegistration(ctx, reg)
+	}
 	var stored registry.Registration
 	if err == nil {
 		stored, err = sc.store.Put(reg)
@@ -160,6 +169,9 @@ type upstreamInfo struct {
 	Topic   string `json:"topic"`
 	Running bool   `json:"running"`
 	Error   string `json:"error,omitempty"` // why it is not running yet
+	// The group's effective dead-letter policy on the topic.
+	MaxAttempts     int    `json:"max_attempts"`
+	DeadLetterTopic string `json:"dead_letter_topic"`
 }
 
 func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
@@ -172,6 +184,10 @@ func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
 		out = append(out, upstreamInfo{Cluster: k.cluster, Group: k.group, Topic: k.topic, Error: err.Error()})
 	}
 	sc.reconcileMu.Unlock()
+	for i := range out {
+		p := sc.policyOf(routeKey{group: out[i].Group, topic: out[i].Topic})
+		out[i].MaxAttempts, out[i].DeadLetterTopic = p.maxAttempts, p.topic
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Group != out[j].Group {
 			return out[i].Group < out[j].Group

@@ -217,17 +217,17 @@ func (s *session) handle(f mesh.Frame) error {
 	if f.IsResponse() {
 		switch f.Kind {
 		case mesh.KindAck:
-			s.settle(f.ID, true, 0)
+			s.settle(f.ID, answerAck, 0)
 		case mesh.KindNack:
 			var n mesh.Nack
 			if err := n.Decode(f.Payload); err != nil {
 				s.log.Warn("bad NACK; redelivering now", "err", err)
 			}
-			s.settle(f.ID, false, time.Duration(n.DelayMillis)*time.Millisecond)
+			s.settle(f.ID, answerNack, time.Duration(n.DelayMillis)*time.Millisecond)
 		case mesh.KindError:
 			// The app could not take the delivery (it could not decode
 			// it): hand it back as for NACK 0 (docs/protocol.md §5.5).
-			s.settle(f.ID, false, 0)
+			s.settle(f.ID, answerNack, 0)
 		case mesh.KindHeartbeat, mesh.KindOK:
 			// Answers to our heartbeats; nothing waits on them.
 		default:
@@ -467,8 +467,18 @@ func (s *session) push(k routeKey, d broker.Delivery) bool {
 	return true
 }
 
+// answer is how a delivery in flight ends.
+type answer int
+
+const (
+	answerAck     answer = iota // the app acked it
+	answerNack                  // the app nacked it (or answered ERROR): a failed attempt
+	answerTimeout               // the app did not answer in time: a failed attempt
+	answerNone                  // handed back without a verdict: connection lost, handoff
+)
+
 // settle handles the app's answer to delivery id.
-func (s *session) settle(id uint64, ack bool, delay time.Duration) {
+func (s *session) settle(id uint64, a answer, delay time.Duration) {
 	s.mu.Lock()
 	inf, ok := s.inflight[id]
 	delete(s.inflight, id)
@@ -478,18 +488,27 @@ func (s *session) settle(id uint64, ack bool, delay time.Duration) {
 		s.log.Debug("answer for unknown delivery", "delivery_id", id)
 		return
 	}
-	s.settleUpstream(inf, ack, delay)
+	s.settleUpstream(inf, a, delay)
 	s.release()
 }
 
-func (s *session) settleUpstream(inf inflight, ack bool, delay time.Duration) {
+// settleUpstream passes a's verdict on to the broker: an ack, a failed
+// attempt (which the group's dead-letter policy may end, deadletter.go),
+// or a plain hand-back.
+func (s *session) settleUpstream(inf inflight, a answer, delay time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
-	if ack {
+	ack := a == answerAck
+	switch a {
+	case answerAck:
 		err = inf.d.Ack(ctx)
-	} else {
-		err = inf.d.Nack(ctx, delay)
+	case answerNack:
+		err = s.sc.attemptFailed(ctx, inf.key, inf.d, mesh.DeadLetterNack, delay)
+	case answerTimeout:
+		err = s.sc.attemptFailed(ctx, inf.key, inf.d, mesh.DeadLetterTimeout, 0)
+	default:
+		err = inf.d.Nack(ctx, 0)
 	}
 	if err != nil {
 		// The broker redelivers after its ack wait: a duplicate, never a loss.
@@ -531,7 +550,7 @@ func (s *session) sweep() {
 		for _, inf := range expired {
 			observe.MarkTimeout(inf.d)
 			s.log.Warn("delivery timed out; redelivering", "group", inf.key.group, "topic", inf.key.topic, "message_id", inf.d.MessageID())
-			s.settleUpstream(inf, false, 0)
+			s.settleUpstream(inf, answerTimeout, 0)
 			s.release()
 		}
 	}
@@ -566,7 +585,7 @@ func (s *session) cleanup() {
 	s.inflight = make(map[uint64]inflight)
 	s.mu.Unlock()
 	for _, inf := range left {
-		s.settleUpstream(inf, false, 0)
+		s.settleUpstream(inf, answerNone, 0)
 		s.slots.Add(-1)
 	}
 	if len(left) > 0 {

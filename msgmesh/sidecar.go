@@ -18,12 +18,19 @@
 //     lanes, deliveries in flight and their timeouts;
 //   - capacity (capacity.go): the bounds on connections, registrations,
 //     upstream consumers and HTTP clients, and how a request past one is
-//     refused.
+//     refused;
+//   - poison messages (deadletter.go): a group's failed attempts end, after
+//     its last allowed one, with a copy on its dead-letter topic and an
+//     ack of the original; registration checks across apps and clusters
+//     (register.go) keep one policy per group and topic names a cluster
+//     can hold.
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
 // call or a network write except reconcileMu, which only serialises
-// reconciliation.
+// reconciliation, and Sidecar.regMu, which Register holds alone (no other
+// lock inside it) across its checks, which may ask a cluster about topic
+// names, and its store write.
 package msgmesh
 
 import (
@@ -80,6 +87,17 @@ type Config struct {
 	DeliveryTimeout time.Duration
 	// PublishTimeout bounds one publish to the broker. Zero: 10s.
 	PublishTimeout time.Duration
+	// MaxAttempts is how many times a message is delivered to a consumer
+	// group (an attempt fails on a nack or a delivery timeout) before the
+	// sidecar moves it to the group's dead-letter topic, for consume
+	// bindings that set no max_attempts of their own (docs/protocol.md
+	// §5.7). 1 to registry.MaxAttemptsLimit. Zero: DefaultMaxAttempts (10).
+	MaxAttempts int
+	// MaxNackDelay caps the delay an app asks for in a NACK, on every
+	// broker, so that a nacked message comes back within it: a Kafka
+	// partition's commits wait for a nacked message (docs/brokers.md).
+	// Zero: DefaultMaxNackDelay (1 minute).
+	MaxNackDelay time.Duration
 	// MaxMessageSize bounds a published body. Zero: 1 MiB.
 	MaxMessageSize int
 	// MaxFrameSize bounds one frame from an app; it must leave room for
@@ -198,6 +216,8 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxRegistrations, DefaultMaxRegistrations)
 	def(&c.MaxUpstreams, DefaultMaxUpstreams)
 	defDur(&c.HelloTimeout, DefaultHelloTimeout)
+	def(&c.MaxAttempts, DefaultMaxAttempts)
+	defDur(&c.MaxNackDelay, DefaultMaxNackDelay)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -209,8 +229,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("msgmesh: config: negative limit")
 	case c.MaxFrameSize < c.MaxMessageSize+mesh.HeaderSize:
 		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d", c.MaxFrameSize, c.MaxMessageSize)
-	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0:
+	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
+	case c.MaxAttempts < 1 || c.MaxAttempts > registry.MaxAttemptsLimit:
+		return fmt.Errorf("msgmesh: config: MaxAttempts %d is out of range 1 to %d", c.MaxAttempts, registry.MaxAttemptsLimit)
 	}
 	return nil
 }
@@ -230,12 +252,15 @@ type Sidecar struct {
 	meshLn  net.Listener
 	httpLn  net.Listener
 	bg      core.Routines // the two serve loops and the reconcile retry loop
+	// deadLetters are the dead-letter publishes in progress (deadletter.go);
+	// Shutdown and Handoff wait for them.
+	deadLetters core.Routines
+	// regMu serialises Register's checks (capacity.go, register.go)
+	// against the other registrations with its store write, so two apps
+	// cannot each pass them alone.
+	regMu sync.Mutex
 
 	draining atomic.Bool
-
-	// regMu serialises the capacity check of a registration with its
-	// store write (capacity.go). Never held with another lock.
-	regMu sync.Mutex
 
 	// reconcileMu serialises reconciliation, so the running upstream set is
 	// always the one the latest registration state asks for.
@@ -272,6 +297,7 @@ type Sidecar struct {
 type snapshot struct {
 	produce map[string]string // topics someone produces → their cluster
 	consume map[routeKey]bool // (group, topic) someone consumes
+	policy  map[routeKey]deadLetterPolicy
 }
 
 // New validates cfg and opens the registration store in cfg.DataDir. It
@@ -301,7 +327,7 @@ func New(cfg Config) (*Sidecar, error) {
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
 	}
-	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
+	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {
 		s.chain = core.NewChain(cfg.Filters...)
 	}
@@ -427,6 +453,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	err := s.meshSrv.Shutdown(ctx)
 	s.sessWG.Wait()
 	s.bg.Wait()
+	s.deadLetters.Stop() // each ends within PublishTimeout
+	s.deadLetters.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

@@ -26,8 +26,9 @@ type tracked struct {
 	msg    broker.Message // the message with span's context in its headers (traced only)
 	traced bool
 
-	timeout atomic.Bool // the next Nack is a timeout
-	settled atomic.Bool
+	timeout    atomic.Bool // the next Nack is a timeout
+	deadLetter atomic.Bool // the next Ack follows a dead-letter publish
+	settled    atomic.Bool
 }
 
 var _ broker.Delivery = (*tracked)(nil)
@@ -121,6 +122,15 @@ func MarkTimeout(d broker.Delivery) {
 	}
 }
 
+// MarkDeadLetter makes the next Ack of d (a Deliver wrapper) count as the
+// outcome "dead_letter": call it when the sidecar acks a message it moved
+// to a dead-letter topic. Other deliveries are left alone.
+func MarkDeadLetter(d broker.Delivery) {
+	if w, ok := d.(*tracked); ok {
+		w.deadLetter.Store(true)
+	}
+}
+
 // Unwrap returns the delivery d wraps, or d itself when it is not a
 // wrapper of this package.
 func Unwrap(d broker.Delivery) broker.Delivery {
@@ -150,7 +160,11 @@ func (w *tracked) Message() *broker.Message {
 // Ack acks the wrapped delivery and records the settlement.
 func (w *tracked) Ack(ctx context.Context) error {
 	err := w.Delivery.Ack(ctx)
-	w.done(OutcomeAck, err)
+	outcome := OutcomeAck
+	if w.deadLetter.Load() {
+		outcome = OutcomeDeadLetter
+	}
+	w.done(outcome, err)
 	return err
 }
 

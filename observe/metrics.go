@@ -25,6 +25,9 @@ const (
 	OutcomeAck     = "ack"
 	OutcomeNack    = "nack"
 	OutcomeTimeout = "timeout"
+	// OutcomeDeadLetter: the delivery's last allowed attempt failed and
+	// the sidecar moved the message to its dead-letter topic.
+	OutcomeDeadLetter = "dead_letter"
 )
 
 // LatencyBuckets are the bucket bounds, in seconds, of the publish and
@@ -57,7 +60,7 @@ var LatencyBuckets = []float64{
 //	msgmesh_out_bytes_total{topic,group}           their body bytes
 //	msgmesh_delivery_duration_seconds{topic,group} delivery handed over → settled (ack, nack or timeout)
 //	msgmesh_deliveries_inflight{topic,group}       deliveries handed over and not settled yet
-//	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout
+//	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout, dead_letter
 //	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
@@ -223,8 +226,8 @@ func (m *Metrics) TimedOut(ctx context.Context, topic, group string) {
 	m.Settled(ctx, topic, group, OutcomeTimeout)
 }
 
-// Settled counts a settled delivery; outcome is OutcomeAck, OutcomeNack or
-// OutcomeTimeout.
+// Settled counts a settled delivery; outcome is OutcomeAck, OutcomeNack,
+// OutcomeTimeout or OutcomeDeadLetter.
 func (m *Metrics) Settled(ctx context.Context, topic, group, outcome string) {
 	if m == nil {
 		return

@@ -57,6 +57,12 @@ func TestHelp(t *testing.T) {
 	if code, _, errs := run(t, "register", "--app", "a", "--consume", "nocolon"); code != 2 || !strings.Contains(errs, "group:topic") {
 		t.Fatalf("bad binding: exit %d, %q", code, errs)
 	}
+	if code, _, errs := run(t, "register", "--app", "a", "--consume", "g:t,max_attempts=0x"); code != 2 || !strings.Contains(errs, "max_attempts") {
+		t.Fatalf("bad dead-letter option: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, "register", "--app", "a", "--produce", "g:t,max_attempts=3"); code != 2 {
+		t.Fatalf("dead-letter option on --produce: exit %d, %q", code, errs)
+	}
 }
 
 func TestRegistrations(t *testing.T) {
@@ -93,7 +99,8 @@ func TestRegistrations(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	code, out, errs := run(t, "register", "--app", "orders", "--consume", "g1:orders.created", "--consume", "g2:payments", "--produce", "p1:orders.created", "--http", addr)
+	code, out, errs := run(t, "register", "--app", "orders", "--consume", "g1:orders.created",
+		"--consume", "g2:payments,max_attempts=5,dead_letter_topic=payments.poison", "--produce", "p1:orders.created", "--http", addr)
 	if code != 0 {
 		t.Fatalf("register: exit %d: %s", code, errs)
 	}
@@ -111,7 +118,8 @@ func TestRegistrations(t *testing.T) {
 	want := map[string]any{
 		"app":     "orders",
 		"produce": []any{map[string]any{"group": "p1", "topic": "orders.created"}},
-		"consume": []any{map[string]any{"group": "g1", "topic": "orders.created"}, map[string]any{"group": "g2", "topic": "payments"}},
+		"consume": []any{map[string]any{"group": "g1", "topic": "orders.created"},
+			map[string]any{"group": "g2", "topic": "payments", "max_attempts": float64(5), "dead_letter_topic": "payments.poison"}},
 	}
 	if c.method != http.MethodPost || c.path != "/v1/registrations" || !jsonEqual(sent, want) {
 		t.Fatalf("register sent %s %s %s", c.method, c.path, c.body)

@@ -14,23 +14,28 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 
-// bindings is a repeatable GROUP:TOPIC flag.
-type bindings []registry.Binding
+// bindings is a repeatable binding flag: GROUP:TOPIC, parsed by parse
+// (registry.ParseBinding, or ParseConsumeBinding for --consume, which
+// also reads the dead-letter options).
+type bindings struct {
+	list  []registry.Binding
+	parse func(string) (registry.Binding, error)
+}
 
 func (b *bindings) String() string {
-	s := make([]string, len(*b))
-	for i, x := range *b {
+	s := make([]string, len(b.list))
+	for i, x := range b.list {
 		s[i] = x.String()
 	}
-	return strings.Join(s, ",")
+	return strings.Join(s, " ")
 }
 
 func (b *bindings) Set(v string) error {
-	x, err := registry.ParseBinding(v)
+	x, err := b.parse(v)
 	if err != nil {
 		return err
 	}
-	*b = append(*b, x)
+	b.list = append(b.list, x)
 	return nil
 }
 
@@ -52,15 +57,16 @@ func baseURL(v string) (string, error) {
 
 func setupRegister(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := fs.String("app", "", "the app's name (required)")
-	var consume, produce bindings
-	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC (repeatable)")
+	consume := bindings{parse: registry.ParseConsumeBinding}
+	produce := bindings{parse: registry.ParseBinding}
+	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC, optionally with its dead-letter policy: GROUP:TOPIC,max_attempts=N,dead_letter_topic=T (repeatable)")
 	fs.Var(&produce, "produce", "a producer group and the topic it produces, GROUP:TOPIC (repeatable)")
 	httpAddr := httpFlag(fs)
 	return func(ctx context.Context, e *env) error {
 		if *app == "" {
 			return usagef("--app is required")
 		}
-		reg := registry.Registration{App: *app, Produce: produce, Consume: consume}
+		reg := registry.Registration{App: *app, Produce: produce.list, Consume: consume.list}
 		body, err := json.Marshal(reg)
 		if err != nil {
 			return err

@@ -105,6 +105,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message body accepted from apps, in bytes")
 	capacityFlags(fs, &cfg)
+	fs.IntVar(&cfg.MaxAttempts, "max-attempts", msgmesh.DefaultMaxAttempts, "deliveries of a message to a consumer group before it is moved to the group's dead-letter topic, for consume bindings that set no max_attempts")
+	fs.DurationVar(&cfg.MaxNackDelay, "max-nack-delay", msgmesh.DefaultMaxNackDelay, "longest redelivery delay a NACK may ask for; longer delays are cut to it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -140,3 +140,28 @@ var (
 type Checker interface {
 	Check(ctx context.Context) error
 }
+
+// ErrTopicConflict: the cluster cannot hold a topic under this name, alone
+// or next to another topic it holds or is asked to hold (Kafka refuses a
+// topic whose name differs from another's only in '.' versus '_').
+// Returned by TopicChecker.CheckTopics.
+var ErrTopicConflict = errors.New("broker: topic name conflict")
+
+// TopicChecker is implemented by adapters whose cluster refuses some topic
+// names that the sidecar's own naming rules allow: alone (too long for the
+// broker) or next to other topics. The sidecar calls it when an app
+// registers, with topics, every topic the registration puts on the cluster
+// (produced, consumed and dead-letter topics), and registered, the topics
+// the cluster's other registrations use; it refuses the registration when
+// the error wraps ErrTopicConflict, so that a name fails there, with both
+// topics named, instead of at the first publish.
+//
+// CheckTopics refuses a topic of topics that the cluster cannot hold
+// alone, next to another of topics, next to one of registered, or next to
+// a topic the cluster has. Conflicts among registered alone are not the
+// new registration's and are not reported. Any error not wrapping
+// ErrTopicConflict (the cluster cannot be asked right now) does not block
+// the registration. CheckTopics must return within ctx.
+type TopicChecker interface {
+	CheckTopics(ctx context.Context, topics, registered []string) error
+}

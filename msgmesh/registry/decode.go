@@ -80,7 +80,7 @@ func decodeError(err error) *ValidationError {
 	}
 	// encoding/json reports unknown fields only as text.
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return invalid(strings.Trim(name, `"`), "unknown field; allowed are app, produce, consume (each a list of {group, topic}) and updated_at")
+		return invalid(strings.Trim(name, `"`), "unknown field; allowed are app, produce (a list of {group, topic}), consume (a list of {group, topic, max_attempts, dead_letter_topic}) and updated_at")
 	}
 	return invalid("", "malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
@@ -92,6 +92,8 @@ func describeType(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.String:
 		return "a string"
+	case reflect.Int:
+		return "a whole number"
 	case reflect.Slice:
 		return "an array"
 	case reflect.Struct:

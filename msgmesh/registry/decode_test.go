@@ -59,6 +59,11 @@ func TestDecodeJSONBadBodies(t *testing.T) {
 		{"oversize object", `{"app":"` + strings.Repeat("a", MaxBodySize) + `"}`, "", "larger than 65536 bytes"},
 		{"invalid after decoding", `{"app":"a","consume":[{"group":"g","topic":"t"},{"group":"g","topic":"t"}]}`, "consume[1]", "duplicate binding g:t"},
 		{"no bindings", `{"app":"a","consume":[]}`, "", "no bindings"},
+		{"max attempts not a number", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":"3"}]}`, "consume.max_attempts", "expected a whole number, got a JSON string"},
+		{"max attempts a fraction", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":2.5}]}`, "consume.max_attempts", "expected a whole number"},
+		{"max attempts overflow", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":1e30}]}`, "consume.max_attempts", "expected a whole number"},
+		{"max attempts out of range", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":5000}]}`, "consume[0].max_attempts", "out of range"},
+		{"policy on produce", `{"app":"a","produce":[{"group":"g","topic":"t","dead_letter_topic":"d"}]}`, "produce[0].dead_letter_topic", "only consume bindings"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,6 +82,27 @@ func TestDecodeJSONBadBodies(t *testing.T) {
 				t.Errorf("registration = %+v on error, want zero", got)
 			}
 		})
+	}
+}
+
+func TestDecodeJSONDeadLetterPolicy(t *testing.T) {
+	body := `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":3,"dead_letter_topic":"t.poison"},{"group":"g2","topic":"t"}]}`
+	got, err := DecodeJSON(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("DecodeJSON: %v", err)
+	}
+	want := Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: 3, DeadLetterTopic: "t.poison"}, b("g2", "t")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeJSON = %+v, want %+v", got, want)
+	}
+	out, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unset policy fields stay out of the JSON, so registrations stored
+	// before they existed read and compare the same.
+	if want := `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":3,"dead_letter_topic":"t.poison"},{"group":"g2","topic":"t"}]}`; string(out) != want {
+		t.Fatalf("json.Marshal = %s, want %s", out, want)
 	}
 }
 

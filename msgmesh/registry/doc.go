@@ -25,7 +25,16 @@
 //   - topic: ^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$ and at most 249 bytes
 //     (Kafka's limit): dot-separated, no empty segment;
 //   - a registration has at least one produce or consume binding, and no
-//     binding appears twice within produce or within consume.
+//     (group, topic) appears twice within produce or within consume.
+//
+// # Dead-letter policy
+//
+// A consume binding may carry its group's dead-letter policy on the topic:
+// max_attempts (0 to MaxAttemptsLimit; 0 or absent: the sidecar's default)
+// and dead_letter_topic (a valid topic name other than the binding's own
+// topic; absent: DefaultDeadLetterTopic, "<topic>.<group>.dlq"). Produce
+// bindings may not set either. The registry only stores and checks them;
+// the sidecar applies them (docs/protocol.md, "Poison messages").
 //
 // A violation is a *ValidationError naming the field ("consume[1].topic")
 // and the reason; errors.Is(err, ErrInvalid) holds for it. Normalize sorts

@@ -3,7 +3,9 @@ package registry
 import (
 	"cmp"
 	"fmt"
+	"hash/fnv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -14,12 +16,64 @@ const (
 	maxTopicLen = 249 // Kafka's topic name limit
 )
 
+// MaxAttemptsLimit is the highest MaxAttempts a consume binding (and the
+// sidecar's default) may set. There is no "unlimited": every message a
+// group cannot process ends on a dead-letter topic. Broker adapters whose
+// broker has a delivery limit of its own set it above this one, so that
+// the broker's mechanism never acts before the sidecar's.
+const MaxAttemptsLimit = 1000
+
+// deadLetterSuffix ends every default dead-letter topic name.
+const deadLetterSuffix = ".dlq"
+
 // Binding is one (group, topic) pair: a producer group producing a topic or
-// a consumer group consuming it.
+// a consumer group consuming it. A consume binding also carries the
+// group's dead-letter policy on that topic (docs/http-api.md); its two
+// fields stay zero on produce bindings.
 type Binding struct {
 	Group string `json:"group"`
 	Topic string `json:"topic"`
+	// MaxAttempts is how many times a message is delivered to the group
+	// (attempts end in a nack or a delivery timeout) before the sidecar
+	// moves it to DeadLetterTopic. 0: the sidecar's default
+	// (msgmesh.Config.MaxAttempts). Consume bindings only, 0 to
+	// MaxAttemptsLimit.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// DeadLetterTopic is where the sidecar moves the group's poison
+	// messages. Empty: DefaultDeadLetterTopic(Group, Topic). Consume
+	// bindings only; a valid topic name other than Topic.
+	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
 }
+
+// DefaultDeadLetterTopic names the dead-letter topic of group on topic when
+// its binding names none: "<topic>.<group>.dlq", with every '.' of the
+// group turned into '_' so that the group is one segment (and the name is
+// a valid topic whatever the group's dots). A name over 249 bytes is cut
+// and made unique again with 8 hex digits of FNV-1a of the full name:
+// "<cut>-<hash>.dlq".
+func DefaultDeadLetterTopic(group, topic string) string {
+	name := topic + "." + strings.ReplaceAll(group, ".", "_") + deadLetterSuffix
+	if len(name) <= maxTopicLen {
+		return name
+	}
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	tail := fmt.Sprintf("-%08x%s", h.Sum32(), deadLetterSuffix)
+	return name[:maxTopicLen-len(tail)] + tail
+}
+
+// DeadLetter is the dead-letter topic of a consume binding: the one it
+// names, or DefaultDeadLetterTopic.
+func (b Binding) DeadLetter() string {
+	if b.DeadLetterTopic != "" {
+		return b.DeadLetterTopic
+	}
+	return DefaultDeadLetterTopic(b.Group, b.Topic)
+}
+
+// key is the binding's identity: two bindings of one list with the same
+// key are duplicates whatever their policies.
+func (b Binding) key() [2]string { return [2]string{b.Group, b.Topic} }
 
 // ParseBinding parses "group:topic", as written on the command line
 // (meshctl register --consume g1:orders.created), and checks both names.
@@ -37,8 +91,55 @@ func ParseBinding(s string) (Binding, error) {
 	return b, nil
 }
 
-// String returns "group:topic", the form ParseBinding reads.
-func (b Binding) String() string { return b.Group + ":" + b.Topic }
+// ParseConsumeBinding parses a consume binding as written on the command
+// line: "group:topic", optionally followed by its dead-letter policy as
+// comma-separated key=value options named like the JSON fields
+// ("g1:orders.created,max_attempts=5,dead_letter_topic=orders.poison").
+// Bad input gives a *ValidationError as for ParseBinding; Field names the
+// option ("max_attempts") when an option is wrong.
+func ParseConsumeBinding(s string) (Binding, error) {
+	head, opts, hasOpts := strings.Cut(s, ",")
+	b, err := ParseBinding(head)
+	if err != nil {
+		return Binding{}, err
+	}
+	if hasOpts {
+		for _, opt := range strings.Split(opts, ",") {
+			k, v, ok := strings.Cut(opt, "=")
+			switch {
+			case !ok:
+				return Binding{}, invalid("", "binding %s: option %s: expected key=value", quote(s), quote(opt))
+			case k == "max_attempts":
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return Binding{}, invalid(k, "%s is not a whole number", quote(v))
+				}
+				b.MaxAttempts = n
+			case k == "dead_letter_topic":
+				b.DeadLetterTopic = v
+			default:
+				return Binding{}, invalid(k, "unknown option; allowed are max_attempts and dead_letter_topic")
+			}
+		}
+	}
+	if err := b.validatePolicy(""); err != nil {
+		return Binding{}, err
+	}
+	return b, nil
+}
+
+// String returns "group:topic", the form ParseBinding reads, followed by
+// the dead-letter options ParseConsumeBinding reads when they are set.
+func (b Binding) String() string {
+	s := b.Group + ":" + b.Topic
+	if b.MaxAttempts != 0 {
+		s += ",max_attempts=" + strconv.Itoa(b.MaxAttempts)
+	}
+	if b.DeadLetterTopic != "" {
+		s += ",dead_letter_topic=" + b.DeadLetterTopic
+	}
+	return s
+}
 
 // validate checks both names; prefix is the field path of the binding
 // ("consume[1]"), empty for a lone binding.
@@ -51,6 +152,27 @@ func (b Binding) validate(prefix string) *ValidationError {
 	}
 	if reason := checkTopic(b.Topic); reason != "" {
 		return invalid(prefix+"topic", "%s %s", quote(b.Topic), reason)
+	}
+	return nil
+}
+
+// validatePolicy checks the dead-letter policy of a consume binding whose
+// names are valid; prefix as for validate.
+func (b Binding) validatePolicy(prefix string) *ValidationError {
+	if prefix != "" {
+		prefix += "."
+	}
+	if b.MaxAttempts < 0 || b.MaxAttempts > MaxAttemptsLimit {
+		return invalid(prefix+"max_attempts", "%d is out of range; want 1 to %d, or 0 (or none) for the sidecar's default", b.MaxAttempts, MaxAttemptsLimit)
+	}
+	if b.DeadLetterTopic == "" {
+		return nil
+	}
+	if reason := checkTopic(b.DeadLetterTopic); reason != "" {
+		return invalid(prefix+"dead_letter_topic", "%s %s", quote(b.DeadLetterTopic), reason)
+	}
+	if b.DeadLetterTopic == b.Topic {
+		return invalid(prefix+"dead_letter_topic", "%s is the consumed topic itself; dead letters would come back to the group", quote(b.DeadLetterTopic))
 	}
 	return nil
 }
@@ -84,32 +206,44 @@ func (r *Registration) Validate() error {
 	if len(r.Produce) == 0 && len(r.Consume) == 0 {
 		return invalid("", "no bindings: register at least one produce or consume binding (group and topic)")
 	}
-	if err := validateBindings("produce", r.Produce); err != nil {
+	if err := validateBindings("produce", r.Produce, false); err != nil {
 		return err
 	}
-	if err := validateBindings("consume", r.Consume); err != nil {
+	if err := validateBindings("consume", r.Consume, true); err != nil {
 		return err
 	}
 	return nil
 }
 
-func validateBindings(field string, bs []Binding) *ValidationError {
-	var seen map[Binding]int
+// validateBindings checks one binding list; consume says whether its
+// bindings may carry a dead-letter policy.
+func validateBindings(field string, bs []Binding, consume bool) *ValidationError {
+	var seen map[[2]string]int
 	if len(bs) > 1 {
-		seen = make(map[Binding]int, len(bs))
+		seen = make(map[[2]string]int, len(bs))
 	}
 	for i, b := range bs {
 		path := fmt.Sprintf("%s[%d]", field, i)
 		if err := b.validate(path); err != nil {
 			return err
 		}
+		switch {
+		case consume:
+			if err := b.validatePolicy(path); err != nil {
+				return err
+			}
+		case b.MaxAttempts != 0:
+			return invalid(path+".max_attempts", "only consume bindings have a dead-letter policy")
+		case b.DeadLetterTopic != "":
+			return invalid(path+".dead_letter_topic", "only consume bindings have a dead-letter policy")
+		}
 		if seen == nil {
 			continue
 		}
-		if j, dup := seen[b]; dup {
-			return invalid(path, "duplicate binding %s (same as %s[%d])", b, field, j)
+		if j, dup := seen[b.key()]; dup {
+			return invalid(path, "duplicate binding %s:%s (same group and topic as %s[%d])", b.Group, b.Topic, field, j)
 		}
-		seen[b] = i
+		seen[b.key()] = i
 	}
 	return nil
 }

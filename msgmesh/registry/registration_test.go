@@ -49,6 +49,16 @@ func TestValidate(t *testing.T) {
 		{"duplicate produce", Registration{App: "a", Produce: []Binding{b("p", "t"), b("p", "u"), b("p", "t")}}, "produce[2]"},
 		{"duplicate consume", Registration{App: "a", Consume: []Binding{b("g", "t"), b("g", "t")}}, "consume[1]"},
 		{"produce checked before consume", Registration{App: "a", Produce: []Binding{b("p", "")}, Consume: []Binding{b("", "t")}}, "produce[0].topic"},
+
+		{"dead-letter policy", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: 3, DeadLetterTopic: "t.poison"}}}, "-"},
+		{"max attempts at the limit", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: MaxAttemptsLimit}}}, "-"},
+		{"max attempts over the limit", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: MaxAttemptsLimit + 1}}}, "consume[0].max_attempts"},
+		{"negative max attempts", Registration{App: "a", Consume: []Binding{b("g", "t"), {Group: "g", Topic: "u", MaxAttempts: -1}}}, "consume[1].max_attempts"},
+		{"bad dead-letter topic", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", DeadLetterTopic: "t..dlq"}}}, "consume[0].dead_letter_topic"},
+		{"dead-letter topic is the topic", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", DeadLetterTopic: "t"}}}, "consume[0].dead_letter_topic"},
+		{"policy on a produce binding", Registration{App: "a", Produce: []Binding{{Group: "p", Topic: "t", MaxAttempts: 3}}}, "produce[0].max_attempts"},
+		{"dead-letter topic on a produce binding", Registration{App: "a", Produce: []Binding{{Group: "p", Topic: "t", DeadLetterTopic: "x"}}}, "produce[0].dead_letter_topic"},
+		{"same binding, two policies", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: 3}, {Group: "g", Topic: "t", MaxAttempts: 4}}}, "consume[1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +168,91 @@ func TestParseBinding(t *testing.T) {
 				t.Errorf("binding = %+v on error, want zero", got)
 			}
 		})
+	}
+}
+
+func TestParseConsumeBinding(t *testing.T) {
+	tests := []struct {
+		in    string
+		want  Binding
+		field string // "-" means valid
+	}{
+		{"g1:orders.created", b("g1", "orders.created"), "-"},
+		{"g1:orders,max_attempts=3", Binding{Group: "g1", Topic: "orders", MaxAttempts: 3}, "-"},
+		{"g1:orders,dead_letter_topic=orders.poison", Binding{Group: "g1", Topic: "orders", DeadLetterTopic: "orders.poison"}, "-"},
+		{"g1:orders,max_attempts=5,dead_letter_topic=x", Binding{Group: "g1", Topic: "orders", MaxAttempts: 5, DeadLetterTopic: "x"}, "-"},
+		{"g1:orders,max_attempts=x", Binding{}, "max_attempts"},
+		{"g1:orders,max_attempts=0", Binding{Group: "g1", Topic: "orders"}, "-"},
+		{"g1:orders,max_attempts=1001", Binding{}, "max_attempts"},
+		{"g1:orders,dead_letter_topic=orders", Binding{}, "dead_letter_topic"},
+		{"g1:orders,dead_letter_topic=a b", Binding{}, "dead_letter_topic"},
+		{"g1:orders,retries=3", Binding{}, "retries"},
+		{"g1:orders,max_attempts", Binding{}, ""},
+		{"g1:orders,", Binding{}, ""},
+		{"g1,max_attempts=3", Binding{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseConsumeBinding(tt.in)
+			if tt.field == "-" {
+				if err != nil {
+					t.Fatalf("ParseConsumeBinding(%q) error %v", tt.in, err)
+				}
+				if got != tt.want {
+					t.Fatalf("ParseConsumeBinding(%q) = %+v, want %+v", tt.in, got, tt.want)
+				}
+				if again, err := ParseConsumeBinding(got.String()); err != nil || again != got {
+					t.Errorf("ParseConsumeBinding(String()) = %+v, %v; want %+v", again, err, got)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseConsumeBinding(%q) = %+v, %v; want *ValidationError", tt.in, got, err)
+			}
+			if ve.Field != tt.field {
+				t.Errorf("Field = %q, want %q (error: %v)", ve.Field, tt.field, err)
+			}
+		})
+	}
+}
+
+func TestDefaultDeadLetterTopic(t *testing.T) {
+	long := strings.Repeat("t", 240)
+	tests := []struct {
+		group, topic, want string
+	}{
+		{"g1", "orders.created", "orders.created.g1.dlq"},
+		{"billing.v2", "orders", "orders.billing_v2.dlq"},
+		{"a..b.", "t", "t.a__b_.dlq"},
+		{"g", strings.Repeat("t", 243), strings.Repeat("t", 243) + ".g.dlq"}, // 249 bytes: kept
+	}
+	for _, tt := range tests {
+		if got := DefaultDeadLetterTopic(tt.group, tt.topic); got != tt.want {
+			t.Errorf("DefaultDeadLetterTopic(%q, %q) = %q, want %q", tt.group, tt.topic, got, tt.want)
+		}
+	}
+	// Too long: cut, and told apart by a hash of the whole name.
+	a, b := DefaultDeadLetterTopic("group-a", long), DefaultDeadLetterTopic("group-b", long)
+	if a == b {
+		t.Fatalf("two groups share the cut dead-letter topic %q", a)
+	}
+	for _, n := range []string{a, b} {
+		if len(n) != maxTopicLen || !strings.HasSuffix(n, ".dlq") || !strings.HasPrefix(n, long[:200]) {
+			t.Errorf("cut name %q (%d bytes): want %d bytes, the topic first and .dlq last", n, len(n), maxTopicLen)
+		}
+	}
+	// Every default name is a valid topic, whatever the group's dots.
+	for _, g := range []string{"g", "a.b", "a..b", "g.", "x-_.y", strings.Repeat("g.", 64)} {
+		for _, tp := range []string{"t", "a.b", long, strings.Repeat("x", 249)} {
+			n := DefaultDeadLetterTopic(g, tp)
+			if reason := checkTopic(n); reason != "" {
+				t.Errorf("DefaultDeadLetterTopic(%q, %q) = %q: %s", g, tp, n, reason)
+			}
+			if n == tp {
+				t.Errorf("DefaultDeadLetterTopic(%q, %q) is the topic itself", g, tp)
+			}
+		}
 	}
 }
 

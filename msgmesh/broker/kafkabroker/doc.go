@@ -76,7 +76,9 @@
 // consume, no reordering beyond the delay), and a crash cannot lose it.
 // The cost: a long-nacked message (or one nacked again and again) holds
 // back the commits of its whole partition, so a crash or a rebalance then
-// redelivers every later message of that partition too. The queue holds
+// redelivers every later message of that partition too. The sidecar bounds
+// both: it caps nack delays (msgmesh.Config.MaxNackDelay) and moves a
+// message to a dead-letter topic after its group's last allowed attempt. The queue holds
 // only messages already handed out, so it is bounded by the sidecar's
 // in-flight deliveries. Nack after Close does nothing (the offset is not
 // committed; the group reads the message again).

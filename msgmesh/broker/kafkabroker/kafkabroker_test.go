@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -191,32 +190,10 @@ func TestTwoGroupsEachGetEverything(t *testing.T) {
 	wg.Wait()
 }
 
-// offsetClient reads a group's committed offsets, as an operator would.
+// committed reads a group's committed offset, as an operator would.
 func committed(t testing.TB, c *kfake.Cluster, group, topic string, partition int) int64 {
 	t.Helper()
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	cl := &kafka.Client{Addr: kafka.TCP(kafkatest.Addrs(c)...), Transport: tr}
-	res, err := cl.OffsetFetch(ctxT(t), &kafka.OffsetFetchRequest{
-		GroupID: group,
-		Topics:  map[string][]int{topic: {partition}},
-	})
-	if err != nil {
-		t.Fatalf("OffsetFetch: %v", err)
-	}
-	if res.Error != nil {
-		t.Fatalf("OffsetFetch: %v", res.Error)
-	}
-	for _, p := range res.Topics[topic] {
-		if p.Partition == partition {
-			if p.Error != nil {
-				t.Fatalf("OffsetFetch: %v", p.Error)
-			}
-			return p.CommittedOffset
-		}
-	}
-	t.Fatalf("OffsetFetch: no answer for %s/%d", topic, partition)
-	return 0
+	return kafkatest.Committed(t, c, group, topic, partition)
 }
 
 // waitBlocked waits until a Next of c is blocked in the reader.

@@ -48,7 +48,10 @@
 // with a short hash appended when that form could be ambiguous (see
 // consumerName), so two topics of one group in one operator stream never
 // share a consumer. It filters the topic, acks explicitly, waits
-// ConsumerSpec.AckWait (zero: 60 s) for an ack, redelivers without limit,
+// ConsumerSpec.AckWait (zero: 60 s) for an ack, redelivers without limit
+// (MaxDeliver -1: the sidecar moves poison messages to a dead-letter topic
+// itself, while a JetStream max_deliver would only stop delivering the
+// message and leave it unacked in the stream),
 // starts a new group at the oldest retained message (like Kafka's
 // "earliest"), and allows Config.MaxAckPending unacknowledged messages.
 // An existing consumer is updated to this configuration; one of that name

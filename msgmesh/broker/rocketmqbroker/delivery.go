@@ -78,8 +78,8 @@ func (d *delivery) Ack(ctx context.Context) error {
 // so 1 s for 0) with Redelivered + 1. It waits for the broker's answer
 // until ctx ends; the send-back goes on after that, and the message is
 // never lost: until the send-back succeeds, the queue's offset stays
-// before it. After MaxRedeliveries redeliveries RocketMQ moves the message
-// to the group's dead-letter topic (%DLQ%<group>).
+// before it. RocketMQ moves the message to the group's own dead-letter
+// topic (%DLQ%<group>) only after MaxReconsumeTimes send-backs.
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("rocketmqbroker: nack %s: %w", d.id, err)

@@ -70,8 +70,10 @@
 // (which the consumer also reads) and delivers it after the retry delay
 // level chosen for the delay (RocketMQ's levels, 1 s ... 2 h, the shortest
 // at least the delay; 1 s for 0) with Redelivered + 1 and the same
-// MessageID (the retry keeps ORIGIN_MESSAGE_ID); after MaxRedeliveries
-// (16) redeliveries it goes to %DLQ%<group>. A message not answered within ConsumerSpec.AckWait
+// MessageID (the retry keeps ORIGIN_MESSAGE_ID). RocketMQ would move it
+// to %DLQ%<group> only after MaxReconsumeTimes (1016) send-backs, above
+// any limit of the sidecar, which dead-letters poison messages itself
+// (on every broker alike). A message not answered within ConsumerSpec.AckWait
 // (zero: DefaultAckWait, 60 s) is sent back like a Nack by the adapter,
 // and a later answer gets ErrSettled. Timestamp is the broker's store time
 // (for a retry copy, the original's send time).

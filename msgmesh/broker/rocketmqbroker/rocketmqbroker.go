@@ -36,10 +36,16 @@ const (
 	DefaultPrefetch    = 128
 	// DefaultAckWait is used when ConsumerSpec.AckWait is zero.
 	DefaultAckWait = 60 * time.Second
-	// MaxRedeliveries is how often a message is redelivered after a
-	// Nack or AckWait expiry before RocketMQ moves it to the group's
-	// dead-letter topic %DLQ%<group> (RocketMQ's default).
-	MaxRedeliveries = 16
+	// MaxReconsumeTimes is the reconsume limit the adapter's consumers
+	// give the broker: how often a message is sent back (Nack, AckWait
+	// expiry) before RocketMQ moves it to the group's own dead-letter
+	// topic %DLQ%<group> instead. The sidecar ends a poison message
+	// itself, after at most 1000 attempts (its highest max_attempts), on
+	// the binding's dead-letter topic; this limit is above that, so
+	// RocketMQ's mechanism never takes a message first. It is only a
+	// backstop for a message the sidecar failed to dead-letter another
+	// 16 times (RocketMQ's own default count) after that.
+	MaxReconsumeTimes = 1000 + 16
 )
 
 // producerGroupSuffix names the producer group: GroupPrefix + "PRODUCER".
@@ -328,8 +334,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
 		rmqconsumer.WithPullBatchSize(1),
 		// The pull consumer's default is 0, which sends every nacked
-		// message straight to the dead-letter topic.
-		rmqconsumer.WithMaxReconsumeTimes(MaxRedeliveries),
+		// message straight to the dead-letter topic; RocketMQ's usual 16
+		// would move poison messages to %DLQ%<group> before the sidecar's
+		// own policy could (see MaxReconsumeTimes).
+		rmqconsumer.WithMaxReconsumeTimes(MaxReconsumeTimes),
 		rmqconsumer.WithInterceptor(nackInterceptor),
 	)
 	if err != nil {

@@ -6,8 +6,11 @@
 package kafkatest
 
 import (
+	"context"
 	"testing"
+	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -30,4 +33,34 @@ func Start(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 // kafkabroker.Config.Brokers.
 func Addrs(c *kfake.Cluster) []string {
 	return c.ListenAddrs()
+}
+
+// Committed reads the offset group has committed on topic/partition from
+// cluster c, as an operator would (OffsetFetch with a client of its own);
+// -1 when the group has committed none there.
+func Committed(t testing.TB, c *kfake.Cluster, group, topic string, partition int) int64 {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(Addrs(c)...), Transport: tr, Timeout: 10 * time.Second}
+	res, err := cl.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
+		GroupID: group,
+		Topics:  map[string][]int{topic: {partition}},
+	})
+	if err != nil {
+		t.Fatalf("kafkatest: OffsetFetch: %v", err)
+	}
+	if res.Error != nil {
+		t.Fatalf("kafkatest: OffsetFetch: %v", res.Error)
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Partition == partition {
+			if p.Error != nil {
+				t.Fatalf("kafkatest: OffsetFetch: %v", p.Error)
+			}
+			return p.CommittedOffset
+		}
+	}
+	t.Fatalf("kafkatest: OffsetFetch: no answer for %s/%d", topic, partition)
+	return 0
 }

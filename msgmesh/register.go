@@ -1,0 +1,116 @@
+package msgmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+)
+
+// topicCheckTimeout bounds asking the clusters about a registration's
+// topic names (broker.TopicChecker); a cluster that does not answer in
+// time does not block the registration.
+const topicCheckTimeout = 3 * time.Second
+
+// checkRegistration applies the rules that span registrations, before reg
+// (validated and normalised) replaces its app's: a (group, topic) has one
+// dead-letter policy whatever app registers it, and every cluster whose
+// adapter checks topic names (broker.TopicChecker) can hold the topics reg
+// puts on it next to the other registrations' and its own. A violation is
+// an error wrapping ErrInvalid that names the other side. regMu is held.
+func (sc *Sidecar) checkRegistration(ctx context.Context, reg registry.Registration) error {
+	regs, err := sc.store.List()
+	if err != nil {
+		return fmt.Errorf("msgmesh: register %q: %w", reg.App, err)
+	}
+	others := slices.DeleteFunc(regs, func(r registry.Registration) bool { return r.App == reg.App })
+	if err := sc.checkPolicies(reg, others); err != nil {
+		return err
+	}
+	return sc.checkTopics(ctx, reg, others)
+}
+
+// checkPolicies refuses a consume binding whose effective dead-letter
+// policy differs from the one another app registered for the same
+// (group, topic): deliveries of a group are not tied to one app, so the
+// policy could not be told apart.
+func (sc *Sidecar) checkPolicies(reg registry.Registration, others []registry.Registration) error {
+	type owner struct {
+		app string
+		p   deadLetterPolicy
+	}
+	have := map[routeKey]owner{}
+	for _, r := range others {
+		for _, b := range r.Consume {
+			k := routeKey{group: b.Group, topic: b.Topic}
+			if _, ok := have[k]; !ok {
+				have[k] = owner{r.App, sc.policyFor(b)}
+			}
+		}
+	}
+	for i, b := range reg.Consume {
+		o, ok := have[routeKey{group: b.Group, topic: b.Topic}]
+		if p := sc.policyFor(b); ok && p != o.p {
+			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d and dead_letter_topic %q in app %q's registration, not %d and %q; a group has one dead-letter policy per topic, so register the same values (or change both)",
+				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.app, p.maxAttempts, p.topic)
+		}
+	}
+	return nil
+}
+
+// checkTopics asks each cluster whose adapter is a broker.TopicChecker
+// about the topics reg puts on it.
+func (sc *Sidecar) checkTopics(ctx context.Context, reg registry.Registration, others []registry.Registration) error {
+	mine, theirs := sc.topicsByCluster([]registry.Registration{reg}), sc.topicsByCluster(others)
+	clusters := make([]string, 0, len(mine))
+	for c := range mine {
+		clusters = append(clusters, c)
+	}
+	slices.Sort(clusters)
+	for _, c := range clusters {
+		tc, ok := sc.cfg.Brokers[c].(broker.TopicChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, topicCheckTimeout)
+		err := tc.CheckTopics(cctx, mine[c], theirs[c])
+		cancel()
+		switch {
+		case errors.Is(err, broker.ErrTopicConflict):
+			return fmt.Errorf("%w: cluster %q cannot hold the topics of this registration: %w", ErrInvalid, c, err)
+		case err != nil:
+			sc.log.Warn("could not check the registration's topic names with the cluster; registering anyway",
+				"app", reg.App, "cluster", c, "err", err)
+		}
+	}
+	return nil
+}
+
+// topicsByCluster lists, per cluster and sorted, every topic regs use:
+// produced, consumed, and the consume bindings' dead-letter topics.
+func (sc *Sidecar) topicsByCluster(regs []registry.Registration) map[string][]string {
+	out := map[string][]string{}
+	add := func(t string) {
+		c := sc.clusterOf(t)
+		if !slices.Contains(out[c], t) {
+			out[c] = append(out[c], t)
+		}
+	}
+	for _, r := range regs {
+		for _, b := range r.Produce {
+			add(b.Topic)
+		}
+		for _, b := range r.Consume {
+			add(b.Topic)
+			add(sc.policyFor(b).topic)
+		}
+	}
+	for _, ts := range out {
+		slices.Sort(ts)
+	}
+	return out
+}
