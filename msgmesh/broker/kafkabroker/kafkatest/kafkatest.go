@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Start runs a kfake cluster whose brokers (three by default, see
@@ -30,4 +31,24 @@ func Start(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 // kafkabroker.Config.Brokers.
 func Addrs(c *kfake.Cluster) []string {
 	return c.ListenAddrs()
+}
+
+// RefuseProduce is the answer of a broker that refuses every partition of
+// a produce request with the Kafka error code: for kfake's request
+// controls (kfake.Cluster.ControlKey with kmsg.Produce), to inject a
+// broker's refusal without storing anything.
+func RefuseProduce(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.Version = req.Version
+	for _, rt := range req.Topics {
+		t := kmsg.NewProduceResponseTopic()
+		t.Topic, t.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			p := kmsg.NewProduceResponseTopicPartition()
+			p.Partition, p.ErrorCode = rp.Partition, code
+			t.Partitions = append(t.Partitions, p)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	return resp
 }
