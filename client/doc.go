@@ -28,7 +28,9 @@
 // publish that fails with ErrConnectionLost, with an *Error whose code is
 // mesh.CodeTimeout, or with its context's error after it was sent, may or
 // may not have been stored: retry it, and accept that the message may then
-// exist twice. Consumers get every message at
+// exist twice. Any other *Error (UNAVAILABLE, BROKER_ERROR, STORAGE_FULL,
+// RATE_LIMITED, ...) means the message was not stored, so retrying a
+// retryable one cannot duplicate it. Consumers get every message at
 // least once and must tolerate duplicates: a delivery whose ACK was lost
 // with its connection, or that was not settled in time, is redelivered.
 //

@@ -275,7 +275,7 @@ func contractKillRestart(t *testing.T, kit brokerKit) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	killRestart(t, 1500, "--config", path)
+	killRestart(t, kit.name+" sidecar SIGKILL", 1500, caughtUpOf(t, c), "--config", path)
 }
 
 // clusterYAML is a sidecar config file holding just c.

@@ -2,7 +2,6 @@ package msgmesh_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/msgmesh/msgmesh/client"
 )
 
 // buildSidecar compiles cmd/msgmesh once per test binary run.
@@ -160,14 +157,18 @@ func waitHealthy(t *testing.T, p *sidecarProc, httpAddr string) {
 // consume run, and restarts it on the same data directory. The apps do not
 // register again; every message the SDK saw acknowledged is consumed.
 func TestSIGKILLLosesNothing(t *testing.T) {
-	killRestart(t, 3000)
+	killRestart(t, "NATS (embedded) sidecar SIGKILL", 3000, nil)
 }
 
 // killRestart runs the msgmesh binary with extra flags (none: the embedded
-// broker), kills it with SIGKILL once a third of n publishes are
-// acknowledged, restarts it on the same data directory and counts: every
-// acknowledged message must be consumed.
-func killRestart(t *testing.T, n int, extra ...string) {
+// broker), kills it with SIGKILL once a third of n messages are acked,
+// restarts it on the same data directory, and counts (runCounted): every
+// acked message must be delivered, none answered "not stored" may be. The
+// restarted sidecar must have reloaded the registration and restarted
+// its upstream consumer before the apps reconnect. caughtUp, when set,
+// asks the broker whether the group has consumed everything.
+func killRestart(t *testing.T, name string, n int, caughtUp func(testing.TB) bool, extra ...string) figures {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
@@ -184,87 +185,26 @@ func killRestart(t *testing.T, n int, extra ...string) {
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-
-	consumed := newTally()
-	sub := dialAt(t, meshAddr)
-	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
-		consumed.add("sub", string(d.Body))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-
-	// Publishers retry every message until the SDK sees it acknowledged;
-	// only acknowledged messages count.
-	pub := dialAt(t, meshAddr)
-	var ackMu sync.Mutex
-	acked := map[string]bool{}
-	ackedCount := func() int { ackMu.Lock(); defer ackMu.Unlock(); return len(acked) }
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				body := fmt.Sprintf("m-%d", i)
-				for {
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)})
-					cancel()
-					if err == nil {
-						ackMu.Lock()
-						acked[body] = true
-						ackMu.Unlock()
-						break
-					}
-				}
+	return runCounted(t, name, countedRun{
+		meshAddr: meshAddr,
+		n:        n,
+		fault: func(t *testing.T, _ *ledger) {
+			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
 			}
-		}()
-	}
-	go func() {
-		for i := 0; i < n; i++ {
-			work <- i
-		}
-		close(work)
-	}()
-
-	waitFor(t, 60*time.Second, "a third of the messages to be acknowledged", func() bool { return ackedCount() >= n/3 })
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	killedAt := ackedCount()
-
-	p = startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
-	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/registrations/orders", "", nil)
-	if status != http.StatusOK || !strings.Contains(body, "g1") {
-		t.Fatalf("registration did not survive the crash: %d %s", status, body)
-	}
-	if got := upstreamsAt(t, httpAddr); !got["g1:"+topic] {
-		t.Fatalf("upstream consumer not restarted from stored registrations: %v", got)
-	}
-
-	wg.Wait()
-	waitFor(t, 90*time.Second, "every acknowledged message to be consumed", func() bool {
-		ackMu.Lock()
-		defer ackMu.Unlock()
-		consumed.mu.Lock()
-		defer consumed.mu.Unlock()
-		for b := range acked {
-			if consumed.bodies[b] == 0 {
-				return false
+			<-p.done
+			p = startProc(t, bin, args...)
+			waitHealthy(t, p, httpAddr)
+			status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/registrations/orders", "", nil)
+			if status != http.StatusOK || !strings.Contains(body, "g1") {
+				t.Fatalf("registration did not survive the crash: %d %s", status, body)
 			}
-		}
-		return true
+			if got := upstreamsAt(t, httpAddr); !got["g1:"+topic] {
+				t.Fatalf("upstream consumer not restarted from stored registrations: %v", got)
+			}
+		},
+		caughtUp: caughtUp,
 	})
-	dups := consumed.count() - consumed.distinct()
-	t.Logf("killed after %d acks; %d acknowledged, %d consumed (%d distinct, %d duplicates from redelivery)",
-		killedAt, ackedCount(), consumed.count(), consumed.distinct(), dups)
-	if ackedCount() != n {
-		t.Fatalf("%d of %d messages acknowledged", ackedCount(), n)
-	}
 }
 
 // TestRaceInside: the filter that lets a known third-party race through

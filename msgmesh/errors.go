@@ -57,6 +57,8 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeInvalid
 	case errors.Is(err, errProtocol):
 		return mesh.CodeUnsupported
+	case errors.Is(err, broker.ErrOutcomeUnknown): // before ErrUnavailable: it may wrap one
+		return mesh.CodeTimeout
 	case errors.Is(err, broker.ErrUnavailable):
 		return mesh.CodeUnavailable
 	case errors.Is(err, broker.ErrRejected):

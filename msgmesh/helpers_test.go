@@ -41,16 +41,26 @@ func scaled(d time.Duration) time.Duration {
 	return d
 }
 
-// waitFor polls cond until it holds or the (race-scaled) timeout passes.
+// waitFor polls cond until it holds, and fails t if the (race-scaled)
+// timeout passes first.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !waitUntil(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", scaled(timeout), what)
+	}
+}
+
+// waitUntil polls cond until it holds or the (race-scaled) timeout
+// passes, and reports whether it held.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(scaled(timeout))
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", scaled(timeout), what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // env is one sidecar on a real embedded JetStream server, with its mesh

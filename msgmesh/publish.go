@@ -72,6 +72,11 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 		br := sc.cfg.Flow.Breaker(cluster)
 		if err = br.Allow(); err == nil {
 			res, err = b.Publish(ctx, m)
+			if err != nil && !broker.NotStored(err) {
+				// The sidecar's own deadline, or anything the adapter
+				// could not place: the broker may have stored it.
+				err = broker.OutcomeUnknown(err)
+			}
 			br.Record(err)
 			if err != nil {
 				sc.metrics().BrokerError(ctx, cluster)

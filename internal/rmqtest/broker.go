@@ -139,10 +139,17 @@ const (
 	Fail
 	// Disconnect closes the connection the request came on, unanswered.
 	Disconnect
+	// HandleThenDisconnect handles the request (a send is stored) and
+	// closes the connection instead of answering: the client cannot tell
+	// whether it took effect.
+	HandleThenDisconnect
 )
 
 // Interceptor sees every request before it is handled: its code (see the
-// Code constants) and header fields, which it must not modify.
+// Code constants) and header fields, which it must not modify. It runs on
+// the connection's goroutine, so an interceptor that blocks before
+// returning Pass delays the request and every later one on that
+// connection (an answer that comes late).
 type Interceptor func(code int16, fields map[string]string) Action
 
 // Broker is a running name server and broker. Its methods are safe for
@@ -520,6 +527,9 @@ func (c *conn) serve() {
 				c.respond(req, errorResponse(respSystemError, "injected fault"))
 				continue
 			case Disconnect:
+				return
+			case HandleThenDisconnect:
+				c.b.handle(c, req)
 				return
 			}
 		}

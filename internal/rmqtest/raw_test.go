@@ -376,6 +376,8 @@ func TestInterceptor(t *testing.T) {
 			return Drop
 		case "cut":
 			return Disconnect
+		case "stored-cut":
+			return HandleThenDisconnect
 		}
 		return Pass
 	})
@@ -389,6 +391,15 @@ func TestInterceptor(t *testing.T) {
 	rc2 := dial(t, b.BrokerAddr())
 	rc2.send(CodeGetMaxOffset, map[string]string{"topic": "cut", "queueId": "0"}, nil, serializeJSON)
 	rc2.expectClosed()
+	rc4 := dial(t, b.BrokerAddr())
+	rc4.send(CodeSendMessage, map[string]string{
+		"producerGroup": "pg", "topic": "stored-cut", "queueId": "0", "sysFlag": "0",
+		"bornTimestamp": "1", "flag": "0", "properties": "", "reconsumeTimes": "0",
+	}, []byte("x"), serializeJSON)
+	rc4.expectClosed()
+	if got := b.MaxOffset("stored-cut", 0); got != 1 {
+		t.Fatalf("HandleThenDisconnect: max offset %d after the send, want 1 (stored)", got)
+	}
 	b.Intercept(nil)
 	rc3 := dial(t, b.BrokerAddr())
 	if r := rc3.call(CodeGetMaxOffset, map[string]string{"topic": "fail", "queueId": "0"}, nil); r.Code != respSuccess {

@@ -26,19 +26,27 @@
 // Writer's Completion callback receives each batch stamped from the
 // produce response (base offset + index), and finds the waiting Publish
 // through the message's WriterData. PublishResult.Stream is the topic,
-// MessageID "<topic>/<partition>/<offset>". The Writer retries
-// retriable failures (leader moved, not enough replicas, connection
-// reset) up to 10 times with backoff; Kafka's idempotent producer is not
-// available in kafka-go, so a retry after a lost response can store a
-// message twice (at-least-once). A Publish that ends with its ctx leaves
-// its batch to the Writer, which keeps retrying it (about 8 s in all when
-// the cluster is down): later messages to that partition wait behind it,
-// and Broker.Close waits for it. A message above 1 MiB is refused before
-// it is sent. Errors: the caller's context ending is returned as is
-// (context.DeadlineExceeded also wraps broker.ErrUnavailable); message
-// too large, invalid topic, authorisation and other permanent refusals
-// wrap broker.ErrRejected; network errors, timeouts and retriable Kafka
-// errors that outlast the retries wrap broker.ErrUnavailable.
+// MessageID "<topic>/<partition>/<offset>". Publish retries retriable
+// failures (leader moved, not enough replicas, connection reset) up to 10
+// times with backoff (100 ms doubling to 1 s), within its ctx; the Writer
+// makes one attempt per call, so that Publish sees every attempt's error.
+// Kafka's idempotent producer is not available in kafka-go, so a retry
+// after a lost response can store a message twice (at-least-once). A
+// Publish that ends with its ctx leaves its batch's attempt to the Writer:
+// the message may still be stored. A message above 1 MiB is refused before
+// it is sent.
+//
+// Errors say whether the message may have been stored. Those that prove
+// it was not wrap broker.ErrRejected (message too large, invalid topic,
+// authorisation and other permanent refusals) or broker.ErrUnavailable (no
+// connection could be made, the topic could not be looked up or created,
+// or every attempt was refused by the broker with a retriable code).
+// Those after an attempt that may have reached the broker wrap
+// broker.ErrOutcomeUnknown: the ctx ended while the batch was on its way,
+// the connection dropped or the answer timed out, or the broker answered
+// a code that comes after the leader appended the message
+// (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+// KAFKA_STORAGE_ERROR, UNKNOWN) — on any attempt, not only the last.
 //
 // Consume. A kafka-go Reader in consumer group ConsumerSpec.Group on
 // ConsumerSpec.Topic (range or round-robin assignment, heartbeats every

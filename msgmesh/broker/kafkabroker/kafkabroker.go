@@ -226,9 +226,13 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		ReadTimeout:  requestTimeout,
 		WriteTimeout: requestTimeout,
 		RequiredAcks: kafka.RequireAll,
-		Completion:   completion,
-		Transport:    b.transport,
-		ErrorLogger:  warnLogger(b.log.With("client", "writer")),
+		// One attempt per WriteMessages: Publish retries itself, so that
+		// it knows whether any attempt may have stored the message
+		// (outcome.go).
+		MaxAttempts: 1,
+		Completion:  completion,
+		Transport:   b.transport,
+		ErrorLogger: warnLogger(b.log.With("client", "writer")),
 	}
 	return b, nil
 }
@@ -295,7 +299,9 @@ func completion(msgs []kafka.Message, err error) {
 // package doc) and returns after every in-sync replica acknowledged it,
 // with the partition and offset Kafka gave it. ctx bounds the call; a
 // Publish that ends with ctx may still be written (Kafka gives no way to
-// take it back). Publish keeps no reference to msg after it returns.
+// take it back), and its error wraps broker.ErrOutcomeUnknown, as does
+// every failure after an attempt that may have reached the broker.
+// Publish keeps no reference to msg after it returns.
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
 	if msg == nil {
@@ -316,15 +322,14 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	}
 	p := new(published)
 	km := toKafka(msg, p)
-	err := b.writer.WriteMessages(ctx, km)
+	maybeStored, err := b.write(ctx, km)
 	if err != nil {
-		var werrs kafka.WriteErrors
-		if errors.As(err, &werrs) && len(werrs) == 1 && werrs[0] != nil {
-			err = werrs[0] // one message, one error
-		}
 		if errors.Is(err, kafka.UnknownTopicOrPartition) {
 			// Deleted under us: look it up (and create it) again next time.
 			b.forgetTopic(topic)
+		}
+		if maybeStored {
+			return res, fmt.Errorf("kafkabroker: publish %q: %w: %w", topic, broker.ErrOutcomeUnknown, err)
 		}
 		return res, b.opError("publish", topic, err)
 	}

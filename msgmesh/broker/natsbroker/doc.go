@@ -36,10 +36,20 @@
 // pass through and take effect; the sidecar decides whether apps may set
 // them. Header order
 // across different keys is not kept (NATS headers are a map); values lose
-// surrounding white space and may not contain CR or LF. Errors wrap
-// broker.ErrUnavailable (no responders, timeouts, disconnected, JetStream
-// 5xx) or broker.ErrRejected (JetStream refusals such as message too large
-// or wrong last sequence, bad headers), plus the client's error.
+// surrounding white space and may not contain CR or LF.
+//
+// Errors say whether the message may have been stored. Publish sends
+// nothing while the connection is down: it waits for nats.go to reconnect
+// (nats.go would otherwise buffer the message and send it after
+// reconnecting, even after the publish gave up), and if ctx ends first the
+// error wraps broker.ErrUnavailable. Errors that prove nothing was stored
+// wrap broker.ErrUnavailable (no stream answered: no responders; JetStream
+// 5xx answers; the stream could not be looked up or created) or
+// broker.ErrRejected (JetStream refusals such as message too large or
+// wrong last sequence, bad headers), plus the client's error. A publish
+// that was written and got no answer (ctx ended, the connection dropped,
+// an unreadable answer) wraps broker.ErrOutcomeUnknown: the server may
+// have stored it.
 //
 // # Consume
 //

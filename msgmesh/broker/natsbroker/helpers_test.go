@@ -186,3 +186,16 @@ func streamNames(t testing.TB, js jetstream.JetStream) []string {
 	}
 	return names
 }
+
+// startAt starts an embedded server storing in dir and listening on addr
+// ("127.0.0.1:0" for a free port; the same address again to restart it
+// where clients find it), shut down at cleanup.
+func startAt(t testing.TB, dir, addr string) *natsbroker.Embedded {
+	t.Helper()
+	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir, Listen: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	return e
+}

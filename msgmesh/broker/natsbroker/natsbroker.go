@@ -238,7 +238,10 @@ func (b *Broker) isClosed() bool {
 // Publish stores msg in the stream that captures msg.Topic (creating one if
 // none does; see the package doc) and returns after JetStream acknowledged
 // it. ctx bounds the call; without a deadline the JetStream client's default
-// (5 s) applies to each request.
+// (5 s) applies to each request. While the connection is down Publish
+// waits for it (until ctx ends) before sending anything. An error wraps
+// broker.ErrOutcomeUnknown when the message was sent and no answer came
+// (see the package doc for which errors say "not stored").
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
 	if msg == nil {
@@ -258,6 +261,9 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err != nil {
 		return res, fmt.Errorf("natsbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
 	}
+	if err := b.waitConnected(ctx); err != nil {
+		return res, fmt.Errorf("natsbroker: publish %q: %w", topic, err)
+	}
 	stream, err := b.ensureStream(ctx, topic)
 	if err != nil {
 		return res, b.opError("publish", topic, err)
@@ -274,7 +280,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		}
 	}
 	if err != nil {
-		return res, b.opError("publish", topic, err)
+		return res, b.publishError(topic, err)
 	}
 	if ack.Stream != stream {
 		// Only possible if the stream was replaced since we cached it.

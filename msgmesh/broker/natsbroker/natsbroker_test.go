@@ -638,11 +638,7 @@ func TestStreamDeletedByOperatorIsRecreated(t *testing.T) {
 
 func TestSurvivesServerRestart(t *testing.T) {
 	dir := t.TempDir()
-	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
+	e := startAt(t, dir, "127.0.0.1:0")
 	url := e.ClientURL()
 	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: url, Logger: quietLog})
 	if err != nil {
@@ -654,11 +650,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	collect(t, c, bodies(0, 2))
 
 	e.Shutdown()
-	e2, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir, Listen: strings.TrimPrefix(url, "nats://")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e2.Shutdown)
+	startAt(t, dir, strings.TrimPrefix(url, "nats://"))
 
 	// Publishing fails with ErrUnavailable until the client has
 	// reconnected, then succeeds.

@@ -34,12 +34,22 @@
 // the client and decompressed on consumption. The result has Stream = the
 // RocketMQ topic, Partition = the queue id, Offset = the queue offset and
 // MessageID = the producer's unique message id (UNIQ_KEY), which consumers
-// see as the message id. Errors wrap broker.ErrRejected (bad topic or
-// headers; broker codes MESSAGE_ILLEGAL, NO_PERMISSION, TOPIC_NOT_EXIST) or
-// broker.ErrUnavailable (network, timeouts, no route, busy or flush
-// timeouts, anything unknown), plus the client's error. The client retries
-// a failed send Config.Retries times on other queues; a retried timeout
-// may store the message twice.
+// see as the message id. Publish retries a failed send Config.Retries
+// times (the client's own retries are off, so that Publish sees every
+// attempt's error), and retries "route info not found" (nothing was sent)
+// until ctx ends; a retried timeout may store the message twice.
+//
+// Errors say whether the message may have been stored. Those that prove it
+// was not wrap broker.ErrRejected (bad topic or headers; broker codes
+// MESSAGE_ILLEGAL, NO_PERMISSION, TOPIC_NOT_EXIST) or
+// broker.ErrUnavailable (no route, no connection to the broker, the
+// broker busy or refusing with another code), plus the client's error.
+// Those after an attempt that may have reached the broker wrap
+// broker.ErrOutcomeUnknown: a timeout (which is also how the client
+// reports a connection lost with the send outstanding), a failed write,
+// an error the adapter does not know, on any attempt; and a broker answer
+// FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT or SLAVE_NOT_AVAILABLE, for
+// which the broker stored the message but not durably.
 //
 // # Consume
 //

@@ -63,8 +63,8 @@ type Config struct {
 	// package doc). Letters, digits, '_' and '-'.
 	// Zero: DefaultGroupPrefix ("MESH_").
 	GroupPrefix string
-	// Retries is how often the client retries a send that failed (on
-	// another queue; a send that timed out may then be stored twice).
+	// Retries is how often Publish retries a send that failed (a send
+	// that timed out may then be stored twice).
 	// Zero: DefaultRetries (2). Negative: no retries.
 	Retries int
 	// Prefetch is the default of ConsumerSpec.Prefetch. Zero:
@@ -183,7 +183,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		producer.WithNameServer(addrs),
 		producer.WithGroupName(cfg.GroupPrefix+producerGroupSuffix),
 		producer.WithInstanceName(instanceName("p")),
-		producer.WithRetry(cfg.Retries),
+		// Publish retries (outcome.go): it must see every attempt's
+		// error, and the client reports only the last one.
+		producer.WithRetry(0),
 		producer.WithQueueSelector(producer.NewHashQueueSelector()),
 	)
 	if err != nil {
@@ -226,7 +228,8 @@ func (b *Broker) isClosed() bool {
 // Publish sends msg to its topic's RocketMQ topic (see the package doc)
 // and returns after the broker answered SEND_OK. Messages with the same key
 // go to the same queue. ctx bounds the call; each attempt also has the
-// client's own 3 s timeout.
+// client's own 3 s timeout. An error wraps broker.ErrOutcomeUnknown when an
+// attempt may have stored the message (see the package doc).
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
 	if msg == nil {
@@ -246,27 +249,19 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err != nil {
 		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
 	}
-	sr, err := b.producer.p.SendSync(ctx, rm)
-	// The client answers "route info not found" when its route lookup for
-	// a topic failed (a name-server request timed out, or the topic is
-	// being created); nothing was sent then, so trying again within the
-	// caller's deadline cannot duplicate the message.
-	for backoff := 20 * time.Millisecond; err != nil && isNoRoute(err) && ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-			sr, err = b.producer.p.SendSync(ctx, rm)
-		}
-	}
+	sr, maybeStored, err := b.send(ctx, rm)
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			err = fmt.Errorf("%w (client: %v)", cerr, err)
 		}
+		if maybeStored {
+			return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrOutcomeUnknown, err)
+		}
 		return res, b.opError("publish", topic, err)
 	}
 	if sr.Status != primitive.SendOK {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: the broker answered status %d (flush or replication timeout): the message may be stored, but not durably",
-			topic, broker.ErrUnavailable, sr.Status)
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: the broker answered status %d (flush or replication timeout): the message is stored, but maybe not durably",
+			topic, broker.ErrOutcomeUnknown, sr.Status)
 	}
 	if sr.MessageQueue != nil {
 		res.Stream = sr.MessageQueue.Topic

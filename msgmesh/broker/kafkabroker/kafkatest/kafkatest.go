@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Start runs a kfake cluster whose brokers (three by default, see
@@ -63,4 +64,24 @@ func Committed(t testing.TB, c *kfake.Cluster, group, topic string, partition in
 	}
 	t.Fatalf("kafkatest: OffsetFetch: no answer for %s/%d", topic, partition)
 	return 0
+}
+
+// RefuseProduce is the answer of a broker that refuses every partition of
+// a produce request with the Kafka error code: for kfake's request
+// controls (kfake.Cluster.ControlKey with kmsg.Produce), to inject a
+// broker's refusal without storing anything.
+func RefuseProduce(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp.Version = req.Version
+	for _, rt := range req.Topics {
+		t := kmsg.NewProduceResponseTopic()
+		t.Topic, t.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			p := kmsg.NewProduceResponseTopicPartition()
+			p.Partition, p.ErrorCode = rp.Partition, code
+			t.Partitions = append(t.Partitions, p)
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	return resp
 }
