@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -490,14 +491,35 @@ func TestUnavailable(t *testing.T) {
 		}
 	})
 	t.Run("server gone", func(t *testing.T) {
-		ev := newEnv(t, natsbroker.Config{})
-		publishN(t, ev.b, "gone", 0, 1)
-		ev.e.Shutdown()
+		// The broker's own connection, so the test can wait until the
+		// client has seen the server go: a publish written before that
+		// may have reached it (outcome unknown); one
+		// made while disconnected is known not to be stored.
+		e := natstest.Start(t)
+		nc, err := nats.Connect(e.ClientURL(), nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		publishN(t, b, "gone", 0, 1)
+		e.Shutdown()
+		deadline := time.Now().Add(waitLong)
+		for nc.IsConnected() {
+			if time.Now().After(deadline) {
+				t.Fatal("the client never saw the server go")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
-		_, err := ev.b.Publish(ctx, &broker.Message{Topic: "gone", Body: []byte("x")})
-		if !errors.Is(err, broker.ErrUnavailable) {
-			t.Fatalf("Publish: %v, want ErrUnavailable", err)
+		_, err = b.Publish(ctx, &broker.Message{Topic: "gone", Body: []byte("x")})
+		if !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+			t.Fatalf("Publish: %v, want ErrUnavailable (nothing sent)", err)
 		}
 	})
 	t.Run("config", func(t *testing.T) {
