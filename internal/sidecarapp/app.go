@@ -101,6 +101,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "unanswered deliveries per app connection")
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message body accepted from apps, in bytes")
+	fs.BoolVar(&cfg.RequireAppSecrets, "require-app-secrets", false, "every app must prove who it is with its secret (HELLO, HTTP Authorization: Bearer), for hosts where apps do not trust each other; registering a new app issues one (docs/protocol.md §9)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
