@@ -18,7 +18,7 @@ import (
 func BenchmarkPublish(b *testing.B) {
 	p := newPeer(b)
 	p.autoPublish, p.noRecord = true, true
-	c, err := client.Dial(context.Background(), p.addr(), client.WithLogger(quiet))
+	c, err := client.Dial(context.Background(), p.addr(), client.WithApp("bench"), client.WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func BenchmarkPublish(b *testing.B) {
 func BenchmarkPublishAsync(b *testing.B) {
 	p := newPeer(b)
 	p.autoPublish, p.noRecord = true, true
-	c, err := client.Dial(context.Background(), p.addr(), client.WithLogger(quiet))
+	c, err := client.Dial(context.Background(), p.addr(), client.WithApp("bench"), client.WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func BenchmarkDeliver(b *testing.B) {
 			}
 		}
 	}
-	c, err := client.Dial(context.Background(), p.addr(), client.WithLogger(quiet), client.WithMaxInflight(window))
+	c, err := client.Dial(context.Background(), p.addr(), client.WithApp("bench"), client.WithLogger(quiet), client.WithMaxInflight(window))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func BenchmarkPublishTraced(b *testing.B) {
 	defer tp.Shutdown(context.Background())
 	p := newPeer(b)
 	p.autoPublish, p.noRecord = true, true
-	c, err := client.Dial(context.Background(), p.addr(), client.WithLogger(quiet), client.WithTracerProvider(tp))
+	c, err := client.Dial(context.Background(), p.addr(), client.WithApp("bench"), client.WithLogger(quiet), client.WithTracerProvider(tp))
 	if err != nil {
 		b.Fatal(err)
 	}

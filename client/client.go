@@ -159,7 +159,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		cn.fail(ErrClosed)
 		return nil, ErrClosed
 	}
-	hello := mesh.Hello{App: c.cfg.app, Client: c.cfg.clientName, MaxInflight: uint32(c.cfg.maxInflight)}
+	hello := mesh.Hello{App: c.cfg.app, Client: c.cfg.clientName, MaxInflight: uint32(c.cfg.maxInflight), Secret: c.cfg.secret}
 	f, err := cn.request(ctx, mesh.KindHello, &hello)
 	if err == nil {
 		err = answerErr(f, mesh.KindOK)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +26,7 @@ func dial(t *testing.T, p *peer, opts ...client.Option) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	opts = append([]client.Option{client.WithLogger(quiet), client.WithReconnectBackoff(time.Millisecond, 5*time.Millisecond)}, opts...)
+	opts = append([]client.Option{client.WithApp("test-app"), client.WithLogger(quiet), client.WithReconnectBackoff(time.Millisecond, 5*time.Millisecond)}, opts...)
 	c, err := client.Dial(ctx, p.addr(), opts...)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
@@ -48,6 +49,9 @@ func TestDialHandshake(t *testing.T) {
 	if h != (mesh.Hello{App: "orders", Client: "orders-1", MaxInflight: 7}) {
 		t.Fatalf("HELLO = %+v", h)
 	}
+	if raw := pc.lastHello; len(raw) != len((&mesh.Hello{App: "orders", Client: "orders-1", MaxInflight: 7}).AppendTo(nil)) {
+		t.Fatalf("HELLO without a secret is %d bytes (%x): it must not carry the optional field", len(raw), raw)
+	}
 	if len(d.Subs) != 0 {
 		t.Fatalf("first DECLARE = %+v, want an empty set", d.Subs)
 	}
@@ -56,13 +60,32 @@ func TestDialHandshake(t *testing.T) {
 	}
 }
 
+// TestDialSendsSecret: WithSecret puts the app's secret in HELLO's
+// optional trailing field (docs/protocol.md §5.1).
+func TestDialSendsSecret(t *testing.T) {
+	p := newPeer(t)
+	dial(t, p, client.WithApp("orders"), client.WithClientName("orders-1"), client.WithSecret("0123456789abcdef-secret"))
+	pc := p.accept(t)
+	h, _ := pc.handshake(t)
+	if h.App != "orders" || h.Secret != "0123456789abcdef-secret" {
+		t.Fatalf("HELLO = app %q secret %q", h.App, h.Secret)
+	}
+}
+
 func TestDialErrors(t *testing.T) {
 	ctx := testCtx(t)
-	if _, err := client.Dial(ctx, "127.0.0.1:1", client.WithMaxInflight(0)); err == nil {
-		t.Fatal("Dial with WithMaxInflight(0) succeeded")
-	}
-	if _, err := client.Dial(ctx, "127.0.0.1:1", client.WithReconnectBackoff(time.Second, time.Millisecond)); err == nil {
-		t.Fatal("Dial with min > max backoff succeeded")
+	for _, tc := range []struct {
+		name string
+		opts []client.Option
+		want string
+	}{
+		{"no app", nil, "WithApp is required"},
+		{"max inflight 0", []client.Option{client.WithApp("a"), client.WithMaxInflight(0)}, "WithMaxInflight(0)"},
+		{"min > max backoff", []client.Option{client.WithApp("a"), client.WithReconnectBackoff(time.Second, time.Millisecond)}, "WithReconnectBackoff"},
+	} {
+		if _, err := client.Dial(ctx, "127.0.0.1:1", tc.opts...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Dial with %s: %v, want an error about %s", tc.name, err, tc.want)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,7 +93,7 @@ func TestDialErrors(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if _, err := client.Dial(ctx, addr, client.WithLogger(quiet)); err == nil {
+	if _, err := client.Dial(ctx, addr, client.WithApp("a"), client.WithLogger(quiet)); err == nil {
 		t.Fatal("Dial to a closed port succeeded")
 	}
 }
@@ -83,7 +106,7 @@ func TestDialerUnixSocket(t *testing.T) {
 	}
 	p := startPeer(t, ln)
 	p.autoPublish = true
-	c, err := client.Dial(testCtx(t), "ignored", client.WithLogger(quiet),
+	c, err := client.Dial(testCtx(t), "ignored", client.WithApp("a"), client.WithLogger(quiet),
 		client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)

@@ -25,6 +25,7 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
 	app          string
+	secret       string
 	clientName   string
 	maxInflight  int
 	backoffMin   time.Duration
@@ -58,6 +59,8 @@ func defaultConfig() config {
 
 func (c *config) validate() error {
 	switch {
+	case c.app == "":
+		return fmt.Errorf("%w: WithApp is required: the sidecar binds each connection to one registered app", errInvalidArg)
 	case c.maxInflight <= 0 || int64(c.maxInflight) > math.MaxUint32:
 		return fmt.Errorf("%w: WithMaxInflight(%d): must be between 1 and %d", errInvalidArg, c.maxInflight, uint32(math.MaxUint32))
 	case c.backoffMin <= 0 || c.backoffMax < c.backoffMin:
@@ -74,9 +77,20 @@ func (c *config) validate() error {
 	return nil
 }
 
-// WithApp sets the app name sent in HELLO; the sidecar matches it against
-// the app's registration. Default "".
+// WithApp sets the app name sent in HELLO. Required: the sidecar binds the
+// connection to that app's registration, which must exist (else HELLO, and
+// so Dial, fails with NOT_REGISTERED), and the connection may publish and
+// subscribe only to what that registration lists (else FORBIDDEN or
+// NOT_REGISTERED).
 func WithApp(name string) Option { return optionFunc(func(c *config) { c.app = name }) }
+
+// WithSecret sets the app's secret, sent in HELLO (docs/protocol.md §5.1):
+// needed when the app's registration has one, which it has when the app
+// registered with a secret or the sidecar requires secrets and issued one.
+// A missing or wrong secret makes Dial fail with UNAUTHORIZED. Keep it out
+// of command lines and logs. Default: none (a HELLO exactly as sidecars
+// without secrets expect).
+func WithSecret(secret string) Option { return optionFunc(func(c *config) { c.secret = secret }) }
 
 // WithClientName sets the free-form instance name sent in HELLO, which the
 // sidecar puts in its logs. Default: "hostname-pid".

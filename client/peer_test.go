@@ -53,6 +53,8 @@ type peerConn struct {
 	frames chan mesh.Frame // every frame received, in order
 	mute   atomic.Bool     // stop answering heartbeats
 	done   chan struct{}   // closed when the reader returned
+
+	lastHello []byte // the payload of the HELLO handshake read
 }
 
 func newPeer(t testing.TB) *peer {
@@ -226,7 +228,8 @@ func (pc *peerConn) handshake(t *testing.T) (mesh.Hello, mesh.Declare) {
 	t.Helper()
 	var h mesh.Hello
 	var d mesh.Declare
-	if err := h.Decode(pc.expect(t, mesh.KindHello, false).Payload); err != nil {
+	pc.lastHello = pc.expect(t, mesh.KindHello, false).Payload
+	if err := h.Decode(pc.lastHello); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Decode(pc.expect(t, mesh.KindDeclare, false).Payload); err != nil {

@@ -76,8 +76,10 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 			want[upstreamKey{cluster: s.clusterOf(b.Topic), group: b.Group, topic: b.Topic}] = true
 		}
 	}
+	snap.addGrants(regs)
 	s.snap.Store(snap)
 	s.capLog.update(s.log, &s.cfg, len(regs), len(want))
+	s.wakeRoutes() // who may receive what may have changed
 
 	for k, u := range s.upstreams {
 		if !want[k] {
@@ -217,7 +219,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		// Wait for local room first, unless the weights may send this
 		// delivery to a sibling: a draining node (weight 0) reads on even
 		// when its own app is busy.
-		if !s.forwarding() {
+		if !s.forwards(u.key.route()) {
 			if err := u.route.waitRoom(pctx); err != nil {
 				continue // paused or stopping
 			}

@@ -45,8 +45,12 @@ func TestAggregationUnderChurn(t *testing.T) {
 				case 3:
 					// Connect, declare whatever is registered right now (a
 					// refusal is fine: it may have just gone), disconnect.
+					// The app may have just been deregistered: then HELLO
+					// is refused and DECLARE too (not before HELLO).
 					raw := dialRaw(t, e.addr)
-					raw.hello()
+					if f := raw.request(mesh.KindHello, &mesh.Hello{App: app}); f.Kind != mesh.KindOK && f.Kind != mesh.KindError {
+						t.Errorf("HELLO answered %s", f.Kind)
+					}
 					f := raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{{Group: g, Topic: tp, Mode: mesh.ModePush}}})
 					if f.Kind != mesh.KindOK && f.Kind != mesh.KindError {
 						t.Errorf("DECLARE answered %s", f.Kind)
@@ -101,7 +105,7 @@ func TestUpstreamPerGroupNotPerConnection(t *testing.T) {
 	e.register("b", nil, []string{"g1:" + topic, "g2:" + topic})
 	for i := 0; i < 5; i++ {
 		raw := dialRaw(t, e.addr)
-		raw.hello(mesh.Subscription{Group: "g1", Topic: topic, Mode: mesh.ModePush})
+		raw.helloAs([]string{"a", "b"}[i%2], "", mesh.Subscription{Group: "g1", Topic: topic, Mode: mesh.ModePush})
 	}
 	if got := upstreamsAt(t, e.http); len(got) != 2 || !got["g1:"+topic] || !got["g2:"+topic] {
 		t.Fatalf("upstreams %v, want exactly g1 and g2", got)

@@ -132,18 +132,12 @@ func (sc *Sidecar) refuseConn(conn net.Conn) {
 	}
 }
 
-// checkCapacity refuses reg if storing it would take the registrations or
-// the upstream consumers past their limits. A change that does not add to
-// a count already at or past its limit passes, so an app can always keep
-// or shrink its registration after the limits were lowered. regMu held.
-func (sc *Sidecar) checkCapacity(reg registry.Registration) error {
-	if err := reg.Validate(); err != nil {
-		return err // what is wrong with it comes first
-	}
-	regs, err := sc.store.List()
-	if err != nil {
-		return fmt.Errorf("msgmesh: register: %w", err)
-	}
+// checkCapacity refuses reg if storing it in place of its app's among regs
+// (every stored registration) would take the registrations or the
+// upstream consumers past their limits. A change that does not add to a
+// count already at or past its limit passes, so an app can always keep or
+// shrink its registration after the limits were lowered.
+func (sc *Sidecar) checkCapacity(reg registry.Registration, regs []registry.Registration) error {
 	apps, replaces := len(regs), false
 	had, will := map[upstreamKey]bool{}, map[upstreamKey]bool{}
 	for _, r := range regs {

@@ -165,7 +165,7 @@ func BenchmarkUpstreamMemory(b *testing.B) {
 	}
 	closeUpstreams := func() {
 		for _, app := range apps {
-			if err := e.sc.Deregister(ctx, app); err != nil {
+			if err := e.sc.Deregister(ctx, app, ""); err != nil {
 				b.Fatal(err)
 			}
 		}

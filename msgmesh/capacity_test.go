@@ -161,7 +161,7 @@ func TestRegistrationLimits(t *testing.T) {
 	}
 
 	// The Go API returns the typed error.
-	_, err := e.sc.Register(context.Background(), registry.Registration{App: "d", Produce: []registry.Binding{{Group: "p", Topic: topic}}})
+	_, _, err := e.sc.Register(context.Background(), registry.Registration{App: "d", Produce: []registry.Binding{{Group: "p", Topic: topic}}}, "")
 	var le *msgmesh.LimitError
 	if !errors.As(err, &le) || !errors.Is(err, msgmesh.ErrLimit) || le.Max != 3 || le.Want != 4 {
 		t.Fatalf("Register past the limit: %v; want a *LimitError 4 > 3", err)

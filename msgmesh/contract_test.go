@@ -74,11 +74,18 @@ var contractCases = []struct {
 // subscribe attaches a counting handler for group on c.
 func subscribe(t *testing.T, c *client.Client, group, who string, into *tally) {
 	t.Helper()
-	if _, err := c.Subscribe(context.Background(), group, topic, func(_ context.Context, d *client.Delivery) error {
+	subscribeTo(t, c, group, topic, who, into)
+}
+
+// subscribeTo subscribes c to (group, tp), counting every delivery in into
+// under who and acking it.
+func subscribeTo(t *testing.T, c *client.Client, group, tp, who string, into *tally) {
+	t.Helper()
+	if _, err := c.Subscribe(context.Background(), group, tp, func(_ context.Context, d *client.Delivery) error {
 		into.add(who, string(d.Body))
 		return nil
 	}); err != nil {
-		t.Fatalf("subscribe %s: %v", group, err)
+		t.Fatalf("subscribe %s:%s: %v", group, tp, err)
 	}
 }
 

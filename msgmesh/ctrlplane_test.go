@@ -154,7 +154,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 		"limited.topic": map[string]any{"publish_rate": 1, "burst": 1, "on_limit": "reject"}}}); err != nil {
 		t.Fatal(err)
 	}
-	limited := dialAt(t, nodes[0].mesh)
+	limited := dialAt(t, nodes[0].mesh, client.WithApp("limits"))
 	waitFor(t, 5*time.Second, "the pushed limit to refuse a publish", func() bool {
 		var last error
 		for range 3 {

@@ -178,7 +178,7 @@ func TestBackpressure(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	raw := dialRaw(t, e.addr)
-	if f := raw.request(mesh.KindHello, &mesh.Hello{App: "slow", MaxInflight: limit}); f.Kind != mesh.KindOK {
+	if f := raw.request(mesh.KindHello, &mesh.Hello{App: testApp, Client: "slow", MaxInflight: limit}); f.Kind != mesh.KindOK {
 		t.Fatalf("HELLO: %s", f.Kind)
 	}
 	if f := raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{{Group: "g1", Topic: topic, Mode: mesh.ModePush}}}); f.Kind != mesh.KindOK {
@@ -252,7 +252,7 @@ func TestIdleGroupDoesNotStarveAnother(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:busy.topic"}, []string{"g1:idle.topic", "g2:busy.topic"})
 	raw := dialRaw(t, e.addr)
-	if f := raw.request(mesh.KindHello, &mesh.Hello{App: "one-slot", MaxInflight: 1}); f.Kind != mesh.KindOK {
+	if f := raw.request(mesh.KindHello, &mesh.Hello{App: testApp, Client: "one-slot", MaxInflight: 1}); f.Kind != mesh.KindOK {
 		t.Fatalf("HELLO: %s", f.Kind)
 	}
 	if f := raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{

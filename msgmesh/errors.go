@@ -27,6 +27,12 @@ var (
 	ErrShuttingDown = errors.New("msgmesh: shutting down")
 	// ErrInvalid: a well-formed request with invalid arguments.
 	ErrInvalid = errors.New("msgmesh: invalid request")
+	// ErrForbidden: the app a connection or request acts as may not use
+	// that topic or consumer group: it is in another app's registration
+	// (or, for a sibling, not in its certificate's app's).
+	ErrForbidden = errors.New("msgmesh: forbidden")
+	// ErrUnauthorized: the app's secret is missing or wrong.
+	ErrUnauthorized = errors.New("msgmesh: unauthorized")
 	// errProtocol: a request out of order (no HELLO first, a kind the app
 	// may not send).
 	errProtocol = errors.New("msgmesh: protocol violation")
@@ -49,6 +55,10 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeNotRegistered
 	case errors.Is(err, ErrNotDeclared):
 		return mesh.CodeNotDeclared
+	case errors.Is(err, ErrForbidden):
+		return mesh.CodeForbidden
+	case errors.Is(err, ErrUnauthorized):
+		return mesh.CodeUnauthorized
 	case errors.Is(err, ErrMessageTooBig):
 		return mesh.CodeMessageTooBig
 	case errors.Is(err, ErrShuttingDown):
@@ -88,6 +98,10 @@ func httpStatus(c mesh.Code) int {
 		return http.StatusGatewayTimeout
 	case mesh.CodeBrokerError:
 		return http.StatusBadGateway
+	case mesh.CodeForbidden:
+		return http.StatusForbidden
+	case mesh.CodeUnauthorized:
+		return http.StatusUnauthorized
 	}
 	return http.StatusInternalServerError
 }

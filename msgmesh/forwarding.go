@@ -30,6 +30,10 @@ type Forwarder interface {
 // come from a sibling arrive through Sidecar.DeliverFromSibling and are
 // never forwarded again.
 type Forwarding struct {
+	// App is the app whose sidecars these are: only the consumer groups
+	// of its registration are forwarded to siblings, and siblings (whose
+	// certificates must name it) may deliver only into them. Required.
+	App       string
 	Scheduler *scheduler.Scheduler
 	Forwarder Forwarder
 	// SiblingWait bounds how long a delivery from a sibling waits for room
@@ -70,19 +74,22 @@ func (s *Sidecar) handleStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Stats())
 }
 
-// forwarding reports whether broker deliveries may currently go to
-// siblings, so the dispatcher need not wait for local room first.
-func (s *Sidecar) forwarding() bool {
+// forwards reports whether broker deliveries of k may currently go to
+// siblings, so the dispatcher need not wait for local room first. Only the
+// forwarding app's own groups ever leave the sidecar.
+func (s *Sidecar) forwards(k routeKey) bool {
 	f := s.cfg.Forwarding
-	return f != nil && f.Scheduler.Forwarding()
+	return f != nil && f.Scheduler.Forwarding() && s.snap.Load().consumes(f.App, k)
 }
 
 // tryForward offers a broker delivery to the siblings the scheduler picks.
 // It returns true when a sibling took it; false means deliver it locally
-// (the weights say so, or every sibling tried refused or was unreachable).
+// (the weights say so, every sibling tried refused or was unreachable, or
+// k is not a group of the forwarding app: another app's messages never go
+// to this app's siblings).
 func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery) bool {
 	f := s.cfg.Forwarding
-	if f == nil {
+	if f == nil || !s.snap.Load().consumes(f.App, k) {
 		return false
 	}
 	dec := f.Scheduler.Decide(false)
@@ -106,18 +113,24 @@ func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery)
 	return false
 }
 
-// DeliverFromSibling takes a delivery a sibling forwarded and hands it to a
-// local connection of its group; it is never forwarded again. It returns
-// once a connection took it; the app's answer settles d (which answers the
+// DeliverFromSibling takes a delivery a sibling of app (the app its
+// certificate names) forwarded and hands it to a local connection of its
+// group; it is never forwarded again. The group must be in app's
+// registration here: a sibling of one app cannot inject into another app's
+// groups on a sidecar that serves both (FORBIDDEN). It returns once a
+// connection took it; the app's answer settles d (which answers the
 // sibling). A typed *mesh.Error tells the sibling why it was refused, so it
 // can deliver elsewhere.
-func (s *Sidecar) DeliverFromSibling(ctx context.Context, group, topic string, d broker.Delivery) error {
+func (s *Sidecar) DeliverFromSibling(ctx context.Context, app, group, topic string, d broker.Delivery) error {
 	if s.draining.Load() || s.pausedFlag.Load() {
 		return &mesh.Error{Code: mesh.CodeUnavailable, Message: "this sidecar is paused or stopping"}
 	}
 	k := routeKey{group: group, topic: topic}
-	if !s.snap.Load().consume[k] {
-		return &mesh.Error{Code: mesh.CodeNotRegistered, Message: fmt.Sprintf("group %q does not consume %q here", group, topic)}
+	if snap := s.snap.Load(); !snap.consumes(app, k) {
+		if snap.consume[k] {
+			return &mesh.Error{Code: mesh.CodeForbidden, Message: fmt.Sprintf("group %q on topic %q is not in the registration of app %q, the app of the sibling's certificate", group, topic, app)}
+		}
+		return &mesh.Error{Code: mesh.CodeNotRegistered, Message: fmt.Sprintf("app %q's group %q does not consume %q here", app, group, topic)}
 	}
 	wait := 5 * time.Second
 	if f := s.cfg.Forwarding; f != nil && f.SiblingWait > 0 {

@@ -30,28 +30,34 @@ type meshNode struct {
 	http    string
 }
 
+// tlsFor issues app a certificate from ca and returns the TLS configs of
+// a forwarding listener and of a forwarder holding it.
+func tlsFor(t *testing.T, ca *pki.CA, app string) (srv, cli *tls.Config) {
+	t.Helper()
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.Issue(csrPEM, app, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(app, certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = pki.ServerTLS(id, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	if cli, err = pki.ClientTLS(id, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	return srv, cli
+}
+
 func startNode(t *testing.T, c topology.Cluster, ca *pki.CA) *meshNode {
 	t.Helper()
-	keyPEM, csrPEM, err := pki.NewKeyAndCSR("orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := ca.Issue(csrPEM, "orders", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := pki.NewIdentity("orders", certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTLS, err := pki.ServerTLS(id, ca.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliTLS, err := pki.ClientTLS(id, ca.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srvTLS, cliTLS := tlsFor(t, ca, "orders")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +78,7 @@ func startNode(t *testing.T, c topology.Cluster, ca *pki.CA) *meshNode {
 	}
 	n.sc, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		Broker: b, Logger: testLogger(), DeliveryTimeout: deliveryTimeout,
-		Forwarding: &msgmesh.Forwarding{Scheduler: n.sched, Forwarder: n.fwd}})
+		Forwarding: &msgmesh.Forwarding{App: "orders", Scheduler: n.sched, Forwarder: n.fwd}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,12 @@ type HandoffState struct {
 
 // ConnState is one app connection in flight between two processes.
 type ConnState struct {
-	File        *os.File            `json:"-"`
-	Hello       bool                `json:"hello"`
-	App         string              `json:"app"`
+	File  *os.File `json:"-"`
+	Hello bool     `json:"hello"`
+	App   string   `json:"app"`
+	// Proof is the hash of the app secret the connection proved at HELLO
+	// (nil: none), so the successor holds it to the same registration.
+	Proof       []byte              `json:"proof,omitempty"`
 	Client      string              `json:"client"`
 	MaxInflight int32               `json:"max_inflight"`
 	Subs        []mesh.Subscription `json:"subs"`
@@ -210,9 +213,12 @@ func (s *session) freezeCleanup() {
 		return
 	}
 	s.mu.Lock()
-	cs := ConnState{File: f, Hello: s.hello, App: s.app, Client: s.client, MaxInflight: s.maxInflight.Load(),
+	cs := ConnState{File: f, Hello: s.hello, Client: s.client, MaxInflight: s.maxInflight.Load(),
 		Subs: subs, Buffered: s.rd.Buffered(), LastID: s.ids.Last()}
 	s.mu.Unlock()
+	if id := s.who.Load(); id != nil {
+		cs.App, cs.Proof = id.app, id.proof
+	}
 	s.sc.sessMu.Lock()
 	s.sc.frozen = append(s.sc.frozen, cs)
 	s.sc.sessMu.Unlock()
@@ -237,18 +243,19 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 	s := sc.newSession(conn)
 	s.rd.Prefill(cs.Buffered)
 	s.ids.Continue(cs.LastID)
-	s.hello, s.app, s.client = cs.Hello, cs.App, cs.Client
+	s.hello, s.client = cs.Hello, cs.Client
 	if cs.MaxInflight > 0 {
 		s.maxInflight.Store(cs.MaxInflight)
 	}
 	if cs.Hello {
+		s.who.Store(&identity{app: cs.App, proof: cs.Proof})
 		s.log = s.log.With("app", cs.App, "client", cs.Client)
 	}
 	snap := sc.snap.Load()
 	for _, sub := range cs.Subs {
 		k := routeKey{group: sub.Group, topic: sub.Topic}
-		if !snap.consume[k] {
-			s.log.Warn("adopted subscription is no longer registered; dropping it", "group", sub.Group, "topic", sub.Topic)
+		if err := sc.mayConsume(snap, s.who.Load(), k); err != nil {
+			s.log.Warn("adopted subscription is no longer allowed; dropping it", "group", sub.Group, "topic", sub.Topic, "err", err)
 			continue
 		}
 		s.join(k, sub.Mode)

@@ -132,6 +132,13 @@ func (e *env) register(app string, produce, consume []string) {
 
 func registerAt(t testing.TB, httpAddr, app string, produce, consume []string) (int, string) {
 	t.Helper()
+	return registerAuth(t, httpAddr, app, "", produce, consume)
+}
+
+// registerAuth is registerAt presenting secret (Authorization: Bearer)
+// when it is not empty.
+func registerAuth(t testing.TB, httpAddr, app, secret string, produce, consume []string) (int, string) {
+	t.Helper()
 	reg := registry.Registration{App: app}
 	for _, s := range produce {
 		b, err := registry.ParseBinding(s)
@@ -148,10 +155,21 @@ func registerAt(t testing.TB, httpAddr, app string, produce, consume []string) (
 		reg.Consume = append(reg.Consume, b)
 	}
 	body, _ := json.Marshal(reg)
-	return httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/registrations", "application/json", body)
+	return httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/registrations", "application/json", body, bearerHeader(secret)...)
 }
 
-func httpDo(t testing.TB, method, url, ctype string, body []byte) (int, string) {
+// bearerHeader is the Authorization header of an app secret, for httpDo;
+// none for "".
+func bearerHeader(secret string) []string {
+	if secret == "" {
+		return nil
+	}
+	return []string{"Authorization", "Bearer " + secret}
+}
+
+// httpDo sends one request with the given headers (name, value pairs) and
+// returns the status and body.
+func httpDo(t testing.TB, method, url, ctype string, body []byte, headers ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
@@ -159,6 +177,9 @@ func httpDo(t testing.TB, method, url, ctype string, body []byte) (int, string) 
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -194,7 +215,12 @@ func upstreamsAt(t testing.TB, httpAddr string) map[string]bool {
 	return out
 }
 
-// dial connects an SDK client to the sidecar; it closes in t.Cleanup.
+// testApp is the app most tests register and connect as; dial and hello
+// use it unless told otherwise.
+const testApp = "orders"
+
+// dial connects an SDK client to the sidecar, as testApp unless opts say
+// WithApp; it closes in t.Cleanup.
 func (e *env) dial(opts ...client.Option) *client.Client {
 	e.t.Helper()
 	return dialAt(e.t, e.addr, opts...)
@@ -204,7 +230,7 @@ func dialAt(t testing.TB, addr string, opts ...client.Option) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]client.Option{client.WithLogger(testLogger()), client.WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond)}, opts...)
+	opts = append([]client.Option{client.WithApp(testApp), client.WithLogger(testLogger()), client.WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond)}, opts...)
 	c, err := client.Dial(ctx, addr, opts...)
 	if err != nil {
 		t.Fatalf("client.Dial %s: %v", addr, err)
@@ -371,11 +397,20 @@ func wantError(t testing.TB, f mesh.Frame, code mesh.Code) mesh.Error {
 	return e
 }
 
-// hello says HELLO and DECLAREs subs, failing on any error answer.
+// hello says HELLO as testApp and DECLAREs subs, failing on any error
+// answer.
 func (r *rawConn) hello(subs ...mesh.Subscription) {
 	r.t.Helper()
-	if f := r.request(mesh.KindHello, &mesh.Hello{App: "raw"}); f.Kind != mesh.KindOK {
-		r.t.Fatalf("HELLO answered %s", f.Kind)
+	r.helloAs(testApp, "", subs...)
+}
+
+// helloAs is hello as app, with its secret if not empty.
+func (r *rawConn) helloAs(app, secret string, subs ...mesh.Subscription) {
+	r.t.Helper()
+	if f := r.request(mesh.KindHello, &mesh.Hello{App: app, Secret: secret}); f.Kind != mesh.KindOK {
+		var e mesh.Error
+		_ = e.Decode(f.Payload)
+		r.t.Fatalf("HELLO as %s answered %s %v", app, f.Kind, e)
 	}
 	if len(subs) > 0 {
 		if f := r.request(mesh.KindDeclare, &mesh.Declare{Subs: subs}); f.Kind != mesh.KindOK {

@@ -76,57 +76,97 @@ func writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusConflict, errorBody{Error: "LIMIT_EXCEEDED", Message: err.Error()})
 		return
 	}
-	writeJSON(w, httpStatus(code), errorBody{Error: code.String(), Message: err.Error()})
+	status := httpStatus(code)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="msgmesh"`)
+	}
+	writeJSON(w, status, errorBody{Error: code.String(), Message: err.Error()})
+}
+
+// registered answers POST /v1/registrations: the stored registration, and
+// the app's secret when the sidecar issued one (shown only this once).
+type registered struct {
+	registry.Registration
+	Secret string `json:"secret,omitempty"`
 }
 
 func (sc *Sidecar) handleRegister(w http.ResponseWriter, r *http.Request) {
+	secret, err := bearer(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	reg, err := registry.DecodeJSON(r.Body)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	stored, err := sc.Register(r.Context(), reg)
-	if err != nil {
+	stored, issued, err := sc.Register(r.Context(), reg, secret)
+	if err != nil && issued == "" {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, stored)
+	// With a secret issued the registration is stored: answer with it
+	// even if starting its consumers failed, or the secret would be lost.
+	writeJSON(w, http.StatusCreated, registered{Registration: stored, Secret: issued})
 }
 
 // Register stores reg durably and starts the upstream consumers it needs.
-func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration) (registry.Registration, error) {
+// secret is the app's secret as the caller presented it ("" for none):
+// replacing the registration of an app that has a secret needs it, and a
+// secret presented for an app without one becomes its secret. When secrets
+// are required and the app has none, Register issues one and returns it:
+// only its hash is kept, so this is the only time it is seen
+// (docs/http-api.md).
+func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration, secret string) (registry.Registration, string, error) {
 	if sc.draining.Load() {
-		return reg, ErrShuttingDown
+		return reg, "", ErrShuttingDown
 	}
 	if err := reg.Validate(); err != nil {
-		return reg, err
+		return reg, "", err
 	}
 	reg.Produce, reg.Consume = slices.Clone(reg.Produce), slices.Clone(reg.Consume)
 	reg.Normalize()
+	// regMu makes Register one at a time. The topic check may ask a
+	// cluster, so it runs before the store's write transaction, on the
+	// registrations as they are now (no other Register can change them
+	// meanwhile); the checks that only look at the stored registrations
+	// run inside it, so they still hold when reg is written.
 	sc.regMu.Lock()
-	err := sc.checkCapacity(reg)
-	if err == nil {
-		err = sc.checkRegistration(ctx, reg)
-	}
-	var stored registry.Registration
-	if err == nil {
-		stored, err = sc.store.Put(reg)
-	}
-	sc.regMu.Unlock()
+	defer sc.regMu.Unlock()
+	current, err := sc.store.List()
 	if err != nil {
-		return reg, err
+		return reg, "", fmt.Errorf("msgmesh: register %q: %w", reg.App, err)
 	}
-	sc.log.Info("registered", "app", stored.App, "produce", len(stored.Produce), "consume", len(stored.Consume))
-	return stored, sc.reconcile(ctx)
+	if err := sc.checkTopics(ctx, reg, others(current, reg.App)); err != nil {
+		return reg, "", err
+	}
+	var issued string
+	stored, err := sc.store.PutFunc(func(current []registry.Registration) (registry.Registration, error) {
+		var err error
+		if reg, issued, err = sc.admit(reg, secret, current); err != nil {
+			return reg, err
+		}
+		if err := sc.checkCapacity(reg, current); err != nil {
+			return reg, err
+		}
+		return reg, sc.checkPolicies(reg, others(current, reg.App))
+	})
+	if err != nil {
+		return reg, "", err
+	}
+	sc.log.Info("registered", "app", stored.App, "produce", len(stored.Produce), "consume", len(stored.Consume), "secret", stored.SecretHash != nil)
+	return stored, issued, sc.reconcile(ctx)
 }
 
 // Deregister removes an app's registration and stops the upstream
-// consumers nobody else needs.
-func (sc *Sidecar) Deregister(ctx context.Context, app string) error {
+// consumers nobody else needs. secret is as for Register: deleting the
+// registration of an app that has a secret needs it.
+func (sc *Sidecar) Deregister(ctx context.Context, app, secret string) error {
 	if sc.draining.Load() {
 		return ErrShuttingDown
 	}
-	if err := sc.store.Delete(app); err != nil {
+	if err := sc.store.DeleteFunc(app, func(cur registry.Registration) error { return mayDeregister(cur, secret) }); err != nil {
 		return err
 	}
 	sc.log.Info("deregistered", "app", app)
@@ -155,7 +195,11 @@ func (sc *Sidecar) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (sc *Sidecar) handleDelete(w http.ResponseWriter, r *http.Request) {
-	if err := sc.Deregister(r.Context(), r.PathValue("app")); err != nil {
+	secret, err := bearer(r)
+	if err == nil {
+		err = sc.Deregister(r.Context(), r.PathValue("app"), secret)
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -198,13 +242,19 @@ func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
 }
 
 // Headers of POST /v1/publish/{topic}: the key comes from Msgmesh-Key (or
-// ?key=), message headers from Msgmesh-Header-<Name>.
+// ?key=), message headers from Msgmesh-Header-<Name>; the app it acts as
+// from Msgmesh-App, with its secret in Authorization (identity.go).
 const (
 	httpKeyHeader    = "Msgmesh-Key"
 	httpHeaderPrefix = "Msgmesh-Header-"
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
+	id, err := sc.httpIdentity(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(sc.cfg.MaxMessageSize)+1))
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: reading body: %w", ErrInvalid, err))
@@ -221,7 +271,7 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	b, err := sc.checkPublish(&msg)
+	b, err := sc.checkPublish(id, &msg)
 	if err != nil {
 		writeError(w, err)
 		return

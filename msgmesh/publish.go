@@ -14,15 +14,16 @@ import (
 
 // checkPublish applies the checks every publish passes before it reaches
 // the broker, whichever listener it came in on, and returns the broker the
-// topic lives on.
-func (sc *Sidecar) checkPublish(m *broker.Message) (broker.Broker, error) {
+// topic lives on. id is the app the publish acts as (identity.go); nil for
+// an HTTP publish that names none.
+func (sc *Sidecar) checkPublish(id *identity, m *broker.Message) (broker.Broker, error) {
 	if sc.draining.Load() {
 		return nil, ErrShuttingDown
 	}
-	cluster, ok := sc.snap.Load().produce[m.Topic]
-	if !ok {
-		sc.metrics().Rejected(context.Background(), "", "not_registered")
-		return nil, fmt.Errorf("%w: topic %q is not produced by any registration (register it with POST /v1/registrations)", ErrNotRegistered, m.Topic)
+	cluster, err := sc.mayProduce(id, m.Topic)
+	if err != nil {
+		sc.metrics().Rejected(context.Background(), "", refusalReason(err))
+		return nil, err
 	}
 	if len(m.Body) > sc.cfg.MaxMessageSize {
 		sc.metrics().Rejected(context.Background(), m.Topic, "message_too_big")

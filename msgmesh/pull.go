@@ -46,6 +46,9 @@ func (s *session) onPull(f mesh.Frame) error {
 	if s.subs[k] != mesh.ModePull {
 		return fmt.Errorf("%w: declare %s:%s in pull mode before pulling", ErrNotDeclared, p.Group, p.Topic)
 	}
+	if err := s.sc.mayConsume(s.sc.snap.Load(), s.who.Load(), k); err != nil {
+		return err // the registration changed since DECLARE
+	}
 	if p.Max == 0 {
 		return fmt.Errorf("%w: pull of 0 messages", ErrInvalid)
 	}

@@ -16,22 +16,9 @@ import (
 // time does not block the registration.
 const topicCheckTimeout = 3 * time.Second
 
-// checkRegistration applies the rules that span registrations, before reg
-// (validated and normalised) replaces its app's: a (group, topic) has one
-// dead-letter policy whatever app registers it, and every cluster whose
-// adapter checks topic names (broker.TopicChecker) can hold the topics reg
-// puts on it next to the other registrations' and its own. A violation is
-// an error wrapping ErrInvalid that names the other side. regMu is held.
-func (sc *Sidecar) checkRegistration(ctx context.Context, reg registry.Registration) error {
-	regs, err := sc.store.List()
-	if err != nil {
-		return fmt.Errorf("msgmesh: register %q: %w", reg.App, err)
-	}
-	others := slices.DeleteFunc(regs, func(r registry.Registration) bool { return r.App == reg.App })
-	if err := sc.checkPolicies(reg, others); err != nil {
-		return err
-	}
-	return sc.checkTopics(ctx, reg, others)
+// others is regs without app's own registration.
+func others(regs []registry.Registration, app string) []registry.Registration {
+	return slices.DeleteFunc(slices.Clone(regs), func(r registry.Registration) bool { return r.App == app })
 }
 
 // checkPolicies refuses a consume binding whose effective dead-letter

@@ -139,23 +139,37 @@ func (r *route) waitRoom(ctx context.Context) error {
 func (r *route) hasRoom() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	snap := r.s.snap.Load()
 	for _, w := range r.pulls {
-		if w.s.hasRoom() && w.hasRoom() {
+		if w.s.hasRoom() && w.hasRoom() && r.permits(snap, w.s) {
 			return true
 		}
 	}
 	for _, ss := range r.push {
-		if ss.hasRoom() {
+		if ss.hasRoom() && r.permits(snap, ss) {
 			return true
 		}
 	}
 	return false
 }
 
+// permits reports whether the app ss acts as may receive this route's
+// deliveries under the registrations as they are now: a connection whose
+// app was deregistered, lost the group or was given a new secret since it
+// declared the route gets nothing more (identity.go).
+func (r *route) permits(snap *snapshot, ss *session) bool {
+	id := ss.who.Load()
+	return id != nil && snap.permits(id, r.key, r.s.cfg.RequireAppSecrets)
+}
+
 func (r *route) pick() (target, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	snap := r.s.snap.Load()
 	for _, w := range r.pulls {
+		if !r.permits(snap, w.s) {
+			continue
+		}
 		if w.s.reserve() {
 			if w.reserve() {
 				return target{s: w.s, pull: w}, true
@@ -166,7 +180,7 @@ func (r *route) pick() (target, bool) {
 	n := len(r.push)
 	for i := 0; i < n; i++ {
 		ss := r.push[(r.next+i)%n]
-		if ss.reserve() {
+		if r.permits(snap, ss) && ss.reserve() {
 			r.next = (r.next + i + 1) % n
 			return target{s: ss}, true
 		}

@@ -43,9 +43,10 @@ type session struct {
 	done        chan struct{} // closed when the read loop has returned
 	helloBy     time.Time     // HELLO must arrive by then (Config.HelloTimeout)
 
+	who atomic.Pointer[identity] // the app it acts as; set by HELLO (or adopt), then fixed
+
 	mu       sync.Mutex
 	hello    bool
-	app      string
 	client   string
 	subs     map[routeKey]mesh.Mode   // read loop only
 	routes   map[routeKey]*route      // read loop only (refs held)
@@ -124,7 +125,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.countSessions()
 	sc.sessMu.Unlock()
 	if !errors.Is(err, errFrozen) {
-		s.log.Info("app disconnected", "app", s.app, "reason", err)
+		s.log.Info("app disconnected", "app", s.appName(), "reason", err)
 	}
 }
 
@@ -278,6 +279,17 @@ func (s *session) answer(id uint64, err error) {
 	s.send(mesh.KindOK, mesh.FlagResponse, id, nil)
 }
 
+// appName is the app the connection acts as; "" before HELLO.
+func (s *session) appName() string {
+	if id := s.who.Load(); id != nil {
+		return id.app
+	}
+	return ""
+}
+
+// onHello binds the connection to one registered app, proven by its
+// secret when it has one (docs/protocol.md §5.1, §9). A refused HELLO
+// leaves the connection open and unbound.
 func (s *session) onHello(p []byte) error {
 	var h mesh.Hello
 	if err := h.Decode(p); err != nil {
@@ -288,8 +300,14 @@ func (s *session) onHello(p []byte) error {
 	if s.hello {
 		return fmt.Errorf("%w: second HELLO on one connection", ErrInvalid)
 	}
+	id, err := s.sc.authenticate(h.App, h.Secret)
+	if err != nil {
+		s.log.Warn("HELLO refused", "app", h.App, "client", h.Client, "err", err)
+		return err
+	}
+	s.who.Store(&id)
 	s.hello = true
-	s.app, s.client = h.App, h.Client
+	s.client = h.Client
 	if h.MaxInflight > 0 && int(h.MaxInflight) < s.sc.cfg.MaxInflight {
 		s.maxInflight.Store(int32(h.MaxInflight))
 	}
@@ -305,12 +323,12 @@ func (s *session) onDeclare(p []byte) error {
 	if err := d.Decode(p); err != nil {
 		return err
 	}
-	snap := s.sc.snap.Load()
+	snap, id := s.sc.snap.Load(), s.who.Load()
 	want := make(map[routeKey]mesh.Mode, len(d.Subs))
 	for i, sub := range d.Subs {
 		k := routeKey{group: sub.Group, topic: sub.Topic}
-		if !snap.consume[k] {
-			return fmt.Errorf("%w: subs[%d]: group %q does not consume topic %q in any registration (register it with POST /v1/registrations)", ErrNotRegistered, i, sub.Group, sub.Topic)
+		if err := s.sc.mayConsume(snap, id, k); err != nil {
+			return fmt.Errorf("subs[%d]: %w", i, err)
 		}
 		if _, dup := want[k]; dup {
 			return fmt.Errorf("%w: subs[%d]: %s:%s declared twice", ErrInvalid, i, sub.Group, sub.Topic)
@@ -615,7 +633,7 @@ func (s *session) onPublish(f mesh.Frame) error {
 			msg.Headers[i] = broker.Header{Key: h.Key, Value: h.Value}
 		}
 	}
-	b, err := s.sc.checkPublish(&msg)
+	b, err := s.sc.checkPublish(s.who.Load(), &msg)
 	if err != nil {
 		return err
 	}

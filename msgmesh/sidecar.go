@@ -24,6 +24,9 @@
 //     ack of the original; registration checks across apps and clusters
 //     (register.go) keep one policy per group and topic names a cluster
 //     can hold.
+//   - identity (identity.go): the one registered app a connection (or an
+//     HTTP publish, or a sibling) acts as, its secret, and what its
+//     registration lets it publish and consume (docs/protocol.md §9).
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
@@ -143,6 +146,12 @@ type Config struct {
 	// one app by weight (DESIGN.md flows 7 and 8). Zero: every delivery
 	// stays local.
 	Forwarding *Forwarding
+	// RequireAppSecrets makes every app prove who it is with its secret, on
+	// HELLO and on the HTTP API, for hosts where apps do not trust each
+	// other (docs/protocol.md §9): registering a new app issues one, and
+	// an app without one cannot connect. Zero: an app needs its secret only
+	// if it registered with one.
+	RequireAppSecrets bool
 	// Filters run on the stream layer's chain (package core) for every
 	// publish (an Exchange of kind publish, Route = topic) and every
 	// delivery to an app (kind deliver, Route = topic, Path = group), the
@@ -224,6 +233,9 @@ func (c *Config) setDefaults() error {
 	if err := c.capacityDefaults(); err != nil {
 		return err
 	}
+	if c.Forwarding != nil && c.Forwarding.App == "" {
+		return fmt.Errorf("msgmesh: config: Forwarding.App is required: the app whose consumer groups siblings share")
+	}
 	switch {
 	case c.MaxInflight < 0, c.MaxMessageSize < 0, c.PublishLanes < 0, c.Prefetch < 0:
 		return fmt.Errorf("msgmesh: config: negative limit")
@@ -298,6 +310,9 @@ type snapshot struct {
 	produce map[string]string // topics someone produces → their cluster
 	consume map[routeKey]bool // (group, topic) someone consumes
 	policy  map[routeKey]deadLetterPolicy
+
+	apps        map[string]*grant // per app: what its registration allows (identity.go)
+	anonProduce map[string]string // topics an app without a secret produces → cluster
 }
 
 // New validates cfg and opens the registration store in cfg.DataDir. It

@@ -189,9 +189,9 @@ func (m *Metrics) Published(ctx context.Context, topic string, bytes int, d time
 // Rejected counts a publish refused before it reached the broker. reason is
 // a short fixed word: the flowctl reasons ("rate_limited",
 // "message_too_big", "breaker_open") or the sidecar's own checks
-// ("not_registered", "schema_invalid", "invalid", "shutting_down"). Pass
-// topic "" when the topic is not registered (so free input never becomes a
-// label).
+// ("not_registered", "forbidden", "unauthorized", "schema_invalid",
+// "invalid", "shutting_down"). Pass topic "" when the topic is not
+// registered (so free input never becomes a label).
 func (m *Metrics) Rejected(ctx context.Context, topic, reason string) {
 	if m == nil {
 		return

@@ -94,6 +94,7 @@ func (a *app) start(ctx context.Context) error {
 	a.registered.Store(true)
 	opts := []client.Option{
 		client.WithApp(a.cfg.App),
+		client.WithSecret(a.cfg.Secret),
 		client.WithClientName(a.cfg.ClientName),
 		client.WithMaxInflight(a.cfg.MaxInflight),
 		client.WithReconnectBackoff(50*time.Millisecond, time.Second),
@@ -172,6 +173,11 @@ func (a *app) register(ctx context.Context) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if a.cfg.Secret != "" {
+		// The first registration makes it the app's secret; later ones
+		// (restarts) prove it.
+		req.Header.Set("Authorization", "Bearer "+a.cfg.Secret)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

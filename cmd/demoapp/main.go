@@ -18,6 +18,9 @@
 // Environment:
 //
 //	DEMO_APP            app name (required)
+//	DEMO_SECRET         the app's secret: registered with it (Authorization:
+//	                    Bearer) and sent in HELLO; needed on a sidecar with
+//	                    --require-app-secrets (empty: none)
 //	DEMO_PRODUCE        group:topic,... the app publishes to
 //	DEMO_CONSUME        group:topic,... the app consumes (subscribed at start)
 //	DEMO_MESH_ADDR      sidecar mesh listener (127.0.0.1:7600)
@@ -70,6 +73,7 @@ type binding struct {
 // config is the app's environment, parsed and checked once.
 type config struct {
 	App          string
+	Secret       string
 	Produce      []binding
 	Consume      []binding
 	MeshAddr     string
@@ -95,6 +99,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	host, _ := os.Hostname()
 	c := config{
 		App:          get("DEMO_APP", ""),
+		Secret:       get("DEMO_SECRET", ""),
 		MeshAddr:     get("DEMO_MESH_ADDR", "127.0.0.1:7600"),
 		SidecarHTTP:  strings.TrimRight(get("DEMO_SIDECAR_HTTP", "http://127.0.0.1:7601"), "/"),
 		Listen:       get("DEMO_LISTEN", "0.0.0.0:8080"),

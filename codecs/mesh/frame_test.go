@@ -40,6 +40,14 @@ func TestWireFormatGolden(t *testing.T) {
 			want: "00000013 01  01   00  00  000000000000002a  0161  00     00000005",
 		},
 		{
+			// The optional trailing secret (§5.1): a HELLO without one is
+			// the frame above, unchanged; with one, a str follows.
+			name: "hello_secret", kind: KindHello, id: 42,
+			payload: &Hello{App: "a", Client: "", MaxInflight: 5, Secret: "xy"},
+			//     length   ver kind flg rsv id                app   client max_inflight secret
+			want: "00000016 01  01   00  00  000000000000002a  0161  00     00000005     027879",
+		},
+		{
 			name: "publish_ack", kind: KindPublishAck, flags: FlagResponse, id: 3,
 			payload: &PublishAck{Stream: "s", Partition: -1, Offset: 258},
 			//     length   ver kind flg rsv id                stream partition offset            message_id

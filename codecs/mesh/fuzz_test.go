@@ -47,6 +47,10 @@ func decodeFrameSeeds(tb testing.TB) map[string][]byte {
 	// valid input that re-encodes shorter.
 	seeds["seed-hello_long_varint"] = append(header(12+2+1+1+4, Version, KindHello, 0, 0, 12),
 		0x81, 0x00, 'a', 0x00, 0, 0, 0, 1)
+	// HELLO with its optional trailing secret, and with an explicitly
+	// empty one (valid; re-encodes without the field).
+	seeds["seed-hello_secret"] = encodeFrame(tb, KindHello, 0, 19, &Hello{App: "checkout", Client: "pod-1", MaxInflight: 64, Secret: "0123456789abcdef0123"})
+	seeds["seed-hello_empty_secret"] = append(header(12+2+1+4+1, Version, KindHello, 0, 0, 20), 0x01, 'a', 0x00, 0, 0, 0, 1, 0x00)
 	// Headers the codec refuses, one per check.
 	seeds["seed-bad_version"] = header(12, 2, KindOK, FlagResponse, 0, 13)
 	seeds["seed-bad_kind"] = header(12, Version, kindMax+1, 0, 0, 14)

@@ -42,17 +42,27 @@ const (
 )
 
 // Hello opens a connection: the app says who it is and how many deliveries
-// it accepts in flight (0 means the sidecar's limit).
+// it accepts in flight (0 means the sidecar's limit), and proves it is that
+// app with its secret when the app has one.
 type Hello struct {
 	App         string
 	Client      string // free-form instance name, for logs
 	MaxInflight uint32
+	// Secret is the app's secret (docs/protocol.md §5.1, §9), an optional
+	// trailing field: it is on the wire only when not empty, so a HELLO
+	// without one is byte for byte what peers that predate the field send
+	// and accept. Never log it.
+	Secret string
 }
 
 func (m *Hello) AppendTo(b []byte) []byte {
 	b = appendStr(b, m.App)
 	b = appendStr(b, m.Client)
-	return binary.BigEndian.AppendUint32(b, m.MaxInflight)
+	b = binary.BigEndian.AppendUint32(b, m.MaxInflight)
+	if m.Secret != "" {
+		b = appendStr(b, m.Secret)
+	}
+	return b
 }
 
 func (m *Hello) Decode(p []byte) error {
@@ -60,6 +70,12 @@ func (m *Hello) Decode(p []byte) error {
 	m.App = d.str("app")
 	m.Client = d.str("client")
 	m.MaxInflight = d.u32("max_inflight")
+	m.Secret = ""
+	if d.err == nil && len(d.b) > 0 {
+		// Optional trailing field: present only if bytes are left. An
+		// explicitly empty one (a lone 0x00) means no secret, as absence does.
+		m.Secret = d.str("secret")
+	}
 	return d.done()
 }
 

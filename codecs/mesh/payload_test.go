@@ -51,6 +51,8 @@ func roundTripCases() []struct {
 		{"hello/zero", KindHello, &Hello{}},
 		{"hello/typical", KindHello, &Hello{App: "checkout", Client: "pod-1", MaxInflight: 64}},
 		{"hello/max", KindHello, &Hello{App: long, Client: string(allBytes()), MaxInflight: math.MaxUint32}},
+		{"hello/secret", KindHello, &Hello{App: "checkout", Client: "pod-1", MaxInflight: 64, Secret: "s3cr3t-0123456789"}},
+		{"hello/long_binary_secret", KindHello, &Hello{App: "a", Secret: long + string(allBytes())}},
 
 		{"declare/nil", KindDeclare, &Declare{}},
 		{"declare/empty", KindDeclare, &Declare{Subs: []Subscription{}}},
@@ -211,7 +213,12 @@ func TestPayloadMalformed(t *testing.T) {
 		{"hello/varint_cut", KindHello, []byte{0x80}, "app", "bad length varint"},
 		{"hello/no_client", KindHello, str("app"), "client", "bad length varint"},
 		{"hello/short_max_inflight", KindHello, cat(str("a"), str("c"), []byte{0, 1}), "max_inflight", "needs 4 bytes, 2 left"},
-		{"hello/trailing", KindHello, cat(str("a"), str("c"), u32(1), []byte{0}), "", "1 trailing bytes"},
+		// After max_inflight the optional secret may follow (§5.1); what
+		// is left must then be exactly one str.
+		{"hello/secret_past_end", KindHello, cat(str("a"), str("c"), u32(1), []byte{5}), "secret", "length 5 exceeds the 0 bytes left"},
+		{"hello/secret_bad_varint", KindHello, cat(str("a"), str("c"), u32(1), []byte{0x80}), "secret", "bad length varint"},
+		{"hello/trailing_after_secret", KindHello, cat(str("a"), str("c"), u32(1), str("s"), []byte{0}), "", "1 trailing bytes"},
+		{"hello/trailing_after_empty_secret", KindHello, cat(str("a"), str("c"), u32(1), []byte{0, 7}), "", "1 trailing bytes"},
 
 		{"declare/empty", KindDeclare, nil, "subs", "bad length varint"},
 		{"declare/count_past_end", KindDeclare, cat(uv(5), []byte{1, 'g'}), "subs", "too long"},
@@ -315,6 +322,43 @@ func TestPayloadTruncated(t *testing.T) {
 				t.Fatalf("%s cut at %d: error text %q does not name field %q", s.name, cut, err, pe.Field)
 			}
 		}
+	}
+}
+
+// TestHelloSecretIsOptional pins the compatibility rules of HELLO's
+// trailing secret (docs/protocol.md §5.1): a HELLO without a secret is the
+// same bytes as before the field existed, so old sidecars accept it; a
+// HELLO with one, cut anywhere inside the secret, never decodes (so a
+// truncated secret cannot pass for a shorter one); cut exactly before the
+// secret it is a HELLO without one; and an explicitly empty secret decodes
+// as none and re-encodes without the field.
+func TestHelloSecretIsOptional(t *testing.T) {
+	base := cat(str("orders"), str("pod-1"), u32(8))
+	if got := (&Hello{App: "orders", Client: "pod-1", MaxInflight: 8}).AppendTo(nil); !bytes.Equal(got, base) {
+		t.Fatalf("HELLO without a secret encodes as %x, want the version-1 bytes %x", got, base)
+	}
+	with := (&Hello{App: "orders", Client: "pod-1", MaxInflight: 8, Secret: "0123456789abcdef"}).AppendTo(nil)
+	if !bytes.Equal(with, cat(base, str("0123456789abcdef"))) {
+		t.Fatalf("HELLO with a secret encodes as %x", with)
+	}
+	for cut := len(base) + 1; cut < len(with); cut++ {
+		var h Hello
+		err := h.Decode(with[:cut])
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || pe.Field != "secret" {
+			t.Fatalf("cut at %d of %d: %v, want a malformed secret field", cut, len(with), err)
+		}
+	}
+	var h Hello
+	if err := h.Decode(with[:len(base)]); err != nil || h.Secret != "" || h.App != "orders" {
+		t.Fatalf("HELLO cut before the secret: %+v, %v; want a HELLO without one", h, err)
+	}
+	h = Hello{Secret: "stale"} // Decode resets the field when it is absent
+	if err := h.Decode(cat(base, []byte{0})); err != nil || h.Secret != "" {
+		t.Fatalf("explicitly empty secret: %+v, %v", h, err)
+	}
+	if re := h.AppendTo(nil); !bytes.Equal(re, base) {
+		t.Fatalf("an empty secret re-encodes as %x, want it left out: %x", re, base)
 	}
 }
 

@@ -515,9 +515,9 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		_ = sc.Shutdown(sctx)
 	})
 	group := "g-" + topic
-	if _, err := sc.Register(ctx, registry.Registration{App: "bench",
+	if _, _, err := sc.Register(ctx, registry.Registration{App: "bench",
 		Produce: []registry.Binding{{Group: "p-" + topic, Topic: topic}},
-		Consume: []registry.Binding{{Group: group, Topic: topic}}}); err != nil {
+		Consume: []registry.Binding{{Group: group, Topic: topic}}}, ""); err != nil {
 		cleanup()
 		return nil, nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,7 +53,13 @@ func TestHelp(t *testing.T) {
 	if code, _, _ := run(t, "pub", "--nope"); code != 2 {
 		t.Fatalf("unknown flag: exit %d, want 2", code)
 	}
-	if code, _, errs := run(t, "pub"); code != 2 || !strings.Contains(errs, "--topic is required") {
+	if code, _, errs := run(t, "pub"); code != 2 || !strings.Contains(errs, "--app is required") {
+		t.Fatalf("missing --app: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, "sub", "--topic", "t", "--group", "g"); code != 2 || !strings.Contains(errs, "--app is required") {
+		t.Fatalf("sub without --app: exit %d, %q", code, errs)
+	}
+	if code, _, errs := run(t, "pub", "--app", "a"); code != 2 || !strings.Contains(errs, "--topic is required") {
 		t.Fatalf("missing flag: exit %d, %q", code, errs)
 	}
 	if code, _, errs := run(t, "register", "--app", "a", "--consume", "nocolon"); code != 2 || !strings.Contains(errs, "group:topic") {
@@ -69,13 +77,14 @@ func TestRegistrations(t *testing.T) {
 	type call struct {
 		method, path string
 		body         []byte
+		auth         string
 	}
 	var mu sync.Mutex
 	var calls []call
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		calls = append(calls, call{r.Method, r.URL.Path, body})
+		calls = append(calls, call{r.Method, r.URL.Path, body, r.Header.Get("Authorization")})
 		mu.Unlock()
 		switch {
 		case r.Method == http.MethodPost:
@@ -121,8 +130,38 @@ func TestRegistrations(t *testing.T) {
 		"consume": []any{map[string]any{"group": "g1", "topic": "orders.created"},
 			map[string]any{"group": "g2", "topic": "payments", "max_attempts": float64(5), "dead_letter_topic": "payments.poison"}},
 	}
-	if c.method != http.MethodPost || c.path != "/v1/registrations" || !jsonEqual(sent, want) {
-		t.Fatalf("register sent %s %s %s", c.method, c.path, c.body)
+	if c.method != http.MethodPost || c.path != "/v1/registrations" || !jsonEqual(sent, want) || c.auth != "" {
+		t.Fatalf("register sent %s %s %s (Authorization %q)", c.method, c.path, c.body, c.auth)
+	}
+
+	// The app's secret goes in Authorization, from --secret-file or the
+	// environment, never from a flag value.
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("from-the-file-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(secretEnv, "from-the-env-0123456789")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"register", "--app", "orders", "--produce", "p:t", "--http", addr}, "Bearer from-the-env-0123456789"},
+		{[]string{"register", "--app", "orders", "--produce", "p:t", "--http", addr, "--secret-file", secretFile}, "Bearer from-the-file-0123456789"},
+		{[]string{"deregister", "--app", "orders", "--http", addr, "--secret-file", secretFile}, "Bearer from-the-file-0123456789"},
+	} {
+		if code, _, errs := run(t, tc.args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, errs)
+		}
+		mu.Lock()
+		got := calls[len(calls)-1].auth
+		mu.Unlock()
+		if got != tc.want {
+			t.Fatalf("%v sent Authorization %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	t.Setenv(secretEnv, "")
+	if code, _, errs := run(t, "register", "--app", "orders", "--produce", "p:t", "--http", addr, "--secret-file", filepath.Join(t.TempDir(), "missing")); code != 1 || !strings.Contains(errs, "--secret-file") {
+		t.Fatalf("missing secret file: exit %d, %q", code, errs)
 	}
 
 	code, _, errs = run(t, "register", "--app", "bad", "--http", srv.URL)
@@ -237,7 +276,7 @@ func (f *fakeSidecar) serve(nc net.Conn) {
 func TestPub(t *testing.T) {
 	f := &fakeSidecar{}
 	addr := startFake(t, f)
-	code, out, errs := run(t, "pub", "--addr", addr, "--topic", "t", "--count", "2000", "--size", "100", "--window", "64")
+	code, out, errs := run(t, "pub", "--addr", addr, "--app", "a", "--topic", "t", "--count", "2000", "--size", "100", "--window", "64")
 	if code != 0 {
 		t.Fatalf("pub: exit %d: %s", code, errs)
 	}
@@ -252,7 +291,7 @@ func TestPub(t *testing.T) {
 func TestPubFailure(t *testing.T) {
 	f := &fakeSidecar{failAfter: 10}
 	addr := startFake(t, f)
-	code, _, errs := run(t, "pub", "--addr", addr, "--topic", "t", "--count", "100", "--window", "4")
+	code, _, errs := run(t, "pub", "--addr", addr, "--app", "a", "--topic", "t", "--count", "100", "--window", "4")
 	if code != 1 || !strings.Contains(errs, "RATE_LIMITED") || !strings.Contains(errs, "slow down") {
 		t.Fatalf("pub: exit %d, %q", code, errs)
 	}
@@ -261,7 +300,7 @@ func TestPubFailure(t *testing.T) {
 func TestSub(t *testing.T) {
 	f := &fakeSidecar{push: 50}
 	addr := startFake(t, f)
-	code, out, errs := run(t, "sub", "--addr", addr, "--topic", "t", "--group", "g", "--count", "40")
+	code, out, errs := run(t, "sub", "--addr", addr, "--app", "a", "--topic", "t", "--group", "g", "--count", "40")
 	if code != 0 {
 		t.Fatalf("sub: exit %d: %s", code, errs)
 	}
@@ -279,7 +318,7 @@ func TestSub(t *testing.T) {
 func TestSubTimeout(t *testing.T) {
 	f := &fakeSidecar{push: 3}
 	addr := startFake(t, f)
-	code, _, errs := run(t, "sub", "--addr", addr, "--topic", "t", "--group", "g", "--count", "5", "--timeout", "200ms")
+	code, _, errs := run(t, "sub", "--addr", addr, "--app", "a", "--topic", "t", "--group", "g", "--count", "5", "--timeout", "200ms")
 	if code != 1 || !strings.Contains(errs, "timed out after 200ms: received 3 of 5") {
 		t.Fatalf("sub: exit %d, %q", code, errs)
 	}
@@ -292,7 +331,7 @@ func TestSidecarDown(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if code, _, errs := run(t, "pub", "--addr", addr, "--topic", "t"); code != 1 || !strings.Contains(errs, "dial") {
+	if code, _, errs := run(t, "pub", "--addr", addr, "--app", "a", "--topic", "t"); code != 1 || !strings.Contains(errs, "dial") {
 		t.Fatalf("pub: exit %d, %q", code, errs)
 	}
 	_ = errors.New

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
@@ -55,34 +56,65 @@ func baseURL(v string) (string, error) {
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
+// secretEnv holds an app's secret for meshctl when --secret-file is not
+// given. Secrets are never flag values: command lines show in ps.
+const secretEnv = "MSGMESH_APP_SECRET"
+
+// secretFlag defines --secret-file and returns what reads the app's secret:
+// the file's content, else $MSGMESH_APP_SECRET, else none.
+func secretFlag(fs *flag.FlagSet) func() (string, error) {
+	file := fs.String("secret-file", "", "file holding the app's secret, needed when the app has one (default: $"+secretEnv+")")
+	return func() (string, error) {
+		if *file == "" {
+			return strings.TrimSpace(os.Getenv(secretEnv)), nil
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return "", fmt.Errorf("--secret-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+}
+
 func setupRegister(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := fs.String("app", "", "the app's name (required)")
+	app := appFlag(fs)
 	consume := bindings{parse: registry.ParseConsumeBinding}
 	produce := bindings{parse: registry.ParseBinding}
 	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC, optionally with its dead-letter policy: GROUP:TOPIC,max_attempts=N,dead_letter_topic=T (repeatable)")
 	fs.Var(&produce, "produce", "a producer group and the topic it produces, GROUP:TOPIC (repeatable)")
 	httpAddr := httpFlag(fs)
+	secret := secretFlag(fs)
 	return func(ctx context.Context, e *env) error {
-		if *app == "" {
-			return usagef("--app is required")
+		if err := requireApp(*app); err != nil {
+			return err
+		}
+		s, err := secret()
+		if err != nil {
+			return err
 		}
 		reg := registry.Registration{App: *app, Produce: produce.list, Consume: consume.list}
 		body, err := json.Marshal(reg)
 		if err != nil {
 			return err
 		}
-		return e.call(ctx, *httpAddr, http.MethodPost, "/v1/registrations", body)
+		// The answer shows the app's secret when the sidecar issued one.
+		return e.call(ctx, *httpAddr, http.MethodPost, "/v1/registrations", body, s)
 	}
 }
 
 func setupDeregister(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := fs.String("app", "", "the app's name (required)")
+	app := appFlag(fs)
 	httpAddr := httpFlag(fs)
+	secret := secretFlag(fs)
 	return func(ctx context.Context, e *env) error {
-		if *app == "" {
-			return usagef("--app is required")
+		if err := requireApp(*app); err != nil {
+			return err
 		}
-		if err := e.call(ctx, *httpAddr, http.MethodDelete, "/v1/registrations/"+url.PathEscape(*app), nil); err != nil {
+		s, err := secret()
+		if err != nil {
+			return err
+		}
+		if err := e.call(ctx, *httpAddr, http.MethodDelete, "/v1/registrations/"+url.PathEscape(*app), nil, s); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "deregistered %s\n", *app)
@@ -93,13 +125,14 @@ func setupDeregister(fs *flag.FlagSet) func(context.Context, *env) error {
 func setupRegistrations(fs *flag.FlagSet) func(context.Context, *env) error {
 	httpAddr := httpFlag(fs)
 	return func(ctx context.Context, e *env) error {
-		return e.call(ctx, *httpAddr, http.MethodGet, "/v1/registrations", nil)
+		return e.call(ctx, *httpAddr, http.MethodGet, "/v1/registrations", nil, "")
 	}
 }
 
-// call sends one request to the HTTP API and prints a JSON answer indented.
-// A non-2xx answer becomes an error carrying the server's message.
-func (e *env) call(ctx context.Context, httpAddr, method, path string, body []byte) error {
+// call sends one request to the HTTP API, with the app's secret if not
+// empty, and prints a JSON answer indented. A non-2xx answer becomes an
+// error carrying the server's message.
+func (e *env) call(ctx context.Context, httpAddr, method, path string, body []byte, secret string) error {
 	base, err := baseURL(httpAddr)
 	if err != nil {
 		return err
@@ -110,6 +143,9 @@ func (e *env) call(ctx context.Context, httpAddr, method, path string, body []by
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
 	}
 	resp, err := e.http.Do(req)
 	if err != nil {

@@ -15,7 +15,8 @@ import (
 
 func setupPub(fs *flag.FlagSet) func(context.Context, *env) error {
 	addr := fs.String("addr", defaultAddr, "the sidecar's mesh address")
-	app := fs.String("app", "", "app name sent in HELLO")
+	app := fs.String("app", "", "the app to publish as: a registered app that produces the topic (required)")
+	secret := secretFlag(fs)
 	topic := fs.String("topic", "", "topic to publish to (required)")
 	key := fs.String("key", "", "message key (empty: none)")
 	count := fs.Int("count", 1000, "number of messages")
@@ -24,6 +25,8 @@ func setupPub(fs *flag.FlagSet) func(context.Context, *env) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up (and fail) after this long")
 	return func(ctx context.Context, e *env) error {
 		switch {
+		case *app == "":
+			return usagef("--app is required: the sidecar binds a connection to one registered app")
 		case *topic == "":
 			return usagef("--topic is required")
 		case *count < 1:
@@ -37,13 +40,22 @@ func setupPub(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		c, err := client.Dial(ctx, *addr, client.WithApp(*app), client.WithLogger(e.log))
+		c, err := dialAs(ctx, e, *addr, *app, secret)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		return publish(ctx, e, c, *topic, *key, *count, *size, *window)
 	}
+}
+
+// dialAs connects to the sidecar as app, with its secret if it has one.
+func dialAs(ctx context.Context, e *env, addr, app string, secret func() (string, error)) (*client.Client, error) {
+	s, err := secret()
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(ctx, addr, client.WithApp(app), client.WithSecret(s), client.WithLogger(e.log))
 }
 
 // publish sends count messages keeping up to window in flight, and reports
@@ -104,7 +116,8 @@ func publish(ctx context.Context, e *env, c *client.Client, topic, key string, c
 
 func setupSub(fs *flag.FlagSet) func(context.Context, *env) error {
 	addr := fs.String("addr", defaultAddr, "the sidecar's mesh address")
-	app := fs.String("app", "", "app name sent in HELLO")
+	app := fs.String("app", "", "the app to consume as: a registered app that consumes the topic with the group (required)")
+	secret := secretFlag(fs)
 	topic := fs.String("topic", "", "topic to consume (required)")
 	group := fs.String("group", "", "consumer group (required)")
 	count := fs.Int("count", 1000, "exit after this many messages")
@@ -112,6 +125,8 @@ func setupSub(fs *flag.FlagSet) func(context.Context, *env) error {
 	concurrency := fs.Int("concurrency", 1, "handler goroutines")
 	return func(ctx context.Context, e *env) error {
 		switch {
+		case *app == "":
+			return usagef("--app is required: the sidecar binds a connection to one registered app")
 		case *topic == "" || *group == "":
 			return usagef("--topic and --group are required")
 		case *count < 1:
@@ -123,7 +138,7 @@ func setupSub(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		c, err := client.Dial(ctx, *addr, client.WithApp(*app), client.WithLogger(e.log))
+		c, err := dialAs(ctx, e, *addr, *app, secret)
 		if err != nil {
 			return err
 		}

@@ -219,7 +219,7 @@ func (cp *controlPlane) renewLoop(ctx context.Context) {
 
 // forwarding is the sidecar's half of the wiring.
 func (cp *controlPlane) forwarding() *msgmesh.Forwarding {
-	return &msgmesh.Forwarding{Scheduler: cp.sched, Forwarder: cp.fwd}
+	return &msgmesh.Forwarding{App: cp.opts.App, Scheduler: cp.sched, Forwarder: cp.fwd}
 }
 
 // applySchemas converts the pushed schemas and hands them to the sidecar

@@ -100,8 +100,8 @@ func TestForwardAckAndNack(t *testing.T) {
 func sameMessage(tk taken, d *testDelivery) error {
 	got := tk.d.Message()
 	switch {
-	case tk.group != "billing" || tk.topic != "orders.created":
-		return fmt.Errorf("group/topic %q/%q", tk.group, tk.topic)
+	case tk.app != "orders" || tk.group != "billing" || tk.topic != "orders.created":
+		return fmt.Errorf("app/group/topic %q/%q/%q, want the certificate's app orders", tk.app, tk.group, tk.topic)
 	case got.Topic != d.msg.Topic || got.Key != d.msg.Key || !bytes.Equal(got.Body, d.msg.Body):
 		return fmt.Errorf("message %+v, want %+v", got, d.msg)
 	case fmt.Sprint(got.Headers) != fmt.Sprint(d.msg.Headers):

@@ -203,6 +203,7 @@ func (d *testDelivery) untouched(tb testing.TB) {
 
 // taken is one delivery the test app received from a sibling.
 type taken struct {
+	app          string // the app the forwarder's certificate names
 	group, topic string
 	d            broker.Delivery
 }
@@ -221,14 +222,14 @@ type testApp struct {
 
 func newApp() *testApp { return &testApp{got: make(chan taken, 4096)} }
 
-func (a *testApp) DeliverFromSibling(ctx context.Context, group, topic string, d broker.Delivery) error {
+func (a *testApp) DeliverFromSibling(ctx context.Context, app, group, topic string, d broker.Delivery) error {
 	a.calls.Add(1)
 	if a.refuse != nil {
 		if err := a.refuse(group, topic); err != nil {
 			return err
 		}
 	}
-	t := taken{group: group, topic: topic, d: d}
+	t := taken{app: app, group: group, topic: topic, d: d}
 	if a.during != nil {
 		a.during(ctx, t)
 	}

@@ -47,20 +47,23 @@ const (
 // Deliverer is the receiving sidecar's side of forwarding: it hands
 // deliveries that came from a sibling to the local app.
 type Deliverer interface {
-	// DeliverFromSibling hands a delivery to the local app. It returns once
+	// DeliverFromSibling hands a delivery to the local app. app is the app
+	// the forwarder's verified certificate names: the Deliverer must accept
+	// deliveries only into that app's consumer groups (a sidecar may serve
+	// several apps; answer FORBIDDEN for another app's group). It returns once
 	// the local sidecar has taken it (queued to a connection), not when the
 	// app answers; d.Ack/d.Nack are called later when the app answers (or
 	// on timeout/conn loss → Nack). An error means "could not take it" and
 	// is answered with ERROR immediately: return (or wrap) a *mesh.Error to
-	// choose the code (NOT_REGISTERED, UNAVAILABLE, SHUTTING_DOWN, …);
-	// other errors are answered UNAVAILABLE.
+	// choose the code (NOT_REGISTERED, FORBIDDEN, UNAVAILABLE,
+	// SHUTTING_DOWN, …); other errors are answered UNAVAILABLE.
 	//
 	// It is called on its own goroutine per delivery and may block while
 	// the local app has no room (that is backpressure toward the
 	// forwarder), but it must return when ctx ends: ctx ends when the
 	// forwarder's connection goes away or the Server shuts down. The
 	// delivery must never be forwarded again (DESIGN.md flow 7).
-	DeliverFromSibling(ctx context.Context, group, topic string, d broker.Delivery) error
+	DeliverFromSibling(ctx context.Context, app, group, topic string, d broker.Delivery) error
 }
 
 // ServerConfig configures a forwarding listener.
@@ -245,8 +248,12 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
+	var peerApp string
 	if err == nil {
-		err = pki.CheckPeer(tc.ConnectionState(), s.cfg.App)
+		cs := tc.ConnectionState()
+		if err = pki.CheckPeer(cs, s.cfg.App); err == nil {
+			peerApp, err = pki.AppOf(cs.PeerCertificates[0])
+		}
 	}
 	if err != nil {
 		log.Warn("forwarding peer refused", "err", err)
@@ -254,6 +261,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	}
 	c := &serverConn{
 		s:        s,
+		peerApp:  peerApp,
 		conn:     tc,
 		rd:       mesh.NewReader(tc, s.cfg.MaxFrameSize),
 		w:        core.NewWriter(tc, answerWriteTimeout),
@@ -276,16 +284,17 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 // reader; answers are written by the goroutines that take deliveries and by
 // whoever calls a delivery's Ack or Nack.
 type serverConn struct {
-	s      *Server
-	conn   *tls.Conn
-	rd     *mesh.Reader
-	w      *core.Writer
-	log    *slog.Logger
-	ctx    context.Context // ends when the connection ends
-	cancel context.CancelFunc
-	takers core.Routines // one goroutine per delivery being taken
-	dead   atomic.Bool
-	done   chan struct{} // closed when run has returned
+	s       *Server
+	peerApp string // the app the peer's verified certificate names
+	conn    *tls.Conn
+	rd      *mesh.Reader
+	w       *core.Writer
+	log     *slog.Logger
+	ctx     context.Context // ends when the connection ends
+	cancel  context.CancelFunc
+	takers  core.Routines // one goroutine per delivery being taken
+	dead    atomic.Bool
+	done    chan struct{} // closed when run has returned
 
 	mu       sync.Mutex
 	inflight map[uint64]*sibDelivery // taken or being taken, not yet answered
@@ -425,7 +434,7 @@ func (c *serverConn) onDeliver(f mesh.Frame) {
 func (c *serverConn) take(d *sibDelivery) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	stop := context.AfterFunc(c.s.drainCtx, cancel)
-	err := c.s.cfg.Deliverer.DeliverFromSibling(ctx, d.group, d.topic, d)
+	err := c.s.cfg.Deliverer.DeliverFromSibling(ctx, c.peerApp, d.group, d.topic, d)
 	stop()
 	cancel()
 	d.mu.Lock()

@@ -10,9 +10,13 @@
 //
 // A Store keeps the registrations in one bbolt file in the sidecar's data
 // directory: bucket "registrations", key the app name, value the
-// registration as JSON. Every Put and Delete is one bbolt read-write
-// transaction, and bbolt fsyncs the file when it commits, so a write is on
-// disk before the call returns. After a crash the sidecar reopens the file
+// registration as JSON, with the SHA-256 of the app's secret beside it
+// ("secret_sha256", when the app has one; Registration.SecretHash, which the
+// registration's own JSON never shows). Every Put and Delete is one bbolt
+// read-write transaction, and bbolt fsyncs the file when it commits, so a
+// write is on disk before the call returns. PutFunc and DeleteFunc let the
+// caller decide from the stored state inside that transaction (the sidecar
+// checks an app's secret and who owns a consumer group there). After a crash the sidecar reopens the file
 // and List gives back every registration it acknowledged. The file is
 // locked while open; a second Open of the same file (another msgmesh on the
 // same data directory) gives up after 2 s with an error wrapping ErrLocked.

@@ -189,6 +189,11 @@ type Registration struct {
 	// UpdatedAt is set by Store.Put (UTC). It is left out of JSON while
 	// zero, and DecodeJSON ignores it.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// SecretHash is the SHA-256 of the app's secret (the sidecar checks
+	// it on HELLO and HTTP requests, docs/protocol.md §9); nil when the app
+	// has none. The Store keeps it with the registration; it is never part
+	// of the registration's JSON (the HTTP API), so DecodeJSON cannot set it.
+	SecretHash []byte `json:"-"`
 }
 
 // Validate checks the registration against the rules in the package doc
@@ -268,6 +273,7 @@ func normalizeBindings(bs []Binding) []Binding {
 func (r Registration) clone() Registration {
 	r.Produce = slices.Clone(r.Produce)
 	r.Consume = slices.Clone(r.Consume)
+	r.SecretHash = slices.Clone(r.SecretHash)
 	return r
 }
 

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,27 +50,70 @@ func Open(path string) (*Store, error) {
 }
 
 // Put validates r, normalises it, sets UpdatedAt to now (UTC) and stores it
-// in place of any registration of the same app. The write is on disk
-// (fsync) when Put returns. It returns what was stored; r itself is not
-// modified. An invalid r gives an error wrapping a *ValidationError.
+// in place of any registration of the same app, SecretHash included. The
+// write is on disk (fsync) when Put returns. It returns what was stored; r
+// itself is not modified. An invalid r gives an error wrapping a
+// *ValidationError.
 func (s *Store) Put(r Registration) (Registration, error) {
-	reg := r.clone()
-	if err := reg.Validate(); err != nil {
-		return Registration{}, fmt.Errorf("registry: put %q: %w", r.App, err)
-	}
-	reg.Normalize()
-	reg.UpdatedAt = time.Now().UTC()
-	value, err := json.Marshal(reg)
-	if err != nil {
-		return Registration{}, fmt.Errorf("registry: put %q: %w", r.App, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRegistrations).Put([]byte(reg.App), value)
+	return s.PutFunc(func([]Registration) (Registration, error) { return r, nil })
+}
+
+// PutFunc stores, as Put does, the registration fn returns. fn is given
+// every stored registration (sorted by app, with their secret hashes) and
+// runs inside the read-write transaction that writes its result, so what fn
+// decided from them (whether the caller may replace an app's registration,
+// say) still holds when the result is written: no other Put or Delete can
+// come in between. An error from fn is returned unchanged and nothing is
+// written. fn must not call the Store.
+func (s *Store) PutFunc(fn func(current []Registration) (Registration, error)) (Registration, error) {
+	var reg Registration
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRegistrations)
+		current, err := list(b)
+		if err != nil {
+			return err
+		}
+		r, err := fn(current)
+		if err != nil {
+			return &callerError{err}
+		}
+		reg = r.clone()
+		if err := reg.Validate(); err != nil {
+			return err
+		}
+		if n := len(reg.SecretHash); n != 0 && n != sha256.Size {
+			return invalid("", "secret hash of %d bytes, want %d (SHA-256)", n, sha256.Size)
+		}
+		reg.Normalize()
+		reg.UpdatedAt = time.Now().UTC()
+		value, err := json.Marshal(stored{Registration: reg, SecretHash: reg.SecretHash})
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(reg.App), value)
 	})
-	if err != nil {
-		return Registration{}, fmt.Errorf("registry: put %q: %w", r.App, storeErr(err))
+	var ce *callerError
+	switch {
+	case errors.As(err, &ce):
+		return Registration{}, ce.err
+	case err != nil:
+		return Registration{}, fmt.Errorf("registry: put %q: %w", reg.App, storeErr(err))
 	}
 	return reg, nil
+}
+
+// callerError carries an error of a PutFunc or DeleteFunc callback out of
+// the transaction unchanged.
+type callerError struct{ err error }
+
+func (e *callerError) Error() string { return e.err.Error() }
+
+// stored is a registration as the file holds it: its JSON with the secret
+// hash beside it (the registration's own JSON, the HTTP API's, leaves the
+// hash out). Values written before the hash existed decode with none.
+type stored struct {
+	Registration
+	SecretHash []byte `json:"secret_sha256,omitempty"`
 }
 
 // Get returns the registration of app, or an error wrapping ErrNotFound.
@@ -91,14 +135,35 @@ func (s *Store) Get(app string) (Registration, error) {
 // Delete removes the registration of app; durable (fsync) when it returns.
 // It returns an error wrapping ErrNotFound if there is none.
 func (s *Store) Delete(app string) error {
+	return s.DeleteFunc(app, nil)
+}
+
+// DeleteFunc is Delete after fn, if not nil, approved the registration
+// being deleted, in the same read-write transaction. An error from fn is
+// returned unchanged and nothing is deleted. fn must not call the Store.
+func (s *Store) DeleteFunc(app string, fn func(current Registration) error) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRegistrations)
-		if b.Get([]byte(app)) == nil {
+		v := b.Get([]byte(app))
+		if v == nil {
 			return ErrNotFound
+		}
+		if fn != nil {
+			var reg Registration
+			if err := decodeStored(v, &reg); err != nil {
+				return err
+			}
+			if err := fn(reg); err != nil {
+				return &callerError{err}
+			}
 		}
 		return b.Delete([]byte(app))
 	})
-	if err != nil {
+	var ce *callerError
+	switch {
+	case errors.As(err, &ce):
+		return ce.err
+	case err != nil:
 		return fmt.Errorf("registry: delete %q: %w", app, storeErr(err))
 	}
 	return nil
@@ -109,21 +174,29 @@ func (s *Store) Delete(app string) error {
 func (s *Store) List() ([]Registration, error) {
 	var regs []Registration
 	err := s.db.View(func(tx *bolt.Tx) error {
-		regs = []Registration{}
-		// bbolt iterates keys in byte order, which is app name order.
-		return tx.Bucket(bucketRegistrations).ForEach(func(k, v []byte) error {
-			var reg Registration
-			if err := decodeStored(v, &reg); err != nil {
-				return fmt.Errorf("app %q: %w", k, err)
-			}
-			regs = append(regs, reg)
-			return nil
-		})
+		var err error
+		regs, err = list(tx.Bucket(bucketRegistrations))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: list: %w", storeErr(err))
 	}
 	return regs, nil
+}
+
+// list decodes every registration of the bucket, in app name order (bbolt
+// iterates keys in byte order).
+func list(b *bolt.Bucket) ([]Registration, error) {
+	regs := []Registration{}
+	err := b.ForEach(func(k, v []byte) error {
+		var reg Registration
+		if err := decodeStored(v, &reg); err != nil {
+			return fmt.Errorf("app %q: %w", k, err)
+		}
+		regs = append(regs, reg)
+		return nil
+	})
+	return regs, err
 }
 
 // Close closes the file and releases its lock. It is safe to call more
@@ -139,9 +212,12 @@ func (s *Store) Close() error {
 }
 
 func decodeStored(v []byte, reg *Registration) error {
-	if err := json.Unmarshal(v, reg); err != nil {
+	var st stored
+	if err := json.Unmarshal(v, &st); err != nil {
 		return fmt.Errorf("decode stored registration: %w", err)
 	}
+	*reg = st.Registration
+	reg.SecretHash = st.SecretHash
 	return nil
 }
 

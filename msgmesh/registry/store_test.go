@@ -1,6 +1,10 @@
 package registry
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -369,5 +373,90 @@ func TestStoreConcurrent(t *testing.T) {
 	defer s2.Close()
 	if after := check(s2); !reflect.DeepEqual(after, before) {
 		t.Errorf("reopen changed the set:\n got %+v\nwant %+v", after, before)
+	}
+}
+
+// TestStoreSecretHash: the secret hash is stored beside the registration,
+// survives a reopen, is never part of the registration's JSON, and values
+// written before the field existed read back without one.
+func TestStoreSecretHash(t *testing.T) {
+	s, path := openTemp(t)
+	hash := sha256.Sum256([]byte("s3cret"))
+	mustPut(t, s, Registration{App: "orders", Consume: []Binding{b("g1", "t")}, SecretHash: hash[:]})
+	mustPut(t, s, Registration{App: "plain", Produce: []Binding{b("p", "t")}})
+
+	if _, err := s.Put(Registration{App: "bad", Produce: []Binding{b("p", "t")}, SecretHash: []byte("short")}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Put with a 5-byte hash: %v, want ErrInvalid", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	got, err := s.Get("orders")
+	if err != nil || !bytes.Equal(got.SecretHash, hash[:]) {
+		t.Fatalf("after reopen: hash %x, %v; want %x", got.SecretHash, err, hash)
+	}
+	if got, _ := s.Get("plain"); got.SecretHash != nil {
+		t.Fatalf("an app without a secret reads back with hash %x", got.SecretHash)
+	}
+	js, err := json.Marshal(got)
+	if err != nil || strings.Contains(string(js), "secret") || strings.Contains(string(js), base64.StdEncoding.EncodeToString(hash[:])) {
+		t.Fatalf("the registration's JSON shows the secret hash: %s (%v)", js, err)
+	}
+
+	// A value as a build before secrets wrote it.
+	old := []byte(`{"app":"legacy","produce":[{"group":"p","topic":"t"}],"updated_at":"2026-01-02T03:04:05Z"}`)
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRegistrations).Put([]byte("legacy"), old) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get("legacy"); err != nil || got.SecretHash != nil || got.App != "legacy" {
+		t.Fatalf("legacy value: %+v, %v", got, err)
+	}
+}
+
+// TestStorePutFuncDeleteFunc: the callbacks see the stored state with the
+// secret hashes, their errors come back unchanged, and nothing is written
+// or deleted when they refuse.
+func TestStorePutFuncDeleteFunc(t *testing.T) {
+	s, _ := openTemp(t)
+	hash := sha256.Sum256([]byte("x"))
+	mustPut(t, s, Registration{App: "a", Consume: []Binding{b("g", "t")}, SecretHash: hash[:]})
+	refused := errors.New("refused by the caller")
+
+	_, err := s.PutFunc(func(current []Registration) (Registration, error) {
+		if len(current) != 1 || current[0].App != "a" || !bytes.Equal(current[0].SecretHash, hash[:]) {
+			t.Errorf("PutFunc saw %+v", current)
+		}
+		return Registration{}, refused
+	})
+	if err != refused {
+		t.Fatalf("PutFunc returned %v, want the callback's error unchanged", err)
+	}
+	if regs := mustList(t, s); len(regs) != 1 {
+		t.Fatalf("a refused PutFunc wrote something: %+v", regs)
+	}
+	if err := s.DeleteFunc("a", func(cur Registration) error {
+		if !bytes.Equal(cur.SecretHash, hash[:]) {
+			t.Errorf("DeleteFunc saw hash %x", cur.SecretHash)
+		}
+		return refused
+	}); err != refused {
+		t.Fatalf("DeleteFunc returned %v, want the callback's error unchanged", err)
+	}
+	if _, err := s.Get("a"); err != nil {
+		t.Fatalf("a refused DeleteFunc deleted: %v", err)
+	}
+	if err := s.DeleteFunc("nobody", func(Registration) error { t.Error("callback called for a missing app"); return nil }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeleteFunc of a missing app: %v", err)
+	}
+	if err := s.DeleteFunc("a", func(Registration) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if regs := mustList(t, s); len(regs) != 0 {
+		t.Fatalf("after DeleteFunc: %+v", regs)
 	}
 }
