@@ -85,7 +85,7 @@ func (r *recorder) deadCount() int {
 func watchDLQ(t *testing.T, e *env, rec *recorder) {
 	t.Helper()
 	e.register("ops", nil, []string{"audit:" + dlqTopic})
-	if _, err := e.dial().Subscribe(context.Background(), "audit", dlqTopic, func(_ context.Context, d *client.Delivery) error {
+	if _, err := e.dial(client.WithApp("ops")).Subscribe(context.Background(), "audit", dlqTopic, func(_ context.Context, d *client.Delivery) error {
 		rec.addDead(d)
 		return nil
 	}); err != nil {

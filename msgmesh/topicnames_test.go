@@ -42,7 +42,7 @@ func TestRegisterKafkaTopicCollision(t *testing.T) {
 	c := topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(kc)}
 	e := newEnvOn(t, c)
 	e.register("a1", []string{"p:k.a"}, nil)
-	if _, err := e.dial().Publish(context.Background(), &client.Message{Topic: "k.a", Body: []byte("x")}); err != nil {
+	if _, err := e.dial(client.WithApp("a1")).Publish(context.Background(), &client.Message{Topic: "k.a", Body: []byte("x")}); err != nil {
 		t.Fatalf("publish to k.a: %v", err)
 	}
 
@@ -86,9 +86,8 @@ func TestRegisterNATSTopicsDotUnderscore(t *testing.T) {
 	e := newEnv(t)
 	e.register("a1", []string{"p:k.a"}, nil)
 	e.register("a2", []string{"p:k_a"}, nil)
-	pub := e.dial()
-	for _, tp := range []string{"k.a", "k_a"} {
-		if _, err := pub.Publish(context.Background(), &client.Message{Topic: tp, Body: []byte("x")}); err != nil {
+	for app, tp := range map[string]string{"a1": "k.a", "a2": "k_a"} {
+		if _, err := e.dial(client.WithApp(app)).Publish(context.Background(), &client.Message{Topic: tp, Body: []byte("x")}); err != nil {
 			t.Fatalf("publish to %s: %v", tp, err)
 		}
 	}
