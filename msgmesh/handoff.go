@@ -31,6 +31,9 @@ type ConnState struct {
 	Subs        []mesh.Subscription `json:"subs"`
 	// Buffered are bytes read from the app but not yet parsed.
 	Buffered []byte `json:"buffered"`
+	// Skip is how many bytes the app is still sending of a frame refused
+	// as too large: the successor drops them before reading a frame.
+	Skip int64 `json:"skip,omitempty"`
 	// LastID is the last delivery id used, so the successor never reuses one.
 	LastID uint64 `json:"last_id"`
 }
@@ -209,7 +212,7 @@ func (s *session) freezeCleanup() {
 	}
 	s.mu.Lock()
 	cs := ConnState{File: f, Hello: s.hello, App: s.app, Client: s.client, MaxInflight: s.maxInflight.Load(),
-		Subs: subs, Buffered: s.rd.Buffered(), LastID: s.ids.Last()}
+		Subs: subs, Buffered: s.rd.Buffered(), Skip: s.rd.Skipping(), LastID: s.ids.Last()}
 	s.mu.Unlock()
 	s.sc.sessMu.Lock()
 	s.sc.frozen = append(s.sc.frozen, cs)
@@ -234,6 +237,7 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 	}
 	s := sc.newSession(conn)
 	s.rd.Prefill(cs.Buffered)
+	s.rd.Skip(cs.Skip)
 	s.ids.Continue(cs.LastID)
 	s.hello, s.app, s.client = cs.Hello, cs.App, cs.Client
 	if cs.MaxInflight > 0 {

@@ -69,6 +69,11 @@ type Config struct {
 	// RocketMQ client's own log (see installClientLogger).
 	// Zero: slog.Default().
 	Logger *slog.Logger
+	// MaxMessageSize is the brokers' maxMessageSize, the largest body
+	// they store; the client cannot ask them, so set it when the brokers
+	// are configured otherwise. Zero: DefaultMaxMessageSize (4 MiB,
+	// RocketMQ's default).
+	MaxMessageSize int
 }
 
 func (c Config) validate() error {
@@ -98,6 +103,9 @@ func (c Config) validate() error {
 	if c.Prefetch < 0 {
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize %d is negative", c.MaxMessageSize))
+	}
 	return errors.Join(errs...)
 }
 
@@ -113,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Prefetch == 0 {
 		c.Prefetch = DefaultPrefetch
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -238,7 +249,10 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	}
 	rm, err := toRocket(msg, rocketTopic(topic))
 	if err != nil {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
+		if !errors.Is(err, broker.ErrRejected) { // a *broker.HeaderError
+			err = fmt.Errorf("%w: %w", broker.ErrRejected, err)
+		}
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
 	}
 	sr, err := b.producer.p.SendSync(ctx, rm)
 	// The client answers "route info not found" when its route lookup for
