@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -195,15 +196,37 @@ func duplicate(hs []Header) (int, int) {
 		}
 		return -1, -1
 	}
-	seen := make(map[string]int, len(hs))
-	for i, h := range hs {
-		k := strings.ToLower(h.Key)
-		if j, ok := seen[k]; ok {
-			return j, i
+	// Many headers: sort their indexes by name, case-insensitively (the
+	// names are ASCII, checked before), and compare neighbours: one
+	// allocation, however many names.
+	idx := make([]int, len(hs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return compareFoldASCII(hs[a].Key, hs[b].Key) })
+	for k := 1; k < len(idx); k++ {
+		if strings.EqualFold(hs[idx[k-1]].Key, hs[idx[k]].Key) {
+			return idx[k-1], idx[k]
 		}
-		seen[k] = i
 	}
 	return -1, -1
+}
+
+// compareFoldASCII compares two ASCII strings as if lower-cased.
+func compareFoldASCII(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return int(ca) - int(cb)
+		}
+	}
+	return len(a) - len(b)
 }
 
 func hasPrefixFold(s, prefix string) bool {
@@ -211,8 +234,10 @@ func hasPrefixFold(s, prefix string) bool {
 }
 
 // rocketMQPropertyFold reports whether name is a RocketMQ system
-// property in any case. The names are upper case and at most 32 bytes, so
-// the folded copy lives on the stack and the lookup allocates nothing.
+// property in any case. The names are upper-case letters, digits and '_',
+// at most 32 bytes, so the folded copy lives on the stack, the lookup
+// allocates nothing, and a name with any other byte (the '-' of most HTTP
+// style names) is ruled out without one.
 func rocketMQPropertyFold(name string) bool {
 	if len(name) > 32 {
 		return false
@@ -220,11 +245,14 @@ func rocketMQPropertyFold(name string) bool {
 	var buf [32]byte
 	b := buf[:len(name)]
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z':
+			b[i] = c - ('a' - 'A')
+		case 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
+			b[i] = c
+		default:
+			return false
 		}
-		b[i] = c
 	}
 	return rocketMQProperties[string(b)]
 }

@@ -104,3 +104,27 @@ func TestReservedForAdapters(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckHeaders: the header rule on a publish with a usual
+// handful of headers, and with 40 (the duplicate check switches to a map
+// above 16).
+func BenchmarkCheckHeaders(b *testing.B) {
+	few := hs("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "Content-Type", "application/json", "X-Order", "7", "X-Tenant", "acme")
+	var many []broker.Header
+	for i := 0; i < 40; i++ {
+		many = append(many, broker.Header{Key: fmt.Sprintf("X-Header-%d", i), Value: "value"})
+	}
+	for _, bc := range []struct {
+		name string
+		h    []broker.Header
+	}{{"4", few}, {"40", many}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := broker.CheckHeaders(bc.h); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
