@@ -133,6 +133,13 @@ func (cn *conn) readLoop() {
 	r := mesh.NewReader(cn.nc, cn.c.cfg.maxFrameSize)
 	for {
 		f, err := r.ReadFrame()
+		if errors.Is(err, mesh.ErrFrameTooLarge) {
+			// The header is valid: the reader skips the payload and the
+			// connection goes on (docs/protocol.md §2.2).
+			cn.frames.Add(1)
+			cn.tooLarge(f, err)
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the sidecar closed the connection")
@@ -163,6 +170,24 @@ func (cn *conn) readLoop() {
 			_ = cn.send(mesh.KindError, mesh.FlagResponse, f.ID, &e)
 		}
 	}
+}
+
+// tooLarge handles a frame from the sidecar over WithMaxFrameSize, whose
+// payload the reader skips: the request it answers fails with an error
+// wrapping mesh.ErrFrameTooLarge, and a request from the sidecar (a
+// DELIVER) is answered ERROR FRAME_TOO_LARGE, which hands it back to the
+// broker.
+func (cn *conn) tooLarge(f mesh.Frame, err error) {
+	if f.IsResponse() {
+		err = fmt.Errorf("client: the sidecar's %s answer does not fit WithMaxFrameSize: %w", f.Kind, err)
+		if !cn.pending.Resolve(f.ID, core.Result[mesh.Frame]{Err: err}) {
+			cn.c.log.Warn("msgmesh: skipped an answer over the frame limit", "kind", f.Kind, "id", f.ID, "err", err)
+		}
+		return
+	}
+	cn.c.log.Error("msgmesh: skipped a request over the frame limit; raise WithMaxFrameSize", "kind", f.Kind, "id", f.ID, "err", err)
+	e := mesh.Error{Code: mesh.CodeFrameTooLarge, Message: err.Error()}
+	_ = cn.send(mesh.KindError, mesh.FlagResponse, f.ID, &e)
 }
 
 // unmatched handles an answer for no outstanding request: a heartbeat

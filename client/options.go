@@ -123,9 +123,12 @@ func WithHeartbeat(interval time.Duration) Option {
 
 // WithMaxFrameSize bounds every frame the Client sends or accepts, header
 // included. A Publish whose frame would be larger fails with an error that
-// errors.Is mesh.ErrFrameTooLarge, before anything is sent; a larger frame
-// from the sidecar ends the connection. Default mesh.DefaultMaxFrameSize
-// (4 MiB).
+// errors.Is mesh.ErrFrameTooLarge, before anything is sent. A larger frame
+// from the sidecar is skipped and the connection goes on: the request it
+// answers fails with an error that errors.Is mesh.ErrFrameTooLarge, and a
+// delivery is answered ERROR FRAME_TOO_LARGE (the sidecar hands it back to
+// the broker). Keep it at least the sidecar's frame limit. Default
+// mesh.DefaultMaxFrameSize (4 MiB), the sidecar's default.
 func WithMaxFrameSize(n int) Option { return optionFunc(func(c *config) { c.maxFrameSize = n }) }
 
 // WithLogger sets the logger for connection events (lost, reconnected,

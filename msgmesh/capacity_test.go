@@ -18,13 +18,6 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 
-// String returns what was written so far, for assertions on logs.
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
-}
-
 // subscribeTally subscribes c to (group, topic) and counts what arrives.
 func subscribeTally(t *testing.T, c *client.Client, group string) *tally {
 	t.Helper()

@@ -135,6 +135,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// String returns what was written so far, while writes may go on.
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
 func waitHealthy(t *testing.T, p *sidecarProc, httpAddr string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the sidecar to answer /healthz", func() bool {

@@ -21,7 +21,8 @@ var (
 	// ErrNotDeclared: a PULL names a (group, topic) the connection did not
 	// declare in pull mode.
 	ErrNotDeclared = errors.New("msgmesh: not declared on this connection")
-	// ErrMessageTooBig: a body over Config.MaxMessageSize.
+	// ErrMessageTooBig: a body over the limit of its topic's cluster
+	// (Sidecar.MaxBody), or a key and headers over Config.MaxHeaderBytes.
 	ErrMessageTooBig = errors.New("msgmesh: message too big")
 	// ErrShuttingDown: the sidecar is stopping and takes no new work.
 	ErrShuttingDown = errors.New("msgmesh: shutting down")
@@ -59,11 +60,11 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeForbidden
 	case errors.Is(err, ErrUnauthorized):
 		return mesh.CodeUnauthorized
-	case errors.Is(err, ErrMessageTooBig):
+	case errors.Is(err, ErrMessageTooBig), errors.Is(err, broker.ErrTooLarge):
 		return mesh.CodeMessageTooBig
 	case errors.Is(err, ErrShuttingDown):
 		return mesh.CodeShuttingDown
-	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid), errors.Is(err, broker.ErrInvalidHeader):
 		return mesh.CodeInvalid
 	case errors.Is(err, errProtocol):
 		return mesh.CodeUnsupported

@@ -103,11 +103,28 @@ func TestBadInputIsTypedAndContained(t *testing.T) {
 	})
 	t.Run("frame over the limit", func(t *testing.T) {
 		raw := dialRaw(t, e.addr)
-		var hdr [mesh.HeaderSize]byte
-		binary.BigEndian.PutUint32(hdr[:], 1<<30) // claims 1 GiB; nothing follows
-		hdr[4], hdr[5] = mesh.Version, byte(mesh.KindPublish)
-		raw.write(hdr[:])
+		raw.hello()
+		// A valid header claiming 64 MiB: refused at once, before the
+		// payload arrives and without storing it; the payload is then
+		// read and dropped, and the connection goes on.
+		const size = 64 << 20
+		raw.write(frameHeader(mesh.KindPublish, 99, size-mesh.HeaderSize))
 		wantError(t, raw.read(), mesh.CodeFrameTooLarge)
+		chunk := make([]byte, 1<<20)
+		for n := 0; n < size-mesh.HeaderSize; n += len(chunk) {
+			raw.write(chunk[:min(len(chunk), size-mesh.HeaderSize-n)])
+		}
+		if f := raw.request(mesh.KindHeartbeat, nil); f.Kind != mesh.KindHeartbeat {
+			t.Fatalf("heartbeat after an oversized frame answered %s", f.Kind)
+		}
+	})
+	t.Run("frame over the limit with a bad header", func(t *testing.T) {
+		raw := dialRaw(t, e.addr)
+		var hdr [mesh.HeaderSize]byte
+		binary.BigEndian.PutUint32(hdr[:], 1<<30) // claims 1 GiB; kind 0
+		hdr[4] = mesh.Version
+		raw.write(hdr[:])
+		wantError(t, raw.read(), mesh.CodeBadFrame)
 		wantClosed(t, raw)
 	})
 	t.Run("garbage bytes", func(t *testing.T) {

@@ -34,6 +34,9 @@ type ConnState struct {
 	Subs        []mesh.Subscription `json:"subs"`
 	// Buffered are bytes read from the app but not yet parsed.
 	Buffered []byte `json:"buffered"`
+	// Skip is how many bytes the app is still sending of a frame refused
+	// as too large: the successor drops them before reading a frame.
+	Skip int64 `json:"skip,omitempty"`
 	// LastID is the last delivery id used, so the successor never reuses one.
 	LastID uint64 `json:"last_id"`
 }
@@ -214,7 +217,7 @@ func (s *session) freezeCleanup() {
 	}
 	s.mu.Lock()
 	cs := ConnState{File: f, Hello: s.hello, Client: s.client, MaxInflight: s.maxInflight.Load(),
-		Subs: subs, Buffered: s.rd.Buffered(), LastID: s.ids.Last()}
+		Subs: subs, Buffered: s.rd.Buffered(), Skip: s.rd.Skipping(), LastID: s.ids.Last()}
 	s.mu.Unlock()
 	if id := s.who.Load(); id != nil {
 		cs.App, cs.Proof = id.app, id.proof
@@ -242,6 +245,7 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 	}
 	s := sc.newSession(conn)
 	s.rd.Prefill(cs.Buffered)
+	s.rd.Skip(cs.Skip)
 	s.ids.Continue(cs.LastID)
 	s.hello, s.client = cs.Hello, cs.Client
 	if cs.MaxInflight > 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
 // countingDialer counts the connections an SDK client opens, so a test can
@@ -108,23 +109,7 @@ func (tr *traffic) finish(t *testing.T) {
 func TestHandoffInProcess(t *testing.T) {
 	c := natsCluster(t)
 	dataDir := t.TempDir()
-	start := func(inherit *msgmesh.HandoffState) *msgmesh.Sidecar {
-		b, err := brokers.Open(context.Background(), c, testLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-			Broker: b, Logger: testLogger(), Inherit: inherit})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sc.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sc.Shutdown(context.Background()) })
-		return sc
-	}
+	start := func(inherit *msgmesh.HandoffState) *msgmesh.Sidecar { return startOn(t, c, dataDir, inherit) }
 	sc := start(nil)
 	addr := sc.Addr().String()
 	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
@@ -149,4 +134,25 @@ func TestHandoffInProcess(t *testing.T) {
 		}
 	}
 	tr.finish(t)
+}
+
+// startOn starts a sidecar on cluster c and dataDir, adopting inherit when
+// it is set; it stops in t.Cleanup.
+func startOn(t *testing.T, c topology.Cluster, dataDir string, inherit *msgmesh.HandoffState) *msgmesh.Sidecar {
+	t.Helper()
+	b, err := brokers.Open(context.Background(), c, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Broker: b, Logger: testLogger(), Inherit: inherit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sc.Shutdown(context.Background()) })
+	return sc
 }

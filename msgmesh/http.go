@@ -265,7 +265,7 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		msg.Key = r.URL.Query().Get("key")
 	}
 	for name, vals := range r.Header {
-		if k, ok := strings.CutPrefix(name, httpHeaderPrefix); ok && k != "" {
+		if k, ok := strings.CutPrefix(name, httpHeaderPrefix); ok { // an empty name is refused with the rest
 			for _, v := range vals {
 				msg.Headers = append(msg.Headers, broker.Header{Key: k, Value: v})
 			}

@@ -25,9 +25,15 @@ func (sc *Sidecar) checkPublish(id *identity, m *broker.Message) (broker.Broker,
 		sc.metrics().Rejected(context.Background(), "", refusalReason(err))
 		return nil, err
 	}
-	if len(m.Body) > sc.cfg.MaxMessageSize {
+	if err := sc.checkSize(m, cluster); err != nil {
 		sc.metrics().Rejected(context.Background(), m.Topic, "message_too_big")
-		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d bytes", ErrMessageTooBig, len(m.Body), sc.cfg.MaxMessageSize)
+		return nil, err
+	}
+	// One header rule for every broker: nothing an app sets reaches a
+	// broker as an instruction (broker.CheckHeaders).
+	if err := broker.CheckHeaders(m.Headers); err != nil {
+		sc.metrics().Rejected(context.Background(), m.Topic, "invalid_header")
+		return nil, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)
 	}
 	// A topic's own size limit can only be stricter than the sidecar's.
 	if err := sc.cfg.Flow.CheckSize(m.Topic, len(m.Body)); err != nil {

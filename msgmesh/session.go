@@ -165,12 +165,31 @@ func (s *session) readLoop(ctx context.Context) error {
 			if s.freezing.Load() && errors.As(err, &ne) && ne.Timeout() {
 				return errFrozen
 			}
+			if errors.Is(err, mesh.ErrFrameTooLarge) {
+				s.tooLarge(f, err)
+				continue
+			}
 			return s.readError(f, err)
 		}
 		if err := s.handle(f); err != nil {
 			return err
 		}
 	}
+}
+
+// tooLarge answers a frame over the frame limit: its header is valid, so
+// the reader skips its payload and the connection goes on with the next
+// frame (docs/protocol.md §2.2). An answer is never answered: the delivery
+// it was for, whatever the app meant, goes back to the broker.
+func (s *session) tooLarge(f mesh.Frame, err error) {
+	s.sc.metrics().Rejected(context.Background(), "", "frame_too_large")
+	if f.IsResponse() {
+		s.log.Warn("answer over the frame limit; skipped, its delivery goes back to the broker", "kind", f.Kind, "id", f.ID, "err", err)
+		s.settle(f.ID, answerNack, 0)
+		return
+	}
+	s.log.Debug("request over the frame limit; skipped", "kind", f.Kind, "id", f.ID, "err", err)
+	s.sendError(f.ID, fmt.Errorf("%w; it was skipped, the connection goes on", err))
 }
 
 // readError answers a framing error with a typed ERROR when the frame id is
@@ -180,7 +199,7 @@ func (s *session) readError(f mesh.Frame, err error) error {
 	switch {
 	case errors.Is(err, io.EOF), s.dead.Load():
 		return io.EOF
-	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
+	case errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
 		s.log.Warn("bad frame; closing connection", "err", err)
 		s.sendError(f.ID, err)
 		_ = s.w.Close()

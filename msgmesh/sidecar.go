@@ -49,7 +49,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -101,10 +100,20 @@ type Config struct {
 	// partition's commits wait for a nacked message (docs/brokers.md).
 	// Zero: DefaultMaxNackDelay (1 minute).
 	MaxNackDelay time.Duration
-	// MaxMessageSize bounds a published body. Zero: 1 MiB.
+	// MaxMessageSize bounds a published body. A cluster whose broker
+	// takes no body this large with MaxHeaderBytes of headers lowers it
+	// for its topics (New logs a warning; MaxBody tells the limit in
+	// force). Zero: DefaultMaxMessageSize (1 MiB).
 	MaxMessageSize int
-	// MaxFrameSize bounds one frame from an app; it must leave room for
-	// MaxMessageSize plus headers. Zero: MaxMessageSize + 64 KiB.
+	// MaxHeaderBytes bounds a published message's key and headers, counted
+	// as broker.HeaderBytes counts them (the key, plus name, value and 4
+	// bytes per header). Zero: DefaultMaxHeaderBytes (8 KiB).
+	MaxHeaderBytes int
+	// MaxFrameSize bounds one frame from an app; it must leave room for a
+	// PUBLISH of MaxMessageSize and MaxHeaderBytes (and 4 KiB for the
+	// topic and framing). A larger frame is refused with FRAME_TOO_LARGE
+	// and skipped; the connection goes on. Zero: 4 MiB
+	// (mesh.DefaultMaxFrameSize), or what the message limits need.
 	MaxFrameSize int
 	// PublishLanes is how many publishes of one connection may wait for the
 	// broker at once. Publishes with the same key share a lane, so their
@@ -214,8 +223,9 @@ func (c *Config) setDefaults() error {
 		c.HTTPListen = "127.0.0.1:7601"
 	}
 	def(&c.MaxInflight, 1024)
-	def(&c.MaxMessageSize, 1<<20)
-	def(&c.MaxFrameSize, c.MaxMessageSize+64<<10)
+	def(&c.MaxMessageSize, DefaultMaxMessageSize)
+	def(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	def(&c.MaxFrameSize, defaultFrameSize(c.MaxMessageSize, c.MaxHeaderBytes))
 	def(&c.PublishLanes, 128)
 	defDur(&c.DeliveryTimeout, 30*time.Second)
 	defDur(&c.PublishTimeout, 10*time.Second)
@@ -237,10 +247,11 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("msgmesh: config: Forwarding.App is required: the app whose consumer groups siblings share")
 	}
 	switch {
-	case c.MaxInflight < 0, c.MaxMessageSize < 0, c.PublishLanes < 0, c.Prefetch < 0:
+	case c.MaxInflight < 0, c.MaxMessageSize < 0, c.MaxHeaderBytes < 0, c.PublishLanes < 0, c.Prefetch < 0:
 		return fmt.Errorf("msgmesh: config: negative limit")
-	case c.MaxFrameSize < c.MaxMessageSize+mesh.HeaderSize:
-		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d", c.MaxFrameSize, c.MaxMessageSize)
+	case c.MaxFrameSize < c.MaxMessageSize+c.MaxHeaderBytes+frameSlack:
+		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d and MaxHeaderBytes %d (it needs at least %d)",
+			c.MaxFrameSize, c.MaxMessageSize, c.MaxHeaderBytes, c.MaxMessageSize+c.MaxHeaderBytes+frameSlack)
 	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
 	case c.MaxAttempts < 1 || c.MaxAttempts > registry.MaxAttemptsLimit:
@@ -287,6 +298,8 @@ type Sidecar struct {
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks
 
+	maxBody map[string]int // by cluster: the body limit in force (limits.go); read-only
+
 	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
 	validator *schema.Validator
 	chain     *core.Chain // nil without Config.Filters
@@ -321,6 +334,10 @@ func New(cfg Config) (*Sidecar, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	maxBody, err := clusterLimits(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("msgmesh: data dir: %w", err)
 	}
@@ -333,6 +350,7 @@ func New(cfg Config) (*Sidecar, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		store:     store,
+		maxBody:   maxBody,
 		ctx:       ctx,
 		cancel:    cancel,
 		upstreams: make(map[upstreamKey]*upstream),

@@ -8,20 +8,24 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Header names the sidecar reads (HintsFromHeaders) to learn how a body is
-// encoded. Matching is case-insensitive.
+// encoded. Matching is case-insensitive. They are defined with the rest of
+// the header namespace in package broker, whose header rule lets apps set
+// them although they start with Msgmesh-.
 const (
 	// HeaderContentType overrides Content-Type for the validator, for apps
 	// whose Content-Type header means something else.
-	HeaderContentType = "Msgmesh-Content-Type"
+	HeaderContentType = broker.HeaderContentType
 	// HeaderSchemaID names the schema id a raw Avro binary or JSON body is
 	// written with.
-	HeaderSchemaID = "Msgmesh-Schema-Id"
+	HeaderSchemaID = broker.HeaderSchemaID
 	// HeaderSchemaVersion names the subject version a raw Avro binary or
 	// JSON body is written with: a number or "latest".
-	HeaderSchemaVersion = "Msgmesh-Schema-Version"
+	HeaderSchemaVersion = broker.HeaderSchemaVersion
 )
 
 // Content types with a meaning for the validator. Any other content type,

@@ -9,7 +9,8 @@ import (
 // typed errors below carry the details.
 var (
 	// ErrFrameTooLarge: a frame's declared length exceeds the limit. The
-	// reader refuses it before allocating.
+	// reader refuses it before allocating, and skips its payload on the
+	// next read (the rest of the header was valid).
 	ErrFrameTooLarge = errors.New("mesh: frame too large")
 	// ErrMalformed: a header or payload does not follow the spec.
 	ErrMalformed = errors.New("mesh: malformed frame")
@@ -58,7 +59,7 @@ type Code uint16
 
 const (
 	CodeBadFrame       Code = 1  // a frame broke the spec; the sender fixes its encoder
-	CodeFrameTooLarge  Code = 2  // frame over the connection's limit; the connection is closed
+	CodeFrameTooLarge  Code = 2  // frame over the receiver's limit; its payload was skipped, the connection goes on
 	CodeUnsupported    Code = 3  // unsupported protocol version or frame kind here
 	CodeNotRegistered  Code = 4  // group or topic not registered with this sidecar
 	CodeInvalid        Code = 5  // a well-formed request with invalid arguments
@@ -68,7 +69,7 @@ const (
 	CodeRateLimited    Code = 9  // over a configured rate limit
 	CodeSchemaInvalid  Code = 10 // the body does not match the topic's schema
 	CodeShuttingDown   Code = 11 // the sidecar is stopping; reconnect and retry
-	CodeMessageTooBig  Code = 12 // message body over the topic's size limit
+	CodeMessageTooBig  Code = 12 // message body, or key and headers, over the sidecar's size limits
 	CodeInternal       Code = 13 // a bug or unexpected failure in the sidecar
 	CodeNotDeclared    Code = 14 // the connection has not declared the group it pulls from
 	CodeUnknownRequest Code = 15 // an answer names a request id that is not outstanding

@@ -16,6 +16,8 @@
 //
 // A Reader enforces the maximum frame size before it allocates, so a peer
 // cannot make the process allocate a huge buffer with a four-byte length.
+// A frame over the limit whose header is otherwise valid is refused and
+// its payload skipped without being stored, so the connection can go on.
 package mesh
 
 import (
@@ -142,6 +144,9 @@ type Reader struct {
 	part []byte
 	npay int
 	pre  []byte
+	// skip is how many payload bytes of a frame refused as too large are
+	// still to be read and dropped before the next frame.
+	skip int64
 }
 
 // NewReader returns a Reader that refuses frames larger than max bytes
@@ -161,21 +166,73 @@ func NewReader(r io.Reader, max int) *Reader {
 
 // Buffered returns a copy of the bytes read from the stream but not yet
 // returned as a frame: a frame ReadFrame was interrupted in, carried-over
-// bytes, and what the buffer holds. A connection handed to another process
-// carries them along (the new owner calls Prefill).
+// bytes, and what the buffer holds, less the payload of a refused frame
+// still to be skipped (see Skipping). A connection handed to another
+// process carries them along (the new owner calls Prefill).
 func (r *Reader) Buffered() []byte {
-	out := make([]byte, 0, r.nhdr+r.npay+len(r.pre)+r.br.Buffered())
+	b, _ := r.br.Peek(r.br.Buffered())
+	pre := r.pre
+	skip := r.skip
+	n := min(skip, int64(len(pre)))
+	pre, skip = pre[n:], skip-n
+	b = b[min(skip, int64(len(b))):]
+	out := make([]byte, 0, r.nhdr+r.npay+len(pre)+len(b))
 	out = append(out, r.hdr[:r.nhdr]...)
 	out = append(out, r.part[:r.npay]...)
-	out = append(out, r.pre...)
-	b, _ := r.br.Peek(r.br.Buffered())
+	out = append(out, pre...)
 	return append(out, b...)
+}
+
+// Skipping returns how many bytes of the stream, beyond the Buffered ones,
+// belong to the payload of a frame refused as too large and are still to
+// be skipped. It and Buffered are never both non-empty. A connection handed
+// to another process carries it along (the new owner calls Skip).
+func (r *Reader) Skipping() int64 {
+	return max(0, r.skip-int64(len(r.pre)+r.br.Buffered()))
 }
 
 // Prefill makes b the first bytes the Reader parses, before the stream: the
 // carried-over bytes of a connection adopted from another process. Call it
 // before the first ReadFrame.
 func (r *Reader) Prefill(b []byte) { r.pre = append([]byte(nil), b...) }
+
+// Skip makes the Reader drop the next n bytes (Prefill bytes first, then
+// the stream) before it reads a frame: the rest of a refused frame's
+// payload that another Reader was skipping (Skipping) when the connection
+// was handed over. Call it before the first ReadFrame.
+func (r *Reader) Skip(n int64) { r.skip = max(0, n) }
+
+// discard drops the payload of a refused frame, reading it through the
+// buffer without storing it. It resumes after a stream error like a frame.
+func (r *Reader) discard() error {
+	for r.skip > 0 {
+		if len(r.pre) > 0 {
+			n := min(r.skip, int64(len(r.pre)))
+			r.pre = r.pre[n:]
+			r.skip -= n
+			continue
+		}
+		n, err := r.br.Discard(int(min(r.skip, 1<<30)))
+		r.skip -= int64(n)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// refuse records a header error: for a frame too large (whose header is
+// otherwise valid, see parseHeader) the payload is to be skipped, so the
+// next frame can be read; after any other the position stays undefined.
+func (r *Reader) refuse(err error) {
+	if _, ok := err.(*FrameSizeError); ok {
+		r.skip = int64(binary.BigEndian.Uint32(r.hdr[:lengthSize])) + lengthSize - HeaderSize
+		r.nhdr = 0
+	}
+}
 
 // read fills p from the carried-over bytes first, then the stream.
 func (r *Reader) read(p []byte) (int, error) {
@@ -191,13 +248,21 @@ func (r *Reader) read(p []byte) (int, error) {
 // frame, after the size check. Errors:
 //   - io.EOF when the stream ends cleanly between frames;
 //   - io.ErrUnexpectedEOF when it ends inside a frame;
-//   - *FrameSizeError (errors.Is ErrFrameTooLarge) for a frame over the limit;
+//   - *FrameSizeError (errors.Is ErrFrameTooLarge) for a frame over the
+//     limit whose header is otherwise valid. The returned Frame has its
+//     kind, flags and id; the next ReadFrame first skips its payload
+//     (reading it without storing it), so the caller may answer with an
+//     ERROR and go on;
 //   - *ProtocolError (errors.Is ErrMalformed or ErrUnsupportedVersion) for a
-//     bad header. After these the stream position is undefined: the caller
+//     bad header. After it the stream position is undefined: the caller
 //     answers with an ERROR frame if it can and closes the connection;
 //   - the stream's own error (a read deadline, say), after which nothing is
-//     lost: the next ReadFrame resumes the frame, and Buffered includes it.
+//     lost: the next ReadFrame resumes the frame (or the skip), and Buffered
+//     and Skipping include it.
 func (r *Reader) ReadFrame() (Frame, error) {
+	if err := r.discard(); err != nil {
+		return Frame{}, err
+	}
 	for r.nhdr < HeaderSize {
 		n, err := r.read(r.hdr[r.nhdr:])
 		r.nhdr += n
@@ -210,6 +275,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 	}
 	f, size, err := parseHeader(r.hdr[:], r.max)
 	if err != nil {
+		r.refuse(err)
 		return f, err
 	}
 	if size > 0 {
@@ -244,6 +310,9 @@ func (r *Reader) ReadFrame() (Frame, error) {
 // ReadFrameInto does not resume (the RPC proxy, its user, closes the
 // connection on any read error).
 func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
+	if err := r.discard(); err != nil {
+		return Frame{}, buf[:0], err
+	}
 	if r.nhdr > 0 || r.npay > 0 {
 		// Finish the frame ReadFrame was interrupted in.
 		f, err := r.ReadFrame()
@@ -262,6 +331,7 @@ func (r *Reader) ReadFrameInto(buf []byte) (Frame, []byte, error) {
 	}
 	f, size, err := parseHeader(r.hdr[:], r.max)
 	if err != nil {
+		r.refuse(err)
 		return f, buf[:0], err
 	}
 	n := HeaderSize + size
@@ -311,12 +381,12 @@ func SetFrameID(frame []byte, id uint64) {
 // parseHeader checks a frame header and returns the frame (without payload)
 // and the payload size. On an error the returned frame still carries the
 // kind and id when they could be read, so the answer can name the request.
+// The size is checked last (docs/protocol.md §2.3): a frame is refused as
+// too large only when the rest of its header is valid, so its length can
+// be trusted to skip it.
 func parseHeader(h []byte, max int) (Frame, int, error) {
 	length := binary.BigEndian.Uint32(h[0:4])
 	f := Frame{Kind: Kind(h[5]), Flags: Flags(h[6]), ID: binary.BigEndian.Uint64(h[8:16])}
-	if int64(length)+lengthSize > int64(max) {
-		return f, 0, &FrameSizeError{Size: int(length) + lengthSize, Max: max}
-	}
 	if length < HeaderSize-lengthSize {
 		return f, 0, &ProtocolError{Err: ErrMalformed, Reason: fmt.Sprintf("frame length %d is shorter than the header", length)}
 	}
@@ -328,6 +398,9 @@ func parseHeader(h []byte, max int) (Frame, int, error) {
 	}
 	if f.Flags&^flagsKnown != 0 || h[7] != 0 {
 		return f, 0, &ProtocolError{Err: ErrMalformed, Reason: fmt.Sprintf("unknown flags %#x/%#x", h[6], h[7])}
+	}
+	if int64(length)+lengthSize > int64(max) {
+		return f, 0, &FrameSizeError{Size: int(length) + lengthSize, Max: max}
 	}
 	return f, int(length) - (HeaderSize - lengthSize), nil
 }

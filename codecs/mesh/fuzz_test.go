@@ -58,6 +58,9 @@ func decodeFrameSeeds(tb testing.TB) map[string][]byte {
 	seeds["seed-bad_reserved"] = header(12, Version, KindOK, 0, 1, 16)
 	seeds["seed-short_length"] = header(3, Version, KindOK, 0, 0, 17)
 	seeds["seed-too_large"] = header(2<<30, Version, KindPublish, 0, 0, 18)
+	// Too large and otherwise bad: refused for the bad field, not skipped.
+	seeds["seed-too_large_bad_kind"] = header(2<<30, Version, 0, 0, 0, 19)
+	seeds["seed-too_large_bad_version"] = header(2<<30, 3, KindPublish, 0, 0, 20)
 	full := seeds["seed-deliver"]
 	seeds["seed-deliver_cut"] = full[:len(full)-3]
 	return seeds
@@ -82,6 +85,10 @@ func readerSeeds(tb testing.TB) map[string][]byte {
 		"seed-heartbeat_pair":     cat(hb, encodeFrame(tb, KindHeartbeat, FlagResponse, 1, nil)),
 		"seed-malformed_payload":  cat(header(12+1, Version, KindNack, FlagResponse, 0, 5), []byte{0xff}, hb),
 		"seed-unknown_flag_later": cat(hb, hb, header(12, Version, KindAck, 0x40, 0, 6)),
+		// Oversized frames are skipped and the stream goes on.
+		"seed-too_large_skipped": cat(hb, header(fuzzReaderMax+20-lengthSize, Version, KindPublish, 0, 0, 7), make([]byte, fuzzReaderMax+4), hb),
+		"seed-too_large_twice":   cat(header(fuzzReaderMax, Version, KindDeliver, 0, 0, 8), make([]byte, fuzzReaderMax-12), header(3*fuzzReaderMax, Version, KindError, FlagResponse, 0, 9), make([]byte, 3*fuzzReaderMax-12), hb),
+		"seed-too_large_cut":     cat(hb, header(2*fuzzReaderMax, Version, KindPublish, 0, 0, 10), make([]byte, 100)),
 	}
 }
 
@@ -221,6 +228,25 @@ func FuzzReader(f *testing.F) {
 					if derr == nil || derr.Error() != err.Error() || dfr.ID != fr.ID || dfr.Kind != fr.Kind || dfr.Flags != fr.Flags {
 						t.Fatalf("ReadFrame: %+v %v; DecodeFrame: %+v %v", fr, err, dfr, derr)
 					}
+					var se *FrameSizeError
+					if !errors.As(err, &se) {
+						return // a bad header: the stream position is lost
+					}
+					// A frame too large is skipped; the stream goes on after it.
+					if buf, skip := r.Buffered(), r.Skipping(); len(buf) > 0 && skip > 0 {
+						t.Fatalf("Buffered %d bytes and Skipping %d at once", len(buf), skip)
+					}
+					if se.Size > len(rest) {
+						if _, err := r.ReadFrame(); err != io.ErrUnexpectedEOF {
+							t.Fatalf("stream ends inside a skipped frame: %v, want io.ErrUnexpectedEOF", err)
+						}
+						return
+					}
+					rest = rest[se.Size:]
+					if buf := r.Buffered(); !bytes.HasPrefix(rest, buf) {
+						t.Fatalf("Buffered %x after a refused frame is not the start of the bytes after it %x", buf, rest)
+					}
+					continue
 				}
 				return
 			}

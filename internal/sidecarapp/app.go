@@ -103,7 +103,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7601", "HTTP API listener")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "unanswered deliveries per app connection")
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
-	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message body accepted from apps, in bytes")
+	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", msgmesh.DefaultMaxMessageSize, "largest message body accepted from apps, in bytes (lower for a cluster that takes no larger message; the sidecar logs it)")
+	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", msgmesh.DefaultMaxHeaderBytes, "largest key and headers of a published message, in bytes (name + value + 4 per header, plus the key)")
 	capacityFlags(fs, &cfg)
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", msgmesh.DefaultMaxAttempts, "deliveries of a message to a consumer group before it is moved to the group's dead-letter topic, for consume bindings that set no max_attempts")
 	fs.DurationVar(&cfg.MaxNackDelay, "max-nack-delay", msgmesh.DefaultMaxNackDelay, "longest redelivery delay a NACK may ask for; longer delays are cut to it")
@@ -220,7 +221,10 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 	rt.cfg.Brokers = map[string]broker.Broker{}
 	if rt.topo == nil {
 		storeDir := filepath.Join(rt.cfg.DataDir, "nats")
-		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log})
+		// The embedded server takes the largest message the sidecar's
+		// limits allow, so they are the only ones apps meet.
+		payload := natsbroker.PayloadFor(rt.cfg.MaxMessageSize, rt.cfg.MaxHeaderBytes+msgmesh.AddedHeaderBytes)
+		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log, MaxPayload: payload})
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}

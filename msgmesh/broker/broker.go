@@ -18,6 +18,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -131,6 +132,13 @@ var (
 	// not have stored it. Adapters wrap it only when they cannot tell;
 	// a publish they know was not stored wraps ErrUnavailable instead.
 	ErrOutcomeUnknown = errors.New("broker: outcome unknown")
+	// ErrTooLarge: the message (body, key and headers) is larger than the
+	// cluster takes; nothing was stored. It is a refusal for good, so it
+	// wraps ErrRejected. The sidecar bounds messages below every
+	// cluster's limit (SizeLimiter), so it only meets this when a broker's
+	// limit is lower than the adapter learnt (a topic's own limit, a
+	// server reconfigured while the sidecar ran).
+	ErrTooLarge = fmt.Errorf("%w: message too large", ErrRejected)
 )
 
 // Checker is implemented by adapters that can tell whether their cluster
@@ -164,4 +172,20 @@ var ErrTopicConflict = errors.New("broker: topic name conflict")
 // the registration. CheckTopics must return within ctx.
 type TopicChecker interface {
 	CheckTopics(ctx context.Context, topics, registered []string) error
+}
+
+// SizeLimiter is implemented by adapters whose cluster bounds the size of
+// a message. The sidecar asks each cluster's adapter when it starts and
+// lowers its body limit for that cluster's topics until the largest
+// message it accepts fits (docs/protocol.md §5.3), so a message that is
+// too big is refused by the sidecar with MESSAGE_TOO_BIG, not by the
+// broker.
+type SizeLimiter interface {
+	// MaxBody returns the largest body the cluster stores together with a
+	// key and headers of headerBytes bytes as HeaderBytes counts them,
+	// whatever their content (the adapter accounts for its own encoding
+	// of key and headers), or a negative number when a key and headers
+	// that large do not fit at all. It sends no request: the adapter
+	// learns its cluster's limits when it connects.
+	MaxBody(headerBytes int) int
 }

@@ -7,7 +7,7 @@
 //
 //	nats:     stream_prefix, replicas, max_age (Go duration), max_ack_pending
 //	kafka:    client_id, partitions, replication_factor
-//	rocketmq: group_prefix, retries
+//	rocketmq: group_prefix, retries, max_message_size (the brokers' maxMessageSize)
 //
 // An unknown option is an error, so a typo never passes silently.
 package brokers
@@ -57,6 +57,7 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 		cfg := rocketmqbroker.Config{NameServers: c.Endpoints, Logger: log}
 		cfg.GroupPrefix = o.str("group_prefix")
 		cfg.Retries = o.int("retries")
+		cfg.MaxMessageSize = o.int("max_message_size")
 		if err := o.done(); err != nil {
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 		}

@@ -17,8 +17,11 @@
 // whichever client produced it; a message without a key (empty Key) goes
 // round robin. Key is the Kafka key and Headers are Kafka headers (order
 // and duplicates kept). The Writer batches messages per partition across
-// concurrent Publish calls: a batch is sent when 100 messages or 1 MiB
-// are waiting, or 1 ms after its first message. So a lone Publish pays at
+// concurrent Publish calls: a batch is sent when 100 messages or the
+// brokers' message.max.bytes (read by New; less a margin, limits.go) are
+// waiting, or 1 ms after its first message. That limit also bounds one
+// message (MaxBody); a message over it, or over a topic's own
+// max.message.bytes, fails with broker.ErrTooLarge. So a lone Publish pays at
 // most 1 ms on top of the round trip, while the sidecar's many concurrent
 // publishes share produce requests (and the Writer keeps one request in
 // flight per partition, so batches also grow by themselves under load).

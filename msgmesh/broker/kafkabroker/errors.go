@@ -16,7 +16,8 @@ import (
 var ErrAnswered = errors.New("kafkabroker: delivery already acked or nacked")
 
 // classify returns the broker sentinel err belongs to: broker.ErrUnavailable
-// when retrying later may succeed, broker.ErrRejected when the broker
+// when retrying later may succeed, broker.ErrTooLarge for a message over
+// the Writer's or the broker's size limit, broker.ErrRejected when the broker
 // refused for good, broker.ErrClosed when the kafka-go writer or reader was
 // closed under the call, and nil when err is the caller's own context
 // ending (context.Canceled), which is none of them.
@@ -32,6 +33,11 @@ func classify(err error) error {
 	}
 	var kerr kafka.Error
 	if errors.As(err, &kerr) {
+		if kerr == kafka.MessageSizeTooLarge || kerr == kafka.RecordListTooLarge {
+			// The Writer's own check (MessageTooLargeError unwraps to
+			// it) or the broker's message.max.bytes.
+			return broker.ErrTooLarge
+		}
 		if rejected(kerr) {
 			return broker.ErrRejected
 		}
@@ -50,9 +56,7 @@ func classify(err error) error {
 func rejected(e kafka.Error) bool {
 	switch e {
 	case kafka.InvalidMessageSize,
-		kafka.MessageSizeTooLarge,
 		kafka.InvalidTopic,
-		kafka.RecordListTooLarge,
 		kafka.InvalidRequiredAcks,
 		kafka.InvalidGroupId,
 		kafka.TopicAuthorizationFailed,

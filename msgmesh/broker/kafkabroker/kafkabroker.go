@@ -43,11 +43,10 @@ const (
 	// message), so a lone Publish pays for all of it: 100 (kafka-go's
 	// default) is 15 KB, and still above the sidecar's 128 concurrent
 	// publishes per app connection spread over the partitions.
-	// batchBytes (kafka-go's default, Kafka's default message.max.bytes)
-	// caps a batch's bytes and is also the largest message Publish
-	// accepts.
-	batchSize  = 100
-	batchBytes = 1 << 20
+	// The Writer's BatchBytes caps a batch's bytes and is also the
+	// largest message Publish accepts: the brokers' message.max.bytes
+	// less batchMargin (limits.go).
+	batchSize = 100
 	// dialTimeout bounds connecting to one broker; requestTimeout one
 	// request/response (produce, metadata, create topics).
 	dialTimeout    = 5 * time.Second
@@ -209,7 +208,8 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	// The transport answers metadata requests from its cache, which its
 	// first (real) metadata request fills: this waits for that request
 	// and returns its error.
-	if _, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}}); err != nil {
+	md, err := b.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	if err != nil {
 		b.stopClients()
 		if errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("kafkabroker: connect %s: %w", where, err)
@@ -217,11 +217,12 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("kafkabroker: cannot reach the Kafka cluster at %s (check Config.Brokers and that the brokers run): %w: %w",
 			where, broker.ErrUnavailable, err)
 	}
+	maxBytes, _ := b.messageMaxBytes(ctx, md)
 	b.writer = &kafka.Writer{
 		Addr:         b.addr,
 		Balancer:     &keyBalancer{},
 		BatchSize:    batchSize,
-		BatchBytes:   batchBytes,
+		BatchBytes:   int64(maxBytes - batchMargin),
 		BatchTimeout: batchTimeout,
 		ReadTimeout:  requestTimeout,
 		WriteTimeout: requestTimeout,

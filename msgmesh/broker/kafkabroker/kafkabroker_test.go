@@ -720,7 +720,8 @@ func TestPublishErrors(t *testing.T) {
 		{"bad topic", context.Background(), &broker.Message{Topic: "a b"}, broker.ErrRejected},
 		{"dot topic", context.Background(), &broker.Message{Topic: ".."}, broker.ErrRejected},
 		{"long topic", context.Background(), &broker.Message{Topic: strings.Repeat("t", 250)}, broker.ErrRejected},
-		{"too large", context.Background(), &broker.Message{Topic: "big", Body: make([]byte, 2<<20)}, broker.ErrRejected},
+		{"too large", context.Background(), &broker.Message{Topic: "big", Body: make([]byte, 2<<20)}, broker.ErrTooLarge},
+		{"too large is rejected", context.Background(), &broker.Message{Topic: "big", Body: make([]byte, 2<<20)}, broker.ErrRejected},
 		{"cancelled", cancelled, &broker.Message{Topic: "ok", Body: []byte("x")}, context.Canceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,13 +30,14 @@
 // name, Partition = -1, Offset = stream sequence and MessageID =
 // "<stream>:<sequence>". The message key travels in header KeyHeader
 // ("Msgmesh-Key"), or base64 in KeyB64Header when it would not survive a
-// header value; apps may not use those two header names. Other headers,
-// NATS's own included ("Nats-Msg-Id" deduplicates within the stream's
-// window, "Nats-Expected-Last-Sequence" makes the publish conditional),
-// pass through and take effect; the sidecar decides whether apps may set
-// them. Header order
-// across different keys is not kept (NATS headers are a map); values lose
-// surrounding white space and may not contain CR or LF.
+// header value. Headers NATS acts on are refused (broker.NATSReserved:
+// "Nats-*", which JetStream reads, "Nats-Msg-Id" deduplicating within the
+// stream's window; "Status", which nats.go reads as a server status on an
+// empty message), as are those two key headers; the sidecar refuses them
+// first, with its one header rule for every broker (broker.CheckHeaders).
+// Header order across different keys is not kept (NATS headers are a
+// map); values lose surrounding white space and may not contain CR or LF.
+// The server's max_payload bounds body and headers together (MaxBody).
 //
 // Errors say whether the message may have been stored. Publish sends
 // nothing while the connection is down: it waits for nats.go to reconnect
@@ -44,12 +45,13 @@
 // reconnecting, even after the publish gave up), and if ctx ends first the
 // error wraps broker.ErrUnavailable. Errors that prove nothing was stored
 // wrap broker.ErrUnavailable (no stream answered: no responders; JetStream
-// 5xx answers; the stream could not be looked up or created) or
-// broker.ErrRejected (JetStream refusals such as message too large or
-// wrong last sequence, bad headers), plus the client's error. A publish
-// that was written and got no answer (ctx ended, the connection dropped,
-// an unreadable answer) wraps broker.ErrOutcomeUnknown: the server may
-// have stored it.
+// 5xx answers; the stream could not be looked up or created),
+// broker.ErrTooLarge (over max_payload, a stream's max_msg_size, or 64 KiB
+// of headers) or broker.ErrRejected (other JetStream refusals such as wrong
+// last sequence, bad headers: broker.ErrInvalidHeader), plus the client's
+// error. A publish that was written and got no answer (ctx ended, the
+// connection dropped, an unreadable answer) wraps broker.ErrOutcomeUnknown:
+// the server may have stored it.
 //
 // # Consume
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -29,6 +30,10 @@ type EmbeddedConfig struct {
 	// level, everything else (notices, debug) at debug level.
 	// Zero: the server does not log.
 	Logger *slog.Logger
+	// MaxPayload is the server's max_payload: the largest message, body
+	// and headers, it takes (see PayloadFor). Zero: nats-server's default
+	// (1 MiB).
+	MaxPayload int
 }
 
 // Embedded is a nats-server with JetStream running in this process: what
@@ -45,12 +50,16 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsbroker: embedded: StoreDir is required")
 	}
+	if cfg.MaxPayload < 0 || cfg.MaxPayload > math.MaxInt32 {
+		return nil, fmt.Errorf("natsbroker: embedded: MaxPayload %d is out of range", cfg.MaxPayload)
+	}
 	opts := &server.Options{
 		ServerName: "msgmesh-embedded",
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
 		NoLog:      cfg.Logger == nil,
+		MaxPayload: int32(cfg.MaxPayload),
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true

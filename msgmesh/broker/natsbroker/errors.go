@@ -12,8 +12,9 @@ import (
 )
 
 // classify returns the broker sentinel err belongs to: broker.ErrUnavailable
-// when retrying later may succeed, broker.ErrRejected when the broker
-// refused for good, and nil when err is the caller's own context ending
+// when retrying later may succeed, broker.ErrTooLarge when the message is
+// over the server's max_payload or a stream's size limits,
+// broker.ErrRejected when the broker refused for good, and nil when err is the caller's own context ending
 // (context.Canceled), which is neither.
 func classify(err error) error {
 	switch {
@@ -33,8 +34,9 @@ func classify(err error) error {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled),
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 		return broker.ErrUnavailable
-	case errors.Is(err, nats.ErrMaxPayload),
-		errors.Is(err, nats.ErrBadSubject),
+	case errors.Is(err, nats.ErrMaxPayload):
+		return broker.ErrTooLarge
+	case errors.Is(err, nats.ErrBadSubject),
 		errors.Is(err, nats.ErrBadHeaderMsg),
 		errors.Is(err, nats.ErrHeadersNotSupported),
 		errors.Is(err, nats.ErrInvalidMsg),
@@ -47,6 +49,9 @@ func classify(err error) error {
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
+		if apiErr.ErrorCode == jsErrMessageTooLarge || apiErr.ErrorCode == jsErrHeaderTooLarge {
+			return broker.ErrTooLarge
+		}
 		// The JetStream API answers 503 (and the like) when it is
 		// temporarily unable to serve: no quorum, no resources, leader
 		// election. Everything else (400 bad request, 404, 409, 413 ...)
@@ -60,6 +65,13 @@ func classify(err error) error {
 	// rather than dropping the message.
 	return broker.ErrUnavailable
 }
+
+// JetStream error codes for a message a stream refuses for its size: over
+// the stream's max_msg_size, or headers over 64 KiB.
+const (
+	jsErrMessageTooLarge jetstream.ErrorCode = 10054
+	jsErrHeaderTooLarge  jetstream.ErrorCode = 10097
+)
 
 // wrap formats "natsbroker: <op>: [sentinel: ]err". The chain holds both the
 // sentinel chosen by classify and the client's error, so errors.Is works for

@@ -27,14 +27,21 @@ func toNATS(msg *broker.Message) (*nats.Msg, error) {
 	}
 	h := make(nats.Header, len(msg.Headers)+1)
 	for _, hd := range msg.Headers {
-		if strings.EqualFold(hd.Key, KeyHeader) || strings.EqualFold(hd.Key, KeyB64Header) {
-			return nil, fmt.Errorf("header %q is reserved for the message key", hd.Key)
+		// The sidecar refuses all of these first (broker.CheckHeaders);
+		// this is the second line for direct callers.
+		why := ""
+		switch {
+		case strings.EqualFold(hd.Key, KeyHeader) || strings.EqualFold(hd.Key, KeyB64Header):
+			why = "reserved for the message key"
+		case broker.NATSReserved(hd.Key):
+			why = "reserved: NATS acts on it (Nats-* JetStream, Status the client)"
+		case !validHeaderKey(hd.Key):
+			why = "only printable ASCII without ':' or space is allowed in a name"
+		case strings.ContainsAny(hd.Value, "\r\n"):
+			why = "the value contains CR or LF"
 		}
-		if !validHeaderKey(hd.Key) {
-			return nil, fmt.Errorf("header key %q: only printable ASCII without ':' or space is allowed", hd.Key)
-		}
-		if strings.ContainsAny(hd.Value, "\r\n") {
-			return nil, fmt.Errorf("header %q: value contains CR or LF", hd.Key)
+		if why != "" {
+			return nil, &broker.HeaderError{Name: hd.Key, Reason: why}
 		}
 		h.Add(hd.Key, hd.Value)
 	}

@@ -439,24 +439,36 @@ func TestKeyAndHeadersRoundTrip(t *testing.T) {
 func TestPublishRejected(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
 	publishN(t, ev.b, "strict", 0, 1)
+	// An operator's stream with a message size limit below the server's.
+	if _, err := ev.js.CreateStream(ctxT(t), jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small"}, MaxMsgSize: 100}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		msg  *broker.Message
+		also error // a more precise sentinel the error wraps too
 	}{
-		{"nil message", nil},
-		{"empty topic", &broker.Message{}},
-		{"wildcard topic", &broker.Message{Topic: "a.*"}},
-		{"reserved header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr(natsbroker.KeyHeader, "x")}}},
-		{"bad header key", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("a b", "x")}}},
-		{"newline in header value", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("A", "x\ny")}}},
-		{"too large", &broker.Message{Topic: "strict", Body: make([]byte, 2<<20)}},
-		{"wrong last sequence", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Nats-Expected-Last-Sequence", "99")}}},
+		{"nil message", nil, nil},
+		{"empty topic", &broker.Message{}, nil},
+		{"wildcard topic", &broker.Message{Topic: "a.*"}, nil},
+		{"reserved header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr(natsbroker.KeyHeader, "x")}}, broker.ErrInvalidHeader},
+		{"bad header key", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("a b", "x")}}, broker.ErrInvalidHeader},
+		{"newline in header value", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("A", "x\ny")}}, broker.ErrInvalidHeader},
+		{"JetStream header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Nats-Expected-Last-Sequence", "99")}}, broker.ErrInvalidHeader},
+		{"dedup header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Nats-Msg-Id", "1")}}, broker.ErrInvalidHeader},
+		{"status header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Status", "404")}}, broker.ErrInvalidHeader},
+		{"too large for the server", &broker.Message{Topic: "strict", Body: make([]byte, 2<<20)}, broker.ErrTooLarge},
+		{"too large for the stream", &broker.Message{Topic: "small", Body: make([]byte, 200)}, broker.ErrTooLarge},
+		{"headers over 64 KiB", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("A", strings.Repeat("v", 70<<10))}}, broker.ErrTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ev.b.Publish(ctxT(t), tt.msg)
 			if !errors.Is(err, broker.ErrRejected) || !strings.HasPrefix(err.Error(), "natsbroker: publish") {
 				t.Fatalf("Publish: %v, want ErrRejected", err)
+			}
+			if tt.also != nil && !errors.Is(err, tt.also) {
+				t.Fatalf("Publish: %v, want %v too", err, tt.also)
 			}
 		})
 	}

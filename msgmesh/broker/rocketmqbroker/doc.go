@@ -29,9 +29,13 @@
 // (as long as the topic's queue count does not change); messages without a
 // key go to a random queue. Headers become user properties, so their keys
 // must be unique, may not be RocketMQ system property names (KEYS, TAGS,
-// UNIQ_KEY, DELAY, anything starting with "__", ...), and keys and values
-// may not contain bytes 0x01 or 0x02. Bodies over 4 KiB are compressed by
-// the client and decompressed on consumption. The result has Stream = the
+// UNIQ_KEY, DELAY, anything starting with "__", ...: broker.RocketMQReserved,
+// the list the sidecar's header rule uses too), and keys and values may
+// not contain bytes 0x01 or 0x02. Bodies over 4 KiB are compressed by the
+// client and decompressed on consumption. The brokers bound the body
+// (Config.MaxMessageSize) and the properties (32 KiB, the key counted
+// twice); MaxBody reports what fits, and a refusal for size wraps
+// broker.ErrTooLarge. The result has Stream = the
 // RocketMQ topic, Partition = the queue id, Offset = the queue offset and
 // MessageID = the producer's unique message id (UNIQ_KEY), which consumers
 // see as the message id. Publish retries a failed send Config.Retries

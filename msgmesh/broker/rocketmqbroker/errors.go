@@ -37,6 +37,11 @@ const (
 // plain strings ("CODE: 13, DESC: ..." or "CODE: 13  DESC: ...").
 var codeRE = regexp.MustCompile(`CODE: (-?\d+)`)
 
+// tooLargeRE finds a MESSAGE_ILLEGAL answer about the message's size:
+// "the message body size over max value", "properties length ... exceeds",
+// "msg body or properties length not matched".
+var tooLargeRE = regexp.MustCompile(`(?i)body (size|length)|properties (size|length)`)
+
 // responseCode extracts a broker response code from err's message.
 func responseCode(err error) (int, bool) {
 	m := codeRE.FindStringSubmatch(err.Error())
@@ -47,9 +52,10 @@ func responseCode(err error) (int, bool) {
 	return c, convErr == nil
 }
 
-// classify returns the broker sentinel err belongs to: broker.ErrRejected
-// when the broker refused for good (illegal message, no permission, topic
-// that does not exist), broker.ErrUnavailable when retrying later may
+// classify returns the broker sentinel err belongs to: broker.ErrTooLarge
+// when the broker refused the message for its size, broker.ErrRejected
+// when it refused for good (illegal message, no permission, topic that
+// does not exist), broker.ErrUnavailable when retrying later may
 // succeed, and nil when err is the caller's own context ending
 // (context.Canceled), which is neither.
 func classify(err error) error {
@@ -58,10 +64,13 @@ func classify(err error) error {
 		return nil
 	case errors.Is(err, context.Canceled):
 		return nil
-	case errors.Is(err, broker.ErrRejected), errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed):
+	case errors.Is(err, broker.ErrRejected), errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTooLarge):
 		return nil // already classified
 	}
 	if c, ok := responseCode(err); ok {
+		if c == codeMessageIllegal && tooLargeRE.MatchString(err.Error()) {
+			return broker.ErrTooLarge
+		}
 		switch c {
 		case codeMessageIllegal, codeNoPermission, codeTopicNotExist, codeNotSupported, codeVersionNotSupported:
 			return broker.ErrRejected

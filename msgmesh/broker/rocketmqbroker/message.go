@@ -12,39 +12,13 @@ import (
 )
 
 // maxPropertiesLen is RocketMQ's limit on a message's encoded properties
-// (a 16-bit length in the store format). The client adds UNIQ_KEY (about
-// 40 bytes) after the adapter checks, hence the margin.
-const maxPropertiesLen = 1<<15 - 1 - 64
+// (a 16-bit length in the store format).
+const maxPropertiesLen = 1<<15 - 1
 
-// systemProperties are the property names RocketMQ (MessageConst) and its
-// clients use themselves. App headers may not use them, and they are not
-// reported as headers on consumption.
-var systemProperties = map[string]bool{
-	primitive.PropertyKeys: true, primitive.PropertyTags: true, primitive.PropertyWaitStoreMsgOk: true,
-	primitive.PropertyDelayTimeLevel: true, primitive.PropertyRetryTopic: true, primitive.PropertyRealTopic: true,
-	primitive.PropertyRealQueueId: true, primitive.PropertyTransactionPrepared: true, primitive.PropertyProducerGroup: true,
-	primitive.PropertyMinOffset: true, primitive.PropertyMaxOffset: true, primitive.PropertyBuyerId: true,
-	primitive.PropertyOriginMessageId: true, primitive.PropertyTransferFlag: true, primitive.PropertyCorrectionFlag: true,
-	primitive.PropertyMQ2Flag: true, primitive.PropertyReconsumeTime: true, primitive.PropertyMsgRegion: true,
-	primitive.PropertyTraceSwitch: true, primitive.PropertyUniqueClientMessageIdKeyIndex: true,
-	primitive.PropertyMaxReconsumeTimes: true, primitive.PropertyConsumeStartTime: true,
-	primitive.PropertyTranscationPreparedQueueOffset: true, primitive.PropertyTranscationCheckTimes: true,
-	primitive.PropertyCheckImmunityTimeInSeconds: true, primitive.PropertyShardingKey: true,
-	primitive.PropertyTransactionID: true, primitive.PropertyCorrelationID: true,
-	primitive.PropertyMessageReplyToClient: true, primitive.PropertyMessageTTL: true,
-	primitive.PropertyReplyMessageArriveTime: true, primitive.PropertyMsgType: true, primitive.PropertyCluster: true,
-	"INSTANCE_ID": true, "PUSH_REPLY_TIME": true, "TIMER_DELIVER_MS": true, "TIMER_DELAY_SEC": true,
-	"TIMER_DELAY_MS": true, "TIMER_OUT_MS": true, "TIMER_ENQUEUE_MS": true, "TIMER_DEQUEUE_MS": true,
-	"TIMER_ROLL_TIMES": true, "TIMER_DEL_UNIQKEY": true, "INNER_NUM": true, "INNER_BASE": true,
-	"DLQ_ORIGIN_TOPIC": true, "DLQ_ORIGIN_MESSAGE_ID": true,
-}
-
-// reservedProperty reports whether name is RocketMQ's: a system property
-// or anything starting with "__" (RocketMQ's internal properties, such as
-// __STARTDELIVERTIME).
-func reservedProperty(name string) bool {
-	return systemProperties[name] || strings.HasPrefix(name, "__")
-}
+// clientProperties bounds the properties the client adds after the adapter
+// checks (UNIQ_KEY, about 42 bytes; WAIT, 10) and the adapter's own fixed
+// part (the names KEYS and SHARDING_KEY with their separators, 20).
+const clientProperties = 128
 
 // toRocket builds the RocketMQ message of msg for RocketMQ topic topic.
 // The key becomes KEYS (indexed by RocketMQ) and SHARDING_KEY (the queue
@@ -52,23 +26,28 @@ func reservedProperty(name string) bool {
 // properties in a map, so header keys must be unique.
 func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 	props := make(map[string]string, len(msg.Headers)+2)
+	// The sidecar refuses all of these headers first
+	// (broker.CheckHeaders); this is the second line for direct callers.
 	for _, h := range msg.Headers {
-		switch {
+		why := ""
+		switch _, dup := props[h.Key]; {
 		case h.Key == "":
-			return nil, fmt.Errorf("empty header key")
-		case reservedProperty(h.Key):
-			return nil, fmt.Errorf("header %q is a RocketMQ system property", h.Key)
+			why = "the name is empty"
+		case broker.RocketMQReserved(h.Key):
+			why = "a RocketMQ system property"
 		case strings.ContainsAny(h.Key, "\x01\x02"), strings.ContainsAny(h.Value, "\x01\x02"):
-			return nil, fmt.Errorf("header %q: keys and values may not contain bytes 0x01 or 0x02 (RocketMQ property separators)", h.Key)
+			why = "names and values may not contain bytes 0x01 or 0x02 (RocketMQ property separators)"
+		case dup:
+			why = "appears twice; RocketMQ properties hold one value per name"
 		}
-		if _, dup := props[h.Key]; dup {
-			return nil, fmt.Errorf("header %q appears twice; RocketMQ properties hold one value per key", h.Key)
+		if why != "" {
+			return nil, &broker.HeaderError{Name: h.Key, Reason: why}
 		}
 		props[h.Key] = h.Value
 	}
 	if msg.Key != "" {
 		if strings.ContainsAny(msg.Key, "\x01\x02") {
-			return nil, fmt.Errorf("the key may not contain bytes 0x01 or 0x02 (RocketMQ property separators)")
+			return nil, &broker.HeaderError{Name: primitive.PropertyKeys, Reason: "the message key travels in this property and may not contain bytes 0x01 or 0x02 (RocketMQ property separators)"}
 		}
 		props[primitive.PropertyKeys] = msg.Key
 		props[primitive.PropertyShardingKey] = msg.Key
@@ -77,8 +56,8 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 	for k, v := range props {
 		n += len(k) + len(v) + 2
 	}
-	if n > maxPropertiesLen {
-		return nil, fmt.Errorf("key and headers take %d bytes encoded; RocketMQ allows about %d", n, maxPropertiesLen)
+	if n > maxPropertiesLen-clientProperties {
+		return nil, fmt.Errorf("key and headers take %d bytes as RocketMQ properties; it allows %d: %w", n, maxPropertiesLen-clientProperties, broker.ErrTooLarge)
 	}
 	m := primitive.NewMessage(topic, msg.Body)
 	// WithProperties, not WithProperty: the latter drops empty values.
@@ -93,7 +72,7 @@ func fromRocket(m *primitive.MessageExt, topic string) broker.Message {
 	out := broker.Message{Topic: topic, Key: props[primitive.PropertyKeys], Body: m.Body}
 	keys := make([]string, 0, len(props))
 	for k := range props {
-		if !reservedProperty(k) {
+		if !broker.RocketMQReserved(k) {
 			keys = append(keys, k)
 		}
 	}

@@ -73,7 +73,11 @@ func TestClassify(t *testing.T) {
 		{context.DeadlineExceeded, broker.ErrUnavailable},
 		{rmqerrors.ErrRequestTimeout, broker.ErrUnavailable},
 		{&net.OpError{Op: "dial", Err: errors.New("refused")}, broker.ErrUnavailable},
-		{fmt.Errorf("CODE: 13, DESC: the message body size over max value"), broker.ErrRejected},
+		{fmt.Errorf("CODE: 13, DESC: the message body size over max value"), broker.ErrTooLarge},
+		{fmt.Errorf("CODE: 13, DESC: the message properties length 40000 exceeds 32767"), broker.ErrTooLarge},
+		{fmt.Errorf("CODE: 13  DESC: the message is illegal, maybe msg body or properties length not matched. msg body length limit 128k, msg properties length limit 32k."), broker.ErrTooLarge},
+		{fmt.Errorf("CODE: 13, DESC: the message topic length too long"), broker.ErrRejected},
+		{fmt.Errorf("CODE: 13, DESC: a batch may not contain delayed messages"), broker.ErrRejected},
 		{fmt.Errorf("CODE: 16, DESC: no permission"), broker.ErrRejected},
 		{fmt.Errorf("CODE: 17, DESC: topic not exist"), broker.ErrRejected},
 		{fmt.Errorf("CODE: 2, DESC: busy"), broker.ErrUnavailable},
@@ -104,5 +108,39 @@ func TestMessageMapping(t *testing.T) {
 	want := "{t.x k [{a 1} {b }] [98 111 100 121]}"
 	if got := fmt.Sprint(out); got != want {
 		t.Fatalf("round trip: %s, want %s", got, want)
+	}
+}
+
+// TestSystemPropertiesReserved: the header namespace (package broker),
+// which the sidecar's header rule and this adapter share, knows every
+// property name the RocketMQ client defines, so none can be set as a
+// header.
+func TestSystemPropertiesReserved(t *testing.T) {
+	for _, p := range []string{
+		primitive.PropertyKeys, primitive.PropertyTags, primitive.PropertyWaitStoreMsgOk,
+		primitive.PropertyDelayTimeLevel, primitive.PropertyRetryTopic, primitive.PropertyRealTopic,
+		primitive.PropertyRealQueueId, primitive.PropertyTransactionPrepared, primitive.PropertyProducerGroup,
+		primitive.PropertyMinOffset, primitive.PropertyMaxOffset, primitive.PropertyBuyerId,
+		primitive.PropertyOriginMessageId, primitive.PropertyTransferFlag, primitive.PropertyCorrectionFlag,
+		primitive.PropertyMQ2Flag, primitive.PropertyReconsumeTime, primitive.PropertyMsgRegion,
+		primitive.PropertyTraceSwitch, primitive.PropertyUniqueClientMessageIdKeyIndex,
+		primitive.PropertyMaxReconsumeTimes, primitive.PropertyConsumeStartTime,
+		primitive.PropertyTranscationPreparedQueueOffset, primitive.PropertyTranscationCheckTimes,
+		primitive.PropertyCheckImmunityTimeInSeconds, primitive.PropertyShardingKey,
+		primitive.PropertyTransactionID, primitive.PropertyCorrelationID,
+		primitive.PropertyMessageReplyToClient, primitive.PropertyMessageTTL,
+		primitive.PropertyReplyMessageArriveTime, primitive.PropertyMsgType, primitive.PropertyCluster,
+	} {
+		if !broker.RocketMQReserved(p) {
+			t.Errorf("RocketMQ property %q is not reserved", p)
+		}
+		if err := broker.CheckHeaders([]broker.Header{{Key: p, Value: "x"}}); !errors.Is(err, broker.ErrInvalidHeader) {
+			t.Errorf("the header rule lets apps set RocketMQ property %q: %v", p, err)
+		}
+	}
+	// Exact as RocketMQ compares on consumption: a Java producer's user
+	// property "keys" is a header.
+	if broker.RocketMQReserved("keys") {
+		t.Error(`"keys" is taken for RocketMQ's KEYS on consumption`)
 	}
 }

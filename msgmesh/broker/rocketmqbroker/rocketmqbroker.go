@@ -75,6 +75,11 @@ type Config struct {
 	// RocketMQ client's own log (see installClientLogger).
 	// Zero: slog.Default().
 	Logger *slog.Logger
+	// MaxMessageSize is the brokers' maxMessageSize, the largest body
+	// they store; the client cannot ask them, so set it when the brokers
+	// are configured otherwise. Zero: DefaultMaxMessageSize (4 MiB,
+	// RocketMQ's default).
+	MaxMessageSize int
 }
 
 func (c Config) validate() error {
@@ -104,6 +109,9 @@ func (c Config) validate() error {
 	if c.Prefetch < 0 {
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize %d is negative", c.MaxMessageSize))
+	}
 	return errors.Join(errs...)
 }
 
@@ -119,6 +127,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Prefetch == 0 {
 		c.Prefetch = DefaultPrefetch
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -247,7 +258,10 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	}
 	rm, err := toRocket(msg, rocketTopic(topic))
 	if err != nil {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
+		if !errors.Is(err, broker.ErrRejected) { // a *broker.HeaderError
+			err = fmt.Errorf("%w: %w", broker.ErrRejected, err)
+		}
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
 	}
 	sr, maybeStored, err := b.send(ctx, rm)
 	if err != nil {

@@ -135,25 +135,29 @@ func TestPublishRejected(t *testing.T) {
 	tests := []struct {
 		name string
 		msg  *broker.Message
+		also error // a more precise sentinel the error wraps too
 	}{
-		{"nil", nil},
-		{"empty topic", &broker.Message{Body: []byte("x")}},
-		{"space", &broker.Message{Topic: "a b", Body: []byte("x")}},
-		{"percent", &broker.Message{Topic: "%RETRY%g", Body: []byte("x")}},
-		{"system topic", &broker.Message{Topic: "SCHEDULE_TOPIC_XXXX", Body: []byte("x")}},
-		{"too long", &broker.Message{Topic: strings.Repeat("t", 128), Body: []byte("x")}},
-		{"system header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "TAGS", Value: "x"}}}},
-		{"internal header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "__x", Value: "x"}}}},
-		{"duplicate header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: "1"}, {Key: "a", Value: "2"}}}},
-		{"separator in value", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: "1\x022"}}}},
-		{"separator in key", &broker.Message{Topic: "t", Key: "k\x01"}},
-		{"huge headers", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: strings.Repeat("v", 40000)}}}},
+		{"nil", nil, nil},
+		{"empty topic", &broker.Message{Body: []byte("x")}, nil},
+		{"space", &broker.Message{Topic: "a b", Body: []byte("x")}, nil},
+		{"percent", &broker.Message{Topic: "%RETRY%g", Body: []byte("x")}, nil},
+		{"system topic", &broker.Message{Topic: "SCHEDULE_TOPIC_XXXX", Body: []byte("x")}, nil},
+		{"too long", &broker.Message{Topic: strings.Repeat("t", 128), Body: []byte("x")}, nil},
+		{"system header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "TAGS", Value: "x"}}}, broker.ErrInvalidHeader},
+		{"internal header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "__x", Value: "x"}}}, broker.ErrInvalidHeader},
+		{"duplicate header", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: "1"}, {Key: "a", Value: "2"}}}, broker.ErrInvalidHeader},
+		{"separator in value", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: "1\x022"}}}, broker.ErrInvalidHeader},
+		{"separator in key", &broker.Message{Topic: "t", Key: "k\x01"}, broker.ErrInvalidHeader},
+		{"huge headers", &broker.Message{Topic: "t", Headers: []broker.Header{{Key: "a", Value: strings.Repeat("v", 40000)}}}, broker.ErrTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ev.b.Publish(ctxT(t), tt.msg)
 			if !errors.Is(err, broker.ErrRejected) {
 				t.Fatalf("Publish: %v, want ErrRejected", err)
+			}
+			if tt.also != nil && !errors.Is(err, tt.also) {
+				t.Fatalf("Publish: %v, want %v too", err, tt.also)
 			}
 		})
 	}
@@ -168,8 +172,39 @@ func TestPublishTooLargeRejectedByBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := b.Publish(ctxT(t), &broker.Message{Topic: "t", Body: big})
-	if !errors.Is(err, broker.ErrRejected) || !strings.Contains(err.Error(), "CODE: 13") {
-		t.Fatalf("Publish: %v, want ErrRejected with MESSAGE_ILLEGAL (13)", err)
+	if !errors.Is(err, broker.ErrTooLarge) || !errors.Is(err, broker.ErrRejected) || !strings.Contains(err.Error(), "CODE: 13") {
+		t.Fatalf("Publish: %v, want ErrTooLarge with MESSAGE_ILLEGAL (13)", err)
+	}
+}
+
+// TestMaxBodyFits: a body of exactly MaxBody(h), incompressible (the
+// client compresses bodies over 4 KiB, and they grow when they do not
+// shrink), with a key and headers of h bytes taking the most room as
+// properties, is stored by a broker whose limit is MaxMessageSize; the
+// largest h that fits is about 16 KiB (the key is stored twice).
+func TestMaxBodyFits(t *testing.T) {
+	const limit = 100_000
+	tb := testbroker.Start(t, rmqtest.Config{MaxMessageSize: limit})
+	b := newBroker(t, tb, rocketmqbroker.Config{Retries: -1, MaxMessageSize: limit})
+	const h = 16_000
+	n := b.MaxBody(h)
+	if n <= 0 || n > limit {
+		t.Fatalf("MaxBody(%d) = %d", h, n)
+	}
+	body := make([]byte, n)
+	if _, err := rand.Read(body); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k", h-21) // nearly all of h in the key: stored twice
+	msg := &broker.Message{Topic: "t", Key: key, Headers: []broker.Header{{Key: "a", Value: "1234567890123456"}}, Body: body}
+	if got := broker.HeaderBytes(msg); got != h {
+		t.Fatalf("HeaderBytes = %d, want %d", got, h)
+	}
+	if _, err := b.Publish(ctxT(t), msg); err != nil {
+		t.Fatalf("Publish of a body of MaxBody(%d) = %d bytes: %v", h, n, err)
+	}
+	if got := b.MaxBody(20 << 10); got >= 0 {
+		t.Fatalf("MaxBody(20 KiB) = %d; 20 KiB of key and headers cannot fit RocketMQ's 32 KiB of properties twice", got)
 	}
 }
 
