@@ -57,6 +57,8 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeInvalid
 	case errors.Is(err, errProtocol):
 		return mesh.CodeUnsupported
+	case errors.Is(err, broker.ErrStorageFull), errors.Is(err, registry.ErrStorageFull):
+		return mesh.CodeStorageFull
 	case errors.Is(err, broker.ErrUnavailable):
 		return mesh.CodeUnavailable
 	case errors.Is(err, broker.ErrRejected):
@@ -86,6 +88,8 @@ func httpStatus(c mesh.Code) int {
 		return http.StatusGatewayTimeout
 	case mesh.CodeBrokerError:
 		return http.StatusBadGateway
+	case mesh.CodeStorageFull:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

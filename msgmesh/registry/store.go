@@ -67,7 +67,7 @@ func (s *Store) Put(r Registration) (Registration, error) {
 		return tx.Bucket(bucketRegistrations).Put([]byte(reg.App), value)
 	})
 	if err != nil {
-		return Registration{}, fmt.Errorf("registry: put %q: %w", r.App, storeErr(err))
+		return Registration{}, fmt.Errorf("registry: put %q: %w", r.App, s.storeErr(err))
 	}
 	return reg, nil
 }
@@ -83,7 +83,7 @@ func (s *Store) Get(app string) (Registration, error) {
 		return decodeStored(v, &reg)
 	})
 	if err != nil {
-		return Registration{}, fmt.Errorf("registry: get %q: %w", app, storeErr(err))
+		return Registration{}, fmt.Errorf("registry: get %q: %w", app, s.storeErr(err))
 	}
 	return reg, nil
 }
@@ -99,7 +99,7 @@ func (s *Store) Delete(app string) error {
 		return b.Delete([]byte(app))
 	})
 	if err != nil {
-		return fmt.Errorf("registry: delete %q: %w", app, storeErr(err))
+		return fmt.Errorf("registry: delete %q: %w", app, s.storeErr(err))
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ func (s *Store) List() ([]Registration, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("registry: list: %w", storeErr(err))
+		return nil, fmt.Errorf("registry: list: %w", s.storeErr(err))
 	}
 	return regs, nil
 }
@@ -145,10 +145,14 @@ func decodeStored(v []byte, reg *Registration) error {
 	return nil
 }
 
-// storeErr maps bbolt's closed-database error to ErrClosed.
-func storeErr(err error) error {
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+// storeErr maps bbolt's closed-database error to ErrClosed, and a full
+// file system to ErrStorageFull.
+func (s *Store) storeErr(err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return ErrClosed
+	case boltfile.NoSpace(err):
+		return fmt.Errorf("%w: the file system holding %s has no space left; nothing was changed, and the same request succeeds once space is freed: %w", ErrStorageFull, s.path, err)
 	}
 	return err
 }

@@ -240,10 +240,11 @@ func (c *consumer) rebuild(ctx context.Context, backoff time.Duration) error {
 			return ctx.Err()
 		}
 	}
-	stream, err := c.b.ensureStream(ctx, c.topic)
+	ref, err := c.b.ensureStream(ctx, c.topic)
 	if err != nil {
 		return err
 	}
+	stream := ref.name
 	cons, err := c.createConsumer(ctx, stream)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -388,6 +389,26 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext)
 		c.log.Debug("handed back prefetched messages", "count", n)
 	}
 	return nil
+}
+
+// restart drops the running iterator so that Next builds a new one at once
+// (the durable consumer updated, a fresh pull request). The embedded
+// server calls for it after restarting JetStream, which forgot the pull
+// requests it had. Messages the old iterator held come back after
+// AckWait: later, never lost.
+func (c *consumer) restart() {
+	c.mu.Lock()
+	iter := c.iter
+	if c.state != stateRunning || iter == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.iter = nil
+	if c.cancelNext != nil {
+		c.cancelNext()
+	}
+	c.mu.Unlock()
+	iter.Stop()
 }
 
 // Resume starts fetching again after Pause. Resuming a running consumer

@@ -29,6 +29,22 @@ type EmbeddedConfig struct {
 	// level, everything else (notices, debug) at debug level.
 	// Zero: the server does not log.
 	Logger *slog.Logger
+	// MaxStore bounds the bytes JetStream keeps in StoreDir. A publish
+	// beyond it is refused with broker.ErrStorageFull until messages are
+	// deleted (they expire, or are acked on an interest stream). Zero: 75%
+	// of what the store could use at start, its file system's free space
+	// plus what it holds already (nats-server's own rule, but fixed here at
+	// start, so that it does not shrink when JetStream restarts on a fuller
+	// disk).
+	MaxStore int64
+	// SyncInterval is how often the store fsyncs its files. Zero: every
+	// write is fsynced before the publish is acked (nats-server's
+	// sync_always), so an acked publish survives a power loss. A positive
+	// interval writes each message to the operating system before the ack
+	// (it survives a crash of this process) but to the disk only every
+	// interval: a power loss or kernel crash can lose up to that much of
+	// acked messages. nats-server's own default is 2 minutes.
+	SyncInterval time.Duration
 }
 
 // Embedded is a nats-server with JetStream running in this process: what
@@ -36,6 +52,7 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	srv      *server.Server
 	shutdown sync.Once
+	store    *storeWatch // see storage.go
 }
 
 // StartEmbedded starts a nats-server with JetStream enabled, storing in
@@ -45,12 +62,22 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsbroker: embedded: StoreDir is required")
 	}
+	if cfg.MaxStore < 0 || cfg.SyncInterval < 0 {
+		return nil, fmt.Errorf("natsbroker: embedded: MaxStore %d and SyncInterval %v must not be negative", cfg.MaxStore, cfg.SyncInterval)
+	}
+	maxStore, err := storeLimit(cfg.StoreDir, cfg.MaxStore)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded: %w", err)
+	}
 	opts := &server.Options{
-		ServerName: "msgmesh-embedded",
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		NoLog:      cfg.Logger == nil,
+		ServerName:        "msgmesh-embedded",
+		JetStream:         true,
+		StoreDir:          cfg.StoreDir,
+		JetStreamMaxStore: maxStore,
+		SyncAlways:        cfg.SyncInterval == 0,
+		SyncInterval:      cfg.SyncInterval,
+		NoSigs:            true,
+		NoLog:             cfg.Logger == nil,
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -87,7 +114,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("natsbroker: embedded: JetStream did not start (store %s)", cfg.StoreDir)
 	}
-	return &Embedded{srv: srv}, nil
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Embedded{srv: srv, store: watchStore(srv, cfg.StoreDir, maxStore, log)}, nil
 }
 
 // Connect opens an in-process connection to the server (no TCP). The
@@ -108,9 +139,28 @@ func (e *Embedded) ClientURL() string {
 	return e.srv.ClientURL()
 }
 
+// MaxStore is the store's limit in bytes (EmbeddedConfig.MaxStore, or the
+// one chosen at start).
+func (e *Embedded) MaxStore() int64 { return e.store.maxStore }
+
+// Sync says when the store fsyncs: "always" or "every <interval>".
+func (e *Embedded) Sync() string {
+	if c := e.store.jsCfg; !c.SyncAlways {
+		return "every " + c.SyncInterval.String()
+	}
+	return "always"
+}
+
+// StoreErr says why the store cannot take writes right now, nil while it
+// can: its file system is short of space (wrapping broker.ErrStorageFull),
+// or JetStream is restarting after write errors (broker.ErrUnavailable).
+// Brokers with Config.Embedded refuse publishes with it meanwhile.
+func (e *Embedded) StoreErr() error { return e.store.storeErr() }
+
 // Shutdown stops the server and waits until it has stopped. Idempotent.
 func (e *Embedded) Shutdown() {
 	e.shutdown.Do(func() {
+		e.store.stop()
 		e.srv.Shutdown()
 		e.srv.WaitForShutdown()
 	})
