@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 )
 
 // waitLong bounds every wait of these tests; generous for -race builds on
@@ -32,31 +33,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the sidecar's log writer and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // sidecar is one msgmesh (Run, in this process) on a data directory.
 type sidecar struct {
 	t      *testing.T
 	http   string
 	mesh   string
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 
@@ -68,7 +50,7 @@ type sidecar struct {
 // too and prints its log if the test failed.
 func startSidecar(t *testing.T, dataDir string, args ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, http: freeAddr(t), mesh: freeAddr(t), log: &syncBuffer{}, done: make(chan error, 1)}
+	s := &sidecar{t: t, http: freeAddr(t), mesh: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	args = append([]string{"--data-dir", dataDir, "--listen", s.mesh, "--http", s.http, "--shutdown-grace", "5s"}, args...)

@@ -69,6 +69,20 @@ func (p *publisher) drainAll(s *sidecar) {
 	p.acked = map[string]map[string]bool{}
 }
 
+// afterRestart stops the sidecar, starts it again on the same data
+// directory with args, and publishes and drains ten more bodies of topic.
+func (p *publisher) afterRestart(data, topic string, size int, args ...string) {
+	p.t.Helper()
+	p.s.stop()
+	p.s = startSidecar(p.t, data, args...)
+	for i := 0; i < 10; i++ {
+		if a := p.publish(topic, size); a.Status != http.StatusOK {
+			p.t.Fatalf("publish after restart: %v", a)
+		}
+	}
+	p.drainAll(p.s)
+}
+
 func wantStorageFull(t *testing.T, what string, a answer, mentions ...string) {
 	t.Helper()
 	if a.Status != http.StatusInsufficientStorage || a.Code != "STORAGE_FULL" {
@@ -152,20 +166,13 @@ embedded:
 	}, &a)
 	p.drainAll(s)
 
-	s.stop()
-	s = startSidecar(t, data, "--config", cfg)
-	p.s = s
-	for i := 0; i < 10; i++ {
-		if a := p.publish("work.a", 32<<10); a.Status != http.StatusOK {
-			t.Fatalf("publish after restart: %v", a)
-		}
-	}
-	p.drainAll(s)
+	p.afterRestart(data, "work.a", 32<<10, "--config", cfg)
 }
 
 // Something else fills the disk under the store: publishes answer
-// STORAGE_FULL while it is full, and go through again once space is freed, without a restart; every acked
-// message is delivered, also after a restart on the same data directory.
+// STORAGE_FULL while it is full, and go through again once space is freed,
+// without a restart; every acked message is delivered, also after a
+// restart on the same data directory.
 func TestDiskFullRecoversWithoutRestart(t *testing.T) {
 	dir := tmpfstest.Mount(t, "32m")
 	data := filepath.Join(dir, "data")
@@ -193,15 +200,7 @@ func TestDiskFullRecoversWithoutRestart(t *testing.T) {
 	}, &a)
 	p.drainAll(s)
 
-	s.stop()
-	s = startSidecar(t, data)
-	p.s = s
-	for i := 0; i < 10; i++ {
-		if a := p.publish("disk.a", 16<<10); a.Status != http.StatusOK {
-			t.Fatalf("publish after restart: %v", a)
-		}
-	}
-	p.drainAll(s)
+	p.afterRestart(data, "disk.a", 16<<10)
 }
 
 // Registering on a full disk answers STORAGE_FULL (507), naming the

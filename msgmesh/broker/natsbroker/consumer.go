@@ -391,26 +391,6 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext)
 	return nil
 }
 
-// restart drops the running iterator so that Next builds a new one at once
-// (the durable consumer updated, a fresh pull request). The embedded
-// server calls for it after restarting JetStream, which forgot the pull
-// requests it had. Messages the old iterator held come back after
-// AckWait: later, never lost.
-func (c *consumer) restart() {
-	c.mu.Lock()
-	iter := c.iter
-	if c.state != stateRunning || iter == nil {
-		c.mu.Unlock()
-		return
-	}
-	c.iter = nil
-	if c.cancelNext != nil {
-		c.cancelNext()
-	}
-	c.mu.Unlock()
-	iter.Stop()
-}
-
 // Resume starts fetching again after Pause. Resuming a running consumer
 // does nothing; a closed one gives broker.ErrClosed. It does no network
 // round trip: if the iterator cannot be started (connection closed), Next

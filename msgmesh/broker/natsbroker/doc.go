@@ -58,9 +58,9 @@
 // every publish ack (EmbeddedConfig.SyncInterval). It watches its store
 // (storage.go): while the disk is short of space it refuses publishes
 // (Embedded.StoreErr, asked by Brokers whose Config.Embedded is set), and
-// after write errors or a shutdown of JetStream for lack of space it
-// restarts JetStream once space is back and makes those Brokers' consumers
-// pull again.
+// after write errors or a shutdown of JetStream it restarts the server on
+// the same store and port once space is back; connections reconnect and
+// consumers pull again.
 //
 // # Consume
 //

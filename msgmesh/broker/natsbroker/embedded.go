@@ -17,6 +17,10 @@ import (
 // embeddedReadyTimeout bounds how long StartEmbedded waits for the server.
 const embeddedReadyTimeout = 10 * time.Second
 
+// inProcessReconnectWait is how long an in-process connection waits
+// between attempts to reconnect while the server is being replaced.
+const inProcessReconnectWait = 50 * time.Millisecond
+
 // EmbeddedConfig configures StartEmbedded.
 type EmbeddedConfig struct {
 	// StoreDir is the JetStream store directory. Required.
@@ -34,7 +38,7 @@ type EmbeddedConfig struct {
 	// deleted (they expire, or are acked on an interest stream). Zero: 75%
 	// of what the store could use at start, its file system's free space
 	// plus what it holds already (nats-server's own rule, but fixed here at
-	// start, so that it does not shrink when JetStream restarts on a fuller
+	// start, so that it does not shrink when the server restarts on a fuller
 	// disk).
 	MaxStore int64
 	// SyncInterval is how often the store fsyncs its files. Zero: every
@@ -48,11 +52,18 @@ type EmbeddedConfig struct {
 }
 
 // Embedded is a nats-server with JetStream running in this process: what
-// msgmesh uses when no broker is configured, and what tests use.
+// msgmesh uses when no broker is configured, and what tests use. After
+// write errors it may replace the server by a new one on the same store and
+// port (see storage.go); connections from Connect, and TCP clients,
+// reconnect to it.
 type Embedded struct {
-	srv      *server.Server
+	opts     *server.Options // to start the server again; the port fixed
+	logger   *slog.Logger    // nil: the server does not log
 	shutdown sync.Once
 	store    *storeWatch // see storage.go
+
+	mu  sync.Mutex // guards srv
+	srv *server.Server
 }
 
 // StartEmbedded starts a nats-server with JetStream enabled, storing in
@@ -95,36 +106,62 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	srv, err := startServer(opts, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded: %w (store %s, listen %q)", err, cfg.StoreDir, cfg.Listen)
+	}
+	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
+		opts.Port = addr.Port // a restarted server listens where this one does
+	}
+	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e.store = watchStore(e, cfg.StoreDir, maxStore, log)
+	return e, nil
+}
+
+// startServer starts a server with opts and waits until it serves
+// connections with JetStream enabled.
+func startServer(opts *server.Options, logger *slog.Logger) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("natsbroker: embedded: %w", err)
+		return nil, err
 	}
-	if cfg.Logger != nil {
-		srv.SetLogger(slogServerLogger{cfg.Logger.With("component", "nats-server")}, true, false)
+	if logger != nil {
+		srv.SetLogger(slogServerLogger{logger.With("component", "nats-server")}, true, false)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("natsbroker: embedded: server not ready after %v (store %s, listen %q)",
-			embeddedReadyTimeout, cfg.StoreDir, cfg.Listen)
+		return nil, fmt.Errorf("server not ready after %v", embeddedReadyTimeout)
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("natsbroker: embedded: JetStream did not start (store %s)", cfg.StoreDir)
+		return nil, errors.New("JetStream did not start")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Embedded{srv: srv, store: watchStore(srv, cfg.StoreDir, maxStore, log)}, nil
+	return srv, nil
 }
+
+// server is the running server.
+func (e *Embedded) server() *server.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv
+}
+
+// InProcessConn connects to the server running now; Connect's connections
+// call it again to reconnect after the server was replaced.
+func (e *Embedded) InProcessConn() (net.Conn, error) { return e.server().InProcessConn() }
 
 // Connect opens an in-process connection to the server (no TCP). The
 // caller closes it.
 func (e *Embedded) Connect() (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name("msgmesh-inprocess"))
+	nc, err := nats.Connect("", nats.InProcessServer(e), nats.Name("msgmesh-inprocess"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(inProcessReconnectWait))
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: connect: %w", err)
 	}
@@ -133,10 +170,11 @@ func (e *Embedded) Connect() (*nats.Conn, error) {
 
 // ClientURL is the URL TCP clients connect to, "" without a listener.
 func (e *Embedded) ClientURL() string {
-	if e.srv.Addr() == nil {
+	srv := e.server()
+	if srv.Addr() == nil {
 		return ""
 	}
-	return e.srv.ClientURL()
+	return srv.ClientURL()
 }
 
 // MaxStore is the store's limit in bytes (EmbeddedConfig.MaxStore, or the
@@ -145,8 +183,8 @@ func (e *Embedded) MaxStore() int64 { return e.store.maxStore }
 
 // Sync says when the store fsyncs: "always" or "every <interval>".
 func (e *Embedded) Sync() string {
-	if c := e.store.jsCfg; !c.SyncAlways {
-		return "every " + c.SyncInterval.String()
+	if !e.opts.SyncAlways {
+		return "every " + e.opts.SyncInterval.String()
 	}
 	return "always"
 }
@@ -160,9 +198,10 @@ func (e *Embedded) StoreErr() error { return e.store.storeErr() }
 // Shutdown stops the server and waits until it has stopped. Idempotent.
 func (e *Embedded) Shutdown() {
 	e.shutdown.Do(func() {
-		e.store.stop()
-		e.srv.Shutdown()
-		e.srv.WaitForShutdown()
+		e.store.stop() // no server replaced after this
+		srv := e.server()
+		srv.Shutdown()
+		srv.WaitForShutdown()
 	})
 }
 

@@ -72,9 +72,9 @@ type Config struct {
 	// DefaultStreams. Existing streams are never changed.
 	Streams *topology.Streams
 	// Embedded is the embedded server Conn leads to, if it is one: Publish
-	// then answers at once while its store cannot take writes, and
-	// consumers pull again at once after it restarted JetStream (see
-	// StartEmbedded). Zero: a server msgmesh does not run.
+	// then answers at once while its store cannot take writes (see
+	// Embedded.StoreErr), and tells a full disk from a slow server when a
+	// publish gets no answer. Zero: a server msgmesh does not run.
 	Embedded *Embedded
 	// MaxAckPending bounds the deliveries a durable consumer (one group on
 	// one topic) has outstanding, unacknowledged, across every sidecar of
@@ -187,9 +187,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 				where, broker.ErrUnavailable, err)
 		}
 		return nil, wrap("check JetStream at "+where, err)
-	}
-	if e := cfg.Embedded; e != nil {
-		e.store.onRestart(b, b.restartConsumers)
 	}
 	return b, nil
 }
@@ -553,9 +550,6 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	if e := b.cfg.Embedded; e != nil {
-		e.store.onRestart(b, nil)
-	}
 	open := make([]*consumer, 0, len(b.consumers))
 	for c := range b.consumers {
 		open = append(open, c)

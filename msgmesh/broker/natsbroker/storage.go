@@ -108,8 +108,9 @@ func noSpace(msg string) bool {
 // When the file system itself is full (something else filled it, or the
 // limit is above what the disk holds), a write fails: the stream keeps
 // that error and refuses every later write, without answering the
-// publish, until JetStream restarts; and some failures (a full disk under
-// a mirror, permissions) shut JetStream down for good. So the watch:
+// publish, until it is loaded again; and some failures (a full disk under
+// a mirror, permissions) shut JetStream down until the server restarts.
+// So the watch:
 //
 //   - refuses publishes (Broker.Publish asks storeErr) while the file
 //     system has less free than its reserve (reserveFor), so that writes
@@ -117,18 +118,19 @@ func noSpace(msg string) bool {
 //   - notices streams with write errors (the server's health check) and a
 //     disabled JetStream, and answers publishes with ErrStorageFull (while
 //     space is short) or ErrUnavailable meanwhile;
-//   - restarts JetStream once twice the reserve is free (and at least
-//     reserveMin), which reloads
-//     every stream and consumer from disk; Brokers on the server are told
-//     (onRestart) so their consumers pull again at once.
+//   - restarts the server once twice the reserve is free (and at least
+//     reserveMin): a new server on the same store and port, which loads
+//     every stream and consumer from disk. Connections reconnect to it,
+//     and the adapter's consumers pull again once they have.
+//     (Enabling JetStream again in the same server would do too, but
+//     nats-server races with the requests it is serving while it does.)
 //
 // One goroutine (run) does all checks and restarts; Embedded.Shutdown
 // stops it. mu guards the state the Brokers read.
 type storeWatch struct {
-	srv      *server.Server
+	e        *Embedded
 	dir      string
 	maxStore int64
-	jsCfg    server.JetStreamConfig // how to enable JetStream again
 	log      *slog.Logger
 	// reserve is reserveFor; tests switch the reserve off to reach the
 	// write errors it is there to avoid.
@@ -143,17 +145,16 @@ type storeWatch struct {
 	// asking right after a publish got no answer (checkNow).
 	checkMu sync.Mutex
 
-	mu        sync.Mutex
-	err       error              // nil while the store takes writes
-	bad       map[string]string  // stream → write error, from the last check
-	listeners map[*Broker]func() // called after a JetStream restart
-	retryAt   time.Time          // no restart attempt before this
-	backoff   time.Duration
+	mu      sync.Mutex
+	err     error             // nil while the store takes writes
+	bad     map[string]string // stream → write error, from the last check
+	retryAt time.Time         // no restart attempt before this
+	backoff time.Duration
 }
 
-func watchStore(srv *server.Server, dir string, maxStore int64, log *slog.Logger) *storeWatch {
+func watchStore(e *Embedded, dir string, maxStore int64, log *slog.Logger) *storeWatch {
 	w := &storeWatch{
-		srv:      srv,
+		e:        e,
 		dir:      dir,
 		maxStore: maxStore,
 		log:      log.With("component", "nats-store", "store", dir),
@@ -161,16 +162,6 @@ func watchStore(srv *server.Server, dir string, maxStore int64, log *slog.Logger
 		kick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
-	}
-	if c := srv.JetStreamConfig(); c != nil {
-		w.jsCfg = server.JetStreamConfig{
-			StoreDir:     dir, // EnableJetStream appends "jetstream" itself
-			MaxStore:     maxStore,
-			MaxMemory:    c.MaxMemory,
-			SyncInterval: c.SyncInterval,
-			SyncAlways:   c.SyncAlways,
-			Strict:       c.Strict,
-		}
 	}
 	w.checkNow() // before the first publish can come
 	go w.run()
@@ -223,22 +214,7 @@ func (w *storeWatch) streamFull(stream string) bool {
 	return ok && noSpace(msg)
 }
 
-// onRestart registers fn, called (on the watch's goroutine) after each
-// JetStream restart; nil removes b's.
-func (w *storeWatch) onRestart(b *Broker, fn func()) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if fn == nil {
-		delete(w.listeners, b)
-		return
-	}
-	if w.listeners == nil {
-		w.listeners = map[*Broker]func(){}
-	}
-	w.listeners[b] = fn
-}
-
-// checkNow looks at the store once and restarts JetStream when it should.
+// checkNow looks at the store once and restarts the server when it should.
 func (w *storeWatch) checkNow() {
 	w.checkMu.Lock()
 	defer w.checkMu.Unlock()
@@ -253,10 +229,11 @@ func (w *storeWatch) check() {
 		return
 	}
 	reserve := w.reserve(total)
-	enabled := w.srv.JetStreamEnabled()
+	srv := w.e.server()
+	enabled := srv.JetStreamEnabled()
 	bad := map[string]string{}
 	if enabled {
-		h := w.srv.Healthz(&server.HealthzOptions{Details: true})
+		h := srv.Healthz(&server.HealthzOptions{Details: true})
 		for _, e := range h.Errors {
 			if e.Stream != "" && strings.Contains(e.Error, "write error") {
 				bad[e.Stream] = e.Error
@@ -270,7 +247,7 @@ func (w *storeWatch) check() {
 	w.bad = bad
 	if free < reserve || ((wasFull || cannotWrite) && free < resume) {
 		// Short of space, or not yet enough free again.
-		w.err = w.fullErr(free, resume, bad)
+		w.err = w.fullErr(free, resume, enabled, bad)
 		w.mu.Unlock()
 		if !wasFull {
 			w.log.Error("store full: publishes are refused until space is freed", "free", topology.ByteSize(free), "resume_at", topology.ByteSize(resume))
@@ -288,7 +265,7 @@ func (w *storeWatch) check() {
 	}
 	// JetStream is off, or streams hold write errors, and there is space:
 	// restart it (which reloads every stream from disk).
-	w.err = fmt.Errorf("natsbroker: embedded: %w: JetStream is restarting after it failed to write to %s (%s)",
+	w.err = fmt.Errorf("natsbroker: embedded: %w: the server is restarting after it failed to write to %s (%s)",
 		broker.ErrUnavailable, w.dir, describeBad(enabled, bad))
 	if time.Now().Before(w.retryAt) {
 		w.mu.Unlock()
@@ -296,50 +273,44 @@ func (w *storeWatch) check() {
 	}
 	w.mu.Unlock()
 
-	err = w.restart(enabled)
+	err = w.e.restart()
 
 	w.mu.Lock()
 	if err != nil {
 		w.backoff = min(max(2*w.backoff, restartMinBackoff), restartMaxBackoff)
 		w.retryAt = time.Now().Add(w.backoff)
 		w.mu.Unlock()
-		w.log.Error("restarting JetStream failed; trying again", "error", err, "retry_in", w.backoff)
+		w.log.Error("restarting the embedded server failed; trying again", "error", err, "retry_in", w.backoff)
 		return
 	}
 	w.err, w.bad, w.backoff = nil, nil, 0
-	listeners := make([]func(), 0, len(w.listeners))
-	for _, fn := range w.listeners {
-		listeners = append(listeners, fn)
-	}
 	w.mu.Unlock()
-	w.log.Warn("JetStream restarted after write errors; publishes and consumers resume", "free", topology.ByteSize(free), "was", describeBad(enabled, bad))
-	for _, fn := range listeners {
-		fn()
-	}
+	w.log.Warn("embedded server restarted after write errors; publishes and consumers resume", "free", topology.ByteSize(free), "was", describeBad(enabled, bad))
 }
 
-// restart shuts JetStream down (if it runs) and enables it again with the
-// configuration it started with.
-func (w *storeWatch) restart(enabled bool) error {
-	if enabled {
-		if err := w.srv.ShutdownJetStream(); err != nil {
-			return fmt.Errorf("shut JetStream down: %w", err)
-		}
+// restart replaces the server by a new one on the same store and port.
+// Connections lose the old one and reconnect to the new one.
+func (e *Embedded) restart() error {
+	old := e.server()
+	old.Shutdown()
+	old.WaitForShutdown()
+	srv, err := startServer(e.opts, e.logger)
+	if err != nil {
+		return err
 	}
-	cfg := w.jsCfg
-	if err := w.srv.EnableJetStream(&cfg); err != nil {
-		return fmt.Errorf("enable JetStream: %w", err)
-	}
+	e.mu.Lock()
+	e.srv = srv
+	e.mu.Unlock()
 	return nil
 }
 
 // fullErr is the error publishes get while the store is short of space.
 // w.mu held.
-func (w *storeWatch) fullErr(free, resume int64, bad map[string]string) error {
+func (w *storeWatch) fullErr(free, resume int64, enabled bool, bad map[string]string) error {
 	msg := fmt.Sprintf("the file system holding the embedded broker's store (%s) has %s free; publishes resume once %s is free",
 		w.dir, topology.ByteSize(free), topology.ByteSize(resume))
-	if len(bad) > 0 || !w.srv.JetStreamEnabled() {
-		msg += " (" + describeBad(w.srv.JetStreamEnabled(), bad) + "; JetStream restarts by itself then)"
+	if len(bad) > 0 || !enabled {
+		msg += " (" + describeBad(enabled, bad) + "; the server restarts by itself then)"
 	}
 	return fmt.Errorf("natsbroker: embedded: %w: %s; nothing was stored", broker.ErrStorageFull, msg)
 }
@@ -361,7 +332,7 @@ func describeBad(enabled bool, bad map[string]string) string {
 // limitReason explains a refusal at the store's limit (MaxStore).
 func (w *storeWatch) limitReason() string {
 	used := "?"
-	if info, err := w.srv.Jsz(nil); err == nil {
+	if info, err := w.e.server().Jsz(nil); err == nil {
 		used = topology.ByteSize(int64(info.Store)).String()
 	}
 	return fmt.Sprintf("the embedded broker's store (%s) holds %s, its limit (max_store) is %s",

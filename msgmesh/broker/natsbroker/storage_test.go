@@ -9,12 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/internal/tmpfstest"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
@@ -191,7 +191,7 @@ func TestInterestStreamWithoutGroupRefusesPublish(t *testing.T) {
 // A stream msgmesh created earlier with other settings is used as it is,
 // never changed, and the difference is logged.
 func TestExistingStreamIsNotChanged(t *testing.T) {
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	e := newEnv(t, natsbroker.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	old := jetstream.StreamConfig{Name: "MESH_old_t", Description: "msgmesh topic old.t", Subjects: []string{"old.t"},
 		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld}
@@ -206,23 +206,6 @@ func TestExistingStreamIsNotChanged(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "does not change existing streams") || !strings.Contains(l, "max_age none") {
 		t.Fatalf("no warning about the stream's settings in the log:\n%s", l)
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // At the embedded store's limit (MaxStore) every topic answers
@@ -284,8 +267,9 @@ func TestEmbeddedSync(t *testing.T) {
 // "reserve": the store keeps free space in reserve and refuses publishes
 // when less is free, before a write fails. "write error": without the
 // reserve the disk fills up to failed writes; nats-server then refuses
-// every write to those streams until JetStream restarts, which the
-// embedded server does by itself once space is back.
+// every write to those streams until they are loaded again, which the
+// embedded server does by itself once space is back (a new server on the
+// same store).
 func TestEmbeddedDiskFull(t *testing.T) {
 	for _, noReserve := range []bool{false, true} {
 		name := "reserve"
@@ -439,4 +423,71 @@ func collectAcked(t *testing.T, c broker.Consumer, acked, unknown map[string]boo
 		}
 	}
 	return res
+}
+
+// nats-server shuts JetStream down for good on some out-of-space errors.
+// The embedded server notices, answers ErrStorageFull while its disk is
+// short of space, and brings JetStream back (a new server on the same
+// store) once there is space; the consumers pull again and nothing acked
+// is lost.
+func TestEmbeddedJetStreamDisabled(t *testing.T) {
+	mnt := tmpfstest.Mount(t, "16m")
+	e, b := embedded(t, natsbroker.EmbeddedConfig{StoreDir: filepath.Join(mnt, "nats")}, natsbroker.Config{})
+	cons := consume(t, b, broker.ConsumerSpec{Topic: "off.t", Group: "g"})
+	publishN(t, b, "off.t", 0, 10)
+
+	// Disabled while the disk is full: storage full until space is back.
+	ballast := filepath.Join(mnt, "ballast")
+	tmpfstest.Fill(t, ballast, 0)
+	if err := natsbroker.ShutdownJetStream(e); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	publish := func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := b.Publish(ctx, &broker.Message{Topic: "off.t", Body: body(i)})
+		return err
+	}
+	if !poll(func() bool {
+		err = publish(99)
+		return errors.Is(err, broker.ErrStorageFull)
+	}) {
+		t.Fatalf("publish with JetStream disabled on a full disk: %v; want ErrStorageFull", err)
+	}
+	if !strings.Contains(err.Error(), "JetStream is disabled") {
+		t.Errorf("error %q does not say JetStream is disabled", err)
+	}
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	if !poll(func() bool {
+		err = publish(10)
+		return err == nil
+	}) {
+		t.Fatalf("publishes did not resume after space was freed: %v", err)
+	}
+
+	// Disabled with space to spare: enabled again at once.
+	if err := natsbroker.ShutdownJetStream(e); err != nil {
+		t.Fatal(err)
+	}
+	if !poll(func() bool {
+		err = publish(11)
+		return err == nil
+	}) {
+		t.Fatalf("publishes did not resume after JetStream was disabled: %v", err)
+	}
+	got := collect(t, cons, bodies(0, 12))
+	t.Logf("delivered %d messages, %d of them more than once", len(got), len(got)-countOnce(got))
+}
+
+func countOnce(got map[string]int) int {
+	n := 0
+	for _, c := range got {
+		if c == 1 {
+			n++
+		}
+	}
+	return n
 }

@@ -180,18 +180,3 @@ func spaceComesBack(c jetstream.StreamConfig) string {
 	}
 	return "messages do not expire here (no max_age): an operator must purge the stream or raise its limit"
 }
-
-// restartConsumers makes every consumer pull again at once: the embedded
-// server restarted JetStream, which dropped the pull requests it had (the
-// consumers would otherwise notice only after missing heartbeats).
-func (b *Broker) restartConsumers() {
-	b.mu.Lock()
-	open := make([]*consumer, 0, len(b.consumers))
-	for c := range b.consumers {
-		open = append(open, c)
-	}
-	b.mu.Unlock()
-	for _, c := range open {
-		c.restart()
-	}
-}
