@@ -1,6 +1,7 @@
 package sidecarapp
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/internal/tmpfstest"
 )
 
@@ -130,6 +133,18 @@ func TestEmbeddedStoreFullIsStorageFull(t *testing.T) {
 	p := newPublisher(t, s)
 	wantStorageFull(t, "publish to a full store", p.fill("fill.a", 32<<10), filepath.Join(data, "nats"), "max_store", "fill.a")
 	wantStorageFull(t, "publish to another topic on the full store", p.publish("fill.b", 10), "max_store", "fill.b")
+	// The same over the mesh protocol: STORAGE_FULL, which says "retry".
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := client.Dial(ctx, s.mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Publish(ctx, &client.Message{Topic: "fill.b", Body: []byte("over the mesh protocol")})
+	if code := client.CodeOf(err); code != mesh.CodeStorageFull || !code.Retryable() {
+		t.Fatalf("SDK publish to a full store: %v (code %v); want STORAGE_FULL, retryable", err, code)
+	}
 	p.drainAll(s)
 }
 
