@@ -143,13 +143,13 @@ func (b *Breaker) Failure() {
 }
 
 // Record is Success or Failure according to err, the outcome of a call
-// the breaker allowed: nil and broker.ErrRejected (the cluster answered,
-// refusing the message) are successes; context.Canceled (the caller gave
+// the breaker allowed: nil, broker.ErrRejected and broker.ErrStorageFull
+// (the cluster answered, refusing the message) are successes; context.Canceled (the caller gave
 // up) releases a half-open probe without counting; anything else
 // (broker.ErrUnavailable, a deadline, an unknown error) is a failure.
 func (b *Breaker) Record(err error) {
 	switch {
-	case err == nil, errors.Is(err, broker.ErrRejected):
+	case err == nil, errors.Is(err, broker.ErrRejected), errors.Is(err, broker.ErrStorageFull):
 		b.Success()
 	case errors.Is(err, context.Canceled):
 		b.mu.Lock()

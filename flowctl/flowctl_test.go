@@ -3,6 +3,7 @@ package flowctl_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -324,6 +325,13 @@ func TestBreaker(t *testing.T) {
 	}
 	allowed()
 	b.Success()
+	for range 2 {
+		allowed()
+		b.Failure()
+	}
+	// A full broker answered (STORAGE_FULL): not a failure, so a full
+	// store is never reported as an open breaker.
+	b.Record(fmt.Errorf("publish: %w", broker.ErrStorageFull))
 	for range 2 {
 		allowed()
 		b.Failure()

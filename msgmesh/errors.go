@@ -70,6 +70,8 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeUnsupported
 	case errors.Is(err, broker.ErrOutcomeUnknown): // before ErrUnavailable: it may wrap one
 		return mesh.CodeTimeout
+	case errors.Is(err, broker.ErrStorageFull), errors.Is(err, registry.ErrStorageFull):
+		return mesh.CodeStorageFull
 	case errors.Is(err, broker.ErrUnavailable):
 		return mesh.CodeUnavailable
 	case errors.Is(err, broker.ErrRejected):
@@ -103,6 +105,8 @@ func httpStatus(c mesh.Code) int {
 		return http.StatusForbidden
 	case mesh.CodeUnauthorized:
 		return http.StatusUnauthorized
+	case mesh.CodeStorageFull:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

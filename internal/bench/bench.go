@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,11 @@ type Config struct {
 	Latencies int    // synchronous publishes timed for p50/p99; zero: 2000
 	Broker    string // nats, kafka, rocketmq or all; zero: nats
 	Variants  bool   // also sidecar rows with schema validation, tracing, metrics
+	// NATSSync are the sync settings of the embedded NATS server to
+	// measure, each a group of rows: 0 fsyncs before every ack (the
+	// embedded default), a positive interval fsyncs that often
+	// (natsbroker.EmbeddedConfig.SyncInterval). Zero: just the default.
+	NATSSync []time.Duration
 }
 
 func (c *Config) defaults() {
@@ -145,23 +151,43 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	defer os.RemoveAll(dir)
 	var out []Result
 	for _, name := range list {
-		rs, err := runBroker(ctx, cfg, name, dir+"/"+name)
-		if err != nil {
-			return out, fmt.Errorf("bench %s: %w", name, err)
+		runs := []time.Duration{0}
+		if name == "nats" && len(cfg.NATSSync) > 0 {
+			runs = cfg.NATSSync
 		}
-		out = append(out, rs...)
+		for i, sync := range runs {
+			label := name
+			if name == "nats" && len(cfg.NATSSync) > 0 {
+				label = "nats, sync " + SyncName(sync)
+			}
+			rs, err := runBroker(ctx, cfg, name, label, sync, fmt.Sprintf("%s/%s-%d", dir, name, i))
+			if err != nil {
+				return out, fmt.Errorf("bench %s: %w", label, err)
+			}
+			out = append(out, rs...)
+		}
 	}
 	return out, nil
 }
 
-func runBroker(ctx context.Context, cfg Config, name, dir string) ([]Result, error) {
+// SyncName names a NATSSync value: "always" or "every 1s".
+func SyncName(d time.Duration) string {
+	if d == 0 {
+		return "always"
+	}
+	return "every " + d.String()
+}
+
+// runBroker measures broker name's paths; label names the rows' group
+// (Result.Broker), sync is the embedded NATS server's sync setting.
+func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Duration, dir string) ([]Result, error) {
 	var (
 		st  *setup
 		err error
 	)
 	switch name {
 	case "nats":
-		st, err = startNATS(dir)
+		st, err = startNATS(dir, sync)
 	case "kafka":
 		st, err = startKafka()
 	case "rocketmq":
@@ -197,14 +223,14 @@ func runBroker(ctx context.Context, cfg Config, name, dir string) ([]Result, err
 	}
 	var out []Result
 	for _, e := range entries {
-		r := Result{Broker: name, Kind: e.kind, Path: e.name}
+		r := Result{Broker: label, Kind: e.kind, Path: e.name}
 		p, closeP, err := e.open()
 		if err != nil {
 			r.Err = fmt.Errorf("setup: %w", err)
 		} else {
 			r, err = measure(ctx, cfg, p)
 			closeP()
-			r.Broker, r.Kind, r.Path = name, e.kind, e.name
+			r.Broker, r.Kind, r.Path = label, e.kind, e.name
 			r.Err = err
 		}
 		if ctx.Err() != nil {
@@ -329,6 +355,42 @@ func PrintTable(w io.Writer, cfg Config, rs []Result) {
 		printBroker(w, rs[i:j])
 		i = j
 	}
+	printSyncCost(w, rs)
+}
+
+// printSyncCost compares, for the direct and the sidecar path, the first
+// NATS sync setting measured (always, by default) with each other one:
+// what fsyncing before every ack costs.
+func printSyncCost(w io.Writer, rs []Result) {
+	type key struct{ group, kind string }
+	byKey := map[key]*Result{}
+	var groups []string
+	for i := range rs {
+		r := &rs[i]
+		if r.Err != nil || !strings.HasPrefix(r.Broker, "nats, sync ") || (r.Kind != KindDirect && r.Kind != KindSidecar) {
+			continue
+		}
+		if !slices.Contains(groups, r.Broker) {
+			groups = append(groups, r.Broker)
+		}
+		byKey[key{r.Broker, r.Kind}] = r
+	}
+	if len(groups) < 2 {
+		return
+	}
+	fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "**cost of the sync setting**", "", "", "", "")
+	first := strings.TrimPrefix(groups[0], "nats, sync ")
+	for _, g := range groups[1:] {
+		other := strings.TrimPrefix(g, "nats, sync ")
+		for _, kind := range []string{KindDirect, KindSidecar} {
+			a, b := byKey[key{groups[0], kind}], byKey[key{g, kind}]
+			if a == nil || b == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %-36s | %13.2f | %13.2f | %10.2f | %10.2f |\n", fmt.Sprintf("%s: %s / %s", kind, first, other),
+				a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
+		}
+	}
 }
 
 func printBroker(w io.Writer, rs []Result) {
@@ -376,8 +438,8 @@ func dashes(n int) string {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func startNATS(dir string) (*setup, error) {
-	emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir + "/nats", Listen: "127.0.0.1:0"})
+func startNATS(dir string, sync time.Duration) (*setup, error) {
+	emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: dir + "/nats", Listen: "127.0.0.1:0", SyncInterval: sync})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/msgmesh/msgmesh/internal/bench"
@@ -19,7 +20,22 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.IntVar(&cfg.Latencies, "latencies", 2000, "synchronous publishes timed for p50/p99")
 	fs.StringVar(&cfg.Broker, "broker", "nats", "broker to measure against: nats, kafka, rocketmq or all")
 	fs.BoolVar(&cfg.Variants, "variants", false, "also measure the sidecar with schema validation, tracing and metrics on (always on with --broker all)")
+	natsSync := fs.String("nats-sync", "", "sync settings of the embedded NATS server to compare, comma-separated: always (fsync before every ack, the default) or an interval such as 1s or 2m")
 	return func(ctx context.Context, e *env) error {
+		if *natsSync != "" {
+			for _, v := range strings.Split(*natsSync, ",") {
+				v = strings.TrimSpace(v)
+				if v == "always" {
+					cfg.NATSSync = append(cfg.NATSSync, 0)
+					continue
+				}
+				d, err := time.ParseDuration(v)
+				if err != nil || d <= 0 {
+					return usagef("--nats-sync: %q is neither always nor a positive interval", v)
+				}
+				cfg.NATSSync = append(cfg.NATSSync, d)
+			}
+		}
 		if cfg.Count < 1 || cfg.Size < 1 || cfg.Window < 1 || cfg.Latencies < 1 {
 			return usagef("--count, --size, --window and --latencies must be at least 1")
 		}

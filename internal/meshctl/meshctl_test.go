@@ -346,3 +346,11 @@ func TestCommandThatIsAlsoAGroup(t *testing.T) {
 		t.Fatalf("meshctl bench --count 0: exit %d, stderr %q; want bench's own usage error", code, errb.String())
 	}
 }
+
+func TestBenchNATSSyncFlag(t *testing.T) {
+	var out, errb strings.Builder
+	code := Main(context.Background(), []string{"bench", "--nats-sync", "always,sometimes"}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), `"sometimes"`) {
+		t.Fatalf("meshctl bench --nats-sync always,sometimes: exit %d, stderr %q; want a usage error naming the bad value", code, errb.String())
+	}
+}

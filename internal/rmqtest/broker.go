@@ -143,7 +143,17 @@ const (
 	// closes the connection instead of answering: the client cannot tell
 	// whether it took effect.
 	HandleThenDisconnect
+	// FlushDiskTimeout, SlaveNotAvailable and FlushSlaveTimeout handle a
+	// send normally (the message is stored) and answer with that status
+	// instead of SUCCESS, as a RocketMQ broker with SYNC_FLUSH or a
+	// SYNC_MASTER does when its flush or its replica is late.
+	FlushDiskTimeout
+	SlaveNotAvailable
+	FlushSlaveTimeout
 )
+
+// statusOf is the response code an Action puts on a stored send.
+var statusOf = map[Action]int16{FlushDiskTimeout: respFlushDiskTimeout, SlaveNotAvailable: respSlaveNotAvailable, FlushSlaveTimeout: respFlushSlaveTimeout}
 
 // Interceptor sees every request before it is handled: its code (see the
 // Code constants) and header fields, which it must not modify. It runs on
@@ -519,8 +529,9 @@ func (c *conn) serve() {
 		if req.isResponse() {
 			continue // answers to our notifications (clients send none)
 		}
+		status := respSuccess
 		if fn := c.b.intercept.Load(); fn != nil {
-			switch (*fn)(req.Code, req.Ext) {
+			switch a := (*fn)(req.Code, req.Ext); a {
 			case Drop:
 				continue
 			case Fail:
@@ -531,9 +542,14 @@ func (c *conn) serve() {
 			case HandleThenDisconnect:
 				c.b.handle(c, req)
 				return
+			case FlushDiskTimeout, SlaveNotAvailable, FlushSlaveTimeout:
+				status = statusOf[a]
 			}
 		}
 		if resp := c.b.handle(c, req); resp != nil {
+			if resp.Code == respSuccess {
+				resp.Code = status
+			}
 			c.respond(req, resp)
 		}
 	}

@@ -29,6 +29,9 @@ const (
 	respSuccess                 int16 = 0
 	respSystemError             int16 = 1
 	respRequestCodeNotSupported int16 = 3
+	respFlushDiskTimeout        int16 = 10
+	respSlaveNotAvailable       int16 = 11
+	respFlushSlaveTimeout       int16 = 12
 	respMessageIllegal          int16 = 13
 	respTopicNotExist           int16 = 17
 	respPullNotFound            int16 = 19

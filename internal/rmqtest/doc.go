@@ -45,8 +45,10 @@
 //     RocketMQ does while a queue's first message is still in memory: a new
 //     group starts at the oldest message whatever its ConsumeFromWhere.
 //   - Fault injection and inspection: Broker.Intercept sees every request
-//     and can delay it, drop it, fail it, close its connection, or handle
-//     it and close the connection unanswered; ConsumerOffset,
+//     and can delay it, drop it, fail it, close its connection, handle it
+//     and close the connection unanswered, or store a message and answer
+//     FLUSH_DISK_TIMEOUT, SLAVE_NOT_AVAILABLE or FLUSH_SLAVE_TIMEOUT;
+//     ConsumerOffset,
 //     MaxOffset, Queues, ConsumerIDs and WaitingPulls show the state.
 //     Package testbroker starts one for a test.
 //

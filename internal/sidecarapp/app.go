@@ -51,6 +51,61 @@ type File struct {
 	// Capacity bounds connections, registrations and HTTP clients
 	// (capacity.go). Zero: the defaults of package msgmesh.
 	Capacity *Capacity `yaml:"capacity"`
+	// Embedded configures the embedded NATS JetStream server, which runs
+	// when there is no brokers section (and no --nats-url).
+	Embedded *Embedded `yaml:"embedded"`
+}
+
+// Embedded is the config file's embedded section (docs/config.md).
+type Embedded struct {
+	// MaxStore bounds the bytes the store keeps ("10GiB"). Zero: 75% of
+	// what its file system could give it at start.
+	MaxStore topology.ByteSize `yaml:"max_store,omitempty"`
+	// Sync is when the store fsyncs: "always" (zero value: before every
+	// publish ack) or a duration ("1s": every second).
+	Sync string `yaml:"sync,omitempty"`
+	// Streams are the settings of the streams it creates for new topics,
+	// as for a NATS cluster (docs/brokers.md).
+	Streams *topology.Streams `yaml:"streams,omitempty"`
+}
+
+// config validates e and returns the embedded server's and the adapter's
+// settings from it.
+func (e *Embedded) config() (natsbroker.EmbeddedConfig, *topology.Streams, error) {
+	var cfg natsbroker.EmbeddedConfig
+	if e == nil {
+		return cfg, nil, nil
+	}
+	if e.MaxStore < 0 {
+		return cfg, nil, fmt.Errorf("max_store %d: must not be negative", e.MaxStore)
+	}
+	cfg.MaxStore = int64(e.MaxStore)
+	if e.Sync != "" && e.Sync != "always" {
+		d, err := time.ParseDuration(e.Sync)
+		if err != nil || d <= 0 {
+			return cfg, nil, fmt.Errorf("sync %q: want always or a positive duration such as 1s", e.Sync)
+		}
+		cfg.SyncInterval = d
+	}
+	if err := e.Streams.Validate("streams"); err != nil {
+		return cfg, nil, err
+	}
+	if e.Streams != nil {
+		for i, s := range append([]topology.StreamSettings{e.Streams.StreamSettings}, topicSettings(e.Streams)...) {
+			if s.Replicas > 1 {
+				return cfg, nil, fmt.Errorf("streams: replicas %d (entry %d): the embedded server is a single server; replicas need a NATS cluster", s.Replicas, i)
+			}
+		}
+	}
+	return cfg, e.Streams, nil
+}
+
+func topicSettings(s *topology.Streams) []topology.StreamSettings {
+	out := make([]topology.StreamSettings, len(s.Topics))
+	for i, t := range s.Topics {
+		out[i] = t.StreamSettings
+	}
+	return out
 }
 
 // LoadFile reads and validates a config file. Unknown fields are errors.
@@ -74,6 +129,12 @@ func LoadFile(path string) (*File, error) {
 		if err := f.Limits.Validate(); err != nil {
 			return nil, fmt.Errorf("config %s: limits: %w", path, err)
 		}
+	}
+	if f.Embedded != nil && f.Brokers != nil {
+		return nil, fmt.Errorf("config %s: embedded and brokers sections both set: the embedded server runs only without brokers", path)
+	}
+	if _, _, err := f.Embedded.config(); err != nil {
+		return nil, fmt.Errorf("config %s: embedded: %w", path, err)
 	}
 	return &f, nil
 }
@@ -139,6 +200,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	switch {
 	case topo != nil && *natsURL != "":
 		return errors.New("--nats-url and a brokers section in --config both say where topics live; use one")
+	case file.Embedded != nil && *natsURL != "":
+		return errors.New("--nats-url and an embedded section in --config: the embedded server runs only without an external one; drop one")
 	case topo == nil && *natsURL != "":
 		topo = &topology.Topology{Clusters: []topology.Cluster{{Name: "nats", Kind: topology.KindNATS, Endpoints: []string{*natsURL}}}}
 		if err := topo.Validate(); err != nil {
@@ -175,7 +238,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		stop := reloadLimitsOnHUP(*configPath, flow, log)
 		defer stop()
 	}
-	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, log: log, rpc: file.RPC}
+	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
 		cp.DeliveryTimeout = cfg.DeliveryTimeout
@@ -204,6 +267,7 @@ type runtime struct {
 	cfg        msgmesh.Config
 	topo       *topology.Topology
 	natsListen string
+	embedded   *Embedded // settings of the embedded server; nil: defaults
 	log        *slog.Logger
 
 	sc     *msgmesh.Sidecar
@@ -221,10 +285,15 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 	rt.cfg.Brokers = map[string]broker.Broker{}
 	if rt.topo == nil {
 		storeDir := filepath.Join(rt.cfg.DataDir, "nats")
+		ecfg, streams, err := rt.embedded.config()
+		if err != nil {
+			return fmt.Errorf("embedded: %w", err)
+		}
+		ecfg.StoreDir, ecfg.Listen, ecfg.Logger = storeDir, rt.natsListen, rt.log
 		// The embedded server takes the largest message the sidecar's
 		// limits allow, so they are the only ones apps meet.
-		payload := natsbroker.PayloadFor(rt.cfg.MaxMessageSize, rt.cfg.MaxHeaderBytes+msgmesh.AddedHeaderBytes)
-		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log, MaxPayload: payload})
+		ecfg.MaxPayload = natsbroker.PayloadFor(rt.cfg.MaxMessageSize, rt.cfg.MaxHeaderBytes+msgmesh.AddedHeaderBytes)
+		emb, err := natsbroker.StartEmbedded(ecfg)
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
@@ -234,13 +303,14 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
 		rt.closer = append(rt.closer, nc.Close)
-		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: rt.log})
+		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: rt.log, Streams: streams, Embedded: emb})
 		if err != nil {
 			return err
 		}
 		rt.cfg.Brokers["embedded"] = b
 		rt.closer = append(rt.closer, func() { _ = b.Close() })
-		rt.log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL())
+		rt.log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL(),
+			"max_store", topology.ByteSize(emb.MaxStore()), "sync", emb.Sync())
 		return nil
 	}
 	for _, c := range rt.topo.Clusters {

@@ -18,6 +18,10 @@ var (
 	ErrLocked = errors.New("registry: store file is locked")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("registry: store closed")
+	// ErrStorageFull: a write failed because the store file's file system
+	// is full or over quota. Nothing was changed; the Store stays usable,
+	// and the same write succeeds once space is freed.
+	ErrStorageFull = errors.New("registry: storage full")
 )
 
 // ValidationError reports a registration, binding or request body that

@@ -97,7 +97,7 @@ func (s *Store) PutFunc(fn func(current []Registration) (Registration, error)) (
 	case errors.As(err, &ce):
 		return Registration{}, ce.err
 	case err != nil:
-		return Registration{}, fmt.Errorf("registry: put %q: %w", reg.App, storeErr(err))
+		return Registration{}, fmt.Errorf("registry: put %q: %w", reg.App, s.storeErr(err))
 	}
 	return reg, nil
 }
@@ -127,7 +127,7 @@ func (s *Store) Get(app string) (Registration, error) {
 		return decodeStored(v, &reg)
 	})
 	if err != nil {
-		return Registration{}, fmt.Errorf("registry: get %q: %w", app, storeErr(err))
+		return Registration{}, fmt.Errorf("registry: get %q: %w", app, s.storeErr(err))
 	}
 	return reg, nil
 }
@@ -164,7 +164,7 @@ func (s *Store) DeleteFunc(app string, fn func(current Registration) error) erro
 	case errors.As(err, &ce):
 		return ce.err
 	case err != nil:
-		return fmt.Errorf("registry: delete %q: %w", app, storeErr(err))
+		return fmt.Errorf("registry: delete %q: %w", app, s.storeErr(err))
 	}
 	return nil
 }
@@ -179,7 +179,7 @@ func (s *Store) List() ([]Registration, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("registry: list: %w", storeErr(err))
+		return nil, fmt.Errorf("registry: list: %w", s.storeErr(err))
 	}
 	return regs, nil
 }
@@ -221,10 +221,14 @@ func decodeStored(v []byte, reg *Registration) error {
 	return nil
 }
 
-// storeErr maps bbolt's closed-database error to ErrClosed.
-func storeErr(err error) error {
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+// storeErr maps bbolt's closed-database error to ErrClosed, and a full
+// file system to ErrStorageFull.
+func (s *Store) storeErr(err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return ErrClosed
+	case boltfile.NoSpace(err):
+		return fmt.Errorf("%w: the file system holding %s has no space left; nothing was changed, and the same request succeeds once space is freed: %w", ErrStorageFull, s.path, err)
 	}
 	return err
 }

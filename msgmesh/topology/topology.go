@@ -39,6 +39,10 @@ type Cluster struct {
 	// Options are adapter-specific settings, documented with each adapter
 	// (docs/brokers.md). Unknown options are an error.
 	Options map[string]string `yaml:"options,omitempty" json:"options,omitempty"`
+	// Streams are the settings of the streams the adapter creates for new
+	// topics (retention, limits, replicas). NATS clusters only: Kafka and
+	// RocketMQ topics keep their broker's retention settings.
+	Streams *Streams `yaml:"streams,omitempty" json:"streams,omitempty"`
 }
 
 // Route sends the topics matching Topic to Cluster.
@@ -76,6 +80,12 @@ func (t *Topology) Validate() error {
 			return fmt.Errorf("%w: clusters[%d] (%s): kind %q is not one of nats, kafka, rocketmq", ErrInvalid, i, c.Name, c.Kind)
 		case len(c.Endpoints) == 0:
 			return fmt.Errorf("%w: clusters[%d] (%s): at least one endpoint is required", ErrInvalid, i, c.Name)
+		}
+		if c.Streams != nil && c.Kind != KindNATS {
+			return fmt.Errorf("%w: clusters[%d] (%s): streams settings apply to nats clusters only; %s topics keep the broker's own retention settings", ErrInvalid, i, c.Name, c.Kind)
+		}
+		if err := c.Streams.Validate(fmt.Sprintf("clusters[%d] (%s): streams", i, c.Name)); err != nil {
+			return err
 		}
 		names[c.Name] = true
 	}

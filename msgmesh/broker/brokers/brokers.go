@@ -5,7 +5,8 @@
 //
 // Options per kind (docs/brokers.md):
 //
-//	nats:     stream_prefix, replicas, max_age (Go duration), max_ack_pending
+//	nats:     stream_prefix, max_ack_pending; replicas and max_age are an
+//	          older spelling of streams.replicas and streams.max_age
 //	kafka:    client_id, partitions, replication_factor
 //	rocketmq: group_prefix, retries, max_message_size (the brokers' maxMessageSize)
 //
@@ -37,9 +38,12 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 	case topology.KindNATS:
 		cfg := natsbroker.Config{URL: joinURLs(c.Endpoints), Logger: log}
 		cfg.StreamPrefix = o.str("stream_prefix")
-		cfg.Replicas = o.int("replicas")
-		cfg.MaxAge = o.dur("max_age")
 		cfg.MaxAckPending = o.int("max_ack_pending")
+		streams, err := oldStreamOptions(&o, c.Streams)
+		if err != nil {
+			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
+		}
+		cfg.Streams = streams
 		if err := o.done(); err != nil {
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 		}
@@ -69,6 +73,36 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 		return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 	}
 	return b, nil
+}
+
+// oldStreamOptions folds the options replicas and max_age, the older
+// spelling of the streams settings, into a copy of s. Setting one both ways
+// is an error.
+func oldStreamOptions(o *options, s *topology.Streams) (*topology.Streams, error) {
+	replicas, age := o.int("replicas"), o.dur("max_age")
+	if o.m["replicas"] == "" && o.m["max_age"] == "" {
+		return s, nil
+	}
+	out := topology.Streams{}
+	if s != nil {
+		out = *s
+	}
+	if o.m["replicas"] != "" {
+		if out.Replicas != 0 {
+			return nil, fmt.Errorf("option replicas and streams.replicas both set; keep streams.replicas")
+		}
+		out.Replicas = replicas
+	}
+	if o.m["max_age"] != "" {
+		if out.MaxAge != nil {
+			return nil, fmt.Errorf("option max_age and streams.max_age both set; keep streams.max_age")
+		}
+		out.MaxAge = &age
+	}
+	if err := out.Validate("options"); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func joinURLs(eps []string) string {

@@ -240,10 +240,11 @@ func (c *consumer) rebuild(ctx context.Context, backoff time.Duration) error {
 			return ctx.Err()
 		}
 	}
-	stream, err := c.b.ensureStream(ctx, c.topic)
+	ref, err := c.b.ensureStream(ctx, c.topic)
 	if err != nil {
 		return err
 	}
+	stream := ref.name
 	cons, err := c.createConsumer(ctx, stream)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -13,10 +13,17 @@
 //     stream is used;
 //   - otherwise the adapter creates stream StreamPrefix + topic with dots
 //     turned into '_' ("orders.created" → "MESH_orders_created"), subjects
-//     [topic], file storage, limits retention, Config.Replicas and
-//     Config.MaxAge. If that name is taken by a stream that does not
-//     capture the topic ("a_b" vs "a.b"), the name gets a hash suffix.
-//   - existing streams are never modified or deleted.
+//     [topic], file storage, discard new, and the topic's settings from
+//     Config.Streams over DefaultStreams (retention limits, max age 7 days,
+//     no byte or message limit of its own, one replica). If that name is
+//     taken by a stream that does not capture the topic ("a_b" vs "a.b"),
+//     the name gets a hash suffix.
+//   - existing streams are never modified or deleted; one msgmesh created
+//     for the topic with other settings is used as it is, with a warning.
+//
+// Publishing to a stream with interest retention that has no consumer is
+// refused (broker.ErrRejected): JetStream would acknowledge the message and
+// keep it for nobody.
 //
 // Which stream serves a topic is cached per Broker. Creation is safe when
 // several goroutines or sidecars publish a topic's first message at once:
@@ -47,11 +54,25 @@
 // wrap broker.ErrUnavailable (no stream answered: no responders; JetStream
 // 5xx answers; the stream could not be looked up or created),
 // broker.ErrTooLarge (over max_payload, a stream's max_msg_size, or 64 KiB
-// of headers) or broker.ErrRejected (other JetStream refusals such as wrong
+// of headers), broker.ErrStorageFull (no space: the stream's max_bytes or
+// max_msgs, the account's or the server's storage limit, the embedded
+// store's disk; the message names which and how space comes back) or
+// broker.ErrRejected (other JetStream refusals such as wrong
 // last sequence, bad headers: broker.ErrInvalidHeader), plus the client's
 // error. A publish that was written and got no answer (ctx ended, the
 // connection dropped, an unreadable answer) wraps broker.ErrOutcomeUnknown:
 // the server may have stored it.
+//
+// # The embedded server
+//
+// StartEmbedded runs nats-server in this process with a storage limit
+// fixed at start (EmbeddedConfig.MaxStore) and, by default, an fsync before
+// every publish ack (EmbeddedConfig.SyncInterval). It watches its store
+// (storage.go): while the disk is short of space it refuses publishes
+// (Embedded.StoreErr, asked by Brokers whose Config.Embedded is set), and
+// after write errors or a shutdown of JetStream it restarts the server on
+// the same store and port once space is back; connections reconnect and
+// consumers pull again.
 //
 // # Consume
 //

@@ -18,6 +18,10 @@ import (
 // embeddedReadyTimeout bounds how long StartEmbedded waits for the server.
 const embeddedReadyTimeout = 10 * time.Second
 
+// inProcessReconnectWait is how long an in-process connection waits
+// between attempts to reconnect while the server is being replaced.
+const inProcessReconnectWait = 50 * time.Millisecond
+
 // EmbeddedConfig configures StartEmbedded.
 type EmbeddedConfig struct {
 	// StoreDir is the JetStream store directory. Required.
@@ -34,13 +38,37 @@ type EmbeddedConfig struct {
 	// and headers, it takes (see PayloadFor). Zero: nats-server's default
 	// (1 MiB).
 	MaxPayload int
+	// MaxStore bounds the bytes JetStream keeps in StoreDir. A publish
+	// beyond it is refused with broker.ErrStorageFull until messages are
+	// deleted (they expire, or are acked on an interest stream). Zero: 75%
+	// of what the store could use at start, its file system's free space
+	// plus what it holds already (nats-server's own rule, but fixed here at
+	// start, so that it does not shrink when the server restarts on a fuller
+	// disk).
+	MaxStore int64
+	// SyncInterval is how often the store fsyncs its files. Zero: every
+	// write is fsynced before the publish is acked (nats-server's
+	// sync_always), so an acked publish survives a power loss. A positive
+	// interval writes each message to the operating system before the ack
+	// (it survives a crash of this process) but to the disk only every
+	// interval: a power loss or kernel crash can lose up to that much of
+	// acked messages. nats-server's own default is 2 minutes.
+	SyncInterval time.Duration
 }
 
 // Embedded is a nats-server with JetStream running in this process: what
-// msgmesh uses when no broker is configured, and what tests use.
+// msgmesh uses when no broker is configured, and what tests use. After
+// write errors it may replace the server by a new one on the same store and
+// port (see storage.go); connections from Connect, and TCP clients,
+// reconnect to it.
 type Embedded struct {
-	srv      *server.Server
+	opts     *server.Options // to start the server again; the port fixed
+	logger   *slog.Logger    // nil: the server does not log
 	shutdown sync.Once
+	store    *storeWatch // see storage.go
+
+	mu  sync.Mutex // guards srv
+	srv *server.Server
 }
 
 // StartEmbedded starts a nats-server with JetStream enabled, storing in
@@ -53,13 +81,23 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.MaxPayload < 0 || cfg.MaxPayload > math.MaxInt32 {
 		return nil, fmt.Errorf("natsbroker: embedded: MaxPayload %d is out of range", cfg.MaxPayload)
 	}
+	if cfg.MaxStore < 0 || cfg.SyncInterval < 0 {
+		return nil, fmt.Errorf("natsbroker: embedded: MaxStore %d and SyncInterval %v must not be negative", cfg.MaxStore, cfg.SyncInterval)
+	}
+	maxStore, err := storeLimit(cfg.StoreDir, cfg.MaxStore)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded: %w", err)
+	}
 	opts := &server.Options{
-		ServerName: "msgmesh-embedded",
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		NoLog:      cfg.Logger == nil,
-		MaxPayload: int32(cfg.MaxPayload),
+		ServerName:        "msgmesh-embedded",
+		JetStream:         true,
+		StoreDir:          cfg.StoreDir,
+		JetStreamMaxStore: maxStore,
+		SyncAlways:        cfg.SyncInterval == 0,
+		SyncInterval:      cfg.SyncInterval,
+		NoSigs:            true,
+		NoLog:             cfg.Logger == nil,
+		MaxPayload:        int32(cfg.MaxPayload),
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -77,32 +115,62 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	srv, err := startServer(opts, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded: %w (store %s, listen %q)", err, cfg.StoreDir, cfg.Listen)
+	}
+	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
+		opts.Port = addr.Port // a restarted server listens where this one does
+	}
+	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e.store = watchStore(e, cfg.StoreDir, maxStore, log)
+	return e, nil
+}
+
+// startServer starts a server with opts and waits until it serves
+// connections with JetStream enabled.
+func startServer(opts *server.Options, logger *slog.Logger) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("natsbroker: embedded: %w", err)
+		return nil, err
 	}
-	if cfg.Logger != nil {
-		srv.SetLogger(slogServerLogger{cfg.Logger.With("component", "nats-server")}, true, false)
+	if logger != nil {
+		srv.SetLogger(slogServerLogger{logger.With("component", "nats-server")}, true, false)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("natsbroker: embedded: server not ready after %v (store %s, listen %q)",
-			embeddedReadyTimeout, cfg.StoreDir, cfg.Listen)
+		return nil, fmt.Errorf("server not ready after %v", embeddedReadyTimeout)
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("natsbroker: embedded: JetStream did not start (store %s)", cfg.StoreDir)
+		return nil, errors.New("JetStream did not start")
 	}
-	return &Embedded{srv: srv}, nil
+	return srv, nil
 }
+
+// server is the running server.
+func (e *Embedded) server() *server.Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv
+}
+
+// InProcessConn connects to the server running now; Connect's connections
+// call it again to reconnect after the server was replaced.
+func (e *Embedded) InProcessConn() (net.Conn, error) { return e.server().InProcessConn() }
 
 // Connect opens an in-process connection to the server (no TCP). The
 // caller closes it.
 func (e *Embedded) Connect() (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name("msgmesh-inprocess"))
+	nc, err := nats.Connect("", nats.InProcessServer(e), nats.Name("msgmesh-inprocess"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(inProcessReconnectWait))
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: connect: %w", err)
 	}
@@ -111,17 +179,38 @@ func (e *Embedded) Connect() (*nats.Conn, error) {
 
 // ClientURL is the URL TCP clients connect to, "" without a listener.
 func (e *Embedded) ClientURL() string {
-	if e.srv.Addr() == nil {
+	srv := e.server()
+	if srv.Addr() == nil {
 		return ""
 	}
-	return e.srv.ClientURL()
+	return srv.ClientURL()
 }
+
+// MaxStore is the store's limit in bytes (EmbeddedConfig.MaxStore, or the
+// one chosen at start).
+func (e *Embedded) MaxStore() int64 { return e.store.maxStore }
+
+// Sync says when the store fsyncs: "always" or "every <interval>".
+func (e *Embedded) Sync() string {
+	if !e.opts.SyncAlways {
+		return "every " + e.opts.SyncInterval.String()
+	}
+	return "always"
+}
+
+// StoreErr says why the store cannot take writes right now, nil while it
+// can: its file system is short of space (wrapping broker.ErrStorageFull),
+// or JetStream is restarting after write errors (broker.ErrUnavailable).
+// Brokers with Config.Embedded refuse publishes with it meanwhile.
+func (e *Embedded) StoreErr() error { return e.store.storeErr() }
 
 // Shutdown stops the server and waits until it has stopped. Idempotent.
 func (e *Embedded) Shutdown() {
 	e.shutdown.Do(func() {
-		e.srv.Shutdown()
-		e.srv.WaitForShutdown()
+		e.store.stop() // no server replaced after this
+		srv := e.server()
+		srv.Shutdown()
+		srv.WaitForShutdown()
 	})
 }
 

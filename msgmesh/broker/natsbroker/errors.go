@@ -14,14 +14,18 @@ import (
 // classify returns the broker sentinel err belongs to: broker.ErrUnavailable
 // when retrying later may succeed, broker.ErrTooLarge when the message is
 // over the server's max_payload or a stream's size limits,
-// broker.ErrRejected when the broker refused for good, and nil when err is the caller's own context ending
-// (context.Canceled), which is neither.
+// broker.ErrStorageFull when JetStream refused to store for lack of space
+// (see storageFull), broker.ErrRejected when the broker refused for good,
+// and nil when err is the caller's own context ending (context.Canceled),
+// which is neither.
 func classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.Canceled):
 		return nil
+	case storageFull(err):
+		return broker.ErrStorageFull
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders),
@@ -75,7 +79,7 @@ const (
 
 // wrap formats "natsbroker: <op>: [sentinel: ]err". The chain holds both the
 // sentinel chosen by classify and the client's error, so errors.Is works for
-// broker.ErrUnavailable, broker.ErrRejected, context errors and nats errors.
+// the broker sentinels, context errors and nats errors.
 func wrap(op string, err error) error {
 	if s := classify(err); s != nil {
 		return fmt.Errorf("natsbroker: %s: %w: %w", op, s, err)

@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
 // Compile-time checks that the adapter implements the contract.
@@ -27,7 +29,6 @@ var (
 // Defaults applied by New to zero Config fields.
 const (
 	DefaultStreamPrefix  = "MESH_"
-	DefaultReplicas      = 1
 	DefaultMaxAckPending = 20000
 	DefaultPrefetch      = 128
 	// DefaultAckWait is used when ConsumerSpec.AckWait is zero.
@@ -66,10 +67,15 @@ type Config struct {
 	// creates; it must be valid in a stream name ([A-Za-z0-9_-]).
 	// Zero: DefaultStreamPrefix ("MESH_").
 	StreamPrefix string
-	// Replicas of created streams. Zero: 1. Existing streams keep theirs.
-	Replicas int
-	// MaxAge is the retention of created streams. Zero: unlimited.
-	MaxAge time.Duration
+	// Streams are the settings of the streams the adapter creates, per
+	// topic (topology.Streams.For); what they leave unset comes from
+	// DefaultStreams. Existing streams are never changed.
+	Streams *topology.Streams
+	// Embedded is the embedded server Conn leads to, if it is one: Publish
+	// then answers at once while its store cannot take writes (see
+	// Embedded.StoreErr), and tells a full disk from a slow server when a
+	// publish gets no answer. Zero: a server msgmesh does not run.
+	Embedded *Embedded
 	// MaxAckPending bounds the deliveries a durable consumer (one group on
 	// one topic) has outstanding, unacknowledged, across every sidecar of
 	// the group. Zero: DefaultMaxAckPending (20000).
@@ -91,11 +97,8 @@ func (c Config) validate() error {
 	if c.StreamPrefix != "" && !validName(c.StreamPrefix) {
 		errs = append(errs, fmt.Errorf("StreamPrefix %q: only letters, digits, '_' and '-' are allowed", c.StreamPrefix))
 	}
-	if c.Replicas < 0 {
-		errs = append(errs, fmt.Errorf("Replicas %d is negative", c.Replicas))
-	}
-	if c.MaxAge < 0 {
-		errs = append(errs, fmt.Errorf("MaxAge %v is negative", c.MaxAge))
+	if err := c.Streams.Validate("Streams"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxAckPending < 0 {
 		errs = append(errs, fmt.Errorf("MaxAckPending %d is negative", c.MaxAckPending))
@@ -109,9 +112,6 @@ func (c Config) validate() error {
 func (c Config) withDefaults() Config {
 	if c.StreamPrefix == "" {
 		c.StreamPrefix = DefaultStreamPrefix
-	}
-	if c.Replicas == 0 {
-		c.Replicas = DefaultReplicas
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = DefaultMaxAckPending
@@ -133,10 +133,10 @@ type Broker struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 
-	// smu guards streams (topic → name of the stream that captures it).
-	// It is a leaf lock: nothing else is locked while it is held.
+	// smu guards streams (topic → the stream that captures it). It is a
+	// leaf lock: nothing else is locked while it is held.
 	smu     sync.RWMutex
-	streams map[string]string
+	streams map[string]*streamRef
 
 	// mu guards closed and consumers. A leaf lock like smu: no other
 	// lock (consumer.mu included) is taken or held together with it.
@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		cfg:       cfg,
 		nc:        cfg.Conn,
 		log:       cfg.Logger.With("broker", "nats"),
-		streams:   make(map[string]string),
+		streams:   make(map[string]*streamRef),
 		consumers: make(map[*consumer]struct{}),
 	}
 	where := "the given connection"
@@ -264,8 +264,16 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err := b.waitConnected(ctx); err != nil {
 		return res, fmt.Errorf("natsbroker: publish %q: %w", topic, err)
 	}
-	stream, err := b.ensureStream(ctx, topic)
+	if e := b.cfg.Embedded; e != nil {
+		if err := e.store.storeErr(); err != nil {
+			return res, fmt.Errorf("natsbroker: publish %q: %w", topic, err)
+		}
+	}
+	ref, err := b.ensureStream(ctx, topic)
 	if err != nil {
+		return res, b.opError("publish", topic, err)
+	}
+	if err := b.checkInterest(ctx, ref, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
 	ack, err := b.js.PublishMsg(ctx, nm)
@@ -274,17 +282,18 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		// an operator. Look again (creating it if needed) and retry once.
 		// No responders means no stream stored the message, so the retry
 		// cannot duplicate it.
-		b.forgetStream(topic, stream)
-		if _, lerr := b.ensureStream(ctx, topic); lerr == nil {
+		b.forgetStream(topic, ref.name)
+		if again, lerr := b.ensureStream(ctx, topic); lerr == nil {
+			ref = again
 			ack, err = b.js.PublishMsg(ctx, nm)
 		}
 	}
 	if err != nil {
-		return res, b.publishError(topic, err)
+		return res, b.publishError(topic, ref, err)
 	}
-	if ack.Stream != stream {
+	if ack.Stream != ref.name {
 		// Only possible if the stream was replaced since we cached it.
-		b.rememberStream(topic, ack.Stream)
+		b.forgetStream(topic, ref.name)
 	}
 	res.Stream = ack.Stream
 	res.Offset = int64(ack.Sequence)
@@ -298,7 +307,7 @@ func (b *Broker) opError(op, topic string, err error) error {
 	if b.isClosed() && !errors.Is(err, broker.ErrClosed) {
 		return fmt.Errorf("natsbroker: %s %q: %w: %w", op, topic, broker.ErrClosed, err)
 	}
-	if errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrRejected) || errors.Is(err, broker.ErrClosed) {
+	if errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrRejected) || errors.Is(err, broker.ErrClosed) || errors.Is(err, broker.ErrStorageFull) {
 		return fmt.Errorf("natsbroker: %s %q: %w", op, topic, err)
 	}
 	return wrap(fmt.Sprintf("%s %q", op, topic), err)
@@ -326,33 +335,38 @@ func checkTopic(topic string) error {
 	return nil
 }
 
-// ensureStream returns the name of the stream that captures topic, creating
-// one if none does. The answer is cached per topic.
-func (b *Broker) ensureStream(ctx context.Context, topic string) (string, error) {
+// streamRef is what a Broker knows about the stream serving a topic.
+type streamRef struct {
+	name string
+	cfg  jetstream.StreamConfig // as found or created
+	// hasConsumers is set once the stream was seen with a consumer. It
+	// stays set: msgmesh never deletes a durable consumer.
+	hasConsumers atomic.Bool
+}
+
+// ensureStream returns the stream that captures topic, creating one if
+// none does. The answer is cached per topic.
+func (b *Broker) ensureStream(ctx context.Context, topic string) (*streamRef, error) {
 	b.smu.RLock()
-	name, ok := b.streams[topic]
+	ref, ok := b.streams[topic]
 	b.smu.RUnlock()
 	if ok {
-		return name, nil
+		return ref, nil
 	}
-	name, err := b.lookupOrCreateStream(ctx, topic)
+	ref, err := b.lookupOrCreateStream(ctx, topic)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	b.rememberStream(topic, name)
-	return name, nil
-}
-
-func (b *Broker) rememberStream(topic, name string) {
 	b.smu.Lock()
-	b.streams[topic] = name
+	b.streams[topic] = ref
 	b.smu.Unlock()
+	return ref, nil
 }
 
-// forgetStream drops the cache entry for topic if it still says name.
-func (b *Broker) forgetStream(topic, name string) {
+// forgetStream drops the cache entry for topic if it still names stream.
+func (b *Broker) forgetStream(topic, stream string) {
 	b.smu.Lock()
-	if b.streams[topic] == name {
+	if ref := b.streams[topic]; ref != nil && ref.name == stream {
 		delete(b.streams, topic)
 	}
 	b.smu.Unlock()
@@ -366,46 +380,92 @@ const jsErrStreamSubjectOverlap jetstream.ErrorCode = 10065
 // is safe against concurrent callers (in this and other processes): a
 // creation that loses a race ("name already in use", "subjects overlap")
 // is followed by a new lookup.
-func (b *Broker) lookupOrCreateStream(ctx context.Context, topic string) (string, error) {
+func (b *Broker) lookupOrCreateStream(ctx context.Context, topic string) (*streamRef, error) {
 	for _, hashed := range []bool{false, true} {
 		name, err := b.js.StreamNameBySubject(ctx, topic)
 		if err == nil {
-			return name, nil
+			return b.describeStream(ctx, topic, name)
 		}
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return "", fmt.Errorf("look up stream: %w", withSentinel(err))
+			return nil, fmt.Errorf("look up stream: %w", withSentinel(err))
+		}
+		if e := b.cfg.Embedded; e != nil {
+			// Creating a stream writes to the store: not while it is full.
+			if err := e.store.storeErr(); err != nil {
+				return nil, err
+			}
 		}
 		want := streamName(b.cfg.StreamPrefix, topic, hashed)
-		_, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        want,
-			Description: "msgmesh topic " + topic,
-			Subjects:    []string{topic},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    b.cfg.Replicas,
-			MaxAge:      b.cfg.MaxAge,
-		})
+		cfg := b.streamConfig(want, topic)
+		s, err := b.js.CreateStream(ctx, cfg)
 		if err == nil {
-			b.log.Info("created stream", "stream", want, "topic", topic)
-			return want, nil
+			b.log.Info("created stream", "stream", want, "topic", topic, "settings", describeLimits(cfg))
+			return &streamRef{name: want, cfg: s.CachedInfo().Config}, nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) &&
 			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrStreamSubjectOverlap) {
-			return "", fmt.Errorf("create stream %s: %w", want, withSentinel(err))
+			err = withSentinel(err)
+			if errors.Is(err, broker.ErrStorageFull) {
+				return nil, fmt.Errorf("create stream %s (%s): %s: %w", want, describeLimits(cfg), b.serverFullReason(), err)
+			}
+			return nil, fmt.Errorf("create stream %s: %w", want, err)
 		}
 		// Lost a race, or the name is taken by a stream that does not
 		// capture topic: the next lookup tells which.
 	}
 	name, err := b.js.StreamNameBySubject(ctx, topic)
 	if err == nil {
-		return name, nil
+		return b.describeStream(ctx, topic, name)
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return "", fmt.Errorf("look up stream: %w", withSentinel(err))
+		return nil, fmt.Errorf("look up stream: %w", withSentinel(err))
 	}
-	return "", fmt.Errorf("%w: no stream captures the topic, and the names %s and %s belong to streams that do not",
+	return nil, fmt.Errorf("%w: no stream captures the topic, and the names %s and %s belong to streams that do not",
 		broker.ErrRejected, streamName(b.cfg.StreamPrefix, topic, false), streamName(b.cfg.StreamPrefix, topic, true))
+}
+
+// describeStream reads the configuration of the existing stream name,
+// which captures topic. A stream msgmesh created for the topic whose
+// settings differ from the configured ones is kept as it is, with a
+// warning: existing streams are never changed.
+func (b *Broker) describeStream(ctx context.Context, topic, name string) (*streamRef, error) {
+	s, err := b.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", name, withSentinel(err))
+	}
+	info := s.CachedInfo()
+	ref := &streamRef{name: name, cfg: info.Config}
+	ref.hasConsumers.Store(info.State.Consumers > 0)
+	if info.Config.Description == streamDescription(topic) {
+		want := b.streamConfig(name, topic)
+		if have, cfgd := describeLimits(info.Config), describeLimits(want); have != cfgd {
+			b.log.Warn("stream was created with other settings than the configured ones; msgmesh does not change existing streams (edit it with the nats CLI to apply them)",
+				"stream", name, "topic", topic, "has", have, "configured", cfgd)
+		}
+	}
+	return ref, nil
+}
+
+func streamDescription(topic string) string { return "msgmesh topic " + topic }
+
+// checkInterest refuses a publish to an interest stream that has no
+// consumer yet: JetStream would acknowledge the message and keep it for
+// nobody, which would be an acked publish lost.
+func (b *Broker) checkInterest(ctx context.Context, ref *streamRef, topic string) error {
+	if ref.cfg.Retention != jetstream.InterestPolicy || ref.hasConsumers.Load() {
+		return nil
+	}
+	s, err := b.js.Stream(ctx, ref.name)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", ref.name, withSentinel(err))
+	}
+	if s.CachedInfo().State.Consumers > 0 {
+		ref.hasConsumers.Store(true)
+		return nil
+	}
+	return fmt.Errorf("%w: stream %s keeps messages only for the consumer groups that exist when they are stored (retention interest), and no group consumes topic %q yet, so the message would be dropped: register a consumer group for the topic first, or give it retention limits",
+		broker.ErrRejected, ref.name, topic)
 }
 
 // withSentinel puts classify's sentinel in front of err.
@@ -438,10 +498,11 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if b.isClosed() {
 		return nil, fmt.Errorf("natsbroker: consume %q: %w", topic, broker.ErrClosed)
 	}
-	stream, err := b.ensureStream(ctx, topic)
+	ref, err := b.ensureStream(ctx, topic)
 	if err != nil {
 		return nil, b.opError("consume", topic, err)
 	}
+	stream := ref.name
 	c := &consumer{
 		b:        b,
 		stream:   stream,

@@ -20,6 +20,7 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/msgmesh/topology"
 )
 
 func TestPublishConsumeAll(t *testing.T) {
@@ -539,8 +540,8 @@ func TestUnavailable(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "URL") {
 			t.Fatalf("New without URL: %v", err)
 		}
-		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://x", StreamPrefix: "a.b", Replicas: -1})
-		if err == nil || !strings.Contains(err.Error(), "StreamPrefix") || !strings.Contains(err.Error(), "Replicas") {
+		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://x", StreamPrefix: "a.b", Streams: &topology.Streams{StreamSettings: topology.StreamSettings{Replicas: -1}}})
+		if err == nil || !strings.Contains(err.Error(), "StreamPrefix") || !strings.Contains(err.Error(), "replicas") {
 			t.Fatalf("New with bad config: %v", err)
 		}
 	})

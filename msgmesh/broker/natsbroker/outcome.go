@@ -39,16 +39,6 @@ func publishNotStored(err error) bool {
 	return false
 }
 
-// publishError formats the error of a JetStream publish request: a
-// refusal the adapter knows left nothing stored is classified as usual
-// (opError), anything else wraps broker.ErrOutcomeUnknown.
-func (b *Broker) publishError(topic string, err error) error {
-	if publishNotStored(err) {
-		return b.opError("publish", topic, err)
-	}
-	return fmt.Errorf("natsbroker: publish %q: %w: %w", topic, broker.ErrOutcomeUnknown, err)
-}
-
 // waitConnected returns once the connection to the server is up. A
 // publish must not be handed to nats.go while it reconnects: nats.go
 // would buffer it and send it after reconnecting, even after the publish

@@ -274,8 +274,14 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		return res, b.opError("publish", topic, err)
 	}
 	if sr.Status != primitive.SendOK {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: the broker answered status %d (flush or replication timeout): the message is stored, but maybe not durably",
-			topic, broker.ErrOutcomeUnknown, sr.Status)
+		// FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT, SLAVE_NOT_AVAILABLE: the
+		// master stored the message but could not make it as durable as
+		// it is configured to (SYNC_FLUSH, SYNC_MASTER) in time. It will
+		// most likely be delivered; a crash of the master may lose it, and
+		// a retry may store it twice. That is an unknown outcome, not a
+		// success and not "not stored".
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: the broker stored the message in queue %s but answered %s: it is not known to be durable, and a retry may store it twice",
+			topic, broker.ErrOutcomeUnknown, queueOf(sr), sendStatusName(sr.Status))
 	}
 	if sr.MessageQueue != nil {
 		res.Stream = sr.MessageQueue.Topic
@@ -284,6 +290,29 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	res.Offset = sr.QueueOffset
 	res.MessageID = sr.MsgID
 	return res, nil
+}
+
+// sendStatusName is the broker's name for a send status.
+func sendStatusName(s primitive.SendStatus) string {
+	switch s {
+	case primitive.SendOK:
+		return "SEND_OK"
+	case primitive.SendFlushDiskTimeout:
+		return "FLUSH_DISK_TIMEOUT"
+	case primitive.SendFlushSlaveTimeout:
+		return "FLUSH_SLAVE_TIMEOUT"
+	case primitive.SendSlaveNotAvailable:
+		return "SLAVE_NOT_AVAILABLE"
+	}
+	return fmt.Sprintf("status %d", s)
+}
+
+// queueOf says where a send result put the message: "topic/queue@offset".
+func queueOf(sr *primitive.SendResult) string {
+	if sr.MessageQueue == nil {
+		return "?"
+	}
+	return fmt.Sprintf("%s/%d@%d", sr.MessageQueue.Topic, sr.MessageQueue.QueueId, sr.QueueOffset)
 }
 
 // opError formats an error of op on topic; after Close every error is

@@ -559,3 +559,32 @@ func TestConsumeRejected(t *testing.T) {
 		}
 	}
 }
+
+// A send the broker stored but answered FLUSH_DISK_TIMEOUT,
+// SLAVE_NOT_AVAILABLE or FLUSH_SLAVE_TIMEOUT is neither a success nor "not
+// stored": the publish reports an unknown outcome, and the message is
+// delivered all the same.
+func TestPublishNotDurableIsOutcomeUnknown(t *testing.T) {
+	for _, c := range []struct {
+		action rmqtest.Action
+		name   string
+	}{{rmqtest.FlushDiskTimeout, "FLUSH_DISK_TIMEOUT"}, {rmqtest.SlaveNotAvailable, "SLAVE_NOT_AVAILABLE"}, {rmqtest.FlushSlaveTimeout, "FLUSH_SLAVE_TIMEOUT"}} {
+		t.Run(c.name, func(t *testing.T) {
+			ev := newEnv(t, rocketmqbroker.Config{})
+			publishN(t, ev.b, "durable", 0, 1) // route known, topic created
+			ev.tb.Intercept(func(code int16, _ map[string]string) rmqtest.Action {
+				if code == rmqtest.CodeSendMessage || code == rmqtest.CodeSendMessageV2 {
+					return c.action
+				}
+				return rmqtest.Pass
+			})
+			_, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "durable", Body: body(1)})
+			ev.tb.Intercept(nil)
+			if !errors.Is(err, broker.ErrOutcomeUnknown) || errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), c.name) {
+				t.Fatalf("Publish answered %s: %v; want ErrOutcomeUnknown (only) naming the status", c.name, err)
+			}
+			cons := ev.consume(t, broker.ConsumerSpec{Topic: "durable", Group: "g"})
+			collect(t, cons, bodies(0, 2))
+		})
+	}
+}
