@@ -3,6 +3,8 @@ package registry
 import (
 	"errors"
 	"fmt"
+
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is.
@@ -18,6 +20,11 @@ var (
 	ErrLocked = errors.New("registry: store file is locked")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("registry: store closed")
+	// ErrCorrupt: Open found the store file damaged (cut short, emptied,
+	// overwritten) and did not open it. The error is a
+	// *boltfile.CorruptError whose message names the file and how to
+	// recover (docs/operations.md).
+	ErrCorrupt = boltfile.ErrCorrupt
 )
 
 // ValidationError reports a registration, binding or request body that
