@@ -222,7 +222,7 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
 		rt.closer = append(rt.closer, nc.Close)
-		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: rt.log})
+		b, err := natsbroker.New(ctx, natsbroker.Config{Conn: nc, Logger: rt.log, ServerCheck: emb})
 		if err != nil {
 			return err
 		}

@@ -26,7 +26,8 @@ type EmbeddedConfig struct {
 	// in-process connections (Connect) only.
 	Listen string
 	// Logger receives the server's log: warnings and errors at their
-	// level, everything else (notices, debug) at debug level.
+	// level, everything else (notices, debug) at debug level, and damage
+	// the server reports about its store as errors (see Embedded.Check).
 	// Zero: the server does not log.
 	Logger *slog.Logger
 }
@@ -35,6 +36,7 @@ type EmbeddedConfig struct {
 // msgmesh uses when no broker is configured, and what tests use.
 type Embedded struct {
 	srv      *server.Server
+	health   *storeHealth // embedded_health.go
 	shutdown sync.Once
 }
 
@@ -72,9 +74,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: %w", err)
 	}
-	if cfg.Logger != nil {
-		srv.SetLogger(slogServerLogger{cfg.Logger.With("component", "nats-server")}, true, false)
-	}
+	health := newStoreHealth(cfg.StoreDir, cfg.Logger)
+	srv.SetLogger(health.serverLogger(cfg.Logger), cfg.Logger != nil, false)
 	srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
@@ -87,7 +88,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("natsbroker: embedded: JetStream did not start (store %s)", cfg.StoreDir)
 	}
-	return &Embedded{srv: srv}, nil
+	health.checkStreams(srv)
+	return &Embedded{srv: srv, health: health}, nil
 }
 
 // Connect opens an in-process connection to the server (no TCP). The

@@ -81,6 +81,10 @@ type Config struct {
 	// Logger receives connection events, stream creation and hand-backs.
 	// Zero: slog.Default().
 	Logger *slog.Logger
+	// ServerCheck, when set, is asked by Check after the connection's own
+	// check: the Embedded server behind Conn reports its store damage and
+	// a JetStream it turned off through it. Zero: none.
+	ServerCheck broker.Checker
 }
 
 func (c Config) validate() error {
