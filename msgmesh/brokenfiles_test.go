@@ -2,9 +2,11 @@ package msgmesh_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,21 +50,15 @@ func TestNewRefusesDamagedRegistrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	for _, d := range bolttest.Damages {
-		t.Run(d.Name, func(t *testing.T) {
-			dataDir := t.TempDir()
-			path := storeRegistrations(t, dataDir, 50)
-			d.Apply(t, path)
-			sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Broker: b, Logger: testLogger()})
-			if err == nil {
-				_ = sc.Shutdown(context.Background())
-				t.Fatal("New accepted a damaged registrations.db")
-			}
-			if !errors.Is(err, registry.ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "move it aside") {
-				t.Fatalf("New: %v; want ErrCorrupt naming %s and how to recover", err, path)
-			}
-		})
-	}
+	bolttest.Refuses(t, "registrations.db", func(t *testing.T, path string) {
+		storeRegistrations(t, filepath.Dir(path), 50)
+	}, func(path string) error {
+		sc, err := msgmesh.New(msgmesh.Config{DataDir: filepath.Dir(path), Broker: b, Logger: testLogger()})
+		if err == nil {
+			_ = sc.Shutdown(context.Background())
+		}
+		return err
+	}, registry.ErrCorrupt, "no registrations")
 }
 
 // The real binary on a damaged registrations.db exits with status 1 and a
@@ -113,4 +109,80 @@ func wantRefused(t *testing.T, ws syscall.WaitStatus, stderr, path string) {
 			t.Fatalf("stderr does not mention %q:\n%s", want, stderr)
 		}
 	}
+}
+
+// The real binary whose embedded broker finds a message block of its store
+// damaged at start: the damage is an ERROR in the log and GET /readyz is
+// 503 naming the embedded cluster, while the sidecar serves on (liveness
+// 200). A restart, after nats-server repaired the store, is ready again.
+func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	meshAddr, httpAddr := freePort(t), freePort(t)
+	args := []string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr}
+	run := func() *sidecarProc {
+		p := startProc(t, bin, args...)
+		waitHealthy(t, p, httpAddr)
+		return p
+	}
+	stop := func(p *sidecarProc) {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.done:
+		case <-time.After(scaled(30 * time.Second)):
+			t.Fatal("the sidecar did not stop on SIGTERM")
+		}
+	}
+
+	p := run()
+	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	for i := 0; i < 100; i++ {
+		if status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "text/plain", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+	}
+	waitReady(t, httpAddr, http.StatusOK, "ready before the damage")
+
+	stop(p)
+
+	blocks, _ := filepath.Glob(filepath.Join(dataDir, "nats", "jetstream", "*", "streams", "*", "msgs", "1.blk"))
+	if len(blocks) != 1 {
+		t.Fatalf("message blocks %v, want one", blocks)
+	}
+	b, err := os.ReadFile(blocks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+40; i++ {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(blocks[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	p = run()
+	r := waitReady(t, httpAddr, http.StatusServiceUnavailable, "not ready after the damage")
+	if !strings.Contains(strings.Join(r.NotReady, "\n"), "cluster embedded: natsbroker: embedded JetStream store damaged") {
+		t.Fatalf("/readyz: %v; want the embedded cluster's store damage", r.NotReady)
+	}
+	if status := getJSON(t, "http://"+httpAddr+"/healthz", nil); status != http.StatusOK {
+		t.Fatalf("/healthz: %d, want 200", status)
+	}
+	stop(p) // its stderr is complete once it exited
+	if out := p.stderr.String(); !regexp.MustCompile(`level=ERROR msg="embedded NATS JetStream store is damaged`).MatchString(out) {
+		t.Fatalf("no ERROR about the damaged store in the log:\n%s", out)
+	}
+
+	run()
+	waitReady(t, httpAddr, http.StatusOK, "ready after a restart on the repaired store")
 }

@@ -112,6 +112,8 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		u.stop(ctx)
 		delete(s.upstreams, k)
 	}
+	clear(s.failed)
+	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
 
 	st := &HandoffState{}
@@ -139,6 +141,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		return nil, fmt.Errorf("msgmesh: handoff: connections did not stop: %w", err)
 	}
 	s.bg.Wait()
+	s.stopHealth()
 	s.sessMu.Lock()
 	st.Conns = s.frozen
 	s.frozen = nil

@@ -15,7 +15,10 @@
 //   - routes (route.go): the dispatch point of one (group, topic): the
 //     connections that declared it and the pending pull requests;
 //   - sessions (session.go): one app connection: its read loop, publish
-//     lanes, deliveries in flight and their timeouts.
+//     lanes, deliveries in flight and their timeouts;
+//   - readiness (readiness.go): each broker cluster checked in the
+//     background, and the upstream consumers' states, for GET /readyz,
+//     GET /v1/upstreams and the readiness metrics, read without locks.
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
@@ -117,9 +120,17 @@ type Config struct {
 	// cluster (package flowctl); Flow.Apply changes them while running.
 	// Zero: no limits beyond MaxMessageSize and MaxInflight.
 	Flow *flowctl.Controller
-	// Health, when set, is asked by GET /healthz besides the sidecar's own
-	// state (the RPC proxy's ingress health, say); an error makes it 503.
+	// Health, when set, is asked by GET /healthz and GET /readyz besides
+	// the sidecar's own state (the RPC proxy's ingress health, say); an
+	// error makes them 503.
 	Health func() error
+	// ProbeInterval is how often each broker cluster is checked, in the
+	// background, for GET /readyz, GET /v1/upstreams and the readiness
+	// metrics (adapters implementing broker.Checker). Zero: 2s.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one check; a cluster that does not answer in
+	// time is not ready. Zero: 2s.
+	ProbeTimeout time.Duration
 	// Inherit is the state a predecessor handed over in a hot upgrade
 	// (Sidecar.Handoff): Start adopts its listeners and app connections
 	// instead of listening. The sidecar owns its files from New on.
@@ -170,6 +181,8 @@ func (c *Config) setDefaults() error {
 	defDur(&c.PublishTimeout, 10*time.Second)
 	defDur(&c.IdleTimeout, 60*time.Second)
 	defDur(&c.PullLinger, 5*time.Millisecond)
+	defDur(&c.ProbeInterval, defaultProbeInterval)
+	defDur(&c.ProbeTimeout, defaultProbeTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -178,7 +191,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("msgmesh: config: negative limit")
 	case c.MaxFrameSize < c.MaxMessageSize+mesh.HeaderSize:
 		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d", c.MaxFrameSize, c.MaxMessageSize)
-	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0:
+	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.ProbeInterval < 0, c.ProbeTimeout < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
 	}
 	return nil
@@ -198,7 +211,7 @@ type Sidecar struct {
 	httpSrv *http.Server
 	meshLn  net.Listener
 	httpLn  net.Listener
-	bg      core.Routines // the two serve loops and the reconcile retry loop
+	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
 
 	draining atomic.Bool
 
@@ -211,6 +224,12 @@ type Sidecar struct {
 	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
 	stats       stats
 	retry       chan struct{} // wakes the retry loop
+
+	// Readiness (readiness.go): the clusters' last checks, and the
+	// upstream consumers as reconcile last published them.
+	clusters     map[string]*cluster // read-only after New
+	upstreamView atomic.Pointer[[]upstreamEntry]
+	clearHealth  func() // takes the readiness off the metrics
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks
 
@@ -264,6 +283,7 @@ func New(cfg Config) (*Sidecar, error) {
 		routes:    make(map[routeKey]*route),
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
+		clusters:  newClusters(cfg.Brokers),
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}})
 	if len(cfg.Filters) > 0 {
@@ -303,6 +323,7 @@ func (s *Sidecar) Start(ctx context.Context) error {
 		}
 	})
 	s.bg.Go(s.retryLoop)
+	s.startProbes()
 	if inh := s.cfg.Inherit; inh != nil {
 		for _, cs := range inh.Conns {
 			if !s.meshSrv.Go(func(ctx context.Context) { s.adopt(ctx, cs) }) {
@@ -378,6 +399,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 		u.stop(ctx)
 		delete(s.upstreams, k)
 	}
+	clear(s.failed)
+	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
 
 	// Wait for apps to settle what they hold, then close what is left.
@@ -390,6 +413,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	err := s.meshSrv.Shutdown(ctx)
 	s.sessWG.Wait()
 	s.bg.Wait()
+	s.stopHealth()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

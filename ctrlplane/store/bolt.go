@@ -58,7 +58,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
 	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane",
-		StartEmpty: "with no apps, instances, weights, credentials or topology (create them again; sidecars keep their last config until then)"})
+		StartEmpty: "with no apps, instances, weights, credentials or topology (create them again, and give the sidecars their apps' new credentials)"})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}

@@ -5,8 +5,11 @@
 package bolttest
 
 import (
+	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/msgmesh/msgmesh/internal/boltfile"
@@ -92,5 +95,32 @@ func overwrite(t testing.TB, path string, fn func([]byte)) {
 	fn(b)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatalf("bolttest: %v", err)
+	}
+}
+
+// Refuses runs one subtest per damage: fill writes some data into a new
+// file at path (in a directory of its own) and closes it, the damage is
+// applied, and open must then fail with an error that errors.Is sentinel
+// and mentions the file's path, "move it aside" and each of mentions. A
+// store passing it neither crashes on a damaged file nor opens it empty.
+func Refuses(t *testing.T, file string, fill func(t *testing.T, path string), open func(path string) error, sentinel error, mentions ...string) {
+	for _, d := range Damages {
+		t.Run(d.Name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), file)
+			fill(t, path)
+			d.Apply(t, path)
+			err := open(path)
+			if err == nil {
+				t.Fatal("the damaged file was opened")
+			}
+			if !errors.Is(err, sentinel) {
+				t.Fatalf("open: %v, want %v", err, sentinel)
+			}
+			for _, want := range append([]string{path, "move it aside"}, mentions...) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("message %q does not mention %q", err, want)
+				}
+			}
+		})
 	}
 }
