@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
@@ -35,6 +36,9 @@ type upstream struct {
 
 	// mu guards the pause state. Lock order: after Sidecar.reconcileMu,
 	// before route.mu.
+	// lastErr is the last error of Next (readiness.go); written by run.
+	lastErr atomic.Pointer[timedErr]
+
 	mu      sync.Mutex
 	cond    sync.Cond          // signalled when busy turns false
 	paused  bool               // no new delivery may start
@@ -93,6 +97,8 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 			delete(s.failed, k)
 		}
 	}
+	s.publishUpstreamsLocked(want) // before the broker calls below, which may take long
+	defer s.publishUpstreamsLocked(want)
 	for k := range want {
 		if _, ok := s.upstreams[k]; ok {
 			continue
@@ -242,6 +248,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			case pctx.Err() != nil, errors.Is(err, broker.ErrPaused):
 				continue
 			}
+			u.noteNext(err)
 			log.Warn("upstream consumer error; retrying", "err", err, "backoff", backoff)
 			select {
 			case <-ctx.Done():
@@ -252,6 +259,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		u.noteNext(nil)
 		d = flowctl.Hold(d, permit) // any ack or nack frees the group's slot
 		if !u.startHandover() {
 			handBack(d) // fetched just as a pause began

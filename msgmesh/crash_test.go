@@ -3,7 +3,6 @@ package msgmesh_test
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker/brokertest"
 )
 
 // buildSidecar compiles cmd/msgmesh once per test binary run.
@@ -36,12 +37,7 @@ var buildSidecar = sync.OnceValues(func() (string, error) {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return brokertest.FreeAddr(t)
 }
 
 // sidecarProc is msgmesh running as a child process.

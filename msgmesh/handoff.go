@@ -118,6 +118,8 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		u.stop(ctx)
 		delete(s.upstreams, k)
 	}
+	clear(s.failed)
+	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
 
 	st := &HandoffState{}
@@ -147,6 +149,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	s.bg.Wait()
 	s.deadLetters.Stop()
 	s.deadLetters.Wait()
+	s.stopHealth()
 	s.sessMu.Lock()
 	st.Conns = s.frozen
 	s.frozen = nil

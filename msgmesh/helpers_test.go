@@ -18,6 +18,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
@@ -94,6 +95,12 @@ func newEnvOn(t testing.TB, c topology.Cluster, tweak ...func(*msgmesh.Config)) 
 		t.Fatalf("open %s cluster: %v", c.Kind, err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
+	return newEnvWith(t, b, tweak...)
+}
+
+// newEnvWith starts a sidecar on b; it stops in t.Cleanup.
+func newEnvWith(t testing.TB, b broker.Broker, tweak ...func(*msgmesh.Config)) *env {
+	t.Helper()
 	cfg := msgmesh.Config{
 		DataDir:    t.TempDir(),
 		Listen:     "127.0.0.1:0",

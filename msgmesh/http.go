@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -21,11 +20,12 @@ import (
 //	GET    /v1/registrations         list registrations
 //	GET    /v1/registrations/{app}   one registration
 //	DELETE /v1/registrations/{app}   remove it (its upstream consumers stop)
-//	GET    /v1/upstreams             running upstream consumers
+//	GET    /v1/upstreams             upstream consumers, their state and their cluster's
 //	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
 //	GET    /metrics                  Prometheus metrics, when telemetry is on
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
-//	GET    /healthz                  200 while serving; 503 while stopping or when Config.Health fails
+//	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
+//	GET    /readyz                   readiness: 200 when every cluster and upstream consumer is ready, else 503 naming what is not (readiness.go)
 func (sc *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/registrations", sc.handleRegister)
@@ -51,6 +51,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	mux.HandleFunc("GET /readyz", sc.handleReady)
 	return mux
 }
 
@@ -206,39 +207,10 @@ func (sc *Sidecar) handleDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// upstreamInfo describes one upstream consumer in GET /v1/upstreams.
-type upstreamInfo struct {
-	Cluster string `json:"cluster"`
-	Group   string `json:"group"`
-	Topic   string `json:"topic"`
-	Running bool   `json:"running"`
-	Error   string `json:"error,omitempty"` // why it is not running yet
-	// The group's effective dead-letter policy on the topic.
-	MaxAttempts     int    `json:"max_attempts"`
-	DeadLetterTopic string `json:"dead_letter_topic"`
-}
-
+// handleUpstreams lists the upstream consumers without waiting for a
+// reconcile in progress (which may be waiting for a broker).
 func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
-	sc.reconcileMu.Lock()
-	out := make([]upstreamInfo, 0, len(sc.upstreams)+len(sc.failed))
-	for k := range sc.upstreams {
-		out = append(out, upstreamInfo{Cluster: k.cluster, Group: k.group, Topic: k.topic, Running: true})
-	}
-	for k, err := range sc.failed {
-		out = append(out, upstreamInfo{Cluster: k.cluster, Group: k.group, Topic: k.topic, Error: err.Error()})
-	}
-	sc.reconcileMu.Unlock()
-	for i := range out {
-		p := sc.policyOf(routeKey{group: out[i].Group, topic: out[i].Topic})
-		out[i].MaxAttempts, out[i].DeadLetterTopic = p.maxAttempts, p.topic
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Group != out[j].Group {
-			return out[i].Group < out[j].Group
-		}
-		return out[i].Topic < out[j].Topic
-	})
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, sc.upstreamInfos(sc.clusterInfos()))
 }
 
 // Headers of POST /v1/publish/{topic}: the key comes from Msgmesh-Key (or

@@ -23,10 +23,13 @@
 //     its last allowed one, with a copy on its dead-letter topic and an
 //     ack of the original; registration checks across apps and clusters
 //     (register.go) keep one policy per group and topic names a cluster
-//     can hold.
+//     can hold;
 //   - identity (identity.go): the one registered app a connection (or an
 //     HTTP publish, or a sibling) acts as, its secret, and what its
-//     registration lets it publish and consume (docs/protocol.md §9).
+//     registration lets it publish and consume (docs/protocol.md §9);
+//   - readiness (readiness.go): each broker cluster checked in the
+//     background, and the upstream consumers' states, for GET /readyz,
+//     GET /v1/upstreams and the readiness metrics, read without locks.
 //
 // Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
 // route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
@@ -177,9 +180,17 @@ type Config struct {
 	// cluster (package flowctl); Flow.Apply changes them while running.
 	// Zero: no limits beyond MaxMessageSize and MaxInflight.
 	Flow *flowctl.Controller
-	// Health, when set, is asked by GET /healthz besides the sidecar's own
-	// state (the RPC proxy's ingress health, say); an error makes it 503.
+	// Health, when set, is asked by GET /healthz and GET /readyz besides
+	// the sidecar's own state (the RPC proxy's ingress health, say); an
+	// error makes them 503.
 	Health func() error
+	// ProbeInterval is how often each broker cluster is checked, in the
+	// background, for GET /readyz, GET /v1/upstreams and the readiness
+	// metrics (adapters implementing broker.Checker). Zero: 2s.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one check; a cluster that does not answer in
+	// time is not ready. Zero: 2s.
+	ProbeTimeout time.Duration
 	// Inherit is the state a predecessor handed over in a hot upgrade
 	// (Sidecar.Handoff): Start adopts its listeners and app connections
 	// instead of listening. The sidecar owns its files from New on.
@@ -237,6 +248,8 @@ func (c *Config) setDefaults() error {
 	defDur(&c.HelloTimeout, DefaultHelloTimeout)
 	def(&c.MaxAttempts, DefaultMaxAttempts)
 	defDur(&c.MaxNackDelay, DefaultMaxNackDelay)
+	defDur(&c.ProbeInterval, defaultProbeInterval)
+	defDur(&c.ProbeTimeout, defaultProbeTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -252,7 +265,7 @@ func (c *Config) setDefaults() error {
 	case c.MaxFrameSize < c.MaxMessageSize+c.MaxHeaderBytes+frameSlack:
 		return fmt.Errorf("msgmesh: config: MaxFrameSize %d leaves no room for MaxMessageSize %d and MaxHeaderBytes %d (it needs at least %d)",
 			c.MaxFrameSize, c.MaxMessageSize, c.MaxHeaderBytes, c.MaxMessageSize+c.MaxHeaderBytes+frameSlack)
-	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0:
+	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0, c.ProbeInterval < 0, c.ProbeTimeout < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
 	case c.MaxAttempts < 1 || c.MaxAttempts > registry.MaxAttemptsLimit:
 		return fmt.Errorf("msgmesh: config: MaxAttempts %d is out of range 1 to %d", c.MaxAttempts, registry.MaxAttemptsLimit)
@@ -274,7 +287,7 @@ type Sidecar struct {
 	httpSrv *http.Server
 	meshLn  net.Listener
 	httpLn  net.Listener
-	bg      core.Routines // the two serve loops and the reconcile retry loop
+	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
 	// deadLetters are the dead-letter publishes in progress (deadletter.go);
 	// Shutdown and Handoff wait for them.
 	deadLetters core.Routines
@@ -295,6 +308,12 @@ type Sidecar struct {
 	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
 	stats       stats
 	retry       chan struct{} // wakes the retry loop
+
+	// Readiness (readiness.go): the clusters' last checks, and the
+	// upstream consumers as reconcile last published them.
+	clusters     map[string]*cluster // read-only after New
+	upstreamView atomic.Pointer[[]upstreamEntry]
+	clearHealth  func() // takes the readiness off the metrics
 
 	snap atomic.Pointer[snapshot] // registrations, for per-request checks
 
@@ -359,6 +378,7 @@ func New(cfg Config) (*Sidecar, error) {
 		routes:    make(map[routeKey]*route),
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
+		clusters:  newClusters(cfg.Brokers),
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {
@@ -399,6 +419,7 @@ func (s *Sidecar) Start(ctx context.Context) error {
 		}
 	})
 	s.bg.Go(s.retryLoop)
+	s.startProbes()
 	if inh := s.cfg.Inherit; inh != nil {
 		for _, cs := range inh.Conns {
 			if !s.meshSrv.Go(func(ctx context.Context) { s.adopt(ctx, cs) }) {
@@ -474,6 +495,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 		u.stop(ctx)
 		delete(s.upstreams, k)
 	}
+	clear(s.failed)
+	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
 
 	// Wait for apps to settle what they hold, then close what is left.
@@ -488,6 +511,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.bg.Wait()
 	s.deadLetters.Stop() // each ends within PublishTimeout
 	s.deadLetters.Wait()
+	s.stopHealth()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

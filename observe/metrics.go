@@ -65,6 +65,9 @@ var LatencyBuckets = []float64{
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
 //	msgmesh_apps_connected                         app connections open now
+//	msgmesh_ready                                  1 when the sidecar is ready, else 0 (SetHealthSource)
+//	msgmesh_broker_up{cluster}                     1 when the cluster passed its last check, else 0
+//	msgmesh_upstream_ready{topic,group}            1 when the upstream consumer runs and is ready, else 0
 type Metrics struct {
 	messagesIn   metric.Int64Counter
 	bytesIn      metric.Int64Counter
@@ -80,6 +83,7 @@ type Metrics struct {
 	forwarded    metric.Int64Counter
 	brokerErrors metric.Int64Counter
 	connected    metric.Int64Gauge
+	health       health // health.go
 
 	byTopic   *family // topic
 	byGroup   *family // topic, group
@@ -148,6 +152,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.connected, err = m.Int64Gauge("msgmesh.apps.connected", metric.WithUnit("{connection}"),
 		metric.WithDescription("App connections open now."))
 	errs = append(errs, err)
+	errs = append(errs, x.newHealth(m))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("observe: creating instruments: %w", err)
 	}

@@ -28,6 +28,7 @@ type labels [3]string
 type seriesOpts struct {
 	add []metric.AddOption
 	rec []metric.RecordOption
+	obs []metric.ObserveOption
 }
 
 // family is the set of label sets one group of instruments records with,
@@ -113,7 +114,7 @@ func (f *family) admit(vs labels) *seriesOpts {
 		kvs[i] = k.String(vs[i])
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(kvs...))
-	o := &seriesOpts{add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}}
+	o := &seriesOpts{add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}, obs: []metric.ObserveOption{opt}}
 	f.sets[vs] = o
 	return o
 }

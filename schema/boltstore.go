@@ -47,7 +47,8 @@ var _ Store = (*BoltStore)(nil)
 // open: if another process or BoltStore holds it, OpenBoltStore gives up
 // after 2 s with an error wrapping ErrLocked.
 func OpenBoltStore(path string) (*BoltStore, error) {
-	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketSchemas, bucketSubjects, bucketConfig}, Locked: ErrLocked, Holder: "another control plane"})
+	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketSchemas, bucketSubjects, bucketConfig}, Locked: ErrLocked, Holder: "another control plane",
+		StartEmpty: "with no schemas (register them again; their ids will differ)"})
 	if err != nil {
 		return nil, fmt.Errorf("schema: open %q: %w", path, err)
 	}

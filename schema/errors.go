@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; the HTTP handler
@@ -55,6 +57,10 @@ var (
 	ErrLocked = errors.New("schema: store file is locked")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("schema: store closed")
+	// ErrCorrupt: OpenBoltStore found the file damaged (cut short,
+	// emptied, overwritten) and did not open it; the message names the
+	// file and how to recover (docs/operations.md).
+	ErrCorrupt = boltfile.ErrCorrupt
 )
 
 // ValidationError reports a message body that does not match its schema.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
+	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/internal/boltfile/bolttest"
+	"github.com/msgmesh/msgmesh/schema"
 )
 
 const token = "binary-test-operator-token-0123"
@@ -182,5 +187,83 @@ func TestBinary(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	if err := p.wait(t); err != nil {
 		t.Fatalf("exit after SIGINT: %v", err)
+	}
+}
+
+// TestBinaryRefusesDamagedFiles runs the real binary on a data directory
+// whose ctrlplane.db or schemas.db is damaged in each way bolttest knows:
+// it exits with status 1 and a message naming the file and how to
+// recover, instead of dying of SIGBUS, panicking, or starting with no
+// apps, credentials or schemas.
+func TestBinaryRefusesDamagedFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	files := []struct {
+		name string
+		fill func(t *testing.T, dir string) string // writes some state, returns the file
+	}{
+		{store.BoltFile, func(t *testing.T, dir string) string {
+			st, err := store.Open(context.Background(), "", dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 50; i++ {
+				if _, err := st.Put(context.Background(), fmt.Sprintf("apps/app%d", i), bytes.Repeat([]byte("x"), 100), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, store.BoltFile)
+		}},
+		{ctrlplane.SchemaFile, func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, ctrlplane.SchemaFile)
+			s, err := schema.OpenBoltStore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 50; i++ {
+				v := schema.SchemaVersion{Subject: fmt.Sprintf("t%d-value", i), Version: 1, ID: i, Schema: `"string"`}
+				if err := s.AddVersion(context.Background(), v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}},
+	}
+	for _, f := range files {
+		for _, d := range bolttest.Damages {
+			t.Run(f.name+"/"+d.Name, func(t *testing.T) {
+				dir := t.TempDir()
+				path := f.fill(t, dir)
+				d.Apply(t, path)
+				p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, "--data-dir", dir, "--listen", freeAddr(t))
+				err := p.wait(t)
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Fatalf("exit: %v, want status 1\n%s", err, p.stderr.String())
+				}
+				ws := ee.Sys().(syscall.WaitStatus)
+				out := p.stderr.String()
+				if ws.Signaled() || ws.ExitStatus() != 1 {
+					t.Fatalf("exit: %v, want status 1\n%s", err, out)
+				}
+				for _, bad := range []string{"SIGBUS", "SIGSEGV", "panic", "goroutine "} {
+					if strings.Contains(out, bad) {
+						t.Fatalf("stderr shows %q:\n%s", bad, out)
+					}
+				}
+				for _, want := range []string{path, "damaged", "backup", "move it aside"} {
+					if !strings.Contains(out, want) {
+						t.Fatalf("stderr does not mention %q:\n%s", want, out)
+					}
+				}
+			})
+		}
 	}
 }

@@ -57,7 +57,8 @@ func OpenBolt(path string) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane"})
+	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane",
+		StartEmpty: "with no apps, instances, weights, credentials or topology (create them again, and give the sidecars their apps' new credentials)"})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 )
 
 // Entry is one key with its value and the revision of its last write.
@@ -67,6 +69,10 @@ var (
 	ErrLocked = errors.New("store: file is locked")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt: the bbolt file is damaged (cut short, emptied,
+	// overwritten) and was not opened; the message names the file and how
+	// to recover (docs/operations.md).
+	ErrCorrupt = boltfile.ErrCorrupt
 	// ErrBadSpec: a --store value this package does not understand.
 	ErrBadSpec = errors.New("store: bad store spec")
 )

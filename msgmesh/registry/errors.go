@@ -3,6 +3,8 @@ package registry
 import (
 	"errors"
 	"fmt"
+
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is.
@@ -22,6 +24,11 @@ var (
 	// is full or over quota. Nothing was changed; the Store stays usable,
 	// and the same write succeeds once space is freed.
 	ErrStorageFull = errors.New("registry: storage full")
+	// ErrCorrupt: Open found the store file damaged (cut short, emptied,
+	// overwritten) and did not open it. The error is a
+	// *boltfile.CorruptError whose message names the file and how to
+	// recover (docs/operations.md).
+	ErrCorrupt = boltfile.ErrCorrupt
 )
 
 // ValidationError reports a registration, binding or request body that

@@ -42,7 +42,8 @@ type Store struct {
 // Store is open: if another process or Store holds it, Open gives up after
 // 2 s with an error wrapping ErrLocked.
 func Open(path string) (*Store, error) {
-	db, err := boltfile.Open(path, boltfile.Spec{Format: formatVersion, Buckets: [][]byte{bucketRegistrations}, Locked: ErrLocked, Holder: "another msgmesh"})
+	db, err := boltfile.Open(path, boltfile.Spec{Format: formatVersion, Buckets: [][]byte{bucketRegistrations}, Locked: ErrLocked, Holder: "another msgmesh",
+		StartEmpty: "with no registrations (every app must register again; the consumer groups keep their positions at the broker)"})
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %q: %w", path, err)
 	}

@@ -31,7 +31,8 @@ type EmbeddedConfig struct {
 	// in-process connections (Connect) only.
 	Listen string
 	// Logger receives the server's log: warnings and errors at their
-	// level, everything else (notices, debug) at debug level.
+	// level, everything else (notices, debug) at debug level, and damage
+	// the server reports about its store as errors (see Embedded.Check).
 	// Zero: the server does not log.
 	Logger *slog.Logger
 	// MaxPayload is the server's max_payload: the largest message, body
@@ -64,6 +65,7 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	opts     *server.Options // to start the server again; the port fixed
 	logger   *slog.Logger    // nil: the server does not log
+	health   *storeHealth    // embedded_health.go
 	shutdown sync.Once
 	store    *storeWatch // see storage.go
 
@@ -115,14 +117,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
-	srv, err := startServer(opts, cfg.Logger)
+	health := newStoreHealth(cfg.StoreDir, cfg.Logger)
+	srv, err := startServer(opts, cfg.Logger, health)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: %w (store %s, listen %q)", err, cfg.StoreDir, cfg.Listen)
 	}
 	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
 		opts.Port = addr.Port // a restarted server listens where this one does
 	}
-	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv}
+	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv, health: health}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -132,15 +135,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 }
 
 // startServer starts a server with opts and waits until it serves
-// connections with JetStream enabled.
-func startServer(opts *server.Options, logger *slog.Logger) (*server.Server, error) {
+// connections with JetStream enabled. Its log goes to logger (nil: none)
+// and through health, which records the damage it reports about its store.
+func startServer(opts *server.Options, logger *slog.Logger, health *storeHealth) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, err
 	}
-	if logger != nil {
-		srv.SetLogger(slogServerLogger{logger.With("component", "nats-server")}, true, false)
-	}
+	srv.SetLogger(health.serverLogger(logger), logger != nil, false)
 	srv.Start()
 	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
@@ -152,6 +154,7 @@ func startServer(opts *server.Options, logger *slog.Logger) (*server.Server, err
 		srv.WaitForShutdown()
 		return nil, errors.New("JetStream did not start")
 	}
+	health.checkStreams(srv)
 	return srv, nil
 }
 

@@ -74,7 +74,8 @@ type Config struct {
 	// Embedded is the embedded server Conn leads to, if it is one: Publish
 	// then answers at once while its store cannot take writes (see
 	// Embedded.StoreErr), and tells a full disk from a slow server when a
-	// publish gets no answer. Zero: a server msgmesh does not run.
+	// publish gets no answer; Check asks it too (store damage, JetStream
+	// off, store full). Zero: a server msgmesh does not run.
 	Embedded *Embedded
 	// MaxAckPending bounds the deliveries a durable consumer (one group on
 	// one topic) has outstanding, unacknowledged, across every sidecar of

@@ -294,7 +294,7 @@ func (e *Embedded) restart() error {
 	old := e.server()
 	old.Shutdown()
 	old.WaitForShutdown()
-	srv, err := startServer(e.opts, e.logger)
+	srv, err := startServer(e.opts, e.logger, e.health)
 	if err != nil {
 		return err
 	}

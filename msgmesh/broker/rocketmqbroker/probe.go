@@ -57,58 +57,78 @@ func resolveNameServers(ctx context.Context, addrs []string) ([]string, error) {
 
 // probe sends GET_BROKER_CLUSTER_INFO to addr and waits for any
 // well-formed remoting answer: it proves that a RocketMQ name server (not
-// just some listener) is there. ctx bounds the whole exchange.
+// just some listener) is there. A broker answers it too (with "request
+// code not supported"), so it also proves a broker is there. ctx bounds
+// the whole exchange.
 func probe(ctx context.Context, addr string) error {
+	_, err := request(ctx, addr, codeGetBrokerClusterInfo)
+	return err
+}
+
+// remotingAnswer is the part of a remoting response header request reads.
+type remotingAnswer struct {
+	Code   int    // 0: success
+	Remark string // why not, when Code is not 0
+	Body   []byte
+}
+
+// request sends one remoting request with a JSON header and no body to
+// addr and reads its answer. ctx bounds the whole exchange.
+func request(ctx context.Context, addr string, code int) (remotingAnswer, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return remotingAnswer{}, err
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(dl); err != nil {
-			return err
+			return remotingAnswer{}, err
 		}
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 
 	header, err := json.Marshal(map[string]any{
-		"code": codeGetBrokerClusterInfo, "language": "GO", "version": 317,
+		"code": code, "language": "GO", "version": 317,
 		"opaque": 1, "flag": 0, "extFields": map[string]string{},
 	})
 	if err != nil {
-		return err
+		return remotingAnswer{}, err
 	}
 	frame := binary.BigEndian.AppendUint32(nil, uint32(4+len(header)))
 	frame = binary.BigEndian.AppendUint32(frame, uint32(len(header))) // JSON header
 	frame = append(frame, header...)
 	if _, err := conn.Write(frame); err != nil {
-		return ctxErr(ctx, err)
+		return remotingAnswer{}, ctxErr(ctx, err)
 	}
 	var pre [8]byte
 	if _, err := io.ReadFull(conn, pre[:]); err != nil {
-		return ctxErr(ctx, err)
+		return remotingAnswer{}, ctxErr(ctx, err)
 	}
 	total := binary.BigEndian.Uint32(pre[:4])
 	hlen := binary.BigEndian.Uint32(pre[4:]) & 0xFFFFFF
 	if total < 4 || total > maxProbeFrame || hlen > total-4 {
-		return errors.New("the answer is not a RocketMQ remoting frame")
+		return remotingAnswer{}, errors.New("the answer is not a RocketMQ remoting frame")
 	}
 	rest := make([]byte, total-4)
 	if _, err := io.ReadFull(conn, rest); err != nil {
-		return ctxErr(ctx, err)
+		return remotingAnswer{}, ctxErr(ctx, err)
 	}
+	ans := remotingAnswer{Code: -1, Body: rest[hlen:]}
 	if pre[4] == 0 { // JSON header: check it is a response to our request
 		var h struct {
-			Flag   int32 `json:"flag"`
-			Opaque int32 `json:"opaque"`
+			Code   int    `json:"code"`
+			Flag   int32  `json:"flag"`
+			Opaque int32  `json:"opaque"`
+			Remark string `json:"remark"`
 		}
 		if err := json.Unmarshal(rest[:hlen], &h); err != nil || h.Flag&1 == 0 || h.Opaque != 1 {
-			return errors.New("the answer is not a RocketMQ remoting response")
+			return remotingAnswer{}, errors.New("the answer is not a RocketMQ remoting response")
 		}
+		ans.Code, ans.Remark = h.Code, h.Remark
 	}
-	return nil
+	return ans, nil
 }
 
 // ctxErr prefers ctx's error to the I/O error it caused.

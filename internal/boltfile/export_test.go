@@ -1,0 +1,4 @@
+package boltfile
+
+// CreateSuffix is createSuffix, for the external tests.
+const CreateSuffix = createSuffix
