@@ -39,6 +39,7 @@ type sidecar struct {
 	http   string
 	mesh   string
 	log    *syncbuf.Buffer
+	app    string // the app register registered last: dial connects as it
 	cancel context.CancelFunc
 	done   chan error
 
@@ -145,7 +146,16 @@ func (s *sidecar) register(app string, consume bool, topics ...string) answer {
 		}
 	}
 	body, _ := json.Marshal(reg)
-	return s.post("/v1/registrations", "application/json", body)
+	a := s.post("/v1/registrations", "application/json", body)
+	if a.Status == http.StatusCreated {
+		s.app = app
+	}
+	return a
+}
+
+// dial connects an SDK client as the app registered last.
+func (s *sidecar) dial(ctx context.Context) (*client.Client, error) {
+	return client.Dial(ctx, s.mesh, client.WithApp(s.app))
 }
 
 func (s *sidecar) publish(topic string, body []byte) answer {
@@ -160,7 +170,7 @@ func (s *sidecar) drain(topic string, want map[string]bool) map[string]int {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
-	c, err := client.Dial(ctx, s.mesh)
+	c, err := s.dial(ctx)
 	if err != nil {
 		s.t.Fatalf("client.Dial: %v", err)
 	}

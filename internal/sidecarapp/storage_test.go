@@ -76,8 +76,10 @@ func (p *publisher) drainAll(s *sidecar) {
 // directory with args, and publishes and drains ten more bodies of topic.
 func (p *publisher) afterRestart(data, topic string, size int, args ...string) {
 	p.t.Helper()
+	app := p.s.app
 	p.s.stop()
 	p.s = startSidecar(p.t, data, args...)
+	p.s.app = app // its registration was kept
 	for i := 0; i < 10; i++ {
 		if a := p.publish(topic, size); a.Status != http.StatusOK {
 			p.t.Fatalf("publish after restart: %v", a)
@@ -136,7 +138,7 @@ func TestEmbeddedStoreFullIsStorageFull(t *testing.T) {
 	// The same over the mesh protocol: STORAGE_FULL, which says "retry".
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
-	c, err := client.Dial(ctx, s.mesh)
+	c, err := s.dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
