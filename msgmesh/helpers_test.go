@@ -143,12 +143,26 @@ func registerAt(t testing.TB, httpAddr, app string, produce, consume []string) (
 
 func httpDo(t testing.TB, method, url, ctype string, body []byte) (int, string) {
 	t.Helper()
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	return httpDoHeader(t, method, url, h, body)
+}
+
+// httpDoHeader sends a request with the headers h; a "Host" in h replaces
+// the Host header the URL implies.
+func httpDoHeader(t testing.TB, method, url string, h http.Header, body []byte) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if host := h.Get("Host"); host != "" {
+		req.Host = host
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
