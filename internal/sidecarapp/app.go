@@ -48,6 +48,9 @@ type File struct {
 	// Telemetry configures tracing export and metrics
 	// (docs/observability.md). Zero: metrics on GET /metrics, no export.
 	Telemetry *observe.Config `yaml:"telemetry"`
+	// Access says which listeners may leave loopback and which Host names
+	// the HTTP API answers (exposure.go). Zero: loopback only.
+	Access *Access `yaml:"access"`
 }
 
 // LoadFile reads and validates a config file. Unknown fields are errors.
@@ -72,6 +75,11 @@ func LoadFile(path string) (*File, error) {
 			return nil, fmt.Errorf("config %s: limits: %w", path, err)
 		}
 	}
+	if f.Access != nil {
+		if err := f.Access.validate(); err != nil {
+			return nil, fmt.Errorf("config %s: access.allow_remote: %w", path, err)
+		}
+	}
 	return &f, nil
 }
 
@@ -84,7 +92,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg        msgmesh.Config
 		configPath = fs.String("config", "", "YAML config file (broker clusters and routes); see docs/config.md")
 		natsURL    = fs.String("nats-url", "", "external NATS server URL (nats://host:4222), a shorthand for a one-cluster config; empty and no --config: run an embedded JetStream server in <data-dir>/nats")
-		natsListen = fs.String("nats-listen", "", "host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
+		natsListen = fs.String("nats-listen", "", "host:port on which the embedded NATS server also accepts TCP clients, with the credentials in <data-dir>/"+natsCredsFile+"; empty: in-process only")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
@@ -101,6 +109,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "unanswered deliveries per app connection")
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message body accepted from apps, in bytes")
+	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats (docs/config.md)")
+	httpHosts := fs.String("http-allowed-hosts", "", "Host names, addresses or CIDR prefixes the HTTP API answers besides localhost, 127.0.0.0/8 and [::1], comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,6 +136,11 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	access, err := checkAccess(log, file, *allowRemote, *httpHosts, cfg.HTTPListen, cfg.Listen, *natsListen, *natsURL != "")
+	if err != nil {
+		return err
+	}
+	cfg.HTTPAllowedHosts = access.HTTPAllowedHosts
 	topo := file.Brokers
 	switch {
 	case topo != nil && *natsURL != "":
@@ -212,7 +227,15 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 	rt.cfg.Brokers = map[string]broker.Broker{}
 	if rt.topo == nil {
 		storeDir := filepath.Join(rt.cfg.DataDir, "nats")
-		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log})
+		ecfg := natsbroker.EmbeddedConfig{StoreDir: storeDir, Listen: rt.natsListen, Logger: rt.log}
+		var creds string // the credentials file, when the server listens on TCP
+		if rt.natsListen != "" {
+			var err error
+			if ecfg.User, ecfg.Password, creds, err = ensureNATSCredentials(rt.cfg.DataDir); err != nil {
+				return err
+			}
+		}
+		emb, err := natsbroker.StartEmbedded(ecfg)
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
@@ -228,7 +251,11 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 		}
 		rt.cfg.Brokers["embedded"] = b
 		rt.closer = append(rt.closer, func() { _ = b.Close() })
-		rt.log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL())
+		if creds == "" {
+			rt.log.Info("embedded NATS JetStream started", "store", storeDir)
+		} else {
+			rt.log.Info("embedded NATS JetStream started; its TCP clients need the credentials in the file", "store", storeDir, "client_url", emb.ClientURL(), "credentials", creds)
+		}
 		return nil
 	}
 	for _, c := range rt.topo.Clusters {

@@ -25,6 +25,11 @@ type EmbeddedConfig struct {
 	// (port 0: a random free port; see ClientURL). Zero: no TCP listener,
 	// in-process connections (Connect) only.
 	Listen string
+	// User and Password, when set, are required of every client, on TCP
+	// and in process (Connect presents them): set them whenever Listen is,
+	// or whoever reaches the address controls every stream. Zero: no
+	// authentication.
+	User, Password string
 	// Logger receives the server's log: warnings and errors at their
 	// level, everything else (notices, debug) at debug level.
 	// Zero: the server does not log.
@@ -34,8 +39,9 @@ type EmbeddedConfig struct {
 // Embedded is a nats-server with JetStream running in this process: what
 // msgmesh uses when no broker is configured, and what tests use.
 type Embedded struct {
-	srv      *server.Server
-	shutdown sync.Once
+	srv            *server.Server
+	user, password string // what Connect presents; "" without authentication
+	shutdown       sync.Once
 }
 
 // StartEmbedded starts a nats-server with JetStream enabled, storing in
@@ -51,6 +57,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
 		NoLog:      cfg.Logger == nil,
+		Username:   cfg.User,
+		Password:   cfg.Password,
+	}
+	if (cfg.User == "") != (cfg.Password == "") {
+		return nil, errors.New("natsbroker: embedded: set both User and Password, or neither")
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -87,13 +98,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("natsbroker: embedded: JetStream did not start (store %s)", cfg.StoreDir)
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, user: cfg.User, password: cfg.Password}, nil
 }
 
 // Connect opens an in-process connection to the server (no TCP). The
 // caller closes it.
 func (e *Embedded) Connect() (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name("msgmesh-inprocess"))
+	opts := []nats.Option{nats.InProcessServer(e.srv), nats.Name("msgmesh-inprocess")}
+	if e.user != "" {
+		opts = append(opts, nats.UserInfo(e.user, e.password))
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: connect: %w", err)
 	}
