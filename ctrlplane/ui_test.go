@@ -3,8 +3,6 @@ package ctrlplane_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -12,31 +10,14 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/internal/browsertest"
 )
-
-// browserPath finds a Chromium or Chrome binary: $CHROME_PATH, then the
-// usual names on $PATH.
-func browserPath() string {
-	if p := os.Getenv("CHROME_PATH"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
 
 // TestWebPage drives the web page in a real headless Chromium: it enters
 // the operator token, sees the app's instances, sets a weight, and the
 // change reaches a sidecar's watcher. A bad weight shows the server's
 // error.
 func TestWebPage(t *testing.T) {
-	chrome := browserPath()
-	if chrome == "" {
-		t.Skip("no Chromium found (install Debian's chromium package: apt-get install -y chromium, or set CHROME_PATH); skipping the browser test")
-	}
 	c := startBolt(t)
 	op := client(t, c.url, testToken)
 	cred := mustCreate(t, op, "orders", "10.0.0.1:7610", "10.0.0.2:7610")
@@ -48,21 +29,9 @@ func TestWebPage(t *testing.T) {
 	watch(t, client(t, c.url, cred), "orders", rec)
 	rec.waitFor(t, 10*time.Second, "the first config", weightIs("10.0.0.1:7610", 100))
 
-	allocOpts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome),
-		chromedp.NoSandbox, // tests may run as root
-		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), allocOpts...)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(cancelBrowser)
-	// The first action starts the browser, which lives as long as that
-	// action's context: give it the tab's context, and bound the steps
-	// after it.
+	bctx := browsertest.Start(t)
 	if err := chromedp.Do(bctx, chromedp.Navigate(c.url+"/ui/")); err != nil {
-		t.Fatalf("starting %s: %v", chrome, err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(bctx, 60*time.Second)
 	t.Cleanup(cancel)

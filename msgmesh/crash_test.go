@@ -146,13 +146,18 @@ func waitHealthy(t *testing.T, p *sidecarProc, httpAddr string) {
 			t.Fatalf("the sidecar exited before it was healthy:\n%s", p.stderr.String())
 		default:
 		}
-		resp, err := http.Get("http://" + httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return healthy(httpAddr)
 	})
+}
+
+// healthy says whether the sidecar's /healthz answers 200.
+func healthy(httpAddr string) bool {
+	resp, err := http.Get("http://" + httpAddr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // TestSIGKILLLosesNothing runs the real msgmesh binary with its embedded

@@ -178,15 +178,29 @@ func bearerHeader(secret string) []string {
 // returns the status and body.
 func httpDo(t testing.TB, method, url, ctype string, body []byte, headers ...string) (int, string) {
 	t.Helper()
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		h.Set(headers[i], headers[i+1])
+	}
+	return httpDoHeader(t, method, url, h, body)
+}
+
+// httpDoHeader sends a request with the headers h; a "Host" in h replaces
+// the Host header the URL implies.
+func httpDoHeader(t testing.TB, method, url string, h http.Header, body []byte) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+	for k, v := range h {
+		req.Header[k] = v
 	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
+	if host := h.Get("Host"); host != "" {
+		req.Host = host
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -26,9 +26,12 @@ import (
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
 //	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
 //	GET    /readyz                   readiness: 200 when every cluster and upstream consumer is ready, else 503 naming what is not (readiness.go)
+//
+// httpGuard (httpguard.go) stands in front of all of it but the two probes,
+// and the two request bodies have their content types checked.
 func (sc *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/registrations", sc.handleRegister)
+	mux.Handle("POST /v1/registrations", jsonBody(sc.handleRegister))
 	mux.HandleFunc("GET /v1/registrations", sc.handleList)
 	mux.HandleFunc("GET /v1/registrations/{app}", sc.handleGet)
 	mux.HandleFunc("DELETE /v1/registrations/{app}", sc.handleDelete)
@@ -37,7 +40,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 	if t := sc.cfg.Telemetry; t != nil {
 		mux.Handle("GET /metrics", t.MetricsHandler())
 	}
-	mux.HandleFunc("POST /v1/publish/{topic}", sc.handlePublish)
+	mux.Handle("POST /v1/publish/{topic}", opaqueBody(sc.handlePublish))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if sc.draining.Load() {
 			writeError(w, ErrShuttingDown)
@@ -52,7 +55,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", sc.handleReady)
-	return mux
+	return sc.guard.wrap(mux)
 }
 
 // errorBody is every error answer of the HTTP API.

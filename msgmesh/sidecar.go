@@ -70,6 +70,11 @@ type Config struct {
 	Listen string
 	// HTTPListen is the HTTP API address. Zero: 127.0.0.1:7601.
 	HTTPListen string
+	// HTTPAllowedHosts are the Host names the HTTP API answers besides
+	// loopback ones (localhost, 127.0.0.0/8, ::1): host names, IP addresses
+	// or CIDR prefixes, any port. It refuses every other Host, as DNS
+	// rebinding would send it (httpguard.go). Zero: loopback only.
+	HTTPAllowedHosts []string
 	// Brokers are the broker clusters topics live on, by cluster name; the
 	// caller opens them (brokers.Open) and closes them after Shutdown.
 	// Required, unless Broker is set.
@@ -287,6 +292,7 @@ type Sidecar struct {
 	httpSrv *http.Server
 	meshLn  net.Listener
 	httpLn  net.Listener
+	guard   *httpGuard    // in front of the HTTP API
 	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
 	// deadLetters are the dead-letter publishes in progress (deadletter.go);
 	// Shutdown and Handoff wait for them.
@@ -357,6 +363,10 @@ func New(cfg Config) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
+	guard, err := newHTTPGuard(cfg.HTTPAllowedHosts, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("msgmesh: config: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("msgmesh: data dir: %w", err)
 	}
@@ -379,6 +389,7 @@ func New(cfg Config) (*Sidecar, error) {
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
 		clusters:  newClusters(cfg.Brokers),
+		guard:     guard,
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {

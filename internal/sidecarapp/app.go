@@ -51,6 +51,9 @@ type File struct {
 	// Capacity bounds connections, registrations and HTTP clients
 	// (capacity.go). Zero: the defaults of package msgmesh.
 	Capacity *Capacity `yaml:"capacity"`
+	// Access says which listeners may leave loopback and which Host names
+	// the HTTP API answers (exposure.go). Zero: loopback only.
+	Access *Access `yaml:"access"`
 	// Embedded configures the embedded NATS JetStream server, which runs
 	// when there is no brokers section (and no --nats-url).
 	Embedded *Embedded `yaml:"embedded"`
@@ -136,6 +139,11 @@ func LoadFile(path string) (*File, error) {
 	if _, _, err := f.Embedded.config(); err != nil {
 		return nil, fmt.Errorf("config %s: embedded: %w", path, err)
 	}
+	if f.Access != nil {
+		if err := f.Access.validate(); err != nil {
+			return nil, fmt.Errorf("config %s: access.allow_remote: %w", path, err)
+		}
+	}
 	return &f, nil
 }
 
@@ -148,7 +156,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg        msgmesh.Config
 		configPath = fs.String("config", "", "YAML config file (broker clusters and routes); see docs/config.md")
 		natsURL    = fs.String("nats-url", "", "external NATS server URL (nats://host:4222), a shorthand for a one-cluster config; empty and no --config: run an embedded JetStream server in <data-dir>/nats")
-		natsListen = fs.String("nats-listen", "", "host:port on which the embedded NATS server also accepts TCP clients; empty: in-process only")
+		natsListen = fs.String("nats-listen", "", "host:port on which the embedded NATS server also accepts TCP clients, with the credentials in <data-dir>/"+natsCredsFile+"; empty: in-process only")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
@@ -170,6 +178,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", msgmesh.DefaultMaxAttempts, "deliveries of a message to a consumer group before it is moved to the group's dead-letter topic, for consume bindings that set no max_attempts")
 	fs.DurationVar(&cfg.MaxNackDelay, "max-nack-delay", msgmesh.DefaultMaxNackDelay, "longest redelivery delay a NACK may ask for; longer delays are cut to it")
 	fs.BoolVar(&cfg.RequireAppSecrets, "require-app-secrets", false, "every app must prove who it is with its secret (HELLO, HTTP Authorization: Bearer), for hosts where apps do not trust each other; registering a new app issues one (docs/protocol.md §9)")
+	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats (docs/config.md)")
+	httpHosts := fs.String("http-allowed-hosts", "", "Host names, addresses or CIDR prefixes the HTTP API answers besides localhost, 127.0.0.0/8 and [::1], comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -196,6 +206,11 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	applyCapacity(fs, &cfg, file.Capacity)
+	access, err := checkAccess(log, file, *allowRemote, *httpHosts, cfg.HTTPListen, cfg.Listen, *natsListen, *natsURL != "")
+	if err != nil {
+		return err
+	}
+	cfg.HTTPAllowedHosts = access.HTTPAllowedHosts
 	topo := file.Brokers
 	switch {
 	case topo != nil && *natsURL != "":
@@ -293,6 +308,13 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 		// The embedded server takes the largest message the sidecar's
 		// limits allow, so they are the only ones apps meet.
 		ecfg.MaxPayload = natsbroker.PayloadFor(rt.cfg.MaxMessageSize, rt.cfg.MaxHeaderBytes+msgmesh.AddedHeaderBytes)
+		var creds string // the credentials file, when the server listens on TCP
+		if rt.natsListen != "" {
+			var err error
+			if ecfg.User, ecfg.Password, creds, err = ensureNATSCredentials(rt.cfg.DataDir); err != nil {
+				return err
+			}
+		}
 		emb, err := natsbroker.StartEmbedded(ecfg)
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
@@ -309,8 +331,13 @@ func (rt *runtime) openBrokers(ctx context.Context) error {
 		}
 		rt.cfg.Brokers["embedded"] = b
 		rt.closer = append(rt.closer, func() { _ = b.Close() })
-		rt.log.Info("embedded NATS JetStream started", "store", storeDir, "client_url", emb.ClientURL(),
-			"max_store", topology.ByteSize(emb.MaxStore()), "sync", emb.Sync())
+		if creds == "" {
+			rt.log.Info("embedded NATS JetStream started", "store", storeDir,
+				"max_store", topology.ByteSize(emb.MaxStore()), "sync", emb.Sync())
+		} else {
+			rt.log.Info("embedded NATS JetStream started; its TCP clients need the credentials in the file", "store", storeDir, "client_url", emb.ClientURL(),
+				"max_store", topology.ByteSize(emb.MaxStore()), "sync", emb.Sync(), "credentials", creds)
+		}
 		return nil
 	}
 	for _, c := range rt.topo.Clusters {

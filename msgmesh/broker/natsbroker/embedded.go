@@ -30,6 +30,11 @@ type EmbeddedConfig struct {
 	// (port 0: a random free port; see ClientURL). Zero: no TCP listener,
 	// in-process connections (Connect) only.
 	Listen string
+	// User and Password, when set, are required of every client, on TCP
+	// and in process (Connect presents them): set them whenever Listen is,
+	// or whoever reaches the address controls every stream. Zero: no
+	// authentication.
+	User, Password string
 	// Logger receives the server's log: warnings and errors at their
 	// level, everything else (notices, debug) at debug level, and damage
 	// the server reports about its store as errors (see Embedded.Check).
@@ -63,11 +68,12 @@ type EmbeddedConfig struct {
 // port (see storage.go); connections from Connect, and TCP clients,
 // reconnect to it.
 type Embedded struct {
-	opts     *server.Options // to start the server again; the port fixed
-	logger   *slog.Logger    // nil: the server does not log
-	health   *storeHealth    // embedded_health.go
-	shutdown sync.Once
-	store    *storeWatch // see storage.go
+	opts           *server.Options // to start the server again; the port fixed
+	logger         *slog.Logger    // nil: the server does not log
+	health         *storeHealth    // embedded_health.go
+	shutdown       sync.Once
+	user, password string      // what Connect presents; "" without authentication
+	store          *storeWatch // see storage.go
 
 	mu  sync.Mutex // guards srv
 	srv *server.Server
@@ -100,6 +106,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		NoSigs:            true,
 		NoLog:             cfg.Logger == nil,
 		MaxPayload:        int32(cfg.MaxPayload),
+		Username:          cfg.User,
+		Password:          cfg.Password,
+	}
+	if (cfg.User == "") != (cfg.Password == "") {
+		return nil, errors.New("natsbroker: embedded: set both User and Password, or neither")
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -125,7 +136,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
 		opts.Port = addr.Port // a restarted server listens where this one does
 	}
-	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv, health: health}
+	e := &Embedded{opts: opts, logger: cfg.Logger, srv: srv, health: health, user: cfg.User, password: cfg.Password}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -172,8 +183,12 @@ func (e *Embedded) InProcessConn() (net.Conn, error) { return e.server().InProce
 // Connect opens an in-process connection to the server (no TCP). The
 // caller closes it.
 func (e *Embedded) Connect() (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e), nats.Name("msgmesh-inprocess"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(inProcessReconnectWait))
+	opts := []nats.Option{nats.InProcessServer(e), nats.Name("msgmesh-inprocess"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(inProcessReconnectWait)}
+	if e.user != "" {
+		opts = append(opts, nats.UserInfo(e.user, e.password))
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded: connect: %w", err)
 	}
