@@ -147,7 +147,7 @@ func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	for i := 0; i < 100; i++ {
-		if status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "text/plain", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); status != http.StatusOK {
+		if status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/octet-stream", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); status != http.StatusOK {
 			t.Fatalf("publish: %d %s", status, body)
 		}
 	}
