@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
@@ -22,8 +21,8 @@ import (
 const (
 	DefaultListen  = "127.0.0.1:7700"
 	DefaultDataDir = "./ctrl-data"
-	// TokenEnv is read when --token is not given.
-	TokenEnv = "MSGMESH_CTRLPLANE_TOKEN"
+	// TokenEnv is read when neither --token nor --token-file is given.
+	TokenEnv = api.TokenEnv
 	// SchemaFile is the schema registry's bbolt file in the data
 	// directory. It is there with every --store: the registry is each
 	// replica's own (docs/ctrlplane.md).
@@ -48,7 +47,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	listen := fs.String("listen", DefaultListen, "host:port of the HTTP API and the web page (/ui/)")
 	dataDir := fs.String("data-dir", DefaultDataDir, "directory of the embedded store (bbolt file "+store.BoltFile+") and of the schema registry ("+SchemaFile+", with every --store)")
 	storeSpec := fs.String("store", "", "state store: empty for the embedded store in --data-dir, or etcd://host:port[,host:port...][/prefix] to share state between replicas")
-	token := fs.String("token", "", "operator token, at least 16 bytes (default $"+TokenEnv+")")
+	token := fs.String("token", "", "operator token, at least 16 bytes; visible to every local user in ps, so prefer $"+TokenEnv+" or --token-file")
+	tokenFile := fs.String("token-file", "", "file whose first line is the operator token (default $"+TokenEnv+")")
 	insecure := fs.Bool("insecure-no-auth", false, "serve without any authentication: for a throwaway local setup only")
 	wait := fs.Duration("long-poll", api.DefaultWait, "how long a sidecar's config long poll is held open")
 	grace := fs.Duration("rotation-grace", DefaultRotationGrace, "how long an app's previous credential stays valid after a rotation")
@@ -70,10 +70,24 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		return fmt.Errorf("--log-level %q: %w", *logLevel, err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if *token == "" && !*insecure {
-		*token = strings.TrimSpace(os.Getenv(TokenEnv))
+	if !*insecure || *tokenFile != "" {
+		tok, warnings, err := api.LoadToken(*token, *tokenFile)
+		if err != nil {
+			return err
+		}
+		for _, w := range warnings {
+			log.Warn(w)
+		}
+		*token = tok
 	}
 
+	if *storeSpec == "" || *storeSpec == "bolt" {
+		// Before serving: clear-text credentials of an older version are
+		// hashed, and the file compacted so they are gone from it.
+		if err := migrateBolt(ctx, *dataDir, log); err != nil {
+			return err
+		}
+	}
 	st, err := store.Open(ctx, *storeSpec, *dataDir, log)
 	if err != nil {
 		return err

@@ -125,7 +125,7 @@ func New(opts Options) (*Server, error) {
 	case opts.InsecureNoAuth && opts.Token != "":
 		return nil, errors.New("ctrlplane: an operator token and InsecureNoAuth exclude each other")
 	case !opts.InsecureNoAuth && opts.Token == "":
-		return nil, errors.New("ctrlplane: no operator token: pass --token or set MSGMESH_CTRLPLANE_TOKEN (--insecure-no-auth turns authentication off for a local test setup)")
+		return nil, errors.New("ctrlplane: no operator token: set MSGMESH_CTRLPLANE_TOKEN or pass --token-file (--insecure-no-auth turns authentication off for a local test setup)")
 	case !opts.InsecureNoAuth && len(opts.Token) < MinTokenLen:
 		return nil, fmt.Errorf("ctrlplane: the operator token is %d bytes; use at least %d random bytes", len(opts.Token), MinTokenLen)
 	}
@@ -172,6 +172,13 @@ func New(opts Options) (*Server, error) {
 		cancel()
 		return nil, fmt.Errorf("ctrlplane: loading the schema registry: %w", err)
 	}
+	mctx, mcancel := context.WithTimeout(ctx, opts.StoreTimeout)
+	_, err = s.migrateCredentials(mctx)
+	mcancel()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ctrlplane: %w", err)
+	}
 	events, err := s.store.Watch(ctx, "")
 	if err != nil {
 		cancel()
@@ -179,7 +186,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.routines.Go(func() { s.hub.run(events) })
 	if opts.InsecureNoAuth {
-		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, read every app's credential and steer every sidecar's traffic; use it for a local test setup only")
+		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, rotate any app's credential and steer every sidecar's traffic; use it for a local test setup only")
 	}
 	return s, nil
 }
