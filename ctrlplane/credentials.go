@@ -248,26 +248,45 @@ func (s *Server) migrateCredentials(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// migrateBolt runs migrateCredentials on the bbolt store of dataDir before
-// any Server uses it, and compacts the file when it rewrote a record, so
-// that the clear-text values do not linger in the file's free pages.
-func migrateBolt(ctx context.Context, dataDir string, log *slog.Logger) error {
+// secureStore brings the secrets in the store to their current form:
+// clear-text app credentials become hashes (migrateCredentials) and the
+// forwarding CA's key is sealed when a seal key is given (loadCA). It
+// reports whether it rewrote anything.
+func (s *Server) secureStore(ctx context.Context) (bool, error) {
+	n, err := s.migrateCredentials(ctx)
+	if err != nil {
+		return false, err
+	}
+	resealed, err := s.loadCA(ctx)
+	return n > 0 || resealed, err
+}
+
+// secureBolt runs secureStore on the bbolt store of dataDir before any
+// Server uses it, and compacts the file when it rewrote anything, so that
+// the clear-text values do not linger in the file's free pages.
+func secureBolt(ctx context.Context, dataDir, sealKey string, log *slog.Logger) error {
 	st, err := store.OpenBolt(store.BoltPath(dataDir))
 	if err != nil {
 		return err
 	}
 	s := &Server{store: st, log: log, opts: Options{Now: time.Now}}
-	n, err := s.migrateCredentials(ctx)
+	if sealKey != "" {
+		if s.sealer, err = newSealer(sealKey); err != nil {
+			_ = st.Close()
+			return err
+		}
+	}
+	rewrote, err := s.secureStore(ctx)
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil || n == 0 {
+	if err != nil || !rewrote {
 		return err
 	}
 	if err := store.CompactBolt(store.BoltPath(dataDir)); err != nil {
-		return fmt.Errorf("compacting the store after migrating credentials: %w", err)
+		return fmt.Errorf("compacting the store after securing its secrets: %w", err)
 	}
-	log.Info("store compacted: the clear-text credentials are gone from the file", "file", store.BoltPath(dataDir))
+	log.Info("store compacted: the clear-text secrets are gone from the file", "file", store.BoltPath(dataDir))
 	return nil
 }
 

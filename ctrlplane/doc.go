@@ -60,14 +60,15 @@
 //
 // # State
 //
-// Three kinds of keys: "apps/{name}" holds one app as JSON (credentials,
+// Three kinds of keys: "apps/{name}" holds one app as JSON (credential hashes,
 // instances sorted by ID, own topology), "topology" the global topology
 // ({"topology": null} once cleared: the key is never deleted, so its
 // revision keeps counting), "schemas" the topics' validation policies and
 // a counter of schema registry changes (never deleted either); "pki/ca"
-// holds the forwarding CA. Every change is a read-modify-write of one key
-// with the store's compare-and-swap, retried on conflict, so concurrent
-// writers on several replicas lose nothing. An app's config version is
+// holds the forwarding CA, its key sealed with Options.SealKey if given.
+// Every change is a read-modify-write of one key with the store's
+// compare-and-swap, retried on conflict, so concurrent writers on several
+// replicas lose nothing. An app's config version is
 // max(ModRev of apps/{name}, ModRev of topology, ModRev of schemas).
 //
 // The schema registry itself is a schema.Registry over Options.SchemaStore

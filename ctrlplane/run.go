@@ -23,6 +23,8 @@ const (
 	DefaultDataDir = "./ctrl-data"
 	// TokenEnv is read when neither --token nor --token-file is given.
 	TokenEnv = api.TokenEnv
+	// SealKeyEnv is read when --seal-key-file is not given.
+	SealKeyEnv = "MSGMESH_CTRLPLANE_SEAL_KEY"
 	// SchemaFile is the schema registry's bbolt file in the data
 	// directory. It is there with every --store: the registry is each
 	// replica's own (docs/ctrlplane.md).
@@ -49,6 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	storeSpec := fs.String("store", "", "state store: empty for the embedded store in --data-dir, or etcd://host:port[,host:port...][/prefix] to share state between replicas")
 	token := fs.String("token", "", "operator token, at least 16 bytes; visible to every local user in ps, so prefer $"+TokenEnv+" or --token-file")
 	tokenFile := fs.String("token-file", "", "file whose first line is the operator token (default $"+TokenEnv+")")
+	sealKeyFile := fs.String("seal-key-file", "", "file whose first line is the seal key, at least 32 bytes, that encrypts the forwarding CA's private key in the store (default $"+SealKeyEnv+"; none: stored in clear)")
 	insecure := fs.Bool("insecure-no-auth", false, "serve without any authentication: for a throwaway local setup only")
 	wait := fs.Duration("long-poll", api.DefaultWait, "how long a sidecar's config long poll is held open")
 	grace := fs.Duration("rotation-grace", DefaultRotationGrace, "how long an app's previous credential stays valid after a rotation")
@@ -80,11 +83,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		}
 		*token = tok
 	}
+	sealKey, warnings, err := api.LoadSecret(api.Secret{FileFlag: "--seal-key-file", File: *sealKeyFile, Env: SealKeyEnv})
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	if sealKey == "" {
+		log.Warn("no seal key: the forwarding CA's private key is kept in the store unencrypted; set $" + SealKeyEnv + " or --seal-key-file (docs/ctrlplane.md, \"Secrets at rest\")")
+	}
 
 	if *storeSpec == "" || *storeSpec == "bolt" {
 		// Before serving: clear-text credentials of an older version are
-		// hashed, and the file compacted so they are gone from it.
-		if err := migrateBolt(ctx, *dataDir, log); err != nil {
+		// hashed, the CA key sealed if it is not, and the file compacted
+		// so the clear values are gone from it.
+		if err := secureBolt(ctx, *dataDir, sealKey, log); err != nil {
 			return err
 		}
 	}
@@ -112,6 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	srv, err := New(Options{
 		Store:          st,
 		SchemaStore:    schemas,
+		SealKey:        sealKey,
 		Token:          *token,
 		InsecureNoAuth: *insecure,
 		Log:            log,

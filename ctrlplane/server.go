@@ -45,6 +45,8 @@ const (
 	DefaultStoreTimeout  = 10 * time.Second
 	// MinTokenLen is the shortest operator token New accepts.
 	MinTokenLen = 16
+	// MinSealKeyLen is the shortest seal key New accepts.
+	MinSealKeyLen = 32
 )
 
 // Options configure a Server. Store is required, and so is Token unless
@@ -57,6 +59,14 @@ type Options struct {
 	// its own app's config needs it as "Authorization: Bearer TOKEN". At
 	// least MinTokenLen bytes.
 	Token string
+	// SealKey, when set, encrypts the forwarding CA's private key in the
+	// store (AES-256-GCM under a key derived from it with HKDF-SHA256): a
+	// copy of the store alone does not give the key. At least
+	// MinSealKeyLen bytes; every replica sharing a store needs the same.
+	// A key the store holds in clear is sealed when New starts; a sealed
+	// one that does not open with SealKey (or without one) makes New fail
+	// with ErrSealKey.
+	SealKey string
 	// InsecureNoAuth lets every request through without a credential. For
 	// a throwaway local setup only; New logs a warning.
 	InsecureNoAuth bool
@@ -102,8 +112,9 @@ type Server struct {
 	stopping chan struct{} // closed by Shutdown: long polls answer 503
 	parked   atomic.Int64  // long polls waiting for a change
 
-	caMu sync.Mutex // guards ca
-	ca   *pki.CA    // the forwarding CA, loaded or created on first use
+	caMu   sync.Mutex // guards ca
+	ca     *pki.CA    // the forwarding CA, loaded at New or created on first use
+	sealer *sealer    // seals the CA key at rest; nil: stored in clear
 
 	schemas     *schema.Registry // the schema registry (schemas.go)
 	bumpPending atomic.Bool      // a registry change whose push failed: retried by the next registry request
@@ -172,8 +183,14 @@ func New(opts Options) (*Server, error) {
 		cancel()
 		return nil, fmt.Errorf("ctrlplane: loading the schema registry: %w", err)
 	}
+	if opts.SealKey != "" {
+		if s.sealer, err = newSealer(opts.SealKey); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	mctx, mcancel := context.WithTimeout(ctx, opts.StoreTimeout)
-	_, err = s.migrateCredentials(mctx)
+	_, err = s.secureStore(mctx)
 	mcancel()
 	if err != nil {
 		cancel()

@@ -19,9 +19,13 @@ import (
 
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/internal/pki"
 )
 
-const token = "binary-test-operator-token-0123"
+const (
+	token   = "binary-test-operator-token-0123"
+	sealKey = "binary-test-seal-key-0123456789abcdef"
+)
 
 var build = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "ctrlplane-bin")
@@ -188,11 +192,12 @@ func TestBinary(t *testing.T) {
 }
 
 // TestBinaryMigratesClearCredentials: a ctrlplane.db an older control
-// plane wrote holds app credentials in clear. The binary started on it
-// stores their hashes instead and compacts the file: no credential is
-// left in ctrlplane.db, byte for byte, and every credential works as it
-// did (the previous one, still in its grace period, receives the current
-// one in its config).
+// plane wrote holds app credentials and the forwarding CA's key in clear.
+// The binary started on it with a seal key stores the credentials' hashes
+// instead, seals the CA key and compacts the file: neither is left in
+// ctrlplane.db, byte for byte; every credential works as it did (the
+// previous one, still in its grace period, receives the current one in
+// its config), and certificates come from the same CA.
 func TestBinaryMigratesClearCredentials(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -227,22 +232,38 @@ func TestBinaryMigratesClearCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The forwarding CA, its key in clear as before seal keys.
+	ca, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caRec, _ := json.Marshal(map[string]string{"cert": string(ca.CertPEM()), "key": string(caKey)})
+	if _, err := st.Put(t.Context(), "pki/ca", caRec, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[string]string{"current": cur, "previous": prev, "billing": bil}
+	// What to look for: a credential's random part, the key's first line
+	// of base64.
+	secrets := map[string]string{"current credential": cur[len("mmc1.orders."):], "previous credential": prev[len("mmc1.orders."):],
+		"billing credential": bil[len("mmc1.billing."):], "CA key": strings.Split(string(caKey), "\n")[1]}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, s := range secrets {
 		if !bytes.Contains(raw, []byte(s)) {
-			t.Fatalf("the old-format file does not hold the %s credential; the test is wrong", name)
+			t.Fatalf("the old-format file does not hold the %s; the test is wrong", name)
 		}
 	}
 
 	addr := freeAddr(t)
-	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, "--data-dir", dir, "--listen", addr)
+	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token, "MSGMESH_CTRLPLANE_SEAL_KEY=" + sealKey}, "--data-dir", dir, "--listen", addr)
 	op, err := ctrlclient.New(addr, token)
 	if err != nil {
 		t.Fatal(err)
@@ -252,9 +273,21 @@ func TestBinaryMigratesClearCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, s := range secrets {
-		if bytes.Contains(raw, []byte(s[strings.LastIndexByte(s, '.')+1:])) {
-			t.Errorf("after the migration ctrlplane.db still holds the %s credential", name)
+		if bytes.Contains(raw, []byte(s)) {
+			t.Errorf("after the migration ctrlplane.db still holds the %s in clear", name)
 		}
+	}
+	// The sealed CA is the same CA.
+	_, csr, err := pki.NewKeyAndCSR("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecar, err := ctrlclient.New(addr, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sidecar.IssueCertificate(t.Context(), "orders", csr); err != nil || got.CA != string(ca.CertPEM()) {
+		t.Errorf("certificate after sealing the CA key: %v; same CA %v", err, err == nil && got.CA == string(ca.CertPEM()))
 	}
 	for _, tc := range []struct{ app, cred, want string }{{"orders", cur, cur}, {"orders", prev, cur}, {"billing", bil, bil}} {
 		c, err := ctrlclient.New(addr, tc.cred)
@@ -304,9 +337,9 @@ func TestBinaryTokenNotInArgv(t *testing.T) {
 		{"loose token file", []string{"--token-file", loose}, false, "readable by other users (mode 0644)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := []string{"MSGMESH_CTRLPLANE_TOKEN="}
+			env := []string{"MSGMESH_CTRLPLANE_TOKEN=", "MSGMESH_CTRLPLANE_SEAL_KEY=" + sealKey}
 			if tc.args == nil {
-				env = []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}
+				env[0] = "MSGMESH_CTRLPLANE_TOKEN=" + token
 			}
 			addr := freeAddr(t)
 			p := start(t, env, append([]string{"--data-dir", t.TempDir(), "--listen", addr}, tc.args...)...)
