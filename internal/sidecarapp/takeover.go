@@ -55,8 +55,11 @@ type upgradeOpts struct {
 // Timeouts of the status exchange. A running msgmesh answers at once; one
 // that is handing over to another successor answers after that handoff.
 const (
-	statusTimeout  = 10 * time.Second
-	requestTimeout = 5 * time.Second // the running side, for each request
+	statusTimeout = 10 * time.Second
+	// requestTimeout is how long the running side waits for each request
+	// on a connection: the successor compares its flags (resolving host
+	// names) between the status answer and the takeover request.
+	requestTimeout = 30 * time.Second
 )
 
 // takeover looks for a msgmesh running on the data directory (its control
