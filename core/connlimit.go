@@ -2,9 +2,7 @@ package core
 
 import (
 	"context"
-	"log/slog"
 	"net"
-	"sync"
 	"time"
 )
 
@@ -32,21 +30,16 @@ type ConnLimit struct {
 	// Name names the limit in logs, with its knob: "max_conns
 	// (--max-conns)".
 	Name string
+	// SummaryEvery is how often the Server logs a summary of its
+	// connections at info (connlog.go), when any opened, closed or was
+	// refused. Zero: DefaultSummaryEvery; negative: never.
+	SummaryEvery time.Duration
 }
 
 // Defaults of ConnLimit.
 const (
 	DefaultRefuseTimeout = 2 * time.Second
 	DefaultMaxRefusing   = 64
-)
-
-// Thresholds of the limit's log lines: a warning once the connections
-// reach nearFraction of Max (again after they fell below rearmFraction),
-// and while refusing at most one warning per refuseLogEvery.
-const (
-	nearFraction   = 0.9
-	rearmFraction  = 0.75
-	refuseLogEvery = 10 * time.Second
 )
 
 // LimitConns sets the Server's connection limit. Call it before Serve.
@@ -59,6 +52,9 @@ func (s *Server) LimitConns(l ConnLimit) {
 	}
 	if l.Name == "" {
 		l.Name = "connection limit"
+	}
+	if l.SummaryEvery == 0 {
+		l.SummaryEvery = DefaultSummaryEvery
 	}
 	s.limit = l
 }
@@ -78,19 +74,23 @@ func (s *Server) admit() bool {
 			s.active.Add(-1)
 			return false
 		}
-		s.warn.admitted(s.log, s.limit, int(n))
+		s.clog.admitted(s.log, s.limit, int(n))
 	}
+	s.clog.opened.Add(1)
 	return true
 }
 
 // done1 counts a connection out.
-func (s *Server) done1() { s.active.Add(-1) }
+func (s *Server) done1() {
+	s.active.Add(-1)
+	s.clog.closed.Add(1)
+}
 
 // refuse ends a connection over the limit, telling the peer why when a
 // Refuse slot is free.
 func (s *Server) refuse(conn net.Conn) {
 	s.refused.Add(1)
-	s.warn.refusing(s.log, s.limit)
+	s.clog.refusing(s.log, s.limit)
 	r := s.limit.Refuse
 	if r == nil {
 		_ = conn.Close()
@@ -112,51 +112,5 @@ func (s *Server) refuse(conn net.Conn) {
 	if !ok {
 		s.refusing.Add(-1)
 		_ = conn.Close()
-	}
-}
-
-// limitLog keeps the limit's log lines few under a flood: one warning
-// when the connections near the limit, one when refusing starts, a summary
-// at most every refuseLogEvery while it goes on, and one line when
-// connections are admitted again.
-type limitLog struct {
-	mu        sync.Mutex
-	near      bool      // warned about nearing the limit
-	atLimit   bool      // refusing since the last admitted connection
-	since     int       // refused in the current episode
-	lastWarn  time.Time // of the last refusing line
-	sinceFrom time.Time // when the current refusing episode began
-}
-
-func (l *limitLog) admitted(log *slog.Logger, lim ConnLimit, n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.atLimit {
-		log.Info("accepting connections again", "limit", lim.Name, "max", lim.Max,
-			"refused", l.since, "refusing_for", time.Since(l.sinceFrom).Round(time.Millisecond))
-		l.atLimit, l.since = false, 0
-	}
-	switch {
-	case !l.near && float64(n) >= nearFraction*float64(lim.Max):
-		l.near = true
-		log.Warn("connections near the limit", "limit", lim.Name, "conns", n, "max", lim.Max)
-	case l.near && float64(n) < rearmFraction*float64(lim.Max):
-		l.near = false
-	}
-}
-
-func (l *limitLog) refusing(log *slog.Logger, lim ConnLimit) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.since++
-	now := time.Now()
-	switch {
-	case !l.atLimit:
-		l.atLimit, l.sinceFrom, l.lastWarn = true, now, now
-		log.Warn("connection limit reached; refusing new connections", "limit", lim.Name, "max", lim.Max)
-	case now.Sub(l.lastWarn) >= refuseLogEvery:
-		l.lastWarn = now
-		log.Warn("connection limit reached; still refusing", "limit", lim.Name, "max", lim.Max,
-			"refused", l.since, "refusing_for", now.Sub(l.sinceFrom).Round(time.Millisecond))
 	}
 }

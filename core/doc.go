@@ -3,7 +3,9 @@
 // messages or RPC:
 //
 //   - network: Server accepts connections on a listener and owns one
-//     goroutine per connection, at most ConnLimit.Max at once (connlimit.go);
+//     goroutine per connection, at most ConnLimit.Max at once (connlimit.go),
+//     and logs a periodic summary of its connections instead of a line per
+//     connection (connlog.go);
 //     Routines owns every other goroutine and waits for them on shutdown;
 //     HTTPLimits bounds the clients of the HTTP servers beside it
 //     (httplimits.go), and FitFiles fits a connection limit to the

@@ -34,7 +34,8 @@ type Server struct {
 	active   atomic.Int64 // connections whose handler runs
 	refusing atomic.Int64 // Refuse calls running
 	refused  atomic.Uint64
-	warn     limitLog
+	clog     connLog
+	sum      summary
 }
 
 // NewServer returns a Server that will run handler for every connection.
@@ -44,7 +45,9 @@ func NewServer(handler ConnHandler, log *slog.Logger) *Server {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{handler: handler, log: log, ctx: ctx, cancel: cancel}
+	s := &Server{handler: handler, log: log, ctx: ctx, cancel: cancel, limit: ConnLimit{SummaryEvery: DefaultSummaryEvery}}
+	s.sum.s = s
+	return s
 }
 
 // Serve accepts on ln until Close or Shutdown; it returns nil then, or the
@@ -59,6 +62,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
+	stopSummary := s.summarize(ln.Addr().String())
+	defer stopSummary()
 	backoff := 5 * time.Millisecond
 	for {
 		conn, err := ln.Accept()
@@ -110,6 +115,7 @@ func (s *Server) closing() bool {
 // upgrade is not dropped. It returns false once Shutdown has begun.
 func (s *Server) Go(f func(ctx context.Context)) bool {
 	s.active.Add(1)
+	s.clog.opened.Add(1)
 	if !s.routines.Go(func() { defer s.done1(); f(s.ctx) }) {
 		s.done1()
 		return false
@@ -119,12 +125,13 @@ func (s *Server) Go(f func(ctx context.Context)) bool {
 
 // Wait waits for every handler to return, without cancelling them, or for
 // ctx to end. A hot upgrade uses it after making each handler stop on its
-// own.
+// own. Once they all returned, the connection summary reports them.
 func (s *Server) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.routines.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.sum.report()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -72,7 +72,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (principal, 
 	if err != nil {
 		return principal{}, err
 	}
-	if !rec.acceptsCredential(tok, s.now()) {
+	if rec.matchCredential(tok, s.now()) == noCredential {
 		return principal{}, unknown
 	}
 	return principal{app: app, cred: tok}, nil

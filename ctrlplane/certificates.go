@@ -2,6 +2,12 @@ package ctrlplane
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,9 +30,137 @@ const (
 	certTTL = 24 * time.Hour
 )
 
+// caRecord is the CA as stored under caKey: its certificate, and its
+// private key in clear (Key) or, with a seal key, sealed (KeySealed).
 type caRecord struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
+	Cert      string `json:"cert"`
+	Key       string `json:"key,omitempty"`
+	KeySealed string `json:"key_sealed,omitempty"`
+}
+
+// ErrSealKey: the stored CA key is sealed and the control plane was not
+// given the key it was sealed with.
+var ErrSealKey = errors.New("ctrlplane: the forwarding CA's private key in the store is sealed with another seal key, or none was given")
+
+// sealer encrypts the CA key at rest with a key derived from the operator's
+// seal key (Options.SealKey): AES-256-GCM, the CA certificate as
+// additional data, so a sealed key only opens for its own certificate.
+type sealer struct{ aead cipher.AEAD }
+
+const sealInfo = "msgmesh ctrlplane seal v1: forwarding CA key"
+
+func newSealer(secret string) (*sealer, error) {
+	if len(secret) < MinSealKeyLen {
+		return nil, fmt.Errorf("ctrlplane: the seal key is %d bytes; use at least %d random bytes (head -c 32 /dev/urandom | base64)", len(secret), MinSealKeyLen)
+	}
+	key, err := hkdf.Key(sha256.New, []byte(secret), nil, sealInfo, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{aead: aead}, nil
+}
+
+func (sl *sealer) seal(plain, aad []byte) string {
+	nonce := make([]byte, sl.aead.NonceSize())
+	_, _ = rand.Read(nonce) // never fails (crypto/rand)
+	return base64.StdEncoding.EncodeToString(sl.aead.Seal(nonce, nonce, plain, aad))
+}
+
+func (sl *sealer) open(sealed string, aad []byte) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(sealed)
+	if err != nil || len(b) < sl.aead.NonceSize() {
+		return nil, fmt.Errorf("%w: not a sealed value", ErrSealKey)
+	}
+	n := sl.aead.NonceSize()
+	p, err := sl.aead.Open(nil, b[:n], b[n:], aad)
+	if err != nil {
+		return nil, ErrSealKey
+	}
+	return p, nil
+}
+
+// encode is the stored form of a CA: its key sealed when there is a
+// sealer.
+func (s *Server) encodeCA(ca *pki.CA) ([]byte, error) {
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	rec := caRecord{Cert: string(ca.CertPEM())}
+	if s.sealer != nil {
+		rec.KeySealed = s.sealer.seal(keyPEM, ca.CertPEM())
+	} else {
+		rec.Key = string(keyPEM)
+	}
+	return json.Marshal(rec)
+}
+
+// decodeCA restores a stored CA and says whether its stored form differs
+// from what encodeCA would write now (a clear key and a seal key given).
+func (s *Server) decodeCA(v []byte) (*pki.CA, bool, error) {
+	var rec caRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, false, fmt.Errorf("decoding the stored CA: %w", err)
+	}
+	key := []byte(rec.Key)
+	if rec.KeySealed != "" {
+		if s.sealer == nil {
+			return nil, false, fmt.Errorf("%w: start the control plane with its seal key ($%s or --seal-key-file)", ErrSealKey, SealKeyEnv)
+		}
+		var err error
+		if key, err = s.sealer.open(rec.KeySealed, []byte(rec.Cert)); err != nil {
+			return nil, false, fmt.Errorf("%w ($%s or --seal-key-file)", err, SealKeyEnv)
+		}
+	}
+	ca, err := pki.LoadCA([]byte(rec.Cert), key)
+	if err != nil {
+		return nil, false, err
+	}
+	return ca, s.sealer != nil && rec.KeySealed == "", nil
+}
+
+// loadCA reads the stored CA, if there is one, when the Server starts: a
+// sealed key that does not open stops the start, and a clear key is
+// sealed when a seal key is given. It reports whether it rewrote the CA.
+func (s *Server) loadCA(ctx context.Context) (bool, error) {
+	for range maxUpdateAttempts {
+		e, err := s.store.Get(ctx, caKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		ca, reseal, err := s.decodeCA(e.Value)
+		if err != nil {
+			return false, err
+		}
+		if !reseal {
+			s.ca = ca
+			return false, nil
+		}
+		b, err := s.encodeCA(ca)
+		if err != nil {
+			return false, err
+		}
+		if _, err := s.store.Put(ctx, caKey, b, e.ModRev); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return false, err
+		}
+		s.ca = ca
+		s.log.Info("the forwarding CA's private key is sealed with the seal key now")
+		return true, nil
+	}
+	return false, errorf(ErrBusy, "the stored CA: too many concurrent writes to it; retry")
 }
 
 // forwardingCA loads the CA, creating it if the store has none.
@@ -39,11 +173,7 @@ func (s *Server) forwardingCA(ctx context.Context) (*pki.CA, error) {
 	for {
 		e, err := s.store.Get(ctx, caKey)
 		if err == nil {
-			var rec caRecord
-			if err := json.Unmarshal(e.Value, &rec); err != nil {
-				return nil, fmt.Errorf("decoding the stored CA: %w", err)
-			}
-			ca, err := pki.LoadCA([]byte(rec.Cert), []byte(rec.Key))
+			ca, _, err := s.decodeCA(e.Value)
 			if err != nil {
 				return nil, err
 			}
@@ -57,11 +187,10 @@ func (s *Server) forwardingCA(ctx context.Context) (*pki.CA, error) {
 		if err != nil {
 			return nil, err
 		}
-		keyPEM, err := ca.KeyPEM()
+		b, err := s.encodeCA(ca)
 		if err != nil {
 			return nil, err
 		}
-		b, _ := json.Marshal(caRecord{Cert: string(ca.CertPEM()), Key: string(keyPEM)})
 		if _, err := s.store.Put(ctx, caKey, b, 0); err != nil && !errors.Is(err, store.ErrConflict) {
 			return nil, err
 		}

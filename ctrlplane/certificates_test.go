@@ -3,8 +3,11 @@ package ctrlplane_test
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/internal/pki"
 )
@@ -67,5 +70,79 @@ func TestIssueCertificate(t *testing.T) {
 	}
 	if again.CA != got.CA {
 		t.Fatal("the control plane made a new CA on restart; existing certificates would stop verifying")
+	}
+}
+
+// TestCAKeySealed: with a seal key the forwarding CA's private key is kept
+// in the store encrypted, never in clear; a CA stored in clear by a
+// control plane without a seal key is sealed when one with a key starts;
+// the CA is the same throughout. A sealed key without its seal key, or
+// with another one, stops the control plane from starting, with
+// ErrSealKey.
+func TestCAKeySealed(t *testing.T) {
+	const key = "seal-key-0123456789abcdef0123456789abcdef"
+	st := openBolt(t, t.TempDir())
+	apps := 0
+	caPEM := func(c *cp) string { // the CA that signs a new app's certificate
+		t.Helper()
+		apps++
+		app := fmt.Sprintf("app%d", apps)
+		cred := mustCreate(t, client(t, c.url, testToken), app)
+		_, csr, err := pki.NewKeyAndCSR(app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := client(t, c.url, cred).IssueCertificate(t.Context(), app, csr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.CA
+	}
+	stored := func() string {
+		t.Helper()
+		e, err := st.Get(t.Context(), "pki/ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(e.Value)
+	}
+
+	// Without a seal key: in clear, as before.
+	c := startCP(t, st, "")
+	first := caPEM(c)
+	c.stop()
+	if !strings.Contains(stored(), "PRIVATE KEY") {
+		t.Fatalf("without a seal key the CA key is expected in clear: %s", stored())
+	}
+	// With one: sealed at start, the same CA.
+	c = startCP(t, st, "", func(o *ctrlplane.Options) { o.SealKey = key })
+	if s := stored(); strings.Contains(s, "PRIVATE KEY") || !strings.Contains(s, `"key_sealed"`) {
+		t.Fatalf("with a seal key the stored CA is %s", s)
+	}
+	if got := caPEM(c); got != first {
+		t.Fatal("sealing the key changed the CA")
+	}
+	c.stop()
+	for name, k := range map[string]string{"no seal key": "", "another seal key": key + "x"} {
+		_, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: testToken, SealKey: k})
+		if !errors.Is(err, ctrlplane.ErrSealKey) {
+			t.Fatalf("%s on a sealed CA key: %v, want ErrSealKey", name, err)
+		}
+	}
+	if _, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: testToken, SealKey: "short"}); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Fatalf("a short seal key: %v", err)
+	}
+	c = startCP(t, st, "", func(o *ctrlplane.Options) { o.SealKey = key })
+	if got := caPEM(c); got != first {
+		t.Fatal("the sealed CA did not survive a restart")
+	}
+
+	// A CA created with a seal key is sealed from the start.
+	st2 := openBolt(t, t.TempDir())
+	c2 := startCP(t, st2, "", func(o *ctrlplane.Options) { o.SealKey = key })
+	caPEM(c2)
+	e, err := st2.Get(t.Context(), "pki/ca")
+	if err != nil || strings.Contains(string(e.Value), "PRIVATE KEY") {
+		t.Fatalf("a new CA with a seal key is stored as %s (%v)", e.Value, err)
 	}
 }

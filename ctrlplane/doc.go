@@ -60,14 +60,15 @@
 //
 // # State
 //
-// Three kinds of keys: "apps/{name}" holds one app as JSON (credentials,
+// Three kinds of keys: "apps/{name}" holds one app as JSON (credential hashes,
 // instances sorted by ID, own topology), "topology" the global topology
 // ({"topology": null} once cleared: the key is never deleted, so its
 // revision keeps counting), "schemas" the topics' validation policies and
 // a counter of schema registry changes (never deleted either); "pki/ca"
-// holds the forwarding CA. Every change is a read-modify-write of one key
-// with the store's compare-and-swap, retried on conflict, so concurrent
-// writers on several replicas lose nothing. An app's config version is
+// holds the forwarding CA, its key sealed with Options.SealKey if given.
+// Every change is a read-modify-write of one key with the store's
+// compare-and-swap, retried on conflict, so concurrent writers on several
+// replicas lose nothing. An app's config version is
 // max(ModRev of apps/{name}, ModRev of topology, ModRev of schemas).
 //
 // The schema registry itself is a schema.Registry over Options.SchemaStore
@@ -82,10 +83,13 @@
 // An app's credential is "mmc1.{app}.{43 base64url characters}" (256
 // random bits). The app name inside lets the server tell a valid
 // credential used for the wrong thing (403) from an unknown one (401) with
-// a single read. Credentials are stored as they are: the control plane
-// has to push them to the app's sidecars, which use them between siblings
-// (DESIGN.md flow 8). A rotation keeps the previous credential valid for
-// a grace period (default 10 m), and a waiting long poll rechecks its
+// a single read. The store keeps only the credential's SHA-256 and a
+// public key derived from it (credentials.go); records of an older
+// version that held credentials in clear are migrated when a Server
+// starts. A rotation keeps the previous credential valid for a grace
+// period (default 10 m), during which the new credential, sealed to the
+// previous one's public key, reaches the sidecars that present the
+// previous one in their config; a waiting long poll rechecks its
 // credential before it answers, so a revoked credential never receives
 // the config that holds the new one.
 //

@@ -393,16 +393,19 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) error {
 			return api.Invalid("wait", "%q is not a duration in (0s, %s]", q.Get("wait"), api.MaxWait)
 		}
 	}
-	read := func() (api.AppConfig, error) {
-		ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
-		defer cancel()
-		return s.appConfig(ctx, app)
-	}
 	actx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 	who, err := s.authorize(actx, r, app)
 	cancel()
 	if err != nil {
 		return err
+	}
+	// Each read checks the credential again (appConfig): one revoked while
+	// the poll waited must not be answered with the config, which holds
+	// the new credential for holders of the old one.
+	read := func() (api.AppConfig, error) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+		defer cancel()
+		return s.appConfig(ctx, app, who)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -411,11 +414,6 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) error {
 		cfg, err := read()
 		if err != nil {
 			return err
-		}
-		// A credential revoked while the poll waited must not be
-		// answered with the config, which holds the new credential.
-		if !who.operator && !cfg.AcceptsCredential(who.cred, s.now()) {
-			return errorf(ErrUnauthorized, "the credential of app %q was rotated and is no longer valid", app)
 		}
 		if !poll || cfg.Version != after {
 			w.Header().Set(api.VersionHeader, strconv.FormatUint(cfg.Version, 10))

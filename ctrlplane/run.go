@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
@@ -22,8 +21,10 @@ import (
 const (
 	DefaultListen  = "127.0.0.1:7700"
 	DefaultDataDir = "./ctrl-data"
-	// TokenEnv is read when --token is not given.
-	TokenEnv = "MSGMESH_CTRLPLANE_TOKEN"
+	// TokenEnv is read when neither --token nor --token-file is given.
+	TokenEnv = api.TokenEnv
+	// SealKeyEnv is read when --seal-key-file is not given.
+	SealKeyEnv = "MSGMESH_CTRLPLANE_SEAL_KEY"
 	// SchemaFile is the schema registry's bbolt file in the data
 	// directory. It is there with every --store: the registry is each
 	// replica's own (docs/ctrlplane.md).
@@ -48,7 +49,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	listen := fs.String("listen", DefaultListen, "host:port of the HTTP API and the web page (/ui/)")
 	dataDir := fs.String("data-dir", DefaultDataDir, "directory of the embedded store (bbolt file "+store.BoltFile+") and of the schema registry ("+SchemaFile+", with every --store)")
 	storeSpec := fs.String("store", "", "state store: empty for the embedded store in --data-dir, or etcd://host:port[,host:port...][/prefix] to share state between replicas")
-	token := fs.String("token", "", "operator token, at least 16 bytes (default $"+TokenEnv+")")
+	token := fs.String("token", "", "operator token, at least 16 bytes; visible to every local user in ps, so prefer $"+TokenEnv+" or --token-file")
+	tokenFile := fs.String("token-file", "", "file whose first line is the operator token (default $"+TokenEnv+")")
+	sealKeyFile := fs.String("seal-key-file", "", "file whose first line is the seal key, at least 32 bytes, that encrypts the forwarding CA's private key in the store (default $"+SealKeyEnv+"; none: stored in clear)")
 	insecure := fs.Bool("insecure-no-auth", false, "serve without any authentication: for a throwaway local setup only")
 	wait := fs.Duration("long-poll", api.DefaultWait, "how long a sidecar's config long poll is held open")
 	grace := fs.Duration("rotation-grace", DefaultRotationGrace, "how long an app's previous credential stays valid after a rotation")
@@ -70,10 +73,35 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		return fmt.Errorf("--log-level %q: %w", *logLevel, err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if *token == "" && !*insecure {
-		*token = strings.TrimSpace(os.Getenv(TokenEnv))
+	if !*insecure || *tokenFile != "" {
+		tok, warnings, err := api.LoadToken(*token, *tokenFile)
+		if err != nil {
+			return err
+		}
+		for _, w := range warnings {
+			log.Warn(w)
+		}
+		*token = tok
+	}
+	sealKey, warnings, err := api.LoadSecret(api.Secret{FileFlag: "--seal-key-file", File: *sealKeyFile, Env: SealKeyEnv})
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	if sealKey == "" {
+		log.Warn("no seal key: the forwarding CA's private key is kept in the store unencrypted; set $" + SealKeyEnv + " or --seal-key-file (docs/ctrlplane.md, \"Secrets at rest\")")
 	}
 
+	if *storeSpec == "" || *storeSpec == "bolt" {
+		// Before serving: clear-text credentials of an older version are
+		// hashed, the CA key sealed if it is not, and the file compacted
+		// so the clear values are gone from it.
+		if err := secureBolt(ctx, *dataDir, sealKey, log); err != nil {
+			return err
+		}
+	}
 	st, err := store.Open(ctx, *storeSpec, *dataDir, log)
 	if err != nil {
 		return err
@@ -98,6 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	srv, err := New(Options{
 		Store:          st,
 		SchemaStore:    schemas,
+		SealKey:        sealKey,
 		Token:          *token,
 		InsecureNoAuth: *insecure,
 		Log:            log,

@@ -45,6 +45,8 @@ const (
 	DefaultStoreTimeout  = 10 * time.Second
 	// MinTokenLen is the shortest operator token New accepts.
 	MinTokenLen = 16
+	// MinSealKeyLen is the shortest seal key New accepts.
+	MinSealKeyLen = 32
 )
 
 // Options configure a Server. Store is required, and so is Token unless
@@ -57,6 +59,14 @@ type Options struct {
 	// its own app's config needs it as "Authorization: Bearer TOKEN". At
 	// least MinTokenLen bytes.
 	Token string
+	// SealKey, when set, encrypts the forwarding CA's private key in the
+	// store (AES-256-GCM under a key derived from it with HKDF-SHA256): a
+	// copy of the store alone does not give the key. At least
+	// MinSealKeyLen bytes; every replica sharing a store needs the same.
+	// A key the store holds in clear is sealed when New starts; a sealed
+	// one that does not open with SealKey (or without one) makes New fail
+	// with ErrSealKey.
+	SealKey string
 	// InsecureNoAuth lets every request through without a credential. For
 	// a throwaway local setup only; New logs a warning.
 	InsecureNoAuth bool
@@ -102,8 +112,9 @@ type Server struct {
 	stopping chan struct{} // closed by Shutdown: long polls answer 503
 	parked   atomic.Int64  // long polls waiting for a change
 
-	caMu sync.Mutex // guards ca
-	ca   *pki.CA    // the forwarding CA, loaded or created on first use
+	caMu   sync.Mutex // guards ca
+	ca     *pki.CA    // the forwarding CA, loaded at New or created on first use
+	sealer *sealer    // seals the CA key at rest; nil: stored in clear
 
 	schemas     *schema.Registry // the schema registry (schemas.go)
 	bumpPending atomic.Bool      // a registry change whose push failed: retried by the next registry request
@@ -125,7 +136,7 @@ func New(opts Options) (*Server, error) {
 	case opts.InsecureNoAuth && opts.Token != "":
 		return nil, errors.New("ctrlplane: an operator token and InsecureNoAuth exclude each other")
 	case !opts.InsecureNoAuth && opts.Token == "":
-		return nil, errors.New("ctrlplane: no operator token: pass --token or set MSGMESH_CTRLPLANE_TOKEN (--insecure-no-auth turns authentication off for a local test setup)")
+		return nil, errors.New("ctrlplane: no operator token: set MSGMESH_CTRLPLANE_TOKEN or pass --token-file (--insecure-no-auth turns authentication off for a local test setup)")
 	case !opts.InsecureNoAuth && len(opts.Token) < MinTokenLen:
 		return nil, fmt.Errorf("ctrlplane: the operator token is %d bytes; use at least %d random bytes", len(opts.Token), MinTokenLen)
 	}
@@ -172,6 +183,19 @@ func New(opts Options) (*Server, error) {
 		cancel()
 		return nil, fmt.Errorf("ctrlplane: loading the schema registry: %w", err)
 	}
+	if opts.SealKey != "" {
+		if s.sealer, err = newSealer(opts.SealKey); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	mctx, mcancel := context.WithTimeout(ctx, opts.StoreTimeout)
+	_, err = s.secureStore(mctx)
+	mcancel()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ctrlplane: %w", err)
+	}
 	events, err := s.store.Watch(ctx, "")
 	if err != nil {
 		cancel()
@@ -179,7 +203,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.routines.Go(func() { s.hub.run(events) })
 	if opts.InsecureNoAuth {
-		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, read every app's credential and steer every sidecar's traffic; use it for a local test setup only")
+		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, rotate any app's credential and steer every sidecar's traffic; use it for a local test setup only")
 	}
 	return s, nil
 }

@@ -3,8 +3,6 @@ package ctrlplane
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,16 +27,29 @@ func appKey(name string) string { return appPrefix + name }
 // maxUpdateAttempts bounds the compare-and-swap retries of one update.
 const maxUpdateAttempts = 32
 
-// appRecord is one app as stored under apps/{name}.
+// appRecord is one app as stored under apps/{name}. It holds no
+// credential, only what checks one (credentials.go).
 type appRecord struct {
-	Name               string             `json:"name"`
-	CreatedAt          time.Time          `json:"created_at"`
-	Credential         string             `json:"credential"`
-	PreviousCredential string             `json:"previous_credential,omitempty"`
-	PreviousExpires    time.Time          `json:"previous_expires,omitzero"`
-	RotatedAt          time.Time          `json:"rotated_at,omitzero"`
-	Instances          []api.Instance     `json:"instances"`
-	Topology           *topology.Topology `json:"topology,omitempty"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	// CredentialHash is the SHA-256 of the current credential,
+	// CredentialPublicKey the public key derived from it.
+	CredentialHash      string `json:"credential_sha256,omitempty"`
+	CredentialPublicKey string `json:"credential_public_key,omitempty"`
+	// PreviousHash is the SHA-256 of the credential before the last
+	// rotation, valid until PreviousExpires; CredentialSealed is the
+	// current credential sealed to that previous one's public key.
+	PreviousHash     string    `json:"previous_credential_sha256,omitempty"`
+	PreviousExpires  time.Time `json:"previous_expires,omitzero"`
+	CredentialSealed string    `json:"credential_sealed,omitempty"`
+	// LegacyCredential and LegacyPrevious are the clear-text credentials
+	// of a record written before hashing: getApp migrates them at once,
+	// and the next write of the record drops them.
+	LegacyCredential string             `json:"credential,omitempty"`
+	LegacyPrevious   string             `json:"previous_credential,omitempty"`
+	RotatedAt        time.Time          `json:"rotated_at,omitzero"`
+	Instances        []api.Instance     `json:"instances"`
+	Topology         *topology.Topology `json:"topology,omitempty"`
 	// Limits are the app's flow-control limits (flowctl.Config as JSON),
 	// pushed to its sidecars; nil: none.
 	Limits json.RawMessage `json:"limits,omitempty"`
@@ -76,25 +87,11 @@ func cloneInstances(in []api.Instance) []api.Instance {
 	return out
 }
 
-// acceptsCredential reports whether cred is the app's credential or its
-// unexpired previous one.
-func (a *appRecord) acceptsCredential(cred string, now time.Time) bool {
-	c := api.AppConfig{Credential: a.Credential, PreviousCredential: a.PreviousCredential, PreviousCredentialExpires: a.PreviousExpires}
-	return c.AcceptsCredential(cred, now)
-}
-
 // Credentials look like "mmc1.orders.<43 characters>": the app's name is
 // in them, so the control plane can tell an app's credential used in the
 // wrong place (403) from a credential it does not know (401) with one
 // lookup.
 const credentialPrefix = "mmc1."
-
-// newCredential returns a fresh credential for app: 256 random bits.
-func newCredential(app string) string {
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret) // never fails (crypto/rand)
-	return credentialPrefix + app + "." + base64.RawURLEncoding.EncodeToString(secret)
-}
 
 // credentialApp returns the app a credential claims to belong to.
 func credentialApp(cred string) (string, bool) {
@@ -121,6 +118,9 @@ func (s *Server) getApp(ctx context.Context, name string) (appRecord, uint64, er
 	var a appRecord
 	if err := json.Unmarshal(e.Value, &a); err != nil {
 		return appRecord{}, 0, fmt.Errorf("decoding stored app %q: %w", name, err)
+	}
+	if err := a.migrateLegacy(s.now()); err != nil {
+		return appRecord{}, 0, fmt.Errorf("stored app %q: %w", name, err)
 	}
 	return a, e.ModRev, nil
 }
@@ -197,7 +197,7 @@ func (s *Server) setTopology(ctx context.Context, t *topology.Topology) (uint64,
 // they only grow (the topology and schemas keys are never deleted), so the
 // version does too. The registry is read after the store: see schemas.go,
 // "Ordering".
-func (s *Server) appConfig(ctx context.Context, name string) (api.AppConfig, error) {
+func (s *Server) appConfig(ctx context.Context, name string, who principal) (api.AppConfig, error) {
 	a, appRev, err := s.getApp(ctx, name)
 	if err != nil {
 		return api.AppConfig{}, err
@@ -211,17 +211,15 @@ func (s *Server) appConfig(ctx context.Context, name string) (api.AppConfig, err
 		return api.AppConfig{}, err
 	}
 	cfg := api.AppConfig{
-		App:        a.Name,
-		Version:    max(appRev, topoRev, schemaRev),
-		Instances:  cloneInstances(a.Instances),
-		Brokers:    cmp.Or(a.Topology, global),
-		Credential: a.Credential,
-		Schemas:    s.topicSchemas(schemas.Policies),
-		Limits:     a.Limits,
+		App:       a.Name,
+		Version:   max(appRev, topoRev, schemaRev),
+		Instances: cloneInstances(a.Instances),
+		Brokers:   cmp.Or(a.Topology, global),
+		Schemas:   s.topicSchemas(schemas.Policies),
+		Limits:    a.Limits,
 	}
-	if a.PreviousCredential != "" && s.now().Before(a.PreviousExpires) {
-		cfg.PreviousCredential = a.PreviousCredential
-		cfg.PreviousCredentialExpires = a.PreviousExpires
+	if err := a.credentialsFor(&cfg, who, s.now()); err != nil {
+		return api.AppConfig{}, err
 	}
 	return cfg, nil
 }
@@ -252,7 +250,11 @@ func (s *Server) createApp(ctx context.Context, name string) (api.AppCreated, er
 	if err := api.ValidateAppName(name); err != nil {
 		return api.AppCreated{}, err
 	}
-	a := appRecord{Name: name, CreatedAt: s.now().UTC(), Credential: newCredential(name), Instances: []api.Instance{}}
+	cred := newCredential(name)
+	a := appRecord{Name: name, CreatedAt: s.now().UTC(), Instances: []api.Instance{}}
+	if err := a.setCredential(cred, time.Time{}); err != nil {
+		return api.AppCreated{}, err
+	}
 	value, err := json.Marshal(&a)
 	if err != nil {
 		return api.AppCreated{}, err
@@ -268,7 +270,7 @@ func (s *Server) createApp(ctx context.Context, name string) (api.AppCreated, er
 	if err != nil {
 		return api.AppCreated{}, err
 	}
-	return api.AppCreated{App: a.view(max(rev, shared)), Credential: a.Credential}, nil
+	return api.AppCreated{App: a.view(max(rev, shared)), Credential: cred}, nil
 }
 
 // deleteApp removes an app, retrying when it changes under the delete.
@@ -358,12 +360,12 @@ func (s *Server) rotateCredential(ctx context.Context, app string, grace time.Du
 	now := s.now().UTC()
 	cred := newCredential(app)
 	a, rev, err := s.updateApp(ctx, app, func(a *appRecord) error {
-		a.PreviousCredential, a.PreviousExpires = "", time.Time{}
+		var expires time.Time
 		if grace > 0 {
-			a.PreviousCredential, a.PreviousExpires = a.Credential, now.Add(grace)
+			expires = now.Add(grace)
 		}
-		a.Credential, a.RotatedAt = cred, now
-		return nil
+		a.RotatedAt = now
+		return a.setCredential(cred, expires)
 	})
 	if err != nil {
 		return api.CredentialRotated{}, err
@@ -372,7 +374,7 @@ func (s *Server) rotateCredential(ctx context.Context, app string, grace time.Du
 	if err != nil {
 		return api.CredentialRotated{}, err
 	}
-	return api.CredentialRotated{App: app, Version: max(rev, shared), Credential: a.Credential, PreviousExpires: a.PreviousExpires}, nil
+	return api.CredentialRotated{App: app, Version: max(rev, shared), Credential: cred, PreviousExpires: a.PreviousExpires}, nil
 }
 
 // setAppTopology sets (nil: clears) an app's own topology.

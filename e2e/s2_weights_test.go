@@ -10,12 +10,13 @@ import (
 )
 
 // meshctl runs the operators' CLI (built by make images) against the
-// control plane.
+// control plane, with the operator token in its environment (not on its
+// command line, where every local user could read it).
 func meshctl(t testing.TB, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(sys.root, "e2e", "bin", "meshctl")
-	args = append(args, "--ctrlplane", sys.ctrlURL, "--token", operatorToken)
-	out, err := run(time.Minute, bin, args...)
+	args = append(args, "--ctrlplane", sys.ctrlURL)
+	out, err := runEnv(time.Minute, []string{"MSGMESH_CTRLPLANE_TOKEN=" + operatorToken}, bin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 // TestS5HotUpgrade: while orders1 and orders2 publish and all three orders
 // pods consume, orders1's sidecar is upgraded to the image tagged v2: a new
 // container, in the pod's network namespace and on the same data volume,
-// runs msgmesh with the same flags; the old process hands its listeners and
-// app connections over and exits 0. The app never reconnects, no publish
-// fails, and every acked message is consumed exactly once.
+// runs msgmesh with the same flags and --upgrade; the old process hands its
+// listeners and app connections over and exits 0. The app never
+// reconnects, no publish fails, and every acked message is consumed
+// exactly once. Before that, the same container without --upgrade refuses
+// to start, naming the running sidecar, and changes nothing.
 func TestS5HotUpgrade(t *testing.T) {
 	orders := sys.podsOf("orders")
 	p1 := orders[0]
@@ -35,21 +38,45 @@ func TestS5HotUpgrade(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		t.Fatal(err)
 	}
+	// The new sidecar beside the old one: same namespace, same volume.
+	sidecar := func(name string, extra ...string) (string, []string) {
+		args := []string{"run", "-d", "--name", name, "--label", extraLabel + "=upgrade",
+			"--network", "container:" + p1.appCID, "--volumes-from", old}
+		for _, e := range cfg.Env {
+			args = append(args, "-e", e)
+		}
+		cmd := append(slices.Clone(cfg.Cmd), extra...)
+		out, err := run(time.Minute, "docker", append(append(args, imageSidecar2), cmd...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out), cmd
+	}
+
+	// Without --upgrade it must not take over: it exits non-zero and names
+	// the running sidecar; the old one serves on.
+	dup, _ := sidecar(project + "-orders1-mesh-dup")
+	if err := poll(60*time.Second, func() (bool, string) {
+		running, st := containerRunning(dup)
+		return !running, "second sidecar " + st
+	}); err != nil {
+		t.Fatalf("a second sidecar without --upgrade kept running: %v", err)
+	}
+	dupLogs, _ := run(time.Minute, "docker", "logs", dup)
+	if code, _ := inspect(dup, "{{.State.ExitCode}}"); code == "0" || !strings.Contains(dupLogs, "data directory in use by a running msgmesh: pid ") || !strings.Contains(dupLogs, "--upgrade") {
+		t.Fatalf("a second sidecar without --upgrade exited %s; want non-zero and an error naming the running one:\n%s", code, tail(dupLogs, 10))
+	}
+	t.Logf("without --upgrade: %s", strings.TrimSpace(tail(dupLogs, 1)))
+	if running, st := containerRunning(old); !running {
+		t.Fatalf("the old sidecar stopped after a refused second one: %s", st)
+	}
+	waitMore(t, 30*time.Second, "traffic through the old sidecar after the refusal", 60, jobs[0])
+
 	name := project + "-orders1-mesh-v2"
-	args := []string{"run", "-d", "--name", name, "--label", extraLabel + "=upgrade",
-		"--network", "container:" + p1.appCID, "--volumes-from", old}
-	for _, e := range cfg.Env {
-		args = append(args, "-e", e)
-	}
-	args = append(args, imageSidecar2)
-	args = append(args, cfg.Cmd...)
 	start := time.Now()
-	out, err := run(time.Minute, "docker", args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1.meshCID = strings.TrimSpace(out)
-	t.Logf("started %s (%s) with %s", name, imageSidecar2, strings.Join(cfg.Cmd, " "))
+	cid, cmd := sidecar(name, "--upgrade")
+	p1.meshCID = cid
+	t.Logf("started %s (%s) with %s", name, imageSidecar2, strings.Join(cmd, " "))
 
 	if err := poll(90*time.Second, func() (bool, string) {
 		running, st := containerRunning(old)

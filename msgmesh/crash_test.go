@@ -43,9 +43,13 @@ func freePort(t *testing.T) string {
 // sidecarProc is msgmesh running as a child process.
 type sidecarProc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *bytes.Buffer // read it through output while the process runs
+	out    *lockedWriter
 	done   chan struct{}
 }
+
+// output is what the process wrote to stderr so far.
+func (p *sidecarProc) output() string { return p.out.String() }
 
 func startProc(t *testing.T, bin string, args ...string) *sidecarProc {
 	t.Helper()
@@ -60,7 +64,8 @@ func startProcEnv(t *testing.T, env []string, bin string, args ...string) *sidec
 	// code; checkRaces fails the test for any race but the known ones of
 	// rocketmq-client-go v2.1.2's own shutdown (docs/brokers.md).
 	p.cmd.Env = append(append(os.Environ(), "GORACE=exitcode=0"), env...)
-	p.cmd.Stderr = &lockedWriter{w: p.stderr}
+	p.out = &lockedWriter{w: p.stderr}
+	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

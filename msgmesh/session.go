@@ -113,7 +113,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.sessMu.Unlock()
 	defer sc.sessWG.Done()
 
-	s.log.Info("app connected")
+	s.log.Debug("app connected")
 	err := s.readLoop(ctx)
 	if errors.Is(err, errFrozen) {
 		s.freezeCleanup()
@@ -125,7 +125,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.countSessions()
 	sc.sessMu.Unlock()
 	if !errors.Is(err, errFrozen) {
-		s.log.Info("app disconnected", "app", s.appName(), "reason", err)
+		s.log.Debug("app disconnected", "app", s.appName(), "reason", err)
 	}
 }
 
@@ -331,7 +331,7 @@ func (s *session) onHello(p []byte) error {
 		s.maxInflight.Store(int32(h.MaxInflight))
 	}
 	s.log = s.log.With("app", h.App, "client", h.Client)
-	s.log.Info("hello", "max_inflight", s.maxInflight.Load())
+	s.log.Debug("hello", "max_inflight", s.maxInflight.Load())
 	return nil
 }
 
@@ -364,7 +364,7 @@ func (s *session) onDeclare(p []byte) error {
 			s.join(k, mode)
 		}
 	}
-	s.log.Info("declared", "subscriptions", len(want))
+	s.log.Debug("declared", "subscriptions", len(want))
 	return nil
 }
 

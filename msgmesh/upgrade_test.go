@@ -1,14 +1,17 @@
 package msgmesh_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"context"
 	"github.com/msgmesh/msgmesh/client"
 )
 
@@ -56,8 +59,8 @@ func (g *gapWatch) tick() {
 }
 
 // TestHotUpgrade replaces the running msgmesh binary three times in a row
-// by starting a new one on the same data directory, while apps publish and
-// consume. No app connection breaks, every acknowledged publish is
+// by starting a new one on the same data directory with --upgrade, while
+// apps publish and consume. No app connection breaks, every acknowledged publish is
 // consumed, and none is delivered twice. It runs on the embedded broker and
 // on each broker kit through --config.
 func TestHotUpgrade(t *testing.T) {
@@ -95,7 +98,7 @@ func hotUpgrade(t *testing.T, kit *brokerKit) {
 		before := tr.ackedCount()
 		waitFor(t, 30*time.Second, "traffic to flow", func() bool { return tr.ackedCount() > before+300 })
 		start := time.Now()
-		next := startProc(t, bin, args...)
+		next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
 		select {
 		case <-old.done:
 		case <-time.After(scaled(90 * time.Second)):
@@ -124,7 +127,7 @@ func TestHotUpgradeSuccessorDies(t *testing.T) {
 	}
 	tr := startTraffic(t, meshAddr, "g1")
 	waitFor(t, 30*time.Second, "traffic to flow", func() bool { return tr.ackedCount() > 300 })
-	doomed := startProcEnv(t, []string{"MSGMESH_TEST_KILL_AFTER_RECEIVE=1"}, bin, args...)
+	doomed := startProcEnv(t, []string{"MSGMESH_TEST_KILL_AFTER_RECEIVE=1"}, bin, slices.Concat(args, []string{"--upgrade"})...)
 	<-doomed.done
 	select {
 	case <-old.done:
@@ -133,5 +136,94 @@ func TestHotUpgradeSuccessorDies(t *testing.T) {
 	}
 	before := tr.ackedCount()
 	waitFor(t, 60*time.Second, "traffic to flow again through the old process", func() bool { return tr.ackedCount() > before+300 })
+	tr.finish(t)
+}
+
+// withFlag returns args with flag's value replaced (args holds it once).
+func withFlag(args []string, flag, value string) []string {
+	out := slices.Clone(args)
+	i := slices.Index(out, flag)
+	out[i+1] = value
+	return out
+}
+
+// TestTakeoverIsDeliberate: a second msgmesh on the data directory of a
+// running one does not take it over unless started with --upgrade, and
+// with --upgrade not when its listener flags name other addresses than it
+// would inherit. Each refusal exits non-zero and names the running
+// process (pid, listeners) or each differing flag; the running sidecar
+// serves on throughout, without losing, doubling or disconnecting
+// anything. Then --upgrade with the same flags takes over. The first
+// process itself runs with --upgrade and nothing to upgrade: it starts
+// fresh.
+func TestTakeoverIsDeliberate(t *testing.T) {
+	bin, args, meshAddr, httpAddr := upgradeSetup(t, nil)
+	old := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
+	waitHealthy(t, old, httpAddr)
+	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	tr := startTraffic(t, meshAddr, "g1")
+	otherMesh, otherHTTP := freePort(t), freePort(t)
+	moved := withFlag(withFlag(args, "--listen", otherMesh), "--http", otherHTTP)
+	pid := fmt.Sprintf("pid %d", old.cmd.Process.Pid)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"same flags, no --upgrade", args, []string{
+			"data directory in use by a running msgmesh", pid, "mesh " + meshAddr, "http " + httpAddr, "start this one with --upgrade", "its own --data-dir"}},
+		{"other listeners, no --upgrade", moved, []string{
+			"data directory in use by a running msgmesh", pid, "mesh " + meshAddr, "http " + httpAddr, "start this one with --upgrade"}},
+		{"other listeners, --upgrade", slices.Concat(moved, []string{"--upgrade"}), []string{
+			"--upgrade: listener flags differ from the running msgmesh's (" + pid + ")",
+			"--listen " + otherMesh + " (the running msgmesh's mesh listener is " + meshAddr + ")",
+			"--http " + otherHTTP + " (the running msgmesh's http listener is " + httpAddr + ")",
+			"The running msgmesh goes on unchanged"}},
+		{"one other listener, --upgrade", slices.Concat(withFlag(args, "--http", otherHTTP), []string{"--upgrade"}), []string{
+			"--http " + otherHTTP + " (the running msgmesh's http listener is " + httpAddr + ")"}},
+	} {
+		before := tr.ackedCount()
+		p := startProc(t, bin, tc.args...)
+		select {
+		case <-p.done:
+		case <-time.After(scaled(30 * time.Second)):
+			t.Fatalf("%s: the second process neither refused nor exited", tc.name)
+		}
+		out := p.output()
+		if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+			t.Fatalf("%s: the second process exited 0:\n%s", tc.name, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: its error does not say %q:\n%s", tc.name, w, out)
+			}
+		}
+		if tc.name == "one other listener, --upgrade" && strings.Contains(out, "--listen") {
+			t.Errorf("%s: names --listen, which is the same:\n%s", tc.name, out)
+		}
+		t.Logf("%s: %s", tc.name, strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]))
+		select {
+		case <-old.done:
+			t.Fatalf("%s: the running sidecar exited:\n%s", tc.name, old.output())
+		default:
+		}
+		waitFor(t, 30*time.Second, "traffic to flow through the running sidecar", func() bool { return tr.ackedCount() > before+100 })
+	}
+	if strings.Contains(old.output(), "handed over") {
+		t.Fatalf("the running sidecar handed over to a refused process:\n%s", old.output())
+	}
+
+	next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
+	select {
+	case <-old.done:
+	case <-time.After(scaled(90 * time.Second)):
+		t.Fatal("with --upgrade and the same flags, the old process did not hand over and exit")
+	}
+	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("old process exited %d", code)
+	}
+	waitHealthy(t, next, httpAddr)
 	tr.finish(t)
 }

@@ -21,10 +21,14 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
 	"github.com/msgmesh/msgmesh/internal/boltfile/bolttest"
+	"github.com/msgmesh/msgmesh/internal/pki"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
-const token = "binary-test-operator-token-0123"
+const (
+	token   = "binary-test-operator-token-0123"
+	sealKey = "binary-test-seal-key-0123456789abcdef"
+)
 
 var build = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "ctrlplane-bin")
@@ -265,5 +269,183 @@ func TestBinaryRefusesDamagedFiles(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBinaryMigratesClearCredentials: a ctrlplane.db an older control
+// plane wrote holds app credentials and the forwarding CA's key in clear.
+// The binary started on it with a seal key stores the credentials' hashes
+// instead, seals the CA key and compacts the file: neither is left in
+// ctrlplane.db, byte for byte; every credential works as it did (the
+// previous one, still in its grace period, receives the current one in
+// its config), and certificates come from the same CA.
+func TestBinaryMigratesClearCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	const (
+		cur  = "mmc1.orders.CURRENTcurrentCURRENTcurrentCURRENTcurrent123"
+		prev = "mmc1.orders.PREVIOUSpreviousPREVIOUSpreviousPREVIOUSprevi"
+		bil  = "mmc1.billing.BILLINGbillingBILLINGbillingBILLINGbillingBIL"
+	)
+	dir := t.TempDir()
+	path := filepath.Join(dir, store.BoltFile)
+	st, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	// orders has many instances: its record spans several pages, which
+	// bbolt frees, but does not clear, when the record is rewritten.
+	var instances []string
+	for i := range 300 {
+		a := fmt.Sprintf("10.0.%d.%d:7610", i/250, i%250+1)
+		instances = append(instances, `{"id":"`+a+`","addr":"`+a+`","weight":100}`)
+	}
+	for key, rec := range map[string]string{
+		// As the control plane wrote them before credential hashing.
+		"apps/orders": `{"name":"orders","created_at":"` + now.Add(-time.Hour).Format(time.RFC3339Nano) + `","credential":"` + cur +
+			`","previous_credential":"` + prev + `","previous_expires":"` + now.Add(time.Hour).Format(time.RFC3339Nano) +
+			`","rotated_at":"` + now.Add(-time.Minute).Format(time.RFC3339Nano) + `","instances":[` + strings.Join(instances, ",") + `]}`,
+		"apps/billing": `{"name":"billing","created_at":"` + now.Format(time.RFC3339Nano) + `","credential":"` + bil + `","instances":[]}`,
+	} {
+		if _, err := st.Put(t.Context(), key, []byte(rec), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The forwarding CA, its key in clear as before seal keys.
+	ca, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caRec, _ := json.Marshal(map[string]string{"cert": string(ca.CertPEM()), "key": string(caKey)})
+	if _, err := st.Put(t.Context(), "pki/ca", caRec, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What to look for: a credential's random part, the key's first line
+	// of base64.
+	secrets := map[string]string{"current credential": cur[len("mmc1.orders."):], "previous credential": prev[len("mmc1.orders."):],
+		"billing credential": bil[len("mmc1.billing."):], "CA key": strings.Split(string(caKey), "\n")[1]}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range secrets {
+		if !bytes.Contains(raw, []byte(s)) {
+			t.Fatalf("the old-format file does not hold the %s; the test is wrong", name)
+		}
+	}
+
+	addr := freeAddr(t)
+	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token, "MSGMESH_CTRLPLANE_SEAL_KEY=" + sealKey}, "--data-dir", dir, "--listen", addr)
+	op, err := ctrlclient.New(addr, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "ctrlplane to answer /healthz", func() bool { return op.Health(t.Context()) == nil })
+	if raw, err = os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range secrets {
+		if bytes.Contains(raw, []byte(s)) {
+			t.Errorf("after the migration ctrlplane.db still holds the %s in clear", name)
+		}
+	}
+	// The sealed CA is the same CA.
+	_, csr, err := pki.NewKeyAndCSR("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecar, err := ctrlclient.New(addr, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sidecar.IssueCertificate(t.Context(), "orders", csr); err != nil || got.CA != string(ca.CertPEM()) {
+		t.Errorf("certificate after sealing the CA key: %v; same CA %v", err, err == nil && got.CA == string(ca.CertPEM()))
+	}
+	for _, tc := range []struct{ app, cred, want string }{{"orders", cur, cur}, {"orders", prev, cur}, {"billing", bil, bil}} {
+		c, err := ctrlclient.New(addr, tc.cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := c.Config(t.Context(), tc.app)
+		if err != nil || cfg.Credential != tc.want || (tc.app == "orders" && len(cfg.Instances) != 300) {
+			t.Errorf("%s config read with %s: %+v, %v; want credential %s", tc.app, tc.cred, cfg, err, tc.want)
+		}
+	}
+	if !strings.Contains(p.stderr.String(), "stored their hashes instead") {
+		t.Errorf("the log does not say the credentials were migrated:\n%s", p.stderr.String())
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+// TestBinaryTokenNotInArgv: the operator token is read from a file
+// (--token-file) or the environment, so it is not in the process's
+// command line; given as --token it still works but the binary warns, and
+// a token file others can read gets a warning too.
+func TestBinaryTokenNotInArgv(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loose := filepath.Join(dir, "token-loose")
+	if err := os.WriteFile(loose, []byte(token+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		inArgv bool
+		warn   string
+	}{
+		{"token file", []string{"--token-file", file}, false, ""},
+		{"environment", nil, false, ""},
+		{"flag", []string{"--token", token}, true, "every local user can read (ps, /proc/PID/cmdline)"},
+		{"loose token file", []string{"--token-file", loose}, false, "readable by other users (mode 0644)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := []string{"MSGMESH_CTRLPLANE_TOKEN=", "MSGMESH_CTRLPLANE_SEAL_KEY=" + sealKey}
+			if tc.args == nil {
+				env[0] = "MSGMESH_CTRLPLANE_TOKEN=" + token
+			}
+			addr := freeAddr(t)
+			p := start(t, env, append([]string{"--data-dir", t.TempDir(), "--listen", addr}, tc.args...)...)
+			c, err := ctrlclient.New(addr, token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "ctrlplane to answer /healthz", func() bool { return c.Health(t.Context()) == nil })
+			if _, err := c.ListApps(t.Context()); err != nil {
+				t.Fatalf("the operator token does not work: %v", err)
+			}
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.cmd.Process.Pid))
+			if err != nil {
+				t.Skipf("reading the process's command line needs /proc: %v", err)
+			}
+			if got := bytes.Contains(cmdline, []byte(token)); got != tc.inArgv {
+				t.Errorf("token in /proc/PID/cmdline: %v, want %v", got, tc.inArgv)
+			}
+			logs := p.stderr.String()
+			if tc.warn == "" && strings.Contains(logs, "level=WARN") {
+				t.Errorf("a warning without reason:\n%s", logs)
+			}
+			if tc.warn != "" && !strings.Contains(logs, tc.warn) {
+				t.Errorf("no warning saying %q:\n%s", tc.warn, logs)
+			}
+		})
 	}
 }

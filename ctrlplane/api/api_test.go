@@ -84,12 +84,16 @@ func TestAppConfig(t *testing.T) {
 			t.Errorf("AcceptsCredential(%q, %v) = %v", tc.cred, tc.at, got)
 		}
 	}
-	// The JSON names sidecars rely on; reserved fields stay absent.
+	// The JSON names sidecars rely on; reserved fields stay absent, and so
+	// does the credential of a config the operator reads.
 	b, err := json.Marshal(AppConfig{App: "a", Instances: []Instance{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(b); got != `{"app":"a","version":0,"instances":[],"credential":""}` {
+	if got := string(b); got != `{"app":"a","version":0,"instances":[]}` {
 		t.Fatalf("JSON = %s", got)
+	}
+	if b, _ := json.Marshal(AppConfig{App: "a", Instances: []Instance{}, Credential: "c"}); string(b) != `{"app":"a","version":0,"instances":[],"credential":"c"}` {
+		t.Fatalf("JSON with a credential = %s", b)
 	}
 }

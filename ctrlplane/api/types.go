@@ -51,15 +51,17 @@ type AppConfig struct {
 	// global topology; nil when neither is set: the sidecar then keeps the
 	// topology of its own config file.
 	Brokers *topology.Topology `json:"brokers,omitempty"`
-	// Credential is the app's credential. Sidecars present it to read this
-	// config, and sibling sidecars of the app present it to each other on
-	// their forwarding listeners: whoever can read the config is a member.
-	Credential string `json:"credential"`
-	// PreviousCredential is the credential before the last rotation. Until
-	// PreviousCredentialExpires the control plane still accepts it for
-	// reading this config, and siblings should accept it too, so that a
-	// rotation does not cut off a sidecar that has not seen the new
-	// credential yet. Empty when there is none or it has expired.
+	// Credential is the app's current credential, which sidecars present
+	// to read this config: the one the reader presented, or, when it
+	// presented the previous one, the credential that replaced it, so the
+	// sidecar follows a rotation. Empty when read with the operator token:
+	// the control plane keeps only hashes of credentials.
+	Credential string `json:"credential,omitempty"`
+	// PreviousCredential is the credential before the last rotation, when
+	// the reader presented it. Until PreviousCredentialExpires (set
+	// whenever a previous credential is valid) the control plane still
+	// accepts it, so that a rotation does not cut off a sidecar that has
+	// not seen the new credential yet.
 	PreviousCredential        string    `json:"previous_credential,omitempty"`
 	PreviousCredentialExpires time.Time `json:"previous_credential_expires,omitzero"`
 	// Schemas are the topics' Avro schemas (DESIGN.md flow 9), by topic:

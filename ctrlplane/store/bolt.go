@@ -23,6 +23,10 @@ const boltFormat = "1"
 // they are replaced by one Reset.
 const maxWatchQueue = 1024
 
+// boltSpec is how boltfile opens the store's file.
+var boltSpec = boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane",
+	StartEmpty: "with no apps, instances, weights, credentials or topology (create them again, and give the sidecars their apps' new credentials)"}
+
 var (
 	bucketMeta = []byte("meta") // also holds the revision counter
 	bucketKV   = []byte("kv")
@@ -57,13 +61,25 @@ func OpenBolt(path string) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketKV}, Locked: ErrLocked, Holder: "another ctrlplane",
-		StartEmpty: "with no apps, instances, weights, credentials or topology (create them again, and give the sidecars their apps' new credentials)"})
+	db, err := boltfile.Open(path, boltSpec)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Bolt{db: db, path: path, ctx: ctx, cancel: cancel, watchers: map[*boltWatcher]struct{}{}}, nil
+}
+
+// BoltPath is the bbolt file's path in a data directory.
+func BoltPath(dataDir string) string { return filepath.Join(dataDir, BoltFile) }
+
+// CompactBolt rewrites the bbolt file at path with only its live values
+// (boltfile.Compact), so that values overwritten or deleted can no longer
+// be read from it. The file must not be open.
+func CompactBolt(path string) error {
+	if err := boltfile.Compact(path, boltSpec); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
 }
 
 // Get implements Store.

@@ -340,3 +340,36 @@ func SyncDir(dir string) error {
 	}
 	return nil
 }
+
+// Compact rewrites the file at path with only its live keys, the way
+// "bbolt compact" does, and replaces it: bbolt reuses freed pages but
+// never clears them, so a value overwritten or deleted may still be read
+// from the file until it is compacted. Nobody else may have the file open;
+// Compact takes its lock like Open.
+func Compact(path string, spec Spec) error {
+	src, err := Open(path, spec)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := path + ".compact"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: LockTimeout})
+	if err != nil {
+		return err
+	}
+	err = bolt.Compact(dst, src, 0)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact %q: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}

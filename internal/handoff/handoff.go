@@ -1,9 +1,12 @@
 // Package handoff carries a hot upgrade between two msgmesh processes over
 // a unix socket in the shared data directory (DESIGN.md flow 10). The
 // running process listens on <data-dir>/msgmesh.sock; a new process that
-// finds a live socket there asks it to take over:
+// finds a live socket there first asks who runs, then, if it was started
+// to upgrade (msgmesh --upgrade), asks it to take over:
 //
-//	new → old  {"op":"takeover"}
+//	new → old  {"op":"status","pid":P}
+//	old → new  {"op":"status","pid":P,"listeners":{"mesh":…,"http":…}}
+//	new → old  {"op":"takeover","pid":P}, or it closes the socket
 //	old → new  {"op":"state", "state":…, "files":N}, then N files (SCM_RIGHTS)
 //	           or {"op":"refused", "error":…}
 //	new → old  {"op":"ready"} once it serves; anything else (or the socket
@@ -43,11 +46,19 @@ type Msg struct {
 	// Extra names the files that follow the state's own, in order.
 	Extra []string `json:"extra,omitempty"`
 	Error string   `json:"error,omitempty"`
-	PID   int      `json:"pid,omitempty"`
+	// PID is the sender's process id.
+	PID int `json:"pid,omitempty"`
+	// Listeners are the running process's listening addresses by name
+	// ("mesh", "http", "forwarding", ...), in a status answer.
+	Listeners map[string]string `json:"listeners,omitempty"`
 }
 
 // Ops.
 const (
+	// OpStatus asks the running process who it is; it answers with its
+	// PID and Listeners and waits for the next message. A process older
+	// than this op closes the socket instead.
+	OpStatus   = "status"
 	OpTakeover = "takeover"
 	OpState    = "state"
 	OpRefused  = "refused"

@@ -20,8 +20,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// ctrlplaneTokenEnv is read when --token is not given.
-const ctrlplaneTokenEnv = "MSGMESH_CTRLPLANE_TOKEN"
+// ctrlplaneTokenEnv is read when neither --token nor --token-file is
+// given.
+const ctrlplaneTokenEnv = api.TokenEnv
 
 // ctrlplaneCommands are the control-plane commands: two words each, a
 // group ("weights") and a verb ("set").
@@ -59,21 +60,28 @@ func ctrlplaneCommands() []command {
 
 // ctrlplaneFlags are the flags every control-plane command has.
 type ctrlplaneFlags struct {
-	url   *string
-	token *string
+	url       *string
+	token     *string
+	tokenFile *string
+	stderr    io.Writer // gets the warnings about the token
 }
 
 func addCtrlplaneFlags(fs *flag.FlagSet) ctrlplaneFlags {
 	return ctrlplaneFlags{
-		url:   fs.String("ctrlplane", ctrlclient.DefaultURL, "the control plane's URL; a comma-separated list for replicas"),
-		token: fs.String("token", "", "the operator token (default $"+ctrlplaneTokenEnv+"); config get, config watch and the schema reads (get, list, check) also take an app's credential"),
+		url:       fs.String("ctrlplane", ctrlclient.DefaultURL, "the control plane's URL; a comma-separated list for replicas"),
+		token:     fs.String("token", "", "the operator token; visible to every local user in ps, so prefer $"+ctrlplaneTokenEnv+" or --token-file. config get, config watch and the schema reads (get, list, check) also take an app's credential"),
+		tokenFile: fs.String("token-file", "", "file whose first line is the token (default $"+ctrlplaneTokenEnv+")"),
+		stderr:    fs.Output(),
 	}
 }
 
 func (f ctrlplaneFlags) client() (*ctrlclient.Client, error) {
-	token := *f.token
-	if token == "" {
-		token = strings.TrimSpace(os.Getenv(ctrlplaneTokenEnv))
+	token, warnings, err := api.LoadToken(*f.token, *f.tokenFile)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(f.stderr, "meshctl: warning:", w)
 	}
 	c, err := ctrlclient.New(*f.url, token)
 	if err != nil {

@@ -39,9 +39,17 @@ func startCtrlplane(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
+// tokenFile writes the operator token to a file for --token-file.
+func tokenFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, cpToken+"\n")
+	return path
+}
+
 func TestCtrlplaneCommands(t *testing.T) {
 	url := startCtrlplane(t)
-	cp := []string{"--ctrlplane", url, "--token", cpToken}
+	cp := []string{"--ctrlplane", url, "--token-file", tokenFile(t)}
 	runCP := func(args ...string) (int, string, string) {
 		t.Helper()
 		return run(t, append(args, cp...)...)
@@ -246,6 +254,38 @@ func TestCtrlplaneHelp(t *testing.T) {
 	}
 	if code, _, errs := run(t, "apps", "list", "--ctrlplane", "ftp://x"); code != 2 || !strings.Contains(errs, "--ctrlplane") {
 		t.Fatalf("bad URL: exit %d, %q", code, errs)
+	}
+}
+
+// TestCtrlplaneTokenSources: the token comes from --token-file or
+// $MSGMESH_CTRLPLANE_TOKEN without a word; --token works but warns that
+// it shows in ps; both flags at once are a usage error.
+func TestCtrlplaneTokenSources(t *testing.T) {
+	url := startCtrlplane(t)
+	file := tokenFile(t)
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		code int
+		warn string
+	}{
+		{"token file", "", []string{"--token-file", file}, 0, ""},
+		{"environment", cpToken, nil, 0, ""},
+		{"flag", "", []string{"--token", cpToken}, 0, "meshctl: warning: the token was given as --token, which every local user can read"},
+		{"both flags", "", []string{"--token", cpToken, "--token-file", file}, 2, "--token and --token-file both give the token"},
+		{"missing file", "", []string{"--token-file", file + ".missing"}, 2, "--token-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(ctrlplaneTokenEnv, tc.env)
+			code, out, errs := run(t, append([]string{"apps", "list", "--ctrlplane", url}, tc.args...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %q %q", code, tc.code, out, errs)
+			}
+			if tc.warn == "" && errs != "" || tc.warn != "" && !strings.Contains(errs, tc.warn) {
+				t.Fatalf("stderr %q, want %q", errs, tc.warn)
+			}
+		})
 	}
 }
 

@@ -161,6 +161,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
 		cp         cpOptions
+		upgrade    = fs.Bool("upgrade", false, "hot upgrade: take over the listeners and app connections of the msgmesh running on --data-dir (docs/upgrade.md); without it this process refuses to start while one runs there")
 		otlp       = fs.String("otlp-endpoint", "", "export traces over OTLP/gRPC to this endpoint (http://host:4317 plaintext, https:// or host:port TLS); overrides telemetry.otlp_endpoint")
 	)
 	fs.StringVar(&cp.URLs, "ctrlplane", "", "control plane URL(s), comma-separated; enables weights and forwarding between the app's sidecars (needs --app and MSGMESH_APP_CREDENTIAL)")
@@ -253,7 +254,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		stop := reloadLimitsOnHUP(*configPath, flow, log)
 		defer stop()
 	}
-	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC}
+	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC,
+		upgrade: upgradeOpts{enabled: *upgrade, want: map[string]string{"mesh": cfg.Listen, "http": cfg.HTTPListen}}}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
 		cp.DeliveryTimeout = cfg.DeliveryTimeout
@@ -271,6 +273,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 			return errors.New("--ctrlplane needs --forward-advertise (the host:port siblings reach this sidecar's --forward-listen on)")
 		}
 		rt.cp = &cp
+		rt.upgrade.want["forwarding"] = cp.Listen
 	}
 	return rt.serve(ctx, *grace)
 }
@@ -293,6 +296,8 @@ type runtime struct {
 
 	rpc   *rpcproxy.Config // nil: no RPC proxy
 	proxy *rpcproxy.Proxy  // this incarnation's RPC proxy
+
+	upgrade upgradeOpts // whether and onto what this process takes over
 }
 
 // openBrokers opens the configured clusters, or the embedded NATS server.
@@ -451,14 +456,14 @@ const (
 )
 
 // serve runs the sidecar: it takes over from a running predecessor on the
-// same data directory if there is one, then serves until ctx ends or a
-// successor takes over.
+// same data directory if asked to (--upgrade; without it a running one
+// makes it refuse), then serves until ctx ends or a successor takes over.
 func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 	sock := filepath.Join(rt.cfg.DataDir, handoff.SocketName)
 	if err := os.MkdirAll(rt.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	inherit, ctl, fwdLn, pred, err := takeover(sock, rt.log)
+	inherit, ctl, fwdLn, pred, err := takeover(sock, rt.upgrade, rt.log)
 	if err != nil {
 		return err
 	}
@@ -484,7 +489,7 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 				return err
 			}
 		}
-		req := acceptOne(ctl)
+		req := acceptOne(ctl, rt.status(), rt.log)
 		select {
 		case <-ctx.Done():
 			ctl.Close()
@@ -503,27 +508,6 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			inherit, fwdLn = st, fwd // it failed: resume on what we handed over
 		}
 	}
-}
-
-// acceptOne accepts one takeover request in the background.
-func acceptOne(ln *net.UnixListener) <-chan *net.UnixConn {
-	ch := make(chan *net.UnixConn, 1)
-	go func() {
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return // closed: the runtime stopped listening
-			}
-			m, err := handoff.Read(c)
-			if err != nil || m.Op != handoff.OpTakeover {
-				c.Close()
-				continue
-			}
-			ch <- c
-			return
-		}
-	}()
-	return ch
 }
 
 // handOver runs the old side of a hot upgrade on the successor's request.
@@ -601,66 +585,6 @@ func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, files []*os.F
 		return err
 	}
 	return handoff.SendFiles(c, files)
-}
-
-// takeover asks a running predecessor for its state. With none running it
-// returns all nil and the process starts fresh.
-func takeover(sock string, log *slog.Logger) (*msgmesh.HandoffState, *net.UnixListener, *os.File, *net.UnixConn, error) {
-	c, err := handoff.Dial(sock, 2*time.Second)
-	if errors.Is(err, handoff.ErrNoPredecessor) {
-		return nil, nil, nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	log.Info("a msgmesh runs on this data directory; taking over", "socket", sock)
-	fail := func(err error) (*msgmesh.HandoffState, *net.UnixListener, *os.File, *net.UnixConn, error) {
-		c.Close()
-		return nil, nil, nil, nil, fmt.Errorf("hot upgrade: %w", err)
-	}
-	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpTakeover, PID: os.Getpid()}); err != nil {
-		return fail(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(settleTimeout + 10*time.Second))
-	m, err := handoff.Read(c)
-	if err != nil {
-		return fail(err)
-	}
-	if m.Op != handoff.OpState {
-		return fail(fmt.Errorf("predecessor refused: %s", m.Error))
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	files, err := handoff.RecvFiles(c, m.Files)
-	if err != nil {
-		return fail(err)
-	}
-	var st msgmesh.HandoffState
-	if err := json.Unmarshal(m.State, &st); err != nil {
-		return fail(err)
-	}
-	n := len(files) - len(m.Extra)
-	if n < 0 || len(m.Extra) == 0 || m.Extra[0] != "control" {
-		return fail(fmt.Errorf("unexpected files %v", m.Extra))
-	}
-	if err := st.SetFiles(files[:n]); err != nil {
-		return fail(err)
-	}
-	ctl, err := net.FileListener(files[n])
-	files[n].Close()
-	if err != nil {
-		return fail(err)
-	}
-	var fwd *os.File
-	if len(m.Extra) > 1 && m.Extra[1] == "forward" {
-		fwd = files[n+1]
-	}
-	if os.Getenv(testKillAfterReceive) != "" {
-		// Test hook: die the hardest way at the worst moment, holding
-		// every socket and before adopting any of them.
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	}
-	log.Info("received the predecessor's sockets", "connections", len(st.Conns))
-	return &st, ctl.(*net.UnixListener), fwd, c, nil
 }
 
 // testKillAfterReceive names the environment variable that makes a new

@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/pki"
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"golang.org/x/time/rate"
 )
 
 // DefaultListen is the forwarding listener's address when
@@ -111,7 +112,16 @@ type Server struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[*serverConn]struct{}
+
+	// Peers refused at the handshake: the listener is reachable from
+	// other hosts, so the warning is logged at most once per
+	// refusedLogEvery, with the count; each one is at debug level.
+	refusedLog rate.Sometimes
+	refused    atomic.Uint64
 }
+
+// refusedLogEvery spaces the warnings about refused peers.
+const refusedLogEvery = 10 * time.Second
 
 // NewServer checks cfg and returns a Server that is not listening yet.
 func NewServer(cfg ServerConfig) (*Server, error) {
@@ -155,6 +165,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tls:   tc,
 		log:   cfg.Logger.With("component", "forward-server", "app", cfg.App),
 		conns: make(map[*serverConn]struct{}),
+
+		refusedLog: rate.Sometimes{First: 1, Interval: refusedLogEvery},
 	}
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.core = core.NewServer(s.serveConn, s.log)
@@ -256,7 +268,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		}
 	}
 	if err != nil {
-		log.Warn("forwarding peer refused", "err", err)
+		n, warned := s.refused.Add(1), false
+		s.refusedLog.Do(func() {
+			warned = true
+			log.Warn("forwarding peer refused", "err", err, "refused_so_far", n)
+		})
+		if !warned {
+			log.Debug("forwarding peer refused", "err", err)
+		}
 		return
 	}
 	c := &serverConn{
@@ -277,7 +296,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	log.Info("forwarder disconnected", "reason", err)
+	log.Debug("forwarder disconnected", "reason", err)
 }
 
 // serverConn is one forwarder's connection. Its read loop (run) is the only
@@ -353,7 +372,7 @@ func (c *serverConn) hello() error {
 		return fmt.Errorf("%w: HELLO for app %q", ErrRefused, h.App)
 	}
 	c.log = c.log.With("client", h.Client)
-	c.log.Info("forwarder connected")
+	c.log.Debug("forwarder connected")
 	return c.send(mesh.KindOK, mesh.FlagResponse, f.ID, nil)
 }
 
