@@ -8,10 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // upstreamKey identifies one upstream consumer. The sidecar runs exactly one

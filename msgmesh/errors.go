@@ -5,10 +5,10 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
 	"github.com/msgmesh/msgmesh/core"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/schema"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/observe"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // checkPublish applies the checks every publish passes before it reaches

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/observe"
 	"go.opentelemetry.io/otel/trace"
 )

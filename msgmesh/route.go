@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // routeKey names a dispatch point: one consumer group on one topic.

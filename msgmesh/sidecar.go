@@ -52,13 +52,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/schema"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Config configures a Sidecar. The zero value of every field but DataDir and

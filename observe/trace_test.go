@@ -14,9 +14,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/observe/msgtrace"
 )

@@ -1,0 +1,752 @@
+package natsbroker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/topology"
+)
+
+func TestPublishConsumeAll(t *testing.T) {
+	const n = 1000
+	ev := newEnv(t, natsbroker.Config{})
+	res := publishN(t, ev.b, "orders.created", 0, n)
+	for i, r := range res {
+		if r.Stream != "MESH_orders_created" || r.Partition != -1 {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		if want := fmt.Sprintf("%s:%d", r.Stream, r.Offset); r.MessageID != want {
+			t.Fatalf("result %d: MessageID %q, want %q", i, r.MessageID, want)
+		}
+		if i > 0 && r.Offset <= res[i-1].Offset {
+			t.Fatalf("offsets not strictly increasing: %d then %d", res[i-1].Offset, r.Offset)
+		}
+	}
+
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
+	got := collect(t, c, bodies(0, n))
+	for k, cnt := range got {
+		if cnt != 1 {
+			t.Errorf("%s delivered %d times", k, cnt)
+		}
+	}
+	expectNothing(t, c, 200*time.Millisecond)
+}
+
+func TestGroupsAndTopicsAreIndependent(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "t.one", 0, 50)
+	publishN(t, ev.b, "t.two", 100, 30)
+
+	tests := []struct {
+		group, topic string
+		want         map[string]bool
+	}{
+		{"g1", "t.one", bodies(0, 50)},
+		{"g2", "t.one", bodies(0, 50)},
+		{"g1", "t.two", bodies(100, 30)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.group+"/"+tt.topic, func(t *testing.T) {
+			c := consume(t, ev.b, broker.ConsumerSpec{Topic: tt.topic, Group: tt.group})
+			collect(t, c, tt.want)
+			expectNothing(t, c, 200*time.Millisecond)
+		})
+	}
+}
+
+func TestNackRedelivers(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "jobs", 0, 1)
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "jobs", Group: "workers"})
+
+	d := next(t, c)
+	if d.Redelivered() != 0 {
+		t.Fatalf("first delivery Redelivered = %d", d.Redelivered())
+	}
+	if d.Timestamp().IsZero() || time.Since(d.Timestamp()) > waitLong {
+		t.Fatalf("Timestamp = %v", d.Timestamp())
+	}
+	id := d.MessageID()
+	if id != "MESH_jobs:1" {
+		t.Fatalf("MessageID = %q", id)
+	}
+	if err := d.Nack(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	d = next(t, c)
+	if d.MessageID() != id || d.Redelivered() < 1 || string(d.Message().Body) != string(body(0)) {
+		t.Fatalf("after Nack: id %q redelivered %d body %q", d.MessageID(), d.Redelivered(), d.Message().Body)
+	}
+
+	const delay = 700 * time.Millisecond
+	nacked := time.Now()
+	if err := d.Nack(context.Background(), delay); err != nil {
+		t.Fatal(err)
+	}
+	d = next(t, c)
+	if since := time.Since(nacked); since < delay {
+		t.Fatalf("redelivered %v after Nack(%v)", since, delay)
+	}
+	if d.MessageID() != id || d.Redelivered() < 2 {
+		t.Fatalf("after delayed Nack: id %q redelivered %d", d.MessageID(), d.Redelivered())
+	}
+	if err := d.Ack(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Ack(context.Background()); err == nil {
+		t.Fatal("second Ack succeeded")
+	}
+}
+
+func TestPositionKeptAcrossClose(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "audit", 0, 20)
+	spec := broker.ConsumerSpec{Topic: "audit", Group: "auditor", AckWait: time.Second, Prefetch: 4}
+
+	c, err := ev.b.Consume(ctxT(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ack 0..9, keep 10 and 11 unacked; 12.. stay prefetched or on the server.
+	for i := 0; i < 12; i++ {
+		d := next(t, c)
+		if string(d.Message().Body) != string(body(i)) {
+			t.Fatalf("delivery %d: %q", i, d.Message().Body)
+		}
+		if i < 10 {
+			if err := d.Ack(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := c.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Next after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Close(ctxT(t)); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// The consumer (and its position) survived Close.
+	if _, err := ev.js.Consumer(ctxT(t), "MESH_audit", "auditor__audit"); err != nil {
+		t.Fatalf("durable consumer gone after Close: %v", err)
+	}
+
+	c2 := consume(t, ev.b, spec)
+	collect(t, c2, bodies(10, 10)) // fails on any of 0..9
+	expectNothing(t, c2, 2*spec.AckWait)
+}
+
+func TestPause(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	const n = 200
+	publishN(t, ev.b, "events", 0, n)
+	// AckWait is far longer than the test may run: anything redelivered
+	// was handed back by Pause/Close, not timed out.
+	spec := broker.ConsumerSpec{Topic: "events", Group: "g", Prefetch: 16, AckWait: 10 * waitLong}
+	c1 := consume(t, ev.b, spec)
+
+	got := make(map[string]int)
+	for i := 0; i < 5; i++ {
+		d := next(t, c1)
+		got[string(d.Message().Body)]++
+		if err := d.Ack(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// c1 now holds up to 16 prefetched messages, starting at body(5).
+	for i := 0; i < 2; i++ { // idempotent
+		if err := c1.Pause(ctxT(t)); err != nil {
+			t.Fatalf("Pause %d: %v", i, err)
+		}
+	}
+	if _, err := c1.Next(ctxT(t)); !errors.Is(err, broker.ErrPaused) {
+		t.Fatalf("Next while paused: %v, want ErrPaused", err)
+	}
+
+	// Another member of the group (another sidecar) gets the handed-back
+	// messages at once.
+	c2, err := ev.b.Consume(ctxT(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, cnt := range collect(t, c2, bodies(5, n-5)) {
+		got[k] += cnt
+	}
+	if err := c2.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := 0; i < 2; i++ {
+		if err := c1.Resume(ctxT(t)); err != nil {
+			t.Fatalf("Resume %d: %v", i, err)
+		}
+	}
+	publishN(t, ev.b, "events", n, 20)
+	for k, cnt := range collect(t, c1, bodies(n, 20)) {
+		got[k] += cnt
+	}
+	if len(got) != n+20 {
+		t.Fatalf("got %d distinct messages, want %d", len(got), n+20)
+	}
+	for k, cnt := range got {
+		if cnt != 1 {
+			t.Errorf("%s delivered %d times", k, cnt)
+		}
+	}
+}
+
+func TestBlockedNextReturnsOnPauseAndClose(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "quiet", Group: "g"})
+
+	tests := []struct {
+		name string
+		stop func(context.Context) error
+		want error
+	}{
+		{"pause", c.Pause, broker.ErrPaused},
+		{"close", c.Close, broker.ErrClosed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := c.Resume(ctxT(t)); err != nil && tt.name == "pause" {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.Next(ctxT(t))
+				errc <- err
+			}()
+			// Next may or may not be blocked yet when stop runs; the
+			// result must be the same.
+			if err := tt.stop(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("blocked Next: %v, want %v", err, tt.want)
+				}
+			case <-time.After(waitLong):
+				t.Fatal("blocked Next did not return")
+			}
+		})
+	}
+	if err := c.Resume(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Resume after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Pause(ctxT(t)); err != nil {
+		t.Fatalf("Pause after Close: %v", err)
+	}
+}
+
+func TestPauseResumeRace(t *testing.T) {
+	// Pause and Resume from another goroutine while Next runs and
+	// messages flow: nothing is lost, and -race is quiet.
+	ev := newEnv(t, natsbroker.Config{})
+	const n, cycles = 300, 40
+	publishN(t, ev.b, "race", 0, n)
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "race", Group: "g", Prefetch: 8})
+
+	var delivered atomic.Int64
+	pauserDone := make(chan struct{})
+	go func() {
+		defer close(pauserDone)
+		for i := 0; i < cycles; i++ {
+			// Let a few messages through between two pauses.
+			target := min(delivered.Load()+3, n)
+			if !poll(func() bool { return delivered.Load() >= target }) {
+				t.Error("no deliveries between pauses")
+				return
+			}
+			if err := c.Pause(ctxT(t)); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := c.Resume(ctxT(t)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	seen := make(map[string]bool)
+	deadline := time.Now().Add(waitLong)
+	for len(seen) < n && time.Now().Before(deadline) {
+		d, err := c.Next(ctxT(t))
+		switch {
+		case err == nil:
+			seen[string(d.Message().Body)] = true
+			delivered.Add(1)
+			if err := d.Ack(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		case errors.Is(err, broker.ErrPaused):
+			runtime.Gosched() // Resume follows at once
+		default:
+			t.Fatalf("Next: %v", err)
+		}
+	}
+	<-pauserDone
+	if len(seen) != n {
+		t.Fatalf("saw %d of %d messages", len(seen), n)
+	}
+}
+
+func TestNextHonoursContext(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "empty", Group: "g"})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next: %v, want DeadlineExceeded", err)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Next(ctx)
+		errc <- err
+	}()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next: %v, want Canceled", err)
+	}
+	// The consumer is still usable.
+	publishN(t, ev.b, "empty", 0, 1)
+	collect(t, c, bodies(0, 1))
+}
+
+func TestOperatorStreamIsUsed(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	if _, err := ev.js.CreateStream(ctxT(t), jetstream.StreamConfig{
+		Name:     "ORDERS",
+		Subjects: []string{"orders.>"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ev.b, "orders.created", 0, 10)
+	r := publishN(t, ev.b, "orders.paid", 10, 5)
+	if r[0].Stream != "ORDERS" || r[0].MessageID != "ORDERS:11" {
+		t.Fatalf("result %+v", r[0])
+	}
+
+	created := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
+	paid := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.paid", Group: "billing"})
+	collect(t, created, bodies(0, 10))
+	collect(t, paid, bodies(10, 5))
+
+	if names := streamNames(t, ev.js); !slices.Equal(names, []string{"ORDERS"}) {
+		t.Fatalf("streams %v, want only ORDERS", names)
+	}
+	var consumers []string
+	orders, err := ev.js.Stream(ctxT(t), "ORDERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := orders.ConsumerNames(ctxT(t))
+	for n := range l.Name() {
+		consumers = append(consumers, n)
+	}
+	if len(consumers) != 2 {
+		t.Fatalf("consumers %v, want two", consumers)
+	}
+	info, err := orders.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config.Subjects; !slices.Equal(got, []string{"orders.>"}) {
+		t.Fatalf("operator stream modified: subjects %v", got)
+	}
+}
+
+func TestStreamNameCollision(t *testing.T) {
+	// "a_b" and "a.b" sanitize to the same stream name.
+	ev := newEnv(t, natsbroker.Config{StreamPrefix: "X_"})
+	r1 := publishN(t, ev.b, "a_b", 0, 1)[0]
+	r2 := publishN(t, ev.b, "a.b", 1, 1)[0]
+	if r1.Stream != "X_a_b" || r2.Stream == r1.Stream || !strings.HasPrefix(r2.Stream, "X_a_b_") {
+		t.Fatalf("streams %q and %q", r1.Stream, r2.Stream)
+	}
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "a.b", Group: "g"})
+	collect(t, c, bodies(1, 1))
+}
+
+func TestKeyAndHeadersRoundTrip(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	tests := []struct {
+		name    string
+		key     string
+		headers []broker.Header
+	}{
+		{"plain", "order-42", []broker.Header{hdr("Trace-Id", "abc"), hdr("X", "1")}},
+		{"no key", "", []broker.Header{hdr("Only", "header")}},
+		{"nothing", "", nil},
+		{"unicode key", "ключ ✓", nil},
+		{"spaces around key", "  k  ", nil},
+		{"binary key", "a\x00b\r\nc\xff", nil},
+		{"repeated header", "k", []broker.Header{hdr("A", "1"), hdr("A", "2"), hdr("B", "x")}},
+		{"empty body", "k", nil},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			topic := fmt.Sprintf("rt.%d", i)
+			var b []byte
+			if tt.name != "empty body" {
+				b = []byte("payload " + tt.name)
+			}
+			in := &broker.Message{Topic: topic, Key: tt.key, Headers: slices.Clone(tt.headers), Body: b}
+			if _, err := ev.b.Publish(ctxT(t), in); err != nil {
+				t.Fatal(err)
+			}
+			c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+			d := next(t, c)
+			got := d.Message()
+			if got.Topic != topic || got.Key != tt.key || string(got.Body) != string(b) {
+				t.Fatalf("got topic %q key %q body %q", got.Topic, got.Key, got.Body)
+			}
+			want := slices.Clone(tt.headers)
+			slices.SortStableFunc(want, func(a, b broker.Header) int { return strings.Compare(a.Key, b.Key) })
+			if !slices.Equal(got.Headers, want) {
+				t.Fatalf("headers %v, want %v", got.Headers, want)
+			}
+			if err := d.Ack(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestPublishRejected(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "strict", 0, 1)
+	// An operator's stream with a message size limit below the server's.
+	if _, err := ev.js.CreateStream(ctxT(t), jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small"}, MaxMsgSize: 100}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		msg  *broker.Message
+		also error // a more precise sentinel the error wraps too
+	}{
+		{"nil message", nil, nil},
+		{"empty topic", &broker.Message{}, nil},
+		{"wildcard topic", &broker.Message{Topic: "a.*"}, nil},
+		{"reserved header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr(natsbroker.KeyHeader, "x")}}, broker.ErrInvalidHeader},
+		{"bad header key", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("a b", "x")}}, broker.ErrInvalidHeader},
+		{"newline in header value", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("A", "x\ny")}}, broker.ErrInvalidHeader},
+		{"JetStream header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Nats-Expected-Last-Sequence", "99")}}, broker.ErrInvalidHeader},
+		{"dedup header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Nats-Msg-Id", "1")}}, broker.ErrInvalidHeader},
+		{"status header", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("Status", "404")}}, broker.ErrInvalidHeader},
+		{"too large for the server", &broker.Message{Topic: "strict", Body: make([]byte, 2<<20)}, broker.ErrTooLarge},
+		{"too large for the stream", &broker.Message{Topic: "small", Body: make([]byte, 200)}, broker.ErrTooLarge},
+		{"headers over 64 KiB", &broker.Message{Topic: "strict", Headers: []broker.Header{hdr("A", strings.Repeat("v", 70<<10))}}, broker.ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ev.b.Publish(ctxT(t), tt.msg)
+			if !errors.Is(err, broker.ErrRejected) || !strings.HasPrefix(err.Error(), "natsbroker: publish") {
+				t.Fatalf("Publish: %v, want ErrRejected", err)
+			}
+			if tt.also != nil && !errors.Is(err, tt.also) {
+				t.Fatalf("Publish: %v, want %v too", err, tt.also)
+			}
+		})
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Run("unreachable URL", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://" + addr, Logger: quietLog})
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("New: %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("JetStream disabled", func(t *testing.T) {
+		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		if !srv.ReadyForConnections(waitLong) {
+			t.Fatal("server not ready")
+		}
+		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: srv.ClientURL(), Logger: quietLog})
+		if !errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), "JetStream is not enabled") {
+			t.Fatalf("New: %v, want ErrUnavailable saying JetStream is not enabled", err)
+		}
+	})
+	t.Run("server gone", func(t *testing.T) {
+		// The broker's own connection, so the test can wait until the
+		// client has seen the server go: a publish written before that
+		// may have reached it (outcome unknown); one
+		// made while disconnected is known not to be stored.
+		e := natstest.Start(t)
+		nc, err := nats.Connect(e.ClientURL(), nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		publishN(t, b, "gone", 0, 1)
+		e.Shutdown()
+		deadline := time.Now().Add(waitLong)
+		for nc.IsConnected() {
+			if time.Now().After(deadline) {
+				t.Fatal("the client never saw the server go")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err = b.Publish(ctx, &broker.Message{Topic: "gone", Body: []byte("x")})
+		if !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrOutcomeUnknown) {
+			t.Fatalf("Publish: %v, want ErrUnavailable (nothing sent)", err)
+		}
+	})
+	t.Run("config", func(t *testing.T) {
+		_, err := natsbroker.New(ctxT(t), natsbroker.Config{})
+		if err == nil || !strings.Contains(err.Error(), "URL") {
+			t.Fatalf("New without URL: %v", err)
+		}
+		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://x", StreamPrefix: "a.b", Streams: &topology.Streams{StreamSettings: topology.StreamSettings{Replicas: -1}}})
+		if err == nil || !strings.Contains(err.Error(), "StreamPrefix") || !strings.Contains(err.Error(), "replicas") {
+			t.Fatalf("New with bad config: %v", err)
+		}
+	})
+}
+
+func TestConcurrentPublishersCreateOneStream(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	const workers, each = 8, 250
+	var (
+		mu   sync.Mutex
+		seqs = make(map[int64]bool)
+		wg   sync.WaitGroup
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				r, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "fresh.topic", Body: body(w*each + i)})
+				if err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+				mu.Lock()
+				seqs[r.Offset] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seqs) != workers*each {
+		t.Fatalf("%d distinct sequences, want %d", len(seqs), workers*each)
+	}
+	if names := streamNames(t, ev.js); !slices.Equal(names, []string{"MESH_fresh_topic"}) {
+		t.Fatalf("streams %v", names)
+	}
+}
+
+func TestConsumerDeletedByOperatorIsRecreated(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "fragile", 0, 1)
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "fragile", Group: "g"})
+	collect(t, c, bodies(0, 1))
+	if err := ev.js.DeleteConsumer(ctxT(t), "MESH_fragile", "g__fragile"); err != nil {
+		t.Fatal(err)
+	}
+	// The recreated consumer starts at the oldest message again.
+	publishN(t, ev.b, "fragile", 1, 1)
+	collect(t, c, bodies(0, 2))
+}
+
+func TestBrokerClose(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "closing", 0, 3)
+	c, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "closing", Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := next(t, c)
+	if err := ev.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Next after Broker.Close: %v", err)
+	}
+	if _, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "closing"}); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+	if _, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "closing", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Consume after Close: %v", err)
+	}
+	if err := d.Ack(context.Background()); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Ack after Close: %v", err)
+	}
+}
+
+func TestEmbeddedInProcessOnly(t *testing.T) {
+	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	if u := e.ClientURL(); u != "" {
+		t.Fatalf("ClientURL = %q without a listener", u)
+	}
+	nc, err := e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "inproc", 0, 1)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if nc.IsClosed() {
+		t.Fatal("Broker.Close closed a connection it did not create")
+	}
+	e.Shutdown()
+	e.Shutdown() // idempotent
+
+	if _, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{}); err == nil {
+		t.Fatal("StartEmbedded without StoreDir succeeded")
+	}
+}
+
+func hdr(k, v string) broker.Header { return broker.Header{Key: k, Value: v} }
+
+func TestStreamDeletedByOperatorIsRecreated(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	publishN(t, ev.b, "ephemeral", 0, 3)
+	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "ephemeral", Group: "g"})
+	collect(t, c, bodies(0, 3))
+	if err := ev.js.DeleteStream(ctxT(t), "MESH_ephemeral"); err != nil {
+		t.Fatal(err)
+	}
+	r := publishN(t, ev.b, "ephemeral", 3, 1)[0]
+	if r.Stream != "MESH_ephemeral" || r.Offset != 1 {
+		t.Fatalf("publish after stream deletion: %+v", r)
+	}
+	collect(t, c, bodies(3, 1))
+}
+
+func TestSurvivesServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	e := startAt(t, dir, "127.0.0.1:0")
+	url := e.ClientURL()
+	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: url, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	publishN(t, b, "durable", 0, 5)
+	c := consume(t, b, broker.ConsumerSpec{Topic: "durable", Group: "g"})
+	collect(t, c, bodies(0, 2))
+
+	e.Shutdown()
+	startAt(t, dir, strings.TrimPrefix(url, "nats://"))
+
+	// Publishing fails with ErrUnavailable until the client has
+	// reconnected, then succeeds.
+	i := 5
+	if !poll(func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := b.Publish(ctx, &broker.Message{Topic: "durable", Body: body(i)})
+		if err != nil && !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("Publish during restart: %v", err)
+		}
+		if err == nil {
+			i++
+		}
+		return i == 10
+	}) {
+		t.Fatal("publishing did not recover after the restart")
+	}
+	// Unacked 2..4 (some were prefetched before the restart) and the new
+	// 5..9 all arrive; acked 0..1 do not.
+	collect(t, c, bodies(2, 8))
+}
+
+func TestCloseStopsClientGoroutines(t *testing.T) {
+	e := natstest.Start(t)
+	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: e.ClientURL(), Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "leak", 0, 50)
+	c, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "leak", Group: "g", Prefetch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, c, bodies(0, 10))
+	if err := c.Pause(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resume(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	next(t, c)
+	// No consumer Close: Broker.Close closes what is still open.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !poll(func() bool { return clientGoroutines() == "" }) {
+		t.Fatalf("client goroutines left after Close:\n%s", clientGoroutines())
+	}
+}
+
+// clientGoroutines returns the stacks of goroutines running NATS client
+// code, "" if there are none.
+func clientGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var left []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "nats-io/nats.go") {
+			left = append(left, g)
+		}
+	}
+	return strings.Join(left, "\n\n")
+}
