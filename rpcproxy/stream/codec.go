@@ -1,12 +1,14 @@
-package core
+package stream
 
 import (
 	"bufio"
 	"net"
 	"sync"
+
+	"github.com/msgmesh/msgmesh/core"
 )
 
-// Codec is one wire protocol of request/response streams on the core: the
+// Codec is one wire protocol of request/response streams: the
 // codec layer of DESIGN.md §4. The stream layer (Cluster, the connection
 // pools) and the proxy layer above it (routing, filters, the RPC proxy)
 // only ever call these methods, so they never switch on the protocol.
@@ -40,7 +42,7 @@ import (
 // implements Codec (Name, Match, Multiplexed, NewServerConn, NewClientConn,
 // Heartbeat, Header) and the two connection types below, and list it in the
 // proxy's codecs. Nothing above this interface changes. Implementations
-// assert it at compile time: var _ core.Codec = (*MyCodec)(nil).
+// assert it at compile time: var _ Codec = (*MyCodec)(nil).
 type Codec interface {
 	// Name is the codec's short name ("mesh", "http1"): used in
 	// configuration (the local app's address per protocol), logs and
@@ -153,16 +155,14 @@ type Limits struct {
 	MaxBodyBytes int
 }
 
-// Default limits.
-const (
-	DefaultMaxHeaderBytes = 64 << 10
-	DefaultMaxBodyBytes   = 4 << 20
-)
+// DefaultMaxBodyBytes is Limits.MaxBodyBytes when zero; the default of
+// MaxHeaderBytes is core.DefaultMaxHeaderBytes, the HTTP servers' too.
+const DefaultMaxBodyBytes = 4 << 20
 
 // WithDefaults returns l with zero fields set to the defaults.
 func (l Limits) WithDefaults() Limits {
 	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+		l.MaxHeaderBytes = core.DefaultMaxHeaderBytes
 	}
 	if l.MaxBodyBytes <= 0 {
 		l.MaxBodyBytes = DefaultMaxBodyBytes

@@ -1,4 +1,4 @@
-package core_test
+package stream_test
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
-	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
-// These tests drive core.Cluster with the mesh RPC codec against real
+// These tests drive stream.Cluster with the mesh RPC codec against real
 // servers on loopback (rpctest), through the exported API only.
 
 func rpcQuiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -30,13 +30,13 @@ func rpcServer(t *testing.T, h rpctest.MeshHandler) *rpctest.MeshServer {
 	return s
 }
 
-func rpcCluster(t *testing.T, cfg core.ClusterConfig) *core.Cluster {
+func rpcCluster(t *testing.T, cfg stream.ClusterConfig) *stream.Cluster {
 	t.Helper()
 	if cfg.Codec == nil {
 		cfg.Codec = meshrpc.Codec{}
 	}
 	cfg.Logger = rpcQuiet()
-	c, err := core.NewCluster(cfg)
+	c, err := stream.NewCluster(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +45,9 @@ func rpcCluster(t *testing.T, cfg core.ClusterConfig) *core.Cluster {
 }
 
 // rpcCall calls service "svc" with body and returns the answer's body, or
-// the error (a *core.Error from the cluster, a *mesh.Error from the server).
-func rpcCall(c *core.Cluster, timeout time.Duration, body string) (string, error) {
-	m := core.NewMessage()
+// the error (a *stream.Error from the cluster, a *mesh.Error from the server).
+func rpcCall(c *stream.Cluster, timeout time.Duration, body string) (string, error) {
+	m := stream.NewMessage()
 	defer m.Release()
 	if err := meshrpc.NewRequest(m, "svc", "M", nil, []byte(body)); err != nil {
 		return "", err
@@ -64,11 +64,11 @@ func rpcCall(c *core.Cluster, timeout time.Duration, body string) (string, error
 	return string(r.Body), nil
 }
 
-func rpcCode(t *testing.T, err error) core.ErrorCode {
+func rpcCode(t *testing.T, err error) stream.ErrorCode {
 	t.Helper()
-	var e *core.Error
+	var e *stream.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *core.Error", err, err)
+		t.Fatalf("error %v (%T) is not a *stream.Error", err, err)
 	}
 	return e.Code
 }
@@ -87,7 +87,7 @@ func deadAddr(t *testing.T) string {
 
 func TestClusterWeightedRoundRobin(t *testing.T) {
 	a, b := rpcServer(t, nil), rpcServer(t, nil)
-	c := rpcCluster(t, core.ClusterConfig{Name: "rr", Hosts: []core.HostConfig{{Addr: a.Addr(), Weight: 1}, {Addr: b.Addr(), Weight: 3}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "rr", Hosts: []stream.HostConfig{{Addr: a.Addr(), Weight: 1}, {Addr: b.Addr(), Weight: 3}}})
 	for i := 0; i < 40; i++ {
 		if _, err := rpcCall(c, 5*time.Second, "x"); err != nil {
 			t.Fatal(err)
@@ -108,7 +108,7 @@ func TestClusterLeastRequestAvoidsBusyHost(t *testing.T) {
 		return &mesh.Response{Body: req.Body}, nil
 	})
 	fast := rpcServer(t, nil)
-	c := rpcCluster(t, core.ClusterConfig{Name: "lr", Policy: core.LeastRequest, Hosts: []core.HostConfig{{Addr: slow.Addr()}, {Addr: fast.Addr()}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "lr", Policy: stream.LeastRequest, Hosts: []stream.HostConfig{{Addr: slow.Addr()}, {Addr: fast.Addr()}}})
 
 	// Park one call on the slow host; from then on it is the busier one.
 	var parked chan error
@@ -153,9 +153,9 @@ func waitForCalls(t *testing.T, cond func() bool) {
 func TestClusterFailsOverOnRefusedConnect(t *testing.T) {
 	live := rpcServer(t, nil)
 	dead := deadAddr(t)
-	for _, policy := range []core.LBPolicy{core.RoundRobin, core.LeastRequest} {
+	for _, policy := range []stream.LBPolicy{stream.RoundRobin, stream.LeastRequest} {
 		t.Run(policy.String(), func(t *testing.T) {
-			c := rpcCluster(t, core.ClusterConfig{Name: "fo", Policy: policy, Hosts: []core.HostConfig{{Addr: dead}, {Addr: live.Addr()}}})
+			c := rpcCluster(t, stream.ClusterConfig{Name: "fo", Policy: policy, Hosts: []stream.HostConfig{{Addr: dead}, {Addr: live.Addr()}}})
 			for i := 0; i < 20; i++ {
 				if body, err := rpcCall(c, 5*time.Second, "hi"); err != nil || body != "hi" {
 					t.Fatalf("call %d: %q, %v", i, body, err)
@@ -170,9 +170,9 @@ func TestClusterFailsOverOnRefusedConnect(t *testing.T) {
 }
 
 func TestClusterNoHealthyHost(t *testing.T) {
-	c := rpcCluster(t, core.ClusterConfig{Name: "none", Hosts: []core.HostConfig{{Addr: deadAddr(t)}, {Addr: deadAddr(t)}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "none", Hosts: []stream.HostConfig{{Addr: deadAddr(t)}, {Addr: deadAddr(t)}}})
 	_, err := rpcCall(c, 5*time.Second, "x")
-	if rpcCode(t, err) != core.ErrNoHealthyHost {
+	if rpcCode(t, err) != stream.ErrNoHealthyHost {
 		t.Fatalf("error %v, want NO_HEALTHY_HOST", err)
 	}
 }
@@ -189,10 +189,10 @@ func TestClusterTimeoutKeepsConnection(t *testing.T) {
 		}
 		return &mesh.Response{Body: req.Body}, nil
 	})
-	c := rpcCluster(t, core.ClusterConfig{Name: "to", ConnsPerHost: 1, Hosts: []core.HostConfig{{Addr: s.Addr()}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "to", ConnsPerHost: 1, Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
 	start := time.Now()
 	_, err := rpcCall(c, 50*time.Millisecond, "hang")
-	if rpcCode(t, err) != core.ErrTimeout {
+	if rpcCode(t, err) != stream.ErrTimeout {
 		t.Fatalf("error %v, want TIMEOUT", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -212,14 +212,14 @@ func TestClusterUpstreamDiesMidCall(t *testing.T) {
 		<-ctx.Done() // never answers; the server's Close ends it
 		return nil, nil
 	})
-	c := rpcCluster(t, core.ClusterConfig{Name: "reset", Hosts: []core.HostConfig{{Addr: s.Addr()}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "reset", Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
 	done := make(chan error, 1)
 	go func() { _, err := rpcCall(c, time.Minute, "x"); done <- err }()
 	waitForCalls(t, func() bool { return s.Calls() == 1 })
 	s.Close()
 	select {
 	case err := <-done:
-		if rpcCode(t, err) != core.ErrUpstreamReset {
+		if rpcCode(t, err) != stream.ErrUpstreamReset {
 			t.Fatalf("error %v, want UPSTREAM_RESET", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -232,7 +232,7 @@ func TestClusterCloseFailsOutstanding(t *testing.T) {
 		<-ctx.Done()
 		return nil, nil
 	})
-	c, err := core.NewCluster(core.ClusterConfig{Name: "close", Codec: meshrpc.Codec{}, Logger: rpcQuiet(), Hosts: []core.HostConfig{{Addr: s.Addr()}}})
+	c, err := stream.NewCluster(stream.ClusterConfig{Name: "close", Codec: meshrpc.Codec{}, Logger: rpcQuiet(), Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,28 +240,28 @@ func TestClusterCloseFailsOutstanding(t *testing.T) {
 	go func() { _, err := rpcCall(c, time.Minute, "x"); done <- err }()
 	waitForCalls(t, func() bool { return s.Calls() == 1 })
 	c.Close()
-	if err := <-done; rpcCode(t, err) != core.ErrShuttingDown {
+	if err := <-done; rpcCode(t, err) != stream.ErrShuttingDown {
 		t.Fatalf("error %v, want SHUTTING_DOWN", err)
 	}
-	if _, err := rpcCall(c, time.Second, "x"); rpcCode(t, err) != core.ErrShuttingDown {
+	if _, err := rpcCall(c, time.Second, "x"); rpcCode(t, err) != stream.ErrShuttingDown {
 		t.Fatalf("call after Close: %v, want SHUTTING_DOWN", err)
 	}
 	c.Close() // twice is fine
 }
 
 func TestClusterConfigErrors(t *testing.T) {
-	for name, cfg := range map[string]core.ClusterConfig{
-		"no codec":        {Name: "x", Hosts: []core.HostConfig{{Addr: "127.0.0.1:1"}}},
+	for name, cfg := range map[string]stream.ClusterConfig{
+		"no codec":        {Name: "x", Hosts: []stream.HostConfig{{Addr: "127.0.0.1:1"}}},
 		"no hosts":        {Name: "x", Codec: meshrpc.Codec{}},
-		"empty address":   {Name: "x", Codec: meshrpc.Codec{}, Hosts: []core.HostConfig{{}}},
-		"negative weight": {Name: "x", Codec: meshrpc.Codec{}, Hosts: []core.HostConfig{{Addr: "127.0.0.1:1", Weight: -1}}},
-		"bad policy":      {Name: "x", Codec: meshrpc.Codec{}, Policy: 9, Hosts: []core.HostConfig{{Addr: "127.0.0.1:1"}}},
+		"empty address":   {Name: "x", Codec: meshrpc.Codec{}, Hosts: []stream.HostConfig{{}}},
+		"negative weight": {Name: "x", Codec: meshrpc.Codec{}, Hosts: []stream.HostConfig{{Addr: "127.0.0.1:1", Weight: -1}}},
+		"bad policy":      {Name: "x", Codec: meshrpc.Codec{}, Policy: 9, Hosts: []stream.HostConfig{{Addr: "127.0.0.1:1"}}},
 	} {
-		if _, err := core.NewCluster(cfg); err == nil {
+		if _, err := stream.NewCluster(cfg); err == nil {
 			t.Errorf("%s: NewCluster accepted it", name)
 		}
 	}
-	if _, err := core.ParseLBPolicy("random"); err == nil {
+	if _, err := stream.ParseLBPolicy("random"); err == nil {
 		t.Error("ParseLBPolicy accepted random")
 	}
 }
@@ -270,7 +270,7 @@ func TestClusterConfigErrors(t *testing.T) {
 // every call on the first.
 func TestClusterExtraConnectFailsUsesOpenConn(t *testing.T) {
 	s := rpcServer(t, nil)
-	c := rpcCluster(t, core.ClusterConfig{Name: "one", ConnsPerHost: 3, Hosts: []core.HostConfig{{Addr: s.Addr()}}})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "one", ConnsPerHost: 3, Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
 	if _, err := rpcCall(c, 5*time.Second, "first"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package core_test
+package stream_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // recorder is a filter that logs its calls and refuses when told to.
@@ -19,18 +19,18 @@ type recorder struct {
 	refuse error
 }
 
-func (r *recorder) OnRequest(x *core.Exchange) error {
+func (r *recorder) OnRequest(x *stream.Exchange) error {
 	*r.log = append(*r.log, r.name+".req")
 	return r.refuse
 }
 
-func (r *recorder) OnResponse(x *core.Exchange) { *r.log = append(*r.log, r.name+".resp") }
+func (r *recorder) OnResponse(x *stream.Exchange) { *r.log = append(*r.log, r.name+".resp") }
 
 func TestChainOrder(t *testing.T) {
 	var log []string
 	a, b, c := &recorder{name: "a", log: &log}, &recorder{name: "b", log: &log}, &recorder{name: "c", log: &log}
-	chain := core.NewChain(a, b, c)
-	x := &core.Exchange{}
+	chain := stream.NewChain(a, b, c)
+	x := &stream.Exchange{}
 	n, err := chain.OnRequest(x)
 	chain.OnResponse(x, n)
 	if err != nil || n != 3 || strings.Join(log, " ") != "a.req b.req c.req c.resp b.resp a.resp" {
@@ -39,14 +39,14 @@ func TestChainOrder(t *testing.T) {
 
 	// A refusal stops the chain; only the filters before it see the end.
 	log = nil
-	b.refuse = core.Errorf(core.ErrRateLimited, "no")
+	b.refuse = stream.Errorf(stream.ErrRateLimited, "no")
 	n, err = chain.OnRequest(x)
 	chain.OnResponse(x, n)
 	if !errors.Is(err, b.refuse) || n != 1 || strings.Join(log, " ") != "a.req b.req a.resp" {
 		t.Fatalf("passed %d, err %v, calls %v", n, err, log)
 	}
 
-	var nilChain *core.Chain
+	var nilChain *stream.Chain
 	if n, err := nilChain.OnRequest(x); n != 0 || err != nil || nilChain.Len() != 0 {
 		t.Fatal("a nil chain is not empty")
 	}
@@ -54,25 +54,25 @@ func TestChainOrder(t *testing.T) {
 }
 
 func TestLimiterConcurrency(t *testing.T) {
-	l := core.NewLimiter(map[string]core.RouteLimit{"r": {MaxConcurrent: 2}})
-	x := &core.Exchange{Route: "r"}
+	l := stream.NewLimiter(map[string]stream.RouteLimit{"r": {MaxConcurrent: 2}})
+	x := &stream.Exchange{Route: "r"}
 	if l.OnRequest(x) != nil || l.OnRequest(x) != nil {
 		t.Fatal("refused within the limit")
 	}
 	err := l.OnRequest(x)
-	var e *core.Error
-	if !errors.As(err, &e) || e.Code != core.ErrRateLimited || e.HTTPStatus() != 429 {
+	var e *stream.Error
+	if !errors.As(err, &e) || e.Code != stream.ErrRateLimited || e.HTTPStatus() != 429 {
 		t.Fatalf("third concurrent exchange: %v, want RATE_LIMITED", err)
 	}
 	l.OnResponse(x)
 	if err := l.OnRequest(x); err != nil {
 		t.Fatalf("after one ended: %v", err)
 	}
-	if err := l.OnRequest(&core.Exchange{Route: "other"}); err != nil {
+	if err := l.OnRequest(&stream.Exchange{Route: "other"}); err != nil {
 		t.Fatalf("a route without limits was refused: %v", err)
 	}
 	// Replacing the limits applies at once.
-	l.SetLimits(map[string]core.RouteLimit{"r": {MaxConcurrent: 10}})
+	l.SetLimits(map[string]stream.RouteLimit{"r": {MaxConcurrent: 10}})
 	if err := l.OnRequest(x); err != nil {
 		t.Fatalf("after raising the limit: %v", err)
 	}
@@ -90,8 +90,8 @@ func TestLimiterConcurrency(t *testing.T) {
 }
 
 func TestLimiterRate(t *testing.T) {
-	l := core.NewLimiter(map[string]core.RouteLimit{"r": {Rate: 0.001, Burst: 3, MaxConcurrent: 100}})
-	x := &core.Exchange{Route: "r"}
+	l := stream.NewLimiter(map[string]stream.RouteLimit{"r": {Rate: 0.001, Burst: 3, MaxConcurrent: 100}})
+	x := &stream.Exchange{Route: "r"}
 	for i := 0; i < 3; i++ {
 		if err := l.OnRequest(x); err != nil {
 			t.Fatalf("within the burst: %v", err)
@@ -104,15 +104,15 @@ func TestLimiterRate(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	m := core.NewMetrics()
+	m := stream.NewMetrics()
 	for i, status := range []int{200, 200, 404, 503, 0} {
-		x := &core.Exchange{Kind: core.ExchangeRPC, Listener: "egress", Route: "echo", ReqBytes: 10, Start: time.Now().Add(-time.Duration(i) * time.Millisecond)}
+		x := &stream.Exchange{Kind: stream.ExchangeRPC, Listener: "egress", Route: "echo", ReqBytes: 10, Start: time.Now().Add(-time.Duration(i) * time.Millisecond)}
 		_ = m.OnRequest(x)
 		x.Status, x.RespBytes = status, 20
 		m.OnResponse(x)
 	}
-	_ = m.OnRequest(&core.Exchange{Kind: core.ExchangePublish, Listener: "mesh", Route: "orders", Start: time.Now()})
-	s := m.Stats(core.ExchangeRPC, "egress", "echo")
+	_ = m.OnRequest(&stream.Exchange{Kind: stream.ExchangePublish, Listener: "mesh", Route: "orders", Start: time.Now()})
+	s := m.Stats(stream.ExchangeRPC, "egress", "echo")
 	if s.Requests.Load() != 5 || s.InFlight.Load() != 0 || s.ReqBytes.Load() != 50 || s.RespBytes.Load() != 100 ||
 		s.ByClass[2].Load() != 2 || s.ByClass[4].Load() != 1 || s.ByClass[5].Load() != 1 || s.ByClass[0].Load() != 1 {
 		t.Fatalf("counters: requests %d in flight %d bytes %d/%d classes %v", s.Requests.Load(), s.InFlight.Load(), s.ReqBytes.Load(), s.RespBytes.Load(), &s.ByClass)
@@ -137,9 +137,9 @@ func TestMetrics(t *testing.T) {
 
 func TestAccessLog(t *testing.T) {
 	var buf bytes.Buffer
-	a := core.NewAccessLog(slog.New(slog.NewTextHandler(&buf, nil)))
-	x := &core.Exchange{Ctx: context.Background(), Kind: core.ExchangeRPC, Route: "echo", Status: 504,
-		Err: core.Errorf(core.ErrTimeout, "slow"), Start: time.Now()}
+	a := stream.NewAccessLog(slog.New(slog.NewTextHandler(&buf, nil)))
+	x := &stream.Exchange{Ctx: context.Background(), Kind: stream.ExchangeRPC, Route: "echo", Status: 504,
+		Err: stream.Errorf(stream.ErrTimeout, "slow"), Start: time.Now()}
 	if err := a.OnRequest(x); err != nil {
 		t.Fatal(err)
 	}
@@ -150,23 +150,23 @@ func TestAccessLog(t *testing.T) {
 }
 
 func TestErrorCodes(t *testing.T) {
-	for c := core.ErrBadRequest; c <= core.ErrInternal; c++ {
+	for c := stream.ErrBadRequest; c <= stream.ErrInternal; c++ {
 		if strings.HasPrefix(c.String(), "ERROR_CODE") || c.Status() < 400 {
 			t.Errorf("code %d: name %s, status %d", c, c, c.Status())
 		}
 	}
-	if core.ErrorCode(0).String() != "ERROR_CODE(0)" || core.ErrorCode(200).Status() != 500 {
+	if stream.ErrorCode(0).String() != "ERROR_CODE(0)" || stream.ErrorCode(200).Status() != 500 {
 		t.Error("unknown codes")
 	}
 	cause := errors.New("boom")
-	e := core.Errorf(core.ErrUpstreamReset, "conn: %w", cause)
+	e := stream.Errorf(stream.ErrUpstreamReset, "conn: %w", cause)
 	if !errors.Is(e, cause) || e.Error() != "UPSTREAM_RESET: conn: boom" || e.HTTPStatus() != 502 {
 		t.Fatalf("Errorf: %v (status %d)", e, e.HTTPStatus())
 	}
-	if ae := core.AsError(cause); ae.Code != core.ErrInternal || !errors.Is(ae, cause) {
+	if ae := stream.AsError(cause); ae.Code != stream.ErrInternal || !errors.Is(ae, cause) {
 		t.Fatalf("AsError(plain) = %v", ae)
 	}
-	if (&core.Error{Code: core.ErrUnsupported, Status: 505}).HTTPStatus() != 505 {
+	if (&stream.Error{Code: stream.ErrUnsupported, Status: 505}).HTTPStatus() != 505 {
 		t.Fatal("Status override ignored")
 	}
 }

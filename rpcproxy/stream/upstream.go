@@ -1,4 +1,4 @@
-package core
+package stream
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/msgmesh/msgmesh/core"
 )
 
 // This file is the upstream half of the stream layer: a Cluster is a set
@@ -23,7 +25,7 @@ import (
 //   - on a multiplexed codec (mesh RPC) a host has a few shared
 //     connections (ConnsPerHost), each carrying any number of requests at
 //     once: the request is written under a fresh id from the connection's
-//     IDs and its answer matched back through the connection's Pending.
+//     core.IDs and its answer matched back through the connection's core.Pending.
 //     That is the request-id rewriting of DESIGN.md §4: many downstream
 //     connections, one upstream id space;
 //   - on an in-order codec (HTTP/1.1) a host has a pool of keep-alive
@@ -39,7 +41,7 @@ import (
 //     gone.
 //
 // Each connection has one read loop goroutine, owned by the cluster's
-// Routines; Close fails what is outstanding and waits for them.
+// core.Routines; Close fails what is outstanding and waits for them.
 //
 // Lock order: balancer.mu and host.mu are never held together, and
 // neither is held across a dial, a write or a channel wait.
@@ -98,7 +100,7 @@ type Cluster struct {
 
 	hosts    []*host
 	lb       *balancer
-	routines Routines // connection read loops
+	routines core.Routines // connection read loops
 	closed   atomic.Bool
 }
 
@@ -130,10 +132,10 @@ type dialing struct {
 // first request to each host.
 func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Codec == nil {
-		return nil, fmt.Errorf("core: cluster %q: no codec", cfg.Name)
+		return nil, fmt.Errorf("stream: cluster %q: no codec", cfg.Name)
 	}
 	if len(cfg.Hosts) == 0 {
-		return nil, fmt.Errorf("core: cluster %q: no hosts", cfg.Name)
+		return nil, fmt.Errorf("stream: cluster %q: no hosts", cfg.Name)
 	}
 	c := &Cluster{
 		name:           cfg.Name,
@@ -164,10 +166,10 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	for i, hc := range cfg.Hosts {
 		if hc.Addr == "" {
-			return nil, fmt.Errorf("core: cluster %q: host %d has no address", cfg.Name, i)
+			return nil, fmt.Errorf("stream: cluster %q: host %d has no address", cfg.Name, i)
 		}
 		if hc.Weight < 0 {
-			return nil, fmt.Errorf("core: cluster %q: host %s has negative weight %d", cfg.Name, hc.Addr, hc.Weight)
+			return nil, fmt.Errorf("stream: cluster %q: host %s has negative weight %d", cfg.Name, hc.Addr, hc.Weight)
 		}
 		w := hc.Weight
 		if w == 0 {
@@ -177,7 +179,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	var err error
 	if c.lb, err = newBalancer(cfg.Policy, c.hosts); err != nil {
-		return nil, fmt.Errorf("core: cluster %q: %w", cfg.Name, err)
+		return nil, fmt.Errorf("stream: cluster %q: %w", cfg.Name, err)
 	}
 	return c, nil
 }
@@ -326,7 +328,7 @@ func (c *Cluster) connect(ctx context.Context, h *host, deadline time.Time) (*uc
 	}
 	h.fails.Store(0)
 	h.downUntil.Store(0)
-	uc := &uconn{c: c, h: h, nc: nc, cc: c.codec.NewClientConn(nc, c.limits), pending: NewPending[*Message]()}
+	uc := &uconn{c: c, h: h, nc: nc, cc: c.codec.NewClientConn(nc, c.limits), pending: core.NewPending[*Message]()}
 	h.mu.Lock()
 	h.conns = append(h.conns, uc)
 	h.mu.Unlock()
@@ -430,8 +432,8 @@ type uconn struct {
 	h       *host
 	nc      net.Conn
 	cc      ClientConn
-	ids     IDs
-	pending *Pending[*Message]
+	ids     core.IDs
+	pending *core.Pending[*Message]
 	dead    atomic.Bool // failed or retiring: take no new requests
 	once    sync.Once
 }
@@ -450,7 +452,7 @@ func (uc *uconn) readLoop() {
 				uc.h.remove(uc)
 			}
 		}
-		if !uc.pending.Resolve(m.ID, Result[*Message]{Val: m}) {
+		if !uc.pending.Resolve(m.ID, core.Result[*Message]{Val: m}) {
 			m.Release() // its request timed out
 		}
 		if last && uc.c.mux && uc.pending.Len() == 0 {
@@ -510,7 +512,7 @@ func (uc *uconn) roundTrip(ctx context.Context, req *Message, timeout time.Durat
 // abandon gives up on request id. On an in-order connection the answer
 // would still come and be taken for the next request's, so the connection
 // is closed.
-func (uc *uconn) abandon(id uint64, ch <-chan Result[*Message]) {
+func (uc *uconn) abandon(id uint64, ch <-chan core.Result[*Message]) {
 	uc.pending.Remove(id)
 	select {
 	case r := <-ch: // answered just now
