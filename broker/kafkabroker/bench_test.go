@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 )
 
@@ -30,19 +31,7 @@ func benchMessage(topic string) *broker.Message {
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		ev := newEnv(b, kafkabroker.Config{})
-		msg := benchMessage("bench.publish")
-		ctx := context.Background()
-		if _, err := ev.b.Publish(ctx, msg); err != nil { // create the topic
-			b.Fatal(err)
-		}
-		b.SetBytes(int64(len(msg.Body)))
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			if _, err := ev.b.Publish(ctx, msg); err != nil {
-				b.Fatal(err)
-			}
-		}
+		brokertest.BenchPublish(b, ev.b, benchMessage("bench.publish"))
 	})
 	b.Run("parallel", func(b *testing.B) {
 		ev := newEnv(b, kafkabroker.Config{})
@@ -92,19 +81,8 @@ func BenchmarkConsume1KiB(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	c := consume(b, ev.b, broker.ConsumerSpec{Topic: topic, Group: "bench"})
-	b.SetBytes(1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		d, err := c.Next(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Ack(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	c := brokertest.Consume(b, ev.b, broker.ConsumerSpec{Topic: topic, Group: "bench"})
+	brokertest.BenchNextAck(b, c, 1024)
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

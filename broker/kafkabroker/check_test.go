@@ -28,19 +28,19 @@ func TestCheckFollowsTheCluster(t *testing.T) {
 		return c
 	}
 	c := start()
-	b, err := kafkabroker.New(ctxT(t), kafkabroker.Config{Brokers: []string{addr}, Logger: testLog})
+	b, err := kafkabroker.New(brokertest.Ctx(t), kafkabroker.Config{Brokers: []string{addr}, Logger: testLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Check(ctxT(t)); err != nil {
+	if err := b.Check(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Check with the cluster up: %v", err)
 	}
 	c.Close()
-	err = brokertest.WaitCheck(t, b, false, waitLong)
+	err = brokertest.WaitCheck(t, b, false, brokertest.WaitLong)
 	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Check with the cluster down: %v, want ErrUnavailable", err)
 	}
 	start()
-	brokertest.WaitCheck(t, b, true, waitLong)
+	brokertest.WaitCheck(t, b, true, brokertest.WaitLong)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 )
@@ -30,18 +31,18 @@ func ours() []string {
 // Not parallel: it looks at every goroutine of the process.
 func TestCloseStopsGoroutines(t *testing.T) {
 	c := kafkatest.Start(t)
-	b, err := kafkabroker.New(ctxT(t), kafkabroker.Config{Brokers: kafkatest.Addrs(c), Logger: testLog})
+	b, err := kafkabroker.New(brokertest.Ctx(t), kafkabroker.Config{Brokers: kafkatest.Addrs(c), Logger: testLog})
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, b, "t", 0, 50, nil)
-	c1, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g1"})
+	brokertest.PublishN(t, b, "t", 0, 50)
+	c1, err := b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	collect(t, c1, bodies(0, 50))
+	brokertest.Collect(t, c1, brokertest.Bodies(0, 50))
 	d := next2(t, b)
-	if err := d.Nack(ctxT(t), time.Hour); err != nil { // a queued redelivery
+	if err := d.Nack(brokertest.Ctx(t), time.Hour); err != nil { // a queued redelivery
 		t.Fatal(err)
 	}
 	if len(ours()) == 0 {
@@ -52,7 +53,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Broker.Close with two open consumers took %v", time.Since(start))
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(brokertest.WaitLong)
 	for {
 		left := ours()
 		if len(left) == 0 {
@@ -68,9 +69,9 @@ func TestCloseStopsGoroutines(t *testing.T) {
 // next2 starts a second consumer (group g2) and returns its first delivery.
 func next2(t *testing.T, b *kafkabroker.Broker) broker.Delivery {
 	t.Helper()
-	c, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g2"})
+	c, err := b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return next(t, c)
+	return brokertest.Next(t, c)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 )
@@ -59,14 +60,14 @@ func TestPublishConsumeAll(t *testing.T) {
 	for w := range 10 {
 		wg.Go(func() {
 			for i := w; i < n; i += 10 {
-				r, err := ev.b.Publish(ctxT(t), &broker.Message{
+				r, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{
 					Topic: topic,
 					Key:   keyOf(i),
 					Headers: []broker.Header{
 						{Key: "Trace-Id", Value: fmt.Sprintf("t-%d", i)},
 						{Key: "Trace-Id", Value: "second value, same key"},
 					},
-					Body: body(i),
+					Body: brokertest.Body(i),
 				})
 				if err != nil {
 					errs <- fmt.Errorf("publish %d: %w", i, err)
@@ -97,8 +98,8 @@ func TestPublishConsumeAll(t *testing.T) {
 	}
 
 	before := time.Now()
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "billing"})
-	got := collect(t, c, bodies(0, n))
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "billing"})
+	got := brokertest.Collect(t, c, brokertest.Bodies(0, n))
 	if len(got) != n {
 		t.Errorf("%d deliveries for %d messages: duplicates without a restart", len(got), n)
 	}
@@ -109,8 +110,8 @@ func TestPublishConsumeAll(t *testing.T) {
 			t.Fatalf("MessageID %q: topic %q", d.MessageID(), tp)
 		}
 		i, ok := stored[po]
-		if !ok || !bytes.Equal(d.Message().Body, body(i)) {
-			t.Fatalf("delivery %s has body %q, publish said %q", d.MessageID(), d.Message().Body, body(i))
+		if !ok || !bytes.Equal(d.Message().Body, brokertest.Body(i)) {
+			t.Fatalf("delivery %s has body %q, publish said %q", d.MessageID(), d.Message().Body, brokertest.Body(i))
 		}
 		if prev, ok := last[po.partition]; ok && po.offset <= prev {
 			t.Fatalf("partition %d: offset %d delivered after %d", po.partition, po.offset, prev)
@@ -141,7 +142,7 @@ func TestSameKeySamePartition(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{Partitions: 8})
 	const topic = "keyed"
 	keys := []string{"alice", "bob", "carol", "dave", "erin"}
-	res := publishN(t, ev.b, topic, 0, 100, func(i int) string { return keys[i%len(keys)] })
+	res := brokertest.PublishKeyed(t, ev.b, topic, 0, 100, func(i int) string { return keys[i%len(keys)] })
 	partOf := make(map[string]int32)
 	used := make(map[int32]bool)
 	for i, r := range res {
@@ -156,9 +157,9 @@ func TestSameKeySamePartition(t *testing.T) {
 		t.Errorf("5 keys all hashed to one partition of 8: %v", partOf)
 	}
 	// The consumer sees each key on its partition, in publish order.
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
 	lastIdx := make(map[string]int)
-	for _, d := range collect(t, c, bodies(0, 100)) {
+	for _, d := range brokertest.Collect(t, c, brokertest.Bodies(0, 100)) {
 		_, po := parseID(t, d.MessageID())
 		k := d.Message().Key
 		if po.partition != partOf[k] {
@@ -177,12 +178,12 @@ func TestTwoGroupsEachGetEverything(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{})
 	const topic = "fanout"
-	publishN(t, ev.b, topic, 0, 200, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 200)
 	var wg sync.WaitGroup
 	for _, g := range []string{"audit", "search"} {
-		c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: g})
+		c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: g})
 		wg.Go(func() {
-			if got := collect(t, c, bodies(0, 200)); len(got) != 200 {
+			if got := brokertest.Collect(t, c, brokertest.Bodies(0, 200)); len(got) != 200 {
 				t.Errorf("group %s: %d deliveries for 200 messages", g, len(got))
 			}
 		})
@@ -199,7 +200,7 @@ func committed(t testing.TB, c *kfake.Cluster, group, topic string, partition in
 // waitBlocked waits until a Next of c is blocked in the reader.
 func waitBlocked(t testing.TB, c broker.Consumer) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(brokertest.WaitLong)
 	for !kafkabroker.BlockedInNext(c) {
 		if time.Now().After(deadline) {
 			t.Fatal("Next did not block")
@@ -211,7 +212,7 @@ func waitBlocked(t testing.TB, c broker.Consumer) {
 // pollCommitted waits until the group's committed offset of topic/0 is want.
 func pollCommitted(t testing.TB, c *kfake.Cluster, group, topic string, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(brokertest.WaitLong)
 	for {
 		got := committed(t, c, group, topic, 0)
 		if got == want {
@@ -231,24 +232,24 @@ func TestCommitRule(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
 	const topic, group = "ledger", "posting"
-	publishN(t, ev.b, topic, 0, 10, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 10)
 	spec := broker.ConsumerSpec{Topic: topic, Group: group}
 
 	// Consumer 1 acks all but the 3rd message (body 2).
-	c1 := consume(t, ev.b, spec)
+	c1 := brokertest.Consume(t, ev.b, spec)
 	for i := range 10 {
-		d := next(t, c1)
-		if want := body(i); !bytes.Equal(d.Message().Body, want) {
+		d := brokertest.Next(t, c1)
+		if want := brokertest.Body(i); !bytes.Equal(d.Message().Body, want) {
 			t.Fatalf("delivery %d: %q, want %q", i, d.Message().Body, want)
 		}
 		if i != 2 {
-			ack(t, d)
+			brokertest.Ack(t, d)
 		}
 	}
 	// The committer commits what is contiguous (offsets 0 and 1) while
 	// the consumer runs, and never beyond the unacked offset 2.
 	pollCommitted(t, ev.c, group, topic, 2)
-	if err := c1.Close(ctxT(t)); err != nil {
+	if err := c1.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if got := committed(t, ev.c, group, topic, 0); got != 2 {
@@ -257,18 +258,18 @@ func TestCommitRule(t *testing.T) {
 
 	// Consumer 2 of the same group starts at the 3rd message: 3..10 come
 	// again, 1..2 do not.
-	c2 := consume(t, ev.b, spec)
+	c2 := brokertest.Consume(t, ev.b, spec)
 	for i := 2; i < 10; i++ {
-		d := next(t, c2)
-		if want := body(i); !bytes.Equal(d.Message().Body, want) {
+		d := brokertest.Next(t, c2)
+		if want := brokertest.Body(i); !bytes.Equal(d.Message().Body, want) {
 			t.Fatalf("after restart: delivery %q, want %q", d.Message().Body, want)
 		}
 		if d.Redelivered() != 0 {
 			t.Errorf("after restart: Redelivered %d, want 0 (Kafka keeps no count)", d.Redelivered())
 		}
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
-	if err := c2.Close(ctxT(t)); err != nil {
+	if err := c2.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if got := committed(t, ev.c, group, topic, 0); got != 10 {
@@ -277,10 +278,10 @@ func TestCommitRule(t *testing.T) {
 
 	// Consumer 3: nothing is redelivered; the first delivery is a new
 	// message published now.
-	c3 := consume(t, ev.b, spec)
-	publishN(t, ev.b, topic, 10, 1, nil)
-	if d := next(t, c3); !bytes.Equal(d.Message().Body, body(10)) {
-		t.Fatalf("after acking everything: delivery %q, want only the new %q", d.Message().Body, body(10))
+	c3 := brokertest.Consume(t, ev.b, spec)
+	brokertest.PublishN(t, ev.b, topic, 10, 1)
+	if d := brokertest.Next(t, c3); !bytes.Equal(d.Message().Body, brokertest.Body(10)) {
+		t.Fatalf("after acking everything: delivery %q, want only the new %q", d.Message().Body, brokertest.Body(10))
 	}
 }
 
@@ -288,9 +289,9 @@ func TestNackRedelivers(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
 	const topic = "retry"
-	publishN(t, ev.b, topic, 0, 1, nil)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
-	d := next(t, c)
+	brokertest.PublishN(t, ev.b, topic, 0, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+	d := brokertest.Next(t, c)
 	id := d.MessageID()
 
 	tests := []struct {
@@ -308,20 +309,20 @@ func TestNackRedelivers(t *testing.T) {
 		if err := d.Ack(context.Background()); !errors.Is(err, kafkabroker.ErrAnswered) {
 			t.Fatalf("Ack after Nack: %v, want ErrAnswered", err)
 		}
-		d = next(t, c)
+		d = brokertest.Next(t, c)
 		if elapsed := time.Since(nacked); elapsed < tc.delay {
 			t.Errorf("redelivered after %v, before the delay %v", elapsed, tc.delay)
 		}
-		if d.MessageID() != id || d.Redelivered() != i+1 || !bytes.Equal(d.Message().Body, body(0)) {
+		if d.MessageID() != id || d.Redelivered() != i+1 || !bytes.Equal(d.Message().Body, brokertest.Body(0)) {
 			t.Fatalf("redelivery %d: %s %q redelivered %d, want %s %q %d",
-				i, d.MessageID(), d.Message().Body, d.Redelivered(), id, body(0), i+1)
+				i, d.MessageID(), d.Message().Body, d.Redelivered(), id, brokertest.Body(0), i+1)
 		}
 	}
 
 	// A Nack wakes a Next that is blocked waiting for new messages.
 	got := make(chan broker.Delivery, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+		ctx, cancel := context.WithTimeout(context.Background(), brokertest.WaitLong)
 		defer cancel()
 		nd, err := c.Next(ctx)
 		if err != nil {
@@ -337,7 +338,7 @@ func TestNackRedelivers(t *testing.T) {
 	if nd == nil || nd.MessageID() != id {
 		t.Fatalf("blocked Next after Nack: %v", nd)
 	}
-	ack(t, nd)
+	brokertest.Ack(t, nd)
 }
 
 // TestNackHoldsBackCommit: a nacked message keeps its offset, and every
@@ -347,18 +348,18 @@ func TestNackHoldsBackCommit(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
 	const topic, group = "held", "g"
-	publishN(t, ev.b, topic, 0, 3, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 3)
 	spec := broker.ConsumerSpec{Topic: topic, Group: group}
-	c1 := consume(t, ev.b, spec)
-	d0 := next(t, c1)
-	ack(t, d0)
-	d1 := next(t, c1)
+	c1 := brokertest.Consume(t, ev.b, spec)
+	d0 := brokertest.Next(t, c1)
+	brokertest.Ack(t, d0)
+	d1 := brokertest.Next(t, c1)
 	if err := d1.Nack(context.Background(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	ack(t, next(t, c1))
+	brokertest.Ack(t, brokertest.Next(t, c1))
 	pollCommitted(t, ev.c, group, topic, 1)
-	if err := c1.Close(ctxT(t)); err != nil {
+	if err := c1.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if got := committed(t, ev.c, group, topic, 0); got != 1 {
@@ -368,10 +369,10 @@ func TestNackHoldsBackCommit(t *testing.T) {
 	if err := d1.Nack(context.Background(), 0); !errors.Is(err, kafkabroker.ErrAnswered) {
 		t.Fatalf("second Nack: %v, want ErrAnswered", err)
 	}
-	c2 := consume(t, ev.b, spec)
-	collectBodies := collect(t, c2, bodies(1, 2))
-	if b := collectBodies[0].Message().Body; !bytes.Equal(b, body(1)) {
-		t.Fatalf("after restart: first delivery %q, want the nacked %q", b, body(1))
+	c2 := brokertest.Consume(t, ev.b, spec)
+	collectBodies := brokertest.Collect(t, c2, brokertest.Bodies(1, 2))
+	if b := collectBodies[0].Message().Body; !bytes.Equal(b, brokertest.Body(1)) {
+		t.Fatalf("after restart: first delivery %q, want the nacked %q", b, brokertest.Body(1))
 	}
 }
 
@@ -379,41 +380,41 @@ func TestPause(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{})
 	const topic = "pausing"
-	publishN(t, ev.b, topic, 0, 100, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 100)
 	// A small prefetch, so that the reader holds messages while paused.
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 8})
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 8})
 	seen := make(map[string]bool)
 	var held []broker.Delivery
 	for range 10 {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		seen[string(d.Message().Body)] = true
 		held = append(held, d)
 	}
-	if err := c.Pause(ctxT(t)); err != nil {
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Pause(ctxT(t)); err != nil {
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("second Pause: %v", err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrPaused) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrPaused) {
 		t.Fatalf("Next while paused: %v, want ErrPaused", err)
 	}
 	// Deliveries handed out before Pause can be answered while paused.
 	for _, d := range held {
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
-	publishN(t, ev.b, topic, 100, 50, nil)
-	if err := c.Resume(ctxT(t)); err != nil {
+	brokertest.PublishN(t, ev.b, topic, 100, 50)
+	if err := c.Resume(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Resume(ctxT(t)); err != nil {
+	if err := c.Resume(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("second Resume: %v", err)
 	}
-	want := bodies(0, 150)
+	want := brokertest.Bodies(0, 150)
 	for k := range seen {
 		delete(want, k)
 	}
-	collect(t, c, want) // the rest, at least once each
+	brokertest.Collect(t, c, want) // the rest, at least once each
 }
 
 // TestPauseThenCloseLosesNothing: messages the reader fetched but Next did
@@ -423,27 +424,27 @@ func TestPauseThenCloseLosesNothing(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 2})
 	const topic, group = "handback", "g"
-	publishN(t, ev.b, topic, 0, 60, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 60)
 	spec := broker.ConsumerSpec{Topic: topic, Group: group, Prefetch: 16}
-	c1 := consume(t, ev.b, spec)
+	c1 := brokertest.Consume(t, ev.b, spec)
 	acked := make(map[string]bool)
 	for range 10 {
-		d := next(t, c1)
+		d := brokertest.Next(t, c1)
 		acked[string(d.Message().Body)] = true
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
-	if err := c1.Pause(ctxT(t)); err != nil {
+	if err := c1.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c1.Close(ctxT(t)); err != nil {
+	if err := c1.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	want := bodies(0, 60)
+	want := brokertest.Bodies(0, 60)
 	for k := range acked {
 		delete(want, k)
 	}
-	c2 := consume(t, ev.b, spec)
-	for _, d := range collect(t, c2, want) {
+	c2 := brokertest.Consume(t, ev.b, spec)
+	for _, d := range brokertest.Collect(t, c2, want) {
 		if acked[string(d.Message().Body)] {
 			t.Fatalf("acked message %q delivered again after a clean Close", d.Message().Body)
 		}
@@ -456,7 +457,7 @@ func TestNextUnblocks(t *testing.T) {
 	const topic = "quiet"
 
 	t.Run("ctx", func(t *testing.T) {
-		c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "ctx"})
+		c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "ctx"})
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -483,10 +484,10 @@ func TestNextUnblocks(t *testing.T) {
 		{"close", func(c broker.Consumer) error { return c.Close(context.Background()) }, broker.ErrClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: tc.name})
+			c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: tc.name})
 			errc := make(chan error, 1)
 			go func() {
-				_, err := c.Next(ctxT(t))
+				_, err := c.Next(brokertest.Ctx(t))
 				errc <- err
 			}()
 			waitBlocked(t, c)
@@ -499,7 +500,7 @@ func TestNextUnblocks(t *testing.T) {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("blocked Next: %v, want %v", err, tc.want)
 				}
-			case <-time.After(waitLong):
+			case <-time.After(brokertest.WaitLong):
 				t.Fatal("blocked Next did not return")
 			}
 			if el := time.Since(start); el > 2*time.Second {
@@ -513,29 +514,29 @@ func TestCloseSemantics(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
 	const topic = "closing"
-	publishN(t, ev.b, topic, 0, 2, nil)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
-	d := next(t, c)
-	d2 := next(t, c)
-	if err := c.Close(ctxT(t)); err != nil {
+	brokertest.PublishN(t, ev.b, topic, 0, 2)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+	d := brokertest.Next(t, c)
+	d2 := brokertest.Next(t, c)
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Close(ctxT(t)); err != nil {
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
 	}
-	if err := c.Resume(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if err := c.Resume(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Resume after Close: %v", err)
 	}
-	if err := c.Pause(ctxT(t)); err != nil {
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Pause after Close: %v", err)
 	}
-	if err := d.Ack(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if err := d.Ack(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Ack after Close: %v, want ErrClosed", err)
 	}
-	if err := d2.Nack(ctxT(t), 0); err != nil {
+	if err := d2.Nack(brokertest.Ctx(t), 0); err != nil {
 		t.Fatalf("Nack after Close: %v", err)
 	}
 }
@@ -546,13 +547,13 @@ func TestConcurrentControl(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{})
 	const topic = "busy"
-	publishN(t, ev.b, topic, 0, 30, nil)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 4})
+	brokertest.PublishN(t, ev.b, topic, 0, 30)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 4})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			d, err := c.Next(ctxT(t))
+			d, err := c.Next(brokertest.Ctx(t))
 			switch {
 			case err == nil:
 				_ = d.Ack(context.Background())
@@ -579,7 +580,7 @@ func TestConcurrentControl(t *testing.T) {
 	var cw sync.WaitGroup
 	for range 3 {
 		cw.Go(func() {
-			if err := c.Close(ctxT(t)); err != nil {
+			if err := c.Close(brokertest.Ctx(t)); err != nil {
 				t.Errorf("Close: %v", err)
 			}
 		})
@@ -679,10 +680,10 @@ func TestConcurrentPublishersNewTopic(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				r, err := ev.b.Publish(ctxT(t), &broker.Message{
+				r, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{
 					Topic: topic,
 					Key:   fmt.Sprintf("w%d", w),
-					Body:  body(w*each + i),
+					Body:  brokertest.Body(w*each + i),
 				})
 				if err != nil {
 					t.Errorf("writer %d publish %d: %v", w, i, err)
@@ -743,7 +744,7 @@ func TestPublishErrors(t *testing.T) {
 		{"negative prefetch", broker.ConsumerSpec{Topic: "t", Group: "g", Prefetch: -1}},
 	} {
 		t.Run("consume "+tc.name, func(t *testing.T) {
-			if _, err := ev.b.Consume(ctxT(t), tc.spec); !errors.Is(err, broker.ErrRejected) {
+			if _, err := ev.b.Consume(brokertest.Ctx(t), tc.spec); !errors.Is(err, broker.ErrRejected) {
 				t.Fatalf("Consume: %v, want ErrRejected", err)
 			}
 		})
@@ -753,30 +754,30 @@ func TestPublishErrors(t *testing.T) {
 func TestBrokerClose(t *testing.T) {
 	t.Parallel()
 	c := kafkatest.Start(t)
-	b, err := kafkabroker.New(ctxT(t), kafkabroker.Config{Brokers: kafkatest.Addrs(c), Logger: testLog})
+	b, err := kafkabroker.New(brokertest.Ctx(t), kafkabroker.Config{Brokers: kafkatest.Addrs(c), Logger: testLog})
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, b, "t", 0, 3, nil)
-	cons, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g"})
+	brokertest.PublishN(t, b, "t", 0, 3)
+	cons, err := b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := next(t, cons)
-	ack(t, d)
+	d := brokertest.Next(t, cons)
+	brokertest.Ack(t, d)
 	if err := b.Close(); err != nil { // closes the open consumer too
 		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := cons.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := cons.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Broker.Close: %v", err)
 	}
-	if _, err := b.Publish(ctxT(t), &broker.Message{Topic: "t"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "t"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Publish after Close: %v", err)
 	}
-	if _, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Consume after Close: %v", err)
 	}
 	_, po := parseID(t, d.MessageID())
@@ -791,9 +792,9 @@ func TestTopicCreatedElsewhere(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 3})
 	other := newBroker(t, ev.c, kafkabroker.Config{Partitions: 6})
-	publishN(t, other, "shared", 0, 1, nil) // creates it with 6 partitions
+	brokertest.PublishN(t, other, "shared", 0, 1) // creates it with 6 partitions
 	parts := make(map[int32]bool)
-	for _, r := range publishN(t, ev.b, "shared", 1, 60, nil) { // round robin
+	for _, r := range brokertest.PublishN(t, ev.b, "shared", 1, 60) { // round robin
 		parts[r.Partition] = true
 	}
 	if len(parts) != 6 {
@@ -801,7 +802,7 @@ func TestTopicCreatedElsewhere(t *testing.T) {
 	}
 	// A topic seeded on the cluster before the Broker started.
 	ev2 := newEnv(t, kafkabroker.Config{Partitions: 3}, kfake.SeedTopics(2, "seeded"))
-	for _, r := range publishN(t, ev2.b, "seeded", 0, 10, nil) {
+	for _, r := range brokertest.PublishN(t, ev2.b, "seeded", 0, 10) {
 		if r.Partition > 1 {
 			t.Fatalf("publish to the 2-partition seeded topic: %+v", r)
 		}
@@ -816,7 +817,7 @@ func TestGroupMembersShare(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{Partitions: 4})
 	const topic = "shared-work"
 	spec := broker.ConsumerSpec{Topic: topic, Group: "workers", Prefetch: 8}
-	publishN(t, ev.b, topic, 0, 100, nil)
+	brokertest.PublishN(t, ev.b, topic, 0, 100)
 
 	var mu sync.Mutex
 	seen := make(map[string]int)
@@ -850,7 +851,7 @@ func TestGroupMembersShare(t *testing.T) {
 	}
 	waitCount := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(waitLong)
+		deadline := time.Now().Add(brokertest.WaitLong)
 		for count() < n {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d of %d messages delivered", count(), n)
@@ -858,25 +859,25 @@ func TestGroupMembersShare(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	c1 := consume(t, ev.b, spec)
+	c1 := brokertest.Consume(t, ev.b, spec)
 	stop1 := make(chan struct{})
 	done1 := make(chan struct{})
 	go func() { defer close(done1); run(c1, stop1) }()
 	waitCount(100)
 
-	c2 := consume(t, ev.b, spec)
+	c2 := brokertest.Consume(t, ev.b, spec)
 	stop2 := make(chan struct{})
 	done2 := make(chan struct{})
 	go func() { defer close(done2); run(c2, stop2) }()
-	publishN(t, ev.b, topic, 100, 100, nil)
+	brokertest.PublishN(t, ev.b, topic, 100, 100)
 	waitCount(200)
 
 	close(stop1)
 	<-done1
-	if err := c1.Close(ctxT(t)); err != nil {
+	if err := c1.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, ev.b, topic, 200, 100, nil)
+	brokertest.PublishN(t, ev.b, topic, 200, 100)
 	waitCount(300)
 	close(stop2)
 	<-done2
@@ -896,21 +897,21 @@ func TestRebalanceSkipsHandedOut(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{Partitions: 2})
 	const topic = "rebalanced"
 	spec := broker.ConsumerSpec{Topic: topic, Group: "g"}
-	publishN(t, ev.b, topic, 0, 20, nil) // round robin: 10 per partition
+	brokertest.PublishN(t, ev.b, topic, 0, 20) // round robin: 10 per partition
 
-	c1 := consume(t, ev.b, spec)
+	c1 := brokertest.Consume(t, ev.b, spec)
 	var held []broker.Delivery
 	for range 20 { // everything, unacked: nothing is committed
-		held = append(held, next(t, c1))
+		held = append(held, brokertest.Next(t, c1))
 	}
 	// c2 joins: one partition each. c2 reads its partition from offset 0
 	// (those messages are duplicates: c1 never acked them).
-	c2 := consume(t, ev.b, spec)
+	c2 := brokertest.Consume(t, ev.b, spec)
 	var c2got []broker.Delivery
 	for range 10 {
-		d := next(t, c2)
+		d := brokertest.Next(t, c2)
 		c2got = append(c2got, d)
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
 	_, lost := parseID(t, c2got[0].MessageID())
 	for _, d := range c2got {
@@ -920,34 +921,34 @@ func TestRebalanceSkipsHandedOut(t *testing.T) {
 	}
 	// c1 re-reads its kept partition from offset 0: those ten are skipped,
 	// so its next delivery is a new message.
-	publishN(t, ev.b, topic, 20, 4, nil)
-	d := next(t, c1)
+	brokertest.PublishN(t, ev.b, topic, 20, 4)
+	d := brokertest.Next(t, c1)
 	if _, po := parseID(t, d.MessageID()); po.offset < 10 || po.partition == lost.partition {
 		t.Fatalf("c1 after the rebalance: %s %q, want a new message of its kept partition", d.MessageID(), d.Message().Body)
 	}
-	ack(t, d)
-	ack(t, next(t, c1))
+	brokertest.Ack(t, d)
+	brokertest.Ack(t, brokertest.Next(t, c1))
 	// c1's old deliveries are still answered normally; acks of the lost
 	// partition's messages are harmless.
 	for _, d := range held {
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
 	// Close c1: c2 takes its partition from c1's final commit and gets
 	// nothing old again.
-	if err := c1.Close(ctxT(t)); err != nil {
+	if err := c1.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, ev.b, topic, 24, 2, nil)
-	want := bodies(22, 4) // 22, 23 (c2's partition, published before) and the two new
+	brokertest.PublishN(t, ev.b, topic, 24, 2)
+	want := brokertest.Bodies(22, 4) // 22, 23 (c2's partition, published before) and the two new
 	got := make(map[string]bool)
 	for len(got) < len(want) {
-		d := next(t, c2)
+		d := brokertest.Next(t, c2)
 		k := string(d.Message().Body)
-		if !bodies(20, 6)[k] {
+		if !brokertest.Bodies(20, 6)[k] {
 			t.Fatalf("c2 after c1 left: %s %q, want only messages 20..25", d.MessageID(), k)
 		}
 		got[k] = true
-		ack(t, d)
+		brokertest.Ack(t, d)
 	}
 }
 
@@ -958,11 +959,11 @@ func TestClusterOutage(t *testing.T) {
 	t.Parallel()
 	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
 	const topic = "outage"
-	publishN(t, ev.b, topic, 0, 1, nil)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
-	d := next(t, c)
+	brokertest.PublishN(t, ev.b, topic, 0, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+	d := brokertest.Next(t, c)
 	ev.c.Close()
-	ack(t, d) // never blocks on the network
+	brokertest.Ack(t, d) // never blocks on the network
 
 	// The first publish may go out on the pooled connection the cluster
 	// has closed: the write succeeds and the read fails, which looks the
@@ -978,7 +979,7 @@ func TestClusterOutage(t *testing.T) {
 	if _, err := ev.b.Publish(ctx, &broker.Message{Topic: topic, Body: []byte("y")}); !broker.NotStored(err) || !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Publish during outage: %v, want ErrUnavailable (not stored)", err)
 	}
-	expectNothing(t, c, 300*time.Millisecond)
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 
 	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -990,7 +991,7 @@ func TestClusterOutage(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("Close took %v with a 1 s ctx", el)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 )
@@ -37,7 +38,7 @@ func TestPublishOutcome(t *testing.T) {
 	// produce path is warm) and returns the cluster and Broker.
 	setup := func(t *testing.T) (*kfake.Cluster, *kafkabroker.Broker) {
 		ev := newEnv(t, kafkabroker.Config{Partitions: 1})
-		if r, err := publish(t, ev.b, "first", waitLong); err != nil || r.Offset != 0 {
+		if r, err := publish(t, ev.b, "first", brokertest.WaitLong); err != nil || r.Offset != 0 {
 			t.Fatalf("first publish: %+v %v", r, err)
 		}
 		return ev.c, ev.b
@@ -46,7 +47,7 @@ func TestPublishOutcome(t *testing.T) {
 	// many messages the partition held.
 	nextOffset := func(t *testing.T, b *kafkabroker.Broker) int64 {
 		t.Helper()
-		r, err := publish(t, b, "probe", waitLong)
+		r, err := publish(t, b, "probe", brokertest.WaitLong)
 		if err != nil {
 			t.Fatalf("probe publish: %v", err)
 		}
@@ -112,7 +113,7 @@ func TestPublishOutcome(t *testing.T) {
 		c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 			return nil, errors.New("injected fault: connection cut"), true // once
 		})
-		r, err := publish(t, b, "x", waitLong)
+		r, err := publish(t, b, "x", brokertest.WaitLong)
 		if err != nil || r.Offset != 1 {
 			t.Fatalf("Publish: %+v %v, want offset 1 after a retry", r, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 )
 
@@ -16,8 +17,8 @@ import (
 // its metric names), so a publish to it can never succeed.
 func TestTopicCollisionFailsAtPublish(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{})
-	publishN(t, ev.b, "k.a", 0, 1, nil)
-	_, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "k_a", Body: []byte("x")})
+	brokertest.PublishN(t, ev.b, "k.a", 0, 1)
+	_, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "k_a", Body: []byte("x")})
 	if err == nil || !errors.Is(err, broker.ErrRejected) {
 		t.Fatalf("publish to k_a next to k.a = %v, want a refusal (broker.ErrRejected)", err)
 	}
@@ -25,7 +26,7 @@ func TestTopicCollisionFailsAtPublish(t *testing.T) {
 
 func TestCheckTopics(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{})
-	publishN(t, ev.b, "exists.here", 0, 1, nil) // a topic on the cluster
+	brokertest.PublishN(t, ev.b, "exists.here", 0, 1) // a topic on the cluster
 	tests := []struct {
 		name       string
 		topics     []string
@@ -43,7 +44,7 @@ func TestCheckTopics(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := ev.b.CheckTopics(ctxT(t), tt.topics, tt.registered)
+			err := ev.b.CheckTopics(brokertest.Ctx(t), tt.topics, tt.registered)
 			if tt.conflict == "" {
 				if err != nil {
 					t.Fatalf("CheckTopics(%q, %q) = %v, want nil", tt.topics, tt.registered, err)
@@ -65,13 +66,13 @@ func TestCheckTopics(t *testing.T) {
 func TestCheckTopicsSeesOtherClients(t *testing.T) {
 	ev := newEnv(t, kafkabroker.Config{})
 	other := newBroker(t, ev.c, kafkabroker.Config{ClientID: "other"})
-	if err := ev.b.CheckTopics(ctxT(t), []string{"m_n"}, nil); err != nil {
+	if err := ev.b.CheckTopics(brokertest.Ctx(t), []string{"m_n"}, nil); err != nil {
 		t.Fatalf("before m.n exists: %v", err)
 	}
-	publishN(t, other, "m.n", 0, 1, nil)
-	deadline := time.Now().Add(waitLong)
+	brokertest.PublishN(t, other, "m.n", 0, 1)
+	deadline := time.Now().Add(brokertest.WaitLong)
 	for {
-		err := ev.b.CheckTopics(ctxT(t), []string{"m_n"}, nil)
+		err := ev.b.CheckTopics(brokertest.Ctx(t), []string{"m_n"}, nil)
 		if errors.Is(err, broker.ErrTopicConflict) {
 			return
 		}

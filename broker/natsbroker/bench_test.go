@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 )
 
@@ -22,18 +23,7 @@ func BenchmarkPublish1KiB(b *testing.B) {
 		Headers: []broker.Header{{Key: "Trace-Id", Value: "0af7651916cd43dd8448eb211c80319c"}},
 		Body:    make([]byte, 1024),
 	}
-	ctx := context.Background()
-	if _, err := ev.b.Publish(ctx, msg); err != nil { // create the stream
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg.Body)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := ev.b.Publish(ctx, msg); err != nil {
-			b.Fatal(err)
-		}
-	}
+	brokertest.BenchPublish(b, ev.b, msg)
 }
 
 // BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are
@@ -57,24 +47,9 @@ func BenchmarkConsume1KiB(b *testing.B) {
 	}
 	select {
 	case <-ev.js.PublishAsyncComplete():
-	case <-time.After(waitLong):
+	case <-time.After(brokertest.WaitLong):
 		b.Fatal("async publishes not acknowledged")
 	}
-	c, err := ev.b.Consume(ctx, broker.ConsumerSpec{Topic: "bench.consume", Group: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Close(context.Background()) })
-	b.SetBytes(int64(len(msg.Body)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		d, err := c.Next(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Ack(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	c := brokertest.Consume(b, ev.b, broker.ConsumerSpec{Topic: "bench.consume", Group: "bench"})
+	brokertest.BenchNextAck(b, c, len(msg.Body))
 }

@@ -23,23 +23,23 @@ func TestCheckFollowsTheServer(t *testing.T) {
 		return e
 	}
 	e := start()
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://" + addr, Logger: quietLog})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: "nats://" + addr, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Check(ctxT(t)); err != nil {
+	if err := b.Check(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Check with the server up: %v", err)
 	}
 	e.Shutdown()
-	err = brokertest.WaitCheck(t, b, false, waitLong)
+	err = brokertest.WaitCheck(t, b, false, brokertest.WaitLong)
 	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Check with the server down: %v, want ErrUnavailable", err)
 	}
 	start()
-	brokertest.WaitCheck(t, b, true, waitLong)
+	brokertest.WaitCheck(t, b, true, brokertest.WaitLong)
 	_ = b.Close()
-	if err := b.Check(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if err := b.Check(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Check after Close: %v, want ErrClosed", err)
 	}
 }
@@ -57,12 +57,12 @@ func TestCheckAsksTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog, Embedded: e})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{Conn: nc, Logger: quietLog, Embedded: e})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Check(ctxT(t)); !errors.Is(err, natsbroker.ErrStoreDamaged) {
+	if err := b.Check(brokertest.Ctx(t)); !errors.Is(err, natsbroker.ErrStoreDamaged) {
 		t.Fatalf("Check: %v, want ErrStoreDamaged", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
+
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 )
 
 // recorder is a slog.Handler that keeps every record, for tests that
@@ -73,11 +75,11 @@ func fillStream(t *testing.T, dir string, crash bool) string {
 	t.Helper()
 	publish := func(e *natsbroker.Embedded, from, to int) {
 		js := operator(t, e)
-		if _, err := js.CreateOrUpdateStream(ctxT(t), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		if _, err := js.CreateOrUpdateStream(brokertest.Ctx(t), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
 			t.Fatal(err)
 		}
 		for i := from; i < to; i++ {
-			if _, err := js.Publish(ctxT(t), "s.a", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); err != nil {
+			if _, err := js.Publish(brokertest.Ctx(t), "s.a", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -150,7 +152,7 @@ func TestEmbeddedReportsStoreDamage(t *testing.T) {
 			c.damage(t, dir)
 
 			e, rec := startStore(t, dir)
-			err := e.Check(ctxT(t))
+			err := e.Check(brokertest.Ctx(t))
 			if !errors.Is(err, natsbroker.ErrStoreDamaged) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Check after damage: %v; want ErrStoreDamaged mentioning %q", err, c.want)
 			}
@@ -161,7 +163,7 @@ func TestEmbeddedReportsStoreDamage(t *testing.T) {
 				t.Fatal("StoreProblems is empty")
 			}
 			js := operator(t, e)
-			s, serr := js.Stream(ctxT(t), "S")
+			s, serr := js.Stream(brokertest.Ctx(t), "S")
 			switch {
 			case c.wantAfter < 0 && !errors.Is(serr, jetstream.ErrStreamNotFound):
 				t.Fatalf("stream S after damage: %v, want not loaded", serr)
@@ -173,7 +175,7 @@ func TestEmbeddedReportsStoreDamage(t *testing.T) {
 			e.Shutdown()
 
 			e, _ = startStore(t, dir)
-			err = e.Check(ctxT(t))
+			err = e.Check(brokertest.Ctx(t))
 			if c.persists != (err != nil) {
 				t.Fatalf("Check after a second restart: %v; want an error: %v", err, c.persists)
 			}
@@ -187,7 +189,7 @@ func TestEmbeddedReportsStoreDamage(t *testing.T) {
 func TestEmbeddedCrashImageIsNotDamage(t *testing.T) {
 	img := fillStream(t, t.TempDir(), true)
 	e, rec := startStore(t, img)
-	if err := e.Check(ctxT(t)); err != nil {
+	if err := e.Check(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Check on a crash image: %v", err)
 	}
 	if logged := rec.errors(); len(logged) > 0 {
@@ -196,7 +198,7 @@ func TestEmbeddedCrashImageIsNotDamage(t *testing.T) {
 	if warned := strings.Join(rec.at(slog.LevelWarn), "\n"); !strings.Contains(warned, "will rebuild") {
 		t.Fatalf("the crash image did not make nats-server rebuild the stream state (the case this test is about); warnings: %q", warned)
 	}
-	s, err := operator(t, e).Stream(ctxT(t), "S")
+	s, err := operator(t, e).Stream(brokertest.Ctx(t), "S")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/topology"
@@ -26,7 +27,7 @@ import (
 func TestPublishConsumeAll(t *testing.T) {
 	const n = 1000
 	ev := newEnv(t, natsbroker.Config{})
-	res := publishN(t, ev.b, "orders.created", 0, n)
+	res := brokertest.PublishN(t, ev.b, "orders.created", 0, n)
 	for i, r := range res {
 		if r.Stream != "MESH_orders_created" || r.Partition != -1 {
 			t.Fatalf("result %d: %+v", i, r)
@@ -39,48 +40,48 @@ func TestPublishConsumeAll(t *testing.T) {
 		}
 	}
 
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
-	got := collect(t, c, bodies(0, n))
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
+	got := brokertest.Counts(brokertest.Collect(t, c, brokertest.Bodies(0, n)))
 	for k, cnt := range got {
 		if cnt != 1 {
 			t.Errorf("%s delivered %d times", k, cnt)
 		}
 	}
-	expectNothing(t, c, 200*time.Millisecond)
+	brokertest.ExpectNothing(t, c, 200*time.Millisecond)
 }
 
 func TestGroupsAndTopicsAreIndependent(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "t.one", 0, 50)
-	publishN(t, ev.b, "t.two", 100, 30)
+	brokertest.PublishN(t, ev.b, "t.one", 0, 50)
+	brokertest.PublishN(t, ev.b, "t.two", 100, 30)
 
 	tests := []struct {
 		group, topic string
 		want         map[string]bool
 	}{
-		{"g1", "t.one", bodies(0, 50)},
-		{"g2", "t.one", bodies(0, 50)},
-		{"g1", "t.two", bodies(100, 30)},
+		{"g1", "t.one", brokertest.Bodies(0, 50)},
+		{"g2", "t.one", brokertest.Bodies(0, 50)},
+		{"g1", "t.two", brokertest.Bodies(100, 30)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.group+"/"+tt.topic, func(t *testing.T) {
-			c := consume(t, ev.b, broker.ConsumerSpec{Topic: tt.topic, Group: tt.group})
-			collect(t, c, tt.want)
-			expectNothing(t, c, 200*time.Millisecond)
+			c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: tt.topic, Group: tt.group})
+			brokertest.Collect(t, c, tt.want)
+			brokertest.ExpectNothing(t, c, 200*time.Millisecond)
 		})
 	}
 }
 
 func TestNackRedelivers(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "jobs", 0, 1)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "jobs", Group: "workers"})
+	brokertest.PublishN(t, ev.b, "jobs", 0, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "jobs", Group: "workers"})
 
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	if d.Redelivered() != 0 {
 		t.Fatalf("first delivery Redelivered = %d", d.Redelivered())
 	}
-	if d.Timestamp().IsZero() || time.Since(d.Timestamp()) > waitLong {
+	if d.Timestamp().IsZero() || time.Since(d.Timestamp()) > brokertest.WaitLong {
 		t.Fatalf("Timestamp = %v", d.Timestamp())
 	}
 	id := d.MessageID()
@@ -90,8 +91,8 @@ func TestNackRedelivers(t *testing.T) {
 	if err := d.Nack(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	d = next(t, c)
-	if d.MessageID() != id || d.Redelivered() < 1 || string(d.Message().Body) != string(body(0)) {
+	d = brokertest.Next(t, c)
+	if d.MessageID() != id || d.Redelivered() < 1 || string(d.Message().Body) != string(brokertest.Body(0)) {
 		t.Fatalf("after Nack: id %q redelivered %d body %q", d.MessageID(), d.Redelivered(), d.Message().Body)
 	}
 
@@ -100,7 +101,7 @@ func TestNackRedelivers(t *testing.T) {
 	if err := d.Nack(context.Background(), delay); err != nil {
 		t.Fatal(err)
 	}
-	d = next(t, c)
+	d = brokertest.Next(t, c)
 	if since := time.Since(nacked); since < delay {
 		t.Fatalf("redelivered %v after Nack(%v)", since, delay)
 	}
@@ -117,17 +118,17 @@ func TestNackRedelivers(t *testing.T) {
 
 func TestPositionKeptAcrossClose(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "audit", 0, 20)
+	brokertest.PublishN(t, ev.b, "audit", 0, 20)
 	spec := broker.ConsumerSpec{Topic: "audit", Group: "auditor", AckWait: time.Second, Prefetch: 4}
 
-	c, err := ev.b.Consume(ctxT(t), spec)
+	c, err := ev.b.Consume(brokertest.Ctx(t), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Ack 0..9, keep 10 and 11 unacked; 12.. stay prefetched or on the server.
 	for i := 0; i < 12; i++ {
-		d := next(t, c)
-		if string(d.Message().Body) != string(body(i)) {
+		d := brokertest.Next(t, c)
+		if string(d.Message().Body) != string(brokertest.Body(i)) {
 			t.Fatalf("delivery %d: %q", i, d.Message().Body)
 		}
 		if i < 10 {
@@ -136,73 +137,73 @@ func TestPositionKeptAcrossClose(t *testing.T) {
 			}
 		}
 	}
-	if err := c.Close(ctxT(t)); err != nil {
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v, want ErrClosed", err)
 	}
-	if err := c.Close(ctxT(t)); err != nil {
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
 
 	// The consumer (and its position) survived Close.
-	if _, err := ev.js.Consumer(ctxT(t), "MESH_audit", "auditor__audit"); err != nil {
+	if _, err := ev.js.Consumer(brokertest.Ctx(t), "MESH_audit", "auditor__audit"); err != nil {
 		t.Fatalf("durable consumer gone after Close: %v", err)
 	}
 
-	c2 := consume(t, ev.b, spec)
-	collect(t, c2, bodies(10, 10)) // fails on any of 0..9
-	expectNothing(t, c2, 2*spec.AckWait)
+	c2 := brokertest.Consume(t, ev.b, spec)
+	brokertest.Collect(t, c2, brokertest.Bodies(10, 10)) // fails on any of 0..9
+	brokertest.ExpectNothing(t, c2, 2*spec.AckWait)
 }
 
 func TestPause(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
 	const n = 200
-	publishN(t, ev.b, "events", 0, n)
+	brokertest.PublishN(t, ev.b, "events", 0, n)
 	// AckWait is far longer than the test may run: anything redelivered
 	// was handed back by Pause/Close, not timed out.
-	spec := broker.ConsumerSpec{Topic: "events", Group: "g", Prefetch: 16, AckWait: 10 * waitLong}
-	c1 := consume(t, ev.b, spec)
+	spec := broker.ConsumerSpec{Topic: "events", Group: "g", Prefetch: 16, AckWait: 10 * brokertest.WaitLong}
+	c1 := brokertest.Consume(t, ev.b, spec)
 
 	got := make(map[string]int)
 	for i := 0; i < 5; i++ {
-		d := next(t, c1)
+		d := brokertest.Next(t, c1)
 		got[string(d.Message().Body)]++
 		if err := d.Ack(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// c1 now holds up to 16 prefetched messages, starting at body(5).
+	// c1 now holds up to 16 prefetched messages, starting at brokertest.Body(5).
 	for i := 0; i < 2; i++ { // idempotent
-		if err := c1.Pause(ctxT(t)); err != nil {
+		if err := c1.Pause(brokertest.Ctx(t)); err != nil {
 			t.Fatalf("Pause %d: %v", i, err)
 		}
 	}
-	if _, err := c1.Next(ctxT(t)); !errors.Is(err, broker.ErrPaused) {
+	if _, err := c1.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrPaused) {
 		t.Fatalf("Next while paused: %v, want ErrPaused", err)
 	}
 
 	// Another member of the group (another sidecar) gets the handed-back
 	// messages at once.
-	c2, err := ev.b.Consume(ctxT(t), spec)
+	c2, err := ev.b.Consume(brokertest.Ctx(t), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, cnt := range collect(t, c2, bodies(5, n-5)) {
+	for k, cnt := range brokertest.Counts(brokertest.Collect(t, c2, brokertest.Bodies(5, n-5))) {
 		got[k] += cnt
 	}
-	if err := c2.Close(ctxT(t)); err != nil {
+	if err := c2.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 
 	for i := 0; i < 2; i++ {
-		if err := c1.Resume(ctxT(t)); err != nil {
+		if err := c1.Resume(brokertest.Ctx(t)); err != nil {
 			t.Fatalf("Resume %d: %v", i, err)
 		}
 	}
-	publishN(t, ev.b, "events", n, 20)
-	for k, cnt := range collect(t, c1, bodies(n, 20)) {
+	brokertest.PublishN(t, ev.b, "events", n, 20)
+	for k, cnt := range brokertest.Counts(brokertest.Collect(t, c1, brokertest.Bodies(n, 20))) {
 		got[k] += cnt
 	}
 	if len(got) != n+20 {
@@ -217,7 +218,7 @@ func TestPause(t *testing.T) {
 
 func TestBlockedNextReturnsOnPauseAndClose(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "quiet", Group: "g"})
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "quiet", Group: "g"})
 
 	tests := []struct {
 		name string
@@ -229,17 +230,17 @@ func TestBlockedNextReturnsOnPauseAndClose(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := c.Resume(ctxT(t)); err != nil && tt.name == "pause" {
+			if err := c.Resume(brokertest.Ctx(t)); err != nil && tt.name == "pause" {
 				t.Fatal(err)
 			}
 			errc := make(chan error, 1)
 			go func() {
-				_, err := c.Next(ctxT(t))
+				_, err := c.Next(brokertest.Ctx(t))
 				errc <- err
 			}()
 			// Next may or may not be blocked yet when stop runs; the
 			// result must be the same.
-			if err := tt.stop(ctxT(t)); err != nil {
+			if err := tt.stop(brokertest.Ctx(t)); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -247,15 +248,15 @@ func TestBlockedNextReturnsOnPauseAndClose(t *testing.T) {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("blocked Next: %v, want %v", err, tt.want)
 				}
-			case <-time.After(waitLong):
+			case <-time.After(brokertest.WaitLong):
 				t.Fatal("blocked Next did not return")
 			}
 		})
 	}
-	if err := c.Resume(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if err := c.Resume(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Resume after Close: %v, want ErrClosed", err)
 	}
-	if err := c.Pause(ctxT(t)); err != nil {
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Pause after Close: %v", err)
 	}
 }
@@ -265,8 +266,8 @@ func TestPauseResumeRace(t *testing.T) {
 	// messages flow: nothing is lost, and -race is quiet.
 	ev := newEnv(t, natsbroker.Config{})
 	const n, cycles = 300, 40
-	publishN(t, ev.b, "race", 0, n)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "race", Group: "g", Prefetch: 8})
+	brokertest.PublishN(t, ev.b, "race", 0, n)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "race", Group: "g", Prefetch: 8})
 
 	var delivered atomic.Int64
 	pauserDone := make(chan struct{})
@@ -275,24 +276,24 @@ func TestPauseResumeRace(t *testing.T) {
 		for i := 0; i < cycles; i++ {
 			// Let a few messages through between two pauses.
 			target := min(delivered.Load()+3, n)
-			if !poll(func() bool { return delivered.Load() >= target }) {
+			if !brokertest.Poll(func() bool { return delivered.Load() >= target }) {
 				t.Error("no deliveries between pauses")
 				return
 			}
-			if err := c.Pause(ctxT(t)); err != nil {
+			if err := c.Pause(brokertest.Ctx(t)); err != nil {
 				t.Error(err)
 				return
 			}
-			if err := c.Resume(ctxT(t)); err != nil {
+			if err := c.Resume(brokertest.Ctx(t)); err != nil {
 				t.Error(err)
 				return
 			}
 		}
 	}()
 	seen := make(map[string]bool)
-	deadline := time.Now().Add(waitLong)
+	deadline := time.Now().Add(brokertest.WaitLong)
 	for len(seen) < n && time.Now().Before(deadline) {
-		d, err := c.Next(ctxT(t))
+		d, err := c.Next(brokertest.Ctx(t))
 		switch {
 		case err == nil:
 			seen[string(d.Message().Body)] = true
@@ -314,7 +315,7 @@ func TestPauseResumeRace(t *testing.T) {
 
 func TestNextHonoursContext(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "empty", Group: "g"})
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "empty", Group: "g"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -333,45 +334,45 @@ func TestNextHonoursContext(t *testing.T) {
 		t.Fatalf("Next: %v, want Canceled", err)
 	}
 	// The consumer is still usable.
-	publishN(t, ev.b, "empty", 0, 1)
-	collect(t, c, bodies(0, 1))
+	brokertest.PublishN(t, ev.b, "empty", 0, 1)
+	brokertest.Collect(t, c, brokertest.Bodies(0, 1))
 }
 
 func TestOperatorStreamIsUsed(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	if _, err := ev.js.CreateStream(ctxT(t), jetstream.StreamConfig{
+	if _, err := ev.js.CreateStream(brokertest.Ctx(t), jetstream.StreamConfig{
 		Name:     "ORDERS",
 		Subjects: []string{"orders.>"},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, ev.b, "orders.created", 0, 10)
-	r := publishN(t, ev.b, "orders.paid", 10, 5)
+	brokertest.PublishN(t, ev.b, "orders.created", 0, 10)
+	r := brokertest.PublishN(t, ev.b, "orders.paid", 10, 5)
 	if r[0].Stream != "ORDERS" || r[0].MessageID != "ORDERS:11" {
 		t.Fatalf("result %+v", r[0])
 	}
 
-	created := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
-	paid := consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.paid", Group: "billing"})
-	collect(t, created, bodies(0, 10))
-	collect(t, paid, bodies(10, 5))
+	created := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
+	paid := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "orders.paid", Group: "billing"})
+	brokertest.Collect(t, created, brokertest.Bodies(0, 10))
+	brokertest.Collect(t, paid, brokertest.Bodies(10, 5))
 
 	if names := streamNames(t, ev.js); !slices.Equal(names, []string{"ORDERS"}) {
 		t.Fatalf("streams %v, want only ORDERS", names)
 	}
 	var consumers []string
-	orders, err := ev.js.Stream(ctxT(t), "ORDERS")
+	orders, err := ev.js.Stream(brokertest.Ctx(t), "ORDERS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := orders.ConsumerNames(ctxT(t))
+	l := orders.ConsumerNames(brokertest.Ctx(t))
 	for n := range l.Name() {
 		consumers = append(consumers, n)
 	}
 	if len(consumers) != 2 {
 		t.Fatalf("consumers %v, want two", consumers)
 	}
-	info, err := orders.Info(ctxT(t))
+	info, err := orders.Info(brokertest.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,13 +384,13 @@ func TestOperatorStreamIsUsed(t *testing.T) {
 func TestStreamNameCollision(t *testing.T) {
 	// "a_b" and "a.b" sanitize to the same stream name.
 	ev := newEnv(t, natsbroker.Config{StreamPrefix: "X_"})
-	r1 := publishN(t, ev.b, "a_b", 0, 1)[0]
-	r2 := publishN(t, ev.b, "a.b", 1, 1)[0]
+	r1 := brokertest.PublishN(t, ev.b, "a_b", 0, 1)[0]
+	r2 := brokertest.PublishN(t, ev.b, "a.b", 1, 1)[0]
 	if r1.Stream != "X_a_b" || r2.Stream == r1.Stream || !strings.HasPrefix(r2.Stream, "X_a_b_") {
 		t.Fatalf("streams %q and %q", r1.Stream, r2.Stream)
 	}
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "a.b", Group: "g"})
-	collect(t, c, bodies(1, 1))
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "a.b", Group: "g"})
+	brokertest.Collect(t, c, brokertest.Bodies(1, 1))
 }
 
 func TestKeyAndHeadersRoundTrip(t *testing.T) {
@@ -416,11 +417,11 @@ func TestKeyAndHeadersRoundTrip(t *testing.T) {
 				b = []byte("payload " + tt.name)
 			}
 			in := &broker.Message{Topic: topic, Key: tt.key, Headers: slices.Clone(tt.headers), Body: b}
-			if _, err := ev.b.Publish(ctxT(t), in); err != nil {
+			if _, err := ev.b.Publish(brokertest.Ctx(t), in); err != nil {
 				t.Fatal(err)
 			}
-			c := consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
-			d := next(t, c)
+			c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+			d := brokertest.Next(t, c)
 			got := d.Message()
 			if got.Topic != topic || got.Key != tt.key || string(got.Body) != string(b) {
 				t.Fatalf("got topic %q key %q body %q", got.Topic, got.Key, got.Body)
@@ -439,9 +440,9 @@ func TestKeyAndHeadersRoundTrip(t *testing.T) {
 
 func TestPublishRejected(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "strict", 0, 1)
+	brokertest.PublishN(t, ev.b, "strict", 0, 1)
 	// An operator's stream with a message size limit below the server's.
-	if _, err := ev.js.CreateStream(ctxT(t), jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small"}, MaxMsgSize: 100}); err != nil {
+	if _, err := ev.js.CreateStream(brokertest.Ctx(t), jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small"}, MaxMsgSize: 100}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -464,7 +465,7 @@ func TestPublishRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ev.b.Publish(ctxT(t), tt.msg)
+			_, err := ev.b.Publish(brokertest.Ctx(t), tt.msg)
 			if !errors.Is(err, broker.ErrRejected) || !strings.HasPrefix(err.Error(), "natsbroker: publish") {
 				t.Fatalf("Publish: %v, want ErrRejected", err)
 			}
@@ -483,7 +484,7 @@ func TestUnavailable(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://" + addr, Logger: quietLog})
+		_, err = natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: "nats://" + addr, Logger: quietLog})
 		if !errors.Is(err, broker.ErrUnavailable) {
 			t.Fatalf("New: %v, want ErrUnavailable", err)
 		}
@@ -495,10 +496,10 @@ func TestUnavailable(t *testing.T) {
 		}
 		srv.Start()
 		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-		if !srv.ReadyForConnections(waitLong) {
+		if !srv.ReadyForConnections(brokertest.WaitLong) {
 			t.Fatal("server not ready")
 		}
-		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: srv.ClientURL(), Logger: quietLog})
+		_, err = natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: srv.ClientURL(), Logger: quietLog})
 		if !errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), "JetStream is not enabled") {
 			t.Fatalf("New: %v, want ErrUnavailable saying JetStream is not enabled", err)
 		}
@@ -514,14 +515,14 @@ func TestUnavailable(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+		b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{Conn: nc, Logger: quietLog})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = b.Close() })
-		publishN(t, b, "gone", 0, 1)
+		brokertest.PublishN(t, b, "gone", 0, 1)
 		e.Shutdown()
-		deadline := time.Now().Add(waitLong)
+		deadline := time.Now().Add(brokertest.WaitLong)
 		for nc.IsConnected() {
 			if time.Now().After(deadline) {
 				t.Fatal("the client never saw the server go")
@@ -536,11 +537,11 @@ func TestUnavailable(t *testing.T) {
 		}
 	})
 	t.Run("config", func(t *testing.T) {
-		_, err := natsbroker.New(ctxT(t), natsbroker.Config{})
+		_, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{})
 		if err == nil || !strings.Contains(err.Error(), "URL") {
 			t.Fatalf("New without URL: %v", err)
 		}
-		_, err = natsbroker.New(ctxT(t), natsbroker.Config{URL: "nats://x", StreamPrefix: "a.b", Streams: &topology.Streams{StreamSettings: topology.StreamSettings{Replicas: -1}}})
+		_, err = natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: "nats://x", StreamPrefix: "a.b", Streams: &topology.Streams{StreamSettings: topology.StreamSettings{Replicas: -1}}})
 		if err == nil || !strings.Contains(err.Error(), "StreamPrefix") || !strings.Contains(err.Error(), "replicas") {
 			t.Fatalf("New with bad config: %v", err)
 		}
@@ -560,7 +561,7 @@ func TestConcurrentPublishersCreateOneStream(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				r, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "fresh.topic", Body: body(w*each + i)})
+				r, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "fresh.topic", Body: brokertest.Body(w*each + i)})
 				if err != nil {
 					t.Errorf("Publish: %v", err)
 					return
@@ -582,38 +583,38 @@ func TestConcurrentPublishersCreateOneStream(t *testing.T) {
 
 func TestConsumerDeletedByOperatorIsRecreated(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "fragile", 0, 1)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "fragile", Group: "g"})
-	collect(t, c, bodies(0, 1))
-	if err := ev.js.DeleteConsumer(ctxT(t), "MESH_fragile", "g__fragile"); err != nil {
+	brokertest.PublishN(t, ev.b, "fragile", 0, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "fragile", Group: "g"})
+	brokertest.Collect(t, c, brokertest.Bodies(0, 1))
+	if err := ev.js.DeleteConsumer(brokertest.Ctx(t), "MESH_fragile", "g__fragile"); err != nil {
 		t.Fatal(err)
 	}
 	// The recreated consumer starts at the oldest message again.
-	publishN(t, ev.b, "fragile", 1, 1)
-	collect(t, c, bodies(0, 2))
+	brokertest.PublishN(t, ev.b, "fragile", 1, 1)
+	brokertest.Collect(t, c, brokertest.Bodies(0, 2))
 }
 
 func TestBrokerClose(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "closing", 0, 3)
-	c, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "closing", Group: "g"})
+	brokertest.PublishN(t, ev.b, "closing", 0, 3)
+	c, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "closing", Group: "g"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	if err := ev.b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := ev.b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Broker.Close: %v", err)
 	}
-	if _, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "closing"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "closing"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Publish after Close: %v", err)
 	}
-	if _, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "closing", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "closing", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Consume after Close: %v", err)
 	}
 	if err := d.Ack(context.Background()); !errors.Is(err, broker.ErrClosed) {
@@ -635,11 +636,11 @@ func TestEmbeddedInProcessOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{Conn: nc, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, b, "inproc", 0, 1)
+	brokertest.PublishN(t, b, "inproc", 0, 1)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -658,31 +659,31 @@ func hdr(k, v string) broker.Header { return broker.Header{Key: k, Value: v} }
 
 func TestStreamDeletedByOperatorIsRecreated(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
-	publishN(t, ev.b, "ephemeral", 0, 3)
-	c := consume(t, ev.b, broker.ConsumerSpec{Topic: "ephemeral", Group: "g"})
-	collect(t, c, bodies(0, 3))
-	if err := ev.js.DeleteStream(ctxT(t), "MESH_ephemeral"); err != nil {
+	brokertest.PublishN(t, ev.b, "ephemeral", 0, 3)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "ephemeral", Group: "g"})
+	brokertest.Collect(t, c, brokertest.Bodies(0, 3))
+	if err := ev.js.DeleteStream(brokertest.Ctx(t), "MESH_ephemeral"); err != nil {
 		t.Fatal(err)
 	}
-	r := publishN(t, ev.b, "ephemeral", 3, 1)[0]
+	r := brokertest.PublishN(t, ev.b, "ephemeral", 3, 1)[0]
 	if r.Stream != "MESH_ephemeral" || r.Offset != 1 {
 		t.Fatalf("publish after stream deletion: %+v", r)
 	}
-	collect(t, c, bodies(3, 1))
+	brokertest.Collect(t, c, brokertest.Bodies(3, 1))
 }
 
 func TestSurvivesServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	e := startAt(t, dir, "127.0.0.1:0")
 	url := e.ClientURL()
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: url, Logger: quietLog})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: url, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	publishN(t, b, "durable", 0, 5)
-	c := consume(t, b, broker.ConsumerSpec{Topic: "durable", Group: "g"})
-	collect(t, c, bodies(0, 2))
+	brokertest.PublishN(t, b, "durable", 0, 5)
+	c := brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "durable", Group: "g"})
+	brokertest.Collect(t, c, brokertest.Bodies(0, 2))
 
 	e.Shutdown()
 	startAt(t, dir, strings.TrimPrefix(url, "nats://"))
@@ -690,10 +691,10 @@ func TestSurvivesServerRestart(t *testing.T) {
 	// Publishing fails with ErrUnavailable until the client has
 	// reconnected, then succeeds.
 	i := 5
-	if !poll(func() bool {
+	if !brokertest.Poll(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := b.Publish(ctx, &broker.Message{Topic: "durable", Body: body(i)})
+		_, err := b.Publish(ctx, &broker.Message{Topic: "durable", Body: brokertest.Body(i)})
 		if err != nil && !errors.Is(err, broker.ErrUnavailable) {
 			t.Fatalf("Publish during restart: %v", err)
 		}
@@ -706,33 +707,33 @@ func TestSurvivesServerRestart(t *testing.T) {
 	}
 	// Unacked 2..4 (some were prefetched before the restart) and the new
 	// 5..9 all arrive; acked 0..1 do not.
-	collect(t, c, bodies(2, 8))
+	brokertest.Collect(t, c, brokertest.Bodies(2, 8))
 }
 
 func TestCloseStopsClientGoroutines(t *testing.T) {
 	e := natstest.Start(t)
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{URL: e.ClientURL(), Logger: quietLog})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: e.ClientURL(), Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, b, "leak", 0, 50)
-	c, err := b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "leak", Group: "g", Prefetch: 8})
+	brokertest.PublishN(t, b, "leak", 0, 50)
+	c, err := b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "leak", Group: "g", Prefetch: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	collect(t, c, bodies(0, 10))
-	if err := c.Pause(ctxT(t)); err != nil {
+	brokertest.Collect(t, c, brokertest.Bodies(0, 10))
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Resume(ctxT(t)); err != nil {
+	if err := c.Resume(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	next(t, c)
+	brokertest.Next(t, c)
 	// No consumer Close: Broker.Close closes what is still open.
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if !poll(func() bool { return clientGoroutines() == "" }) {
+	if !brokertest.Poll(func() bool { return clientGoroutines() == "" }) {
 		t.Fatalf("client goroutines left after Close:\n%s", clientGoroutines())
 	}
 }

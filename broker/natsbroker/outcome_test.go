@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 )
 
@@ -32,15 +33,15 @@ func TestPublishWhileReconnectingSendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b, err := natsbroker.New(ctxT(t), natsbroker.Config{Conn: nc, Logger: quietLog})
+	b, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{Conn: nc, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	publishN(t, b, "gap", 0, 1)
+	brokertest.PublishN(t, b, "gap", 0, 1)
 
 	e.Shutdown()
-	if !poll(func() bool { return !nc.IsConnected() }) {
+	if !brokertest.Poll(func() bool { return !nc.IsConnected() }) {
 		t.Fatal("the client did not notice the server was gone")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -53,7 +54,7 @@ func TestPublishWhileReconnectingSendsNothing(t *testing.T) {
 	e2 := startAt(t, dir, strings.TrimPrefix(url, "nats://"))
 	// Once a later publish is stored, anything nats.go had buffered
 	// was sent before it.
-	if !poll(func() bool {
+	if !brokertest.Poll(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := b.Publish(ctx, &broker.Message{Topic: "gap", Body: []byte("after")})
@@ -62,17 +63,17 @@ func TestPublishWhileReconnectingSendsNothing(t *testing.T) {
 		t.Fatal("publishing did not recover after the restart")
 	}
 	js := operator(t, e2)
-	name, err := js.StreamNameBySubject(ctxT(t), "gap")
+	name, err := js.StreamNameBySubject(brokertest.Ctx(t), "gap")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctxT(t), name)
+	s, err := js.Stream(brokertest.Ctx(t), name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stored []string
 	for seq := uint64(1); ; seq++ {
-		m, err := s.GetMsg(ctxT(t), seq)
+		m, err := s.GetMsg(brokertest.Ctx(t), seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/internal/tmpfstest"
@@ -43,7 +44,7 @@ func embedded(t *testing.T, ecfg natsbroker.EmbeddedConfig, bcfg natsbroker.Conf
 	if bcfg.Logger == nil {
 		bcfg.Logger = quietLog
 	}
-	b, err := natsbroker.New(ctxT(t), bcfg)
+	b, err := natsbroker.New(brokertest.Ctx(t), bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func size(n int64) *topology.ByteSize    { b := topology.ByteSize(n); return &b 
 func count(n int64) *int64               { return &n }
 func streamOf(t *testing.T, js jetstream.JetStream, name string) jetstream.StreamConfig {
 	t.Helper()
-	s, err := js.Stream(ctxT(t), name)
+	s, err := js.Stream(brokertest.Ctx(t), name)
 	if err != nil {
 		t.Fatalf("stream %s: %v", name, err)
 	}
@@ -86,7 +87,7 @@ func TestCreatedStreamSettings(t *testing.T) {
 		{withStreams, "big.shadowed", jetstream.StreamConfig{Retention: jetstream.LimitsPolicy, MaxAge: 0, MaxBytes: 1 << 20, MaxMsgs: -1}},
 		{withStreams, "work.t", jetstream.StreamConfig{Retention: jetstream.InterestPolicy, MaxAge: time.Hour, MaxBytes: -1, MaxMsgs: 10}},
 	} {
-		consume(t, c.env.b, broker.ConsumerSpec{Topic: c.topic, Group: "g"}) // creates the stream
+		brokertest.Consume(t, c.env.b, broker.ConsumerSpec{Topic: c.topic, Group: "g"}) // creates the stream
 		name := "MESH_" + strings.ReplaceAll(c.topic, ".", "_")
 		got := streamOf(t, c.env.js, name)
 		if got.Retention != c.want.Retention || got.MaxAge != c.want.MaxAge || got.MaxBytes != c.want.MaxBytes ||
@@ -110,9 +111,9 @@ func TestStreamLimitIsStorageFull(t *testing.T) {
 		t.Run(c.retention, func(t *testing.T) {
 			e := newEnv(t, natsbroker.Config{Streams: &topology.Streams{StreamSettings: topology.StreamSettings{
 				Retention: c.retention, MaxMsgs: count(3)}}})
-			cons := consume(t, e.b, broker.ConsumerSpec{Topic: "lim.t", Group: "g"})
-			publishN(t, e.b, "lim.t", 0, 3)
-			_, err := e.b.Publish(ctxT(t), &broker.Message{Topic: "lim.t", Body: body(3)})
+			cons := brokertest.Consume(t, e.b, broker.ConsumerSpec{Topic: "lim.t", Group: "g"})
+			brokertest.PublishN(t, e.b, "lim.t", 0, 3)
+			_, err := e.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "lim.t", Body: brokertest.Body(3)})
 			if !errors.Is(err, broker.ErrStorageFull) || errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrRejected) {
 				t.Fatalf("publish over max_msgs: %v; want only ErrStorageFull", err)
 			}
@@ -121,14 +122,14 @@ func TestStreamLimitIsStorageFull(t *testing.T) {
 					t.Errorf("error %q does not say %q", err, want)
 				}
 			}
-			if got := collect(t, cons, bodies(0, 3)); len(got) != 3 {
+			if got := brokertest.Counts(brokertest.Collect(t, cons, brokertest.Bodies(0, 3))); len(got) != 3 {
 				t.Fatalf("consumed %v", got)
 			}
 			// Acks are fire-and-forget: wait until the server has them.
-			if !poll(func() bool { return ackFloor(t, e.js, "MESH_lim_t") == 3 }) {
+			if !brokertest.Poll(func() bool { return ackFloor(t, e.js, "MESH_lim_t") == 3 }) {
 				t.Fatal("acks never reached the server")
 			}
-			_, err = e.b.Publish(ctxT(t), &broker.Message{Topic: "lim.t", Body: body(3)})
+			_, err = e.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "lim.t", Body: brokertest.Body(3)})
 			if c.frees && err != nil {
 				t.Fatalf("publish after every message was acked (interest): %v", err)
 			}
@@ -147,12 +148,12 @@ func TestStreamLimitIsStorageFull(t *testing.T) {
 // ackFloor is the lowest ack floor of the stream's consumers.
 func ackFloor(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 	t.Helper()
-	s, err := js.Stream(ctxT(t), stream)
+	s, err := js.Stream(brokertest.Ctx(t), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	floor, n := uint64(1<<63), 0
-	l := s.ListConsumers(ctxT(t))
+	l := s.ListConsumers(brokertest.Ctx(t))
 	for ci := range l.Info() {
 		floor = min(floor, ci.AckFloor.Stream)
 		n++
@@ -165,7 +166,7 @@ func ackFloor(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 
 func streamState(t *testing.T, js jetstream.JetStream, name string) jetstream.StreamState {
 	t.Helper()
-	s, err := js.Stream(ctxT(t), name)
+	s, err := js.Stream(brokertest.Ctx(t), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,16 +177,16 @@ func streamState(t *testing.T, js jetstream.JetStream, name string) jetstream.St
 // keeps the message for nobody; the adapter refuses it instead.
 func TestInterestStreamWithoutGroupRefusesPublish(t *testing.T) {
 	e := newEnv(t, natsbroker.Config{Streams: &topology.Streams{StreamSettings: topology.StreamSettings{Retention: topology.RetentionInterest}}})
-	_, err := e.b.Publish(ctxT(t), &broker.Message{Topic: "int.t", Body: body(0)})
+	_, err := e.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "int.t", Body: brokertest.Body(0)})
 	if !errors.Is(err, broker.ErrRejected) || !strings.Contains(err.Error(), "no group consumes") {
 		t.Fatalf("publish to an interest stream without a group: %v; want ErrRejected saying no group consumes it", err)
 	}
 	if st := streamState(t, e.js, "MESH_int_t"); st.LastSeq != 0 {
 		t.Fatalf("the refused publish reached the stream: %+v", st)
 	}
-	c := consume(t, e.b, broker.ConsumerSpec{Topic: "int.t", Group: "g"})
-	publishN(t, e.b, "int.t", 1, 5)
-	collect(t, c, bodies(1, 5))
+	c := brokertest.Consume(t, e.b, broker.ConsumerSpec{Topic: "int.t", Group: "g"})
+	brokertest.PublishN(t, e.b, "int.t", 1, 5)
+	brokertest.Collect(t, c, brokertest.Bodies(1, 5))
 }
 
 // A stream msgmesh created earlier with other settings is used as it is,
@@ -195,10 +196,10 @@ func TestExistingStreamIsNotChanged(t *testing.T) {
 	e := newEnv(t, natsbroker.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	old := jetstream.StreamConfig{Name: "MESH_old_t", Description: "msgmesh topic old.t", Subjects: []string{"old.t"},
 		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld}
-	if _, err := e.js.CreateStream(ctxT(t), old); err != nil {
+	if _, err := e.js.CreateStream(brokertest.Ctx(t), old); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, e.b, "old.t", 0, 1)
+	brokertest.PublishN(t, e.b, "old.t", 0, 1)
 	got := streamOf(t, e.js, "MESH_old_t")
 	if got.MaxAge != 0 || got.Discard != jetstream.DiscardOld {
 		t.Fatalf("existing stream changed: max_age %v, discard %v", got.MaxAge, got.Discard)
@@ -220,7 +221,7 @@ func TestEmbeddedStoreLimitIsStorageFull(t *testing.T) {
 	pad := bytes.Repeat([]byte("x"), 8<<10)
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		_, err = b.Publish(ctxT(t), &broker.Message{Topic: "store.a", Body: pad})
+		_, err = b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "store.a", Body: pad})
 	}
 	if !errors.Is(err, broker.ErrStorageFull) {
 		t.Fatalf("publishing past max_store: %v; want ErrStorageFull", err)
@@ -230,17 +231,17 @@ func TestEmbeddedStoreLimitIsStorageFull(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if _, err := b.Publish(ctxT(t), &broker.Message{Topic: "store.b", Body: pad}); !errors.Is(err, broker.ErrStorageFull) {
+	if _, err := b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "store.b", Body: pad}); !errors.Is(err, broker.ErrStorageFull) {
 		t.Fatalf("publish to another topic: %v; want ErrStorageFull", err)
 	}
-	s, err := operator(t, e).Stream(ctxT(t), "MESH_store_a")
+	s, err := operator(t, e).Stream(brokertest.Ctx(t), "MESH_store_a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Purge(ctxT(t)); err != nil {
+	if err := s.Purge(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Publish(ctxT(t), &broker.Message{Topic: "store.b", Body: pad}); err != nil {
+	if _, err := b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "store.b", Body: pad}); err != nil {
 		t.Fatalf("publish after the store was purged: %v", err)
 	}
 }
@@ -289,8 +290,8 @@ func testEmbeddedDiskFull(t *testing.T, noReserve bool) {
 	if noReserve {
 		natsbroker.NoStoreReserve(e)
 	}
-	cons := consume(t, b, broker.ConsumerSpec{Topic: "disk.a", Group: "g"})
-	consume(t, b, broker.ConsumerSpec{Topic: "disk.b", Group: "g"})
+	cons := brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "disk.a", Group: "g"})
+	brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "disk.b", Group: "g"})
 
 	acked := map[string]bool{}
 	unknown := map[string]bool{}
@@ -332,7 +333,7 @@ func testEmbeddedDiskFull(t *testing.T, noReserve bool) {
 		// Leave less than the reserve free: publishes are refused as
 		// soon as the store watch notices, before any write fails.
 		tmpfstest.Fill(t, ballast, 512<<10)
-		if !poll(func() bool { return e.StoreErr() != nil }) {
+		if !brokertest.Poll(func() bool { return e.StoreErr() != nil }) {
 			t.Fatal("the store watch did not notice the disk filled")
 		}
 		if err := publishSized("disk.a", i, ""); errors.Is(err, broker.ErrStorageFull) {
@@ -355,7 +356,7 @@ func testEmbeddedDiskFull(t *testing.T, noReserve bool) {
 		t.Fatal(err)
 	}
 	var last error
-	if !poll(func() bool { last = publish("disk.a", 100000+i); return last == nil }) {
+	if !brokertest.Poll(func() bool { last = publish("disk.a", 100000+i); return last == nil }) {
 		t.Fatalf("publishes did not resume after space was freed: %v", last)
 	}
 	for j := 0; j < 5; j++ {
@@ -371,7 +372,7 @@ func testEmbeddedDiskFull(t *testing.T, noReserve bool) {
 	// And again after a restart of the server on the same store: what
 	// was delivered before may come again (acks are asynchronous), the
 	// new message must come.
-	if err := cons.Close(ctxT(t)); err != nil {
+	if err := cons.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	_ = b.Close()
@@ -388,7 +389,7 @@ func testEmbeddedDiskFull(t *testing.T, noReserve bool) {
 	if err := publish("disk.a", 300000); err != nil {
 		t.Fatalf("publish after restart: %v", err)
 	}
-	collectAcked(t, consume(t, b, broker.ConsumerSpec{Topic: "disk.a", Group: "g"}), acked, before)
+	collectAcked(t, brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "disk.a", Group: "g"}), acked, before)
 }
 
 type collected struct{ unknown, dups int }
@@ -400,7 +401,7 @@ func collectAcked(t *testing.T, c broker.Consumer, acked, unknown map[string]boo
 	seen := map[string]int{}
 	var res collected
 	for missing := len(acked); missing > 0; {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		m := string(d.Message().Body)
 		switch {
 		case acked[m]:
@@ -433,8 +434,8 @@ func collectAcked(t *testing.T, c broker.Consumer, acked, unknown map[string]boo
 func TestEmbeddedJetStreamDisabled(t *testing.T) {
 	mnt := tmpfstest.Mount(t, "16m")
 	e, b := embedded(t, natsbroker.EmbeddedConfig{StoreDir: filepath.Join(mnt, "nats")}, natsbroker.Config{})
-	cons := consume(t, b, broker.ConsumerSpec{Topic: "off.t", Group: "g"})
-	publishN(t, b, "off.t", 0, 10)
+	cons := brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "off.t", Group: "g"})
+	brokertest.PublishN(t, b, "off.t", 0, 10)
 
 	// Disabled while the disk is full: storage full until space is back.
 	ballast := filepath.Join(mnt, "ballast")
@@ -446,10 +447,10 @@ func TestEmbeddedJetStreamDisabled(t *testing.T) {
 	publish := func(i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err := b.Publish(ctx, &broker.Message{Topic: "off.t", Body: body(i)})
+		_, err := b.Publish(ctx, &broker.Message{Topic: "off.t", Body: brokertest.Body(i)})
 		return err
 	}
-	if !poll(func() bool {
+	if !brokertest.Poll(func() bool {
 		err = publish(99)
 		return errors.Is(err, broker.ErrStorageFull)
 	}) {
@@ -461,7 +462,7 @@ func TestEmbeddedJetStreamDisabled(t *testing.T) {
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
-	if !poll(func() bool {
+	if !brokertest.Poll(func() bool {
 		err = publish(10)
 		return err == nil
 	}) {
@@ -472,13 +473,13 @@ func TestEmbeddedJetStreamDisabled(t *testing.T) {
 	if err := natsbroker.ShutdownJetStream(e); err != nil {
 		t.Fatal(err)
 	}
-	if !poll(func() bool {
+	if !brokertest.Poll(func() bool {
 		err = publish(11)
 		return err == nil
 	}) {
 		t.Fatalf("publishes did not resume after JetStream was disabled: %v", err)
 	}
-	got := collect(t, cons, bodies(0, 12))
+	got := brokertest.Counts(brokertest.Collect(t, cons, brokertest.Bodies(0, 12)))
 	t.Logf("delivered %d messages, %d of them more than once", len(got), len(got)-countOnce(got))
 }
 

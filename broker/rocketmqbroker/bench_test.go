@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
 )
 
@@ -20,18 +21,7 @@ func BenchmarkPublish1KiB(b *testing.B) {
 		Headers: []broker.Header{{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
 		Body:    make([]byte, 1024),
 	}
-	ctx := context.Background()
-	if _, err := ev.b.Publish(ctx, msg); err != nil { // route lookup
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg.Body)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := ev.b.Publish(ctx, msg); err != nil {
-			b.Fatal(err)
-		}
-	}
+	brokertest.BenchPublish(b, ev.b, msg)
 }
 
 // BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are
@@ -64,16 +54,5 @@ func BenchmarkConsume1KiB(b *testing.B) {
 		b.Fatal(err)
 	}
 	c := ev.consume(b, broker.ConsumerSpec{Topic: topic, Group: "bench"})
-	b.SetBytes(int64(len(msg.Body)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		d, err := c.Next(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Ack(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+	brokertest.BenchNextAck(b, c, len(msg.Body))
 }

@@ -25,23 +25,23 @@ func TestCheckFollowsTheCluster(t *testing.T) {
 		return tb
 	}
 	tb := start()
-	b, err := rocketmqbroker.New(ctxT(t), rocketmqbroker.Config{NameServers: []string{cfg.NameServerAddr}, Logger: quietLog})
+	b, err := rocketmqbroker.New(brokertest.Ctx(t), rocketmqbroker.Config{NameServers: []string{cfg.NameServerAddr}, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Check(ctxT(t)); err != nil {
+	if err := b.Check(brokertest.Ctx(t)); err != nil {
 		t.Fatalf("Check with the cluster up: %v", err)
 	}
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err = brokertest.WaitCheck(t, b, false, waitLong)
+	err = brokertest.WaitCheck(t, b, false, brokertest.WaitLong)
 	if !errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), cfg.NameServerAddr) {
 		t.Fatalf("Check with the cluster down: %v, want ErrUnavailable naming %s", err, cfg.NameServerAddr)
 	}
 	start()
-	brokertest.WaitCheck(t, b, true, waitLong)
+	brokertest.WaitCheck(t, b, true, brokertest.WaitLong)
 }
 
 // A broker that the name server lists but that does not answer is named.
@@ -51,12 +51,12 @@ func TestCheckNamesADeadBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tb.Close() })
-	b, err := rocketmqbroker.New(ctxT(t), rocketmqbroker.Config{NameServers: []string{tb.NameServer()}, Logger: quietLog})
+	b, err := rocketmqbroker.New(brokertest.Ctx(t), rocketmqbroker.Config{NameServers: []string{tb.NameServer()}, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	err = b.Check(ctxT(t))
+	err = b.Check(brokertest.Ctx(t))
 	if !errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), rmqtest.BrokerName) || !strings.Contains(err.Error(), tb.Advertise()) {
 		t.Fatalf("Check: %v, want ErrUnavailable naming broker %s at %s", err, rmqtest.BrokerName, tb.Advertise())
 	}

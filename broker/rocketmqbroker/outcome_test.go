@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 )
@@ -36,7 +37,7 @@ func TestPublishOutcome(t *testing.T) {
 	// setup returns a Broker whose producer already has the topic's route.
 	setup := func(t *testing.T) *env {
 		ev := newEnv(t, rocketmqbroker.Config{})
-		if err := publish(ev.b, "first", waitLong); err != nil {
+		if err := publish(ev.b, "first", brokertest.WaitLong); err != nil {
 			t.Fatal(err)
 		}
 		return ev
@@ -98,7 +99,7 @@ func TestPublishOutcome(t *testing.T) {
 		if !errors.Is(err, broker.ErrOutcomeUnknown) {
 			t.Fatalf("Publish: %v, want ErrOutcomeUnknown", err)
 		}
-		if !poll(func() bool { return stored(ev.tb) == 2 }) {
+		if !brokertest.Poll(func() bool { return stored(ev.tb) == 2 }) {
 			t.Fatalf("%d messages stored, want 2 (the late one)", stored(ev.tb))
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
@@ -20,7 +21,7 @@ import (
 func TestPublishConsumeAll(t *testing.T) {
 	const n = 500
 	ev := newEnv(t, rocketmqbroker.Config{})
-	res := publishN(t, ev.b, "orders.created", 0, n)
+	res := brokertest.PublishN(t, ev.b, "orders.created", 0, n)
 	ids := make(map[string]bool, n)
 	last := map[int32]int64{}
 	for i, r := range res {
@@ -38,15 +39,15 @@ func TestPublishConsumeAll(t *testing.T) {
 	}
 
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "orders.created", Group: "billing"})
-	got := collect(t, c, bodies(0, n))
-	exactlyOnce(t, got)
-	expectNothing(t, c, 300*time.Millisecond)
+	got := brokertest.Counts(brokertest.Collect(t, c, brokertest.Bodies(0, n)))
+	brokertest.ExactlyOnce(t, got)
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 }
 
 func TestGroupsEachGetEverything(t *testing.T) {
 	const n = 100
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, "events", 0, n)
+	brokertest.PublishN(t, ev.b, "events", 0, n)
 	c1 := ev.consume(t, broker.ConsumerSpec{Topic: "events", Group: "g1"})
 	c2 := ev.consume(t, broker.ConsumerSpec{Topic: "events", Group: "g2"})
 
@@ -56,15 +57,15 @@ func TestGroupsEachGetEverything(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = collect(t, c, bodies(0, n))
+			results[i] = brokertest.Counts(brokertest.Collect(t, c, brokertest.Bodies(0, n)))
 		}()
 	}
 	wg.Wait()
 	for _, got := range results {
-		exactlyOnce(t, got)
+		brokertest.ExactlyOnce(t, got)
 	}
-	expectNothing(t, c1, 200*time.Millisecond)
-	expectNothing(t, c2, 200*time.Millisecond)
+	brokertest.ExpectNothing(t, c1, 200*time.Millisecond)
+	brokertest.ExpectNothing(t, c2, 200*time.Millisecond)
 }
 
 func TestSameKeySameQueue(t *testing.T) {
@@ -73,7 +74,7 @@ func TestSameKeySameQueue(t *testing.T) {
 	used := map[int32]bool{}
 	for i := range 80 {
 		key := fmt.Sprintf("customer-%d", i%8)
-		r, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "orders", Key: key, Body: body(i)})
+		r, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "orders", Key: key, Body: brokertest.Body(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestSameKeySameQueue(t *testing.T) {
 	// The key comes back with each message.
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "orders", Group: "g"})
 	for range 80 {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		var i int
 		if _, err := fmt.Sscanf(string(d.Message().Body), "m-%05d", &i); err != nil {
 			t.Fatal(err)
@@ -115,11 +116,11 @@ func TestHeadersRoundTrip(t *testing.T) {
 		},
 		Body: []byte(strings.Repeat("x", 10000)), // compressed by the client
 	}
-	if _, err := ev.b.Publish(ctxT(t), in); err != nil {
+	if _, err := ev.b.Publish(brokertest.Ctx(t), in); err != nil {
 		t.Fatal(err)
 	}
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "a.b.c", Group: "g"})
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	got := d.Message()
 	want := []broker.Header{{Key: "Empty"}, {Key: "traceparent", Value: in.Headers[0].Value}, {Key: "utf8", Value: in.Headers[2].Value}}
 	if got.Topic != in.Topic || got.Key != in.Key || string(got.Body) != string(in.Body) || fmt.Sprint(got.Headers) != fmt.Sprint(want) {
@@ -152,7 +153,7 @@ func TestPublishRejected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ev.b.Publish(ctxT(t), tt.msg)
+			_, err := ev.b.Publish(brokertest.Ctx(t), tt.msg)
 			if !errors.Is(err, broker.ErrRejected) {
 				t.Fatalf("Publish: %v, want ErrRejected", err)
 			}
@@ -171,7 +172,7 @@ func TestPublishTooLargeRejectedByBroker(t *testing.T) {
 	if _, err := rand.Read(big); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.Publish(ctxT(t), &broker.Message{Topic: "t", Body: big})
+	_, err := b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "t", Body: big})
 	if !errors.Is(err, broker.ErrTooLarge) || !errors.Is(err, broker.ErrRejected) || !strings.Contains(err.Error(), "CODE: 13") {
 		t.Fatalf("Publish: %v, want ErrTooLarge with MESSAGE_ILLEGAL (13)", err)
 	}
@@ -200,7 +201,7 @@ func TestMaxBodyFits(t *testing.T) {
 	if got := broker.HeaderBytes(msg); got != h {
 		t.Fatalf("HeaderBytes = %d, want %d", got, h)
 	}
-	if _, err := b.Publish(ctxT(t), msg); err != nil {
+	if _, err := b.Publish(brokertest.Ctx(t), msg); err != nil {
 		t.Fatalf("Publish of a body of MaxBody(%d) = %d bytes: %v", h, n, err)
 	}
 	if got := b.MaxBody(20 << 10); got >= 0 {
@@ -210,32 +211,32 @@ func TestMaxBodyFits(t *testing.T) {
 
 func TestNackRedelivers(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
-	pub := publishN(t, ev.b, "jobs", 0, 1)[0]
+	pub := brokertest.PublishN(t, ev.b, "jobs", 0, 1)[0]
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "jobs", Group: "workers"})
 
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	if d.Redelivered() != 0 {
 		t.Fatalf("first delivery Redelivered = %d", d.Redelivered())
 	}
 	if d.MessageID() != pub.MessageID {
 		t.Fatalf("MessageID %q, want the published %q", d.MessageID(), pub.MessageID)
 	}
-	if ts := d.Timestamp(); ts.IsZero() || time.Since(ts) > waitLong || time.Until(ts) > time.Second {
+	if ts := d.Timestamp(); ts.IsZero() || time.Since(ts) > brokertest.WaitLong || time.Until(ts) > time.Second {
 		t.Fatalf("Timestamp = %v", ts)
 	}
 	nacked := time.Now()
-	if err := d.Nack(ctxT(t), 0); err != nil {
+	if err := d.Nack(brokertest.Ctx(t), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Ack(context.Background()); !errors.Is(err, rocketmqbroker.ErrSettled) {
 		t.Fatalf("Ack after Nack: %v, want ErrSettled", err)
 	}
 
-	d = next(t, c)
+	d = brokertest.Next(t, c)
 	if since := time.Since(nacked); since < 900*time.Millisecond {
 		t.Fatalf("redelivered after %v; retry level 1 waits 1 s", since)
 	}
-	if d.MessageID() != pub.MessageID || d.Redelivered() < 1 || string(d.Message().Body) != string(body(0)) || d.Message().Topic != "jobs" {
+	if d.MessageID() != pub.MessageID || d.Redelivered() < 1 || string(d.Message().Body) != string(brokertest.Body(0)) || d.Message().Topic != "jobs" {
 		t.Fatalf("after Nack: id %q redelivered %d body %q topic %q", d.MessageID(), d.Redelivered(), d.Message().Body, d.Message().Topic)
 	}
 	if ts := d.Timestamp(); ts.After(nacked) {
@@ -247,15 +248,15 @@ func TestNackRedelivers(t *testing.T) {
 	if err := d.Ack(context.Background()); !errors.Is(err, rocketmqbroker.ErrSettled) {
 		t.Fatalf("second Ack: %v, want ErrSettled", err)
 	}
-	expectNothing(t, c, 300*time.Millisecond)
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 }
 
 func TestAckWaitExpiryRedelivers(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, "slow", 0, 1)
+	brokertest.PublishN(t, ev.b, "slow", 0, 1)
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "slow", Group: "g", AckWait: 200 * time.Millisecond})
-	first := next(t, c) // never answered in time
-	d := next(t, c)     // comes back after AckWait + the 1 s retry level
+	first := brokertest.Next(t, c) // never answered in time
+	d := brokertest.Next(t, c)     // comes back after AckWait + the 1 s retry level
 	if d.MessageID() != first.MessageID() || d.Redelivered() != 1 {
 		t.Fatalf("redelivery: id %q (first %q) redelivered %d", d.MessageID(), first.MessageID(), d.Redelivered())
 	}
@@ -269,12 +270,12 @@ func TestAckWaitExpiryRedelivers(t *testing.T) {
 
 func TestPauseResume(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, "p", 0, 10)
+	brokertest.PublishN(t, ev.b, "p", 0, 10)
 	c := ev.consume(t, broker.ConsumerSpec{Topic: "p", Group: "g"})
 	got := make(map[string]int)
 	var held broker.Delivery
 	for i := range 4 {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		got[string(d.Message().Body)]++
 		if i == 3 {
 			held = d // outstanding across the pause
@@ -289,7 +290,7 @@ func TestPauseResume(t *testing.T) {
 	// Next until Resume.
 	nextErr := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+		ctx, cancel := context.WithTimeout(context.Background(), brokertest.WaitLong)
 		defer cancel()
 		for {
 			d, err := c.Next(ctx)
@@ -302,17 +303,17 @@ func TestPauseResume(t *testing.T) {
 			_ = d.Ack(context.Background())
 		}
 	}()
-	if err := c.Pause(ctxT(t)); err != nil {
+	if err := c.Pause(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-nextErr; !errors.Is(err, broker.ErrPaused) {
 		t.Fatalf("blocked Next: %v, want ErrPaused", err)
 	}
-	publishN(t, ev.b, "p", 10, 10)
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrPaused) {
+	brokertest.PublishN(t, ev.b, "p", 10, 10)
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrPaused) {
 		t.Fatalf("Next while paused: %v, want ErrPaused", err)
 	}
-	if err := c.Pause(ctxT(t)); err != nil { // idempotent
+	if err := c.Pause(brokertest.Ctx(t)); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	// The delivery returned before the pause stays valid.
@@ -320,14 +321,14 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("Ack of a delivery returned before Pause: %v", err)
 	}
 
-	if err := c.Resume(ctxT(t)); err != nil {
+	if err := c.Resume(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Resume(ctxT(t)); err != nil { // idempotent
+	if err := c.Resume(brokertest.Ctx(t)); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	for missing := 20 - len(got); missing > 0; missing-- {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		got[string(d.Message().Body)]++
 		if err := d.Ack(context.Background()); err != nil {
 			t.Fatal(err)
@@ -336,18 +337,18 @@ func TestPauseResume(t *testing.T) {
 	if len(got) != 20 {
 		t.Fatalf("got %d distinct messages, want 20", len(got))
 	}
-	exactlyOnce(t, got)
-	expectNothing(t, c, 300*time.Millisecond)
+	brokertest.ExactlyOnce(t, got)
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 }
 
 func TestCloseThenConsumeDoesNotRedeliverAcked(t *testing.T) {
 	const topic, group = "audit.log", "auditor"
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, topic, 0, 40)
+	brokertest.PublishN(t, ev.b, topic, 0, 40)
 	c := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: group})
 	acked := make(map[string]bool)
 	for range 15 {
-		d := next(t, c)
+		d := brokertest.Next(t, c)
 		acked[string(d.Message().Body)] = true
 		if err := d.Ack(context.Background()); err != nil {
 			t.Fatal(err)
@@ -355,45 +356,45 @@ func TestCloseThenConsumeDoesNotRedeliverAcked(t *testing.T) {
 	}
 	// The client has fetched the other 25 messages meanwhile; Close drops
 	// them unacked.
-	if err := c.Close(ctxT(t)); err != nil {
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v, want ErrClosed", err)
 	}
 	// The shutdown commits one-way; wait until the broker applied it
 	// before the next consumer asks for the offsets.
 	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
-	if !poll(func() bool { return committed(ev.tb, rgroup, rocketmqbroker.RocketTopic(topic)) == 15 }) {
-		t.Fatalf("committed %d offsets, want 15", committed(ev.tb, rgroup, rocketmqbroker.RocketTopic(topic)))
+	if !brokertest.Poll(func() bool { return ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)) == 15 }) {
+		t.Fatalf("committed %d offsets, want 15", ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)))
 	}
 
 	c2 := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: group})
-	rest := bodies(0, 40)
+	rest := brokertest.Bodies(0, 40)
 	for k := range acked {
 		delete(rest, k)
 	}
-	got := collect(t, c2, rest)
-	exactlyOnce(t, got)
-	expectNothing(t, c2, 300*time.Millisecond)
+	got := brokertest.Counts(brokertest.Collect(t, c2, rest))
+	brokertest.ExactlyOnce(t, got)
+	brokertest.ExpectNothing(t, c2, 300*time.Millisecond)
 }
 
 func TestCloseWaitsForOutstandingAcks(t *testing.T) {
 	const topic, group = "linger", "g"
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, topic, 0, 1)
-	c, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: topic, Group: group})
+	brokertest.PublishN(t, ev.b, topic, 0, 1)
+	c, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: topic, Group: group})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	ev.quiesce(t, pullsPerConsumer)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := c.Close(ctx); err != nil { // returns when ctx ends; the client stays up
 		t.Fatal(err)
 	}
-	if _, err := c.Next(ctxT(t)); !errors.Is(err, broker.ErrClosed) {
+	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v, want ErrClosed", err)
 	}
 	if err := d.Ack(context.Background()); err != nil {
@@ -402,22 +403,22 @@ func TestCloseWaitsForOutstandingAcks(t *testing.T) {
 	// The ack was the last outstanding delivery: the client shuts down,
 	// committing it, and leaves the group.
 	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
-	if !poll(func() bool { return committed(ev.tb, rgroup, topic) == 1 && len(ev.tb.ConsumerIDs(rgroup)) == 0 }) {
+	if !brokertest.Poll(func() bool { return ev.tb.Committed(rgroup, topic) == 1 && len(ev.tb.ConsumerIDs(rgroup)) == 0 }) {
 		t.Fatalf("committed %d, members %v: the ack after Close was not committed, or the client did not shut down",
-			committed(ev.tb, rgroup, topic), ev.tb.ConsumerIDs(rgroup))
+			ev.tb.Committed(rgroup, topic), ev.tb.ConsumerIDs(rgroup))
 	}
 	c2 := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: group})
-	expectNothing(t, c2, 500*time.Millisecond)
+	brokertest.ExpectNothing(t, c2, 500*time.Millisecond)
 }
 
 func TestBrokerCloseClosesConsumers(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
-	publishN(t, ev.b, "t", 0, 2)
-	c, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g"})
+	brokertest.PublishN(t, ev.b, "t", 0, 2)
+	c, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := next(t, c)
+	d := brokertest.Next(t, c)
 	nextErr := make(chan error, 1)
 	go func() {
 		// Takes the second message, then blocks until Close.
@@ -440,10 +441,10 @@ func TestBrokerCloseClosesConsumers(t *testing.T) {
 	if err := d.Ack(context.Background()); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Ack after Broker.Close: %v, want ErrClosed", err)
 	}
-	if _, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "t"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "t"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
 	}
-	if _, err := ev.b.Consume(ctxT(t), broker.ConsumerSpec{Topic: "t", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Consume after Close: %v, want ErrClosed", err)
 	}
 	if err := ev.b.Close(); err != nil {
@@ -539,7 +540,7 @@ func TestNewConfig(t *testing.T) {
 		{NameServers: []string{"127.0.0.1:9876"}, GroupPrefix: "bad prefix"},
 		{NameServers: []string{"127.0.0.1:9876"}, Prefetch: -1},
 	} {
-		if _, err := rocketmqbroker.New(ctxT(t), cfg); err == nil || !strings.Contains(err.Error(), "config") {
+		if _, err := rocketmqbroker.New(brokertest.Ctx(t), cfg); err == nil || !strings.Contains(err.Error(), "config") {
 			t.Errorf("New(%+v): %v, want a config error", cfg, err)
 		}
 	}
@@ -554,7 +555,7 @@ func TestConsumeRejected(t *testing.T) {
 		{Topic: "t", Group: "g", AckWait: -1},
 		{Topic: "t", Group: "g", Prefetch: -1},
 	} {
-		if _, err := ev.b.Consume(ctxT(t), spec); !errors.Is(err, broker.ErrRejected) {
+		if _, err := ev.b.Consume(brokertest.Ctx(t), spec); !errors.Is(err, broker.ErrRejected) {
 			t.Errorf("Consume(%+v): %v, want ErrRejected", spec, err)
 		}
 	}
@@ -571,20 +572,20 @@ func TestPublishNotDurableIsOutcomeUnknown(t *testing.T) {
 	}{{rmqtest.FlushDiskTimeout, "FLUSH_DISK_TIMEOUT"}, {rmqtest.SlaveNotAvailable, "SLAVE_NOT_AVAILABLE"}, {rmqtest.FlushSlaveTimeout, "FLUSH_SLAVE_TIMEOUT"}} {
 		t.Run(c.name, func(t *testing.T) {
 			ev := newEnv(t, rocketmqbroker.Config{})
-			publishN(t, ev.b, "durable", 0, 1) // route known, topic created
+			brokertest.PublishN(t, ev.b, "durable", 0, 1) // route known, topic created
 			ev.tb.Intercept(func(code int16, _ map[string]string) rmqtest.Action {
 				if code == rmqtest.CodeSendMessage || code == rmqtest.CodeSendMessageV2 {
 					return c.action
 				}
 				return rmqtest.Pass
 			})
-			_, err := ev.b.Publish(ctxT(t), &broker.Message{Topic: "durable", Body: body(1)})
+			_, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "durable", Body: brokertest.Body(1)})
 			ev.tb.Intercept(nil)
 			if !errors.Is(err, broker.ErrOutcomeUnknown) || errors.Is(err, broker.ErrUnavailable) || !strings.Contains(err.Error(), c.name) {
 				t.Fatalf("Publish answered %s: %v; want ErrOutcomeUnknown (only) naming the status", c.name, err)
 			}
 			cons := ev.consume(t, broker.ConsumerSpec{Topic: "durable", Group: "g"})
-			collect(t, cons, bodies(0, 2))
+			brokertest.Collect(t, cons, brokertest.Bodies(0, 2))
 		})
 	}
 }

@@ -338,6 +338,19 @@ func (b *Broker) MaxOffset(topic string, queue int) int64 {
 // Queues returns the number of queues of topic (0 if it does not exist).
 func (b *Broker) Queues(topic string) int { return b.st.queueCountOf(topic) }
 
+// Committed is the sum of the offsets committed for group on topic's
+// queues: how many messages the group consumed, when it acked every
+// message it was given, in order.
+func (b *Broker) Committed(group, topic string) int64 {
+	var sum int64
+	for q := range b.Queues(topic) {
+		if off, ok := b.ConsumerOffset(group, topic, q); ok {
+			sum += off
+		}
+	}
+	return sum
+}
+
 // ConsumerIDs returns the client ids of the live members of group.
 func (b *Broker) ConsumerIDs(group string) []string { return b.groups.clientIDs(group) }
 
