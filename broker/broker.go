@@ -1,7 +1,9 @@
 // Package broker is the small contract between the sidecar and a broker
 // cluster (NATS JetStream, Kafka, RocketMQ). The sidecar speaks only these
 // interfaces; each adapter lives in its own subpackage and is the only code
-// that imports its broker's client library.
+// that imports its broker's client library. Every adapter runs the
+// conformance suite of package brokertest (brokertest.Run), which checks
+// what this package promises against a real broker.
 //
 // Consumption is pull-based on purpose: the sidecar calls Consumer.Next only
 // when some app connection has room for another delivery, so a slow app
@@ -47,7 +49,8 @@ type PublishResult struct {
 
 // Delivery is one message handed out by a Consumer. Exactly one of Ack or
 // Nack must eventually be called; if neither is (crash, bug), the broker's
-// own ack timeout redelivers the message.
+// own ack timeout redelivers the message. An adapter answers a second
+// Ack or Nack with an error and changes nothing.
 type Delivery interface {
 	Message() *Message
 	// MessageID is the broker's id for the message, stable across

@@ -1,7 +1,8 @@
-// Package brokertest is what the broker adapters' tests share: publishing
+// Package brokertest is what the broker adapters' tests share: Run, the
+// conformance suite every adapter runs against a real broker of its kind
+// (suite.go), and the helpers their own tests use around it: publishing
 // and collecting numbered messages, waiting with a deadline, waiting for a
-// broker.Checker to change its mind while a broker is stopped and started,
-// and the benchmark loops.
+// broker.Checker to change its mind while a broker is stopped and started.
 //
 // Every wait is bounded by WaitLong; nothing sleeps to synchronise.
 package brokertest

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
@@ -25,6 +26,12 @@ var testLog = func() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }()
+
+// TestConformance runs the broker conformance suite on a kfake cluster.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	brokertest.Run(t, func(t testing.TB) broker.Broker { return newEnv(t, kafkabroker.Config{}).b })
+}
 
 // env is one kfake cluster and a Broker on it.
 type env struct {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -172,23 +171,6 @@ func TestSameKeySamePartition(t *testing.T) {
 		}
 		lastIdx[k] = i
 	}
-}
-
-func TestTwoGroupsEachGetEverything(t *testing.T) {
-	t.Parallel()
-	ev := newEnv(t, kafkabroker.Config{})
-	const topic = "fanout"
-	brokertest.PublishN(t, ev.b, topic, 0, 200)
-	var wg sync.WaitGroup
-	for _, g := range []string{"audit", "search"} {
-		c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: g})
-		wg.Go(func() {
-			if got := brokertest.Collect(t, c, brokertest.Bodies(0, 200)); len(got) != 200 {
-				t.Errorf("group %s: %d deliveries for 200 messages", g, len(got))
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // committed reads a group's committed offset, as an operator would.
@@ -376,47 +358,6 @@ func TestNackHoldsBackCommit(t *testing.T) {
 	}
 }
 
-func TestPause(t *testing.T) {
-	t.Parallel()
-	ev := newEnv(t, kafkabroker.Config{})
-	const topic = "pausing"
-	brokertest.PublishN(t, ev.b, topic, 0, 100)
-	// A small prefetch, so that the reader holds messages while paused.
-	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 8})
-	seen := make(map[string]bool)
-	var held []broker.Delivery
-	for range 10 {
-		d := brokertest.Next(t, c)
-		seen[string(d.Message().Body)] = true
-		held = append(held, d)
-	}
-	if err := c.Pause(brokertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Pause(brokertest.Ctx(t)); err != nil {
-		t.Fatalf("second Pause: %v", err)
-	}
-	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrPaused) {
-		t.Fatalf("Next while paused: %v, want ErrPaused", err)
-	}
-	// Deliveries handed out before Pause can be answered while paused.
-	for _, d := range held {
-		brokertest.Ack(t, d)
-	}
-	brokertest.PublishN(t, ev.b, topic, 100, 50)
-	if err := c.Resume(brokertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Resume(brokertest.Ctx(t)); err != nil {
-		t.Fatalf("second Resume: %v", err)
-	}
-	want := brokertest.Bodies(0, 150)
-	for k := range seen {
-		delete(want, k)
-	}
-	brokertest.Collect(t, c, want) // the rest, at least once each
-}
-
 // TestPauseThenCloseLosesNothing: messages the reader fetched but Next did
 // not hand out are dropped uncommitted by Close; the group reads them
 // again.
@@ -449,144 +390,6 @@ func TestPauseThenCloseLosesNothing(t *testing.T) {
 			t.Fatalf("acked message %q delivered again after a clean Close", d.Message().Body)
 		}
 	}
-}
-
-func TestNextUnblocks(t *testing.T) {
-	t.Parallel()
-	ev := newEnv(t, kafkabroker.Config{})
-	const topic = "quiet"
-
-	t.Run("ctx", func(t *testing.T) {
-		c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "ctx"})
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		start := time.Now()
-		_, err := c.Next(ctx)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Next: %v, want DeadlineExceeded", err)
-		}
-		if el := time.Since(start); el > 5*time.Second {
-			t.Fatalf("Next returned %v after its deadline", el)
-		}
-		ctx, cancel = context.WithCancel(context.Background())
-		cancel()
-		if _, err := c.Next(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Next with a cancelled ctx: %v", err)
-		}
-	})
-
-	for _, tc := range []struct {
-		name string
-		stop func(broker.Consumer) error
-		want error
-	}{
-		{"pause", func(c broker.Consumer) error { return c.Pause(context.Background()) }, broker.ErrPaused},
-		{"close", func(c broker.Consumer) error { return c.Close(context.Background()) }, broker.ErrClosed},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: tc.name})
-			errc := make(chan error, 1)
-			go func() {
-				_, err := c.Next(brokertest.Ctx(t))
-				errc <- err
-			}()
-			waitBlocked(t, c)
-			start := time.Now()
-			if err := tc.stop(c); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-errc:
-				if !errors.Is(err, tc.want) {
-					t.Fatalf("blocked Next: %v, want %v", err, tc.want)
-				}
-			case <-time.After(brokertest.WaitLong):
-				t.Fatal("blocked Next did not return")
-			}
-			if el := time.Since(start); el > 2*time.Second {
-				t.Errorf("blocked Next took %v to return", el)
-			}
-		})
-	}
-}
-
-func TestCloseSemantics(t *testing.T) {
-	t.Parallel()
-	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
-	const topic = "closing"
-	brokertest.PublishN(t, ev.b, topic, 0, 2)
-	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
-	d := brokertest.Next(t, c)
-	d2 := brokertest.Next(t, c)
-	if err := c.Close(brokertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Close(brokertest.Ctx(t)); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Next after Close: %v", err)
-	}
-	if err := c.Resume(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Resume after Close: %v", err)
-	}
-	if err := c.Pause(brokertest.Ctx(t)); err != nil {
-		t.Fatalf("Pause after Close: %v", err)
-	}
-	if err := d.Ack(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Ack after Close: %v, want ErrClosed", err)
-	}
-	if err := d2.Nack(brokertest.Ctx(t), 0); err != nil {
-		t.Fatalf("Nack after Close: %v", err)
-	}
-}
-
-// TestConcurrentControl runs Pause, Resume and Close against a Next loop;
-// run with -race.
-func TestConcurrentControl(t *testing.T) {
-	t.Parallel()
-	ev := newEnv(t, kafkabroker.Config{})
-	const topic = "busy"
-	brokertest.PublishN(t, ev.b, topic, 0, 30)
-	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g", Prefetch: 4})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			d, err := c.Next(brokertest.Ctx(t))
-			switch {
-			case err == nil:
-				_ = d.Ack(context.Background())
-			case errors.Is(err, broker.ErrPaused):
-				runtime.Gosched()
-			case errors.Is(err, broker.ErrClosed):
-				return
-			default:
-				t.Errorf("Next: %v", err)
-				return
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for range 50 {
-				_ = c.Pause(context.Background())
-				_ = c.Resume(context.Background())
-			}
-		})
-	}
-	wg.Wait()
-	var cw sync.WaitGroup
-	for range 3 {
-		cw.Go(func() {
-			if err := c.Close(brokertest.Ctx(t)); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-	}
-	cw.Wait()
-	<-done
 }
 
 func TestNewUnreachable(t *testing.T) {

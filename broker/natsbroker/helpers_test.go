@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
@@ -19,6 +20,12 @@ import (
 // these are the NATS-only ones.
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestConformance runs the broker conformance suite on an embedded
+// JetStream server.
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t testing.TB) broker.Broker { return newEnv(t, natsbroker.Config{}).b })
+}
 
 // env is one embedded server and a Broker on it.
 type env struct {

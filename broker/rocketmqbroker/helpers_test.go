@@ -21,6 +21,15 @@ import (
 
 var quietLog = slog.New(slog.DiscardHandler)
 
+// TestConformance runs the broker conformance suite on the test broker,
+// through quietBroker.
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t testing.TB) broker.Broker {
+		ev := newEnv(t, rocketmqbroker.Config{})
+		return quietBroker{Broker: ev.b, ev: ev}
+	})
+}
+
 // env is one test broker and a Broker on it.
 type env struct {
 	tb *rmqtest.Broker
@@ -97,6 +106,8 @@ type quietBroker struct {
 	*rocketmqbroker.Broker
 	ev *env
 }
+
+var _ brokertest.Settler = quietBroker{}
 
 func (q quietBroker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.Consumer, error) {
 	c, err := q.Broker.Consume(ctx, spec)

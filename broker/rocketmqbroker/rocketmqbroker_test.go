@@ -44,30 +44,6 @@ func TestPublishConsumeAll(t *testing.T) {
 	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 }
 
-func TestGroupsEachGetEverything(t *testing.T) {
-	const n = 100
-	ev := newEnv(t, rocketmqbroker.Config{})
-	brokertest.PublishN(t, ev.b, "events", 0, n)
-	c1 := ev.consume(t, broker.ConsumerSpec{Topic: "events", Group: "g1"})
-	c2 := ev.consume(t, broker.ConsumerSpec{Topic: "events", Group: "g2"})
-
-	var wg sync.WaitGroup
-	results := make([]map[string]int, 2)
-	for i, c := range []broker.Consumer{c1, c2} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = brokertest.Counts(brokertest.Collect(t, c, brokertest.Bodies(0, n)))
-		}()
-	}
-	wg.Wait()
-	for _, got := range results {
-		brokertest.ExactlyOnce(t, got)
-	}
-	brokertest.ExpectNothing(t, c1, 200*time.Millisecond)
-	brokertest.ExpectNothing(t, c2, 200*time.Millisecond)
-}
-
 func TestSameKeySameQueue(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
 	queueOf := map[string]int32{}
@@ -268,79 +244,6 @@ func TestAckWaitExpiryRedelivers(t *testing.T) {
 	}
 }
 
-func TestPauseResume(t *testing.T) {
-	ev := newEnv(t, rocketmqbroker.Config{})
-	brokertest.PublishN(t, ev.b, "p", 0, 10)
-	c := ev.consume(t, broker.ConsumerSpec{Topic: "p", Group: "g"})
-	got := make(map[string]int)
-	var held broker.Delivery
-	for i := range 4 {
-		d := brokertest.Next(t, c)
-		got[string(d.Message().Body)]++
-		if i == 3 {
-			held = d // outstanding across the pause
-			continue
-		}
-		if err := d.Ack(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// A Next blocked when Pause comes returns ErrPaused; so does every
-	// Next until Resume.
-	nextErr := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), brokertest.WaitLong)
-		defer cancel()
-		for {
-			d, err := c.Next(ctx)
-			if err != nil {
-				nextErr <- err
-				return
-			}
-			// Not paused yet: keep what arrived for after Resume.
-			got[string(d.Message().Body)]++
-			_ = d.Ack(context.Background())
-		}
-	}()
-	if err := c.Pause(brokertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-nextErr; !errors.Is(err, broker.ErrPaused) {
-		t.Fatalf("blocked Next: %v, want ErrPaused", err)
-	}
-	brokertest.PublishN(t, ev.b, "p", 10, 10)
-	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrPaused) {
-		t.Fatalf("Next while paused: %v, want ErrPaused", err)
-	}
-	if err := c.Pause(brokertest.Ctx(t)); err != nil { // idempotent
-		t.Fatal(err)
-	}
-	// The delivery returned before the pause stays valid.
-	if err := held.Ack(context.Background()); err != nil {
-		t.Fatalf("Ack of a delivery returned before Pause: %v", err)
-	}
-
-	if err := c.Resume(brokertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Resume(brokertest.Ctx(t)); err != nil { // idempotent
-		t.Fatal(err)
-	}
-	for missing := 20 - len(got); missing > 0; missing-- {
-		d := brokertest.Next(t, c)
-		got[string(d.Message().Body)]++
-		if err := d.Ack(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(got) != 20 {
-		t.Fatalf("got %d distinct messages, want 20", len(got))
-	}
-	brokertest.ExactlyOnce(t, got)
-	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
-}
-
 func TestCloseThenConsumeDoesNotRedeliverAcked(t *testing.T) {
 	const topic, group = "audit.log", "auditor"
 	ev := newEnv(t, rocketmqbroker.Config{})
@@ -409,47 +312,6 @@ func TestCloseWaitsForOutstandingAcks(t *testing.T) {
 	}
 	c2 := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: group})
 	brokertest.ExpectNothing(t, c2, 500*time.Millisecond)
-}
-
-func TestBrokerCloseClosesConsumers(t *testing.T) {
-	ev := newEnv(t, rocketmqbroker.Config{})
-	brokertest.PublishN(t, ev.b, "t", 0, 2)
-	c, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := brokertest.Next(t, c)
-	nextErr := make(chan error, 1)
-	go func() {
-		// Takes the second message, then blocks until Close.
-		for {
-			d, err := c.Next(context.Background())
-			if err != nil {
-				nextErr <- err
-				return
-			}
-			_ = d.Ack(context.Background())
-		}
-	}()
-	ev.quiesce(t, pullsPerConsumer)
-	if err := ev.b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-nextErr; !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Next: %v, want ErrClosed", err)
-	}
-	if err := d.Ack(context.Background()); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Ack after Broker.Close: %v, want ErrClosed", err)
-	}
-	if _, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: "t"}); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if _, err := ev.b.Consume(brokertest.Ctx(t), broker.ConsumerSpec{Topic: "t", Group: "g"}); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Consume after Close: %v, want ErrClosed", err)
-	}
-	if err := ev.b.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
 }
 
 func TestNewUnreachableNameServer(t *testing.T) {
