@@ -39,9 +39,9 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 		cfg := natsbroker.Config{URL: joinURLs(c.Endpoints), Logger: log}
 		cfg.StreamPrefix = o.str("stream_prefix")
 		cfg.MaxAckPending = o.int("max_ack_pending")
-		streams, err := oldStreamOptions(&o, c.Streams)
-		if err != nil {
-			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
+		streams, serr := oldStreamOptions(&o, c.Streams)
+		if serr != nil {
+			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, serr)
 		}
 		cfg.Streams = streams
 		if err := o.done(); err != nil {

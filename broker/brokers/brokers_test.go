@@ -2,6 +2,7 @@ package brokers_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -50,5 +52,31 @@ func TestNATSOldStreamOptions(t *testing.T) {
 	}
 	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Fatalf("stream max_age %v, want the option's 1h", got)
+	}
+}
+
+// TestOpenUnreachable: when the cluster cannot be reached, Open returns
+// the adapter's error (wrapping broker.ErrUnavailable) and no Broker, for
+// every kind. The NATS branch once lost the error: the stream options'
+// err shadowed it, and Open returned a nil Broker and no error.
+func TestOpenUnreachable(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tt := range []struct {
+		kind     topology.Kind
+		endpoint string
+	}{
+		{topology.KindNATS, "nats://" + brokertest.FreeAddr(t)},
+		{topology.KindKafka, brokertest.FreeAddr(t)},
+		{topology.KindRocketMQ, brokertest.FreeAddr(t)},
+	} {
+		t.Run(string(tt.kind), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c := topology.Cluster{Name: "gone", Kind: tt.kind, Endpoints: []string{tt.endpoint}}
+			b, err := brokers.Open(ctx, c, log)
+			if !errors.Is(err, broker.ErrUnavailable) || b != nil {
+				t.Fatalf("Open of a cluster nobody serves: %v, %v; want no Broker and ErrUnavailable", b, err)
+			}
+		})
 	}
 }
