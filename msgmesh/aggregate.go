@@ -183,18 +183,6 @@ func (s *Sidecar) retryLoop() {
 	}
 }
 
-// runningUpstreams lists the keys of running upstream consumers (for tests
-// and the HTTP API).
-func (s *Sidecar) runningUpstreams() []upstreamKey {
-	s.reconcileMu.Lock()
-	defer s.reconcileMu.Unlock()
-	keys := make([]upstreamKey, 0, len(s.upstreams))
-	for k := range s.upstreams {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
 // stop ends the feeding goroutine and closes the consumer (prefetched
 // messages go back to the broker). Deliveries already handed to apps stay
 // valid: their acks still reach the broker.

@@ -87,13 +87,6 @@ func (w *pullWaiter) hasRoom() bool {
 	return !w.done && w.reserved+len(w.msgs) < w.max
 }
 
-func (w *pullWaiter) unreserve() {
-	w.mu.Lock()
-	w.reserved--
-	w.mu.Unlock()
-	w.r.signal()
-}
-
 // nextWake is when the answer is due: the deadline, or PullLinger once a
 // message is held, whichever comes first. Call with w.mu held.
 func (w *pullWaiter) nextWake() time.Duration {

@@ -188,14 +188,6 @@ func (r *route) pick() (target, bool) {
 	return target{}, false
 }
 
-// release gives back a slot that was not used.
-func (t target) release() {
-	if t.pull != nil {
-		t.pull.unreserve()
-	}
-	t.s.release()
-}
-
 // deliver hands d to the reserved target. It returns false, with the slot
 // released, if the target went away in the meantime (connection closed, pull
 // answered); the caller then reserves another one.

@@ -87,6 +87,7 @@ type Config struct {
 func (c Config) validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, errors.New("Brokers is required"))
 	}
 	for _, a := range c.Brokers {
@@ -100,16 +101,19 @@ func (c Config) validate() error {
 			}
 		}
 		if err != nil {
+			//lint:ignore ST1005 the message starts with the Config field it is about
 			errs = append(errs, fmt.Errorf("Brokers: %q is not host:port: %w", a, err))
 		}
 	}
 	if c.Partitions < 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("Partitions %d is negative", c.Partitions))
 	}
 	if c.ReplicationFactor < 0 || c.ReplicationFactor > 32767 {
 		errs = append(errs, fmt.Errorf("ReplicationFactor %d is out of range", c.ReplicationFactor))
 	}
 	if c.Prefetch < 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
 	return errors.Join(errs...)

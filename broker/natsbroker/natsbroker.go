@@ -105,6 +105,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("MaxAckPending %d is negative", c.MaxAckPending))
 	}
 	if c.Prefetch < 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
 	return errors.Join(errs...)

@@ -136,7 +136,6 @@ type storeWatch struct {
 	// write errors it is there to avoid.
 	reserve func(total int64) int64
 
-	kick chan struct{} // a check now, please (buffered 1)
 	quit chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -159,7 +158,6 @@ func watchStore(e *Embedded, dir string, maxStore int64, log *slog.Logger) *stor
 		maxStore: maxStore,
 		log:      log.With("component", "nats-store", "store", dir),
 		reserve:  reserveFor,
-		kick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -177,7 +175,6 @@ func (w *storeWatch) run() {
 		case <-w.quit:
 			return
 		case <-t.C:
-		case <-w.kick:
 		}
 		w.checkNow()
 	}
@@ -187,14 +184,6 @@ func (w *storeWatch) run() {
 func (w *storeWatch) stop() {
 	w.once.Do(func() { close(w.quit) })
 	<-w.done
-}
-
-// checkSoon asks for a check without waiting for it.
-func (w *storeWatch) checkSoon() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
 }
 
 // storeErr is nil while the store takes writes; otherwise it says why not,

@@ -107,6 +107,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("GroupPrefix %q is longer than 32 bytes", c.GroupPrefix))
 	}
 	if c.Prefetch < 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
 	if c.MaxMessageSize < 0 {

@@ -56,8 +56,10 @@ func TestChainOrder(t *testing.T) {
 func TestLimiterConcurrency(t *testing.T) {
 	l := stream.NewLimiter(map[string]stream.RouteLimit{"r": {MaxConcurrent: 2}})
 	x := &stream.Exchange{Route: "r"}
-	if l.OnRequest(x) != nil || l.OnRequest(x) != nil {
-		t.Fatal("refused within the limit")
+	for i := range 2 {
+		if err := l.OnRequest(x); err != nil {
+			t.Fatalf("request %d refused within the limit: %v", i+1, err)
+		}
 	}
 	err := l.OnRequest(x)
 	var e *stream.Error
