@@ -61,7 +61,7 @@ func eventually(t *testing.T, cond func() bool, what string) {
 func spanAttr(s tracetest.SpanStub, k string) string {
 	for _, a := range s.Attributes {
 		if string(a.Key) == k {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

@@ -1,25 +1,23 @@
-// Package core is the proxy core that the message mesh and the RPC proxy both
-// run on (DESIGN.md §4). It holds the layers that know nothing about
-// messages or RPC:
+// Package core is the protocol-free connection layer that the message mesh
+// (msgmesh, its forwarding service, the SDK) and the RPC proxy both run on.
+// Nothing in it knows about frames, messages or RPC:
 //
-//   - network: Server accepts connections on a listener and owns one
+//   - accepting: Server accepts connections on a listener and owns one
 //     goroutine per connection, at most ConnLimit.Max at once (connlimit.go),
 //     and logs a periodic summary of its connections instead of a line per
 //     connection (connlog.go);
-//     Routines owns every other goroutine and waits for them on shutdown;
-//     HTTPLimits bounds the clients of the HTTP servers beside it
-//     (httplimits.go), and FitFiles fits a connection limit to the
-//     process's open-file limit (fdlimit.go);
-//   - stream: Writer batches frames from many goroutines onto one
-//     connection (group commit); Pending matches answers to requests by
-//     id, and IDs hands out ids unique on a connection; the upstream pools
-//     (upstream.go, balancer.go) rewrite request ids when many downstream
-//     connections share one upstream connection;
-//   - codec: the Codec interface (codec.go) that the RPC proxy's wire
-//     protocols implement, so a new protocol needs no change above it;
-//   - filters: the Chain every exchange passes, RPC call, publish or
-//     delivery (filter.go, filters.go), where metrics and limits plug in.
+//   - goroutines: Routines owns every other goroutine and waits for them on
+//     shutdown;
+//   - writing: Writer batches frames from many goroutines onto one
+//     connection (group commit);
+//   - matching: IDs hands out request ids unique on a connection, and
+//     Pending matches answers to requests by id (pending.go);
+//   - limits: HTTPLimits bounds the clients of the HTTP servers beside the
+//     listeners (httplimits.go), and FitFiles fits a connection limit to the
+//     process's open-file limit (fdlimit.go).
 //
-// The codec layer (codecs/...) turns bytes into frames; the application
-// layer (msgmesh, the RPC proxy) decides what frames mean.
+// Above it, the codecs (codecs/...) turn bytes into frames, the RPC proxy's
+// stream layer (rpcproxy/stream: codec interface, upstream pools with id
+// rewriting, balancer, filter chain) forwards requests, and the
+// applications (msgmesh, rpcproxy) decide what frames mean.
 package core

@@ -104,6 +104,11 @@ func (l *HTTPLimits) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&l.MaxConns, FlagHTTPMaxConns, l.MaxConns, "HTTP: connections served at once; more wait until one closes")
 }
 
+// DefaultMaxHeaderBytes bounds a request's line and headers where no limit
+// is set: the HTTP servers' default (HTTPLimits.MaxHeaderBytes) and the RPC
+// codecs' (stream.Limits).
+const DefaultMaxHeaderBytes = 64 << 10
+
 // The names Flags registers, for callers that merge flags with a config
 // file.
 const (

@@ -1,7 +1,7 @@
 // Package ctrlplane is the msgmesh control plane (DESIGN.md §2, flows 7, 8,
 // 9 and 12): the operators' source of truth for apps, their sidecar
 // instances (forwarding address, labels, traffic weight 0..100), the
-// broker topology (msgmesh/topology: clusters and topic routes, global
+// broker topology (package topology: clusters and topic routes, global
 // or per app) and the topics' Avro schemas (package schema's Registry,
 // with a validation policy per topic), served over an HTTP/JSON API and a
 // web page, and pushed to sidecars by long polling. docs/ctrlplane.md is the operator's and the

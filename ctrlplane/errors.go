@@ -8,7 +8,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Sentinel errors. The HTTP API answers each with the status and code in

@@ -8,7 +8,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
 	"github.com/msgmesh/msgmesh/ctrlplane/store/etcdtest"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 func openEtcd(t *testing.T, srv *etcdtest.Server) store.Store {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // maxGrace is the longest credential grace period a rotation may ask for.

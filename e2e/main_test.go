@@ -146,7 +146,7 @@ func newSystem() (*system, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (run \"make images\" first)", err)
 	}
-	s.rocketmq = bytes.Contains(exe, []byte("msgmesh/broker/rocketmqbroker."))
+	s.rocketmq = bytes.Contains(exe, []byte("github.com/msgmesh/msgmesh/broker/rocketmqbroker."))
 	help, _ := run(time.Minute, bin, "--help")
 	// The flag naming the OTLP endpoint: one with "otlp" in its name,
 	// preferably also "endpoint" (go's flag usage lists "  -name type").

@@ -19,7 +19,7 @@ func TestS1PublishConsume(t *testing.T) {
 		{"rocketmq", topicRMQ, ""},
 	}
 	if !sys.rocketmq {
-		brokers[2].skip = "the msgmesh binary has no RocketMQ adapter (msgmesh/broker/brokers does not link rocketmqbroker), so the sidecars run without the rocketmq cluster"
+		brokers[2].skip = "the msgmesh binary has no RocketMQ adapter (broker/brokers does not link rocketmqbroker), so the sidecars run without the rocketmq cluster"
 	}
 	const perPod = 200
 	orders, billing := sys.podsOf("orders"), sys.podsOf("billing")

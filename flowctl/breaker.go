@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // BreakerState is the state of a circuit breaker.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Config is the whole flow-control configuration: the `limits:` section of

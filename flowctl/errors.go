@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Errors callers branch on with errors.Is. The errors returned carry

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // wait bounds every wait of a test; nothing waits this long when the code

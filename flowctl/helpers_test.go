@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 )
 
 // newBroker starts an embedded NATS JetStream server and connects a real

@@ -8,10 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // upstreamKey identifies one upstream consumer. The sidecar runs exactly one
@@ -181,18 +181,6 @@ func (s *Sidecar) retryLoop() {
 			backoff = min(backoff*2, 10*time.Second)
 		}
 	}
-}
-
-// runningUpstreams lists the keys of running upstream consumers (for tests
-// and the HTTP API).
-func (s *Sidecar) runningUpstreams() []upstreamKey {
-	s.reconcileMu.Lock()
-	defer s.reconcileMu.Unlock()
-	keys := make([]upstreamKey, 0, len(s.upstreams))
-	for k := range s.upstreams {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // stop ends the feeding goroutine and closes the consumer (prefetched

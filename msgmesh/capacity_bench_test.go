@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
 )
 
 // Memory per idle connection and per upstream consumer, for sizing

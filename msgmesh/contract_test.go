@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // brokerKit is one broker technology as the contract suite sees it: how to

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 )
 
 // buildSidecar compiles cmd/msgmesh once per test binary run.
@@ -230,7 +230,7 @@ Write at 0x00c0001e7040 by main goroutine:
       /usr/local/go/src/runtime/chan.go:414 +0x0
   github.com/apache/rocketmq-client-go/v2/consumer.(*defaultConsumer).shutdown.func1()
       /x/consumer.go:302 +0x1a8
-  github.com/msgmesh/msgmesh/msgmesh/broker/rocketmqbroker.(*consumer).shutdown()
+  github.com/msgmesh/msgmesh/broker/rocketmqbroker.(*consumer).shutdown()
       /x/consumer.go:277 +0x183
 
 Previous read at 0x00c0001e7040 by goroutine 182:

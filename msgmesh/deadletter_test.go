@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 

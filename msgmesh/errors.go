@@ -5,11 +5,11 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
-	"github.com/msgmesh/msgmesh/core"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
@@ -45,7 +45,7 @@ func codeOf(err error) mesh.Code {
 	if errors.As(err, &coded) {
 		return coded.Code()
 	}
-	var fe *core.Error // refused by a filter on the chain
+	var fe *stream.Error // refused by a filter on the chain
 	if errors.As(err, &fe) {
 		return meshrpc.CodeOf(fe.Code)
 	}

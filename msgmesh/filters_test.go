@@ -7,18 +7,18 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // TestFiltersSeePublishesAndDeliveries: the message mesh runs its
-// publishes and deliveries through the same core filter chain as the RPC
-// proxy. The core Metrics filter counts both exactly, and the core Limiter
+// publishes and deliveries through the same filter chain as the RPC
+// proxy (rpcproxy/stream). Its Metrics filter counts both exactly, and its Limiter
 // refuses publishes over a topic's concurrency limit with RATE_LIMITED.
 func TestFiltersSeePublishesAndDeliveries(t *testing.T) {
-	metrics := core.NewMetrics()
-	limiter := core.NewLimiter(map[string]core.RouteLimit{"limited.topic": {Rate: 1, Burst: 1}})
-	e := newEnv(t, func(c *msgmesh.Config) { c.Filters = []core.Filter{metrics, limiter} })
+	metrics := stream.NewMetrics()
+	limiter := stream.NewLimiter(map[string]stream.RouteLimit{"limited.topic": {Rate: 1, Burst: 1}})
+	e := newEnv(t, func(c *msgmesh.Config) { c.Filters = []stream.Filter{metrics, limiter} })
 	e.register("orders", []string{"p1:" + topic, "p1:limited.topic"}, []string{"g1:" + topic})
 	got := newTally()
 	subscribe(t, e.dial(), "g1", "c", got)
@@ -26,11 +26,11 @@ func TestFiltersSeePublishesAndDeliveries(t *testing.T) {
 	publishN(t, e.dial(), topic, "m", n, 32)
 	waitFor(t, 20*time.Second, "every message", func() bool { return got.count() >= n })
 
-	pub := metrics.Stats(core.ExchangePublish, "mesh", topic)
+	pub := metrics.Stats(stream.ExchangePublish, "mesh", topic)
 	waitFor(t, 10*time.Second, "every delivery's exchange to end", func() bool {
-		return metrics.Stats(core.ExchangeDeliver, "mesh", topic).ByClass[2].Load() == n
+		return metrics.Stats(stream.ExchangeDeliver, "mesh", topic).ByClass[2].Load() == n
 	})
-	del := metrics.Stats(core.ExchangeDeliver, "mesh", topic)
+	del := metrics.Stats(stream.ExchangeDeliver, "mesh", topic)
 	if pub.Requests.Load() != n || pub.ByClass[2].Load() != n {
 		t.Errorf("publish exchanges: %d requests, %d answered 2xx; want %d each", pub.Requests.Load(), pub.ByClass[2].Load(), n)
 	}

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/internal/pki"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
 	"github.com/msgmesh/msgmesh/scheduler"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // meshNode is one sidecar of app "orders" with its forwarding listener,

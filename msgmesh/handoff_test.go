@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // countingDialer counts the connections an SDK client opens, so a test can

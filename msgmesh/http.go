@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
 )
 
 // TestHTTPGuardRules sends the HTTP API requests the way browsers, DNS

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Size limits. The sidecar's limits are the only ones an app meets: New

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
 )
 
 // natsProcEnv, when set, makes the test binary run as a NATS JetStream

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 )
 
 // TestKafkaHugeNackSIGKILL: one message NACKed with a 2^32-1 ms delay,

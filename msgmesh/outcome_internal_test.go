@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // TestPublishErrorCodes: a publish error gets a retry-safe code only when

@@ -3,13 +3,12 @@ package msgmesh
 import (
 	"context"
 	"fmt"
+	"github.com/msgmesh/msgmesh/observe"
 	"net/http"
 	"time"
 
-	"github.com/msgmesh/msgmesh/core"
-	"github.com/msgmesh/msgmesh/observe"
-
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // checkPublish applies the checks every publish passes before it reaches
@@ -48,7 +47,7 @@ func (sc *Sidecar) checkPublish(id *identity, m *broker.Message) (broker.Broker,
 // schema refuses it.
 func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (res broker.PublishResult, err error) {
 	if ch := sc.chain; ch != nil {
-		x := &core.Exchange{Ctx: ctx, Kind: core.ExchangePublish, Listener: "mesh", Protocol: "mesh",
+		x := &stream.Exchange{Ctx: ctx, Kind: stream.ExchangePublish, Listener: "mesh", Protocol: "mesh",
 			Route: m.Topic, Target: m.Topic, Cluster: sc.clusterOf(m.Topic), ReqBytes: len(m.Body), Start: time.Now()}
 		passed, ferr := ch.OnRequest(x)
 		defer func() {

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/observe"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -85,13 +85,6 @@ func (w *pullWaiter) hasRoom() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return !w.done && w.reserved+len(w.msgs) < w.max
-}
-
-func (w *pullWaiter) unreserve() {
-	w.mu.Lock()
-	w.reserved--
-	w.mu.Unlock()
-	w.r.signal()
 }
 
 // nextWake is when the answer is due: the deadline, or PullLinger once a

@@ -17,15 +17,15 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokertest"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
 	"github.com/msgmesh/msgmesh/observe"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // stoppable is a real broker, in this process, that a test stops and

@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // routeKey names a dispatch point: one consumer group on one topic.
@@ -186,14 +186,6 @@ func (r *route) pick() (target, bool) {
 		}
 	}
 	return target{}, false
-}
-
-// release gives back a slot that was not used.
-func (t target) release() {
-	if t.pull != nil {
-		t.pull.unreserve()
-	}
-	t.s.release()
 }
 
 // deliver hands d to the reserved target. It returns false, with the slot

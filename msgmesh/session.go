@@ -13,10 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/observe"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // session is one app connection. Its read loop is the only goroutine that
@@ -59,8 +60,8 @@ type inflight struct {
 	d        broker.Delivery
 	key      routeKey
 	deadline time.Time
-	x        *core.Exchange // nil without filters
-	passed   int            // filters whose OnRequest passed
+	x        *stream.Exchange // nil without filters
+	passed   int              // filters whose OnRequest passed
 }
 
 type publishJob struct {
@@ -452,11 +453,11 @@ func (s *session) publishJoined() {
 // back to the broker and report refused, with the slot released.
 func (s *session) track(k routeKey, d broker.Delivery) (id uint64, td broker.Delivery, ok, refused bool) {
 	var (
-		x      *core.Exchange
+		x      *stream.Exchange
 		passed int
 	)
 	if ch := s.sc.chain; ch != nil {
-		x = &core.Exchange{Ctx: context.Background(), Kind: core.ExchangeDeliver, Listener: "mesh", Protocol: "mesh",
+		x = &stream.Exchange{Ctx: context.Background(), Kind: stream.ExchangeDeliver, Listener: "mesh", Protocol: "mesh",
 			Route: k.topic, Target: k.topic, Path: k.group, ReqBytes: len(d.Message().Body), Start: time.Now()}
 		var err error
 		if passed, err = ch.OnRequest(x); err != nil {

@@ -52,13 +52,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
 	"github.com/msgmesh/msgmesh/observe"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"github.com/msgmesh/msgmesh/schema"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Config configures a Sidecar. The zero value of every field but DataDir and
@@ -169,14 +170,14 @@ type Config struct {
 	// an app without one cannot connect. Zero: an app needs its secret only
 	// if it registered with one.
 	RequireAppSecrets bool
-	// Filters run on the stream layer's chain (package core) for every
+	// Filters run on the stream layer's chain (rpcproxy/stream) for every
 	// publish (an Exchange of kind publish, Route = topic) and every
 	// delivery to an app (kind deliver, Route = topic, Path = group), the
 	// same chain the RPC proxy runs: metrics, limits and tracing plug in
 	// there. A filter refusing a publish fails it with its error; refusing
 	// a delivery hands it back to the broker for a second. Zero: none, at
 	// no cost.
-	Filters []core.Filter
+	Filters []stream.Filter
 	// Telemetry traces publishes, deliveries, forwards and pulls and counts
 	// them for GET /metrics (package observe). Zero: no spans, no /metrics.
 	Telemetry *observe.Telemetry
@@ -327,7 +328,7 @@ type Sidecar struct {
 
 	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
 	validator *schema.Validator
-	chain     *core.Chain // nil without Config.Filters
+	chain     *stream.Chain // nil without Config.Filters
 
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
@@ -393,7 +394,7 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {
-		s.chain = core.NewChain(cfg.Filters...)
+		s.chain = stream.NewChain(cfg.Filters...)
 	}
 	if s.cfg.Flow == nil {
 		if s.cfg.Flow, err = flowctl.New(flowctl.Config{}); err != nil {

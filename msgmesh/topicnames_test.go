@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // wantRefused fails unless a registration answer is 400 INVALID naming

@@ -118,10 +118,3 @@ func (f *family) admit(vs labels) *seriesOpts {
 	f.sets[vs] = o
 	return o
 }
-
-// size returns how many label sets the family holds.
-func (f *family) size() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return len(f.sets)
-}

@@ -14,9 +14,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/observe/msgtrace"
 )
@@ -98,8 +98,8 @@ func wantAttrs(t *testing.T, s tracetest.SpanStub, want map[attribute.Key]string
 	t.Helper()
 	for k, v := range want {
 		got, ok := attr(s, k)
-		if !ok || got.Emit() != v {
-			t.Errorf("span %q: %s = %q (present %v), want %q", s.Name, k, got.Emit(), ok, v)
+		if !ok || got.String() != v {
+			t.Errorf("span %q: %s = %q (present %v), want %q", s.Name, k, got.String(), ok, v)
 		}
 	}
 }

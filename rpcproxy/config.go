@@ -8,7 +8,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/http1"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
-	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // Config configures the RPC proxy. It is meant to be loaded from the
@@ -64,10 +64,10 @@ type Config struct {
 
 	// Codecs are the protocols the listeners accept, sniffed from the
 	// first byte of each connection. Zero: the mesh RPC codec and HTTP/1.1.
-	Codecs []core.Codec `yaml:"-"`
+	Codecs []stream.Codec `yaml:"-"`
 	// Filters run after the built-in ones (metrics, access log, limits) on
 	// every exchange of both listeners.
-	Filters []core.Filter `yaml:"-"`
+	Filters []stream.Filter `yaml:"-"`
 }
 
 // Off, as a listen address, disables a listener.
@@ -196,7 +196,7 @@ const DefaultRouteTimeout = 10 * time.Second
 // withDefaults checks c and returns it with zero values filled in.
 func (c Config) withDefaults() (Config, error) {
 	if len(c.Codecs) == 0 {
-		c.Codecs = []core.Codec{meshrpc.Codec{}, http1.Codec{}}
+		c.Codecs = []stream.Codec{meshrpc.Codec{}, http1.Codec{}}
 	}
 	codecIdx := map[string]int{}
 	for i, cd := range c.Codecs {
@@ -287,7 +287,7 @@ func (c Config) withDefaults() (Config, error) {
 				return c, fmt.Errorf("cluster %q: host %s: negative weight %d", cl.Name, h.Address, h.Weight)
 			}
 		}
-		if _, err := core.ParseLBPolicy(cl.LBPolicy); err != nil {
+		if _, err := stream.ParseLBPolicy(cl.LBPolicy); err != nil {
 			return c, fmt.Errorf("cluster %q: %w", cl.Name, err)
 		}
 		if cl.ConnectTimeout < 0 {

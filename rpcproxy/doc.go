@@ -31,13 +31,13 @@
 // Goroutines: the proxy's Routines own the listeners' Serve loops, the
 // ingress accept pump and the health loop; each core.Server owns its
 // connection handlers; each handler owns the goroutines of its calls in
-// flight and waits for them; each core.Cluster owns its connections' read
+// flight and waits for them; each stream.Cluster owns its connections' read
 // loops. Shutdown stops reading, waits for the calls in flight until its
 // context ends, then fails the rest and waits for everything.
 //
 // Locks: Proxy.connMu and switchListener.mu are leaves (nothing else is
 // locked while they are held) and no lock is held across network I/O; the
-// stream layer's lock rules are in core/upstream.go.
+// stream layer's lock rules are in stream/upstream.go.
 //
 // docs/rpc.md is the user's guide: configuration, routing, the
 // protocols, errors, health, limits and the benchmark.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // healthLoop heartbeats the local app every interval until Shutdown.
@@ -60,7 +61,7 @@ func (p *Proxy) checkApp(ctx context.Context) {
 
 func (p *Proxy) heartbeat(ctx context.Context, ep *appEndpoint) {
 	hb := p.cfg.Ingress.Heartbeat
-	m := core.NewMessage()
+	m := stream.NewMessage()
 	ep.codec.Heartbeat(m, hb.HTTPPath)
 	resp, err := ep.cluster.RoundTrip(ctx, m, hb.Timeout, nil)
 	m.Release()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // Proxy is the RPC proxy: an egress listener local apps call services
@@ -23,16 +24,16 @@ import (
 type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
-	codecs []core.Codec
-	lim    core.Limits
+	codecs []stream.Codec
+	lim    stream.Limits
 
 	routes   []*route
-	clusters []*core.Cluster // every cluster, for Close
-	app      []*appEndpoint  // by codec index; nil where the app has no address
+	clusters []*stream.Cluster // every cluster, for Close
+	app      []*appEndpoint    // by codec index; nil where the app has no address
 
-	chain   *core.Chain
-	metrics *core.Metrics
-	limiter *core.Limiter
+	chain   *stream.Chain
+	metrics *stream.Metrics
+	limiter *stream.Limiter
 
 	egress  *listener
 	ingress *listener
@@ -60,16 +61,16 @@ type route struct {
 	prefix   string
 	codec    int // -1: any
 	cluster  string
-	clusters []*core.Cluster // by codec index
+	clusters []*stream.Cluster // by codec index
 	timeout  time.Duration
 }
 
 // appEndpoint is where the local app serves one codec.
 type appEndpoint struct {
-	codec   core.Codec
+	codec   stream.Codec
 	addr    string
 	route   string // "app/<codec>", the metrics key of ingress calls
-	cluster *core.Cluster
+	cluster *stream.Cluster
 	healthy atomic.Bool
 	fails   int // health loop only
 	oks     int // health loop only
@@ -89,23 +90,23 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		cfg:    cfg,
 		log:    logger.With("component", "rpcproxy"),
 		codecs: cfg.Codecs,
-		lim:    core.Limits{MaxHeaderBytes: cfg.MaxHeaderBytes, MaxBodyBytes: cfg.MaxBodyBytes}.WithDefaults(),
+		lim:    stream.Limits{MaxHeaderBytes: cfg.MaxHeaderBytes, MaxBodyBytes: cfg.MaxBodyBytes}.WithDefaults(),
 		app:    make([]*appEndpoint, len(cfg.Codecs)),
 		conns:  make(map[net.Conn]struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.hard, p.hardStop = context.WithCancel(context.Background())
 
-	byName := map[string][]*core.Cluster{}
+	byName := map[string][]*stream.Cluster{}
 	for _, cc := range cfg.Clusters {
-		policy, _ := core.ParseLBPolicy(cc.LBPolicy)
-		hosts := make([]core.HostConfig, len(cc.Hosts))
+		policy, _ := stream.ParseLBPolicy(cc.LBPolicy)
+		hosts := make([]stream.HostConfig, len(cc.Hosts))
 		for i, h := range cc.Hosts {
-			hosts[i] = core.HostConfig{Addr: h.Address, Weight: h.Weight}
+			hosts[i] = stream.HostConfig{Addr: h.Address, Weight: h.Weight}
 		}
-		per := make([]*core.Cluster, len(p.codecs))
+		per := make([]*stream.Cluster, len(p.codecs))
 		for i, codec := range p.codecs {
-			cl, err := core.NewCluster(core.ClusterConfig{
+			cl, err := stream.NewCluster(stream.ClusterConfig{
 				Name: cc.Name, Codec: codec, Hosts: hosts, Policy: policy,
 				ConnectTimeout: cc.ConnectTimeout, ConnsPerHost: cc.ConnsPerHost,
 				MaxIdlePerHost: cc.MaxIdlePerHost, Limits: p.lim, Logger: p.log,
@@ -119,7 +120,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		}
 		byName[cc.Name] = per
 	}
-	limits := map[string]core.RouteLimit{}
+	limits := map[string]stream.RouteLimit{}
 	for _, rc := range cfg.Routes {
 		r := &route{name: rc.Name, service: rc.Service, prefix: rc.PathPrefix, codec: -1,
 			cluster: rc.Cluster, clusters: byName[rc.Cluster], timeout: rc.Timeout}
@@ -130,7 +131,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		}
 		p.routes = append(p.routes, r)
 		if rc.MaxConcurrent > 0 || rc.RateLimit > 0 {
-			limits[rc.Name] = core.RouteLimit{MaxConcurrent: rc.MaxConcurrent, Rate: rc.RateLimit, Burst: rc.Burst}
+			limits[rc.Name] = stream.RouteLimit{MaxConcurrent: rc.MaxConcurrent, Rate: rc.RateLimit, Burst: rc.Burst}
 		}
 	}
 	for i, codec := range p.codecs {
@@ -138,8 +139,8 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		if !ok || cfg.Ingress.Listen == Off {
 			continue
 		}
-		cl, err := core.NewCluster(core.ClusterConfig{
-			Name: "local-app/" + codec.Name(), Codec: codec, Hosts: []core.HostConfig{{Addr: addr}},
+		cl, err := stream.NewCluster(stream.ClusterConfig{
+			Name: "local-app/" + codec.Name(), Codec: codec, Hosts: []stream.HostConfig{{Addr: addr}},
 			ConnsPerHost: cfg.Ingress.ConnsPerHost, Limits: p.lim, Logger: p.log,
 		})
 		if err != nil {
@@ -150,25 +151,25 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		p.app[i] = &appEndpoint{codec: codec, addr: addr, route: "app/" + codec.Name(), cluster: cl}
 	}
 
-	p.metrics = core.NewMetrics()
-	p.limiter = core.NewLimiter(limits)
-	filters := []core.Filter{p.metrics}
+	p.metrics = stream.NewMetrics()
+	p.limiter = stream.NewLimiter(limits)
+	filters := []stream.Filter{p.metrics}
 	if cfg.AccessLog {
-		filters = append(filters, core.NewAccessLog(p.log))
+		filters = append(filters, stream.NewAccessLog(p.log))
 	}
 	filters = append(filters, p.limiter)
 	filters = append(filters, cfg.Filters...)
-	p.chain = core.NewChain(filters...)
+	p.chain = stream.NewChain(filters...)
 	return p, nil
 }
 
 // Metrics returns the exchange counters of both listeners, for the
 // sidecar's metrics endpoint (Metrics.WritePrometheus).
-func (p *Proxy) Metrics() *core.Metrics { return p.metrics }
+func (p *Proxy) Metrics() *stream.Metrics { return p.metrics }
 
 // Limiter returns the per-route limits filter, whose limits can be
 // replaced at run time.
-func (p *Proxy) Limiter() *core.Limiter { return p.limiter }
+func (p *Proxy) Limiter() *stream.Limiter { return p.limiter }
 
 // Start opens the listeners and starts the local app's health checks: it
 // waits for one round of heartbeats, and leaves the ingress listener
@@ -435,31 +436,31 @@ type downConn struct {
 	p     *Proxy
 	l     *listener
 	ci    int
-	codec core.Codec
-	sc    core.ServerConn
+	codec stream.Codec
+	sc    stream.ServerConn
 	ctx   context.Context
 }
 
-// exchange is a pooled core.Exchange with its header reader.
+// exchange is a pooled stream.Exchange with its header reader.
 type exchange struct {
-	core.Exchange
+	stream.Exchange
 	hdr msgHeaders
 }
 
 type msgHeaders struct {
-	codec core.Codec
-	m     *core.Message
+	codec stream.Codec
+	m     *stream.Message
 }
 
 func (h *msgHeaders) Get(key string) (string, bool) { return h.codec.Header(h.m, key) }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
-func (d *downConn) newExchange(m *core.Message) *exchange {
+func (d *downConn) newExchange(m *stream.Message) *exchange {
 	x := exchangePool.Get().(*exchange)
 	x.hdr = msgHeaders{codec: d.codec, m: m}
-	x.Exchange = core.Exchange{
-		Ctx: d.ctx, Kind: core.ExchangeRPC, Listener: d.l.name, Protocol: d.codec.Name(),
+	x.Exchange = stream.Exchange{
+		Ctx: d.ctx, Kind: stream.ExchangeRPC, Listener: d.l.name, Protocol: d.codec.Name(),
 		Target: m.Service, Path: m.Path, ReqBytes: m.Size, Start: time.Now(), Headers: &x.hdr,
 	}
 	return x
@@ -471,20 +472,20 @@ func (d *downConn) freeExchange(x *exchange) {
 }
 
 // serve forwards one call and answers it.
-func (d *downConn) serve(m *core.Message) {
+func (d *downConn) serve(m *stream.Message) {
 	p := d.p
 	x := d.newExchange(m)
-	var cl *core.Cluster
+	var cl *stream.Cluster
 	var timeout time.Duration
 	var err error
 	if d.l.ingress {
 		ep := p.app[d.ci]
 		switch {
 		case ep == nil:
-			err = core.Errorf(core.ErrNoRoute, "this sidecar's app serves no %s calls", d.codec.Name())
+			err = stream.Errorf(stream.ErrNoRoute, "this sidecar's app serves no %s calls", d.codec.Name())
 		case !p.ingressUp.Load() || !ep.healthy.Load():
 			x.Route, x.Cluster, x.Upstream = ep.route, ep.cluster.Name(), ep.addr
-			err = core.Errorf(core.ErrUnavailable, "the local app at %s is not answering its heartbeats", ep.addr)
+			err = stream.Errorf(stream.ErrUnavailable, "the local app at %s is not answering its heartbeats", ep.addr)
 		default:
 			x.Route, x.Cluster = ep.route, ep.cluster.Name()
 			cl, timeout = ep.cluster, p.cfg.Ingress.Timeout
@@ -493,21 +494,21 @@ func (d *downConn) serve(m *core.Message) {
 		x.Route, x.Cluster = r.name, r.cluster
 		cl, timeout = r.clusters[d.ci], r.timeout
 	} else {
-		err = core.Errorf(core.ErrNoRoute, "no route for %s call to service %q path %q", d.codec.Name(), m.Service, m.Path)
+		err = stream.Errorf(stream.ErrNoRoute, "no route for %s call to service %q path %q", d.codec.Name(), m.Service, m.Path)
 	}
 	passed, ferr := p.chain.OnRequest(&x.Exchange)
 	if err == nil {
 		err = ferr
 	}
-	var resp *core.Message
+	var resp *stream.Message
 	if err == nil {
 		resp, err = cl.RoundTrip(p.hard, m, timeout, &x.Exchange)
 	}
 	// The filters see the end of the exchange before the caller sees the
 	// answer, so a limit's slot is free when the caller sends its next call.
-	var e *core.Error
+	var e *stream.Error
 	if err != nil {
-		e = core.AsError(err)
+		e = stream.AsError(err)
 		x.Err, x.Status = e, e.HTTPStatus()
 	} else {
 		x.Status, x.RespBytes = resp.Status, resp.Size
@@ -524,9 +525,9 @@ func (d *downConn) serve(m *core.Message) {
 }
 
 // refuse answers a request the codec could not accept.
-func (d *downConn) refuse(m *core.Message, err error) {
+func (d *downConn) refuse(m *stream.Message, err error) {
 	x := d.newExchange(m)
-	e := core.AsError(err)
+	e := stream.AsError(err)
 	x.Err, x.Status = e, e.HTTPStatus()
 	// Refused requests are counted (metrics) but not limited.
 	_ = d.p.metrics.OnRequest(&x.Exchange)
@@ -537,7 +538,7 @@ func (d *downConn) refuse(m *core.Message, err error) {
 }
 
 // match returns the first route matching a call of codec ci.
-func (p *Proxy) match(ci int, m *core.Message) *route {
+func (p *Proxy) match(ci int, m *stream.Message) *route {
 	for _, r := range p.routes {
 		if r.codec >= 0 && r.codec != ci {
 			continue

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 func meshCode(t *testing.T, err error) mesh.Code {
@@ -534,12 +534,12 @@ func TestRouteLimits(t *testing.T) {
 // exchangeLog is a filter that keeps what it saw.
 type exchangeLog struct {
 	mu   sync.Mutex
-	seen []core.Exchange
+	seen []stream.Exchange
 	tp   []string
 }
 
-func (l *exchangeLog) OnRequest(x *core.Exchange) error { return nil }
-func (l *exchangeLog) OnResponse(x *core.Exchange) {
+func (l *exchangeLog) OnRequest(x *stream.Exchange) error { return nil }
+func (l *exchangeLog) OnResponse(x *stream.Exchange) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	tp, _ := x.Headers.Get("traceparent")
@@ -555,7 +555,7 @@ func TestFiltersSeeEveryExchange(t *testing.T) {
 	log := &exchangeLog{}
 	egress := startProxy(t, Config{
 		Ingress:  IngressConfig{Listen: Off},
-		Filters:  []core.Filter{log},
+		Filters:  []stream.Filter{log},
 		Clusters: []ClusterConfig{{Name: "m", Hosts: []HostConfig{{Address: app.Addr()}}}, {Name: "h", Hosts: []HostConfig{{Address: httpApp.Addr()}}}},
 		Routes:   []RouteConfig{{Name: "mesh-route", Service: "svc", Cluster: "m"}, {Name: "http-route", PathPrefix: "/api/", Cluster: "h"}},
 	})
@@ -579,7 +579,7 @@ func TestFiltersSeeEveryExchange(t *testing.T) {
 		t.Fatalf("filter saw %d exchanges, want 3", len(log.seen))
 	}
 	m, h, miss := log.seen[0], log.seen[1], log.seen[2]
-	if m.Kind != core.ExchangeRPC || m.Listener != "egress" || m.Protocol != "mesh" || m.Route != "mesh-route" || m.Target != "svc" || m.Path != "Get" ||
+	if m.Kind != stream.ExchangeRPC || m.Listener != "egress" || m.Protocol != "mesh" || m.Route != "mesh-route" || m.Target != "svc" || m.Path != "Get" ||
 		m.Cluster != "m" || m.Upstream != app.Addr() || m.Status != 200 || m.ReqBytes == 0 || m.RespBytes == 0 || log.tp[0] != "00-aa-bb-01" {
 		t.Fatalf("mesh exchange %+v, traceparent %q", m, log.tp[0])
 	}
@@ -589,7 +589,7 @@ func TestFiltersSeeEveryExchange(t *testing.T) {
 	if miss.Route != "" || miss.Status != 404 || miss.Err == nil {
 		t.Fatalf("unrouted exchange %+v", miss)
 	}
-	if s := egress.Metrics().Stats(core.ExchangeRPC, "egress", "mesh-route"); s.Requests.Load() != 1 || s.ByClass[2].Load() != 1 {
+	if s := egress.Metrics().Stats(stream.ExchangeRPC, "egress", "mesh-route"); s.Requests.Load() != 1 || s.ByClass[2].Load() != 1 {
 		t.Fatalf("metrics of mesh-route: %d requests", s.Requests.Load())
 	}
 }

@@ -2,6 +2,7 @@ package rpcproxy
 
 import (
 	"context"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/msgmesh/msgmesh/core"
 )
 
 // These tests run real HTTP clients (curl, wrk) through an egress and an
@@ -107,7 +106,7 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 	if n, _ := strconv.Atoi(m[1]); n < 100 {
 		t.Fatalf("only %d requests in 2s", n)
 	}
-	if s := egress.Metrics().Stats(core.ExchangeRPC, "egress", "echo"); s.ByClass[2].Load() == 0 {
+	if s := egress.Metrics().Stats(stream.ExchangeRPC, "egress", "echo"); s.ByClass[2].Load() == 0 {
 		t.Fatal("the egress counted no 2xx answers")
 	}
 }

@@ -136,15 +136,6 @@ func writeErr(w http.ResponseWriter, err error) {
 	writeError(w, status, code, err.Error())
 }
 
-// requestError is a request body the handler cannot use; its status is
-// also its error_code, as Confluent does for such errors.
-type requestError struct {
-	status int
-	msg    string
-}
-
-func (e *requestError) Error() string { return e.msg }
-
 // readBody reads a JSON object request body into v. Unknown fields are
 // ignored, as Confluent does (newer clients send more than this registry
 // knows about).

@@ -338,7 +338,7 @@ func (e *jsonEncoder) union(n *node, v any) *verr {
 // acceptsKind says whether a branch could take a JSON value of v's kind at
 // all, so that union resolution tries only those.
 func acceptsKind(n *node, v any) bool {
-	switch v.(type) {
+	switch v := v.(type) {
 	case nil:
 		return n.kind == kNull
 	case bool:
@@ -355,8 +355,7 @@ func acceptsKind(n *node, v any) bool {
 		case kString, kBytes, kFixed, kEnum:
 			return true
 		case kFloat, kDouble:
-			s := v.(string)
-			return s == "NaN" || s == "Infinity" || s == "-Infinity"
+			return v == "NaN" || v == "Infinity" || v == "-Infinity"
 		case kInt, kLong:
 			return n.logical != lNone
 		}

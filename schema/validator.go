@@ -9,7 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // Header names the sidecar reads (HintsFromHeaders) to learn how a body is

@@ -2,7 +2,7 @@
 // Kafka cluster speaking the real Kafka wire protocol, on a fixed port, so
 // that the docker-compose system (e2e/, docs/e2e.md) has a Kafka broker
 // without pulling an image. It is the same fake the repo's Kafka tests use
-// (msgmesh/broker/kafkabroker/kafkatest), not a Kafka server.
+// (broker/kafkabroker/kafkatest), not a Kafka server.
 //
 // It listens on --listen (all interfaces) and advertises --advertise in
 // its metadata, so clients in other containers reach it by the compose

@@ -1,4 +1,4 @@
-// Package http1 is the HTTP/1.1 core.Codec of the RPC proxy, so that curl,
+// Package http1 is the HTTP/1.1 stream.Codec of the RPC proxy, so that curl,
 // wrk and any HTTP client work through the sidecar unchanged.
 //
 // What it does:
@@ -22,7 +22,7 @@
 //     Upgrade) and Expect are dropped; every other header is passed as
 //     is, in order. Requests go upstream as HTTP/1.1 with keep-alive; an
 //     HTTP/1.0 request without Host gets the upstream's address as Host.
-//   - Errors the proxy makes (core.Error) are answered with their status
+//   - Errors the proxy makes (stream.Error) are answered with their status
 //     and a JSON body {"error": CODE, "message": text}, plus a header
 //     X-Mesh-Error: CODE, by which an egress sidecar tells an ingress
 //     sidecar's refusal (503 UNAVAILABLE: not forwarded, safe to send to
@@ -45,6 +45,7 @@ import (
 	"sync"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // Name is the codec's name in configuration.
@@ -53,7 +54,7 @@ const Name = "http1"
 // Codec is the HTTP/1.1 codec. The zero value is ready.
 type Codec struct{}
 
-var _ core.Codec = Codec{}
+var _ stream.Codec = Codec{}
 
 func (Codec) Name() string { return Name }
 
@@ -64,7 +65,7 @@ func (Codec) Match(prefix []byte) bool {
 
 func (Codec) Multiplexed() bool { return false }
 
-func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core.ServerConn {
+func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim stream.Limits) stream.ServerConn {
 	return &serverConn{
 		p:       parser{br: r, lim: lim.WithDefaults()},
 		w:       core.NewWriter(conn, 0),
@@ -73,7 +74,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core
 	}
 }
 
-func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
+func (Codec) NewClientConn(conn net.Conn, lim stream.Limits) stream.ClientConn {
 	return &clientConn{
 		p:    parser{br: bufio.NewReaderSize(conn, 16<<10), lim: lim.WithDefaults()},
 		w:    core.NewWriter(conn, 0),
@@ -82,7 +83,7 @@ func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
 }
 
 // Heartbeat makes "GET path" (path "" is "/").
-func (Codec) Heartbeat(m *core.Message, path string) {
+func (Codec) Heartbeat(m *stream.Message, path string) {
 	if path == "" {
 		path = "/"
 	}
@@ -93,7 +94,7 @@ func (Codec) Heartbeat(m *core.Message, path string) {
 }
 
 // Header returns the first header named key, compared case-insensitively.
-func (Codec) Header(m *core.Message, key string) (string, bool) {
+func (Codec) Header(m *stream.Message, key string) (string, bool) {
 	ls := lines{b: m.Raw[:m.Split]}
 	ls.next()
 	for {
@@ -110,7 +111,7 @@ func (Codec) Header(m *core.Message, key string) (string, bool) {
 
 // readRequest reads one request into m. continue100 is called before the
 // body is read when the request expects 100-continue.
-func (p *parser) readRequest(m *core.Message, intern map[string]string, continue100 func()) error {
+func (p *parser) readRequest(m *stream.Message, intern map[string]string, continue100 func()) error {
 	raw, err := p.readHead(m.Raw[:0])
 	m.Raw = raw
 	if err != nil {
@@ -146,7 +147,7 @@ func (p *parser) readRequest(m *core.Message, intern map[string]string, continue
 			host, hostSeen = value, true
 		case equalFold(name, "expect"):
 			if !equalFold(value, "100-continue") {
-				return &core.Error{Code: core.ErrUnsupported, Status: 417, Msg: "unsupported expectation " + strconv.Quote(string(clip(value)))}
+				return &stream.Error{Code: stream.ErrUnsupported, Status: 417, Msg: "unsupported expectation " + strconv.Quote(string(clip(value)))}
 			}
 			expect = true
 		}
@@ -158,7 +159,7 @@ func (p *parser) readRequest(m *core.Message, intern map[string]string, continue
 		return badRequest("HTTP/1.1 request without a Host header")
 	}
 	if string(method) == "CONNECT" {
-		return core.Errorf(core.ErrUnsupported, "CONNECT is not supported")
+		return stream.Errorf(stream.ErrUnsupported, "CONNECT is not supported")
 	}
 	hostHeader := hostSeen
 	path := target
@@ -179,7 +180,7 @@ func (p *parser) readRequest(m *core.Message, intern map[string]string, continue
 		path = path[:q]
 	}
 	m.Service = hostKey(intern, host)
-	m.Path = core.Intern(intern, path)
+	m.Path = stream.Intern(intern, path)
 	m.Flags = 0
 	if string(method) == "HEAD" {
 		m.Flags |= flagHead
@@ -210,7 +211,7 @@ func (p *parser) readRequest(m *core.Message, intern map[string]string, continue
 	return nil
 }
 
-func parseRequestLine(line []byte) (method, target []byte, http10 bool, err *core.Error) {
+func parseRequestLine(line []byte) (method, target []byte, http10 bool, err *stream.Error) {
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
 		return nil, nil, false, badRequest("malformed request line %q", clip(line))
@@ -237,7 +238,7 @@ func parseRequestLine(line []byte) (method, target []byte, http10 bool, err *cor
 	case string(version) == "HTTP/1.0":
 		http10 = true
 	case len(version) == 8 && bytes.HasPrefix(version, []byte("HTTP/")) && isDigit(version[5]) && version[6] == '.' && isDigit(version[7]):
-		return nil, nil, false, &core.Error{Code: core.ErrUnsupported, Status: 505, Msg: "HTTP version " + string(version) + " is not supported (1.0 and 1.1 are)"}
+		return nil, nil, false, &stream.Error{Code: stream.ErrUnsupported, Status: 505, Msg: "HTTP version " + string(version) + " is not supported (1.0 and 1.1 are)"}
 	default:
 		return nil, nil, false, badRequest("malformed HTTP version %q", clip(version))
 	}
@@ -263,7 +264,7 @@ func hostKey(intern map[string]string, h []byte) string {
 		}
 	}
 	if !upper {
-		return core.Intern(intern, h)
+		return stream.Intern(intern, h)
 	}
 	var buf [128]byte
 	low := buf[:0]
@@ -276,12 +277,12 @@ func hostKey(intern map[string]string, h []byte) string {
 		}
 		low = append(low, c)
 	}
-	return core.Intern(intern, low)
+	return stream.Intern(intern, low)
 }
 
 // readResponse reads one answer into m; head says its request was HEAD.
 // It skips interim (1xx) answers. untilEOF bodies set m.Close.
-func (p *parser) readResponseHead(m *core.Message) (status int, f framing, err error) {
+func (p *parser) readResponseHead(m *stream.Message) (status int, f framing, err error) {
 	for {
 		raw, err := p.readHead(m.Raw[:0])
 		m.Raw = raw
@@ -331,7 +332,7 @@ func (p *parser) readResponseHead(m *core.Message) (status int, f framing, err e
 	}
 }
 
-func parseStatusLine(line []byte) (status int, http10 bool, err *core.Error) {
+func parseStatusLine(line []byte) (status int, http10 bool, err *stream.Error) {
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
 		len(line) > 12 && line[12] != ' ' {
 		return 0, false, badRequest("malformed status line %q", clip(line))
@@ -378,18 +379,18 @@ type serverConn struct {
 	held    map[uint64]*[]byte // answers ready before an earlier one
 }
 
-func (s *serverConn) ReadRequest() (*core.Message, error) {
+func (s *serverConn) ReadRequest() (*stream.Message, error) {
 	if s.done {
 		return nil, io.EOF
 	}
-	m := core.NewMessage()
+	m := stream.NewMessage()
 	s.nextID++
 	id := s.nextID
 	err := s.p.readRequest(m, s.intern, func() { s.writeContinue(id) })
 	m.ID = id
 	if err != nil {
 		s.done = true
-		var ce *core.Error
+		var ce *stream.Error
 		if errors.As(err, &ce) {
 			m.Close = true
 			return m, ce
@@ -414,13 +415,13 @@ func (s *serverConn) writeContinue(id uint64) {
 	}
 }
 
-func (s *serverConn) WriteResponse(req, resp *core.Message) error {
+func (s *serverConn) WriteResponse(req, resp *stream.Message) error {
 	bp := bufs.Get().(*[]byte)
 	*bp = appendResponse((*bp)[:0], req, resp)
 	return s.emit(req.ID, bp)
 }
 
-func (s *serverConn) WriteError(req *core.Message, e *core.Error) error {
+func (s *serverConn) WriteError(req *stream.Message, e *stream.Error) error {
 	bp := bufs.Get().(*[]byte)
 	*bp = appendError((*bp)[:0], req, e)
 	return s.emit(req.ID, bp)
@@ -471,7 +472,7 @@ type outReq struct {
 	head bool
 }
 
-func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
+func (c *clientConn) WriteRequest(id uint64, req *stream.Message) error {
 	bp := bufs.Get().(*[]byte)
 	*bp = appendRequest((*bp)[:0], req, c.host)
 	c.mu.Lock()
@@ -482,8 +483,8 @@ func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
 	return err
 }
 
-func (c *clientConn) ReadResponse() (*core.Message, error) {
-	m := core.NewMessage()
+func (c *clientConn) ReadResponse() (*stream.Message, error) {
+	m := stream.NewMessage()
 	status, f, err := c.p.readResponseHead(m)
 	if err != nil {
 		m.Release()
@@ -522,7 +523,7 @@ func (c *clientConn) ReadResponse() (*core.Message, error) {
 func (c *clientConn) Close() error { return c.w.Close() }
 
 // appendRequest writes req as it goes upstream.
-func appendRequest(dst []byte, req *core.Message, hostFallback string) []byte {
+func appendRequest(dst []byte, req *stream.Message, hostFallback string) []byte {
 	head, body := req.Raw[:req.Split], req.Raw[req.Split:]
 	ls := lines{b: head}
 	reqLine, _ := ls.next()
@@ -544,7 +545,7 @@ func appendRequest(dst []byte, req *core.Message, hostFallback string) []byte {
 
 // appendResponse writes resp as the answer to req on the caller's
 // connection.
-func appendResponse(dst []byte, req, resp *core.Message) []byte {
+func appendResponse(dst []byte, req, resp *stream.Message) []byte {
 	head, body := resp.Raw[:resp.Split], resp.Raw[resp.Split:]
 	ls := lines{b: head}
 	statusLine, _ := ls.next()
@@ -594,7 +595,7 @@ func appendContentLength(dst []byte, n int) []byte {
 }
 
 // appendConnection says whether the caller's connection stays open.
-func appendConnection(dst []byte, req *core.Message) []byte {
+func appendConnection(dst []byte, req *stream.Message) []byte {
 	switch {
 	case req.Close:
 		return append(dst, "Connection: close\r\n"...)
@@ -610,7 +611,7 @@ type errorBody struct {
 }
 
 // appendError writes the answer for an error the proxy made.
-func appendError(dst []byte, req *core.Message, e *core.Error) []byte {
+func appendError(dst []byte, req *stream.Message, e *stream.Error) []byte {
 	status := e.HTTPStatus()
 	body, _ := json.Marshal(errorBody{Error: e.Code.String(), Message: e.Msg})
 	body = append(body, '\n')

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/msgmesh/msgmesh/core"
 )
 
 // The seed corpus of FuzzReadRequest is the files under
@@ -25,7 +24,7 @@ import (
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite the generated seed files under testdata/fuzz")
 
 // fuzzLimits are small, so inputs reach the limits cheaply.
-var fuzzLimits = core.Limits{MaxHeaderBytes: 1024, MaxBodyBytes: 4096}
+var fuzzLimits = stream.Limits{MaxHeaderBytes: 1024, MaxBodyBytes: 4096}
 
 func fuzzSeeds() map[string]string {
 	return map[string]string{
@@ -88,15 +87,15 @@ func FuzzReadRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := parser{br: bufio.NewReaderSize(bytes.NewReader(data), 512), lim: fuzzLimits}
 		for range 16 {
-			m := core.NewMessage()
+			m := stream.NewMessage()
 			err := p.readRequest(m, map[string]string{}, nil)
 			if err != nil {
-				var e *core.Error
+				var e *stream.Error
 				switch {
 				case err == io.EOF, err == io.ErrUnexpectedEOF:
 				case errors.As(err, &e):
 					switch e.Code {
-					case core.ErrBadRequest, core.ErrTooLarge, core.ErrHeaderTooLarge, core.ErrUnsupported:
+					case stream.ErrBadRequest, stream.ErrTooLarge, stream.ErrHeaderTooLarge, stream.ErrUnsupported:
 					default:
 						t.Fatalf("unexpected code %v: %v", e.Code, err)
 					}
@@ -112,8 +111,8 @@ func FuzzReadRequest(f *testing.F) {
 				t.Fatalf("accepted a head of %d bytes and a body of %d", m.Split, len(Body(m)))
 			}
 			up := appendRequest(nil, m, "upstream:80")
-			q := parser{br: bufio.NewReader(bytes.NewReader(up)), lim: core.Limits{MaxHeaderBytes: len(up) + 1, MaxBodyBytes: len(up) + 1}}
-			m2 := core.NewMessage()
+			q := parser{br: bufio.NewReader(bytes.NewReader(up)), lim: stream.Limits{MaxHeaderBytes: len(up) + 1, MaxBodyBytes: len(up) + 1}}
+			m2 := stream.NewMessage()
 			if err := q.readRequest(m2, map[string]string{}, nil); err != nil {
 				t.Fatalf("the upstream form %q of %q does not parse: %v", up, m.Raw, err)
 			}

@@ -11,19 +11,20 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
-func parse(t testing.TB, raw string, lim core.Limits) (*core.Message, error) {
+func parse(t testing.TB, raw string, lim stream.Limits) (*stream.Message, error) {
 	t.Helper()
 	p := parser{br: bufio.NewReaderSize(strings.NewReader(raw), 4096), lim: lim.WithDefaults()}
-	m := core.NewMessage()
+	m := stream.NewMessage()
 	err := p.readRequest(m, map[string]string{}, nil)
 	return m, err
 }
 
-func mustParse(t *testing.T, raw string) *core.Message {
+func mustParse(t *testing.T, raw string) *stream.Message {
 	t.Helper()
-	m, err := parse(t, raw, core.Limits{})
+	m, err := parse(t, raw, stream.Limits{})
 	if err != nil {
 		t.Fatalf("parse %q: %v", raw, err)
 	}
@@ -63,7 +64,7 @@ func TestReadRequest(t *testing.T) {
 
 func TestReadRequestPipelined(t *testing.T) {
 	raw := "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /4 HTTP/1.1\r\n"
-	s := Codec{}.NewServerConn(nopConn{}, bufio.NewReader(strings.NewReader(raw)), core.Limits{})
+	s := Codec{}.NewServerConn(nopConn{}, bufio.NewReader(strings.NewReader(raw)), stream.Limits{})
 	for i, want := range []string{"/1", "/2", "/3"} {
 		m, err := s.ReadRequest()
 		if err != nil || m.ID != uint64(i+1) || m.Path != want {
@@ -77,35 +78,35 @@ func TestReadRequestPipelined(t *testing.T) {
 }
 
 func TestReadRequestErrors(t *testing.T) {
-	small := core.Limits{MaxHeaderBytes: 200, MaxBodyBytes: 10}
+	small := stream.Limits{MaxHeaderBytes: 200, MaxBodyBytes: 10}
 	tests := []struct {
 		name   string
 		raw    string
-		lim    core.Limits
+		lim    stream.Limits
 		status int
 	}{
-		{"no version", "GET /\r\n\r\n", core.Limits{}, 400},
-		{"bad method", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", core.Limits{}, 400},
-		{"space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", core.Limits{}, 400},
-		{"control in target", "GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", core.Limits{}, 400},
-		{"version 2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", core.Limits{}, 505},
-		{"garbage version", "GET / HTTX/1.1\r\nHost: a\r\n\r\n", core.Limits{}, 400},
-		{"no host", "GET / HTTP/1.1\r\n\r\n", core.Limits{}, 400},
-		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", core.Limits{}, 400},
-		{"folding", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", core.Limits{}, 400},
-		{"no colon", "GET / HTTP/1.1\r\nHost: a\r\nXY\r\n\r\n", core.Limits{}, 400},
-		{"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", core.Limits{}, 400},
-		{"CR in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", core.Limits{}, 400},
-		{"bad length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", core.Limits{}, 400},
-		{"length overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", core.Limits{}, 400},
-		{"conflicting lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", core.Limits{}, 400},
-		{"length and chunked", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", core.Limits{}, 400},
-		{"gzip coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", core.Limits{}, 501},
-		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", core.Limits{}, 400},
-		{"chunk without CRLF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n", core.Limits{}, 400},
-		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", core.Limits{}, 501},
-		{"expectation", "POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", core.Limits{}, 417},
-		{"relative target", "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", core.Limits{}, 400},
+		{"no version", "GET /\r\n\r\n", stream.Limits{}, 400},
+		{"bad method", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", stream.Limits{}, 400},
+		{"space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", stream.Limits{}, 400},
+		{"control in target", "GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", stream.Limits{}, 400},
+		{"version 2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", stream.Limits{}, 505},
+		{"garbage version", "GET / HTTX/1.1\r\nHost: a\r\n\r\n", stream.Limits{}, 400},
+		{"no host", "GET / HTTP/1.1\r\n\r\n", stream.Limits{}, 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", stream.Limits{}, 400},
+		{"folding", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", stream.Limits{}, 400},
+		{"no colon", "GET / HTTP/1.1\r\nHost: a\r\nXY\r\n\r\n", stream.Limits{}, 400},
+		{"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", stream.Limits{}, 400},
+		{"CR in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", stream.Limits{}, 400},
+		{"bad length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", stream.Limits{}, 400},
+		{"length overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", stream.Limits{}, 400},
+		{"conflicting lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", stream.Limits{}, 400},
+		{"length and chunked", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", stream.Limits{}, 400},
+		{"gzip coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", stream.Limits{}, 501},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", stream.Limits{}, 400},
+		{"chunk without CRLF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n", stream.Limits{}, 400},
+		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", stream.Limits{}, 501},
+		{"expectation", "POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", stream.Limits{}, 417},
+		{"relative target", "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", stream.Limits{}, 400},
 		{"headers too large", "GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("v", 300) + "\r\n\r\n", small, 431},
 		{"many empty lines", strings.Repeat("\r\n", 200) + "GET / HTTP/1.1\r\n\r\n", small, 431},
 		{"body too large", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", small, 413},
@@ -115,9 +116,9 @@ func TestReadRequestErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.raw, tc.lim)
-			var e *core.Error
+			var e *stream.Error
 			if !errors.As(err, &e) {
-				t.Fatalf("error %v (%T), want a *core.Error", err, err)
+				t.Fatalf("error %v (%T), want a *stream.Error", err, err)
 			}
 			if e.HTTPStatus() != tc.status {
 				t.Fatalf("status %d (%v), want %d", e.HTTPStatus(), e, tc.status)
@@ -125,18 +126,18 @@ func TestReadRequestErrors(t *testing.T) {
 		})
 	}
 	for _, raw := range []string{"GET / HTTP/1.1\r\nHost: a\r\n", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"} {
-		if _, err := parse(t, raw, core.Limits{}); err != io.ErrUnexpectedEOF {
+		if _, err := parse(t, raw, stream.Limits{}); err != io.ErrUnexpectedEOF {
 			t.Errorf("cut request %q: %v, want io.ErrUnexpectedEOF", raw, err)
 		}
 	}
-	if _, err := parse(t, "\r\n", core.Limits{}); err != io.EOF {
+	if _, err := parse(t, "\r\n", stream.Limits{}); err != io.EOF {
 		t.Errorf("stream of one empty line: %v, want io.EOF", err)
 	}
 }
 
 // Oversize heads and bodies are refused before the codec allocates for them.
 func TestLimitsRefuseBeforeAllocating(t *testing.T) {
-	lim := core.Limits{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 64 << 10}
+	lim := stream.Limits{MaxHeaderBytes: 8 << 10, MaxBodyBytes: 64 << 10}
 	huge := "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000000\r\n\r\n"
 	chunk := "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n"
 	longHead := "GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("v", 10<<20)
@@ -144,11 +145,11 @@ func TestLimitsRefuseBeforeAllocating(t *testing.T) {
 		var err error
 		n := bytesPerRun(5, func() {
 			p := parser{br: bufio.NewReaderSize(strings.NewReader(raw), 4096), lim: lim}
-			m := &core.Message{}
+			m := &stream.Message{}
 			err = p.readRequest(m, map[string]string{}, nil)
 		})
-		var e *core.Error
-		if !errors.As(err, &e) || (e.Code != core.ErrTooLarge && e.Code != core.ErrHeaderTooLarge && e.Code != core.ErrBadRequest) {
+		var e *stream.Error
+		if !errors.As(err, &e) || (e.Code != stream.ErrTooLarge && e.Code != stream.ErrHeaderTooLarge && e.Code != stream.ErrBadRequest) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if n > 64<<10 {
@@ -182,9 +183,9 @@ func TestAppendRequest(t *testing.T) {
 	}
 }
 
-func readResp(t *testing.T, raw string, head bool) (*core.Message, error) {
+func readResp(t *testing.T, raw string, head bool) (*stream.Message, error) {
 	t.Helper()
-	c := &clientConn{p: parser{br: bufio.NewReader(strings.NewReader(raw)), lim: core.Limits{}.WithDefaults()}, w: core.NewWriter(nopConn{}, 0)}
+	c := &clientConn{p: parser{br: bufio.NewReader(strings.NewReader(raw)), lim: stream.Limits{}.WithDefaults()}, w: core.NewWriter(nopConn{}, 0)}
 	c.q = []outReq{{id: 7, head: head}}
 	return c.ReadResponse()
 }
@@ -242,7 +243,7 @@ func TestAppendResponse(t *testing.T) {
 	if want := "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"; got != want {
 		t.Fatalf("de-chunked answer\n%q\nwant\n%q", got, want)
 	}
-	got = string(appendError(nil, req, core.Errorf(core.ErrNoRoute, `no route for "x"`)))
+	got = string(appendError(nil, req, stream.Errorf(stream.ErrNoRoute, `no route for "x"`)))
 	if !strings.HasPrefix(got, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Mesh-Error: NO_ROUTE\r\n") ||
 		!strings.HasSuffix(got, "Connection: close\r\n\r\n{\"error\":\"NO_ROUTE\",\"message\":\"no route for \\\"x\\\"\"}\n") {
 		t.Fatalf("error answer %q", got)
@@ -253,11 +254,11 @@ func TestAppendResponse(t *testing.T) {
 // reads them in request order.
 func TestServerConnAnswersInOrder(t *testing.T) {
 	client, server := tcpPair(t)
-	s := Codec{}.NewServerConn(server, bufio.NewReader(server), core.Limits{})
+	s := Codec{}.NewServerConn(server, bufio.NewReader(server), stream.Limits{})
 	go func() {
 		_, _ = client.Write([]byte("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"))
 	}()
-	var reqs []*core.Message
+	var reqs []*stream.Message
 	for range 3 {
 		m, err := s.ReadRequest()
 		if err != nil {
@@ -265,7 +266,7 @@ func TestServerConnAnswersInOrder(t *testing.T) {
 		}
 		reqs = append(reqs, m)
 	}
-	answer := func(req *core.Message, body string) *core.Message {
+	answer := func(req *stream.Message, body string) *stream.Message {
 		resp, err := readResp(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"+body, false)
 		if err != nil {
 			t.Fatal(err)
@@ -277,14 +278,14 @@ func TestServerConnAnswersInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.WriteError(&core.Message{ID: 4}, core.Errorf(core.ErrTimeout, "x")); err != nil {
+	if err := s.WriteError(&stream.Message{ID: 4}, stream.Errorf(stream.ErrTimeout, "x")); err != nil {
 		t.Fatal(err) // an answer for a request never read stays held
 	}
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(client)
 	for _, want := range []string{"r1", "r2", "r3"} {
-		p := parser{br: br, lim: core.Limits{}.WithDefaults()}
-		m := core.NewMessage()
+		p := parser{br: br, lim: stream.Limits{}.WithDefaults()}
+		m := stream.NewMessage()
 		status, f, err := p.readResponseHead(m)
 		if err != nil || status != 200 {
 			t.Fatal(status, err)
@@ -297,11 +298,11 @@ func TestServerConnAnswersInOrder(t *testing.T) {
 
 func TestServerConnExpectContinue(t *testing.T) {
 	client, server := tcpPair(t)
-	s := Codec{}.NewServerConn(server, bufio.NewReader(server), core.Limits{})
+	s := Codec{}.NewServerConn(server, bufio.NewReader(server), stream.Limits{})
 	if _, err := client.Write([]byte("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *core.Message, 1)
+	got := make(chan *stream.Message, 1)
 	go func() {
 		m, _ := s.ReadRequest()
 		got <- m
@@ -318,7 +319,7 @@ func TestServerConnExpectContinue(t *testing.T) {
 }
 
 func TestNewRequestMatchesParser(t *testing.T) {
-	m := core.NewMessage()
+	m := stream.NewMessage()
 	if err := NewRequest(m, "POST", "Echo:80", "/e?x", []Field{{"X-A", "1"}}, []byte("abc")); err != nil {
 		t.Fatal(err)
 	}

@@ -2,19 +2,18 @@ package http1
 
 import (
 	"errors"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"strings"
-
-	"github.com/msgmesh/msgmesh/core"
 )
 
 // Field is one header field.
 type Field struct{ Name, Value string }
 
 // NewRequest fills m with an HTTP/1.1 request, exactly as the codec's
-// server side would have read it, ready to send through a core.Cluster of
+// server side would have read it, ready to send through a stream.Cluster of
 // this codec (a client without a sidecar in front of it, as the benchmark
 // uses). target is the request target ("/path?query").
-func NewRequest(m *core.Message, method, host, target string, header []Field, body []byte) error {
+func NewRequest(m *stream.Message, method, host, target string, header []Field, body []byte) error {
 	if method == "" || host == "" || target == "" {
 		return errors.New("http1: NewRequest needs a method, a host and a target")
 	}
@@ -57,4 +56,4 @@ func NewRequest(m *core.Message, method, host, target string, header []Field, bo
 }
 
 // Body returns the body of a message read by this codec (de-chunked).
-func Body(m *core.Message) []byte { return m.Raw[m.Split:] }
+func Body(m *stream.Message) []byte { return m.Raw[m.Split:] }

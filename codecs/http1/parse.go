@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"io"
 	"slices"
-
-	"github.com/msgmesh/msgmesh/core"
 )
 
-// Message layout. A message read by this codec keeps, in core.Message.Raw,
+// Message layout. A message read by this codec keeps, in stream.Message.Raw,
 // its head (start line, header lines, the empty line) followed by its body,
 // de-chunked; Split is where the body starts. Flags hold what the parser
 // learnt from the head that writing the message on needs.
@@ -27,18 +26,18 @@ const (
 // maxChunkLine bounds a chunk-size line (size and extensions).
 const maxChunkLine = 4 << 10
 
-// Errors are *core.Error values (the server answers them with their HTTP
+// Errors are *stream.Error values (the server answers them with their HTTP
 // status and closes the connection), or, for a stream that ends or breaks,
 // io.EOF, io.ErrUnexpectedEOF or the connection's error.
 
-func badRequest(format string, args ...any) *core.Error {
-	return core.Errorf(core.ErrBadRequest, format, args...)
+func badRequest(format string, args ...any) *stream.Error {
+	return stream.Errorf(stream.ErrBadRequest, format, args...)
 }
 
 // parser reads messages from one connection. Not safe for concurrent use.
 type parser struct {
 	br  *bufio.Reader
-	lim core.Limits
+	lim stream.Limits
 }
 
 // readHead appends one message head to dst: the start line, the header
@@ -54,7 +53,7 @@ func (p *parser) readHead(dst []byte) ([]byte, error) {
 		frag, err := p.br.ReadSlice('\n')
 		consumed += len(frag)
 		if consumed > p.lim.MaxHeaderBytes {
-			return dst, core.Errorf(core.ErrHeaderTooLarge, "request line and headers exceed %d bytes", p.lim.MaxHeaderBytes)
+			return dst, stream.Errorf(stream.ErrHeaderTooLarge, "request line and headers exceed %d bytes", p.lim.MaxHeaderBytes)
 		}
 		dst = append(dst, frag...)
 		if err == bufio.ErrBufferFull {
@@ -107,7 +106,7 @@ func (l *lines) next() ([]byte, bool) {
 }
 
 // header splits a header line into name and value, checking both.
-func header(line []byte) (name, value []byte, err *core.Error) {
+func header(line []byte) (name, value []byte, err *stream.Error) {
 	if line[0] == ' ' || line[0] == '\t' {
 		return nil, nil, badRequest("obsolete header line folding")
 	}
@@ -179,7 +178,7 @@ type framing struct {
 
 // framingHeader interprets a header that governs framing or the
 // connection; other headers are ignored.
-func (f *framing) header(name, value []byte) *core.Error {
+func (f *framing) header(name, value []byte) *stream.Error {
 	switch {
 	case equalFold(name, "content-length"):
 		n, err := parseContentLength(value)
@@ -192,10 +191,10 @@ func (f *framing) header(name, value []byte) *core.Error {
 		f.contentLength = n
 	case equalFold(name, "transfer-encoding"):
 		if f.chunked {
-			return &core.Error{Code: core.ErrUnsupported, Msg: "more than one Transfer-Encoding"}
+			return &stream.Error{Code: stream.ErrUnsupported, Msg: "more than one Transfer-Encoding"}
 		}
 		if !equalFold(value, "chunked") {
-			return &core.Error{Code: core.ErrUnsupported, Msg: "transfer coding " + string(clip(value)) + " is not supported (only chunked)"}
+			return &stream.Error{Code: stream.ErrUnsupported, Msg: "transfer coding " + string(clip(value)) + " is not supported (only chunked)"}
 		}
 		f.chunked = true
 	case equalFold(name, "connection"):
@@ -214,7 +213,7 @@ func (f *framing) header(name, value []byte) *core.Error {
 	return nil
 }
 
-func parseContentLength(v []byte) (int64, *core.Error) {
+func parseContentLength(v []byte) (int64, *stream.Error) {
 	if len(v) == 0 || len(v) > 18 {
 		return 0, badRequest("invalid Content-Length %q", clip(v))
 	}
@@ -239,14 +238,14 @@ func (p *parser) readBody(dst []byte, f *framing, untilEOF bool) ([]byte, error)
 	case f.chunked:
 		return p.readChunked(dst, max)
 	case f.contentLength > max:
-		return dst, core.Errorf(core.ErrTooLarge, "body of %d bytes exceeds the limit of %d bytes", f.contentLength, max)
+		return dst, stream.Errorf(stream.ErrTooLarge, "body of %d bytes exceeds the limit of %d bytes", f.contentLength, max)
 	case f.contentLength > 0:
 		return p.readN(dst, int(f.contentLength))
 	case f.contentLength < 0 && untilEOF:
 		start := len(dst)
 		for {
 			if int64(len(dst)-start) > max {
-				return dst, core.Errorf(core.ErrTooLarge, "body exceeds the limit of %d bytes", max)
+				return dst, stream.Errorf(stream.ErrTooLarge, "body exceeds the limit of %d bytes", max)
 			}
 			dst = slices.Grow(dst, 4096)
 			n, err := p.br.Read(dst[len(dst):cap(dst)])
@@ -301,7 +300,7 @@ func (p *parser) readChunked(dst []byte, max int64) ([]byte, error) {
 			break
 		}
 		if int64(len(dst)-start)+size > max {
-			return dst, core.Errorf(core.ErrTooLarge, "chunked body exceeds the limit of %d bytes", max)
+			return dst, stream.Errorf(stream.ErrTooLarge, "chunked body exceeds the limit of %d bytes", max)
 		}
 		if dst, err = p.readN(dst, int(size)); err != nil {
 			return dst, err
@@ -323,7 +322,7 @@ func (p *parser) readChunked(dst []byte, max int64) ([]byte, error) {
 			return dst, err
 		}
 		if total += len(line) + 2; total > p.lim.MaxHeaderBytes {
-			return dst, core.Errorf(core.ErrHeaderTooLarge, "trailers exceed %d bytes", p.lim.MaxHeaderBytes)
+			return dst, stream.Errorf(stream.ErrHeaderTooLarge, "trailers exceed %d bytes", p.lim.MaxHeaderBytes)
 		}
 		if len(line) == 0 {
 			return dst, nil

@@ -10,7 +10,7 @@
 // and every error code.
 //
 // The package only turns bytes into frames and back. It knows nothing about
-// brokers, groups or sessions, so the proxy core (package core) and the RPC
+// brokers, groups or sessions, so the sidecar (package msgmesh) and the RPC
 // proxy can reuse it, and a new wire protocol is a new codec package beside
 // this one, not a change above it.
 //

@@ -1,4 +1,4 @@
-// Package meshrpc is the core.Codec of the mesh protocol's RPC frames
+// Package meshrpc is the stream.Codec of the mesh protocol's RPC frames
 // (docs/protocol.md §5.13, §5.14, §8): REQUEST answered by RESPONSE or
 // ERROR, on connections of their own.
 //
@@ -8,7 +8,7 @@
 // fresh id of the upstream connection, and back to the caller's id on the
 // answer. The payload is checked (mesh.RequestView) but never copied or
 // re-encoded. The wire codec itself is package mesh; this package only
-// adapts it to the core.
+// adapts it to the stream layer (rpcproxy/stream).
 package meshrpc
 
 import (
@@ -21,6 +21,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // Name is the codec's name in configuration.
@@ -29,7 +30,7 @@ const Name = "mesh"
 // Codec is the mesh RPC codec. The zero value is ready.
 type Codec struct{}
 
-var _ core.Codec = Codec{}
+var _ stream.Codec = Codec{}
 
 func (Codec) Name() string { return Name }
 
@@ -39,7 +40,7 @@ func (Codec) Match(prefix []byte) bool { return len(prefix) > 0 && prefix[0] == 
 
 func (Codec) Multiplexed() bool { return true }
 
-func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core.ServerConn {
+func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim stream.Limits) stream.ServerConn {
 	lim = lim.WithDefaults()
 	return &serverConn{
 		rd:     mesh.NewReader(r, maxFrame(lim)),
@@ -49,19 +50,19 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim core.Limits) core
 	}
 }
 
-func (Codec) NewClientConn(conn net.Conn, lim core.Limits) core.ClientConn {
+func (Codec) NewClientConn(conn net.Conn, lim stream.Limits) stream.ClientConn {
 	lim = lim.WithDefaults()
 	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: core.NewWriter(conn, 0)}
 }
 
 // Heartbeat makes a HEARTBEAT request; the path is not used.
-func (Codec) Heartbeat(m *core.Message, _ string) {
+func (Codec) Heartbeat(m *stream.Message, _ string) {
 	m.Raw, _ = mesh.AppendFrame(m.Raw[:0], 0, mesh.KindHeartbeat, 0, 0, nil)
 	m.Size = len(m.Raw)
 }
 
 // Header looks key up in a REQUEST's headers (compared as bytes).
-func (Codec) Header(m *core.Message, key string) (string, bool) {
+func (Codec) Header(m *stream.Message, key string) (string, bool) {
 	f, _, err := mesh.DecodeFrame(m.Raw, len(m.Raw))
 	if err != nil || f.Kind != mesh.KindRequest {
 		return "", false
@@ -74,24 +75,24 @@ func (Codec) Header(m *core.Message, key string) (string, bool) {
 }
 
 // maxFrame is the frame limit: the routing fields and headers plus a body.
-func maxFrame(lim core.Limits) int { return lim.MaxHeaderBytes + lim.MaxBodyBytes }
+func maxFrame(lim stream.Limits) int { return lim.MaxHeaderBytes + lim.MaxBodyBytes }
 
 var errBroken = errors.New("meshrpc: stream broken by a bad frame header")
 
 type serverConn struct {
 	rd     *mesh.Reader
 	w      *core.Writer
-	lim    core.Limits
+	lim    stream.Limits
 	intern map[string]string // read loop only
 	broken bool              // read loop only
 }
 
-func (s *serverConn) ReadRequest() (*core.Message, error) {
+func (s *serverConn) ReadRequest() (*stream.Message, error) {
 	if s.broken {
 		return nil, errBroken
 	}
 	for {
-		m := core.NewMessage()
+		m := stream.NewMessage()
 		f, buf, err := s.rd.ReadFrameInto(m.Raw)
 		m.Raw = buf
 		if err != nil {
@@ -116,17 +117,17 @@ func (s *serverConn) ReadRequest() (*core.Message, error) {
 		case mesh.KindRequest:
 			var v mesh.RequestView
 			if err := v.Parse(f.Payload); err != nil {
-				return m, &core.Error{Code: core.ErrBadRequest, Msg: err.Error(), Err: err}
+				return m, &stream.Error{Code: stream.ErrBadRequest, Msg: err.Error(), Err: err}
 			}
 			if meta := len(f.Payload) - len(v.Body); meta > s.lim.MaxHeaderBytes {
-				return m, core.Errorf(core.ErrHeaderTooLarge, "service, method and headers take %d bytes, the limit is %d", meta, s.lim.MaxHeaderBytes)
+				return m, stream.Errorf(stream.ErrHeaderTooLarge, "service, method and headers take %d bytes, the limit is %d", meta, s.lim.MaxHeaderBytes)
 			}
-			m.Service = core.Intern(s.intern, v.Service)
-			m.Path = core.Intern(s.intern, v.Method)
+			m.Service = stream.Intern(s.intern, v.Service)
+			m.Path = stream.Intern(s.intern, v.Method)
 			return m, nil
 		case mesh.KindHeartbeat:
 			if len(f.Payload) != 0 {
-				return m, core.Errorf(core.ErrBadRequest, "HEARTBEAT has an empty payload")
+				return m, stream.Errorf(stream.ErrBadRequest, "HEARTBEAT has an empty payload")
 			}
 			err := writeFrame(s.w, mesh.KindHeartbeat, f.ID, nil)
 			m.Release()
@@ -134,34 +135,34 @@ func (s *serverConn) ReadRequest() (*core.Message, error) {
 				return nil, err
 			}
 		default:
-			return m, core.Errorf(core.ErrUnsupported, "RPC connections carry REQUEST and HEARTBEAT requests, not %s", f.Kind)
+			return m, stream.Errorf(stream.ErrUnsupported, "RPC connections carry REQUEST and HEARTBEAT requests, not %s", f.Kind)
 		}
 	}
 }
 
 // headerError maps a frame header error to the proxy error answering it,
 // or nil for stream errors (EOF, a broken connection).
-func headerError(err error) *core.Error {
+func headerError(err error) *stream.Error {
 	switch {
 	case errors.Is(err, mesh.ErrFrameTooLarge):
-		return &core.Error{Code: core.ErrTooLarge, Msg: err.Error(), Err: err}
+		return &stream.Error{Code: stream.ErrTooLarge, Msg: err.Error(), Err: err}
 	case errors.Is(err, mesh.ErrUnsupportedVersion):
-		return &core.Error{Code: core.ErrUnsupported, Msg: err.Error(), Err: err}
+		return &stream.Error{Code: stream.ErrUnsupported, Msg: err.Error(), Err: err}
 	case errors.Is(err, mesh.ErrMalformed):
-		return &core.Error{Code: core.ErrBadRequest, Msg: err.Error(), Err: err}
+		return &stream.Error{Code: stream.ErrBadRequest, Msg: err.Error(), Err: err}
 	}
 	return nil
 }
 
-func (s *serverConn) WriteResponse(req, resp *core.Message) error {
+func (s *serverConn) WriteResponse(req, resp *stream.Message) error {
 	if len(resp.Raw) < mesh.HeaderSize {
-		return s.WriteError(req, core.Errorf(core.ErrInternal, "answer of %d bytes is not a mesh frame", len(resp.Raw)))
+		return s.WriteError(req, stream.Errorf(stream.ErrInternal, "answer of %d bytes is not a mesh frame", len(resp.Raw)))
 	}
 	mesh.SetFrameID(resp.Raw, req.ID)
 	return s.w.Write(resp.Raw)
 }
 
-func (s *serverConn) WriteError(req *core.Message, e *core.Error) error {
+func (s *serverConn) WriteError(req *stream.Message, e *stream.Error) error {
 	return writeFrame(s.w, mesh.KindError, req.ID, &mesh.Error{Code: CodeOf(e.Code), Message: e.Msg})
 }
 
@@ -172,7 +173,7 @@ type clientConn struct {
 	w  *core.Writer
 }
 
-func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
+func (c *clientConn) WriteRequest(id uint64, req *stream.Message) error {
 	if len(req.Raw) < mesh.HeaderSize {
 		return fmt.Errorf("meshrpc: request of %d bytes is not a mesh frame", len(req.Raw))
 	}
@@ -180,9 +181,9 @@ func (c *clientConn) WriteRequest(id uint64, req *core.Message) error {
 	return c.w.Write(req.Raw)
 }
 
-func (c *clientConn) ReadResponse() (*core.Message, error) {
+func (c *clientConn) ReadResponse() (*stream.Message, error) {
 	for {
-		m := core.NewMessage()
+		m := stream.NewMessage()
 		f, buf, err := c.rd.ReadFrameInto(m.Raw)
 		m.Raw = buf
 		if err != nil {
@@ -238,27 +239,27 @@ func writeFrame(w *core.Writer, kind mesh.Kind, id uint64, p mesh.Encoder) error
 }
 
 // CodeOf maps a proxy error code onto the ERROR code of the wire.
-func CodeOf(c core.ErrorCode) mesh.Code {
+func CodeOf(c stream.ErrorCode) mesh.Code {
 	switch c {
-	case core.ErrBadRequest:
+	case stream.ErrBadRequest:
 		return mesh.CodeBadFrame
-	case core.ErrTooLarge, core.ErrHeaderTooLarge:
+	case stream.ErrTooLarge, stream.ErrHeaderTooLarge:
 		return mesh.CodeFrameTooLarge
-	case core.ErrUnsupported:
+	case stream.ErrUnsupported:
 		return mesh.CodeUnsupported
-	case core.ErrNoRoute:
+	case stream.ErrNoRoute:
 		return mesh.CodeNoRoute
-	case core.ErrNoHealthyHost:
+	case stream.ErrNoHealthyHost:
 		return mesh.CodeNoHealthyHost
-	case core.ErrUpstreamReset:
+	case stream.ErrUpstreamReset:
 		return mesh.CodeUpstreamReset
-	case core.ErrTimeout:
+	case stream.ErrTimeout:
 		return mesh.CodeTimeout
-	case core.ErrUnavailable:
+	case stream.ErrUnavailable:
 		return mesh.CodeUnavailable
-	case core.ErrRateLimited:
+	case stream.ErrRateLimited:
 		return mesh.CodeRateLimited
-	case core.ErrShuttingDown:
+	case stream.ErrShuttingDown:
 		return mesh.CodeShuttingDown
 	}
 	return mesh.CodeInternal

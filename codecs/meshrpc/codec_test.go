@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 func pair(t *testing.T) (client, server net.Conn) {
@@ -41,7 +41,7 @@ func frame(t *testing.T, kind mesh.Kind, flags mesh.Flags, id uint64, p mesh.Enc
 
 func TestServerConn(t *testing.T) {
 	client, server := pair(t)
-	sc := Codec{}.NewServerConn(server, bufio.NewReader(server), core.Limits{MaxHeaderBytes: 64, MaxBodyBytes: 1024})
+	sc := Codec{}.NewServerConn(server, bufio.NewReader(server), stream.Limits{MaxHeaderBytes: 64, MaxBodyBytes: 1024})
 	var in []byte
 	in = append(in, frame(t, mesh.KindHeartbeat, 0, 1, nil)...)                                                         // answered by the codec
 	in = append(in, frame(t, mesh.KindRequest, 0, 2, &mesh.Request{Service: "svc", Method: "M", Body: []byte("b")})...) // a request
@@ -56,10 +56,10 @@ func TestServerConn(t *testing.T) {
 	if err != nil || m.ID != 2 || m.Service != "svc" || m.Path != "M" {
 		t.Fatalf("request: %+v, %v", m, err)
 	}
-	expectRefusal := func(id uint64, code core.ErrorCode, closes bool) {
+	expectRefusal := func(id uint64, code stream.ErrorCode, closes bool) {
 		t.Helper()
 		m, err := sc.ReadRequest()
-		var e *core.Error
+		var e *stream.Error
 		if m == nil || m.ID != id || !errors.As(err, &e) || e.Code != code || m.Close != closes {
 			t.Fatalf("want refusal %v of %d (close %v), got %+v, %v", code, id, closes, m, err)
 		}
@@ -67,10 +67,10 @@ func TestServerConn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expectRefusal(3, core.ErrBadRequest, false)
-	expectRefusal(4, core.ErrUnsupported, false)
-	expectRefusal(5, core.ErrHeaderTooLarge, false)
-	expectRefusal(6, core.ErrUnsupported, true)
+	expectRefusal(3, stream.ErrBadRequest, false)
+	expectRefusal(4, stream.ErrUnsupported, false)
+	expectRefusal(5, stream.ErrHeaderTooLarge, false)
+	expectRefusal(6, stream.ErrUnsupported, true)
 	if m, err := sc.ReadRequest(); m != nil || err == nil {
 		t.Fatalf("after a bad header: %+v, %v", m, err)
 	}
@@ -102,8 +102,8 @@ func (r rawPayload) AppendTo(b []byte) []byte { return append(b, r...) }
 // id on the way in; the server side puts the caller's id back.
 func TestIDRewriting(t *testing.T) {
 	up, upServer := pair(t)
-	cc := Codec{}.NewClientConn(up, core.Limits{})
-	req := core.NewMessage()
+	cc := Codec{}.NewClientConn(up, stream.Limits{})
+	req := stream.NewMessage()
 	if err := NewRequest(req, "svc", "M", nil, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestIDRewriting(t *testing.T) {
 	}
 
 	down, downServer := pair(t)
-	sc := Codec{}.NewServerConn(downServer, bufio.NewReader(downServer), core.Limits{})
+	sc := Codec{}.NewServerConn(downServer, bufio.NewReader(downServer), stream.Limits{})
 	if err := sc.WriteResponse(req, resp); err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +155,9 @@ func TestIDRewriting(t *testing.T) {
 }
 
 func TestCodeMapping(t *testing.T) {
-	for c := core.ErrBadRequest; c <= core.ErrInternal; c++ {
+	for c := stream.ErrBadRequest; c <= stream.ErrInternal; c++ {
 		mc := CodeOf(c)
-		if mc == 0 || StatusOf(mc) != c.Status() && !(c == core.ErrHeaderTooLarge && StatusOf(mc) == 413) {
+		if mc == 0 || StatusOf(mc) != c.Status() && !(c == stream.ErrHeaderTooLarge && StatusOf(mc) == 413) {
 			t.Errorf("%v → %v → status %d, want %d", c, mc, StatusOf(mc), c.Status())
 		}
 	}

@@ -4,14 +4,14 @@ import (
 	"fmt"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // NewRequest fills m with a REQUEST frame calling service.method, ready to
-// send through a core.Cluster of this codec (a client without a sidecar
+// send through a stream.Cluster of this codec (a client without a sidecar
 // in front of it, as the benchmark and tests use). The frame id is set
 // when the request is written.
-func NewRequest(m *core.Message, service, method string, headers []mesh.HeaderField, body []byte) error {
+func NewRequest(m *stream.Message, service, method string, headers []mesh.HeaderField, body []byte) error {
 	req := mesh.Request{Service: service, Method: method, Headers: headers, Body: body}
 	raw, err := mesh.AppendFrame(m.Raw[:0], 0, mesh.KindRequest, 0, 0, &req)
 	if err != nil {
@@ -23,7 +23,7 @@ func NewRequest(m *core.Message, service, method string, headers []mesh.HeaderFi
 
 // Answer decodes an answer read by this codec: the RESPONSE (its Body
 // aliases m), or the ERROR as a *mesh.Error.
-func Answer(m *core.Message) (*mesh.Response, error) {
+func Answer(m *stream.Message) (*mesh.Response, error) {
 	f, _, err := mesh.DecodeFrame(m.Raw, len(m.Raw))
 	if err != nil {
 		return nil, err

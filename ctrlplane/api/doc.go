@@ -4,7 +4,7 @@
 // instances, the error body, and the validation rules both sides share.
 //
 // It imports no server or client code, so a sidecar can depend on it, and
-// on msgmesh/topology for the broker clusters and routes, without pulling in
+// on topology for the broker clusters and routes, without pulling in
 // the control plane's store or HTTP server.
 //
 // # Compatibility

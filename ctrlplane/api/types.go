@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Weights. An instance's weight is the share, in percent, of the

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // Defaults.

@@ -13,7 +13,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // startRocketMQ runs the in-process RocketMQ test broker (name server and

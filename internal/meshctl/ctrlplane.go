@@ -16,7 +16,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 	"gopkg.in/yaml.v3"
 )
 

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker/natstest"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // readmeBlock returns the lines of the first ```sh block of README.md that

@@ -32,6 +32,9 @@ const (
 	// long (RocketMQ's channel idle time is 120 s; clients send a
 	// heartbeat or route query every 30 s).
 	DefaultIdleTimeout = 150 * time.Second
+	// DefaultWriteTimeout bounds one write to a client: a client that does
+	// not read for this long is disconnected.
+	DefaultWriteTimeout = 5 * time.Second
 	// BrokerName and ClusterName are what routes report.
 	BrokerName  = "broker-a"
 	ClusterName = "DefaultCluster"
@@ -49,10 +52,6 @@ var DefaultDelayLevels = []time.Duration{
 // flushInterval is how often changed consumer offsets and delay cursors
 // are written to Config.DataDir.
 const flushInterval = time.Second
-
-// writeTimeout bounds one write to a client; a client that does not read
-// for this long is disconnected.
-const writeTimeout = 5 * time.Second
 
 // Config configures Start. Every field has a usable zero value.
 type Config struct {
@@ -91,6 +90,8 @@ type Config struct {
 	MaxPollWait time.Duration
 	// IdleTimeout: see DefaultIdleTimeout. Zero: that default.
 	IdleTimeout time.Duration
+	// WriteTimeout: see DefaultWriteTimeout. Zero: that default.
+	WriteTimeout time.Duration
 	// Logger receives connection events at debug level and problems at
 	// warn. Zero: a logger that discards everything.
 	Logger *slog.Logger
@@ -120,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -338,6 +342,19 @@ func (b *Broker) MaxOffset(topic string, queue int) int64 {
 // Queues returns the number of queues of topic (0 if it does not exist).
 func (b *Broker) Queues(topic string) int { return b.st.queueCountOf(topic) }
 
+// Committed is the sum of the offsets committed for group on topic's
+// queues: how many messages the group consumed, when it acked every
+// message it was given, in order.
+func (b *Broker) Committed(group, topic string) int64 {
+	var sum int64
+	for q := range b.Queues(topic) {
+		if off, ok := b.ConsumerOffset(group, topic, q); ok {
+			sum += off
+		}
+	}
+	return sum
+}
+
 // ConsumerIDs returns the client ids of the live members of group.
 func (b *Broker) ConsumerIDs(group string) []string { return b.groups.clientIDs(group) }
 
@@ -477,7 +494,10 @@ type conn struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	wmu sync.Mutex // guards writes to nc
+	wmu sync.Mutex // guards writes to nc and wdead
+	// wdead is set once a write failed: nc may hold part of a frame, so
+	// nothing more is written on it.
+	wdead bool
 }
 
 func (b *Broker) newConn(nc net.Conn, r role) *conn {
@@ -566,7 +586,12 @@ func (c *conn) respond(req, resp *command) {
 	c.write(resp)
 }
 
-// write sends cmd; a failure closes the connection.
+// write sends cmd. After a failed write nothing more is written on the
+// connection. A write that timed out (the client has not read for
+// Config.WriteTimeout) closes the connection at once. Any other failure
+// means the client is gone: the serve loop then ends at the connection's
+// end, once it has served what the client sent before it went, one-way
+// requests such as offset commits included, as a RocketMQ broker does.
 func (c *conn) write(cmd *command) {
 	if cmd.Language == "" {
 		cmd.Language = "JAVA"
@@ -585,15 +610,25 @@ func (c *conn) write(cmd *command) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout)); err == nil {
+	if c.wdead {
+		return
+	}
+	err = c.nc.SetWriteDeadline(time.Now().Add(c.b.cfg.WriteTimeout))
+	if err == nil {
 		_, err = c.nc.Write(frame)
 	}
-	if err != nil {
-		select {
-		case <-c.done:
-		default:
-			c.log.Debug("write failed; closing the connection", "error", err)
-		}
+	if err == nil {
+		return
+	}
+	c.wdead = true
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	select {
+	case <-c.done:
+	default:
+		c.log.Debug("write failed; no more writes on the connection", "error", err, "closing", timeout)
+	}
+	if timeout {
 		c.close()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
 )
@@ -50,20 +51,6 @@ func instance(t testing.TB) string {
 	return fmt.Sprintf("%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), instances.Add(1))
 }
 
-// poll reports whether cond held within waitLong, checking every 10 ms.
-func poll(cond func() bool) bool {
-	deadline := time.Now().Add(waitLong)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
-}
-
 // shutdownQuiet waits until tb holds at least pulls long polls (every pull
 // loop of the clients being shut down is idle) and then runs shut. The
 // client v2.1.2 does not synchronise its shutdown with its own goroutines
@@ -71,7 +58,7 @@ func poll(cond func() bool) bool {
 // quiet about the client's internals.
 func shutdownQuiet(t testing.TB, tb *rmqtest.Broker, pulls int, shut func() error) {
 	t.Helper()
-	if !poll(func() bool { return tb.WaitingPulls() >= pulls }) {
+	if !brokertest.Poll(func() bool { return tb.WaitingPulls() >= pulls }) {
 		t.Errorf("%d pulls held, want %d", tb.WaitingPulls(), pulls)
 	}
 	raceFence()
@@ -176,25 +163,6 @@ func pollAck(t testing.TB, c rocketmq.PullConsumer, want map[string]bool) map[st
 	return got
 }
 
-func exactlyOnce(t testing.TB, got map[string]int) {
-	t.Helper()
-	for k, n := range got {
-		if n != 1 {
-			t.Errorf("%s delivered %d times", k, n)
-		}
-	}
-}
-
-func committed(tb *rmqtest.Broker, group, topic string) int64 {
-	var sum int64
-	for q := range tb.Queues(topic) {
-		if off, ok := tb.ConsumerOffset(group, topic, q); ok {
-			sum += off
-		}
-	}
-	return sum
-}
-
 // pullsPerConsumer: one pull loop per queue of a default topic and one for
 // the group's retry topic.
 const pullsPerConsumer = rmqtest.DefaultQueuesPerTopic + 1
@@ -219,7 +187,7 @@ func TestPushConsumerReceivesAll(t *testing.T) {
 	shared := instance(t)
 	p := newProducer(t, tb, shared)
 	sendN(t, p, topic, 0, 100)
-	if !poll(func() bool { return routeQueries.Load() >= 2 }) {
+	if !brokertest.Poll(func() bool { return routeQueries.Load() >= 2 }) {
 		t.Fatal("the client's route update did not run")
 	}
 
@@ -255,7 +223,7 @@ func TestPushConsumerReceivesAll(t *testing.T) {
 		defer mu.Unlock()
 		return len(got)
 	}
-	if !poll(func() bool { return count() == 100 }) {
+	if !brokertest.Poll(func() bool { return count() == 100 }) {
 		t.Fatalf("received %d of 100", count())
 	}
 	// Everything consumed: the offsets reach the broker on shutdown.
@@ -265,8 +233,8 @@ func TestPushConsumerReceivesAll(t *testing.T) {
 		t.Errorf("got %d distinct messages", len(got))
 	}
 	mu.Unlock()
-	if !poll(func() bool { return committed(tb, group, topic) == 100 }) {
-		t.Fatalf("committed %d, want 100", committed(tb, group, topic))
+	if !brokertest.Poll(func() bool { return tb.Committed(group, topic) == 100 }) {
+		t.Fatalf("committed %d, want 100", tb.Committed(group, topic))
 	}
 }
 
@@ -286,8 +254,8 @@ func TestOffsetsSurviveConsumerRestart(t *testing.T) {
 	// The other 40 are fetched meanwhile (at most 34 per queue fit the
 	// client's buffers); shut down once they are.
 	shutdownQuiet(t, tb, pullsPerConsumer, c.Shutdown)
-	if !poll(func() bool { return committed(tb, group, topic) == 60 }) {
-		t.Fatalf("committed %d, want 60", committed(tb, group, topic))
+	if !brokertest.Poll(func() bool { return tb.Committed(group, topic) == 60 }) {
+		t.Fatalf("committed %d, want 60", tb.Committed(group, topic))
 	}
 
 	c2 := newPullConsumer(t, tb, group, topic)
@@ -295,15 +263,15 @@ func TestOffsetsSurviveConsumerRestart(t *testing.T) {
 	for k := range consumed {
 		delete(rest, k)
 	}
-	exactlyOnce(t, pollAck(t, c2, rest))
+	brokertest.ExactlyOnce(t, pollAck(t, c2, rest))
 
 	// Long polling: a message sent now reaches the idle consumer at once.
-	if !poll(func() bool { return tb.WaitingPulls() >= pullsPerConsumer }) {
+	if !brokertest.Poll(func() bool { return tb.WaitingPulls() >= pullsPerConsumer }) {
 		t.Fatal("the consumer's pulls are not held")
 	}
 	sent := time.Now()
 	sendN(t, p, topic, 100, 1)
-	exactlyOnce(t, pollAck(t, c2, names(100, 1)))
+	brokertest.ExactlyOnce(t, pollAck(t, c2, names(100, 1)))
 	if d := time.Since(sent); d > 5*time.Second {
 		t.Fatalf("a new message took %v to arrive", d)
 	}
@@ -339,7 +307,7 @@ func TestSendBackRetriesThenDeadLetters(t *testing.T) {
 	// Reconsume times reached the maximum: the next send-back goes to the
 	// dead-letter topic.
 	c.ACK(context.Background(), cr, consumer.ConsumeRetryLater)
-	if !poll(func() bool { return tb.MaxOffset("%DLQ%"+group, 0) == 1 }) {
+	if !brokertest.Poll(func() bool { return tb.MaxOffset("%DLQ%"+group, 0) == 1 }) {
 		t.Fatal("nothing in the dead-letter topic")
 	}
 	shutdownQuiet(t, tb, pullsPerConsumer, c.Shutdown)
@@ -375,7 +343,7 @@ func TestDataDirSurvivesBrokerRestart(t *testing.T) {
 		return n
 	}
 	delayed(1, "delayed-a")
-	if !poll(func() bool { return total(tb) == 11 }) {
+	if !brokertest.Poll(func() bool { return total(tb) == 11 }) {
 		t.Fatal("delayed-a did not move to its topic")
 	}
 	delayed(2, "delayed-b") // still waiting when the broker stops
@@ -388,8 +356,8 @@ func TestDataDirSurvivesBrokerRestart(t *testing.T) {
 		c.ACK(context.Background(), cr, consumer.ConsumeSuccess)
 	}
 	shutdownQuiet(t, tb, pullsPerConsumer, c.Shutdown)
-	if !poll(func() bool { return committed(tb, group, topic) == 4 }) {
-		t.Fatalf("committed %d, want 4", committed(tb, group, topic))
+	if !brokertest.Poll(func() bool { return tb.Committed(group, topic) == 4 }) {
+		t.Fatalf("committed %d, want 4", tb.Committed(group, topic))
 	}
 	raceFence()
 	_ = p.Shutdown()
@@ -412,7 +380,7 @@ func TestDataDirSurvivesBrokerRestart(t *testing.T) {
 	if n := total(tb2); n != 11 {
 		t.Fatalf("after restart: %d messages in the topic, want 11", n)
 	}
-	if n := committed(tb2, group, topic); n != 4 {
+	if n := tb2.Committed(group, topic); n != 4 {
 		t.Fatalf("after restart: committed %d, want 4", n)
 	}
 	want := names(0, 10)
@@ -422,7 +390,7 @@ func TestDataDirSurvivesBrokerRestart(t *testing.T) {
 		delete(want, k)
 	}
 	c2 := newPullConsumer(t, tb2, group, topic)
-	exactlyOnce(t, pollAck(t, c2, want))
+	brokertest.ExactlyOnce(t, pollAck(t, c2, want))
 	if n := total(tb2); n != 12 {
 		t.Fatalf("%d messages in the topic, want 12 (delayed-a moved once)", n)
 	}

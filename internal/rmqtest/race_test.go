@@ -4,7 +4,7 @@ package rmqtest_test
 
 import "os"
 
-// raceFence: see msgmesh/broker/rocketmqbroker/race.go. Tests call it
+// raceFence: see broker/rocketmqbroker/race.go. Tests call it
 // right before shutting a client down, because the client v2.1.2 does not
 // synchronise its shutdown with its own goroutines.
 func raceFence() {

@@ -20,9 +20,6 @@ const (
 	// scheduleTopic holds delayed messages, one queue per delay level
 	// (queue id = level - 1), like RocketMQ's ScheduleMessageService.
 	scheduleTopic = "SCHEDULE_TOPIC_XXXX"
-	// defaultTopic is the topic a RocketMQ producer asks for when its
-	// topic has no route (autoCreateTopicEnable).
-	defaultTopic = "TBW102"
 )
 
 // commitLogName is the file of the commit log in Config.DataDir.

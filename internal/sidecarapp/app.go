@@ -21,15 +21,15 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/internal/handoff"
 	"github.com/msgmesh/msgmesh/msgmesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/brokers"
-	"github.com/msgmesh/msgmesh/msgmesh/broker/natsbroker"
-	"github.com/msgmesh/msgmesh/msgmesh/topology"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/rpcproxy"
+	"github.com/msgmesh/msgmesh/topology"
 )
 
 // File is the sidecar's YAML config file (--config). Every section is

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/pki"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Defaults and timing of the forwarding side.

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // sibDelivery is the broker.Delivery the receiving side builds for each

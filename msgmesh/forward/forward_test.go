@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Forward 1,000 deliveries: the sibling's app gets every one, intact, and

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/internal/pki"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // scaled stretches a wait bound under the race detector.
@@ -108,7 +108,7 @@ func (p *testPKI) clientTLS(tb testing.TB, app string) *tls.Config {
 }
 
 // testDelivery stands in for a broker adapter's delivery (the real
-// adapters are tested in msgmesh/broker/...): it records every Ack and Nack
+// adapters are tested in broker/...): it records every Ack and Nack
 // call, so tests can check that each delivery is settled exactly once.
 type testDelivery struct {
 	msg         broker.Message

@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/pki"
-	"github.com/msgmesh/msgmesh/msgmesh/broker"
 	"golang.org/x/time/rate"
 )
 

@@ -7,7 +7,7 @@
 // Everything runs in this process on loopback TCP: the echo servers
 // (rpctest: a mesh RPC server, and net/http for HTTP/1.1), both sidecars,
 // and the load generator, which is the core's own client side (a
-// core.Cluster of the codec, so the client costs the same on both paths).
+// stream.Cluster of the codec, so the client costs the same on both paths).
 // For each path it measures throughput with Concurrency calls in flight
 // (QPS and latency percentiles under that load), latency one call at a
 // time (the added latency), and the process CPU time (getrusage) spent in
@@ -32,9 +32,9 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/http1"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
-	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/rpcproxy"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
+	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // Config sets the size of a run. Zero values are usable defaults.
@@ -156,10 +156,10 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		body[i] = byte('a' + i%26)
 	}
 	paths := []struct {
-		codec core.Codec
+		codec stream.Codec
 		path  string
 		addr  string
-		build func(m *core.Message) error
+		build func(m *stream.Message) error
 	}{
 		{meshrpc.Codec{}, "direct", meshApp.Addr(), meshReq(body)},
 		{meshrpc.Codec{}, "sidecars", egress.EgressAddr().String(), meshReq(body)},
@@ -168,8 +168,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	var out []Result
 	for _, p := range paths {
-		cl, err := core.NewCluster(core.ClusterConfig{
-			Name: "bench-client", Codec: p.codec, Hosts: []core.HostConfig{{Addr: p.addr}},
+		cl, err := stream.NewCluster(stream.ClusterConfig{
+			Name: "bench-client", Codec: p.codec, Hosts: []stream.HostConfig{{Addr: p.addr}},
 			ConnsPerHost: cfg.Conns, MaxIdlePerHost: cfg.Concurrency, Logger: cfg.Logger,
 		})
 		if err != nil {
@@ -199,17 +199,17 @@ func shutdown(p *rpcproxy.Proxy) {
 	_ = p.Shutdown(ctx)
 }
 
-func meshReq(body []byte) func(*core.Message) error {
-	return func(m *core.Message) error { return meshrpc.NewRequest(m, "echo", "Echo", nil, body) }
+func meshReq(body []byte) func(*stream.Message) error {
+	return func(m *stream.Message) error { return meshrpc.NewRequest(m, "echo", "Echo", nil, body) }
 }
 
-func httpReq(body []byte) func(*core.Message) error {
-	return func(m *core.Message) error { return http1.NewRequest(m, "POST", "echo", "/echo", nil, body) }
+func httpReq(body []byte) func(*stream.Message) error {
+	return func(m *stream.Message) error { return http1.NewRequest(m, "POST", "echo", "/echo", nil, body) }
 }
 
 // call makes one call and checks it succeeded.
-func call(ctx context.Context, cl *core.Cluster, build func(*core.Message) error, want int) error {
-	m := core.NewMessage()
+func call(ctx context.Context, cl *stream.Cluster, build func(*stream.Message) error, want int) error {
+	m := stream.NewMessage()
 	defer m.Release()
 	if err := build(m); err != nil {
 		return err
@@ -225,7 +225,7 @@ func call(ctx context.Context, cl *core.Cluster, build func(*core.Message) error
 	return nil
 }
 
-func measure(ctx context.Context, cfg Config, cl *core.Cluster, build func(*core.Message) error) (Result, error) {
+func measure(ctx context.Context, cfg Config, cl *stream.Cluster, build func(*stream.Message) error) (Result, error) {
 	var r Result
 	// Warm up: connections, pools, goroutine stacks.
 	for i := 0; i < 200; i++ {

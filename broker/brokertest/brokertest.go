@@ -1,0 +1,222 @@
+// Package brokertest is what the broker adapters' tests share: Run, the
+// conformance suite every adapter runs against a real broker of its kind
+// (suite.go), and the helpers their own tests use around it: publishing
+// and collecting numbered messages, waiting with a deadline, waiting for a
+// broker.Checker to change its mind while a broker is stopped and started.
+//
+// Every wait is bounded by WaitLong; nothing sleeps to synchronise.
+package brokertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// WaitLong bounds every wait of a test; generous so that -race builds on
+// a busy machine pass. Nothing waits this long when the code is right.
+const WaitLong = 30 * time.Second
+
+// Ctx returns a context bounded by WaitLong and cancelled at cleanup.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), WaitLong)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Body is the body of message number i ("m-00042"): bodies compare in
+// publish order.
+func Body(i int) []byte { return fmt.Appendf(nil, "m-%05d", i) }
+
+// Bodies is the set of Body(from) .. Body(from+n-1).
+func Bodies(from, n int) map[string]bool {
+	m := make(map[string]bool, n)
+	for i := from; i < from+n; i++ {
+		m[string(Body(i))] = true
+	}
+	return m
+}
+
+// Open opens an adapter with open, under a context bounded by WaitLong,
+// and closes it at cleanup (a test may close it first: Close is
+// idempotent).
+func Open[B broker.Broker](t testing.TB, open func(context.Context) (B, error)) B {
+	t.Helper()
+	b, err := open(Ctx(t))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Broker.Close: %v", err)
+		}
+	})
+	return b
+}
+
+// PublishN publishes n messages without a key, with bodies Body(from) ..
+// Body(from+n-1), one after the other, and returns their results.
+func PublishN(t testing.TB, b broker.Broker, topic string, from, n int) []broker.PublishResult {
+	t.Helper()
+	return PublishKeyed(t, b, topic, from, n, nil)
+}
+
+// PublishKeyed is PublishN with message i keyed keyOf(i) (nil: no key).
+func PublishKeyed(t testing.TB, b broker.Broker, topic string, from, n int, keyOf func(int) string) []broker.PublishResult {
+	t.Helper()
+	res := make([]broker.PublishResult, 0, n)
+	for i := from; i < from+n; i++ {
+		msg := &broker.Message{Topic: topic, Body: Body(i)}
+		if keyOf != nil {
+			msg.Key = keyOf(i)
+		}
+		r, err := b.Publish(Ctx(t), msg)
+		if err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+		res = append(res, r)
+	}
+	return res
+}
+
+// Consume starts a consumer that is closed at cleanup (a test may close it
+// first: Close is idempotent).
+func Consume(t testing.TB, b broker.Broker, spec broker.ConsumerSpec) broker.Consumer {
+	t.Helper()
+	c, err := b.Consume(Ctx(t), spec)
+	if err != nil {
+		t.Fatalf("Consume %+v: %v", spec, err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(context.Background()); err != nil {
+			t.Errorf("Consumer.Close: %v", err)
+		}
+	})
+	return c
+}
+
+// Next calls c.Next with a deadline and fails the test on error.
+func Next(t testing.TB, c broker.Consumer) broker.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitLong)
+	defer cancel()
+	d, err := c.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	return d
+}
+
+// Ack acks d and fails the test on error.
+func Ack(t testing.TB, d broker.Delivery) {
+	t.Helper()
+	if err := d.Ack(context.Background()); err != nil {
+		t.Fatalf("Ack %s: %v", d.MessageID(), err)
+	}
+}
+
+// Collect receives until every body in want was delivered at least once,
+// acking every delivery, and returns the deliveries in the order Next
+// returned them. It fails on a body not in want.
+func Collect(t testing.TB, c broker.Consumer, want map[string]bool) []broker.Delivery {
+	t.Helper()
+	var got []broker.Delivery
+	seen := make(map[string]bool, len(want))
+	for len(seen) < len(want) {
+		d := Next(t, c)
+		k := string(d.Message().Body)
+		if !want[k] {
+			t.Fatalf("unexpected message %q (%s, redelivered %d)", k, d.MessageID(), d.Redelivered())
+		}
+		seen[k] = true
+		got = append(got, d)
+		Ack(t, d)
+	}
+	return got
+}
+
+// Counts returns how often each body was delivered.
+func Counts(ds []broker.Delivery) map[string]int {
+	n := make(map[string]int, len(ds))
+	for _, d := range ds {
+		n[string(d.Message().Body)]++
+	}
+	return n
+}
+
+// ExactlyOnce fails unless every body counted in got (Counts) was
+// delivered once.
+func ExactlyOnce(t testing.TB, got map[string]int) {
+	t.Helper()
+	for k, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", k, n)
+		}
+	}
+}
+
+// ExpectNothing asserts that Next delivers nothing within d.
+func ExpectNothing(t testing.TB, c broker.Consumer, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	dl, err := c.Next(ctx)
+	if err == nil {
+		t.Fatalf("unexpected delivery %q (%s, redelivered %d)", dl.Message().Body, dl.MessageID(), dl.Redelivered())
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next: %v, want deadline exceeded", err)
+	}
+}
+
+// Poll reports whether cond held within WaitLong, checking it every 10 ms.
+// It may be called from any goroutine.
+func Poll(cond func() bool) bool {
+	deadline := time.Now().Add(WaitLong)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
+}
+
+// WaitCheck polls c.Check (each call bounded by one second) until it
+// succeeds (ready) or fails (!ready), and returns the last error. It fails
+// the test if that does not happen within timeout.
+func WaitCheck(t testing.TB, c broker.Checker, ready bool, timeout time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Check(ctx)
+		cancel()
+		if (err == nil) == ready {
+			return err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Check did not turn ready=%v within %s; last: %v", ready, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// broker that must come back on the same address after a stop.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,139 @@
+package kafkabroker
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// toKafka turns msg into a kafka-go message that owns its bytes: key and
+// body share one copy, header values are copied. The Writer may still read
+// the message after a Publish that ended with its ctx returned, so it must
+// not alias the caller's buffers. An empty Key is no key (round robin).
+func toKafka(msg *broker.Message, p *published) kafka.Message {
+	buf := make([]byte, len(msg.Key)+len(msg.Body))
+	copy(buf, msg.Key)
+	copy(buf[len(msg.Key):], msg.Body)
+	km := kafka.Message{
+		Topic:      msg.Topic,
+		Value:      buf[len(msg.Key):len(buf):len(buf)],
+		WriterData: p,
+		Time:       time.Now(),
+	}
+	if msg.Key != "" {
+		km.Key = buf[:len(msg.Key):len(msg.Key)]
+	}
+	if len(msg.Headers) > 0 {
+		km.Headers = make([]kafka.Header, len(msg.Headers))
+		for i, h := range msg.Headers {
+			km.Headers[i] = kafka.Header{Key: h.Key, Value: []byte(h.Value)}
+		}
+	}
+	return km
+}
+
+// fromKafka rebuilds the broker message: Kafka's key and headers (in their
+// order) are the message's.
+func fromKafka(m *kafka.Message) broker.Message {
+	msg := broker.Message{Topic: m.Topic, Key: string(m.Key), Body: m.Value}
+	if len(m.Headers) > 0 {
+		msg.Headers = make([]broker.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			msg.Headers[i] = broker.Header{Key: h.Key, Value: string(h.Value)}
+		}
+	}
+	return msg
+}
+
+// delivery is one message handed out by Next. A nacked message is handed
+// out again as a new delivery of the same message (Redelivered + 1).
+type delivery struct {
+	c           *consumer
+	partition   int
+	offset      int64
+	msg         broker.Message
+	id          string
+	redelivered int
+	ts          time.Time
+	answered    atomic.Bool
+}
+
+func (c *consumer) newDelivery(m *kafka.Message) *delivery {
+	return &delivery{
+		c:         c,
+		partition: m.Partition,
+		offset:    m.Offset,
+		msg:       fromKafka(m),
+		id:        messageID(m.Topic, m.Partition, m.Offset),
+		ts:        m.Time,
+	}
+}
+
+// again is the delivery of the same message after a nack.
+func (d *delivery) again() *delivery {
+	return &delivery{
+		c:           d.c,
+		partition:   d.partition,
+		offset:      d.offset,
+		msg:         d.msg,
+		id:          d.id,
+		redelivered: d.redelivered + 1,
+		ts:          d.ts,
+	}
+}
+
+// Message returns the message. The sidecar may keep the pointer.
+func (d *delivery) Message() *broker.Message { return &d.msg }
+
+// MessageID is "<topic>/<partition>/<offset>".
+func (d *delivery) MessageID() string { return d.id }
+
+// Redelivered counts how often this consumer handed the message out
+// before (nacks). Kafka keeps no delivery count: after a restart or a
+// rebalance the count starts at 0 again.
+func (d *delivery) Redelivered() int { return d.redelivered }
+
+// Timestamp is the Kafka message's timestamp (the producer's create time,
+// or the broker's append time if the topic is configured so).
+func (d *delivery) Timestamp() time.Time { return d.ts }
+
+// Ack marks the message processed. It only updates the consumer's commit
+// tracker (no network round trip); the consumer commits the partition's
+// offset once this and every earlier message it handed out on the
+// partition are acked. After the consumer was closed the ack can no longer
+// be committed: Ack returns an error wrapping broker.ErrClosed and the
+// message comes back to the group from the last commit.
+func (d *delivery) Ack(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafkabroker: ack %s: %w", d.id, err)
+	}
+	if !d.answered.CompareAndSwap(false, true) {
+		return fmt.Errorf("kafkabroker: ack %s: %w", d.id, ErrAnswered)
+	}
+	if !d.c.ack(d.partition, d.offset) {
+		return fmt.Errorf("kafkabroker: ack %s: consumer closed, the offset cannot be committed; the group will read the message again: %w",
+			d.id, broker.ErrClosed)
+	}
+	return nil
+}
+
+// Nack hands the message back: the consumer's Next returns it again after
+// delay (see the package doc). Its offset, and so every later offset of its
+// partition, stays uncommitted meanwhile. Like Ack it does no network round
+// trip. After the consumer was closed Nack does nothing and returns nil:
+// the offset was not committed, so the group reads the message again.
+func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafkabroker: nack %s: %w", d.id, err)
+	}
+	if !d.answered.CompareAndSwap(false, true) {
+		return fmt.Errorf("kafkabroker: nack %s: %w", d.id, ErrAnswered)
+	}
+	d.c.nack(d, max(delay, 0))
+	return nil
+}

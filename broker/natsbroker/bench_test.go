@@ -1,0 +1,55 @@
+package natsbroker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+)
+
+// BenchmarkPublish1KiB measures one synchronous publish (wait for the
+// JetStream ack) of a 1 KiB message with a key and a header, over TCP to an
+// embedded server on loopback with file storage.
+func BenchmarkPublish1KiB(b *testing.B) {
+	ev := newEnv(b, natsbroker.Config{})
+	msg := &broker.Message{
+		Topic:   "bench.publish",
+		Key:     "key-1",
+		Headers: []broker.Header{{Key: "Trace-Id", Value: "0af7651916cd43dd8448eb211c80319c"}},
+		Body:    make([]byte, 1024),
+	}
+	brokertest.BenchPublish(b, ev.b, msg)
+}
+
+// BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are
+// already stored, with the default prefetch.
+func BenchmarkConsume1KiB(b *testing.B) {
+	ev := newEnv(b, natsbroker.Config{})
+	msg := &broker.Message{Topic: "bench.consume", Key: "key-1", Body: make([]byte, 1024)}
+	ctx := context.Background()
+	if _, err := ev.b.Publish(ctx, msg); err != nil { // create the stream
+		b.Fatal(err)
+	}
+	// Fill the stream quickly with async publishes from an operator
+	// connection; only consumption is measured.
+	for i := 1; i < b.N; i++ {
+		nm := nats.NewMsg(msg.Topic)
+		nm.Header.Set(natsbroker.KeyHeader, msg.Key)
+		nm.Data = msg.Body
+		if _, err := ev.js.PublishMsgAsync(nm); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-ev.js.PublishAsyncComplete():
+	case <-time.After(brokertest.WaitLong):
+		b.Fatal("async publishes not acknowledged")
+	}
+	c := brokertest.Consume(b, ev.b, broker.ConsumerSpec{Topic: "bench.consume", Group: "bench"})
+	brokertest.BenchNextAck(b, c, len(msg.Body))
+}

@@ -1,0 +1,449 @@
+package rocketmqbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/apache/rocketmq-client-go/v2/producer"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// Compile-time checks that the adapter implements the contract.
+var (
+	_ broker.Broker   = (*Broker)(nil)
+	_ broker.Consumer = (*consumer)(nil)
+	_ broker.Delivery = (*delivery)(nil)
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultGroupPrefix = "MESH_"
+	DefaultRetries     = 2
+	DefaultPrefetch    = 128
+	// DefaultAckWait is used when ConsumerSpec.AckWait is zero.
+	DefaultAckWait = 60 * time.Second
+	// MaxReconsumeTimes is the reconsume limit the adapter's consumers
+	// give the broker: how often a message is sent back (Nack, AckWait
+	// expiry) before RocketMQ moves it to the group's own dead-letter
+	// topic %DLQ%<group> instead. The sidecar ends a poison message
+	// itself, after at most 1000 attempts (its highest max_attempts), on
+	// the binding's dead-letter topic; this limit is above that, so
+	// RocketMQ's mechanism never takes a message first. It is only a
+	// backstop for a message the sidecar failed to dead-letter another
+	// 16 times (RocketMQ's own default count) after that.
+	MaxReconsumeTimes = 1000 + 16
+)
+
+// producerGroupSuffix names the producer group: GroupPrefix + "PRODUCER".
+// RocketMQ uses producer groups only for transactions, which the adapter
+// does not use.
+const producerGroupSuffix = "PRODUCER"
+
+// Config configures New. Only NameServers is required.
+type Config struct {
+	// NameServers are the name servers, "host:port" each. Host names are
+	// resolved at New (the client accepts only IP addresses). Required.
+	NameServers []string
+	// GroupPrefix starts every group name the adapter uses: the producer
+	// group (GroupPrefix + "PRODUCER") and the consumer groups (see the
+	// package doc). Letters, digits, '_' and '-'.
+	// Zero: DefaultGroupPrefix ("MESH_").
+	GroupPrefix string
+	// Retries is how often Publish retries a send that failed (a send
+	// that timed out may then be stored twice).
+	// Zero: DefaultRetries (2). Negative: no retries.
+	Retries int
+	// Prefetch is the default of ConsumerSpec.Prefetch. Zero:
+	// DefaultPrefetch (128). See the package doc: the client's own
+	// buffering, not Prefetch, bounds what a consumer holds.
+	Prefetch int
+	// Logger receives the adapter's warnings and, at debug level, the
+	// RocketMQ client's own log (see installClientLogger).
+	// Zero: slog.Default().
+	Logger *slog.Logger
+	// MaxMessageSize is the brokers' maxMessageSize, the largest body
+	// they store; the client cannot ask them, so set it when the brokers
+	// are configured otherwise. Zero: DefaultMaxMessageSize (4 MiB,
+	// RocketMQ's default).
+	MaxMessageSize int
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if len(c.NameServers) == 0 {
+		errs = append(errs, errors.New("NameServers is required"))
+	}
+	for _, a := range c.NameServers {
+		host, port, err := net.SplitHostPort(strings.TrimSpace(a))
+		if err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("name server %q: want host:port", a))
+			continue
+		}
+		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("name server %q: bad port", a))
+		}
+	}
+	for i := 0; i < len(c.GroupPrefix); i++ {
+		if !nameByte(c.GroupPrefix[i]) {
+			errs = append(errs, fmt.Errorf("GroupPrefix %q: only letters, digits, '_' and '-' are allowed", c.GroupPrefix))
+			break
+		}
+	}
+	if len(c.GroupPrefix) > 32 {
+		errs = append(errs, fmt.Errorf("GroupPrefix %q is longer than 32 bytes", c.GroupPrefix))
+	}
+	if c.Prefetch < 0 {
+		//lint:ignore ST1005 the message starts with the Config field it is about
+		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
+	}
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize %d is negative", c.MaxMessageSize))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.GroupPrefix == "" {
+		c.GroupPrefix = DefaultGroupPrefix
+	}
+	switch {
+	case c.Retries == 0:
+		c.Retries = DefaultRetries
+	case c.Retries < 0:
+		c.Retries = 0
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Broker is one RocketMQ cluster. It is safe for concurrent use.
+type Broker struct {
+	cfg         Config   // defaults applied; read-only after New
+	nameServers []string // resolved to IP:port
+	producer    *producerHandle
+	log         *slog.Logger
+
+	// mu guards closed and consumers. It is never held while a
+	// consumer's mu is taken.
+	mu        sync.Mutex
+	closed    bool
+	consumers map[*consumer]struct{}
+	// wg tracks the shutdowns of consumers closed with deliveries
+	// outstanding (see consumer.Close).
+	wg sync.WaitGroup
+}
+
+// producerHandle is the part of the client's producer the adapter uses.
+type producerHandle struct {
+	p interface {
+		SendSync(ctx context.Context, msgs ...*primitive.Message) (*primitive.SendResult, error)
+		Shutdown() error
+	}
+}
+
+// New validates cfg, resolves the name servers, checks that at least one
+// answers as a RocketMQ name server, and starts the producer. ctx bounds
+// the checks (DefaultProbeTimeout when it has no earlier deadline). No
+// name server answering gives an error wrapping broker.ErrUnavailable.
+func New(ctx context.Context, cfg Config) (*Broker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger.With("broker", "rocketmq")
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: new: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+	defer cancel()
+	addrs, err := resolveNameServers(pctx, cfg.NameServers)
+	if err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: resolve name servers: %w: %w", broker.ErrUnavailable, err)
+	}
+	answered, err := probeAll(pctx, addrs)
+	if err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: no RocketMQ name server answers at %s (is the name server running and reachable?): %w: %w",
+			strings.Join(cfg.NameServers, ","), broker.ErrUnavailable, err)
+	}
+	if len(answered) < len(addrs) {
+		log.Warn("some name servers do not answer; the client tries them in turn", "answered", answered, "configured", addrs)
+	}
+	installClientLogger(log)
+	p, err := producer.NewDefaultProducer(
+		producer.WithNameServer(addrs),
+		producer.WithGroupName(cfg.GroupPrefix+producerGroupSuffix),
+		producer.WithInstanceName(instanceName("p")),
+		// Publish retries (outcome.go): it must see every attempt's
+		// error, and the client reports only the last one.
+		producer.WithRetry(0),
+		producer.WithQueueSelector(producer.NewHashQueueSelector()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: create producer: %w", err)
+	}
+	if err := p.Start(); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: start producer: %w", err)
+	}
+	return &Broker{
+		cfg:         cfg,
+		nameServers: addrs,
+		producer:    &producerHandle{p: p},
+		log:         log,
+		consumers:   make(map[*consumer]struct{}),
+	}, nil
+}
+
+// DefaultProbeTimeout bounds New's name server check.
+const DefaultProbeTimeout = defaultProbeTimeout
+
+var instanceSeq atomic.Uint64
+
+// instanceName is a client instance name unique to this process and
+// call: every producer and consumer gets a client of its own (the client
+// shares one per instance name), so closing a consumer closes its
+// connections, and the broker gives its queues to the group's other
+// members at once.
+func instanceName(kind string) string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("msgmesh-%s-%d-%d-%s", kind, os.Getpid(), instanceSeq.Add(1), hex.EncodeToString(r[:]))
+}
+
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Publish sends msg to its topic's RocketMQ topic (see the package doc)
+// and returns after the broker answered SEND_OK. Messages with the same key
+// go to the same queue. ctx bounds the call; each attempt also has the
+// client's own 3 s timeout. An error wraps broker.ErrOutcomeUnknown when an
+// attempt may have stored the message (see the package doc).
+func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
+	res := broker.PublishResult{Partition: -1}
+	if msg == nil {
+		return res, fmt.Errorf("rocketmqbroker: publish: nil message: %w", broker.ErrRejected)
+	}
+	topic := msg.Topic
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
+	}
+	if b.isClosed() {
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, broker.ErrClosed)
+	}
+	if err := checkTopic(topic); err != nil {
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
+	}
+	rm, err := toRocket(msg, rocketTopic(topic))
+	if err != nil {
+		if !errors.Is(err, broker.ErrRejected) { // a *broker.HeaderError
+			err = fmt.Errorf("%w: %w", broker.ErrRejected, err)
+		}
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
+	}
+	sr, maybeStored, err := b.send(ctx, rm)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("%w (client: %v)", cerr, err)
+		}
+		if maybeStored {
+			return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrOutcomeUnknown, err)
+		}
+		return res, b.opError("publish", topic, err)
+	}
+	if sr.Status != primitive.SendOK {
+		// FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT, SLAVE_NOT_AVAILABLE: the
+		// master stored the message but could not make it as durable as
+		// it is configured to (SYNC_FLUSH, SYNC_MASTER) in time. It will
+		// most likely be delivered; a crash of the master may lose it, and
+		// a retry may store it twice. That is an unknown outcome, not a
+		// success and not "not stored".
+		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: the broker stored the message in queue %s but answered %s: it is not known to be durable, and a retry may store it twice",
+			topic, broker.ErrOutcomeUnknown, queueOf(sr), sendStatusName(sr.Status))
+	}
+	if sr.MessageQueue != nil {
+		res.Stream = sr.MessageQueue.Topic
+		res.Partition = int32(sr.MessageQueue.QueueId)
+	}
+	res.Offset = sr.QueueOffset
+	res.MessageID = sr.MsgID
+	return res, nil
+}
+
+// sendStatusName is the broker's name for a send status.
+func sendStatusName(s primitive.SendStatus) string {
+	switch s {
+	case primitive.SendOK:
+		return "SEND_OK"
+	case primitive.SendFlushDiskTimeout:
+		return "FLUSH_DISK_TIMEOUT"
+	case primitive.SendFlushSlaveTimeout:
+		return "FLUSH_SLAVE_TIMEOUT"
+	case primitive.SendSlaveNotAvailable:
+		return "SLAVE_NOT_AVAILABLE"
+	}
+	return fmt.Sprintf("status %d", s)
+}
+
+// queueOf says where a send result put the message: "topic/queue@offset".
+func queueOf(sr *primitive.SendResult) string {
+	if sr.MessageQueue == nil {
+		return "?"
+	}
+	return fmt.Sprintf("%s/%d@%d", sr.MessageQueue.Topic, sr.MessageQueue.QueueId, sr.QueueOffset)
+}
+
+// opError formats an error of op on topic; after Close every error is
+// reported as broker.ErrClosed.
+func (b *Broker) opError(op, topic string, err error) error {
+	if b.isClosed() {
+		return fmt.Errorf("rocketmqbroker: %s %q: %w: %w", op, topic, broker.ErrClosed, err)
+	}
+	return wrap(fmt.Sprintf("%s %q", op, topic), err)
+}
+
+// Consume starts a consumer of spec.Group on spec.Topic: a RocketMQ pull
+// consumer of the group's RocketMQ consumer group (see the package doc),
+// clustering mode, starting a new group at the oldest message. It returns
+// once the client has the topic's route and has registered with the
+// broker; the client's own timeouts bound that (a few seconds per name
+// server). Queues are assigned right after.
+func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.Consumer, error) {
+	topic := spec.Topic
+	if err := checkGroup(spec.Group); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: %w", topic, broker.ErrRejected, err)
+	}
+	if err := checkTopic(topic); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: %w", topic, broker.ErrRejected, err)
+	}
+	switch {
+	case spec.AckWait < 0:
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: negative AckWait", topic, broker.ErrRejected)
+	case spec.Prefetch < 0:
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: negative Prefetch", topic, broker.ErrRejected)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w", topic, err)
+	}
+	if b.isClosed() {
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w", topic, broker.ErrClosed)
+	}
+	c := &consumer{
+		b:           b,
+		topic:       topic,
+		rtopic:      rocketTopic(topic),
+		group:       spec.Group,
+		rgroup:      consumerGroup(b.cfg.GroupPrefix, spec.Group, topic),
+		ackWait:     spec.AckWait,
+		outstanding: make(map[*delivery]struct{}),
+		shutDone:    make(chan struct{}),
+	}
+	if c.ackWait == 0 {
+		c.ackWait = DefaultAckWait
+	}
+	c.log = b.log.With("group", c.rgroup, "topic", c.rtopic)
+	pc, err := rmqconsumer.NewPullConsumer(
+		rmqconsumer.WithNameServer(b.nameServers),
+		rmqconsumer.WithGroupName(c.rgroup),
+		rmqconsumer.WithInstance(instanceName("c")),
+		rmqconsumer.WithConsumerModel(rmqconsumer.Clustering),
+		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
+		rmqconsumer.WithPullBatchSize(1),
+		// The pull consumer's default is 0, which sends every nacked
+		// message straight to the dead-letter topic; RocketMQ's usual 16
+		// would move poison messages to %DLQ%<group> before the sidecar's
+		// own policy could (see MaxReconsumeTimes).
+		rmqconsumer.WithMaxReconsumeTimes(MaxReconsumeTimes),
+		rmqconsumer.WithInterceptor(nackInterceptor),
+	)
+	if err != nil {
+		return nil, b.opError("consume", topic, err)
+	}
+	// No Shutdown after a failed Subscribe or Start: the client shuts
+	// itself down when Start fails after starting (no route), and panics
+	// when asked to shut down a consumer that never started.
+	if err := pc.Subscribe(c.rtopic, rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: "*"}); err != nil {
+		return nil, b.opError("consume", topic, err)
+	}
+	if err := pc.Start(); err != nil {
+		return nil, b.opError("consume", topic, fmt.Errorf("start consumer group %s: %w", c.rgroup, err))
+	}
+	c.pc = pc
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		c.forceClose()
+		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w", topic, broker.ErrClosed)
+	}
+	b.consumers[c] = struct{}{}
+	b.mu.Unlock()
+	c.log.Debug("consumer started")
+	return c, nil
+}
+
+func (b *Broker) removeConsumer(c *consumer) {
+	b.mu.Lock()
+	delete(b.consumers, c)
+	b.mu.Unlock()
+}
+
+// goShutdown shuts c down on a goroutine that Close waits for.
+func (b *Broker) goShutdown(c *consumer) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		c.shutdown()
+	}()
+}
+
+// Close shuts down every consumer still open, at once (acks of their
+// outstanding deliveries then fail, and those messages are redelivered),
+// waits for consumers finishing a Close, and stops the producer.
+// Idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	open := make([]*consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		open = append(open, c)
+	}
+	b.mu.Unlock()
+	for _, c := range open {
+		c.forceClose()
+	}
+	b.wg.Wait()
+	return b.producer.p.Shutdown()
+}
+
+// isNoRoute reports the client's "route info not found" error; the client
+// has no error value for it, only this text.
+func isNoRoute(err error) bool {
+	return strings.Contains(err.Error(), "route info not found")
+}
