@@ -538,11 +538,11 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if b.closed {
 		b.mu.Unlock()
 		c.stopCommit()
-		c.reader.Close()
+		c.stopGroup()
 		return nil, fmt.Errorf("kafkabroker: consume %q: %w", topic, broker.ErrClosed)
 	}
 	b.consumers[c] = struct{}{}
-	b.wg.Add(1) // done when c's reader is closed
+	b.wg.Add(1) // done when c's groupLoop ends
 	b.mu.Unlock()
 	c.start()
 	return c, nil
