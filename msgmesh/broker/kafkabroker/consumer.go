@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -134,6 +135,8 @@ type consumer struct {
 
 	// fetchers of the current generation; owned by groupLoop.
 	fetchers []*fetcher
+	// leader: this member assigned the current generation (tests, logs).
+	leader atomic.Bool
 }
 
 // generation is a generation of the group as this member is in it.
@@ -586,6 +589,7 @@ func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error
 	c.epoch++
 	epoch := c.epoch
 	c.gen = generation{memberID: m.id, id: m.generation}
+	c.leader.Store(m.leader)
 	mine := make(map[int]bool, len(parts))
 	for _, p32 := range parts {
 		p := int(p32)
@@ -651,6 +655,7 @@ func (c *consumer) revoke(timeout time.Duration) error {
 	}
 	c.gen = generation{id: -1}
 	c.tmu.Unlock()
+	c.leader.Store(false)
 	c.mu.Lock()
 	c.stash = nil
 drain:
