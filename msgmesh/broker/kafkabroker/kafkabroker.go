@@ -503,7 +503,7 @@ func (b *Broker) refreshTopic(ctx context.Context, topic string) error {
 	return nil
 }
 
-// Consume joins spec.Group on spec.Topic (creating the topic if needed);
+// Consume joins spec.Group (spec.BrokerGroup when set) on spec.Topic (creating the topic if needed);
 // see the package doc for the consumer's semantics. The group membership
 // is established in the background: Consume does not wait for the first
 // partition assignment.
@@ -533,7 +533,11 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if prefetch == 0 {
 		prefetch = b.cfg.Prefetch
 	}
-	c := newConsumer(b, topic, spec.Group, prefetch)
+	group := spec.Group
+	if spec.BrokerGroup != "" {
+		group = spec.BrokerGroup // any registry-valid name is a Kafka group id
+	}
+	c := newConsumer(b, topic, group, prefetch)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
