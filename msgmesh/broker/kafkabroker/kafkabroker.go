@@ -160,8 +160,8 @@ type Broker struct {
 	consumers map[*consumer]struct{}
 
 	// wg counts goroutines the Broker or its consumers started that may
-	// outlive the call that started them (a reader closing after its
-	// Close gave up on ctx). Close waits for them.
+	// outlive the call that started them (a consumer's group loop that
+	// finishes after its Close gave up on ctx). Close waits for them.
 	wg sync.WaitGroup
 }
 
@@ -578,7 +578,7 @@ func (b *Broker) Close() error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	// Consumers close in parallel: each waits for its reader's fetchers.
+	// Consumers close in parallel: each waits for its fetchers and LeaveGroup.
 	errs := make([]error, len(open)+1)
 	var wg sync.WaitGroup
 	for i, c := range open {
