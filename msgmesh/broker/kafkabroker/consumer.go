@@ -55,6 +55,8 @@ const (
 	// Backoff after a failed fetch, commit or join.
 	retryMinBackoff = 100 * time.Millisecond
 	retryMaxBackoff = 5 * time.Second
+	// maxImmediateRejoins bounds the joins in a row made without backoff.
+	maxImmediateRejoins = 5
 )
 
 // errNotMember: a commit was due while the consumer holds no generation of
@@ -483,6 +485,7 @@ func (c *consumer) groupLoop() {
 	m := newMember(c.b, c.group, c.topic, c.log)
 	var owned []int32
 	var backoff time.Duration
+	rejoins := 0 // in a row
 	for ctx.Err() == nil {
 		parts, err := m.join(ctx, owned)
 		if err == nil {
@@ -492,7 +495,10 @@ func (c *consumer) groupLoop() {
 			if ctx.Err() != nil {
 				break
 			}
-			if errors.Is(err, errRejoin) {
+			// The protocol asks for an immediate rejoin (a new member's
+			// id, a rebalance that began during the join); a coordinator
+			// that keeps asking gets backoff like any failure.
+			if rejoins++; errors.Is(err, errRejoin) && rejoins <= maxImmediateRejoins {
 				c.log.Debug("rejoining the group", "reason", err)
 				continue
 			}
@@ -501,7 +507,7 @@ func (c *consumer) groupLoop() {
 			sleepCtx(ctx, backoff)
 			continue
 		}
-		backoff = 0
+		backoff, rejoins = 0, 0
 		owned = parts
 		err = c.heartbeatLoop(ctx, m)
 		if ctx.Err() != nil {
