@@ -74,6 +74,15 @@ type Delivery interface {
 type ConsumerSpec struct {
 	Topic string
 	Group string
+	// BrokerGroup, when set, is the broker-side consumer group, used
+	// verbatim (Kafka group id, NATS durable consumer name, RocketMQ
+	// consumer group), so that the sidecar can join a group that apps
+	// with their own clients already use. Empty: the adapter derives the
+	// broker-side name from Group (docs/brokers.md says how). An adapter
+	// whose broker cannot take the name refuses it with ErrRejected; it
+	// also implements GroupChecker so that the sidecar can refuse it at
+	// registration.
+	BrokerGroup string
 	// AckWait is how long the broker waits for an ack before it redelivers
 	// on its own. The sidecar sets it above its own delivery timeout so that
 	// the sidecar, not the broker, normally decides about redelivery.
@@ -175,6 +184,15 @@ var ErrTopicConflict = errors.New("broker: topic name conflict")
 // the registration. CheckTopics must return within ctx.
 type TopicChecker interface {
 	CheckTopics(ctx context.Context, topics, registered []string) error
+}
+
+// GroupChecker is implemented by adapters whose broker allows fewer names
+// for a consumer group than the registry does (ConsumerSpec.BrokerGroup).
+// The sidecar calls it when an app registers a consume binding that names
+// its broker group, and refuses the registration when it returns an error
+// (which says why). It sends no request.
+type GroupChecker interface {
+	CheckBrokerGroup(name string) error
 }
 
 // SizeLimiter is implemented by adapters whose cluster bounds the size of

@@ -20,6 +20,10 @@ type upstreamKey struct {
 	cluster string
 	group   string
 	topic   string
+	// brokerGroup is the binding's broker_group (empty: the adapter
+	// derives the broker-side group from group). Part of the key so that
+	// re-registering with another one moves the upstream consumer.
+	brokerGroup string
 }
 
 func (k upstreamKey) route() routeKey { return routeKey{group: k.group, topic: k.topic} }
@@ -77,7 +81,7 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 			if _, ok := snap.policy[rk]; !ok { // Register keeps them equal
 				snap.policy[rk] = s.policyFor(b)
 			}
-			want[upstreamKey{cluster: s.clusterOf(b.Topic), group: b.Group, topic: b.Topic}] = true
+			want[s.upstreamKeyOf(b)] = true
 		}
 	}
 	snap.addGrants(regs)
@@ -126,10 +130,11 @@ func (s *Sidecar) clusterOf(topic string) string {
 // startUpstream must be called with reconcileMu held.
 func (s *Sidecar) startUpstream(ctx context.Context, k upstreamKey) error {
 	c, err := s.cfg.Brokers[k.cluster].Consume(ctx, broker.ConsumerSpec{
-		Topic:    k.topic,
-		Group:    k.group,
-		AckWait:  2 * s.cfg.DeliveryTimeout,
-		Prefetch: s.cfg.Prefetch,
+		Topic:       k.topic,
+		Group:       k.group,
+		BrokerGroup: k.brokerGroup,
+		AckWait:     2 * s.cfg.DeliveryTimeout,
+		Prefetch:    s.cfg.Prefetch,
 	})
 	if err != nil {
 		return err

@@ -167,7 +167,7 @@ func (sc *Sidecar) checkCapacity(reg registry.Registration, regs []registry.Regi
 }
 
 func (sc *Sidecar) upstreamKeyOf(b registry.Binding) upstreamKey {
-	return upstreamKey{cluster: sc.clusterOf(b.Topic), group: b.Group, topic: b.Topic}
+	return upstreamKey{cluster: sc.clusterOf(b.Topic), group: b.Group, topic: b.Topic, brokerGroup: b.BrokerGroup}
 }
 
 // capacityLog warns when the registrations or upstream consumers near or

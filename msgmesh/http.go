@@ -154,7 +154,10 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration, secr
 		if err := sc.checkCapacity(reg, current); err != nil {
 			return reg, err
 		}
-		return reg, sc.checkPolicies(reg, others(current, reg.App))
+		if err := sc.checkPolicies(reg, others(current, reg.App)); err != nil {
+			return reg, err
+		}
+		return reg, sc.checkBrokerGroups(reg, others(current, reg.App))
 	})
 	if err != nil {
 		return reg, "", err

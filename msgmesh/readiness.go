@@ -236,6 +236,9 @@ type upstreamInfo struct {
 	// The group's effective dead-letter policy on the topic.
 	MaxAttempts     int    `json:"max_attempts"`
 	DeadLetterTopic string `json:"dead_letter_topic"`
+	// BrokerGroup is the registered broker_group; empty when the
+	// adapter derives the broker-side group from Group.
+	BrokerGroup string `json:"broker_group,omitempty"`
 }
 
 // upstreamInfos describes every upstream consumer, reading only atomics.
@@ -248,7 +251,7 @@ func (s *Sidecar) upstreamInfos(clusters map[string]clusterInfo) []upstreamInfo 
 	out := make([]upstreamInfo, 0, len(*view))
 	for _, e := range *view {
 		ci := clusters[e.key.cluster]
-		ui := upstreamInfo{Cluster: e.key.cluster, Group: e.key.group, Topic: e.key.topic, BrokerUp: ci.Up, BrokerError: ci.Error}
+		ui := upstreamInfo{Cluster: e.key.cluster, Group: e.key.group, Topic: e.key.topic, BrokerGroup: e.key.brokerGroup, BrokerUp: ci.Up, BrokerError: ci.Error}
 		p := s.policyOf(e.key.route())
 		ui.MaxAttempts, ui.DeadLetterTopic = p.maxAttempts, p.topic
 		if e.u != nil {

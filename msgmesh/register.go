@@ -1,6 +1,7 @@
 package msgmesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,55 @@ func (sc *Sidecar) checkPolicies(reg registry.Registration, others []registry.Re
 			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d and dead_letter_topic %q in app %q's registration, not %d and %q; a group has one dead-letter policy per topic, so register the same values (or change both)",
 				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.app, p.maxAttempts, p.topic)
 		}
+	}
+	return nil
+}
+
+// checkBrokerGroups refuses a consume binding whose broker group (its
+// broker_group, else its group) its cluster cannot name
+// (broker.GroupChecker), that differs from the broker group another app
+// registered for the same (group, topic), or that another group already
+// uses on the same topic: two groups of the sidecar in one broker-side
+// group would split each other's messages.
+func (sc *Sidecar) checkBrokerGroups(reg registry.Registration, others []registry.Registration) error {
+	type owner struct {
+		app, group, brokerGroup string
+	}
+	byBinding := map[routeKey]owner{}
+	byName := map[[3]string]owner{} // (cluster, topic, broker name) → first user
+	note := func(app string, b registry.Binding) {
+		o := owner{app, b.Group, b.BrokerGroup}
+		if _, ok := byBinding[routeKey{group: b.Group, topic: b.Topic}]; !ok {
+			byBinding[routeKey{group: b.Group, topic: b.Topic}] = o
+		}
+		k := [3]string{sc.clusterOf(b.Topic), b.Topic, cmp.Or(b.BrokerGroup, b.Group)}
+		if _, ok := byName[k]; !ok {
+			byName[k] = o
+		}
+	}
+	for _, r := range others {
+		for _, b := range r.Consume {
+			note(r.App, b)
+		}
+	}
+	for i, b := range reg.Consume {
+		if b.BrokerGroup != "" {
+			if gc, ok := sc.cfg.Brokers[sc.clusterOf(b.Topic)].(broker.GroupChecker); ok {
+				if err := gc.CheckBrokerGroup(b.BrokerGroup); err != nil {
+					return fmt.Errorf("%w: consume[%d].broker_group: cluster %q: %w", ErrInvalid, i, sc.clusterOf(b.Topic), err)
+				}
+			}
+		}
+		if o, ok := byBinding[routeKey{group: b.Group, topic: b.Topic}]; ok && o.brokerGroup != b.BrokerGroup {
+			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has broker_group %q in app %q's registration, not %q; a group consumes a topic in one broker-side group, so register the same value (or change both)",
+				ErrInvalid, i, b.Group, b.Topic, o.brokerGroup, o.app, b.BrokerGroup)
+		}
+		name := cmp.Or(b.BrokerGroup, b.Group)
+		if o, ok := byName[[3]string{sc.clusterOf(b.Topic), b.Topic, name}]; ok && o.group != b.Group {
+			return fmt.Errorf("%w: consume[%d]: broker group %q on topic %q is already used by group %q (app %q); two groups in one broker-side group would split each other's messages",
+				ErrInvalid, i, name, b.Topic, o.group, o.app)
+		}
+		note(reg.App, b)
 	}
 	return nil
 }

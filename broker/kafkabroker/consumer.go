@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -34,11 +37,14 @@ const (
 	fetchMaxBytes = 4 << 20
 	// Group membership: heartbeats every second, so that the members
 	// notice a rebalance quickly; a member that stops heartbeating is
-	// dropped after sessionTimeout.
+	// dropped after sessionTimeout; the coordinator waits rebalanceTimeout
+	// for this member to rejoin when the group rebalances.
 	heartbeatInterval = time.Second
 	sessionTimeout    = 10 * time.Second
-	rebalanceTimeout  = 10 * time.Second
-	joinGroupBackoff  = time.Second
+	rebalanceTimeout  = 30 * time.Second
+	// partitionWatchInterval: how often a group leader looks for new
+	// partitions of the topics the group subscribes to.
+	partitionWatchInterval = 5 * time.Second
 	// commitInterval is the least time between two commits of one
 	// consumer: acks arriving meanwhile are committed together.
 	commitInterval = 5 * time.Millisecond
@@ -46,60 +52,114 @@ const (
 	// makes (further bounded by Close's ctx).
 	commitTimeout      = 10 * time.Second
 	finalCommitTimeout = 5 * time.Second
-	// Backoff after a failed fetch or commit.
+	// Backoff after a failed fetch, commit or join.
 	retryMinBackoff = 100 * time.Millisecond
 	retryMaxBackoff = 5 * time.Second
+	// maxImmediateRejoins bounds the joins in a row made without backoff.
+	maxImmediateRejoins = 5
 )
 
-// consumer is one group reading one topic through a kafka-go group Reader.
+// errNotMember: a commit was due while the consumer holds no generation of
+// its group (joining, or rebalancing); it is made after the next join.
+var errNotMember = errors.New("not a member of the group right now")
+
+// consumer is one group member reading one topic: a member of the Kafka
+// consumer group (member.go) that the group's assignment gives
+// partitions, each read by a kafka-go partition Reader (no group: this
+// consumer, not kafka-go, manages the membership and the offsets).
 //
 // Concurrency. Next is called by one goroutine at a time; Pause, Resume,
 // Close, Ack and Nack by any goroutine. Two locks:
 //
-//   - mu guards the state, the stash, the retry queue and the wake-up of a
-//     blocked Next (cancelFetch, wakeAt). It is never held across a
-//     network call or a blocking kafka-go call.
-//   - tmu guards the commit trackers (parts) and acksClosed. It is a leaf:
-//     it may be taken while mu is held (Next records a hand-out under
-//     both), never the other way round.
+//   - mu guards the state, the stash, the retry queue, the parked
+//     deliveries and the wake-up of a blocked Next (cancelFetch, wakeAt).
+//     It is never held across a network call or a blocking kafka-go call.
+//   - tmu guards the commit trackers (parts), the generation (gen, epoch)
+//     and acksClosed. It is a leaf: it may be taken while mu is held,
+//     never the other way round.
 //
 // Broker.mu and Broker.tmu are never taken while either is held.
 //
-// Goroutines: kafka-go's Reader runs its own (group membership, one
-// fetcher per assigned partition), stopped by reader.Close; commitLoop is
-// the consumer's own, stopped by Close before its final commit.
+// Goroutines: groupLoop (membership: join, heartbeats, rebalances, and on
+// Close the final commit and LeaveGroup), one fetcher per assigned
+// partition (started and stopped by groupLoop around each generation),
+// and commitLoop. Close stops commitLoop, then groupLoop, which stops
+// the fetchers; Broker.wg counts groupLoop.
 type consumer struct {
-	b      *Broker
-	topic  string
-	group  string
-	name   string
-	log    *slog.Logger
-	reader *kafka.Reader
+	b        *Broker
+	topic    string
+	group    string // the Kafka group
+	name     string
+	log      *slog.Logger
+	prefetch int
+	// msgs holds fetched messages Next has not taken: at most prefetch.
+	msgs chan fetched
 
 	mu    sync.Mutex
 	state consumerState
-	// stash holds messages FetchMessage returned while Pause or Close was
-	// interrupting it; they are handed out (in order) after Resume.
-	stash []kafka.Message
-	// retry holds nacked deliveries until they are due.
+	// stash holds messages Next received while Pause was interrupting
+	// it; they are handed out (in order) after Resume.
+	stash []fetched
+	// retry holds nacked deliveries until they are due; parked those due
+	// while their partition is between two generations (kept for the
+	// next one if the partition stays here).
 	retry    retryQueue
 	retrySeq uint64
-	// cancelFetch wakes a Next blocked in FetchMessage or in a backoff;
-	// nil when none is. wakeAt is the retry due time that Next waits
-	// for (zero: none), so a Nack due earlier wakes it.
+	parked   []*delivery
+	// cancelFetch wakes a Next blocked on msgs or on a due time; nil
+	// when none is. wakeAt is the retry due time that Next waits for
+	// (zero: none), so a Nack due earlier wakes it.
 	cancelFetch context.CancelFunc
 	wakeAt      time.Time
 	// closed is closed when the first Close is over.
 	closed chan struct{}
 
-	tmu        sync.Mutex
-	parts      map[int]*partitionTracker
+	tmu sync.Mutex
+	// parts has one tracker per partition this consumer owns, or owned
+	// in the previous generation until the next one is assigned.
+	parts map[int]*partitionTracker
+	// gen is the generation offsets are committed in (generation -1:
+	// none); epoch counts assignments, so that messages fetched in an
+	// earlier generation are never handed out in a later one.
+	gen        generation
+	epoch      uint64
 	acksClosed bool // set by Close before its final commit
 
 	commitWake chan struct{} // capacity 1: "there may be something to commit"
 	stopCommit context.CancelFunc
 	commitCtx  context.Context
 	commitDone chan struct{}
+
+	groupCtx  context.Context
+	stopGroup context.CancelFunc
+	groupDone chan struct{}
+	finalErr  error // the final commit's error; written by groupLoop before groupDone
+
+	// fetchers of the current generation; owned by groupLoop.
+	fetchers []*fetcher
+	// leader: this member assigned the current generation (tests, logs).
+	leader atomic.Bool
+}
+
+// generation is a generation of the group as this member is in it.
+type generation struct {
+	memberID string
+	id       int32
+}
+
+// fetched is a message a fetcher read, with the tracker and epoch of the
+// assignment it was read under.
+type fetched struct {
+	m     kafka.Message
+	t     *partitionTracker
+	epoch uint64
+}
+
+// fetcher reads one assigned partition into consumer.msgs.
+type fetcher struct {
+	reader *kafka.Reader
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
@@ -109,46 +169,34 @@ func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
 		group:      group,
 		name:       group + "@" + topic,
 		log:        b.log.With("topic", topic, "group", group),
+		prefetch:   prefetch,
+		msgs:       make(chan fetched, prefetch),
 		closed:     make(chan struct{}),
 		parts:      make(map[int]*partitionTracker),
+		gen:        generation{id: -1},
 		commitWake: make(chan struct{}, 1),
 		commitDone: make(chan struct{}),
+		groupDone:  make(chan struct{}),
 	}
 	c.commitCtx, c.stopCommit = context.WithCancel(context.Background())
-	c.reader = kafka.NewReader(kafka.ReaderConfig{
-		Brokers:               b.cfg.Brokers,
-		GroupID:               group,
-		Topic:                 topic,
-		Dialer:                b.dialer,
-		QueueCapacity:         prefetch,
-		MinBytes:              1,
-		MaxBytes:              fetchMaxBytes,
-		MaxWait:               fetchMaxWait,
-		ReadLagInterval:       -1,
-		HeartbeatInterval:     heartbeatInterval,
-		CommitInterval:        0, // synchronous commits, made by commitLoop
-		SessionTimeout:        sessionTimeout,
-		RebalanceTimeout:      rebalanceTimeout,
-		JoinGroupBackoff:      joinGroupBackoff,
-		WatchPartitionChanges: true,
-		StartOffset:           kafka.FirstOffset,
-		ErrorLogger:           warnLogger(b.log.With("client", "reader", "topic", topic, "group", group)),
-	})
+	c.groupCtx, c.stopGroup = context.WithCancel(context.Background())
 	return c
 }
 
-// start runs the committer. Called once, after Consume registered c.
+// start runs the committer and the group membership. Called once, after
+// Consume registered c (and added groupLoop to Broker.wg).
 func (c *consumer) start() {
 	go c.commitLoop()
+	go c.groupLoop()
 }
 
 // Next returns, in this order: a nacked message whose delay is over, a
-// message stashed by Pause, the next message from the reader. It blocks
-// until one is available, ctx ends, or Pause or Close is called.
-// Messages the reader reads again after a rebalance that this consumer
-// already handed out are skipped (their first delivery is still answered).
+// message stashed by Pause, the next fetched message. It blocks until one
+// is available, ctx ends, or Pause or Close is called. Messages fetched
+// under an earlier assignment, and messages of a partition read again
+// that this consumer already handed out, are skipped (the first delivery
+// of the latter is still answered).
 func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
-	var backoff time.Duration
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("kafkabroker: next %s: %w", c.name, err)
@@ -162,22 +210,22 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("kafkabroker: next %s: %w", c.name, broker.ErrClosed)
 		}
-		if d, ok := c.retry.popDue(time.Now()); ok {
+		if d := c.popRetryLocked(time.Now()); d != nil {
 			c.mu.Unlock()
 			return d.again(), nil
 		}
 		if len(c.stash) > 0 {
-			m := c.stash[0]
-			c.stash[0] = kafka.Message{}
+			f := c.stash[0]
+			c.stash[0] = fetched{}
 			c.stash = c.stash[1:]
-			d := c.handOutLocked(&m)
+			d := c.handOutLocked(&f)
 			c.mu.Unlock()
 			if d != nil {
 				return d, nil
 			}
 			continue
 		}
-		// Wait in the reader, but no longer than until the next nacked
+		// Wait for a message, but no longer than until the next nacked
 		// message is due; Pause, Close and an earlier Nack cancel fctx.
 		var fctx context.Context
 		var cancel context.CancelFunc
@@ -190,100 +238,102 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		c.cancelFetch = cancel
 		c.mu.Unlock()
 
-		m, err := c.reader.FetchMessage(fctx)
+		var f fetched
+		got := false
+		select {
+		case f = <-c.msgs:
+			got = true
+		case <-fctx.Done():
+		}
 
 		c.mu.Lock()
 		c.cancelFetch, c.wakeAt = nil, time.Time{}
 		var d *delivery
-		if err == nil {
+		if got {
 			switch c.state {
 			case stateRunning:
-				d = c.handOutLocked(&m)
+				d = c.handOutLocked(&f)
 			case statePaused:
-				// Pause interrupted the fetch as it returned a message:
-				// keep it for Resume. (After Close it is dropped,
-				// uncommitted, like the reader's queue.)
-				c.stash = append(c.stash, m)
+				// Pause interrupted the wait as a message came: keep
+				// it for Resume. (After Close it is dropped,
+				// uncommitted, like the rest of msgs.)
+				c.stash = append(c.stash, f)
 			}
 		}
 		c.mu.Unlock()
-		interrupted := fctx.Err() != nil
 		cancel()
 		switch {
 		case d != nil:
 			return d, nil
-		case err == nil:
-			backoff = 0
+		case got:
 			continue
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("kafkabroker: next %s: %w", c.name, ctx.Err())
-		case interrupted:
-			continue // Pause, Close, a Nack, or a redelivery became due
-		case errors.Is(err, io.EOF):
-			// The reader is closed: only Close does that.
-			return nil, fmt.Errorf("kafkabroker: next %s: %w", c.name, broker.ErrClosed)
 		}
-		// kafka-go gave up on something for now (coordinator or leader
-		// not reachable after its own retries): keep waiting, like the
-		// other adapters do through outages.
-		backoff = min(max(2*backoff, retryMinBackoff), retryMaxBackoff)
-		c.log.Warn("fetch failed; retrying", "error", err, "backoff", backoff)
-		c.sleep(ctx, backoff)
+		// Pause, Close, a Nack, or a redelivery became due.
 	}
 }
 
-// sleep waits d, or less if ctx ends or Pause, Close or a Nack wakes it.
-func (c *consumer) sleep(ctx context.Context, d time.Duration) {
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	c.mu.Lock()
-	if c.state != stateRunning {
-		c.mu.Unlock()
-		return
+// popRetryLocked returns the earliest due nacked delivery of a partition
+// this consumer owns. Due deliveries of a partition between two
+// generations are parked; those of a partition the group gave to another
+// member are dropped (it reads them from the last commit). c.mu is held.
+func (c *consumer) popRetryLocked(now time.Time) *delivery {
+	for {
+		d, ok := c.retry.popDue(now)
+		if !ok {
+			return nil
+		}
+		c.tmu.Lock()
+		current := c.parts[d.partition] == d.t
+		owned := current && d.t.owned
+		c.tmu.Unlock()
+		switch {
+		case owned:
+			return d
+		case current:
+			c.parked = append(c.parked, d)
+		}
 	}
-	c.cancelFetch = cancel
-	c.mu.Unlock()
-	<-wctx.Done()
-	c.mu.Lock()
-	c.cancelFetch = nil
-	c.mu.Unlock()
 }
 
-// handOutLocked records m in its partition's tracker and returns its
-// delivery, or nil if this consumer handed it out before (a re-read after
-// a rebalance). c.mu is held on entry.
-func (c *consumer) handOutLocked(m *kafka.Message) *delivery {
+// handOutLocked records f's message in its partition's tracker and
+// returns its delivery, or nil if it was fetched under an earlier
+// assignment or this consumer handed it out before (a re-read). c.mu is
+// held on entry.
+func (c *consumer) handOutLocked(f *fetched) *delivery {
 	c.tmu.Lock()
-	p := c.parts[m.Partition]
-	if p == nil {
-		p = new(partitionTracker)
-		c.parts[m.Partition] = p
-	}
-	fresh := p.handOut(m.Offset)
+	t := f.t
+	fresh := c.parts[f.m.Partition] == t && t.owned && f.epoch == c.epoch && t.handOut(f.m.Offset)
 	c.tmu.Unlock()
 	if !fresh {
 		return nil
 	}
-	return c.newDelivery(m)
+	return c.newDelivery(&f.m, t)
 }
 
-// ack records an ack and wakes the committer. It returns false when the
-// consumer is closed (the ack cannot be committed any more).
-func (c *consumer) ack(partition int, offset int64) bool {
+// ack records an ack in the tracker the message was handed out under and
+// wakes the committer. It returns false when the consumer is closed (the
+// ack cannot be committed any more). An ack for a partition the group
+// gave to another member lands in a tracker no longer used: it is not
+// committed (the new owner reads the message again).
+func (c *consumer) ack(t *partitionTracker, offset int64) bool {
 	c.tmu.Lock()
 	if c.acksClosed {
 		c.tmu.Unlock()
 		return false
 	}
-	if p := c.parts[partition]; p != nil {
-		p.ack(offset)
-	}
+	t.ack(offset)
 	c.tmu.Unlock()
+	c.wakeCommitter()
+	return true
+}
+
+func (c *consumer) wakeCommitter() {
 	select {
 	case c.commitWake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // nack queues d for redelivery after delay, and wakes a blocked Next if d
@@ -294,7 +344,11 @@ func (c *consumer) nack(d *delivery, delay time.Duration) {
 	if c.state == stateClosed {
 		return
 	}
-	due := time.Now().Add(delay)
+	c.pushRetryLocked(d, time.Now().Add(delay))
+}
+
+// pushRetryLocked queues d for redelivery at due. c.mu is held.
+func (c *consumer) pushRetryLocked(d *delivery, due time.Time) {
 	c.retrySeq++
 	c.retry.push(retryItem{due: due, seq: c.retrySeq, d: d})
 	if c.cancelFetch != nil && (c.wakeAt.IsZero() || due.Before(c.wakeAt)) {
@@ -324,8 +378,9 @@ func (c *consumer) commitLoop() {
 			}
 		}
 		last = time.Now()
-		err := c.commit(c.commitCtx)
-		if err == nil {
+		err := c.commit(c.commitCtx, commitTimeout)
+		if err == nil || errors.Is(err, errNotMember) {
+			// Not a member: the next assignment wakes the committer.
 			backoff = 0
 			continue
 		}
@@ -338,10 +393,7 @@ func (c *consumer) commitLoop() {
 			level = slog.LevelInfo // expected while the group rebalances
 		}
 		c.log.Log(c.commitCtx, level, "commit failed; retrying", "error", err, "backoff", backoff)
-		select {
-		case c.commitWake <- struct{}{}:
-		default:
-		}
+		c.wakeCommitter()
 	}
 }
 
@@ -354,42 +406,358 @@ func rebalancing(err error) bool {
 		errors.Is(err, kafka.NotCoordinatorForGroup)
 }
 
-// commit commits, for each partition, the offset its tracker allows if it
-// moved since the last commit. kafka-go's CommitMessages commits
-// message.Offset+1, so each message names the offset before the target.
-func (c *consumer) commit(ctx context.Context) error {
+// commit commits, in the current generation, for each owned partition the
+// offset its tracker allows if it moved since the last commit. It returns
+// an error wrapping errNotMember if something is to be committed while the
+// consumer holds no generation.
+func (c *consumer) commit(ctx context.Context, timeout time.Duration) error {
+	type item struct {
+		part int
+		t    *partitionTracker
+		to   int64
+	}
 	c.tmu.Lock()
-	var msgs []kafka.Message
-	for part, p := range c.parts {
-		if t, ok := p.toCommit(); ok {
-			msgs = append(msgs, kafka.Message{Topic: c.topic, Partition: part, Offset: t - 1})
+	g := c.gen
+	var items []item
+	for part, t := range c.parts {
+		if !t.owned {
+			continue
+		}
+		if to, ok := t.toCommit(); ok {
+			items = append(items, item{part, t, to})
+		}
+	}
+	if g.id < 0 {
+		pending := slices.ContainsFunc(slices.Collect(maps.Values(c.parts)), func(t *partitionTracker) bool { return t.dirty })
+		c.tmu.Unlock()
+		if pending {
+			return errNotMember
+		}
+		return nil
+	}
+	c.tmu.Unlock()
+	if len(items) == 0 {
+		return nil
+	}
+	offsets := make([]kafka.OffsetCommit, len(items))
+	for i, it := range items {
+		offsets[i] = kafka.OffsetCommit{Partition: it.part, Offset: it.to}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := c.b.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID:      c.group,
+		GenerationID: int(g.id),
+		MemberID:     g.memberID,
+		Topics:       map[string][]kafka.OffsetCommit{c.topic: offsets},
+	})
+	if err != nil {
+		return err
+	}
+	failed := map[int]error{}
+	for _, p := range res.Topics[c.topic] {
+		if p.Error != nil {
+			failed[p.Partition] = p.Error
+		}
+	}
+	c.tmu.Lock()
+	for _, it := range items {
+		if failed[it.part] == nil {
+			it.t.committedTo(it.to)
 		}
 	}
 	c.tmu.Unlock()
-	if len(msgs) == 0 {
-		return nil
+	for _, it := range items {
+		if err := failed[it.part]; err != nil {
+			return fmt.Errorf("commit partition %d: %w", it.part, err)
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	return nil
+}
+
+// groupLoop is the consumer's life in its group: join, take the assigned
+// partitions, heartbeat until the group rebalances, give them back, and
+// again, until Close; then the final commit and LeaveGroup.
+func (c *consumer) groupLoop() {
+	defer c.b.wg.Done() // added by Consume
+	defer close(c.groupDone)
+	ctx := c.groupCtx
+	m := newMember(c.b, c.group, c.topic, c.log)
+	var owned []int32
+	var backoff time.Duration
+	rejoins := 0 // in a row
+	for ctx.Err() == nil {
+		parts, err := m.join(ctx, owned)
+		if err == nil {
+			err = c.assigned(ctx, m, parts)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			// The protocol asks for an immediate rejoin (a new member's
+			// id, a rebalance that began during the join); a coordinator
+			// that keeps asking gets backoff like any failure.
+			if rejoins++; errors.Is(err, errRejoin) && rejoins <= maxImmediateRejoins {
+				c.log.Debug("rejoining the group", "reason", err)
+				continue
+			}
+			backoff = min(max(2*backoff, retryMinBackoff), retryMaxBackoff)
+			c.log.Warn("joining the consumer group failed; retrying", "error", err, "backoff", backoff)
+			sleepCtx(ctx, backoff)
+			continue
+		}
+		backoff, rejoins = 0, 0
+		owned = parts
+		err = c.heartbeatLoop(ctx, m)
+		if ctx.Err() != nil {
+			break
+		}
+		c.log.Debug("group rebalancing; giving the partitions back", "reason", err)
+		if err := c.revoke(commitTimeout); err != nil {
+			c.log.Info("commit before rebalance failed; the group reads the acked messages again", "error", err)
+		}
+	}
+	c.finalErr = c.revoke(finalCommitTimeout)
+	lctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	if err := c.reader.CommitMessages(ctx, msgs...); err != nil {
-		return err
+	if err := m.leave(lctx); err != nil {
+		c.log.Info("leaving the group failed; the coordinator drops this member after the session timeout", "error", err)
 	}
+}
+
+// heartbeatLoop heartbeats until the group rebalances (an error wrapping
+// errRejoin), the coordinator cannot be reached for a session timeout, a
+// group leader sees new partitions, or ctx ends.
+func (c *consumer) heartbeatLoop(ctx context.Context, m *member) error {
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	lastOK, lastWatch := time.Now(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		err := m.heartbeat(ctx)
+		switch {
+		case err == nil:
+			lastOK = time.Now()
+		case errors.Is(err, errRejoin) || ctx.Err() != nil:
+			return err
+		case time.Since(lastOK) > sessionTimeout:
+			return fmt.Errorf("no heartbeat answered for %v: %w", time.Since(lastOK).Round(time.Second), err)
+		default:
+			c.log.Info("heartbeat failed; retrying", "error", err)
+		}
+		if time.Since(lastWatch) >= partitionWatchInterval {
+			lastWatch = time.Now()
+			if m.metadataChanged(ctx) {
+				return fmt.Errorf("%w: partitions changed", errRejoin)
+			}
+		}
+	}
+}
+
+// assigned takes the partitions the group gave this member in m's
+// generation: it reads their committed offsets, keeps the tracker of a
+// partition it owned before when nobody committed on it since (so that
+// its messages still with the app are not delivered twice and their acks
+// still count), starts every other partition afresh from its committed
+// offset (the oldest retained message when none), and starts the
+// fetchers.
+func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error {
+	committed := map[int]int64{}
+	if len(parts) > 0 {
+		ps := make([]int, len(parts))
+		for i, p := range parts {
+			ps[i] = int(p)
+		}
+		res, err := c.b.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.group, Topics: map[string][]int{c.topic: ps}})
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
+			return fmt.Errorf("read committed offsets: %w", err)
+		}
+		for _, p := range res.Topics[c.topic] {
+			if p.Error != nil {
+				return fmt.Errorf("read committed offset of partition %d: %w", p.Partition, p.Error)
+			}
+			committed[p.Partition] = p.CommittedOffset
+		}
+	}
+
+	start := make(map[int]int64, len(parts))
+	trackers := make(map[int]*partitionTracker, len(parts))
+	var kept, fresh []int
 	c.tmu.Lock()
-	for _, m := range msgs {
-		c.parts[m.Partition].committedTo(m.Offset + 1)
+	c.epoch++
+	epoch := c.epoch
+	c.gen = generation{memberID: m.id, id: m.generation}
+	c.leader.Store(m.leader)
+	mine := make(map[int]bool, len(parts))
+	for _, p32 := range parts {
+		p := int(p32)
+		mine[p] = true
+		co, ok := committed[p]
+		if !ok {
+			co = -1
+		}
+		t := c.parts[p]
+		if t != nil && (t.committed == co || co < 0 && t.committed == 0) {
+			kept = append(kept, p)
+		} else {
+			t = newPartitionTracker(co)
+			c.parts[p] = t
+			fresh = append(fresh, p)
+		}
+		t.owned = true
+		trackers[p] = t
+		start[p] = t.resumeAt()
+	}
+	for p := range c.parts {
+		if !mine[p] {
+			delete(c.parts, p)
+		}
 	}
 	c.tmu.Unlock()
+
+	c.mu.Lock()
+	parked := c.parked
+	c.parked = nil
+	for _, d := range parked {
+		if trackers[d.partition] == d.t {
+			c.pushRetryLocked(d, time.Now())
+		}
+	}
+	c.mu.Unlock()
+
+	c.log.Info("partitions assigned", "generation", m.generation, "member", m.id, "leader", m.leader,
+		"partitions", parts, "kept", kept, "fresh", fresh)
+	for _, p32 := range parts {
+		p := int(p32)
+		c.startFetcher(p, start[p], trackers[p], epoch)
+	}
+	c.wakeCommitter() // acks that came while no generation was held
 	return nil
+}
+
+// revoke gives the partitions back before a rejoin (or Close): it stops
+// the fetchers, commits what is acked (bounded by timeout), and stops
+// handing out and committing until the next assignment. Trackers stay, so
+// that a partition assigned here again continues where it was. Messages
+// fetched and not handed out are dropped: the next owner reads them from
+// the commit.
+func (c *consumer) revoke(timeout time.Duration) error {
+	c.stopFetchers()
+	err := c.commit(context.Background(), timeout)
+	if errors.Is(err, errNotMember) {
+		err = fmt.Errorf("%w: acked messages of the last generation could not be committed", err)
+	}
+	c.tmu.Lock()
+	for _, t := range c.parts {
+		t.owned = false
+	}
+	c.gen = generation{id: -1}
+	c.tmu.Unlock()
+	c.leader.Store(false)
+	c.mu.Lock()
+	c.stash = nil
+drain:
+	for {
+		select {
+		case <-c.msgs:
+		default:
+			break drain
+		}
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// startFetcher starts reading partition from offset (kafka.FirstOffset:
+// the oldest retained message) into msgs. groupLoop only.
+func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker, epoch uint64) {
+	log := c.log.With("partition", partition)
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:         c.b.cfg.Brokers,
+		Topic:           c.topic,
+		Partition:       partition,
+		Dialer:          c.b.dialer,
+		QueueCapacity:   1, // msgs is the queue
+		MinBytes:        1,
+		MaxBytes:        fetchMaxBytes,
+		MaxWait:         fetchMaxWait,
+		ReadLagInterval: -1,
+		StartOffset:     kafka.FirstOffset,
+		ErrorLogger:     warnLogger(log.With("client", "reader")),
+	})
+	if err := r.SetOffset(offset); err != nil {
+		log.Warn("setting the reader's offset", "error", err) // only fails on a closed reader
+	}
+	ctx, cancel := context.WithCancel(c.groupCtx)
+	f := &fetcher{reader: r, cancel: cancel, done: make(chan struct{})}
+	c.fetchers = append(c.fetchers, f)
+	go func() {
+		defer close(f.done)
+		var backoff time.Duration
+		for {
+			m, err := r.FetchMessage(ctx)
+			switch {
+			case ctx.Err() != nil || errors.Is(err, io.EOF):
+				return
+			case err != nil:
+				backoff = min(max(2*backoff, retryMinBackoff), retryMaxBackoff)
+				log.Warn("fetch failed; retrying", "error", err, "backoff", backoff)
+				sleepCtx(ctx, backoff)
+				continue
+			}
+			backoff = 0
+			select {
+			case c.msgs <- fetched{m: m, t: t, epoch: epoch}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// stopFetchers stops every fetcher and waits for them (kafka-go's readers
+// take up to fetchMaxWait to close). groupLoop only.
+func (c *consumer) stopFetchers() {
+	var wg sync.WaitGroup
+	for _, f := range c.fetchers {
+		f.cancel()
+		wg.Go(func() {
+			if err := f.reader.Close(); err != nil {
+				c.log.Debug("closing partition reader", "error", err)
+			}
+			<-f.done
+		})
+	}
+	wg.Wait()
+	c.fetchers = nil
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // Pause stops handing out messages: Next returns broker.ErrPaused, and a
 // Next blocked meanwhile returns it at once. The consumer stays in the
 // group and keeps its partitions, so acks that arrive while paused are
-// still committed; kafka-go's reader stops fetching once its queue
-// (ConsumerSpec.Prefetch messages) is full. What it fetched stays queued
-// for Resume; if Close follows instead, it is dropped uncommitted and the
-// group reads it again from the last commit. Idempotent; pausing a closed
-// consumer does nothing.
+// still committed; the fetchers stop once msgs (ConsumerSpec.Prefetch
+// messages) is full. What was fetched stays queued for Resume; if Close
+// follows instead, it is dropped uncommitted and the group reads it again
+// from the last commit. Idempotent; pausing a closed consumer does
+// nothing.
 func (c *consumer) Pause(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -417,12 +785,13 @@ func (c *consumer) Resume(ctx context.Context) error {
 }
 
 // Close stops the consumer for good: a blocked Next returns
-// broker.ErrClosed, the committer stops, a final commit covers every
-// contiguously acked offset, and the reader leaves the group (kafka-go
-// waits for its fetchers, up to fetchMaxWait). Messages fetched or nacked
-// but not acked are dropped uncommitted: the group reads them again. The
+// broker.ErrClosed, the committer stops, the fetchers stop (kafka-go
+// waits for a fetch in flight, up to fetchMaxWait), a final commit covers
+// every contiguously acked offset, and the member leaves the group (its
+// partitions go to other members at once). Messages fetched or nacked but
+// not acked are dropped uncommitted: the group reads them again. The
 // group's committed offsets stay on the cluster. ctx bounds the wait; if
-// it ends first, the reader finishes closing in the background (Broker
+// it ends first, the member finishes leaving in the background (Broker
 // Close waits for it). Idempotent: a second Close waits for the first.
 func (c *consumer) Close(ctx context.Context) error {
 	c.mu.Lock()
@@ -439,7 +808,7 @@ func (c *consumer) Close(ctx context.Context) error {
 	if c.cancelFetch != nil {
 		c.cancelFetch()
 	}
-	c.stash, c.retry = nil, nil
+	c.stash, c.retry, c.parked = nil, nil, nil
 	c.mu.Unlock()
 	defer close(c.closed)
 	c.b.removeConsumer(c)
@@ -450,26 +819,15 @@ func (c *consumer) Close(ctx context.Context) error {
 	c.acksClosed = true
 	c.tmu.Unlock()
 
-	var errs []error
-	fctx, cancel := context.WithTimeout(ctx, finalCommitTimeout)
-	if err := c.commit(fctx); err != nil {
-		c.log.Warn("final commit failed; the group will read acked messages again", "error", err)
-		errs = append(errs, fmt.Errorf("kafkabroker: close %s: final commit: %w", c.name, withSentinel(err)))
-	}
-	cancel()
-
-	done := make(chan struct{})
-	go func() {
-		defer c.b.wg.Done() // added by Consume
-		defer close(done)
-		if err := c.reader.Close(); err != nil {
-			c.log.Warn("closing reader", "error", err)
-		}
-	}()
+	c.stopGroup() // groupLoop makes the final commit and leaves the group
 	select {
-	case <-done:
+	case <-c.groupDone:
 	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("kafkabroker: close %s: leave group: %w", c.name, ctx.Err()))
+		return fmt.Errorf("kafkabroker: close %s: leave group: %w", c.name, ctx.Err())
 	}
-	return errors.Join(errs...)
+	if err := c.finalErr; err != nil {
+		c.log.Warn("final commit failed; the group will read acked messages again", "error", err)
+		return fmt.Errorf("kafkabroker: close %s: final commit: %w", c.name, withSentinel(err))
+	}
+	return nil
 }

@@ -51,16 +51,29 @@
 // (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
 // KAFKA_STORAGE_ERROR, UNKNOWN) — on any attempt, not only the last.
 //
-// Consume. A kafka-go Reader in consumer group ConsumerSpec.Group on
-// ConsumerSpec.Topic (range or round-robin assignment, heartbeats every
-// second, session timeout 10 s, new partitions picked up within 5 s). A
-// group without committed offsets starts at the oldest retained message
-// (like the NATS adapter's deliver-all). The reader's queue holds at most
-// ConsumerSpec.Prefetch (default Config.Prefetch, 128) messages; with the
-// message each partition fetcher may hold while the queue is full, that is
-// at most Prefetch plus one per assigned partition held client-side.
-// ConsumerSpec.AckWait is not used: Kafka has no per-message ack timeout
-// (see Redelivery below).
+// Consume. A member of the Kafka consumer group ConsumerSpec.BrokerGroup
+// (ConsumerSpec.Group when that is empty) subscribed to ConsumerSpec.Topic:
+// one group may span several topics, with one member per topic. The
+// adapter speaks the group protocol itself (member.go, groupproto.go),
+// because kafka-go's ConsumerGroup writes a subscription (version 1
+// without OwnedPartitions) that librdkafka cannot read and reads none
+// that librdkafka writes, so it could not share a group with librdkafka or
+// Java consumers. The member uses protocol type "consumer" with the eager
+// assignors range and roundrobin (what librdkafka offers by default, and
+// range is Java's first), over a connection of its own to the group
+// coordinator: heartbeats every second, session timeout 10 s, rebalance
+// timeout 30 s. As leader it assigns every member's subscribed topics,
+// foreign members included, exactly as Kafka's RangeAssignor and
+// RoundRobinAssignor do (assign.go), and rebalances when a subscribed
+// topic gains partitions (checked every 5 s). Each assigned partition is
+// read by a kafka-go partition Reader (no group) from the group's
+// committed offset; a partition without one starts at the oldest retained
+// message (like the NATS adapter's deliver-all). Fetched messages wait in
+// one queue of ConsumerSpec.Prefetch (default Config.Prefetch, 128)
+// messages; with the message each partition fetcher may hold while the
+// queue is full, that is at most Prefetch plus two per assigned partition
+// held client-side. ConsumerSpec.AckWait is not used: Kafka has no
+// per-message ack timeout (see Redelivery below).
 //
 // Commits. Offsets are committed by the adapter (no auto commit), and
 // only under this rule: a partition's offset is committed up to a message
@@ -100,35 +113,42 @@
 // rebalance a message read again from the last commit has Redelivered 0.
 // Timestamp is the Kafka message timestamp (Publish sets the create time).
 //
-// Rebalance. kafka-go's group reader reassigns partitions on its own and
-// does not tell its user. When this consumer loses a partition, the new
-// owner reads it from the last commit, so messages handed out here and not
-// yet committed are delivered again there: duplicates, never a loss.
-// Acks for messages of a lost partition are still committed by this
-// consumer when they come (Kafka's group protocol accepts commits from any
-// current member), which never moves the offset past a message nobody
-// processed, but can move it back behind the new owner's commits: more
-// duplicates after a later restart, still no loss. When the reader reads
-// a partition again after a rebalance, messages this consumer already
-// handed out are skipped: their first delivery is still live, and its
-// Ack or Nack decides.
+// Rebalance. When the coordinator announces a rebalance, the consumer
+// stops its fetchers, commits what is contiguously acked (in the ending
+// generation, which Kafka accepts while the group prepares to rebalance),
+// drops the messages fetched and not handed out, and rejoins; Next hands
+// out nothing meanwhile (nacked messages that come due wait). With the new
+// assignment it reads the committed offsets: a partition it owned before
+// and on which nobody committed since keeps its commit tracker, so
+// deliveries still with the app are not handed out again, their acks and
+// nacks still count, and reading continues after the last message handed
+// out. Any other partition starts afresh from its committed offset. A
+// partition that moved to another member is read there from the last
+// commit: messages handed out here and not yet acked are delivered there
+// again (duplicates, never a loss); their acks here are not committed any
+// more (they would move the offset behind the new owner's), and their
+// nacks are dropped. Messages fetched in one generation are never handed
+// out in a later one.
 //
 // Pause and Close. Pause makes Next return broker.ErrPaused (a blocked
 // Next returns at once) and nothing more: the consumer stays in the group,
 // keeps its partitions and keeps committing acks, which is what the
 // sidecar's upgrade needs (it pauses, waits for the app's acks, then
-// closes). kafka-go's reader keeps fetching only until its queue is full.
+// closes). The fetchers keep fetching only until the queue is full.
 // Messages fetched but not handed out stay queued and are handed out after
 // Resume; if the consumer is closed instead they are dropped uncommitted,
 // and the group reads them again from the last commit. Close makes a
-// blocked Next return broker.ErrClosed, makes the final commit, and closes
-// the reader, which leaves the group (its partitions go to other members
-// at once); committed offsets are kept. Pause, Resume and Close are safe
+// blocked Next return broker.ErrClosed, stops the fetchers, makes the
+// final commit and leaves the group (LeaveGroup: its partitions go to
+// other members at once); committed offsets are kept. Pause, Resume and Close are safe
 // concurrently with a blocked Next and with each other, and idempotent.
 //
 // Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
-// the transport's metadata refresh, each Reader's group and fetch loops),
-// each consumer runs one committer. Consumer.Close stops the committer and
-// the reader; Broker.Close closes the consumers still open, the Writer and
-// the transport, and waits for all of them.
+// the transport's metadata refresh, each partition Reader's fetch loop),
+// each consumer runs a committer, a group loop (membership and
+// rebalances) and one fetcher per assigned partition, which the group loop
+// starts and stops. Consumer.Close stops the committer, then the group
+// loop, which stops the fetchers, commits and leaves; Broker.Close closes
+// the consumers still open, the Writer and the transport, and waits for
+// all of them.
 package kafkabroker

@@ -164,8 +164,8 @@ type Broker struct {
 	consumers map[*consumer]struct{}
 
 	// wg counts goroutines the Broker or its consumers started that may
-	// outlive the call that started them (a reader closing after its
-	// Close gave up on ctx). Close waits for them.
+	// outlive the call that started them (a consumer's group loop that
+	// finishes after its Close gave up on ctx). Close waits for them.
 	wg sync.WaitGroup
 }
 
@@ -507,7 +507,7 @@ func (b *Broker) refreshTopic(ctx context.Context, topic string) error {
 	return nil
 }
 
-// Consume joins spec.Group on spec.Topic (creating the topic if needed);
+// Consume joins spec.Group (spec.BrokerGroup when set) on spec.Topic (creating the topic if needed);
 // see the package doc for the consumer's semantics. The group membership
 // is established in the background: Consume does not wait for the first
 // partition assignment.
@@ -537,16 +537,20 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if prefetch == 0 {
 		prefetch = b.cfg.Prefetch
 	}
-	c := newConsumer(b, topic, spec.Group, prefetch)
+	group := spec.Group
+	if spec.BrokerGroup != "" {
+		group = spec.BrokerGroup // any registry-valid name is a Kafka group id
+	}
+	c := newConsumer(b, topic, group, prefetch)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		c.stopCommit()
-		c.reader.Close()
+		c.stopGroup()
 		return nil, fmt.Errorf("kafkabroker: consume %q: %w", topic, broker.ErrClosed)
 	}
 	b.consumers[c] = struct{}{}
-	b.wg.Add(1) // done when c's reader is closed
+	b.wg.Add(1) // done when c's groupLoop ends
 	b.mu.Unlock()
 	c.start()
 	return c, nil
@@ -578,7 +582,7 @@ func (b *Broker) Close() error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	// Consumers close in parallel: each waits for its reader's fetchers.
+	// Consumers close in parallel: each waits for its fetchers and LeaveGroup.
 	errs := make([]error, len(open)+1)
 	var wg sync.WaitGroup
 	for i, c := range open {

@@ -53,7 +53,11 @@ func fromKafka(m *kafka.Message) broker.Message {
 // delivery is one message handed out by Next. A nacked message is handed
 // out again as a new delivery of the same message (Redelivered + 1).
 type delivery struct {
-	c           *consumer
+	c *consumer
+	// t is the tracker of the assignment the message was handed out
+	// under: its ack counts there, and only while that tracker is the
+	// partition's (see consumer.assigned).
+	t           *partitionTracker
 	partition   int
 	offset      int64
 	msg         broker.Message
@@ -63,9 +67,10 @@ type delivery struct {
 	answered    atomic.Bool
 }
 
-func (c *consumer) newDelivery(m *kafka.Message) *delivery {
+func (c *consumer) newDelivery(m *kafka.Message, t *partitionTracker) *delivery {
 	return &delivery{
 		c:         c,
+		t:         t,
 		partition: m.Partition,
 		offset:    m.Offset,
 		msg:       fromKafka(m),
@@ -78,6 +83,7 @@ func (c *consumer) newDelivery(m *kafka.Message) *delivery {
 func (d *delivery) again() *delivery {
 	return &delivery{
 		c:           d.c,
+		t:           d.t,
 		partition:   d.partition,
 		offset:      d.offset,
 		msg:         d.msg,
@@ -115,7 +121,7 @@ func (d *delivery) Ack(ctx context.Context) error {
 	if !d.answered.CompareAndSwap(false, true) {
 		return fmt.Errorf("kafkabroker: ack %s: %w", d.id, ErrAnswered)
 	}
-	if !d.c.ack(d.partition, d.offset) {
+	if !d.c.ack(d.t, d.offset) {
 		return fmt.Errorf("kafkabroker: ack %s: consumer closed, the offset cannot be committed; the group will read the message again: %w",
 			d.id, broker.ErrClosed)
 	}

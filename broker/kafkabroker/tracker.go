@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"sort"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 )
 
 // partitionTracker implements the commit rule for one partition: the offset
@@ -29,6 +31,29 @@ type partitionTracker struct {
 	committed int64
 	// dirty: an ack arrived since the last commit was collected.
 	dirty bool
+	// owned: the partition is assigned to this consumer in the current
+	// generation (false between two generations): only then are its
+	// messages handed out and its offset committed.
+	owned bool
+}
+
+// newPartitionTracker starts a partition at its committed offset
+// (negative: none committed).
+func newPartitionTracker(committed int64) *partitionTracker {
+	if committed < 0 {
+		return &partitionTracker{}
+	}
+	return &partitionTracker{next: committed, committed: committed}
+}
+
+// resumeAt is the offset to read the partition from: one past the last
+// message handed out, the committed offset, or kafka.FirstOffset (the
+// oldest retained message) when there is neither.
+func (p *partitionTracker) resumeAt() int64 {
+	if p.next > 0 {
+		return p.next
+	}
+	return kafka.FirstOffset
 }
 
 type handedOffset struct {

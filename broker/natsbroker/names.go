@@ -93,3 +93,19 @@ func consumerName(group, topic string) string {
 	}
 	return bound(name)
 }
+
+// CheckBrokerGroup refuses a broker group (ConsumerSpec.BrokerGroup)
+// that cannot be a durable consumer name as it is: NATS forbids '.' (and
+// '*', '>', '/', '\', whitespace) there, and the adapter keeps names to
+// maxNameLen bytes.
+func (b *Broker) CheckBrokerGroup(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty broker group")
+	case len(name) > maxNameLen:
+		return fmt.Errorf("broker group %q is %d bytes long; durable consumer names here are at most %d", name, len(name), maxNameLen)
+	case !validName(name):
+		return fmt.Errorf("broker group %q cannot be a NATS durable consumer name: allowed are letters, digits, '_' and '-' ('.' is a subject separator in NATS)", name)
+	}
+	return nil
+}

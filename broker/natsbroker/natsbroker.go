@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,9 +22,10 @@ import (
 
 // Compile-time checks that the adapter implements the contract.
 var (
-	_ broker.Broker   = (*Broker)(nil)
-	_ broker.Consumer = (*consumer)(nil)
-	_ broker.Delivery = (*delivery)(nil)
+	_ broker.Broker       = (*Broker)(nil)
+	_ broker.Consumer     = (*consumer)(nil)
+	_ broker.Delivery     = (*delivery)(nil)
+	_ broker.GroupChecker = (*Broker)(nil)
 )
 
 // Defaults applied by New to zero Config fields.
@@ -486,6 +488,8 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	switch {
 	case spec.Group == "":
 		return nil, fmt.Errorf("natsbroker: consume %q: %w: empty group", topic, broker.ErrRejected)
+	case spec.BrokerGroup != "" && b.CheckBrokerGroup(spec.BrokerGroup) != nil:
+		return nil, fmt.Errorf("natsbroker: consume %q: %w: %w", topic, broker.ErrRejected, b.CheckBrokerGroup(spec.BrokerGroup))
 	case spec.AckWait < 0:
 		return nil, fmt.Errorf("natsbroker: consume %q: %w: negative AckWait", topic, broker.ErrRejected)
 	case spec.Prefetch < 0:
@@ -510,7 +514,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		stream:   stream,
 		topic:    topic,
 		group:    spec.Group,
-		name:     consumerName(spec.Group, topic),
+		name:     cmp.Or(spec.BrokerGroup, consumerName(spec.Group, topic)),
 		ackWait:  spec.AckWait,
 		prefetch: spec.Prefetch,
 		state:    stateRunning,

@@ -102,3 +102,22 @@ func shortHash(parts ...string) string {
 	}
 	return fmt.Sprintf("%08x", h.Sum32())
 }
+
+// CheckBrokerGroup refuses a broker group (ConsumerSpec.BrokerGroup)
+// that cannot be a RocketMQ consumer group as it is: RocketMQ allows
+// letters, digits, '_', '-' (and '%', '|', which msgmesh names do not
+// have), and its retry topic "%RETRY%<group>" must stay a legal topic.
+func (b *Broker) CheckBrokerGroup(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty broker group")
+	case len(name) > maxGroupLen:
+		return fmt.Errorf("broker group %q is %d bytes long; RocketMQ consumer groups are at most %d (so that %%RETRY%%<group> is a topic)", name, len(name), maxGroupLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if !nameByte(name[i]) {
+			return fmt.Errorf("broker group %q has %q at byte %d; RocketMQ consumer groups allow letters, digits, '_' and '-'", name, name[i], i)
+		}
+	}
+	return nil
+}

@@ -24,9 +24,10 @@ import (
 
 // Compile-time checks that the adapter implements the contract.
 var (
-	_ broker.Broker   = (*Broker)(nil)
-	_ broker.Consumer = (*consumer)(nil)
-	_ broker.Delivery = (*delivery)(nil)
+	_ broker.Broker       = (*Broker)(nil)
+	_ broker.Consumer     = (*consumer)(nil)
+	_ broker.Delivery     = (*delivery)(nil)
+	_ broker.GroupChecker = (*Broker)(nil)
 )
 
 // Defaults applied by New to zero Config fields.
@@ -339,6 +340,13 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if err := checkTopic(topic); err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: %w", topic, broker.ErrRejected, err)
 	}
+	rgroup := consumerGroup(b.cfg.GroupPrefix, spec.Group, topic)
+	if spec.BrokerGroup != "" {
+		if err := b.CheckBrokerGroup(spec.BrokerGroup); err != nil {
+			return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: %w", topic, broker.ErrRejected, err)
+		}
+		rgroup = spec.BrokerGroup
+	}
 	switch {
 	case spec.AckWait < 0:
 		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: negative AckWait", topic, broker.ErrRejected)
@@ -356,7 +364,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		topic:       topic,
 		rtopic:      rocketTopic(topic),
 		group:       spec.Group,
-		rgroup:      consumerGroup(b.cfg.GroupPrefix, spec.Group, topic),
+		rgroup:      rgroup,
 		ackWait:     spec.AckWait,
 		outstanding: make(map[*delivery]struct{}),
 		shutDone:    make(chan struct{}),

@@ -109,7 +109,7 @@ func TestRegistrations(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	code, out, errs := run(t, "register", "--app", "orders", "--consume", "g1:orders.created",
-		"--consume", "g2:payments,max_attempts=5,dead_letter_topic=payments.poison", "--produce", "p1:orders.created", "--http", addr)
+		"--consume", "g2:payments,max_attempts=5,dead_letter_topic=payments.poison,broker_group=com.example.payments", "--produce", "p1:orders.created", "--http", addr)
 	if code != 0 {
 		t.Fatalf("register: exit %d: %s", code, errs)
 	}
@@ -128,7 +128,7 @@ func TestRegistrations(t *testing.T) {
 		"app":     "orders",
 		"produce": []any{map[string]any{"group": "p1", "topic": "orders.created"}},
 		"consume": []any{map[string]any{"group": "g1", "topic": "orders.created"},
-			map[string]any{"group": "g2", "topic": "payments", "max_attempts": float64(5), "dead_letter_topic": "payments.poison"}},
+			map[string]any{"group": "g2", "topic": "payments", "max_attempts": float64(5), "dead_letter_topic": "payments.poison", "broker_group": "com.example.payments"}},
 	}
 	if c.method != http.MethodPost || c.path != "/v1/registrations" || !jsonEqual(sent, want) || c.auth != "" {
 		t.Fatalf("register sent %s %s %s (Authorization %q)", c.method, c.path, c.body, c.auth)

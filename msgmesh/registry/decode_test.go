@@ -64,6 +64,9 @@ func TestDecodeJSONBadBodies(t *testing.T) {
 		{"max attempts overflow", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":1e30}]}`, "consume.max_attempts", "expected a whole number"},
 		{"max attempts out of range", `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":5000}]}`, "consume[0].max_attempts", "out of range"},
 		{"policy on produce", `{"app":"a","produce":[{"group":"g","topic":"t","dead_letter_topic":"d"}]}`, "produce[0].dead_letter_topic", "only consume bindings"},
+		{"broker group on produce", `{"app":"a","produce":[{"group":"g","topic":"t","broker_group":"d"}]}`, "produce[0].broker_group", "only consume bindings"},
+		{"broker group not a string", `{"app":"a","consume":[{"group":"g","topic":"t","broker_group":7}]}`, "consume.broker_group", "expected a string"},
+		{"broker group bad", `{"app":"a","consume":[{"group":"g","topic":"t","broker_group":"a:b"}]}`, "consume[0].broker_group", "has ':' at byte 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +106,33 @@ func TestDecodeJSONDeadLetterPolicy(t *testing.T) {
 	// before they existed read and compare the same.
 	if want := `{"app":"a","consume":[{"group":"g","topic":"t","max_attempts":3,"dead_letter_topic":"t.poison"},{"group":"g2","topic":"t"}]}`; string(out) != want {
 		t.Fatalf("json.Marshal = %s, want %s", out, want)
+	}
+}
+
+// TestDecodeJSONBrokerGroup: broker_group is read, kept through
+// normalisation and written back; absent, it stays out of the JSON.
+func TestDecodeJSONBrokerGroup(t *testing.T) {
+	body := `{"app":"a","consume":[{"group":"g2","topic":"t"},{"group":"g","topic":"t","broker_group":"com.example.orders"}]}`
+	got, err := DecodeJSON(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("DecodeJSON: %v", err)
+	}
+	want := Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", BrokerGroup: "com.example.orders"}, b("g2", "t")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeJSON = %+v, want %+v", got, want)
+	}
+	out, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"app":"a","consume":[{"group":"g","topic":"t","broker_group":"com.example.orders"},{"group":"g2","topic":"t"}]}`; string(out) != want {
+		t.Fatalf("json.Marshal = %s, want %s", out, want)
+	}
+	if s := got.Consume[0].String(); s != "g:t,broker_group=com.example.orders" {
+		t.Fatalf("String = %q", s)
+	}
+	if back, err := ParseConsumeBinding(got.Consume[0].String()); err != nil || back != got.Consume[0] {
+		t.Fatalf("ParseConsumeBinding(String()) = %+v, %v", back, err)
 	}
 }
 

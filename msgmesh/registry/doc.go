@@ -40,6 +40,15 @@
 // bindings may not set either. The registry only stores and checks them;
 // the sidecar applies them (docs/protocol.md, "Poison messages").
 //
+// # Broker group
+//
+// A consume binding may name its broker-side consumer group, broker_group
+// (^[A-Za-z0-9][A-Za-z0-9_.-]{0,248}$): the sidecar then consumes the
+// topic in that group on the broker, verbatim, instead of the name it
+// derives from the group (docs/brokers.md), so that a service can move
+// into the mesh inside the group its own clients used. Produce bindings
+// may not set it.
+//
 // A violation is a *ValidationError naming the field ("consume[1].topic")
 // and the reason; errors.Is(err, ErrInvalid) holds for it. Normalize sorts
 // the bindings so that stored registrations compare and serialise

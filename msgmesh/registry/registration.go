@@ -43,6 +43,15 @@ type Binding struct {
 	// messages. Empty: DefaultDeadLetterTopic(Group, Topic). Consume
 	// bindings only; a valid topic name other than Topic.
 	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
+	// BrokerGroup names the consumer group on the broker, verbatim: the
+	// Kafka group id, the NATS durable consumer name, the RocketMQ
+	// consumer group. Empty: derived from Group (docs/brokers.md). Set it
+	// to move a service into the mesh inside the group its own clients
+	// use. Consume bindings only; 1 to 249 letters, digits, '.', '_' or
+	// '-', starting with a letter or digit (a broker may allow fewer:
+	// NATS and RocketMQ refuse '.', and the sidecar asks them when the
+	// app registers).
+	BrokerGroup string `json:"broker_group,omitempty"`
 }
 
 // DefaultDeadLetterTopic names the dead-letter topic of group on topic when
@@ -92,9 +101,10 @@ func ParseBinding(s string) (Binding, error) {
 }
 
 // ParseConsumeBinding parses a consume binding as written on the command
-// line: "group:topic", optionally followed by its dead-letter policy as
-// comma-separated key=value options named like the JSON fields
-// ("g1:orders.created,max_attempts=5,dead_letter_topic=orders.poison").
+// line: "group:topic", optionally followed by its dead-letter policy and
+// broker group as comma-separated key=value options named like the JSON
+// fields ("g1:orders.created,max_attempts=5,dead_letter_topic=orders.poison",
+// "g1:orders.created,broker_group=orders-service").
 // Bad input gives a *ValidationError as for ParseBinding; Field names the
 // option ("max_attempts") when an option is wrong.
 func ParseConsumeBinding(s string) (Binding, error) {
@@ -117,8 +127,10 @@ func ParseConsumeBinding(s string) (Binding, error) {
 				b.MaxAttempts = n
 			case k == "dead_letter_topic":
 				b.DeadLetterTopic = v
+			case k == "broker_group":
+				b.BrokerGroup = v
 			default:
-				return Binding{}, invalid(k, "unknown option; allowed are max_attempts and dead_letter_topic")
+				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic and broker_group")
 			}
 		}
 	}
@@ -129,7 +141,7 @@ func ParseConsumeBinding(s string) (Binding, error) {
 }
 
 // String returns "group:topic", the form ParseBinding reads, followed by
-// the dead-letter options ParseConsumeBinding reads when they are set.
+// the options ParseConsumeBinding reads when they are set.
 func (b Binding) String() string {
 	s := b.Group + ":" + b.Topic
 	if b.MaxAttempts != 0 {
@@ -137,6 +149,9 @@ func (b Binding) String() string {
 	}
 	if b.DeadLetterTopic != "" {
 		s += ",dead_letter_topic=" + b.DeadLetterTopic
+	}
+	if b.BrokerGroup != "" {
+		s += ",broker_group=" + b.BrokerGroup
 	}
 	return s
 }
@@ -156,11 +171,16 @@ func (b Binding) validate(prefix string) *ValidationError {
 	return nil
 }
 
-// validatePolicy checks the dead-letter policy of a consume binding whose
-// names are valid; prefix as for validate.
+// validatePolicy checks the dead-letter policy and the broker group of a
+// consume binding whose names are valid; prefix as for validate.
 func (b Binding) validatePolicy(prefix string) *ValidationError {
 	if prefix != "" {
 		prefix += "."
+	}
+	if b.BrokerGroup != "" {
+		if reason := checkBrokerGroup(b.BrokerGroup); reason != "" {
+			return invalid(prefix+"broker_group", "%s %s", quote(b.BrokerGroup), reason)
+		}
 	}
 	if b.MaxAttempts < 0 || b.MaxAttempts > MaxAttemptsLimit {
 		return invalid(prefix+"max_attempts", "%d is out of range; want 1 to %d, or 0 (or none) for the sidecar's default", b.MaxAttempts, MaxAttemptsLimit)
@@ -241,6 +261,8 @@ func validateBindings(field string, bs []Binding, consume bool) *ValidationError
 			return invalid(path+".max_attempts", "only consume bindings have a dead-letter policy")
 		case b.DeadLetterTopic != "":
 			return invalid(path+".dead_letter_topic", "only consume bindings have a dead-letter policy")
+		case b.BrokerGroup != "":
+			return invalid(path+".broker_group", "only consume bindings have a broker group (producers join no group)")
 		}
 		if seen == nil {
 			continue
@@ -285,6 +307,29 @@ func checkName(s string) string {
 		return "is empty; want 1 to 128 letters, digits, '_', '.' or '-'"
 	case len(s) > maxNameLen:
 		return fmt.Sprintf("is %d bytes long; the limit is %d", len(s), maxNameLen)
+	case !isAlnum(s[0]):
+		return fmt.Sprintf("starts with %s; it must start with a letter or digit", quoteByte(s[0]))
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return fmt.Sprintf("has %s at byte %d; allowed are letters, digits, '_', '.' and '-'", quoteByte(c), i)
+		}
+	}
+	return ""
+}
+
+// checkBrokerGroup checks a broker group name,
+// ^[A-Za-z0-9][A-Za-z0-9_.-]{0,248}$: the characters every broker's
+// group names share with the names Java and librdkafka apps commonly use
+// ('.' included, which Kafka allows and NATS and RocketMQ do not; their
+// adapters refuse it). It returns "" when the name is valid, else the
+// reason.
+func checkBrokerGroup(s string) string {
+	switch {
+	case s == "":
+		return "is empty"
+	case len(s) > maxTopicLen:
+		return fmt.Sprintf("is %d bytes long; the limit is %d", len(s), maxTopicLen)
 	case !isAlnum(s[0]):
 		return fmt.Sprintf("starts with %s; it must start with a letter or digit", quoteByte(s[0]))
 	}

@@ -58,6 +58,12 @@ func TestValidate(t *testing.T) {
 		{"dead-letter topic is the topic", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", DeadLetterTopic: "t"}}}, "consume[0].dead_letter_topic"},
 		{"policy on a produce binding", Registration{App: "a", Produce: []Binding{{Group: "p", Topic: "t", MaxAttempts: 3}}}, "produce[0].max_attempts"},
 		{"dead-letter topic on a produce binding", Registration{App: "a", Produce: []Binding{{Group: "p", Topic: "t", DeadLetterTopic: "x"}}}, "produce[0].dead_letter_topic"},
+		{"broker group", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", BrokerGroup: "com.example.orders-consumer_1"}}}, "-"},
+		{"broker group at the limit", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", BrokerGroup: strings.Repeat("g", 249)}}}, "-"},
+		{"broker group too long", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", BrokerGroup: strings.Repeat("g", 250)}}}, "consume[0].broker_group"},
+		{"broker group with a space", Registration{App: "a", Consume: []Binding{b("g", "u"), {Group: "g", Topic: "t", BrokerGroup: "a b"}}}, "consume[1].broker_group"},
+		{"broker group starting with '.'", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", BrokerGroup: ".g"}}}, "consume[0].broker_group"},
+		{"broker group on a produce binding", Registration{App: "a", Produce: []Binding{{Group: "p", Topic: "t", BrokerGroup: "x"}}}, "produce[0].broker_group"},
 		{"same binding, two policies", Registration{App: "a", Consume: []Binding{{Group: "g", Topic: "t", MaxAttempts: 3}, {Group: "g", Topic: "t", MaxAttempts: 4}}}, "consume[1]"},
 	}
 	for _, tt := range tests {
@@ -181,6 +187,10 @@ func TestParseConsumeBinding(t *testing.T) {
 		{"g1:orders,max_attempts=3", Binding{Group: "g1", Topic: "orders", MaxAttempts: 3}, "-"},
 		{"g1:orders,dead_letter_topic=orders.poison", Binding{Group: "g1", Topic: "orders", DeadLetterTopic: "orders.poison"}, "-"},
 		{"g1:orders,max_attempts=5,dead_letter_topic=x", Binding{Group: "g1", Topic: "orders", MaxAttempts: 5, DeadLetterTopic: "x"}, "-"},
+		{"g1:orders,broker_group=orders-svc", Binding{Group: "g1", Topic: "orders", BrokerGroup: "orders-svc"}, "-"},
+		{"g1:orders,max_attempts=5,broker_group=com.example.orders", Binding{Group: "g1", Topic: "orders", MaxAttempts: 5, BrokerGroup: "com.example.orders"}, "-"},
+		{"g1:orders,broker_group=", Binding{Group: "g1", Topic: "orders"}, "-"},
+		{"g1:orders,broker_group=a/b", Binding{}, "broker_group"},
 		{"g1:orders,max_attempts=x", Binding{}, "max_attempts"},
 		{"g1:orders,max_attempts=0", Binding{Group: "g1", Topic: "orders"}, "-"},
 		{"g1:orders,max_attempts=1001", Binding{}, "max_attempts"},
