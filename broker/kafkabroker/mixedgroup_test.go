@@ -283,8 +283,7 @@ func startPython(t *testing.T, py, name, bootstrap, group, topic string, l *ledg
 		t.Fatal(err)
 	}
 	cmd := exec.Command(py, script, bootstrap, group, topic)
-	var e *extMember
-	e = startExt(t, name, cmd, l, func(line string) (bool, int, string, []int, bool) {
+	e := startExt(t, name, cmd, l, func(line string) (bool, int, string, []int, bool) {
 		if rest, ok := strings.CutPrefix(line, "MSG "); ok {
 			f := strings.SplitN(rest, " ", 3)
 			if len(f) == 3 {
