@@ -217,11 +217,19 @@ func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
 }
 
 // Headers of POST /v1/publish/{topic}: the key comes from Msgmesh-Key (or
-// ?key=), message headers from Msgmesh-Header-<Name>; the app it acts as
+// ?key=), message headers from Msgmesh-Header-<name>; the app it acts as
 // from Msgmesh-App, with its secret in Authorization (identity.go).
+//
+// HTTP header names are case-insensitive, and Go (like every HTTP/2 peer)
+// does not keep the case they were sent in, so the message header name is
+// <name> in lower case ("Msgmesh-Header-X-Trace" gives "x-trace"), unless
+// Msgmesh-Header-Names spells it: a comma-separated list of names whose
+// spelling, case included, replaces the lower-case form of the header of
+// the same name (docs/http-api.md).
 const (
 	httpKeyHeader    = "Msgmesh-Key"
 	httpHeaderPrefix = "Msgmesh-Header-"
+	httpHeaderNames  = "Msgmesh-Header-Names"
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
@@ -239,24 +247,58 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if msg.Key == "" {
 		msg.Key = r.URL.Query().Get("key")
 	}
-	for name, vals := range r.Header {
-		if k, ok := strings.CutPrefix(name, httpHeaderPrefix); ok { // an empty name is refused with the rest
-			for _, v := range vals {
-				msg.Headers = append(msg.Headers, broker.Header{Key: k, Value: v})
-			}
-		}
+	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
+		writeError(w, err)
+		return
 	}
 	b, err := sc.checkPublish(id, &msg)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	res, err := sc.publish(r.Context(), b, &msg)
+	// The request's own Content-Type says how the body is encoded, for
+	// the schema validator, unless a message header says it.
+	res, err := sc.publish(r.Context(), b, &msg, r.Header.Get("Content-Type"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, publishResponse{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID})
+}
+
+// httpMessageHeaders builds the message headers of an HTTP publish from
+// its Msgmesh-Header-<name> headers: names in lower case, or as
+// Msgmesh-Header-Names spells them. A spelling that names no header sent
+// is refused, so a typo does not go unnoticed. The header rule
+// (broker.CheckHeaders) is applied later, with every other publish's.
+func httpMessageHeaders(h http.Header) ([]broker.Header, error) {
+	spelled := map[string]string{} // lower case → spelling
+	for _, v := range h.Values(httpHeaderNames) {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				spelled[strings.ToLower(name)] = name
+			}
+		}
+	}
+	var hs []broker.Header
+	for name, vals := range h {
+		k, ok := strings.CutPrefix(name, httpHeaderPrefix)
+		if !ok || name == httpHeaderNames { // an empty name is refused with the rest
+			continue
+		}
+		k = strings.ToLower(k)
+		if s, ok := spelled[k]; ok {
+			delete(spelled, k)
+			k = s
+		}
+		for _, v := range vals {
+			hs = append(hs, broker.Header{Key: k, Value: v})
+		}
+	}
+	for _, s := range spelled {
+		return nil, fmt.Errorf("%w: %s names %q, but no %s%s header was sent", ErrInvalid, httpHeaderNames, s, httpHeaderPrefix, s)
+	}
+	return hs, nil
 }
 
 // publishResponse answers POST /v1/publish/{topic}: the broker acknowledged

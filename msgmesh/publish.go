@@ -45,8 +45,9 @@ func (sc *Sidecar) checkPublish(id *identity, m *broker.Message) (broker.Broker,
 
 // publish validates a checked message against its topic's schema, sends it
 // to its broker and waits for the ack. Nothing reaches the broker if the
-// schema refuses it.
-func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (res broker.PublishResult, err error) {
+// schema refuses it. contentType is how the body is encoded when no
+// message header says it (an HTTP publish's own Content-Type); "" for none.
+func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message, contentType string) (res broker.PublishResult, err error) {
 	if ch := sc.chain; ch != nil {
 		x := &core.Exchange{Ctx: ctx, Kind: core.ExchangePublish, Listener: "mesh", Protocol: "mesh",
 			Route: m.Topic, Target: m.Topic, Cluster: sc.clusterOf(m.Topic), ReqBytes: len(m.Body), Start: time.Now()}
@@ -64,7 +65,7 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 		}
 	}
 	start := time.Now()
-	if err = sc.validate(m); err != nil {
+	if err = sc.validate(m, contentType); err != nil {
 		sc.metrics().Rejected(ctx, m.Topic, "schema_invalid")
 		return res, err
 	}

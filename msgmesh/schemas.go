@@ -31,9 +31,10 @@ func (s *Sidecar) SetSchemas(byTopic map[string]TopicSchema) {
 }
 
 // validate checks m against its topic's schema, if it has one, and may
-// rewrite its body (JSON is encoded to Avro). It runs on the publish lane,
-// not the connection's read loop.
-func (s *Sidecar) validate(m *broker.Message) error {
+// rewrite its body (JSON is encoded to Avro). contentType is the body's
+// content type when no header gives one. It runs on the publish lane, not
+// the connection's read loop.
+func (s *Sidecar) validate(m *broker.Message, contentType string) error {
 	set := s.schemas.Load()
 	if set == nil {
 		return nil
@@ -42,7 +43,11 @@ func (s *Sidecar) validate(m *broker.Message) error {
 	if !ok || ts.Policy == schema.PolicyOff {
 		return nil
 	}
-	res, err := s.validator.Validate(ts.Schemas, m.Body, schema.HintsFromHeaders(headerSeq(m.Headers)))
+	hints := schema.HintsFromHeaders(headerSeq(m.Headers))
+	if hints.ContentType == "" {
+		hints.ContentType = contentType
+	}
+	res, err := s.validator.Validate(ts.Schemas, m.Body, hints)
 	if err != nil {
 		if ts.Policy == schema.PolicyWarn {
 			s.log.Warn("publish does not match its topic's schema; published anyway (policy warn)", "topic", m.Topic, "err", err)
