@@ -82,6 +82,7 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	}
 	snap.addGrants(regs)
 	s.snap.Store(snap)
+	s.knownSeries(snap)
 	s.capLog.update(s.log, &s.cfg, len(regs), len(want))
 	s.wakeRoutes() // who may receive what may have changed
 
@@ -116,6 +117,28 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 		s.log.Info("upstream consumer started", "group", k.group, "topic", k.topic)
 	}
 	return nil
+}
+
+// knownSeries creates the metric series of the registered topics, groups
+// and the clusters at zero (observe.Metrics.Known).
+func (s *Sidecar) knownSeries(snap *snapshot) {
+	m := s.metrics()
+	if m == nil {
+		return
+	}
+	produced := make([]string, 0, len(snap.produce))
+	for t := range snap.produce {
+		produced = append(produced, t)
+	}
+	consumed := make([][2]string, 0, len(snap.consume))
+	for k := range snap.consume {
+		consumed = append(consumed, [2]string{k.topic, k.group})
+	}
+	clusters := make([]string, 0, len(s.cfg.Brokers))
+	for c := range s.cfg.Brokers {
+		clusters = append(clusters, c)
+	}
+	m.Known(produced, consumed, clusters)
 }
 
 // clusterOf resolves the cluster a topic lives on.

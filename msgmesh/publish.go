@@ -91,7 +91,7 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 			}
 		}
 	}
-	observe.End(span, err)
+	sc.cfg.Telemetry.EndPublish(span, m.Topic, res, err)
 	sc.metrics().Published(ctx, m.Topic, len(m.Body), time.Since(start), err)
 	if err != nil {
 		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)

@@ -402,9 +402,19 @@ func New(cfg Config) (*Sidecar, error) {
 			return nil, err
 		}
 	}
+	s.cfg.Telemetry.SetEndpoints(s.endpointOf)
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
 	s.meshSrv.LimitConns(core.ConnLimit{Max: s.cfg.MaxConns, Refuse: s.refuseConn, RefuseTimeout: s.cfg.HelloTimeout, Name: "max_conns (--max-conns)"})
 	return s, nil
+}
+
+// endpointOf describes the cluster topic lives on, for telemetry; zero when
+// its adapter cannot say.
+func (s *Sidecar) endpointOf(topic string) broker.Endpoint {
+	if d, ok := s.cfg.Brokers[s.clusterOf(topic)].(broker.Describer); ok {
+		return d.Endpoint()
+	}
+	return broker.Endpoint{}
 }
 
 // Start reloads the stored registrations and starts their upstream

@@ -137,3 +137,10 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	d.c.nack(d, max(delay, 0))
 	return nil
 }
+
+// Position is the message's partition and offset (broker.Positioner).
+func (d *delivery) Position() (int32, int64) { return int32(d.partition), d.offset }
+
+// Endpoint describes the cluster for telemetry: its first bootstrap
+// address (broker.Describer).
+func (b *Broker) Endpoint() broker.Endpoint { return broker.NewEndpoint("kafka", b.cfg.Brokers[0]) }

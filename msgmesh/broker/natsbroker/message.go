@@ -205,3 +205,13 @@ func (d *delivery) ackError(op string, err error) error {
 	}
 	return fmt.Errorf("natsbroker: %s %s: %w", op, d.id, withSentinel(err))
 }
+
+// Endpoint describes the cluster for telemetry: the server the connection
+// is on now, else the first configured URL (broker.Describer).
+func (b *Broker) Endpoint() broker.Endpoint {
+	u := b.nc.ConnectedUrl()
+	if u == "" {
+		u, _, _ = strings.Cut(b.cfg.URL, ",")
+	}
+	return broker.NewEndpoint("nats", u)
+}
