@@ -197,7 +197,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		// Publish retries (outcome.go): it must see every attempt's
 		// error, and the client reports only the last one.
 		producer.WithRetry(0),
-		producer.WithQueueSelector(producer.NewHashQueueSelector()),
+		producer.WithQueueSelector(newJavaHashSelector()),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: create producer: %w", err)
