@@ -22,6 +22,7 @@ import (
 //	DELETE /v1/registrations/{app}   remove it (its upstream consumers stop)
 //	GET    /v1/upstreams             upstream consumers, their state and their cluster's
 //	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
+//	GET    /v1/streams               each registered topic's stream and its settings (streams.go)
 //	GET    /metrics                  Prometheus metrics, when telemetry is on
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
 //	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
@@ -37,6 +38,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/registrations/{app}", sc.handleDelete)
 	mux.HandleFunc("GET /v1/upstreams", sc.handleUpstreams)
 	mux.HandleFunc("GET /v1/stats", sc.handleStats)
+	mux.HandleFunc("GET /v1/streams", sc.handleStreams)
 	if t := sc.cfg.Telemetry; t != nil {
 		mux.Handle("GET /metrics", t.MetricsHandler())
 	}
@@ -143,6 +145,9 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration, secr
 		return reg, "", fmt.Errorf("msgmesh: register %q: %w", reg.App, err)
 	}
 	if err := sc.checkTopics(ctx, reg, others(current, reg.App)); err != nil {
+		return reg, "", err
+	}
+	if err := sc.checkGroups(ctx, reg, others(current, reg.App)); err != nil {
 		return reg, "", err
 	}
 	var issued string

@@ -101,3 +101,37 @@ func (sc *Sidecar) topicsByCluster(regs []registry.Registration) map[string][]st
 	}
 	return out
 }
+
+// checkGroups asks the cluster of each topic reg consumes, when its
+// adapter is a broker.GroupChecker, whether every group the registrations
+// (reg and others) consume the topic with can have a consumer there: a
+// NATS work-queue stream takes one. A conflict refuses the registration
+// (400 INVALID) instead of starting an upstream consumer that could only
+// retry for ever; a cluster that cannot be asked does not block it.
+func (sc *Sidecar) checkGroups(ctx context.Context, reg registry.Registration, others []registry.Registration) error {
+	groups := map[string][]string{} // topic → groups
+	for _, r := range append([]registry.Registration{reg}, others...) {
+		for _, b := range r.Consume {
+			if !slices.Contains(groups[b.Topic], b.Group) {
+				groups[b.Topic] = append(groups[b.Topic], b.Group)
+			}
+		}
+	}
+	for _, b := range reg.Consume {
+		gc, ok := sc.cfg.Brokers[sc.clusterOf(b.Topic)].(broker.GroupChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, topicCheckTimeout)
+		err := gc.CheckGroups(cctx, b.Topic, groups[b.Topic])
+		cancel()
+		switch {
+		case errors.Is(err, broker.ErrGroupConflict):
+			return fmt.Errorf("%w: consume %s: %w", ErrInvalid, b.Group+":"+b.Topic, err)
+		case err != nil:
+			sc.log.Warn("could not check the registration's consumer groups with the cluster; registering anyway",
+				"app", reg.App, "topic", b.Topic, "err", err)
+		}
+	}
+	return nil
+}
