@@ -325,7 +325,7 @@ type Sidecar struct {
 
 	maxBody map[string]int // by cluster: the body limit in force (limits.go); read-only
 
-	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
+	schemas   atomic.Pointer[compiledSchemas] // SetSchemaSet
 	validator *schema.Validator
 	chain     *core.Chain // nil without Config.Filters
 
