@@ -20,6 +20,9 @@ type publishEnc Message
 
 func (m *publishEnc) AppendTo(b []byte) []byte {
 	p := mesh.Publish{Topic: m.Topic, Key: m.Key, Headers: m.Headers, Body: m.Body}
+	if m.Tag != "" {
+		p.Headers = append(p.Headers[:len(p.Headers):len(p.Headers)], mesh.HeaderField{Key: HeaderTag, Value: m.Tag})
+	}
 	return p.AppendTo(b)
 }
 

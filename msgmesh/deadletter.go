@@ -45,12 +45,19 @@ const deadLetterRetry = 5 * time.Second
 type deadLetterPolicy struct {
 	maxAttempts int
 	topic       string // the dead-letter topic
+	// tags is the group's tag filter on the topic, canonical
+	// (broker.TagFilter.String): part of the group's one policy per topic,
+	// since one upstream consumer serves every registration of the pair.
+	tags string
 }
 
 // policyFor is the effective policy of a consume binding: the binding's
 // values, else the sidecar's default and DefaultDeadLetterTopic.
 func (sc *Sidecar) policyFor(b registry.Binding) deadLetterPolicy {
-	p := deadLetterPolicy{maxAttempts: b.MaxAttempts, topic: b.DeadLetter()}
+	p := deadLetterPolicy{maxAttempts: b.MaxAttempts, topic: b.DeadLetter(), tags: "*"}
+	if f, err := broker.ParseTagExpression(b.Tags); err == nil { // Validate checked it
+		p.tags = f.String()
+	}
 	if p.maxAttempts == 0 {
 		p.maxAttempts = sc.cfg.MaxAttempts
 	}

@@ -235,6 +235,8 @@ const (
 	httpKeyHeader    = "Msgmesh-Key"
 	httpHeaderPrefix = "Msgmesh-Header-"
 	httpHeaderNames  = "Msgmesh-Header-Names"
+	// httpTagHeader is the message's tag (broker.HeaderTag).
+	httpTagHeader = "Msgmesh-Tag"
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
@@ -255,6 +257,13 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
 		writeError(w, err)
 		return
+	}
+	if tag, ok := r.Header[httpTagHeader]; ok {
+		// The message's tag; the header rule checks it (and refuses a
+		// second one sent as Msgmesh-Header-Msgmesh-Tag).
+		for _, v := range tag {
+			msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderTag, Value: v})
+		}
 	}
 	b, err := sc.checkPublish(id, &msg)
 	if err != nil {

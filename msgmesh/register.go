@@ -42,8 +42,8 @@ func (sc *Sidecar) checkPolicies(reg registry.Registration, others []registry.Re
 	for i, b := range reg.Consume {
 		o, ok := have[routeKey{group: b.Group, topic: b.Topic}]
 		if p := sc.policyFor(b); ok && p != o.p {
-			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d and dead_letter_topic %q in app %q's registration, not %d and %q; a group has one dead-letter policy per topic, so register the same values (or change both)",
-				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.app, p.maxAttempts, p.topic)
+			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d, dead_letter_topic %q and tags %q in app %q's registration, not %d, %q and %q; a group has one dead-letter policy and one tag filter per topic, so register the same values (or change both)",
+				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.p.tags, o.app, p.maxAttempts, p.topic, p.tags)
 		}
 	}
 	return nil

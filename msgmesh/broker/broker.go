@@ -78,6 +78,10 @@ type ConsumerSpec struct {
 	// Prefetch bounds how many messages the adapter may hold that Next has
 	// not returned yet. Zero means the adapter's default (documented there).
 	Prefetch int
+	// Tags is the group's tag filter (every message when zero). Adapters
+	// that are TagFiltering apply it at the broker; for the others the
+	// sidecar does.
+	Tags TagFilter
 }
 
 // Consumer is one upstream consumer: one (cluster, group, topic). It is used

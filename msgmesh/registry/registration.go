@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/msgmesh/msgmesh/msgmesh/broker"
 )
 
 // Name limits (bytes).
@@ -43,6 +45,12 @@ type Binding struct {
 	// messages. Empty: DefaultDeadLetterTopic(Group, Topic). Consume
 	// bindings only; a valid topic name other than Topic.
 	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
+	// Tags is the group's tag filter on the topic, a RocketMQ tag
+	// subscription expression ("TagA || TagB"; "*" or empty: every
+	// message). Only messages whose tag (header Msgmesh-Tag) it names are
+	// delivered; on RocketMQ the broker filters, elsewhere the sidecar acks
+	// the others without delivering them. Consume bindings only.
+	Tags string `json:"tags,omitempty"`
 }
 
 // DefaultDeadLetterTopic names the dead-letter topic of group on topic when
@@ -117,8 +125,10 @@ func ParseConsumeBinding(s string) (Binding, error) {
 				b.MaxAttempts = n
 			case k == "dead_letter_topic":
 				b.DeadLetterTopic = v
+			case k == "tags":
+				b.Tags = v
 			default:
-				return Binding{}, invalid(k, "unknown option; allowed are max_attempts and dead_letter_topic")
+				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic and tags")
 			}
 		}
 	}
@@ -137,6 +147,9 @@ func (b Binding) String() string {
 	}
 	if b.DeadLetterTopic != "" {
 		s += ",dead_letter_topic=" + b.DeadLetterTopic
+	}
+	if b.Tags != "" {
+		s += ",tags=" + b.Tags
 	}
 	return s
 }
@@ -161,6 +174,9 @@ func (b Binding) validate(prefix string) *ValidationError {
 func (b Binding) validatePolicy(prefix string) *ValidationError {
 	if prefix != "" {
 		prefix += "."
+	}
+	if _, err := broker.ParseTagExpression(b.Tags); err != nil {
+		return invalid(prefix+"tags", "%s", strings.TrimPrefix(err.Error(), "broker: "))
 	}
 	if b.MaxAttempts < 0 || b.MaxAttempts > MaxAttemptsLimit {
 		return invalid(prefix+"max_attempts", "%d is out of range; want 1 to %d, or 0 (or none) for the sidecar's default", b.MaxAttempts, MaxAttemptsLimit)
@@ -241,6 +257,8 @@ func validateBindings(field string, bs []Binding, consume bool) *ValidationError
 			return invalid(path+".max_attempts", "only consume bindings have a dead-letter policy")
 		case b.DeadLetterTopic != "":
 			return invalid(path+".dead_letter_topic", "only consume bindings have a dead-letter policy")
+		case b.Tags != "":
+			return invalid(path+".tags", "only consume bindings filter by tag")
 		}
 		if seen == nil {
 			continue

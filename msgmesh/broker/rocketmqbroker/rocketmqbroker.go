@@ -384,7 +384,9 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	// No Shutdown after a failed Subscribe or Start: the client shuts
 	// itself down when Start fails after starting (no route), and panics
 	// when asked to shut down a consumer that never started.
-	if err := pc.Subscribe(c.rtopic, rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: "*"}); err != nil {
+	// The group's tag filter is its subscription expression: the broker
+	// filters (by tag hash), and the client checks the tags again.
+	if err := pc.Subscribe(c.rtopic, rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: spec.Tags.String()}); err != nil {
 		return nil, b.opError("consume", topic, err)
 	}
 	if err := pc.Start(); err != nil {
@@ -402,6 +404,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	c.log.Debug("consumer started")
 	return c, nil
 }
+
+// FiltersTags reports that RocketMQ filters a consumer's messages by its
+// ConsumerSpec.Tags itself (broker.TagFiltering).
+func (b *Broker) FiltersTags() bool { return true }
 
 func (b *Broker) removeConsumer(c *consumer) {
 	b.mu.Lock()
