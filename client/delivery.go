@@ -25,6 +25,14 @@ type Message struct {
 	// header HeaderTag: Publish adds it, and a Delivery has it here, not
 	// in Headers.
 	Tag string
+	// NullBody: the body is null, not empty: a Kafka tombstone (Body is
+	// empty). Only Kafka stores one: publishing it to a NATS or RocketMQ
+	// topic is refused with INVALID.
+	NullBody bool
+	// EmptyKey: the message has a key, and it is "" (Kafka and NATS tell
+	// an empty key from none). Without it an empty Key means no key.
+	// RocketMQ has no empty key: INVALID there.
+	EmptyKey bool
 }
 
 // HeaderTag is the header a message's tag travels in (Message.Tag).
@@ -80,6 +88,7 @@ func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
 	if m.Timestamp != 0 {
 		d.Timestamp = time.Unix(0, m.Timestamp)
 	}
+	d.NullBody, d.EmptyKey = m.Flags.NullBody(), m.Flags.EmptyKey()
 	for i, h := range d.Headers {
 		if strings.EqualFold(h.Key, HeaderTag) {
 			d.Tag = h.Value

@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -111,10 +112,12 @@ func (sc *Sidecar) deadLetter(k routeKey, d broker.Delivery, p deadLetterPolicy,
 		"attempts", attempts, "reason", why, "dead_letter_topic", p.topic)
 	msg := d.Message()
 	dl := broker.Message{
-		Topic:   p.topic,
-		Key:     msg.Key,
-		Body:    msg.Body,
-		Headers: deadLetterHeaders(msg.Headers, k, d.MessageID(), attempts, why, time.Now()),
+		Topic:    p.topic,
+		Key:      msg.Key,
+		Body:     msg.Body,
+		Headers:  deadLetterHeaders(msg.Headers, k, d.MessageID(), attempts, why, time.Now()),
+		NullBody: msg.NullBody,
+		EmptyKey: msg.EmptyKey,
 	}
 	cluster := sc.clusterOf(p.topic)
 	ctx, cancel := context.WithTimeout(context.Background(), sc.cfg.PublishTimeout)
@@ -125,6 +128,13 @@ func (sc *Sidecar) deadLetter(k routeKey, d broker.Delivery, p deadLetterPolicy,
 	err := br.Allow()
 	if err == nil {
 		res, err = sc.cfg.Brokers[cluster].Publish(ctx, &dl)
+		if errors.Is(err, broker.ErrNullBody) || errors.Is(err, broker.ErrEmptyKey) {
+			// A Kafka tombstone (or empty key) dead-lettered to a broker
+			// that has none: the copy gets an empty body (no key).
+			log.Warn("the dead-letter topic's broker has no null body or empty key; the copy has an empty body and no key instead", "err", err)
+			dl.NullBody, dl.EmptyKey = false, false
+			res, err = sc.cfg.Brokers[cluster].Publish(ctx, &dl)
+		}
 		br.Record(err)
 	}
 	sc.metrics().Published(ctx, dl.Topic, len(dl.Body), time.Since(start), err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/msgmesh/msgmesh/msgmesh/broker"
@@ -237,6 +238,9 @@ const (
 	httpHeaderNames  = "Msgmesh-Header-Names"
 	// httpTagHeader is the message's tag (broker.HeaderTag).
 	httpTagHeader = "Msgmesh-Tag"
+	// httpNullBodyHeader "true" publishes a null body (a Kafka
+	// tombstone); the request has no body then.
+	httpNullBodyHeader = "Msgmesh-Null-Body"
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
@@ -250,9 +254,25 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: reading body: %w", ErrInvalid, err))
 		return
 	}
-	msg := broker.Message{Topic: r.PathValue("topic"), Key: r.Header.Get(httpKeyHeader), Body: body}
-	if msg.Key == "" {
-		msg.Key = r.URL.Query().Get("key")
+	msg := broker.Message{Topic: r.PathValue("topic"), Body: body}
+	// A key given empty is an empty key; none given is no key.
+	if vs, ok := r.Header[httpKeyHeader]; ok {
+		msg.Key, msg.EmptyKey = vs[0], vs[0] == ""
+	} else if q := r.URL.Query(); q.Has("key") {
+		msg.Key = q.Get("key")
+		msg.EmptyKey = msg.Key == ""
+	}
+	if v := r.Header.Get(httpNullBodyHeader); v != "" {
+		null, perr := strconv.ParseBool(v)
+		switch {
+		case perr != nil:
+			writeError(w, fmt.Errorf("%w: %s: %q is not true or false", ErrInvalid, httpNullBodyHeader, v))
+			return
+		case null && len(body) > 0:
+			writeError(w, fmt.Errorf("%w: %s: true with a %d-byte body; a null body has no bytes", ErrInvalid, httpNullBodyHeader, len(body)))
+			return
+		}
+		msg.NullBody = null
 	}
 	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
 		writeError(w, err)

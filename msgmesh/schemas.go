@@ -125,6 +125,9 @@ func (s *Sidecar) validate(m *broker.Message, contentType string) error {
 	if err := s.validateKey(set, m, policy); err != nil {
 		return err
 	}
+	if m.NullBody {
+		return nil // a tombstone has no value to check, as Confluent's deserializers read it
+	}
 	ts, byID, ok := set.valueSchemas(m.Topic)
 	if !ok {
 		return nil

@@ -34,7 +34,19 @@ type Message struct {
 	Key     string
 	Headers []Header
 	Body    []byte
+	// NullBody: the body is null (a Kafka tombstone), not empty; Body is
+	// empty. Only Kafka stores one; the other adapters refuse it
+	// (ErrNullBody).
+	NullBody bool
+	// EmptyKey: the message has a key and it is empty; Key is "". Without
+	// it an empty Key means no key. Kafka and NATS keep the difference;
+	// RocketMQ has no empty key and refuses it (ErrEmptyKey).
+	EmptyKey bool
 }
+
+// HasKey reports whether m has a key (a non-empty one, or an empty one
+// marked EmptyKey).
+func (m *Message) HasKey() bool { return m.Key != "" || m.EmptyKey }
 
 // PublishResult says where the broker stored a message; fields a broker does
 // not have stay zero (Partition -1).
@@ -152,6 +164,14 @@ var (
 type Checker interface {
 	Check(ctx context.Context) error
 }
+
+// Refusals of what a broker cannot store; both wrap ErrRejected.
+var (
+	// ErrNullBody: the broker has no null body (NATS, RocketMQ).
+	ErrNullBody = fmt.Errorf("%w: this broker has no null body (only Kafka stores tombstones)", ErrRejected)
+	// ErrEmptyKey: the broker has no empty key (RocketMQ).
+	ErrEmptyKey = fmt.Errorf("%w: this broker has no empty key (RocketMQ keeps no empty KEYS)", ErrRejected)
+)
 
 // ErrTopicConflict: the cluster cannot hold a topic under this name, alone
 // or next to another topic it holds or is asked to hold (Kafka refuses a

@@ -75,6 +75,7 @@ type consumer struct {
 	name   string
 	log    *slog.Logger
 	reader *kafka.Reader
+	nulls  nullProbe // tells null keys and values from empty ones (nulls.go)
 
 	mu    sync.Mutex
 	state consumerState
@@ -113,6 +114,7 @@ func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
 		parts:      make(map[int]*partitionTracker),
 		commitWake: make(chan struct{}, 1),
 		commitDone: make(chan struct{}),
+		nulls:      nullProbe{client: b.client, topic: topic},
 	}
 	c.commitCtx, c.stopCommit = context.WithCancel(context.Background())
 	c.reader = kafka.NewReader(kafka.ReaderConfig{
@@ -173,7 +175,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			d := c.handOutLocked(&m)
 			c.mu.Unlock()
 			if d != nil {
-				return d, nil
+				return c.withNulls(ctx, d), nil
 			}
 			continue
 		}
@@ -211,7 +213,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		cancel()
 		switch {
 		case d != nil:
-			return d, nil
+			return c.withNulls(ctx, d), nil
 		case err == nil:
 			backoff = 0
 			continue
@@ -252,6 +254,17 @@ func (c *consumer) sleep(ctx context.Context, d time.Duration) {
 // handOutLocked records m in its partition's tracker and returns its
 // delivery, or nil if this consumer handed it out before (a re-read after
 // a rebalance). c.mu is held on entry.
+// withNulls tells d's null key or value from an empty one (nulls.go). If
+// the record cannot be looked up, d keeps the Reader's view (no key, an
+// empty value), with a warning.
+func (c *consumer) withNulls(ctx context.Context, d *delivery) *delivery {
+	if err := c.nulls.resolve(ctx, d); err != nil {
+		c.log.Warn("could not tell a null key or value from an empty one; delivering it as no key and an empty value",
+			"partition", d.partition, "offset", d.offset, "error", err)
+	}
+	return d
+}
+
 func (c *consumer) handOutLocked(m *kafka.Message) *delivery {
 	c.tmu.Lock()
 	p := c.parts[m.Partition]

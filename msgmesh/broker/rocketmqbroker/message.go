@@ -24,7 +24,17 @@ const clientProperties = 128
 // The key becomes KEYS (indexed by RocketMQ) and SHARDING_KEY (the queue
 // selector hashes it); headers become user properties. RocketMQ keeps
 // properties in a map, so header keys must be unique.
+//
+// RocketMQ has no null body and keeps no empty property value, so a
+// NullBody message is refused (broker.ErrNullBody), and so is an EmptyKey
+// one (broker.ErrEmptyKey).
 func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
+	switch {
+	case msg.NullBody:
+		return nil, broker.ErrNullBody
+	case msg.Key == "" && msg.EmptyKey:
+		return nil, broker.ErrEmptyKey
+	}
 	props := make(map[string]string, len(msg.Headers)+2)
 	tag := ""
 	// The sidecar refuses all of these headers first
