@@ -95,8 +95,8 @@ func NewHandler(reg *Registry, authorize func(r *http.Request) bool) http.Handle
 	mux.HandleFunc("GET /schemas", h.allSchemas)
 	mux.HandleFunc("GET /schemas/ids/{id}", h.getSchema)
 	mux.HandleFunc("GET /schemas/ids/{id}/schema", h.getSchemaText)
-	mux.HandleFunc("GET /schemas/ids/{id}/versions", h.schemaVersions)
-	mux.HandleFunc("GET /schemas/ids/{id}/subjects", h.schemaSubjects)
+	mux.HandleFunc("GET /schemas/ids/{id}/versions", h.usages(func(u []SubjectVersion) any { return u }))
+	mux.HandleFunc("GET /schemas/ids/{id}/subjects", h.usages(subjectsOf))
 	mux.HandleFunc("GET /schemas/types", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []string{"AVRO"})
 	})
@@ -380,36 +380,32 @@ func (h *handler) getSchemaText(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, text)
 }
 
-func (h *handler) schemaVersions(w http.ResponseWriter, r *http.Request) {
-	id, ok := schemaID(w, r)
-	if !ok {
-		return
+// usages answers with the subject versions using the {id} path value
+// (shape), or an error.
+func (h *handler) usages(shape func([]SubjectVersion) any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := schemaID(w, r)
+		if !ok {
+			return
+		}
+		usages, err := h.reg.Usages(id, include(r)...)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, shape(usages))
 	}
-	usages, err := h.reg.Usages(id, include(r)...)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, usages)
 }
 
-func (h *handler) schemaSubjects(w http.ResponseWriter, r *http.Request) {
-	id, ok := schemaID(w, r)
-	if !ok {
-		return
-	}
-	usages, err := h.reg.Usages(id, include(r)...)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
+// subjectsOf is the subjects of usages, each once.
+func subjectsOf(usages []SubjectVersion) any {
 	subjects := []string{}
 	for _, u := range usages {
 		if !slices.Contains(subjects, u.Subject) {
 			subjects = append(subjects, u.Subject)
 		}
 	}
-	writeJSON(w, http.StatusOK, subjects)
+	return subjects
 }
 
 // allSchemas answers GET /schemas: every version of every subject, with

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"text/tabwriter"
@@ -22,25 +21,9 @@ func setupStreams(fs *flag.FlagSet) func(context.Context, *env) error {
 		if *asJSON {
 			return e.call(ctx, *httpAddr, http.MethodGet, "/v1/streams", nil, "")
 		}
-		base, err := baseURL(*httpAddr)
+		body, err := e.do(ctx, *httpAddr, http.MethodGet, "/v1/streams", nil, "")
 		if err != nil {
 			return err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/streams", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := e.http.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		if err != nil {
-			return fmt.Errorf("reading the answer: %w", err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			return serverError(resp, body)
 		}
 		var streams []struct {
 			Cluster string `json:"cluster"`
