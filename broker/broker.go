@@ -36,7 +36,19 @@ type Message struct {
 	Key     string
 	Headers []Header
 	Body    []byte
+	// NullBody: the body is null (a Kafka tombstone), not empty; Body is
+	// empty. Only Kafka stores one; the other adapters refuse it
+	// (ErrNullBody).
+	NullBody bool
+	// EmptyKey: the message has a key and it is empty; Key is "". Without
+	// it an empty Key means no key. Kafka and NATS keep the difference;
+	// RocketMQ has no empty key and refuses it (ErrEmptyKey).
+	EmptyKey bool
 }
+
+// HasKey reports whether m has a key (a non-empty one, or an empty one
+// marked EmptyKey).
+func (m *Message) HasKey() bool { return m.Key != "" || m.EmptyKey }
 
 // PublishResult says where the broker stored a message; fields a broker does
 // not have stay zero (Partition -1).
@@ -80,7 +92,7 @@ type ConsumerSpec struct {
 	// with their own clients already use. Empty: the adapter derives the
 	// broker-side name from Group (docs/brokers.md says how). An adapter
 	// whose broker cannot take the name refuses it with ErrRejected; it
-	// also implements GroupChecker so that the sidecar can refuse it at
+	// also implements GroupNameChecker so that the sidecar can refuse it at
 	// registration.
 	BrokerGroup string
 	// AckWait is how long the broker waits for an ack before it redelivers
@@ -90,6 +102,10 @@ type ConsumerSpec struct {
 	// Prefetch bounds how many messages the adapter may hold that Next has
 	// not returned yet. Zero means the adapter's default (documented there).
 	Prefetch int
+	// Tags is the group's tag filter (every message when zero). Adapters
+	// that are TagFiltering apply it at the broker; for the others the
+	// sidecar does.
+	Tags TagFilter
 }
 
 // Consumer is one upstream consumer: one (cluster, group, topic). It is used
@@ -161,6 +177,14 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Refusals of what a broker cannot store; both wrap ErrRejected.
+var (
+	// ErrNullBody: the broker has no null body (NATS, RocketMQ).
+	ErrNullBody = fmt.Errorf("%w: this broker has no null body (only Kafka stores tombstones)", ErrRejected)
+	// ErrEmptyKey: the broker has no empty key (RocketMQ).
+	ErrEmptyKey = fmt.Errorf("%w: this broker has no empty key (RocketMQ keeps no empty KEYS)", ErrRejected)
+)
+
 // ErrTopicConflict: the cluster cannot hold a topic under this name, alone
 // or next to another topic it holds or is asked to hold (Kafka refuses a
 // topic whose name differs from another's only in '.' versus '_').
@@ -186,12 +210,12 @@ type TopicChecker interface {
 	CheckTopics(ctx context.Context, topics, registered []string) error
 }
 
-// GroupChecker is implemented by adapters whose broker allows fewer names
+// GroupNameChecker is implemented by adapters whose broker allows fewer names
 // for a consumer group than the registry does (ConsumerSpec.BrokerGroup).
 // The sidecar calls it when an app registers a consume binding that names
 // its broker group, and refuses the registration when it returns an error
 // (which says why). It sends no request.
-type GroupChecker interface {
+type GroupNameChecker interface {
 	CheckBrokerGroup(name string) error
 }
 

@@ -119,7 +119,8 @@ func HeaderBytes(m *Message) int {
 //   - names compare case-insensitively, so HTTP's canonical form and
 //     brokers that fold case agree;
 //   - reserved are names starting with Msgmesh- (the sidecar's, except
-//     HeaderContentType, HeaderSchemaID and HeaderSchemaVersion), Nats-
+//     HeaderContentType, HeaderSchemaID, HeaderSchemaVersion and
+//     HeaderTag, whose value CheckTag checks), Nats-
 //     (JetStream's), "__" (RocketMQ's), RocketMQ's system properties, and
 //     Status (nats.go's status line);
 //   - a name appears once: RocketMQ keeps one value per name, and HTTP
@@ -136,6 +137,11 @@ func CheckHeaders(hs []Header) error {
 		}
 		if j := badValueByte(h.Value); j >= 0 {
 			return &HeaderError{Name: h.Key, Reason: fmt.Sprintf("the value holds control byte %#02x at %d; values may hold no control bytes but tab", h.Value[j], j)}
+		}
+		if strings.EqualFold(h.Key, HeaderTag) {
+			if why := CheckTag(h.Value); why != "" {
+				return &HeaderError{Name: h.Key, Reason: why}
+			}
 		}
 	}
 	if i, j := duplicate(hs); i >= 0 {
@@ -156,7 +162,7 @@ func nameProblem(name string) string {
 	}
 	switch {
 	case hasPrefixFold(name, PrefixMsgmesh):
-		if strings.EqualFold(name, HeaderContentType) || strings.EqualFold(name, HeaderSchemaID) || strings.EqualFold(name, HeaderSchemaVersion) {
+		if strings.EqualFold(name, HeaderContentType) || strings.EqualFold(name, HeaderSchemaID) || strings.EqualFold(name, HeaderSchemaVersion) || strings.EqualFold(name, HeaderTag) {
 			return ""
 		}
 		return "names starting with Msgmesh- are reserved for the sidecar"

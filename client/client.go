@@ -159,10 +159,20 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		cn.fail(ErrClosed)
 		return nil, ErrClosed
 	}
-	hello := mesh.Hello{App: c.cfg.app, Client: c.cfg.clientName, MaxInflight: uint32(c.cfg.maxInflight), Secret: c.cfg.secret}
+	// The SDK reads message flags (null bodies, empty keys); a sidecar
+	// that predates them refuses such a HELLO as malformed, and gets one
+	// without them (docs/protocol.md §5.1).
+	hello := mesh.Hello{App: c.cfg.app, Client: c.cfg.clientName, MaxInflight: uint32(c.cfg.maxInflight), Secret: c.cfg.secret,
+		Features: mesh.FeatureMessageFlags}
 	f, err := cn.request(ctx, mesh.KindHello, &hello)
 	if err == nil {
 		err = answerErr(f, mesh.KindOK)
+	}
+	if CodeOf(err) == mesh.CodeBadFrame {
+		hello.Features = 0
+		if f, err = cn.request(ctx, mesh.KindHello, &hello); err == nil {
+			err = answerErr(f, mesh.KindOK)
+		}
 	}
 	if err != nil {
 		cn.fail(err)

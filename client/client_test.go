@@ -46,11 +46,12 @@ func TestDialHandshake(t *testing.T) {
 	c := dial(t, p, client.WithApp("orders"), client.WithClientName("orders-1"), client.WithMaxInflight(7))
 	pc := p.accept(t)
 	h, d := pc.handshake(t)
-	if h != (mesh.Hello{App: "orders", Client: "orders-1", MaxInflight: 7}) {
+	want := mesh.Hello{App: "orders", Client: "orders-1", MaxInflight: 7, Features: mesh.FeatureMessageFlags}
+	if h != want {
 		t.Fatalf("HELLO = %+v", h)
 	}
-	if raw := pc.lastHello; len(raw) != len((&mesh.Hello{App: "orders", Client: "orders-1", MaxInflight: 7}).AppendTo(nil)) {
-		t.Fatalf("HELLO without a secret is %d bytes (%x): it must not carry the optional field", len(raw), raw)
+	if raw := pc.lastHello; len(raw) != len(want.AppendTo(nil)) {
+		t.Fatalf("HELLO without a secret is %d bytes (%x): it carries an empty secret, then the features", len(raw), raw)
 	}
 	if len(d.Subs) != 0 {
 		t.Fatalf("first DECLARE = %+v, want an empty set", d.Subs)
@@ -822,5 +823,28 @@ func TestRetryAfter(t *testing.T) {
 	var err error = &client.RetryAfter{Delay: time.Second, Err: cause}
 	if !errors.Is(err, cause) || err.Error() != "retry after 1s: db busy" {
 		t.Fatalf("RetryAfter = %q", err)
+	}
+}
+
+// TestDialOldSidecar: a sidecar that predates message flags refuses a
+// HELLO with features as malformed; the client says HELLO again without
+// them on the same connection, and works.
+func TestDialOldSidecar(t *testing.T) {
+	p := newPeer(t)
+	p.oldSidecar = true
+	p.autoPublish = true
+	c := dial(t, p, client.WithApp("orders"))
+	pc := p.accept(t)
+	first := pc.expect(t, mesh.KindHello, false)
+	var h1 mesh.Hello
+	if err := h1.Decode(first.Payload); err != nil || h1.Features != mesh.FeatureMessageFlags {
+		t.Fatalf("first HELLO %+v, %v", h1, err)
+	}
+	h2, _ := pc.handshake(t)
+	if h2.Features != 0 || h2.App != "orders" {
+		t.Fatalf("second HELLO %+v, want one without features", h2)
+	}
+	if _, err := c.Publish(testCtx(t), &client.Message{Topic: "t", Body: []byte("x")}); err != nil {
+		t.Fatalf("publish after the fallback: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +20,23 @@ type Message struct {
 	Key     string // partitioning / ordering key; may be empty
 	Headers []mesh.HeaderField
 	Body    []byte
+	// Tag is the message's tag (RocketMQ's TAGS), which consumer groups
+	// can filter on (a binding's tags); "" for none. It travels as the
+	// header HeaderTag: Publish adds it, and a Delivery has it here, not
+	// in Headers.
+	Tag string
+	// NullBody: the body is null, not empty: a Kafka tombstone (Body is
+	// empty). Only Kafka stores one: publishing it to a NATS or RocketMQ
+	// topic is refused with INVALID.
+	NullBody bool
+	// EmptyKey: the message has a key, and it is "" (Kafka and NATS tell
+	// an empty key from none). Without it an empty Key means no key.
+	// RocketMQ has no empty key: INVALID there.
+	EmptyKey bool
 }
+
+// HeaderTag is the header a message's tag travels in (Message.Tag).
+const HeaderTag = "Msgmesh-Tag"
 
 // Delivery is one message delivered to the app, pushed to a Handler or
 // returned by Pull. Settle it exactly once with Ack or Nack; the sidecar
@@ -70,6 +87,14 @@ func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
 	}
 	if m.Timestamp != 0 {
 		d.Timestamp = time.Unix(0, m.Timestamp)
+	}
+	d.NullBody, d.EmptyKey = m.Flags.NullBody(), m.Flags.EmptyKey()
+	for i, h := range d.Headers {
+		if strings.EqualFold(h.Key, HeaderTag) {
+			d.Tag = h.Value
+			d.Headers = append(d.Headers[:i:i], d.Headers[i+1:]...)
+			break
+		}
 	}
 	return d
 }

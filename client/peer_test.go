@@ -39,6 +39,9 @@ type peer struct {
 	onAnswer func(mesh.Frame)
 	// noRecord: do not keep frames for the test (benchmarks).
 	noRecord bool
+	// oldSidecar makes the peer answer a HELLO carrying features as a
+	// sidecar that predates them does: ERROR BAD_FRAME (trailing bytes).
+	oldSidecar bool
 	// helloGate, if set, holds the HELLO answer of every connection after
 	// the first until a value is received from it.
 	helloGate chan struct{}
@@ -145,6 +148,11 @@ func (pc *peerConn) read(n int32) {
 		}
 		switch f.Kind {
 		case mesh.KindHello:
+			var h mesh.Hello
+			if pc.p.oldSidecar && h.Decode(f.Payload) == nil && h.Features != 0 {
+				pc.send(mesh.KindError, mesh.FlagResponse, f.ID, &mesh.Error{Code: mesh.CodeBadFrame, Message: "mesh: malformed frame HELLO: 4 trailing bytes"})
+				continue
+			}
 			if n > 1 && pc.p.helloGate != nil {
 				select {
 				case <-pc.p.helloGate:

@@ -19,13 +19,20 @@ type PublishAck = mesh.PublishAck
 type publishEnc Message
 
 func (m *publishEnc) AppendTo(b []byte) []byte {
-	p := mesh.Publish{Topic: m.Topic, Key: m.Key, Headers: m.Headers, Body: m.Body}
+	p := mesh.Publish{Topic: m.Topic, Key: m.Key, Headers: m.Headers, Body: m.Body,
+		Flags: mesh.NewMessageFlags(m.NullBody, m.EmptyKey && m.Key == "")}
+	if m.Tag != "" {
+		p.Headers = append(p.Headers[:len(p.Headers):len(p.Headers)], mesh.HeaderField{Key: HeaderTag, Value: m.Tag})
+	}
 	return p.AppendTo(b)
 }
 
 func checkMessage(m *Message) error {
 	if m == nil || m.Topic == "" {
 		return fmt.Errorf("%w: a message needs a topic", errInvalidArg)
+	}
+	if m.NullBody && len(m.Body) > 0 {
+		return fmt.Errorf("%w: a message with a null body (NullBody) has no Body", errInvalidArg)
 	}
 	return nil
 }

@@ -27,6 +27,22 @@ func bearer(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
+// OperatorUser is the user name that goes with the operator token in HTTP
+// Basic authentication (Confluent clients' basic.auth.user.info =
+// "operator:TOKEN"); an app's credential goes with the app's name.
+const OperatorUser = "operator"
+
+// credential returns the token a request presents: "Authorization:
+// Bearer TOKEN", or HTTP Basic with the token as the password, and the
+// Basic user name (basic is false for a bearer token).
+func credential(r *http.Request) (tok, user string, basic, ok bool) {
+	if tok, ok := bearer(r); ok {
+		return tok, "", false, true
+	}
+	user, tok, ok = r.BasicAuth()
+	return tok, user, true, ok && tok != ""
+}
+
 // authorize checks a request's credential. configApp is the app whose
 // config the request reads, "" on every other route: the operator token
 // is good everywhere, an app's credential (current, or previous until it
@@ -53,17 +69,23 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (principal, 
 	if s.opts.InsecureNoAuth {
 		return principal{operator: true}, nil
 	}
-	tok, ok := bearer(r)
+	tok, user, basic, ok := credential(r)
 	if !ok {
-		return principal{}, errorf(ErrUnauthorized, "no credential; send \"Authorization: Bearer TOKEN\" with the operator token (or, to read an app's config, the app's credential)")
+		return principal{}, errorf(ErrUnauthorized, "no credential; send \"Authorization: Bearer TOKEN\" with the operator token (or, to read an app's config, the app's credential), or Basic authentication with user %q and the operator token, or the app's name and its credential, as password", OperatorUser)
 	}
 	if api.ConstantTimeEqual(tok, s.opts.Token) {
+		if basic && user != OperatorUser {
+			return principal{}, errorf(ErrUnauthorized, "Basic authentication with the operator token needs the user name %q, not %q", OperatorUser, user)
+		}
 		return principal{operator: true}, nil
 	}
 	unknown := errorf(ErrUnauthorized, "the credential is neither the operator token nor a current app credential")
 	app, ok := credentialApp(tok)
 	if !ok {
 		return principal{}, unknown
+	}
+	if basic && user != app {
+		return principal{}, errorf(ErrUnauthorized, "Basic authentication with an app's credential needs the app's name as user name, not %q", user)
 	}
 	rec, _, err := s.getApp(ctx, app)
 	if errors.Is(err, ErrNotFound) {

@@ -46,6 +46,10 @@ type schemasRecord struct {
 	// Policies are the topics' own policies (api.PolicyWarn, ...); a
 	// topic without one enforces its schema.
 	Policies map[string]string `json:"policies,omitempty"`
+	// Strategies are the topics' own subject name strategies
+	// (msgmesh.StrategyRecordName, ...); a topic without one uses
+	// topic_name.
+	Strategies map[string]string `json:"strategies,omitempty"`
 	// Changes counts the registry's changes of subjects' versions. Its
 	// only use is to change the key, and so its ModRev.
 	Changes uint64 `json:"changes"`
@@ -176,7 +180,7 @@ type principalKey struct{}
 
 // registryPaths are the prefixes of Confluent's Schema Registry API, served
 // by schemaRegistry.
-var registryPaths = []string{"/subjects", "/subjects/", "/schemas/", "/config", "/config/", "/compatibility/"}
+var registryPaths = []string{"/subjects", "/subjects/", "/schemas", "/schemas/", "/config", "/config/", "/compatibility/", "/mode", "/mode/"}
 
 // schemaRegistry serves the registry in Confluent's shape: every request
 // needs a valid credential (the operator token or any app's credential),
@@ -211,7 +215,10 @@ func (s *Server) writeRegistryError(w http.ResponseWriter, r *http.Request, err 
 	switch status {
 	case http.StatusUnauthorized:
 		code = 40101
-		w.Header().Set("WWW-Authenticate", `Bearer realm="msgmesh-ctrlplane"`)
+		// Confluent clients send Basic credentials (basic.auth.user.info)
+		// or a bearer token; offer both.
+		w.Header().Add("WWW-Authenticate", `Basic realm="msgmesh-ctrlplane"`)
+		w.Header().Add("WWW-Authenticate", `Bearer realm="msgmesh-ctrlplane"`)
 	case http.StatusForbidden:
 		code = 40301
 	case http.StatusServiceUnavailable:
@@ -261,7 +268,8 @@ func (s *Server) handleGetSchemaPolicy(ctx context.Context, w http.ResponseWrite
 		return err
 	}
 	p, ok := rec.Policies[topic]
-	writeJSON(w, http.StatusOK, api.SchemaPolicy{Topic: topic, Policy: cmp.Or(p, api.PolicyEnforce), Default: !ok})
+	writeJSON(w, http.StatusOK, api.SchemaPolicy{Topic: topic, Policy: cmp.Or(p, api.PolicyEnforce), Default: !ok,
+		SubjectStrategy: cmp.Or(rec.Strategies[topic], schema.StrategyTopicName)})
 	return nil
 }
 
@@ -274,28 +282,48 @@ func (s *Server) handlePutSchemaPolicy(ctx context.Context, w http.ResponseWrite
 	if err := decodeBody(r.Body, &req, false); err != nil {
 		return err
 	}
-	if strings.TrimSpace(req.Policy) == "" {
-		return api.Invalid("policy", "required: enforce, warn or off")
+	if strings.TrimSpace(req.Policy) == "" && req.SubjectStrategy == "" {
+		return api.Invalid("policy", "required: enforce, warn or off (or subject_strategy: topic_name, topic, record_name or topic_record_name)")
 	}
-	p, err := schema.ParsePolicy(req.Policy)
-	if err != nil {
-		return api.Invalid("policy", "%q is not a policy; use enforce, warn or off", req.Policy)
+	var p schema.Policy
+	if req.Policy != "" {
+		var err error
+		if p, err = schema.ParsePolicy(req.Policy); err != nil {
+			return api.Invalid("policy", "%q is not a policy; use enforce, warn or off", req.Policy)
+		}
 	}
-	_, rev, err := s.updateSchemaState(ctx, func(rec *schemasRecord) error {
-		if _, ok := rec.Policies[topic]; !ok && len(rec.Policies) >= api.MaxSchemaPolicies {
+	if req.SubjectStrategy != "" {
+		if _, err := schema.ParseStrategy(req.SubjectStrategy); err != nil {
+			return api.Invalid("subject_strategy", "%q is not a subject name strategy; use topic_name, topic, record_name or topic_record_name", req.SubjectStrategy)
+		}
+	}
+	rec, rev, err := s.updateSchemaState(ctx, func(rec *schemasRecord) error {
+		_, hasPolicy := rec.Policies[topic]
+		_, hasStrategy := rec.Strategies[topic]
+		if !hasPolicy && !hasStrategy && len(rec.Policies)+len(rec.Strategies) >= api.MaxSchemaPolicies {
 			return api.Invalid("topic", "%d topics have a policy of their own, the most allowed", api.MaxSchemaPolicies)
 		}
-		if rec.Policies == nil {
-			rec.Policies = map[string]string{}
+		if req.Policy != "" {
+			if rec.Policies == nil {
+				rec.Policies = map[string]string{}
+			}
+			rec.Policies[topic] = p.String()
 		}
-		rec.Policies[topic] = p.String()
+		if req.SubjectStrategy != "" {
+			if rec.Strategies == nil {
+				rec.Strategies = map[string]string{}
+			}
+			rec.Strategies[topic] = req.SubjectStrategy
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.log.Info("schema policy set", "topic", topic, "policy", p.String(), "rev", rev)
-	writeJSON(w, http.StatusOK, api.SchemaPolicy{Topic: topic, Policy: p.String()})
+	policy := cmp.Or(rec.Policies[topic], api.PolicyEnforce)
+	strategy := cmp.Or(rec.Strategies[topic], schema.StrategyTopicName)
+	s.log.Info("schema policy set", "topic", topic, "policy", policy, "subject_strategy", strategy, "rev", rev)
+	writeJSON(w, http.StatusOK, api.SchemaPolicy{Topic: topic, Policy: policy, SubjectStrategy: strategy})
 	return nil
 }
 
@@ -305,10 +333,13 @@ func (s *Server) handleDeleteSchemaPolicy(ctx context.Context, w http.ResponseWr
 		return err
 	}
 	_, _, err = s.updateSchemaState(ctx, func(rec *schemasRecord) error {
-		if _, ok := rec.Policies[topic]; !ok {
-			return errorf(ErrNotFound, "topic %q has no policy of its own (it enforces its schema)", topic)
+		_, hasPolicy := rec.Policies[topic]
+		_, hasStrategy := rec.Strategies[topic]
+		if !hasPolicy && !hasStrategy {
+			return errorf(ErrNotFound, "topic %q has no policy of its own (it enforces its schema, found by the topic_name strategy)", topic)
 		}
 		delete(rec.Policies, topic)
+		delete(rec.Strategies, topic)
 		return nil
 	})
 	if err != nil {

@@ -91,11 +91,13 @@ func TestSchemaRegistryAPI(t *testing.T) {
 	op := client(t, c.url, testToken)
 	appCred := mustCreate(t, op, "orders")
 
-	// Writes: no credential, an unknown one, an app's: 401 40101.
-	for _, tok := range []string{"", "not-a-credential", appCred} {
+	// Writes: no credential, an unknown one: 401 40101; an app's, which
+	// is a valid credential without the right: 403 40301.
+	for _, tok := range []string{"", "not-a-credential"} {
 		a := do(t, "POST", c.url+"/subjects/customers/versions", tok, schemaBody(t, customerV1))
 		registryError(t, a, 401, 40101)
 	}
+	registryError(t, do(t, "POST", c.url+"/subjects/customers/versions", appCred, schemaBody(t, customerV1)), 403, 40301)
 	// Reads need a credential too.
 	registryError(t, do(t, "GET", c.url+"/subjects", "", ""), 401, 40101)
 
@@ -145,7 +147,7 @@ func TestSchemaRegistryAPI(t *testing.T) {
 	}
 
 	// Config: reads for everyone with a credential, writes for the operator.
-	registryError(t, do(t, "PUT", c.url+"/config/customers", appCred, `{"compatibility":"NONE"}`), 401, 40101)
+	registryError(t, do(t, "PUT", c.url+"/config/customers", appCred, `{"compatibility":"NONE"}`), 403, 40301)
 	if got := decodeAnswer[map[string]string](t, do(t, "GET", c.url+"/config", appCred, ""), 200); got["compatibilityLevel"] != "BACKWARD" {
 		t.Fatalf("GET /config = %v", got)
 	}
@@ -227,7 +229,7 @@ func TestSchemaClient(t *testing.T) {
 	if _, err := app.Schema(ctx, "customers", 1); err != nil {
 		t.Fatalf("read with an app credential: %v", err)
 	}
-	if _, err := app.RegisterSchema(ctx, "customers", customerV1); !errors.Is(err, ctrlclient.ErrUnauthorized) {
+	if _, err := app.RegisterSchema(ctx, "customers", customerV1); !errors.Is(err, ctrlclient.ErrForbidden) {
 		t.Fatalf("write with an app credential: %v", err)
 	}
 	if _, err := app.SetSchemaPolicy(ctx, "customers", "warn"); !errors.Is(err, ctrlclient.ErrForbidden) {
@@ -243,7 +245,7 @@ func TestSchemaPolicies(t *testing.T) {
 	if got, err := op.SchemaPolicies(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("no policies yet: %v, %v", got, err)
 	}
-	if got, err := op.SchemaPolicy(ctx, "orders"); err != nil || got != (api.SchemaPolicy{Topic: "orders", Policy: "enforce", Default: true}) {
+	if got, err := op.SchemaPolicy(ctx, "orders"); err != nil || got != (api.SchemaPolicy{Topic: "orders", Policy: "enforce", SubjectStrategy: "topic_name", Default: true}) {
 		t.Fatalf("default policy = %+v, %v", got, err)
 	}
 	if got, err := op.SetSchemaPolicy(ctx, "orders", "WARN"); err != nil || got.Policy != "warn" {
@@ -255,9 +257,22 @@ func TestSchemaPolicies(t *testing.T) {
 	if got, err := op.SchemaPolicies(ctx); err != nil || len(got) != 2 || got["orders"] != "warn" || got["a.b/c d"] != "off" {
 		t.Fatalf("SchemaPolicies = %v, %v", got, err)
 	}
+	// A subject name strategy alone keeps the policy; both reach the
+	// apps' configs.
+	if got := decodeAnswer[api.SchemaPolicy](t, do(t, "PUT", c.url+"/v1/schema-policies/orders", testToken, `{"subject_strategy":"record_name"}`), 200); got.Policy != "warn" || got.SubjectStrategy != "record_name" {
+		t.Fatalf("PUT subject_strategy = %+v", got)
+	}
+	if _, err := op.CreateApp(ctx, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := op.Config(ctx, "billing")
+	if err != nil || cfg.SchemaStrategies["orders"] != "record_name" || cfg.SchemaPolicies["orders"] != "warn" {
+		t.Fatalf("app config: strategies %v, policies %v, %v", cfg.SchemaStrategies, cfg.SchemaPolicies, err)
+	}
 	for _, tc := range []struct{ topic, body, msg string }{
 		{"orders", `{"policy":"loud"}`, `policy: "loud" is not a policy; use enforce, warn or off`},
 		{"orders", `{}`, "policy: required"},
+		{"orders", `{"subject_strategy":"by_magic"}`, `subject_strategy: "by_magic" is not a subject name strategy`},
 		{"orders", `{"policy":"warn","x":1}`, "x: unknown field"},
 		{"bad%01topic", `{"policy":"warn"}`, "topic: invalid subject name: control character"},
 	} {

@@ -218,6 +218,12 @@ func (s *Server) appConfig(ctx context.Context, name string, who principal) (api
 		Schemas:   s.topicSchemas(schemas.Policies),
 		Limits:    a.Limits,
 	}
+	if len(schemas.Policies) > 0 {
+		cfg.SchemaPolicies = maps.Clone(schemas.Policies)
+	}
+	if len(schemas.Strategies) > 0 {
+		cfg.SchemaStrategies = maps.Clone(schemas.Strategies)
+	}
 	if err := a.credentialsFor(&cfg, who, s.now()); err != nil {
 		return api.AppConfig{}, err
 	}

@@ -44,3 +44,6 @@ func (h *held) release() {
 		h.p.Release()
 	}
 }
+
+// Unwrap returns the delivery h holds (broker.PositionOf looks through it).
+func (h *held) Unwrap() broker.Delivery { return h.Delivery }

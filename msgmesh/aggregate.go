@@ -33,10 +33,14 @@ func (k upstreamKey) route() routeKey { return routeKey{group: k.group, topic: k
 type upstream struct {
 	key      upstreamKey
 	consumer broker.Consumer
-	route    *route
-	ctx      context.Context // ends when the upstream stops
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// tags is the group's tag filter; filter says the sidecar applies it
+	// (the adapter does not: broker.TagFiltering).
+	tags   broker.TagFilter
+	filter bool
+	route  *route
+	ctx    context.Context // ends when the upstream stops
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	// mu guards the pause state. Lock order: after Sidecar.reconcileMu,
 	// before route.mu.
@@ -86,11 +90,14 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	}
 	snap.addGrants(regs)
 	s.snap.Store(snap)
+	s.knownSeries(snap)
 	s.capLog.update(s.log, &s.cfg, len(regs), len(want))
 	s.wakeRoutes() // who may receive what may have changed
 
 	for k, u := range s.upstreams {
-		if !want[k] {
+		if !want[k] || u.tags.String() != snap.policy[k.route()].tags {
+			// Gone, or its tag filter changed: a consumer's filter is
+			// fixed when it starts, so it starts again below.
 			u.stop(ctx)
 			delete(s.upstreams, k)
 			s.log.Info("upstream consumer stopped", "group", k.group, "topic", k.topic)
@@ -122,6 +129,28 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// knownSeries creates the metric series of the registered topics, groups
+// and the clusters at zero (observe.Metrics.Known).
+func (s *Sidecar) knownSeries(snap *snapshot) {
+	m := s.metrics()
+	if m == nil {
+		return
+	}
+	produced := make([]string, 0, len(snap.produce))
+	for t := range snap.produce {
+		produced = append(produced, t)
+	}
+	consumed := make([][2]string, 0, len(snap.consume))
+	for k := range snap.consume {
+		consumed = append(consumed, [2]string{k.topic, k.group})
+	}
+	clusters := make([]string, 0, len(s.cfg.Brokers))
+	for c := range s.cfg.Brokers {
+		clusters = append(clusters, c)
+	}
+	m.Known(produced, consumed, clusters)
+}
+
 // clusterOf resolves the cluster a topic lives on.
 func (s *Sidecar) clusterOf(topic string) string {
 	return topology.Resolve(s.cfg.Routes, s.cfg.DefaultCluster, topic)
@@ -129,19 +158,23 @@ func (s *Sidecar) clusterOf(topic string) string {
 
 // startUpstream must be called with reconcileMu held.
 func (s *Sidecar) startUpstream(ctx context.Context, k upstreamKey) error {
-	c, err := s.cfg.Brokers[k.cluster].Consume(ctx, broker.ConsumerSpec{
+	tags, _ := broker.ParseTagExpression(s.snap.Load().policy[k.route()].tags) // checked at registration
+	b := s.cfg.Brokers[k.cluster]
+	c, err := b.Consume(ctx, broker.ConsumerSpec{
 		Topic:       k.topic,
 		Group:       k.group,
 		BrokerGroup: k.brokerGroup,
 		AckWait:     2 * s.cfg.DeliveryTimeout,
 		Prefetch:    s.cfg.Prefetch,
+		Tags:        tags,
 	})
 	if err != nil {
 		return err
 	}
+	tf, native := b.(broker.TagFiltering)
 	uctx, cancel := context.WithCancel(s.ctx)
-	u := &upstream{key: k, consumer: c, route: s.acquireRoute(k.route()), ctx: uctx, cancel: cancel, done: make(chan struct{}),
-		resumed: make(chan struct{})}
+	u := &upstream{key: k, consumer: c, tags: tags, filter: !tags.All() && !(native && tf.FiltersTags()),
+		route: s.acquireRoute(k.route()), ctx: uctx, cancel: cancel, done: make(chan struct{}), resumed: make(chan struct{})}
 	u.cond.L = &u.mu
 	u.pctx, u.pcancel = context.WithCancel(uctx)
 	if s.paused {
@@ -254,6 +287,12 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		backoff = 50 * time.Millisecond
 		u.noteNext(nil)
 		d = flowctl.Hold(d, permit) // any ack or nack frees the group's slot
+		if u.filter && !u.tags.Match(broker.TagOf(d.Message())) {
+			// Not for this group: settled as RocketMQ's broker-side filter
+			// would, without a delivery.
+			filteredOut(d)
+			continue
+		}
 		if !u.startHandover() {
 			handBack(d) // fetched just as a pause began
 			continue
@@ -284,6 +323,13 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		}
 		u.endHandover()
 	}
+}
+
+// filteredOut acks a message the group's tag filter does not take.
+func filteredOut(d broker.Delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.Ack(ctx) // if it fails the broker offers it again, and it is filtered again
 }
 
 func handBack(d broker.Delivery) {

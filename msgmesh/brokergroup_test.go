@@ -11,8 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
+	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/topology"
 )
 

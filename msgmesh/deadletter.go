@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -45,12 +46,19 @@ const deadLetterRetry = 5 * time.Second
 type deadLetterPolicy struct {
 	maxAttempts int
 	topic       string // the dead-letter topic
+	// tags is the group's tag filter on the topic, canonical
+	// (broker.TagFilter.String): part of the group's one policy per topic,
+	// since one upstream consumer serves every registration of the pair.
+	tags string
 }
 
 // policyFor is the effective policy of a consume binding: the binding's
 // values, else the sidecar's default and DefaultDeadLetterTopic.
 func (sc *Sidecar) policyFor(b registry.Binding) deadLetterPolicy {
-	p := deadLetterPolicy{maxAttempts: b.MaxAttempts, topic: b.DeadLetter()}
+	p := deadLetterPolicy{maxAttempts: b.MaxAttempts, topic: b.DeadLetter(), tags: "*"}
+	if f, err := broker.ParseTagExpression(b.Tags); err == nil { // Validate checked it
+		p.tags = f.String()
+	}
 	if p.maxAttempts == 0 {
 		p.maxAttempts = sc.cfg.MaxAttempts
 	}
@@ -104,10 +112,12 @@ func (sc *Sidecar) deadLetter(k routeKey, d broker.Delivery, p deadLetterPolicy,
 		"attempts", attempts, "reason", why, "dead_letter_topic", p.topic)
 	msg := d.Message()
 	dl := broker.Message{
-		Topic:   p.topic,
-		Key:     msg.Key,
-		Body:    msg.Body,
-		Headers: deadLetterHeaders(msg.Headers, k, d.MessageID(), attempts, why, time.Now()),
+		Topic:    p.topic,
+		Key:      msg.Key,
+		Body:     msg.Body,
+		Headers:  deadLetterHeaders(msg.Headers, k, d.MessageID(), attempts, why, time.Now()),
+		NullBody: msg.NullBody,
+		EmptyKey: msg.EmptyKey,
 	}
 	cluster := sc.clusterOf(p.topic)
 	ctx, cancel := context.WithTimeout(context.Background(), sc.cfg.PublishTimeout)
@@ -118,6 +128,13 @@ func (sc *Sidecar) deadLetter(k routeKey, d broker.Delivery, p deadLetterPolicy,
 	err := br.Allow()
 	if err == nil {
 		res, err = sc.cfg.Brokers[cluster].Publish(ctx, &dl)
+		if errors.Is(err, broker.ErrNullBody) || errors.Is(err, broker.ErrEmptyKey) {
+			// A Kafka tombstone (or empty key) dead-lettered to a broker
+			// that has none: the copy gets an empty body (no key).
+			log.Warn("the dead-letter topic's broker has no null body or empty key; the copy has an empty body and no key instead", "err", err)
+			dl.NullBody, dl.EmptyKey = false, false
+			res, err = sc.cfg.Brokers[cluster].Publish(ctx, &dl)
+		}
 		br.Record(err)
 	}
 	sc.metrics().Published(ctx, dl.Topic, len(dl.Body), time.Since(start), err)

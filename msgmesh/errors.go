@@ -64,7 +64,8 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeMessageTooBig
 	case errors.Is(err, ErrShuttingDown):
 		return mesh.CodeShuttingDown
-	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid), errors.Is(err, broker.ErrInvalidHeader):
+	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid), errors.Is(err, broker.ErrInvalidHeader),
+		errors.Is(err, broker.ErrNullBody), errors.Is(err, broker.ErrEmptyKey):
 		return mesh.CodeInvalid
 	case errors.Is(err, errProtocol):
 		return mesh.CodeUnsupported

@@ -156,7 +156,7 @@ func TestHeaderRule(t *testing.T) {
 						t.Errorf("headers arrived as %v, want %v", got, want)
 					}
 				case "allowed-http":
-					if got := sortedHeaders(d.Headers); !slices.Equal(got, []mesh.HeaderField{{Key: "X-Order", Value: "8"}}) {
+					if got := sortedHeaders(d.Headers); !slices.Equal(got, []mesh.HeaderField{{Key: "x-order", Value: "8"}}) {
 						t.Errorf("HTTP headers arrived as %v", got)
 					}
 				}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -22,6 +23,7 @@ import (
 //	DELETE /v1/registrations/{app}   remove it (its upstream consumers stop)
 //	GET    /v1/upstreams             upstream consumers, their state and their cluster's
 //	GET    /v1/stats                 delivery counters (from broker, forwarded, from siblings)
+//	GET    /v1/streams               each registered topic's stream and its settings (streams.go)
 //	GET    /metrics                  Prometheus metrics, when telemetry is on
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
 //	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
@@ -37,6 +39,7 @@ func (sc *Sidecar) httpHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/registrations/{app}", sc.handleDelete)
 	mux.HandleFunc("GET /v1/upstreams", sc.handleUpstreams)
 	mux.HandleFunc("GET /v1/stats", sc.handleStats)
+	mux.HandleFunc("GET /v1/streams", sc.handleStreams)
 	if t := sc.cfg.Telemetry; t != nil {
 		mux.Handle("GET /metrics", t.MetricsHandler())
 	}
@@ -145,6 +148,9 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration, secr
 	if err := sc.checkTopics(ctx, reg, others(current, reg.App)); err != nil {
 		return reg, "", err
 	}
+	if err := sc.checkGroups(ctx, reg, others(current, reg.App)); err != nil {
+		return reg, "", err
+	}
 	var issued string
 	stored, err := sc.store.PutFunc(func(current []registry.Registration) (registry.Registration, error) {
 		var err error
@@ -220,11 +226,24 @@ func (sc *Sidecar) handleUpstreams(w http.ResponseWriter, r *http.Request) {
 }
 
 // Headers of POST /v1/publish/{topic}: the key comes from Msgmesh-Key (or
-// ?key=), message headers from Msgmesh-Header-<Name>; the app it acts as
+// ?key=), message headers from Msgmesh-Header-<name>; the app it acts as
 // from Msgmesh-App, with its secret in Authorization (identity.go).
+//
+// HTTP header names are case-insensitive, and Go (like every HTTP/2 peer)
+// does not keep the case they were sent in, so the message header name is
+// <name> in lower case ("Msgmesh-Header-X-Trace" gives "x-trace"), unless
+// Msgmesh-Header-Names spells it: a comma-separated list of names whose
+// spelling, case included, replaces the lower-case form of the header of
+// the same name (docs/http-api.md).
 const (
 	httpKeyHeader    = "Msgmesh-Key"
 	httpHeaderPrefix = "Msgmesh-Header-"
+	httpHeaderNames  = "Msgmesh-Header-Names"
+	// httpTagHeader is the message's tag (broker.HeaderTag).
+	httpTagHeader = "Msgmesh-Tag"
+	// httpNullBodyHeader "true" publishes a null body (a Kafka
+	// tombstone); the request has no body then.
+	httpNullBodyHeader = "Msgmesh-Null-Body"
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
@@ -238,15 +257,35 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: reading body: %w", ErrInvalid, err))
 		return
 	}
-	msg := broker.Message{Topic: r.PathValue("topic"), Key: r.Header.Get(httpKeyHeader), Body: body}
-	if msg.Key == "" {
-		msg.Key = r.URL.Query().Get("key")
+	msg := broker.Message{Topic: r.PathValue("topic"), Body: body}
+	// A key given empty is an empty key; none given is no key.
+	if vs, ok := r.Header[httpKeyHeader]; ok {
+		msg.Key, msg.EmptyKey = vs[0], vs[0] == ""
+	} else if q := r.URL.Query(); q.Has("key") {
+		msg.Key = q.Get("key")
+		msg.EmptyKey = msg.Key == ""
 	}
-	for name, vals := range r.Header {
-		if k, ok := strings.CutPrefix(name, httpHeaderPrefix); ok { // an empty name is refused with the rest
-			for _, v := range vals {
-				msg.Headers = append(msg.Headers, broker.Header{Key: k, Value: v})
-			}
+	if v := r.Header.Get(httpNullBodyHeader); v != "" {
+		null, perr := strconv.ParseBool(v)
+		switch {
+		case perr != nil:
+			writeError(w, fmt.Errorf("%w: %s: %q is not true or false", ErrInvalid, httpNullBodyHeader, v))
+			return
+		case null && len(body) > 0:
+			writeError(w, fmt.Errorf("%w: %s: true with a %d-byte body; a null body has no bytes", ErrInvalid, httpNullBodyHeader, len(body)))
+			return
+		}
+		msg.NullBody = null
+	}
+	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
+		writeError(w, err)
+		return
+	}
+	if tag, ok := r.Header[httpTagHeader]; ok {
+		// The message's tag; the header rule checks it (and refuses a
+		// second one sent as Msgmesh-Header-Msgmesh-Tag).
+		for _, v := range tag {
+			msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderTag, Value: v})
 		}
 	}
 	b, err := sc.checkPublish(id, &msg)
@@ -254,12 +293,49 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	res, err := sc.publish(r.Context(), b, &msg)
+	// The request's own Content-Type says how the body is encoded, for
+	// the schema validator, unless a message header says it.
+	res, err := sc.publish(r.Context(), b, &msg, r.Header.Get("Content-Type"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, publishResponse{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID})
+}
+
+// httpMessageHeaders builds the message headers of an HTTP publish from
+// its Msgmesh-Header-<name> headers: names in lower case, or as
+// Msgmesh-Header-Names spells them. A spelling that names no header sent
+// is refused, so a typo does not go unnoticed. The header rule
+// (broker.CheckHeaders) is applied later, with every other publish's.
+func httpMessageHeaders(h http.Header) ([]broker.Header, error) {
+	spelled := map[string]string{} // lower case → spelling
+	for _, v := range h.Values(httpHeaderNames) {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				spelled[strings.ToLower(name)] = name
+			}
+		}
+	}
+	var hs []broker.Header
+	for name, vals := range h {
+		k, ok := strings.CutPrefix(name, httpHeaderPrefix)
+		if !ok || name == httpHeaderNames { // an empty name is refused with the rest
+			continue
+		}
+		k = strings.ToLower(k)
+		if s, ok := spelled[k]; ok {
+			delete(spelled, k)
+			k = s
+		}
+		for _, v := range vals {
+			hs = append(hs, broker.Header{Key: k, Value: v})
+		}
+	}
+	for _, s := range spelled {
+		return nil, fmt.Errorf("%w: %s names %q, but no %s%s header was sent", ErrInvalid, httpHeaderNames, s, httpHeaderPrefix, s)
+	}
+	return hs, nil
 }
 
 // publishResponse answers POST /v1/publish/{topic}: the broker acknowledged

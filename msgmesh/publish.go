@@ -44,8 +44,9 @@ func (sc *Sidecar) checkPublish(id *identity, m *broker.Message) (broker.Broker,
 
 // publish validates a checked message against its topic's schema, sends it
 // to its broker and waits for the ack. Nothing reaches the broker if the
-// schema refuses it.
-func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message) (res broker.PublishResult, err error) {
+// schema refuses it. contentType is how the body is encoded when no
+// message header says it (an HTTP publish's own Content-Type); "" for none.
+func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Message, contentType string) (res broker.PublishResult, err error) {
 	if ch := sc.chain; ch != nil {
 		x := &stream.Exchange{Ctx: ctx, Kind: stream.ExchangePublish, Listener: "mesh", Protocol: "mesh",
 			Route: m.Topic, Target: m.Topic, Cluster: sc.clusterOf(m.Topic), ReqBytes: len(m.Body), Start: time.Now()}
@@ -63,7 +64,7 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 		}
 	}
 	start := time.Now()
-	if err = sc.validate(m); err != nil {
+	if err = sc.validate(m, contentType); err != nil {
 		sc.metrics().Rejected(ctx, m.Topic, "schema_invalid")
 		return res, err
 	}
@@ -89,7 +90,7 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 			}
 		}
 	}
-	observe.End(span, err)
+	sc.cfg.Telemetry.EndPublish(span, m.Topic, res, err)
 	sc.metrics().Published(ctx, m.Topic, len(m.Body), time.Since(start), err)
 	if err != nil {
 		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)

@@ -118,7 +118,7 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 		return false
 	}
 	observe.LinkDelivery(w.span, d)
-	w.msgs = append(w.msgs, toWire(id, k, d))
+	w.msgs = append(w.msgs, w.s.toWire(id, k, d))
 	full := len(w.msgs) >= w.max
 	if len(w.msgs) == 1 && !full && w.timer != nil {
 		// The first message is here: answer soon rather than at the end of

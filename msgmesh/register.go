@@ -43,8 +43,8 @@ func (sc *Sidecar) checkPolicies(reg registry.Registration, others []registry.Re
 	for i, b := range reg.Consume {
 		o, ok := have[routeKey{group: b.Group, topic: b.Topic}]
 		if p := sc.policyFor(b); ok && p != o.p {
-			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d and dead_letter_topic %q in app %q's registration, not %d and %q; a group has one dead-letter policy per topic, so register the same values (or change both)",
-				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.app, p.maxAttempts, p.topic)
+			return fmt.Errorf("%w: consume[%d]: group %q on topic %q has max_attempts %d, dead_letter_topic %q and tags %q in app %q's registration, not %d, %q and %q; a group has one dead-letter policy and one tag filter per topic, so register the same values (or change both)",
+				ErrInvalid, i, b.Group, b.Topic, o.p.maxAttempts, o.p.topic, o.p.tags, o.app, p.maxAttempts, p.topic, p.tags)
 		}
 	}
 	return nil
@@ -52,7 +52,7 @@ func (sc *Sidecar) checkPolicies(reg registry.Registration, others []registry.Re
 
 // checkBrokerGroups refuses a consume binding whose broker group (its
 // broker_group, else its group) its cluster cannot name
-// (broker.GroupChecker), that differs from the broker group another app
+// (broker.GroupNameChecker), that differs from the broker group another app
 // registered for the same (group, topic), or that another group already
 // uses on the same topic: two groups of the sidecar in one broker-side
 // group would split each other's messages.
@@ -79,7 +79,7 @@ func (sc *Sidecar) checkBrokerGroups(reg registry.Registration, others []registr
 	}
 	for i, b := range reg.Consume {
 		if b.BrokerGroup != "" {
-			if gc, ok := sc.cfg.Brokers[sc.clusterOf(b.Topic)].(broker.GroupChecker); ok {
+			if gc, ok := sc.cfg.Brokers[sc.clusterOf(b.Topic)].(broker.GroupNameChecker); ok {
 				if err := gc.CheckBrokerGroup(b.BrokerGroup); err != nil {
 					return fmt.Errorf("%w: consume[%d].broker_group: cluster %q: %w", ErrInvalid, i, sc.clusterOf(b.Topic), err)
 				}
@@ -150,4 +150,38 @@ func (sc *Sidecar) topicsByCluster(regs []registry.Registration) map[string][]st
 		slices.Sort(ts)
 	}
 	return out
+}
+
+// checkGroups asks the cluster of each topic reg consumes, when its
+// adapter is a broker.GroupChecker, whether every group the registrations
+// (reg and others) consume the topic with can have a consumer there: a
+// NATS work-queue stream takes one. A conflict refuses the registration
+// (400 INVALID) instead of starting an upstream consumer that could only
+// retry for ever; a cluster that cannot be asked does not block it.
+func (sc *Sidecar) checkGroups(ctx context.Context, reg registry.Registration, others []registry.Registration) error {
+	groups := map[string][]string{} // topic → groups
+	for _, r := range append([]registry.Registration{reg}, others...) {
+		for _, b := range r.Consume {
+			if !slices.Contains(groups[b.Topic], b.Group) {
+				groups[b.Topic] = append(groups[b.Topic], b.Group)
+			}
+		}
+	}
+	for _, b := range reg.Consume {
+		gc, ok := sc.cfg.Brokers[sc.clusterOf(b.Topic)].(broker.GroupChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, topicCheckTimeout)
+		err := gc.CheckGroups(cctx, b.Topic, groups[b.Topic])
+		cancel()
+		switch {
+		case errors.Is(err, broker.ErrGroupConflict):
+			return fmt.Errorf("%w: consume %s: %w", ErrInvalid, b.Group+":"+b.Topic, err)
+		case err != nil:
+			sc.log.Warn("could not check the registration's consumer groups with the cluster; registering anyway",
+				"app", reg.App, "topic", b.Topic, "err", err)
+		}
+	}
+	return nil
 }

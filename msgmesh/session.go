@@ -45,6 +45,9 @@ type session struct {
 	helloBy     time.Time     // HELLO must arrive by then (Config.HelloTimeout)
 
 	who atomic.Pointer[identity] // the app it acts as; set by HELLO (or adopt), then fixed
+	// flags: the app reads message flags (mesh.FeatureMessageFlags), so
+	// deliveries carry them; set by HELLO.
+	flags atomic.Bool
 
 	mu       sync.Mutex
 	hello    bool
@@ -327,6 +330,7 @@ func (s *session) onHello(p []byte) error {
 	}
 	s.who.Store(&id)
 	s.hello = true
+	s.flags.Store(h.Features&mesh.FeatureMessageFlags != 0)
 	s.client = h.Client
 	if h.MaxInflight > 0 && int(h.MaxInflight) < s.sc.cfg.MaxInflight {
 		s.maxInflight.Store(int32(h.MaxInflight))
@@ -497,7 +501,7 @@ func (s *session) push(k routeKey, d broker.Delivery) bool {
 		s.release()
 		return false
 	}
-	m := toWire(id, k, d)
+	m := s.toWire(id, k, d)
 	if err := s.send(mesh.KindDeliver, 0, id, &m); err != nil {
 		// The delivery is tracked; closing hands it back to the broker.
 		s.close(err)
@@ -646,7 +650,8 @@ func (s *session) onPublish(f mesh.Frame) error {
 	if err := p.Decode(f.Payload); err != nil {
 		return err
 	}
-	msg := broker.Message{Topic: p.Topic, Key: p.Key, Body: p.Body}
+	msg := broker.Message{Topic: p.Topic, Key: p.Key, Body: p.Body,
+		NullBody: p.Flags.NullBody(), EmptyKey: p.Flags.EmptyKey()}
 	if len(p.Headers) > 0 {
 		msg.Headers = make([]broker.Header, len(p.Headers))
 		for i, h := range p.Headers {
@@ -693,7 +698,7 @@ func (s *session) publishOne(job publishJob) {
 		// would only add a duplicate it cannot learn about.
 		return
 	}
-	res, err := s.sc.publish(context.Background(), job.broker, &job.msg)
+	res, err := s.sc.publish(context.Background(), job.broker, &job.msg, "")
 	if err != nil {
 		s.sendError(job.id, err)
 		return
@@ -726,6 +731,17 @@ func (s *session) sendError(id uint64, err error) {
 // protocol default.
 func (sc *Sidecar) outFrameMax() int { return max(sc.cfg.MaxFrameSize, mesh.DefaultMaxFrameSize) }
 
+// toWire converts a broker delivery into its wire form for this
+// connection: with the message flags when its app reads them, else with
+// version 1's meaning (a null body is empty, an empty key none).
+func (s *session) toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
+	m := toWire(id, k, d)
+	if !s.flags.Load() {
+		m.Flags = 0
+	}
+	return m
+}
+
 // toWire converts a broker delivery into its wire form.
 func toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
 	msg := d.Message()
@@ -737,6 +753,10 @@ func toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
 		Body:        msg.Body,
 		MessageID:   d.MessageID(),
 		Redelivered: uint32(d.Redelivered()),
+		Flags:       mesh.NewMessageFlags(msg.NullBody, msg.EmptyKey && msg.Key == ""),
+	}
+	if msg.NullBody {
+		m.Body = nil
 	}
 	if ts := d.Timestamp(); !ts.IsZero() {
 		m.Timestamp = ts.UnixNano()

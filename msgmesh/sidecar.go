@@ -326,7 +326,7 @@ type Sidecar struct {
 
 	maxBody map[string]int // by cluster: the body limit in force (limits.go); read-only
 
-	schemas   atomic.Pointer[map[string]TopicSchema] // by topic; SetSchemas
+	schemas   atomic.Pointer[compiledSchemas] // SetSchemaSet
 	validator *schema.Validator
 	chain     *stream.Chain // nil without Config.Filters
 
@@ -403,9 +403,19 @@ func New(cfg Config) (*Sidecar, error) {
 			return nil, err
 		}
 	}
+	s.cfg.Telemetry.SetEndpoints(s.endpointOf)
 	s.meshSrv = core.NewServer(s.serveConn, s.log)
 	s.meshSrv.LimitConns(core.ConnLimit{Max: s.cfg.MaxConns, Refuse: s.refuseConn, RefuseTimeout: s.cfg.HelloTimeout, Name: "max_conns (--max-conns)"})
 	return s, nil
+}
+
+// endpointOf describes the cluster topic lives on, for telemetry; zero when
+// its adapter cannot say.
+func (s *Sidecar) endpointOf(topic string) broker.Endpoint {
+	if d, ok := s.cfg.Brokers[s.clusterOf(topic)].(broker.Describer); ok {
+		return d.Endpoint()
+	}
+	return broker.Endpoint{}
 }
 
 // Start reloads the stored registrations and starts their upstream

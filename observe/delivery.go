@@ -67,9 +67,14 @@ func (t *Telemetry) Deliver(d broker.Delivery, group string) broker.Delivery {
 	w.m.InflightAdd(w.topic, group, 1)
 	if t.Tracing() {
 		pctx := msgtrace.Extract(ctx, msg.Headers)
+		ep := t.endpoint(w.topic)
+		attrs := keyAttrs(ep.System, msg.Key, serverAttrs(ep, redeliveredAttr(d.Redelivered())))
+		if p, o, ok := broker.PositionOf(d); ok {
+			attrs = positionAttrs(ep.System, p, o, attrs)
+		}
 		pctx, w.span = msgtrace.Start(pctx, t.Tracer, msgtrace.Span{
-			Op: msgtrace.OpDeliver, Topic: w.topic, Group: group, MessageID: d.MessageID(), BodySize: len(msg.Body),
-			Attrs: redeliveredAttr(d.Redelivered()),
+			Op: msgtrace.OpDeliver, System: ep.System, Topic: w.topic, Group: group, MessageID: d.MessageID(), BodySize: len(msg.Body),
+			Attrs: attrs,
 		})
 		w.withHeaders(pctx, msg)
 	}
@@ -139,6 +144,9 @@ func Unwrap(d broker.Delivery) broker.Delivery {
 	}
 	return d
 }
+
+// Unwrap returns the wrapped delivery (broker.PositionOf looks through it).
+func (w *tracked) Unwrap() broker.Delivery { return w.Delivery }
 
 // withHeaders makes Message() return a copy of msg whose headers carry the
 // span context of ctx.

@@ -304,3 +304,45 @@ func ReasonOf(err error) string {
 	}
 	return ""
 }
+
+// TopicRejectReasons are the reasons a publish to a registered topic can
+// be refused for (label reason of msgmesh_rejected_total), the series
+// Known creates for each produced topic.
+var TopicRejectReasons = []string{"message_too_big", "invalid_header", "schema_invalid", "rate_limited", "breaker_open"}
+
+// Known creates, at zero, the series of what the sidecar knows exists, so
+// that a rate() or increase() over an error counter reads 0 on a healthy
+// sidecar instead of nothing (an alert on "no data" would fire, or never
+// fire): for each produced topic its publishes, publish errors and
+// rejections (TopicRejectReasons); for each consumed (topic, group) its
+// deliveries, every settle outcome and redeliveries; for each cluster its
+// broker errors. Series already counting are left as they are (adding 0
+// changes nothing). The sidecar calls it whenever the registrations change.
+func (m *Metrics) Known(produced []string, consumed [][2]string, clusters []string) {
+	if m == nil {
+		return
+	}
+	ctx := context.Background()
+	for _, topic := range produced {
+		o := m.byTopic.get(labels{topic})
+		m.messagesIn.Add(ctx, 0, o.add...)
+		m.bytesIn.Add(ctx, 0, o.add...)
+		m.publishErrs.Add(ctx, 0, o.add...)
+		for _, reason := range TopicRejectReasons {
+			m.rejected.Add(ctx, 0, m.byReject.get(labels{topic, reason}).add...)
+		}
+	}
+	for _, tg := range consumed {
+		o := m.byGroup.get(labels{tg[0], tg[1]})
+		m.messagesOut.Add(ctx, 0, o.add...)
+		m.bytesOut.Add(ctx, 0, o.add...)
+		m.redelivered.Add(ctx, 0, o.add...)
+		m.inflight.Add(ctx, 0, o.add...)
+		for _, outcome := range []string{OutcomeAck, OutcomeNack, OutcomeTimeout, OutcomeDeadLetter} {
+			m.settled.Add(ctx, 0, m.bySettle.get(labels{tg[0], tg[1], outcome}).add...)
+		}
+	}
+	for _, c := range clusters {
+		m.brokerErrors.Add(ctx, 0, m.byCluster.get(labels{c}).add...)
+	}
+}

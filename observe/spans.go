@@ -2,6 +2,8 @@ package observe
 
 import (
 	"context"
+	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -49,14 +51,16 @@ func End(span trace.Span, err error) {
 // attributes: package msgtrace). When tracing is off they return ctx and a
 // no-op span at once, allocating nothing; End the span either way.
 
-// StartPublish starts the span "send <topic>" (CLIENT) of a publish on its
-// way from the app to the broker, as a child of the span context in ctx.
-// End it when the broker answered. TracePublish does the header work too.
+// StartPublish starts the span "send <topic>" (PRODUCER) of a publish on
+// its way from the app to the broker, as a child of the span context in
+// ctx. End it when the broker answered. TracePublish does the header work
+// too.
 func (t *Telemetry) StartPublish(ctx context.Context, topic string) (context.Context, trace.Span) {
 	if !t.Tracing() {
 		return ctx, noSpan
 	}
-	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpSend, Topic: topic, BodySize: -1})
+	ep := t.endpoint(topic)
+	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpSend, System: ep.System, Topic: topic, BodySize: -1, Attrs: serverAttrs(ep, nil)})
 }
 
 // TracePublish starts the publish span of m (see StartPublish) as a child
@@ -69,10 +73,64 @@ func (t *Telemetry) TracePublish(ctx context.Context, m *broker.Message, cluster
 		return ctx, noSpan
 	}
 	ctx = msgtrace.Extract(ctx, m.Headers)
-	ctx, span := msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpSend, Topic: m.Topic,
-		BodySize: len(m.Body), Attrs: []attribute.KeyValue{msgtrace.KeyCluster.String(cluster)}})
+	ep := t.endpoint(m.Topic)
+	attrs := serverAttrs(ep, []attribute.KeyValue{msgtrace.KeyCluster.String(cluster)})
+	attrs = keyAttrs(ep.System, m.Key, attrs)
+	ctx, span := msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpSend, System: ep.System, Topic: m.Topic,
+		BodySize: len(m.Body), Attrs: attrs})
 	msgtrace.Inject(ctx, &m.Headers)
 	return ctx, span
+}
+
+// EndPublish ends a publish span (TracePublish), recording where the broker
+// stored the message when it did: the partition or queue
+// (messaging.destination.partition.id) and the offset
+// (messaging.kafka.offset on Kafka; msgmesh.offset, the queue offset or
+// stream sequence, on the others).
+func (t *Telemetry) EndPublish(span trace.Span, topic string, res broker.PublishResult, err error) {
+	if err == nil && span.IsRecording() {
+		span.SetAttributes(positionAttrs(t.endpoint(topic).System, res.Partition, res.Offset, nil)...)
+	}
+	End(span, err)
+}
+
+// serverAttrs appends server.address and server.port of ep to attrs.
+func serverAttrs(ep broker.Endpoint, attrs []attribute.KeyValue) []attribute.KeyValue {
+	if ep.Address != "" {
+		attrs = append(attrs, msgtrace.KeyServerAddress.String(ep.Address))
+	}
+	if ep.Port > 0 {
+		attrs = append(attrs, msgtrace.KeyServerPort.Int(ep.Port))
+	}
+	return attrs
+}
+
+// keyAttrs appends the message key as system's conventions name it: Kafka's
+// key, RocketMQ's keys (the key is a space-separated list there). NATS has
+// no key of its own.
+func keyAttrs(system, key string, attrs []attribute.KeyValue) []attribute.KeyValue {
+	if key == "" {
+		return attrs
+	}
+	switch system {
+	case "kafka":
+		attrs = append(attrs, msgtrace.KeyKafkaKey.String(key))
+	case "rocketmq":
+		attrs = append(attrs, msgtrace.KeyRocketMQKeys.StringSlice(strings.Fields(key)))
+	}
+	return attrs
+}
+
+// positionAttrs appends a message's partition (when it has one, >= 0) and
+// offset, named for system.
+func positionAttrs(system string, partition int32, offset int64, attrs []attribute.KeyValue) []attribute.KeyValue {
+	if partition >= 0 {
+		attrs = append(attrs, msgtrace.KeyPartition.String(strconv.Itoa(int(partition))))
+	}
+	if system == "kafka" {
+		return append(attrs, msgtrace.KeyKafkaOffset.Int64(offset))
+	}
+	return append(attrs, msgtrace.KeyOffset.Int64(offset))
 }
 
 // StartDeliver starts the span "deliver <topic>" (CONSUMER) of a delivery
@@ -83,7 +141,9 @@ func (t *Telemetry) StartDeliver(ctx context.Context, topic, group, msgID string
 	if !t.Tracing() {
 		return ctx, noSpan
 	}
-	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpDeliver, Topic: topic, Group: group, MessageID: msgID, BodySize: -1})
+	ep := t.endpoint(topic)
+	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpDeliver, System: ep.System, Topic: topic, Group: group, MessageID: msgID, BodySize: -1,
+		Attrs: serverAttrs(ep, nil)})
 }
 
 // StartForward starts the span "forward <topic>" (PRODUCER) of a delivery
@@ -93,7 +153,7 @@ func (t *Telemetry) StartForward(ctx context.Context, topic, group, sibling stri
 	if !t.Tracing() {
 		return ctx, noSpan
 	}
-	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpForward, Topic: topic, Group: group, BodySize: -1,
+	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpForward, System: t.endpoint(topic).System, Topic: topic, Group: group, BodySize: -1,
 		Attrs: []attribute.KeyValue{msgtrace.KeySibling.String(sibling)}})
 }
 
@@ -104,7 +164,7 @@ func (t *Telemetry) StartPull(ctx context.Context, group, topic string) (context
 	if !t.Tracing() {
 		return ctx, noSpan
 	}
-	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpPull, Topic: topic, Group: group, BodySize: -1})
+	return msgtrace.Start(ctx, t.Tracer, msgtrace.Span{Op: msgtrace.OpPull, System: t.endpoint(topic).System, Topic: topic, Group: group, BodySize: -1})
 }
 
 // EndPull ends a pull span, recording how many messages the answer held.

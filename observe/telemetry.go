@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,6 +22,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // InstrumentationName names the tracer and meter of the sidecar.
@@ -74,6 +77,9 @@ type Telemetry struct {
 	mp       *sdkmetric.MeterProvider
 	registry *prometheus.Registry
 	handler  http.Handler
+
+	// endpoints resolves a topic to its cluster (SetEndpoints).
+	endpoints atomic.Pointer[func(topic string) broker.Endpoint]
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -155,8 +161,31 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		_ = t.Shutdown(ctx)
 		return nil, err
 	}
-	t.handler = promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+	// OpenMetrics to a scraper that asks for it (Accept:
+	// application/openmetrics-text), the classic text format otherwise.
+	t.handler = promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
 	return t, nil
+}
+
+// SetEndpoints tells the sidecar's spans which broker each topic lives on:
+// fn returns the Endpoint of the cluster of a topic (zero when unknown),
+// whose System and address become messaging.system, server.address and
+// server.port. The sidecar sets it when it is created; the last call wins.
+func (t *Telemetry) SetEndpoints(fn func(topic string) broker.Endpoint) {
+	if t != nil {
+		t.endpoints.Store(&fn)
+	}
+}
+
+// endpoint is the Endpoint of topic's cluster, zero when unknown.
+func (t *Telemetry) endpoint(topic string) broker.Endpoint {
+	if t == nil {
+		return broker.Endpoint{}
+	}
+	if fn := t.endpoints.Load(); fn != nil {
+		return (*fn)(topic)
+	}
+	return broker.Endpoint{}
 }
 
 // Tracing reports whether spans are recorded (false: every span helper

@@ -3,6 +3,7 @@ package observe_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -152,10 +153,11 @@ func TestTraceAcrossBroker(t *testing.T) {
 
 	producer, hs := appSpan(t, exp)
 	m := &broker.Message{Topic: "orders.created", Key: "k", Headers: hs, Body: []byte("hello")}
+	tel.SetEndpoints(func(string) broker.Endpoint { return b.Endpoint() })
 	start := time.Now()
 	pctx, span := tel.TracePublish(ctx, m, "main")
 	res, err := b.Publish(pctx, m)
-	observe.End(span, err)
+	tel.EndPublish(span, m.Topic, res, err)
 	tel.Metrics.Published(ctx, m.Topic, len(m.Body), time.Since(start), err)
 	if err != nil {
 		t.Fatal(err)
@@ -163,10 +165,11 @@ func TestTraceAcrossBroker(t *testing.T) {
 	producer.End()
 	send := spanNamed(t, exp, "send orders.created")
 	wantChild(t, send, producer.SpanContext())
-	if send.SpanKind != trace.SpanKindClient {
-		t.Errorf("send span kind %v", send.SpanKind)
+	if send.SpanKind != trace.SpanKindProducer {
+		t.Errorf("send span kind %v, want PRODUCER: its context goes into the message", send.SpanKind)
 	}
-	wantAttrs(t, send, map[attribute.Key]string{"msgmesh.cluster": "main", "messaging.operation.type": "send", "messaging.message.body.size": "5"})
+	wantAttrs(t, send, map[attribute.Key]string{"msgmesh.cluster": "main", "messaging.operation.type": "send", "messaging.message.body.size": "5",
+		"messaging.system": "nats", "server.address": b.Endpoint().Address, "msgmesh.offset": fmt.Sprint(res.Offset)})
 	if got := msgtrace.SpanContext(m.Headers); got.SpanID() != send.SpanContext.SpanID() {
 		t.Fatalf("published headers carry span %s, want the send span %s", got.SpanID(), send.SpanContext.SpanID())
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/msgmesh/msgmesh/internal/boltfile"
+	"slices"
 	"sync"
+
+	"github.com/msgmesh/msgmesh/internal/boltfile"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -16,9 +18,16 @@ import (
 //
 //	meta/format               "1"
 //	meta/compatibility        the global level, if set
+//	meta/mode                 the global mode, if set
 //	schemas/<id: 8 bytes BE>  schema text
-//	subjects/<subject>/<version: 4 bytes BE>  schema id, 8 bytes BE
+//	subjects/<subject>/<version: 4 bytes BE>  schema id, 8 bytes BE; a 9th byte 1 when soft-deleted
 //	config/<subject>          the subject's level
+//	mode/<subject>            the subject's mode
+//
+// Versions ascend and may have gaps (versions deleted permanently). Files
+// written before soft deletes and modes existed are read as they are; a
+// file with a soft-deleted version is refused by those older binaries
+// ("bad version record").
 const boltFormat = "1"
 
 var (
@@ -26,7 +35,9 @@ var (
 	bucketSchemas  = []byte("schemas")
 	bucketSubjects = []byte("subjects")
 	bucketConfig   = []byte("config")
+	bucketMode     = []byte("mode")
 	keyGlobalLevel = []byte("compatibility")
+	keyGlobalMode  = []byte("mode")
 )
 
 // BoltStore is a Store in one bbolt file. Every write is one bbolt
@@ -47,7 +58,7 @@ var _ Store = (*BoltStore)(nil)
 // open: if another process or BoltStore holds it, OpenBoltStore gives up
 // after 2 s with an error wrapping ErrLocked.
 func OpenBoltStore(path string) (*BoltStore, error) {
-	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketSchemas, bucketSubjects, bucketConfig}, Locked: ErrLocked, Holder: "another control plane",
+	db, err := boltfile.Open(path, boltfile.Spec{Format: boltFormat, Buckets: [][]byte{bucketSchemas, bucketSubjects, bucketConfig, bucketMode}, Locked: ErrLocked, Holder: "another control plane",
 		StartEmpty: "with no schemas (register them again; their ids will differ)"})
 	if err != nil {
 		return nil, fmt.Errorf("schema: open %q: %w", path, err)
@@ -80,37 +91,55 @@ func (s *BoltStore) Load(context.Context) (Snapshot, error) {
 		if err != nil {
 			return err
 		}
+		if v := tx.Bucket(bucketMeta).Get(keyGlobalMode); v != nil {
+			m, err := ParseMode(string(v))
+			if err != nil {
+				return fmt.Errorf("global mode: %w", err)
+			}
+			snap.Modes[""] = m
+		}
 		err = tx.Bucket(bucketSubjects).ForEachBucket(func(subject []byte) error {
-			var ids []int
+			var vs []StoredVersion
 			// Keys iterate in byte order, which is version order.
 			err := tx.Bucket(bucketSubjects).Bucket(subject).ForEach(func(k, v []byte) error {
-				if len(k) != 4 || len(v) != 8 || int(binary.BigEndian.Uint32(k)) != len(ids)+1 {
+				if len(k) != 4 || (len(v) != 8 && !(len(v) == 9 && v[8] == 1)) || int(binary.BigEndian.Uint32(k)) <= lastVersion(vs) {
 					return fmt.Errorf("subject %q: bad version record %x", subject, k)
 				}
-				id := int(binary.BigEndian.Uint64(v))
-				if _, ok := snap.Schemas[id]; !ok {
-					return fmt.Errorf("subject %q version %d: schema id %d is not stored", subject, len(ids)+1, id)
+				sv := StoredVersion{Version: int(binary.BigEndian.Uint32(k)), ID: int(binary.BigEndian.Uint64(v[:8])), Deleted: len(v) == 9}
+				if _, ok := snap.Schemas[sv.ID]; !ok {
+					return fmt.Errorf("subject %q version %d: schema id %d is not stored", subject, sv.Version, sv.ID)
 				}
-				ids = append(ids, id)
+				vs = append(vs, sv)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			if len(ids) > 0 {
-				snap.Subjects[string(subject)] = ids
+			if len(vs) > 0 {
+				snap.Subjects[string(subject)] = vs
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketConfig).ForEach(func(k, v []byte) error {
+		err = tx.Bucket(bucketConfig).ForEach(func(k, v []byte) error {
 			c, err := ParseCompatibility(string(v))
 			if err != nil {
 				return fmt.Errorf("subject %q level: %w", k, err)
 			}
 			snap.Compatibility[string(k)] = c
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMode).ForEach(func(k, v []byte) error {
+			m, err := ParseMode(string(v))
+			if err != nil {
+				return fmt.Errorf("subject %q mode: %w", k, err)
+			}
+			snap.Modes[string(k)] = m
 			return nil
 		})
 	})
@@ -136,7 +165,7 @@ func (s *BoltStore) AddVersion(_ context.Context, v SchemaVersion) error {
 		if text := schemas.Get(idKey(v.ID)); text != nil {
 			have = map[int]string{v.ID: string(text)}
 		}
-		if err := checkAdd(v, make([]int, n), have); err != nil {
+		if err := checkAdd(v, n, have); err != nil {
 			return err
 		}
 		if have == nil {
@@ -159,10 +188,65 @@ func (s *BoltStore) DeleteSubject(_ context.Context, subject string) error {
 		if err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 			return err
 		}
+		if err := tx.Bucket(bucketMode).Delete([]byte(subject)); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketConfig).Delete([]byte(subject))
 	})
 	if err != nil {
 		return fmt.Errorf("schema: delete subject %q: %w", subject, storeErr(err))
+	}
+	return nil
+}
+
+// DeleteVersions implements Store.
+func (s *BoltStore) DeleteVersions(_ context.Context, subject string, versions []int, permanent bool) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		sub := tx.Bucket(bucketSubjects).Bucket([]byte(subject))
+		if sub == nil {
+			return nil
+		}
+		for _, n := range versions {
+			k := versionKey(n)
+			v := sub.Get(k)
+			switch {
+			case v == nil:
+				continue
+			case permanent:
+				if err := sub.Delete(k); err != nil {
+					return err
+				}
+			default:
+				if err := sub.Put(k, append(slices.Clone(v[:8]), 1)); err != nil {
+					return err
+				}
+			}
+		}
+		if k, _ := sub.Cursor().First(); k == nil {
+			return tx.Bucket(bucketSubjects).DeleteBucket([]byte(subject))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("schema: delete versions %v of %q: %w", versions, subject, storeErr(err))
+	}
+	return nil
+}
+
+// SetMode implements Store.
+func (s *BoltStore) SetMode(_ context.Context, subject string, m Mode) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, key := tx.Bucket(bucketMode), []byte(subject)
+		if subject == "" {
+			b, key = tx.Bucket(bucketMeta), keyGlobalMode
+		}
+		if m == "" {
+			return b.Delete(key)
+		}
+		return b.Put(key, []byte(m))
+	})
+	if err != nil {
+		return fmt.Errorf("schema: set mode of %q: %w", subject, storeErr(err))
 	}
 	return nil
 }

@@ -47,6 +47,25 @@ var (
 	// subject has no version identical to the given schema. Confluent code
 	// 40403.
 	ErrSchemaNotFound = errors.New("schema: schema not found")
+	// ErrSubjectSoftDeleted: a soft delete of a subject whose versions are
+	// all soft-deleted already. Confluent code 40404.
+	ErrSubjectSoftDeleted = errors.New("schema: subject was soft-deleted")
+	// ErrSubjectNotSoftDeleted: a permanent delete of a subject that has
+	// versions not soft-deleted yet; soft-delete it first. Confluent code
+	// 40405.
+	ErrSubjectNotSoftDeleted = errors.New("schema: subject not soft-deleted")
+	// ErrVersionSoftDeleted: a soft delete of a version that is
+	// soft-deleted already. Confluent code 40406.
+	ErrVersionSoftDeleted = errors.New("schema: version was soft-deleted")
+	// ErrVersionNotSoftDeleted: a permanent delete of a version not
+	// soft-deleted yet; soft-delete it first. Confluent code 40407.
+	ErrVersionNotSoftDeleted = errors.New("schema: version not soft-deleted")
+	// ErrReadOnly: a write to a subject whose mode (or the global one) is
+	// READONLY. Confluent code 42205.
+	ErrReadOnly = errors.New("schema: read-only mode")
+	// ErrInvalidMode: a mode other than READWRITE, READONLY or
+	// READONLY_OVERRIDE (IMPORT is not supported). Confluent code 42204.
+	ErrInvalidMode = errors.New("schema: invalid mode")
 
 	// ErrConflict: a Store refused to add a version that already exists;
 	// someone else wrote the store behind the Registry's back.

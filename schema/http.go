@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -24,12 +25,19 @@ const (
 	codeSubjectNotFound      = 40401
 	codeVersionNotFound      = 40402
 	codeSchemaNotFound       = 40403
+	codeSubjectSoftDeleted   = 40404
+	codeSubjectNotSoftDel    = 40405
+	codeVersionSoftDeleted   = 40406
+	codeVersionNotSoftDel    = 40407
 	codeSubjectLevelNotFound = 40408
+	codeSubjectModeNotFound  = 40409
 	codeInvalidSchema        = 42201
 	codeInvalidVersion       = 42202
 	codeInvalidCompatibility = 42203
+	codeInvalidMode          = 42204
+	codeReadOnly             = 42205
 	codeIncompatible         = 409
-	codeUnauthorized         = 40101
+	codeForbidden            = 40301
 )
 
 // errorAnswer is every error answer, Confluent's shape.
@@ -41,19 +49,27 @@ type errorAnswer struct {
 // NewHandler serves reg over HTTP in the shape of the Confluent Schema
 // Registry REST API (docs/schemas.md), so that Confluent's serializers and
 // tools work against it. Paths are relative: mount it under a prefix with
-// http.StripPrefix. Reads are open; writes (registering a version, setting
-// or deleting a level, deleting a subject) need authorize(r) to return
-// true, else the answer is 401 with error_code 40101. A nil authorize
-// refuses every write.
+// http.StripPrefix. Reads are open; writes (registering a version,
+// deleting, setting or deleting a level or a mode) need authorize(r) to
+// return true, else the answer is 403 with error_code 40301: the caller
+// is expected to have authenticated the request before it reaches the
+// handler, so a refusal here is about its rights. A nil authorize refuses
+// every write. Reads marked (deleted) take ?deleted=true to include
+// soft-deleted versions; deletes take ?permanent=true.
 //
-//	GET    /subjects                                    subjects, sorted
+//	GET    /subjects                                    subjects, sorted (deleted)
 //	POST   /subjects/{subject}/versions                 register {"schema": "..."} → {"id": N}   (write)
 //	POST   /subjects/{subject}                          look a schema up → its version
-//	GET    /subjects/{subject}/versions                 version numbers
-//	GET    /subjects/{subject}/versions/{version}       {"subject","version","id","schema"}; version is N or "latest"
-//	GET    /subjects/{subject}/versions/{version}/schema  the schema text alone
-//	DELETE /subjects/{subject}                          delete the subject → its version numbers   (write)
+//	GET    /subjects/{subject}/versions                 version numbers (deleted)
+//	GET    /subjects/{subject}/versions/{version}       {"subject","version","id","schema"}; version is N or "latest" (deleted)
+//	GET    /subjects/{subject}/versions/{version}/schema  the schema text alone (deleted)
+//	DELETE /subjects/{subject}                          soft-delete every version → their numbers; permanent: remove them   (write)
+//	DELETE /subjects/{subject}/versions/{version}       soft-delete one version → its number; permanent: remove it   (write)
+//	GET    /schemas                                     every subject version (deleted, subjectPrefix, latestOnly)
 //	GET    /schemas/ids/{id}                            {"schema"}
+//	GET    /schemas/ids/{id}/schema                     the schema text alone
+//	GET    /schemas/ids/{id}/versions                   [{"subject","version"}] using the id (deleted)
+//	GET    /schemas/ids/{id}/subjects                   subjects using the id (deleted)
 //	GET    /schemas/types                               ["AVRO"]
 //	POST   /compatibility/subjects/{subject}/versions/{version}  dry run → {"is_compatible", "messages"}
 //	POST   /compatibility/subjects/{subject}/versions   the same against what Register checks
@@ -62,6 +78,9 @@ type errorAnswer struct {
 //	GET    /config/{subject}                            subject's level (the global one if it has none)
 //	PUT    /config/{subject}                            set it (write)
 //	DELETE /config/{subject}                            remove it (write)
+//	GET    /mode, /mode/{subject}                       {"mode"}: the global mode, the subject's (the global one if it has none)
+//	PUT    /mode, /mode/{subject}                       set it {"mode": "READONLY"} (write)
+//	DELETE /mode, /mode/{subject}                       remove the subject's (the global one: back to READWRITE) (write)
 func NewHandler(reg *Registry, authorize func(r *http.Request) bool) http.Handler {
 	h := &handler{reg: reg, authorize: authorize}
 	mux := http.NewServeMux()
@@ -71,8 +90,13 @@ func NewHandler(reg *Registry, authorize func(r *http.Request) bool) http.Handle
 	mux.HandleFunc("DELETE /subjects/{subject}", h.write(h.deleteSubject))
 	mux.HandleFunc("GET /subjects/{subject}/versions", h.listVersions)
 	mux.HandleFunc("GET /subjects/{subject}/versions/{version}", h.getVersion)
+	mux.HandleFunc("DELETE /subjects/{subject}/versions/{version}", h.write(h.deleteVersion))
 	mux.HandleFunc("GET /subjects/{subject}/versions/{version}/schema", h.getVersionSchema)
+	mux.HandleFunc("GET /schemas", h.allSchemas)
 	mux.HandleFunc("GET /schemas/ids/{id}", h.getSchema)
+	mux.HandleFunc("GET /schemas/ids/{id}/schema", h.getSchemaText)
+	mux.HandleFunc("GET /schemas/ids/{id}/versions", h.usages(func(u []SubjectVersion) any { return u }))
+	mux.HandleFunc("GET /schemas/ids/{id}/subjects", h.usages(subjectsOf))
 	mux.HandleFunc("GET /schemas/types", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []string{"AVRO"})
 	})
@@ -83,6 +107,12 @@ func NewHandler(reg *Registry, authorize func(r *http.Request) bool) http.Handle
 	mux.HandleFunc("GET /config/{subject}", h.getConfig)
 	mux.HandleFunc("PUT /config/{subject}", h.write(h.putConfig))
 	mux.HandleFunc("DELETE /config/{subject}", h.write(h.deleteConfig))
+	mux.HandleFunc("GET /mode", h.getMode)
+	mux.HandleFunc("PUT /mode", h.write(h.putMode))
+	mux.HandleFunc("DELETE /mode", h.write(h.deleteMode))
+	mux.HandleFunc("GET /mode/{subject}", h.getMode)
+	mux.HandleFunc("PUT /mode/{subject}", h.write(h.putMode))
+	mux.HandleFunc("DELETE /mode/{subject}", h.write(h.deleteMode))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -97,7 +127,7 @@ type handler struct {
 func (h *handler) write(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if h.authorize == nil || !h.authorize(r) {
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, "writes to the schema registry need a control-plane credential")
+			writeError(w, http.StatusForbidden, codeForbidden, "writes to the schema registry (registering, deleting, setting levels and modes) need the operator's credential; this credential may only read")
 			return
 		}
 		next(w, r)
@@ -124,6 +154,18 @@ func writeErr(w http.ResponseWriter, err error) {
 		status, code = http.StatusNotFound, codeVersionNotFound
 	case errors.Is(err, ErrSchemaNotFound):
 		status, code = http.StatusNotFound, codeSchemaNotFound
+	case errors.Is(err, ErrSubjectSoftDeleted):
+		status, code = http.StatusNotFound, codeSubjectSoftDeleted
+	case errors.Is(err, ErrSubjectNotSoftDeleted):
+		status, code = http.StatusNotFound, codeSubjectNotSoftDel
+	case errors.Is(err, ErrVersionSoftDeleted):
+		status, code = http.StatusNotFound, codeVersionSoftDeleted
+	case errors.Is(err, ErrVersionNotSoftDeleted):
+		status, code = http.StatusNotFound, codeVersionNotSoftDel
+	case errors.Is(err, ErrInvalidMode):
+		status, code = http.StatusUnprocessableEntity, codeInvalidMode
+	case errors.Is(err, ErrReadOnly):
+		status, code = http.StatusUnprocessableEntity, codeReadOnly
 	case errors.Is(err, ErrMalformedSchema), errors.Is(err, ErrInvalidSubject):
 		status, code = http.StatusUnprocessableEntity, codeInvalidSchema
 	case errors.Is(err, ErrInvalidVersion):
@@ -194,8 +236,21 @@ func (h *handler) readSchema(w http.ResponseWriter, r *http.Request) (string, bo
 	return req.Schema, true
 }
 
+// include reads ?deleted=true.
+func include(r *http.Request) []Include {
+	if b, _ := strconv.ParseBool(r.URL.Query().Get("deleted")); b {
+		return []Include{WithDeleted}
+	}
+	return nil
+}
+
+func permanent(r *http.Request) bool {
+	b, _ := strconv.ParseBool(r.URL.Query().Get("permanent"))
+	return b
+}
+
 func (h *handler) listSubjects(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, h.reg.Subjects())
+	writeJSON(w, http.StatusOK, h.reg.Subjects(include(r)...))
 }
 
 func (h *handler) register(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +280,7 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) deleteSubject(w http.ResponseWriter, r *http.Request) {
-	versions, err := h.reg.DeleteSubject(r.Context(), r.PathValue("subject"))
+	versions, err := h.reg.DeleteSubject(r.Context(), r.PathValue("subject"), permanent(r))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -233,8 +288,20 @@ func (h *handler) deleteSubject(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, versions)
 }
 
+func (h *handler) deleteVersion(w http.ResponseWriter, r *http.Request) {
+	n, err := parseVersion(r.PathValue("version"))
+	if err == nil {
+		n, err = h.reg.DeleteVersion(r.Context(), r.PathValue("subject"), n, permanent(r))
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
 func (h *handler) listVersions(w http.ResponseWriter, r *http.Request) {
-	versions, err := h.reg.Versions(r.PathValue("subject"))
+	versions, err := h.reg.Versions(r.PathValue("subject"), include(r)...)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -259,7 +326,7 @@ func (h *handler) version(w http.ResponseWriter, r *http.Request) (SchemaVersion
 	n, err := parseVersion(r.PathValue("version"))
 	if err == nil {
 		var v SchemaVersion
-		if v, err = h.reg.Version(r.PathValue("subject"), n); err == nil {
+		if v, err = h.reg.Version(r.PathValue("subject"), n, include(r)...); err == nil {
 			return v, true
 		}
 	}
@@ -280,10 +347,81 @@ func (h *handler) getVersionSchema(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *handler) getSchema(w http.ResponseWriter, r *http.Request) {
+// schemaID reads the {id} path value; false (answered) when it is not one.
+func schemaID(w http.ResponseWriter, r *http.Request) (int, bool) {
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil || id < 1 {
 		writeError(w, http.StatusNotFound, codeSchemaNotFound, fmt.Sprintf("%v: %q is not a schema id", ErrSchemaNotFound, r.PathValue("id")))
+		return 0, false
+	}
+	return id, true
+}
+
+func (h *handler) getSchemaText(w http.ResponseWriter, r *http.Request) {
+	id, ok := schemaID(w, r)
+	if !ok {
+		return
+	}
+	text, err := h.reg.SchemaByID(id)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", ContentTypeRegistry)
+	_, _ = io.WriteString(w, text)
+}
+
+// usages answers with the subject versions using the {id} path value
+// (shape), or an error.
+func (h *handler) usages(shape func([]SubjectVersion) any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := schemaID(w, r)
+		if !ok {
+			return
+		}
+		usages, err := h.reg.Usages(id, include(r)...)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, shape(usages))
+	}
+}
+
+// subjectsOf is the subjects of usages, each once.
+func subjectsOf(usages []SubjectVersion) any {
+	subjects := []string{}
+	for _, u := range usages {
+		if !slices.Contains(subjects, u.Subject) {
+			subjects = append(subjects, u.Subject)
+		}
+	}
+	return subjects
+}
+
+// allSchemas answers GET /schemas: every version of every subject, with
+// Confluent's filters subjectPrefix and latestOnly.
+func (h *handler) allSchemas(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	prefix := q.Get("subjectPrefix")
+	latestOnly, _ := strconv.ParseBool(q.Get("latestOnly"))
+	all := h.reg.AllVersions(include(r)...)
+	out := make([]SchemaVersion, 0, len(all))
+	for i, v := range all {
+		if !strings.HasPrefix(v.Subject, prefix) {
+			continue
+		}
+		if latestOnly && i+1 < len(all) && all[i+1].Subject == v.Subject {
+			continue
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) getSchema(w http.ResponseWriter, r *http.Request) {
+	id, ok := schemaID(w, r)
+	if !ok {
 		return
 	}
 	text, err := h.reg.SchemaByID(id)
@@ -363,4 +501,39 @@ func (h *handler) deleteConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, configAnswer{c, c})
+}
+
+func (h *handler) getMode(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]Mode{"mode": h.reg.Mode(r.PathValue("subject"))})
+}
+
+func (h *handler) putMode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Mode string `json:"mode"`
+	}
+	if !readBody(w, r, &req) {
+		return
+	}
+	m, err := ParseMode(req.Mode)
+	if err == nil {
+		err = h.reg.SetMode(r.Context(), r.PathValue("subject"), m)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]Mode{"mode": m})
+}
+
+func (h *handler) deleteMode(w http.ResponseWriter, r *http.Request) {
+	m, err := h.reg.DeleteMode(r.Context(), r.PathValue("subject"))
+	if err != nil {
+		if errors.Is(err, ErrSubjectNotFound) {
+			writeError(w, http.StatusNotFound, codeSubjectModeNotFound, err.Error())
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]Mode{"mode": m})
 }

@@ -46,7 +46,7 @@ func TestHandler(t *testing.T) {
 	steps := []step{
 		{name: "no subjects", method: "GET", path: "/subjects", status: 200, want: `[]`},
 		{name: "schema types", method: "GET", path: "/schemas/types", status: 200, want: `["AVRO"]`},
-		{name: "register without credential", method: "POST", path: "/subjects/users/versions", body: schemaBody(userV1), noAuth: true, status: 401, errorCode: 40101, want: "credential"},
+		{name: "register without credential", method: "POST", path: "/subjects/users/versions", body: schemaBody(userV1), noAuth: true, status: 403, errorCode: 40301, want: "operator's credential"},
 		{name: "register", method: "POST", path: "/subjects/users/versions", body: schemaBody(userV1), status: 200, want: `{"id": 1}`},
 		{name: "register again, plain JSON", method: "POST", path: "/subjects/users/versions", body: schemaBody(userV1), contentType: "application/json", status: 200, want: `{"id": 1}`},
 		{name: "register with schemaType", method: "POST", path: "/subjects/users/versions", body: `{"schemaType": "AVRO", "schema": ` + jsonString(userV1) + `, "metadata": null}`, status: 200, want: `{"id": 1}`},
@@ -84,7 +84,7 @@ func TestHandler(t *testing.T) {
 		{name: "check unknown subject", method: "POST", path: "/compatibility/subjects/nobody/versions/latest", body: schemaBody(userV1), status: 404, errorCode: 40401, want: "subject not found"},
 		{name: "check bad version", method: "POST", path: "/compatibility/subjects/users/versions/x", body: schemaBody(userV1), status: 422, errorCode: 42202, want: "invalid version"},
 		{name: "global config", method: "GET", path: "/config", status: 200, want: `{"compatibility": "BACKWARD", "compatibilityLevel": "BACKWARD"}`},
-		{name: "set global without credential", method: "PUT", path: "/config", body: `{"compatibility": "FULL"}`, noAuth: true, status: 401, errorCode: 40101, want: "credential"},
+		{name: "set global without credential", method: "PUT", path: "/config", body: `{"compatibility": "FULL"}`, noAuth: true, status: 403, errorCode: 40301, want: "operator's credential"},
 		{name: "set global", method: "PUT", path: "/config", body: `{"compatibility": "full"}`, status: 200, want: `{"compatibility": "FULL"}`},
 		{name: "set invalid", method: "PUT", path: "/config", body: `{"compatibility": "SIDEWAYS"}`, status: 422, errorCode: 42203, want: "invalid compatibility level"},
 		{name: "subject config falls back", method: "GET", path: "/config/users", status: 200, want: `{"compatibility": "FULL", "compatibilityLevel": "FULL"}`},
@@ -93,9 +93,36 @@ func TestHandler(t *testing.T) {
 		{name: "now compatible", method: "POST", path: "/subjects/users/versions", body: schemaBody(userBad), status: 200, want: `{"id": 3}`},
 		{name: "delete subject config", method: "DELETE", path: "/config/users", status: 200, want: `{"compatibility": "NONE", "compatibilityLevel": "NONE"}`},
 		{name: "delete it again", method: "DELETE", path: "/config/users", status: 404, errorCode: 40408, want: "no compatibility level of its own"},
-		{name: "delete without credential", method: "DELETE", path: "/subjects/users", noAuth: true, status: 401, errorCode: 40101, want: "credential"},
-		{name: "delete subject", method: "DELETE", path: "/subjects/users", status: 200, want: `[1, 2, 3]`},
+		{name: "delete without credential", method: "DELETE", path: "/subjects/users", noAuth: true, status: 403, errorCode: 40301, want: "operator's credential"},
+		{name: "ids used by", method: "GET", path: "/schemas/ids/2/versions", status: 200, want: `[{"subject": "users", "version": 2}]`},
+		{name: "subjects of an id", method: "GET", path: "/schemas/ids/2/subjects", status: 200, want: `["users"]`},
+		{name: "permanent before soft", method: "DELETE", path: "/subjects/users/versions/2?permanent=true", status: 404, errorCode: 40407, want: "not soft-deleted"},
+		{name: "soft-delete a version", method: "DELETE", path: "/subjects/users/versions/2", status: 200, want: `2`},
+		{name: "soft-delete it again", method: "DELETE", path: "/subjects/users/versions/2", status: 404, errorCode: 40406, want: "soft-deleted"},
+		{name: "versions without it", method: "GET", path: "/subjects/users/versions", status: 200, want: `[1, 3]`},
+		{name: "versions with it", method: "GET", path: "/subjects/users/versions?deleted=true", status: 200, want: `[1, 2, 3]`},
+		{name: "the deleted version", method: "GET", path: "/subjects/users/versions/2", status: 404, errorCode: 40402, want: "version not found"},
+		{name: "the deleted version, asked for", method: "GET", path: "/subjects/users/versions/2?deleted=true", status: 200, want: mustJSON(SchemaVersion{Subject: "users", Version: 2, ID: 2, Schema: userV2})},
+		{name: "id of a deleted version", method: "GET", path: "/schemas/ids/2/versions", status: 200, want: `[]`},
+		{name: "id of a deleted version, asked for", method: "GET", path: "/schemas/ids/2/versions?deleted=true", status: 200, want: `[{"subject": "users", "version": 2}]`},
+		{name: "hard-delete the version", method: "DELETE", path: "/subjects/users/versions/2?permanent=true", status: 200, want: `2`},
+		{name: "gone for good", method: "GET", path: "/subjects/users/versions?deleted=true", status: 200, want: `[1, 3]`},
+		{name: "read-only", method: "PUT", path: "/mode", body: `{"mode": "READONLY"}`, status: 200, want: `{"mode": "READONLY"}`},
+		{name: "mode", method: "GET", path: "/mode/users", status: 200, want: `{"mode": "READONLY"}`},
+		{name: "no register when read-only", method: "POST", path: "/subjects/users/versions", body: schemaBody(`"int"`), status: 422, errorCode: 42205, want: "mode READONLY"},
+		{name: "subject read-write", method: "PUT", path: "/mode/users", body: `{"mode": "READWRITE"}`, status: 200, want: `{"mode": "READWRITE"}`},
+		{name: "no import", method: "PUT", path: "/mode", body: `{"mode": "IMPORT"}`, status: 422, errorCode: 42204, want: "IMPORT is not supported"},
+		{name: "back to read-write", method: "DELETE", path: "/mode", status: 200, want: `{"mode": "READONLY"}`},
+		{name: "drop the subject's mode", method: "DELETE", path: "/mode/users", status: 200, want: `{"mode": "READWRITE"}`},
+		{name: "no mode of its own", method: "DELETE", path: "/mode/users", status: 404, errorCode: 40409, want: "no mode of its own"},
+		{name: "permanent subject before soft", method: "DELETE", path: "/subjects/users?permanent=true", status: 404, errorCode: 40405, want: "not soft-deleted"},
+		{name: "delete subject", method: "DELETE", path: "/subjects/users", status: 200, want: `[1, 3]`},
+		{name: "delete subject again", method: "DELETE", path: "/subjects/users", status: 404, errorCode: 40404, want: "soft-deleted"},
 		{name: "deleted", method: "GET", path: "/subjects/users/versions", status: 404, errorCode: 40401, want: "subject not found"},
+		{name: "listed when asked", method: "GET", path: "/subjects?deleted=true", status: 200, want: `["users"]`},
+		{name: "all schemas", method: "GET", path: "/schemas?deleted=true&latestOnly=true", status: 200, want: mustJSON([]SchemaVersion{{Subject: "users", Version: 3, ID: 3, Schema: userBad}})},
+		{name: "hard-delete the subject", method: "DELETE", path: "/subjects/users?permanent=true", status: 200, want: `[1, 3]`},
+		{name: "not even when asked", method: "GET", path: "/subjects?deleted=true", status: 200, want: `[]`},
 		{name: "ids survive", method: "GET", path: "/schemas/ids/3", status: 200, want: mustJSON(map[string]string{"schema": userBad})},
 		{name: "escaped subject", method: "POST", path: "/subjects/a%2Fb/versions", body: schemaBody(`"string"`), status: 200, want: `{"id": 4}`},
 		{name: "escaped subject listed", method: "GET", path: "/subjects", status: 200, want: `["a/b"]`},
@@ -173,7 +200,7 @@ func TestHandlerNilAuthorize(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("write: %d", resp.StatusCode)
 	}
 	resp, err = http.Get(srv.URL + "/subjects/users/versions/latest")

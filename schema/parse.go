@@ -76,3 +76,18 @@ func parseSchema(text string) (p parsed, err error) {
 	}
 	return parsed{schema: s, normalized: string(norm), key: sha256.Sum256(norm)}, nil
 }
+
+// FullName returns the full name of a schema text's top-level named type
+// (record, enum or fixed: "com.acme.Order"), the subject Confluent's
+// RecordNameStrategy files it under; "" for a text that does not parse or
+// whose top-level type has no name.
+func FullName(text string) string {
+	p, err := parseSchema(text)
+	if err != nil {
+		return ""
+	}
+	if n, ok := p.schema.(avro.NamedSchema); ok {
+		return n.FullName()
+	}
+	return ""
+}

@@ -270,7 +270,7 @@ func TestRegistry(t *testing.T) {
 		{second(r.Register(ctx, "users", `not json`)), ErrMalformedSchema},
 		{second(r.Register(ctx, "users", ``)), ErrMalformedSchema},
 		{second(r.Register(ctx, "users", strings.Repeat(" ", MaxSchemaSize+1))), ErrMalformedSchema},
-		{second(r.DeleteSubject(ctx, "nobody")), ErrSubjectNotFound},
+		{second(r.DeleteSubject(ctx, "nobody", false)), ErrSubjectNotFound},
 		{r.SetCompatibility(ctx, "", "SIDEWAYS"), ErrInvalidCompatibility},
 		{second(r.DeleteCompatibility(ctx, "users")), ErrSubjectNotFound},
 	} {
@@ -312,9 +312,16 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("after delete: %s", c)
 	}
 
-	// Deleting a subject keeps its ids; ids are never reused.
-	if versions, err := r.DeleteSubject(ctx, "users"); err != nil || !reflect.DeepEqual(versions, []int{1, 2, 3}) {
+	// Deleting a subject keeps its ids; ids are never reused. A soft
+	// delete comes first, then the permanent one.
+	if _, err := r.DeleteSubject(ctx, "users", true); !errors.Is(err, ErrSubjectNotSoftDeleted) {
+		t.Fatalf("permanent delete first: %v", err)
+	}
+	if versions, err := r.DeleteSubject(ctx, "users", false); err != nil || !reflect.DeepEqual(versions, []int{1, 2, 3}) {
 		t.Fatalf("DeleteSubject = %v, %v", versions, err)
+	}
+	if versions, err := r.DeleteSubject(ctx, "users", true); err != nil || !reflect.DeepEqual(versions, []int{1, 2, 3}) {
+		t.Fatalf("permanent DeleteSubject = %v, %v", versions, err)
 	}
 	if _, err := r.Versions("users"); !errors.Is(err, ErrSubjectNotFound) {
 		t.Errorf("after delete: %v", err)
@@ -352,7 +359,7 @@ func TestRegistryStoreFailure(t *testing.T) {
 	if _, err := r.Register(ctx, "users", user(`{"name": "e", "type": "string", "default": ""}`)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Register on a closed store: %v", err)
 	}
-	if _, err := r.DeleteSubject(ctx, "users"); !errors.Is(err, ErrClosed) {
+	if _, err := r.DeleteSubject(ctx, "users", false); !errors.Is(err, ErrClosed) {
 		t.Fatalf("DeleteSubject on a closed store: %v", err)
 	}
 	if err := r.SetCompatibility(ctx, "users", CompatNone); !errors.Is(err, ErrClosed) {
@@ -423,7 +430,16 @@ func TestBoltStoreSurvivesReopen(t *testing.T) {
 	if err := r.SetCompatibility(ctx, "gone", CompatNone); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.DeleteSubject(ctx, "gone"); err != nil {
+	if _, err := r.DeleteSubject(ctx, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.DeleteSubject(ctx, "gone", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.DeleteVersion(ctx, "admins", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetMode(ctx, "admins", ModeReadOnly); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Close(); err != nil {
@@ -447,8 +463,9 @@ func TestBoltStoreSurvivesReopen(t *testing.T) {
 	}
 	want := Snapshot{
 		Schemas:       map[int]string{1: userV1, 2: v2.Schema, 3: `"string"`},
-		Subjects:      map[string][]int{"users": {1, 2}, "admins": {1}},
+		Subjects:      map[string][]StoredVersion{"users": {{1, 1, false}, {2, 2, false}}, "admins": {{1, 1, true}}},
 		Compatibility: map[string]Compatibility{"": CompatFull, "users": CompatForwardTransitive},
+		Modes:         map[string]Mode{"admins": ModeReadOnly},
 	}
 	if !reflect.DeepEqual(snap, want) {
 		t.Fatalf("reloaded %+v\nwant     %+v", snap, want)
@@ -500,7 +517,7 @@ func TestStoreConflicts(t *testing.T) {
 				t.Errorf("delete a missing subject: %v", err)
 			}
 			snap, _ := s.Load(ctx)
-			if !reflect.DeepEqual(snap.Subjects, map[string][]int{"a": {1}, "b": {1}}) || len(snap.Schemas) != 1 {
+			if !reflect.DeepEqual(snap.Subjects, map[string][]StoredVersion{"a": {{1, 1, false}}, "b": {{1, 1, false}}}) || len(snap.Schemas) != 1 {
 				t.Errorf("snapshot %+v", snap)
 			}
 		})

@@ -495,7 +495,7 @@ func TestValidateFraming(t *testing.T) {
 		{"unknown id header", list, Hints{SchemaID: "99"}, []string{"schema id 99 (from the header Msgmesh-Schema-Id)"}},
 		{"bad id header", list, Hints{SchemaID: "ten"}, []string{`header Msgmesh-Schema-Id: "ten" is not a schema id`}},
 		{"bad version header", list, Hints{SchemaVersion: "0"}, []string{`header Msgmesh-Schema-Version: "0" is not a version`}},
-		{"version out of range", list, Hints{SchemaVersion: "3"}, []string{`subject "orders" has versions 1 to 2, not 3`}},
+		{"version out of range", list, Hints{SchemaVersion: "3"}, []string{`subject "orders" has no version 3 (its versions are 1, 2)`}},
 		{"headers disagree", list, Hints{SchemaID: "10", SchemaVersion: "2"}, []string{"headers disagree: Msgmesh-Schema-Id 10 is version 1, but Msgmesh-Schema-Version says 2"}},
 	}
 	for _, tt := range tests {

@@ -279,6 +279,10 @@ func (v *Validator) validate(ts TopicSchemas, body []byte, h Hints, reencode boo
 	return res, nil
 }
 
+// EncodingOf says how a body with hints h is read: JSON, raw Avro, or the
+// Confluent wire format (the rules of Validator).
+func EncodingOf(h Hints) Encoding { return encodingOf(h) }
+
 // encodingOf decides a body's encoding from its hints.
 func encodingOf(h Hints) Encoding {
 	if h.ContentType != "" {
@@ -342,18 +346,22 @@ func versionFromHints(ts TopicSchemas, h Hints) (*SchemaVersion, *ValidationErro
 	}
 	if h.SchemaVersion != "" {
 		s := strings.TrimSpace(h.SchemaVersion)
-		n := len(ts.Versions)
+		byVersion := &ts.Versions[len(ts.Versions)-1]
 		if !strings.EqualFold(s, "latest") {
-			var err error
-			n, err = strconv.Atoi(s)
+			n, err := strconv.Atoi(s)
 			if err != nil || n < 1 {
 				return nil, &ValidationError{Reason: fmt.Sprintf("header %s: %s is not a version (a number from 1, or \"latest\")", HeaderSchemaVersion, strconv.Quote(truncate(h.SchemaVersion, 64)))}
 			}
-			if n > len(ts.Versions) {
-				return nil, &ValidationError{Reason: fmt.Sprintf("header %s: subject %q has versions 1 to %d, not %d", HeaderSchemaVersion, ts.Subject, len(ts.Versions), n)}
+			byVersion = nil
+			for i := range ts.Versions {
+				if ts.Versions[i].Version == n {
+					byVersion = &ts.Versions[i]
+				}
+			}
+			if byVersion == nil {
+				return nil, &ValidationError{Reason: fmt.Sprintf("header %s: subject %q has no version %d (its versions are %s)", HeaderSchemaVersion, ts.Subject, n, versionNumbers(ts))}
 			}
 		}
-		byVersion := &ts.Versions[n-1]
 		if sv != nil && sv != byVersion {
 			return nil, &ValidationError{Reason: fmt.Sprintf("headers disagree: %s %d is version %d, but %s says %s", HeaderSchemaID, sv.ID, sv.Version, HeaderSchemaVersion, s)}
 		}
@@ -363,6 +371,14 @@ func versionFromHints(ts TopicSchemas, h Hints) (*SchemaVersion, *ValidationErro
 		sv = &ts.Versions[len(ts.Versions)-1]
 	}
 	return sv, nil
+}
+
+func versionNumbers(ts TopicSchemas) string {
+	ns := make([]string, len(ts.Versions))
+	for i, v := range ts.Versions {
+		ns[i] = strconv.Itoa(v.Version)
+	}
+	return strings.Join(ns, ", ")
 }
 
 // schemaCache holds compiled schemas by id, at most max of them.

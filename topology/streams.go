@@ -26,6 +26,15 @@ const (
 	RetentionInterest = "interest"
 )
 
+// Storage values of StreamSettings.Storage.
+const (
+	// StorageFile keeps a stream on disk (JetStream file storage).
+	StorageFile = "file"
+	// StorageMemory keeps a stream in the servers' memory: faster, and
+	// lost when a server restarts (with one replica, the whole stream).
+	StorageMemory = "memory"
+)
+
 // StreamSettings are the storage settings of one topic's stream, for the
 // brokers where msgmesh creates them (NATS JetStream). Every field has an
 // "unset" value (the empty string, a nil pointer, zero replicas) that means
@@ -33,9 +42,6 @@ const (
 // those from the adapter's defaults (docs/brokers.md). A stream that
 // reaches MaxBytes or MaxMsgs refuses new publishes (STORAGE_FULL); it
 // never drops stored messages to make room.
-//
-// More settings (storage, duplicate window, ...) are meant to join these
-// fields, with the same inheritance.
 type StreamSettings struct {
 	// Retention is RetentionLimits or RetentionInterest.
 	Retention string `yaml:"retention,omitempty" json:"retention,omitempty"`
@@ -49,6 +55,14 @@ type StreamSettings struct {
 	MaxMsgs *int64 `yaml:"max_msgs,omitempty" json:"max_msgs,omitempty"`
 	// Replicas is how many servers keep a copy (JetStream R1, R3, R5).
 	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty"`
+	// Storage is StorageFile or StorageMemory.
+	Storage string `yaml:"storage,omitempty" json:"storage,omitempty"`
+	// Duplicates is the stream's duplicate window: a message published
+	// with a Nats-Msg-Id already seen within it is acknowledged and not
+	// stored again. The sidecar refuses Nats-Msg-Id from apps (the header
+	// rule), so it matters to native publishers only. In YAML a duration
+	// ("2m").
+	Duplicates *time.Duration `yaml:"duplicates,omitempty" json:"duplicates,omitempty"`
 }
 
 // Over returns s with every field that o sets replaced by o's.
@@ -67,6 +81,12 @@ func (s StreamSettings) Over(o StreamSettings) StreamSettings {
 	}
 	if o.Replicas != 0 {
 		s.Replicas = o.Replicas
+	}
+	if o.Storage != "" {
+		s.Storage = o.Storage
+	}
+	if o.Duplicates != nil {
+		s.Duplicates = o.Duplicates
 	}
 	return s
 }
@@ -91,6 +111,17 @@ func (s StreamSettings) Validate(field string) error {
 	}
 	if s.Replicas < 0 {
 		errs = append(errs, fmt.Errorf("%s.replicas %d: must not be negative", field, s.Replicas))
+	}
+	switch s.Storage {
+	case "", StorageFile, StorageMemory:
+	default:
+		errs = append(errs, fmt.Errorf("%s.storage %q: want %s or %s", field, s.Storage, StorageFile, StorageMemory))
+	}
+	if s.Duplicates != nil && *s.Duplicates < 0 {
+		errs = append(errs, fmt.Errorf("%s.duplicates %v: must not be negative", field, *s.Duplicates))
+	}
+	if s.Duplicates != nil && s.MaxAge != nil && *s.MaxAge > 0 && *s.Duplicates > *s.MaxAge {
+		errs = append(errs, fmt.Errorf("%s.duplicates %v: must not be longer than max_age %v (JetStream refuses such a stream)", field, *s.Duplicates, *s.MaxAge))
 	}
 	return errors.Join(errs...)
 }

@@ -63,15 +63,18 @@ topics:
 }
 
 func TestStreamsValidateErrors(t *testing.T) {
-	neg := time.Duration(-1)
+	neg, minute, hour := time.Duration(-1), time.Minute, time.Hour
 	negBytes := ByteSize(-1)
 	for name, s := range map[string]Streams{
-		"retention":   {StreamSettings: StreamSettings{Retention: "workqueue"}},
-		"age":         {StreamSettings: StreamSettings{MaxAge: &neg}},
-		"bytes":       {StreamSettings: StreamSettings{MaxBytes: &negBytes}},
-		"replicas":    {StreamSettings: StreamSettings{Replicas: -1}},
-		"pattern":     {Topics: []TopicStreams{{Topic: "a..b"}}},
-		"topic value": {Topics: []TopicStreams{{Topic: "a.>", StreamSettings: StreamSettings{Retention: "x"}}}},
+		"retention":               {StreamSettings: StreamSettings{Retention: "workqueue"}},
+		"age":                     {StreamSettings: StreamSettings{MaxAge: &neg}},
+		"bytes":                   {StreamSettings: StreamSettings{MaxBytes: &negBytes}},
+		"replicas":                {StreamSettings: StreamSettings{Replicas: -1}},
+		"storage":                 {StreamSettings: StreamSettings{Storage: "disk"}},
+		"duplicates":              {StreamSettings: StreamSettings{Duplicates: &neg}},
+		"duplicates over max_age": {StreamSettings: StreamSettings{MaxAge: &minute, Duplicates: &hour}},
+		"pattern":                 {Topics: []TopicStreams{{Topic: "a..b"}}},
+		"topic value":             {Topics: []TopicStreams{{Topic: "a.>", StreamSettings: StreamSettings{Retention: "x"}}}},
 	} {
 		if err := s.Validate("streams"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Validate = %v, want ErrInvalid", name, err)

@@ -92,6 +92,7 @@ type consumer struct {
 	name     string
 	log      *slog.Logger
 	prefetch int
+	nulls    nullProbe // tells null keys and values from empty ones (nulls.go)
 	// msgs holds fetched messages Next has not taken: at most prefetch.
 	msgs chan fetched
 
@@ -177,6 +178,7 @@ func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
 		commitWake: make(chan struct{}, 1),
 		commitDone: make(chan struct{}),
 		groupDone:  make(chan struct{}),
+		nulls:      nullProbe{client: b.client, topic: topic},
 	}
 	c.commitCtx, c.stopCommit = context.WithCancel(context.Background())
 	c.groupCtx, c.stopGroup = context.WithCancel(context.Background())
@@ -221,7 +223,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			d := c.handOutLocked(&f)
 			c.mu.Unlock()
 			if d != nil {
-				return d, nil
+				return c.withNulls(ctx, d), nil
 			}
 			continue
 		}
@@ -264,7 +266,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		cancel()
 		switch {
 		case d != nil:
-			return d, nil
+			return c.withNulls(ctx, d), nil
 		case got:
 			continue
 		case ctx.Err() != nil:
@@ -272,6 +274,17 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		// Pause, Close, a Nack, or a redelivery became due.
 	}
+}
+
+// withNulls tells d's null key or value from an empty one (nulls.go). If
+// the record cannot be looked up, d keeps the Reader's view (no key, an
+// empty value), with a warning.
+func (c *consumer) withNulls(ctx context.Context, d *delivery) *delivery {
+	if err := c.nulls.resolve(ctx, d); err != nil {
+		c.log.Warn("could not tell a null key or value from an empty one; delivering it as no key and an empty value",
+			"partition", d.partition, "offset", d.offset, "error", err)
+	}
+	return d
 }
 
 // popRetryLocked returns the earliest due nacked delivery of a partition

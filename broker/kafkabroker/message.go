@@ -14,7 +14,8 @@ import (
 // toKafka turns msg into a kafka-go message that owns its bytes: key and
 // body share one copy, header values are copied. The Writer may still read
 // the message after a Publish that ended with its ctx returned, so it must
-// not alias the caller's buffers. An empty Key is no key (round robin).
+// not alias the caller's buffers. An empty Key is no key (round robin),
+// unless EmptyKey; NullBody is a null value.
 func toKafka(msg *broker.Message, p *published) kafka.Message {
 	buf := make([]byte, len(msg.Key)+len(msg.Body))
 	copy(buf, msg.Key)
@@ -25,8 +26,14 @@ func toKafka(msg *broker.Message, p *published) kafka.Message {
 		WriterData: p,
 		Time:       time.Now(),
 	}
-	if msg.Key != "" {
+	switch {
+	case msg.Key != "":
 		km.Key = buf[:len(msg.Key):len(msg.Key)]
+	case msg.EmptyKey:
+		km.Key = []byte{} // not nil: a key, empty (hashed by murmur2 like any key)
+	}
+	if msg.NullBody {
+		km.Value = nil // a tombstone
 	}
 	if len(msg.Headers) > 0 {
 		km.Headers = make([]kafka.Header, len(msg.Headers))
@@ -143,3 +150,10 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	d.c.nack(d, max(delay, 0))
 	return nil
 }
+
+// Position is the message's partition and offset (broker.Positioner).
+func (d *delivery) Position() (int32, int64) { return int32(d.partition), d.offset }
+
+// Endpoint describes the cluster for telemetry: its first bootstrap
+// address (broker.Describer).
+func (b *Broker) Endpoint() broker.Endpoint { return broker.NewEndpoint("kafka", b.cfg.Brokers[0]) }

@@ -13,9 +13,10 @@
 //     stream is used;
 //   - otherwise the adapter creates stream StreamPrefix + topic with dots
 //     turned into '_' ("orders.created" → "MESH_orders_created"), subjects
-//     [topic], file storage, discard new, and the topic's settings from
-//     Config.Streams over DefaultStreams (retention limits, max age 7 days,
-//     no byte or message limit of its own, one replica). If that name is
+//     [topic], discard new, and the topic's settings from Config.Streams
+//     over DefaultStreams (retention limits, max age 7 days, no byte or
+//     message limit of its own, one replica, file storage, a 2-minute
+//     duplicate window). If that name is
 //     taken by a stream that does not capture the topic ("a_b" vs "a.b"),
 //     the name gets a hash suffix.
 //   - existing streams are never modified or deleted; one msgmesh created
@@ -23,7 +24,10 @@
 //
 // Publishing to a stream with interest retention that has no consumer is
 // refused (broker.ErrRejected): JetStream would acknowledge the message and
-// keep it for nobody.
+// keep it for nobody. On a work-queue stream (an operator's) CheckGroups
+// refuses a second consumer group at registration (broker.GroupChecker);
+// DescribeStream shows a topic's stream and its settings
+// (broker.StreamDescriber).
 //
 // Which stream serves a topic is cached per Broker. Creation is safe when
 // several goroutines or sidecars publish a topic's first message at once:

@@ -20,9 +20,16 @@ import (
 // KeyB64Header); app headers keep their values but not their order across
 // different keys (NATS headers are a map; values of one key keep theirs).
 // Values lose surrounding white space, as in HTTP.
+//
+// NATS has no null body: a NullBody message is refused (broker.ErrNullBody).
+// An empty key (EmptyKey) is KeyHeader with an empty value; no key is no
+// KeyHeader.
 func toNATS(msg *broker.Message) (*nats.Msg, error) {
+	if msg.NullBody {
+		return nil, broker.ErrNullBody
+	}
 	nm := &nats.Msg{Subject: msg.Topic, Data: msg.Body}
-	if msg.Key == "" && len(msg.Headers) == 0 {
+	if msg.Key == "" && !msg.EmptyKey && len(msg.Headers) == 0 {
 		return nm, nil
 	}
 	h := make(nats.Header, len(msg.Headers)+1)
@@ -45,12 +52,14 @@ func toNATS(msg *broker.Message) (*nats.Msg, error) {
 		}
 		h.Add(hd.Key, hd.Value)
 	}
-	if msg.Key != "" {
-		if headerSafe(msg.Key) {
-			h.Set(KeyHeader, msg.Key)
-		} else {
-			h.Set(KeyB64Header, base64.StdEncoding.EncodeToString([]byte(msg.Key)))
-		}
+	switch {
+	case msg.Key == "" && msg.EmptyKey:
+		h.Set(KeyHeader, "")
+	case msg.Key == "":
+	case headerSafe(msg.Key):
+		h.Set(KeyHeader, msg.Key)
+	default:
+		h.Set(KeyB64Header, base64.StdEncoding.EncodeToString([]byte(msg.Key)))
 	}
 	nm.Header = h
 	return nm, nil
@@ -99,6 +108,7 @@ func fromNATS(m jetstream.Msg) broker.Message {
 		case KeyHeader:
 			if len(vs) > 0 {
 				msg.Key = vs[0]
+				msg.EmptyKey = vs[0] == ""
 			}
 			continue
 		case KeyB64Header:
@@ -204,4 +214,14 @@ func (d *delivery) ackError(op string, err error) error {
 		return fmt.Errorf("natsbroker: %s %s: %w: %w", op, d.id, broker.ErrClosed, err)
 	}
 	return fmt.Errorf("natsbroker: %s %s: %w", op, d.id, withSentinel(err))
+}
+
+// Endpoint describes the cluster for telemetry: the server the connection
+// is on now, else the first configured URL (broker.Describer).
+func (b *Broker) Endpoint() broker.Endpoint {
+	u := b.nc.ConnectedUrl()
+	if u == "" {
+		u, _, _ = strings.Cut(b.cfg.URL, ",")
+	}
+	return broker.NewEndpoint("nats", u)
 }

@@ -22,10 +22,10 @@ import (
 
 // Compile-time checks that the adapter implements the contract.
 var (
-	_ broker.Broker       = (*Broker)(nil)
-	_ broker.Consumer     = (*consumer)(nil)
-	_ broker.Delivery     = (*delivery)(nil)
-	_ broker.GroupChecker = (*Broker)(nil)
+	_ broker.Broker           = (*Broker)(nil)
+	_ broker.Consumer         = (*consumer)(nil)
+	_ broker.Delivery         = (*delivery)(nil)
+	_ broker.GroupNameChecker = (*Broker)(nil)
 )
 
 // Defaults applied by New to zero Config fields.

@@ -28,6 +28,10 @@ const (
 	// DefaultReplicas is one copy: right for a single server; a cluster
 	// wants 3.
 	DefaultReplicas = 1
+	// DefaultStorage keeps streams on disk.
+	DefaultStorage = topology.StorageFile
+	// DefaultDuplicates is JetStream's own default duplicate window.
+	DefaultDuplicates = 2 * time.Minute
 )
 
 // DefaultStreams are the settings of created streams where Config.Streams
@@ -36,10 +40,11 @@ const (
 // streams together, while a byte limit per stream would reserve that much
 // of it for each topic.
 func DefaultStreams() topology.StreamSettings {
-	age := DefaultMaxAge
+	age, dups := DefaultMaxAge, DefaultDuplicates
 	var noBytes topology.ByteSize
 	var noMsgs int64
-	return topology.StreamSettings{Retention: DefaultRetention, MaxAge: &age, MaxBytes: &noBytes, MaxMsgs: &noMsgs, Replicas: DefaultReplicas}
+	return topology.StreamSettings{Retention: DefaultRetention, MaxAge: &age, MaxBytes: &noBytes, MaxMsgs: &noMsgs, Replicas: DefaultReplicas,
+		Storage: DefaultStorage, Duplicates: &dups}
 }
 
 // streamConfig is the configuration of the stream name the adapter creates
@@ -59,6 +64,15 @@ func (b *Broker) streamConfig(name, topic string) jetstream.StreamConfig {
 		MaxAge:      *s.MaxAge,
 		MaxBytes:    -1,
 		MaxMsgs:     -1,
+		Duplicates:  *s.Duplicates,
+	}
+	if s.Storage == topology.StorageMemory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		// A topic's max_age under the default window: JetStream wants
+		// the window within the age.
+		cfg.Duplicates = cfg.MaxAge
 	}
 	if s.Retention == topology.RetentionInterest {
 		cfg.Retention = jetstream.InterestPolicy
@@ -99,8 +113,15 @@ func describeLimits(c jetstream.StreamConfig) string {
 	if c.Discard == jetstream.DiscardNew {
 		discard = "new"
 	}
-	return fmt.Sprintf("retention %s, max_age %s, max_bytes %s, max_msgs %s, discard %s, replicas %d",
-		retention, age, bytes, msgs, discard, max(c.Replicas, 1))
+	return fmt.Sprintf("retention %s, max_age %s, max_bytes %s, max_msgs %s, discard %s, replicas %d, storage %s, duplicates %s",
+		retention, age, bytes, msgs, discard, max(c.Replicas, 1), storageName(c.Storage), c.Duplicates)
+}
+
+func storageName(s jetstream.StorageType) string {
+	if s == jetstream.MemoryStorage {
+		return topology.StorageMemory
+	}
+	return topology.StorageFile
 }
 
 // JetStream error codes the adapter reads as "no space to store".

@@ -134,3 +134,12 @@ func (d *delivery) settle(ctx context.Context, op string, nack bool, delay time.
 	c.afterSettle()
 	return err
 }
+
+// Position is the message's queue id and queue offset (broker.Positioner).
+func (d *delivery) Position() (int32, int64) { return int32(d.queue), d.offset }
+
+// Endpoint describes the cluster for telemetry: its first name server
+// (broker.Describer).
+func (b *Broker) Endpoint() broker.Endpoint {
+	return broker.NewEndpoint("rocketmq", b.cfg.NameServers[0])
+}

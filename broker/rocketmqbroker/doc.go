@@ -23,11 +23,17 @@
 //
 // # Publish
 //
-// Publish is a synchronous send (SEND_OK or an error) with the client's
-// hash queue selector: the key becomes the KEYS and SHARDING_KEY
-// properties, and messages with the same key always go to the same queue
-// (as long as the topic's queue count does not change); messages without a
-// key go to a random queue. Headers become user properties, so their keys
+// Publish is a synchronous send (SEND_OK or an error). The key becomes the
+// KEYS and SHARDING_KEY properties, and picks the queue as Java producers
+// do with SelectMessageQueueByHash and the key as its argument:
+// queues[abs(key.hashCode() % n)], with Java's String.hashCode over the
+// key's UTF-16 code units and the queues in Java's order (by broker name,
+// then queue id; selector.go). So messages with the same key always go to
+// the same queue (as long as the topic's queue count does not change),
+// whether the sidecar or a Java producer sent them; messages without a key
+// go round robin. KEYS is a space-separated list for RocketMQ (its index
+// keys): a key with spaces is several index keys, and still one queue
+// choice (the whole key is hashed). Headers become user properties, so their keys
 // must be unique, may not be RocketMQ system property names (KEYS, TAGS,
 // UNIQ_KEY, DELAY, anything starting with "__", ...: broker.RocketMQReserved,
 // the list the sidecar's header rule uses too), and keys and values may

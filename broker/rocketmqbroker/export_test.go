@@ -8,4 +8,6 @@ var (
 	Classify      = classify
 	ToRocket      = toRocket
 	FromRocket    = fromRocket
+	// RaceBuild says whether the race detector is on.
+	RaceBuild = raceBuild
 )

@@ -24,11 +24,31 @@ const clientProperties = 128
 // The key becomes KEYS (indexed by RocketMQ) and SHARDING_KEY (the queue
 // selector hashes it); headers become user properties. RocketMQ keeps
 // properties in a map, so header keys must be unique.
+//
+// RocketMQ has no null body and keeps no empty property value, so a
+// NullBody message is refused (broker.ErrNullBody), and so is an EmptyKey
+// one (broker.ErrEmptyKey).
 func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
+	switch {
+	case msg.NullBody:
+		return nil, broker.ErrNullBody
+	case msg.Key == "" && msg.EmptyKey:
+		return nil, broker.ErrEmptyKey
+	}
 	props := make(map[string]string, len(msg.Headers)+2)
+	tag := ""
 	// The sidecar refuses all of these headers first
 	// (broker.CheckHeaders); this is the second line for direct callers.
 	for _, h := range msg.Headers {
+		if strings.EqualFold(h.Key, broker.HeaderTag) {
+			// The message's tag: RocketMQ's TAGS, what subscriptions
+			// filter on; not a user property.
+			if why := broker.CheckTag(h.Value); why != "" {
+				return nil, &broker.HeaderError{Name: h.Key, Reason: why}
+			}
+			tag = h.Value
+			continue
+		}
 		why := ""
 		switch _, dup := props[h.Key]; {
 		case h.Key == "":
@@ -59,6 +79,9 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 	if n > maxPropertiesLen-clientProperties {
 		return nil, fmt.Errorf("key and headers take %d bytes as RocketMQ properties; it allows %d: %w", n, maxPropertiesLen-clientProperties, broker.ErrTooLarge)
 	}
+	if tag != "" {
+		props[primitive.PropertyTags] = tag
+	}
 	m := primitive.NewMessage(topic, msg.Body)
 	// WithProperties, not WithProperty: the latter drops empty values.
 	m.WithProperties(props)
@@ -66,7 +89,8 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 }
 
 // fromRocket rebuilds the msgmesh message: topic as the consumer was asked
-// for, Key from KEYS, headers from the user properties sorted by key.
+// for, Key from KEYS, headers from the user properties sorted by key, and
+// the tag (TAGS) as header broker.HeaderTag, first.
 func fromRocket(m *primitive.MessageExt, topic string) broker.Message {
 	props := m.GetProperties()
 	out := broker.Message{Topic: topic, Key: props[primitive.PropertyKeys], Body: m.Body}
@@ -76,13 +100,17 @@ func fromRocket(m *primitive.MessageExt, topic string) broker.Message {
 			keys = append(keys, k)
 		}
 	}
-	if len(keys) == 0 {
+	tag := props[primitive.PropertyTags]
+	if len(keys) == 0 && tag == "" {
 		return out
 	}
 	slices.Sort(keys)
-	out.Headers = make([]broker.Header, len(keys))
-	for i, k := range keys {
-		out.Headers[i] = broker.Header{Key: k, Value: props[k]}
+	out.Headers = make([]broker.Header, 0, len(keys)+1)
+	if tag != "" {
+		out.Headers = append(out.Headers, broker.Header{Key: broker.HeaderTag, Value: tag})
+	}
+	for _, k := range keys {
+		out.Headers = append(out.Headers, broker.Header{Key: k, Value: props[k]})
 	}
 	return out
 }

@@ -105,7 +105,7 @@ func TestMessageMapping(t *testing.T) {
 	ext.WithProperty(primitive.PropertyUniqueClientMessageIdKeyIndex, "id")
 	ext.WithProperty(primitive.PropertyMinOffset, "0")
 	out := rocketmqbroker.FromRocket(ext, "t.x")
-	want := "{t.x k [{a 1} {b }] [98 111 100 121]}"
+	want := "{t.x k [{a 1} {b }] [98 111 100 121] false false}"
 	if got := fmt.Sprint(out); got != want {
 		t.Fatalf("round trip: %s, want %s", got, want)
 	}

@@ -32,3 +32,6 @@ func raceFence() {
 	var b [1]byte
 	_, _ = r.Read(b[:])
 }
+
+// raceBuild says whether the race detector is on.
+const raceBuild = true

@@ -24,10 +24,10 @@ import (
 
 // Compile-time checks that the adapter implements the contract.
 var (
-	_ broker.Broker       = (*Broker)(nil)
-	_ broker.Consumer     = (*consumer)(nil)
-	_ broker.Delivery     = (*delivery)(nil)
-	_ broker.GroupChecker = (*Broker)(nil)
+	_ broker.Broker           = (*Broker)(nil)
+	_ broker.Consumer         = (*consumer)(nil)
+	_ broker.Delivery         = (*delivery)(nil)
+	_ broker.GroupNameChecker = (*Broker)(nil)
 )
 
 // Defaults applied by New to zero Config fields.
@@ -199,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		// Publish retries (outcome.go): it must see every attempt's
 		// error, and the client reports only the last one.
 		producer.WithRetry(0),
-		producer.WithQueueSelector(producer.NewHashQueueSelector()),
+		producer.WithQueueSelector(newJavaHashSelector()),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: create producer: %w", err)
@@ -393,7 +393,9 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	// No Shutdown after a failed Subscribe or Start: the client shuts
 	// itself down when Start fails after starting (no route), and panics
 	// when asked to shut down a consumer that never started.
-	if err := pc.Subscribe(c.rtopic, rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: "*"}); err != nil {
+	// The group's tag filter is its subscription expression: the broker
+	// filters (by tag hash), and the client checks the tags again.
+	if err := pc.Subscribe(c.rtopic, rmqconsumer.MessageSelector{Type: rmqconsumer.TAG, Expression: spec.Tags.String()}); err != nil {
 		return nil, b.opError("consume", topic, err)
 	}
 	if err := pc.Start(); err != nil {
@@ -411,6 +413,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	c.log.Debug("consumer started")
 	return c, nil
 }
+
+// FiltersTags reports that RocketMQ filters a consumer's messages by its
+// ConsumerSpec.Tags itself (broker.TagFiltering).
+func (b *Broker) FiltersTags() bool { return true }
 
 func (b *Broker) removeConsumer(c *consumer) {
 	b.mu.Lock()

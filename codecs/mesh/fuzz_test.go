@@ -51,6 +51,15 @@ func decodeFrameSeeds(tb testing.TB) map[string][]byte {
 	// empty one (valid; re-encodes without the field).
 	seeds["seed-hello_secret"] = encodeFrame(tb, KindHello, 0, 19, &Hello{App: "checkout", Client: "pod-1", MaxInflight: 64, Secret: "0123456789abcdef0123"})
 	seeds["seed-hello_empty_secret"] = append(header(12+2+1+4+1, Version, KindHello, 0, 0, 20), 0x01, 'a', 0x00, 0, 0, 0, 1, 0x00)
+	// The optional trailing fields of message flags: HELLO's features
+	// after an empty secret, PUBLISH and DELIVER flags, PULL_RESULT's
+	// flag bytes.
+	seeds["seed-hello_features"] = encodeFrame(tb, KindHello, 0, 21, &Hello{App: "a", Features: FeatureMessageFlags})
+	seeds["seed-publish_tombstone"] = encodeFrame(tb, KindPublish, 0, 22, &Publish{Topic: "t", Flags: FlagNullBody | FlagEmptyKey})
+	seeds["seed-deliver_null_body"] = encodeFrame(tb, KindDeliver, 0, 23, &Message{DeliveryID: 23, Group: "g", Topic: "t", Key: "k", Flags: FlagNullBody})
+	flagged := manyMessages(3)
+	flagged[1].Key, flagged[1].Body, flagged[1].Flags = "", nil, FlagNullBody|FlagEmptyKey
+	seeds["seed-pull_result_flags"] = encodeFrame(tb, KindPullResult, FlagResponse, 24, &PullResult{Messages: flagged})
 	// Headers the codec refuses, one per check.
 	seeds["seed-bad_version"] = header(12, 2, KindOK, FlagResponse, 0, 13)
 	seeds["seed-bad_kind"] = header(12, Version, kindMax+1, 0, 0, 14)

@@ -31,6 +31,67 @@ type HeaderField struct {
 	Value string
 }
 
+// MessageFlags say what a message's empty key and empty body stand for
+// (docs/protocol.md §3, "message flags"): an optional trailing field of
+// PUBLISH and of the message record, on the wire only when not zero, so a
+// message without them is byte for byte what peers that predate them send
+// and accept. Zero keeps version 1's meaning: an empty key is no key, an
+// empty body is an empty body.
+type MessageFlags uint8
+
+const (
+	// FlagNullBody: the body is null (a Kafka tombstone), not empty. The
+	// body must be empty.
+	FlagNullBody MessageFlags = 1 << 0
+	// FlagEmptyKey: the message has a key, and it is empty (Kafka tells
+	// an empty key from none). The key must be empty.
+	FlagEmptyKey MessageFlags = 1 << 1
+
+	knownMessageFlags = FlagNullBody | FlagEmptyKey
+)
+
+// NewMessageFlags returns the flags of a message whose body is null and
+// whose key is empty but present, as given.
+func NewMessageFlags(nullBody, emptyKey bool) MessageFlags {
+	var f MessageFlags
+	if nullBody {
+		f |= FlagNullBody
+	}
+	if emptyKey {
+		f |= FlagEmptyKey
+	}
+	return f
+}
+
+// NullBody reports FlagNullBody.
+func (f MessageFlags) NullBody() bool { return f&FlagNullBody != 0 }
+
+// EmptyKey reports FlagEmptyKey.
+func (f MessageFlags) EmptyKey() bool { return f&FlagEmptyKey != 0 }
+
+// check reports a flag that does not fit the message, or an unknown one.
+func (f MessageFlags) check(d *decoder, key string, body []byte) {
+	switch {
+	case d.err != nil:
+	case f&^knownMessageFlags != 0:
+		d.fail("flags", fmt.Sprintf("unknown flag bits %#02x", uint8(f&^knownMessageFlags)))
+	case f&FlagNullBody != 0 && len(body) > 0:
+		d.fail("flags", "null_body with a non-empty body")
+	case f&FlagEmptyKey != 0 && key != "":
+		d.fail("flags", "empty_key with a non-empty key")
+	}
+}
+
+// Features are what an app says, in HELLO, it understands beyond version
+// 1's payloads (docs/protocol.md §5.1).
+type Features uint32
+
+const (
+	// FeatureMessageFlags: the app reads the message flags of DELIVER and
+	// PULL_RESULT; the sidecar sends them to it.
+	FeatureMessageFlags Features = 1 << 0
+)
+
 // Mode says how a connection serves a declared subscription.
 type Mode uint8
 
@@ -53,14 +114,22 @@ type Hello struct {
 	// without one is byte for byte what peers that predate the field send
 	// and accept. Never log it.
 	Secret string
+	// Features are what the app understands beyond version 1's payloads,
+	// an optional trailing field after Secret (which is then written,
+	// empty if the app has none). A sidecar that predates it refuses such
+	// a HELLO (BAD_FRAME): the app says HELLO again without it.
+	Features Features
 }
 
 func (m *Hello) AppendTo(b []byte) []byte {
 	b = appendStr(b, m.App)
 	b = appendStr(b, m.Client)
 	b = binary.BigEndian.AppendUint32(b, m.MaxInflight)
-	if m.Secret != "" {
+	if m.Secret != "" || m.Features != 0 {
 		b = appendStr(b, m.Secret)
+	}
+	if m.Features != 0 {
+		b = binary.BigEndian.AppendUint32(b, uint32(m.Features))
 	}
 	return b
 }
@@ -70,11 +139,14 @@ func (m *Hello) Decode(p []byte) error {
 	m.App = d.str("app")
 	m.Client = d.str("client")
 	m.MaxInflight = d.u32("max_inflight")
-	m.Secret = ""
+	m.Secret, m.Features = "", 0
 	if d.err == nil && len(d.b) > 0 {
 		// Optional trailing field: present only if bytes are left. An
 		// explicitly empty one (a lone 0x00) means no secret, as absence does.
 		m.Secret = d.str("secret")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.Features = Features(d.u32("features"))
 	}
 	return d.done()
 }
@@ -123,13 +195,20 @@ type Publish struct {
 	Key     string
 	Headers []HeaderField
 	Body    []byte // aliases the frame buffer after Decode
+	// Flags: a null body, an empty key (optional trailing field, on the
+	// wire only when not zero).
+	Flags MessageFlags
 }
 
 func (m *Publish) AppendTo(b []byte) []byte {
 	b = appendStr(b, m.Topic)
 	b = appendStr(b, m.Key)
 	b = appendHeaders(b, m.Headers)
-	return appendBytes(b, m.Body)
+	b = appendBytes(b, m.Body)
+	if m.Flags != 0 {
+		b = append(b, byte(m.Flags))
+	}
+	return b
 }
 
 func (m *Publish) Decode(p []byte) error {
@@ -138,6 +217,11 @@ func (m *Publish) Decode(p []byte) error {
 	m.Key = d.str("key")
 	m.Headers = d.headers()
 	m.Body = d.bytes("body")
+	m.Flags = 0
+	if d.err == nil && len(d.b) > 0 {
+		m.Flags = MessageFlags(d.u8("flags"))
+		m.Flags.check(&d, m.Key, m.Body)
+	}
 	return d.done()
 }
 
@@ -179,9 +263,23 @@ type Message struct {
 	MessageID   string // the broker's id of the message (stable across redeliveries)
 	Redelivered uint32 // how many times the broker delivered it before
 	Timestamp   int64  // broker timestamp, Unix nanoseconds; 0 when unknown
+	// Flags: a null body, an empty key. In DELIVER an optional trailing
+	// field, on the wire only when not zero; in PULL_RESULT they travel in
+	// its own trailing field. Send them only to a peer that said it reads
+	// them (FeatureMessageFlags): appendTo with flags false leaves them out.
+	Flags MessageFlags
 }
 
 func (m *Message) AppendTo(b []byte) []byte {
+	b = m.appendRecord(b)
+	if m.Flags != 0 {
+		b = append(b, byte(m.Flags))
+	}
+	return b
+}
+
+// appendRecord appends the message record without flags.
+func (m *Message) appendRecord(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.DeliveryID)
 	b = appendStr(b, m.Group)
 	b = appendStr(b, m.Topic)
@@ -196,6 +294,11 @@ func (m *Message) AppendTo(b []byte) []byte {
 func (m *Message) Decode(p []byte) error {
 	d := decoder{b: p, kind: KindDeliver}
 	m.decode(&d)
+	m.Flags = 0
+	if d.err == nil && len(d.b) > 0 {
+		m.Flags = MessageFlags(d.u8("flags"))
+		m.Flags.check(&d, m.Key, m.Body)
+	}
 	return d.done()
 }
 
@@ -256,10 +359,21 @@ type PullResult struct {
 	Messages []Message
 }
 
+// PullResult's messages carry their flags in one optional trailing field,
+// flags: bytes, one byte per message in order, on the wire only when some
+// message has flags.
 func (m *PullResult) AppendTo(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m.Messages)))
+	flagged := false
 	for i := range m.Messages {
-		b = m.Messages[i].AppendTo(b)
+		b = m.Messages[i].appendRecord(b)
+		flagged = flagged || m.Messages[i].Flags != 0
+	}
+	if flagged {
+		b = binary.AppendUvarint(b, uint64(len(m.Messages)))
+		for i := range m.Messages {
+			b = append(b, byte(m.Messages[i].Flags))
+		}
 	}
 	return b
 }
@@ -270,6 +384,16 @@ func (m *PullResult) Decode(p []byte) error {
 	m.Messages = make([]Message, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		m.Messages[i].decode(&d)
+	}
+	if d.err == nil && len(d.b) > 0 {
+		flags := d.bytes("flags")
+		if d.err == nil && len(flags) != n {
+			d.fail("flags", fmt.Sprintf("%d flag bytes for %d messages", len(flags), n))
+		}
+		for i := 0; i < len(flags) && d.err == nil; i++ {
+			m.Messages[i].Flags = MessageFlags(flags[i])
+			m.Messages[i].Flags.check(&d, m.Messages[i].Key, m.Messages[i].Body)
+		}
 	}
 	return d.done()
 }

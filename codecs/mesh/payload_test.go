@@ -217,8 +217,9 @@ func TestPayloadMalformed(t *testing.T) {
 		// is left must then be exactly one str.
 		{"hello/secret_past_end", KindHello, cat(str("a"), str("c"), u32(1), []byte{5}), "secret", "length 5 exceeds the 0 bytes left"},
 		{"hello/secret_bad_varint", KindHello, cat(str("a"), str("c"), u32(1), []byte{0x80}), "secret", "bad length varint"},
-		{"hello/trailing_after_secret", KindHello, cat(str("a"), str("c"), u32(1), str("s"), []byte{0}), "", "1 trailing bytes"},
-		{"hello/trailing_after_empty_secret", KindHello, cat(str("a"), str("c"), u32(1), []byte{0, 7}), "", "1 trailing bytes"},
+		{"hello/short_features", KindHello, cat(str("a"), str("c"), u32(1), str("s"), []byte{0}), "features", "needs 4 bytes, 1 left"},
+		{"hello/trailing_after_features", KindHello, cat(str("a"), str("c"), u32(1), str("s"), u32(1), []byte{0}), "", "1 trailing bytes"},
+		{"hello/short_features_after_empty_secret", KindHello, cat(str("a"), str("c"), u32(1), []byte{0, 7}), "features", "needs 4 bytes, 1 left"},
 
 		{"declare/empty", KindDeclare, nil, "subs", "bad length varint"},
 		{"declare/count_past_end", KindDeclare, cat(uv(5), []byte{1, 'g'}), "subs", "too long"},
@@ -240,7 +241,10 @@ func TestPayloadMalformed(t *testing.T) {
 		{"publish/header_key_cut", KindPublish, cat(str("t"), str("k"), uv(1), uv(9), []byte("abcd")), "header.key", "length 9 exceeds"},
 		{"publish/no_body", KindPublish, cat(str("t"), str("k"), uv(0)), "body", "bad length varint"},
 		{"publish/body_past_end", KindPublish, cat(str("t"), str("k"), uv(0), uv(1024), make([]byte, 1023)), "body", "length 1024 exceeds the 1023 bytes left"},
-		{"publish/trailing", KindPublish, cat(str("t"), str("k"), uv(0), str("b"), []byte("zz")), "", "2 trailing bytes"},
+		{"publish/trailing", KindPublish, cat(str("t"), str("k"), uv(0), str(""), []byte{1, 9, 9}), "", "2 trailing bytes"},
+		{"publish/unknown_flags", KindPublish, cat(str("t"), str("k"), uv(0), str("b"), []byte{0x80}), "flags", "unknown flag bits 0x80"},
+		{"publish/null_body_with_body", KindPublish, cat(str("t"), str("k"), uv(0), str("b"), []byte{1}), "flags", "null_body with a non-empty body"},
+		{"publish/empty_key_with_key", KindPublish, cat(str("t"), str("k"), uv(0), str("b"), []byte{2}), "flags", "empty_key with a non-empty key"},
 
 		{"publish_ack/empty", KindPublishAck, nil, "stream", "bad length varint"},
 		{"publish_ack/short_partition", KindPublishAck, cat(str("s"), []byte{0xff, 0xff, 0xff}), "partition", "needs 4 bytes, 3 left"},
@@ -253,7 +257,8 @@ func TestPayloadMalformed(t *testing.T) {
 		{"deliver/no_group", KindDeliver, u64(1), "group", "bad length varint"},
 		{"deliver/no_redelivered", KindDeliver, msgEnc[:len(msgEnc)-12], "redelivered", "needs 4 bytes, 0 left"},
 		{"deliver/short_timestamp", KindDeliver, msgEnc[:len(msgEnc)-1], "timestamp", "needs 8 bytes, 7 left"},
-		{"deliver/trailing", KindDeliver, append(msg.AppendTo(nil), 0), "", "1 trailing bytes"},
+		{"deliver/trailing", KindDeliver, append(msg.AppendTo(nil), 0, 0), "", "1 trailing bytes"},
+		{"deliver/unknown_flags", KindDeliver, append(msg.AppendTo(nil), 4), "flags", "unknown flag bits 0x04"},
 
 		{"nack/empty", KindNack, nil, "delay_ms", "needs 4 bytes, 0 left"},
 		{"nack/short", KindNack, []byte{0, 0, 1}, "delay_ms", "needs 4 bytes, 3 left"},
@@ -269,7 +274,8 @@ func TestPayloadMalformed(t *testing.T) {
 		{"pull_result/second_message_missing", KindPullResult, cat(uv(2), msgEnc), "delivery_id", "needs 8 bytes, 0 left"},
 		{"pull_result/count_over_list_limit", KindPullResult, cat(uv(maxListLen+1), bytes.Repeat(msgEnc, maxListLen/len(msgEnc)+1)), "messages", "too long"},
 		{"pull_result/second_message_cut", KindPullResult, cat(uv(2), msgEnc, msgEnc[:len(msgEnc)-9]), "redelivered", "needs 4 bytes, 3 left"},
-		{"pull_result/trailing", KindPullResult, cat(uv(1), msgEnc, []byte{0}), "", "1 trailing bytes"},
+		{"pull_result/trailing", KindPullResult, cat(uv(1), msgEnc, uv(1), []byte{0}, []byte{0}), "", "1 trailing bytes"},
+		{"pull_result/flag_count", KindPullResult, cat(uv(1), msgEnc, uv(0)), "flags", "0 flag bytes for 1 messages"},
 
 		{"error/empty", KindError, nil, "code", "needs 2 bytes, 0 left"},
 		{"error/short_code", KindError, []byte{0}, "code", "needs 2 bytes, 1 left"},
@@ -422,5 +428,49 @@ func TestListAtSmallestElementSize(t *testing.T) {
 	}
 	if got := len(appendHeaders(nil, []HeaderField{{}})) - 1; got != minHeaderSize {
 		t.Errorf("an empty header encodes to %d bytes, minHeaderSize is %d", got, minHeaderSize)
+	}
+}
+
+// TestMessageFlagsAreOptional pins the compatibility of the message flags
+// and HELLO's features (docs/protocol.md §3): without flags PUBLISH,
+// DELIVER and PULL_RESULT are the version-1 bytes; with them they decode
+// back; a HELLO with features but no secret carries an empty secret before
+// them; and PULL_RESULT's flags are per message.
+func TestMessageFlagsAreOptional(t *testing.T) {
+	plain := Publish{Topic: "t", Key: "k", Body: []byte("b")}
+	v1 := cat(str("t"), str("k"), uv(0), str("b"))
+	if got := plain.AppendTo(nil); !bytes.Equal(got, v1) {
+		t.Fatalf("PUBLISH without flags = %x, want the version-1 bytes %x", got, v1)
+	}
+	tomb := Publish{Topic: "t", Flags: FlagNullBody | FlagEmptyKey}
+	var back Publish
+	if err := back.Decode(tomb.AppendTo(nil)); err != nil || back.Flags != tomb.Flags || back.Body != nil || back.Key != "" {
+		t.Fatalf("tombstone PUBLISH decoded as %+v, %v", back, err)
+	}
+	msg := Message{DeliveryID: 1, Group: "g", Topic: "t", Key: "k", Body: []byte("b")}
+	if got, want := msg.AppendTo(nil), msg.appendRecord(nil); !bytes.Equal(got, want) {
+		t.Fatalf("DELIVER without flags is not the version-1 record")
+	}
+	nullMsg := Message{DeliveryID: 1, Group: "g", Topic: "t", Key: "k", Flags: FlagNullBody}
+	var m Message
+	if err := m.Decode(nullMsg.AppendTo(nil)); err != nil || m.Flags != FlagNullBody {
+		t.Fatalf("DELIVER with a null body decoded as %+v, %v", m, err)
+	}
+	pr := PullResult{Messages: []Message{msg, nullMsg, msg}}
+	var prBack PullResult
+	if err := prBack.Decode(pr.AppendTo(nil)); err != nil || prBack.Messages[0].Flags != 0 || prBack.Messages[1].Flags != FlagNullBody || prBack.Messages[2].Flags != 0 {
+		t.Fatalf("PULL_RESULT flags decoded as %+v, %v", prBack, err)
+	}
+	unflagged := PullResult{Messages: []Message{msg, msg}}
+	if got := unflagged.AppendTo(nil); !bytes.Equal(got, cat(uv(2), msg.appendRecord(nil), msg.appendRecord(nil))) {
+		t.Fatalf("PULL_RESULT without flags is not the version-1 bytes")
+	}
+	h := Hello{App: "a", Features: FeatureMessageFlags}
+	if got := h.AppendTo(nil); !bytes.Equal(got, cat(str("a"), str(""), u32(0), str(""), u32(1))) {
+		t.Fatalf("HELLO with features = %x", got)
+	}
+	var hb Hello
+	if err := hb.Decode(h.AppendTo(nil)); err != nil || hb.Features != FeatureMessageFlags || hb.Secret != "" {
+		t.Fatalf("HELLO with features decoded as %+v, %v", hb, err)
 	}
 }

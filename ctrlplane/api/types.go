@@ -64,12 +64,21 @@ type AppConfig struct {
 	// not seen the new credential yet.
 	PreviousCredential        string    `json:"previous_credential,omitempty"`
 	PreviousCredentialExpires time.Time `json:"previous_credential_expires,omitzero"`
-	// Schemas are the topics' Avro schemas (DESIGN.md flow 9), by topic:
-	// every subject of the control plane's schema registry, under the
-	// topic of the same name, with every version and the topic's
-	// validation policy. Absent when the registry is empty. The sidecar
-	// validates what apps publish on these topics.
+	// Schemas are the topics' Avro schemas (DESIGN.md flow 9), by
+	// subject: every subject of the control plane's schema registry with
+	// its live versions and the validation policy of the topic of the same
+	// name. Absent when the registry is empty. A topic's value schema is
+	// found by its subject name strategy (SchemaStrategies; by default
+	// "<topic>-value", else "<topic>"), its key schema is "<topic>-key"
+	// (docs/schemas.md).
 	Schemas map[string]TopicSchema `json:"schemas,omitempty"`
+	// SchemaPolicies are the validation policies of the topics that have
+	// one of their own (PolicyWarn, PolicyOff, ...), by topic.
+	SchemaPolicies map[string]string `json:"schema_policies,omitempty"`
+	// SchemaStrategies are the subject name strategies of the topics that
+	// have one of their own (topic_name, topic, record_name,
+	// topic_record_name), by topic.
+	SchemaStrategies map[string]string `json:"schema_strategies,omitempty"`
 	// Limits is reserved for flow-control limits (DESIGN.md flow 12). It is
 	// absent today; its shape comes with the issue that adds it.
 	Limits json.RawMessage `json:"limits,omitempty"`
@@ -264,9 +273,12 @@ type CompatibilityResult struct {
 	Messages []string `json:"messages"`
 }
 
-// SchemaPolicyRequest is the body of PUT /v1/schema-policies/{topic}.
+// SchemaPolicyRequest is the body of PUT /v1/schema-policies/{topic}:
+// the topic's validation policy, its subject name strategy, or both; a
+// field left out keeps its value.
 type SchemaPolicyRequest struct {
-	Policy string `json:"policy"`
+	Policy          string `json:"policy,omitempty"`
+	SubjectStrategy string `json:"subject_strategy,omitempty"`
 }
 
 // SchemaPolicy is a topic's validation policy, the answer of GET and PUT
@@ -274,6 +286,9 @@ type SchemaPolicyRequest struct {
 type SchemaPolicy struct {
 	Topic  string `json:"topic"`
 	Policy string `json:"policy"`
+	// SubjectStrategy is how the topic's value schema is found among the
+	// subjects; "topic_name" unless set.
+	SubjectStrategy string `json:"subject_strategy"`
 	// Default: the topic has no policy of its own; Policy is the default,
 	// PolicyEnforce.
 	Default bool `json:"default,omitempty"`

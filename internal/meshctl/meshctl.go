@@ -47,6 +47,7 @@ func commands() []command {
 		{"register", "--app NAME [--consume GROUP:TOPIC]... [--produce GROUP:TOPIC]...", "register (or replace) an app's metadata with the sidecar", setupRegister},
 		{"deregister", "--app NAME", "remove an app's registration", setupDeregister},
 		{"registrations", "", "list the sidecar's registrations", setupRegistrations},
+		{"streams", "[--json]", "show each registered topic's stream and the settings in effect (NATS JetStream clusters)", setupStreams},
 		{"pub", "--topic T [--count N] [--size S]", "publish test messages and report the rate", setupPub},
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
 		{"bench", "[--broker nats|kafka|rocketmq|all] [--variants] [--nats-sync always,1s] [--count N] [--size S]", "compare each broker's own client with the SDK through an in-process sidecar, same run, ratios (--variants: schema, tracing, metrics on; --nats-sync: the embedded server's fsync settings)", setupBench},

@@ -133,13 +133,28 @@ func setupRegistrations(fs *flag.FlagSet) func(context.Context, *env) error {
 // empty, and prints a JSON answer indented. A non-2xx answer becomes an
 // error carrying the server's message.
 func (e *env) call(ctx context.Context, httpAddr, method, path string, body []byte, secret string) error {
+	out, err := e.do(ctx, httpAddr, method, path, body, secret)
+	if err != nil || len(out) == 0 {
+		return err
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, out, "", "  ") == nil {
+		out = pretty.Bytes()
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s\n", out)
+	return err
+}
+
+// do sends one request to the HTTP API and returns the answer's body,
+// trimmed; a non-2xx answer is an error carrying the server's message.
+func (e *env) do(ctx context.Context, httpAddr, method, path string, body []byte, secret string) ([]byte, error) {
 	base, err := baseURL(httpAddr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -149,26 +164,17 @@ func (e *env) call(ctx context.Context, httpAddr, method, path string, body []by
 	}
 	resp, err := e.http.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
+		return nil, fmt.Errorf("reading the answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return serverError(resp, out)
+		return nil, serverError(resp, out)
 	}
-	out = bytes.TrimSpace(out)
-	if len(out) == 0 {
-		return nil
-	}
-	var pretty bytes.Buffer
-	if json.Indent(&pretty, out, "", "  ") == nil {
-		out = pretty.Bytes()
-	}
-	_, err = fmt.Fprintf(e.stdout, "%s\n", out)
-	return err
+	return bytes.TrimSpace(out), nil
 }
 
 // serverError renders the HTTP API's error body {"error": CODE, "message":

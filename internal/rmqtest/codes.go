@@ -35,6 +35,7 @@ const (
 	respMessageIllegal          int16 = 13
 	respTopicNotExist           int16 = 17
 	respPullNotFound            int16 = 19
+	respPullRetryImmediately    int16 = 20
 	respPullOffsetMoved         int16 = 21
 	respQueryNotFound           int16 = 22
 )
@@ -49,6 +50,7 @@ const (
 const (
 	pullFlagCommitOffset = 1 << 0
 	pullFlagSuspend      = 1 << 1
+	pullFlagSubscription = 1 << 2
 )
 
 // Message sysFlag bits (MessageSysFlag) the broker looks at.

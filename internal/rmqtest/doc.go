@@ -61,8 +61,13 @@
 //     transaction checks), request/reply messages, and ordered-message
 //     queue locks (LOCK_BATCH_MQ is not supported, so orderly push
 //     consumers cannot consume).
-//   - Filtering: pulls return every message; clients filter tags
-//     themselves, and SQL92 subscriptions are not evaluated at all.
+//   - SQL92 subscriptions are not evaluated. TAG subscriptions are: a pull
+//     that carries its subscription (the subscription flag) gets only the
+//     messages whose tags' hash codes (Java's String.hashCode) the
+//     expression names, and a pull that skipped only non-matching messages
+//     is answered PULL_RETRY_IMMEDIATELY with the next offset past them,
+//     as RocketMQ does; a pull without it gets every message (RocketMQ
+//     would use the group's subscription from its heartbeats).
 //   - ACL, TLS, the VIP channel, admin and statistics requests, message
 //     queries by key or id, topic and group configuration requests, and
 //     broadcast offsets.

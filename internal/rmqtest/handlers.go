@@ -211,6 +211,7 @@ type pullArgs struct {
 	sysFlag      int32
 	commitOffset int64
 	suspend      time.Duration
+	filter       tagFilter // the subscription the pull carries; nil: every message
 }
 
 func parsePullArgs(f map[string]string) (pullArgs, error) {
@@ -236,6 +237,13 @@ func parsePullArgs(f map[string]string) (pullArgs, error) {
 	if f["suspendTimeoutMillis"] != "" {
 		p.suspend = time.Duration(num("suspendTimeoutMillis", 64)) * time.Millisecond
 	}
+	// A pull with the subscription flag carries its expression; TAG
+	// expressions are filtered here, by tag hash code, as RocketMQ's
+	// broker does (the client checks the tags themselves again). SQL92 is
+	// not evaluated.
+	if p.sysFlag&pullFlagSubscription != 0 && (f["expressionType"] == "" || f["expressionType"] == "TAG") {
+		p.filter = parseTagFilter(f["subscription"])
+	}
 	return p, errors.Join(errs...)
 }
 
@@ -254,7 +262,7 @@ func (b *Broker) handlePull(c *conn, req *command) *command {
 	if p.sysFlag&pullFlagCommitOffset != 0 && p.commitOffset >= 0 && p.group != "" {
 		b.offsets.set(offsetKey{p.group, p.topic, p.queueID}, p.commitOffset)
 	}
-	res := b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs)
+	res := b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs, p.filter)
 	if res.status == pullNotFound && p.sysFlag&pullFlagSuspend != 0 && p.suspend > 0 {
 		wait := min(p.suspend, b.cfg.MaxPollWait)
 		if b.goSafe(func() { b.longPoll(c, req, p, res.signal, wait) }) {
@@ -272,7 +280,7 @@ func (b *Broker) longPoll(c *conn, req *command, p pullArgs, signal <-chan struc
 	for {
 		select {
 		case <-signal:
-			res := b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs)
+			res := b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs, p.filter)
 			if res.status == pullNotFound {
 				signal = res.signal
 				continue
@@ -280,7 +288,7 @@ func (b *Broker) longPoll(c *conn, req *command, p pullArgs, signal <-chan struc
 			c.respond(req, pullResponse(p.queueID, res))
 			return
 		case <-timer.C:
-			c.respond(req, pullResponse(p.queueID, b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs)))
+			c.respond(req, pullResponse(p.queueID, b.st.get(p.topic, p.queueID, p.offset, p.maxMsgs, p.filter)))
 			return
 		case <-c.done:
 			return
@@ -299,6 +307,8 @@ func pullResponse(queueID int32, res pullResult) *command {
 		code = respPullNotFound
 	case pullOffsetMoved:
 		code = respPullOffsetMoved
+	case pullNoMatch:
+		code = respPullRetryImmediately
 	default:
 		return errorResponse(respSystemError, fmt.Sprintf("queueId[%d] is illegal", queueID))
 	}

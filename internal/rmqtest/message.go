@@ -13,6 +13,7 @@ import (
 // Message property names the broker reads or writes (MessageConst).
 const (
 	propDelayLevel      = "DELAY"
+	propTags            = "TAGS"
 	propRetryTopic      = "RETRY_TOPIC"
 	propRealTopic       = "REAL_TOPIC"
 	propRealQueueID     = "REAL_QID"

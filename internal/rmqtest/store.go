@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/msgmesh/msgmesh/internal/javahash"
 )
 
 // Topic names with a meaning for the broker.
@@ -30,6 +32,18 @@ const commitLogName = "commitlog"
 type storedMsg struct {
 	rec     []byte
 	storeTS int64 // ms
+	// tagsCode is the hash RocketMQ's consume queue keeps of the message's
+	// TAGS (Java's String.hashCode), 0 when it has none, which is what
+	// broker-side tag filtering compares.
+	tagsCode int32
+}
+
+// tagsCode is RocketMQ's tags code of a message with properties props.
+func tagsCode(props string) int32 {
+	if tags := parseProperties(props)[propTags]; tags != "" {
+		return javahash.String(tags)
+	}
+	return 0
 }
 
 // queue is one message queue: records by queue offset (index).
@@ -225,7 +239,7 @@ func (s *store) putLocked(p *putRequest, divert bool) (*message, error) {
 			return nil, fmt.Errorf("%w: write commit log: %w", errStore, err)
 		}
 	}
-	s.appendLocked(q, storedMsg{rec: rec, storeTS: m.StoreTimestamp}, m.PhysOffset)
+	s.appendLocked(q, storedMsg{rec: rec, storeTS: m.StoreTimestamp, tagsCode: tagsCode(m.Properties)}, m.PhysOffset)
 	s.nextPhys += int64(len(rec))
 	if p.topic == scheduleTopic {
 		select {
@@ -267,6 +281,9 @@ const (
 	pullNotFound
 	pullOffsetMoved
 	pullNoQueue
+	// pullNoMatch: messages were there, none matched the subscription;
+	// the next offset skips them (RocketMQ's NO_MATCHED_MESSAGE).
+	pullNoMatch
 )
 
 type pullResult struct {
@@ -286,12 +303,35 @@ const (
 	maxPullBytes = 256 << 10
 )
 
-// get reads up to maxMsgs records of topic/queueID from offset, following
-// DefaultMessageStore.getMessage: an empty queue or an offset at the end is
-// "not found" (long-pollable); an offset past the end is "moved" with the
-// next offset corrected to the minimum (0), as RocketMQ does when the
-// queue's minimum offset is 0.
-func (s *store) get(topicName string, queueID int32, offset int64, maxMsgs int) pullResult {
+// tagFilter is a pull's tag subscription as RocketMQ's broker applies it:
+// the hash codes of the tags it names; nil matches every message.
+type tagFilter map[int32]bool
+
+// parseTagFilter parses a TAG subscription expression ("*", "A || B").
+func parseTagFilter(expr string) tagFilter {
+	expr = strings.TrimSpace(expr)
+	if expr == "" || expr == "*" {
+		return nil
+	}
+	f := tagFilter{}
+	for _, t := range strings.Split(expr, "||") {
+		if t = strings.TrimSpace(t); t != "" {
+			f[javahash.String(t)] = true
+		}
+	}
+	return f
+}
+
+func (f tagFilter) match(code int32) bool { return f == nil || f[code] }
+
+// get reads up to maxMsgs records of topic/queueID from offset that pass
+// filter, following DefaultMessageStore.getMessage: an empty queue or an
+// offset at the end is "not found" (long-pollable); an offset past the end
+// is "moved" with the next offset corrected to the minimum (0), as RocketMQ
+// does when the queue's minimum offset is 0; messages that are there but
+// none of which pass the filter are "no match", with the next offset past
+// them.
+func (s *store) get(topicName string, queueID int32, offset int64, maxMsgs int, filter tagFilter) pullResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.topics[topicName]
@@ -312,15 +352,22 @@ func (s *store) get(topicName string, queueID int32, offset int64, maxMsgs int) 
 	default:
 		maxMsgs = min(max(maxMsgs, 1), maxPullCount)
 		var body []byte
-		i := offset
-		for ; i < res.maxOff && int(i-offset) < maxMsgs; i++ {
+		i, n := offset, 0
+		for ; i < res.maxOff && n < maxMsgs; i++ {
+			if !filter.match(q.msgs[i].tagsCode) {
+				continue
+			}
 			rec := q.msgs[i].rec
 			if len(body) > 0 && len(body)+len(rec) > maxPullBytes {
 				break
 			}
 			body = append(body, rec...)
+			n++
 		}
-		res.status, res.body, res.next, res.messages = pullFound, body, i, int(i-offset)
+		res.status, res.body, res.next, res.messages = pullFound, body, i, n
+		if n == 0 {
+			res.status, res.body = pullNoMatch, nil
+		}
 	}
 	return res
 }
@@ -490,7 +537,7 @@ func (s *store) open(dir string) error {
 			}
 			break
 		}
-		s.appendLocked(q, storedMsg{rec: data[pos : pos+n : pos+n], storeTS: m.StoreTimestamp}, int64(pos))
+		s.appendLocked(q, storedMsg{rec: data[pos : pos+n : pos+n], storeTS: m.StoreTimestamp, tagsCode: tagsCode(m.Properties)}, int64(pos))
 		pos += n
 	}
 	s.nextPhys = int64(pos)

@@ -1,6 +1,7 @@
 package sidecarapp
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -72,9 +73,9 @@ type controlPlane struct {
 	// saved one, during startControlPlane), later ones on the watcher's
 	// goroutine while attach may be running: schemaMu orders them, so the
 	// Sidecar always ends up with the newest schemas.
-	schemaMu sync.Mutex                     // guards schemas and sc; held across SetSchemas
-	schemas  map[string]msgmesh.TopicSchema // the newest pushed; nil before the first config
-	sc       *msgmesh.Sidecar               // set by attach
+	schemaMu sync.Mutex         // guards schemas and sc; held across SetSchemas
+	schemas  *msgmesh.SchemaSet // the newest pushed; nil before the first config
+	sc       *msgmesh.Sidecar   // set by attach
 }
 
 // startControlPlane connects to the control plane: it starts watching the
@@ -134,7 +135,7 @@ func startControlPlane(ctx context.Context, opts cpOptions, dataDir string, inhe
 // scheduler and the topics' schemas to the sidecar (once it is attached),
 // at once.
 func (cp *controlPlane) apply(cfg api.AppConfig) {
-	cp.applySchemas(cfg.Schemas)
+	cp.applySchemas(cfg.Schemas, cfg.SchemaPolicies, cfg.SchemaStrategies)
 	cp.applyLimits(cfg.Limits)
 	ins := make([]scheduler.Instance, 0, len(cfg.Instances))
 	for _, in := range cfg.Instances {
@@ -222,45 +223,63 @@ func (cp *controlPlane) forwarding() *msgmesh.Forwarding {
 	return &msgmesh.Forwarding{App: cp.opts.App, Scheduler: cp.sched, Forwarder: cp.fwd}
 }
 
-// applySchemas converts the pushed schemas and hands them to the sidecar
+// applySchemas converts the pushed schemas (by subject) and the topics'
+// own policies and subject name strategies, and hands them to the sidecar
 // if it is attached, else keeps them for attach. Unchanged schemas are not
 // handed over again.
-func (cp *controlPlane) applySchemas(pushed map[string]api.TopicSchema) {
-	next := make(map[string]msgmesh.TopicSchema, len(pushed))
-	for topic, ts := range pushed {
-		p, err := schema.ParsePolicy(ts.Policy)
+func (cp *controlPlane) applySchemas(pushed map[string]api.TopicSchema, policies, strategies map[string]string) {
+	parse := func(topic, p string) schema.Policy {
+		pol, err := schema.ParsePolicy(p)
 		if err != nil {
-			cp.log.Warn("unknown schema policy pushed; enforcing the schema", "topic", topic, "policy", ts.Policy)
-			p = schema.PolicyEnforce
+			cp.log.Warn("unknown schema policy pushed; enforcing the schema", "topic", topic, "policy", p)
+			return schema.PolicyEnforce
 		}
-		subject := ts.Subject
-		if subject == "" {
-			subject = topic
-		}
+		return pol
+	}
+	next := msgmesh.SchemaSet{Subjects: make(map[string]msgmesh.TopicSchema, len(pushed))}
+	for key, ts := range pushed {
+		subject := cmp.Or(ts.Subject, key)
 		vs := make([]schema.SchemaVersion, len(ts.Versions))
 		for i, v := range ts.Versions {
 			vs[i] = schema.SchemaVersion{Subject: subject, Version: v.Version, ID: v.ID, Schema: v.Schema}
 		}
 		// The validator takes the last version as the latest.
 		slices.SortFunc(vs, func(a, b schema.SchemaVersion) int { return a.Version - b.Version })
-		next[topic] = msgmesh.TopicSchema{Schemas: schema.TopicSchemas{Subject: subject, Versions: vs}, Policy: p}
+		next.Subjects[subject] = msgmesh.TopicSchema{Schemas: schema.TopicSchemas{Subject: subject, Versions: vs}, Policy: parse(subject, ts.Policy)}
+	}
+	if len(policies) > 0 {
+		next.Policies = make(map[string]schema.Policy, len(policies))
+		for topic, p := range policies {
+			next.Policies[topic] = parse(topic, p)
+		}
+	}
+	for topic, st := range strategies {
+		if _, err := schema.ParseStrategy(st); err != nil {
+			cp.log.Warn("unknown subject name strategy pushed; using topic_name", "topic", topic, "strategy", st)
+			continue
+		}
+		if next.Strategies == nil {
+			next.Strategies = map[string]string{}
+		}
+		next.Strategies[topic] = st
 	}
 	cp.schemaMu.Lock()
 	defer cp.schemaMu.Unlock()
-	if cp.schemas != nil && sameSchemas(cp.schemas, next) {
+	if cp.schemas != nil && sameSchemas(*cp.schemas, next) {
 		return
 	}
-	cp.schemas = next
+	cp.schemas = &next
 	if cp.sc != nil {
-		cp.sc.SetSchemas(next)
+		cp.sc.SetSchemaSet(next)
 	}
-	cp.log.Info("topic schemas applied", "topics", len(next), "sidecar_attached", cp.sc != nil)
+	cp.log.Info("topic schemas applied", "subjects", len(next.Subjects), "sidecar_attached", cp.sc != nil)
 }
 
-func sameSchemas(a, b map[string]msgmesh.TopicSchema) bool {
-	return maps.EqualFunc(a, b, func(x, y msgmesh.TopicSchema) bool {
-		return x.Policy == y.Policy && x.Schemas.Subject == y.Schemas.Subject && slices.Equal(x.Schemas.Versions, y.Schemas.Versions)
-	})
+func sameSchemas(a, b msgmesh.SchemaSet) bool {
+	return maps.Equal(a.Policies, b.Policies) && maps.Equal(a.Strategies, b.Strategies) &&
+		maps.EqualFunc(a.Subjects, b.Subjects, func(x, y msgmesh.TopicSchema) bool {
+			return x.Policy == y.Policy && x.Schemas.Subject == y.Schemas.Subject && slices.Equal(x.Schemas.Versions, y.Schemas.Versions)
+		})
 }
 
 // attach hands the newest pushed schemas to sc, and every later push.
@@ -274,7 +293,7 @@ func (cp *controlPlane) attach(sc *msgmesh.Sidecar) {
 	}
 	cp.sc = sc
 	if cp.schemas != nil {
-		sc.SetSchemas(cp.schemas)
+		sc.SetSchemaSet(*cp.schemas)
 	}
 }
 

@@ -770,6 +770,10 @@ func toWire(group, topic string, d broker.Delivery) mesh.Message {
 		Body:        msg.Body,
 		MessageID:   d.MessageID(),
 		Redelivered: uint32(max(d.Redelivered(), 0)),
+		// Sent only when set: a sibling that predates them refuses the
+		// DELIVER (BAD_FRAME before OK), and the message is delivered
+		// locally instead.
+		Flags: mesh.NewMessageFlags(msg.NullBody, msg.EmptyKey && msg.Key == ""),
 	}
 	if ts := d.Timestamp(); !ts.IsZero() {
 		m.Timestamp = ts.UnixNano()

@@ -42,7 +42,7 @@ func newSibDelivery(c *serverConn, m *mesh.Message) *sibDelivery {
 		id:          m.DeliveryID,
 		group:       m.Group,
 		topic:       m.Topic,
-		msg:         broker.Message{Topic: m.Topic, Key: m.Key, Body: m.Body},
+		msg:         broker.Message{Topic: m.Topic, Key: m.Key, Body: m.Body, NullBody: m.Flags.NullBody(), EmptyKey: m.Flags.EmptyKey()},
 		messageID:   m.MessageID,
 		redelivered: int(m.Redelivered),
 	}

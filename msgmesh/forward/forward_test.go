@@ -1055,3 +1055,33 @@ func BenchmarkForwardRoundTrip(b *testing.B) {
 }
 
 var _ broker.Delivery = (*sibDelivery)(nil)
+
+// TestForwardKeepsNullAndEmpty: a tombstone (null body) and an empty key
+// reach the sibling's app as such, not as an empty body and no key.
+func TestForwardKeepsNullAndEmpty(t *testing.T) {
+	p := newPKI(t)
+	app := newApp()
+	sib := startSibling(t, p, app, "")
+	f := newForwarder(t, p)
+	tomb := newDelivery(1, nil)
+	tomb.msg.Key, tomb.msg.NullBody = "k", true
+	empty := newDelivery(2, []byte("x"))
+	empty.msg.Key, empty.msg.EmptyKey = "", true
+	plain := newDelivery(3, nil)
+	plain.msg.Key = ""
+	ctx := ctxTimeout(t, 10*time.Second)
+	for _, d := range []*testDelivery{tomb, empty, plain} {
+		if err := f.Forward(ctx, sib.addr, "billing", "orders.created", d); err != nil {
+			t.Fatal(err)
+		}
+		tk := recvWithin(t, app.got, 10*time.Second, "the delivery at the sibling")
+		m := tk.d.Message()
+		if m.NullBody != d.msg.NullBody || m.EmptyKey != d.msg.EmptyKey || m.Key != d.msg.Key {
+			t.Errorf("%s arrived with key %q, null body %v, empty key %v; sent %q, %v, %v",
+				d.id, m.Key, m.NullBody, m.EmptyKey, d.msg.Key, d.msg.NullBody, d.msg.EmptyKey)
+		}
+		if err := tk.d.Ack(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

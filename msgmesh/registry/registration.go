@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/msgmesh/msgmesh/broker"
 )
 
 // Name limits (bytes).
@@ -52,6 +54,12 @@ type Binding struct {
 	// NATS and RocketMQ refuse '.', and the sidecar asks them when the
 	// app registers).
 	BrokerGroup string `json:"broker_group,omitempty"`
+	// Tags is the group's tag filter on the topic, a RocketMQ tag
+	// subscription expression ("TagA || TagB"; "*" or empty: every
+	// message). Only messages whose tag (header Msgmesh-Tag) it names are
+	// delivered; on RocketMQ the broker filters, elsewhere the sidecar acks
+	// the others without delivering them. Consume bindings only.
+	Tags string `json:"tags,omitempty"`
 }
 
 // DefaultDeadLetterTopic names the dead-letter topic of group on topic when
@@ -129,8 +137,10 @@ func ParseConsumeBinding(s string) (Binding, error) {
 				b.DeadLetterTopic = v
 			case k == "broker_group":
 				b.BrokerGroup = v
+			case k == "tags":
+				b.Tags = v
 			default:
-				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic and broker_group")
+				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic, broker_group and tags")
 			}
 		}
 	}
@@ -152,6 +162,9 @@ func (b Binding) String() string {
 	}
 	if b.BrokerGroup != "" {
 		s += ",broker_group=" + b.BrokerGroup
+	}
+	if b.Tags != "" {
+		s += ",tags=" + b.Tags
 	}
 	return s
 }
@@ -181,6 +194,9 @@ func (b Binding) validatePolicy(prefix string) *ValidationError {
 		if reason := checkBrokerGroup(b.BrokerGroup); reason != "" {
 			return invalid(prefix+"broker_group", "%s %s", quote(b.BrokerGroup), reason)
 		}
+	}
+	if _, err := broker.ParseTagExpression(b.Tags); err != nil {
+		return invalid(prefix+"tags", "%s", strings.TrimPrefix(err.Error(), "broker: "))
 	}
 	if b.MaxAttempts < 0 || b.MaxAttempts > MaxAttemptsLimit {
 		return invalid(prefix+"max_attempts", "%d is out of range; want 1 to %d, or 0 (or none) for the sidecar's default", b.MaxAttempts, MaxAttemptsLimit)
@@ -263,6 +279,8 @@ func validateBindings(field string, bs []Binding, consume bool) *ValidationError
 			return invalid(path+".dead_letter_topic", "only consume bindings have a dead-letter policy")
 		case b.BrokerGroup != "":
 			return invalid(path+".broker_group", "only consume bindings have a broker group (producers join no group)")
+		case b.Tags != "":
+			return invalid(path+".tags", "only consume bindings filter by tag")
 		}
 		if seen == nil {
 			continue

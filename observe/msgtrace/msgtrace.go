@@ -12,16 +12,23 @@
 //
 // # Spans
 //
-// Every span has messaging.system = "msgmesh" and
-// messaging.destination.name = the topic; spans about a consumer group add
-// messaging.consumer.group.name, spans about one message add
-// messaging.message.id. The operation is given by messaging.operation.name
+// Every span has messaging.system and messaging.destination.name = the
+// topic; spans about a consumer group add messaging.consumer.group.name,
+// spans about one message add messaging.message.id. The sidecar's spans
+// name the broker the topic lives on in messaging.system ("kafka", "nats",
+// "rocketmq", as the OpenTelemetry conventions name them) with its
+// server.address and server.port, and, where the broker has them, the
+// message's partition (messaging.destination.partition.id), offset
+// (messaging.kafka.offset) and key (messaging.kafka.message.key;
+// messaging.rocketmq.message.keys). The SDK's spans (publish, process) say
+// "msgmesh": the app talks to the mesh and does not know which broker a
+// topic lives on. The operation is given by messaging.operation.name
 // and messaging.operation.type (semantic conventions 1.26 and later; the
 // older single messaging.operation attribute is not written).
 //
 //	span name          kind      operation.name  operation.type  started by
 //	publish <topic>    PRODUCER  publish         send            the SDK, per Publish/PublishAsync
-//	send <topic>       CLIENT    send            send            the sidecar, app publish → broker ack
+//	send <topic>       PRODUCER  send            send            the sidecar, app publish → broker ack
 //	deliver <topic>    CONSUMER  deliver         process         the sidecar, broker → app ack/nack
 //	forward <topic>    PRODUCER  forward         send            the sidecar, to a sibling sidecar
 //	pull <topic>       SERVER    pull            receive         the sidecar, one PULL request
@@ -52,7 +59,8 @@ const (
 	TraceState  = "tracestate"
 )
 
-// System is the value of messaging.system on every msgmesh span.
+// System is the value of messaging.system on the SDK's spans, and on the
+// sidecar's when the broker of a topic is not known.
 const System = "msgmesh"
 
 // Attribute keys (OpenTelemetry messaging semantic conventions, plus two of
@@ -66,6 +74,16 @@ const (
 	KeyOperationType = attribute.Key("messaging.operation.type")
 	KeyBodySize      = attribute.Key("messaging.message.body.size")
 	KeyBatchCount    = attribute.Key("messaging.batch.message_count")
+	KeyPartition     = attribute.Key("messaging.destination.partition.id")
+	KeyKafkaOffset   = attribute.Key("messaging.kafka.offset")
+	KeyKafkaKey      = attribute.Key("messaging.kafka.message.key")
+	KeyRocketMQKeys  = attribute.Key("messaging.rocketmq.message.keys")
+	KeyServerAddress = attribute.Key("server.address")
+	KeyServerPort    = attribute.Key("server.port")
+	// KeyOffset is a message's place on brokers the conventions name no
+	// offset attribute for: RocketMQ's queue offset, JetStream's stream
+	// sequence (msgmesh.offset).
+	KeyOffset = attribute.Key("msgmesh.offset")
 	// KeyRedelivered is how many times the broker delivered the message
 	// before (msgmesh.redelivered).
 	KeyRedelivered = attribute.Key("msgmesh.redelivered")

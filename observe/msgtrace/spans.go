@@ -19,7 +19,9 @@ type Operation struct {
 // The operations msgmesh traces.
 var (
 	OpPublish = Operation{Name: "publish", Type: "send", Kind: trace.SpanKindProducer}
-	OpSend    = Operation{Name: "send", Type: "send", Kind: trace.SpanKindClient}
+	// OpSend is the sidecar's publish to the broker. Its context is what
+	// the message carries to consumers, so it is a PRODUCER span.
+	OpSend    = Operation{Name: "send", Type: "send", Kind: trace.SpanKindProducer}
 	OpDeliver = Operation{Name: "deliver", Type: "process", Kind: trace.SpanKindConsumer}
 	OpForward = Operation{Name: "forward", Type: "send", Kind: trace.SpanKindProducer}
 	OpPull    = Operation{Name: "pull", Type: "receive", Kind: trace.SpanKindServer}
@@ -29,7 +31,9 @@ var (
 // Span describes one span to start. Empty Group and MessageID are left out
 // of the attributes; BodySize < 0 too.
 type Span struct {
-	Op        Operation
+	Op Operation
+	// System is messaging.system; "" stands for System ("msgmesh").
+	System    string
 	Topic     string
 	Group     string
 	MessageID string
@@ -44,8 +48,12 @@ type Span struct {
 // context in ctx (a remote one put there by Extract, or a local span).
 func Start(ctx context.Context, tracer trace.Tracer, s Span) (context.Context, trace.Span) {
 	attrs := make([]attribute.KeyValue, 0, 7+len(s.Attrs))
+	system := s.System
+	if system == "" {
+		system = System
+	}
 	attrs = append(attrs,
-		KeySystem.String(System),
+		KeySystem.String(system),
 		KeyDestination.String(s.Topic),
 		KeyOperationName.String(s.Op.Name),
 		KeyOperationType.String(s.Op.Type),
