@@ -97,7 +97,7 @@ func TestSpanConventions(t *testing.T) {
 func spanAttr(s tracetest.SpanStub, k string) (string, bool) {
 	for _, a := range s.Attributes {
 		if a.Key == attribute.Key(k) {
-			return a.Value.Emit(), true
+			return a.Value.String(), true
 		}
 	}
 	return "", false
