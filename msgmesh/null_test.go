@@ -179,19 +179,25 @@ func TestNullAndEmptyOtherBrokers(t *testing.T) {
 				t.Errorf("null body: %v, want INVALID", err)
 			}
 			_, err := pub.Publish(ctx, &client.Message{Topic: topic, EmptyKey: true, Body: []byte("e")})
-			if kit.name == "rocketmq" {
+			want := 2 // "e" and "n"
+			switch {
+			case kit.name == "rocketmq":
 				if client.CodeOf(err) != mesh.CodeInvalid {
 					t.Errorf("empty key on RocketMQ: %v, want INVALID", err)
 				}
-				return
-			}
-			if err != nil {
+				want = 1 // only "n": the refusals stored nothing
+			case err != nil:
 				t.Fatal(err)
 			}
+			// A plain message still goes through after the refusals (and,
+			// on RocketMQ, its delivery means the consumer's first
+			// rebalance is over before the test shuts it down: the client
+			// races with its own rebalance goroutine on a shutdown right
+			// after start, broker/rocketmqbroker/race.go).
 			if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte("n")}); err != nil {
 				t.Fatal(err)
 			}
-			for range 2 {
+			for range want {
 				select {
 				case d := <-got:
 					if want := string(d.Body) == "e"; d.EmptyKey != want || d.Key != "" || d.NullBody {
