@@ -228,6 +228,7 @@ func TestSubscribeAckNack(t *testing.T) {
 	pc.handshake(t)
 
 	got := make(chan *client.Delivery, 16)
+	manualDone := make(chan struct{}) // the "manual" handler has made both its checks
 	handler := func(ctx context.Context, d *client.Delivery) error {
 		got <- d
 		switch string(d.Body) {
@@ -242,6 +243,7 @@ func TestSubscribeAckNack(t *testing.T) {
 			if err := d.Ack(ctx); !errors.Is(err, client.ErrAlreadySettled) {
 				t.Errorf("second settle = %v, want ErrAlreadySettled", err)
 			}
+			close(manualDone)
 		}
 		return nil
 	}
@@ -297,6 +299,13 @@ func TestSubscribeAckNack(t *testing.T) {
 		if f.ID != tc.id || n.DelayMillis != tc.delay {
 			t.Fatalf("%s: NACK id %d delay %d, want id %d delay %d", tc.body, f.ID, n.DelayMillis, tc.id, tc.delay)
 		}
+	}
+	// The handler's second settle runs after its NACK is on the wire; the
+	// test must not end (closing the connection) before it has run.
+	select {
+	case <-manualDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the manual handler did not finish")
 	}
 }
 
