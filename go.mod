@@ -110,3 +110,5 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 	stathat.com/c/consistent v1.0.0 // indirect
 )
+
+replace github.com/apache/rocketmq-client-go/v2 => ./third_party/rocketmq-client-go

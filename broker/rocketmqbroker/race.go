@@ -6,19 +6,17 @@ import "os"
 
 // raceFence exists for the race detector only (norace.go has an empty
 // one). The RocketMQ client v2.1.2 shuts a consumer down without waiting
-// for its own goroutines: it closes the channels its pull goroutines send
-// to, and sets a plain bool that its rebalance goroutines read. Those
-// goroutines follow each such access with a socket write (their next
-// request) within microseconds, long before the adapter shuts down, but
-// nothing synchronizes them with the shutdown, so the race detector
-// reports the client's accesses. The detector treats a successful read
-// system call as acquiring every earlier write system call of the process
-// (package syscall, ioSync); raceFence does such a read, so that client
-// accesses followed by a socket write happen before the shutdown as far as
-// the detector can tell. It adds no other ordering. What it cannot order
-// is a pull goroutine blocked on a full channel (more than 32 messages of
-// one queue fetched and not polled when the consumer closes): the client
-// then still races, and may even panic on the closed channel.
+// for its own goroutines: it sets a plain bool that its rebalance
+// goroutines read. (It also closed the channels its pull goroutines send
+// to; third_party/rocketmq-client-go has that patched out, see its
+// PATCHES.md.) Those goroutines follow each such read with a socket write
+// (their next request) within microseconds, long before the adapter shuts
+// down, but nothing synchronizes them with the shutdown, so the race
+// detector reports the client's accesses. The detector treats a
+// successful read system call as acquiring every earlier write system
+// call of the process (package syscall, ioSync); raceFence does such a
+// read, so that client accesses followed by a socket write happen before
+// the shutdown as far as the detector can tell. It adds no other ordering.
 func raceFence() {
 	r, w, err := os.Pipe()
 	if err != nil {
