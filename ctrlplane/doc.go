@@ -1,4 +1,4 @@
-// Package ctrlplane is the msgmesh control plane (DESIGN.md §2, flows 7, 8,
+// Package ctrlplane is the msgmesh control plane (docs/design.md §2, flows 7, 8,
 // 9 and 12): the operators' source of truth for apps, their sidecar
 // instances (forwarding address, labels, traffic weight 0..100), the
 // broker topology (package topology: clusters and topic routes, global

@@ -14,7 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/schema"
 )
 
-// The schema registry (DESIGN.md flow 9, docs/schemas.md) lives in the
+// The schema registry (docs/design.md flow 9, docs/schemas.md) lives in the
 // control plane:
 //
 //   - A schema.Registry over Options.SchemaStore holds the subjects and

@@ -1,4 +1,4 @@
-// Package flowctl is the sidecar's flow control (DESIGN.md flow 12;
+// Package flowctl is the sidecar's flow control (docs/design.md flow 12;
 // docs/flow-control.md): per-topic publish rates and message sizes,
 // per-group delivery rates and in-flight bounds, and a circuit breaker per
 // broker cluster, all changed at run time with Controller.Apply.

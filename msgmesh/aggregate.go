@@ -15,7 +15,7 @@ import (
 )
 
 // upstreamKey identifies one upstream consumer. The sidecar runs exactly one
-// per key that some registration consumes (DESIGN.md flow 3).
+// per key that some registration consumes (docs/design.md flow 3).
 type upstreamKey struct {
 	cluster string
 	group   string

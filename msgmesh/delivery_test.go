@@ -15,7 +15,7 @@ import (
 
 const topic = "orders.created"
 
-// TestFanOutAndSplit is DESIGN.md flows 3–5 end to end: 10,000 messages
+// TestFanOutAndSplit is docs/design.md flows 3–5 end to end: 10,000 messages
 // published through the sidecar are consumed exactly once by each group;
 // the three connections of group g1 split them, each message to exactly one
 // connection; group g2 on one connection gets all of them too.

@@ -25,7 +25,7 @@ type Forwarder interface {
 }
 
 // Forwarding turns on weight-based forwarding between the sidecars of one
-// app (DESIGN.md flows 7 and 8). The scheduler holds the weights the
+// app (docs/design.md flows 7 and 8). The scheduler holds the weights the
 // control plane pushes; the forwarder reaches siblings. Deliveries that
 // come from a sibling arrive through Sidecar.DeliverFromSibling and are
 // never forwarded again.

@@ -113,7 +113,7 @@ func setWeights(nodes []*meshNode, weights ...int) {
 	}
 }
 
-// TestWeightedForwarding is DESIGN.md flows 7 and 8 with three sidecars of
+// TestWeightedForwarding is docs/design.md flows 7 and 8 with three sidecars of
 // one app, each with its own consuming app, on one broker.
 func TestWeightedForwarding(t *testing.T) {
 	c := natsCluster(t)

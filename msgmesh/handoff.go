@@ -12,7 +12,7 @@ import (
 )
 
 // HandoffState is what a sidecar passes to its successor in a hot upgrade
-// (DESIGN.md flow 10): its listening sockets and app connections as files,
+// (docs/design.md flow 10): its listening sockets and app connections as files,
 // and each connection's protocol state. The files travel over a unix
 // socket (package internal/handoff); the rest is JSON.
 type HandoffState struct {
@@ -73,7 +73,7 @@ func (h *HandoffState) Close() {
 }
 
 // Handoff quiesces the sidecar for a successor process and returns what it
-// needs, in the order DESIGN.md flow 10 gives:
+// needs, in the order docs/design.md flow 10 gives:
 //  1. pause delivery on every upstream consumer, answer pending pulls, and
 //     wait (until ctx ends) for apps to answer every delivery they hold;
 //     what is still unanswered then goes back to the broker;

@@ -262,7 +262,7 @@ func checkSecret(app string, hash []byte, secret string) error {
 //     once; only its hash is kept);
 //   - a consumer group belongs to one app as soon as that app or the one
 //     registering it has a secret: groups are shared between apps only
-//     when none of them has one (DESIGN.md flow 3's union).
+//     when none of them has one (docs/design.md flow 3's union).
 func (sc *Sidecar) admit(reg registry.Registration, secret string, current []registry.Registration) (registry.Registration, string, error) {
 	var old *registry.Registration
 	for i := range current {

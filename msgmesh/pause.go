@@ -12,7 +12,7 @@ import (
 // ResumeDelivery. Deliveries already with apps stay in flight; their acks
 // still reach the broker (WaitDeliveriesSettled waits for them).
 // Publishing goes on. Upstream consumers started while paused start paused.
-// This is step 2 of the hot upgrade (DESIGN.md flow 10).
+// This is step 2 of the hot upgrade (docs/design.md flow 10).
 func (s *Sidecar) PauseDelivery(ctx context.Context) error {
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()

@@ -40,7 +40,7 @@ func (s *Sidecar) SetSchemas(bySubject map[string]TopicSchema) {
 }
 
 // SetSchemaSet replaces the schemas and topic settings publishes are
-// validated with; the control plane pushes them (DESIGN.md flow 9). Each
+// validated with; the control plane pushes them (docs/design.md flow 9). Each
 // publish's topic finds its value schema by its subject name strategy
 // and its key schema in subject "<topic>-key".
 func (s *Sidecar) SetSchemaSet(set SchemaSet) {

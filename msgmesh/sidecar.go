@@ -3,7 +3,7 @@
 // upstream consumer per (cluster, group, topic), and moves messages between
 // apps and brokers with at-least-once delivery.
 //
-// How the parts fit (DESIGN.md flows 1–6):
+// How the parts fit (docs/design.md flows 1–6):
 //
 //   - registrations (http.go, aggregate.go): the HTTP API writes a
 //     registration to the registry store (fsync) and then reconciles the set
@@ -161,7 +161,7 @@ type Config struct {
 	// Logger receives structured logs. Zero: slog.Default().
 	Logger *slog.Logger
 	// Forwarding, when set, forwards deliveries between the sidecars of
-	// one app by weight (DESIGN.md flows 7 and 8). Zero: every delivery
+	// one app by weight (docs/design.md flows 7 and 8). Zero: every delivery
 	// stays local.
 	Forwarding *Forwarding
 	// RequireAppSecrets makes every app prove who it is with its secret, on

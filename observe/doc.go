@@ -1,4 +1,4 @@
-// Package observe is the sidecar's OpenTelemetry setup (DESIGN.md flow 11;
+// Package observe is the sidecar's OpenTelemetry setup (docs/design.md flow 11;
 // docs/observability.md): traces of every publish, delivery, forward and
 // pull, with the W3C trace context carried in message headers so that one
 // trace runs from the producing app through the sidecars and brokers to the

@@ -1,4 +1,4 @@
-// Package rpcproxy is the RPC application of the proxy core (DESIGN.md §4):
+// Package rpcproxy is the RPC application of the proxy core (docs/design.md §4):
 // request/response forwarding between services, beside the message mesh,
 // on the same network, codec and stream layers.
 //

@@ -1,6 +1,6 @@
 // Package scheduler decides, for each delivery a sidecar receives, whether
 // it stays with the local app or is forwarded to a sibling sidecar of the
-// same app (DESIGN.md flow 7). It is pure logic: no I/O, no goroutines, no
+// same app (docs/design.md flow 7). It is pure logic: no I/O, no goroutines, no
 // clock.
 //
 // The rules, in order:

@@ -1,5 +1,5 @@
 // Package schema is msgmesh's Avro schema registry and message validation
-// (DESIGN.md §3, flow 9; docs/schemas.md is the user-facing spec). It uses
+// (docs/design.md §3 flow 9; docs/schemas.md is the user-facing spec). It uses
 // github.com/hamba/avro/v2 to parse schemas and to decide compatibility.
 //
 // # Registry

@@ -156,7 +156,7 @@ const (
 )
 
 // Validator checks message bodies against their topic's schema set
-// (DESIGN.md §3, flow 9). It compiles each schema once, keeping the
+// (docs/design.md §3 flow 9). It compiles each schema once, keeping the
 // compiled form in a bounded cache keyed by schema id, and is safe for
 // concurrent use.
 //

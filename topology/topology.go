@@ -1,7 +1,7 @@
 // Package topology says where topics live: the named broker clusters a
 // sidecar can reach and the routes that map topics onto them. It is one
 // type for every source of that knowledge: the sidecar's YAML config file
-// today, the control plane's pushed config later (DESIGN.md flows 1 and 7),
+// today, the control plane's pushed config later (docs/design.md flows 1 and 7),
 // so the two can never disagree about shape.
 //
 // Routes match topics with NATS-style patterns over dot-separated tokens:

@@ -19,11 +19,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := sidecarapp.Run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "msgmesh:", err)
-		}
+	err := sidecarapp.Run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp): // --help printed the usage: not a failure
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "msgmesh:", err)
 		os.Exit(1)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // Weights. An instance's weight is the share, in percent, of the
 // deliveries its sidecar receives from the brokers that it keeps for its
-// own app; it forwards the rest to siblings of weight 100 (DESIGN.md flow
+// own app; it forwards the rest to siblings of weight 100 (docs/design.md flow
 // 7). 0 drains the instance without unsubscribing it.
 const (
 	MinWeight     = 0
@@ -25,7 +25,7 @@ type Instance struct {
 	// operator gave another when adding the instance.
 	ID string `json:"id"`
 	// Addr is host:port of the instance's forwarding listener, where its
-	// siblings connect to forward deliveries (DESIGN.md flow 8).
+	// siblings connect to forward deliveries (docs/design.md flow 8).
 	Addr string `json:"addr"`
 	// Labels are free-form operator metadata (version=v2, zone=a).
 	Labels map[string]string `json:"labels,omitempty"`
@@ -64,7 +64,7 @@ type AppConfig struct {
 	// not seen the new credential yet.
 	PreviousCredential        string    `json:"previous_credential,omitempty"`
 	PreviousCredentialExpires time.Time `json:"previous_credential_expires,omitzero"`
-	// Schemas are the topics' Avro schemas (DESIGN.md flow 9), by
+	// Schemas are the topics' Avro schemas (docs/design.md flow 9), by
 	// subject: every subject of the control plane's schema registry with
 	// its live versions and the validation policy of the topic of the same
 	// name. Absent when the registry is empty. A topic's value schema is
@@ -79,7 +79,7 @@ type AppConfig struct {
 	// have one of their own (topic_name, topic, record_name,
 	// topic_record_name), by topic.
 	SchemaStrategies map[string]string `json:"schema_strategies,omitempty"`
-	// Limits is reserved for flow-control limits (DESIGN.md flow 12). It is
+	// Limits is reserved for flow-control limits (docs/design.md flow 12). It is
 	// absent today; its shape comes with the issue that adds it.
 	Limits json.RawMessage `json:"limits,omitempty"`
 }

@@ -1,5 +1,5 @@
 // Package handoff carries a hot upgrade between two msgmesh processes over
-// a unix socket in the shared data directory (DESIGN.md flow 10). The
+// a unix socket in the shared data directory (docs/design.md flow 10). The
 // running process listens on <data-dir>/msgmesh.sock; a new process that
 // finds a live socket there first asks who runs, then, if it was started
 // to upgrade (msgmesh --upgrade), asks it to take over:

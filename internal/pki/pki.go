@@ -1,5 +1,5 @@
 // Package pki is the small certificate authority behind the forwarding
-// service (DESIGN.md flow 8, docs/forwarding.md): sibling sidecars of one
+// service (docs/design.md flow 8, docs/forwarding.md): sibling sidecars of one
 // app authenticate each other with mutual TLS, using certificates a CA held
 // by the control plane issues.
 //

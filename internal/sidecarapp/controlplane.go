@@ -25,7 +25,7 @@ import (
 	"github.com/msgmesh/msgmesh/schema"
 )
 
-// cpOptions connect the sidecar to the control plane (DESIGN.md flows 7, 8).
+// cpOptions connect the sidecar to the control plane (docs/design.md flows 7, 8).
 type cpOptions struct {
 	URLs       string // comma-separated control-plane replicas
 	App        string

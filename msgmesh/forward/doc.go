@@ -1,5 +1,5 @@
 // Package forward is the forwarding service between sibling sidecars of one
-// app (DESIGN.md flows 7 and 8; docs/forwarding.md is the spec and the
+// app (docs/design.md flows 7 and 8; docs/forwarding.md is the spec and the
 // threat model).
 //
 // A sidecar whose scheduler sends a broker delivery to a sibling calls

@@ -63,7 +63,7 @@ type Deliverer interface {
 	// the local app has no room (that is backpressure toward the
 	// forwarder), but it must return when ctx ends: ctx ends when the
 	// forwarder's connection goes away or the Server shuts down. The
-	// delivery must never be forwarded again (DESIGN.md flow 7).
+	// delivery must never be forwarded again (docs/design.md flow 7).
 	DeliverFromSibling(ctx context.Context, app, group, topic string, d broker.Delivery) error
 }
 

@@ -1,4 +1,4 @@
-// Package registry holds the sidecar's registrations (DESIGN.md §3, flow 1).
+// Package registry holds the sidecar's registrations (docs/design.md §3 flow 1).
 //
 // A registration is what an app tells its local sidecar when it starts: its
 // name, the topics it produces (each with a producer group) and the topics

@@ -9,7 +9,7 @@ import (
 )
 
 // Codec is one wire protocol of request/response streams: the
-// codec layer of DESIGN.md §4. The stream layer (Cluster, the connection
+// codec layer of docs/design.md §4. The stream layer (Cluster, the connection
 // pools) and the proxy layer above it (routing, filters, the RPC proxy)
 // only ever call these methods, so they never switch on the protocol.
 //

@@ -26,7 +26,7 @@ import (
 //     connections (ConnsPerHost), each carrying any number of requests at
 //     once: the request is written under a fresh id from the connection's
 //     core.IDs and its answer matched back through the connection's core.Pending.
-//     That is the request-id rewriting of DESIGN.md §4: many downstream
+//     That is the request-id rewriting of docs/design.md §4: many downstream
 //     connections, one upstream id space;
 //   - on an in-order codec (HTTP/1.1) a host has a pool of keep-alive
 //     connections, each carrying one request at a time (no pipelining: one
