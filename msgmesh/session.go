@@ -129,7 +129,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.countSessions()
 	sc.sessMu.Unlock()
 	if !errors.Is(err, errFrozen) {
-		s.log.Debug("app disconnected", "app", s.appName(), "reason", err)
+		s.log.Debug("app disconnected", "reason", err) // s.log names the app since HELLO
 	}
 }
 

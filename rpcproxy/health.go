@@ -27,7 +27,10 @@ func (p *Proxy) healthLoop() {
 }
 
 // checkApp runs one round of heartbeats, one per app address at once, and
-// opens or closes the ingress listener when the app's health changed.
+// opens or closes the ingress listener when the app's health changed. The
+// listener is shared by every protocol, so it closes only when no
+// protocol's app answers; while one does, calls for the others are
+// answered UNAVAILABLE one by one (serve).
 func (p *Proxy) checkApp(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, ep := range p.app {
@@ -41,7 +44,7 @@ func (p *Proxy) checkApp(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	healthy := p.Healthy()
+	healthy := p.anyAppHealthy()
 	if healthy == p.ingressUp.Load() || p.ctx.Err() != nil {
 		return
 	}
@@ -56,7 +59,18 @@ func (p *Proxy) checkApp(ctx context.Context) {
 	}
 	p.ingressUp.Store(false)
 	p.ingress.sw.pause()
-	p.log.Warn("local app unhealthy: ingress listener closed", "addr", p.IngressAddr())
+	p.log.Warn("local app unhealthy on every protocol: ingress listener closed", "addr", p.IngressAddr())
+}
+
+// anyAppHealthy reports whether the app answers the heartbeats of at
+// least one protocol: then the ingress listener stays open.
+func (p *Proxy) anyAppHealthy() bool {
+	for _, ep := range p.app {
+		if ep != nil && ep.healthy.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Proxy) heartbeat(ctx context.Context, ep *appEndpoint) {

@@ -483,7 +483,7 @@ func (d *downConn) serve(m *stream.Message) {
 		switch {
 		case ep == nil:
 			err = stream.Errorf(stream.ErrNoRoute, "this sidecar's app serves no %s calls", d.codec.Name())
-		case !p.ingressUp.Load() || !ep.healthy.Load():
+		case !ep.healthy.Load(): // this protocol's app; the others may be fine
 			x.Route, x.Cluster, x.Upstream = ep.route, ep.cluster.Name(), ep.addr
 			err = stream.Errorf(stream.ErrUnavailable, "the local app at %s is not answering its heartbeats", ep.addr)
 		default:

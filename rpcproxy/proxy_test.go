@@ -332,33 +332,47 @@ func TestIngressFollowsAppHeartbeat(t *testing.T) {
 		t.Fatalf("call through ingress: %q, %v", body, err)
 	}
 
-	// The mesh app stops answering heartbeats (it is up but stuck).
+	// The mesh app stops answering heartbeats (it is up but stuck). The
+	// HTTP app still answers, so the shared listener stays open: mesh
+	// calls get UNAVAILABLE naming the mesh app, HTTP calls go through.
 	app.AnswerHeartbeats(false)
-	waitFor(t, 10*time.Second, "the ingress to find the app unhealthy", func() bool { return !ingress.Healthy() })
-	waitFor(t, 10*time.Second, "the ingress listener to refuse connections", func() bool { return refuses(addr) })
-	if _, err := call(t, c, "any", "x"); meshCode(t, err) != mesh.CodeUnavailable {
-		t.Fatalf("call on an open connection while unhealthy: %v, want UNAVAILABLE", err)
+	waitFor(t, 10*time.Second, "the ingress to find the mesh app unhealthy", func() bool { return !ingress.Healthy() })
+	_, err := call(t, c, "any", "x")
+	if meshCode(t, err) != mesh.CodeUnavailable || !strings.Contains(err.Error(), meshAddr) {
+		t.Fatalf("mesh call while the mesh app is unhealthy: %v, want UNAVAILABLE naming %s", err, meshAddr)
 	}
+	if refuses(addr) {
+		t.Fatal("the ingress listener closed although the HTTP app answers")
+	}
+	if resp, body := httpDo(t, "POST", "http://"+addr+"/p", "h"); resp.StatusCode != 200 || body != "h" {
+		t.Fatalf("HTTP call while only the mesh app is unhealthy: %d %q", resp.StatusCode, body)
+	}
+
+	// The HTTP app dies too: no protocol answers, the listener closes.
+	httpApp.Close()
+	waitFor(t, 10*time.Second, "the ingress listener to refuse connections", func() bool { return refuses(addr) })
+
+	// The mesh app answers again: the listener reopens; HTTP calls get
+	// UNAVAILABLE naming the HTTP app, not the mesh one.
 	app.AnswerHeartbeats(true)
-	waitFor(t, 10*time.Second, "the ingress to find the app healthy again", ingress.Healthy)
 	waitFor(t, 10*time.Second, "the ingress listener to accept again", func() bool { return !refuses(addr) })
 	c2 := dialMesh(t, addr)
 	if body, err := call(t, c2, "any", "y"); err != nil || body != "y" {
-		t.Fatalf("call after recovery: %q, %v", body, err)
+		t.Fatalf("mesh call after recovery: %q, %v", body, err)
+	}
+	resp, body := httpDo(t, "POST", "http://"+addr+"/p", "z")
+	if resp.StatusCode != 503 || httpError(t, resp, body) != "UNAVAILABLE" || !strings.Contains(body, httpAddr) || strings.Contains(body, meshAddr) {
+		t.Fatalf("HTTP call while the HTTP app is down: %d %q, want 503 UNAVAILABLE naming %s", resp.StatusCode, body, httpAddr)
 	}
 
-	// The HTTP app dies, and comes back on the same address.
-	httpApp.Close()
-	waitFor(t, 10*time.Second, "the ingress to find the HTTP app down", func() bool { return !ingress.Healthy() })
-	waitFor(t, 10*time.Second, "the ingress listener to refuse connections", func() bool { return refuses(addr) })
+	// The HTTP app comes back on the same address.
 	back, err := rpctest.StartHTTP(httpAddr, nil)
 	if err != nil {
 		t.Fatalf("restarting the HTTP app on %s: %v", httpAddr, err)
 	}
 	t.Cleanup(back.Close)
 	waitFor(t, 10*time.Second, "the ingress to find the HTTP app back", ingress.Healthy)
-	waitFor(t, 10*time.Second, "the ingress listener to accept again", func() bool { return !refuses(addr) })
-	resp, body := httpDo(t, "POST", "http://"+addr+"/p", "z")
+	resp, body = httpDo(t, "POST", "http://"+addr+"/p", "z")
 	if resp.StatusCode != 200 || body != "z" {
 		t.Fatalf("HTTP call after recovery: %d %q", resp.StatusCode, body)
 	}

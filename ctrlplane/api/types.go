@@ -79,8 +79,10 @@ type AppConfig struct {
 	// have one of their own (topic_name, topic, record_name,
 	// topic_record_name), by topic.
 	SchemaStrategies map[string]string `json:"schema_strategies,omitempty"`
-	// Limits is reserved for flow-control limits (docs/design.md flow 12). It is
-	// absent today; its shape comes with the issue that adds it.
+	// Limits are the app's flow-control limits (docs/design.md flow 12), a
+	// flowctl.Config as JSON, set with PUT /v1/apps/{app}/limits; absent
+	// while none are set (the sidecars' files then keep theirs). Raw here
+	// so that this package does not import flowctl.
 	Limits json.RawMessage `json:"limits,omitempty"`
 }
 

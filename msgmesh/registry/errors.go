@@ -7,19 +7,22 @@ import (
 	"github.com/msgmesh/msgmesh/internal/boltfile"
 )
 
-// Sentinel errors. Callers branch on them with errors.Is.
+// Sentinel errors. Callers branch on them with errors.Is. The Store's
+// methods wrap them in "registry: <operation> <app>: ", so those that
+// only the Store returns carry no "registry:" of their own (it would be
+// said twice).
 var (
 	// ErrInvalid: a registration, binding or request body breaks the rules.
 	// The error is a *ValidationError that says which field and why.
 	ErrInvalid = errors.New("registry: invalid registration")
 	// ErrNotFound: no registration for that app.
-	ErrNotFound = errors.New("registry: not found")
+	ErrNotFound = errors.New("no such registration")
 	// ErrLocked: Open could not lock the store file in time; another
 	// process (most likely another msgmesh on the same data directory) or
 	// another open Store holds it.
-	ErrLocked = errors.New("registry: store file is locked")
+	ErrLocked = errors.New("store file is locked")
 	// ErrClosed: the Store was closed.
-	ErrClosed = errors.New("registry: store closed")
+	ErrClosed = errors.New("store closed")
 	// ErrStorageFull: a write failed because the store file's file system
 	// is full or over quota. Nothing was changed; the Store stays usable,
 	// and the same write succeeds once space is freed.
