@@ -162,6 +162,7 @@ func (s *Server) handleDeleteApp(ctx context.Context, w http.ResponseWriter, r *
 	if err := s.deleteApp(ctx, app); err != nil {
 		return err
 	}
+	s.configs.forget(app) // a read kept for it is of no more use (replicas keep theirs: one per app at most)
 	s.log.Info("app deleted", "app", app)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -399,19 +400,20 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Each read checks the credential again (appConfig): one revoked while
-	// the poll waited must not be answered with the config, which holds
-	// the new credential for holders of the old one.
-	read := func() (api.AppConfig, error) {
+	// Each read checks the credential again (withCredentials, against the
+	// app record of that read): one revoked while the poll waited must
+	// not be answered with the config, which holds the new credential for
+	// holders of the old one.
+	read := func(appCh, allCh <-chan struct{}) (api.AppConfig, error) {
 		ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 		defer cancel()
-		return s.appConfig(ctx, app, who)
+		return s.cachedAppConfig(ctx, app, who, appCh, allCh)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		appCh, allCh := s.hub.wait(app)
-		cfg, err := read()
+		cfg, err := read(appCh, allCh)
 		if err != nil {
 			return err
 		}

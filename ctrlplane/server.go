@@ -105,6 +105,8 @@ type Server struct {
 	store store.Store
 	log   *slog.Logger
 	hub   *hub
+	// configs shares config reads between the long polls a change wakes.
+	configs configCache
 
 	ctx      context.Context // cancelled by Shutdown: stops the store watch
 	cancel   context.CancelFunc

@@ -192,23 +192,27 @@ func (s *Server) setTopology(ctx context.Context, t *topology.Topology) (uint64,
 	return 0, errorf(ErrBusy, "the global topology: too many concurrent writes to it; retry")
 }
 
-// appConfig assembles the config of one app. Its version is the newest of
+// sharedAppConfig assembles the config of one app. Its version is the newest of
 // the ModRevs of the app record, the global topology and the schemas key;
 // they only grow (the topology and schemas keys are never deleted), so the
 // version does too. The registry is read after the store: see schemas.go,
 // "Ordering".
-func (s *Server) appConfig(ctx context.Context, name string, who principal) (api.AppConfig, error) {
+//
+// The config is the same for every reader but for the credential fields,
+// which withCredentials adds per request; configCache shares it between
+// the long polls a change wakes together.
+func (s *Server) sharedAppConfig(ctx context.Context, name string) (api.AppConfig, appRecord, error) {
 	a, appRev, err := s.getApp(ctx, name)
 	if err != nil {
-		return api.AppConfig{}, err
+		return api.AppConfig{}, appRecord{}, err
 	}
 	global, topoRev, err := s.getTopology(ctx)
 	if err != nil {
-		return api.AppConfig{}, err
+		return api.AppConfig{}, appRecord{}, err
 	}
 	schemas, schemaRev, err := s.getSchemaState(ctx)
 	if err != nil {
-		return api.AppConfig{}, err
+		return api.AppConfig{}, appRecord{}, err
 	}
 	cfg := api.AppConfig{
 		App:       a.Name,
@@ -224,10 +228,7 @@ func (s *Server) appConfig(ctx context.Context, name string, who principal) (api
 	if len(schemas.Strategies) > 0 {
 		cfg.SchemaStrategies = maps.Clone(schemas.Strategies)
 	}
-	if err := a.credentialsFor(&cfg, who, s.now()); err != nil {
-		return api.AppConfig{}, err
-	}
-	return cfg, nil
+	return cfg, a, nil
 }
 
 // listApps returns every app, sorted by name, with its config version.

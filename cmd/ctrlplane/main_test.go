@@ -67,7 +67,7 @@ type proc struct {
 	err    error
 }
 
-func start(t *testing.T, env []string, args ...string) *proc {
+func start(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	bin, err := build()
 	if err != nil {
@@ -102,7 +102,7 @@ func (p *proc) wait(t *testing.T) error {
 }
 
 // waitUntil polls cond every 10 ms for up to 30 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -115,7 +115,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
