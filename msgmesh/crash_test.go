@@ -35,7 +35,7 @@ var buildSidecar = sync.OnceValues(func() (string, error) {
 })
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	return brokertest.FreeAddr(t)
 }
@@ -51,13 +51,13 @@ type sidecarProc struct {
 // output is what the process wrote to stderr so far.
 func (p *sidecarProc) output() string { return p.out.String() }
 
-func startProc(t *testing.T, bin string, args ...string) *sidecarProc {
+func startProc(t testing.TB, bin string, args ...string) *sidecarProc {
 	t.Helper()
 	return startProcEnv(t, nil, bin, args...)
 }
 
 // startProcEnv starts the binary with extra environment variables.
-func startProcEnv(t *testing.T, env []string, bin string, args ...string) *sidecarProc {
+func startProcEnv(t testing.TB, env []string, bin string, args ...string) *sidecarProc {
 	t.Helper()
 	p := &sidecarProc{cmd: exec.Command(bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	// A race-built binary reports races on stderr without changing its exit
@@ -84,7 +84,7 @@ func startProcEnv(t *testing.T, env []string, bin string, args ...string) *sidec
 // checkRaces fails t for every data race the process reported, except
 // those wholly inside rocketmq-client-go, whose v2.1.2 Shutdown races with
 // its own pull goroutines (a client bug the adapter cannot reach).
-func (p *sidecarProc) checkRaces(t *testing.T) {
+func (p *sidecarProc) checkRaces(t testing.TB) {
 	t.Helper()
 	out := p.stderr.String()
 	for _, block := range strings.Split(out, "==================") {
@@ -143,7 +143,7 @@ func (l *lockedWriter) String() string {
 	return l.w.String()
 }
 
-func waitHealthy(t *testing.T, p *sidecarProc, httpAddr string) {
+func waitHealthy(t testing.TB, p *sidecarProc, httpAddr string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, "the sidecar to answer /healthz", func() bool {
 		select {

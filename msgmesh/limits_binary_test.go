@@ -120,7 +120,7 @@ func dialWhenFree(t *testing.T, addr string, opts ...client.Option) *client.Clie
 
 // procStats reads a process's resident memory and open file descriptors
 // from /proc.
-func procStats(t *testing.T, pid int) (rssKiB, fds int) {
+func procStats(t testing.TB, pid int) (rssKiB, fds int) {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
