@@ -459,13 +459,16 @@ func TestSurvivesServerRestart(t *testing.T) {
 	startAt(t, dir, strings.TrimPrefix(url, "nats://"))
 
 	// Publishing fails with ErrUnavailable until the client has
-	// reconnected, then succeeds.
+	// reconnected, then succeeds. A publish sent just as the connection
+	// came back may time out unanswered (ErrOutcomeUnknown, on a loaded
+	// machine): it is sent again, as an app would, and may then arrive
+	// twice, which Collect allows.
 	i := 5
 	if !brokertest.Poll(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := b.Publish(ctx, &broker.Message{Topic: "durable", Body: brokertest.Body(i)})
-		if err != nil && !errors.Is(err, broker.ErrUnavailable) {
+		if err != nil && !errors.Is(err, broker.ErrUnavailable) && !errors.Is(err, broker.ErrOutcomeUnknown) {
 			t.Fatalf("Publish during restart: %v", err)
 		}
 		if err == nil {
