@@ -42,8 +42,8 @@ type upstream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// mu guards the pause state. Lock order: after Sidecar.reconcileMu,
-	// before route.mu.
+	// mu guards the pause state. Lock order: after Sidecar.reconcileMu;
+	// nothing is locked under it (sidecar.go).
 	// lastErr is the last error of Next (readiness.go); written by run.
 	lastErr atomic.Pointer[timedErr]
 

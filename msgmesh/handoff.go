@@ -101,11 +101,9 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	if err := s.PauseDelivery(ctx); err != nil {
 		s.log.Warn("handoff: pausing delivery", "err", err)
 	}
-	s.sessMu.Lock()
-	for ss := range s.sessions {
-		ss.finishPulls()
+	for _, ss := range s.sessionsNow() {
+		ss.finishPulls() // writes PULL_RESULTs: not under sessMu
 	}
-	s.sessMu.Unlock()
 	if err := s.WaitDeliveriesSettled(ctx); err != nil {
 		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
 	}

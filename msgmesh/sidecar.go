@@ -31,12 +31,25 @@
 //     background, and the upstream consumers' states, for GET /readyz,
 //     GET /v1/upstreams and the readiness metrics, read without locks.
 //
-// Lock order, outermost first: Sidecar.reconcileMu → Sidecar.routesMu →
-// route.mu → session.mu → pullWaiter.mu. No lock is held across a broker
-// call or a network write except reconcileMu, which only serialises
-// reconciliation, and Sidecar.regMu, which Register holds alone (no other
-// lock inside it) across its checks, which may ask a cluster about topic
-// names, and its store write.
+// Lock order, outermost first; a lock is taken only while holding locks to
+// its left on the same line, never the other way round:
+//
+//	Sidecar.regMu → Sidecar.reconcileMu → upstream.mu
+//	route.mu → pullWaiter.mu → session.mu
+//	Sidecar.sessMu → session.mu (and the forwarder's own lock: Outstanding)
+//	Sidecar.routesMu, alone (routes are signalled under it, not locked)
+//
+// Broker calls and network writes happen under two locks only, both on
+// control paths: Register holds regMu across its checks (which may ask a
+// cluster about topic and group names), its store write and the
+// reconciliation that follows; reconcileMu is held while upstream
+// consumers start, stop, pause and resume (broker calls). Nothing on the
+// data path waits for them, and neither do the introspection endpoints:
+// /v1/upstreams, /readyz and /metrics read the view reconciliation
+// publishes (readiness.go). No other lock is held across a broker call or
+// a network write: a PULL_RESULT is written after pullWaiter.finish has
+// released every lock, and code that acts on every session lists them
+// under sessMu and acts after releasing it (sessionsNow).
 package msgmesh
 
 import (
@@ -44,10 +57,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -521,13 +536,12 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
 
-	// Wait for apps to settle what they hold, then close what is left.
+	// Wait for apps to settle what they hold, then close what is left
+	// (closing flushes each connection's writer: not under sessMu).
 	s.waitSettled(ctx)
-	s.sessMu.Lock()
-	for ss := range s.sessions {
+	for _, ss := range s.sessionsNow() {
 		ss.close(errors.New("sidecar shutting down"))
 	}
-	s.sessMu.Unlock()
 	err := s.meshSrv.Shutdown(ctx)
 	s.sessWG.Wait()
 	s.bg.Wait()
@@ -539,6 +553,18 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	}
 	s.log.Info("msgmesh stopped")
 	return err
+}
+
+// sessionsNow lists the open sessions. Callers act on them after sessMu
+// is released, so that nothing that writes to a connection or takes a
+// route's or a pull's lock runs under sessMu. A session that starts after
+// the listing is not in it: shutdown refuses new sessions first
+// (draining), and in a handoff a later session finishes its own pulls
+// when it freezes (freezeCleanup).
+func (s *Sidecar) sessionsNow() []*session {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	return slices.Collect(maps.Keys(s.sessions))
 }
 
 // waitSettled polls until no session holds deliveries or publishes in
