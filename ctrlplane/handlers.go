@@ -40,6 +40,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/topology", s.operator(s.handleDeleteTopology))
 	mux.HandleFunc("GET /v1/apps/{app}/config", s.handleConfig)
 	mux.HandleFunc("POST /v1/apps/{app}/certificate", s.handleCertificate)
+	mux.HandleFunc("PUT /v1/apps/{app}/lease", s.handleLease)
 	mux.Handle("GET /v1/schema-policies", s.operator(s.handleListSchemaPolicies))
 	mux.Handle("GET /v1/schema-policies/{topic}", s.operator(s.handleGetSchemaPolicy))
 	mux.Handle("PUT /v1/schema-policies/{topic}", s.operator(s.handlePutSchemaPolicy))
@@ -150,7 +151,11 @@ func (s *Server) handleGetApp(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(max(rev, shared)))
+	v, err := s.appView(ctx, &a, max(rev, shared))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -201,7 +206,11 @@ func (s *Server) handleListInstances(ctx context.Context, w http.ResponseWriter,
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(0).Instances)
+	v, err := s.appView(ctx, &a, 0)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v.Instances)
 	return nil
 }
 
