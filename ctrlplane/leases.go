@@ -348,22 +348,7 @@ func (s *Server) runSweeper() {
 
 // handleLease answers PUT /v1/apps/{app}/lease, with the app's credential
 // or the operator token.
-func (s *Server) handleLease(w http.ResponseWriter, r *http.Request) {
-	if err := s.serveLease(w, r); err != nil {
-		s.writeError(w, r, err)
-	}
-}
-
-func (s *Server) serveLease(w http.ResponseWriter, r *http.Request) error {
-	app, err := pathApp(r)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
-	defer cancel()
-	if _, err := s.authorize(ctx, r, app); err != nil {
-		return err
-	}
+func (s *Server) handleLease(ctx context.Context, w http.ResponseWriter, r *http.Request, app string) error {
 	var req api.LeaseRequest
 	if err := decodeBody(r.Body, &req, false); err != nil {
 		return err

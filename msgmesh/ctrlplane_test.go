@@ -67,6 +67,27 @@ func controlPlaneAt(t *testing.T, dir, addr string, mod ...func(*ctrlplane.Optio
 	return "http://" + ln.Addr().String(), stop
 }
 
+// ordersAt creates the app "orders" at the control plane at cpURL and
+// writes a sidecar config file for a fresh NATS cluster. It returns the
+// operator's client, the app as created (with its credential) and the
+// config file's path.
+func ordersAt(t *testing.T, cpURL string) (*ctrlclient.Client, api.AppCreated, string) {
+	t.Helper()
+	op, err := ctrlclient.New(cpURL, cpToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := op.CreateApp(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(clusterYAML(natsCluster(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return op, created, cfgPath
+}
+
 func statsAt(t *testing.T, httpAddr string) map[string]int {
 	t.Helper()
 	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
@@ -95,19 +116,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	cpDir := t.TempDir()
 	cpURL, stopCP := controlPlaneAt(t, cpDir, "127.0.0.1:0")
 	ctx := context.Background()
-	op, err := ctrlclient.New(cpURL, cpToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := op.CreateApp(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := natsCluster(t)
-	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	op, created, cfgPath := ordersAt(t, cpURL)
 
 	type node struct{ mesh, http, fwd string }
 	var nodes []node
@@ -208,19 +217,7 @@ func TestSelfRegistrationLeases(t *testing.T) {
 	// second is never late on a loaded machine.
 	cpURL, _ := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0", func(o *ctrlplane.Options) { o.LeaseTTL = 3 * time.Second })
 	ctx := context.Background()
-	op, err := ctrlclient.New(cpURL, cpToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := op.CreateApp(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := natsCluster(t)
-	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	op, created, cfgPath := ordersAt(t, cpURL)
 
 	type node struct {
 		mesh, http, fwd, dir string

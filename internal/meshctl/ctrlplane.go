@@ -305,32 +305,31 @@ func setupWeightsSet(fs *flag.FlagSet) func(context.Context, *env) error {
 }
 
 func setupWeightsGet(fs *flag.FlagSet) func(context.Context, *env) error {
-	app := appFlag(fs)
-	cf := addCtrlplaneFlags(fs)
-	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		ins, err := c.Instances(ctx, *app)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INSTANCE\tADDR\tWEIGHT\tLABELS")
-		for _, in := range ins {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", in.ID, in.Addr, in.Weight, api.LabelFlag(in.Labels).String())
-		}
-		return tw.Flush()
-	}
+	return setupInstancesTable(fs, false, "INSTANCE\tADDR\tWEIGHT\tLABELS", func(in api.Instance) string {
+		return fmt.Sprintf("%s\t%s\t%d\t%s", in.ID, in.Addr, in.Weight, api.LabelFlag(in.Labels).String())
+	})
 }
 
 func setupInstancesList(fs *flag.FlagSet) func(context.Context, *env) error {
+	return setupInstancesTable(fs, true, "INSTANCE\tADDR\tWEIGHT\tSTATE\tLAST SEEN\tVERSION\tLABELS", func(in api.Instance) string {
+		seen := "-"
+		if !in.LastSeen.IsZero() {
+			seen = in.LastSeen.UTC().Format(time.RFC3339)
+		}
+		return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s", in.ID, in.Addr, in.Weight, in.State(), seen,
+			cmp.Or(in.SidecarVersion, "-"), api.LabelFlag(in.Labels).String())
+	})
+}
+
+// setupInstancesTable is a command that prints an app's instances as a
+// table of header and one row per instance, or with --json (when jsonFlag)
+// as the API answers them.
+func setupInstancesTable(fs *flag.FlagSet, jsonFlag bool, header string, row func(api.Instance) string) func(context.Context, *env) error {
 	app := appFlag(fs)
-	asJSON := fs.Bool("json", false, "print the instances as JSON, as the API answers them")
+	asJSON := new(bool)
+	if jsonFlag {
+		asJSON = fs.Bool("json", false, "print the instances as JSON, as the API answers them")
+	}
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
 		if err := requireApp(*app); err != nil {
@@ -348,14 +347,9 @@ func setupInstancesList(fs *flag.FlagSet) func(context.Context, *env) error {
 			return printJSON(e.stdout, ins)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INSTANCE\tADDR\tWEIGHT\tSTATE\tLAST SEEN\tVERSION\tLABELS")
+		fmt.Fprintln(tw, header)
 		for _, in := range ins {
-			seen := "-"
-			if !in.LastSeen.IsZero() {
-				seen = in.LastSeen.UTC().Format(time.RFC3339)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", in.ID, in.Addr, in.Weight, in.State(), seen,
-				cmp.Or(in.SidecarVersion, "-"), api.LabelFlag(in.Labels).String())
+			fmt.Fprintln(tw, row(in))
 		}
 		return tw.Flush()
 	}

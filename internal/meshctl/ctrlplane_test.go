@@ -2,7 +2,6 @@ package meshctl
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
-	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlplanetest"
 )
 
 const cpToken = "meshctl-test-operator-token-42"
@@ -20,23 +19,7 @@ const cpToken = "meshctl-test-operator-token-42"
 // startCtrlplane runs a real control plane on a bbolt file and 127.0.0.1.
 func startCtrlplane(t *testing.T) string {
 	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), store.BoltFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: cpToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return "http://" + ln.Addr().String()
+	return ctrlplanetest.Start(t, ctrlplane.Options{Token: cpToken})
 }
 
 // tokenFile writes the operator token to a file for --token-file.

@@ -1,49 +1,18 @@
 package sidecarapp
 
 import (
-	"context"
 	"encoding/json"
-	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
-	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlplanetest"
 )
 
 const cpToken = "sidecarapp-test-operator-token"
-
-// startCtrlplane serves a real control plane (bbolt store in a temp dir)
-// with a short lease, on a loopback port, until the test ends.
-func startCtrlplane(t *testing.T, leaseTTL time.Duration) string {
-	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), store.BoltFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: cpToken, LeaseTTL: leaseTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-		_ = st.Close()
-	})
-	return "http://" + ln.Addr().String()
-}
 
 // waitCond polls cond every 20 ms until it holds, failing after waitLong.
 func waitCond(t *testing.T, what string, cond func() bool) {
@@ -63,7 +32,7 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 // is applied; once it stops its lease lapses and it is offline, keeping
 // the weight; restarted, it is online again with that weight.
 func TestSidecarRegistersItself(t *testing.T) {
-	cpURL := startCtrlplane(t, 2*time.Second)
+	cpURL := ctrlplanetest.Start(t, ctrlplane.Options{Token: cpToken, LeaseTTL: 2 * time.Second})
 	ctx := t.Context()
 	op, err := ctrlclient.New(cpURL, cpToken)
 	if err != nil {
