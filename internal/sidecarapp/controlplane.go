@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -338,7 +340,8 @@ const leaseRetry = 2 * time.Second
 // leaseLoop registers this sidecar's instance (its --forward-advertise
 // address) at the control plane and renews the lease as often as the
 // control plane asks, until ctx ends. It presents the newest credential the
-// watcher saw, so renewals follow a credential rotation. If renewals stop
+// watcher saw, so renewals follow a credential rotation, and falls back to
+// MSGMESH_APP_CREDENTIAL when that one is refused (as the watcher does). If renewals stop
 // (the process is killed, or cut off from the control plane) the lease
 // lapses and the control plane marks the instance offline: its siblings
 // stop forwarding to it. Registration never changes the instance's weight.
@@ -351,10 +354,13 @@ func (cp *controlPlane) leaseLoop(ctx context.Context) {
 		if last, ok := cp.watcher.Last(); ok {
 			cred = last.Credential
 		}
-		rctx, cancel := context.WithTimeout(ctx, cmp.Or(every, leaseRetry)+5*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, every+5*time.Second)
 		l, err := cp.client.RenewLease(rctx, cp.opts.App, cred, req)
+		if ae, ok := errors.AsType[*ctrlclient.APIError](err); ok && ae.Status == http.StatusUnauthorized && cred != "" {
+			l, err = cp.client.RenewLease(rctx, cp.opts.App, "", req)
+		}
 		cancel()
-		wait := every
+		var wait time.Duration
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -30,7 +30,8 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 // at the control plane by itself, under its --forward-advertise address,
 // with its --instance-label labels and its version; an operator's weight
 // is applied; once it stops its lease lapses and it is offline, keeping
-// the weight; restarted, it is online again with that weight.
+// the weight; restarted, it is online again with that weight, also after
+// its credential was rotated while it was down.
 func TestSidecarRegistersItself(t *testing.T) {
 	cpURL := ctrlplanetest.Start(t, ctrlplane.Options{Token: cpToken, LeaseTTL: 2 * time.Second})
 	ctx := t.Context()
@@ -84,6 +85,19 @@ func TestSidecarRegistersItself(t *testing.T) {
 		t.Fatalf("re-registered instance: weight %d, want the operator's 40", in.Weight)
 	}
 	waitCond(t, "the restarted sidecar to apply weight 40", func() bool { return s.stats()["weight"] == 40 })
+
+	// The credential is revoked (rotated with no grace) while the sidecar
+	// is down; restarted with the new one, it renews with it although
+	// its saved config holds the old one.
+	s.stop()
+	waitCond(t, "the stopped sidecar to go offline again", func() bool { in, _ := instance(); return in.Offline })
+	rotated, err := op.RotateCredential(ctx, "orders", api.RotateCredentialRequest{Grace: "0s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MSGMESH_APP_CREDENTIAL", rotated.Credential)
+	startSidecar(t, dir, args...)
+	waitCond(t, "the sidecar with the new credential to be online", func() bool { in, _ := instance(); return in.State() == api.StateOnline })
 }
 
 // stats returns the sidecar's GET /v1/stats counters (nil if it does not
