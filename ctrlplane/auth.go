@@ -44,7 +44,8 @@ func credential(r *http.Request) (tok, user string, basic, ok bool) {
 }
 
 // authorize checks a request's credential. configApp is the app whose
-// config the request reads, "" on every other route: the operator token
+// config the request reads (or whose forwarding certificate or instance
+// lease it asks for), "" on every other route: the operator token
 // is good everywhere, an app's credential (current, or previous until it
 // expires) only for its own config. A missing or unknown credential is
 // ErrUnauthorized (401); a valid app credential anywhere else is
@@ -55,7 +56,7 @@ func (s *Server) authorize(ctx context.Context, r *http.Request, configApp strin
 		return principal{}, err
 	}
 	if !who.operator && who.app != configApp {
-		return principal{}, errorf(ErrForbidden, "the credential of app %q may only read that app's config (GET /v1/apps/%s/config); everything else needs the operator token", who.app, who.app)
+		return principal{}, errorf(ErrForbidden, "the credential of app %q may only read that app's config (GET /v1/apps/%s/config), get forwarding certificates and register that app's instances (PUT /v1/apps/%s/lease); everything else needs the operator token", who.app, who.app, who.app)
 	}
 	return who, nil
 }

@@ -201,22 +201,7 @@ func (s *Server) forwardingCA(ctx context.Context) (*pki.CA, error) {
 // handleCertificate signs a sidecar's CSR for its app: POST
 // /v1/apps/{app}/certificate {"csr": PEM} with the app's credential (or the
 // operator token) → {"certificate": PEM, "ca": PEM, "not_after": time}.
-func (s *Server) handleCertificate(w http.ResponseWriter, r *http.Request) {
-	if err := s.serveCertificate(w, r); err != nil {
-		s.writeError(w, r, err)
-	}
-}
-
-func (s *Server) serveCertificate(w http.ResponseWriter, r *http.Request) error {
-	app, err := pathApp(r)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
-	defer cancel()
-	if _, err := s.authorize(ctx, r, app); err != nil {
-		return err
-	}
+func (s *Server) handleCertificate(ctx context.Context, w http.ResponseWriter, r *http.Request, app string) error {
 	if _, _, err := s.getApp(ctx, app); err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@
 //	GET|PUT|DELETE /v1/apps/{app}/topology           the app's own topology (overrides the global one)
 //	GET    /v1/apps/{app}/config[?after=V[&wait=D]]  api.AppConfig; long poll with after
 //	POST   /v1/apps/{app}/certificate                sign a sidecar's forwarding key
+//	PUT    /v1/apps/{app}/lease                      a sidecar registers its instance / renews its lease (leases.go)
 //	GET    /v1/schema-policies                       topics' own validation policies {"topic":"warn"}
 //	GET|PUT|DELETE /v1/schema-policies/{topic}       one topic's policy, {"policy":"warn"}
 //	/subjects..., /schemas/ids/..., /config...,
@@ -35,8 +36,8 @@
 //	GET    /ui/                                      the web page
 //
 // Every /v1 call needs "Authorization: Bearer TOKEN" with the operator
-// token, except the config read and the certificate, which also take the
-// app's own credential. The schema registry's reads take any valid
+// token, except the config read, the certificate and the lease, which also
+// take the app's own credential (of the app in the path, never another's). The schema registry's reads take any valid
 // credential (the operator token or any app's credential), its writes the
 // operator token. Errors are {"error": CODE, "message": TEXT} with the
 // codes of package api (the registry's are Confluent's {"error_code": N,
@@ -60,12 +61,16 @@
 //
 // # State
 //
-// Three kinds of keys: "apps/{name}" holds one app as JSON (credential hashes,
+// Five kinds of keys: "apps/{name}" holds one app as JSON (credential hashes,
 // instances sorted by ID, own topology), "topology" the global topology
 // ({"topology": null} once cleared: the key is never deleted, so its
 // revision keeps counting), "schemas" the topics' validation policies and
 // a counter of schema registry changes (never deleted either); "pki/ca"
-// holds the forwarding CA, its key sealed with Options.SealKey if given.
+// holds the forwarding CA, its key sealed with Options.SealKey if given;
+// "leases/{app}/{instance id}" holds an instance's lease expiry, written by
+// every renewal and ignored by the hub, so renewals push nothing (an
+// instance going offline or coming back is a write of apps/{name}:
+// leases.go).
 // Every change is a read-modify-write of one key with the store's
 // compare-and-swap, retried on conflict, so concurrent writers on several
 // replicas lose nothing. An app's config version is
@@ -95,8 +100,9 @@
 //
 // # Concurrency
 //
-// One goroutine per Server (hub.run) drains the store watch; Shutdown
-// stops it and waits. Locks: Server.mu guards the list of http.Servers;
+// Two goroutines per Server: hub.run drains the store watch, runSweeper
+// marks instances with lapsed leases offline every Options.LeaseSweep;
+// Shutdown stops both and waits. Locks: Server.mu guards the list of http.Servers;
 // hub.mu guards the hub's channels; caMu the forwarding CA. None is held
 // while another is taken, nor across I/O (caMu is held across the CA's
 // first load). The schema Registry has its own lock and calls OnChange

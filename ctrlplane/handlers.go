@@ -39,7 +39,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT /v1/topology", s.operator(s.handlePutTopology))
 	mux.Handle("DELETE /v1/topology", s.operator(s.handleDeleteTopology))
 	mux.HandleFunc("GET /v1/apps/{app}/config", s.handleConfig)
-	mux.HandleFunc("POST /v1/apps/{app}/certificate", s.handleCertificate)
+	mux.Handle("POST /v1/apps/{app}/certificate", s.sidecar(s.handleCertificate))
+	mux.Handle("PUT /v1/apps/{app}/lease", s.sidecar(s.handleLease))
 	mux.Handle("GET /v1/schema-policies", s.operator(s.handleListSchemaPolicies))
 	mux.Handle("GET /v1/schema-policies/{topic}", s.operator(s.handleGetSchemaPolicy))
 	mux.Handle("PUT /v1/schema-policies/{topic}", s.operator(s.handlePutSchemaPolicy))
@@ -91,6 +92,29 @@ func (s *Server) operator(fn apiFunc) http.Handler {
 			return
 		}
 		if err := fn(ctx, w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// sidecarFunc is a handler of a sidecar's call about its own app.
+type sidecarFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, app string) error
+
+// sidecar runs fn for requests with the credential of the path's {app}
+// (or the operator token), with a context that bounds its store
+// operations. Another app's credential is 403: it may not act for this app.
+func (s *Server) sidecar(fn sidecarFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+		defer cancel()
+		app, err := pathApp(r)
+		if err == nil {
+			_, err = s.authorize(ctx, r, app)
+		}
+		if err == nil {
+			err = fn(ctx, w, r, app)
+		}
+		if err != nil {
 			s.writeError(w, r, err)
 		}
 	})
@@ -150,7 +174,11 @@ func (s *Server) handleGetApp(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(max(rev, shared)))
+	v, err := s.appView(ctx, &a, max(rev, shared))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -202,7 +230,11 @@ func (s *Server) handleListInstances(ctx context.Context, w http.ResponseWriter,
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(0).Instances)
+	v, err := s.appView(ctx, &a, 0)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v.Instances)
 	return nil
 }
 

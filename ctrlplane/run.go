@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	insecure := fs.Bool("insecure-no-auth", false, "serve without any authentication: for a throwaway local setup only")
 	wait := fs.Duration("long-poll", api.DefaultWait, "how long a sidecar's config long poll is held open")
 	grace := fs.Duration("rotation-grace", DefaultRotationGrace, "how long an app's previous credential stays valid after a rotation")
+	leaseTTL := fs.Duration("lease-ttl", DefaultLeaseTTL, "how long a sidecar's self-registration keeps its instance online without a renewal (sidecars renew every third of it); past it the instance is offline and its siblings stop forwarding to it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	httpLim := DefaultHTTPLimits()
 	httpLim.Flags(fs)
@@ -132,6 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		Log:            log,
 		LongPollWait:   *wait,
 		RotationGrace:  *grace,
+		LeaseTTL:       *leaseTTL,
 		HTTP:           httpLim,
 	})
 	if err != nil {

@@ -84,8 +84,18 @@ type Options struct {
 	// UNAVAILABLE.
 	StoreTimeout time.Duration
 	// Now is the clock (time.Now if nil); tests move it to expire
-	// credentials.
+	// credentials and instance leases.
 	Now func() time.Time
+	// LeaseTTL is how long a sidecar's registration or lease renewal
+	// keeps its instance online (DefaultLeaseTTL if zero; at least
+	// MinLeaseTTL); sidecars renew every third of it. Past it without a
+	// renewal the instance is marked offline and its siblings stop
+	// forwarding to it (leases.go).
+	LeaseTTL time.Duration
+	// LeaseSweep is how often lapsed leases are looked for (LeaseTTL/5 if
+	// zero): an instance goes offline at most LeaseSweep after its lease
+	// lapsed. Tests that move Now shorten it.
+	LeaseSweep time.Duration
 	// HTTP bounds the API's clients: timeouts, header size and connections
 	// at once. Zero fields: DefaultHTTPLimits.
 	HTTP core.HTTPLimits
@@ -112,7 +122,9 @@ type Server struct {
 	cancel   context.CancelFunc
 	routines core.Routines
 	stopping chan struct{} // closed by Shutdown: long polls answer 503
+	started  time.Time     // by opts.Now: no lease is judged in the first LeaseTTL
 	parked   atomic.Int64  // long polls waiting for a change
+	sweeps   atomic.Uint64 // lease sweeps done (export_test.go)
 
 	caMu   sync.Mutex // guards ca
 	ca     *pki.CA    // the forwarding CA, loaded at New or created on first use
@@ -157,6 +169,15 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	switch {
+	case opts.LeaseTTL == 0:
+		opts.LeaseTTL = DefaultLeaseTTL
+	case opts.LeaseTTL < MinLeaseTTL:
+		return nil, fmt.Errorf("ctrlplane: the lease TTL %s is shorter than %s", opts.LeaseTTL, MinLeaseTTL)
+	}
+	if opts.LeaseSweep <= 0 {
+		opts.LeaseSweep = opts.LeaseTTL / 5
+	}
 	if opts.SchemaStore == nil {
 		opts.SchemaStore = schema.NewMemoryStore()
 	}
@@ -176,6 +197,7 @@ func New(opts Options) (*Server, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		stopping: make(chan struct{}),
+		started:  opts.Now(),
 	}
 	lctx, lcancel := context.WithTimeout(ctx, opts.StoreTimeout)
 	var err error
@@ -204,6 +226,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("ctrlplane: watching the store: %w", err)
 	}
 	s.routines.Go(func() { s.hub.run(events) })
+	s.routines.Go(s.runSweeper)
 	if opts.InsecureNoAuth {
 		s.log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this control plane can change weights, rotate any app's credential and steer every sidecar's traffic; use it for a local test setup only")
 	}

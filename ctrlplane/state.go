@@ -241,13 +241,19 @@ func (s *Server) listApps(ctx context.Context) ([]api.App, error) {
 	if err != nil {
 		return nil, err
 	}
+	leases, err := s.leases(ctx, leasePrefix)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]api.App, 0, len(entries))
 	for _, e := range entries {
 		var a appRecord
 		if err := json.Unmarshal(e.Value, &a); err != nil {
 			return nil, fmt.Errorf("decoding stored app %q: %w", e.Key, err)
 		}
-		out = append(out, a.view(max(e.ModRev, shared)))
+		v := a.view(max(e.ModRev, shared))
+		v.Instances = withLeases(v.Instances, leases[a.Name])
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -300,7 +306,8 @@ func (s *Server) deleteApp(ctx context.Context, name string) error {
 }
 
 // putInstance adds an instance or replaces the one with the same ID. A
-// replaced instance keeps its weight unless spec has one.
+// replaced instance keeps its weight unless spec has one, and its lease
+// state (a sidecar's registration is not undone by an operator's edit).
 func (s *Server) putInstance(ctx context.Context, app string, spec api.InstanceSpec) (api.Instance, bool, error) {
 	if err := spec.Validate(); err != nil {
 		return api.Instance{}, false, err
@@ -313,7 +320,8 @@ func (s *Server) putInstance(ctx context.Context, app string, spec api.InstanceS
 		created = !found
 		switch {
 		case found:
-			in.Weight = a.Instances[i].Weight
+			was := a.Instances[i]
+			in.Weight, in.Leased, in.Offline, in.SidecarVersion = was.Weight, was.Leased, was.Offline, was.SidecarVersion
 			a.Instances[i] = in
 		case len(a.Instances) >= api.MaxInstances:
 			return api.Invalid("", "app %q has %d instances, the most allowed", app, api.MaxInstances)
@@ -339,6 +347,13 @@ func (s *Server) removeInstance(ctx context.Context, app, id string) error {
 		a.Instances = slices.Delete(a.Instances, i, i+1)
 		return nil
 	})
+	if err == nil {
+		// Best effort: a lease left behind is deleted by the sweeper once
+		// it lapses. A sidecar still renewing registers the instance again.
+		if e, gerr := s.store.Get(ctx, leaseKey(app, id)); gerr == nil {
+			_, _ = s.store.Delete(ctx, leaseKey(app, id), e.ModRev)
+		}
+	}
 	return err
 }
 

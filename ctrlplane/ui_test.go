@@ -14,17 +14,22 @@ import (
 )
 
 // TestWebPage drives the web page in a real headless Chromium: it enters
-// the operator token, sees the app's instances, sets a weight, and the
-// change reaches a sidecar's watcher. A bad weight shows the server's
-// error.
+// the operator token, sees the app's instances and their state (static,
+// online, and offline once a lease lapses), sets a weight, and the change
+// reaches a sidecar's watcher. A bad weight shows the server's error.
 func TestWebPage(t *testing.T) {
-	c := startBolt(t)
+	clk := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := startBolt(t, leaseOpts(clk))
 	op := client(t, c.url, testToken)
 	cred := mustCreate(t, op, "orders", "10.0.0.1:7610", "10.0.0.2:7610")
 	if _, _, err := op.PutInstance(t.Context(), "orders", api.InstanceSpec{Addr: "10.0.0.2:7610", Labels: map[string]string{"version": "v2"}}); err != nil {
 		t.Fatal(err)
 	}
 	mustCreate(t, op, "billing")
+	// A sidecar registered 10.0.0.3:7610 itself.
+	if _, err := client(t, c.url, cred).RenewLease(t.Context(), "orders", "", api.LeaseRequest{Addr: "10.0.0.3:7610", SidecarVersion: "v9.9.9"}); err != nil {
+		t.Fatal(err)
+	}
 	rec := newConfigs()
 	watch(t, client(t, c.url, cred), "orders", rec)
 	rec.waitFor(t, 10*time.Second, "the first config", weightIs("10.0.0.1:7610", 100))
@@ -62,10 +67,36 @@ func TestWebPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"orders", "billing", "10.0.0.1:7610", "10.0.0.2:7610", "version=v2"} {
+	for _, want := range []string{"orders", "billing", "10.0.0.1:7610", "10.0.0.2:7610", "version=v2", "10.0.0.3:7610", "v9.9.9", "last seen"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page does not show %q:\n%s", want, page)
 		}
+	}
+	// stateOf reads the state marker of an instance of orders.
+	stateOf := func(id string) string {
+		t.Helper()
+		got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(fmt.Sprintf(`span[data-app="orders"][data-id=%q]`, id))))
+		if err != nil {
+			t.Fatalf("the state of %s: %v", id, err)
+		}
+		return got
+	}
+	if s1, s3 := stateOf("10.0.0.1:7610"), stateOf("10.0.0.3:7610"); s1 != "static" || s3 != "online" {
+		t.Fatalf("states: hand-added %q (want static), self-registered %q (want online)", s1, s3)
+	}
+	// The sidecar stops renewing: after the lease the page (refreshed by
+	// its button) marks it offline.
+	clk.Add(2 * leaseTTL)
+	waitUntil(t, 30*time.Second, "the instance to go offline", func() bool {
+		in, _ := op.Instances(t.Context(), "orders")
+		return len(in) == 3 && in[2].Offline
+	})
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("refresh"))); err != nil {
+		t.Fatal(err)
+	}
+	offline := `(() => { const s = document.querySelector('span[data-app="orders"][data-id="10.0.0.3:7610"]'); return s && s.dataset.state === "offline" ? s.textContent : null; })()`
+	if _, err := chromedp.Run(ctx, chromedp.Poll[string](offline, chromedp.WithPollingMutation(), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the page does not mark the lapsed instance offline: %v (it shows %q)", err, stateOf("10.0.0.3:7610"))
 	}
 	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem("msgmesh.ctrlplane.token")`))
 	if err != nil || stored != testToken {

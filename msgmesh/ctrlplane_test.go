@@ -3,6 +3,7 @@ package msgmesh_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -24,8 +25,8 @@ const cpToken = "operator-secret-0123456789"
 
 // controlPlaneAt runs a real control plane on addr ("127.0.0.1:0" for any)
 // with its state and its schema registry in bbolt files in dir, as the
-// ctrlplane binary keeps them; stop ends it.
-func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
+// ctrlplane binary keeps them; stop ends it. mod changes its options.
+func controlPlaneAt(t *testing.T, dir, addr string, mod ...func(*ctrlplane.Options)) (url string, stop func()) {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
 	if err != nil {
@@ -35,7 +36,11 @@ func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken, Log: testLogger()})
+	opts := ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken, Log: testLogger()}
+	for _, m := range mod {
+		m(&opts)
+	}
+	srv, err := ctrlplane.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +65,27 @@ func controlPlaneAt(t *testing.T, dir, addr string) (url string, stop func()) {
 	}
 	t.Cleanup(stop)
 	return "http://" + ln.Addr().String(), stop
+}
+
+// ordersAt creates the app "orders" at the control plane at cpURL and
+// writes a sidecar config file for a fresh NATS cluster. It returns the
+// operator's client, the app as created (with its credential) and the
+// config file's path.
+func ordersAt(t *testing.T, cpURL string) (*ctrlclient.Client, api.AppCreated, string) {
+	t.Helper()
+	op, err := ctrlclient.New(cpURL, cpToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := op.CreateApp(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
+	if err := os.WriteFile(cfgPath, []byte(clusterYAML(natsCluster(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return op, created, cfgPath
 }
 
 func statsAt(t *testing.T, httpAddr string) map[string]int {
@@ -90,19 +116,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	cpDir := t.TempDir()
 	cpURL, stopCP := controlPlaneAt(t, cpDir, "127.0.0.1:0")
 	ctx := context.Background()
-	op, err := ctrlclient.New(cpURL, cpToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := op.CreateApp(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := natsCluster(t)
-	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	op, created, cfgPath := ordersAt(t, cpURL)
 
 	type node struct{ mesh, http, fwd string }
 	var nodes []node
@@ -180,5 +194,159 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "node 2 to see weight 100 after the control plane restarted", func() bool {
 		return statsAt(t, nodes[1].http)["weight"] == 100
+	})
+}
+
+// TestSelfRegistrationLeases: three msgmesh processes of app "orders" with
+// --ctrlplane and nobody adding instances by hand. They appear at the
+// control plane by themselves, under their forwarding addresses. Node A is
+// drained (weight 0) and forwards to B and C. C is killed (SIGKILL: no
+// goodbye); once its lease lapses the control plane marks it offline and A
+// stops trying it: no forward attempt fails any more and no message is
+// lost. An operator changes C's weight while it is down; C restarts, is
+// online again, and keeps that weight.
+func TestSelfRegistrationLeases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the msgmesh binary")
+	}
+	bin, err := buildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A 3 s lease: short for the test, long enough that a renewal every
+	// second is never late on a loaded machine.
+	cpURL, _ := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0", func(o *ctrlplane.Options) { o.LeaseTTL = 3 * time.Second })
+	ctx := context.Background()
+	op, created, cfgPath := ordersAt(t, cpURL)
+
+	type node struct {
+		mesh, http, fwd, dir string
+		proc                 *sidecarProc
+		app                  *tally
+	}
+	start := func(n *node, who string) {
+		n.proc = startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+			"--data-dir", n.dir, "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
+			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd,
+			"--instance-label", "node="+who, "--log-level", "warn")
+		waitHealthy(t, n.proc, n.http)
+		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
+			t.Fatalf("register: %d %s", status, body)
+		}
+		subscribe(t, dialAt(t, n.mesh), "g1", who, n.app)
+	}
+	nodes := map[string]*node{}
+	for _, who := range []string{"a", "b", "c"} {
+		n := &node{mesh: freePort(t), http: freePort(t), fwd: freePort(t), dir: t.TempDir(), app: newTally()}
+		start(n, who)
+		nodes[who] = n
+	}
+	a, c := nodes["a"], nodes["c"]
+	pubA := dialAt(t, a.mesh)
+	instance := func(id string) (api.Instance, bool) {
+		ins, err := op.Instances(ctx, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range ins {
+			if in.ID == id {
+				return in, true
+			}
+		}
+		return api.Instance{}, false
+	}
+	for who, n := range nodes {
+		waitFor(t, 30*time.Second, "node "+who+" to register itself", func() bool {
+			in, ok := instance(n.fwd)
+			return ok && in.Addr == n.fwd && in.State() == api.StateOnline && in.Labels["node"] == who && in.SidecarVersion != ""
+		})
+	}
+	received := func(prefix string, n int) int { // distinct "<prefix>-<i>" seen by any app
+		seen := 0
+		for i := range n {
+			body := fmt.Sprintf("%s-%d", prefix, i)
+			for _, x := range nodes {
+				x.app.mu.Lock()
+				c := x.app.bodies[body]
+				x.app.mu.Unlock()
+				if c > 0 {
+					seen++
+					break
+				}
+			}
+		}
+		return seen
+	}
+
+	// A is drained: it forwards everything it takes to B and C.
+	if _, err := op.SetWeight(ctx, "orders", a.fwd, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "A to see weight 0", func() bool { return statsAt(t, a.http)["weight"] == 0 })
+	publishN(t, pubA, topic, "before", 300, 64)
+	waitFor(t, 60*time.Second, "every message before the kill", func() bool { return received("before", 300) == 300 })
+	if statsAt(t, c.http)["from_siblings"] == 0 {
+		t.Fatal("A forwarded nothing to C while C was up")
+	}
+
+	// C dies without a word; its lease lapses.
+	killedAt := time.Now()
+	_ = c.proc.cmd.Process.Kill()
+	<-c.proc.done
+	waitFor(t, 60*time.Second, "the control plane to mark C offline", func() bool {
+		in, _ := instance(c.fwd)
+		return in.Offline
+	})
+	t.Logf("C offline at the control plane %s after SIGKILL (lease 3 s)", time.Since(killedAt).Round(100*time.Millisecond))
+	// A gets the push and stops trying C: a batch goes through without a
+	// failed forward attempt.
+	probe := 0
+	waitFor(t, 60*time.Second, "A to stop forwarding to C", func() bool {
+		f0 := statsAt(t, a.http)["forward_fallbacks"]
+		prefix := fmt.Sprintf("probe%d", probe)
+		probe++
+		publishN(t, pubA, topic, prefix, 20, 20)
+		waitFor(t, 60*time.Second, "the probe batch", func() bool { return received(prefix, 20) == 20 })
+		return statsAt(t, a.http)["forward_fallbacks"] == f0
+	})
+	before := statsAt(t, a.http)
+	const n = 500
+	publishN(t, pubA, topic, "after", n, 64)
+	waitFor(t, 60*time.Second, "every message after C went offline", func() bool { return received("after", n) == n })
+	after := statsAt(t, a.http)
+	if d := after["forward_fallbacks"] - before["forward_fallbacks"]; d != 0 {
+		t.Fatalf("A's forwards failed %d times after C was offline; it should not try C", d)
+	}
+	if after["forwarded"] == before["forwarded"] {
+		t.Fatal("A forwarded nothing to B after C went offline")
+	}
+	t.Logf("after C went offline: A forwarded %d of its deliveries to B, 0 failed attempts; %d/%d messages received",
+		after["forwarded"]-before["forwarded"], received("after", n), n)
+
+	// The operator lowers C's weight while it is down; C comes back,
+	// online, with that weight (its registration does not reset it).
+	if _, err := op.SetWeight(ctx, "orders", c.fwd, 50); err != nil {
+		t.Fatal(err)
+	}
+	start(c, "c") // its old app client may reconnect too: both count into c.app
+	waitFor(t, 30*time.Second, "C back online", func() bool {
+		in, _ := instance(c.fwd)
+		return in.State() == api.StateOnline
+	})
+	if in, _ := instance(c.fwd); in.Weight != 50 {
+		t.Fatalf("C's weight after it came back: %d, want the operator's 50", in.Weight)
+	}
+	waitFor(t, 30*time.Second, "C to apply its weight 50", func() bool { return statsAt(t, c.http)["weight"] == 50 })
+	// Back at 100, C is forwarded to again.
+	if _, err := op.SetWeight(ctx, "orders", c.fwd, 100); err != nil {
+		t.Fatal(err)
+	}
+	probe = 0
+	waitFor(t, 60*time.Second, "A to forward to C again", func() bool {
+		prefix := fmt.Sprintf("back%d", probe)
+		probe++
+		publishN(t, pubA, topic, prefix, 20, 20)
+		waitFor(t, 60*time.Second, "the batch", func() bool { return received(prefix, 20) == 20 })
+		return statsAt(t, c.http)["from_siblings"] > 0
 	})
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
-	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 )
 
 // TestSchemaPush: the msgmesh binary, joined to a real control plane,
@@ -32,19 +29,7 @@ func TestSchemaPush(t *testing.T) {
 	}
 	ctx := context.Background()
 	cpURL, stopCP := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0")
-	op, err := ctrlclient.New(cpURL, cpToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := op.CreateApp(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := natsCluster(t)
-	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	op, created, cfgPath := ordersAt(t, cpURL)
 	meshAddr, httpAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
 	if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: fwdAddr}); err != nil {
 		t.Fatal(err)

@@ -9,11 +9,14 @@
 //     again, so forwarding cannot loop.
 //  2. If this node's weight is 100 (or this node is not in the table, which
 //     counts as 100), the delivery stays local.
-//  3. If no sibling has weight 100, the delivery stays local: there is no
-//     one to forward to (this is also what weight 0 falls back to).
+//  3. If no online sibling has weight 100, the delivery stays local: there
+//     is no one to forward to (this is also what weight 0 falls back to).
+//     An offline sibling (its lease at the control plane lapsed) is never
+//     forwarded to, whatever its weight; this node's own weight applies
+//     whether or not the control plane sees it online.
 //  4. Otherwise this node keeps weight% of its deliveries and forwards the
-//     rest, spread evenly over the siblings whose weight is 100. Weight 0
-//     forwards everything (drain).
+//     rest, spread evenly over the online siblings whose weight is 100.
+//     Weight 0 forwards everything (drain).
 //
 // The split is deterministic, not random. Every broker delivery takes the
 // next tick of one counter shared by all callers of the scheduler; tick k is
@@ -45,6 +48,9 @@ type Instance struct {
 	// Weight is the share of its own broker deliveries the instance keeps,
 	// 0..100. Values outside that range are clamped.
 	Weight int
+	// Offline: the control plane saw the instance's lease lapse; it is not
+	// forwarded to (rule 3). Ignored for this node itself.
+	Offline bool
 }
 
 // Decision says where one delivery goes. Exactly one of Local and Sibling is
@@ -95,18 +101,19 @@ func New(self string) *Scheduler {
 // Instances with an empty ID are ignored; if an ID appears twice, the last
 // entry wins. The slice is not retained.
 func (s *Scheduler) Update(instances []Instance) {
-	weights := make(map[string]int, len(instances))
+	last := make(map[string]Instance, len(instances))
 	for _, in := range instances {
 		if in.ID != "" {
-			weights[in.ID] = min(max(in.Weight, 0), 100)
+			last[in.ID] = in
 		}
 	}
 	t := &table{weight: 100}
-	for id, w := range weights {
+	for id, in := range last {
+		w := min(max(in.Weight, 0), 100)
 		switch {
 		case id == s.self:
 			t.weight = uint64(w)
-		case w == 100:
+		case w == 100 && !in.Offline:
 			t.siblings = append(t.siblings, id)
 		}
 	}

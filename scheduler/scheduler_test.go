@@ -54,14 +54,14 @@ func TestRules(t *testing.T) {
 			name:      "self weight 100: local",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 100}, {"b:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 100}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"local": 100},
 		},
 		{
 			name:      "self not in the list counts as 100",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"b:7602", 100}, {"c:7602", 0}},
+			instances: []Instance{{ID: "b:7602", Weight: 100}, {ID: "c:7602", Weight: 0}},
 			want:      map[string]float64{"local": 100},
 		},
 		{
@@ -75,7 +75,7 @@ func TestRules(t *testing.T) {
 			name:      "weight 30, one sibling",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 30}, {"b:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 30}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"local": 30, "b:7602": 70},
 		},
 		{
@@ -83,7 +83,7 @@ func TestRules(t *testing.T) {
 			self:   "a:7602",
 			update: true,
 			instances: []Instance{
-				{"a:7602", 30}, {"b:7602", 100}, {"c:7602", 100}, {"d:7602", 50}, {"e:7602", 0},
+				{ID: "a:7602", Weight: 30}, {ID: "b:7602", Weight: 100}, {ID: "c:7602", Weight: 100}, {ID: "d:7602", Weight: 50}, {ID: "e:7602", Weight: 0},
 			},
 			want: map[string]float64{"local": 30, "b:7602": 35, "c:7602": 35},
 		},
@@ -92,7 +92,7 @@ func TestRules(t *testing.T) {
 			self:   "a:7602",
 			update: true,
 			instances: []Instance{
-				{"a:7602", 1}, {"b:7602", 100}, {"c:7602", 100}, {"d:7602", 100},
+				{ID: "a:7602", Weight: 1}, {ID: "b:7602", Weight: 100}, {ID: "c:7602", Weight: 100}, {ID: "d:7602", Weight: 100},
 			},
 			want: map[string]float64{"local": 1, "b:7602": 33, "c:7602": 33, "d:7602": 33},
 		},
@@ -100,70 +100,92 @@ func TestRules(t *testing.T) {
 			name:      "weight 99",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 99}, {"b:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 99}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"local": 99, "b:7602": 1},
 		},
 		{
 			name:      "weight 0 drains to the weight-100 siblings",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 0}, {"b:7602", 100}, {"c:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 0}, {ID: "b:7602", Weight: 100}, {ID: "c:7602", Weight: 100}},
 			want:      map[string]float64{"b:7602": 50, "c:7602": 50},
 		},
 		{
 			name:      "weight 0 with no weight-100 sibling: local",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 0}, {"b:7602", 99}, {"c:7602", 0}},
+			instances: []Instance{{ID: "a:7602", Weight: 0}, {ID: "b:7602", Weight: 99}, {ID: "c:7602", Weight: 0}},
 			want:      map[string]float64{"local": 100},
 		},
 		{
 			name:      "weight 0 alone: local",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 0}},
+			instances: []Instance{{ID: "a:7602", Weight: 0}},
 			want:      map[string]float64{"local": 100},
 		},
 		{
 			name:      "all siblings below 100: local",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 50}, {"b:7602", 50}, {"c:7602", 99}},
+			instances: []Instance{{ID: "a:7602", Weight: 50}, {ID: "b:7602", Weight: 50}, {ID: "c:7602", Weight: 99}},
 			want:      map[string]float64{"local": 100},
 		},
 		{
 			name:      "negative weight clamps to 0",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", -20}, {"b:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: -20}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"b:7602": 100},
 		},
 		{
 			name:      "weight over 100 clamps to 100, for self and for siblings",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 40}, {"b:7602", 250}},
+			instances: []Instance{{ID: "a:7602", Weight: 40}, {ID: "b:7602", Weight: 250}},
 			want:      map[string]float64{"local": 40, "b:7602": 60},
 		},
 		{
 			name:      "duplicate id: the last entry wins",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 100}, {"b:7602", 100}, {"a:7602", 50}, {"b:7602", 0}, {"b:7602", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 100}, {ID: "b:7602", Weight: 100}, {ID: "a:7602", Weight: 50}, {ID: "b:7602", Weight: 0}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"local": 50, "b:7602": 50},
 		},
 		{
 			name:      "empty ids are ignored",
 			self:      "a:7602",
 			update:    true,
-			instances: []Instance{{"a:7602", 0}, {"", 100}},
+			instances: []Instance{{ID: "a:7602", Weight: 0}, {ID: "", Weight: 100}},
 			want:      map[string]float64{"local": 100},
+		},
+		{
+			name:   "an offline sibling gets nothing; its online peers share the rest",
+			self:   "a:7602",
+			update: true,
+			instances: []Instance{{ID: "a:7602", Weight: 40}, {ID: "b:7602", Weight: 100, Offline: true},
+				{ID: "c:7602", Weight: 100}, {ID: "d:7602", Weight: 100}},
+			want: map[string]float64{"local": 40, "c:7602": 30, "d:7602": 30},
+		},
+		{
+			name:      "only offline siblings at 100: local",
+			self:      "a:7602",
+			update:    true,
+			instances: []Instance{{ID: "a:7602", Weight: 0}, {ID: "b:7602", Weight: 100, Offline: true}},
+			want:      map[string]float64{"local": 100},
+		},
+		{
+			name:      "this node's own weight applies though it is marked offline",
+			self:      "a:7602",
+			update:    true,
+			instances: []Instance{{ID: "a:7602", Weight: 20, Offline: true}, {ID: "b:7602", Weight: 100}},
+			want:      map[string]float64{"local": 20, "b:7602": 80},
 		},
 		{
 			name:      "empty self never matches an instance",
 			self:      "",
 			update:    true,
-			instances: []Instance{{"", 0}, {"b:7602", 100}},
+			instances: []Instance{{ID: "", Weight: 0}, {ID: "b:7602", Weight: 100}},
 			want:      map[string]float64{"local": 100},
 		},
 	}
@@ -207,7 +229,7 @@ func TestRules(t *testing.T) {
 // decisions keep exactly w local, and forwarded ones rotate over siblings.
 func TestSmoothSplit(t *testing.T) {
 	s := New("self")
-	s.Update([]Instance{{"self", 30}, {"b", 100}, {"c", 100}})
+	s.Update([]Instance{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}})
 	ds := make([]Decision, 1000)
 	for i := range ds {
 		ds[i] = s.Decide(false)
@@ -241,11 +263,11 @@ func TestWeight(t *testing.T) {
 	if w := s.Weight(); w != 100 {
 		t.Errorf("Weight before Update = %d, want 100", w)
 	}
-	s.Update([]Instance{{"self", 30}})
+	s.Update([]Instance{{ID: "self", Weight: 30}})
 	if w := s.Weight(); w != 30 {
 		t.Errorf("Weight = %d, want 30", w)
 	}
-	s.Update([]Instance{{"b", 0}})
+	s.Update([]Instance{{ID: "b", Weight: 0}})
 	if w := s.Weight(); w != 100 {
 		t.Errorf("Weight when absent = %d, want 100", w)
 	}
@@ -258,12 +280,12 @@ func TestWeightsChangeMidStream(t *testing.T) {
 		instances []Instance
 		want      map[string]float64
 	}{
-		{[]Instance{{"self", 30}, {"b", 100}}, map[string]float64{"local": 30, "b": 70}},
-		{[]Instance{{"self", 70}, {"b", 100}, {"c", 100}}, map[string]float64{"local": 70, "b": 15, "c": 15}},
-		{[]Instance{{"self", 0}, {"b", 50}, {"c", 100}}, map[string]float64{"c": 100}},
-		{[]Instance{{"self", 0}, {"b", 50}}, map[string]float64{"local": 100}},
-		{[]Instance{{"b", 100}}, map[string]float64{"local": 100}},
-		{[]Instance{{"self", 25}, {"d", 100}, {"e", 100}, {"f", 100}}, map[string]float64{"local": 25, "d": 25, "e": 25, "f": 25}},
+		{[]Instance{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}}, map[string]float64{"local": 30, "b": 70}},
+		{[]Instance{{ID: "self", Weight: 70}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}}, map[string]float64{"local": 70, "b": 15, "c": 15}},
+		{[]Instance{{ID: "self", Weight: 0}, {ID: "b", Weight: 50}, {ID: "c", Weight: 100}}, map[string]float64{"c": 100}},
+		{[]Instance{{ID: "self", Weight: 0}, {ID: "b", Weight: 50}}, map[string]float64{"local": 100}},
+		{[]Instance{{ID: "b", Weight: 100}}, map[string]float64{"local": 100}},
+		{[]Instance{{ID: "self", Weight: 25}, {ID: "d", Weight: 100}, {ID: "e", Weight: 100}, {ID: "f", Weight: 100}}, map[string]float64{"local": 25, "d": 25, "e": 25, "f": 25}},
 	}
 	for i, ph := range phases {
 		s.Update(ph.instances)
@@ -283,7 +305,7 @@ func TestWeightsChangeMidStream(t *testing.T) {
 
 func TestNext(t *testing.T) {
 	s := New("self")
-	s.Update([]Instance{{"self", 0}, {"b", 100}, {"c", 100}, {"d", 100}})
+	s.Update([]Instance{{ID: "self", Weight: 0}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}, {ID: "d", Weight: 100}})
 
 	t.Run("empty exclude is Decide", func(t *testing.T) {
 		got := make(map[string]int)
@@ -328,7 +350,7 @@ func TestNext(t *testing.T) {
 	})
 	t.Run("table now keeps all: local", func(t *testing.T) {
 		s2 := New("self")
-		s2.Update([]Instance{{"self", 100}, {"b", 100}})
+		s2.Update([]Instance{{ID: "self", Weight: 100}, {ID: "b", Weight: 100}})
 		if d := s2.Next(false, map[string]bool{"c": true}); !d.Local {
 			t.Errorf("Next with weight 100 = %v, want local", d)
 		}
@@ -341,7 +363,7 @@ func TestConcurrent(t *testing.T) {
 	const goroutines, per = 8, 10_000
 	t.Run("fixed table: exact totals", func(t *testing.T) {
 		s := New("self")
-		s.Update([]Instance{{"self", 30}, {"b", 100}, {"c", 100}})
+		s.Update([]Instance{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}})
 		var mu sync.Mutex
 		total := make(map[string]int)
 		var wg sync.WaitGroup
@@ -370,9 +392,9 @@ func TestConcurrent(t *testing.T) {
 	t.Run("updates racing with decisions", func(t *testing.T) {
 		s := New("self")
 		tables := [][]Instance{
-			{{"self", 30}, {"b", 100}, {"c", 100}},
-			{{"self", 0}, {"d", 100}},
-			{{"self", 100}, {"b", 100}},
+			{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}},
+			{{ID: "self", Weight: 0}, {ID: "d", Weight: 100}},
+			{{ID: "self", Weight: 100}, {ID: "b", Weight: 100}},
 		}
 		valid := map[string]bool{"local": true, "b": true, "c": true, "d": true}
 		stop := make(chan struct{})
@@ -434,7 +456,7 @@ func TestLocalsBeforeNoOverflow(t *testing.T) {
 	}
 	// Local ticks stay exactly 30 in every hundred near the top of the range.
 	s := New("self")
-	s.Update([]Instance{{"self", 30}, {"b", 100}})
+	s.Update([]Instance{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}})
 	s.ticks.Store(math.MaxUint64 - 250)
 	n := 0
 	for range 200 {
@@ -449,7 +471,7 @@ func TestLocalsBeforeNoOverflow(t *testing.T) {
 
 func BenchmarkDecide(b *testing.B) {
 	s := New("self")
-	s.Update([]Instance{{"self", 30}, {"b", 100}, {"c", 100}, {"d", 100}})
+	s.Update([]Instance{{ID: "self", Weight: 30}, {ID: "b", Weight: 100}, {ID: "c", Weight: 100}, {ID: "d", Weight: 100}})
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -466,7 +488,7 @@ func BenchmarkDecide(b *testing.B) {
 	})
 	b.Run("keep-all", func(b *testing.B) {
 		s := New("self")
-		s.Update([]Instance{{"self", 100}, {"b", 100}})
+		s.Update([]Instance{{ID: "self", Weight: 100}, {ID: "b", Weight: 100}})
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = s.Decide(false)

@@ -29,9 +29,52 @@ type Instance struct {
 	Addr string `json:"addr"`
 	// Labels are free-form operator metadata (version=v2, zone=a).
 	Labels map[string]string `json:"labels,omitempty"`
-	// Weight is 0..100; see MinWeight.
+	// Weight is 0..100; see MinWeight. Only operators set it: a sidecar
+	// registering itself never changes it (a new self-registered instance
+	// gets DefaultWeight).
 	Weight int `json:"weight"`
+	// Leased: the instance's sidecar registered it and renews a lease on
+	// it (PUT /v1/apps/{app}/lease), so the control plane knows whether it
+	// is alive. An instance only ever added by an operator is not leased
+	// and is always online, as before leases existed; it becomes leased
+	// when a sidecar advertising its Addr first registers.
+	Leased bool `json:"leased,omitempty"`
+	// Offline: the instance's lease lapsed (its sidecar stopped renewing:
+	// stopped, killed, cut off). Siblings do not forward to an offline
+	// instance; its weight is kept for when it comes back. Absent (false)
+	// for online and for unleased instances, so a config without the
+	// field (an older control plane) means every instance is online.
+	Offline bool `json:"offline,omitempty"`
+	// SidecarVersion is the msgmesh version the instance's sidecar last
+	// registered with; empty for an instance never registered.
+	SidecarVersion string `json:"sidecar_version,omitempty"`
+	// LastSeen is when the sidecar last renewed its lease, and
+	// LeaseExpires when that lease lapses. Both are in the operators'
+	// views (GET /v1/apps, /v1/apps/{app}, /v1/apps/{app}/instances) only,
+	// never in a pushed AppConfig: renewals do not change the config.
+	LastSeen     time.Time `json:"last_seen,omitzero"`
+	LeaseExpires time.Time `json:"lease_expires,omitzero"`
 }
+
+// State is "online", "offline" or, for an instance never registered by
+// its sidecar, "static" (online: forwarded to, as every instance was
+// before leases).
+func (in Instance) State() string {
+	switch {
+	case in.Offline:
+		return StateOffline
+	case !in.Leased:
+		return StateStatic
+	}
+	return StateOnline
+}
+
+// Instance states (Instance.State).
+const (
+	StateOnline  = "online"
+	StateOffline = "offline"
+	StateStatic  = "static"
+)
 
 // AppConfig is everything the control plane tells the sidecars of one app:
 // the body of GET /v1/apps/{app}/config. A sidecar applies it as a whole.
@@ -171,6 +214,44 @@ type InstanceSpec struct {
 	// Weight is 0..100. Absent: a new instance gets DefaultWeight and a
 	// replaced one keeps its weight.
 	Weight *int `json:"weight,omitempty"`
+}
+
+// LeaseRequest is the body of PUT /v1/apps/{app}/lease: a sidecar
+// registering its own instance, or renewing its lease. The app's credential
+// (or the operator token) is required; it may register only that app's
+// instances. The call is idempotent: the first one creates the instance
+// (ID Addr, DefaultWeight) or adopts the one an operator added with that
+// Addr; every one extends the lease by the control plane's lease TTL and
+// brings an offline instance back online. It never changes the weight.
+type LeaseRequest struct {
+	// Addr is required: the sidecar's --forward-advertise, host:port.
+	Addr string `json:"addr"`
+	// Labels are merged into the instance's labels: a key given here
+	// overwrites the stored value, keys not given keep theirs (operators'
+	// labels survive).
+	Labels map[string]string `json:"labels,omitempty"`
+	// SidecarVersion is the sidecar's msgmesh version, at most
+	// MaxVersionLen bytes.
+	SidecarVersion string `json:"sidecar_version,omitempty"`
+}
+
+// MaxVersionLen bounds LeaseRequest.SidecarVersion, in bytes.
+const MaxVersionLen = 128
+
+// Lease answers PUT /v1/apps/{app}/lease.
+type Lease struct {
+	App        string `json:"app"`
+	InstanceID string `json:"instance_id"`
+	Addr       string `json:"addr"`
+	// TTL is how long the lease lasts from this renewal, RenewEvery how
+	// often the sidecar should renew it (a third of TTL), as Go durations.
+	TTL        string    `json:"ttl"`
+	RenewEvery string    `json:"renew_every"`
+	Expires    time.Time `json:"expires"`
+	// Weight is the instance's weight, as the operator set it.
+	Weight int `json:"weight"`
+	// Created: this call created the instance.
+	Created bool `json:"created,omitempty"`
 }
 
 // WeightRequest is the body of PUT /v1/apps/{app}/instances/{id}/weight.

@@ -178,6 +178,25 @@ func (s *InstanceSpec) Validate() error {
 	return ValidateLabels(s.Labels)
 }
 
+// Validate checks a lease request.
+func (r *LeaseRequest) Validate() error {
+	if err := ValidateAddr(r.Addr); err != nil {
+		return err
+	}
+	if err := ValidateInstanceID(r.Addr); err != nil {
+		return err
+	}
+	if len(r.SidecarVersion) > MaxVersionLen {
+		return Invalid("sidecar_version", "longer than %d bytes", MaxVersionLen)
+	}
+	for _, c := range r.SidecarVersion {
+		if c <= ' ' || c == 0x7f {
+			return Invalid("sidecar_version", "%q has a space or control character", r.SidecarVersion)
+		}
+	}
+	return ValidateLabels(r.Labels)
+}
+
 // ConstantTimeEqual compares two secrets in time that depends on neither.
 func ConstantTimeEqual(a, b string) bool {
 	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))

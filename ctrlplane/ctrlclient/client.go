@@ -402,6 +402,27 @@ func (c *Client) IssueCertificate(ctx context.Context, app string, csrPEM []byte
 	return out, err
 }
 
+// RenewLease registers the sidecar advertising req.Addr as an instance of
+// app, or renews its lease (PUT /v1/apps/{app}/lease); call it every
+// Lease.RenewEvery. token is the app's credential to present, "" for the
+// client's own (a sidecar passes the newest one its watcher saw, so
+// renewals follow a credential rotation).
+func (c *Client) RenewLease(ctx context.Context, app, token string, req api.LeaseRequest) (api.Lease, error) {
+	if token == "" {
+		token = c.token
+	}
+	path := appPath(app, "lease")
+	_, _, body, err := c.do(ctx, request{method: http.MethodPut, path: path, body: req, token: token})
+	if err != nil {
+		return api.Lease{}, err
+	}
+	var out api.Lease
+	if err := json.Unmarshal(body, &out); err != nil {
+		return api.Lease{}, fmt.Errorf("ctrlclient: PUT %s: decoding the answer: %w", path, err)
+	}
+	return out, nil
+}
+
 // SetLimits replaces an app's flow-control limits (a flowctl.Config as
 // JSON); its sidecars apply them without a restart.
 func (c *Client) SetLimits(ctx context.Context, app string, limits any) error {

@@ -1,6 +1,8 @@
 "use strict";
-// The msgmesh control plane's web page: lists apps with their instances
-// and weights, and sets a weight. It uses the HTTP API with the operator
+// The msgmesh control plane's web page: lists apps with their instances,
+// their weights and whether they are online (a sidecar renews their lease),
+// offline (the lease lapsed: not forwarded to) or static (added by hand,
+// never registered: online), and sets a weight. It uses the HTTP API with the operator
 // token typed into the form, kept in sessionStorage.
 
 const TOKEN_KEY = "msgmesh.ctrlplane.token";
@@ -90,16 +92,40 @@ function render(apps) {
       (app.topology ? " · its own topology" : "");
     section.append(el("h2", {}, app.name), el("p", { class: "meta" }, meta));
     if (app.instances.length === 0) {
-      section.append(el("p", {}, "No instances. Add one with: meshctl instances add --app " + app.name + " --addr HOST:PORT"));
+      section.append(el("p", {}, "No instances. Sidecars started with --ctrlplane --app " + app.name +
+        " register themselves; to pre-provision one: meshctl instances add --app " + app.name + " --addr HOST:PORT"));
     } else {
       const tbody = el("tbody");
       for (const inst of app.instances) tbody.append(instanceRow(app.name, inst));
-      const head = el("tr", {}, el("th", {}, "Instance"), el("th", {}, "Forwarding address"), el("th", {}, "Labels"),
-        el("th", {}, "Weight"), el("th", {}, ""));
+      const head = el("tr", {}, el("th", {}, "Instance"), el("th", {}, "Forwarding address"), el("th", {}, "State"),
+        el("th", {}, "Labels"), el("th", {}, "Weight"), el("th", {}, ""));
       section.append(el("table", {}, el("thead", {}, head), tbody));
     }
     root.append(section);
   }
+}
+
+// instanceState is api.Instance.State: online, offline or static.
+function instanceState(inst) {
+  if (inst.offline) return "offline";
+  return inst.leased ? "online" : "static";
+}
+
+// stateCell shows the state, and when the sidecar last renewed its lease.
+function stateCell(app, inst) {
+  const state = instanceState(inst);
+  const titles = {
+    online: "its sidecar renews its lease: siblings forward to it",
+    offline: "its lease lapsed: siblings do not forward to it; its weight is kept for when it comes back",
+    static: "added by hand and never registered by a sidecar: treated as online",
+  };
+  const td = el("td", { class: "state" },
+    el("span", { class: "state-" + state, "data-app": app, "data-id": inst.id, "data-state": state, title: titles[state] }, state));
+  if (inst.last_seen) {
+    td.append(el("br"), el("small", { class: "last-seen" }, "last seen " + new Date(inst.last_seen).toLocaleString()));
+  }
+  if (inst.sidecar_version) td.append(el("br"), el("small", {}, inst.sidecar_version));
+  return td;
 }
 
 function instanceRow(app, inst) {
@@ -114,7 +140,7 @@ function instanceRow(app, inst) {
   input.addEventListener("blur", () => { editing = false; });
   input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") setWeight(app, inst.id, input); });
   button.addEventListener("click", () => setWeight(app, inst.id, input));
-  return el("tr", data, el("td", {}, inst.id), el("td", {}, inst.addr), labels,
+  return el("tr", data, el("td", {}, inst.id), el("td", {}, inst.addr), stateCell(app, inst), labels,
     el("td", {}, meter, " ", input), el("td", {}, button));
 }
 

@@ -2,17 +2,16 @@ package meshctl
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
@@ -46,7 +45,7 @@ func ctrlplaneCommands() []command {
 		{"apps rotate-credential", "--app NAME [--grace DURATION]", "give an app a new credential; the old one keeps working for the grace period", setupAppsRotate},
 		{"instances add", "--app NAME --addr HOST:PORT [--id ID] [--label K=V]... [--weight N]", "add an instance (a sidecar's forwarding address), or replace the one with the same ID", setupInstancesAdd},
 		{"instances remove", "--app NAME (--id ID | --addr HOST:PORT)", "remove an instance", setupInstancesRemove},
-		{"instances list", "--app NAME", "list an app's instances", setupAppGet((*ctrlclient.Client).Instances)},
+		{"instances list", "--app NAME [--json]", "list an app's instances: weight, online/offline/static, last lease renewal, sidecar version, labels", setupInstancesList},
 		{"weights set", "--app NAME --node ID --weight N", "set an instance's traffic weight, 0 (drained) to 100", setupWeightsSet},
 		{"weights get", "--app NAME", "print an app's instances and their weights", setupWeightsGet},
 	}
@@ -184,26 +183,6 @@ func setupAppsRotate(fs *flag.FlagSet) func(context.Context, *env) error {
 	}
 }
 
-// labels is a repeatable K=V flag.
-type labels map[string]string
-
-func (l labels) String() string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(l)) {
-		parts = append(parts, k+"="+l[k])
-	}
-	return strings.Join(parts, ",")
-}
-
-func (l labels) Set(v string) error {
-	k, val, ok := strings.Cut(v, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("label %q: expected KEY=VALUE", v)
-	}
-	l[k] = val
-	return nil
-}
-
 // optionalInt is an int flag that knows whether it was given.
 type optionalInt struct {
 	v   int
@@ -230,7 +209,7 @@ func setupInstancesAdd(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := appFlag(fs)
 	addr := fs.String("addr", "", "host:port of the instance's forwarding listener (required)")
 	id := fs.String("id", "", "the instance's ID (default: --addr)")
-	lbl := labels{}
+	lbl := api.LabelFlag{}
 	fs.Var(lbl, "label", "a label KEY=VALUE (repeatable)")
 	var weight optionalInt
 	fs.Var(&weight, "weight", "the instance's weight, 0..100 (default: 100 for a new instance, unchanged for an existing one)")
@@ -326,7 +305,31 @@ func setupWeightsSet(fs *flag.FlagSet) func(context.Context, *env) error {
 }
 
 func setupWeightsGet(fs *flag.FlagSet) func(context.Context, *env) error {
+	return setupInstancesTable(fs, false, "INSTANCE\tADDR\tWEIGHT\tLABELS", func(in api.Instance) string {
+		return fmt.Sprintf("%s\t%s\t%d\t%s", in.ID, in.Addr, in.Weight, api.LabelFlag(in.Labels).String())
+	})
+}
+
+func setupInstancesList(fs *flag.FlagSet) func(context.Context, *env) error {
+	return setupInstancesTable(fs, true, "INSTANCE\tADDR\tWEIGHT\tSTATE\tLAST SEEN\tVERSION\tLABELS", func(in api.Instance) string {
+		seen := "-"
+		if !in.LastSeen.IsZero() {
+			seen = in.LastSeen.UTC().Format(time.RFC3339)
+		}
+		return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s", in.ID, in.Addr, in.Weight, in.State(), seen,
+			cmp.Or(in.SidecarVersion, "-"), api.LabelFlag(in.Labels).String())
+	})
+}
+
+// setupInstancesTable is a command that prints an app's instances as a
+// table of header and one row per instance, or with --json (when jsonFlag)
+// as the API answers them.
+func setupInstancesTable(fs *flag.FlagSet, jsonFlag bool, header string, row func(api.Instance) string) func(context.Context, *env) error {
 	app := appFlag(fs)
+	asJSON := new(bool)
+	if jsonFlag {
+		asJSON = fs.Bool("json", false, "print the instances as JSON, as the API answers them")
+	}
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
 		if err := requireApp(*app); err != nil {
@@ -340,10 +343,13 @@ func setupWeightsGet(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			return printJSON(e.stdout, ins)
+		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INSTANCE\tADDR\tWEIGHT\tLABELS")
+		fmt.Fprintln(tw, header)
 		for _, in := range ins {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", in.ID, in.Addr, in.Weight, labels(in.Labels).String())
+			fmt.Fprintln(tw, row(in))
 		}
 		return tw.Flush()
 	}

@@ -2,7 +2,6 @@ package meshctl
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
-	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlplanetest"
 )
 
 const cpToken = "meshctl-test-operator-token-42"
@@ -20,23 +19,7 @@ const cpToken = "meshctl-test-operator-token-42"
 // startCtrlplane runs a real control plane on a bbolt file and 127.0.0.1.
 func startCtrlplane(t *testing.T) string {
 	t.Helper()
-	st, err := store.OpenBolt(filepath.Join(t.TempDir(), store.BoltFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, Token: cpToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return "http://" + ln.Addr().String()
+	return ctrlplanetest.Start(t, ctrlplane.Options{Token: cpToken})
 }
 
 // tokenFile writes the operator token to a file for --token-file.
@@ -99,6 +82,33 @@ func TestCtrlplaneCommands(t *testing.T) {
 		}
 	}
 
+	// A sidecar registers 10.0.0.4:7610 itself: instances list shows it
+	// online with its last renewal and version; the hand-added ones are
+	// static.
+	sc, err := ctrlclient.New(url, created.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.RenewLease(t.Context(), "orders", "", api.LeaseRequest{Addr: "10.0.0.4:7610", SidecarVersion: "v1.4.0"}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCP("instances", "list", "--app", "orders")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 5 || strings.Join(strings.Fields(lines[0]), " ") != "INSTANCE ADDR WEIGHT STATE LAST SEEN VERSION LABELS" {
+		t.Fatalf("instances list: exit %d\n%s", code, out)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 6 || f[3] != "static" || f[4] != "-" {
+		t.Fatalf("instances list, a hand-added instance: %q", lines[1])
+	}
+	if f := strings.Fields(lines[3]); len(f) < 6 || f[0] != "10.0.0.4:7610" || f[2] != "100" || f[3] != "online" || f[5] != "v1.4.0" {
+		t.Fatalf("instances list, a self-registered instance: %q", lines[3])
+	}
+	code, out, _ = runCP("instances", "list", "--app", "orders", "--json")
+	var listed []api.Instance
+	if err := json.Unmarshal([]byte(out), &listed); code != 0 || err != nil || len(listed) != 4 || !listed[2].Leased || listed[2].LastSeen.IsZero() {
+		t.Fatalf("instances list --json: exit %d, %v\n%s", code, err, out)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -159,7 +169,7 @@ func TestCtrlplaneCommands(t *testing.T) {
 	app := []string{"--ctrlplane", url, "--token", created.Credential}
 	code, out, errs = run(t, append([]string{"config", "get", "--app", "orders"}, app...)...)
 	var cfg api.AppConfig
-	if code != 0 || json.Unmarshal([]byte(out), &cfg) != nil || cfg.Brokers == nil || len(cfg.Brokers.Clusters) != 3 || len(cfg.Instances) != 3 {
+	if code != 0 || json.Unmarshal([]byte(out), &cfg) != nil || cfg.Brokers == nil || len(cfg.Brokers.Clusters) != 3 || len(cfg.Instances) != 4 {
 		t.Fatalf("config get: exit %d, %q %q", code, out, errs)
 	}
 	if code, _, errs := run(t, append([]string{"apps", "list"}, app...)...); code != 1 || !strings.Contains(errs, "403 Forbidden") {

@@ -2,13 +2,12 @@ package meshctl
 
 import (
 	"encoding/json"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/msgmesh/msgmesh/ctrlplane"
-	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/ctrlplane/ctrlplanetest"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
@@ -17,29 +16,12 @@ import (
 // directory, as the ctrlplane binary has them.
 func startCtrlplaneWithSchemas(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	schemas, err := schema.OpenBoltStore(filepath.Join(dir, ctrlplane.SchemaFile))
+	schemas, err := schema.OpenBoltStore(filepath.Join(t.TempDir(), ctrlplane.SchemaFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = schemas.Close() })
-	srv, err := ctrlplane.New(ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return "http://" + ln.Addr().String()
+	return ctrlplanetest.Start(t, ctrlplane.Options{SchemaStore: schemas, Token: cpToken})
 }
 
 func TestSchemaCommands(t *testing.T) {

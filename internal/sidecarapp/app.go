@@ -24,6 +24,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/internal/handoff"
 	"github.com/msgmesh/msgmesh/msgmesh"
@@ -168,6 +169,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cp.App, "app", "", "the app this sidecar serves, as named at the control plane")
 	fs.StringVar(&cp.Listen, "forward-listen", "0.0.0.0:7602", "forwarding listener for sibling sidecars (mutual TLS)")
 	fs.StringVar(&cp.Advertise, "forward-advertise", "", "this sidecar's forwarding address as siblings reach it, host:port: its instance id at the control plane (default: --forward-listen when its host is not 0.0.0.0)")
+	instLabels := api.LabelFlag{}
+	fs.Var(instLabels, "instance-label", "a label KEY=VALUE (repeatable) this sidecar registers its instance with at the control plane, merged into the instance's labels (docs/ctrlplane.md)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for registrations and the embedded broker's data")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7600", "mesh-protocol listener")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7601", "HTTP API listener")
@@ -271,6 +274,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 			return errors.New("--ctrlplane needs the app's credential in MSGMESH_APP_CREDENTIAL")
 		case cp.Advertise == "":
 			return errors.New("--ctrlplane needs --forward-advertise (the host:port siblings reach this sidecar's --forward-listen on)")
+		}
+		if len(instLabels) > 0 {
+			if err := api.ValidateLabels(instLabels); err != nil {
+				return fmt.Errorf("--instance-label: %w", err)
+			}
+			cp.Labels = instLabels
 		}
 		rt.cp = &cp
 		rt.upgrade.want["forwarding"] = cp.Listen

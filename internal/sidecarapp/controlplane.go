@@ -5,14 +5,18 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/msgmesh/msgmesh/flowctl"
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +40,9 @@ type cpOptions struct {
 	Listen          string
 	Advertise       string
 	DeliveryTimeout time.Duration
+	// Labels go with this sidecar's self-registration (--instance-label);
+	// nil: none.
+	Labels map[string]string
 }
 
 // File names in the data directory.
@@ -67,6 +74,8 @@ type controlPlane struct {
 
 	renewStop context.CancelFunc
 	renewDone chan struct{}
+	leaseStop context.CancelFunc // stops leaseLoop; nil before serve
+	leaseDone chan struct{}
 	closeOnce sync.Once
 
 	// The watcher's first config may arrive before the Sidecar exists (the
@@ -138,15 +147,19 @@ func (cp *controlPlane) apply(cfg api.AppConfig) {
 	cp.applySchemas(cfg.Schemas, cfg.SchemaPolicies, cfg.SchemaStrategies)
 	cp.applyLimits(cfg.Limits)
 	ins := make([]scheduler.Instance, 0, len(cfg.Instances))
+	offline := 0
 	for _, in := range cfg.Instances {
 		id := in.Addr
 		if id == "" {
 			id = in.ID
 		}
-		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight})
+		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight, Offline: in.Offline})
+		if in.Offline {
+			offline++
+		}
 	}
 	cp.sched.Update(ins)
-	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "own_weight", cp.sched.Weight())
+	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "offline", offline, "own_weight", cp.sched.Weight())
 }
 
 // identity loads the saved forwarding key and certificate, or asks the
@@ -313,7 +326,76 @@ func (cp *controlPlane) serve(sc *msgmesh.Sidecar) error {
 		}
 	}()
 	cp.log.Info("forwarding listener serving", "addr", cp.ln.Addr().String(), "advertise", cp.opts.Advertise)
+	// Register only now that siblings can reach the listener.
+	lctx, stop := context.WithCancel(context.Background())
+	cp.leaseStop, cp.leaseDone = stop, make(chan struct{})
+	go func() { defer close(cp.leaseDone); cp.leaseLoop(lctx) }()
 	return nil
+}
+
+// leaseRetry bounds the wait before retrying a failed lease renewal, so a
+// sidecar is back online soon after the control plane is.
+const leaseRetry = 2 * time.Second
+
+// leaseLoop registers this sidecar's instance (its --forward-advertise
+// address) at the control plane and renews the lease as often as the
+// control plane asks, until ctx ends. It presents the newest credential the
+// watcher saw, so renewals follow a credential rotation, and falls back to
+// MSGMESH_APP_CREDENTIAL when that one is refused (as the watcher does). If renewals stop
+// (the process is killed, or cut off from the control plane) the lease
+// lapses and the control plane marks the instance offline: its siblings
+// stop forwarding to it. Registration never changes the instance's weight.
+func (cp *controlPlane) leaseLoop(ctx context.Context) {
+	req := api.LeaseRequest{Addr: cp.opts.Advertise, Labels: cp.opts.Labels, SidecarVersion: sidecarVersion()}
+	every := leaseRetry // until the control plane says
+	failing, registered := false, false
+	for {
+		cred := ""
+		if last, ok := cp.watcher.Last(); ok {
+			cred = last.Credential
+		}
+		rctx, cancel := context.WithTimeout(ctx, every+5*time.Second)
+		l, err := cp.client.RenewLease(rctx, cp.opts.App, cred, req)
+		if ae, ok := errors.AsType[*ctrlclient.APIError](err); ok && ae.Status == http.StatusUnauthorized && cred != "" {
+			l, err = cp.client.RenewLease(rctx, cp.opts.App, "", req)
+		}
+		cancel()
+		var wait time.Duration
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				cp.log.Warn("registering this instance at the control plane failed; retrying (siblings stop forwarding here once its lease lapses)", "addr", req.Addr, "err", err)
+			}
+			failing = true
+			wait = min(every, leaseRetry)
+		default:
+			if d, perr := time.ParseDuration(l.RenewEvery); perr == nil && d > 0 {
+				every = d
+			}
+			if failing || l.Created || !registered {
+				cp.log.Info("instance registered at the control plane", "instance", l.InstanceID, "addr", l.Addr,
+					"weight", l.Weight, "created", l.Created, "ttl", l.TTL, "renew_every", l.RenewEvery)
+			}
+			failing, registered = false, true
+			wait = every
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// sidecarVersion is the msgmesh module version this binary was built
+// from, as Go records it ("(devel)" for a build from a work tree).
+func sidecarVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return strings.ReplaceAll(bi.Main.Version, " ", "_")
+	}
+	return "unknown"
 }
 
 // listenerFile duplicates the forwarding listener for a successor.
@@ -325,6 +407,10 @@ func (cp *controlPlane) listenerFile() (*os.File, error) {
 // than once and on a half-started link.
 func (cp *controlPlane) close(ctx context.Context) {
 	cp.closeOnce.Do(func() {
+		if cp.leaseStop != nil {
+			cp.leaseStop()
+			<-cp.leaseDone
+		}
 		if cp.srv != nil {
 			_ = cp.srv.Shutdown(ctx)
 			<-cp.served
@@ -338,6 +424,7 @@ func (cp *controlPlane) close(ctx context.Context) {
 			cp.renewStop()
 			<-cp.renewDone
 		}
+
 		if cp.watcher != nil {
 			cp.watcher.Stop()
 		}
