@@ -250,10 +250,12 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		}
 		// Wait for local room first, unless the weights may send this
 		// delivery to a sibling: a draining node (weight 0) reads on even
-		// when its own app is busy.
+		// when its own app is busy or not connected. A weight change ends
+		// the wait, to look again.
+		changed := s.forwardingChanged()
 		if !s.forwards(u.key.route()) {
-			if err := u.route.waitRoom(pctx); err != nil {
-				continue // paused or stopping
+			if err := u.route.waitRoom(pctx, changed); err != nil {
+				continue // paused, stopping, or the weights changed
 			}
 		}
 		// A group's delivery rate and in-flight bound (flowctl) hold the

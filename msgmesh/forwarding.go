@@ -74,6 +74,15 @@ func (s *Sidecar) handleStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Stats())
 }
 
+// forwardingChanged is closed when the forwarding weights change; nil
+// without forwarding.
+func (s *Sidecar) forwardingChanged() <-chan struct{} {
+	if f := s.cfg.Forwarding; f != nil {
+		return f.Scheduler.Changed()
+	}
+	return nil
+}
+
 // forwards reports whether broker deliveries of k may currently go to
 // siblings, so the dispatcher need not wait for local room first. Only the
 // forwarding app's own groups ever leave the sidecar.

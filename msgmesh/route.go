@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -125,16 +126,25 @@ func (r *route) acquire(ctx context.Context) (target, error) {
 
 // waitRoom blocks until some target of the route has a free slot, without
 // reserving it, or ctx ends.
-func (r *route) waitRoom(ctx context.Context) error {
+// waitRoom waits until a target of the route has room, ctx ends, or
+// changed (the forwarding weights, nil: never) is closed: then it returns
+// errWeightsChanged.
+func (r *route) waitRoom(ctx context.Context, changed <-chan struct{}) error {
 	for !r.hasRoom() {
 		select {
 		case <-r.wake:
+		case <-changed:
+			return errWeightsChanged
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	return nil
 }
+
+// errWeightsChanged ends a wait for local room when the forwarding weights
+// changed: the caller asks again whether deliveries may go to siblings.
+var errWeightsChanged = errors.New("msgmesh: forwarding weights changed")
 
 func (r *route) hasRoom() bool {
 	r.mu.Lock()

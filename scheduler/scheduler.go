@@ -81,8 +81,9 @@ type Scheduler struct {
 
 // table is immutable once published.
 type table struct {
-	weight   uint64   // this node's weight, 0..100
-	siblings []string // ids of the other instances with weight 100, sorted
+	weight   uint64        // this node's weight, 0..100
+	siblings []string      // ids of the other instances with weight 100, sorted
+	replaced chan struct{} // closed when the next Update replaces this table
 }
 
 // keepAll reports whether every broker delivery stays local (rules 2, 3).
@@ -92,9 +93,15 @@ func (t *table) keepAll() bool { return t.weight >= 100 || len(t.siblings) == 0 
 // Until the first Update it keeps everything local.
 func New(self string) *Scheduler {
 	s := &Scheduler{self: self}
-	s.table.Store(&table{weight: 100})
+	s.table.Store(&table{weight: 100, replaced: make(chan struct{})})
 	return s
 }
+
+// Changed returns a channel that is closed by the next Update. A caller
+// that gates its broker reads on Forwarding takes it before asking, and
+// waits on it too, so that a node whose weight drops (to 0, say) while it
+// waits for local room starts reading for its siblings at once.
+func (s *Scheduler) Changed() <-chan struct{} { return s.table.Load().replaced }
 
 // Update replaces the table with instances, the full list of the app's
 // instances (self may or may not be in it; absent, its weight is 100).
@@ -107,7 +114,7 @@ func (s *Scheduler) Update(instances []Instance) {
 			last[in.ID] = in
 		}
 	}
-	t := &table{weight: 100}
+	t := &table{weight: 100, replaced: make(chan struct{})}
 	for id, in := range last {
 		w := min(max(in.Weight, 0), 100)
 		switch {
@@ -118,7 +125,7 @@ func (s *Scheduler) Update(instances []Instance) {
 		}
 	}
 	slices.Sort(t.siblings)
-	s.table.Store(t)
+	close(s.table.Swap(t).replaced)
 }
 
 // Decide says where the next delivery goes. fromSibling is true when the

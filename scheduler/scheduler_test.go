@@ -495,3 +495,31 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	})
 }
+
+// Changed is closed by the next Update, and only by it: a reader that
+// waits for local room also waits on it, so that a weight change (to 0,
+// say) makes it look again.
+func TestChanged(t *testing.T) {
+	s := New("a")
+	ch := s.Changed()
+	select {
+	case <-ch:
+		t.Fatal("Changed closed before any Update")
+	default:
+	}
+	s.Update([]Instance{{ID: "a", Weight: 0}, {ID: "b", Weight: 100}})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Update did not close the channel Changed returned before it")
+	}
+	if !s.Forwarding() {
+		t.Fatal("weight 0 with a sibling at 100 is not forwarding")
+	}
+	next := s.Changed()
+	select {
+	case <-next:
+		t.Fatal("the channel after the Update is closed already")
+	default:
+	}
+}
