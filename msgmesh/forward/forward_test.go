@@ -379,8 +379,8 @@ func TestSiblingDown(t *testing.T) {
 			t.Errorf("Forward took %v to fail", el)
 		}
 		err = f.Forward(ctxTimeout(t, 5*time.Second), addr, "g", "t", d)
-		if !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("second Forward = %v, want ErrUnavailable (backoff)", err)
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrSiblingDown) {
+			t.Fatalf("second Forward = %v, want ErrUnavailable and ErrSiblingDown (breaker open)", err)
 		}
 		d.untouched(t)
 	})
