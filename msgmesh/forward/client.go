@@ -831,7 +831,7 @@ func (c *clientConn) fail(reason error) {
 // once however slow its app is, is heard from in time.
 func (c *clientConn) tick() {
 	take := c.f.cfg.TakeTimeout
-	every := min(c.f.cfg.Timeout/4, time.Second, c.f.hbEvery, take/4)
+	every := min(c.f.cfg.Timeout/4, time.Second, c.f.hbEvery, take/10)
 	t := time.NewTicker(max(every, 5*time.Millisecond))
 	defer t.Stop()
 	lastHB := time.Now()
