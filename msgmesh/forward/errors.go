@@ -16,8 +16,10 @@ import (
 // ClientConfig.OnLost, for deliveries the sibling had taken.
 var (
 	// ErrUnavailable: the sibling could not be reached (dial, TLS handshake
-	// or HELLO failed, or it is in redial backoff after such a failure), or
-	// the connection broke before the sibling said it took the delivery.
+	// or HELLO failed, or its breaker is open after such a failure or a
+	// dead connection: then with ErrSiblingDown), or the connection broke
+	// or went silent (ErrSilent) before the sibling said it took the
+	// delivery.
 	ErrUnavailable = errors.New("forward: sibling unavailable")
 	// ErrSiblingDown: the sibling's circuit breaker is open after a failed
 	// dial or a dead or silent connection: Forward refuses it at once,
