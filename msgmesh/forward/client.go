@@ -381,12 +381,12 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 		}
 		ch := make(chan struct{})
 		p.dialing = ch
-		probe := p.down
+		probe, lastErr := p.down, p.lastErr
 		p.mu.Unlock()
 
 		if probe {
 			// Half-open: one dial in the background; nobody waits for it.
-			err := fmt.Errorf("%w: %w: %s: probing it; down since: %w", ErrUnavailable, ErrSiblingDown, addr, p.lastErr)
+			err := fmt.Errorf("%w: %w: %s: probing it; down since: %w", ErrUnavailable, ErrSiblingDown, addr, lastErr)
 			if !f.routines.Go(func() { _, _ = f.dialed(f.ctx, p, ch) }) {
 				p.mu.Lock()
 				p.dialing = nil
