@@ -232,12 +232,13 @@ func BenchmarkSilentCut(b *testing.B) {
 	fmt.Fprintf(w, "delivery timeout\tcut\tpublished\tdeliveries\tduplicates\tlost\tin flight at cut\tnode 3 intake gap\tworst latency\tnode 3 fallbacks\t\n")
 	for _, dt := range []time.Duration{30 * time.Second, 3 * time.Second} {
 		res := runCut(b, cutPlan{
-			rate: 300,
-			work: 5 * time.Millisecond,
-			all:  nodeOpts{deliveryTimeout: dt},
-			lead: func() { time.Sleep(3 * time.Second) },
-			cut:  func() { time.Sleep(cutFor) },
-			tail: func() { time.Sleep(5 * time.Second) },
+			rate:  300,
+			work:  5 * time.Millisecond,
+			all:   nodeOpts{deliveryTimeout: dt},
+			node3: nodeOpts{take: time.Second}, // forward.DefaultTakeTimeout
+			lead:  func() { time.Sleep(3 * time.Second) },
+			cut:   func() { time.Sleep(cutFor) },
+			tail:  func() { time.Sleep(5 * time.Second) },
 		})
 		fmt.Fprintf(w, "%v\t%v\t%d\t%d\t%d\t%d\t%d\t%v\t%v\t%d\t\n", dt, cutFor, res.published, res.deliveries, res.dups, res.lost,
 			res.inflightAtCut, res.intakeGap.Round(time.Millisecond), res.maxLatency.Round(time.Millisecond), res.fallbacks)

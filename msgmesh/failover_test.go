@@ -12,17 +12,18 @@ import (
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 )
 
-// forwardCounter stands between a sidecar and its forwarder and counts how
-// Forward failed.
+// forwardCounter stands between a sidecar and its forwarder and counts
+// how Forward to one sibling failed once armed.
 type forwardCounter struct {
 	msgmesh.Forwarder
+	sibling             atomic.Value // string: the sibling counted
 	silent, down, other atomic.Int64
 }
 
 func (c *forwardCounter) Forward(ctx context.Context, sibling, group, topic string, d broker.Delivery) error {
 	err := c.Forwarder.Forward(ctx, sibling, group, topic, d)
 	switch {
-	case err == nil:
+	case err == nil, c.sibling.Load() != sibling:
 	case errors.Is(err, forward.ErrSiblingDown):
 		c.down.Add(1)
 	case errors.Is(err, forward.ErrSilent):
@@ -45,12 +46,13 @@ func TestSiblingSilentCut(t *testing.T) {
 	var st *cutState
 	res := runCut(t, cutPlan{
 		rate:  300,
-		node3: nodeOpts{take: scaled(500 * time.Millisecond), wrap: func(f msgmesh.Forwarder) msgmesh.Forwarder { counter.Forwarder = f; return counter }},
+		node3: nodeOpts{take: scaled(time.Second), wrap: func(f msgmesh.Forwarder) msgmesh.Forwarder { counter.Forwarder = f; return counter }},
 		ready: func(s *cutState) { st = s },
 		lead: func() {
 			waitFor(t, 60*time.Second, "node 3 to forward through the relay", func() bool {
 				return st.nodes[1].sc.Stats().FromSiblings >= 100
 			})
+			counter.sibling.Store(st.relay.Addr()) // from the cut on
 		},
 		cut: func() {
 			// Node 3 keeps taking from the broker while node 2 is cut off,

@@ -57,7 +57,8 @@ func tlsFor(t testing.TB, ca *pki.CA, app string) (srv, cli *tls.Config) {
 
 // nodeOpts changes how startNode wires a node.
 type nodeOpts struct {
-	// take is the forwarder's TakeTimeout; zero: its default.
+	// take is the forwarder's TakeTimeout. Zero: 2s, race-scaled, so that
+	// a loaded CI machine does not make a live sibling look silent.
 	take time.Duration
 	// deliveryTimeout is the sidecar's; the forwarder's Timeout is a
 	// second above it. Zero: 3s.
@@ -83,12 +84,16 @@ func startNode(t testing.TB, c topology.Cluster, ca *pki.CA, opts ...nodeOpts) *
 	// Short delivery timeout (the broker's ack wait is twice it), so what a
 	// stopped node held comes back quickly; the forwarder waits a bit
 	// longer than the sibling's delivery timeout, as docs/forwarding.md says.
+	take := o.take
+	if take == 0 {
+		take = scaled(2 * time.Second)
+	}
 	deliveryTimeout := 3 * time.Second
 	if o.deliveryTimeout > 0 {
 		deliveryTimeout = o.deliveryTimeout
 	}
 	if n.fwd, err = forward.NewForwarder(forward.ClientConfig{TLS: cliTLS, App: "orders", Name: n.fwdAddr,
-		Timeout: deliveryTimeout + time.Second, TakeTimeout: o.take, Logger: testLogger()}); err != nil {
+		Timeout: deliveryTimeout + time.Second, TakeTimeout: take, Logger: testLogger()}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := brokers.Open(context.Background(), c, testLogger())
