@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -110,9 +111,15 @@ func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery)
 			s.stats.forwarded.Add(1)
 			return true
 		}
-		observe.ForwardFailed(fd, "refused", err)
+		// "unavailable": unreachable, silent or marked down (its breaker
+		// is open, so this failed at once); "refused": it said no.
+		outcome := "refused"
+		if errors.Is(err, forward.ErrUnavailable) {
+			outcome = "unavailable"
+		}
+		observe.ForwardFailed(fd, outcome, err)
 		s.stats.fallbacks.Add(1)
-		s.log.Debug("forward refused; trying the next choice", "sibling", dec.Sibling, "group", k.group, "topic", k.topic, "err", err)
+		s.log.Debug("forward failed; trying the next choice", "sibling", dec.Sibling, "group", k.group, "topic", k.topic, "outcome", outcome, "err", err)
 		if tried == nil {
 			tried = map[string]bool{}
 		}

@@ -32,7 +32,7 @@ type meshNode struct {
 
 // tlsFor issues app a certificate from ca and returns the TLS configs of
 // a forwarding listener and of a forwarder holding it.
-func tlsFor(t *testing.T, ca *pki.CA, app string) (srv, cli *tls.Config) {
+func tlsFor(t testing.TB, ca *pki.CA, app string) (srv, cli *tls.Config) {
 	t.Helper()
 	keyPEM, csrPEM, err := pki.NewKeyAndCSR(app)
 	if err != nil {
@@ -55,8 +55,25 @@ func tlsFor(t *testing.T, ca *pki.CA, app string) (srv, cli *tls.Config) {
 	return srv, cli
 }
 
-func startNode(t *testing.T, c topology.Cluster, ca *pki.CA) *meshNode {
+// nodeOpts changes how startNode wires a node.
+type nodeOpts struct {
+	// take is the forwarder's TakeTimeout. Zero: 2s, race-scaled, so that
+	// a loaded CI machine does not make a live sibling look silent.
+	take time.Duration
+	// deliveryTimeout is the sidecar's; the forwarder's Timeout is a
+	// second above it. Zero: 3s.
+	deliveryTimeout time.Duration
+	// wrap, if set, stands between the sidecar and its forwarder (to count
+	// Forward's outcomes).
+	wrap func(msgmesh.Forwarder) msgmesh.Forwarder
+}
+
+func startNode(t testing.TB, c topology.Cluster, ca *pki.CA, opts ...nodeOpts) *meshNode {
 	t.Helper()
+	var o nodeOpts
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	srvTLS, cliTLS := tlsFor(t, ca, "orders")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,18 +84,29 @@ func startNode(t *testing.T, c topology.Cluster, ca *pki.CA) *meshNode {
 	// Short delivery timeout (the broker's ack wait is twice it), so what a
 	// stopped node held comes back quickly; the forwarder waits a bit
 	// longer than the sibling's delivery timeout, as docs/forwarding.md says.
-	const deliveryTimeout = 3 * time.Second
+	take := o.take
+	if take == 0 {
+		take = scaled(2 * time.Second)
+	}
+	deliveryTimeout := 3 * time.Second
+	if o.deliveryTimeout > 0 {
+		deliveryTimeout = o.deliveryTimeout
+	}
 	if n.fwd, err = forward.NewForwarder(forward.ClientConfig{TLS: cliTLS, App: "orders", Name: n.fwdAddr,
-		Timeout: deliveryTimeout + time.Second, Logger: testLogger()}); err != nil {
+		Timeout: deliveryTimeout + time.Second, TakeTimeout: take, Logger: testLogger()}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := brokers.Open(context.Background(), c, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
+	var fwd msgmesh.Forwarder = n.fwd
+	if o.wrap != nil {
+		fwd = o.wrap(fwd)
+	}
 	n.sc, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		Broker: b, Logger: testLogger(), DeliveryTimeout: deliveryTimeout,
-		Forwarding: &msgmesh.Forwarding{App: "orders", Scheduler: n.sched, Forwarder: n.fwd}})
+		Forwarding: &msgmesh.Forwarding{App: "orders", Scheduler: n.sched, Forwarder: fwd}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -22,6 +23,8 @@ const (
 	DefaultTimeout = 30 * time.Second
 	// DefaultDialTimeout is ClientConfig.DialTimeout when zero.
 	DefaultDialTimeout = 5 * time.Second
+	// DefaultTakeTimeout is ClientConfig.TakeTimeout when zero.
+	DefaultTakeTimeout = time.Second
 
 	// heartbeatEvery is how often a forwarder sends HEARTBEAT on each
 	// connection; deadAfter without a single frame from the sibling (its
@@ -30,7 +33,12 @@ const (
 	deadAfter      = 3 * heartbeatEvery
 	// idleClose closes a connection that carried nothing for this long.
 	idleClose = 5 * time.Minute
-	// Redial backoff after a failed dial: first wait, cap.
+	// The per-sibling breaker's backoff after a failed dial or a dead
+	// connection: first wait, cap. It doubles on each failure and starts
+	// over once a connection has stayed up for backoffMax. The cap is low
+	// because refusing costs the callers nothing (they deliver locally at
+	// once) and probing happens in the background: it bounds how long a
+	// sibling that is back waits for traffic.
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 5 * time.Second
 	// settleTimeout bounds each Ack/Nack toward the broker.
@@ -57,6 +65,19 @@ type ClientConfig struct {
 	// DialTimeout bounds connecting to a sibling: TCP, TLS handshake and
 	// HELLO. Zero: DefaultDialTimeout.
 	DialTimeout time.Duration
+	// TakeTimeout is how long a sibling may stay silent, sending no frame
+	// at all, after this side sent it a request (DELIVER or HEARTBEAT)
+	// before its connection is declared silently cut: packets stop without
+	// a reset (a partition, a frozen host). Then the deliveries it has not
+	// taken fail their Forward (the caller delivers them locally at once),
+	// the ones it took go back to the broker, and the sibling is refused for
+	// the breaker's backoff. While a DELIVER waits to be taken the
+	// forwarder sends HEARTBEATs, which a live sibling answers at once even
+	// when its app is slow to take the delivery, so a busy sibling is not
+	// mistaken for a cut one (it keeps the backpressure of
+	// docs/forwarding.md §5). Zero: DefaultTakeTimeout (1 s). Keep it well
+	// above the round-trip time to the siblings.
+	TakeTimeout time.Duration
 	// MaxFrameSize bounds frames sent (a delivery too big for it is not
 	// forwarded: Forward fails and the caller delivers locally) and
 	// received. Zero: mesh.DefaultMaxFrameSize. Keep it equal to the
@@ -73,15 +94,24 @@ type ClientConfig struct {
 }
 
 // Forwarder forwards deliveries to sibling sidecars. It keeps one
-// multiplexed connection per sibling address, dials lazily on the first
-// Forward, and after a failed dial refuses that sibling for a backoff
-// (100 ms doubling to 5 s) instead of dialling on every delivery. Safe for
-// concurrent use.
+// multiplexed connection per sibling address and dials lazily on the first
+// Forward.
+//
+// Each sibling has a circuit breaker. A failed dial, a connection that
+// dies, or one that goes silent (TakeTimeout) opens it: the sibling is
+// refused at once (ErrSiblingDown, so callers deliver locally without
+// waiting) for a backoff, 100 ms doubling to 5 s. When it passes, the next
+// Forward starts one probe, a dial and HELLO in the background, and is
+// itself refused; while the probe runs everyone is refused. The probe's
+// success closes the breaker, its failure reopens it for the next backoff.
+// Safe for concurrent use.
 type Forwarder struct {
 	cfg      ClientConfig
 	tls      *tls.Config
 	log      *slog.Logger
-	routines core.Routines // each connection's read loop and ticker
+	routines core.Routines // each connection's read loop and ticker; probes
+	ctx      context.Context
+	cancel   context.CancelFunc // ends probes; called by Close
 
 	mu     sync.Mutex
 	peers  map[string]*peer
@@ -105,14 +135,17 @@ func NewForwarder(cfg ClientConfig) (*Forwarder, error) {
 	if err := pki.ValidApp(cfg.App); err != nil {
 		return nil, fmt.Errorf("%w: ClientConfig.App: %w", ErrConfig, err)
 	}
-	if cfg.Timeout < 0 || cfg.DialTimeout < 0 || cfg.MaxFrameSize < 0 {
-		return nil, fmt.Errorf("%w: negative Timeout, DialTimeout or MaxFrameSize", ErrConfig)
+	if cfg.Timeout < 0 || cfg.DialTimeout < 0 || cfg.TakeTimeout < 0 || cfg.MaxFrameSize < 0 {
+		return nil, fmt.Errorf("%w: negative Timeout, DialTimeout, TakeTimeout or MaxFrameSize", ErrConfig)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.TakeTimeout == 0 {
+		cfg.TakeTimeout = DefaultTakeTimeout
 	}
 	if cfg.MaxFrameSize == 0 {
 		cfg.MaxFrameSize = mesh.DefaultMaxFrameSize
@@ -122,7 +155,10 @@ func NewForwarder(cfg ClientConfig) (*Forwarder, error) {
 	}
 	tc := cfg.TLS.Clone()
 	tc.MinVersion = max(tc.MinVersion, tls.VersionTLS13)
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Forwarder{
+		ctx:     ctx,
+		cancel:  cancel,
 		cfg:     cfg,
 		tls:     tc,
 		log:     cfg.Logger.With("component", "forwarder", "app", cfg.App),
@@ -138,11 +174,12 @@ func NewForwarder(cfg ClientConfig) (*Forwarder, error) {
 //
 // An error means d was not handed over and is untouched: the caller
 // delivers it itself. That happens when the sibling cannot be reached
-// (ErrUnavailable: dial timeout, refused TLS, backoff after a failed dial,
-// connection lost before the sibling answered), refuses it (*RefusedError:
-// not registered there, too many in flight, shutting down), or did not take
-// it within Timeout; and when the Forwarder is closed (ErrClosed) or the
-// message does not fit in a frame.
+// (ErrUnavailable: dial timeout, refused TLS, connection lost or silent
+// for TakeTimeout before the sibling answered; with ErrSiblingDown too
+// when its breaker is open, which fails at once), refuses it
+// (*RefusedError: not registered there, too many in flight, shutting
+// down), or did not take it within Timeout; and when the Forwarder is
+// closed (ErrClosed) or the message does not fit in a frame.
 //
 // nil means the Forwarder owns d and settles it exactly once: d.Ack or
 // d.Nack(delay) when the sibling reports its app's answer; d.Nack(0) (and
@@ -175,6 +212,7 @@ func (f *Forwarder) Forward(ctx context.Context, sibling, group, topic string, d
 	}
 	m := toWire(group, topic, d)
 	m.DeliveryID = id
+	c.asking()
 	if err := writeFrame(c.w, f.cfg.MaxFrameSize, mesh.KindDeliver, 0, id, &m); err != nil {
 		if errors.Is(err, mesh.ErrFrameTooLarge) {
 			c.forget(id)
@@ -244,6 +282,7 @@ func (f *Forwarder) own(n int) {
 // handed back to the broker (Nack 0). Later Forwards fail with ErrClosed.
 // It waits for the Forwarder's goroutines. Safe to call more than once.
 func (f *Forwarder) Close() error {
+	f.cancel()
 	f.mu.Lock()
 	f.closed = true
 	var conns []*clientConn
@@ -263,17 +302,38 @@ func (f *Forwarder) Close() error {
 	return nil
 }
 
-// peer is one sibling address: its connection, or the state of dialing it.
+// peer is one sibling address: its connection, or the state of dialing it,
+// and its circuit breaker.
 type peer struct {
 	addr string
 
 	mu      sync.Mutex
 	c       *clientConn   // the live connection, nil if none
 	dialing chan struct{} // closed when the dial in progress ends; nil if none
-	lastErr error         // why the last dial failed
-	retryAt time.Time     // no dial before this after a failure
+	// The breaker: down from a failure until a dial succeeds. While down,
+	// Forward is refused before retryAt; after it, one probe dials in the
+	// background (dialing set) and Forward is still refused.
+	down    bool
+	lastErr error     // why it is down
+	retryAt time.Time // no dial before this while down
 	backoff time.Duration
 	removed bool // dropped from Forwarder.peers; look it up again
+}
+
+// trip opens p's breaker after a failed dial, or after connection c died
+// (upSince: when c was connected; zero for a dial) for reason, and returns
+// the backoff. A connection that stayed up for backoffMax starts the
+// backoff over; a sibling that fails again soon waits twice as long, so a
+// flapping sibling is not redialled faster and faster. p.mu must be held.
+func (p *peer) trip(reason error, upSince time.Time) time.Duration {
+	if !upSince.IsZero() && time.Since(upSince) >= backoffMax {
+		p.backoff = 0
+	}
+	p.down = true
+	p.lastErr = reason
+	p.backoff = min(max(2*p.backoff, backoffMin), backoffMax)
+	p.retryAt = time.Now().Add(p.backoff)
+	return p.backoff
 }
 
 // conn returns a live connection to addr, dialing if needed.
@@ -301,6 +361,10 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 			c.lastUsed = time.Now()
 			p.mu.Unlock()
 			return c, nil
+		case p.down && p.dialing != nil:
+			err := fmt.Errorf("%w: %w: %s: probing it; down since: %w", ErrUnavailable, ErrSiblingDown, addr, p.lastErr)
+			p.mu.Unlock()
+			return nil, err
 		case p.dialing != nil:
 			ch := p.dialing
 			p.mu.Unlock()
@@ -310,56 +374,80 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 			case <-ctx.Done():
 				return nil, fmt.Errorf("%w: %s: waiting for the connection: %w", ErrUnavailable, addr, ctx.Err())
 			}
-		case time.Now().Before(p.retryAt):
-			err := fmt.Errorf("%w: %s: redialing in %v; last attempt: %w", ErrUnavailable, addr, time.Until(p.retryAt).Round(time.Millisecond), p.lastErr)
+		case p.down && time.Now().Before(p.retryAt):
+			err := fmt.Errorf("%w: %w: %s: probing it in %v; down since: %w", ErrUnavailable, ErrSiblingDown, addr, time.Until(p.retryAt).Round(time.Millisecond), p.lastErr)
 			p.mu.Unlock()
 			return nil, err
 		}
 		ch := make(chan struct{})
 		p.dialing = ch
+		probe, lastErr := p.down, p.lastErr
 		p.mu.Unlock()
 
-		c, err := f.dial(ctx, p)
-
-		f.mu.Lock()
-		closed := f.closed
-		p.mu.Lock()
-		p.dialing = nil
-		close(ch)
-		switch {
-		case err == nil && closed:
-			p.mu.Unlock()
-			f.mu.Unlock()
-			_ = c.conn.Close()
-			return nil, ErrClosed
-		case err != nil:
-			if ctx.Err() == nil { // the caller's ctx is no reason to back off
-				p.lastErr = err
-				p.backoff = min(max(2*p.backoff, backoffMin), backoffMax)
-				p.retryAt = time.Now().Add(p.backoff)
+		if probe {
+			// Half-open: one dial in the background; nobody waits for it.
+			err := fmt.Errorf("%w: %w: %s: probing it; down since: %w", ErrUnavailable, ErrSiblingDown, addr, lastErr)
+			if !f.routines.Go(func() { _, _ = f.dialed(f.ctx, p, ch) }) {
+				p.mu.Lock()
+				p.dialing = nil
+				close(ch)
+				p.mu.Unlock()
+				return nil, ErrClosed
 			}
-			backoff := p.backoff
-			p.mu.Unlock()
-			f.mu.Unlock()
-			f.log.Warn("cannot reach sibling", "sibling", addr, "err", err, "backoff", backoff)
-			return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, addr, err)
+			return nil, err
 		}
-		p.backoff = 0
-		p.lastErr = nil
-		c.lastUsed = time.Now()
-		p.c = c
-		// Started under f.mu, so Close either sees this connection in p.c
-		// or had stopped f.routines before (then Go refuses).
-		ok := f.routines.Go(c.readLoop) && f.routines.Go(c.tick)
+		return f.dialed(ctx, p, ch)
+	}
+}
+
+// dialed dials p (the caller set p.dialing to ch) and records the outcome:
+// the connection, or the breaker opened.
+func (f *Forwarder) dialed(ctx context.Context, p *peer, ch chan struct{}) (*clientConn, error) {
+	c, err := f.dial(ctx, p)
+
+	f.mu.Lock()
+	closed := f.closed
+	p.mu.Lock()
+	p.dialing = nil
+	close(ch)
+	switch {
+	case err == nil && closed:
 		p.mu.Unlock()
 		f.mu.Unlock()
-		if !ok {
-			c.fail(ErrClosed)
-			return nil, ErrClosed
+		_ = c.conn.Close()
+		return nil, ErrClosed
+	case err != nil:
+		backoff := p.backoff
+		if ctx.Err() == nil { // the caller's ctx is no reason to back off
+			backoff = p.trip(err, time.Time{})
 		}
-		f.log.Info("connected to sibling", "sibling", addr)
-		return c, nil
+		p.mu.Unlock()
+		f.mu.Unlock()
+		if !closed {
+			f.log.Warn("cannot reach sibling; refusing it until the backoff passes", "sibling", p.addr, "err", err, "backoff", backoff)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, p.addr, err)
 	}
+	wasDown := p.down
+	p.down = false
+	p.lastErr = nil
+	c.lastUsed = time.Now()
+	p.c = c
+	// Started under f.mu, so Close either sees this connection in p.c
+	// or had stopped f.routines before (then Go refuses).
+	ok := f.routines.Go(c.readLoop) && f.routines.Go(c.tick)
+	p.mu.Unlock()
+	f.mu.Unlock()
+	if !ok {
+		c.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	if wasDown {
+		f.log.Info("sibling is back: probe connected", "sibling", p.addr)
+	} else {
+		f.log.Info("connected to sibling", "sibling", p.addr)
+	}
+	return c, nil
 }
 
 // dial connects to p, authenticates both ways and says HELLO.
@@ -385,6 +473,8 @@ func (f *Forwarder) dial(ctx context.Context, p *peer) (*clientConn, error) {
 	c := &clientConn{
 		f:       f,
 		p:       p,
+		raw:     raw,
+		born:    time.Now(),
 		conn:    tc,
 		rd:      mesh.NewReader(tc, f.cfg.MaxFrameSize),
 		w:       core.NewWriter(tc, writeTimeout),
@@ -443,6 +533,8 @@ type entry struct {
 type clientConn struct {
 	f    *Forwarder
 	p    *peer
+	raw  net.Conn // under conn: to drop unsent bytes when it went silent
+	born time.Time
 	conn *tls.Conn
 	rd   *mesh.Reader
 	w    *core.Writer
@@ -451,6 +543,13 @@ type clientConn struct {
 	done chan struct{} // closed by fail
 
 	lastUsed time.Time // guarded by p.mu
+
+	// Silence detection, in c.clock units: lastRecv is when the last frame
+	// from the sibling arrived; askedAt is when a request (DELIVER or
+	// HEARTBEAT) was sent with nothing heard since: it is reset by the
+	// first request after a frame arrived (see asking).
+	lastRecv atomic.Int64
+	askedAt  atomic.Int64
 
 	mu      sync.Mutex
 	pending map[uint64]*entry
@@ -500,8 +599,39 @@ func (c *clientConn) readLoop() {
 			c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
 			return
 		}
+		c.lastRecv.Store(c.clock(time.Now()))
 		c.handle(fr)
 	}
+}
+
+// clock is t on the connection's monotonic clock: nanoseconds since it was
+// dialled, plus one so that zero means "never".
+func (c *clientConn) clock(t time.Time) int64 { return int64(t.Sub(c.born)) + 1 }
+
+// asking notes that a request is about to be sent. Call it before the
+// write, so that an answer cannot arrive before it is noted. If a request
+// is already waiting with nothing heard since, the earlier one counts.
+func (c *clientConn) asking() {
+	now := c.clock(time.Now())
+	for {
+		at := c.askedAt.Load()
+		if at != 0 && at > c.lastRecv.Load() {
+			return
+		}
+		if c.askedAt.CompareAndSwap(at, now) {
+			return
+		}
+	}
+}
+
+// silentFor reports how long the sibling has sent nothing since a request
+// was sent to it; zero if it answered since (or nothing was asked).
+func (c *clientConn) silentFor(now time.Time) time.Duration {
+	at := c.askedAt.Load()
+	if at == 0 || at <= c.lastRecv.Load() {
+		return 0
+	}
+	return time.Duration(c.clock(now) - at)
 }
 
 func (c *clientConn) handle(fr mesh.Frame) {
@@ -622,12 +752,31 @@ func (c *clientConn) handBack(e *entry, reason error) {
 // fail kills the connection once: entries still waiting for the sibling to
 // take them fail (their Forward returns ErrUnavailable, d untouched); taken
 // ones go back to the broker.
+//
+// Unless the Forwarder or idleness closed it (reason wraps ErrClosed), a
+// dead connection opens the sibling's breaker. A silent one (reason wraps
+// ErrSilent) is closed with linger 0: bytes still queued for the sibling
+// are dropped rather than delivered once the path is back, so DELIVERs
+// that Forward already gave back to its caller are not taken late.
 func (c *clientConn) fail(reason error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	var backoff time.Duration
 	c.p.mu.Lock()
 	if c.p.c == c {
 		c.p.c = nil
+		if !errors.Is(reason, ErrClosed) {
+			backoff = c.p.trip(reason, c.born)
+		}
 	}
 	c.p.mu.Unlock()
+	if backoff > 0 {
+		c.log.Warn("sibling marked down; refusing it until the backoff passes", "reason", reason, "backoff", backoff)
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -649,7 +798,14 @@ func (c *clientConn) fail(reason error) {
 		back = append(back, e)
 	}
 	c.mu.Unlock()
-	_ = c.conn.Close()
+	if errors.Is(reason, ErrSilent) {
+		if tc, ok := c.raw.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.raw.Close() // no close_notify: nothing more goes onto a cut path
+	} else {
+		_ = c.conn.Close()
+	}
 	c.f.own(-refused)
 	switch {
 	case len(back) > 0:
@@ -668,8 +824,14 @@ func (c *clientConn) fail(reason error) {
 
 // tick sends heartbeats, times out unanswered deliveries and closes the
 // connection when it has been idle for long.
+//
+// It also finds a silent sibling: one that sent nothing for TakeTimeout
+// after a request. While a delivery waits to be taken it sends a HEARTBEAT
+// every quarter of TakeTimeout, so a live sibling, which answers it at
+// once however slow its app is, is heard from in time.
 func (c *clientConn) tick() {
-	every := min(c.f.cfg.Timeout/4, time.Second, c.f.hbEvery)
+	take := c.f.cfg.TakeTimeout
+	every := min(c.f.cfg.Timeout/4, time.Second, c.f.hbEvery, take/10)
 	t := time.NewTicker(max(every, 5*time.Millisecond))
 	defer t.Stop()
 	lastHB := time.Now()
@@ -680,9 +842,14 @@ func (c *clientConn) tick() {
 		case <-t.C:
 		}
 		now := time.Now()
-		c.expire(now)
-		if now.Sub(lastHB) >= c.f.hbEvery {
+		if quiet := c.silentFor(now); quiet >= take {
+			c.fail(fmt.Errorf("%w: %w: nothing heard for %v after a request", ErrConnLost, ErrSilent, quiet.Round(time.Millisecond)))
+			return
+		}
+		untaken := c.expire(now)
+		if now.Sub(lastHB) >= c.f.hbEvery || (untaken > 0 && now.Sub(lastHB) >= take/4) {
 			lastHB = now
+			c.asking()
 			if err := writeFrame(c.w, c.f.cfg.MaxFrameSize, mesh.KindHeartbeat, 0, c.ids.Next(), nil); err != nil {
 				c.fail(fmt.Errorf("%w: heartbeat: %w", ErrConnLost, err))
 				return
@@ -697,13 +864,17 @@ func (c *clientConn) tick() {
 }
 
 // expire hands deliveries whose Timeout passed back to the broker; one
-// still waiting to be taken fails its Forward instead (d untouched).
-func (c *clientConn) expire(now time.Time) {
+// still waiting to be taken fails its Forward instead (d untouched). It
+// returns how many deliveries are still waiting to be taken.
+func (c *clientConn) expire(now time.Time) (untaken int) {
 	var back []*entry
 	failed := 0
 	c.mu.Lock()
 	for id, e := range c.pending {
 		if now.Before(e.deadline) {
+			if !e.accepted {
+				untaken++
+			}
 			continue
 		}
 		delete(c.pending, id)
@@ -723,6 +894,7 @@ func (c *clientConn) expire(now time.Time) {
 	for _, e := range back {
 		c.handBack(e, fmt.Errorf("%w after %v", ErrTimeout, c.f.cfg.Timeout))
 	}
+	return untaken
 }
 
 // idleFor reports whether the connection carried nothing for f.idle; if so

@@ -17,7 +17,11 @@
 //     first on the wire.
 //
 // Both sides answer HEARTBEAT requests; the forwarder sends them to find a
-// dead peer behind a silent connection.
+// dead peer behind a silent connection. A sibling that sends nothing for
+// ClientConfig.TakeTimeout after a DELIVER or HEARTBEAT is taken for
+// silently cut: what it has not taken fails over to the caller at once, and
+// its circuit breaker refuses it (ErrSiblingDown) until a background probe
+// reconnects (docs/forwarding.md §3.3, §3.4).
 //
 // Ownership of a delivery d passed to Forward: if Forward returns an error,
 // d is untouched and the caller must deliver it (locally). If it returns

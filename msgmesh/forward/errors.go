@@ -16,9 +16,22 @@ import (
 // ClientConfig.OnLost, for deliveries the sibling had taken.
 var (
 	// ErrUnavailable: the sibling could not be reached (dial, TLS handshake
-	// or HELLO failed, or it is in redial backoff after such a failure), or
-	// the connection broke before the sibling said it took the delivery.
+	// or HELLO failed, or its breaker is open after such a failure or a
+	// dead connection: then with ErrSiblingDown), or the connection broke
+	// or went silent (ErrSilent) before the sibling said it took the
+	// delivery.
 	ErrUnavailable = errors.New("forward: sibling unavailable")
+	// ErrSiblingDown: the sibling's circuit breaker is open after a failed
+	// dial or a dead or silent connection: Forward refuses it at once,
+	// without touching the network, until a background probe reconnects.
+	// Always wrapped together with ErrUnavailable.
+	ErrSiblingDown = errors.New("forward: sibling marked down")
+	// ErrSilent: the sibling sent nothing for ClientConfig.TakeTimeout
+	// after a request; its connection is taken for silently cut and
+	// closed. Wrapped with ErrUnavailable for deliveries it had not taken
+	// (Forward's error) and with ErrConnLost for the ones it had taken
+	// (OnLost).
+	ErrSilent = errors.New("forward: sibling silent")
 	// ErrRefused: the sibling answered ERROR: it cannot take the delivery
 	// (not registered there, too many in flight, shutting down). The
 	// *RefusedError carries the wire code.

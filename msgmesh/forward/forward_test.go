@@ -15,6 +15,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/netfault"
 )
 
 // Forward 1,000 deliveries: the sibling's app gets every one, intact, and
@@ -378,8 +379,8 @@ func TestSiblingDown(t *testing.T) {
 			t.Errorf("Forward took %v to fail", el)
 		}
 		err = f.Forward(ctxTimeout(t, 5*time.Second), addr, "g", "t", d)
-		if !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("second Forward = %v, want ErrUnavailable (backoff)", err)
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrSiblingDown) {
+			t.Fatalf("second Forward = %v, want ErrUnavailable and ErrSiblingDown (breaker open)", err)
 		}
 		d.untouched(t)
 	})
@@ -535,82 +536,27 @@ func TestSilentSiblingFoundByHeartbeat(t *testing.T) {
 	f := newForwarder(t, p)
 	f.hbEvery, f.dead = 20*time.Millisecond, 300*time.Millisecond
 	d := newDelivery(1, nil)
-	if err := f.Forward(ctxTimeout(t, 5*time.Second), r.addr, "g", "t", d); err != nil {
+	if err := f.Forward(ctxTimeout(t, 5*time.Second), r.Addr(), "g", "t", d); err != nil {
 		t.Fatal(err)
 	}
 	recvWithin(t, app.got, 5*time.Second, "the delivery")
-	r.freeze()
+	r.Cut()
 	recvWithin(t, d.settled, 5*time.Second, "the hand-back after the partition")
 	if a, n, _ := d.counts(); a != 0 || n != 1 {
 		t.Errorf("%d acks, %d nacks; want one Nack(0)", a, n)
 	}
 }
 
-// relay is a TCP relay that can freeze: stop passing bytes without
-// closing anything, as a network partition does.
-type relay struct {
-	addr   string
-	frozen chan struct{}
-	once   sync.Once
-}
-
-func startRelay(t *testing.T, target string) *relay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startRelay runs a netfault.Relay to target for the test.
+func startRelay(t testing.TB, target string) *netfault.Relay {
+	t.Helper()
+	r, err := netfault.NewRelay(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case <-r.frozen:
-				continue // swallow
-			default:
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-	}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, u)
-			mu.Unlock()
-			wg.Go(func() { pipe(u, c) })
-			wg.Go(func() { pipe(c, u) })
-		}
-	})
+	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
-
-func (r *relay) freeze() { r.once.Do(func() { close(r.frozen) }) }
 
 // Forward's ctx ending while the sibling is still taking the delivery hands
 // it off: Forward returns nil and the Forwarder settles it.

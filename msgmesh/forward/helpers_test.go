@@ -302,7 +302,10 @@ func (s *sibling) kill(tb testing.TB) {
 
 func newForwarder(tb testing.TB, p *testPKI, tweak ...func(*ClientConfig)) *Forwarder {
 	tb.Helper()
-	cfg := ClientConfig{TLS: p.clientTLS(tb, "orders"), App: "orders", Name: "test-forwarder", Logger: testLogger()}
+	// A take timeout well above what a loaded CI machine can stall a
+	// loopback sibling for: only the tests of silence shorten it.
+	cfg := ClientConfig{TLS: p.clientTLS(tb, "orders"), App: "orders", Name: "test-forwarder", Logger: testLogger(),
+		TakeTimeout: scaled(2 * time.Second)}
 	for _, f := range tweak {
 		f(&cfg)
 	}
