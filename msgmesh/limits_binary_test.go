@@ -2,13 +2,13 @@ package msgmesh_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +18,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/internal/procstat"
 	"github.com/msgmesh/msgmesh/internal/slowclient"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
@@ -119,23 +120,17 @@ func dialWhenFree(t *testing.T, addr string, opts ...client.Option) *client.Clie
 }
 
 // procStats reads a process's resident memory and open file descriptors
-// from /proc.
+// (procstat; the test skips where there is no /proc).
 func procStats(t testing.TB, pid int) (rssKiB, fds int) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procstat.Read(pid)
+	if errors.Is(err, procstat.ErrUnsupported) {
+		t.Skip("no /proc on this system")
+	}
 	if err != nil {
-		t.Fatalf("reading /proc: %v", err)
+		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-		}
-	}
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatalf("reading /proc: %v", err)
-	}
-	return rssKiB, len(ents)
+	return st.RSSKiB, st.FDs
 }
 
 // latencies records publish latencies.

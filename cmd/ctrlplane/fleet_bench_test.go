@@ -1,12 +1,9 @@
 package main_test
 
 import (
-	"bufio"
+	"errors"
 	"flag"
-	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +13,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store/etcdtest"
+	"github.com/msgmesh/msgmesh/internal/procstat"
 )
 
 var fleetWatchers = flag.Int("fleet.watchers", 1000, "BenchmarkFleet: sidecars watching the control plane")
@@ -216,52 +214,31 @@ func percentiles(d []time.Duration) (p50, p99, maxd time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// cpuTime is the user plus system CPU time of the processes so far, from
-// /proc/<pid>/stat (Linux; the benchmark skips elsewhere).
+// cpuTime is the user plus system CPU time of the processes so far.
 func cpuTime(b *testing.B, procs []*proc) time.Duration {
 	var total time.Duration
 	for _, p := range procs {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-		if err != nil {
-			b.Skipf("needs /proc: %v", err)
-		}
-		// Fields after the command name, which is in parentheses and
-		// may hold spaces: state is field 3, utime 14, stime 15.
-		rest := string(raw[strings.LastIndexByte(string(raw), ')')+2:])
-		f := strings.Fields(rest)
-		ut, err1 := strconv.ParseInt(f[11], 10, 64)
-		st, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			b.Fatalf("parsing /proc/%d/stat: %q", p.cmd.Process.Pid, raw)
-		}
-		total += time.Duration(ut+st) * time.Second / clockTicks
+		total += readStat(b, p).CPU
 	}
 	return total
 }
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
-// Linux architecture Go supports.
-const clockTicks = 100
-
-// rssKiB is the resident set size of the processes, from /proc/<pid>/status.
+// rssKiB is the resident set size of the processes.
 func rssKiB(b *testing.B, procs []*proc) int64 {
 	var total int64
 	for _, p := range procs {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-		if err != nil {
-			b.Skipf("needs /proc: %v", err)
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-				if err != nil {
-					b.Fatalf("VmRSS %q: %v", v, err)
-				}
-				total += kb
-			}
-		}
-		f.Close()
+		total += int64(readStat(b, p).RSSKiB)
 	}
 	return total
+}
+
+func readStat(b *testing.B, p *proc) procstat.Stat {
+	st, err := procstat.Read(p.cmd.Process.Pid)
+	if errors.Is(err, procstat.ErrUnsupported) {
+		b.Skip("needs /proc")
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
 }
