@@ -20,6 +20,16 @@ import (
 // cache. Only the parts shared by every reader are cached; each request
 // still checks its own credential against the cached app record
 // (appRecord.credentialsFor).
+//
+// One case the key cannot cover: a write whose watch event has not reached
+// the hub yet (the store's watch is asynchronous; on etcd it lags the
+// write). A read shared under the old channels may predate that write, so
+// a request that arrives after the write must not be *answered* with it:
+// serveConfig reads afresh for a plain GET, and for a long poll's first
+// read when the shared one would be the answer. Parking on a shared read
+// is safe either way (the lagging event wakes the poll), and so is
+// answering a woken poll with a read shared under the channels it took
+// after waking.
 type configCache struct {
 	mu   sync.Mutex
 	apps map[string]*configRead
@@ -37,8 +47,18 @@ type configRead struct {
 
 // cachedAppConfig returns app's config for who, read under the hub channels appCh and
 // allCh (just returned by hub.wait), sharing a read under the same
-// channels when there is one.
-func (s *Server) cachedAppConfig(ctx context.Context, app string, who principal, appCh, allCh <-chan struct{}) (api.AppConfig, error) {
+// channels when there is one, unless fresh asks for a read of its own.
+// shared says whether the config comes from a read another request
+// started.
+func (s *Server) cachedAppConfig(ctx context.Context, app string, who principal, appCh, allCh <-chan struct{}, fresh bool) (cfg api.AppConfig, shared bool, err error) {
+	if fresh {
+		rd := &configRead{}
+		if rd.cfg, rd.rec, rd.err = s.sharedAppConfig(ctx, app); rd.err != nil {
+			return api.AppConfig{}, false, rd.err
+		}
+		cfg, err = s.withCredentials(rd, who)
+		return cfg, false, err
+	}
 	c := &s.configs
 	c.mu.Lock()
 	if c.apps == nil {
@@ -50,10 +70,11 @@ func (s *Server) cachedAppConfig(ctx context.Context, app string, who principal,
 		select {
 		case <-rd.done:
 		case <-ctx.Done():
-			return api.AppConfig{}, ctx.Err()
+			return api.AppConfig{}, false, ctx.Err()
 		}
 		if rd.err == nil {
-			return s.withCredentials(rd, who)
+			cfg, err = s.withCredentials(rd, who)
+			return cfg, true, err
 		}
 		// The shared read failed (its request may have gone away):
 		// read for this request alone.
@@ -66,9 +87,10 @@ func (s *Server) cachedAppConfig(ctx context.Context, app string, who principal,
 	rd.cfg, rd.rec, rd.err = s.sharedAppConfig(ctx, app)
 	close(rd.done)
 	if rd.err != nil {
-		return api.AppConfig{}, rd.err
+		return api.AppConfig{}, false, rd.err
 	}
-	return s.withCredentials(rd, who)
+	cfg, err = s.withCredentials(rd, who)
+	return cfg, false, err
 }
 
 // withCredentials is the shared read's config with the fields that depend

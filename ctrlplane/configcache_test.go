@@ -8,6 +8,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/ctrlplane/store/etcdtest"
 )
 
 // countingStore is a real bbolt store that counts its Gets. It is not a
@@ -67,5 +68,36 @@ func TestWokenPollsShareOneRead(t *testing.T) {
 	// the shared read is three Gets. Without sharing: 3 per poll, 120.
 	if n := st.gets.Load() - before; n > 12 {
 		t.Fatalf("%d store reads for one change seen by %d polls, want a shared read", n, polls)
+	}
+}
+
+// A config read right after a write shows the write, on etcd too, whose
+// watch (which feeds the hub that keys shared reads) lags behind writes:
+// plain GETs and new long polls that would answer never take a shared
+// read from before the request. Long polls are kept waiting so that
+// shared reads exist to be (wrongly) taken.
+func TestReadAfterWriteWithSharedReads(t *testing.T) {
+	c := startCP(t, openEtcd(t, etcdtest.Start(t)), "")
+	op := client(t, c.url, testToken)
+	cred := mustCreate(t, op, "orders", "10.0.0.1:7610")
+	sidecar := client(t, c.url, cred)
+	for w := range 40 {
+		weight := 1 + w%99
+		if _, err := op.SetWeight(t.Context(), "orders", "10.0.0.1:7610", weight); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := sidecar.Config(t.Context(), "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !weightIs("10.0.0.1:7610", weight)(cfg) {
+			t.Fatalf("change %d: a read right after setting weight %d shows %+v", w, weight, cfg.Instances)
+		}
+		// A new long poll from the version before: it must answer with
+		// the new config, not park on or answer with an older one.
+		got, changed, err := sidecar.PollConfig(t.Context(), "orders", cfg.Version-1, 10*time.Second)
+		if err != nil || !changed || !weightIs("10.0.0.1:7610", weight)(got) {
+			t.Fatalf("change %d: a poll after the version before answered %+v, %v, %v", w, got.Instances, changed, err)
+		}
 	}
 }

@@ -436,16 +436,23 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) error {
 	// app record of that read): one revoked while the poll waited must
 	// not be answered with the config, which holds the new credential for
 	// holders of the old one.
-	read := func(appCh, allCh <-chan struct{}) (api.AppConfig, error) {
+	read := func(appCh, allCh <-chan struct{}, fresh bool) (api.AppConfig, bool, error) {
 		ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 		defer cancel()
-		return s.cachedAppConfig(ctx, app, who, appCh, allCh)
+		return s.cachedAppConfig(ctx, app, who, appCh, allCh, fresh)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	for {
+	for first := true; ; first = false {
 		appCh, allCh := s.hub.wait(app)
-		cfg, err := read(appCh, allCh)
+		// A plain GET is answered from a read of its own, and so is a new
+		// long poll whose shared read would be the answer: a write made
+		// before the request may not have reached the hub yet
+		// (configcache.go). A woken poll may share.
+		cfg, shared, err := read(appCh, allCh, first && !poll)
+		if err == nil && first && shared && cfg.Version != after {
+			cfg, _, err = read(appCh, allCh, true)
+		}
 		if err != nil {
 			return err
 		}

@@ -302,14 +302,6 @@ func (s *session) answer(id uint64, err error) {
 	s.send(mesh.KindOK, mesh.FlagResponse, id, nil)
 }
 
-// appName is the app the connection acts as; "" before HELLO.
-func (s *session) appName() string {
-	if id := s.who.Load(); id != nil {
-		return id.app
-	}
-	return ""
-}
-
 // onHello binds the connection to one registered app, proven by its
 // secret when it has one (docs/protocol.md §5.1, §9). A refused HELLO
 // leaves the connection open and unbound.
