@@ -24,10 +24,11 @@ import (
 const (
 	// trafficWindow is how far back the samples of an instance go.
 	trafficWindow = 10 * time.Minute
-	// trafficStep is the sampling interval the page assumes: sidecars
-	// renew every LeaseTTL/3, 5 s by default. A report less than half of
-	// it after the previous one replaces that one, so a sidecar renewing
-	// fast cannot fill the ring with near-duplicates.
+	// trafficStep is the sampling interval the ring is sized for: sidecars
+	// renew every LeaseTTL/3, 5 s by default. Samples are kept at least
+	// half of it apart (record), so a sidecar renewing fast cannot fill
+	// the ring with near-duplicates; it only shortens what the ring
+	// covers, down to maxSamples × trafficStep/2.
 	trafficStep = 5 * time.Second
 	// maxSamples bounds an instance's ring: a window of 5 s samples and
 	// a few more. With samples of about 130 bytes, an instance costs at
@@ -78,7 +79,10 @@ func (b *trafficBook) record(app, id string, r *api.TrafficReport, now time.Time
 		ins[id] = it
 	}
 	s := trafficSample{at: now, boot: r.Boot, c: r.Counters, inFlight: r.InFlight}
-	if n := len(it.samples); n > 0 && now.Sub(it.samples[n-1].at) < trafficStep/2 {
+	// The newest sample stays open (a new report replaces it) until it is
+	// half a step after the one before: samples are at least that far
+	// apart, but for the newest, however often a sidecar renews.
+	if n := len(it.samples); n > 1 && now.Sub(it.samples[n-2].at) < trafficStep/2 {
 		it.samples[n-1] = s
 	} else {
 		it.samples = append(it.samples, s)

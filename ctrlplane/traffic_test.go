@@ -105,18 +105,25 @@ func TestTrafficReports(t *testing.T) {
 	if n := len(in.Series); n != 3 || !near(in.Series[2].Rates.FromBroker, 2) || !near(in.Series[2].Rates.KeptShare, 1) {
 		t.Fatalf("the interval across a restart: %+v", in.Series)
 	}
-	// A report a second later replaces the newest sample.
+	// Reports a second apart: the first is a new sample, the next
+	// replaces it (it is less than half a step after the one before).
 	clk.Add(time.Second)
 	report("boot-2", api.TrafficCounters{FromBroker: 22, Delivered: 22}, 0)
 	in, _ = traffic()
-	if n := len(in.Series); n != 3 || !near(in.Series[2].Rates.FromBroker, 22.0/6) || in.Totals.FromBroker != 22 {
+	if n := len(in.Series); n != 4 || !near(in.Series[3].Rates.FromBroker, 12) {
 		t.Fatalf("after a report 1 s later: %+v", in.Series)
+	}
+	clk.Add(time.Second)
+	report("boot-2", api.TrafficCounters{FromBroker: 26, Delivered: 26}, 0)
+	in, _ = traffic()
+	if n := len(in.Series); n != 4 || !near(in.Series[3].Rates.FromBroker, 8) || in.Totals.FromBroker != 26 {
+		t.Fatalf("after another report 1 s later: %+v", in.Series)
 	}
 	// An idle minute: the last minute's rates are zero, no broker
 	// delivery means no kept share.
 	for range 12 {
 		clk.Add(5 * time.Second)
-		report("boot-2", api.TrafficCounters{FromBroker: 22, Delivered: 22}, 0)
+		report("boot-2", api.TrafficCounters{FromBroker: 26, Delivered: 26}, 0)
 	}
 	in, _ = traffic()
 	if lm := in.LastMinute; lm == nil || lm.FromBroker != 0 || lm.KeptShare != -1 || !near(lm.Seconds, 60) {
@@ -147,3 +154,35 @@ func TestTrafficReports(t *testing.T) {
 }
 
 const trafficWindow = 10 * time.Minute
+
+// TestTrafficRingBound: a sidecar that renews every 3 s for 15 minutes
+// leaves at most the ring's bound of samples (128: 127 intervals) at the
+// control plane, none older than the window, at least half a step (2.5 s)
+// apart.
+func TestTrafficRingBound(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := startBolt(t, leaseOpts(clk))
+	cred := mustCreate(t, client(t, c.url, testToken), "orders")
+	sc := client(t, c.url, cred)
+	for i := range 300 {
+		req := api.LeaseRequest{Addr: "10.0.0.1:7602", Traffic: &api.TrafficReport{Boot: "b", Counters: api.TrafficCounters{FromBroker: uint64(i)}}}
+		if _, err := sc.RenewLease(t.Context(), "orders", "", req); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(3 * time.Second)
+	}
+	tr, err := client(t, c.url, testToken).Traffic(t.Context(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tr.Instances[0].Series
+	if len(s) == 0 || len(s) > 127 {
+		t.Fatalf("%d points, want 1..127", len(s))
+	}
+	for _, p := range s {
+		if clk.Now().Sub(p.At) > trafficWindow+3*time.Second || p.Rates.Seconds < 2.5 || !near(p.Rates.FromBroker, 1.0/3) {
+			t.Fatalf("point %+v (now %s)", p, clk.Now())
+		}
+	}
+	t.Logf("%d points over %s", len(s), s[len(s)-1].At.Sub(s[0].At))
+}
