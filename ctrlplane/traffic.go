@@ -117,7 +117,7 @@ func (b *trafficBook) prune(now time.Time) {
 func (b *trafficBook) view(app string, ins []api.Instance, now time.Time) api.AppTraffic {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := api.AppTraffic{App: app, Window: trafficWindow.String(), Step: trafficStep.String(), Now: now,
+	out := api.AppTraffic{App: app, Window: trafficWindow.String(), WindowSeconds: trafficWindow.Seconds(), Step: trafficStep.String(), Now: now,
 		Instances: make([]api.InstanceTraffic, 0, len(ins))}
 	topics := map[string]*api.TopicView{}
 	for _, in := range ins {

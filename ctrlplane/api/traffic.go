@@ -123,11 +123,12 @@ type AppTraffic struct {
 	App string `json:"app"`
 	// Window is how far back Series go, Step the shortest interval
 	// between two samples, as Go durations.
-	Window    string            `json:"window"`
-	Step      string            `json:"step"`
-	Now       time.Time         `json:"now"`
-	Instances []InstanceTraffic `json:"instances"`
-	Topology  []TopicView       `json:"topology"`
+	Window        string            `json:"window"`
+	WindowSeconds float64           `json:"window_seconds"`
+	Step          string            `json:"step"`
+	Now           time.Time         `json:"now"`
+	Instances     []InstanceTraffic `json:"instances"`
+	Topology      []TopicView       `json:"topology"`
 }
 
 // InstanceTraffic is one instance's traffic. Instances that never sent
