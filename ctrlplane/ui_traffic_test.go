@@ -2,8 +2,8 @@ package ctrlplane_test
 
 import (
 	"context"
-	"math"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
