@@ -9,6 +9,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/scheduler"
@@ -60,24 +61,11 @@ type stats struct {
 }
 
 // Stats is a snapshot of the delivery counters, each counted since this
-// Sidecar was created.
+// Sidecar was created. The counters are api.TrafficCounters, the shape a
+// sidecar with --ctrlplane reports them in with its lease renewals
+// (docs/http-api.md, GET /v1/stats, lists what each counts).
 type Stats struct {
-	FromBroker   uint64 `json:"from_broker"`
-	Forwarded    uint64 `json:"forwarded"`
-	Fallbacks    uint64 `json:"forward_fallbacks"`
-	FromSiblings uint64 `json:"from_siblings"`
-	// Delivered counts deliveries sent to a local app connection (from
-	// the broker or from siblings); Acked, Nacked and TimedOut how they
-	// ended. A delivery handed back without a verdict (its connection
-	// closed) is in none of the three.
-	Delivered uint64 `json:"delivered"`
-	Acked     uint64 `json:"acked"`
-	Nacked    uint64 `json:"nacked"`
-	TimedOut  uint64 `json:"timed_out"`
-	// Errors counts settles the broker refused (the message comes again)
-	// and publishes that failed at the broker.
-	Errors    uint64 `json:"errors"`
-	Published uint64 `json:"published"`
+	api.TrafficCounters
 	// InFlight is the deliveries in flight now: sent to local apps or
 	// to siblings, not yet settled.
 	InFlight int `json:"in_flight"`
@@ -87,10 +75,10 @@ type Stats struct {
 
 // Stats returns the delivery counters since start.
 func (s *Sidecar) Stats() Stats {
-	st := Stats{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
+	st := Stats{TrafficCounters: api.TrafficCounters{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
 		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(),
 		Delivered: s.stats.delivered.Load(), Acked: s.stats.acked.Load(), Nacked: s.stats.nacked.Load(),
-		TimedOut: s.stats.timedOut.Load(), Errors: s.stats.errors.Load(), Published: s.stats.published.Load(),
+		TimedOut: s.stats.timedOut.Load(), Errors: s.stats.errors.Load(), Published: s.stats.published.Load()},
 		InFlight: s.InflightDeliveries(), Weight: -1}
 	if f := s.cfg.Forwarding; f != nil {
 		st.Weight = f.Scheduler.Weight()

@@ -2,12 +2,15 @@ package msgmesh_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 )
@@ -102,5 +105,42 @@ func TestTrafficReportsReachControlPlane(t *testing.T) {
 	if tv.Cluster != "nats" || !slices.Equal(tv.Producers, []string{"orders"}) ||
 		!slices.Equal(tv.Consumers, []api.ConsumerView{{App: "orders", Group: "g1"}}) || len(tv.Instances) != 2 {
 		t.Fatalf("topic %s: %+v", topic, tv)
+	}
+}
+
+// TestStatsCounters: the counters a sidecar reports to the control plane
+// count what happened. Two messages, one nacked once: 2 published, 3
+// taken from the broker and delivered, 2 acked, 1 nacked, nothing in
+// flight at the end, no error.
+func TestStatsCounters(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	if _, err := e.dial().Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		mu.Lock()
+		seen[string(d.Body)]++
+		n := seen[string(d.Body)]
+		mu.Unlock()
+		if string(d.Body) == "flaky" && n == 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pub := e.dial()
+	for _, body := range []string{"flaky", "fine"} {
+		if _, err := pub.Publish(context.Background(), &client.Message{Topic: topic, Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 60*time.Second, "two acks, one nack, nothing in flight", func() bool {
+		st := e.sc.Stats()
+		return st.Acked == 2 && st.Nacked == 1 && st.InFlight == 0
+	})
+	st := e.sc.Stats()
+	if st.Published != 2 || st.FromBroker != 3 || st.Delivered != 3 || st.Kept() != 3 || st.Errors != 0 || st.TimedOut != 0 || st.Forwarded != 0 {
+		t.Fatalf("counters: %+v", st)
 	}
 }

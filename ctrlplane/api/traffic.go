@@ -28,16 +28,23 @@ type TrafficReport struct {
 // docs/http-api.md, GET /v1/stats). Kept, the broker deliveries this
 // sidecar delivered itself, is FromBroker minus Forwarded.
 type TrafficCounters struct {
-	FromBroker   uint64 `json:"from_broker"`
-	Forwarded    uint64 `json:"forwarded"`
-	Fallbacks    uint64 `json:"forward_fallbacks"`
-	FromSiblings uint64 `json:"from_siblings"`
-	Delivered    uint64 `json:"delivered"`
-	Acked        uint64 `json:"acked"`
-	Nacked       uint64 `json:"nacked"`
-	TimedOut     uint64 `json:"timed_out"`
-	Errors       uint64 `json:"errors"`
-	Published    uint64 `json:"published"`
+	FromBroker   uint64 `json:"from_broker"`       // deliveries taken from the broker
+	Forwarded    uint64 `json:"forwarded"`         // of those, taken by a sibling
+	Fallbacks    uint64 `json:"forward_fallbacks"` // forward attempts a sibling refused or missed
+	FromSiblings uint64 `json:"from_siblings"`     // deliveries taken from siblings
+	// Delivered counts deliveries sent to a local app connection (from
+	// the broker or from siblings); Acked, Nacked and TimedOut how they
+	// ended. A delivery handed back without a verdict (its connection
+	// closed) is in none of the three.
+	Delivered uint64 `json:"delivered"`
+	Acked     uint64 `json:"acked"`
+	Nacked    uint64 `json:"nacked"`
+	TimedOut  uint64 `json:"timed_out"`
+	// Errors counts settles the broker refused (the message comes again)
+	// and publishes that failed at the broker; Published the publishes
+	// the broker acknowledged.
+	Errors    uint64 `json:"errors"`
+	Published uint64 `json:"published"`
 }
 
 // Kept is the broker deliveries the sidecar did not forward.

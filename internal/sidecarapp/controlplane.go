@@ -414,9 +414,7 @@ func (cp *controlPlane) trafficReport() *api.TrafficReport {
 		return nil
 	}
 	st := sc.Stats()
-	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: api.TrafficCounters{
-		FromBroker: st.FromBroker, Forwarded: st.Forwarded, Fallbacks: st.Fallbacks, FromSiblings: st.FromSiblings,
-		Delivered: st.Delivered, Acked: st.Acked, Nacked: st.Nacked, TimedOut: st.TimedOut, Errors: st.Errors, Published: st.Published}}
+	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters}
 	regs, err := sc.Registrations()
 	if err != nil {
 		cp.log.Warn("listing the registrations for the traffic report failed; sending the counters only", "err", err)
