@@ -141,7 +141,7 @@ function shareCell(app, inst, t) {
   const td = el("td", { class: "share", "data-app": app, "data-id": inst.id });
   const lm = t && t.last_minute;
   if (!lm) {
-    td.append(el("small", {}, t && t.last_report ? "waiting for a second report" : "no reports"));
+    td.append(el("small", {}, t && t.last_report ? "no reports in the last minute" : "no reports"));
     return td;
   }
   if (lm.kept_share < 0) {
