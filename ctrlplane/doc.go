@@ -28,7 +28,8 @@
 //	GET|PUT|DELETE /v1/apps/{app}/topology           the app's own topology (overrides the global one)
 //	GET    /v1/apps/{app}/config[?after=V[&wait=D]]  api.AppConfig; long poll with after
 //	POST   /v1/apps/{app}/certificate                sign a sidecar's forwarding key
-//	PUT    /v1/apps/{app}/lease                      a sidecar registers its instance / renews its lease (leases.go)
+//	PUT    /v1/apps/{app}/lease                      a sidecar registers its instance / renews its lease (leases.go), with its traffic report
+//	GET    /v1/apps/{app}/traffic                    recent traffic per instance and the reported topology (traffic.go, in memory only)
 //	GET    /v1/schema-policies                       topics' own validation policies {"topic":"warn"}
 //	GET|PUT|DELETE /v1/schema-policies/{topic}       one topic's policy, {"policy":"warn"}
 //	/subjects..., /schemas/ids/..., /config...,
@@ -101,9 +102,11 @@
 // # Concurrency
 //
 // Two goroutines per Server: hub.run drains the store watch, runSweeper
-// marks instances with lapsed leases offline every Options.LeaseSweep;
-// Shutdown stops both and waits. Locks: Server.mu guards the list of http.Servers;
-// hub.mu guards the hub's channels; caMu the forwarding CA. None is held
+// marks instances with lapsed leases offline every Options.LeaseSweep (and
+// forgets traffic samples older than their window); Shutdown stops both
+// and waits. Locks: Server.mu guards the list of http.Servers; hub.mu
+// guards the hub's channels; caMu the forwarding CA; trafficBook.mu the
+// traffic samples. None is held
 // while another is taken, nor across I/O (caMu is held across the CA's
 // first load). The schema Registry has its own lock and calls OnChange
 // with it released. LongPolls is an atomic counter.

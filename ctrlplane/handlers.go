@@ -30,6 +30,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/apps/{app}/instances", s.operator(s.handlePutInstance))
 	mux.Handle("DELETE /v1/apps/{app}/instances/{id}", s.operator(s.handleRemoveInstance))
 	mux.Handle("PUT /v1/apps/{app}/instances/{id}/weight", s.operator(s.handleSetWeight))
+	mux.Handle("GET /v1/apps/{app}/traffic", s.operator(s.handleTraffic))
 	mux.Handle("GET /v1/apps/{app}/topology", s.operator(s.handleGetAppTopology))
 	mux.Handle("PUT /v1/apps/{app}/topology", s.operator(s.handlePutAppTopology))
 	mux.Handle("DELETE /v1/apps/{app}/topology", s.operator(s.handleDeleteAppTopology))

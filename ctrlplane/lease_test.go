@@ -104,10 +104,14 @@ func testSelfRegistration(t *testing.T, c *cp, clk *clock) {
 	if _, err := op.SetWeight(ctx, "orders", addr, 30); err != nil {
 		t.Fatal(err)
 	}
-	before, err := sc.Config(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A config read shares the read of the last change the store watch
+	// delivered (configcache.go): on etcd the watch may not have brought
+	// the weight yet, so wait until the read shows it.
+	var before api.AppConfig
+	waitUntil(t, 10*time.Second, "the config to show weight 30", func() bool {
+		before, err = sc.Config(ctx, "orders")
+		return err == nil && weightIs(addr, 30)(before)
+	})
 	for range 3 {
 		clk.Add(leaseTTL / 3)
 		if l, err = sc.RenewLease(ctx, "orders", "", reg); err != nil {

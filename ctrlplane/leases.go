@@ -339,6 +339,7 @@ func (s *Server) runSweeper() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.StoreTimeout)
 		err := s.sweepLeases(ctx)
 		cancel()
+		s.traffic.prune(s.now())
 		s.sweeps.Add(1)
 		if err != nil && s.ctx.Err() == nil {
 			s.log.Warn("sweeping instance leases failed; retrying", "err", err)
@@ -356,6 +357,9 @@ func (s *Server) handleLease(ctx context.Context, w http.ResponseWriter, r *http
 	l, err := s.renewLease(ctx, app, req)
 	if err != nil {
 		return err
+	}
+	if req.Traffic != nil {
+		s.traffic.record(app, l.InstanceID, req.Traffic, s.now())
 	}
 	status := http.StatusOK
 	if l.Created {

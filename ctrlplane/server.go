@@ -117,6 +117,7 @@ type Server struct {
 	hub   *hub
 	// configs shares config reads between the long polls a change wakes.
 	configs configCache
+	traffic *trafficBook // the sidecars' traffic reports, in memory (traffic.go)
 
 	ctx      context.Context // cancelled by Shutdown: stops the store watch
 	cancel   context.CancelFunc
@@ -194,6 +195,7 @@ func New(opts Options) (*Server, error) {
 		store:    opts.Store,
 		log:      opts.Log,
 		hub:      newHub(),
+		traffic:  newTrafficBook(),
 		ctx:      ctx,
 		cancel:   cancel,
 		stopping: make(chan struct{}),

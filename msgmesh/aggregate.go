@@ -11,6 +11,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -155,6 +156,14 @@ func (s *Sidecar) knownSeries(snap *snapshot) {
 func (s *Sidecar) clusterOf(topic string) string {
 	return topology.Resolve(s.cfg.Routes, s.cfg.DefaultCluster, topic)
 }
+
+// ClusterOf names the broker cluster topic lives on, by the routes this
+// Sidecar was configured with.
+func (s *Sidecar) ClusterOf(topic string) string { return s.clusterOf(topic) }
+
+// Registrations returns the stored registrations (GET /v1/registrations),
+// sorted by app.
+func (s *Sidecar) Registrations() ([]registry.Registration, error) { return s.store.List() }
 
 // startUpstream must be called with reconcileMu held.
 func (s *Sidecar) startUpstream(ctx context.Context, k upstreamKey) error {

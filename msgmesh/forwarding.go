@@ -10,6 +10,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/scheduler"
@@ -43,28 +44,43 @@ type Forwarding struct {
 	SiblingWait time.Duration
 }
 
-// stats are the sidecar's delivery counters (GET /v1/stats).
+// stats are the sidecar's delivery counters (GET /v1/stats, and the
+// traffic reports a sidecar with --ctrlplane sends with its lease).
+// Plain atomics rather than reads of the OpenTelemetry instruments: those
+// are per topic and group and cannot be read back cheaply.
 type stats struct {
 	fromBroker   atomic.Uint64 // deliveries taken from upstream consumers
 	forwarded    atomic.Uint64 // of those, taken by a sibling
 	fallbacks    atomic.Uint64 // forward attempts a sibling refused or missed
 	fromSiblings atomic.Uint64 // deliveries taken from siblings
+	delivered    atomic.Uint64 // deliveries sent to a local app connection
+	acked        atomic.Uint64 // of those, acked by the app
+	nacked       atomic.Uint64 // nacked (or answered ERROR) by the app
+	timedOut     atomic.Uint64 // not answered within the delivery timeout
+	errors       atomic.Uint64 // acks/nacks the broker failed to take, and failed publishes
+	published    atomic.Uint64 // publishes the broker acknowledged
 }
 
-// Stats is a snapshot of the delivery counters.
+// Stats is a snapshot of the delivery counters, each counted since this
+// Sidecar was created. The counters are api.TrafficCounters, the shape a
+// sidecar with --ctrlplane reports them in with its lease renewals
+// (docs/http-api.md, GET /v1/stats, lists what each counts).
 type Stats struct {
-	FromBroker   uint64 `json:"from_broker"`
-	Forwarded    uint64 `json:"forwarded"`
-	Fallbacks    uint64 `json:"forward_fallbacks"`
-	FromSiblings uint64 `json:"from_siblings"`
+	api.TrafficCounters
+	// InFlight is the deliveries in flight now: sent to local apps or
+	// to siblings, not yet settled.
+	InFlight int `json:"in_flight"`
 	// Weight is this node's weight as last pushed; -1 without forwarding.
 	Weight int `json:"weight"`
 }
 
 // Stats returns the delivery counters since start.
 func (s *Sidecar) Stats() Stats {
-	st := Stats{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
-		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(), Weight: -1}
+	st := Stats{TrafficCounters: api.TrafficCounters{FromBroker: s.stats.fromBroker.Load(), Forwarded: s.stats.forwarded.Load(),
+		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(),
+		Delivered: s.stats.delivered.Load(), Acked: s.stats.acked.Load(), Nacked: s.stats.nacked.Load(),
+		TimedOut: s.stats.timedOut.Load(), Errors: s.stats.errors.Load(), Published: s.stats.published.Load()},
+		InFlight: s.InflightDeliveries(), Weight: -1}
 	if f := s.cfg.Forwarding; f != nil {
 		st.Weight = f.Scheduler.Weight()
 	}

@@ -87,6 +87,7 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 			br.Record(err)
 			if err != nil {
 				sc.metrics().BrokerError(ctx, cluster)
+				sc.stats.errors.Add(1)
 			}
 		}
 	}
@@ -95,5 +96,6 @@ func (sc *Sidecar) publish(ctx context.Context, b broker.Broker, m *broker.Messa
 	if err != nil {
 		return res, fmt.Errorf("msgmesh: publish to %q: %w", m.Topic, err)
 	}
+	sc.stats.published.Add(1)
 	return res, nil
 }

@@ -480,6 +480,7 @@ func (s *session) track(k routeKey, d broker.Delivery) (id uint64, td broker.Del
 	d = s.sc.cfg.Telemetry.Deliver(d, k.group)
 	id = s.ids.Next()
 	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout), x: x, passed: passed}
+	s.sc.stats.delivered.Add(1)
 	return id, d, true, false
 }
 
@@ -536,15 +537,19 @@ func (s *session) settleUpstream(inf inflight, a answer, delay time.Duration) {
 	ack := a == answerAck
 	switch a {
 	case answerAck:
+		s.sc.stats.acked.Add(1)
 		err = inf.d.Ack(ctx)
 	case answerNack:
+		s.sc.stats.nacked.Add(1)
 		err = s.sc.attemptFailed(ctx, inf.key, inf.d, mesh.DeadLetterNack, delay)
 	case answerTimeout:
+		s.sc.stats.timedOut.Add(1)
 		err = s.sc.attemptFailed(ctx, inf.key, inf.d, mesh.DeadLetterTimeout, 0)
 	default:
 		err = inf.d.Nack(ctx, 0)
 	}
 	if err != nil {
+		s.sc.stats.errors.Add(1)
 		// The broker redelivers after its ack wait: a duplicate, never a loss.
 		s.log.Warn("settling upstream failed", "group", inf.key.group, "topic", inf.key.topic, "ack", ack, "err", err)
 	}

@@ -233,6 +233,10 @@ type LeaseRequest struct {
 	// SidecarVersion is the sidecar's msgmesh version, at most
 	// MaxVersionLen bytes.
 	SidecarVersion string `json:"sidecar_version,omitempty"`
+	// Traffic is the sidecar's traffic report, kept in memory by the
+	// control plane replica that takes it (docs/ctrlplane.md, "Traffic
+	// reports"); nil: none. It never changes the app's config.
+	Traffic *TrafficReport `json:"traffic,omitempty"`
 }
 
 // MaxVersionLen bounds LeaseRequest.SidecarVersion, in bytes.

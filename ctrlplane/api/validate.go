@@ -194,6 +194,11 @@ func (r *LeaseRequest) Validate() error {
 			return Invalid("sidecar_version", "%q has a space or control character", r.SidecarVersion)
 		}
 	}
+	if r.Traffic != nil {
+		if err := r.Traffic.Validate(); err != nil {
+			return err
+		}
+	}
 	return ValidateLabels(r.Labels)
 }
 

@@ -288,6 +288,15 @@ func (c *Client) Instances(ctx context.Context, app string) ([]api.Instance, err
 	return out, err
 }
 
+// Traffic returns the recent traffic of app's instances and the topology
+// their sidecars reported (GET /v1/apps/{app}/traffic), as the replica
+// that answers saw it.
+func (c *Client) Traffic(ctx context.Context, app string) (api.AppTraffic, error) {
+	var out api.AppTraffic
+	_, err := c.call(ctx, http.MethodGet, appPath(app, "traffic"), nil, &out)
+	return out, err
+}
+
 // PutInstance adds an instance, or replaces the one with the same ID
 // (spec.ID, default spec.Addr). created says which.
 func (c *Client) PutInstance(ctx context.Context, app string, spec api.InstanceSpec) (in api.Instance, created bool, err error) {

@@ -2,11 +2,20 @@
 // The msgmesh control plane's web page: lists apps with their instances,
 // their weights and whether they are online (a sidecar renews their lease),
 // offline (the lease lapsed: not forwarded to) or static (added by hand,
-// never registered: online), and sets a weight. It uses the HTTP API with the operator
-// token typed into the form, kept in sessionStorage.
+// never registered: online), and sets a weight. Next to each weight it
+// shows what the weight did, from the traffic the sidecars report with
+// their leases (GET /v1/apps/{app}/traffic): the share of broker
+// deliveries kept versus forwarded over the last minute, and a sparkline
+// of deliveries per second over the last minutes (inline SVG, no chart
+// library). Per app, the topology the sidecars report: each topic, its
+// cluster, who produces to it and which groups consume it. It uses the
+// HTTP API with the operator token typed into the form, kept in
+// sessionStorage.
 
 const TOKEN_KEY = "msgmesh.ctrlplane.token";
 const REFRESH_MS = 5000;
+
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 const byId = (id) => document.getElementById(id);
 const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
@@ -69,7 +78,10 @@ async function load(quiet) {
   }
   try {
     const apps = await call("GET", "/v1/apps");
-    render(apps);
+    // One traffic call per app; an app whose call fails shows no traffic.
+    const traffic = await Promise.all(apps.map((a) =>
+      call("GET", "/v1/apps/" + encodeURIComponent(a.name) + "/traffic").catch(() => null)));
+    render(apps, traffic);
     if (!quiet) setStatus(apps.length + " app(s), loaded at " + new Date().toLocaleTimeString(), "ok");
   } catch (e) {
     if (e.status === 401) {
@@ -80,13 +92,15 @@ async function load(quiet) {
   }
 }
 
-function render(apps) {
+function render(apps, traffic) {
   const root = byId("apps");
   root.replaceChildren();
   if (apps.length === 0) {
     root.append(el("p", {}, "No apps yet. Create one with: meshctl apps create --app NAME"));
   }
-  for (const app of apps) {
+  apps.forEach((app, i) => {
+    const tr = traffic[i];
+    const byInstance = new Map(((tr && tr.instances) || []).map((t) => [t.id, t]));
     const section = el("section", { class: "app", "data-app": app.name });
     const meta = "config version " + app.version + " · " + app.instances.length + " instance(s)" +
       (app.topology ? " · its own topology" : "");
@@ -96,13 +110,111 @@ function render(apps) {
         " register themselves; to pre-provision one: meshctl instances add --app " + app.name + " --addr HOST:PORT"));
     } else {
       const tbody = el("tbody");
-      for (const inst of app.instances) tbody.append(instanceRow(app.name, inst));
+      for (const inst of app.instances) tbody.append(instanceRow(app.name, inst, byInstance.get(inst.id), tr));
       const head = el("tr", {}, el("th", {}, "Instance"), el("th", {}, "Forwarding address"), el("th", {}, "State"),
-        el("th", {}, "Labels"), el("th", {}, "Weight"), el("th", {}, ""));
-      section.append(el("table", {}, el("thead", {}, head), tbody));
+        el("th", {}, "Labels"), el("th", {}, "Weight"), el("th", {}, ""),
+        el("th", { title: "broker deliveries over the last minute: kept here versus forwarded to siblings" }, "Kept / forwarded (1 min)"),
+        el("th", { title: "deliveries to the app per second (solid) and taken from the broker per second (dashed)" }, "Delivered/s, last 10 min"));
+      section.append(el("table", { class: "instances" }, el("thead", {}, head), tbody));
     }
+    section.append(topologyTable(app.name, tr));
     root.append(section);
+  });
+}
+
+// fmtRate prints a rate per second with a sensible precision.
+function fmtRate(r) {
+  if (r >= 100) return r.toFixed(0);
+  if (r >= 10) return r.toFixed(1);
+  return r.toFixed(2);
+}
+
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+}
+
+// shareCell shows the share of broker deliveries an instance kept versus
+// forwarded over the last minute, as numbers and a two-part bar.
+function shareCell(app, inst, t) {
+  const td = el("td", { class: "share", "data-app": app, "data-id": inst.id });
+  const lm = t && t.last_minute;
+  if (!lm) {
+    td.append(el("small", {}, t && t.last_report ? "no reports in the last minute" : "no reports"));
+    return td;
   }
+  if (lm.kept_share < 0) {
+    td.append(el("small", {}, "no broker deliveries"));
+    td.dataset.kept = "";
+    return td;
+  }
+  const kept = Math.round(lm.kept_share * 100);
+  td.dataset.kept = String(kept);
+  const W = 80, H = 8;
+  const bar = svg("svg", { class: "share-bar", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `kept ${kept}%, forwarded ${100 - kept}%` });
+  bar.append(svg("rect", { class: "kept", x: 0, y: 0, width: (W * lm.kept_share).toFixed(1), height: H }),
+    svg("rect", { class: "forwarded", x: (W * lm.kept_share).toFixed(1), y: 0, width: (W * (1 - lm.kept_share)).toFixed(1), height: H }));
+  td.append(bar, el("br"), el("small", {}, `kept ${kept}% (${fmtRate(lm.kept)}/s) · forwarded ${100 - kept}% (${fmtRate(lm.forwarded)}/s)`));
+  return td;
+}
+
+// sparkCell draws the instance's delivered/s (solid) and from-broker/s
+// (dashed) over the traffic window as an inline SVG, x by time.
+function sparkCell(app, inst, t, tr) {
+  const td = el("td", { class: "spark", "data-app": app, "data-id": inst.id });
+  const series = (t && t.series) || [];
+  if (series.length === 0) {
+    td.append(el("small", {}, "no data"));
+    return td;
+  }
+  const W = 180, H = 36;
+  const end = Date.parse(tr.now), span = tr.window_seconds * 1000;
+  const max = Math.max(1e-9, ...series.map((p) => Math.max(p.rates.delivered, p.rates.from_broker)));
+  const x = (p) => Math.max(0, W * (1 - (end - Date.parse(p.at)) / span)).toFixed(1);
+  const y = (v) => (H - 1 - (v / max) * (H - 2)).toFixed(1);
+  const line = (cls, get) => {
+    const pts = series.map((p) => x(p) + "," + y(get(p))).join(" ");
+    return svg("polyline", { class: cls, points: pts });
+  };
+  const last = series[series.length - 1];
+  const chart = svg("svg", { class: "sparkline", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `delivered per second over the last ${tr.window}, up to ${fmtRate(max)}/s` });
+  const title = svg("title");
+  title.textContent = `now: ${fmtRate(last.rates.delivered)} delivered/s, ${fmtRate(last.rates.from_broker)} from broker/s, ` +
+    `${last.in_flight} in flight; peak ${fmtRate(max)}/s; totals since ${t.started ? new Date(t.started).toLocaleString() : "start"}: ` +
+    `${t.totals.from_broker} from broker, ${t.totals.forwarded} forwarded, ${t.totals.from_siblings} from siblings, ` +
+    `${t.totals.delivered} delivered, ${t.totals.acked} acked, ${t.totals.nacked} nacked, ${t.totals.errors} errors`;
+  chart.append(title, line("from-broker", (p) => p.rates.from_broker), line("delivered", (p) => p.rates.delivered));
+  td.append(chart, " ", el("small", { class: "rate" }, fmtRate(last.rates.delivered) + "/s"));
+  return td;
+}
+
+// topologyTable lists the topics the app's sidecars reported: cluster,
+// producing apps, consuming groups, and how many instances reported it.
+function topologyTable(app, tr) {
+  const wrap = el("div", { class: "topology", "data-app": app });
+  wrap.append(el("h3", {}, "Topology"));
+  const topics = (tr && tr.topology) || [];
+  if (topics.length === 0) {
+    wrap.append(el("p", { class: "meta" }, tr ? "No topics reported yet: sidecars report their registrations with their leases." :
+      "Traffic not available."));
+    return wrap;
+  }
+  const tbody = el("tbody");
+  for (const tv of topics) {
+    const consumers = el("td", { class: "consumers" });
+    for (const c of tv.consumers || []) consumers.append(el("code", {}, c.app + " / " + c.group));
+    const producers = el("td", { class: "producers" });
+    for (const p of tv.producers || []) producers.append(el("code", {}, p));
+    tbody.append(el("tr", { "data-topic": tv.topic }, el("td", {}, el("code", {}, tv.topic)), el("td", {}, tv.cluster),
+      producers, consumers, el("td", {}, String(tv.instances.length))));
+  }
+  const head = el("tr", {}, el("th", {}, "Topic"), el("th", {}, "Cluster"), el("th", {}, "Produced by"),
+    el("th", {}, "Consumed by (app / group)"), el("th", { title: "instances whose sidecars reported it" }, "Instances"));
+  wrap.append(el("table", {}, el("thead", {}, head), tbody));
+  return wrap;
 }
 
 // instanceState is api.Instance.State: online, offline or static.
@@ -128,7 +240,7 @@ function stateCell(app, inst) {
   return td;
 }
 
-function instanceRow(app, inst) {
+function instanceRow(app, inst, t, tr) {
   const data = { "data-app": app, "data-id": inst.id };
   const labels = el("td", { class: "labels" });
   for (const [k, v] of Object.entries(inst.labels || {}).sort()) labels.append(el("code", {}, k + "=" + v));
@@ -141,7 +253,7 @@ function instanceRow(app, inst) {
   input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") setWeight(app, inst.id, input); });
   button.addEventListener("click", () => setWeight(app, inst.id, input));
   return el("tr", data, el("td", {}, inst.id), el("td", {}, inst.addr), stateCell(app, inst), labels,
-    el("td", {}, meter, " ", input), el("td", {}, button));
+    el("td", {}, meter, " ", input), el("td", {}, button), shareCell(app, inst, t), sparkCell(app, inst, t, tr));
 }
 
 async function setWeight(app, id, input) {

@@ -3,7 +3,9 @@ package sidecarapp
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +87,8 @@ type controlPlane struct {
 	schemaMu sync.Mutex         // guards schemas and sc; held across SetSchemas
 	schemas  *msgmesh.SchemaSet // the newest pushed; nil before the first config
 	sc       *msgmesh.Sidecar   // set by attach
+	boot     string             // random, new with every sc: the traffic reports' boot id
+	started  time.Time          // when sc was attached
 }
 
 // startControlPlane connects to the control plane: it starts watching the
@@ -304,7 +308,7 @@ func (cp *controlPlane) attach(sc *msgmesh.Sidecar) {
 	if cp.sc == sc {
 		return
 	}
-	cp.sc = sc
+	cp.sc, cp.boot, cp.started = sc, newBootID(), time.Now().UTC()
 	if cp.schemas != nil {
 		sc.SetSchemaSet(*cp.schemas)
 	}
@@ -350,6 +354,7 @@ func (cp *controlPlane) leaseLoop(ctx context.Context) {
 	every := leaseRetry // until the control plane says
 	failing, registered := false, false
 	for {
+		req.Traffic = cp.trafficReport()
 		cred := ""
 		if last, ok := cp.watcher.Last(); ok {
 			cred = last.Credential
@@ -387,6 +392,49 @@ func (cp *controlPlane) leaseLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// newBootID returns a random id for one run of a Sidecar.
+func newBootID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// trafficReport is what the next lease renewal says about this sidecar's
+// traffic: its counters since the Sidecar started and the registrations
+// it serves, with each topic's cluster (docs/ctrlplane.md, "Traffic
+// reports"). Nil before a Sidecar is attached. Consumer lag is not in
+// it: only NATS gives it cheaply, and not through the broker interface.
+func (cp *controlPlane) trafficReport() *api.TrafficReport {
+	cp.schemaMu.Lock()
+	sc, boot, started := cp.sc, cp.boot, cp.started
+	cp.schemaMu.Unlock()
+	if sc == nil {
+		return nil
+	}
+	st := sc.Stats()
+	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters}
+	regs, err := sc.Registrations()
+	if err != nil {
+		cp.log.Warn("listing the registrations for the traffic report failed; sending the counters only", "err", err)
+		return r
+	}
+	n := 0
+	for _, reg := range regs {
+		a := api.AppBindings{App: reg.App}
+		for _, b := range reg.Produce {
+			a.Produces = append(a.Produces, api.TopicCluster{Topic: b.Topic, Cluster: sc.ClusterOf(b.Topic)})
+		}
+		for _, b := range reg.Consume {
+			a.Consumes = append(a.Consumes, api.GroupBinding{Group: b.Group, Topic: b.Topic, Cluster: sc.ClusterOf(b.Topic)})
+		}
+		if n += 1 + len(a.Produces) + len(a.Consumes); n > api.MaxReportBindings {
+			break // the control plane keeps no more; the counters still go
+		}
+		r.Apps = append(r.Apps, a)
+	}
+	return r
 }
 
 // sidecarVersion is the msgmesh module version this binary was built
