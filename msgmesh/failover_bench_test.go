@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/netfault"
 	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/scheduler"
 )
 
@@ -235,7 +236,7 @@ func BenchmarkSilentCut(b *testing.B) {
 			rate:  300,
 			work:  5 * time.Millisecond,
 			all:   nodeOpts{deliveryTimeout: dt},
-			node3: nodeOpts{take: time.Second}, // forward.DefaultTakeTimeout
+			node3: nodeOpts{take: forward.DefaultTakeTimeout},
 			lead:  func() { time.Sleep(3 * time.Second) },
 			cut:   func() { time.Sleep(cutFor) },
 			tail:  func() { time.Sleep(5 * time.Second) },
