@@ -122,3 +122,14 @@ var ErrGroupConflict = errors.New("broker: consumer group conflict")
 type GroupChecker interface {
 	CheckGroups(ctx context.Context, topic string, groups []string) error
 }
+
+// Lagger is implemented by consumers whose broker says cheaply how far the
+// group is behind (NATS JetStream's consumer info). Lag is the number of
+// messages of the topic the group has not acked: not yet delivered, plus
+// delivered and awaiting an ack. It makes one round trip to the broker and
+// must return within ctx; ErrUnavailable while the consumer has not been
+// created on the broker yet. Kafka and RocketMQ adapters do not implement
+// it: their lag needs the end offsets of every partition or queue.
+type Lagger interface {
+	Lag(ctx context.Context) (int64, error)
+}

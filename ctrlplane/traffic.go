@@ -227,12 +227,17 @@ func addTopology(topics map[string]*api.TopicView, id string, apps []api.AppBind
 		}
 		for _, c := range a.Consumes {
 			t := get(c.Topic, c.Cluster)
-			cv := api.ConsumerView{App: a.App, Group: c.Group}
-			if !slices.Contains(t.Consumers, cv) {
-				t.Consumers = append(t.Consumers, cv)
+			i := slices.IndexFunc(t.Consumers, func(v api.ConsumerView) bool { return v.App == a.App && v.Group == c.Group })
+			if i < 0 {
+				t.Consumers = append(t.Consumers, api.ConsumerView{App: a.App, Group: c.Group})
 				slices.SortFunc(t.Consumers, func(x, y api.ConsumerView) int {
 					return cmp.Or(cmp.Compare(x.App, y.App), cmp.Compare(x.Group, y.Group))
 				})
+				i = slices.IndexFunc(t.Consumers, func(v api.ConsumerView) bool { return v.App == a.App && v.Group == c.Group })
+			}
+			if c.Lag != nil && (t.Consumers[i].Lag == nil || *c.Lag > *t.Consumers[i].Lag) {
+				lag := *c.Lag
+				t.Consumers[i].Lag = &lag
 			}
 		}
 	}

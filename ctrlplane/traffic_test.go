@@ -28,8 +28,9 @@ func TestTrafficReports(t *testing.T) {
 	cred := mustCreate(t, op, "orders", "10.0.0.9:7602") // a static instance that never reports
 	sc := client(t, c.url, cred)
 	const addr = "10.0.0.1:7602"
+	billLag := int64(42) // NATS says it; the other group's broker does not
 	apps := []api.AppBindings{
-		{App: "billing", Consumes: []api.GroupBinding{{Group: "bill", Topic: "orders.created", Cluster: "east"}}},
+		{App: "billing", Consumes: []api.GroupBinding{{Group: "bill", Topic: "orders.created", Cluster: "east", Lag: &billLag}}},
 		{App: "orders", Produces: []api.TopicCluster{{Topic: "orders.created", Cluster: "east"}, {Topic: "orders.audit", Cluster: "west"}},
 			Consumes: []api.GroupBinding{{Group: "ship", Topic: "orders.created", Cluster: "east"}}},
 	}
@@ -92,7 +93,8 @@ func TestTrafficReports(t *testing.T) {
 		t.Fatalf("orders.audit: %+v", audit)
 	}
 	if created.Topic != "orders.created" || created.Cluster != "east" || len(created.Producers) != 1 || created.Producers[0] != "orders" ||
-		len(created.Consumers) != 2 || created.Consumers[0] != (api.ConsumerView{App: "billing", Group: "bill"}) ||
+		len(created.Consumers) != 2 || created.Consumers[0].App != "billing" || created.Consumers[0].Group != "bill" ||
+		created.Consumers[0].Lag == nil || *created.Consumers[0].Lag != 42 ||
 		created.Consumers[1] != (api.ConsumerView{App: "orders", Group: "ship"}) || len(created.Instances) != 1 || created.Instances[0] != addr {
 		t.Fatalf("orders.created: %+v", created)
 	}

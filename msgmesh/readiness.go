@@ -371,3 +371,50 @@ func (s *Sidecar) healthReport() observe.HealthReport {
 	}
 	return h
 }
+
+// GroupLag is how far one consumer group is behind on one topic, for the
+// upstream consumers whose broker says it cheaply (broker.Lagger).
+type GroupLag struct {
+	Group, Topic string
+	// Lag is the messages of the topic the group has not acked.
+	Lag int64
+}
+
+// lagTimeout bounds each upstream's lag query.
+const lagTimeout = 2 * time.Second
+
+// ConsumerLag asks each upstream consumer whose broker supports it how far
+// its group is behind. It lists the upstreams under reconcileMu and asks
+// the brokers after releasing it, one round trip each (each bounded by
+// lagTimeout and ctx); upstreams that cannot say are left out. While a
+// reconciliation holds reconcileMu (it may wait on a slow broker) it
+// returns nothing rather than wait: its caller, the lease renewal, must
+// not be held up.
+func (s *Sidecar) ConsumerLag(ctx context.Context) []GroupLag {
+	type one struct {
+		k upstreamKey
+		l broker.Lagger
+	}
+	var ls []one
+	if !s.reconcileMu.TryLock() {
+		return nil
+	}
+	for k, u := range s.upstreams {
+		if l, ok := u.consumer.(broker.Lagger); ok {
+			ls = append(ls, one{k, l})
+		}
+	}
+	s.reconcileMu.Unlock()
+	out := make([]GroupLag, 0, len(ls))
+	for _, o := range ls {
+		lctx, cancel := context.WithTimeout(ctx, lagTimeout)
+		n, err := o.l.Lag(lctx)
+		cancel()
+		if err != nil {
+			s.log.Debug("consumer lag unknown", "group", o.k.group, "topic", o.k.topic, "err", err)
+			continue
+		}
+		out = append(out, GroupLag{Group: o.k.group, Topic: o.k.topic, Lag: n})
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +144,49 @@ func TestStatsCounters(t *testing.T) {
 	if st.Published != 2 || st.FromBroker != 3 || st.Delivered != 3 || st.Kept() != 3 || st.Errors != 0 || st.TimedOut != 0 || st.Forwarded != 0 {
 		t.Fatalf("counters: %+v", st)
 	}
+}
+
+// ConsumerLag reports, for NATS upstream consumers, the messages their
+// group has not acked: 0 once an app acked everything, then what is
+// published while no app of the group is connected.
+func TestConsumerLag(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	sub := e.dial()
+	var got atomic.Int64
+	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(context.Context, *client.Delivery) error {
+		got.Add(1)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pub := e.dial()
+	publish := func(n int) {
+		for i := range n {
+			if _, err := pub.Publish(context.Background(), &client.Message{Topic: topic, Body: []byte{byte(i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lagOf := func() (int64, bool) {
+		for _, l := range e.sc.ConsumerLag(t.Context()) {
+			if l.Group == "g1" && l.Topic == topic {
+				return l.Lag, true
+			}
+		}
+		return 0, false
+	}
+	publish(3)
+	waitFor(t, 30*time.Second, "the app to ack all three and the lag to be 0", func() bool {
+		n, ok := lagOf()
+		return got.Load() == 3 && ok && n == 0
+	})
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	publish(5)
+	waitFor(t, 30*time.Second, "a lag of 5 with no app connected", func() bool {
+		n, ok := lagOf()
+		return ok && n == 5
+	})
 }

@@ -413,3 +413,20 @@ func (c *consumer) Resume(ctx context.Context) error {
 	c.iter = iter
 	return nil
 }
+
+// Lag is the messages of the topic the group has not acked: JetStream's
+// pending (not yet delivered to any member) plus ack-pending (delivered,
+// unanswered), from one consumer info request (broker.Lagger).
+func (c *consumer) Lag(ctx context.Context) (int64, error) {
+	c.mu.Lock()
+	cons := c.cons
+	c.mu.Unlock()
+	if cons == nil {
+		return 0, fmt.Errorf("natsbroker: lag of %s: consumer not created yet: %w", c.name, broker.ErrUnavailable)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("natsbroker: lag of %s: %w", c.name, withSentinel(err))
+	}
+	return int64(info.NumPending) + int64(info.NumAckPending), nil
+}

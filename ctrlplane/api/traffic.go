@@ -74,6 +74,10 @@ type GroupBinding struct {
 	Group   string `json:"group"`
 	Topic   string `json:"topic"`
 	Cluster string `json:"cluster"`
+	// Lag is the messages of the topic the group has not acked, where the
+	// broker says it cheaply (NATS JetStream); absent elsewhere, and when
+	// the sidecar could not ask.
+	Lag *int64 `json:"lag,omitempty"`
 }
 
 // Bounds of a TrafficReport.
@@ -202,4 +206,8 @@ type TopicView struct {
 type ConsumerView struct {
 	App   string `json:"app"`
 	Group string `json:"group"`
+	// Lag is the largest lag the instances reported for the group on the
+	// topic (they share the broker-side group, so they normally agree);
+	// absent where the broker does not say (GroupBinding.Lag).
+	Lag *int64 `json:"lag,omitempty"`
 }

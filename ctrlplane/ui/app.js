@@ -205,7 +205,9 @@ function topologyTable(app, tr) {
   const tbody = el("tbody");
   for (const tv of topics) {
     const consumers = el("td", { class: "consumers" });
-    for (const c of tv.consumers || []) consumers.append(el("code", {}, c.app + " / " + c.group));
+    for (const c of tv.consumers || []) {
+      consumers.append(el("code", {}, c.app + " / " + c.group + (c.lag == null ? "" : " · lag " + c.lag)));
+    }
     const producers = el("td", { class: "producers" });
     for (const p of tv.producers || []) producers.append(el("code", {}, p));
     tbody.append(el("tr", { "data-topic": tv.topic }, el("td", {}, el("code", {}, tv.topic)), el("td", {}, tv.cluster),

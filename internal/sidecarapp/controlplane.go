@@ -354,7 +354,7 @@ func (cp *controlPlane) leaseLoop(ctx context.Context) {
 	every := leaseRetry // until the control plane says
 	failing, registered := false, false
 	for {
-		req.Traffic = cp.trafficReport()
+		req.Traffic = cp.trafficReport(ctx)
 		cred := ""
 		if last, ok := cp.watcher.Last(); ok {
 			cred = last.Credential
@@ -404,9 +404,10 @@ func newBootID() string {
 // trafficReport is what the next lease renewal says about this sidecar's
 // traffic: its counters since the Sidecar started and the registrations
 // it serves, with each topic's cluster (docs/ctrlplane.md, "Traffic
-// reports"). Nil before a Sidecar is attached. Consumer lag is not in
-// it: only NATS gives it cheaply, and not through the broker interface.
-func (cp *controlPlane) trafficReport() *api.TrafficReport {
+// reports"). Nil before a Sidecar is attached. Consumer lag is in it
+// where the broker gives it cheaply (NATS JetStream: one consumer info
+// request per group and topic).
+func (cp *controlPlane) trafficReport(ctx context.Context) *api.TrafficReport {
 	cp.schemaMu.Lock()
 	sc, boot, started := cp.sc, cp.boot, cp.started
 	cp.schemaMu.Unlock()
@@ -420,6 +421,10 @@ func (cp *controlPlane) trafficReport() *api.TrafficReport {
 		cp.log.Warn("listing the registrations for the traffic report failed; sending the counters only", "err", err)
 		return r
 	}
+	lags := make(map[[2]string]int64)
+	for _, l := range sc.ConsumerLag(ctx) {
+		lags[[2]string{l.Group, l.Topic}] = l.Lag
+	}
 	n := 0
 	for _, reg := range regs {
 		a := api.AppBindings{App: reg.App}
@@ -427,7 +432,11 @@ func (cp *controlPlane) trafficReport() *api.TrafficReport {
 			a.Produces = append(a.Produces, api.TopicCluster{Topic: b.Topic, Cluster: sc.ClusterOf(b.Topic)})
 		}
 		for _, b := range reg.Consume {
-			a.Consumes = append(a.Consumes, api.GroupBinding{Group: b.Group, Topic: b.Topic, Cluster: sc.ClusterOf(b.Topic)})
+			gb := api.GroupBinding{Group: b.Group, Topic: b.Topic, Cluster: sc.ClusterOf(b.Topic)}
+			if n, ok := lags[[2]string{b.Group, b.Topic}]; ok {
+				gb.Lag = &n
+			}
+			a.Consumes = append(a.Consumes, gb)
 		}
 		if n += 1 + len(a.Produces) + len(a.Consumes); n > api.MaxReportBindings {
 			break // the control plane keeps no more; the counters still go
