@@ -40,8 +40,8 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// InflightDeliveries counts deliveries pushed or pulled to apps, or
-// forwarded to siblings, and not yet answered.
+// InflightDeliveries counts deliveries pushed or pulled to apps (over the
+// mesh protocol or HTTP), or forwarded to siblings, and not yet answered.
 func (s *Sidecar) InflightDeliveries() int {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
@@ -54,7 +54,7 @@ func (s *Sidecar) InflightDeliveries() int {
 		n += len(ss.inflight)
 		ss.mu.Unlock()
 	}
-	return n
+	return n + s.httpSessionsInflight()
 }
 
 // WaitDeliveriesSettled waits until no delivery is in flight (each was

@@ -57,7 +57,7 @@ func (s *session) onPull(f mesh.Frame) error {
 	}
 	wait := min(time.Duration(p.WaitMillis)*time.Millisecond, maxPullWait)
 	reqID := f.ID
-	s.startPull(s.routes[k], int(p.Max), wait, func(res mesh.PullResult) error {
+	s.startPull(context.Background(), s.routes[k], int(p.Max), wait, func(res mesh.PullResult) error {
 		err := s.send(mesh.KindPullResult, mesh.FlagResponse, reqID, &res)
 		if err != nil {
 			s.close(err) // the messages in res go back to the broker with the connection
@@ -68,13 +68,14 @@ func (s *session) onPull(f mesh.Frame) error {
 }
 
 // startPull makes a pull of up to max messages (at most the session's
-// in-flight limit) from route r, answered by reply within wait. The mesh
-// PULL and the HTTP pull (httppull.go) both start here; the caller has
-// checked that the session's app may consume r.
-func (s *session) startPull(r *route, max int, wait time.Duration, reply func(mesh.PullResult) error) *pullWaiter {
+// in-flight limit) from route r, answered by reply within wait; its span
+// is a child of the trace context in ctx, if any. The mesh PULL and the
+// HTTP pull (httppull.go) both start here; the caller has checked that the
+// session's app may consume r.
+func (s *session) startPull(ctx context.Context, r *route, max int, wait time.Duration, reply func(mesh.PullResult) error) *pullWaiter {
 	w := &pullWaiter{s: s, r: r, max: min(max, int(s.maxInflight.Load())),
 		deadline: time.Now().Add(wait), reply: reply}
-	_, w.span = s.sc.cfg.Telemetry.StartPull(context.Background(), r.key.group, r.key.topic)
+	_, w.span = s.sc.cfg.Telemetry.StartPull(ctx, r.key.group, r.key.topic)
 	s.mu.Lock()
 	s.pulls[w] = struct{}{}
 	s.mu.Unlock()

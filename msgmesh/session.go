@@ -57,6 +57,10 @@ type session struct {
 	joined   atomic.Pointer[[]*route] // the values of routes, for release
 	inflight map[uint64]inflight      // guarded by mu
 	pulls    map[*pullWaiter]struct{} // guarded by mu
+
+	// epoch prefixes the delivery ids of an HTTP session (httppull.go);
+	// "" on a mesh connection.
+	epoch string
 }
 
 type inflight struct {

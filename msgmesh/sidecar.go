@@ -354,6 +354,8 @@ type Sidecar struct {
 	frozen     []ConnState // guarded by sessMu: sessions frozen for handoff
 	sessWG     sync.WaitGroup
 
+	httpPulls httpPulls // the HTTP sessions: deliveries pulled over HTTP (httppull.go)
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -503,12 +505,16 @@ func (s *Sidecar) Addr() net.Addr { return s.meshLn.Addr() }
 func (s *Sidecar) HTTPAddr() net.Addr { return s.httpLn.Addr() }
 
 // Shutdown stops the sidecar gracefully:
-//  1. stop accepting connections and HTTP requests;
+//  1. stop accepting connections; refuse new publishes, registrations and
+//     pulls (HTTP ones answered 503 SHUTTING_DOWN), and answer pending HTTP
+//     pulls with what they hold;
 //  2. stop every upstream consumer (prefetched messages go back to the broker);
-//  3. refuse new publishes and pulls, finish the publishes already read, and
-//     wait for apps to answer the deliveries they hold;
-//  4. when all is settled or ctx ends, hand unanswered deliveries back to the
-//     broker, close every connection, and close the store.
+//  3. finish the publishes already read, and wait for apps to answer the
+//     deliveries they hold; the HTTP API still takes acks and nacks of
+//     HTTP-pulled deliveries meanwhile;
+//  4. when all is settled or ctx ends, stop the HTTP API, hand unanswered
+//     deliveries back to the broker, close every connection, and close the
+//     store.
 //
 // It is safe to call more than once; later calls return the first result.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
@@ -520,9 +526,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("msgmesh shutting down")
 	s.draining.Store(true)
 	s.meshSrv.Close()
-	if s.httpSrv != nil {
-		_ = s.httpSrv.Shutdown(ctx)
-	}
+	s.finishHTTPPulls()
 	// Stop upstreams under reconcileMu so a concurrent reconcile cannot
 	// start new ones; cancelling s.ctx first makes any retry loop give up.
 	s.cancel()
@@ -539,6 +543,10 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	// Wait for apps to settle what they hold, then close what is left
 	// (closing flushes each connection's writer: not under sessMu).
 	s.waitSettled(ctx)
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
+	}
+	s.stopHTTPSessions()
 	for _, ss := range s.sessionsNow() {
 		ss.close(errors.New("sidecar shutting down"))
 	}
@@ -582,7 +590,7 @@ func (s *Sidecar) waitSettled(ctx context.Context) {
 			}
 		}
 		s.sessMu.Unlock()
-		if !busy {
+		if !busy && s.httpSessionsInflight() == 0 {
 			return
 		}
 		select {

@@ -1,0 +1,487 @@
+package msgmesh_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/msgmesh"
+)
+
+// pulled is one delivery of POST /v1/pull as a client decodes it; Key and
+// Body are pointers so that null and "" stay apart.
+type pulled struct {
+	DeliveryID string  `json:"delivery_id"`
+	Group      string  `json:"group"`
+	Topic      string  `json:"topic"`
+	MessageID  string  `json:"message_id"`
+	Key        *string `json:"key"`
+	KeyBase64  string  `json:"key_base64"`
+	Body       *[]byte `json:"body"`
+	Headers    []struct {
+		Key, Value  string
+		ValueBase64 string `json:"value_base64"`
+	} `json:"headers"`
+	Tag         string `json:"tag"`
+	Redelivered int    `json:"redelivered"`
+	Timestamp   string `json:"timestamp"`
+}
+
+func (p pulled) body() string {
+	if p.Body == nil {
+		return "<null>"
+	}
+	return string(*p.Body)
+}
+
+func (p pulled) header(name string) (string, bool) {
+	for _, h := range p.Headers {
+		if strings.EqualFold(h.Key, name) {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+// httpApp is an app using the HTTP API only, with its secret if any.
+type httpApp struct {
+	t      testing.TB
+	base   string
+	app    string
+	secret string
+}
+
+func (e *env) httpApp(app, secret string) *httpApp {
+	return &httpApp{t: e.t, base: "http://" + e.http, app: app, secret: secret}
+}
+
+func (a *httpApp) headers(extra ...string) http.Header {
+	h := http.Header{}
+	if a.app != "" {
+		h.Set("Msgmesh-App", a.app)
+	}
+	if a.secret != "" {
+		h.Set("Authorization", "Bearer "+a.secret)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		h.Set(extra[i], extra[i+1])
+	}
+	return h
+}
+
+// pullRaw sends POST /v1/pull/{group}/{topic}?query and returns status and body.
+func (a *httpApp) pullRaw(group, topic, query string, extra ...string) (int, string) {
+	a.t.Helper()
+	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/pull/"+group+"/"+topic+"?"+query, a.headers(extra...), nil)
+}
+
+// pull pulls and fails the test unless it is answered 200.
+func (a *httpApp) pull(group, topic string, max int, wait string) []pulled {
+	a.t.Helper()
+	status, body := a.pullRaw(group, topic, fmt.Sprintf("max=%d&wait=%s", max, wait))
+	if status != http.StatusOK {
+		a.t.Fatalf("pull %s/%s as %s: %d %s", group, topic, a.app, status, body)
+	}
+	var res struct{ Messages []pulled }
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		a.t.Fatalf("pull answer %s: %v", body, err)
+	}
+	if res.Messages == nil {
+		a.t.Fatalf("pull answer %s: messages is not a list", body)
+	}
+	return res.Messages
+}
+
+// pullUntil pulls until n deliveries came (or the deadline passes).
+func (a *httpApp) pullUntil(group, topic string, n int) []pulled {
+	a.t.Helper()
+	var got []pulled
+	waitFor(a.t, 60*time.Second, fmt.Sprintf("%d deliveries pulled over HTTP", n), func() bool {
+		got = append(got, a.pull(group, topic, n-len(got), "2s")...)
+		return len(got) >= n
+	})
+	return got
+}
+
+// answer acks (verb "ack") or nacks ("nack?delay=...") a delivery.
+func (a *httpApp) answer(verb, id string) (int, string) {
+	a.t.Helper()
+	path, query, _ := strings.Cut(verb, "?")
+	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/"+path+"/"+id+"?"+query, a.headers(), nil)
+}
+
+func (a *httpApp) mustAnswer(verb, id string) {
+	a.t.Helper()
+	if status, body := a.answer(verb, id); status != http.StatusNoContent {
+		a.t.Fatalf("%s %s: %d %s", verb, id, status, body)
+	}
+}
+
+// publish publishes body over HTTP with the given extra headers.
+func (a *httpApp) publish(topic string, body []byte, extra ...string) {
+	a.t.Helper()
+	h := a.headers(append([]string{"Content-Type", "application/octet-stream"}, extra...)...)
+	if status, resp := httpDoHeader(a.t, http.MethodPost, a.base+"/v1/publish/"+topic, h, body); status != http.StatusOK {
+		a.t.Fatalf("publish to %s: %d %s", topic, status, resp)
+	}
+}
+
+// wantHTTPError fails unless an answer is status with error code code.
+func wantHTTPError(t testing.TB, what string, status int, body string, wantStatus int, code string) {
+	t.Helper()
+	var eb struct{ Error, Message string }
+	if err := json.Unmarshal([]byte(body), &eb); err != nil || status != wantStatus || eb.Error != code || eb.Message == "" {
+		t.Fatalf("%s: %d %s; want %d %s with a message", what, status, body, wantStatus, code)
+	}
+}
+
+// TestHTTPPull: on every broker, messages published with a key, headers, a
+// tag, a null body, an empty body and key, and binary bytes come back from
+// an HTTP pull as they went in, each with a delivery id, message id and
+// timestamp; acked ones are gone, a nacked one comes again with its
+// redelivered count up, after the nack's delay.
+func TestHTTPPull(t *testing.T) {
+	for _, kit := range brokerKits {
+		t.Run(kit.name, func(t *testing.T) {
+			e := newEnvOn(t, kit.start(t))
+			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+			a := e.httpApp("orders", "")
+			binary := make([]byte, 256)
+			for i := range binary {
+				binary[i] = byte(i)
+			}
+			a.publish(topic, []byte("first"), "Msgmesh-Key", "k1", "Msgmesh-Header-Tenant", "acme", "Msgmesh-Tag", "blue")
+			want := 3
+			if kit.name == "kafka" { // only Kafka stores null bodies (tombstones)
+				a.publish(topic, nil, "Msgmesh-Null-Body", "true", "Msgmesh-Key", "tomb")
+				want++
+			}
+			emptyKey := kit.name != "rocketmq" // RocketMQ keeps no empty key
+			if emptyKey {
+				a.publish(topic, nil, "Msgmesh-Key", "")
+			} else {
+				a.publish(topic, nil)
+			}
+			a.publish(topic, binary)
+
+			got := a.pullUntil("g1", topic, want)
+			if len(got) != want {
+				t.Fatalf("pulled %d deliveries, want %d", len(got), want)
+			}
+			byBody := map[string]pulled{}
+			ids := map[string]bool{}
+			for _, p := range got {
+				if p.DeliveryID == "" || ids[p.DeliveryID] || p.Group != "g1" || p.Topic != topic || p.Redelivered != 0 {
+					t.Fatalf("delivery %+v: want a fresh delivery id, group g1, topic %s, redelivered 0", p, topic)
+				}
+				if _, err := time.Parse(time.RFC3339Nano, p.Timestamp); err != nil {
+					t.Errorf("delivery %s: timestamp %q: %v", p.body(), p.Timestamp, err)
+				}
+				ids[p.DeliveryID] = true
+				byBody[p.body()] = p
+			}
+			first := byBody["first"]
+			if first.Key == nil || *first.Key != "k1" || first.Tag != "blue" || first.MessageID == "" {
+				t.Errorf("first: key %v tag %q message id %q; want k1, blue and a message id", first.Key, first.Tag, first.MessageID)
+			}
+			if v, ok := first.header("Tenant"); !ok || v != "acme" {
+				t.Errorf("first: header Tenant = %q %v, want acme; headers %+v", v, ok, first.Headers)
+			}
+			if tomb, ok := byBody["<null>"]; kit.name == "kafka" && (!ok || tomb.Key == nil || *tomb.Key != "tomb") {
+				t.Errorf("the null body did not come back as body null with key tomb: %+v", got)
+			}
+			if empty, ok := byBody[""]; !ok || (empty.Key == nil) == emptyKey || emptyKey && *empty.Key != "" {
+				t.Errorf("the empty body with an empty key did not come back as body \"\" and key \"\": %+v", got)
+			}
+			if bin, ok := byBody[string(binary)]; !ok || bin.Key != nil {
+				t.Errorf("the binary body did not come back byte for byte, without a key (key null)")
+			}
+
+			// Ack all but the binary one, nack that one with a delay.
+			for body, p := range byBody {
+				if body == string(binary) {
+					a.mustAnswer("nack?delay=200ms", p.DeliveryID)
+					continue
+				}
+				a.mustAnswer("ack", p.DeliveryID)
+			}
+			again := a.pullUntil("g1", topic, 1)
+			if again[0].body() != string(binary) || again[0].Redelivered < 1 || again[0].DeliveryID == byBody[string(binary)].DeliveryID {
+				t.Fatalf("after the nack: got %q redelivered %d id %s; want the binary body again, redelivered >= 1, a new delivery id",
+					again[0].body(), again[0].Redelivered, again[0].DeliveryID)
+			}
+			a.mustAnswer("ack", again[0].DeliveryID)
+			if left := a.pull("g1", topic, 10, "300ms"); len(left) != 0 {
+				t.Fatalf("after acking everything, a pull returned %d deliveries: %+v", len(left), left)
+			}
+		})
+	}
+}
+
+// TestHTTPPullTimeoutRedelivers: a delivery not answered within the
+// delivery timeout goes back to the broker and is pulled again; the late
+// ack of the first attempt is refused as unknown.
+func TestHTTPPullTimeoutRedelivers(t *testing.T) {
+	e := newEnv(t, func(c *msgmesh.Config) { c.DeliveryTimeout = 500 * time.Millisecond })
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	a := e.httpApp("orders", "")
+	a.publish(topic, []byte("slow"))
+	first := a.pullUntil("g1", topic, 1)[0]
+	second := a.pullUntil("g1", topic, 1)[0] // comes only once the first timed out
+	if second.body() != "slow" || second.Redelivered < 1 || second.MessageID != first.MessageID {
+		t.Fatalf("after the timeout: %q redelivered %d message id %s; want slow again, redelivered >= 1, message id %s",
+			second.body(), second.Redelivered, second.MessageID, first.MessageID)
+	}
+	status, body := a.answer("ack", first.DeliveryID)
+	wantHTTPError(t, "ack of the timed-out attempt", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+	a.mustAnswer("ack", second.DeliveryID)
+}
+
+// TestHTTPPullDeadLetter: with max_attempts=2, a message nacked twice over
+// HTTP lands on the dead-letter topic (pulled over HTTP too) with reason
+// nack, and is not pulled again.
+func TestHTTPPullDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=2"})
+	e.register("ops", nil, []string{"audit:" + dlqTopic})
+	a, ops := e.httpApp("orders", ""), e.httpApp("ops", "")
+	a.publish(topic, []byte("poison"), "Msgmesh-Key", "p")
+	for attempt := 0; attempt < 2; attempt++ {
+		p := a.pullUntil("g1", topic, 1)[0]
+		if p.body() != "poison" || p.Redelivered != attempt {
+			t.Fatalf("attempt %d: %q redelivered %d", attempt+1, p.body(), p.Redelivered)
+		}
+		a.mustAnswer("nack", p.DeliveryID)
+	}
+	dead := ops.pullUntil("audit", dlqTopic, 1)[0]
+	if dead.body() != "poison" || dead.Key == nil || *dead.Key != "p" {
+		t.Fatalf("dead letter %q key %v; want poison, key p", dead.body(), dead.Key)
+	}
+	if r, _ := dead.header(mesh.HeaderDeadLetterReason); r != mesh.DeadLetterNack {
+		t.Fatalf("dead letter reason %q, want %s; headers %+v", r, mesh.DeadLetterNack, dead.Headers)
+	}
+	if n, _ := dead.header(mesh.HeaderDeadLetterAttempts); n != "2" {
+		t.Fatalf("dead letter attempts %q, want 2", n)
+	}
+	ops.mustAnswer("ack", dead.DeliveryID)
+	if left := a.pull("g1", topic, 1, "500ms"); len(left) != 0 {
+		t.Fatalf("the dead-lettered message was pulled again: %+v", left)
+	}
+}
+
+// TestHTTPPullIsolation: an app pulls only its own groups, proves its
+// secret, answers only its own deliveries; browsers are refused.
+func TestHTTPPullIsolation(t *testing.T) {
+	e := newEnv(t)
+	const secret = "orders-secret-0123456789"
+	if status, body := registerAuth(t, e.http, "orders", secret, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	e.register("billing", nil, []string{"b1:" + topic})
+	orders, billing := e.httpApp("orders", secret), e.httpApp("billing", "")
+
+	status, body := billing.pullRaw("g1", topic, "max=1")
+	wantHTTPError(t, "billing pulling orders' group", status, body, http.StatusForbidden, "FORBIDDEN")
+	status, body = billing.pullRaw("nope", topic, "max=1")
+	wantHTTPError(t, "a group no one registered", status, body, http.StatusNotFound, "NOT_REGISTERED")
+	status, body = e.httpApp("orders", "").pullRaw("g1", topic, "max=1")
+	wantHTTPError(t, "orders without its secret", status, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	status, body = e.httpApp("orders", "wrong-secret-0123456789").pullRaw("g1", topic, "max=1")
+	wantHTTPError(t, "orders with a wrong secret", status, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	status, body = e.httpApp("", "").pullRaw("g1", topic, "max=1")
+	wantHTTPError(t, "a pull naming no app", status, body, http.StatusBadRequest, "INVALID")
+	status, body = orders.pullRaw("g1", topic, "max=1", "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
+	wantHTTPError(t, "a pull from a web page", status, body, http.StatusForbidden, "FORBIDDEN")
+	status, body = orders.pullRaw("g1", topic, "max=1", "Content-Type", "text/plain")
+	if status != http.StatusUnsupportedMediaType {
+		t.Fatalf("a text/plain pull (a form a page may send): %d %s, want 415", status, body)
+	}
+
+	orders.publish(topic, []byte("mine"))
+	p := orders.pullUntil("g1", topic, 1)[0]
+	// Another app cannot answer it, nor can a page.
+	status, body = billing.answer("ack", p.DeliveryID)
+	wantHTTPError(t, "billing acking orders' delivery", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+	status, body = httpDoHeader(t, http.MethodPost, orders.base+"/v1/ack/"+p.DeliveryID, orders.headers("Origin", "http://evil.example"), nil)
+	wantHTTPError(t, "an ack from a web page", status, body, http.StatusForbidden, "FORBIDDEN")
+	status, body = e.httpApp("orders", "").answer("ack", p.DeliveryID)
+	wantHTTPError(t, "an ack without the secret", status, body, http.StatusUnauthorized, "UNAUTHORIZED")
+	orders.mustAnswer("ack", p.DeliveryID)
+}
+
+// TestHTTPPullAtLeastOnce: every message published is pulled and acked,
+// none lost, with several pullers of one group at once.
+func TestHTTPPullAtLeastOnce(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	const n = 300
+	publishN(t, e.dial(), topic, "m", n, 64)
+	got := newTally()
+	errs := make(chan error, 3)
+	for w := 0; w < 3; w++ {
+		a := e.httpApp("orders", "")
+		who := fmt.Sprint("puller-", w)
+		go func() {
+			errs <- func() error {
+				deadline := time.Now().Add(scaled(90 * time.Second))
+				for got.distinct() < n && time.Now().Before(deadline) {
+					req, _ := http.NewRequest(http.MethodPost, a.base+"/v1/pull/g1/"+topic+"?max=25&wait=1s", nil)
+					req.Header = a.headers()
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return err
+					}
+					var res struct{ Messages []pulled }
+					err = json.NewDecoder(resp.Body).Decode(&res)
+					resp.Body.Close()
+					if err != nil || resp.StatusCode != http.StatusOK {
+						return fmt.Errorf("pull: %d %v", resp.StatusCode, err)
+					}
+					for _, p := range res.Messages {
+						got.add(who, p.body())
+						req, _ := http.NewRequest(http.MethodPost, a.base+"/v1/ack/"+p.DeliveryID, nil)
+						req.Header = a.headers()
+						resp, err := http.DefaultClient.Do(req)
+						if err != nil {
+							return err
+						}
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusNoContent {
+							return fmt.Errorf("ack %s: %d", p.DeliveryID, resp.StatusCode)
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for w := 0; w < 3; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := got.distinct(); d != n {
+		t.Fatalf("pulled %d distinct messages of %d", d, n)
+	}
+	if c := got.count(); c < n {
+		t.Fatalf("counted %d deliveries, fewer than the %d distinct messages", c, n)
+	}
+}
+
+// TestHTTPPullLongPollWakes: a pull waiting for up to 5 minutes answers as
+// soon as a message arrives.
+func TestHTTPPullLongPollWakes(t *testing.T) {
+	e := newEnv(t, func(c *msgmesh.Config) { c.HTTP.WriteTimeout = 20 * time.Minute })
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	a := e.httpApp("orders", "")
+	a.pull("g1", topic, 1, "0") // makes the app's HTTP session and joins the route
+	res := make(chan []pulled, 1)
+	go func() {
+		status, body := a.pullRaw("g1", topic, "max=5&wait=5m")
+		var r struct{ Messages []pulled }
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &r) != nil {
+			r.Messages = nil
+		}
+		res <- r.Messages
+	}()
+	waitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
+	a.publish(topic, []byte("wake up"))
+	select {
+	case got := <-res:
+		if len(got) != 1 || got[0].body() != "wake up" {
+			t.Fatalf("the long poll answered %+v, want the one message", got)
+		}
+		a.mustAnswer("ack", got[0].DeliveryID)
+	case <-time.After(scaled(60 * time.Second)):
+		t.Fatal("a 5-minute long poll did not answer when a message arrived")
+	}
+}
+
+// TestHTTPPullBadInput: malformed parameters and unknown delivery ids get
+// typed 4xx answers, and the sidecar goes on serving.
+func TestHTTPPullBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	a := e.httpApp("orders", "")
+	for _, q := range []string{"max=0", "max=-1", "max=lots", "max=", "wait=-1s", "wait=soon", "max=1&wait=1e9"} {
+		status, body := a.pullRaw("g1", topic, q)
+		wantHTTPError(t, "pull ?"+q, status, body, http.StatusBadRequest, "INVALID")
+	}
+	a.publish(topic, []byte("x"))
+	p := a.pullUntil("g1", topic, 1)[0]
+	epoch, _, _ := strings.Cut(p.DeliveryID, "-")
+	for _, id := range []string{"nope", "0", epoch + "-999999", "ffffffffffffffff-1", epoch + "-x"} {
+		status, body := a.answer("ack", id)
+		wantHTTPError(t, "ack "+id, status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+		status, body = a.answer("nack", id)
+		wantHTTPError(t, "nack "+id, status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+	}
+	status, body := a.answer("nack?delay=-5s", p.DeliveryID)
+	wantHTTPError(t, "nack with a negative delay", status, body, http.StatusBadRequest, "INVALID")
+	a.mustAnswer("ack", p.DeliveryID)
+	status, body = a.answer("ack", p.DeliveryID)
+	wantHTTPError(t, "a second ack", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+	status, body = a.answer("nack", p.DeliveryID)
+	wantHTTPError(t, "a nack after the ack", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+
+	if status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/healthz", "", nil); status != http.StatusOK {
+		t.Fatalf("healthz after bad input: %d %s", status, body)
+	}
+	a.publish(topic, []byte("still"))
+	got := a.pullUntil("g1", topic, 1)
+	if got[0].body() != "still" {
+		t.Fatalf("pulled %q after bad input, want still", got[0].body())
+	}
+	a.mustAnswer("ack", got[0].DeliveryID) // or Shutdown waits for it
+}
+
+// TestHTTPPullShutdown: Shutdown answers a pending long poll at once,
+// refuses new pulls with 503 SHUTTING_DOWN, and still takes the ack of a
+// delivery an HTTP client holds, which ends the wait for it.
+func TestHTTPPullShutdown(t *testing.T) {
+	e := newEnv(t, func(c *msgmesh.Config) { c.HTTP.WriteTimeout = 20 * time.Minute })
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	a := e.httpApp("orders", "")
+	a.publish(topic, []byte("held"))
+	held := a.pullUntil("g1", topic, 1)[0]
+
+	poll := make(chan int, 1)
+	go func() {
+		status, _ := a.pullRaw("g1", topic, "max=1&wait=5m")
+		poll <- status
+	}()
+	waitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), scaled(2*time.Minute))
+		defer cancel()
+		done <- e.sc.Shutdown(ctx)
+	}()
+	select {
+	case status := <-poll:
+		if status != http.StatusOK {
+			t.Fatalf("the pending long poll was answered %d at shutdown, want 200 (with what it held)", status)
+		}
+	case <-time.After(scaled(60 * time.Second)):
+		t.Fatal("the pending long poll was not answered when shutdown began")
+	}
+	status, body := a.pullRaw("g1", topic, "max=1")
+	wantHTTPError(t, "a pull during shutdown", status, body, http.StatusServiceUnavailable, "SHUTTING_DOWN")
+	if e.sc.InflightDeliveries() != 1 {
+		t.Fatalf("in flight during shutdown: %d, want the held delivery", e.sc.InflightDeliveries())
+	}
+	a.mustAnswer("ack", held.DeliveryID)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(scaled(60 * time.Second)):
+		t.Fatal("Shutdown did not end once the HTTP delivery was acked")
+	}
+}
