@@ -9,8 +9,14 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh"
+	"github.com/msgmesh/msgmesh/observe"
 )
 
 // pulled is one delivery of POST /v1/pull as a client decodes it; Key and
@@ -483,5 +489,185 @@ func TestHTTPPullShutdown(t *testing.T) {
 		}
 	case <-time.After(scaled(60 * time.Second)):
 		t.Fatal("Shutdown did not end once the HTTP delivery was acked")
+	}
+}
+
+// TestHTTPPullInflightBounds: HTTP-pulled deliveries count against the
+// sidecar's in-flight bound (per app) and the group's flowctl bound; a
+// pull returns nothing more until one is answered.
+func TestHTTPPullInflightBounds(t *testing.T) {
+	flow, err := flowctl.New(flowctl.Config{Groups: map[string]flowctl.GroupLimits{"g2": {MaxInflight: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *msgmesh.Config) { c.MaxInflight = 3; c.Flow = flow })
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	e.register("billing", nil, []string{"g2:" + topic})
+	orders := e.httpApp("orders", "")
+	for i := 0; i < 6; i++ {
+		orders.publish(topic, []byte(fmt.Sprint("m", i)))
+	}
+	for _, tc := range []struct {
+		a      *httpApp
+		group  string
+		bound  int
+		reason string
+	}{
+		{orders, "g1", 3, "the sidecar's max in-flight (3)"},
+		{e.httpApp("billing", ""), "g2", 2, "the group's flowctl max_inflight (2)"},
+	} {
+		held := tc.a.pullUntil(tc.group, topic, tc.bound)
+		if more := tc.a.pull(tc.group, topic, 10, "500ms"); len(more) != 0 || len(held) != tc.bound {
+			t.Fatalf("%s: held %d, then pulled %d more; want %d held and none more under %s", tc.group, len(held), len(more), tc.bound, tc.reason)
+		}
+		tc.a.mustAnswer("ack", held[0].DeliveryID)
+		next := tc.a.pullUntil(tc.group, topic, 1)
+		if len(next) != 1 {
+			t.Fatalf("%s: after an ack, pulled %d", tc.group, len(next))
+		}
+		for _, p := range append(held[1:], next...) {
+			tc.a.mustAnswer("ack", p.DeliveryID) // or Shutdown waits for them
+		}
+	}
+}
+
+// TestHTTPPullHandoff: a hot upgrade refuses new HTTP pulls, takes the ack
+// of an HTTP delivery while it waits for deliveries to settle, and the one
+// left unanswered (here: timed out) comes again from the successor, where
+// the old delivery id is unknown.
+func TestHTTPPullHandoff(t *testing.T) {
+	c := natsCluster(t)
+	dataDir := t.TempDir()
+	tweak := func(c *msgmesh.Config) { c.DeliveryTimeout = scaled(2 * time.Second) }
+	sc := startOn(t, c, dataDir, nil, tweak)
+	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	a := &httpApp{t: t, base: "http://" + sc.HTTPAddr().String(), app: "orders"}
+	a.publish(topic, []byte("acked"))
+	a.publish(topic, []byte("left"))
+	held := map[string]pulled{}
+	for _, p := range a.pullUntil("g1", topic, 2) {
+		held[p.body()] = p
+	}
+	type result struct {
+		st  *msgmesh.HandoffState
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), scaled(2*time.Minute))
+		defer cancel()
+		st, err := sc.Handoff(ctx)
+		done <- result{st, err}
+	}()
+	waitFor(t, 30*time.Second, "new pulls to be refused during the handoff", func() bool {
+		status, _ := a.pullRaw("g1", topic, "max=1")
+		return status == http.StatusServiceUnavailable
+	})
+	a.mustAnswer("ack", held["acked"].DeliveryID)
+	r := <-done // once "left" timed out back to the broker
+	if r.err != nil {
+		t.Fatalf("handoff: %v", r.err)
+	}
+	sc = startOn(t, c, dataDir, r.st, tweak)
+	again := a.pullUntil("g1", topic, 1)[0]
+	if again.body() != "left" || again.Redelivered < 1 {
+		t.Fatalf("the successor delivered %q redelivered %d, want left, redelivered >= 1", again.body(), again.Redelivered)
+	}
+	status, body := a.answer("ack", held["left"].DeliveryID)
+	wantHTTPError(t, "the predecessor's delivery id at the successor", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
+	a.mustAnswer("ack", again.DeliveryID)
+	if more := a.pull("g1", topic, 10, "500ms"); len(more) != 0 {
+		t.Fatalf("after the handoff, %d more deliveries: %+v (the acked one came again?)", len(more), more)
+	}
+	_ = sc
+}
+
+// TestHTTPPullShutdownHandsBack: a delivery an HTTP client still holds
+// when Shutdown's wait ends goes back to the broker, and the next sidecar
+// delivers it again.
+func TestHTTPPullShutdownHandsBack(t *testing.T) {
+	c := natsCluster(t)
+	dataDir := t.TempDir()
+	sc := startOn(t, c, dataDir, nil)
+	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	a := &httpApp{t: t, base: "http://" + sc.HTTPAddr().String(), app: "orders"}
+	a.publish(topic, []byte("held"))
+	held := a.pullUntil("g1", topic, 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_ = sc.Shutdown(ctx) // the wait ends with ctx: the delivery is handed back
+	cancel()
+	if n := sc.InflightDeliveries(); n != 0 {
+		t.Fatalf("%d deliveries in flight after Shutdown", n)
+	}
+	sc = startOn(t, c, dataDir, nil)
+	a.base = "http://" + sc.HTTPAddr().String()
+	again := a.pullUntil("g1", topic, 1)[0]
+	if again.body() != "held" || again.MessageID != held.MessageID {
+		t.Fatalf("the next sidecar delivered %q (message id %s), want held (%s)", again.body(), again.MessageID, held.MessageID)
+	}
+	a.mustAnswer("ack", again.DeliveryID)
+}
+
+// TestHTTPPullTrace: an HTTP-pulled message continues the producer's
+// trace as a mesh delivery does: its traceparent header names the
+// sidecar's "deliver" span (child of the send span), which the ack ends;
+// the "pull" span continues the HTTP request's own traceparent and links
+// to the delivery.
+func TestHTTPPullTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tel, err := observe.New(context.Background(), observe.Config{TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	e := newEnv(t, func(c *msgmesh.Config) { c.Telemetry = tel })
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	if _, err := e.dial(client.WithTracerProvider(tp)).Publish(context.Background(), &client.Message{Topic: topic, Body: []byte("traced")}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.httpApp("orders", "")
+	const callerTrace, callerSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	var got []pulled
+	waitFor(t, 30*time.Second, "the traced message", func() bool {
+		status, body := a.pullRaw("g1", topic, "max=1&wait=1s", "Traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
+		var res struct{ Messages []pulled }
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &res) != nil {
+			t.Fatalf("pull: %d %s", status, body)
+		}
+		got = res.Messages
+		return len(got) == 1
+	})
+	a.mustAnswer("ack", got[0].DeliveryID)
+
+	byName := map[string]tracetest.SpanStub{}
+	waitFor(t, 10*time.Second, "the send, deliver and pull spans", func() bool {
+		for _, s := range exp.GetSpans() {
+			byName[s.Name] = s
+		}
+		return byName["send "+topic].Name != "" && byName["deliver "+topic].Name != "" && byName["pull "+topic].Name != ""
+	})
+	send, deliver, pull := byName["send "+topic], byName["deliver "+topic], byName["pull "+topic]
+	if deliver.Parent.SpanID() != send.SpanContext.SpanID() || deliver.SpanContext.TraceID() != send.SpanContext.TraceID() {
+		t.Errorf("the deliver span is not the send span's child")
+	}
+	tpHeader, _ := got[0].header("traceparent")
+	if want := fmt.Sprintf("00-%s-%s-", deliver.SpanContext.TraceID(), deliver.SpanContext.SpanID()); !strings.HasPrefix(tpHeader, want) {
+		t.Errorf("the pulled message's traceparent is %q, want the deliver span's %s..", tpHeader, want)
+	}
+	if pull.Parent.TraceID().String() != callerTrace || pull.Parent.SpanID().String() != callerSpan {
+		t.Errorf("the pull span's parent is %s/%s, want the request's traceparent %s/%s", pull.Parent.TraceID(), pull.Parent.SpanID(), callerTrace, callerSpan)
+	}
+	linked := false
+	for _, l := range pull.Links {
+		linked = linked || l.SpanContext.SpanID() == deliver.SpanContext.SpanID()
+	}
+	if !linked {
+		t.Errorf("the pull span does not link to the deliver span")
 	}
 }
