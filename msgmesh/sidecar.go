@@ -15,7 +15,9 @@
 //   - routes (route.go): the dispatch point of one (group, topic): the
 //     connections that declared it and the pending pull requests;
 //   - sessions (session.go): one app connection: its read loop, publish
-//     lanes, deliveries in flight and their timeouts;
+//     lanes, deliveries in flight and their timeouts; an app pulling over
+//     HTTP gets a session without a connection (httppull.go), so its
+//     deliveries are bounded, timed out and settled the same way;
 //   - capacity (capacity.go): the bounds on connections, registrations,
 //     upstream consumers and HTTP clients, and how a request past one is
 //     refused;
@@ -37,7 +39,10 @@
 //	Sidecar.regMu → Sidecar.reconcileMu → upstream.mu
 //	route.mu → pullWaiter.mu → session.mu
 //	Sidecar.sessMu → session.mu (and the forwarder's own lock: Outstanding)
-//	Sidecar.routesMu, alone (routes are signalled under it, not locked)
+//	Sidecar.routesMu, alone or under httpPulls.mu (routes are signalled
+//	  under it, not locked)
+//	httpPulls.mu → route.mu → pullWaiter.mu → session.mu (an HTTP pull
+//	  joins its route and starts under it: httppull.go)
 //
 // Broker calls and network writes happen under two locks only, both on
 // control paths: Register holds regMu across its checks (which may ask a
