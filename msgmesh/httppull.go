@@ -1,12 +1,14 @@
 package msgmesh
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -242,12 +244,8 @@ func (sc *Sidecar) httpPullIdentity(r *http.Request) (identity, error) {
 // to the broker, or issued by an earlier sidecar process.
 var ErrUnknownDelivery = errors.New("msgmesh: unknown delivery")
 
-// pullResponse answers POST /v1/pull/{group}/{topic}.
-type pullResponse struct {
-	Messages []httpMessage `json:"messages"`
-}
-
-// httpMessage is one pulled delivery in JSON. Bodies are base64 (JSON
+// httpMessage is one pulled delivery in JSON; POST /v1/pull answers
+// {"messages": [...]} (writePulled). Bodies are base64 (JSON
 // strings cannot hold arbitrary bytes); a key or header value that is not
 // valid UTF-8 comes in its _base64 field instead.
 type httpMessage struct {
@@ -386,17 +384,33 @@ func (sc *Sidecar) handlePull(w http.ResponseWriter, r *http.Request) {
 		pw.s.handBack(res.Messages)
 		return
 	}
-	out := pullResponse{Messages: make([]httpMessage, 0, len(res.Messages))}
-	for _, m := range res.Messages {
-		out.Messages = append(out.Messages, pw.s.toHTTP(m))
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	if err := json.NewEncoder(w).Encode(out); err != nil {
+	if err := pw.s.writePulled(w, res.Messages); err != nil {
 		// The answer did not reach the client (as far as we can tell):
 		// hand its deliveries back now rather than after the timeout.
 		pw.s.handBack(res.Messages)
 	}
+}
+
+// writePulled writes a pullResponse of ms one message at a time, so that
+// an answer of many large bodies is never held whole in memory a second
+// time as JSON.
+func (s *session) writePulled(w io.Writer, ms []mesh.Message) error {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	_, _ = bw.WriteString(`{"messages":[`)
+	for i, m := range ms {
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		b, err := json.Marshal(s.toHTTP(m))
+		if err != nil {
+			return fmt.Errorf("msgmesh: http pull: %w", err)
+		}
+		_, _ = bw.Write(b)
+	}
+	_, _ = bw.WriteString("]}\n")
+	return bw.Flush() // a bufio.Writer keeps its first error
 }
 
 // handBack returns pulled deliveries the app never got to the broker,
