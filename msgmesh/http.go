@@ -31,7 +31,8 @@ import (
 //	GET    /readyz                   readiness: 200 when every cluster and upstream consumer is ready, else 503 naming what is not (readiness.go)
 //
 // httpGuard (httpguard.go) stands in front of all of it but the two probes,
-// and the two request bodies have their content types checked.
+// and the POST requests have their content types checked (jsonBody,
+// opaqueBody).
 func (sc *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/registrations", jsonBody(sc.handleRegister))
