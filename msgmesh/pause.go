@@ -43,9 +43,9 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 // InflightDeliveries counts deliveries pushed or pulled to apps (over the
 // mesh protocol or HTTP), or forwarded to siblings, and not yet answered.
 func (s *Sidecar) InflightDeliveries() int {
+	n := s.httpSessionsInflight() // before sessMu: the two locks are never nested
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
-	n := 0
 	if f := s.cfg.Forwarding; f != nil {
 		n += f.Forwarder.Outstanding()
 	}
@@ -54,7 +54,7 @@ func (s *Sidecar) InflightDeliveries() int {
 		n += len(ss.inflight)
 		ss.mu.Unlock()
 	}
-	return n + s.httpSessionsInflight()
+	return n
 }
 
 // WaitDeliveriesSettled waits until no delivery is in flight (each was
