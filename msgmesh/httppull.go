@@ -27,6 +27,7 @@ import (
 //	POST /v1/pull/{group}/{topic}?max=N&wait=D   long poll: up to N deliveries
 //	POST /v1/ack/{delivery_id}                   ack one
 //	POST /v1/nack/{delivery_id}?delay=D          nack one; redelivered no sooner than D
+//	POST /v1/ack, POST /v1/nack                  the same for a JSON list of ids
 //
 // It is the mesh protocol's PULL, served by the same machinery: each app
 // that pulls over HTTP gets one session (session.go) without a connection,
@@ -446,15 +447,88 @@ func (sc *Sidecar) answerHTTP(w http.ResponseWriter, r *http.Request, a answer, 
 		return
 	}
 	did := r.PathValue("delivery_id")
-	s := sc.httpSession(id.app)
-	var n uint64
-	ok := s != nil
-	if ok {
-		n, ok = s.parseDeliveryID(did)
-	}
-	if !ok || !s.settle(n, a, delay) {
+	if !sc.httpSession(id.app).settleHTTP(did, a, delay) {
 		writeError(w, fmt.Errorf("%w: %q is not in flight for app %q: never pulled by it, already answered, timed out back to the broker (--delivery-timeout), or pulled from an earlier sidecar process", ErrUnknownDelivery, did, id.app))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// settleHTTP settles the delivery of HTTP id did with a; false when it is
+// not in flight on s (s may be nil: the app never pulled).
+func (s *session) settleHTTP(did string, a answer, delay time.Duration) bool {
+	if s == nil {
+		return false
+	}
+	n, ok := s.parseDeliveryID(did)
+	return ok && s.settle(n, a, delay)
+}
+
+// answerBatch is the body of POST /v1/ack and POST /v1/nack: several
+// deliveries answered at once.
+type answerBatch struct {
+	DeliveryIDs []string `json:"delivery_ids"`
+	// Delay (nack only) is as ?delay= of a single nack.
+	Delay string `json:"delay,omitempty"`
+}
+
+// answeredBatch answers POST /v1/ack and POST /v1/nack: how many
+// deliveries were answered, and the ids that were not in flight.
+type answeredBatch struct {
+	Answered int      `json:"answered"`
+	Unknown  []string `json:"unknown"`
+}
+
+// maxAnswerBody bounds the body of a batch ack or nack: room for
+// MaxInflight ids and then some.
+const maxAnswerBody = 1 << 20
+
+func (sc *Sidecar) handleAckBatch(w http.ResponseWriter, r *http.Request) {
+	sc.answerBatchHTTP(w, r, answerAck)
+}
+
+func (sc *Sidecar) handleNackBatch(w http.ResponseWriter, r *http.Request) {
+	sc.answerBatchHTTP(w, r, answerNack)
+}
+
+// answerBatchHTTP settles every delivery a batch names with a. Ids not in
+// flight are listed in the answer, not an error: the others were answered.
+func (sc *Sidecar) answerBatchHTTP(w http.ResponseWriter, r *http.Request, a answer) {
+	id, err := sc.httpPullIdentity(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req answerBatch
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAnswerBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: the body is {\"delivery_ids\": [...]} (and \"delay\" for a nack): %w", ErrInvalid, err))
+		return
+	}
+	if n := len(req.DeliveryIDs); n == 0 || n > sc.cfg.MaxInflight {
+		writeError(w, fmt.Errorf("%w: delivery_ids: %d ids; send 1 to %d (the in-flight bound, --max-inflight)", ErrInvalid, n, sc.cfg.MaxInflight))
+		return
+	}
+	var delay time.Duration
+	if req.Delay != "" {
+		if a != answerNack {
+			writeError(w, fmt.Errorf("%w: delay is for nacks", ErrInvalid))
+			return
+		}
+		if delay, err = parseDuration(req.Delay); err != nil {
+			writeError(w, fmt.Errorf("%w: delay %q: %w", ErrInvalid, req.Delay, err))
+			return
+		}
+	}
+	s := sc.httpSession(id.app)
+	res := answeredBatch{Unknown: []string{}}
+	for _, did := range req.DeliveryIDs {
+		if s.settleHTTP(did, a, delay) {
+			res.Answered++
+		} else {
+			res.Unknown = append(res.Unknown, did)
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
 }

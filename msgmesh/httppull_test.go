@@ -671,3 +671,77 @@ func TestHTTPPullTrace(t *testing.T) {
 		t.Errorf("the pull span does not link to the deliver span")
 	}
 }
+
+// answerBatch posts a batch ack or nack and returns status and body.
+func (a *httpApp) answerBatch(verb, body string) (int, string) {
+	a.t.Helper()
+	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/"+verb, a.headers("Content-Type", "application/json"), []byte(body))
+}
+
+// TestHTTPPullBatchAnswer: POST /v1/ack and /v1/nack answer several
+// deliveries at once, list the ids that were not in flight, and refuse
+// malformed batches without answering anything.
+func TestHTTPPullBatchAnswer(t *testing.T) {
+	e := newEnv(t)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	a := e.httpApp("orders", "")
+	for i := 0; i < 5; i++ {
+		a.publish(topic, []byte(fmt.Sprint("m", i)))
+	}
+	got := a.pullUntil("g1", topic, 5)
+	ids := func(ps []pulled) string {
+		var q []string
+		for _, p := range ps {
+			q = append(q, fmt.Sprintf("%q", p.DeliveryID))
+		}
+		return strings.Join(q, ",")
+	}
+	for _, bad := range []struct{ verb, body string }{
+		{"ack", `{"delivery_ids": []}`},
+		{"ack", `{"delivery_ids": [` + ids(got[:1]) + `], "delay": "1s"}`},
+		{"nack", `{"delivery_ids": [` + ids(got[:1]) + `], "delay": "-1s"}`},
+		{"ack", `{"delivery_ids": [` + ids(got[:1]) + `], "extra": 1}`},
+		{"ack", `{"delivery_ids": ` + ids(got[:1]) + `}`},
+	} {
+		status, body := a.answerBatch(bad.verb, bad.body)
+		wantHTTPError(t, bad.verb+" "+bad.body, status, body, http.StatusBadRequest, "INVALID")
+	}
+	status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/ack", a.headers("Content-Type", "text/plain"), []byte(`{"delivery_ids": [`+ids(got)+`]}`))
+	if status != http.StatusUnsupportedMediaType {
+		t.Fatalf("a text/plain batch ack: %d %s, want 415", status, body)
+	}
+
+	var res struct {
+		Answered int
+		Unknown  []string
+	}
+	decode := func(status int, body string) {
+		t.Helper()
+		res.Answered, res.Unknown = 0, nil
+		if status != http.StatusOK || json.Unmarshal([]byte(body), &res) != nil {
+			t.Fatalf("batch answer: %d %s", status, body)
+		}
+	}
+	decode(a.answerBatch("nack", `{"delivery_ids": [`+ids(got[:2])+`,"bogus"], "delay": "100ms"}`))
+	if res.Answered != 2 || len(res.Unknown) != 1 || res.Unknown[0] != "bogus" {
+		t.Fatalf("batch nack: %+v, want 2 answered and bogus unknown", res)
+	}
+	decode(a.answerBatch("ack", `{"delivery_ids": [`+ids(got[2:])+`]}`))
+	if res.Answered != 3 || len(res.Unknown) != 0 {
+		t.Fatalf("batch ack: %+v, want 3 answered", res)
+	}
+	again := a.pullUntil("g1", topic, 2)
+	for _, p := range again {
+		if p.Redelivered < 1 || (p.body() != got[0].body() && p.body() != got[1].body()) {
+			t.Fatalf("after the batch nack: %q redelivered %d; want one of the two nacked, redelivered", p.body(), p.Redelivered)
+		}
+	}
+	decode(a.answerBatch("ack", `{"delivery_ids": [`+ids(again)+`]}`))
+	if res.Answered != 2 {
+		t.Fatalf("batch ack of the redeliveries: %+v", res)
+	}
+	decode(a.answerBatch("ack", `{"delivery_ids": [`+ids(again)+`]}`))
+	if res.Answered != 0 || len(res.Unknown) != 2 {
+		t.Fatalf("a second batch ack: %+v, want both unknown", res)
+	}
+}
