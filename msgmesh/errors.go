@@ -56,6 +56,8 @@ func codeOf(err error) mesh.Code {
 		return mesh.CodeNotRegistered
 	case errors.Is(err, ErrNotDeclared):
 		return mesh.CodeNotDeclared
+	case errors.Is(err, ErrUnknownDelivery):
+		return mesh.CodeUnknownRequest
 	case errors.Is(err, ErrForbidden):
 		return mesh.CodeForbidden
 	case errors.Is(err, ErrUnauthorized):
@@ -88,7 +90,7 @@ func codeOf(err error) mesh.Code {
 // httpStatus maps a wire code to the HTTP API's status.
 func httpStatus(c mesh.Code) int {
 	switch c {
-	case mesh.CodeNotRegistered, mesh.CodeNotDeclared:
+	case mesh.CodeNotRegistered, mesh.CodeNotDeclared, mesh.CodeUnknownRequest:
 		return http.StatusNotFound
 	case mesh.CodeInvalid, mesh.CodeBadFrame, mesh.CodeSchemaInvalid:
 		return http.StatusBadRequest

@@ -104,6 +104,9 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	for _, ss := range s.sessionsNow() {
 		ss.finishPulls() // writes PULL_RESULTs: not under sessMu
 	}
+	// HTTP pulls too; new ones are refused from now on, while acks and
+	// nacks of HTTP deliveries are served until the HTTP API stops below.
+	s.finishHTTPPulls()
 	if err := s.WaitDeliveriesSettled(ctx); err != nil {
 		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
 	}
@@ -133,6 +136,9 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		s.log.Warn("handoff: http requests still running", "err", err)
 	}
+	// HTTP deliveries still unanswered go back to the broker: their ids
+	// mean nothing to the successor.
+	s.stopHTTPSessions()
 
 	s.sessMu.Lock()
 	s.handingOff = true

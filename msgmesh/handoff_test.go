@@ -137,16 +137,20 @@ func TestHandoffInProcess(t *testing.T) {
 }
 
 // startOn starts a sidecar on cluster c and dataDir, adopting inherit when
-// it is set; it stops in t.Cleanup.
-func startOn(t *testing.T, c topology.Cluster, dataDir string, inherit *msgmesh.HandoffState) *msgmesh.Sidecar {
+// it is set, with tweak applied to its config; it stops in t.Cleanup.
+func startOn(t *testing.T, c topology.Cluster, dataDir string, inherit *msgmesh.HandoffState, tweak ...func(*msgmesh.Config)) *msgmesh.Sidecar {
 	t.Helper()
 	b, err := brokers.Open(context.Background(), c, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		Broker: b, Logger: testLogger(), Inherit: inherit})
+	cfg := msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Broker: b, Logger: testLogger(), Inherit: inherit}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	sc, err := msgmesh.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

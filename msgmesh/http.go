@@ -26,11 +26,14 @@ import (
 //	GET    /v1/streams               each registered topic's stream and its settings (streams.go)
 //	GET    /metrics                  Prometheus metrics, when telemetry is on
 //	POST   /v1/publish/{topic}       publish the request body (for apps without an SDK)
+//	POST   /v1/pull/{group}/{topic}  long poll for deliveries; /v1/ack/{id}, /v1/nack/{id} answer them,
+//	                                 /v1/ack and /v1/nack a list of them (httppull.go)
 //	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
 //	GET    /readyz                   readiness: 200 when every cluster and upstream consumer is ready, else 503 naming what is not (readiness.go)
 //
 // httpGuard (httpguard.go) stands in front of all of it but the two probes,
-// and the two request bodies have their content types checked.
+// and the POST requests have their content types checked (jsonBody,
+// opaqueBody).
 func (sc *Sidecar) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/registrations", jsonBody(sc.handleRegister))
@@ -44,6 +47,11 @@ func (sc *Sidecar) httpHandler() http.Handler {
 		mux.Handle("GET /metrics", t.MetricsHandler())
 	}
 	mux.Handle("POST /v1/publish/{topic}", opaqueBody(sc.handlePublish))
+	mux.Handle("POST /v1/pull/{group}/{topic}", opaqueBody(sc.handlePull))
+	mux.Handle("POST /v1/ack/{delivery_id}", opaqueBody(sc.handleAck))
+	mux.Handle("POST /v1/nack/{delivery_id}", opaqueBody(sc.handleNack))
+	mux.Handle("POST /v1/ack", jsonBody(sc.handleAckBatch))
+	mux.Handle("POST /v1/nack", jsonBody(sc.handleNackBatch))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if sc.draining.Load() {
 			writeError(w, ErrShuttingDown)

@@ -40,12 +40,12 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// InflightDeliveries counts deliveries pushed or pulled to apps, or
-// forwarded to siblings, and not yet answered.
+// InflightDeliveries counts deliveries pushed or pulled to apps (over the
+// mesh protocol or HTTP), or forwarded to siblings, and not yet answered.
 func (s *Sidecar) InflightDeliveries() int {
+	n := s.httpSessionsInflight() // before sessMu: the two locks are never nested
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
-	n := 0
 	if f := s.cfg.Forwarding; f != nil {
 		n += f.Forwarder.Outstanding()
 	}

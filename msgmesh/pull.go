@@ -21,11 +21,14 @@ const maxPullWait = 5 * time.Minute
 type pullWaiter struct {
 	s        *session
 	r        *route
-	reqID    uint64
 	max      int
 	deadline time.Time
 
 	span trace.Span // the pull span; deliveries link to it
+	// reply sends the answer: a PULL_RESULT frame on the connection, or
+	// the body of an HTTP pull (httppull.go). Called once, by finish,
+	// with no lock held.
+	reply func(mesh.PullResult) error
 
 	mu       sync.Mutex
 	reserved int // slots reserved by the upstream consumer, not yet filled
@@ -53,9 +56,26 @@ func (s *session) onPull(f mesh.Frame) error {
 		return fmt.Errorf("%w: pull of 0 messages", ErrInvalid)
 	}
 	wait := min(time.Duration(p.WaitMillis)*time.Millisecond, maxPullWait)
-	w := &pullWaiter{s: s, r: s.routes[k], reqID: f.ID, max: int(min(p.Max, uint32(s.maxInflight.Load()))),
-		deadline: time.Now().Add(wait)}
-	_, w.span = s.sc.cfg.Telemetry.StartPull(context.Background(), p.Group, p.Topic)
+	reqID := f.ID
+	s.startPull(context.Background(), s.routes[k], int(p.Max), wait, func(res mesh.PullResult) error {
+		err := s.send(mesh.KindPullResult, mesh.FlagResponse, reqID, &res)
+		if err != nil {
+			s.close(err) // the messages in res go back to the broker with the connection
+		}
+		return err
+	})
+	return nil
+}
+
+// startPull makes a pull of up to max messages (at most the session's
+// in-flight limit) from route r, answered by reply within wait; its span
+// is a child of the trace context in ctx, if any. The mesh PULL and the
+// HTTP pull (httppull.go) both start here; the caller has checked that the
+// session's app may consume r.
+func (s *session) startPull(ctx context.Context, r *route, max int, wait time.Duration, reply func(mesh.PullResult) error) *pullWaiter {
+	w := &pullWaiter{s: s, r: r, max: min(max, int(s.maxInflight.Load())),
+		deadline: time.Now().Add(wait), reply: reply}
+	_, w.span = s.sc.cfg.Telemetry.StartPull(ctx, r.key.group, r.key.topic)
 	s.mu.Lock()
 	s.pulls[w] = struct{}{}
 	s.mu.Unlock()
@@ -67,7 +87,7 @@ func (s *session) onPull(f mesh.Frame) error {
 		w.timer = time.AfterFunc(w.nextWake(), w.finish)
 	}
 	w.mu.Unlock()
-	return nil
+	return w
 }
 
 // reserve takes room for one more message in the answer.
@@ -135,7 +155,8 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 
 // finish answers the PULL with what it holds. It runs once; later calls do
 // nothing. Messages it holds are tracked on the session, so if the answer
-// cannot be written they go back to the broker with the connection.
+// cannot be written they go back to the broker (with the connection, or as
+// the HTTP pull hands them back).
 func (w *pullWaiter) finish() {
 	w.mu.Lock()
 	if w.done {
@@ -152,9 +173,6 @@ func (w *pullWaiter) finish() {
 	w.s.mu.Lock()
 	delete(w.s.pulls, w)
 	w.s.mu.Unlock()
-	err := w.s.send(mesh.KindPullResult, mesh.FlagResponse, w.reqID, &res)
+	err := w.reply(res)
 	observe.EndPull(w.span, len(res.Messages), err)
-	if err != nil {
-		w.s.close(err)
-	}
 }

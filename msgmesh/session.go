@@ -57,6 +57,10 @@ type session struct {
 	joined   atomic.Pointer[[]*route] // the values of routes, for release
 	inflight map[uint64]inflight      // guarded by mu
 	pulls    map[*pullWaiter]struct{} // guarded by mu
+
+	// epoch prefixes the delivery ids of an HTTP session (httppull.go);
+	// "" on a mesh connection.
+	epoch string
 }
 
 type inflight struct {
@@ -512,8 +516,9 @@ const (
 	answerNone                  // handed back without a verdict: connection lost, handoff
 )
 
-// settle handles the app's answer to delivery id.
-func (s *session) settle(id uint64, a answer, delay time.Duration) {
+// settle handles the app's answer to delivery id; false if no such
+// delivery is in flight.
+func (s *session) settle(id uint64, a answer, delay time.Duration) bool {
 	s.mu.Lock()
 	inf, ok := s.inflight[id]
 	delete(s.inflight, id)
@@ -521,10 +526,11 @@ func (s *session) settle(id uint64, a answer, delay time.Duration) {
 	if !ok {
 		// Timed out earlier (already handed back), or a buggy client.
 		s.log.Debug("answer for unknown delivery", "delivery_id", id)
-		return
+		return false
 	}
 	s.settleUpstream(inf, a, delay)
 	s.release()
+	return true
 }
 
 // settleUpstream passes a's verdict on to the broker: an ack, a failed

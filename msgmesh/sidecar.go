@@ -15,7 +15,9 @@
 //   - routes (route.go): the dispatch point of one (group, topic): the
 //     connections that declared it and the pending pull requests;
 //   - sessions (session.go): one app connection: its read loop, publish
-//     lanes, deliveries in flight and their timeouts;
+//     lanes, deliveries in flight and their timeouts; an app pulling over
+//     HTTP gets a session without a connection (httppull.go), so its
+//     deliveries are bounded, timed out and settled the same way;
 //   - capacity (capacity.go): the bounds on connections, registrations,
 //     upstream consumers and HTTP clients, and how a request past one is
 //     refused;
@@ -37,7 +39,10 @@
 //	Sidecar.regMu → Sidecar.reconcileMu → upstream.mu
 //	route.mu → pullWaiter.mu → session.mu
 //	Sidecar.sessMu → session.mu (and the forwarder's own lock: Outstanding)
-//	Sidecar.routesMu, alone (routes are signalled under it, not locked)
+//	Sidecar.routesMu, alone or under httpPulls.mu (routes are signalled
+//	  under it, not locked)
+//	httpPulls.mu → route.mu → pullWaiter.mu → session.mu (an HTTP pull
+//	  joins its route and starts under it: httppull.go)
 //
 // Broker calls and network writes happen under two locks only, both on
 // control paths: Register holds regMu across its checks (which may ask a
@@ -354,6 +359,8 @@ type Sidecar struct {
 	frozen     []ConnState // guarded by sessMu: sessions frozen for handoff
 	sessWG     sync.WaitGroup
 
+	httpPulls httpPulls // the HTTP sessions: deliveries pulled over HTTP (httppull.go)
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -503,12 +510,16 @@ func (s *Sidecar) Addr() net.Addr { return s.meshLn.Addr() }
 func (s *Sidecar) HTTPAddr() net.Addr { return s.httpLn.Addr() }
 
 // Shutdown stops the sidecar gracefully:
-//  1. stop accepting connections and HTTP requests;
+//  1. stop accepting connections; refuse new publishes, registrations and
+//     pulls (HTTP ones answered 503 SHUTTING_DOWN), and answer pending HTTP
+//     pulls with what they hold;
 //  2. stop every upstream consumer (prefetched messages go back to the broker);
-//  3. refuse new publishes and pulls, finish the publishes already read, and
-//     wait for apps to answer the deliveries they hold;
-//  4. when all is settled or ctx ends, hand unanswered deliveries back to the
-//     broker, close every connection, and close the store.
+//  3. finish the publishes already read, and wait for apps to answer the
+//     deliveries they hold; the HTTP API still takes acks and nacks of
+//     HTTP-pulled deliveries meanwhile;
+//  4. when all is settled or ctx ends, stop the HTTP API, hand unanswered
+//     deliveries back to the broker, close every connection, and close the
+//     store.
 //
 // It is safe to call more than once; later calls return the first result.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
@@ -520,9 +531,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("msgmesh shutting down")
 	s.draining.Store(true)
 	s.meshSrv.Close()
-	if s.httpSrv != nil {
-		_ = s.httpSrv.Shutdown(ctx)
-	}
+	s.finishHTTPPulls()
 	// Stop upstreams under reconcileMu so a concurrent reconcile cannot
 	// start new ones; cancelling s.ctx first makes any retry loop give up.
 	s.cancel()
@@ -539,6 +548,10 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	// Wait for apps to settle what they hold, then close what is left
 	// (closing flushes each connection's writer: not under sessMu).
 	s.waitSettled(ctx)
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
+	}
+	s.stopHTTPSessions()
 	for _, ss := range s.sessionsNow() {
 		ss.close(errors.New("sidecar shutting down"))
 	}
@@ -582,7 +595,7 @@ func (s *Sidecar) waitSettled(ctx context.Context) {
 			}
 		}
 		s.sessMu.Unlock()
-		if !busy {
+		if !busy && s.httpSessionsInflight() == 0 {
 			return
 		}
 		select {

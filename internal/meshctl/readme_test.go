@@ -22,7 +22,14 @@ import (
 // contains want.
 func readmeBlock(t *testing.T, want string) []string {
 	t.Helper()
-	raw, err := os.ReadFile("../../README.md")
+	return docBlock(t, "README.md", want)
+}
+
+// docBlock returns the lines of the first ```sh block of the repository's
+// file doc that contains want.
+func docBlock(t *testing.T, doc, want string) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../../" + doc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +39,34 @@ func readmeBlock(t *testing.T, want string) []string {
 			return strings.Split(strings.TrimSpace(block), "\n")
 		}
 	}
-	t.Fatalf("README.md has no sh block with %q", want)
+	t.Fatalf("%s has no sh block with %q", doc, want)
 	return nil
+}
+
+// runCurlBlock runs a doc's curl commands as written with sh -e, pointed
+// at httpAddr and with curl -f (an HTTP error fails the block), in a
+// temporary directory; it returns their output. It skips when a tool the
+// block uses is missing.
+func runCurlBlock(t *testing.T, lines []string, httpAddr string, tools ...string) string {
+	t.Helper()
+	path := map[string]string{}
+	for _, tool := range append([]string{"curl"}, tools...) {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("%s is not installed (apt-get install %s); the doc's curl block was not run", tool, tool)
+		}
+		path[tool] = p
+	}
+	script := strings.ReplaceAll(strings.Join(lines, "\n"), "localhost:7601", httpAddr)
+	script = strings.ReplaceAll(script, "curl ", path["curl"]+" -f ")
+	var out, errb bytes.Buffer
+	cmd := exec.Command("sh", "-ec", script)
+	cmd.Dir = t.TempDir()
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("curl block: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	return out.String()
 }
 
 // startSidecar runs a real sidecar in-process on an embedded JetStream
@@ -107,19 +140,21 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 	wg.Wait()
 
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed (apt-get install curl); the README's curl block was not run")
+	out := runCurlBlock(t, readmeBlock(t, "curl "), httpAddr)
+	if !strings.Contains(out, `"message_id"`) && !strings.Contains(out, `"stream"`) {
+		t.Fatalf("README curl block: no publish answer in %s", out)
 	}
-	script := strings.ReplaceAll(strings.Join(readmeBlock(t, "curl "), "\n"), "localhost:7601", httpAddr)
-	script = strings.ReplaceAll(script, "curl ", curl+" -f ")
-	var out, errb bytes.Buffer
-	cmd := exec.Command("sh", "-ec", script)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("README curl block: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
-	}
-	if !strings.Contains(out.String(), `"message_id"`) && !strings.Contains(out.String(), `"stream"`) {
-		t.Fatalf("README curl block: no publish answer in %s", out.String())
+}
+
+// TestHTTPPullWalkthrough runs docs/http-api.md's "Consuming over HTTP"
+// curl block, as written, against a real sidecar: register, publish, pull,
+// nack with a delay, pull the redelivery, ack it.
+func TestHTTPPullWalkthrough(t *testing.T) {
+	_, httpAddr := startSidecar(t)
+	out := runCurlBlock(t, docBlock(t, "docs/http-api.md", "/v1/pull/"), httpAddr, "jq", "base64")
+	for _, want := range []string{"\nhello\n", `"key":"order-42"`, `"tag":"eu"`, `"redelivered":0`, `"redelivered":1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the walkthrough's output lacks %q:\n%s", want, out)
+		}
 	}
 }
