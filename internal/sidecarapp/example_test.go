@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -145,5 +146,33 @@ func TestEveryFlagDocumented(t *testing.T) {
 	}
 	if n < 10 {
 		t.Fatalf("found %d flags in the usage text:\n%s", n, usage.String())
+	}
+}
+
+// The RPC proxy's YAML example in docs/rpc.md is a valid rpc section of
+// the sidecar's file, as the proxy checks it.
+func TestRPCDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/rpc.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in docs/rpc.md")
+	}
+	path := filepath.Join(t.TempDir(), "rpc.yaml")
+	if err := os.WriteFile(path, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.RPC == nil || len(f.RPC.Routes) != 2 || len(f.RPC.Clusters) != 1 {
+		t.Fatalf("docs/rpc.md's example: %+v", f.RPC)
+	}
+	if _, err := rpcproxy.New(*f.RPC, nil); err != nil {
+		t.Fatalf("docs/rpc.md's example: %v", err)
 	}
 }
