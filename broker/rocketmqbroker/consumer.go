@@ -90,6 +90,8 @@ type consumer struct {
 	// outstanding are the deliveries Next returned that are not settled.
 	outstanding map[*delivery]struct{}
 	ops         sync.WaitGroup
+	// persistMu serialises the adapter's offset commits (persist).
+	persistMu sync.Mutex
 	// shutDone is closed once the client is shut down.
 	shutDone chan struct{}
 }
@@ -303,6 +305,13 @@ func waitGroupFor(wg *sync.WaitGroup, d time.Duration) bool {
 // caller registered the call in c.ops.
 func (c *consumer) persist() {
 	defer c.ops.Done()
+	// One commit at a time: the client reads each queue's offset and then
+	// sends it, so two commits in parallel (Pause's and the one after the
+	// last settle) could reach the broker in the wrong order and move the
+	// group's offset back, and an upgraded sidecar would deliver acked
+	// messages again.
+	c.persistMu.Lock()
+	defer c.persistMu.Unlock()
 	if err := c.pc.PersistOffset(context.Background(), c.rtopic); err != nil {
 		c.log.Debug("committing offsets failed; the client retries every 5 s", "error", err)
 	}
