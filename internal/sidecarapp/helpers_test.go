@@ -197,3 +197,21 @@ func (s *sidecar) drain(topic string, want map[string]bool) map[string]int {
 	}
 	return got
 }
+
+// waitCond polls cond every 20 ms (a polling interval, not a
+// synchronisation) until it holds, failing after waitLong with detail's
+// text, if given.
+func waitCond(t *testing.T, what string, cond func() bool, detail ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("timed out after %v waiting for %s", waitLong, what)
+			for _, d := range detail {
+				msg += "; " + d()
+			}
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -14,18 +14,6 @@ import (
 
 const cpToken = "sidecarapp-test-operator-token"
 
-// waitCond polls cond every 20 ms until it holds, failing after waitLong.
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitLong, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // TestSidecarRegistersItself: a sidecar started with --ctrlplane appears
 // at the control plane by itself, under its --forward-advertise address,
 // with its --instance-label labels and its version; an operator's weight

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
@@ -100,17 +99,10 @@ func wantStorageFull(t *testing.T, what string, a answer, mentions ...string) {
 	}
 }
 
-// eventually polls cond every 20 ms until it holds, failing the test with
-// the last answer after waitLong.
+// eventually is waitCond, failing the test with the last answer.
 func eventually(t *testing.T, what string, cond func() bool, last *answer) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; last answer: %v", waitLong, what, *last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCond(t, what, cond, func() string { return fmt.Sprintf("last answer: %v", *last) })
 }
 
 func writeConfig(t *testing.T, yaml string) string {
