@@ -202,13 +202,7 @@ func (s *session) freezeCleanup() {
 		close(l)
 	}
 	s.owned.Wait() // lanes answer what they publish
-	s.mu.Lock()
-	left := s.inflight
-	s.inflight = make(map[uint64]inflight)
-	s.mu.Unlock()
-	for _, inf := range left {
-		s.settleUpstream(inf, answerNone, 0)
-	}
+	s.handBackInflight()
 	subs := make([]mesh.Subscription, 0, len(s.subs))
 	for k, mode := range s.subs {
 		subs = append(subs, mesh.Subscription{Group: k.group, Topic: k.topic, Mode: mode})

@@ -178,16 +178,8 @@ func (sc *Sidecar) stopHTTPSessions() {
 		close(s.done)
 		s.owned.Stop()
 		s.owned.Wait()
-		s.mu.Lock()
-		left := s.inflight
-		s.inflight = make(map[uint64]inflight)
-		s.mu.Unlock()
-		for _, inf := range left {
-			s.settleUpstream(inf, answerNone, 0)
-			s.slots.Add(-1)
-		}
-		if len(left) > 0 {
-			s.log.Info("handed unanswered HTTP deliveries back to the broker", "count", len(left))
+		if n := s.handBackInflight(); n > 0 {
+			s.log.Info("handed unanswered HTTP deliveries back to the broker", "count", n)
 		}
 		for k, mode := range s.subs {
 			s.leave(k, mode)
@@ -197,13 +189,17 @@ func (sc *Sidecar) stopHTTPSessions() {
 
 // httpSessionsInflight counts deliveries HTTP sessions hold.
 func (sc *Sidecar) httpSessionsInflight() int {
-	hp := &sc.httpPulls
+	return sc.httpPulls.sum(func(s *session) int { return len(s.inflight) })
+}
+
+// sum adds f over the HTTP sessions; f runs with the session's mu held.
+func (hp *httpPulls) sum(f func(*session) int) int {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	n := 0
 	for _, s := range hp.sessions {
 		s.mu.Lock()
-		n += len(s.inflight)
+		n += f(s)
 		s.mu.Unlock()
 	}
 	return n

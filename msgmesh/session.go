@@ -611,20 +611,21 @@ func (s *session) cleanup() {
 	for k, mode := range s.subs {
 		s.leave(k, mode)
 	}
-	s.mu.Lock()
-	ws := make([]*pullWaiter, 0, len(s.pulls))
-	for w := range s.pulls {
-		ws = append(ws, w)
-	}
-	s.mu.Unlock()
-	for _, w := range ws {
-		w.finish()
-	}
+	s.finishPulls()
 	s.owned.Stop()
 	for _, l := range s.lanes {
 		close(l)
 	}
 	s.owned.Wait()
+	if n := s.handBackInflight(); n > 0 {
+		s.log.Info("handed unanswered deliveries back to the broker", "count", n)
+	}
+}
+
+// handBackInflight takes every delivery the session holds and hands it
+// back to the broker unanswered (it comes again, not counted as a failed
+// attempt), freeing its slot; it returns how many there were.
+func (s *session) handBackInflight() int {
 	s.mu.Lock()
 	left := s.inflight
 	s.inflight = make(map[uint64]inflight)
@@ -633,9 +634,7 @@ func (s *session) cleanup() {
 		s.settleUpstream(inf, answerNone, 0)
 		s.slots.Add(-1)
 	}
-	if len(left) > 0 {
-		s.log.Info("handed unanswered deliveries back to the broker", "count", len(left))
-	}
+	return len(left)
 }
 
 // busy reports whether the session holds deliveries or publishes in flight.
