@@ -29,6 +29,17 @@ const (
 	rebuildMaxBackoff = 10 * time.Second
 )
 
+// nudgeEvery bounds one wait on the message iterator; Next then waits
+// again. nats.go's iterator (v1.55) sends its next pull request only from
+// inside its Next, at the top of each turn, and skips it while the previous
+// request is still being sent. If the last message it was waiting for
+// arrives meanwhile, its Next blocks with no request at the server, until
+// its missed-heartbeat timer (twice the heartbeat: 30 s by default) resets
+// it. Seen under load as a 30 s stall with messages pending and no pull
+// waiting (TestPause). A new wait re-runs that check, so a stall lasts at
+// most this long.
+const nudgeEvery = 500 * time.Millisecond
+
 // handBackIdle: without a connection, a hand-back ends once no buffered
 // message turned up for this long.
 const handBackIdle = 50 * time.Millisecond
@@ -184,7 +195,10 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			continue // the loop head reports ctx, state and closed conn
 		}
 
-		m, err := iter.Next(jetstream.NextContext(nctx))
+		wctx, wcancel := context.WithTimeout(nctx, nudgeEvery)
+		m, err := iter.Next(jetstream.NextContext(wctx))
+		nudge := err != nil && nctx.Err() == nil && wctx.Err() != nil
+		wcancel()
 		c.mu.Lock()
 		stale := c.state != stateRunning || c.iter != iter
 		c.mu.Unlock()
@@ -201,7 +215,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("natsbroker: next: %w", ctx.Err())
 		}
-		if stale {
+		if stale || nudge {
 			continue
 		}
 		// The iterator ended on its own: connection closed, consumer
