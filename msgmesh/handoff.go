@@ -106,7 +106,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	}
 	// HTTP pulls too; new ones are refused from now on, while acks and
 	// nacks of HTTP deliveries are served until the HTTP API stops below.
-	s.finishHTTPPulls()
+	s.detached.finishPulls()
 	if err := s.WaitDeliveriesSettled(ctx); err != nil {
 		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
 	}
@@ -138,7 +138,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	}
 	// HTTP deliveries still unanswered go back to the broker: their ids
 	// mean nothing to the successor.
-	s.stopHTTPSessions()
+	s.detached.stopAll()
 
 	s.sessMu.Lock()
 	s.handingOff = true

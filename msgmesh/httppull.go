@@ -3,8 +3,6 @@ package msgmesh
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -30,8 +27,8 @@ import (
 //	POST /v1/ack, POST /v1/nack                  the same for a JSON list of ids
 //
 // It is the mesh protocol's PULL, served by the same machinery: each app
-// that pulls over HTTP gets one session (session.go) without a connection,
-// its "HTTP session", which holds the app's HTTP-pulled deliveries in flight
+// that pulls over HTTP gets one detached session (detached.go), its "HTTP
+// session", which holds the app's HTTP-pulled deliveries in flight
 // keyed by delivery id, bounds them by Config.MaxInflight, times them out
 // after Config.DeliveryTimeout (its sweeper) and settles them as a mesh
 // connection's, dead-letter policy included. A pull is a pullWaiter
@@ -42,17 +39,6 @@ import (
 // random per HTTP session, so an id from an earlier process (a restart, a
 // hot upgrade) is unknown rather than naming another message.
 
-// httpPulls holds the HTTP sessions, one per app, made on its first pull.
-// Lock order: httpPulls.mu before route.mu and session.mu. It also guards
-// the subs and routes of its sessions, which a mesh session's read loop
-// owns.
-type httpPulls struct {
-	mu       sync.Mutex
-	sessions map[string]*session
-	// stopping: Shutdown or Handoff began; new pulls are refused.
-	stopping bool
-}
-
 // httpPullWaitCap bounds a pull's wait: half the HTTP write timeout, so the
 // answer is written well before the server would cut it, and at most the
 // mesh PULL's bound.
@@ -60,51 +46,26 @@ func (sc *Sidecar) httpPullWaitCap() time.Duration {
 	return min(sc.cfg.HTTP.WriteTimeout/2, maxPullWait)
 }
 
-// newHTTPSession makes the HTTP session of the app id acts as. It has no
-// connection: nothing reads or writes on it, it only holds deliveries.
-func (sc *Sidecar) newHTTPSession(id identity) (*session, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, fmt.Errorf("msgmesh: http pull: %w", err)
-	}
-	s := &session{
-		sc:       sc,
-		log:      sc.log.With("app", id.app, "via", "http"),
-		subs:     make(map[routeKey]mesh.Mode),
-		routes:   make(map[routeKey]*route),
-		inflight: make(map[uint64]inflight),
-		pulls:    make(map[*pullWaiter]struct{}),
-		done:     make(chan struct{}),
-		epoch:    hex.EncodeToString(b[:]),
-	}
-	s.maxInflight.Store(int32(sc.cfg.MaxInflight))
-	s.flags.Store(true) // JSON tells a null body and an empty key apart
-	s.who.Store(&id)
-	s.publishJoined()
-	s.owned.Go(s.sweep)
-	return s, nil
-}
-
 // startHTTPPull starts a pull of up to max deliveries of k for the app id
 // acts as; its answer comes on the returned channel. ctx carries the trace
 // context the pull span continues.
 func (sc *Sidecar) startHTTPPull(ctx context.Context, id identity, k routeKey, max int, wait time.Duration) (*pullWaiter, <-chan mesh.PullResult, error) {
-	hp := &sc.httpPulls
-	hp.mu.Lock()
-	defer hp.mu.Unlock()
-	if hp.stopping || sc.draining.Load() {
+	dt := &sc.detached
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	if dt.stopping || sc.draining.Load() {
 		return nil, nil, fmt.Errorf("%w: the sidecar is stopping or handing over to a new process; pull again shortly", ErrShuttingDown)
 	}
-	s := hp.sessions[id.app]
+	s := dt.byApp[id.app]
 	if s == nil {
 		var err error
-		if s, err = sc.newHTTPSession(id); err != nil {
+		if s, err = sc.newDetachedSession(id, "http", 0, nil); err != nil {
 			return nil, nil, err
 		}
-		if hp.sessions == nil {
-			hp.sessions = make(map[string]*session)
+		if dt.byApp == nil {
+			dt.byApp = make(map[string]*session)
 		}
-		hp.sessions[id.app] = s
+		dt.byApp[id.app] = s
 	}
 	// The identity this request proved: after the app was registered again
 	// with a new secret, the route gives the session deliveries again only
@@ -136,83 +97,20 @@ func requestTrace(r *http.Request) context.Context {
 
 // httpSession returns the app's HTTP session; nil if it never pulled.
 func (sc *Sidecar) httpSession(app string) *session {
-	hp := &sc.httpPulls
-	hp.mu.Lock()
-	defer hp.mu.Unlock()
-	return hp.sessions[app]
+	dt := &sc.detached
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	return dt.byApp[app]
 }
 
-// finishHTTPPulls refuses new HTTP pulls and answers pending ones with what
-// they hold; their deliveries stay in flight, to be answered (the HTTP API
-// still serves acks) or timed out.
-func (sc *Sidecar) finishHTTPPulls() {
-	hp := &sc.httpPulls
-	hp.mu.Lock()
-	hp.stopping = true
-	ss := make([]*session, 0, len(hp.sessions))
-	for _, s := range hp.sessions {
-		ss = append(ss, s)
-	}
-	hp.mu.Unlock()
-	for _, s := range ss {
-		s.finishPulls()
-	}
-}
-
-// stopHTTPSessions ends the HTTP sessions once the HTTP API stopped: every
-// delivery still unanswered goes back to the broker, without counting as a
-// failed attempt (as a mesh connection's do when it closes).
-func (sc *Sidecar) stopHTTPSessions() {
-	hp := &sc.httpPulls
-	hp.mu.Lock()
-	hp.stopping = true
-	ss := hp.sessions
-	hp.sessions = nil // acks from now on find no delivery
-	hp.mu.Unlock()
-	// Out of the map and with new pulls refused, nothing else touches a
-	// session's subs and routes: no lock is needed for them below (and
-	// none may be held across the broker calls).
-	for _, s := range ss {
-		s.finishPulls()
-		s.dead.Store(true)
-		close(s.done)
-		s.owned.Stop()
-		s.owned.Wait()
-		if n := s.handBackInflight(); n > 0 {
-			s.log.Info("handed unanswered HTTP deliveries back to the broker", "count", n)
-		}
-		for k, mode := range s.subs {
-			s.leave(k, mode)
-		}
-	}
-}
-
-// httpSessionsInflight counts deliveries HTTP sessions hold.
-func (sc *Sidecar) httpSessionsInflight() int {
-	return sc.httpPulls.sum(func(s *session) int { return len(s.inflight) })
-}
-
-// sum adds f over the HTTP sessions; f runs with the session's mu held.
-func (hp *httpPulls) sum(f func(*session) int) int {
-	hp.mu.Lock()
-	defer hp.mu.Unlock()
-	n := 0
-	for _, s := range hp.sessions {
-		s.mu.Lock()
-		n += f(s)
-		s.mu.Unlock()
-	}
-	return n
-}
-
-// deliveryID is the HTTP form of delivery n of s.
+// deliveryID is the external form of delivery n of a detached session s.
 func (s *session) deliveryID(n uint64) string {
 	return s.epoch + "-" + strconv.FormatUint(n, 10)
 }
 
-// parseDeliveryID returns the session counter of an HTTP delivery id, and
-// false when the id was not issued by this session (another process, or
-// another app's session: ids never collide across epochs).
+// parseDeliveryID returns the session counter of a detached session's
+// delivery id, and false when the id was not issued by this session
+// (another process, or another session: ids never collide across epochs).
 func (s *session) parseDeliveryID(id string) (uint64, bool) {
 	epoch, n, ok := strings.Cut(id, "-")
 	if !ok || epoch != s.epoch {
@@ -443,16 +341,16 @@ func (sc *Sidecar) answerHTTP(w http.ResponseWriter, r *http.Request, a answer, 
 		return
 	}
 	did := r.PathValue("delivery_id")
-	if !sc.httpSession(id.app).settleHTTP(did, a, delay) {
+	if !sc.httpSession(id.app).settleByID(did, a, delay) {
 		writeError(w, fmt.Errorf("%w: %q is not in flight for app %q: never pulled by it, already answered, timed out back to the broker (--delivery-timeout), or pulled from an earlier sidecar process", ErrUnknownDelivery, did, id.app))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// settleHTTP settles the delivery of HTTP id did with a; false when it is
-// not in flight on s (s may be nil: the app never pulled).
-func (s *session) settleHTTP(did string, a answer, delay time.Duration) bool {
+// settleByID settles the delivery of external id did with a; false when it
+// is not in flight on s (s may be nil: the app never pulled over HTTP).
+func (s *session) settleByID(did string, a answer, delay time.Duration) bool {
 	if s == nil {
 		return false
 	}
@@ -520,7 +418,7 @@ func (sc *Sidecar) answerBatchHTTP(w http.ResponseWriter, r *http.Request, a ans
 	s := sc.httpSession(id.app)
 	res := answeredBatch{Unknown: []string{}}
 	for _, did := range req.DeliveryIDs {
-		if s.settleHTTP(did, a, delay) {
+		if s.settleByID(did, a, delay) {
 			res.Answered++
 		} else {
 			res.Unknown = append(res.Unknown, did)

@@ -43,7 +43,7 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 // InflightDeliveries counts deliveries pushed or pulled to apps (over the
 // mesh protocol or HTTP), or forwarded to siblings, and not yet answered.
 func (s *Sidecar) InflightDeliveries() int {
-	n := s.httpSessionsInflight() // before sessMu: the two locks are never nested
+	n := s.detached.inflight() // before sessMu: the two locks are never nested
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
 	if f := s.cfg.Forwarding; f != nil {

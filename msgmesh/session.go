@@ -58,9 +58,14 @@ type session struct {
 	inflight map[uint64]inflight      // guarded by mu
 	pulls    map[*pullWaiter]struct{} // guarded by mu
 
-	// epoch prefixes the delivery ids of an HTTP session (httppull.go);
+	// epoch prefixes the delivery ids of a detached session (detached.go);
 	// "" on a mesh connection.
 	epoch string
+	// pushTo sends a push delivery of a detached session; nil on a mesh
+	// connection (a DELIVER frame) and an HTTP session (it only pulls).
+	pushTo func(mesh.Message) error
+	// onClose tells a detached session's owner that close was called.
+	onClose func(error)
 }
 
 type inflight struct {
@@ -143,9 +148,14 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 func (s *session) close(reason error) {
 	if s.dead.CompareAndSwap(false, true) {
 		s.log.Debug("closing connection", "reason", reason)
+		if s.onClose != nil {
+			s.onClose(reason)
+		}
 	}
-	_ = s.w.Close()
-	_ = s.conn.Close()
+	if s.conn != nil {
+		_ = s.w.Close()
+		_ = s.conn.Close()
+	}
 }
 
 // errFrozen ends a read loop that a hot upgrade stopped.
@@ -499,7 +509,13 @@ func (s *session) push(k routeKey, d broker.Delivery) bool {
 		return false
 	}
 	m := s.toWire(id, k, d)
-	if err := s.send(mesh.KindDeliver, 0, id, &m); err != nil {
+	var err error
+	if s.pushTo != nil {
+		err = s.pushTo(m)
+	} else {
+		err = s.send(mesh.KindDeliver, 0, id, &m)
+	}
+	if err != nil {
 		// The delivery is tracked; closing hands it back to the broker.
 		s.close(err)
 	}

@@ -39,10 +39,10 @@
 //	Sidecar.regMu → Sidecar.reconcileMu → upstream.mu
 //	route.mu → pullWaiter.mu → session.mu
 //	Sidecar.sessMu → session.mu (and the forwarder's own lock: Outstanding)
-//	Sidecar.routesMu, alone or under httpPulls.mu (routes are signalled
-//	  under it, not locked)
-//	httpPulls.mu → route.mu → pullWaiter.mu → session.mu (an HTTP pull
-//	  joins its route and starts under it: httppull.go)
+//	Sidecar.routesMu, alone or under detachedSessions.mu (routes are
+//	  signalled under it, not locked)
+//	detachedSessions.mu → route.mu → pullWaiter.mu → session.mu (an HTTP
+//	  pull joins its route and starts under it: httppull.go, detached.go)
 //
 // Broker calls and network writes happen under two locks only, both on
 // control paths: Register holds regMu across its checks (which may ask a
@@ -359,7 +359,7 @@ type Sidecar struct {
 	frozen     []ConnState // guarded by sessMu: sessions frozen for handoff
 	sessWG     sync.WaitGroup
 
-	httpPulls httpPulls // the HTTP sessions: deliveries pulled over HTTP (httppull.go)
+	detached detachedSessions // sessions without a connection: HTTP pull, push (detached.go)
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -531,7 +531,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("msgmesh shutting down")
 	s.draining.Store(true)
 	s.meshSrv.Close()
-	s.finishHTTPPulls()
+	s.detached.finishPulls()
 	// Stop upstreams under reconcileMu so a concurrent reconcile cannot
 	// start new ones; cancelling s.ctx first makes any retry loop give up.
 	s.cancel()
@@ -551,7 +551,7 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
 	}
-	s.stopHTTPSessions()
+	s.detached.stopAll()
 	for _, ss := range s.sessionsNow() {
 		ss.close(errors.New("sidecar shutting down"))
 	}
@@ -595,7 +595,7 @@ func (s *Sidecar) waitSettled(ctx context.Context) {
 			}
 		}
 		s.sessMu.Unlock()
-		if !busy && s.httpSessionsInflight() == 0 {
+		if !busy && s.detached.inflight() == 0 {
 			return
 		}
 		select {
