@@ -510,19 +510,28 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			rt.closeBrokers()
 			return err
 		case c := <-req:
-			st, fwd, done := rt.handOver(c, ctl)
-			if done {
+			st, fwd, err := rt.handOver(c, ctl)
+			if err != nil {
+				return err // this process stopped; nothing moved
+			}
+			if st == nil {
 				return nil // the successor serves now
 			}
-			inherit, fwdLn = st, fwd // it failed: resume on what we handed over
+			inherit, fwdLn = st, fwd // the successor failed: resume on what we handed over
 		}
 	}
 }
 
+// ErrHandoffFailed: this process could not hand over (the sidecar could
+// not stop cleanly for it); it stopped, the successor was told, and the
+// process exits with the reason.
+var ErrHandoffFailed = errors.New("hot upgrade failed")
+
 // handOver runs the old side of a hot upgrade on the successor's request.
-// It returns done when the successor reported ready; otherwise the state
-// (and forwarding listener) to resume from.
-func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, bool) {
+// It returns nil state when the successor reported ready; the state (and
+// forwarding listener) to resume from when the successor failed; and an
+// error wrapping ErrHandoffFailed when this process could not hand over.
+func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, error) {
 	defer c.Close()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
@@ -536,7 +545,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 		rt.stopRPC(context.Background())
 		rt.stopLink(context.Background())
 		rt.closeBrokers()
-		return nil, nil, true
+		return nil, nil, fmt.Errorf("%w: the sidecar stopped; start it again (without --upgrade): %w", ErrHandoffFailed, err)
 	}
 	// The RPC proxy's listeners do not move (docs/upgrade.md): it stops
 	// here, finishing calls in flight, and the successor opens its own.
@@ -574,7 +583,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	}
 	if err != nil {
 		rt.log.Error("successor failed before adopting; resuming", "err", err)
-		return st, fwd, false
+		return st, fwd, nil
 	}
 	st.Close()
 	if fwd != nil {
@@ -582,7 +591,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	}
 	ctl.Close()
 	rt.log.Info("handed over to the successor; exiting", "connections", len(st.Conns), "quiesce", paused, "total", time.Since(start))
-	return nil, nil, true
+	return nil, nil, nil
 }
 
 func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, files []*os.File, extra []string) error {
