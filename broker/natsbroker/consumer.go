@@ -53,7 +53,7 @@ const handBackIdle = 50 * time.Millisecond
 // Next that was blocked on it is woken through c.cancelNext and, seeing
 // c.iter changed, naks whatever it got and returns the state's error.
 // c.mu is held only briefly and never across a network round trip or a
-// blocking iterator call; Broker.mu and Broker.smu are never taken while
+// blocking iterator call; Broker.open and Broker.smu are never taken while
 // it is held.
 type consumer struct {
 	b        *Broker
