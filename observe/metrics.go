@@ -28,6 +28,9 @@ const (
 	// OutcomeDeadLetter: the delivery's last allowed attempt failed and
 	// the sidecar moved the message to its dead-letter topic.
 	OutcomeDeadLetter = "dead_letter"
+	// OutcomeHandedOver: a hot upgrade passed the delivery, unanswered,
+	// to the successor process, which settles it (broker.Detacher).
+	OutcomeHandedOver = "handed_over"
 )
 
 // LatencyBuckets are the bucket bounds, in seconds, of the publish and
