@@ -110,6 +110,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	if err := s.WaitDeliveriesSettled(ctx); err != nil {
 		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
 	}
+	s.push.stop(ctx) // the settle wait let push subscriptions answer what they held
 	paused := time.Now()
 
 	s.cancel()
