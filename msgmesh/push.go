@@ -349,6 +349,10 @@ func (sub *pushSub) ended() bool {
 // work is one worker of sub: it POSTs deliveries until the subscription
 // stops taking them or its session ends.
 func (pm *pushManager) work(sub *pushSub) {
+	// Each POST's deadline derives from this worker's own context, not
+	// straight from abort: a context's children share its lock.
+	ctx, cancel := context.WithCancel(pm.abort)
+	defer cancel()
 	for {
 		select { // stopping wins over a waiting delivery, which goes back on Close
 		case <-sub.quit:
@@ -363,16 +367,17 @@ func (pm *pushManager) work(sub *pushSub) {
 		case <-sub.ps.Done():
 			return
 		case d := <-sub.ch:
-			pm.push(sub, d)
+			pm.push(ctx, sub, d)
 		}
 	}
 }
 
-// push POSTs one delivery and settles it from the answer.
-func (pm *pushManager) push(sub *pushSub, d Delivery) {
+// push POSTs one delivery and settles it from the answer; ctx ends when
+// the manager stops for good.
+func (pm *pushManager) push(ctx context.Context, sub *pushSub, d Delivery) {
 	sc := pm.sc
 	m := d.Message()
-	outcome, delay, detail := pm.post(sub, d)
+	outcome, delay, detail := pm.post(ctx, sub, d)
 	var ok bool
 	if outcome == pushOutcomeAck {
 		ok = sub.ps.Ack(d.ID())
@@ -388,10 +393,10 @@ func (pm *pushManager) push(sub *pushSub, d Delivery) {
 
 // post sends d and classifies the answer: the outcome, the nack delay
 // when it is not an ack, and what went wrong, for the log.
-func (pm *pushManager) post(sub *pushSub, d Delivery) (outcome string, delay time.Duration, detail string) {
+func (pm *pushManager) post(ctx context.Context, sub *pushSub, d Delivery) (outcome string, delay time.Duration, detail string) {
 	sc := pm.sc
 	m := d.Message()
-	ctx, cancel := context.WithTimeout(pm.abort, sub.spec.timeout)
+	ctx, cancel := context.WithTimeout(ctx, sub.spec.timeout)
 	defer cancel()
 	req, err := newPushRequest(ctx, sub.spec, d)
 	if err != nil {
