@@ -378,6 +378,13 @@ func (pm *pushManager) push(ctx context.Context, sub *pushSub, d Delivery) {
 	sc := pm.sc
 	m := d.Message()
 	outcome, delay, detail := pm.post(ctx, sub, d)
+	if ctx.Err() != nil {
+		// The manager stopped for good and cut the POST short: no answer.
+		// The delivery stays in flight until Close hands it back to the
+		// broker, which is not a failed attempt.
+		sub.log.Debug("push cancelled by the stop; handed back", "message_id", m.MessageID)
+		return
+	}
 	var ok bool
 	if outcome == pushOutcomeAck {
 		ok = sub.ps.Ack(d.ID())

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -315,5 +318,185 @@ func TestPushURLHosts(t *testing.T) {
 			}
 			wantHTTPError(t, "register push_url "+tt.url, status, body, http.StatusBadRequest, "INVALID")
 		})
+	}
+}
+
+// scriptedReceiver is a loopback push receiver whose answers the test
+// controls: status is what it answers (after hold, when set, is closed or
+// the request is cancelled); it records bodies by path.
+type scriptedReceiver struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	status  int
+	hold    chan struct{} // non-nil: requests wait for it
+	bodies  map[string][]string
+	started int // requests that arrived
+}
+
+func newScriptedReceiver(t testing.TB, status int) *scriptedReceiver {
+	r := &scriptedReceiver{status: status, bodies: map[string][]string{}}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.started++
+		hold, status := r.hold, r.status
+		r.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		r.mu.Lock()
+		r.bodies[req.URL.Path] = append(r.bodies[req.URL.Path], string(b))
+		r.mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *scriptedReceiver) got(path string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.bodies[path])
+}
+
+func (r *scriptedReceiver) arrived() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started
+}
+
+// TestPushSubscriptionFollowsRegistration: a push subscription starts
+// with the registration, moves to a new URL when the registration
+// changes, and stops when the binding goes (the group's messages then
+// wait for another consumer: an HTTP pull gets them).
+func TestPushSubscriptionFollowsRegistration(t *testing.T) {
+	e := newEnv(t)
+	rcv := newScriptedReceiver(t, http.StatusOK)
+	a := e.httpApp("orders", "")
+	reg := func(consume string) { e.register("orders", []string{"p1:" + topic}, []string{consume}) }
+
+	reg("g1:" + topic + ",push_url=" + rcv.srv.URL + "/a")
+	a.publish(topic, []byte("one"))
+	waitFor(t, scaled(10*time.Second), "one pushed to /a", func() bool { return len(rcv.got("/a")) == 1 })
+
+	reg("g1:" + topic + ",push_url=" + rcv.srv.URL + "/b,push_concurrency=2")
+	a.publish(topic, []byte("two"))
+	waitFor(t, scaled(10*time.Second), "two pushed to /b", func() bool { return len(rcv.got("/b")) == 1 })
+
+	reg("g1:" + topic) // no push any more
+	a.publish(topic, []byte("three"))
+	ps := a.pullUntil("g1", topic, 1)
+	if ps[0].body() != "three" {
+		t.Fatalf("pulled %q, want three", ps[0].body())
+	}
+	a.mustAnswer("ack", ps[0].DeliveryID)
+	if got := append(rcv.got("/a"), rcv.got("/b")...); !slices.Equal(got, []string{"one", "two"}) {
+		t.Errorf("pushed %v, want [one two]", got)
+	}
+}
+
+// TestPushDeadLetter: a receiver that always fails makes every POST a
+// failed attempt; after the group's max_attempts the message is on its
+// dead-letter topic, through the ordinary nack path.
+func TestPushDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	rcv := newScriptedReceiver(t, http.StatusInternalServerError)
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=2,push_url=" + rcv.srv.URL + "/in"})
+	e.register("ops", nil, []string{"audit:" + dlqTopic})
+	e.httpApp("orders", "").publish(topic, []byte("poison"))
+	ops := e.httpApp("ops", "")
+	ps := ops.pullUntil("audit", dlqTopic, 1)
+	if ps[0].body() != "poison" {
+		t.Fatalf("dead letter %q, want poison", ps[0].body())
+	}
+	ops.mustAnswer("ack", ps[0].DeliveryID)
+	if n := len(rcv.got("/in")); n != 2 {
+		t.Errorf("the receiver got %d POSTs, want max_attempts = 2", n)
+	}
+}
+
+// TestPushShutdown: Shutdown lets POSTs in progress finish and their acks
+// count; a POST cut short by the shutdown's deadline is handed back, not
+// a failed attempt, and the next sidecar on the same data directory
+// pushes it again.
+func TestPushShutdown(t *testing.T) {
+	cluster := natsCluster(t)
+	dir := t.TempDir()
+	open := func() *env {
+		b, err := brokers.Open(context.Background(), cluster, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return newEnvWith(t, b, func(c *msgmesh.Config) { c.DataDir = dir })
+	}
+	rcv := newScriptedReceiver(t, http.StatusOK)
+	rcv.hold = make(chan struct{})
+	e := open()
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",push_url=" + rcv.srv.URL + "/in,push_concurrency=2,push_timeout=20s"})
+	a := e.httpApp("orders", "")
+	a.publish(topic, []byte("m1"))
+	a.publish(topic, []byte("m2"))
+	waitFor(t, scaled(10*time.Second), "two POSTs in progress", func() bool { return rcv.arrived() == 2 })
+
+	// The POSTs in progress finish during the shutdown and count.
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+		defer cancel()
+		stopped <- e.sc.Shutdown(ctx)
+	}()
+	waitFor(t, scaled(10*time.Second), "the sidecar to stop taking requests", func() bool { return !healthy(e.http) })
+	rcv.mu.Lock()
+	close(rcv.hold)
+	rcv.hold = make(chan struct{}) // the next ones wait again
+	rcv.mu.Unlock()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if st := e.sc.Stats(); st.Acked != 2 || st.Nacked != 0 {
+		t.Fatalf("after shutdown: %d acked, %d nacked; want the 2 POSTs in progress acked", st.Acked, st.Nacked)
+	}
+
+	// A POST still running at the shutdown's deadline is cut short and
+	// handed back without a failed attempt.
+	b, err := brokers.Open(context.Background(), cluster, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	// Not newEnvWith: its cleanup would fail on this shutdown's
+	// deadline, which Shutdown returns again.
+	sc2, err := msgmesh.New(msgmesh.Config{DataDir: dir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, sc: sc2, addr: sc2.Addr().String(), http: sc2.HTTPAddr().String()}
+	e2.httpApp("orders", "").publish(topic, []byte("m3"))
+	waitFor(t, scaled(10*time.Second), "the third POST in progress", func() bool { return rcv.arrived() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(300*time.Millisecond))
+	defer cancel()
+	if err := e2.sc.Shutdown(ctx); err != nil {
+		t.Logf("shutdown at its deadline: %v", err)
+	}
+	if st := e2.sc.Stats(); st.Acked != 0 || st.Nacked != 0 {
+		t.Fatalf("after a shutdown that cut a POST short: %d acked, %d nacked; want neither", st.Acked, st.Nacked)
+	}
+	rcv.mu.Lock()
+	close(rcv.hold)
+	rcv.hold = nil
+	rcv.mu.Unlock()
+	open() // pushes m3 again
+	waitFor(t, scaled(30*time.Second), "m3 pushed again by the next sidecar", func() bool { return slices.Contains(rcv.got("/in"), "m3") })
+	if got := rcv.got("/in"); !slices.Equal(got[:2], []string{"m1", "m2"}) && !slices.Equal(got[:2], []string{"m2", "m1"}) {
+		t.Errorf("answered POSTs %v; want m1 and m2 first", got)
 	}
 }
