@@ -18,6 +18,10 @@
 //     lanes, deliveries in flight and their timeouts; an app pulling over
 //     HTTP gets a session without a connection (httppull.go), so its
 //     deliveries are bounded, timed out and settled the same way;
+//   - HTTP push subscriptions (push.go, cloudevents.go): consume bindings
+//     with a push_url get a push session whose workers POST each delivery
+//     as a CloudEvent and ack or nack it from the answer; reconcile starts
+//     and stops them with the registrations;
 //   - capacity (capacity.go): the bounds on connections, registrations,
 //     upstream consumers and HTTP clients, and how a request past one is
 //     refused;
