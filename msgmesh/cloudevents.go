@@ -328,6 +328,17 @@ func cloudEventOf(r *http.Request, body []byte) (*publishedEvent, error) {
 	return ev, ev.check()
 }
 
+// structuredEnvelopeSlack is the room a structured event's body may take
+// beyond its base64 data (attributes, JSON punctuation).
+const structuredEnvelopeSlack = 64 << 10
+
+// isStructuredEvent: the request's Content-Type is
+// application/cloudevents+json.
+func isStructuredEvent(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == ceStructuredType
+}
+
 // structuredEvent parses an application/cloudevents+json body.
 func structuredEvent(body []byte) (*publishedEvent, error) {
 	var doc map[string]json.RawMessage

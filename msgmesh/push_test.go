@@ -2,6 +2,7 @@ package msgmesh_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -271,8 +272,22 @@ func TestCloudEventsPublishRefusals(t *testing.T) {
 			wantHTTPError(t, tt.name, status, body, tt.status, tt.code)
 		})
 	}
+	// Data over the size limit is 413 in either mode, and a structured
+	// envelope may be larger than the limit when its data is not.
+	big := strings.Repeat("x", msgmesh.DefaultMaxMessageSize+1)
+	h0 := a.headers(append([]string{"Content-Type", "application/octet-stream"}, base...)...)
+	status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h0, []byte(big))
+	wantHTTPError(t, "binary event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
+	doc := `{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"` + big + `"}`
+	status, body = httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc))
+	wantHTTPError(t, "structured event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
 	if st := e.sc.Stats(); st.Published != 0 {
 		t.Errorf("%d refused events reached the broker", st.Published)
+	}
+	fits := base64.StdEncoding.EncodeToString([]byte(big[:900<<10]))
+	doc = `{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"` + fits + `"}`
+	if status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc)); status != http.StatusOK {
+		t.Fatalf("a structured event whose envelope is over the limit and its data under it: %d %s", status, body)
 	}
 	// A binary event may be text/plain (its ce- headers are no request a
 	// web page sends without asking), unlike a plain publish.
