@@ -131,19 +131,28 @@ func (r *pyReceiver) missing(want []string) []string {
 // again; the sidecar is SIGKILLed and restarted while it pushes, and then
 // replaced by a hot upgrade while it pushes: every published message is
 // processed, duplicates are counted (the kill may cause some: a POST
-// answered as the process died; the upgrade causes none).
+// answered as the process died, messages acked after the last commit; the
+// upgrade causes none, but on Kafka, where a nack pending at the handoff
+// holds back its partition's commit).
+// It runs on the embedded broker and on each broker kit through --config.
 func TestHTTPPushPythonReceiverKillAndUpgrade(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the msgmesh binary")
+	cases := []*brokerKit{nil}
+	for i := range brokerKits {
+		cases = append(cases, &brokerKits[i])
 	}
+	for _, kit := range cases {
+		name := "embedded"
+		if kit != nil {
+			name = kit.name
+		}
+		t.Run(name, func(t *testing.T) { pushKillAndUpgrade(t, kit) })
+	}
+}
+
+func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
+	bin, args, _, httpAddr := upgradeSetup(t, kit)
+	args = append(args, "--delivery-timeout", "3s") // the last one counts
 	rcv := startPyReceiver(t, 1500*time.Millisecond)
-	bin, err := buildSidecar()
-	if err != nil {
-		t.Fatal(err)
-	}
-	meshAddr, httpAddr := freePort(t), freePort(t)
-	args := []string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr,
-		"--delivery-timeout", "3s", "--log-level", "info"}
 	p := startProc(t, bin, args...)
 	waitHealthy(t, p, httpAddr)
 	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic},
@@ -208,7 +217,12 @@ func TestHTTPPushPythonReceiverKillAndUpgrade(t *testing.T) {
 	waitAll("after the hot upgrade", b)
 	done, dups, refused, late = rcv.tally("b")
 	t.Logf("hot upgrade: %d of %d processed, %d duplicates, %d answered 503 + Retry-After, %d answered past the timeout", done, n, dups, refused, late)
-	if dups != 0 {
+	// On Kafka a message nacked with a delay (a 503 or a late answer) is
+	// held in the sidecar and holds back its partition's commit
+	// (docs/brokers.md); one still waiting at the handoff makes the new
+	// process read again from that commit, acked messages after it
+	// included (docs/upgrade.md). Elsewhere a nack is the broker's.
+	if dups != 0 && (kit == nil || kit.name != "kafka") {
 		t.Errorf("the hot upgrade delivered %d messages twice", dups)
 	}
 	rcv.mu.Lock()
