@@ -136,17 +136,7 @@ func (r *pyReceiver) missing(want []string) []string {
 // holds back its partition's commit).
 // It runs on the embedded broker and on each broker kit through --config.
 func TestHTTPPushPythonReceiverKillAndUpgrade(t *testing.T) {
-	cases := []*brokerKit{nil}
-	for i := range brokerKits {
-		cases = append(cases, &brokerKits[i])
-	}
-	for _, kit := range cases {
-		name := "embedded"
-		if kit != nil {
-			name = kit.name
-		}
-		t.Run(name, func(t *testing.T) { pushKillAndUpgrade(t, kit) })
-	}
+	forBinaryKits(t, pushKillAndUpgrade)
 }
 
 func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
@@ -204,16 +194,7 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 		done, _, _, _ := rcv.tally("b")
 		return done >= n/3
 	})
-	next := startProc(t, bin, append(slices.Clone(args), "--upgrade")...)
-	select {
-	case <-p.done:
-	case <-time.After(scaled(90 * time.Second)):
-		t.Fatal("the old process did not hand over and exit")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("old process exited %d", code)
-	}
-	waitHealthy(t, next, httpAddr)
+	upgradeFrom(t, bin, args, p, httpAddr)
 	waitAll("after the hot upgrade", b)
 	done, dups, refused, late = rcv.tally("b")
 	t.Logf("hot upgrade: %d of %d processed, %d duplicates, %d answered 503 + Retry-After, %d answered past the timeout", done, n, dups, refused, late)

@@ -178,35 +178,21 @@ func ParseConsumeBinding(s string) (Binding, error) {
 	if hasOpts {
 		for _, opt := range strings.Split(opts, ",") {
 			k, v, ok := strings.Cut(opt, "=")
-			switch {
-			case !ok:
+			if !ok {
 				return Binding{}, invalid("", "binding %s: option %s: expected key=value", quote(s), quote(opt))
-			case k == "max_attempts":
+			}
+			o, known := b.option(k)
+			switch {
+			case !known:
+				return Binding{}, invalid(k, "unknown option; allowed are %s", optionNames())
+			case o.num != nil:
 				n, err := strconv.Atoi(v)
 				if err != nil {
 					return Binding{}, invalid(k, "%s is not a whole number", quote(v))
 				}
-				b.MaxAttempts = n
-			case k == "dead_letter_topic":
-				b.DeadLetterTopic = v
-			case k == "broker_group":
-				b.BrokerGroup = v
-			case k == "tags":
-				b.Tags = v
-			case k == "push_url":
-				b.PushURL = v
-			case k == "push_concurrency":
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					return Binding{}, invalid(k, "%s is not a whole number", quote(v))
-				}
-				b.PushConcurrency = n
-			case k == "push_mode":
-				b.PushMode = v
-			case k == "push_timeout":
-				b.PushTimeout = v
+				*o.num = n
 			default:
-				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic, broker_group, tags, push_url, push_concurrency, push_mode and push_timeout")
+				*o.str = v
 			}
 		}
 	}
@@ -220,31 +206,58 @@ func ParseConsumeBinding(s string) (Binding, error) {
 // the options ParseConsumeBinding reads when they are set.
 func (b Binding) String() string {
 	s := b.Group + ":" + b.Topic
-	if b.MaxAttempts != 0 {
-		s += ",max_attempts=" + strconv.Itoa(b.MaxAttempts)
-	}
-	if b.DeadLetterTopic != "" {
-		s += ",dead_letter_topic=" + b.DeadLetterTopic
-	}
-	if b.BrokerGroup != "" {
-		s += ",broker_group=" + b.BrokerGroup
-	}
-	if b.Tags != "" {
-		s += ",tags=" + b.Tags
-	}
-	if b.PushURL != "" {
-		s += ",push_url=" + b.PushURL
-	}
-	if b.PushConcurrency != 0 {
-		s += ",push_concurrency=" + strconv.Itoa(b.PushConcurrency)
-	}
-	if b.PushMode != "" {
-		s += ",push_mode=" + b.PushMode
-	}
-	if b.PushTimeout != "" {
-		s += ",push_timeout=" + b.PushTimeout
+	for _, o := range b.options() {
+		switch {
+		case o.num != nil && *o.num != 0:
+			s += "," + o.name + "=" + strconv.Itoa(*o.num)
+		case o.str != nil && *o.str != "":
+			s += "," + o.name + "=" + *o.str
+		}
 	}
 	return s
+}
+
+// bindingOption is one option of a consume binding on the command line,
+// named like its JSON field: a string or a whole number field of the
+// binding.
+type bindingOption struct {
+	name string
+	str  *string
+	num  *int
+}
+
+// options lists b's options in the order String writes them.
+func (b *Binding) options() []bindingOption {
+	return []bindingOption{
+		{name: "max_attempts", num: &b.MaxAttempts},
+		{name: "dead_letter_topic", str: &b.DeadLetterTopic},
+		{name: "broker_group", str: &b.BrokerGroup},
+		{name: "tags", str: &b.Tags},
+		{name: "push_url", str: &b.PushURL},
+		{name: "push_concurrency", num: &b.PushConcurrency},
+		{name: "push_mode", str: &b.PushMode},
+		{name: "push_timeout", str: &b.PushTimeout},
+	}
+}
+
+// option finds b's option name.
+func (b *Binding) option(name string) (bindingOption, bool) {
+	for _, o := range b.options() {
+		if o.name == name {
+			return o, true
+		}
+	}
+	return bindingOption{}, false
+}
+
+// optionNames lists the options for an error message.
+func optionNames() string {
+	var b Binding
+	var names []string
+	for _, o := range b.options() {
+		names = append(names, o.name)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // validate checks both names; prefix is the field path of the binding
