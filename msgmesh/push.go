@@ -212,8 +212,11 @@ func (pm *pushManager) sync(regs []registry.Registration, snap *snapshot) {
 			if g := snap.apps[r.App]; g != nil {
 				proof = string(g.secret)
 			}
+			// A registration stored under a longer --delivery-timeout
+			// (Register refuses it now) is cut below the current one.
+			timeout := min(pm.timeoutOf(b), pm.sc.cfg.DeliveryTimeout*9/10)
 			want[pushKey{r.App, b.Group, b.Topic}] = pushSpec{url: b.PushURL, window: b.PushWindow(),
-				structured: b.PushMode == registry.PushModeStructured, timeout: pm.timeoutOf(b), proof: proof,
+				structured: b.PushMode == registry.PushModeStructured, timeout: timeout, proof: proof,
 				cluster: pm.sc.clusterOf(b.Topic)}
 		}
 	}
@@ -236,7 +239,7 @@ func (pm *pushManager) sync(regs []registry.Registration, snap *snapshot) {
 		}
 		sub, err := pm.start(k, spec, snap)
 		if err != nil {
-			pm.sc.log.Error("push subscription not started; it starts when the app registers again", "app", k.app, "group", k.group, "topic", k.topic, "url", spec.url, "err", err)
+			pm.sc.log.Error("push subscription not started; it is tried again on the next registration change", "app", k.app, "group", k.group, "topic", k.topic, "url", spec.url, "err", err)
 			continue
 		}
 		pm.subs[k] = sub
