@@ -2,6 +2,7 @@ package msgmesh_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -24,6 +25,7 @@ type pyReceiver struct {
 
 	mu   sync.Mutex
 	log  map[string][]string // body → the statuses it answered, in order
+	ids  map[string][]string // body → the distinct ce-ids it came with
 	bad  []string            // requests that were not valid binary-mode CloudEvents
 	done chan struct{}       // the log reader ended
 }
@@ -42,15 +44,21 @@ func startPyReceiver(t *testing.T, slow time.Duration) *pyReceiver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	// Its stderr (tracebacks of connections the sidecar cut at the push
+	// timeout, among others) is shown when the test fails.
+	stderr := &lockedWriter{w: &bytes.Buffer{}}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &pyReceiver{log: map[string][]string{}, done: make(chan struct{})}
+	r := &pyReceiver{log: map[string][]string{}, ids: map[string][]string{}, done: make(chan struct{})}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-r.done
 		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("python receiver stderr:\n%s", stderr.String())
+		}
 	})
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() {
@@ -75,6 +83,9 @@ func startPyReceiver(t *testing.T, slow time.Duration) *pyReceiver {
 				r.bad = append(r.bad, l.Body)
 			}
 			r.log[l.Body] = append(r.log[l.Body], l.Status)
+			if !slices.Contains(r.ids[l.Body], l.ID) {
+				r.ids[l.Body] = append(r.ids[l.Body], l.ID)
+			}
 			r.mu.Unlock()
 		}
 	}()
@@ -110,6 +121,20 @@ func (r *pyReceiver) tally(prefix string) (processed, duplicates, refused, late 
 		}
 	}
 	return
+}
+
+// changedIDs lists the bodies with prefix that came with more than one
+// CloudEvents id.
+func (r *pyReceiver) changedIDs(prefix string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for body, ids := range r.ids {
+		if strings.HasPrefix(body, prefix) && len(ids) > 1 {
+			out = append(out, fmt.Sprintf("%s: %v", body, ids))
+		}
+	}
+	return out
 }
 
 // missing lists the bodies of want the receiver never processed.
@@ -205,6 +230,13 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 	// included (docs/upgrade.md). Elsewhere a nack is the broker's.
 	if dups != 0 && (kit == nil || kit.name != "kafka") {
 		t.Errorf("the hot upgrade delivered %d messages twice", dups)
+	}
+	// Deduplicating by CloudEvents id works: a message keeps its id across
+	// redeliveries, the crash and the upgrade.
+	for _, prefix := range []string{"a", "b"} {
+		if c := rcv.changedIDs(prefix); len(c) > 0 {
+			t.Errorf("%d messages came with more than one id: %v", len(c), c)
+		}
 	}
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
