@@ -27,7 +27,9 @@ func TestHTTPPushWalkthrough(t *testing.T) {
 	out := runCurlBlock(t, lines, httpAddr, "python3")
 	for _, want := range []string{
 		"order-42-created /orders com.example.order.created 1 application/json {\"order\":42}\n",
-		" msgmesh://default/orders.created msgmesh.message 1 application/octet-stream plain\n",
+		// The doc shows the binary's cluster name, embedded; this
+		// in-process sidecar's one broker is named default.
+		"MESH_orders_created:2 msgmesh://default/orders.created msgmesh.message 1 application/octet-stream plain\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the walkthrough's output lacks %q:\n%s", want, out)
