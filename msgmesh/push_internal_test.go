@@ -97,3 +97,32 @@ func TestPushRequestHeaders(t *testing.T) {
 		t.Error("a message without a timestamp has a time")
 	}
 }
+
+// TestPushDialControl: the check on every connection a push client
+// dials. A URL host allowed by name may resolve anywhere; localhost and
+// addresses must connect to loopback or an allowed address.
+func TestPushDialControl(t *testing.T) {
+	hosts, err := newHostSet("PushAllowHosts", []string{"receiver.internal", "10.1.0.0/16"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := &pushManager{hosts: hosts}
+	tests := []struct {
+		host, addr string
+		ok         bool
+	}{
+		{"localhost", "127.0.0.1:8080", true},
+		{"localhost", "[::1]:8080", true},
+		{"localhost", "192.168.1.9:8080", false}, // localhost rebound off the host
+		{"127.0.0.1", "127.0.0.1:80", true},
+		{"receiver.internal", "203.0.113.7:443", true}, // allowed by name
+		{"10.1.2.3", "10.1.2.3:80", true},
+		{"10.1.2.3", "10.9.0.1:80", false},
+	}
+	for _, tt := range tests {
+		err := pm.dialControl(tt.host)("tcp", tt.addr, nil)
+		if (err == nil) != tt.ok {
+			t.Errorf("dial %s for host %s: %v, want ok %v", tt.addr, tt.host, err, tt.ok)
+		}
+	}
+}
