@@ -133,6 +133,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	if err := s.waitFor(ctx, s.unportableInflight); err != nil {
 		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.unportableInflight())
 	}
+	s.push.stop(ctx) // the settle wait let push subscriptions answer what they held
 	paused := time.Now()
 
 	s.cancel()

@@ -66,16 +66,15 @@ func (g *gapWatch) tick() {
 // consumed, and none is delivered twice. It runs on the embedded broker and
 // on each broker kit through --config.
 func TestHotUpgrade(t *testing.T) {
-	cases := []*brokerKit{nil}
+	forBinaryKits(t, hotUpgrade)
+}
+
+// forBinaryKits runs f as a subtest on the binary's embedded broker (kit
+// nil) and on each broker kit, which upgradeSetup passes with --config.
+func forBinaryKits(t *testing.T, f func(t *testing.T, kit *brokerKit)) {
+	t.Run("embedded", func(t *testing.T) { f(t, nil) })
 	for i := range brokerKits {
-		cases = append(cases, &brokerKits[i])
-	}
-	for _, kit := range cases {
-		name := "embedded"
-		if kit != nil {
-			name = kit.name
-		}
-		t.Run(name, func(t *testing.T) { hotUpgrade(t, kit) })
+		t.Run(brokerKits[i].name, func(t *testing.T) { f(t, &brokerKits[i]) })
 	}
 }
 
@@ -99,19 +98,9 @@ func hotUpgrade(t *testing.T, kit *brokerKit) {
 	for round := 0; round < 3; round++ {
 		before := tr.ackedCount()
 		waitFor(t, 30*time.Second, "traffic to flow", func() bool { return tr.ackedCount() > before+300 })
-		start := time.Now()
-		next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
-		select {
-		case <-old.done:
-		case <-time.After(scaled(90 * time.Second)):
-			t.Fatalf("upgrade %d: the old process did not hand over and exit", round)
-		}
-		if code := old.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("upgrade %d: old process exited %d", round, code)
-		}
-		t.Logf("upgrade %d: old process gone %s after the new one started", round, time.Since(start).Round(time.Millisecond))
-		waitHealthy(t, next, httpAddr)
-		old = next
+		var gone time.Duration
+		old, gone = upgradeFrom(t, bin, args, old, httpAddr)
+		t.Logf("upgrade %d: old process gone %s after the new one started", round, gone.Round(time.Millisecond))
 	}
 	tr.finish(t)
 	t.Logf("longest stretch without a delivery: %s", gaps.max.Round(time.Millisecond))
@@ -289,15 +278,26 @@ func TestTakeoverIsDeliberate(t *testing.T) {
 		t.Fatalf("the running sidecar handed over to a refused process:\n%s", old.output())
 	}
 
+	upgradeFrom(t, bin, args, old, httpAddr)
+	tr.finish(t)
+}
+
+// upgradeFrom starts the binary with args and --upgrade, waits until old
+// handed over and exited 0 and the new process is healthy, and returns it
+// with the time from its start to the old one's exit (the handoff).
+func upgradeFrom(t *testing.T, bin string, args []string, old *sidecarProc, httpAddr string) (*sidecarProc, time.Duration) {
+	t.Helper()
+	start := time.Now()
 	next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
 	select {
 	case <-old.done:
 	case <-time.After(scaled(90 * time.Second)):
 		t.Fatal("with --upgrade and the same flags, the old process did not hand over and exit")
 	}
+	gone := time.Since(start)
 	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("old process exited %d", code)
 	}
 	waitHealthy(t, next, httpAddr)
-	tr.finish(t)
+	return next, gone
 }

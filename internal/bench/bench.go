@@ -13,8 +13,11 @@
 // For each path it measures publish throughput (async publishes with a
 // window in flight, each acknowledged by the broker), consume throughput
 // (a backlog read and acked by one consumer), and publish latency (one
-// synchronous publish at a time, p50 and p99). With variants it also
-// measures the sidecar with schema validation, tracing and metrics on.
+// synchronous publish at a time, p50 and p99). The HTTP push row consumes
+// through a push subscription instead: the sidecar POSTs every message as
+// a CloudEvent to a loopback net/http receiver (push.go). With variants it
+// also measures the sidecar with schema validation, tracing and metrics
+// on.
 package bench
 
 import (
@@ -131,9 +134,10 @@ const (
 	topicSchema  = "bench-schema"
 	topicTracing = "bench-tracing"
 	topicMetrics = "bench-metrics"
+	topicPush    = "bench-push"
 )
 
-var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics}
+var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicPush}
 
 // Run starts each broker in turn, measures its paths and tears it down. A
 // path that cannot be set up or measured is a row with Err set; Run itself
@@ -207,6 +211,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
 			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
 		}},
+		{KindVariant, pushRowName, func() (path, func(), error) {
+			return newSidecar(ctx, st.cluster, dir+"/push", topicPush, sidecarOpts{push: true})
+		}},
 	}
 	if cfg.Variants {
 		entries = append(entries,
@@ -241,7 +248,12 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 	return out, nil
 }
 
+// pushRowName is the HTTP push row: its consume column is the sidecar
+// POSTing to a loopback receiver (push.go).
+const pushRowName = "HTTP push delivery (CloudEvents)"
+
 var variantName = map[string]string{
+	pushRowName:                        "push",
 	"sidecar + schema (Avro, enforce)": "schema",
 	"sidecar + tracing":                "tracing",
 	"sidecar + metrics":                "metrics",
@@ -541,6 +553,7 @@ type sidecarOpts struct {
 	schema  bool // Avro schema registered for the topic, policy enforce
 	tracing bool // telemetry with a real SDK tracer provider
 	metrics bool // telemetry with tracing off (metrics only)
+	push    bool // consume through an HTTP push subscription (push.go)
 }
 
 func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic string, o sidecarOpts) (path, func(), error) {
@@ -604,6 +617,15 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 			cleanup()
 			return nil, nil, fmt.Errorf("schema variant: an invalid body was accepted")
 		}
+	}
+	if o.push {
+		pp, closeRcv, err := startPush(sp, sc)
+		if err != nil {
+			_ = c.Close()
+			cleanup()
+			return nil, nil, err
+		}
+		return pp, func() { _ = c.Close(); cleanup(); closeRcv() }, nil
 	}
 	return sp, func() { _ = c.Close(); cleanup() }, nil
 }

@@ -184,6 +184,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.RequireAppSecrets, "require-app-secrets", false, "every app must prove who it is with its secret (HELLO, HTTP Authorization: Bearer), for hosts where apps do not trust each other; registering a new app issues one (docs/protocol.md §9)")
 	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats (docs/config.md)")
 	httpHosts := fs.String("http-allowed-hosts", "", "Host names, addresses or CIDR prefixes the HTTP API answers besides localhost, 127.0.0.0/8 and [::1], comma-separated")
+	pushHosts := fs.String("push-allow-hosts", "", "host names, addresses or CIDR prefixes that push subscriptions may POST to besides localhost, 127.0.0.0/8 and [::1], comma-separated (docs/http-api.md)")
+	fs.DurationVar(&cfg.PushTimeout, "push-timeout", 0, "longest a push subscription's POST may take when its registration sets no push_timeout; below --delivery-timeout (0: 10s, or half of --delivery-timeout when that is 20s or less)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -215,6 +217,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.HTTPAllowedHosts = access.HTTPAllowedHosts
+	cfg.PushAllowHosts = splitList(*pushHosts)
 	topo := file.Brokers
 	switch {
 	case topo != nil && *natsURL != "":
