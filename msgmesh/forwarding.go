@@ -72,6 +72,51 @@ type Stats struct {
 	InFlight int `json:"in_flight"`
 	// Weight is this node's weight as last pushed; -1 without forwarding.
 	Weight int `json:"weight"`
+	// Rules are the routing rules' counters (docs/routing.md), by rule
+	// name, for every rule that matched a delivery since start; absent
+	// when none did.
+	Rules map[string]api.RuleCounters `json:"rules,omitempty"`
+	// RulesInForce names the routing rules of the last push, sorted;
+	// absent when there are none.
+	RulesInForce []string `json:"rules_in_force,omitempty"`
+}
+
+// ruleStats are one routing rule's counters (Stats.Rules).
+type ruleStats struct{ matched, applied, fellBack atomic.Uint64 }
+
+// routed counts a delivery routing rule dec.Rule matched, once its fate
+// is known (applied, or fell back), in the stats and the metrics.
+func (s *Sidecar) routed(dec scheduler.Decision) {
+	if dec.Rule == "" {
+		return
+	}
+	v, ok := s.ruleStats.Load(dec.Rule)
+	if !ok {
+		v, _ = s.ruleStats.LoadOrStore(dec.Rule, &ruleStats{})
+	}
+	rs := v.(*ruleStats)
+	rs.matched.Add(1)
+	if dec.Fallback {
+		rs.fellBack.Add(1)
+	} else {
+		rs.applied.Add(1)
+	}
+	s.metrics().Routed(context.Background(), dec.Rule, dec.Fallback)
+}
+
+// ruleCounters snapshots the routing rules' counters; nil when no rule
+// matched yet.
+func (s *Sidecar) ruleCounters() map[string]api.RuleCounters {
+	var out map[string]api.RuleCounters
+	s.ruleStats.Range(func(k, v any) bool {
+		if out == nil {
+			out = map[string]api.RuleCounters{}
+		}
+		rs := v.(*ruleStats)
+		out[k.(string)] = api.RuleCounters{Matched: rs.matched.Load(), Applied: rs.applied.Load(), FellBack: rs.fellBack.Load()}
+		return true
+	})
+	return out
 }
 
 // Stats returns the delivery counters since start.
@@ -80,9 +125,12 @@ func (s *Sidecar) Stats() Stats {
 		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(),
 		Delivered: s.stats.delivered.Load(), Acked: s.stats.acked.Load(), Nacked: s.stats.nacked.Load(),
 		TimedOut: s.stats.timedOut.Load(), Errors: s.stats.errors.Load(), Published: s.stats.published.Load()},
-		InFlight: s.InflightDeliveries(), Weight: -1}
+		InFlight: s.InflightDeliveries(), Weight: -1, Rules: s.ruleCounters()}
 	if f := s.cfg.Forwarding; f != nil {
 		st.Weight = f.Scheduler.Weight()
+		if names := f.Scheduler.Rules(); len(names) > 0 {
+			st.RulesInForce = names
+		}
 	}
 	return st
 }
@@ -108,23 +156,29 @@ func (s *Sidecar) forwards(k routeKey) bool {
 	return f != nil && f.Scheduler.Forwarding() && s.snap.Load().consumes(f.App, k)
 }
 
-// tryForward offers a broker delivery to the siblings the scheduler picks.
-// It returns true when a sibling took it; false means deliver it locally
-// (the weights say so, every sibling tried refused or was unreachable, or
-// k is not a group of the forwarding app: another app's messages never go
-// to this app's siblings).
+// tryForward offers a broker delivery to the siblings the scheduler picks
+// by the routing rules and the weights (the message's colour and group
+// decide which rule applies, docs/routing.md). It returns true when a
+// sibling took it; false means deliver it locally (the rules or weights
+// say so, every sibling tried refused or was unreachable, or k is not a
+// group of the forwarding app: another app's messages never go to this
+// app's siblings).
 func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery) bool {
 	f := s.cfg.Forwarding
 	if f == nil || !s.snap.Load().consumes(f.App, k) {
 		return false
 	}
-	dec := f.Scheduler.Decide(false)
+	dec := f.Scheduler.Route(false, scheduler.Msg{Group: k.group, Colour: broker.ColourOf(d.Message())})
 	var tried map[string]bool
 	for !dec.Local {
 		fd := s.cfg.Telemetry.Forward(d, k.group, dec.Sibling) // the forward span
+		if dec.Rule != "" {
+			observe.MarkRouted(fd, dec.Rule, dec.Fallback)
+		}
 		err := f.Forwarder.Forward(ctx, dec.Sibling, k.group, k.topic, fd)
 		if err == nil {
 			s.stats.forwarded.Add(1)
+			s.routed(dec)
 			return true
 		}
 		// "unavailable": unreachable, silent or marked down (its breaker
@@ -140,8 +194,9 @@ func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery)
 			tried = map[string]bool{}
 		}
 		tried[dec.Sibling] = true
-		dec = f.Scheduler.Next(false, tried)
+		dec = f.Scheduler.Retry(dec, tried)
 	}
+	s.routed(dec)
 	return false
 }
 

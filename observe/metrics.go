@@ -17,6 +17,17 @@ const (
 	LabelCluster = attribute.Key("cluster")
 	LabelReason  = attribute.Key("reason")
 	LabelOutcome = attribute.Key("outcome")
+	LabelRule    = attribute.Key("rule")
+)
+
+// Outcomes of a routing rule's decision (label outcome of
+// msgmesh_routing_total, docs/routing.md): every delivery a rule matched
+// counts "matched", and then "applied" (delivered as the rule says: to one
+// of its targets) or "fallback" (none of its targets could take it).
+const (
+	RoutingMatched  = "matched"
+	RoutingApplied  = "applied"
+	RoutingFallback = "fallback"
 )
 
 // Settle outcomes of a delivery (label outcome of
@@ -63,6 +74,7 @@ var LatencyBuckets = []float64{
 //	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout, dead_letter
 //	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
+//	msgmesh_routing_total{rule,outcome}            deliveries a routing rule matched: matched, applied, fallback
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
 //	msgmesh_apps_connected                         app connections open now
 //	msgmesh_ready                                  1 when the sidecar is ready, else 0 (SetHealthSource)
@@ -81,6 +93,7 @@ type Metrics struct {
 	settled      metric.Int64Counter
 	redelivered  metric.Int64Counter
 	forwarded    metric.Int64Counter
+	routed       metric.Int64Counter
 	brokerErrors metric.Int64Counter
 	connected    metric.Int64Gauge
 	health       health // health.go
@@ -91,6 +104,7 @@ type Metrics struct {
 	byForward *family // topic, group, outcome
 	byReject  *family // topic, reason
 	byCluster *family // cluster
+	byRule    *family // rule, outcome
 }
 
 // MetricsOption configures NewMetrics.
@@ -148,6 +162,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.settled = counter("msgmesh.deliveries.settled", "{delivery}", "Deliveries settled, by outcome: ack, nack or timeout.")
 	x.redelivered = counter("msgmesh.redelivered", "{delivery}", "Deliveries of messages the broker had delivered before.")
 	x.forwarded = counter("msgmesh.forwarded", "{delivery}", "Deliveries forwarded to a sibling sidecar, by outcome.")
+	x.routed = counter("msgmesh.routing", "{delivery}", "Deliveries a routing rule matched, by rule and outcome: matched, then applied or fallback.")
 	x.brokerErrors = counter("msgmesh.broker.errors", "{error}", "Failed calls to a broker cluster.")
 	x.connected, err = m.Int64Gauge("msgmesh.apps.connected", metric.WithUnit("{connection}"),
 		metric.WithDescription("App connections open now."))
@@ -163,6 +178,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.byForward = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
 	x.byReject = newFamily(n, LabelTopic, LabelReason).enumerated(LabelReason)
 	x.byCluster = newFamily(n, LabelCluster)
+	x.byRule = newFamily(n, LabelRule, LabelOutcome).enumerated(LabelOutcome)
 	return &x, nil
 }
 
@@ -276,6 +292,20 @@ func (m *Metrics) Forwarded(ctx context.Context, topic, group, outcome string) {
 		return
 	}
 	m.forwarded.Add(ctx, 1, m.byForward.get(labels{topic, group, outcome}).add...)
+}
+
+// Routed counts a delivery a routing rule matched: "matched", and
+// "applied" or, when fallback, "fallback".
+func (m *Metrics) Routed(ctx context.Context, rule string, fallback bool) {
+	if m == nil {
+		return
+	}
+	outcome := RoutingApplied
+	if fallback {
+		outcome = RoutingFallback
+	}
+	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, RoutingMatched}).add...)
+	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, outcome}).add...)
 }
 
 // BrokerError counts a failed call to the broker cluster (publish, consume,

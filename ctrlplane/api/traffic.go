@@ -47,6 +47,16 @@ type TrafficCounters struct {
 	Published uint64 `json:"published"`
 }
 
+// RuleCounters count the deliveries one routing rule matched at a sidecar
+// (docs/routing.md): Matched is Applied (delivered as the rule says, to
+// one of its targets) plus FellBack (none of its targets could take it;
+// its fallback decided).
+type RuleCounters struct {
+	Matched  uint64 `json:"matched"`
+	Applied  uint64 `json:"applied"`
+	FellBack uint64 `json:"fell_back"`
+}
+
 // Kept is the broker deliveries the sidecar did not forward.
 func (c TrafficCounters) Kept() uint64 {
 	if c.Forwarded > c.FromBroker {

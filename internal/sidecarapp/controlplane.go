@@ -157,13 +157,32 @@ func (cp *controlPlane) apply(cfg api.AppConfig) {
 		if id == "" {
 			id = in.ID
 		}
-		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight, Offline: in.Offline})
+		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight, Offline: in.Offline, Labels: in.Labels})
 		if in.Offline {
 			offline++
 		}
 	}
-	cp.sched.Update(ins)
-	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "offline", offline, "own_weight", cp.sched.Weight())
+	cp.sched.Apply(ins, schedulerRules(cfg.Routing))
+	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "offline", offline, "own_weight", cp.sched.Weight(), "routing_rules", len(cfg.Routing))
+}
+
+// schedulerRules converts the pushed routing rules (docs/routing.md) for
+// the scheduler. The control plane validated them; a rule that is neither
+// a colour nor a canary rule (a newer kind) is left out.
+func schedulerRules(rules []api.RoutingRule) []scheduler.Rule {
+	out := make([]scheduler.Rule, 0, len(rules))
+	for _, r := range rules {
+		sr := scheduler.Rule{Name: r.Name, Group: r.Group, Colour: r.Colour, Selector: r.Selector, Fallback: scheduler.FallbackAnywhere}
+		switch {
+		case r.Colour != "":
+		case r.Percent != nil:
+			sr.Percent = *r.Percent
+		default:
+			continue
+		}
+		out = append(out, sr)
+	}
+	return out
 }
 
 // identity loads the saved forwarding key and certificate, or asks the
