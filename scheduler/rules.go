@@ -82,8 +82,6 @@ type targets struct {
 	full    []string // of those, the ones with weight 100
 }
 
-func (t *targets) empty() bool { return !t.self && len(t.members) == 0 }
-
 // compiled is a Rule against one instance table. Immutable once published.
 type compiled struct {
 	Rule
