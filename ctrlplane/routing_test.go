@@ -3,6 +3,7 @@ package ctrlplane_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -151,5 +152,46 @@ func TestRoutingPush(t *testing.T) {
 		rec.waitFor(t, 5*time.Second, "no rules", func(cfg api.AppConfig) bool {
 			return cfg.Routing == nil && cfg.Version > withRules
 		})
+	}
+}
+
+// TestRoutingCountersReported: a sidecar's lease renewal carries its
+// routing rules' counters; the traffic endpoint shows the newest per
+// instance. Bad ones are refused with the renewal (400).
+func TestRoutingCountersReported(t *testing.T) {
+	c := startBolt(t)
+	op := client(t, c.url, testToken)
+	cred := mustCreate(t, op, "orders")
+	sc := client(t, c.url, cred)
+	report := func(rules map[string]api.RuleCounters) error {
+		_, err := sc.RenewLease(t.Context(), "orders", "", api.LeaseRequest{Addr: "10.0.0.1:7610",
+			Traffic: &api.TrafficReport{Boot: "b1", Rules: rules}})
+		return err
+	}
+	if err := report(map[string]api.RuleCounters{"blue": {Matched: 10, Applied: 9, FellBack: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := report(map[string]api.RuleCounters{"blue": {Matched: 12, Applied: 11, FellBack: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := op.Traffic(t.Context(), "orders")
+	if err != nil || len(tr.Instances) != 1 {
+		t.Fatalf("traffic: %+v, %v", tr, err)
+	}
+	if got := tr.Instances[0].Rules["blue"]; got != (api.RuleCounters{Matched: 12, Applied: 11, FellBack: 1}) {
+		t.Fatalf("reported rule counters %+v, want the newest report's", got)
+	}
+	many := map[string]api.RuleCounters{}
+	for i := range api.MaxReportRules + 1 {
+		many[fmt.Sprintf("r%d", i)] = api.RuleCounters{}
+	}
+	for name, bad := range map[string]map[string]api.RuleCounters{
+		"too many":   many,
+		"bad name":   {"a b": {}},
+		"empty name": {"": {}},
+	} {
+		if err := report(bad); !errors.Is(err, ctrlclient.ErrInvalid) || !strings.Contains(err.Error(), "traffic.rules") {
+			t.Errorf("%s: %v, want INVALID naming traffic.rules", name, err)
+		}
 	}
 }

@@ -206,6 +206,21 @@ func TestRoutingRules(t *testing.T) {
 	t.Logf("blue: %d/%d processed by v2, 0 elsewhere; the rule matched at each sidecar (took from the broker): %s",
 		c.app.distinct("blue", nBlue), nBlue, strings.Join(tookFromBroker, ", "))
 
+	// The sidecars report the rule's counters to the control plane with
+	// their lease renewals.
+	waitFor(t, 30*time.Second, "the control plane to have the blue rule's counters", func() bool {
+		tr, err := op.Traffic(ctx, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var matched, applied uint64
+		for _, in := range tr.Instances {
+			matched += in.Rules[blue.Name].Matched
+			applied += in.Rules[blue.Name].Applied
+		}
+		return matched >= nBlue && applied == matched
+	})
+
 	// 2. A 10% canary of the uncoloured messages to v2.
 	canary := api.RoutingRule{Name: "canary-v2", Percent: percent(10), Selector: v2}
 	setRules(nodes, blue, canary)

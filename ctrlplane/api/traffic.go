@@ -22,6 +22,9 @@ type TrafficReport struct {
 	// Apps are the registrations on the sidecar, sorted by app; at most
 	// MaxReportBindings bindings in all.
 	Apps []AppBindings `json:"apps,omitempty"`
+	// Rules are the routing rules' counters since the sidecar started, by
+	// rule name (docs/routing.md); at most MaxReportRules.
+	Rules map[string]RuleCounters `json:"rules,omitempty"`
 }
 
 // TrafficCounters are a sidecar's delivery counters (msgmesh.Stats;
@@ -94,6 +97,7 @@ type GroupBinding struct {
 const (
 	MaxBootLen        = 64
 	MaxReportBindings = 1024
+	MaxReportRules    = 256
 	maxReportName     = 256
 )
 
@@ -134,6 +138,14 @@ func (r *TrafficReport) Validate() error {
 	if n > MaxReportBindings {
 		return Invalid("traffic.apps", "%d apps and bindings; at most %d are kept", n, MaxReportBindings)
 	}
+	if len(r.Rules) > MaxReportRules {
+		return Invalid("traffic.rules", "%d rules; at most %d are kept", len(r.Rules), MaxReportRules)
+	}
+	for name := range r.Rules {
+		if err := checkRuleName(name); err != nil {
+			return Invalid("traffic.rules", "%v", err)
+		}
+	}
 	return nil
 }
 
@@ -173,6 +185,9 @@ type InstanceTraffic struct {
 	// Series is one point per interval between consecutive samples,
 	// oldest first, over Window.
 	Series []TrafficPoint `json:"series,omitempty"`
+	// Rules are the newest report's routing rule counters (since Started),
+	// by rule name; absent when it had none.
+	Rules map[string]RuleCounters `json:"rules,omitempty"`
 }
 
 // TrafficRates are per-second rates over an interval, with KeptShare

@@ -434,7 +434,10 @@ func (cp *controlPlane) trafficReport(ctx context.Context) *api.TrafficReport {
 		return nil
 	}
 	st := sc.Stats()
-	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters}
+	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters, Rules: st.Rules}
+	if len(r.Rules) > api.MaxReportRules {
+		r.Rules = nil // renamed rules piled up; the counters go without them rather than be refused
+	}
 	regs, err := sc.Registrations()
 	if err != nil {
 		cp.log.Warn("listing the registrations for the traffic report failed; sending the counters only", "err", err)
