@@ -1,9 +1,6 @@
 package broker
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // HeaderColour carries a message's colour (docs/routing.md): a short name
 // an app gives a message ("blue", "qa-run-17") so that operators' routing
@@ -43,11 +40,4 @@ func CheckColour(c string) string {
 // ColourOf returns the colour of m (its HeaderColour header), "" when it
 // has none. Header names compare case-insensitively, as the header rule
 // does.
-func ColourOf(m *Message) string {
-	for _, h := range m.Headers {
-		if strings.EqualFold(h.Key, HeaderColour) {
-			return h.Value
-		}
-	}
-	return ""
-}
+func ColourOf(m *Message) string { return headerValue(m, HeaderColour) }

@@ -2,7 +2,6 @@ package msgmesh_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -69,14 +68,8 @@ func (l *seenLog) firstWith(prefix string, since time.Time) time.Time {
 // sidecarStats reads GET /v1/stats, routing counters included.
 func sidecarStats(t testing.TB, httpAddr string) msgmesh.Stats {
 	t.Helper()
-	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
-	if status != http.StatusOK {
-		t.Fatalf("GET /v1/stats: %d %s", status, body)
-	}
 	var st msgmesh.Stats
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatal(err)
-	}
+	getStats(t, httpAddr, &st)
 	return st
 }
 

@@ -137,24 +137,37 @@ func setupRoutingAdd(fs *flag.FlagSet) func(context.Context, *env) error {
 		if percent.set {
 			rule.Percent = &percent.v
 		}
-		c, err := cf.client()
+		r, err := editRules(ctx, cf, *app, *name, func(rules []api.RoutingRule, i int) ([]api.RoutingRule, error) {
+			if i >= 0 {
+				rules[i] = rule
+				return rules, nil
+			}
+			return append(rules, rule), nil
+		})
 		if err != nil {
-			return err
-		}
-		r, err := c.Routing(ctx, *app)
-		if err != nil {
-			return err
-		}
-		if i := slices.IndexFunc(r.Rules, func(x api.RoutingRule) bool { return x.Name == *name }); i >= 0 {
-			r.Rules[i] = rule
-		} else {
-			r.Rules = append(r.Rules, rule)
-		}
-		if r, err = c.SetRouting(ctx, *app, r); err != nil {
 			return err
 		}
 		return printRules(e, r.Rules)
 	}
+}
+
+// editRules reads an app's rules, lets edit change them (i is the index of
+// the rule called name, -1 if none) and writes them back. Two operators
+// editing at once: the last write wins.
+func editRules(ctx context.Context, cf ctrlplaneFlags, app, name string, edit func(rules []api.RoutingRule, i int) ([]api.RoutingRule, error)) (api.Routing, error) {
+	c, err := cf.client()
+	if err != nil {
+		return api.Routing{}, err
+	}
+	r, err := c.Routing(ctx, app)
+	if err != nil {
+		return api.Routing{}, err
+	}
+	i := slices.IndexFunc(r.Rules, func(x api.RoutingRule) bool { return x.Name == name })
+	if r.Rules, err = edit(r.Rules, i); err != nil {
+		return api.Routing{}, err
+	}
+	return c.SetRouting(ctx, app, r)
 }
 
 func setupRoutingRemove(fs *flag.FlagSet) func(context.Context, *env) error {
@@ -168,20 +181,13 @@ func setupRoutingRemove(fs *flag.FlagSet) func(context.Context, *env) error {
 		if *name == "" {
 			return usagef("--name is required")
 		}
-		c, err := cf.client()
+		_, err := editRules(ctx, cf, *app, *name, func(rules []api.RoutingRule, i int) ([]api.RoutingRule, error) {
+			if i < 0 {
+				return nil, fmt.Errorf("app %s has no routing rule %q", *app, *name)
+			}
+			return slices.Delete(rules, i, i+1), nil
+		})
 		if err != nil {
-			return err
-		}
-		r, err := c.Routing(ctx, *app)
-		if err != nil {
-			return err
-		}
-		i := slices.IndexFunc(r.Rules, func(x api.RoutingRule) bool { return x.Name == *name })
-		if i < 0 {
-			return fmt.Errorf("app %s has no routing rule %q", *app, *name)
-		}
-		r.Rules = slices.Delete(r.Rules, i, i+1)
-		if _, err := c.SetRouting(ctx, *app, r); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "removed routing rule %s of app %s\n", *name, *app)
