@@ -46,6 +46,12 @@ func TestRoutingValidation(t *testing.T) {
 		{"two canaries of a group", `{"rules":[{"name":"a","percent":1,"selector":{"v":"2"}},{"name":"b","percent":2,"selector":{"v":"3"}}]}`, 400, "rules[1]: rules[0] is already a canary rule of every group"},
 		{"two rules for one colour", `{"rules":[{"name":"a","group":"g","colour":"blue","selector":{"v":"2"}},{"name":"b","group":"g","colour":"blue","selector":{"v":"3"}}]}`, 400, `already a rule for colour "blue" of group "g"`},
 		{"bad fallback", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"drop"}]}`, 400, "rules[0].fallback"},
+		{"hold", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"hold","hold_for":"90s"}]}`, 200, ""},
+		{"hold, default bound", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"hold"}]}`, 200, ""},
+		{"hold_for without hold", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"hold_for":"5s"}]}`, 400, `rules[0].hold_for: only with fallback "hold"`},
+		{"hold_for too short", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"hold","hold_for":"10ms"}]}`, 400, "rules[0].hold_for"},
+		{"hold_for too long", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"hold","hold_for":"1h"}]}`, 400, "1s..10m0s"},
+		{"hold_for not a duration", `{"rules":[{"name":"x","colour":"blue","selector":{"v":"2"},"fallback":"hold","hold_for":"soon"}]}`, 400, "rules[0].hold_for"},
 		{"bad group", `{"rules":[{"name":"x","group":"a b","colour":"blue","selector":{"v":"2"}}]}`, 400, "rules[0].group"},
 		{"unknown field", `{"rules":[{"name":"x","color":"blue","selector":{"v":"2"}}]}`, 400, "unknown field"},
 		{"unknown app", ``, 404, ""},
@@ -70,8 +76,10 @@ func TestRoutingValidation(t *testing.T) {
 					t.Fatalf("answer %s (%v)", a.body, err)
 				}
 				for _, r := range got.Rules {
-					if r.Fallback != api.FallbackAnywhere {
-						t.Fatalf("rule %s: fallback %q", r.Name, r.Fallback)
+					switch {
+					case r.Fallback == api.FallbackHold && (r.HoldFor == "1m30s" || r.HoldFor == "30s"):
+					case r.Fallback != api.FallbackAnywhere || r.HoldFor != "":
+						t.Fatalf("rule %s: fallback %q, hold_for %q", r.Name, r.Fallback, r.HoldFor)
 					}
 				}
 				stored, err := op.Routing(t.Context(), "orders")

@@ -98,20 +98,18 @@ func TestRoutingRules(t *testing.T) {
 	op, created, cfgPath := ordersAt(t, cpURL)
 
 	type node struct {
-		name, version   string
-		mesh, http, fwd string
-		proc            *sidecarProc
-		app             *seenLog
+		name, version        string
+		mesh, http, fwd, dir string
+		proc                 *sidecarProc
+		app                  *seenLog
 	}
-	nodes := []*node{{name: "a", version: "v1"}, {name: "b", version: "v1"}, {name: "c", version: "v2"}}
-	for _, n := range nodes {
-		n.mesh, n.http, n.fwd, n.app = freePort(t), freePort(t), freePort(t), newSeenLog()
+	start := func(n *node) {
 		n.proc = startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
-			"--data-dir", t.TempDir(), "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
+			"--data-dir", n.dir, "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd,
 			"--instance-label", "version="+n.version, "--delivery-timeout", "3s", "--log-level", "warn")
 		waitHealthy(t, n.proc, n.http)
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
 			t.Fatalf("register: %d %s", status, body)
 		}
 		app := n.app
@@ -121,6 +119,11 @@ func TestRoutingRules(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	nodes := []*node{{name: "a", version: "v1"}, {name: "b", version: "v1"}, {name: "c", version: "v2"}}
+	for _, n := range nodes {
+		n.mesh, n.http, n.fwd, n.dir, n.app = freePort(t), freePort(t), freePort(t), t.TempDir(), newSeenLog()
+		start(n)
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	for _, n := range nodes {
@@ -308,4 +311,63 @@ func TestRoutingRules(t *testing.T) {
 	if delay > scaled(time.Second) {
 		t.Errorf("the fallback took %s after v2 died, want under %s", delay, scaled(time.Second))
 	}
+
+	// 5. Fallback "hold": while v2 is down, its colour's messages go back
+	// to the broker to be offered again, and v2 gets them once it is back
+	// within the bound; a colour whose targets never come is delivered
+	// anywhere once its bound has passed, not before.
+	qa := api.RoutingRule{Name: "qa-to-v2", Colour: "qa", Selector: v2, Fallback: api.FallbackHold, HoldFor: "60s"}
+	grey := api.RoutingRule{Name: "grey-to-v9", Colour: "grey", Selector: map[string]string{"version": "v9"}, Fallback: api.FallbackHold, HoldFor: "2s"}
+	setRules([]*node{a, b}, blue, off, qa, grey)
+	waitFor(t, 30*time.Second, "the control plane to mark v2 offline", func() bool {
+		ins, err := op.Instances(ctx, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(ins, func(in api.Instance) bool { return in.ID == c.fwd })
+		return i >= 0 && ins[i].Offline
+	})
+	const nQA, nGrey = 100, 50
+	greyAt := time.Now()
+	publish("grey", "grey", nGrey, 16)
+	publish("qa", "qa", nQA, 16)
+	held := func(rule string) (n uint64) {
+		for _, x := range []*node{a, b} {
+			n += sidecarStats(t, x.http).Rules[rule].Held
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "the qa messages to be held", func() bool { return held(qa.Name) >= nQA })
+	waitFor(t, 60*time.Second, "every grey message, anywhere", func() bool { return anywhere("grey", nGrey) == nGrey })
+	var earliest time.Time
+	for _, x := range []*node{a, b} {
+		if at := x.app.firstWith("grey-", greyAt); !at.IsZero() && (earliest.IsZero() || at.Before(earliest)) {
+			earliest = at
+		}
+	}
+	if wait := earliest.Sub(greyAt); wait < 1500*time.Millisecond {
+		t.Fatalf("a grey message (hold_for 2s, no target) was delivered %s after its publish: not held", wait)
+	}
+	if got := anywhere("qa", nQA); got != 0 {
+		t.Fatalf("%d qa messages were delivered while v2 was down; they should be held", got)
+	}
+	backAt := time.Now()
+	start(c) // the first app connection of c reconnects too: both count into c.app
+	if !waitUntil(60*time.Second, func() bool { return c.app.distinct("qa", nQA) == nQA }) {
+		var diag []string
+		for _, x := range nodes {
+			st := sidecarStats(t, x.http)
+			diag = append(diag, fmt.Sprintf("%s: qa %d, rule %+v, rules in force %v", x.name, x.app.distinct("qa", nQA), st.Rules[qa.Name], st.RulesInForce))
+		}
+		ins, _ := op.Instances(ctx, "orders")
+		t.Fatalf("not every qa message reached v2 after it came back: %s; instances %+v", strings.Join(diag, "; "), ins)
+	}
+	for _, x := range []*node{a, b} {
+		if got := x.app.distinct("qa", nQA); got != 0 {
+			t.Fatalf("v1 node %s processed %d qa messages, want none", x.name, got)
+		}
+	}
+	t.Logf("hold: the grey messages (no target, hold_for 2s) were first delivered anywhere %s after their publish; "+
+		"%d holds of the %d qa messages while v2 was down, all delivered to v2 %s after it restarted",
+		earliest.Sub(greyAt).Round(time.Millisecond), held(qa.Name), nQA, time.Since(backAt).Round(time.Millisecond))
 }

@@ -23,11 +23,14 @@ const (
 // Outcomes of a routing rule's decision (label outcome of
 // msgmesh_routing_total, docs/routing.md): every delivery a rule matched
 // counts "matched", and then "applied" (delivered as the rule says: to one
-// of its targets) or "fallback" (none of its targets could take it).
+// of its targets), "fallback" (none of its targets could take it;
+// delivered anywhere) or "held" (none could; handed back to the broker to
+// be offered again).
 const (
 	RoutingMatched  = "matched"
 	RoutingApplied  = "applied"
 	RoutingFallback = "fallback"
+	RoutingHeld     = "held"
 )
 
 // Settle outcomes of a delivery (label outcome of
@@ -74,7 +77,7 @@ var LatencyBuckets = []float64{
 //	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout, dead_letter
 //	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
-//	msgmesh_routing_total{rule,outcome}            deliveries a routing rule matched: matched, applied, fallback
+//	msgmesh_routing_total{rule,outcome}            deliveries a routing rule matched: matched, applied, fallback, held
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
 //	msgmesh_apps_connected                         app connections open now
 //	msgmesh_ready                                  1 when the sidecar is ready, else 0 (SetHealthSource)
@@ -294,15 +297,11 @@ func (m *Metrics) Forwarded(ctx context.Context, topic, group, outcome string) {
 	m.forwarded.Add(ctx, 1, m.byForward.get(labels{topic, group, outcome}).add...)
 }
 
-// Routed counts a delivery a routing rule matched: "matched", and
-// "applied" or, when fallback, "fallback".
-func (m *Metrics) Routed(ctx context.Context, rule string, fallback bool) {
+// Routed counts a delivery a routing rule matched: "matched", and outcome
+// (RoutingApplied, RoutingFallback or RoutingHeld).
+func (m *Metrics) Routed(ctx context.Context, rule, outcome string) {
 	if m == nil {
 		return
-	}
-	outcome := RoutingApplied
-	if fallback {
-		outcome = RoutingFallback
 	}
 	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, RoutingMatched}).add...)
 	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, outcome}).add...)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // Routing rules (docs/routing.md) choose which instances may take a broker
@@ -37,6 +38,11 @@ const (
 	// FallbackAnywhere delivers it as if no rule had matched: the weights
 	// decide, and a failed forward delivers locally.
 	FallbackAnywhere Fallback = iota
+	// FallbackHold asks the caller to hold the delivery (Decision.Hold):
+	// hand it back to the broker to be offered again later, while the
+	// rule's HoldFor allows (the caller has the clock); past that, the
+	// caller asks Decide, as for FallbackAnywhere.
+	FallbackHold
 )
 
 // Rule is one routing rule as the control plane pushes it (api.RoutingRule,
@@ -59,6 +65,8 @@ type Rule struct {
 	// to match; an empty selector matches every instance.
 	Selector map[string]string
 	Fallback Fallback
+	// HoldFor is the bound of FallbackHold (passed on in Decision.Hold).
+	HoldFor time.Duration
 }
 
 // Msg is what the scheduler reads of a delivery to route it.
@@ -203,8 +211,26 @@ func (s *Scheduler) Route(fromSibling bool, m Msg) Decision {
 		d.Rule, d.set = r.Name, which
 		return d
 	}
+	return s.fallback(t, r)
+}
+
+// fallback is the decision of rule r when none of its targets can take a
+// delivery.
+func (s *Scheduler) fallback(t *table, r *compiled) Decision {
+	if r.Fallback == FallbackHold && r.HoldFor > 0 {
+		return Decision{Hold: r.HoldFor, Rule: r.Name, Fallback: true}
+	}
 	d := s.decide(t)
 	d.Rule, d.Fallback = r.Name, true
+	return d
+}
+
+// Anywhere is the decision for a delivery prev held (Decision.Hold) that
+// the caller cannot or may no longer hold: the weights decide, as for
+// FallbackAnywhere.
+func (s *Scheduler) Anywhere(prev Decision) Decision {
+	d := s.decide(s.table.Load())
+	d.Rule, d.Fallback = prev.Rule, true
 	return d
 }
 
@@ -233,7 +259,7 @@ func (s *Scheduler) pick(t *table, r *compiled, set *targets) (Decision, bool) {
 // failed). A delivery a rule sent to its targets goes to another target not
 // in exclude, in turn, or stays local when this node is a target; when
 // none is left the rule's fallback applies (Fallback set: anywhere, so
-// local). A delivery no rule moved is retried as Next does.
+// local; or a hold). A delivery no rule moved is retried as Next does.
 func (s *Scheduler) Retry(prev Decision, exclude map[string]bool) Decision {
 	t := s.table.Load()
 	var r *compiled
@@ -264,6 +290,9 @@ func (s *Scheduler) Retry(prev Decision, exclude map[string]bool) Decision {
 		}
 	}
 	if len(left) == 0 {
+		if r.Fallback == FallbackHold && r.HoldFor > 0 {
+			return Decision{Hold: r.HoldFor, Rule: r.Name, Fallback: true}
+		}
 		return Decision{Local: true, Rule: r.Name, Fallback: true}
 	}
 	k := s.retry.Add(1) - 1

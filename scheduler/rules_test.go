@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 )
 
 // three is the app of the routing tests: a and b at version v1, c at v2,
@@ -70,6 +71,9 @@ func TestRoute(t *testing.T) {
 		{"canary 0%", "a", three(), []Rule{v2(0)}, Msg{}, map[string]int{"local": 200}, "canary"},
 		{"canary 100%", "a", three(), []Rule{v2(100)}, Msg{}, map[string]int{"c": 200}, "canary"},
 		{"canary, c offline: its share falls back", "a", three(offline("c")), []Rule{v2(10)}, Msg{}, map[string]int{"local!": 20, "local": 180}, "canary"},
+		{"blue, c offline, fallback hold", "a", three(offline("c")), []Rule{{Name: "h", Colour: "blue", Selector: map[string]string{"version": "v2"}, Fallback: FallbackHold, HoldFor: time.Second}}, Msg{Colour: "blue"}, map[string]int{"hold!": 200}, "h"},
+		{"hold without a bound is anywhere", "a", three(offline("c")), []Rule{{Name: "h", Colour: "blue", Selector: map[string]string{"version": "v2"}, Fallback: FallbackHold}}, Msg{Colour: "blue"}, map[string]int{"local!": 200}, "h"},
+		{"canary share held while c is offline", "a", three(offline("c")), []Rule{{Name: "h", Percent: 10, Selector: map[string]string{"version": "v2"}, Fallback: FallbackHold, HoldFor: time.Second}}, Msg{}, map[string]int{"hold!": 20, "local": 180}, "h"},
 		{"canary of the group only", "a", three(), []Rule{{Name: "gc", Group: "g", Percent: 100, Selector: map[string]string{"version": "v2"}}}, Msg{Group: "h"}, map[string]int{"local": 200}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,13 +82,18 @@ func TestRoute(t *testing.T) {
 			got := map[string]int{}
 			for range 200 {
 				d := s.Route(false, tc.msg)
-				checkOne(t, d)
+				if n := btoi(d.Local) + btoi(d.Sibling != "") + btoi(d.Hold > 0); n != 1 {
+					t.Fatalf("decision %+v: want exactly one of Local, Sibling and Hold", d)
+				}
 				if d.Rule != tc.rule {
 					t.Fatalf("decision %v: rule %q, want %q", d, d.Rule, tc.rule)
 				}
 				k := d.Sibling
-				if d.Local {
+				switch {
+				case d.Local:
 					k = "local"
+				case d.Hold > 0:
+					k = "hold"
 				}
 				if d.Fallback {
 					k += "!"
@@ -99,6 +108,13 @@ func TestRoute(t *testing.T) {
 			}
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestCanaryExactPer100: for every share, every run of 100 consecutive
@@ -163,6 +179,16 @@ func TestRetry(t *testing.T) {
 	}
 	if d2 := s.Retry(d, map[string]bool{"b": true}); !d2.Local || !d2.Fallback {
 		t.Fatalf("retry: %v, want local, fell back", d2)
+	}
+	// Every target failed and the rule holds: a hold; once the caller
+	// cannot hold any more, Anywhere is the weights' decision.
+	s = New("c")
+	s.Apply(three(), []Rule{{Name: "v1h", Colour: "blue", Selector: map[string]string{"version": "v1"}, Fallback: FallbackHold, HoldFor: 5 * time.Second}})
+	d = s.Route(false, Msg{Colour: "blue"})
+	if d2 := s.Retry(d, map[string]bool{"a": true, "b": true}); d2.Hold != 5*time.Second || !d2.Fallback || d2.Rule != "v1h" {
+		t.Fatalf("retry with every target failed, fallback hold: %v", d2)
+	} else if d3 := s.Anywhere(d2); !d3.Local || !d3.Fallback || d3.Rule != "v1h" {
+		t.Fatalf("anywhere after a hold: %v, want local (c at weight 100), fell back", d3)
 	}
 	// No rule: Next's behaviour.
 	s = New("a")

@@ -44,6 +44,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Instance is one instance of an app as the control plane pushes it.
@@ -62,11 +63,14 @@ type Instance struct {
 	Labels map[string]string
 }
 
-// Decision says where one delivery goes. Exactly one of Local and Sibling is
-// set.
+// Decision says where one delivery goes. Exactly one of Local, Sibling and
+// Hold is set (Hold only by a routing rule's FallbackHold).
 type Decision struct {
 	Local   bool
 	Sibling string // the ID of the sibling to forward to
+	// Hold: hand the delivery back to the broker to be offered again, as
+	// long as it was stored less than Hold ago (rules.go, FallbackHold).
+	Hold time.Duration
 	// Rule names the routing rule that matched the delivery (Route), ""
 	// when none did; Fallback says that rule's targets could not take it
 	// and it went as the weights say (its fallback).
@@ -78,8 +82,11 @@ type Decision struct {
 // String is "local" or "sibling <id>", for logs.
 func (d Decision) String() string {
 	where := "sibling " + d.Sibling
-	if d.Local {
+	switch {
+	case d.Local:
 		where = "local"
+	case d.Hold > 0:
+		where = "hold " + d.Hold.String()
 	}
 	switch {
 	case d.Rule != "" && d.Fallback:

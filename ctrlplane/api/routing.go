@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
@@ -17,6 +18,17 @@ const (
 	// FallbackAnywhere delivers it as if no rule had matched (the weights
 	// decide). The default.
 	FallbackAnywhere = "anywhere"
+	// FallbackHold hands it back to the broker to be offered again a
+	// little later, in case a target is back by then, for at most the
+	// rule's HoldFor after the message was stored; then anywhere.
+	FallbackHold = "hold"
+)
+
+// Bounds of a hold (RoutingRule.HoldFor).
+const (
+	DefaultHoldFor = 30 * time.Second
+	MinHoldFor     = time.Second
+	MaxHoldFor     = 10 * time.Minute
 )
 
 // Bounds of a routing document.
@@ -47,8 +59,25 @@ type RoutingRule struct {
 	// match; at least one.
 	Selector map[string]string `json:"selector"`
 	// Fallback is what happens when no matching instance can take a
-	// delivery: "anywhere" (the default, also when empty).
+	// delivery: "anywhere" (the default, also when empty) or "hold".
 	Fallback string `json:"fallback,omitempty"`
+	// HoldFor bounds a hold, a Go duration from MinHoldFor to MaxHoldFor
+	// counted from when the broker stored the message; only with
+	// fallback "hold", where empty means DefaultHoldFor.
+	HoldFor string `json:"hold_for,omitempty"`
+}
+
+// Hold returns the rule's hold bound: 0 unless its fallback is "hold".
+// The rule must be valid.
+func (rule *RoutingRule) Hold() time.Duration {
+	if rule.Fallback != FallbackHold {
+		return 0
+	}
+	d, err := time.ParseDuration(rule.HoldFor)
+	if err != nil {
+		return DefaultHoldFor
+	}
+	return d
 }
 
 // Routing is the body of GET and PUT /v1/apps/{app}/routing: the app's
@@ -130,9 +159,21 @@ func (rule *RoutingRule) Validate(field string) error {
 	switch rule.Fallback {
 	case "":
 		rule.Fallback = FallbackAnywhere
-	case FallbackAnywhere:
+	case FallbackAnywhere, FallbackHold:
 	default:
-		return Invalid(field+".fallback", "%q: the fallback is %q", rule.Fallback, FallbackAnywhere)
+		return Invalid(field+".fallback", "%q: the fallback is %q or %q", rule.Fallback, FallbackAnywhere, FallbackHold)
+	}
+	switch {
+	case rule.Fallback != FallbackHold && rule.HoldFor != "":
+		return Invalid(field+".hold_for", "only with fallback %q", FallbackHold)
+	case rule.Fallback == FallbackHold && rule.HoldFor == "":
+		rule.HoldFor = DefaultHoldFor.String()
+	case rule.Fallback == FallbackHold:
+		d, err := time.ParseDuration(rule.HoldFor)
+		if err != nil || d < MinHoldFor || d > MaxHoldFor {
+			return Invalid(field+".hold_for", "%q is not a duration in %s..%s", rule.HoldFor, MinHoldFor, MaxHoldFor)
+		}
+		rule.HoldFor = d.String()
 	}
 	return nil
 }

@@ -53,11 +53,14 @@ type TrafficCounters struct {
 // RuleCounters count the deliveries one routing rule matched at a sidecar
 // (docs/routing.md): Matched is Applied (delivered as the rule says, to
 // one of its targets) plus FellBack (none of its targets could take it;
-// its fallback decided).
+// delivered anywhere) plus Held (none could take it; handed back to the
+// broker to be offered again, fallback "hold"). A held message that comes
+// back is matched again.
 type RuleCounters struct {
 	Matched  uint64 `json:"matched"`
 	Applied  uint64 `json:"applied"`
 	FellBack uint64 `json:"fell_back"`
+	Held     uint64 `json:"held"`
 }
 
 // Kept is the broker deliveries the sidecar did not forward.

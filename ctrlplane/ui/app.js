@@ -198,7 +198,7 @@ function sparkCell(app, inst, t, tr) {
 // selector) and its fallback. They are set with meshctl routing or
 // PUT /v1/apps/{app}/routing. The counts are the sums of what the
 // instances last reported (since each sidecar started): matched, applied
-// (delivered to one of the rule's targets) and fell back.
+// (delivered to one of the rule's targets), fell back and held.
 function routingTable(app, tr) {
   const wrap = el("div", { class: "routing", "data-app": app.name });
   wrap.append(el("h3", {}, "Routing rules"));
@@ -211,24 +211,25 @@ function routingTable(app, tr) {
   const counts = new Map();
   for (const t of (tr && tr.instances) || []) {
     for (const [name, c] of Object.entries(t.rules || {})) {
-      const sum = counts.get(name) || { matched: 0, applied: 0, fell_back: 0 };
-      sum.matched += c.matched; sum.applied += c.applied; sum.fell_back += c.fell_back;
+      const sum = counts.get(name) || { matched: 0, applied: 0, fell_back: 0, held: 0 };
+      sum.matched += c.matched; sum.applied += c.applied; sum.fell_back += c.fell_back; sum.held += c.held || 0;
       counts.set(name, sum);
     }
   }
   const tbody = el("tbody");
   for (const r of rules) {
     const c = counts.get(r.name);
-    const counted = c ? c.matched + " / " + c.applied + " / " + c.fell_back : "–";
+    const counted = c ? c.matched + " / " + c.applied + " / " + c.fell_back + " / " + c.held : "–";
+    const fallback = r.fallback === "hold" ? "hold up to " + r.hold_for : (r.fallback || "anywhere");
     const matches = r.colour ? "colour " + r.colour : "canary " + (r.percent || 0) + " % of the rest";
     const selector = el("td", { class: "labels" });
     for (const k of Object.keys(r.selector || {}).sort()) selector.append(el("code", {}, k + "=" + r.selector[k]));
     tbody.append(el("tr", { "data-rule": r.name }, el("td", {}, el("code", {}, r.name)), el("td", {}, r.group || "every group"),
-      el("td", {}, matches), selector, el("td", {}, r.fallback || "anywhere"), el("td", { class: "rule-counts" }, counted)));
+      el("td", {}, matches), selector, el("td", {}, fallback), el("td", { class: "rule-counts" }, counted)));
   }
   const head = el("tr", {}, el("th", {}, "Rule"), el("th", {}, "Group"), el("th", {}, "Takes"),
     el("th", { title: "the labels an instance must have to receive them" }, "To instances with"), el("th", {}, "Fallback"),
-    el("th", { title: "deliveries the rule matched / delivered to its targets / fell back, as the sidecars last reported (since each started)" }, "Matched / applied / fell back"));
+    el("th", { title: "deliveries the rule matched / delivered to its targets / fell back (delivered anywhere) / held (handed back to the broker), as the sidecars last reported (since each started)" }, "Matched / applied / fell back / held"));
   wrap.append(el("table", {}, el("thead", {}, head), tbody));
   return wrap;
 }

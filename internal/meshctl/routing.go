@@ -22,7 +22,7 @@ func routingCommands() []command {
 	return []command{
 		{"routing get", "--app NAME [--json]", "print an app's routing rules (colour and canary rules)", setupRoutingGet},
 		{"routing set", "--app NAME --file FILE", "replace an app's routing rules with a YAML or JSON document {rules: [...]}", setupRoutingSet},
-		{"routing add", "--app NAME --name RULE (--colour C | --percent P) --selector K=V... [--group G] [--fallback anywhere]", "add a colour or canary rule, or replace the rule of that name", setupRoutingAdd},
+		{"routing add", "--app NAME --name RULE (--colour C | --percent P) --selector K=V... [--group G] [--fallback anywhere|hold [--hold-for D]]", "add a colour or canary rule, or replace the rule of that name", setupRoutingAdd},
 		{"routing remove", "--app NAME --name RULE", "remove one routing rule", setupRoutingRemove},
 	}
 }
@@ -56,7 +56,11 @@ func printRules(e *env, rules []api.RoutingRule) error {
 		if group == "" {
 			group = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, group, matches, api.LabelFlag(r.Selector).String(), r.Fallback)
+		fallback := r.Fallback
+		if r.Fallback == api.FallbackHold {
+			fallback += " " + r.HoldFor
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, group, matches, api.LabelFlag(r.Selector).String(), fallback)
 	}
 	return tw.Flush()
 }
@@ -119,7 +123,8 @@ func setupRoutingAdd(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.Var(&percent, "percent", "a canary rule: this share, 0 to 100, of the messages no colour rule took")
 	selector := api.LabelFlag{}
 	fs.Var(selector, "selector", "a label K=V the target instances must have (repeatable; at least one)")
-	fallback := fs.String("fallback", api.FallbackAnywhere, "when no matching instance can take a message: anywhere")
+	fallback := fs.String("fallback", api.FallbackAnywhere, "when no matching instance can take a message: anywhere, or hold (hand it back to the broker to be offered again, up to --hold-for after it was stored)")
+	holdFor := fs.String("hold-for", "", "with --fallback hold: how long, 1s to 10m (default 30s)")
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
 		if err := requireApp(*app); err != nil {
@@ -133,7 +138,7 @@ func setupRoutingAdd(fs *flag.FlagSet) func(context.Context, *env) error {
 		case len(selector) == 0:
 			return usagef("--selector is required")
 		}
-		rule := api.RoutingRule{Name: *name, Group: *group, Colour: *colour, Selector: selector, Fallback: *fallback}
+		rule := api.RoutingRule{Name: *name, Group: *group, Colour: *colour, Selector: selector, Fallback: *fallback, HoldFor: *holdFor}
 		if percent.set {
 			rule.Percent = &percent.v
 		}

@@ -25,14 +25,14 @@ func TestRoutingCommands(t *testing.T) {
 	if code, out, errs := runCP("routing", "add", "--app", "orders", "--name", "blue", "--colour", "blue", "--selector", "version=v2"); code != 0 || !strings.Contains(out, "blue") {
 		t.Fatalf("routing add colour: exit %d, %q %q", code, out, errs)
 	}
-	if code, out, errs := runCP("routing", "add", "--app", "orders", "--name", "canary", "--group", "billing", "--percent", "10", "--selector", "version=v2", "--selector", "zone=a"); code != 0 {
+	if code, out, errs := runCP("routing", "add", "--app", "orders", "--name", "canary", "--group", "billing", "--percent", "10", "--selector", "version=v2", "--selector", "zone=a", "--fallback", "hold", "--hold-for", "2m"); code != 0 {
 		t.Fatalf("routing add canary: exit %d, %q %q", code, out, errs)
 	}
 	code, out, _ := runCP("routing", "get", "--app", "orders")
 	want := [][]string{
 		{"RULE", "GROUP", "MATCHES", "TO", "FALLBACK"},
 		{"blue", "*", "colour=blue", "version=v2", "anywhere"},
-		{"canary", "billing", "canary", "10%", "version=v2,zone=a", "anywhere"},
+		{"canary", "billing", "canary", "10%", "version=v2,zone=a", "hold", "2m0s"},
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != len(want) {
@@ -73,6 +73,7 @@ func TestRoutingCommands(t *testing.T) {
 		{[]string{"routing", "add", "--app", "orders", "--name", "x", "--colour", "blue"}, 2, "--selector is required"},
 		{[]string{"routing", "add", "--app", "orders", "--name", "x", "--colour", "blue", "--percent", "3", "--selector", "v=2"}, 2, "--colour (a colour rule) or --percent"},
 		{[]string{"routing", "remove", "--app", "orders", "--name", "ghost"}, 1, `no routing rule "ghost"`},
+		{[]string{"routing", "add", "--app", "orders", "--name", "x", "--colour", "blue", "--selector", "v=2", "--hold-for", "5s"}, 1, "hold_for: only with fallback"},
 		{[]string{"routing", "set", "--app", "orders", "--file", bad}, 1, "selecter"},
 		{[]string{"routing", "get", "--app", "ghost"}, 1, "NOT_FOUND"},
 	} {

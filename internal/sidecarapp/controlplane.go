@@ -173,6 +173,9 @@ func schedulerRules(rules []api.RoutingRule) []scheduler.Rule {
 	out := make([]scheduler.Rule, 0, len(rules))
 	for _, r := range rules {
 		sr := scheduler.Rule{Name: r.Name, Group: r.Group, Colour: r.Colour, Selector: r.Selector, Fallback: scheduler.FallbackAnywhere}
+		if hold := r.Hold(); hold > 0 {
+			sr.Fallback, sr.HoldFor = scheduler.FallbackHold, hold
+		}
 		switch {
 		case r.Colour != "":
 		case r.Percent != nil:
