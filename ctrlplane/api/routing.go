@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -154,7 +155,11 @@ func (rule *RoutingRule) Validate(field string) error {
 		return Invalid(field+".selector", "empty; name at least one label, e.g. {\"version\":\"v2\"}")
 	}
 	if err := ValidateLabels(rule.Selector); err != nil {
-		return Invalid(field+".selector", "%s", err.(*ValidationError).Reason)
+		reason := err.Error()
+		if ve, ok := errors.AsType[*ValidationError](err); ok {
+			reason = ve.Reason
+		}
+		return Invalid(field+".selector", "%s", reason)
 	}
 	switch rule.Fallback {
 	case "":
