@@ -120,7 +120,8 @@ func HeaderBytes(m *Message) int {
 //     brokers that fold case agree;
 //   - reserved are names starting with Msgmesh- (the sidecar's, except
 //     HeaderContentType, HeaderSchemaID, HeaderSchemaVersion and
-//     HeaderTag, whose value CheckTag checks), Nats-
+//     HeaderTag, whose value CheckTag checks, and HeaderColour, whose
+//     value CheckColour checks), Nats-
 //     (JetStream's), "__" (RocketMQ's), RocketMQ's system properties, and
 //     Status (nats.go's status line);
 //   - a name appears once: RocketMQ keeps one value per name, and HTTP
@@ -143,6 +144,11 @@ func CheckHeaders(hs []Header) error {
 				return &HeaderError{Name: h.Key, Reason: why}
 			}
 		}
+		if strings.EqualFold(h.Key, HeaderColour) {
+			if why := CheckColour(h.Value); why != "" {
+				return &HeaderError{Name: h.Key, Reason: why}
+			}
+		}
 	}
 	if i, j := duplicate(hs); i >= 0 {
 		return &HeaderError{Name: hs[j].Key, Reason: fmt.Sprintf("the name was already used by header %q (names compare case-insensitively); send one header with one value", hs[i].Key)}
@@ -162,7 +168,7 @@ func nameProblem(name string) string {
 	}
 	switch {
 	case hasPrefixFold(name, PrefixMsgmesh):
-		if strings.EqualFold(name, HeaderContentType) || strings.EqualFold(name, HeaderSchemaID) || strings.EqualFold(name, HeaderSchemaVersion) || strings.EqualFold(name, HeaderTag) {
+		if strings.EqualFold(name, HeaderContentType) || strings.EqualFold(name, HeaderSchemaID) || strings.EqualFold(name, HeaderSchemaVersion) || strings.EqualFold(name, HeaderTag) || strings.EqualFold(name, HeaderColour) {
 			return ""
 		}
 		return "names starting with Msgmesh- are reserved for the sidecar"

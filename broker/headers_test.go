@@ -40,6 +40,13 @@ func TestCheckHeaders(t *testing.T) {
 		{"empty value", hs("X-A", ""), ""},
 		{"names like reserved ones", hs("NatsMsgId", "1", "Msgmesh", "1", "Keys-Extra", "1", "_x", "1", "Statuses", "1"), ""},
 		{"many distinct", many(40, -1), ""},
+		{"colour in any case", hs("msgmesh-colour", "blue", "X", "1"), ""},
+		{"colour with dots and dashes", hs("Msgmesh-Colour", "qa-run.17_b"), ""},
+		{"empty colour", hs("Msgmesh-Colour", ""), "Msgmesh-Colour"},
+		{"colour with a space", hs("Msgmesh-Colour", "light blue"), "Msgmesh-Colour"},
+		{"colour starting with a dash", hs("MSGMESH-COLOUR", "-blue"), "MSGMESH-COLOUR"},
+		{"colour too long", hs("Msgmesh-Colour", strings.Repeat("b", 65)), "Msgmesh-Colour"},
+		{"colour twice", hs("Msgmesh-Colour", "blue", "msgmesh-colour", "red"), "msgmesh-colour"},
 		{"Nats-Msg-Id", hs("X", "1", "Nats-Msg-Id", "1"), "Nats-Msg-Id"},
 		{"NATS-ROLLUP", hs("NATS-ROLLUP", "all"), "NATS-ROLLUP"},
 		{"status", hs("status", "404"), "status"},
@@ -73,6 +80,19 @@ func TestCheckHeaders(t *testing.T) {
 				t.Errorf("error %q does not name the header", err)
 			}
 		})
+	}
+}
+
+func TestColourOf(t *testing.T) {
+	m := &broker.Message{Headers: hs("X", "1", "msgmesh-COLOUR", "blue")}
+	if got := broker.ColourOf(m); got != "blue" {
+		t.Fatalf("ColourOf = %q, want blue", got)
+	}
+	if got := broker.ColourOf(&broker.Message{}); got != "" {
+		t.Fatalf("ColourOf(uncoloured) = %q", got)
+	}
+	if why := broker.CheckColour(strings.Repeat("b", broker.MaxColourLen)); why != "" {
+		t.Fatalf("a colour of %d bytes: %s", broker.MaxColourLen, why)
 	}
 }
 

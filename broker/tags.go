@@ -40,9 +40,13 @@ func CheckTag(tag string) string {
 
 // TagOf returns the tag of m (its HeaderTag header), "" when untagged.
 // Header names compare case-insensitively, as the header rule does.
-func TagOf(m *Message) string {
+func TagOf(m *Message) string { return headerValue(m, HeaderTag) }
+
+// headerValue is the value of m's header name (compared
+// case-insensitively, as the header rule does), "" when it has none.
+func headerValue(m *Message, name string) string {
 	for _, h := range m.Headers {
-		if strings.EqualFold(h.Key, HeaderTag) {
+		if strings.EqualFold(h.Key, name) {
 			return h.Value
 		}
 	}

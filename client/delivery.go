@@ -25,6 +25,12 @@ type Message struct {
 	// header HeaderTag: Publish adds it, and a Delivery has it here, not
 	// in Headers.
 	Tag string
+	// Colour is the message's colour (docs/routing.md), which operators'
+	// routing rules send to the instances whose labels they select; ""
+	// for none. It travels as the header HeaderColour: Publish adds it
+	// (from the ctx, WithColour, when it is empty), and a Delivery has it
+	// here, not in Headers.
+	Colour string
 	// NullBody: the body is null, not empty: a Kafka tombstone (Body is
 	// empty). Only Kafka stores one: publishing it to a NATS or RocketMQ
 	// topic is refused with INVALID.
@@ -73,7 +79,7 @@ func (d *Delivery) Context() context.Context {
 	if d.ctx != nil {
 		return d.ctx
 	}
-	return msgtrace.Extract(context.Background(), d.Headers)
+	return msgtrace.Extract(withDeliveryColour(context.Background(), d), d.Headers)
 }
 
 func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
@@ -92,6 +98,13 @@ func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
 	for i, h := range d.Headers {
 		if strings.EqualFold(h.Key, HeaderTag) {
 			d.Tag = h.Value
+			d.Headers = append(d.Headers[:i:i], d.Headers[i+1:]...)
+			break
+		}
+	}
+	for i, h := range d.Headers {
+		if strings.EqualFold(h.Key, HeaderColour) {
+			d.Colour = h.Value
 			d.Headers = append(d.Headers[:i:i], d.Headers[i+1:]...)
 			break
 		}

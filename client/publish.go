@@ -24,6 +24,9 @@ func (m *publishEnc) AppendTo(b []byte) []byte {
 	if m.Tag != "" {
 		p.Headers = append(p.Headers[:len(p.Headers):len(p.Headers)], mesh.HeaderField{Key: HeaderTag, Value: m.Tag})
 	}
+	if m.Colour != "" {
+		p.Headers = append(p.Headers[:len(p.Headers):len(p.Headers)], mesh.HeaderField{Key: HeaderColour, Value: m.Colour})
+	}
 	return p.AppendTo(b)
 }
 

@@ -65,6 +65,13 @@ func (tr *tracing) tracer() (trace.Tracer, bool) {
 // (from a provider the Client does not know) is still passed on, so the
 // trace is not cut; nothing is allocated otherwise.
 func (c *Client) startPublish(ctx context.Context, m *Message) (trace.Span, *Message) {
+	if m.Colour == "" {
+		if colour := ColourFrom(ctx); colour != "" { // inherited (WithColour)
+			mm := *m
+			mm.Colour = colour
+			m = &mm
+		}
+	}
 	tracer, on := c.tracing.tracer()
 	if !on {
 		if !trace.SpanContextFromContext(ctx).IsValid() {
@@ -96,6 +103,7 @@ func endPublish(span trace.Span, ack PublishAck, err error) {
 // caller's values for a pulled delivery, with links). It returns base and
 // nil when tracing is off.
 func (c *Client) startProcess(base context.Context, d *Delivery, links []trace.Link) (context.Context, trace.Span) {
+	base = withDeliveryColour(base, d) // what the handler publishes inherits it
 	tracer, on := c.tracing.tracer()
 	if !on {
 		return base, nil

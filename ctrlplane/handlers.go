@@ -36,6 +36,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/apps/{app}/topology", s.operator(s.handleDeleteAppTopology))
 	mux.Handle("GET /v1/apps/{app}/limits", s.operator(s.handleGetLimits))
 	mux.Handle("PUT /v1/apps/{app}/limits", s.operator(s.handlePutLimits))
+	mux.Handle("GET /v1/apps/{app}/routing", s.operator(s.handleGetRouting))
+	mux.Handle("PUT /v1/apps/{app}/routing", s.operator(s.handlePutRouting))
 	mux.Handle("GET /v1/topology", s.operator(s.handleGetTopology))
 	mux.Handle("PUT /v1/topology", s.operator(s.handlePutTopology))
 	mux.Handle("DELETE /v1/topology", s.operator(s.handleDeleteTopology))

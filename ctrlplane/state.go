@@ -53,6 +53,9 @@ type appRecord struct {
 	// Limits are the app's flow-control limits (flowctl.Config as JSON),
 	// pushed to its sidecars; nil: none.
 	Limits json.RawMessage `json:"limits,omitempty"`
+	// Routing are the app's routing rules (routing.go), pushed to its
+	// sidecars; nil: none.
+	Routing []api.RoutingRule `json:"routing,omitempty"`
 }
 
 // topologyRecord is the global topology as stored under "topology". The
@@ -75,7 +78,20 @@ func (a *appRecord) view(version uint64) api.App {
 		CredentialRotatedAt: a.RotatedAt,
 		Instances:           cloneInstances(a.Instances),
 		Topology:            a.Topology,
+		Routing:             cloneRules(a.Routing),
 	}
+}
+
+func cloneRules(in []api.RoutingRule) []api.RoutingRule {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]api.RoutingRule, len(in))
+	for i, r := range in {
+		r.Selector = maps.Clone(r.Selector)
+		out[i] = r
+	}
+	return out
 }
 
 func cloneInstances(in []api.Instance) []api.Instance {
@@ -221,6 +237,7 @@ func (s *Server) sharedAppConfig(ctx context.Context, name string) (api.AppConfi
 		Brokers:   cmp.Or(a.Topology, global),
 		Schemas:   s.topicSchemas(schemas.Policies),
 		Limits:    a.Limits,
+		Routing:   cloneRules(a.Routing),
 	}
 	if len(schemas.Policies) > 0 {
 		cfg.SchemaPolicies = maps.Clone(schemas.Policies)

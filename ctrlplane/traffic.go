@@ -3,6 +3,7 @@ package ctrlplane
 import (
 	"cmp"
 	"context"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -50,6 +51,7 @@ type instanceTraffic struct {
 	samples []trafficSample
 	started time.Time
 	apps    []api.AppBindings
+	rules   map[string]api.RuleCounters // the newest report's
 }
 
 // trafficSample is one report, at the control plane's time.
@@ -93,7 +95,7 @@ func (b *trafficBook) record(app, id string, r *api.TrafficReport, now time.Time
 	}
 	cut = max(cut, len(it.samples)-maxSamples)
 	it.samples = slices.Delete(it.samples, 0, cut)
-	it.started, it.apps = r.Started, r.Apps
+	it.started, it.apps, it.rules = r.Started, r.Apps, r.Rules
 }
 
 // prune forgets the instances that sent no report within the window.
@@ -130,6 +132,7 @@ func (b *trafficBook) view(app string, ins []api.Instance, now time.Time) api.Ap
 		last := it.samples[len(it.samples)-1]
 		v.LastReport, v.Boot, v.Started, v.Totals, v.InFlight = last.at, last.boot, it.started, last.c, last.inFlight
 		v.LastMinute = it.rates(now.Add(-rateWindow))
+		v.Rules = maps.Clone(it.rules)
 		for i := 1; i < len(it.samples); i++ {
 			p, q := it.samples[i-1], it.samples[i]
 			if now.Sub(p.at) > trafficWindow {

@@ -26,8 +26,16 @@ func TestWebPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCreate(t, op, "billing")
+	ten := 10
+	if _, err := op.SetRouting(t.Context(), "orders", api.Routing{Rules: []api.RoutingRule{
+		{Name: "blue-to-v2", Colour: "blue", Selector: map[string]string{"version": "v2"}, Fallback: api.FallbackHold, HoldFor: "45s"},
+		{Name: "canary-v2", Group: "billing-events", Percent: &ten, Selector: map[string]string{"version": "v2"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
 	// A sidecar registered 10.0.0.3:7610 itself.
-	if _, err := client(t, c.url, cred).RenewLease(t.Context(), "orders", "", api.LeaseRequest{Addr: "10.0.0.3:7610", SidecarVersion: "v9.9.9"}); err != nil {
+	if _, err := client(t, c.url, cred).RenewLease(t.Context(), "orders", "", api.LeaseRequest{Addr: "10.0.0.3:7610", SidecarVersion: "v9.9.9",
+		Traffic: &api.TrafficReport{Boot: "b1", Rules: map[string]api.RuleCounters{"blue-to-v2": {Matched: 9, Applied: 6, FellBack: 1, Held: 2}}}}); err != nil {
 		t.Fatal(err)
 	}
 	rec := newConfigs()
@@ -67,7 +75,8 @@ func TestWebPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"orders", "billing", "10.0.0.1:7610", "10.0.0.2:7610", "version=v2", "10.0.0.3:7610", "v9.9.9", "last seen"} {
+	for _, want := range []string{"orders", "billing", "10.0.0.1:7610", "10.0.0.2:7610", "version=v2", "10.0.0.3:7610", "v9.9.9", "last seen",
+		"Routing rules", "blue-to-v2", "colour blue", "canary-v2", "billing-events", "canary 10 % of the rest", "No routing rules", "9 / 6 / 1 / 2", "hold up to 45s"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page does not show %q:\n%s", want, page)
 		}

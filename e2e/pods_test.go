@@ -156,6 +156,8 @@ type stats struct {
 	Fallbacks    int `json:"forward_fallbacks"`
 	FromSiblings int `json:"from_siblings"`
 	Weight       int `json:"weight"`
+	// RulesInForce are the routing rules of the sidecar's last push.
+	RulesInForce []string `json:"rules_in_force"`
 }
 
 func (a stats) minus(b stats) stats {
@@ -204,6 +206,7 @@ type jobSpec struct {
 	Rate    float64 `json:"rate"`
 	Workers int     `json:"workers"`
 	Size    int     `json:"size"`
+	Colour  string  `json:"colour,omitempty"`
 }
 
 type jobStatus struct {

@@ -88,17 +88,31 @@ func ordersAt(t *testing.T, cpURL string) (*ctrlclient.Client, api.AppCreated, s
 	return op, created, cfgPath
 }
 
+// statsAt is a sidecar's GET /v1/stats, its numbers by name (the routing
+// counters, which are objects, are left out: sidecarStats has them).
 func statsAt(t *testing.T, httpAddr string) map[string]int {
+	t.Helper()
+	var raw map[string]any
+	getStats(t, httpAddr, &raw)
+	m := make(map[string]int, len(raw))
+	for k, v := range raw {
+		if f, ok := v.(float64); ok {
+			m[k] = int(f)
+		}
+	}
+	return m
+}
+
+// getStats decodes a sidecar's GET /v1/stats into v.
+func getStats(t testing.TB, httpAddr string, v any) {
 	t.Helper()
 	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /v1/stats: %d %s", status, body)
 	}
-	var m map[string]int
-	if err := json.Unmarshal([]byte(body), &m); err != nil {
+	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatal(err)
 	}
-	return m
 }
 
 // TestControlPlaneDrivesSidecars: two msgmesh processes of app "orders" get

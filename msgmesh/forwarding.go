@@ -72,6 +72,89 @@ type Stats struct {
 	InFlight int `json:"in_flight"`
 	// Weight is this node's weight as last pushed; -1 without forwarding.
 	Weight int `json:"weight"`
+	// Rules are the routing rules' counters (docs/routing.md), by rule
+	// name, for every rule that matched a delivery since start; absent
+	// when none did.
+	Rules map[string]api.RuleCounters `json:"rules,omitempty"`
+	// RulesInForce names the routing rules of the last push, sorted;
+	// absent when there are none.
+	RulesInForce []string `json:"rules_in_force,omitempty"`
+}
+
+// ruleStats are one routing rule's counters (Stats.Rules).
+type ruleStats struct{ matched, applied, fellBack, held atomic.Uint64 }
+
+// routed counts a delivery routing rule dec.Rule matched, once its fate
+// is known (applied, fell back, or held), in the stats and the metrics.
+func (s *Sidecar) routed(dec scheduler.Decision) {
+	if dec.Rule == "" {
+		return
+	}
+	v, ok := s.ruleStats.Load(dec.Rule)
+	if !ok {
+		v, _ = s.ruleStats.LoadOrStore(dec.Rule, &ruleStats{})
+	}
+	rs := v.(*ruleStats)
+	rs.matched.Add(1)
+	outcome := observe.RoutingApplied
+	switch {
+	case dec.Hold > 0:
+		rs.held.Add(1)
+		outcome = observe.RoutingHeld
+	case dec.Fallback:
+		rs.fellBack.Add(1)
+		outcome = observe.RoutingFallback
+	default:
+		rs.applied.Add(1)
+	}
+	s.metrics().Routed(context.Background(), dec.Rule, outcome)
+}
+
+// minHoldRetry is the shortest a held delivery waits at the broker before
+// it is offered again (docs/routing.md, fallback "hold").
+const minHoldRetry = time.Second
+
+// hold hands d back to the broker to be offered again later, for a routing
+// rule whose targets cannot take it now (fallback "hold"), and reports
+// whether it did. A hold is an attempt to the broker, counted against the
+// group's max_attempts, so the holds are spread over what is left of the
+// bound: with n holds left (the group's attempts less two, kept for
+// delivering it) it waits left/n, at least a second. It does not hold
+// when the message was stored dec.Hold ago or longer (or the broker gives
+// no timestamp), or no hold is left: the caller then delivers it anywhere.
+func (s *Sidecar) hold(k routeKey, d broker.Delivery, dec scheduler.Decision) bool {
+	stored := d.Timestamp()
+	if stored.IsZero() {
+		return false
+	}
+	left := dec.Hold - time.Since(stored)
+	holds := s.policyOf(k).maxAttempts - 2 - d.Redelivered()
+	if left <= 0 || holds <= 0 {
+		return false
+	}
+	delay := min(max(left/time.Duration(holds), minHoldRetry), left)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.Nack(ctx, delay); err != nil {
+		// The broker offers it again after its ack wait.
+		s.log.Debug("handing a held delivery back failed", "group", k.group, "topic", k.topic, "rule", dec.Rule, "err", err)
+	}
+	return true
+}
+
+// ruleCounters snapshots the routing rules' counters; nil when no rule
+// matched yet.
+func (s *Sidecar) ruleCounters() map[string]api.RuleCounters {
+	var out map[string]api.RuleCounters
+	s.ruleStats.Range(func(k, v any) bool {
+		if out == nil {
+			out = map[string]api.RuleCounters{}
+		}
+		rs := v.(*ruleStats)
+		out[k.(string)] = api.RuleCounters{Matched: rs.matched.Load(), Applied: rs.applied.Load(), FellBack: rs.fellBack.Load(), Held: rs.held.Load()}
+		return true
+	})
+	return out
 }
 
 // Stats returns the delivery counters since start.
@@ -80,9 +163,12 @@ func (s *Sidecar) Stats() Stats {
 		Fallbacks: s.stats.fallbacks.Load(), FromSiblings: s.stats.fromSiblings.Load(),
 		Delivered: s.stats.delivered.Load(), Acked: s.stats.acked.Load(), Nacked: s.stats.nacked.Load(),
 		TimedOut: s.stats.timedOut.Load(), Errors: s.stats.errors.Load(), Published: s.stats.published.Load()},
-		InFlight: s.InflightDeliveries(), Weight: -1}
+		InFlight: s.InflightDeliveries(), Weight: -1, Rules: s.ruleCounters()}
 	if f := s.cfg.Forwarding; f != nil {
 		st.Weight = f.Scheduler.Weight()
+		if names := f.Scheduler.Rules(); len(names) > 0 {
+			st.RulesInForce = names
+		}
 	}
 	return st
 }
@@ -108,23 +194,38 @@ func (s *Sidecar) forwards(k routeKey) bool {
 	return f != nil && f.Scheduler.Forwarding() && s.snap.Load().consumes(f.App, k)
 }
 
-// tryForward offers a broker delivery to the siblings the scheduler picks.
-// It returns true when a sibling took it; false means deliver it locally
-// (the weights say so, every sibling tried refused or was unreachable, or
-// k is not a group of the forwarding app: another app's messages never go
-// to this app's siblings).
+// tryForward offers a broker delivery to the siblings the scheduler picks
+// by the routing rules and the weights (the message's colour and group
+// decide which rule applies, docs/routing.md). It returns true when a
+// sibling took it, or a rule's fallback "hold" handed it back to the
+// broker; false means deliver it locally (the rules or weights say so,
+// every sibling tried refused or was unreachable, or k is not a group of
+// the forwarding app: another app's messages never go to this app's
+// siblings).
 func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery) bool {
 	f := s.cfg.Forwarding
 	if f == nil || !s.snap.Load().consumes(f.App, k) {
 		return false
 	}
-	dec := f.Scheduler.Decide(false)
+	dec := f.Scheduler.Route(false, scheduler.Msg{Group: k.group, Colour: broker.ColourOf(d.Message())})
 	var tried map[string]bool
 	for !dec.Local {
+		if dec.Hold > 0 {
+			if s.hold(k, d, dec) {
+				s.routed(dec)
+				return true
+			}
+			dec = f.Scheduler.Anywhere(dec)
+			continue
+		}
 		fd := s.cfg.Telemetry.Forward(d, k.group, dec.Sibling) // the forward span
+		if dec.Rule != "" {
+			observe.MarkRouted(fd, dec.Rule, dec.Fallback)
+		}
 		err := f.Forwarder.Forward(ctx, dec.Sibling, k.group, k.topic, fd)
 		if err == nil {
 			s.stats.forwarded.Add(1)
+			s.routed(dec)
 			return true
 		}
 		// "unavailable": unreachable, silent or marked down (its breaker
@@ -140,8 +241,9 @@ func (s *Sidecar) tryForward(ctx context.Context, k routeKey, d broker.Delivery)
 			tried = map[string]bool{}
 		}
 		tried[dec.Sibling] = true
-		dec = f.Scheduler.Next(false, tried)
+		dec = f.Scheduler.Retry(dec, tried)
 	}
+	s.routed(dec)
 	return false
 }
 

@@ -264,6 +264,15 @@ func dialAt(t testing.TB, addr string, opts ...client.Option) *client.Client {
 // keeping up to window in flight, and fails the test on any error.
 func publishN(t testing.TB, c *client.Client, topic, prefix string, n, window int) {
 	t.Helper()
+	publishEach(t, c, n, window, func(i int) *client.Message {
+		return &client.Message{Topic: topic, Body: []byte(fmt.Sprintf("%s-%d", prefix, i))}
+	})
+}
+
+// publishEach publishes msg(i) for i < n through c, keeping up to window
+// in flight, and fails the test on any error.
+func publishEach(t testing.TB, c *client.Client, n, window int, msg func(i int) *client.Message) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), scaled(60*time.Second))
 	defer cancel()
 	sem := make(chan struct{}, window)
@@ -273,7 +282,7 @@ func publishN(t testing.TB, c *client.Client, topic, prefix string, n, window in
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}
 		wg.Add(1)
-		c.PublishAsync(ctx, &client.Message{Topic: topic, Body: []byte(fmt.Sprintf("%s-%d", prefix, i))}, func(_ client.PublishAck, err error) {
+		c.PublishAsync(ctx, msg(i), func(_ client.PublishAck, err error) {
 			defer wg.Done()
 			<-sem
 			if err != nil {

@@ -252,6 +252,9 @@ const (
 	httpHeaderNames  = "Msgmesh-Header-Names"
 	// httpTagHeader is the message's tag (broker.HeaderTag).
 	httpTagHeader = "Msgmesh-Tag"
+	// httpColourHeader is the message's colour (broker.HeaderColour,
+	// docs/routing.md).
+	httpColourHeader = "Msgmesh-Colour"
 	// httpNullBodyHeader "true" publishes a null body (a Kafka
 	// tombstone); the request has no body then.
 	httpNullBodyHeader = "Msgmesh-Null-Body"
@@ -336,6 +339,10 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		for _, v := range tag {
 			msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderTag, Value: v})
 		}
+	}
+	for _, v := range r.Header[httpColourHeader] {
+		// The message's colour, checked by the header rule like the tag.
+		msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderColour, Value: v})
 	}
 	b, err := sc.checkPublish(id, &msg)
 	if err != nil {

@@ -157,6 +157,7 @@ type httpMessage struct {
 	Body        []byte       `json:"body"`
 	Headers     []httpHeader `json:"headers,omitempty"`
 	Tag         string       `json:"tag,omitempty"`
+	Colour      string       `json:"colour,omitempty"` // docs/routing.md
 	Redelivered uint32       `json:"redelivered"`
 	Timestamp   string       `json:"timestamp,omitempty"` // RFC 3339, UTC; absent when the broker gave none
 }
@@ -195,6 +196,9 @@ func (s *session) toHTTP(m mesh.Message) httpMessage {
 		h.Headers = append(h.Headers, hh)
 		if strings.EqualFold(f.Key, broker.HeaderTag) {
 			h.Tag = f.Value
+		}
+		if strings.EqualFold(f.Key, broker.HeaderColour) {
+			h.Colour = f.Value
 		}
 	}
 	if m.Timestamp != 0 {

@@ -34,6 +34,7 @@ type pulled struct {
 		ValueBase64 string `json:"value_base64"`
 	} `json:"headers"`
 	Tag         string `json:"tag"`
+	Colour      string `json:"colour"`
 	Redelivered int    `json:"redelivered"`
 	Timestamp   string `json:"timestamp"`
 }
@@ -161,7 +162,7 @@ func TestHTTPPull(t *testing.T) {
 			for i := range binary {
 				binary[i] = byte(i)
 			}
-			a.publish(topic, []byte("first"), "Msgmesh-Key", "k1", "Msgmesh-Header-Tenant", "acme", "Msgmesh-Tag", "blue")
+			a.publish(topic, []byte("first"), "Msgmesh-Key", "k1", "Msgmesh-Header-Tenant", "acme", "Msgmesh-Tag", "blue", "Msgmesh-Colour", "green")
 			want := 3
 			if kit.name == "kafka" { // only Kafka stores null bodies (tombstones)
 				a.publish(topic, nil, "Msgmesh-Null-Body", "true", "Msgmesh-Key", "tomb")
@@ -194,6 +195,9 @@ func TestHTTPPull(t *testing.T) {
 			first := byBody["first"]
 			if first.Key == nil || *first.Key != "k1" || first.Tag != "blue" || first.MessageID == "" {
 				t.Errorf("first: key %v tag %q message id %q; want k1, blue and a message id", first.Key, first.Tag, first.MessageID)
+			}
+			if v, ok := first.header("Msgmesh-Colour"); first.Colour != "green" || !ok || v != "green" {
+				t.Errorf("first: colour %q, header Msgmesh-Colour %q %v; want green in both (an HTTP app passes the header on)", first.Colour, v, ok)
 			}
 			if v, ok := first.header("Tenant"); !ok || v != "acme" {
 				t.Errorf("first: header Tenant = %q %v, want acme; headers %+v", v, ok, first.Headers)

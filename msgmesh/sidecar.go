@@ -352,6 +352,7 @@ type Sidecar struct {
 	paused      bool                      // delivery paused; guarded by reconcileMu
 	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
 	stats       stats
+	ruleStats   sync.Map      // routing rule name -> *ruleStats (forwarding.go)
 	retry       chan struct{} // wakes the retry loop
 
 	// Readiness (readiness.go): the clusters' last checks, and the

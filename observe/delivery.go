@@ -105,6 +105,15 @@ func (t *Telemetry) Forward(d broker.Delivery, group, sibling string) broker.Del
 	return w
 }
 
+// MarkRouted records on the forward span of fd (a Forward wrapper) that
+// routing rule sent it there (docs/routing.md), and whether that was the
+// rule's fallback. Other deliveries, and untraced ones, are left alone.
+func MarkRouted(fd broker.Delivery, rule string, fallback bool) {
+	if w, ok := fd.(*tracked); ok && w.traced {
+		w.span.SetAttributes(msgtrace.KeyRoutingRule.String(rule), msgtrace.KeyRoutingFallback.Bool(fallback))
+	}
+}
+
 // ForwardFailed ends the forward of fd (a Forward wrapper the forwarder did
 // not take: Forward returned err) with outcome ("refused", "unavailable",
 // ...); it settles nothing. The caller delivers the original delivery

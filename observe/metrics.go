@@ -17,6 +17,20 @@ const (
 	LabelCluster = attribute.Key("cluster")
 	LabelReason  = attribute.Key("reason")
 	LabelOutcome = attribute.Key("outcome")
+	LabelRule    = attribute.Key("rule")
+)
+
+// Outcomes of a routing rule's decision (label outcome of
+// msgmesh_routing_total, docs/routing.md): every delivery a rule matched
+// counts "matched", and then "applied" (delivered as the rule says: to one
+// of its targets), "fallback" (none of its targets could take it;
+// delivered anywhere) or "held" (none could; handed back to the broker to
+// be offered again).
+const (
+	RoutingMatched  = "matched"
+	RoutingApplied  = "applied"
+	RoutingFallback = "fallback"
+	RoutingHeld     = "held"
 )
 
 // Settle outcomes of a delivery (label outcome of
@@ -67,6 +81,7 @@ var LatencyBuckets = []float64{
 //	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
 //	msgmesh_pushed_total{topic,group,outcome}      POSTs of HTTP push subscriptions, by outcome
+//	msgmesh_routing_total{rule,outcome}            deliveries a routing rule matched: matched, applied, fallback, held
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
 //	msgmesh_apps_connected                         app connections open now
 //	msgmesh_ready                                  1 when the sidecar is ready, else 0 (SetHealthSource)
@@ -86,6 +101,7 @@ type Metrics struct {
 	redelivered  metric.Int64Counter
 	forwarded    metric.Int64Counter
 	pushed       metric.Int64Counter
+	routed       metric.Int64Counter
 	brokerErrors metric.Int64Counter
 	connected    metric.Int64Gauge
 	health       health // health.go
@@ -97,6 +113,7 @@ type Metrics struct {
 	byPush    *family // topic, group, outcome
 	byReject  *family // topic, reason
 	byCluster *family // cluster
+	byRule    *family // rule, outcome
 }
 
 // MetricsOption configures NewMetrics.
@@ -155,6 +172,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.redelivered = counter("msgmesh.redelivered", "{delivery}", "Deliveries of messages the broker had delivered before.")
 	x.forwarded = counter("msgmesh.forwarded", "{delivery}", "Deliveries forwarded to a sibling sidecar, by outcome.")
 	x.pushed = counter("msgmesh.pushed", "{request}", "POSTs of HTTP push subscriptions, by outcome.")
+	x.routed = counter("msgmesh.routing", "{delivery}", "Deliveries a routing rule matched, by rule and outcome: matched, then applied or fallback.")
 	x.brokerErrors = counter("msgmesh.broker.errors", "{error}", "Failed calls to a broker cluster.")
 	x.connected, err = m.Int64Gauge("msgmesh.apps.connected", metric.WithUnit("{connection}"),
 		metric.WithDescription("App connections open now."))
@@ -171,6 +189,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.byPush = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
 	x.byReject = newFamily(n, LabelTopic, LabelReason).enumerated(LabelReason)
 	x.byCluster = newFamily(n, LabelCluster)
+	x.byRule = newFamily(n, LabelRule, LabelOutcome).enumerated(LabelOutcome)
 	return &x, nil
 }
 
@@ -295,6 +314,16 @@ func (m *Metrics) Pushed(ctx context.Context, topic, group, outcome string) {
 		return
 	}
 	m.pushed.Add(ctx, 1, m.byPush.get(labels{topic, group, outcome}).add...)
+}
+
+// Routed counts a delivery a routing rule matched: "matched", and outcome
+// (RoutingApplied, RoutingFallback or RoutingHeld).
+func (m *Metrics) Routed(ctx context.Context, rule, outcome string) {
+	if m == nil {
+		return
+	}
+	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, RoutingMatched}).add...)
+	m.routed.Add(ctx, 1, m.byRule.get(labels{rule, outcome}).add...)
 }
 
 // BrokerError counts a failed call to the broker cluster (publish, consume,

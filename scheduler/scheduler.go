@@ -29,7 +29,12 @@
 // counter; the bound then holds for each stretch of ticks decided with one
 // table.
 //
-// Concurrency: Decide and Next are lock-free (two atomic operations and
+// Routing rules (rules.go, docs/routing.md) come before rules 2 to 4: an
+// operator's colour and canary rules choose which instances, by their
+// labels, may take a delivery, and the weights split it within those;
+// Route applies them, Decide is the weights alone.
+//
+// Concurrency: Decide, Route and Next are lock-free (two atomic operations and
 // arithmetic, no allocation); Update builds a new table and swaps it in
 // atomically, so a config push never blocks deliveries and a decision
 // always sees one whole table, never a mix of two.
@@ -37,7 +42,9 @@ package scheduler
 
 import (
 	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Instance is one instance of an app as the control plane pushes it.
@@ -51,21 +58,43 @@ type Instance struct {
 	// Offline: the control plane saw the instance's lease lapse; it is not
 	// forwarded to (rule 3). Ignored for this node itself.
 	Offline bool
+	// Labels are the instance's labels, which routing rules' selectors
+	// match (rules.go). The map is not retained.
+	Labels map[string]string
 }
 
-// Decision says where one delivery goes. Exactly one of Local and Sibling is
-// set.
+// Decision says where one delivery goes. Exactly one of Local, Sibling and
+// Hold is set (Hold only by a routing rule's FallbackHold).
 type Decision struct {
 	Local   bool
 	Sibling string // the ID of the sibling to forward to
+	// Hold: hand the delivery back to the broker to be offered again, as
+	// long as it was stored less than Hold ago (rules.go, FallbackHold).
+	Hold time.Duration
+	// Rule names the routing rule that matched the delivery (Route), ""
+	// when none did; Fallback says that rule's targets could not take it
+	// and it went as the weights say (its fallback).
+	Rule     string
+	Fallback bool
+	set      uint8 // which of the rule's target sets (rules.go)
 }
 
 // String is "local" or "sibling <id>", for logs.
 func (d Decision) String() string {
-	if d.Local {
-		return "local"
+	where := "sibling " + d.Sibling
+	switch {
+	case d.Local:
+		where = "local"
+	case d.Hold > 0:
+		where = "hold " + d.Hold.String()
 	}
-	return "sibling " + d.Sibling
+	switch {
+	case d.Rule != "" && d.Fallback:
+		where += " (rule " + d.Rule + " fell back)"
+	case d.Rule != "":
+		where += " (rule " + d.Rule + ")"
+	}
+	return where
 }
 
 var local = Decision{Local: true}
@@ -77,6 +106,9 @@ type Scheduler struct {
 	table atomic.Pointer[table]
 	ticks atomic.Uint64 // one per broker delivery decided by Decide
 	retry atomic.Uint64 // rotates retries in Next
+
+	rulesMu  sync.Mutex               // serialises compileRules
+	counters map[string]*ruleCounters // by rule name; guarded by rulesMu
 }
 
 // table is immutable once published.
@@ -84,6 +116,11 @@ type table struct {
 	weight   uint64        // this node's weight, 0..100
 	siblings []string      // ids of the other instances with weight 100, sorted
 	replaced chan struct{} // closed when the next Update replaces this table
+	// rules are the routing rules compiled against this table (rules.go);
+	// nil without rules. anyTarget: some rule has a sibling among its
+	// targets, so broker deliveries may leave even at weight 100.
+	rules     map[ruleKey]*compiled
+	anyTarget bool
 }
 
 // keepAll reports whether every broker delivery stays local (rules 2, 3).
@@ -104,10 +141,16 @@ func New(self string) *Scheduler {
 func (s *Scheduler) Changed() <-chan struct{} { return s.table.Load().replaced }
 
 // Update replaces the table with instances, the full list of the app's
-// instances (self may or may not be in it; absent, its weight is 100).
-// Instances with an empty ID are ignored; if an ID appears twice, the last
-// entry wins. The slice is not retained.
-func (s *Scheduler) Update(instances []Instance) {
+// instances (self may or may not be in it; absent, its weight is 100), and
+// no routing rules. Instances with an empty ID are ignored; if an ID
+// appears twice, the last entry wins. The slice is not retained.
+func (s *Scheduler) Update(instances []Instance) { s.Apply(instances, nil) }
+
+// Apply is Update with routing rules (rules.go): the instances and the
+// rules replace the table together, so a decision sees both of one push.
+// A rule keeps its canary counter across pushes as long as its name stays.
+// Neither slice is retained.
+func (s *Scheduler) Apply(instances []Instance, rules []Rule) {
 	last := make(map[string]Instance, len(instances))
 	for _, in := range instances {
 		if in.ID != "" {
@@ -115,16 +158,24 @@ func (s *Scheduler) Update(instances []Instance) {
 		}
 	}
 	t := &table{weight: 100, replaced: make(chan struct{})}
+	var selfLabels map[string]string
 	for id, in := range last {
 		w := min(max(in.Weight, 0), 100)
 		switch {
 		case id == s.self:
 			t.weight = uint64(w)
+			selfLabels = in.Labels
 		case w == 100 && !in.Offline:
 			t.siblings = append(t.siblings, id)
 		}
 	}
 	slices.Sort(t.siblings)
+	t.rules = s.compileRules(rules, last, selfLabels, t.weight)
+	for _, r := range t.rules {
+		if len(r.match.members) > 0 || len(r.rest.members) > 0 {
+			t.anyTarget = true
+		}
+	}
 	close(s.table.Swap(t).replaced)
 }
 
@@ -134,7 +185,11 @@ func (s *Scheduler) Decide(fromSibling bool) Decision {
 	if fromSibling {
 		return local
 	}
-	t := s.table.Load()
+	return s.decide(s.table.Load())
+}
+
+// decide is the weights' decision (rules 2 to 4) for a broker delivery.
+func (s *Scheduler) decide(t *table) Decision {
 	if t.keepAll() {
 		return local
 	}
@@ -152,12 +207,16 @@ func localsBefore(k, w uint64) uint64 {
 	return (k/100)*w + (k%100)*w/100
 }
 
-// Forwarding reports whether the current table forwards any broker
+// Forwarding reports whether the current table may forward a broker
 // delivery (this node's weight is below 100 and some sibling has weight
-// 100). When it is false every decision is Local, so a caller may keep
-// gating its broker reads on local room alone; when it is true, some
-// deliveries need room at a sibling instead (weight 0: all of them).
-func (s *Scheduler) Forwarding() bool { return !s.table.Load().keepAll() }
+// 100, or a routing rule has a sibling among its targets). When it is
+// false every decision is Local, so a caller may keep gating its broker
+// reads on local room alone; when it is true, some deliveries need room at
+// a sibling instead (weight 0: all of them).
+func (s *Scheduler) Forwarding() bool {
+	t := s.table.Load()
+	return !t.keepAll() || t.anyTarget
+}
 
 // Weight returns this node's weight in the current table (100 when it is
 // not in the table).

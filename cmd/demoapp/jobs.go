@@ -27,6 +27,9 @@ type jobSpec struct {
 	Rate    float64 `json:"rate"`
 	Workers int     `json:"workers"`
 	Size    int     `json:"size"` // body bytes (at least the id)
+	// Colour is the messages' colour (Msgmesh-Colour, docs/routing.md);
+	// "" for none.
+	Colour string `json:"colour,omitempty"`
 }
 
 // attemptTimeout bounds one publish attempt. A publish that fails is
@@ -138,7 +141,7 @@ func (j *job) work(cl *client.Client, lim *rate.Limiter) {
 		if pad := j.Spec.Size - len(body); pad > 0 {
 			body = append(body, strings.Repeat(".", pad)...)
 		}
-		m := &client.Message{Topic: j.Spec.Topic, Key: id, Body: body, Headers: []mesh.HeaderField{{Key: HeaderID, Value: id}}}
+		m := &client.Message{Topic: j.Spec.Topic, Key: id, Body: body, Colour: j.Spec.Colour, Headers: []mesh.HeaderField{{Key: HeaderID, Value: id}}}
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
 			_, err := cl.Publish(ctx, m)

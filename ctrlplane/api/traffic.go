@@ -22,6 +22,9 @@ type TrafficReport struct {
 	// Apps are the registrations on the sidecar, sorted by app; at most
 	// MaxReportBindings bindings in all.
 	Apps []AppBindings `json:"apps,omitempty"`
+	// Rules are the routing rules' counters since the sidecar started, by
+	// rule name (docs/routing.md); at most MaxReportRules.
+	Rules map[string]RuleCounters `json:"rules,omitempty"`
 }
 
 // TrafficCounters are a sidecar's delivery counters (msgmesh.Stats;
@@ -45,6 +48,19 @@ type TrafficCounters struct {
 	// the broker acknowledged.
 	Errors    uint64 `json:"errors"`
 	Published uint64 `json:"published"`
+}
+
+// RuleCounters count the deliveries one routing rule matched at a sidecar
+// (docs/routing.md): Matched is Applied (delivered as the rule says, to
+// one of its targets) plus FellBack (none of its targets could take it;
+// delivered anywhere) plus Held (none could take it; handed back to the
+// broker to be offered again, fallback "hold"). A held message that comes
+// back is matched again.
+type RuleCounters struct {
+	Matched  uint64 `json:"matched"`
+	Applied  uint64 `json:"applied"`
+	FellBack uint64 `json:"fell_back"`
+	Held     uint64 `json:"held"`
 }
 
 // Kept is the broker deliveries the sidecar did not forward.
@@ -84,6 +100,7 @@ type GroupBinding struct {
 const (
 	MaxBootLen        = 64
 	MaxReportBindings = 1024
+	MaxReportRules    = 256
 	maxReportName     = 256
 )
 
@@ -124,6 +141,14 @@ func (r *TrafficReport) Validate() error {
 	if n > MaxReportBindings {
 		return Invalid("traffic.apps", "%d apps and bindings; at most %d are kept", n, MaxReportBindings)
 	}
+	if len(r.Rules) > MaxReportRules {
+		return Invalid("traffic.rules", "%d rules; at most %d are kept", len(r.Rules), MaxReportRules)
+	}
+	for name := range r.Rules {
+		if err := checkRuleName(name); err != nil {
+			return Invalid("traffic.rules", "%v", err)
+		}
+	}
 	return nil
 }
 
@@ -163,6 +188,9 @@ type InstanceTraffic struct {
 	// Series is one point per interval between consecutive samples,
 	// oldest first, over Window.
 	Series []TrafficPoint `json:"series,omitempty"`
+	// Rules are the newest report's routing rule counters (since Started),
+	// by rule name; absent when it had none.
+	Rules map[string]RuleCounters `json:"rules,omitempty"`
 }
 
 // TrafficRates are per-second rates over an interval, with KeptShare

@@ -127,6 +127,9 @@ type AppConfig struct {
 	// while none are set (the sidecars' files then keep theirs). Raw here
 	// so that this package does not import flowctl.
 	Limits json.RawMessage `json:"limits,omitempty"`
+	// Routing are the app's routing rules (docs/routing.md), set with PUT
+	// /v1/apps/{app}/routing; absent while there are none.
+	Routing []RoutingRule `json:"routing,omitempty"`
 }
 
 // Instance returns the instance with the given ID.
@@ -167,6 +170,9 @@ type App struct {
 	// Topology is the app's own topology, overriding the global one; nil
 	// when the app uses the global topology.
 	Topology *topology.Topology `json:"topology,omitempty"`
+	// Routing are the app's routing rules (docs/routing.md); absent when
+	// it has none.
+	Routing []RoutingRule `json:"routing,omitempty"`
 }
 
 // CreateAppRequest is the body of POST /v1/apps.

@@ -438,3 +438,18 @@ func (c *Client) SetLimits(ctx context.Context, app string, limits any) error {
 	_, err := c.call(ctx, http.MethodPut, appPath(app, "limits"), limits, nil)
 	return err
 }
+
+// Routing returns an app's routing rules (docs/routing.md).
+func (c *Client) Routing(ctx context.Context, app string) (api.Routing, error) {
+	var out api.Routing
+	_, err := c.call(ctx, http.MethodGet, appPath(app, "routing"), nil, &out)
+	return out, err
+}
+
+// SetRouting replaces an app's routing rules; its sidecars apply them with
+// the next push. It returns the rules as stored (fallbacks filled in).
+func (c *Client) SetRouting(ctx context.Context, app string, r api.Routing) (api.Routing, error) {
+	var out api.Routing
+	_, err := c.call(ctx, http.MethodPut, appPath(app, "routing"), r, &out)
+	return out, err
+}

@@ -7,7 +7,8 @@
 // their leases (GET /v1/apps/{app}/traffic): the share of broker
 // deliveries kept versus forwarded over the last minute, and a sparkline
 // of deliveries per second over the last minutes (inline SVG, no chart
-// library). Per app, the topology the sidecars report: each topic, its
+// library). Per app, its routing rules (read-only: colour and canary
+// rules, docs/routing.md) and the topology the sidecars report: each topic, its
 // cluster, who produces to it and which groups consume it. It uses the
 // HTTP API with the operator token typed into the form, kept in
 // sessionStorage.
@@ -117,6 +118,7 @@ function render(apps, traffic) {
         el("th", { title: "deliveries to the app per second (solid) and taken from the broker per second (dashed)" }, "Delivered/s, last 10 min"));
       section.append(el("table", { class: "instances" }, el("thead", {}, head), tbody));
     }
+    section.append(routingTable(app, tr));
     section.append(topologyTable(app.name, tr));
     root.append(section);
   });
@@ -189,6 +191,47 @@ function sparkCell(app, inst, t, tr) {
   chart.append(title, line("from-broker", (p) => p.rates.from_broker), line("delivered", (p) => p.rates.delivered));
   td.append(chart, " ", el("small", { class: "rate" }, fmtRate(last.rates.delivered) + "/s"));
   return td;
+}
+
+// routingTable lists the app's routing rules (docs/routing.md), read-only:
+// which messages each takes, the instances it sends them to (a label
+// selector) and its fallback. They are set with meshctl routing or
+// PUT /v1/apps/{app}/routing. The counts are the sums of what the
+// instances last reported (since each sidecar started): matched, applied
+// (delivered to one of the rule's targets), fell back and held.
+function routingTable(app, tr) {
+  const wrap = el("div", { class: "routing", "data-app": app.name });
+  wrap.append(el("h3", {}, "Routing rules"));
+  const rules = app.routing || [];
+  if (rules.length === 0) {
+    wrap.append(el("p", { class: "meta" }, "No routing rules: the weights alone decide. To add one: meshctl routing add --app " +
+      app.name + " --name NAME (--colour C | --percent P) --selector version=v2"));
+    return wrap;
+  }
+  const counts = new Map();
+  for (const t of (tr && tr.instances) || []) {
+    for (const [name, c] of Object.entries(t.rules || {})) {
+      const sum = counts.get(name) || { matched: 0, applied: 0, fell_back: 0, held: 0 };
+      sum.matched += c.matched; sum.applied += c.applied; sum.fell_back += c.fell_back; sum.held += c.held || 0;
+      counts.set(name, sum);
+    }
+  }
+  const tbody = el("tbody");
+  for (const r of rules) {
+    const c = counts.get(r.name);
+    const counted = c ? c.matched + " / " + c.applied + " / " + c.fell_back + " / " + c.held : "–";
+    const fallback = r.fallback === "hold" ? "hold up to " + r.hold_for : (r.fallback || "anywhere");
+    const matches = r.colour ? "colour " + r.colour : "canary " + (r.percent || 0) + " % of the rest";
+    const selector = el("td", { class: "labels" });
+    for (const k of Object.keys(r.selector || {}).sort()) selector.append(el("code", {}, k + "=" + r.selector[k]));
+    tbody.append(el("tr", { "data-rule": r.name }, el("td", {}, el("code", {}, r.name)), el("td", {}, r.group || "every group"),
+      el("td", {}, matches), selector, el("td", {}, fallback), el("td", { class: "rule-counts" }, counted)));
+  }
+  const head = el("tr", {}, el("th", {}, "Rule"), el("th", {}, "Group"), el("th", {}, "Takes"),
+    el("th", { title: "the labels an instance must have to receive them" }, "To instances with"), el("th", {}, "Fallback"),
+    el("th", { title: "deliveries the rule matched / delivered to its targets / fell back (delivered anywhere) / held (handed back to the broker), as the sidecars last reported (since each started)" }, "Matched / applied / fell back / held"));
+  wrap.append(el("table", {}, el("thead", {}, head), tbody));
+  return wrap;
 }
 
 // topologyTable lists the topics the app's sidecars reported: cluster,

@@ -2,8 +2,8 @@
 // msgmesh sidecar: it manages registrations over the sidecar's HTTP API,
 // publishes and consumes test traffic through the Go SDK (package client),
 // and runs the direct-versus-sidecar benchmark (package internal/bench).
-// Its two-word commands (apps, instances, weights, topology, config,
-// schema) manage the control plane through package ctrlplane/ctrlclient.
+// Its two-word commands (apps, instances, weights, routing, topology,
+// config, schema) manage the control plane through package ctrlplane/ctrlclient.
 // cmd/meshctl is a thin main around Main.
 package meshctl
 
@@ -52,7 +52,7 @@ func commands() []command {
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
 		{"bench", "[--broker nats|kafka|rocketmq|all] [--variants] [--nats-sync always,1s] [--count N] [--size S]", "compare each broker's own client with the SDK through an in-process sidecar, same run, ratios (--variants: schema, tracing, metrics on; --nats-sync: the embedded server's fsync settings)", setupBench},
 		{"bench rpc", "[--duration D] [--concurrency N] [--size S]", "compare direct RPC calls with calls through an egress and an ingress sidecar, for both codecs", setupBenchRPC},
-	}, append(ctrlplaneCommands(), schemaCommands()...)...)
+	}, append(append(ctrlplaneCommands(), routingCommands()...), schemaCommands()...)...)
 }
 
 // usageError is a command-line mistake: exit status 2.

@@ -157,13 +157,35 @@ func (cp *controlPlane) apply(cfg api.AppConfig) {
 		if id == "" {
 			id = in.ID
 		}
-		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight, Offline: in.Offline})
+		ins = append(ins, scheduler.Instance{ID: id, Weight: in.Weight, Offline: in.Offline, Labels: in.Labels})
 		if in.Offline {
 			offline++
 		}
 	}
-	cp.sched.Update(ins)
-	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "offline", offline, "own_weight", cp.sched.Weight())
+	cp.sched.Apply(ins, schedulerRules(cfg.Routing))
+	cp.log.Info("app config applied", "version", cfg.Version, "instances", len(ins), "offline", offline, "own_weight", cp.sched.Weight(), "routing_rules", len(cfg.Routing))
+}
+
+// schedulerRules converts the pushed routing rules (docs/routing.md) for
+// the scheduler. The control plane validated them; a rule that is neither
+// a colour nor a canary rule (a newer kind) is left out.
+func schedulerRules(rules []api.RoutingRule) []scheduler.Rule {
+	out := make([]scheduler.Rule, 0, len(rules))
+	for _, r := range rules {
+		sr := scheduler.Rule{Name: r.Name, Group: r.Group, Colour: r.Colour, Selector: r.Selector, Fallback: scheduler.FallbackAnywhere}
+		if hold := r.Hold(); hold > 0 {
+			sr.Fallback, sr.HoldFor = scheduler.FallbackHold, hold
+		}
+		switch {
+		case r.Colour != "":
+		case r.Percent != nil:
+			sr.Percent = *r.Percent
+		default:
+			continue
+		}
+		out = append(out, sr)
+	}
+	return out
 }
 
 // identity loads the saved forwarding key and certificate, or asks the
@@ -415,7 +437,10 @@ func (cp *controlPlane) trafficReport(ctx context.Context) *api.TrafficReport {
 		return nil
 	}
 	st := sc.Stats()
-	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters}
+	r := &api.TrafficReport{Boot: boot, Started: started, InFlight: st.InFlight, Counters: st.TrafficCounters, Rules: st.Rules}
+	if len(r.Rules) > api.MaxReportRules {
+		r.Rules = nil // renamed rules piled up; the counters go without them rather than be refused
+	}
 	regs, err := sc.Registrations()
 	if err != nil {
 		cp.log.Warn("listing the registrations for the traffic report failed; sending the counters only", "err", err)

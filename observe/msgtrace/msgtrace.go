@@ -95,6 +95,12 @@ const (
 	// KeySettle says how a delivery was settled: "ack" or "nack"
 	// (msgmesh.settle).
 	KeySettle = attribute.Key("msgmesh.settle")
+	// KeyRoutingRule names the routing rule that sent a delivery to a
+	// sibling (msgmesh.routing.rule, docs/routing.md); KeyRoutingFallback
+	// is true when that rule's targets could not take it and its fallback
+	// decided.
+	KeyRoutingRule     = attribute.Key("msgmesh.routing.rule")
+	KeyRoutingFallback = attribute.Key("msgmesh.routing.fallback")
 )
 
 var propagator propagation.TraceContext
