@@ -247,6 +247,9 @@ type remoteBrokerOffsetStore struct {
 	client      internal.RMQClient
 	namesrv     internal.Namesrvs
 	mutex       sync.RWMutex
+	// persistMu (msgmesh patch 3) keeps persists one at a time, so two
+	// cannot reach the broker out of order and move the group back.
+	persistMu sync.Mutex
 }
 
 func NewRemoteOffsetStore(group string, client internal.RMQClient, namesrv internal.Namesrvs) OffsetStore {
@@ -259,8 +262,6 @@ func NewRemoteOffsetStore(group string, client internal.RMQClient, namesrv inter
 }
 
 func (r *remoteBrokerOffsetStore) persist(mqs []*primitive.MessageQueue) {
-	r.mutex.Lock()
-	defer r.mutex.Unlock()
 	if len(mqs) == 0 {
 		return
 	}
@@ -270,11 +271,23 @@ func (r *remoteBrokerOffsetStore) persist(mqs []*primitive.MessageQueue) {
 		used[*mq] = struct{}{}
 	}
 
+	// msgmesh patch 3: the commits wait for the broker, so they are sent
+	// from a copy, without holding the table's mutex across round trips
+	// (persistMu keeps whole persists in order).
+	r.persistMu.Lock()
+	defer r.persistMu.Unlock()
+	r.mutex.Lock()
+	commits := make(map[primitive.MessageQueue]int64, len(r.OffsetTable))
 	for mq, off := range r.OffsetTable {
 		if _, ok := used[mq]; !ok {
 			delete(r.OffsetTable, mq)
 			continue
 		}
+		commits[mq] = off
+	}
+	r.mutex.Unlock()
+
+	for mq, off := range commits {
 		err := r.updateConsumeOffsetToBroker(r.group, mq, off)
 		if err != nil {
 			rlog.Warning("update offset to broker error", map[string]interface{}{
@@ -431,7 +444,17 @@ func (r *remoteBrokerOffsetStore) updateConsumeOffsetToBroker(group string, mq p
 		CommitOffset:  off,
 	}
 	cmd := remote.NewRemotingCommand(internal.ReqUpdateConsumerOffset, updateOffsetRequest, nil)
-	return r.client.InvokeOneWay(context.Background(), broker, cmd, 5*time.Second)
+	// msgmesh patch 3 (PATCHES.md): wait for the broker's answer. One-way,
+	// a commit sent just before this process hands its group over could
+	// be read by the broker after the successor queried the offset.
+	res, err := r.client.InvokeSync(context.Background(), broker, cmd, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if res.Code != internal.ResSuccess {
+		return fmt.Errorf("broker response code: %d, remarks: %s", res.Code, res.Remark)
+	}
+	return nil
 }
 
 func readFromMemory(table *sync.Map, mq *primitive.MessageQueue) int64 {
