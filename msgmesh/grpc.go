@@ -60,10 +60,11 @@ const (
 type grpcServer struct {
 	pb.UnimplementedMeshServer
 	sc *Sidecar
-	// stopping closes when the sidecar stops or hands over: PublishStream
-	// streams stop reading, answer what they read, and end UNAVAILABLE.
-	stopping chan struct{}
-	stopOnce sync.Once
+	// stopping ends when the sidecar stops or hands over: PublishStream
+	// streams stop reading, answer what they read, and end UNAVAILABLE;
+	// health Watch streams end (after they sent NOT_SERVING).
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // startGRPC builds the gRPC server on s.grpcLn and serves it in the
@@ -72,7 +73,8 @@ func (s *Sidecar) startGRPC() {
 	if s.grpcLn == nil {
 		return
 	}
-	g := &grpcServer{sc: s, stopping: make(chan struct{})}
+	g := &grpcServer{sc: s}
+	g.stopping, g.stop = context.WithCancel(context.Background())
 	s.grpcAPI = g
 	s.grpcSrv = grpc.NewServer(
 		// A publish of the largest message the limits allow fits; larger
@@ -89,7 +91,7 @@ func (s *Sidecar) startGRPC() {
 	s.grpcHealth = health.NewServer()
 	s.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.grpcHealth.SetServingStatus(pb.Mesh_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s.grpcSrv, s.grpcHealth)
+	healthpb.RegisterHealthServer(s.grpcSrv, healthService{s.grpcHealth, g.stopping})
 	srv, ln := s.grpcSrv, s.grpcLn
 	s.bg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -106,6 +108,30 @@ func (s *Sidecar) GRPCAddr() net.Addr {
 	}
 	return s.grpcLn.Addr()
 }
+
+// healthService is the standard health service (grpc.health.v1), whose
+// Watch streams end when the sidecar stops: they would otherwise hold
+// GracefulStop until its deadline.
+type healthService struct {
+	*health.Server
+	stopping context.Context
+}
+
+// Watch is health.Server's, on a stream whose context also ends with
+// stopping.
+func (h healthService) Watch(req *healthpb.HealthCheckRequest, st healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	defer context.AfterFunc(h.stopping, cancel)()
+	return h.Server.Watch(req, watchStream{st, ctx})
+}
+
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }
 
 // grpcNotServing makes the health service answer NOT_SERVING from now on:
 // the sidecar is stopping or handing over.
@@ -132,7 +158,7 @@ func (s *Sidecar) stopGRPC(ctx context.Context) {
 	if s.grpcSrv == nil {
 		return
 	}
-	s.grpcAPI.stopOnce.Do(func() { close(s.grpcAPI.stopping) })
+	s.grpcAPI.stop()
 	done := make(chan struct{})
 	go func() {
 		s.grpcSrv.GracefulStop()
@@ -494,7 +520,7 @@ loop:
 		var r recvd
 		select {
 		case r = <-in:
-		case <-g.stopping:
+		case <-g.stopping.Done():
 			end = grpcError(fmt.Errorf("%w: the sidecar is stopping or handing over to a new process; messages this stream sent after the last ack were not published: send them again on a new stream", ErrShuttingDown))
 			break loop
 		}
