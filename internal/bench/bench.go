@@ -13,7 +13,8 @@
 // For each path it measures publish throughput (async publishes with a
 // window in flight, each acknowledged by the broker), consume throughput
 // (a backlog read and acked by one consumer), and publish latency (one
-// synchronous publish at a time, p50 and p99). With variants it also
+// synchronous publish at a time, p50 and p99), and the same through the
+// sidecar's gRPC API (grpc.go) instead of the SDK. With variants it also
 // measures the sidecar with schema validation, tracing and metrics on.
 package bench
 
@@ -91,6 +92,8 @@ const (
 	KindDirect  = "direct"
 	KindSidecar = "sidecar"
 	KindVariant = "variant"
+	// KindGRPC is the sidecar reached through its gRPC API (grpc.go).
+	KindGRPC = "grpc"
 )
 
 // Result is one path's figures.
@@ -131,9 +134,10 @@ const (
 	topicSchema  = "bench-schema"
 	topicTracing = "bench-tracing"
 	topicMetrics = "bench-metrics"
+	topicGRPC    = "bench-grpc"
 )
 
-var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics}
+var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicGRPC}
 
 // Run starts each broker in turn, measures its paths and tears it down. A
 // path that cannot be set up or measured is a row with Err set; Run itself
@@ -206,6 +210,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 		{KindDirect, directName[name], func() (path, func(), error) { return st.direct(ctx, topicDirect) }},
 		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
 			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
+		}},
+		{KindGRPC, "app → gRPC → sidecar → " + serverName[name], func() (path, func(), error) {
+			return newSidecar(ctx, st.cluster, dir+"/grpc", topicGRPC, sidecarOpts{grpc: true})
 		}},
 	}
 	if cfg.Variants {
@@ -394,7 +401,7 @@ func printSyncCost(w io.Writer, rs []Result) {
 }
 
 func printBroker(w io.Writer, rs []Result) {
-	var direct, plain *Result
+	var direct, plain, viaGRPC *Result
 	for i := range rs {
 		r := &rs[i]
 		if r.Err != nil {
@@ -407,6 +414,8 @@ func printBroker(w io.Writer, rs []Result) {
 			direct = r
 		case KindSidecar:
 			plain = r
+		case KindGRPC:
+			viaGRPC = r
 		}
 	}
 	ratio := func(label string, a, b *Result) {
@@ -417,6 +426,8 @@ func printBroker(w io.Writer, rs []Result) {
 			a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
 	}
 	ratio("ratio sidecar / direct", plain, direct)
+	ratio("ratio gRPC / direct", viaGRPC, direct)
+	ratio("ratio gRPC / sidecar (SDK)", viaGRPC, plain)
 	for i := range rs {
 		r := &rs[i]
 		if r.Kind != KindVariant || r.Err != nil {
@@ -541,6 +552,7 @@ type sidecarOpts struct {
 	schema  bool // Avro schema registered for the topic, policy enforce
 	tracing bool // telemetry with a real SDK tracer provider
 	metrics bool // telemetry with tracing off (metrics only)
+	grpc    bool // the app uses the gRPC API, not the SDK
 }
 
 func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic string, o sidecarOpts) (path, func(), error) {
@@ -562,7 +574,11 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		return nil, nil, err
 	}
 	cleanups = append(cleanups, func() { _ = b.Close() })
-	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel})
+	cfg := msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel}
+	if o.grpc {
+		cfg.GRPCListen = "127.0.0.1:0"
+	}
+	sc, err := msgmesh.New(cfg)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -589,6 +605,14 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 			cleanup()
 			return nil, nil, err
 		}
+	}
+	if o.grpc {
+		g, err := newGRPCPath(sc, "bench", topic, group)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		return g, func() { g.close(); cleanup() }, nil
 	}
 	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp("bench"), client.WithLogger(quiet))
 	if err != nil {
