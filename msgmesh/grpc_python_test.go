@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,5 +111,51 @@ func TestGRPCPythonClient(t *testing.T) {
 	}
 	if summary.Acked != n || summary.Missing != 0 {
 		t.Fatalf("%d of %d publishes acked, %d acked ones never consumed (at-least-once broken)", summary.Acked, n, summary.Missing)
+	}
+}
+
+// TestGRPCDocExample runs docs/grpc.md's Python example, as written,
+// against a sidecar (only pointed at its test address) and checks that it
+// prints what the document says it prints.
+func TestGRPCDocExample(t *testing.T) {
+	stubs := pythonStubs(t)
+	doc, err := os.ReadFile("../docs/grpc.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```python\n")
+	code, rest, ok2 := strings.Cut(rest, "```")
+	_, rest, ok3 := strings.Cut(rest, "It prints")
+	_, rest, ok4 := strings.Cut(rest, "```\n")
+	printed, _, ok5 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 || !ok4 || !ok5 {
+		t.Fatal("docs/grpc.md: no python block followed by what it prints")
+	}
+	script := filepath.Join(t.TempDir(), "example.py")
+	if err := os.WriteFile(script, []byte(code), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, withGRPC)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(60*time.Second))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pythonGRPC, script)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+stubs, "MSGMESH_GRPC="+e.sc.GRPCAddr().String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the example failed: %v\n%s", err, out)
+	}
+	got := strings.Split(strings.TrimSpace(string(out)), "\n")
+	want := strings.Split(strings.TrimSpace(printed), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("the example printed\n%s\nwant (docs/grpc.md)\n%s", out, printed)
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if i == 0 { // the offset varies
+			w, g = w[:strings.LastIndex(w, " ")], g[:strings.LastIndex(g, " ")]
+		}
+		if w != g {
+			t.Errorf("line %d: printed %q, docs/grpc.md says %q", i+1, got[i], want[i])
+		}
 	}
 }
