@@ -178,7 +178,7 @@ func grpcCode(c mesh.Code) codes.Code {
 	switch c {
 	case mesh.CodeInvalid, mesh.CodeBadFrame, mesh.CodeSchemaInvalid, mesh.CodeMessageTooBig:
 		return codes.InvalidArgument
-	case mesh.CodeNotRegistered, mesh.CodeNotDeclared, mesh.CodeUnknownRequest:
+	case mesh.CodeNotRegistered, mesh.CodeNotDeclared, mesh.CodeUnknownRequest, mesh.CodeNoRoute:
 		return codes.NotFound
 	case mesh.CodeForbidden:
 		return codes.PermissionDenied
@@ -186,7 +186,7 @@ func grpcCode(c mesh.Code) codes.Code {
 		return codes.Unauthenticated
 	case mesh.CodeRateLimited, mesh.CodeStorageFull, mesh.CodeFrameTooLarge:
 		return codes.ResourceExhausted
-	case mesh.CodeUnavailable, mesh.CodeShuttingDown:
+	case mesh.CodeUnavailable, mesh.CodeShuttingDown, mesh.CodeNoHealthyHost, mesh.CodeUpstreamReset:
 		return codes.Unavailable
 	case mesh.CodeTimeout:
 		return codes.DeadlineExceeded
