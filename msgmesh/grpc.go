@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -588,12 +589,18 @@ func (g *grpcServer) Subscribe(st pb.Mesh_SubscribeServer) error {
 	if w := int(min(sub.Window, 1<<30)); w > 0 && w < window {
 		window = w
 	}
-	ch := make(chan Delivery, window) // push runs at most window times unanswered: never full
+	// push runs at most window times unanswered, so ch is never full,
+	// unless deliveries waiting in it time out (the client has not read
+	// the stream for a delivery timeout) and their slots are used again:
+	// then the session ends (overflow).
+	ch := make(chan Delivery, window)
+	var overflow atomic.Bool
 	ps, err := g.sc.OpenPushSession(id.app, secret, "grpc", window, func(d Delivery) error {
 		select {
 		case ch <- d:
 			return nil
 		default:
+			overflow.Store(true)
 			return fmt.Errorf("%w: push past the window of %d", errProtocol, window)
 		}
 	})
@@ -658,6 +665,9 @@ func (g *grpcServer) Subscribe(st pb.Mesh_SubscribeServer) error {
 	}()
 
 	stopped := func() error {
+		if overflow.Load() {
+			return status.Error(codes.ResourceExhausted, "msgmesh: the stream did not take its deliveries within the delivery timeout (--delivery-timeout); they went back to the broker: read the stream, and subscribe again")
+		}
 		return grpcError(fmt.Errorf("%w: the sidecar is stopping or handing over to a new process; subscribe again (deliveries this stream did not answer go back to the broker and come again)", ErrShuttingDown))
 	}
 	for {
