@@ -37,18 +37,12 @@ type Positioner interface {
 // an Unwrap() Delivery method, as the sidecar's wrappers have), is a
 // Positioner.
 func PositionOf(d Delivery) (partition int32, offset int64, ok bool) {
-	for range 8 { // wrappers nest a few levels at most
-		if p, isPos := d.(Positioner); isPos {
-			partition, offset = p.Position()
-			return partition, offset, true
-		}
-		u, isWrapper := d.(interface{ Unwrap() Delivery })
-		if !isWrapper {
-			break
-		}
-		d = u.Unwrap()
+	p, ok := As[Positioner](d)
+	if !ok {
+		return 0, 0, false
 	}
-	return 0, 0, false
+	partition, offset = p.Position()
+	return partition, offset, true
 }
 
 // NewEndpoint describes a cluster of system reached at addr: "host:port",

@@ -39,6 +39,10 @@ func (h *held) Nack(ctx context.Context, delay time.Duration) error {
 	return h.Delivery.Nack(ctx, delay)
 }
 
+// Detach frees the slot of a delivery handed over to a successor process
+// (broker.Detacher), without settling it.
+func (h *held) Detach() { h.release() }
+
 func (h *held) release() {
 	if h.released.CompareAndSwap(false, true) {
 		h.p.Release()

@@ -94,6 +94,7 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	s.knownSeries(snap)
 	s.capLog.update(s.log, &s.cfg, len(regs), len(want))
 	s.wakeRoutes() // who may receive what may have changed
+	s.push.sync(regs, snap)
 
 	for k, u := range s.upstreams {
 		if !want[k] || u.tags.String() != snap.policy[k.route()].tags {

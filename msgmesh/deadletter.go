@@ -85,7 +85,9 @@ func (sc *Sidecar) policyOf(k routeKey) deadLetterPolicy {
 func (sc *Sidecar) attemptFailed(ctx context.Context, k routeKey, d broker.Delivery, why string, delay time.Duration) error {
 	p := sc.policyOf(k)
 	attempts := d.Redelivered() + 1
-	if attempts < p.maxAttempts {
+	if _, inherited := broker.As[broker.Inherited](d); attempts < p.maxAttempts || inherited {
+		// An inherited delivery (hot upgrade) has no body to dead-letter:
+		// the broker offers it again and overLimit moves it then.
 		return d.Nack(ctx, min(delay, sc.cfg.MaxNackDelay))
 	}
 	if !sc.deadLetters.Go(func() { sc.deadLetter(k, d, p, attempts, why) }) {

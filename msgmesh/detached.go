@@ -98,6 +98,13 @@ func (sc *Sidecar) OpenPushSession(app, secret, via string, maxInflight int, pus
 	if err != nil {
 		return nil, err
 	}
+	return sc.openPushSession(id, via, maxInflight, push)
+}
+
+// openPushSession is OpenPushSession for an identity already established
+// (the sidecar's own push subscriptions act as the app they belong to).
+func (sc *Sidecar) openPushSession(id identity, via string, maxInflight int, push func(Delivery) error) (*PushSession, error) {
+	var err error
 	dt := &sc.detached
 	dt.mu.Lock()
 	defer dt.mu.Unlock()

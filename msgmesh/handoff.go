@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 )
 
@@ -44,6 +46,21 @@ type ConnState struct {
 	Skip int64 `json:"skip,omitempty"`
 	// LastID is the last delivery id used, so the successor never reuses one.
 	LastID uint64 `json:"last_id"`
+	// Held are the deliveries the app held unanswered, which the successor
+	// settles when the app answers them (on brokers that allow it:
+	// broker.Portable); the others went back to the broker.
+	Held []HeldDelivery `json:"held,omitempty"`
+}
+
+// HeldDelivery is a delivery an app held, unanswered, when its connection
+// moved to a successor process.
+type HeldDelivery struct {
+	ID       uint64    `json:"id"` // the app's delivery id
+	Group    string    `json:"group"`
+	Topic    string    `json:"topic"`
+	Cluster  string    `json:"cluster"`
+	Deadline time.Time `json:"deadline"` // the delivery timeout, as before the move
+	Token    []byte    `json:"token"`    // broker.Portable's
 }
 
 // Files lists every file in the state, listeners first, in a fixed order
@@ -80,8 +97,11 @@ func (h *HandoffState) Close() {
 // Handoff quiesces the sidecar for a successor process and returns what it
 // needs, in the order docs/design.md flow 10 gives:
 //  1. pause delivery on every upstream consumer, answer pending pulls, and
-//     wait (until ctx ends) for apps to answer every delivery they hold;
-//     what is still unanswered then goes back to the broker;
+//     wait (until ctx ends) for the answers to deliveries that cannot move
+//     (forwarded, HTTP, push, and those of brokers that cannot settle
+//     another process's deliveries); what is still unanswered then goes
+//     back to the broker. Deliveries an app holds on a broker that can
+//     (broker.Portable) move with its connection (ConnState.Held);
 //  2. stop the upstream consumers, stop accepting (the listening sockets
 //     stay open: connections queue in the kernel), finish the requests
 //     already read, stop reading at a frame boundary, and capture each
@@ -113,9 +133,13 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	// HTTP pulls too; new ones are refused from now on, while acks and
 	// nacks of HTTP deliveries are served until the HTTP API stops below.
 	s.detached.finishPulls()
-	if err := s.WaitDeliveriesSettled(ctx); err != nil {
-		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.InflightDeliveries())
+	// Deliveries another process can settle move with their connection;
+	// wait for the others (forwarded ones, HTTP and push sessions', those
+	// of brokers that cannot hand over).
+	if err := s.waitFor(ctx, s.unportableInflight); err != nil {
+		s.log.Warn("handoff: deliveries still unanswered go back to the broker", "count", s.unportableInflight())
 	}
+	s.push.stop(ctx) // the settle wait let push subscriptions answer what they held
 	paused := time.Now()
 
 	s.cancel()
@@ -179,7 +203,11 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		st.Close()
 		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
 	}
-	s.log.Info("handed off", "connections", len(st.Conns), "settle", paused.Sub(start), "total", time.Since(start))
+	held := 0
+	for _, c := range st.Conns {
+		held += len(c.Held)
+	}
+	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start))
 	return st, nil
 }
 
@@ -219,7 +247,7 @@ func (s *session) freezeCleanup() {
 		close(l)
 	}
 	s.owned.Wait() // lanes answer what they publish
-	s.handBackInflight()
+	held := s.handOverInflight()
 	subs := make([]mesh.Subscription, 0, len(s.subs))
 	for k, mode := range s.subs {
 		subs = append(subs, mesh.Subscription{Group: k.group, Topic: k.topic, Mode: mode})
@@ -235,7 +263,7 @@ func (s *session) freezeCleanup() {
 	}
 	s.mu.Lock()
 	cs := ConnState{File: f, Hello: s.hello, Client: s.client, MaxInflight: s.maxInflight.Load(),
-		Subs: subs, Buffered: s.rd.Buffered(), Skip: s.rd.Skipping(), LastID: s.ids.Last()}
+		Subs: subs, Buffered: s.rd.Buffered(), Skip: s.rd.Skipping(), LastID: s.ids.Last(), Held: held}
 	s.mu.Unlock()
 	if id := s.who.Load(); id != nil {
 		cs.App, cs.Proof = id.app, id.proof
@@ -282,5 +310,79 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 		}
 		s.join(k, sub.Mode)
 	}
+	s.adoptHeld(cs.Held)
 	sc.runSession(ctx, s)
+}
+
+// portable reports whether another process can settle d (hot upgrade).
+func portable(d broker.Delivery) bool {
+	_, ok := broker.As[broker.Portable](d)
+	return ok
+}
+
+// handOverInflight takes every delivery the session holds: those another
+// process can settle are returned for the successor (this process lets go
+// of their span and flow-control slot, and settles nothing); the others go
+// back to the broker unanswered.
+func (s *session) handOverInflight() []HeldDelivery {
+	s.mu.Lock()
+	left := s.inflight
+	s.inflight = make(map[uint64]inflight)
+	s.mu.Unlock()
+	var held []HeldDelivery
+	for id, inf := range left {
+		var tok []byte
+		p, ok := broker.As[broker.Portable](inf.d)
+		if ok {
+			tok, ok = p.Token()
+		}
+		if !ok {
+			s.settleUpstream(inf, answerNone, 0)
+			s.slots.Add(-1)
+			continue
+		}
+		held = append(held, HeldDelivery{ID: id, Group: inf.key.group, Topic: inf.key.topic,
+			Cluster: s.sc.clusterOf(inf.key.topic), Deadline: inf.deadline, Token: tok})
+		broker.Detach(inf.d)
+		if inf.x != nil {
+			inf.x.Status = http.StatusAccepted // handed over, not answered
+			s.sc.chain.OnResponse(inf.x, inf.passed)
+		}
+		s.slots.Add(-1)
+	}
+	return held
+}
+
+// adoptHeld takes over deliveries a predecessor's app connection held: the
+// app's answers to them settle them here. One that cannot be adopted (its
+// cluster is gone from this process's config, or its broker cannot adopt)
+// is logged; the broker offers it again after its ack wait.
+func (s *session) adoptHeld(held []HeldDelivery) {
+	for _, h := range held {
+		d, err := s.sc.adoptDelivery(h)
+		if err != nil {
+			s.log.Warn("cannot take over a delivery the app holds; the broker offers it again after its ack wait",
+				"group", h.Group, "topic", h.Topic, "delivery_id", h.ID, "err", err)
+			continue
+		}
+		k := routeKey{group: h.Group, topic: h.Topic}
+		s.mu.Lock()
+		s.inflight[h.ID] = inflight{d: s.sc.cfg.Telemetry.Deliver(d, h.Group), key: k, deadline: h.Deadline}
+		s.mu.Unlock()
+		s.slots.Add(1)
+	}
+}
+
+// adoptDelivery turns a handed-over delivery back into one this process
+// settles.
+func (sc *Sidecar) adoptDelivery(h HeldDelivery) (broker.Delivery, error) {
+	b, ok := sc.cfg.Brokers[h.Cluster]
+	if !ok {
+		return nil, fmt.Errorf("cluster %q is not configured", h.Cluster)
+	}
+	a, ok := b.(broker.Adopter)
+	if !ok {
+		return nil, fmt.Errorf("the %q cluster's adapter cannot settle another process's deliveries", h.Cluster)
+	}
+	return a.Adopt(h.Token)
 }

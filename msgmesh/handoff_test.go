@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -159,4 +160,76 @@ func startOn(t *testing.T, c topology.Cluster, dataDir string, inherit *msgmesh.
 	}
 	t.Cleanup(func() { _ = sc.Shutdown(context.Background()) })
 	return sc
+}
+
+// TestHandoffMovesHeldDeliveries: an app holding deliveries unanswered
+// does not hold up a hot upgrade on NATS: the handoff carries them with
+// the connection (without waiting for the app), the successor settles the
+// app's later acks, and JetStream redelivers none of them.
+func TestHandoffMovesHeldDeliveries(t *testing.T) {
+	c := natsCluster(t)
+	dataDir := t.TempDir()
+	sc := startOn(t, c, dataDir, nil)
+	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	const held = 16
+	var dials countingDialer
+	sub := dialAt(t, sc.Addr().String(), client.WithDialer(dials.dial))
+	release := make(chan struct{})
+	got := newTally()
+	var redelivered atomic.Int32
+	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(ctx context.Context, d *client.Delivery) error {
+		got.add("sub", string(d.Body))
+		if d.Redelivered > 0 {
+			redelivered.Add(1)
+		}
+		<-release
+		return nil
+	}, client.WithConcurrency(held)); err != nil {
+		t.Fatal(err)
+	}
+	pub := dialAt(t, sc.Addr().String())
+	publishN(t, pub, topic, "held-", held, held)
+	waitFor(t, 30*time.Second, "every message to be held by the app", func() bool { return got.count() == held })
+
+	// The app answers nothing yet: with nothing to wait for but the app,
+	// the handoff must not wait for it (its ctx would end first).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	st, err := sc.Handoff(ctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("handoff: %v", err)
+	}
+	n := 0
+	for _, cs := range st.Conns {
+		n += len(cs.Held)
+	}
+	if n != held {
+		t.Fatalf("handoff carried %d held deliveries, want %d", n, held)
+	}
+	sc = startOn(t, c, dataDir, st)
+	close(release) // the app acks everything, on the moved connection
+
+	js := operatorJS(t, c.Endpoints[0])
+	waitFor(t, 30*time.Second, "JetStream to see every held delivery acked", func() bool {
+		st, err := js.Stream(context.Background(), "MESH_"+strings.ReplaceAll(topic, ".", "_"))
+		if err != nil {
+			return false
+		}
+		n := 0
+		for ci := range st.ListConsumers(context.Background()).Info() {
+			n += int(ci.NumPending) + ci.NumAckPending
+		}
+		return n == 0
+	})
+	if got.count() != held || got.distinct() != held || redelivered.Load() != 0 {
+		t.Fatalf("app saw %d deliveries (%d distinct, %d redelivered), want %d once each", got.count(), got.distinct(), redelivered.Load(), held)
+	}
+	if d := dials.n.Load(); d != 1 {
+		t.Errorf("the subscriber dialled %d times; its connection broke", d)
+	}
+	if st := sc.Stats(); st.Acked < held {
+		t.Errorf("successor stats: %d acked, want at least %d", st.Acked, held)
+	}
 }

@@ -140,6 +140,9 @@ func (sc *Sidecar) Register(ctx context.Context, reg registry.Registration, secr
 	if err := reg.Validate(); err != nil {
 		return reg, "", err
 	}
+	if err := sc.push.checkRegistration(reg); err != nil {
+		return reg, "", err
+	}
 	reg.Produce, reg.Consume = slices.Clone(reg.Produce), slices.Clone(reg.Consume)
 	reg.Normalize()
 	// regMu makes Register one at a time. The topic check may ask a
@@ -260,12 +263,36 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(sc.cfg.MaxMessageSize)+1))
+	// A structured CloudEvent carries its data in an envelope, base64 for
+	// bytes: room for that; the data's own size is checked as any body's.
+	limit := int64(sc.cfg.MaxMessageSize)
+	structured := isStructuredEvent(r)
+	if structured {
+		limit = limit*4/3 + structuredEnvelopeSlack
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: reading body: %w", ErrInvalid, err))
 		return
 	}
+	if structured && int64(len(body)) > limit {
+		writeError(w, fmt.Errorf("%w: the %s body is over %d bytes", ErrMessageTooBig, ceStructuredType, limit))
+		return
+	}
 	msg := broker.Message{Topic: r.PathValue("topic"), Body: body}
+	// A CloudEvent (cloudevents.go): its data is the body, its attributes
+	// message headers.
+	ev, err := cloudEventOf(r, body)
+	switch {
+	case errors.Is(err, errCloudEventsBatch):
+		unsupportedType(w, err.Error())
+		return
+	case err != nil:
+		writeError(w, err)
+		return
+	case ev != nil:
+		msg.Body = ev.data
+	}
 	// A key given empty is an empty key; none given is no key.
 	if vs, ok := r.Header[httpKeyHeader]; ok {
 		msg.Key, msg.EmptyKey = vs[0], vs[0] == ""
@@ -283,11 +310,25 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 			writeError(w, fmt.Errorf("%w: %s: true with a %d-byte body; a null body has no bytes", ErrInvalid, httpNullBodyHeader, len(body)))
 			return
 		}
+		if null && ev != nil {
+			writeError(w, fmt.Errorf("%w: %s: a CloudEvent's data is its body; send the event without data instead", ErrInvalid, httpNullBodyHeader))
+			return
+		}
 		msg.NullBody = null
 	}
 	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
 		writeError(w, err)
 		return
+	}
+	contentType := r.Header.Get("Content-Type")
+	if ev != nil {
+		// The event's attributes come first; a Msgmesh-Header- of the same
+		// name is a duplicate the header rule refuses.
+		msg.Headers = append(ev.headers(), msg.Headers...)
+		contentType = ev.contentType
+		if pk, ok := ev.attrs["partitionkey"]; ok && msg.Key == "" && !msg.EmptyKey {
+			msg.Key = pk // the partitioning extension, as Kafka's binding maps it
+		}
 	}
 	if tag, ok := r.Header[httpTagHeader]; ok {
 		// The message's tag; the header rule checks it (and refuses a
@@ -303,7 +344,7 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request's own Content-Type says how the body is encoded, for
 	// the schema validator, unless a message header says it.
-	res, err := sc.publish(r.Context(), b, &msg, r.Header.Get("Content-Type"))
+	res, err := sc.publish(r.Context(), b, &msg, contentType)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -47,6 +47,14 @@ type httpGuard struct {
 // newHTTPGuard parses the allowed hosts: host names, IP addresses and CIDR
 // prefixes, without ports (any port matches).
 func newHTTPGuard(allowed []string, log *slog.Logger) (*httpGuard, error) {
+	return newHostSet("HTTPAllowedHosts", allowed, log)
+}
+
+// newHostSet parses a list of allowed hosts as newHTTPGuard does; field
+// names the list in errors. Its allowedHost is the one host rule of the
+// sidecar: the HTTP API's Host check and where push subscriptions may
+// POST (push.go).
+func newHostSet(field string, allowed []string, log *slog.Logger) (*httpGuard, error) {
 	g := &httpGuard{names: map[string]bool{}, log: log}
 	for i, h := range allowed {
 		h = strings.TrimSpace(h)
@@ -59,9 +67,9 @@ func newHTTPGuard(allowed []string, log *slog.Logger) (*httpGuard, error) {
 			continue
 		}
 		if !validHostName(h) {
-			return nil, fmt.Errorf("HTTPAllowedHosts[%d] %q: not a host name, IP address or CIDR prefix (leave out the port: any port matches)", i, h)
+			return nil, fmt.Errorf("%s[%d] %q: not a host name, IP address or CIDR prefix (leave out the port: any port matches)", field, i, h)
 		}
-		g.names[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+		g.names[normalizeHost(h)] = true
 	}
 	return g, nil
 }
@@ -119,7 +127,7 @@ func (g *httpGuard) allowedHost(hostport string) bool {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	host = normalizeHost(host)
 	if host == "localhost" || g.names[host] {
 		return true
 	}
@@ -137,6 +145,12 @@ func (g *httpGuard) allowedHost(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// normalizeHost is a host name or address as the allowed hosts hold it:
+// lower case, no brackets, no trailing dot.
+func normalizeHost(host string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
 }
 
 // sameOrigin says whether origin is http://host, the origin of a page the
@@ -167,7 +181,10 @@ func jsonBody(h http.HandlerFunc) http.Handler {
 // site without asking first, or none.
 func opaqueBody(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ct := r.Header.Get("Content-Type"); ct != "" {
+		// A CloudEvent in binary mode may carry any type: its ce-* headers
+		// are not ones a page may send without asking first (CORS), and the
+		// sidecar answers no such question.
+		if ct := r.Header.Get("Content-Type"); ct != "" && r.Header.Get("Ce-Specversion") == "" {
 			mt, _, err := mime.ParseMediaType(ct)
 			switch {
 			case err != nil:

@@ -42,7 +42,13 @@ func (s *Sidecar) ResumeDelivery(ctx context.Context) error {
 
 // InflightDeliveries counts deliveries pushed or pulled to apps (over the
 // mesh protocol or HTTP), or forwarded to siblings, and not yet answered.
-func (s *Sidecar) InflightDeliveries() int {
+func (s *Sidecar) InflightDeliveries() int { return s.inflightCount(false) }
+
+// unportableInflight counts those of InflightDeliveries that cannot move
+// to a successor process with their app connection (portable).
+func (s *Sidecar) unportableInflight() int { return s.inflightCount(true) }
+
+func (s *Sidecar) inflightCount(unportableOnly bool) int {
 	n := s.detached.inflight() // before sessMu: the two locks are never nested
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
@@ -51,7 +57,15 @@ func (s *Sidecar) InflightDeliveries() int {
 	}
 	for ss := range s.sessions {
 		ss.mu.Lock()
-		n += len(ss.inflight)
+		if unportableOnly {
+			for _, inf := range ss.inflight {
+				if !portable(inf.d) {
+					n++
+				}
+			}
+		} else {
+			n += len(ss.inflight)
+		}
 		ss.mu.Unlock()
 	}
 	return n
@@ -60,9 +74,14 @@ func (s *Sidecar) InflightDeliveries() int {
 // WaitDeliveriesSettled waits until no delivery is in flight (each was
 // acked, nacked, or timed out back to the broker), or ctx ends.
 func (s *Sidecar) WaitDeliveriesSettled(ctx context.Context) error {
+	return s.waitFor(ctx, s.InflightDeliveries)
+}
+
+// waitFor polls count until it is 0, or ctx ends.
+func (s *Sidecar) waitFor(ctx context.Context, count func() int) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for s.InflightDeliveries() > 0 {
+	for count() > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

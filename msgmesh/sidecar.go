@@ -18,6 +18,10 @@
 //     lanes, deliveries in flight and their timeouts; an app pulling over
 //     HTTP gets a session without a connection (httppull.go), so its
 //     deliveries are bounded, timed out and settled the same way;
+//   - HTTP push subscriptions (push.go, cloudevents.go): consume bindings
+//     with a push_url get a push session whose workers POST each delivery
+//     as a CloudEvent and ack or nack it from the answer; reconcile starts
+//     and stops them with the registrations;
 //   - capacity (capacity.go): the bounds on connections, registrations,
 //     upstream consumers and HTTP clients, and how a request past one is
 //     refused;
@@ -222,6 +226,17 @@ type Config struct {
 	// ProbeTimeout bounds one check; a cluster that does not answer in
 	// time is not ready. Zero: 2s.
 	ProbeTimeout time.Duration
+	// PushAllowHosts are the hosts push subscriptions may POST to besides
+	// loopback ones (localhost, 127.0.0.0/8, ::1): host names, IP
+	// addresses or CIDR prefixes, any port, as HTTPAllowedHosts. A
+	// registration whose push_url names another host is refused (400
+	// INVALID), so an app cannot make the sidecar send messages off the
+	// host. Zero: loopback only.
+	PushAllowHosts []string
+	// PushTimeout bounds one POST of a push subscription that sets no
+	// push_timeout; it must stay below DeliveryTimeout. Zero: 10s, or
+	// half of DeliveryTimeout when that is 20s or less.
+	PushTimeout time.Duration
 	// Inherit is the state a predecessor handed over in a hot upgrade
 	// (Sidecar.Handoff): Start adopts its listeners and app connections
 	// instead of listening. The sidecar owns its files from New on.
@@ -281,6 +296,7 @@ func (c *Config) setDefaults() error {
 	defDur(&c.MaxNackDelay, DefaultMaxNackDelay)
 	defDur(&c.ProbeInterval, defaultProbeInterval)
 	defDur(&c.ProbeTimeout, defaultProbeTimeout)
+	defDur(&c.PushTimeout, min(defaultPushTimeout, c.DeliveryTimeout/2))
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -298,6 +314,8 @@ func (c *Config) setDefaults() error {
 			c.MaxFrameSize, c.MaxMessageSize, c.MaxHeaderBytes, c.MaxMessageSize+c.MaxHeaderBytes+frameSlack)
 	case c.DeliveryTimeout < 0, c.PublishTimeout < 0, c.IdleTimeout < 0, c.PullLinger < 0, c.MaxNackDelay < 0, c.ProbeInterval < 0, c.ProbeTimeout < 0:
 		return fmt.Errorf("msgmesh: config: negative duration")
+	case c.PushTimeout < 0 || c.PushTimeout >= c.DeliveryTimeout:
+		return fmt.Errorf("msgmesh: config: PushTimeout %s must be above 0 and below DeliveryTimeout %s", c.PushTimeout, c.DeliveryTimeout)
 	case c.MaxAttempts < 1 || c.MaxAttempts > registry.MaxAttemptsLimit:
 		return fmt.Errorf("msgmesh: config: MaxAttempts %d is out of range 1 to %d", c.MaxAttempts, registry.MaxAttemptsLimit)
 	}
@@ -371,6 +389,7 @@ type Sidecar struct {
 	sessWG     sync.WaitGroup
 
 	detached detachedSessions // sessions without a connection: HTTP pull, push (detached.go)
+	push     *pushManager     // HTTP push subscriptions (push.go)
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -424,6 +443,11 @@ func New(cfg Config) (*Sidecar, error) {
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
 		clusters:  newClusters(cfg.Brokers),
 		guard:     guard,
+	}
+	if s.push, err = newPushManager(s, cfg.PushAllowHosts); err != nil {
+		_ = store.Close()
+		cancel()
+		return nil, fmt.Errorf("msgmesh: config: %w", err)
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
 	if len(cfg.Filters) > 0 {
@@ -594,7 +618,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 
 	// Wait for apps to settle what they hold, then close what is left
 	// (closing flushes each connection's writer: not under sessMu).
-	s.waitSettled(ctx)
+	s.waitSettled(ctx) // push subscriptions keep answering what their sessions hold
+	s.push.stop(ctx)
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
 	}

@@ -187,6 +187,11 @@ func (w *tracked) Nack(ctx context.Context, delay time.Duration) error {
 	return err
 }
 
+// Detach ends the observation of a delivery handed over to a successor
+// process (broker.Detacher): it counts as settled with the outcome
+// "handed_over" here; the successor observes its settlement.
+func (w *tracked) Detach() { w.done(OutcomeHandedOver, nil) }
+
 func (w *tracked) done(outcome string, err error) {
 	if !w.settled.CompareAndSwap(false, true) {
 		return

@@ -28,6 +28,9 @@ const (
 	// OutcomeDeadLetter: the delivery's last allowed attempt failed and
 	// the sidecar moved the message to its dead-letter topic.
 	OutcomeDeadLetter = "dead_letter"
+	// OutcomeHandedOver: a hot upgrade passed the delivery, unanswered,
+	// to the successor process, which settles it (broker.Detacher).
+	OutcomeHandedOver = "handed_over"
 )
 
 // LatencyBuckets are the bucket bounds, in seconds, of the publish and
@@ -63,6 +66,7 @@ var LatencyBuckets = []float64{
 //	msgmesh_deliveries_settled_total{topic,group,outcome}  outcome: ack, nack, timeout, dead_letter
 //	msgmesh_redelivered_total{topic,group}         deliveries the broker had delivered before
 //	msgmesh_forwarded_total{topic,group,outcome}   deliveries forwarded to a sibling, by outcome
+//	msgmesh_pushed_total{topic,group,outcome}      POSTs of HTTP push subscriptions, by outcome
 //	msgmesh_broker_errors_total{cluster}           failed broker calls
 //	msgmesh_apps_connected                         app connections open now
 //	msgmesh_ready                                  1 when the sidecar is ready, else 0 (SetHealthSource)
@@ -81,6 +85,7 @@ type Metrics struct {
 	settled      metric.Int64Counter
 	redelivered  metric.Int64Counter
 	forwarded    metric.Int64Counter
+	pushed       metric.Int64Counter
 	brokerErrors metric.Int64Counter
 	connected    metric.Int64Gauge
 	health       health // health.go
@@ -89,6 +94,7 @@ type Metrics struct {
 	byGroup   *family // topic, group
 	bySettle  *family // topic, group, outcome
 	byForward *family // topic, group, outcome
+	byPush    *family // topic, group, outcome
 	byReject  *family // topic, reason
 	byCluster *family // cluster
 }
@@ -148,6 +154,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.settled = counter("msgmesh.deliveries.settled", "{delivery}", "Deliveries settled, by outcome: ack, nack or timeout.")
 	x.redelivered = counter("msgmesh.redelivered", "{delivery}", "Deliveries of messages the broker had delivered before.")
 	x.forwarded = counter("msgmesh.forwarded", "{delivery}", "Deliveries forwarded to a sibling sidecar, by outcome.")
+	x.pushed = counter("msgmesh.pushed", "{request}", "POSTs of HTTP push subscriptions, by outcome.")
 	x.brokerErrors = counter("msgmesh.broker.errors", "{error}", "Failed calls to a broker cluster.")
 	x.connected, err = m.Int64Gauge("msgmesh.apps.connected", metric.WithUnit("{connection}"),
 		metric.WithDescription("App connections open now."))
@@ -161,6 +168,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.byGroup = newFamily(n, LabelTopic, LabelGroup)
 	x.bySettle = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
 	x.byForward = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
+	x.byPush = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
 	x.byReject = newFamily(n, LabelTopic, LabelReason).enumerated(LabelReason)
 	x.byCluster = newFamily(n, LabelCluster)
 	return &x, nil
@@ -276,6 +284,17 @@ func (m *Metrics) Forwarded(ctx context.Context, topic, group, outcome string) {
 		return
 	}
 	m.forwarded.Add(ctx, 1, m.byForward.get(labels{topic, group, outcome}).add...)
+}
+
+// Pushed counts one POST of an HTTP push subscription. outcome is a fixed
+// word: "ack" (2xx), "retry_after" (429 or 503 with Retry-After), "status"
+// (another answer), "timeout", "error" (connection failed), "lost" (the
+// delivery was no longer in flight to be answered).
+func (m *Metrics) Pushed(ctx context.Context, topic, group, outcome string) {
+	if m == nil {
+		return
+	}
+	m.pushed.Add(ctx, 1, m.byPush.get(labels{topic, group, outcome}).add...)
 }
 
 // BrokerError counts a failed call to the broker cluster (publish, consume,

@@ -42,6 +42,8 @@ func TestMetricsInPrometheusText(t *testing.T) {
 	m.InflightAdd("orders", "billing", 3)
 	m.InflightAdd("orders", "billing", -1)
 	m.Forwarded(ctx, "orders", "billing", "ack")
+	m.Pushed(ctx, "orders", "billing", "retry_after")
+	m.Pushed(ctx, "orders", "billing", "ack")
 	m.BrokerError(ctx, "main")
 	m.BrokerError(ctx, "main")
 	m.ConnectedApps(4)
@@ -70,6 +72,8 @@ func TestMetricsInPrometheusText(t *testing.T) {
 		`msgmesh_delivery_duration_seconds_bucket{group="billing",topic="orders",le="0.0005"} 1`,
 		`msgmesh_deliveries_inflight{group="billing",topic="orders"} 2`,
 		`msgmesh_forwarded_total{group="billing",outcome="ack",topic="orders"} 1`,
+		`msgmesh_pushed_total{group="billing",outcome="ack",topic="orders"} 1`,
+		`msgmesh_pushed_total{group="billing",outcome="retry_after",topic="orders"} 1`,
 		`msgmesh_broker_errors_total{cluster="main"} 2`,
 		`msgmesh_apps_connected 2`,
 		`target_info{service_name="sidecar-a",telemetry_sdk_language="go",telemetry_sdk_name="opentelemetry",telemetry_sdk_version="1.47.0"} 1`,

@@ -78,7 +78,7 @@ var errNotMember = errors.New("not a member of the group right now")
 //     and acksClosed. It is a leaf: it may be taken while mu is held,
 //     never the other way round.
 //
-// Broker.mu and Broker.tmu are never taken while either is held.
+// Broker.open and Broker.tmu are never taken while either is held.
 //
 // Goroutines: groupLoop (membership: join, heartbeats, rebalances, and on
 // Close the final commit and LeaveGroup), one fetcher per assigned

@@ -157,11 +157,8 @@ type Broker struct {
 	tmu    sync.RWMutex
 	topics map[string]*topicState
 
-	// mu guards closed and consumers. A leaf lock like tmu: no other lock
-	// (consumer locks included) is taken or held together with it.
-	mu        sync.Mutex
-	closed    bool
-	consumers map[*consumer]struct{}
+	// open: closed or not, and the consumers Close closes.
+	open broker.Open[*consumer]
 
 	// wg counts goroutines the Broker or its consumers started that may
 	// outlive the call that started them (a consumer's group loop that
@@ -206,7 +203,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		},
 		stopTransport: stop,
 		topics:        make(map[string]*topicState),
-		consumers:     make(map[*consumer]struct{}),
 	}
 	b.client = &kafka.Client{Addr: b.addr, Transport: b.transport, Timeout: requestTimeout}
 	// The transport answers metadata requests from its cache, which its
@@ -255,11 +251,7 @@ func warnLogger(l *slog.Logger) kafka.Logger {
 	})
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.open.Closed() }
 
 // keyBalancer picks a partition: murmur2 of the key, as the Java client's
 // default partitioner does, so that a key always lands on the same
@@ -309,19 +301,10 @@ func completion(msgs []kafka.Message, err error) {
 // Publish keeps no reference to msg after it returns.
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
-	if msg == nil {
-		return res, fmt.Errorf("kafkabroker: publish: nil message: %w", broker.ErrRejected)
+	if err := broker.CheckPublish(ctx, "kafkabroker", &b.open, msg, checkTopic); err != nil {
+		return res, err
 	}
 	topic := msg.Topic
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("kafkabroker: publish %q: %w", topic, err)
-	}
-	if b.isClosed() {
-		return res, fmt.Errorf("kafkabroker: publish %q: %w", topic, broker.ErrClosed)
-	}
-	if err := checkTopic(topic); err != nil {
-		return res, fmt.Errorf("kafkabroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
-	}
 	if err := b.ensureTopic(ctx, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
@@ -542,43 +525,27 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		group = spec.BrokerGroup // any registry-valid name is a Kafka group id
 	}
 	c := newConsumer(b, topic, group, prefetch)
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.open.Add(c, func() { b.wg.Add(1) }) { // done when c's groupLoop ends
 		c.stopCommit()
 		c.stopGroup()
 		return nil, fmt.Errorf("kafkabroker: consume %q: %w", topic, broker.ErrClosed)
 	}
-	b.consumers[c] = struct{}{}
-	b.wg.Add(1) // done when c's groupLoop ends
-	b.mu.Unlock()
 	c.start()
 	return c, nil
 }
 
-func (b *Broker) removeConsumer(c *consumer) {
-	b.mu.Lock()
-	delete(b.consumers, c)
-	b.mu.Unlock()
-}
+func (b *Broker) removeConsumer(c *consumer) { b.open.Remove(c) }
 
 // Close closes every consumer still open (with their final commits),
 // flushes and closes the writer (Publish calls in flight finish first), and
 // closes the connections. Publish and Consume return broker.ErrClosed
 // afterwards. Idempotent.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	open, first := b.open.Close()
+	if !first {
 		b.wg.Wait()
 		return nil
 	}
-	b.closed = true
-	open := make([]*consumer, 0, len(b.consumers))
-	for c := range b.consumers {
-		open = append(open, c)
-	}
-	b.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()

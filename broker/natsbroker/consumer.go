@@ -29,6 +29,14 @@ const (
 	rebuildMaxBackoff = 10 * time.Second
 )
 
+// handBackDelay is the delay of the NAK that hands a prefetched message
+// back. A NAK with a delay is stored with the consumer's state (the
+// server rewrites the message's pending entry); a plain NAK only queues
+// it in memory, so across a server restart (the embedded server of a hot
+// upgrade) the message would wait the whole AckWait. Seen: a minute's
+// stall after each upgrade of the embedded broker (TestHotUpgradeBacklog).
+const handBackDelay = time.Millisecond
+
 // nudgeEvery bounds one wait on the message iterator; Next then waits
 // again. nats.go's iterator (v1.55) sends its next pull request only from
 // inside its Next, at the top of each turn, and skips it while the previous
@@ -53,7 +61,7 @@ const handBackIdle = 50 * time.Millisecond
 // Next that was blocked on it is woken through c.cancelNext and, seeing
 // c.iter changed, naks whatever it got and returns the state's error.
 // c.mu is held only briefly and never across a network round trip or a
-// blocking iterator call; Broker.mu and Broker.smu are never taken while
+// blocking iterator call; Broker.open and Broker.smu are never taken while
 // it is held.
 type consumer struct {
 	b        *Broker
@@ -207,7 +215,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			if stale {
 				// Pause or Close took the iterator while we were
 				// receiving: hand the message back with the rest.
-				_ = m.Nak()
+				_ = m.NakWithDelay(handBackDelay)
 				continue
 			}
 			return c.newDelivery(m), nil
@@ -377,7 +385,7 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext)
 		m, err := iter.Next(jetstream.NextContext(nctx))
 		cancel()
 		if err == nil {
-			if nerr := m.Nak(); nerr != nil {
+			if nerr := m.NakWithDelay(handBackDelay); nerr != nil {
 				c.log.Debug("nak on hand-back failed; redelivery after AckWait", "error", nerr)
 			}
 			n++

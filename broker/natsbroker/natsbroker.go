@@ -142,11 +142,8 @@ type Broker struct {
 	smu     sync.RWMutex
 	streams map[string]*streamRef
 
-	// mu guards closed and consumers. A leaf lock like smu: no other
-	// lock (consumer.mu included) is taken or held together with it.
-	mu        sync.Mutex
-	closed    bool
-	consumers map[*consumer]struct{}
+	// open: closed or not, and the consumers Close closes.
+	open broker.Open[*consumer]
 }
 
 // New validates cfg, connects (unless cfg.Conn is set) and checks that the
@@ -159,11 +156,10 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	cfg = cfg.withDefaults()
 	b := &Broker{
-		cfg:       cfg,
-		nc:        cfg.Conn,
-		log:       cfg.Logger.With("broker", "nats"),
-		streams:   make(map[string]*streamRef),
-		consumers: make(map[*consumer]struct{}),
+		cfg:     cfg,
+		nc:      cfg.Conn,
+		log:     cfg.Logger.With("broker", "nats"),
+		streams: make(map[string]*streamRef),
 	}
 	where := "the given connection"
 	if b.nc == nil {
@@ -233,11 +229,7 @@ func redactURLs(s string) string {
 	return strings.Join(parts, ",")
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.open.Closed() }
 
 // Publish stores msg in the stream that captures msg.Topic (creating one if
 // none does; see the package doc) and returns after JetStream acknowledged
@@ -248,19 +240,10 @@ func (b *Broker) isClosed() bool {
 // (see the package doc for which errors say "not stored").
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
-	if msg == nil {
-		return res, fmt.Errorf("natsbroker: publish: nil message: %w", broker.ErrRejected)
+	if err := broker.CheckPublish(ctx, "natsbroker", &b.open, msg, checkTopic); err != nil {
+		return res, err
 	}
 	topic := msg.Topic
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("natsbroker: publish %q: %w", topic, err)
-	}
-	if b.isClosed() {
-		return res, fmt.Errorf("natsbroker: publish %q: %w", topic, broker.ErrClosed)
-	}
-	if err := checkTopic(topic); err != nil {
-		return res, fmt.Errorf("natsbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
-	}
 	nm, err := toNATS(msg)
 	if err != nil {
 		return res, fmt.Errorf("natsbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
@@ -535,38 +518,23 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		return nil, b.opError("consume", topic, err)
 	}
 	c.iter = iter
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.open.Add(c, nil) {
 		c.handBack(ctx, iter)
 		return nil, fmt.Errorf("natsbroker: consume %q: %w", topic, broker.ErrClosed)
 	}
-	b.consumers[c] = struct{}{}
-	b.mu.Unlock()
 	return c, nil
 }
 
-func (b *Broker) removeConsumer(c *consumer) {
-	b.mu.Lock()
-	delete(b.consumers, c)
-	b.mu.Unlock()
-}
+func (b *Broker) removeConsumer(c *consumer) { b.open.Remove(c) }
 
 // Close closes every consumer still open (handing back their prefetched
 // messages), flushes pending acks, and closes the connection if New
 // created it. Deliveries can no longer be acked afterwards. Idempotent.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	open, first := b.open.Close()
+	if !first {
 		return nil
 	}
-	b.closed = true
-	open := make([]*consumer, 0, len(b.consumers))
-	for c := range b.consumers {
-		open = append(open, c)
-	}
-	b.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()

@@ -19,10 +19,7 @@ var _ broker.Checker = (*Broker)(nil)
 // reached gives an error wrapping broker.ErrUnavailable that names the
 // server or broker.
 func (b *Broker) Check(ctx context.Context) error {
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	if closed {
+	if b.isClosed() {
 		return fmt.Errorf("rocketmqbroker: check: %w", broker.ErrClosed)
 	}
 	var errs []error

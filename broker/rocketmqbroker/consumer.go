@@ -69,7 +69,7 @@ type batch struct {
 // Every client call that talks to the broker (ACK, PersistOffset) is
 // registered in ops while the state is not stateShut, and the shutdown
 // waits for ops before it shuts the client down, so no client call
-// overlaps the shutdown. Broker.mu is never taken while mu is held.
+// overlaps the shutdown. Broker.open is never taken while mu is held.
 type consumer struct {
 	b       *Broker
 	topic   string // msgmesh topic

@@ -146,11 +146,8 @@ type Broker struct {
 	producer    *producerHandle
 	log         *slog.Logger
 
-	// mu guards closed and consumers. It is never held while a
-	// consumer's mu is taken.
-	mu        sync.Mutex
-	closed    bool
-	consumers map[*consumer]struct{}
+	// open: closed or not, and the consumers Close closes.
+	open broker.Open[*consumer]
 	// wg tracks the shutdowns of consumers closed with deliveries
 	// outstanding (see consumer.Close).
 	wg sync.WaitGroup
@@ -212,7 +209,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		nameServers: addrs,
 		producer:    &producerHandle{p: p},
 		log:         log,
-		consumers:   make(map[*consumer]struct{}),
 	}, nil
 }
 
@@ -232,11 +228,7 @@ func instanceName(kind string) string {
 	return fmt.Sprintf("msgmesh-%s-%d-%d-%s", kind, os.Getpid(), instanceSeq.Add(1), hex.EncodeToString(r[:]))
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.open.Closed() }
 
 // Publish sends msg to its topic's RocketMQ topic (see the package doc)
 // and returns after the broker answered SEND_OK. Messages with the same key
@@ -245,19 +237,10 @@ func (b *Broker) isClosed() bool {
 // attempt may have stored the message (see the package doc).
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
-	if msg == nil {
-		return res, fmt.Errorf("rocketmqbroker: publish: nil message: %w", broker.ErrRejected)
+	if err := broker.CheckPublish(ctx, "rocketmqbroker", &b.open, msg, checkTopic); err != nil {
+		return res, err
 	}
 	topic := msg.Topic
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
-	}
-	if b.isClosed() {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, broker.ErrClosed)
-	}
-	if err := checkTopic(topic); err != nil {
-		return res, fmt.Errorf("rocketmqbroker: publish %q: %w: %w", topic, broker.ErrRejected, err)
-	}
 	rm, err := toRocket(msg, rocketTopic(topic))
 	if err != nil {
 		if !errors.Is(err, broker.ErrRejected) { // a *broker.HeaderError
@@ -402,14 +385,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		return nil, b.opError("consume", topic, fmt.Errorf("start consumer group %s: %w", c.rgroup, err))
 	}
 	c.pc = pc
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.open.Add(c, nil) {
 		c.forceClose()
 		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w", topic, broker.ErrClosed)
 	}
-	b.consumers[c] = struct{}{}
-	b.mu.Unlock()
 	c.log.Debug("consumer started")
 	return c, nil
 }
@@ -418,11 +397,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 // ConsumerSpec.Tags itself (broker.TagFiltering).
 func (b *Broker) FiltersTags() bool { return true }
 
-func (b *Broker) removeConsumer(c *consumer) {
-	b.mu.Lock()
-	delete(b.consumers, c)
-	b.mu.Unlock()
-}
+func (b *Broker) removeConsumer(c *consumer) { b.open.Remove(c) }
 
 // goShutdown shuts c down on a goroutine that Close waits for.
 func (b *Broker) goShutdown(c *consumer) {
@@ -438,17 +413,10 @@ func (b *Broker) goShutdown(c *consumer) {
 // waits for consumers finishing a Close, and stops the producer.
 // Idempotent.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	open, first := b.open.Close()
+	if !first {
 		return nil
 	}
-	b.closed = true
-	open := make([]*consumer, 0, len(b.consumers))
-	for c := range b.consumers {
-		open = append(open, c)
-	}
-	b.mu.Unlock()
 	for _, c := range open {
 		c.forceClose()
 	}

@@ -13,9 +13,12 @@
 // For each path it measures publish throughput (async publishes with a
 // window in flight, each acknowledged by the broker), consume throughput
 // (a backlog read and acked by one consumer), and publish latency (one
-// synchronous publish at a time, p50 and p99), and the same through the
-// sidecar's gRPC API (grpc.go) instead of the SDK. With variants it also
-// measures the sidecar with schema validation, tracing and metrics on.
+// synchronous publish at a time, p50 and p99). The HTTP push row consumes
+// through a push subscription instead: the sidecar POSTs every message as
+// a CloudEvent to a loopback net/http receiver (push.go). The gRPC row does
+// all three through the sidecar's gRPC API (grpc.go) instead of the SDK.
+// With variants it also measures the sidecar with schema validation,
+// tracing and metrics on.
 package bench
 
 import (
@@ -134,10 +137,11 @@ const (
 	topicSchema  = "bench-schema"
 	topicTracing = "bench-tracing"
 	topicMetrics = "bench-metrics"
+	topicPush    = "bench-push"
 	topicGRPC    = "bench-grpc"
 )
 
-var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicGRPC}
+var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicPush, topicGRPC}
 
 // Run starts each broker in turn, measures its paths and tears it down. A
 // path that cannot be set up or measured is a row with Err set; Run itself
@@ -211,6 +215,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
 			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
 		}},
+		{KindVariant, pushRowName, func() (path, func(), error) {
+			return newSidecar(ctx, st.cluster, dir+"/push", topicPush, sidecarOpts{push: true})
+		}},
 		{KindGRPC, "app → gRPC → sidecar → " + serverName[name], func() (path, func(), error) {
 			return newSidecar(ctx, st.cluster, dir+"/grpc", topicGRPC, sidecarOpts{grpc: true})
 		}},
@@ -248,7 +255,12 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 	return out, nil
 }
 
+// pushRowName is the HTTP push row: its consume column is the sidecar
+// POSTing to a loopback receiver (push.go).
+const pushRowName = "HTTP push delivery (CloudEvents)"
+
 var variantName = map[string]string{
+	pushRowName:                        "push",
 	"sidecar + schema (Avro, enforce)": "schema",
 	"sidecar + tracing":                "tracing",
 	"sidecar + metrics":                "metrics",
@@ -552,6 +564,7 @@ type sidecarOpts struct {
 	schema  bool // Avro schema registered for the topic, policy enforce
 	tracing bool // telemetry with a real SDK tracer provider
 	metrics bool // telemetry with tracing off (metrics only)
+	push    bool // consume through an HTTP push subscription (push.go)
 	grpc    bool // the app uses the gRPC API, not the SDK
 }
 
@@ -628,6 +641,15 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 			cleanup()
 			return nil, nil, fmt.Errorf("schema variant: an invalid body was accepted")
 		}
+	}
+	if o.push {
+		pp, closeRcv, err := startPush(sp, sc)
+		if err != nil {
+			_ = c.Close()
+			cleanup()
+			return nil, nil, err
+		}
+		return pp, func() { _ = c.Close(); cleanup(); closeRcv() }, nil
 	}
 	return sp, func() { _ = c.Close(); cleanup() }, nil
 }

@@ -17,7 +17,7 @@ import (
 
 // bindings is a repeatable binding flag: GROUP:TOPIC, parsed by parse
 // (registry.ParseBinding, or ParseConsumeBinding for --consume, which
-// also reads the dead-letter and broker_group options).
+// also reads the dead-letter, broker_group, tags and push options).
 type bindings struct {
 	list  []registry.Binding
 	parse func(string) (registry.Binding, error)
@@ -80,7 +80,7 @@ func setupRegister(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := appFlag(fs)
 	consume := bindings{parse: registry.ParseConsumeBinding}
 	produce := bindings{parse: registry.ParseBinding}
-	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC, optionally with its dead-letter policy and its group on the broker: GROUP:TOPIC,max_attempts=N,dead_letter_topic=T,broker_group=B (repeatable)")
+	fs.Var(&consume, "consume", "a consumer group and the topic it consumes, GROUP:TOPIC, optionally with its dead-letter policy, its group on the broker, its tag filter and an HTTP push subscription: GROUP:TOPIC,max_attempts=N,dead_letter_topic=T,broker_group=B,tags=X,push_url=U,push_concurrency=N,push_mode=binary|structured,push_timeout=D (repeatable)")
 	fs.Var(&produce, "produce", "a producer group and the topic it produces, GROUP:TOPIC (repeatable)")
 	httpAddr := httpFlag(fs)
 	secret := secretFlag(fs)

@@ -185,6 +185,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.RequireAppSecrets, "require-app-secrets", false, "every app must prove who it is with its secret (HELLO, HTTP Authorization: Bearer), for hosts where apps do not trust each other; registering a new app issues one (docs/protocol.md §9)")
 	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats, grpc (docs/config.md)")
 	httpHosts := fs.String("http-allowed-hosts", "", "Host names, addresses or CIDR prefixes the HTTP API answers besides localhost, 127.0.0.0/8 and [::1], comma-separated")
+	pushHosts := fs.String("push-allow-hosts", "", "host names, addresses or CIDR prefixes that push subscriptions may POST to besides localhost, 127.0.0.0/8 and [::1], comma-separated (docs/http-api.md)")
+	fs.DurationVar(&cfg.PushTimeout, "push-timeout", 0, "longest a push subscription's POST may take when its registration sets no push_timeout; below --delivery-timeout (0: 10s, or half of --delivery-timeout when that is 20s or less)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -217,6 +219,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.HTTPAllowedHosts = access.HTTPAllowedHosts
+	cfg.PushAllowHosts = splitList(*pushHosts)
 	topo := file.Brokers
 	switch {
 	case topo != nil && *natsURL != "":
@@ -515,19 +518,28 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			rt.closeBrokers()
 			return err
 		case c := <-req:
-			st, fwd, done := rt.handOver(c, ctl)
-			if done {
+			st, fwd, err := rt.handOver(c, ctl)
+			if err != nil {
+				return err // this process stopped; nothing moved
+			}
+			if st == nil {
 				return nil // the successor serves now
 			}
-			inherit, fwdLn = st, fwd // it failed: resume on what we handed over
+			inherit, fwdLn = st, fwd // the successor failed: resume on what we handed over
 		}
 	}
 }
 
+// ErrHandoffFailed: this process could not hand over (the sidecar could
+// not stop cleanly for it); it stopped, the successor was told, and the
+// process exits with the reason.
+var ErrHandoffFailed = errors.New("hot upgrade failed")
+
 // handOver runs the old side of a hot upgrade on the successor's request.
-// It returns done when the successor reported ready; otherwise the state
-// (and forwarding listener) to resume from.
-func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, bool) {
+// It returns nil state when the successor reported ready; the state (and
+// forwarding listener) to resume from when the successor failed; and an
+// error wrapping ErrHandoffFailed when this process could not hand over.
+func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, error) {
 	defer c.Close()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
@@ -541,7 +553,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 		rt.stopRPC(context.Background())
 		rt.stopLink(context.Background())
 		rt.closeBrokers()
-		return nil, nil, true
+		return nil, nil, fmt.Errorf("%w: the sidecar stopped; start it again (without --upgrade): %w", ErrHandoffFailed, err)
 	}
 	// The RPC proxy's listeners do not move (docs/upgrade.md): it stops
 	// here, finishing calls in flight, and the successor opens its own.
@@ -582,7 +594,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	}
 	if err != nil {
 		rt.log.Error("successor failed before adopting; resuming", "err", err)
-		return st, fwd, false
+		return st, fwd, nil
 	}
 	st.Close()
 	if fwd != nil {
@@ -590,7 +602,7 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	}
 	ctl.Close()
 	rt.log.Info("handed over to the successor; exiting", "connections", len(st.Conns), "quiesce", paused, "total", time.Since(start))
-	return nil, nil, true
+	return nil, nil, nil
 }
 
 func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, files []*os.File, extra []string) error {

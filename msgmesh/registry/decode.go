@@ -80,7 +80,7 @@ func decodeError(err error) *ValidationError {
 	}
 	// encoding/json reports unknown fields only as text.
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return invalid(strings.Trim(name, `"`), "unknown field; allowed are app, produce (a list of {group, topic}), consume (a list of {group, topic, max_attempts, dead_letter_topic, broker_group}) and updated_at")
+		return invalid(strings.Trim(name, `"`), "unknown field; allowed are app, produce (a list of {group, topic}), consume (a list of {group, topic, max_attempts, dead_letter_topic, broker_group, tags, push_url, push_concurrency, push_mode, push_timeout}) and updated_at")
 	}
 	return invalid("", "malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }

@@ -49,6 +49,16 @@
 // into the mesh inside the group its own clients used. Produce bindings
 // may not set it.
 //
+// # Push subscription
+//
+// A consume binding may name push_url, an http or https URL the sidecar
+// POSTs the group's deliveries to as CloudEvents, with push_concurrency
+// (0 to MaxPushConcurrency), push_mode ("binary" or "structured") and
+// push_timeout (a Go duration); the last three need push_url. The
+// registry checks the URL's form only; which hosts may be pushed to is the
+// sidecar's setting (loopback by default), checked when the app
+// registers.
+//
 // A violation is a *ValidationError naming the field ("consume[1].topic")
 // and the reason; errors.Is(err, ErrInvalid) holds for it. Normalize sorts
 // the bindings so that stored registrations compare and serialise

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"hash/fnv"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +61,56 @@ type Binding struct {
 	// delivered; on RocketMQ the broker filters, elsewhere the sidecar acks
 	// the others without delivering them. Consume bindings only.
 	Tags string `json:"tags,omitempty"`
+	// PushURL makes the binding an HTTP push subscription: the sidecar
+	// POSTs each delivery of the group on the topic to this URL as a
+	// CloudEvent (docs/http-api.md, "Push subscriptions") instead of
+	// waiting for the app to connect or pull. Empty: no push. An http or
+	// https URL with a host and no user information or fragment; which
+	// hosts the sidecar accepts is its own setting (loopback unless
+	// --push-allow-hosts says more), checked when the app registers.
+	// Consume bindings only.
+	PushURL string `json:"push_url,omitempty"`
+	// PushConcurrency is how many deliveries the sidecar POSTs to PushURL
+	// at once (its push session's in-flight bound). 0: 1, so deliveries
+	// arrive one at a time. 0 to MaxPushConcurrency; only with PushURL.
+	PushConcurrency int `json:"push_concurrency,omitempty"`
+	// PushMode is the CloudEvents HTTP content mode of the POSTs:
+	// PushModeBinary (the default when empty) or PushModeStructured.
+	// Only with PushURL.
+	PushMode string `json:"push_mode,omitempty"`
+	// PushTimeout bounds one POST, a Go duration ("5s"); an answer not
+	// complete in time is a failed attempt. Empty: the sidecar's
+	// --push-timeout. Above 0 and at most MaxPushTimeout; the sidecar also
+	// keeps it below its delivery timeout. Only with PushURL.
+	PushTimeout string `json:"push_timeout,omitempty"`
+}
+
+// Push subscription bounds and modes (Binding.PushURL).
+const (
+	// MaxPushConcurrency bounds Binding.PushConcurrency.
+	MaxPushConcurrency = 1024
+	// MaxPushTimeout bounds Binding.PushTimeout.
+	MaxPushTimeout = 5 * time.Minute
+	// PushModeBinary POSTs a delivery in CloudEvents binary content mode:
+	// attributes in ce-* headers, the body as it is.
+	PushModeBinary = "binary"
+	// PushModeStructured POSTs a delivery as an
+	// application/cloudevents+json document.
+	PushModeStructured = "structured"
+)
+
+// Push reports whether the binding is an HTTP push subscription.
+func (b Binding) Push() bool { return b.PushURL != "" }
+
+// PushWindow is the binding's effective push concurrency: PushConcurrency,
+// or 1 when it is 0.
+func (b Binding) PushWindow() int { return max(b.PushConcurrency, 1) }
+
+// PushTimeoutValue is PushTimeout parsed; 0 when empty (the sidecar's
+// default) or malformed (Validate refuses that).
+func (b Binding) PushTimeoutValue() time.Duration {
+	d, _ := time.ParseDuration(b.PushTimeout)
+	return d
 }
 
 // DefaultDeadLetterTopic names the dead-letter topic of group on topic when
@@ -109,10 +160,13 @@ func ParseBinding(s string) (Binding, error) {
 }
 
 // ParseConsumeBinding parses a consume binding as written on the command
-// line: "group:topic", optionally followed by its dead-letter policy and
-// broker group as comma-separated key=value options named like the JSON
-// fields ("g1:orders.created,max_attempts=5,dead_letter_topic=orders.poison",
-// "g1:orders.created,broker_group=orders-service").
+// line: "group:topic", optionally followed by its dead-letter policy,
+// broker group, tag filter and push subscription as comma-separated
+// key=value options named like the JSON fields
+// ("g1:orders.created,max_attempts=5,dead_letter_topic=orders.poison",
+// "g1:orders.created,broker_group=orders-service",
+// "g1:orders.created,push_url=http://127.0.0.1:8080/orders,push_concurrency=4").
+// A push URL holding ',' can only be registered in JSON.
 // Bad input gives a *ValidationError as for ParseBinding; Field names the
 // option ("max_attempts") when an option is wrong.
 func ParseConsumeBinding(s string) (Binding, error) {
@@ -124,23 +178,21 @@ func ParseConsumeBinding(s string) (Binding, error) {
 	if hasOpts {
 		for _, opt := range strings.Split(opts, ",") {
 			k, v, ok := strings.Cut(opt, "=")
-			switch {
-			case !ok:
+			if !ok {
 				return Binding{}, invalid("", "binding %s: option %s: expected key=value", quote(s), quote(opt))
-			case k == "max_attempts":
+			}
+			o, known := b.option(k)
+			switch {
+			case !known:
+				return Binding{}, invalid(k, "unknown option; allowed are %s", optionNames())
+			case o.num != nil:
 				n, err := strconv.Atoi(v)
 				if err != nil {
 					return Binding{}, invalid(k, "%s is not a whole number", quote(v))
 				}
-				b.MaxAttempts = n
-			case k == "dead_letter_topic":
-				b.DeadLetterTopic = v
-			case k == "broker_group":
-				b.BrokerGroup = v
-			case k == "tags":
-				b.Tags = v
+				*o.num = n
 			default:
-				return Binding{}, invalid(k, "unknown option; allowed are max_attempts, dead_letter_topic, broker_group and tags")
+				*o.str = v
 			}
 		}
 	}
@@ -154,19 +206,58 @@ func ParseConsumeBinding(s string) (Binding, error) {
 // the options ParseConsumeBinding reads when they are set.
 func (b Binding) String() string {
 	s := b.Group + ":" + b.Topic
-	if b.MaxAttempts != 0 {
-		s += ",max_attempts=" + strconv.Itoa(b.MaxAttempts)
-	}
-	if b.DeadLetterTopic != "" {
-		s += ",dead_letter_topic=" + b.DeadLetterTopic
-	}
-	if b.BrokerGroup != "" {
-		s += ",broker_group=" + b.BrokerGroup
-	}
-	if b.Tags != "" {
-		s += ",tags=" + b.Tags
+	for _, o := range b.options() {
+		switch {
+		case o.num != nil && *o.num != 0:
+			s += "," + o.name + "=" + strconv.Itoa(*o.num)
+		case o.str != nil && *o.str != "":
+			s += "," + o.name + "=" + *o.str
+		}
 	}
 	return s
+}
+
+// bindingOption is one option of a consume binding on the command line,
+// named like its JSON field: a string or a whole number field of the
+// binding.
+type bindingOption struct {
+	name string
+	str  *string
+	num  *int
+}
+
+// options lists b's options in the order String writes them.
+func (b *Binding) options() []bindingOption {
+	return []bindingOption{
+		{name: "max_attempts", num: &b.MaxAttempts},
+		{name: "dead_letter_topic", str: &b.DeadLetterTopic},
+		{name: "broker_group", str: &b.BrokerGroup},
+		{name: "tags", str: &b.Tags},
+		{name: "push_url", str: &b.PushURL},
+		{name: "push_concurrency", num: &b.PushConcurrency},
+		{name: "push_mode", str: &b.PushMode},
+		{name: "push_timeout", str: &b.PushTimeout},
+	}
+}
+
+// option finds b's option name.
+func (b *Binding) option(name string) (bindingOption, bool) {
+	for _, o := range b.options() {
+		if o.name == name {
+			return o, true
+		}
+	}
+	return bindingOption{}, false
+}
+
+// optionNames lists the options for an error message.
+func optionNames() string {
+	var b Binding
+	var names []string
+	for _, o := range b.options() {
+		names = append(names, o.name)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // validate checks both names; prefix is the field path of the binding
@@ -198,6 +289,9 @@ func (b Binding) validatePolicy(prefix string) *ValidationError {
 	if _, err := broker.ParseTagExpression(b.Tags); err != nil {
 		return invalid(prefix+"tags", "%s", strings.TrimPrefix(err.Error(), "broker: "))
 	}
+	if err := b.validatePush(prefix); err != nil {
+		return err
+	}
 	if b.MaxAttempts < 0 || b.MaxAttempts > MaxAttemptsLimit {
 		return invalid(prefix+"max_attempts", "%d is out of range; want 1 to %d, or 0 (or none) for the sidecar's default", b.MaxAttempts, MaxAttemptsLimit)
 	}
@@ -212,6 +306,66 @@ func (b Binding) validatePolicy(prefix string) *ValidationError {
 	}
 	return nil
 }
+
+// validatePush checks the push subscription of a consume binding; prefix
+// ends in '.' when not empty.
+func (b Binding) validatePush(prefix string) *ValidationError {
+	if b.PushURL == "" {
+		switch {
+		case b.PushConcurrency != 0:
+			return invalid(prefix+"push_concurrency", "set without push_url")
+		case b.PushMode != "":
+			return invalid(prefix+"push_mode", "set without push_url")
+		case b.PushTimeout != "":
+			return invalid(prefix+"push_timeout", "set without push_url")
+		}
+		return nil
+	}
+	if reason := checkPushURL(b.PushURL); reason != "" {
+		return invalid(prefix+"push_url", "%s %s", quote(b.PushURL), reason)
+	}
+	if b.PushConcurrency < 0 || b.PushConcurrency > MaxPushConcurrency {
+		return invalid(prefix+"push_concurrency", "%d is out of range; want 1 to %d, or 0 (or none) for 1", b.PushConcurrency, MaxPushConcurrency)
+	}
+	switch b.PushMode {
+	case "", PushModeBinary, PushModeStructured:
+	default:
+		return invalid(prefix+"push_mode", "%s is not %q or %q", quote(b.PushMode), PushModeBinary, PushModeStructured)
+	}
+	if b.PushTimeout != "" {
+		d, err := time.ParseDuration(b.PushTimeout)
+		if err != nil || d <= 0 || d > MaxPushTimeout {
+			return invalid(prefix+"push_timeout", "%s is not a Go duration above 0 and at most %s (\"5s\", \"500ms\")", quote(b.PushTimeout), MaxPushTimeout)
+		}
+	}
+	return nil
+}
+
+// checkPushURL checks the form of a push URL; which hosts are allowed is
+// the sidecar's decision. It returns "" when the URL is valid, else the
+// reason.
+func checkPushURL(s string) string {
+	if len(s) > maxPushURLLen {
+		return fmt.Sprintf("is %d bytes long; the limit is %d", len(s), maxPushURLLen)
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "is not a URL: " + strings.TrimPrefix(err.Error(), "parse ")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "is not an http:// or https:// URL"
+	case u.Host == "" || u.Hostname() == "":
+		return "names no host"
+	case u.User != nil:
+		return "holds user information; registrations are shown by GET /v1/registrations, so credentials do not belong in them"
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return "has a fragment"
+	}
+	return ""
+}
+
+// maxPushURLLen bounds Binding.PushURL.
+const maxPushURLLen = 2048
 
 func compareBindings(a, b Binding) int {
 	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Topic, b.Topic))
@@ -281,6 +435,8 @@ func validateBindings(field string, bs []Binding, consume bool) *ValidationError
 			return invalid(path+".broker_group", "only consume bindings have a broker group (producers join no group)")
 		case b.Tags != "":
 			return invalid(path+".tags", "only consume bindings filter by tag")
+		case b.PushURL != "" || b.PushConcurrency != 0 || b.PushMode != "" || b.PushTimeout != "":
+			return invalid(path+".push_url", "only consume bindings are pushed to")
 		}
 		if seen == nil {
 			continue
