@@ -578,6 +578,9 @@ func (g *grpcServer) Subscribe(st pb.Mesh_SubscribeServer) error {
 	}
 	secret, _ := grpcSecret(ctx) // checked by grpcConsumer
 	first, err := st.Recv()
+	if errors.Is(err, io.EOF) {
+		return nil // the client closed without subscribing
+	}
 	if err != nil {
 		return err
 	}
