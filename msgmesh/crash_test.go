@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,8 +58,13 @@ func startProc(t testing.TB, bin string, args ...string) *sidecarProc {
 }
 
 // startProcEnv starts the binary with extra environment variables.
+// Unless args set --grpc, the gRPC API listens on a port of its own
+// choosing, not on the default 7603 that parallel tests would share.
 func startProcEnv(t testing.TB, env []string, bin string, args ...string) *sidecarProc {
 	t.Helper()
+	if !slices.Contains(args, "--grpc") {
+		args = append(slices.Clip(args), "--grpc", "127.0.0.1:0")
+	}
 	p := &sidecarProc{cmd: exec.Command(bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	// A race-built binary reports races on stderr without changing its exit
 	// code; checkRaces fails the test for any race but the known ones of

@@ -21,6 +21,11 @@ type HandoffState struct {
 	Mesh  *os.File    `json:"-"`
 	HTTP  *os.File    `json:"-"`
 	Conns []ConnState `json:"conns"`
+	// GRPC is the gRPC API's listener; nil when the sidecar has none. It
+	// is not in Files: the binary sends it as a named extra file, so that
+	// a successor or predecessor from before the gRPC API still takes the
+	// rest (internal/sidecarapp).
+	GRPC *os.File `json:"-"`
 }
 
 // ConnState is one app connection in flight between two processes.
@@ -82,7 +87,7 @@ func (h *HandoffState) SetFiles(fs []*os.File) error {
 
 // Close closes every file; the sockets live on in whoever holds copies.
 func (h *HandoffState) Close() {
-	for _, f := range h.Files() {
+	for _, f := range append(h.Files(), h.GRPC) {
 		if f != nil {
 			_ = f.Close()
 		}
@@ -118,6 +123,7 @@ func (s *Sidecar) Handoff(ctx context.Context) (*HandoffState, error) {
 
 func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	start := time.Now()
+	s.grpcNotServing()
 	if err := s.PauseDelivery(ctx); err != nil {
 		s.log.Warn("handoff: pausing delivery", "err", err)
 	}
@@ -156,13 +162,24 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		_ = st.Mesh.Close()
 		return nil, err
 	}
+	if s.grpcLn != nil {
+		if st.GRPC, err = listenerFile(s.grpcLn); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	s.meshSrv.Close()
+	// The successor holds the gRPC socket now: new connections wait in
+	// the kernel for it.
+	s.grpcStopAccepting()
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		s.log.Warn("handoff: http requests still running", "err", err)
 	}
 	// HTTP deliveries still unanswered go back to the broker: their ids
-	// mean nothing to the successor.
+	// mean nothing to the successor. Subscribe streams end UNAVAILABLE and
+	// the gRPC server stops (GOAWAY): clients reconnect to the successor.
 	s.detached.stopAll()
+	s.stopGRPC(ctx)
 
 	s.sessMu.Lock()
 	s.handingOff = true

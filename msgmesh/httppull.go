@@ -86,9 +86,16 @@ func (sc *Sidecar) startHTTPPull(ctx context.Context, id identity, k routeKey, m
 // and tracestate headers, for the pull span to continue; Background when
 // it has none.
 func requestTrace(r *http.Request) context.Context {
+	return traceContext(r.Header.Get)
+}
+
+// traceContext is the W3C trace context that get (a request's header or
+// metadata lookup) gives for traceparent and tracestate; Background when
+// there is none.
+func traceContext(get func(string) string) context.Context {
 	hs := make([]broker.Header, 0, 2)
 	for _, name := range []string{msgtrace.TraceParent, "tracestate"} {
-		if v := r.Header.Get(name); v != "" {
+		if v := get(name); v != "" {
 			hs = append(hs, broker.Header{Key: name, Value: v})
 		}
 	}

@@ -327,7 +327,12 @@ const httpAppHeader = "Msgmesh-App"
 // bearer returns the secret of an "Authorization: Bearer <secret>" header;
 // "" when there is none.
 func bearer(r *http.Request) (string, error) {
-	h := r.Header.Get("Authorization")
+	return bearerValue(r.Header.Get("Authorization"))
+}
+
+// bearerValue returns the secret of an Authorization value "Bearer
+// <secret>" (the HTTP header, or the gRPC metadata); "" for none.
+func bearerValue(h string) (string, error) {
 	if h == "" {
 		return "", nil
 	}
@@ -345,7 +350,13 @@ func (sc *Sidecar) httpIdentity(r *http.Request) (*identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	app := r.Header.Get(httpAppHeader)
+	return sc.namedIdentity(r.Header.Get(httpAppHeader), secret)
+}
+
+// namedIdentity is who a request naming app (its Msgmesh-App header or
+// msgmesh-app metadata) with secret acts as: the app, authenticated; nil
+// when it names none (and sends no secret).
+func (sc *Sidecar) namedIdentity(app, secret string) (*identity, error) {
 	if app == "" {
 		if secret != "" {
 			return nil, fmt.Errorf("%w: a secret was sent without the app it belongs to: name the app in the %s header", ErrInvalid, httpAppHeader)

@@ -84,6 +84,8 @@ import (
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 	"github.com/msgmesh/msgmesh/schema"
 	"github.com/msgmesh/msgmesh/topology"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 )
 
 // Config configures a Sidecar. The zero value of every field but DataDir and
@@ -100,6 +102,9 @@ type Config struct {
 	// or CIDR prefixes, any port. It refuses every other Host, as DNS
 	// rebinding would send it (httpguard.go). Zero: loopback only.
 	HTTPAllowedHosts []string
+	// GRPCListen is the gRPC API's address (grpc.go, docs/grpc.md). Zero:
+	// no gRPC API (the msgmesh binary's --grpc defaults to 127.0.0.1:7603).
+	GRPCListen string
 	// Brokers are the broker clusters topics live on, by cluster name; the
 	// caller opens them (brokers.Open) and closes them after Shutdown.
 	// Required, unless Broker is set.
@@ -333,6 +338,12 @@ type Sidecar struct {
 	httpLn  net.Listener
 	guard   *httpGuard    // in front of the HTTP API
 	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
+
+	// The gRPC API (grpc.go); all nil without Config.GRPCListen.
+	grpcLn     net.Listener
+	grpcSrv    *grpc.Server
+	grpcAPI    *grpcServer
+	grpcHealth *health.Server
 	// deadLetters are the dead-letter publishes in progress (deadletter.go);
 	// Shutdown and Handoff wait for them.
 	deadLetters core.Routines
@@ -487,6 +498,7 @@ func (s *Sidecar) Start(ctx context.Context) error {
 			s.log.Error("http listener stopped", "err", err)
 		}
 	})
+	s.startGRPC()
 	s.bg.Go(s.retryLoop)
 	s.startProbes()
 	if inh := s.cfg.Inherit; inh != nil {
@@ -497,7 +509,11 @@ func (s *Sidecar) Start(ctx context.Context) error {
 		}
 		s.log.Info("adopted connections from the previous process", "connections", len(inh.Conns))
 	}
-	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(),
+	grpcAddr := "off"
+	if a := s.GRPCAddr(); a != nil {
+		grpcAddr = a.String()
+	}
+	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(), "grpc", grpcAddr,
 		"registrations", len(s.snap.Load().consume)+len(s.snap.Load().produce))
 	return nil
 }
@@ -515,7 +531,7 @@ func (s *Sidecar) listen() error {
 		}
 		_ = inh.Mesh.Close()
 		_ = inh.HTTP.Close()
-		return nil
+		return s.listenGRPC()
 	}
 	var err error
 	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
@@ -524,6 +540,35 @@ func (s *Sidecar) listen() error {
 	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPListen); err != nil {
 		_ = s.meshLn.Close()
 		return fmt.Errorf("msgmesh: http listener: %w", err)
+	}
+	return s.listenGRPC()
+}
+
+// listenGRPC opens the gRPC listener, or adopts the inherited one; with
+// Config.GRPCListen empty an inherited one is closed. On error it closes
+// the other listeners.
+func (s *Sidecar) listenGRPC() error {
+	var inherited *os.File
+	if inh := s.cfg.Inherit; inh != nil {
+		inherited = inh.GRPC
+	}
+	var err error
+	switch {
+	case s.cfg.GRPCListen == "":
+		if inherited != nil {
+			_ = inherited.Close() // the predecessor served gRPC; this one does not
+		}
+		return nil
+	case inherited != nil:
+		s.grpcLn, err = net.FileListener(inherited)
+		_ = inherited.Close()
+	default:
+		s.grpcLn, err = net.Listen("tcp", s.cfg.GRPCListen)
+	}
+	if err != nil {
+		_ = s.meshLn.Close()
+		_ = s.httpLn.Close()
+		return fmt.Errorf("msgmesh: grpc listener: %w", err)
 	}
 	return nil
 }
@@ -556,6 +601,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("msgmesh shutting down")
 	s.draining.Store(true)
 	s.meshSrv.Close()
+	s.grpcNotServing()
+	s.grpcStopAccepting()
 	s.detached.finishPulls()
 	// Stop upstreams under reconcileMu so a concurrent reconcile cannot
 	// start new ones; cancelling s.ctx first makes any retry loop give up.
@@ -577,7 +624,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
 	}
-	s.detached.stopAll()
+	s.detached.stopAll() // Subscribe streams end UNAVAILABLE
+	s.stopGRPC(ctx)
 	for _, ss := range s.sessionsNow() {
 		ss.close(errors.New("sidecar shutting down"))
 	}

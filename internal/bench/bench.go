@@ -15,9 +15,10 @@
 // (a backlog read and acked by one consumer), and publish latency (one
 // synchronous publish at a time, p50 and p99). The HTTP push row consumes
 // through a push subscription instead: the sidecar POSTs every message as
-// a CloudEvent to a loopback net/http receiver (push.go). With variants it
-// also measures the sidecar with schema validation, tracing and metrics
-// on.
+// a CloudEvent to a loopback net/http receiver (push.go). The gRPC row does
+// all three through the sidecar's gRPC API (grpc.go) instead of the SDK.
+// With variants it also measures the sidecar with schema validation,
+// tracing and metrics on.
 package bench
 
 import (
@@ -94,6 +95,8 @@ const (
 	KindDirect  = "direct"
 	KindSidecar = "sidecar"
 	KindVariant = "variant"
+	// KindGRPC is the sidecar reached through its gRPC API (grpc.go).
+	KindGRPC = "grpc"
 )
 
 // Result is one path's figures.
@@ -135,9 +138,10 @@ const (
 	topicTracing = "bench-tracing"
 	topicMetrics = "bench-metrics"
 	topicPush    = "bench-push"
+	topicGRPC    = "bench-grpc"
 )
 
-var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicPush}
+var allTopics = []string{topicDirect, topicSidecar, topicSchema, topicTracing, topicMetrics, topicPush, topicGRPC}
 
 // Run starts each broker in turn, measures its paths and tears it down. A
 // path that cannot be set up or measured is a row with Err set; Run itself
@@ -213,6 +217,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 		}},
 		{KindVariant, pushRowName, func() (path, func(), error) {
 			return newSidecar(ctx, st.cluster, dir+"/push", topicPush, sidecarOpts{push: true})
+		}},
+		{KindGRPC, "app → gRPC → sidecar → " + serverName[name], func() (path, func(), error) {
+			return newSidecar(ctx, st.cluster, dir+"/grpc", topicGRPC, sidecarOpts{grpc: true})
 		}},
 	}
 	if cfg.Variants {
@@ -406,7 +413,7 @@ func printSyncCost(w io.Writer, rs []Result) {
 }
 
 func printBroker(w io.Writer, rs []Result) {
-	var direct, plain *Result
+	var direct, plain, viaGRPC *Result
 	for i := range rs {
 		r := &rs[i]
 		if r.Err != nil {
@@ -419,6 +426,8 @@ func printBroker(w io.Writer, rs []Result) {
 			direct = r
 		case KindSidecar:
 			plain = r
+		case KindGRPC:
+			viaGRPC = r
 		}
 	}
 	ratio := func(label string, a, b *Result) {
@@ -429,6 +438,8 @@ func printBroker(w io.Writer, rs []Result) {
 			a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
 	}
 	ratio("ratio sidecar / direct", plain, direct)
+	ratio("ratio gRPC / direct", viaGRPC, direct)
+	ratio("ratio gRPC / sidecar (SDK)", viaGRPC, plain)
 	for i := range rs {
 		r := &rs[i]
 		if r.Kind != KindVariant || r.Err != nil {
@@ -554,6 +565,7 @@ type sidecarOpts struct {
 	tracing bool // telemetry with a real SDK tracer provider
 	metrics bool // telemetry with tracing off (metrics only)
 	push    bool // consume through an HTTP push subscription (push.go)
+	grpc    bool // the app uses the gRPC API, not the SDK
 }
 
 func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic string, o sidecarOpts) (path, func(), error) {
@@ -575,7 +587,11 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		return nil, nil, err
 	}
 	cleanups = append(cleanups, func() { _ = b.Close() })
-	sc, err := msgmesh.New(msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel})
+	cfg := msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel}
+	if o.grpc {
+		cfg.GRPCListen = "127.0.0.1:0"
+	}
+	sc, err := msgmesh.New(cfg)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -602,6 +618,14 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 			cleanup()
 			return nil, nil, err
 		}
+	}
+	if o.grpc {
+		g, err := newGRPCPath(sc, "bench", topic, group)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		return g, func() { g.close(); cleanup() }, nil
 	}
 	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp("bench"), client.WithLogger(quiet))
 	if err != nil {

@@ -27,8 +27,8 @@ func TestWalkthrough(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed (apt-get install curl); docs/walkthrough.md was not run")
 	}
-	for _, addr := range []string{"127.0.0.1:4222", "127.0.0.1:7700", "127.0.0.1:7600", "127.0.0.1:7601", "127.0.0.1:7602",
-		"127.0.0.1:7610", "127.0.0.1:7611", "127.0.0.1:7612"} {
+	for _, addr := range []string{"127.0.0.1:4222", "127.0.0.1:7700", "127.0.0.1:7600", "127.0.0.1:7601", "127.0.0.1:7602", "127.0.0.1:7603",
+		"127.0.0.1:7610", "127.0.0.1:7611", "127.0.0.1:7612", "127.0.0.1:7613"} {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Skipf("port %s, which docs/walkthrough.md uses, is taken: %v", addr, err)

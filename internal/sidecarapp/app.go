@@ -174,6 +174,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for registrations and the embedded broker's data")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7600", "mesh-protocol listener")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7601", "HTTP API listener")
+	fs.StringVar(&cfg.GRPCListen, "grpc", "127.0.0.1:7603", "gRPC API listener (docs/grpc.md); empty: none")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 1024, "unanswered deliveries per app connection")
 	fs.DurationVar(&cfg.DeliveryTimeout, "delivery-timeout", 30*time.Second, "time an app has to answer a delivery before it is redelivered")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", msgmesh.DefaultMaxMessageSize, "largest message body accepted from apps, in bytes (lower for a cluster that takes no larger message; the sidecar logs it)")
@@ -182,7 +183,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", msgmesh.DefaultMaxAttempts, "deliveries of a message to a consumer group before it is moved to the group's dead-letter topic, for consume bindings that set no max_attempts")
 	fs.DurationVar(&cfg.MaxNackDelay, "max-nack-delay", msgmesh.DefaultMaxNackDelay, "longest redelivery delay a NACK may ask for; longer delays are cut to it")
 	fs.BoolVar(&cfg.RequireAppSecrets, "require-app-secrets", false, "every app must prove who it is with its secret (HELLO, HTTP Authorization: Bearer), for hosts where apps do not trust each other; registering a new app issues one (docs/protocol.md §9)")
-	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats (docs/config.md)")
+	allowRemote := fs.String("allow-remote", "", "listeners that may bind an address beyond loopback, comma-separated: http, mesh, nats, grpc (docs/config.md)")
 	httpHosts := fs.String("http-allowed-hosts", "", "Host names, addresses or CIDR prefixes the HTTP API answers besides localhost, 127.0.0.0/8 and [::1], comma-separated")
 	pushHosts := fs.String("push-allow-hosts", "", "host names, addresses or CIDR prefixes that push subscriptions may POST to besides localhost, 127.0.0.0/8 and [::1], comma-separated (docs/http-api.md)")
 	fs.DurationVar(&cfg.PushTimeout, "push-timeout", 0, "longest a push subscription's POST may take when its registration sets no push_timeout; below --delivery-timeout (0: 10s, or half of --delivery-timeout when that is 20s or less)")
@@ -212,7 +213,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	applyCapacity(fs, &cfg, file.Capacity)
-	access, err := checkAccess(log, file, *allowRemote, *httpHosts, cfg.HTTPListen, cfg.Listen, *natsListen, *natsURL != "")
+	access, err := checkAccess(log, file, *allowRemote, *httpHosts, cfg.HTTPListen, cfg.Listen, *natsListen, *natsURL != "",
+		listener{remoteGRPC, "--grpc", cfg.GRPCListen, "the gRPC API, which authenticates no one without app secrets, would let them publish and consume as any app"})
 	if err != nil {
 		return err
 	}
@@ -262,6 +264,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC,
 		upgrade: upgradeOpts{enabled: *upgrade, want: map[string]string{"mesh": cfg.Listen, "http": cfg.HTTPListen}}}
+	if cfg.GRPCListen != "" {
+		rt.upgrade.want["grpc"] = cfg.GRPCListen
+	}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
 		cp.DeliveryTimeout = cfg.DeliveryTimeout
@@ -572,6 +577,9 @@ func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.Ha
 	files[len(files)-1] = ctlFile
 	if fwd != nil {
 		files, extra = append(files, fwd), append(extra, "forward")
+	}
+	if st.GRPC != nil {
+		files, extra = append(files, st.GRPC), append(extra, "grpc")
 	}
 	if err == nil {
 		err = rt.send(c, st, files, extra)

@@ -25,7 +25,7 @@ import (
 // --http-allowed-hosts add to it.
 type Access struct {
 	// AllowRemote names the listeners that may bind a non-loopback
-	// address: http, mesh, nats. Zero: none may.
+	// address: http, mesh, nats, grpc. Zero: none may.
 	AllowRemote []string `yaml:"allow_remote"`
 	// HTTPAllowedHosts are Host names, addresses or CIDR prefixes the HTTP
 	// API answers besides loopback ones (msgmesh.Config.HTTPAllowedHosts).
@@ -38,13 +38,15 @@ const (
 	remoteHTTP = "http"
 	remoteMesh = "mesh"
 	remoteNATS = "nats"
+	remoteGRPC = "grpc"
 )
 
 // checkAccess adds the flags --allow-remote and --http-allowed-hosts to
 // the config file's access section and checks the listeners against it
 // (checkListeners). natsURL says the brokers are external (--nats-url);
 // so does a brokers section in the file.
-func checkAccess(log *slog.Logger, file *File, allowRemote, httpHosts, httpListen, meshListen, natsListen string, natsURL bool) (Access, error) {
+// more are further listeners to check alike (the gRPC API's).
+func checkAccess(log *slog.Logger, file *File, allowRemote, httpHosts, httpListen, meshListen, natsListen string, natsURL bool, more ...listener) (Access, error) {
 	a := Access{}
 	if file.Access != nil {
 		a = *file.Access
@@ -56,17 +58,18 @@ func checkAccess(log *slog.Logger, file *File, allowRemote, httpHosts, httpListe
 	if (file.Brokers != nil || natsURL) && natsListen != "" {
 		return a, errors.New("--nats-listen exposes the embedded NATS server, which does not run with --nats-url or a brokers section in --config")
 	}
-	return a, checkListeners(log, a,
-		listener{remoteHTTP, "--http", httpListen, "the HTTP API, which authenticates no one, would let them register apps and publish"},
-		listener{remoteMesh, "--listen", meshListen, "the mesh protocol, meant for apps on this host, would let them connect as any registered app"},
-		listener{remoteNATS, "--nats-listen", natsListen, "the embedded NATS server gives its clients every stream (they need the generated credentials, but the traffic is not encrypted)"})
+	return a, checkListeners(log, a, append([]listener{
+		{remoteHTTP, "--http", httpListen, "the HTTP API, which authenticates no one, would let them register apps and publish"},
+		{remoteMesh, "--listen", meshListen, "the mesh protocol, meant for apps on this host, would let them connect as any registered app"},
+		{remoteNATS, "--nats-listen", natsListen, "the embedded NATS server gives its clients every stream (they need the generated credentials, but the traffic is not encrypted)"}},
+		more...)...)
 }
 
 // validate checks the listener names.
 func (a *Access) validate() error {
 	for _, n := range a.AllowRemote {
-		if !slices.Contains([]string{remoteHTTP, remoteMesh, remoteNATS}, n) {
-			return fmt.Errorf("unknown listener %q (known: %s, %s, %s)", n, remoteHTTP, remoteMesh, remoteNATS)
+		if !slices.Contains([]string{remoteHTTP, remoteMesh, remoteNATS, remoteGRPC}, n) {
+			return fmt.Errorf("unknown listener %q (known: %s, %s, %s, %s)", n, remoteHTTP, remoteMesh, remoteNATS, remoteGRPC)
 		}
 	}
 	return nil

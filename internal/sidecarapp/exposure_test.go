@@ -70,3 +70,22 @@ func TestNATSCredentialsFile(t *testing.T) {
 		t.Errorf("a file without a password: %v", err)
 	}
 }
+
+// The gRPC listener is checked like the others: beyond loopback only with
+// --allow-remote grpc; the binary refuses to start otherwise, naming the
+// flag and what to pass.
+func TestGRPCExposure(t *testing.T) {
+	var stderr strings.Builder
+	err := Run(t.Context(), []string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--grpc", "0.0.0.0:0"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--grpc 0.0.0.0:0 is not a loopback address") || !strings.Contains(err.Error(), "--allow-remote grpc") {
+		t.Fatalf("--grpc on every interface: %v", err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	grpcOn := func(addr string) listener { return listener{remoteGRPC, "--grpc", addr, "test"} }
+	if _, err := checkAccess(log, &File{}, "grpc", "", "127.0.0.1:1", "127.0.0.1:2", "", false, grpcOn("0.0.0.0:3")); err != nil {
+		t.Errorf("--allow-remote grpc: %v", err)
+	}
+	if _, err := checkAccess(log, &File{}, "", "", "127.0.0.1:1", "127.0.0.1:2", "", false, grpcOn("")); err != nil {
+		t.Errorf("--grpc \"\" (off): %v", err)
+	}
+}

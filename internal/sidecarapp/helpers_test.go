@@ -54,7 +54,7 @@ func startSidecar(t *testing.T, dataDir string, args ...string) *sidecar {
 	s := &sidecar{t: t, http: freeAddr(t), mesh: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	args = append([]string{"--data-dir", dataDir, "--listen", s.mesh, "--http", s.http, "--shutdown-grace", "5s"}, args...)
+	args = append([]string{"--data-dir", dataDir, "--listen", s.mesh, "--http", s.http, "--grpc", "127.0.0.1:0", "--shutdown-grace", "5s"}, args...)
 	go func() { s.done <- Run(ctx, args, s.log) }()
 	t.Cleanup(func() {
 		s.stop()

@@ -32,12 +32,13 @@ var (
 )
 
 // Listener names in a status answer, in the order messages list them,
-// with the flag that sets each. Only the first three move to a successor;
+// with the flag that sets each. Only the first four move to a successor;
 // the RPC proxy's listeners do not (the successor opens its own).
 var listenerNames = []struct{ name, flag string }{
 	{"mesh", "--listen"},
 	{"http", "--http"},
 	{"forwarding", "--forward-listen"},
+	{"grpc", "--grpc"},
 	{"rpc egress", ""},
 	{"rpc ingress", ""},
 }
@@ -47,7 +48,7 @@ var listenerNames = []struct{ name, flag string }{
 // inherit must name the same addresses.
 type upgradeOpts struct {
 	enabled bool
-	// want maps a listener name ("mesh", "http", "forwarding") to this
+	// want maps a listener name ("mesh", "http", "forwarding", "grpc") to this
 	// process's flag value; a listener it does not open is absent.
 	want map[string]string
 }
@@ -144,8 +145,15 @@ func takeover(sock string, up upgradeOpts, log *slog.Logger) (*msgmesh.HandoffSt
 		return fail(err)
 	}
 	var fwd *os.File
-	if len(m.Extra) > 1 && m.Extra[1] == "forward" {
-		fwd = files[n+1]
+	for i, name := range m.Extra[1:] {
+		switch name {
+		case "forward":
+			fwd = files[n+1+i]
+		case "grpc":
+			hs.GRPC = files[n+1+i]
+		default:
+			files[n+1+i].Close() // from a newer predecessor: not for us
+		}
 	}
 	if os.Getenv(testKillAfterReceive) != "" {
 		// Test hook: die the hardest way at the worst moment, holding
@@ -263,6 +271,9 @@ func (rt *runtime) status() handoff.Msg {
 	}
 	if rt.link != nil {
 		ls["forwarding"] = rt.link.ln.Addr().String()
+	}
+	if a := rt.sc.GRPCAddr(); a != nil {
+		ls["grpc"] = a.String()
 	}
 	if rt.proxy != nil {
 		if a := rt.proxy.EgressAddr(); a != nil {

@@ -1,0 +1,166 @@
+package msgmesh_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/msgmesh/msgmesh/proto/msgmesh/v1"
+)
+
+// TestHotUpgradeGRPC: a hot upgrade of the binary while a gRPC client
+// publishes (unary) and consumes (Subscribe with acks). The gRPC listener
+// moves to the new process: the client's Subscribe stream ends UNAVAILABLE
+// after the old process let it answer what it held, the health service
+// said NOT_SERVING first, and the client, subscribing again on the same
+// address, is served by the new process. Every acknowledged publish is
+// consumed, and the duplicates (none expected: the old process waits for
+// the answers) are counted.
+func TestHotUpgradeGRPC(t *testing.T) {
+	bin, args, _, httpAddr := upgradeSetup(t, nil)
+	grpcAddr := freePort(t)
+	args = append(args, "--grpc", grpcAddr)
+	old := startProc(t, bin, args...)
+	waitHealthy(t, old, httpAddr)
+	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	cc := grpcConn(t, grpcAddr)
+	c := pb.NewMeshClient(cc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var (
+		mu       sync.Mutex
+		acked    = map[string]bool{}
+		consumed = map[string]int{}
+		ends     []codes.Code // how Subscribe streams ended
+		health   []healthpb.HealthCheckResponse_ServingStatus
+		wg       sync.WaitGroup
+	)
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked), len(consumed)
+	}
+	// Health: watch it, again after each end, recording each status.
+	wg.Go(func() {
+		hc := healthpb.NewHealthClient(cc)
+		for ctx.Err() == nil {
+			w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+			for err == nil {
+				var r *healthpb.HealthCheckResponse
+				if r, err = w.Recv(); err == nil {
+					mu.Lock()
+					health = append(health, r.Status)
+					mu.Unlock()
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	// The consumer subscribes again whenever its stream ends.
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			st, err := c.Subscribe(metadata.NewOutgoingContext(ctx, metadata.Pairs("msgmesh-app", "orders")))
+			if err == nil {
+				err = st.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscribe{Subscribe: &pb.Subscribe{
+					Subscriptions: []*pb.Subscription{{Group: "g1", Topic: topic}}, Window: 32}}})
+			}
+			for err == nil {
+				var r *pb.SubscribeResponse
+				if r, err = st.Recv(); err != nil {
+					break
+				}
+				if d := r.GetDelivery(); d != nil {
+					mu.Lock()
+					consumed[string(d.Body)]++
+					mu.Unlock()
+					err = st.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Settle{DeliveryIds: []string{d.DeliveryId}}}})
+				}
+			}
+			mu.Lock()
+			ends = append(ends, status.Code(err))
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	// The producer publishes one at a time; a failed publish is retried
+	// (an UNAVAILABLE one was not stored).
+	stopPub, pubDone := make(chan struct{}), make(chan struct{})
+	wg.Go(func() {
+		defer close(pubDone)
+		for i := 0; ; {
+			select {
+			case <-stopPub:
+				return
+			default:
+			}
+			body := fmt.Sprintf("u-%d", i)
+			if _, err := c.Publish(as(t, "orders", "", 10*time.Second), pub(topic, body)); err != nil {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			mu.Lock()
+			acked[body] = true
+			mu.Unlock()
+			i++
+		}
+	})
+
+	waitFor(t, 30*time.Second, "gRPC traffic to flow", func() bool { a, c := count(); return a > 200 && c > 100 })
+	start := time.Now()
+	next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
+	select {
+	case <-old.done:
+	case <-time.After(scaled(90 * time.Second)):
+		t.Fatal("the old process did not hand over and exit")
+	}
+	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("old process exited %d", code)
+	}
+	t.Logf("old process gone %s after the new one started", time.Since(start).Round(time.Millisecond))
+	waitHealthy(t, next, httpAddr)
+	a0, c0 := count()
+	waitFor(t, 30*time.Second, "gRPC traffic to flow through the new process", func() bool { a, c := count(); return a > a0+200 && c > c0+200 })
+	close(stopPub)
+	<-pubDone
+	waitFor(t, 30*time.Second, "every acked publish to be consumed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for b := range acked {
+			if consumed[b] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	dups := 0
+	for _, k := range consumed {
+		dups += k - 1
+	}
+	if len(consumed) != len(acked) {
+		t.Errorf("%d publishes acked, %d distinct messages consumed", len(acked), len(consumed))
+	}
+	t.Logf("%d publishes acked, %d consumed, %d duplicates; Subscribe streams ended %v; health %v", len(acked), len(consumed), dups, ends, health)
+	if !slices.Contains(ends, codes.Unavailable) {
+		t.Errorf("no Subscribe stream ended UNAVAILABLE in the upgrade: %v", ends)
+	}
+	if i := slices.Index(health, healthpb.HealthCheckResponse_NOT_SERVING); i < 0 || !slices.Contains(health[i:], healthpb.HealthCheckResponse_SERVING) {
+		t.Errorf("health did not go NOT_SERVING and then SERVING (the new process): %v", health)
+	}
+}
