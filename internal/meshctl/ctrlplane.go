@@ -102,6 +102,15 @@ func printJSON(w io.Writer, v any) error {
 // appFlag defines the usual --app flag.
 func appFlag(fs *flag.FlagSet) *string { return fs.String("app", "", "the app's name (required)") }
 
+// appClient is what a command on one app needs first: --app given, and a
+// client of the control plane.
+func (f ctrlplaneFlags) appClient(app string) (*ctrlclient.Client, error) {
+	if err := requireApp(app); err != nil {
+		return nil, err
+	}
+	return f.client()
+}
+
 func requireApp(app string) error {
 	if app == "" {
 		return usagef("--app is required")
@@ -113,10 +122,7 @@ func setupAppsCreate(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := appFlag(fs)
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := cf.appClient(*app)
 		if err != nil {
 			return err
 		}
@@ -148,10 +154,7 @@ func setupAppsDelete(fs *flag.FlagSet) func(context.Context, *env) error {
 	app := appFlag(fs)
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := cf.appClient(*app)
 		if err != nil {
 			return err
 		}
@@ -168,10 +171,7 @@ func setupAppsRotate(fs *flag.FlagSet) func(context.Context, *env) error {
 	grace := fs.String("grace", "", "how long the old credential keeps working, e.g. 10m; 0s revokes it at once (default: the control plane's --rotation-grace)")
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := cf.appClient(*app)
 		if err != nil {
 			return err
 		}
@@ -332,10 +332,7 @@ func setupInstancesTable(fs *flag.FlagSet, jsonFlag bool, header string, row fun
 	}
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := cf.appClient(*app)
 		if err != nil {
 			return err
 		}

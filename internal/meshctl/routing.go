@@ -70,10 +70,7 @@ func setupRoutingGet(fs *flag.FlagSet) func(context.Context, *env) error {
 	asJSON := fs.Bool("json", false, "print the rules as JSON, as the API answers them")
 	cf := addCtrlplaneFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		if err := requireApp(*app); err != nil {
-			return err
-		}
-		c, err := cf.client()
+		c, err := cf.appClient(*app)
 		if err != nil {
 			return err
 		}
