@@ -182,9 +182,17 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("natsbroker: next: connection closed: %w", broker.ErrClosed)
 		}
-		nctx, cancel := context.WithCancel(ctx)
-		c.cancelNext = cancel
 		iter := c.iter
+		// One context per wait: cancelled by Pause and Close, and, on an
+		// iterator, ending after nudgeEvery.
+		var nctx context.Context
+		var cancel context.CancelFunc
+		if iter == nil {
+			nctx, cancel = context.WithCancel(ctx)
+		} else {
+			nctx, cancel = context.WithTimeout(ctx, nudgeEvery)
+		}
+		c.cancelNext = cancel
 		c.mu.Unlock()
 
 		if iter == nil {
@@ -203,10 +211,10 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			continue // the loop head reports ctx, state and closed conn
 		}
 
-		wctx, wcancel := context.WithTimeout(nctx, nudgeEvery)
-		m, err := iter.Next(jetstream.NextContext(wctx))
-		nudge := err != nil && nctx.Err() == nil && wctx.Err() != nil
-		wcancel()
+		m, err := iter.Next(jetstream.NextContext(nctx))
+		// The wait's own deadline, not ctx's and not a Pause or Close
+		// (those cancel).
+		nudge := err != nil && ctx.Err() == nil && errors.Is(nctx.Err(), context.DeadlineExceeded)
 		c.mu.Lock()
 		stale := c.state != stateRunning || c.iter != iter
 		c.mu.Unlock()
