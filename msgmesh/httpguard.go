@@ -128,7 +128,7 @@ func (g *httpGuard) allowedHost(hostport string) bool {
 		host = h
 	}
 	host = normalizeHost(host)
-	if host == "localhost" || g.names[host] {
+	if isLoopbackHost(host) || g.names[host] {
 		return true
 	}
 	a, err := netip.ParseAddr(host)
@@ -136,9 +136,6 @@ func (g *httpGuard) allowedHost(hostport string) bool {
 		return false
 	}
 	a = a.Unmap()
-	if a.IsLoopback() {
-		return true
-	}
 	for _, p := range g.prefixes {
 		if p.Contains(a) {
 			return true

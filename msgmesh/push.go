@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -182,8 +183,10 @@ func portOf(u *url.URL) string {
 	return "80"
 }
 
+// isLoopbackHost reports whether h (a host without port) is localhost or
+// a loopback address; the HTTP API's Host check and push URLs share it.
 func isLoopbackHost(h string) bool {
-	if h == "localhost" {
+	if strings.EqualFold(h, "localhost") {
 		return true
 	}
 	a, err := netip.ParseAddr(h)
