@@ -14,7 +14,9 @@
 //     Pending matches answers to requests by id (pending.go);
 //   - limits: HTTPLimits bounds the clients of the HTTP servers beside the
 //     listeners (httplimits.go), and FitFiles fits a connection limit to the
-//     process's open-file limit (fdlimit.go).
+//     process's open-file limit (fdlimit.go);
+//   - moving: FileOf duplicates a listener's or connection's socket for a
+//     hot upgrade (file.go; internal/upgrade carries it).
 //
 // Above it, the codecs (codecs/...) turn bytes into frames, the RPC proxy's
 // stream layer (rpcproxy/stream: codec interface, upstream pools with id

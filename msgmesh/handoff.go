@@ -11,20 +11,18 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/core"
 )
 
 // HandoffState is what a sidecar passes to its successor in a hot upgrade
-// (docs/design.md flow 10): its listening sockets and app connections as files,
-// and each connection's protocol state. The files travel over a unix
-// socket (package internal/handoff); the rest is JSON.
+// (docs/design.md flow 10): its listening sockets and app connections as
+// files, and each connection's protocol state. The files travel by name
+// over a unix socket (Files; package internal/upgrade); the rest is JSON.
 type HandoffState struct {
 	Mesh  *os.File    `json:"-"`
 	HTTP  *os.File    `json:"-"`
 	Conns []ConnState `json:"conns"`
-	// GRPC is the gRPC API's listener; nil when the sidecar has none. It
-	// is not in Files: the binary sends it as a named extra file, so that
-	// a successor or predecessor from before the gRPC API still takes the
-	// rest (internal/sidecarapp).
+	// GRPC is the gRPC API's listener; nil when the sidecar has none.
 	GRPC *os.File `json:"-"`
 }
 
@@ -63,31 +61,38 @@ type HeldDelivery struct {
 	Token    []byte    `json:"token"`    // broker.Portable's
 }
 
-// Files lists every file in the state, listeners first, in a fixed order
-// that SetFiles takes back.
-func (h *HandoffState) Files() []*os.File {
-	fs := []*os.File{h.Mesh, h.HTTP}
-	for _, c := range h.Conns {
-		fs = append(fs, c.File)
+// Files names every file in the state: "mesh", "http", "grpc" (when
+// there is a gRPC listener) and "conn/<i>" for Conns[i]. A msgmesh from
+// before named files sent mesh, http and the connections by position in
+// that order, and its successor takes them back under these names.
+func (h *HandoffState) Files() map[string]*os.File {
+	fs := map[string]*os.File{"mesh": h.Mesh, "http": h.HTTP}
+	if h.GRPC != nil {
+		fs["grpc"] = h.GRPC
+	}
+	for i, c := range h.Conns {
+		fs[fmt.Sprintf("conn/%d", i)] = c.File
 	}
 	return fs
 }
 
-// SetFiles puts back files in the order Files gave them.
-func (h *HandoffState) SetFiles(fs []*os.File) error {
-	if len(fs) != 2+len(h.Conns) {
-		return fmt.Errorf("msgmesh: handoff: %d files for 2 listeners and %d connections", len(fs), len(h.Conns))
+// SetFiles puts back the files by the names Files gave them.
+func (h *HandoffState) SetFiles(fs map[string]*os.File) error {
+	h.Mesh, h.HTTP, h.GRPC = fs["mesh"], fs["http"], fs["grpc"]
+	if h.Mesh == nil || h.HTTP == nil {
+		return errors.New("msgmesh: handoff: the mesh or HTTP listener is missing")
 	}
-	h.Mesh, h.HTTP = fs[0], fs[1]
 	for i := range h.Conns {
-		h.Conns[i].File = fs[2+i]
+		if h.Conns[i].File = fs[fmt.Sprintf("conn/%d", i)]; h.Conns[i].File == nil {
+			return fmt.Errorf("msgmesh: handoff: connection %d of %d is missing", i, len(h.Conns))
+		}
 	}
 	return nil
 }
 
 // Close closes every file; the sockets live on in whoever holds copies.
 func (h *HandoffState) Close() {
-	for _, f := range append(h.Files(), h.GRPC) {
+	for _, f := range h.Files() {
 		if f != nil {
 			_ = f.Close()
 		}
@@ -212,13 +217,9 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 }
 
 func listenerFile(ln net.Listener) (*os.File, error) {
-	fl, ok := ln.(interface{ File() (*os.File, error) })
-	if !ok {
-		return nil, fmt.Errorf("msgmesh: handoff: listener %T cannot be passed on", ln)
-	}
-	f, err := fl.File()
+	f, err := core.FileOf(ln)
 	if err != nil {
-		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
+		return nil, fmt.Errorf("msgmesh: handoff: listener: %w", err)
 	}
 	return f, nil
 }
@@ -255,7 +256,7 @@ func (s *session) freezeCleanup() {
 	}
 	s.dead.Store(true)
 	flushErr := s.w.Close()
-	f, err := connFile(s.conn)
+	f, err := core.FileOf(s.conn)
 	_ = s.conn.Close()
 	if err != nil || flushErr != nil {
 		s.log.Warn("connection lost during handoff", "err", errors.Join(err, flushErr))
@@ -271,14 +272,6 @@ func (s *session) freezeCleanup() {
 	s.sc.sessMu.Lock()
 	s.sc.frozen = append(s.sc.frozen, cs)
 	s.sc.sessMu.Unlock()
-}
-
-func connFile(c net.Conn) (*os.File, error) {
-	fc, ok := c.(interface{ File() (*os.File, error) })
-	if !ok {
-		return nil, fmt.Errorf("connection %T cannot be passed on", c)
-	}
-	return fc.File()
 }
 
 // adopt starts serving a connection a predecessor handed over.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -177,6 +178,16 @@ func (l *switchListener) open() error {
 	}
 	l.start(ln)
 	return nil
+}
+
+// file returns a copy of the open socket for a successor; nil while paused.
+func (l *switchListener) file() (*os.File, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.real == nil {
+		return nil, nil
+	}
+	return core.FileOf(l.real)
 }
 
 // pause closes the socket: new connections are refused. Open ones go on.

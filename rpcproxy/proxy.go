@@ -2,12 +2,14 @@ package rpcproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +50,10 @@ type Proxy struct {
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{} // downstream connections, closed at a hard stop
+	frozen []ConnState           // connections captured by Freeze
+
+	freezing atomic.Bool // Freeze runs: stopped connections are captured, not closed
+	inherit  *Handover   // what Start adopts (Adopt); nil: a fresh start
 
 	startOnce sync.Once
 	shutOnce  sync.Once
@@ -182,16 +188,25 @@ func (p *Proxy) Start(ctx context.Context) error {
 }
 
 func (p *Proxy) start(ctx context.Context) error {
+	inh := p.inherit
+	if inh == nil {
+		inh = &Handover{}
+	}
+	p.inherit = nil
 	if p.cfg.Egress.Listen != Off {
-		ln, err := net.Listen("tcp", p.cfg.Egress.Listen)
+		ln, err := adoptListener(inh.Egress, p.cfg.Egress.Listen)
+		inh.Egress = nil
 		if err != nil {
+			inh.Close()
 			return fmt.Errorf("rpcproxy: egress listener: %w", err)
 		}
 		p.egress = p.newListener("egress", false, ln)
 	}
 	if p.ingressEnabled() {
-		ln, err := net.Listen("tcp", p.cfg.Ingress.Listen)
+		ln, err := adoptListener(inh.Ingress, p.cfg.Ingress.Listen)
+		inh.Ingress = nil
 		if err != nil {
+			inh.Close()
 			p.abortStart()
 			return fmt.Errorf("rpcproxy: ingress listener: %w", err)
 		}
@@ -212,6 +227,13 @@ func (p *Proxy) start(ctx context.Context) error {
 		p.checkApp(ctx)
 		p.routines.Go(p.healthLoop)
 	}
+	for _, f := range []*os.File{inh.Egress, inh.Ingress} {
+		if f != nil { // a listener this proxy runs without
+			p.log.Info("an inherited listener is off here; closing it", "name", f.Name())
+			_ = f.Close()
+		}
+	}
+	p.adoptConns(inh.Conns)
 	p.log.Info("rpc proxy started", "egress", addrString(p.EgressAddr()), "ingress", addrString(p.IngressAddr()), "app_healthy", p.Healthy())
 	return nil
 }
@@ -294,15 +316,12 @@ func (p *Proxy) shutdown(ctx context.Context) error {
 		}
 	}
 	// Cancelling the handlers' context makes each connection stop reading
-	// and wait for its calls in flight.
-	drained := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { drained <- s.Shutdown(ctx) }()
-	}
+	// and wait for its calls in flight. Egress drains first, while ingress
+	// still serves: an egress call may go to this sidecar's own ingress.
 	var err error
-	for range servers {
-		if e := <-drained; e != nil && err == nil {
-			err = e
+	for _, s := range servers {
+		if err = s.Shutdown(ctx); err != nil {
+			break
 		}
 	}
 	if err != nil {
@@ -349,23 +368,33 @@ func (p *Proxy) newListener(name string, ingress bool, ln net.Listener) *listene
 		l.sw = newSwitchListener(ln, &p.routines, p.log)
 		l.ln = l.sw
 	}
-	l.srv = core.NewServer(func(ctx context.Context, conn net.Conn) { p.serveConn(ctx, l, conn) }, p.log)
+	l.srv = core.NewServer(func(ctx context.Context, conn net.Conn) { p.serveConn(ctx, l, conn, nil) }, p.log)
 	l.srv.LimitConns(core.ConnLimit{Max: p.cfg.MaxConns, Name: "rpc " + name + " max_conns"})
 	return l
 }
 
-// serveConn serves one downstream connection: it sniffs the codec, then
-// reads requests and serves each on its own goroutine, at most
+// serveConn serves one downstream connection, whose first bytes are pre
+// (unread bytes of a connection adopted in a hot upgrade): it sniffs the
+// codec, then reads requests and serves each on its own goroutine, at most
 // MaxInflightPerConn at once. When ctx ends it stops reading and waits
-// for the calls in flight.
-func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
+// for the calls in flight; then, when the proxy freezes, it captures the
+// connection for a successor instead of closing it.
+func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn, pre []byte) {
 	p.connMu.Lock()
 	p.conns[conn] = struct{}{}
 	p.connMu.Unlock()
+	tap := &tapReader{r: conn}
+	if len(pre) > 0 {
+		tap.r = io.MultiReader(bytes.NewReader(pre), conn)
+	}
+	stopped := false // reading stopped because ctx ended, at a request boundary or within one
 	defer func() {
 		p.connMu.Lock()
 		delete(p.conns, conn)
 		p.connMu.Unlock()
+		if stopped && p.freezing.Load() && p.hard.Err() == nil {
+			p.capture(l, conn, tap.since)
+		}
 		_ = conn.Close()
 	}()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
@@ -373,9 +402,10 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
 
 	idle := p.cfg.IdleTimeout
 	_ = conn.SetReadDeadline(time.Now().Add(idle))
-	br := bufio.NewReaderSize(conn, 16<<10)
+	br := bufio.NewReaderSize(tap, 16<<10)
 	prefix, err := br.Peek(1)
 	if err != nil {
+		stopped = ctx.Err() != nil
 		return
 	}
 	ci := -1
@@ -402,6 +432,7 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
 			lastDeadline = now
 		}
 		if ctx.Err() != nil {
+			stopped = true
 			break // draining; checked after the deadline is set, see AfterFunc above
 		}
 		m, err := sc.ReadRequest()
@@ -409,8 +440,10 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
 			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				p.log.Debug("downstream connection ended", "listener", l.name, "remote", conn.RemoteAddr(), "err", err)
 			}
+			stopped = ctx.Err() != nil && !errors.Is(err, io.EOF)
 			break
 		}
+		tap.boundary(br.Buffered())
 		last := m.Close
 		sem <- struct{}{}
 		wg.Add(1)
@@ -429,6 +462,19 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn) {
 	}
 	wg.Wait()
 	_ = sc.Close()
+}
+
+// capture keeps a stopped connection for a successor (Freeze), with the
+// bytes read from it since the last request boundary.
+func (p *Proxy) capture(l *listener, conn net.Conn, unread []byte) {
+	f, err := core.FileOf(conn)
+	if err != nil {
+		p.log.Warn("a caller's connection cannot move; closing it", "listener", l.name, "err", err)
+		return
+	}
+	p.connMu.Lock()
+	p.frozen = append(p.frozen, ConnState{File: f, Listener: l.name, Buffered: bytes.Clone(unread)})
+	p.connMu.Unlock()
 }
 
 // downConn is what the calls of one downstream connection share.

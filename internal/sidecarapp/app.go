@@ -5,8 +5,8 @@ package sidecarapp
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,7 +26,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/flowctl"
-	"github.com/msgmesh/msgmesh/internal/handoff"
+	"github.com/msgmesh/msgmesh/internal/upgrade"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/rpcproxy"
@@ -162,7 +162,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		logJSON    = fs.Bool("log-json", false, "log JSON lines instead of text")
 		grace      = fs.Duration("shutdown-grace", 30*time.Second, "how long shutdown waits for apps to answer deliveries they hold")
 		cp         cpOptions
-		upgrade    = fs.Bool("upgrade", false, "hot upgrade: take over the listeners and app connections of the msgmesh running on --data-dir (docs/upgrade.md); without it this process refuses to start while one runs there")
+		upgradeFl  = fs.Bool("upgrade", false, "hot upgrade: take over the listeners and app connections of the msgmesh running on --data-dir (docs/upgrade.md); without it this process refuses to start while one runs there")
 		otlp       = fs.String("otlp-endpoint", "", "export traces over OTLP/gRPC to this endpoint (http://host:4317 plaintext, https:// or host:port TLS); overrides telemetry.otlp_endpoint")
 	)
 	fs.StringVar(&cp.URLs, "ctrlplane", "", "control plane URL(s), comma-separated; enables weights and forwarding between the app's sidecars (needs --app and MSGMESH_APP_CREDENTIAL)")
@@ -263,9 +263,17 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer stop()
 	}
 	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC,
-		upgrade: upgradeOpts{enabled: *upgrade, want: map[string]string{"mesh": cfg.Listen, "http": cfg.HTTPListen}}}
+		upgrade: upgrade.Options{Upgrade: *upgradeFl, Want: map[string]string{"mesh": cfg.Listen, "http": cfg.HTTPListen}}}
 	if cfg.GRPCListen != "" {
-		rt.upgrade.want["grpc"] = cfg.GRPCListen
+		rt.upgrade.Want["grpc"] = cfg.GRPCListen
+	}
+	if r := file.RPC; r != nil {
+		for name, addr := range map[string]string{"rpc egress": cmp.Or(r.Egress.Listen, rpcproxy.DefaultEgressListen),
+			"rpc ingress": cmp.Or(r.Ingress.Listen, rpcproxy.DefaultIngressListen)} {
+			if addr != rpcproxy.Off {
+				rt.upgrade.Want[name] = addr
+			}
+		}
 	}
 	if cp.URLs != "" {
 		cp.Credential = os.Getenv("MSGMESH_APP_CREDENTIAL")
@@ -290,7 +298,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 			cp.Labels = instLabels
 		}
 		rt.cp = &cp
-		rt.upgrade.want["forwarding"] = cp.Listen
+		rt.upgrade.Want["forwarding"] = cp.Listen
 	}
 	return rt.serve(ctx, *grace)
 }
@@ -314,7 +322,7 @@ type runtime struct {
 	rpc   *rpcproxy.Config // nil: no RPC proxy
 	proxy *rpcproxy.Proxy  // this incarnation's RPC proxy
 
-	upgrade upgradeOpts // whether and onto what this process takes over
+	upgrade upgrade.Options // whether and onto what this process takes over
 }
 
 // openBrokers opens the configured clusters, or the embedded NATS server.
@@ -385,14 +393,40 @@ func (rt *runtime) closeBrokers() {
 }
 
 // start opens the brokers and the control-plane link and starts the
-// sidecar, adopting inherit (and the forwarding listener fwdLn) if set.
-func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwdLn *os.File) error {
+// sidecar and the RPC proxy, each adopting from inherit (a predecessor's,
+// or this process's own after a successor failed) what it registered
+// there: the adopt half of freeze/adopt. Files nobody takes are closed.
+func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
+	var (
+		sidecar *msgmesh.HandoffState
+		rpc     *rpcproxy.Handover
+		fwdLn   *os.File
+	)
+	if inherit != nil {
+		defer func() {
+			if left := inherit.Names(); len(left) > 0 {
+				rt.log.Info("handed-over sockets this configuration has no use for are closed", "names", left)
+			}
+			inherit.Close()
+		}()
+		var err error
+		if sidecar, err = adoptSidecar(inherit); err != nil {
+			return err
+		}
+		if rpc, err = adoptRPC(inherit); err != nil {
+			if sidecar != nil {
+				sidecar.Close()
+			}
+			return err
+		}
+		fwdLn = inherit.Take(forwardName)
+	}
 	if err := rt.openBrokers(ctx); err != nil {
 		rt.closeBrokers()
 		return err
 	}
 	cfg := rt.cfg
-	cfg.Inherit = inherit
+	cfg.Inherit = sidecar
 	if rt.cp != nil {
 		link, err := startControlPlane(ctx, *rt.cp, rt.cfg.DataDir, fwdLn, rt.cfg.Flow, rt.log)
 		if err != nil {
@@ -418,6 +452,9 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 		if err != nil {
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
+		if rpc != nil {
+			p.Adopt(rpc)
+		}
 		if err := p.Start(ctx); err != nil {
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
@@ -428,6 +465,8 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 			}
 			return nil
 		}
+	} else if rpc != nil {
+		rpc.Close() // the predecessor ran the RPC proxy; this one does not
 	}
 	sc, err := msgmesh.New(cfg)
 	if err != nil {
@@ -450,6 +489,112 @@ func (rt *runtime) start(ctx context.Context, inherit *msgmesh.HandoffState, fwd
 	return nil
 }
 
+// Names in the upgrade.Set of what the runtime's components hand over.
+// The sidecar's files keep the names a msgmesh from before named files
+// sent by position ("mesh", "http", "conn/<i>"; "grpc", "forward" and
+// "control" as extras), so that either side may be of that version.
+const (
+	sidecarState = "msgmesh" // msgmesh.HandoffState; its files unprefixed
+	rpcPrefix    = "rpc/"    // rpcproxy.Handover's files; its state "rpc"
+	rpcState     = "rpc"     //
+	forwardName  = "forward" // the forwarding listener
+)
+
+// adoptSidecar takes the sidecar's state and files from set; nil if the
+// predecessor handed over none.
+func adoptSidecar(set *upgrade.Set) (*msgmesh.HandoffState, error) {
+	var hs msgmesh.HandoffState
+	if ok, err := set.State(sidecarState, &hs); !ok || err != nil {
+		return nil, err
+	}
+	fs := map[string]*os.File{}
+	for _, n := range []string{"mesh", "http", "grpc"} {
+		if f := set.Take(n); f != nil {
+			fs[n] = f
+		}
+	}
+	for n, f := range set.TakePrefix("conn/") {
+		fs["conn/"+n] = f
+	}
+	if err := hs.SetFiles(fs); err != nil {
+		for _, f := range fs {
+			_ = f.Close()
+		}
+		return nil, fmt.Errorf("hot upgrade: %w", err)
+	}
+	return &hs, nil
+}
+
+// adoptRPC takes the RPC proxy's listeners and connections from set; nil
+// if the predecessor handed over none.
+func adoptRPC(set *upgrade.Set) (*rpcproxy.Handover, error) {
+	var h rpcproxy.Handover
+	if ok, err := set.State(rpcState, &h); !ok || err != nil {
+		return nil, err
+	}
+	fs := set.TakePrefix(rpcPrefix)
+	if err := h.SetFiles(fs); err != nil {
+		for _, f := range fs {
+			_ = f.Close()
+		}
+		return nil, fmt.Errorf("hot upgrade: %w", err)
+	}
+	return &h, nil
+}
+
+// freeze is the freeze half of freeze/adopt: it stops every component
+// where what it holds can move and registers it in into by name: the
+// sidecar (its settle wait bounded by ctx), then the RPC proxy (calls in
+// flight answered, connections cut at a request boundary) and the
+// forwarding listener; then the brokers close. When the sidecar cannot
+// stop cleanly, everything is stopped and nothing moves.
+func (rt *runtime) freeze(ctx context.Context, into *upgrade.Set) error {
+	st, err := rt.sc.Handoff(ctx)
+	if err != nil {
+		rt.stopRPC(context.Background())
+		rt.stopLink(context.Background())
+		rt.closeBrokers()
+		return err
+	}
+	errs := []error{into.SetState(sidecarState, st)}
+	for n, f := range st.Files() {
+		errs = append(errs, into.Add(n, f))
+	}
+	if rt.proxy != nil {
+		// Its own bound: the sidecar's settle wait may have used ctx up.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), upgrade.SettleTimeout)
+		h, err := rt.proxy.Freeze(rctx)
+		cancel()
+		rt.proxy = nil
+		if err != nil {
+			rt.log.Error("the RPC proxy's sockets cannot move; the successor opens its own", "err", err)
+		} else {
+			errs = append(errs, into.SetState(rpcState, h))
+			for n, f := range h.Files() {
+				errs = append(errs, into.Add(rpcPrefix+n, f))
+			}
+		}
+	}
+	// The forwarding listener moves too: keep a copy of its socket, then
+	// stop its server (nothing is outstanding: Handoff waited). Its
+	// connections are TLS sessions, which cannot move: siblings redial.
+	if rt.link != nil {
+		if fwd, err := rt.link.listenerFile(); err != nil {
+			rt.log.Error("forwarding listener cannot move; the successor opens its own", "err", err)
+		} else {
+			errs = append(errs, into.Add(forwardName, fwd))
+		}
+		rt.stopLink(context.Background())
+	}
+	rt.closeBrokers()
+	if err := errors.Join(errs...); err != nil {
+		// Every socket is still open here: the successor gets what was
+		// registered; this is a bug worth a loud log, not a lost sidecar.
+		rt.log.Error("registering a socket for the successor", "err", err)
+	}
+	return nil
+}
+
 // stopRPC shuts the RPC proxy down, if any.
 func (rt *runtime) stopRPC(ctx context.Context) {
 	if rt.proxy != nil {
@@ -466,47 +611,40 @@ func (rt *runtime) stopLink(ctx context.Context) {
 	}
 }
 
-// Step timeouts of a hot upgrade.
-const (
-	settleTimeout = 30 * time.Second // apps answering what they hold
-	readyTimeout  = 60 * time.Second // the successor starting and adopting
-)
-
 // serve runs the sidecar: it takes over from a running predecessor on the
 // same data directory if asked to (--upgrade; without it a running one
 // makes it refuse), then serves until ctx ends or a successor takes over.
 func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
-	sock := filepath.Join(rt.cfg.DataDir, handoff.SocketName)
+	sock := filepath.Join(rt.cfg.DataDir, upgrade.SocketName)
 	if err := os.MkdirAll(rt.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	inherit, ctl, fwdLn, pred, err := takeover(sock, rt.upgrade, rt.log)
+	inherit, pred, err := upgrade.Takeover(ctx, sock, rt.upgrade, rt.log)
 	if err != nil {
 		return err
 	}
+	ctl, err := upgrade.OpenControl(sock, inherit, rt.log)
+	if err != nil {
+		if pred != nil {
+			pred.Abandon()
+			inherit.Close()
+		}
+		return err
+	}
+	defer ctl.Close()
 	for {
-		if err := rt.start(ctx, inherit, fwdLn); err != nil {
+		if err := rt.start(ctx, inherit); err != nil {
 			if pred != nil {
-				pred.Close() // the predecessor resumes
+				pred.Abandon() // the predecessor resumes
 			}
 			return err
 		}
 		if pred != nil {
-			if err := handoff.Write(pred, handoff.Msg{Op: handoff.OpReady}); err != nil {
-				rt.log.Error("telling the predecessor we are ready", "err", err)
-			}
-			pred.Close()
+			pred.Ready()
 			pred = nil
 			rt.log.Info("hot upgrade complete: serving the predecessor's connections")
 		}
-		if ctl == nil {
-			if ctl, err = handoff.Listen(sock); err != nil {
-				_ = rt.sc.Shutdown(context.Background())
-				rt.closeBrokers()
-				return err
-			}
-		}
-		req := acceptOne(ctl, rt.status(), rt.log)
+		req := ctl.Serve(rt.status())
 		select {
 		case <-ctx.Done():
 			ctl.Close()
@@ -517,109 +655,41 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			rt.stopLink(sctx)
 			rt.closeBrokers()
 			return err
-		case c := <-req:
-			st, fwd, err := rt.handOver(c, ctl)
+		case r := <-req:
+			set, err := r.HandOver(context.Background(), rt.freeze)
 			if err != nil {
 				return err // this process stopped; nothing moved
 			}
-			if st == nil {
+			if set == nil {
 				return nil // the successor serves now
 			}
-			inherit, fwdLn = st, fwd // the successor failed: resume on what we handed over
+			inherit = set // the successor failed: adopt again what we handed over
 		}
 	}
 }
 
-// ErrHandoffFailed: this process could not hand over (the sidecar could
-// not stop cleanly for it); it stopped, the successor was told, and the
-// process exits with the reason.
-var ErrHandoffFailed = errors.New("hot upgrade failed")
-
-// handOver runs the old side of a hot upgrade on the successor's request.
-// It returns nil state when the successor reported ready; the state (and
-// forwarding listener) to resume from when the successor failed; and an
-// error wrapping ErrHandoffFailed when this process could not hand over.
-func (rt *runtime) handOver(c *net.UnixConn, ctl *net.UnixListener) (*msgmesh.HandoffState, *os.File, error) {
-	defer c.Close()
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
-	st, err := rt.sc.Handoff(ctx)
-	cancel()
-	if err != nil {
-		// The sidecar is stopped either way; nothing was sent, so the
-		// successor gives up and we cannot resume: exit with the error.
-		rt.log.Error("handoff failed", "err", err)
-		_ = handoff.Write(c, handoff.Msg{Op: handoff.OpRefused, Error: err.Error()})
-		rt.stopRPC(context.Background())
-		rt.stopLink(context.Background())
-		rt.closeBrokers()
-		return nil, nil, fmt.Errorf("%w: the sidecar stopped; start it again (without --upgrade): %w", ErrHandoffFailed, err)
+// status is this runtime's answer to a status request: its listeners.
+func (rt *runtime) status() upgrade.Msg {
+	ls := map[string]string{
+		"mesh": rt.sc.Addr().String(),
+		"http": rt.sc.HTTPAddr().String(),
 	}
-	// The RPC proxy's listeners do not move (docs/upgrade.md): it stops
-	// here, finishing calls in flight, and the successor opens its own.
-	rctx, rcancel := context.WithTimeout(context.Background(), settleTimeout)
-	rt.stopRPC(rctx)
-	rcancel()
-	// The forwarding listener moves too: keep a copy of its socket, then
-	// stop its server (nothing is outstanding: Handoff waited).
-	var fwd *os.File
 	if rt.link != nil {
-		if fwd, err = rt.link.listenerFile(); err != nil {
-			rt.log.Error("forwarding listener cannot move; the successor opens its own", "err", err)
+		ls["forwarding"] = rt.link.ln.Addr().String()
+	}
+	if a := rt.sc.GRPCAddr(); a != nil {
+		ls["grpc"] = a.String()
+	}
+	if rt.proxy != nil {
+		if a := rt.proxy.EgressAddr(); a != nil {
+			ls["rpc egress"] = a.String()
 		}
-		rt.stopLink(context.Background())
-	}
-	rt.closeBrokers()
-	paused := time.Since(start)
-	files := append(st.Files(), nil)
-	extra := []string{"control"}
-	ctlFile, err := ctl.File()
-	files[len(files)-1] = ctlFile
-	if fwd != nil {
-		files, extra = append(files, fwd), append(extra, "forward")
-	}
-	if st.GRPC != nil {
-		files, extra = append(files, st.GRPC), append(extra, "grpc")
-	}
-	if err == nil {
-		err = rt.send(c, st, files, extra)
-		ctlFile.Close()
-	}
-	if err == nil {
-		_ = c.SetReadDeadline(time.Now().Add(readyTimeout))
-		var m handoff.Msg
-		if m, err = handoff.Read(c); err == nil && m.Op != handoff.OpReady {
-			err = fmt.Errorf("successor answered %q", m.Op)
+		if a := rt.proxy.IngressAddr(); a != nil {
+			ls["rpc ingress"] = a.String()
 		}
 	}
-	if err != nil {
-		rt.log.Error("successor failed before adopting; resuming", "err", err)
-		return st, fwd, nil
-	}
-	st.Close()
-	if fwd != nil {
-		fwd.Close()
-	}
-	ctl.Close()
-	rt.log.Info("handed over to the successor; exiting", "connections", len(st.Conns), "quiesce", paused, "total", time.Since(start))
-	return nil, nil, nil
+	return upgrade.Status(ls)
 }
-
-func (rt *runtime) send(c *net.UnixConn, st *msgmesh.HandoffState, files []*os.File, extra []string) error {
-	state, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	if err := handoff.Write(c, handoff.Msg{Op: handoff.OpState, State: state, Files: len(files), Extra: extra}); err != nil {
-		return err
-	}
-	return handoff.SendFiles(c, files)
-}
-
-// testKillAfterReceive names the environment variable that makes a new
-// process SIGKILL itself right after receiving its predecessor's sockets,
-// so tests can show the predecessor resuming. Nothing else reads it.
-const testKillAfterReceive = "MSGMESH_TEST_KILL_AFTER_RECEIVE"
 
 // reloadLimitsOnHUP re-reads the config file on SIGHUP and applies its
 // limits section without a restart; a file that does not load changes

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/internal/pki"
@@ -482,7 +483,7 @@ func sidecarVersion() string {
 
 // listenerFile duplicates the forwarding listener for a successor.
 func (cp *controlPlane) listenerFile() (*os.File, error) {
-	return listenerFileOf(cp.ln)
+	return core.FileOf(cp.ln)
 }
 
 // close stops everything the control-plane link runs. Safe to call more
@@ -511,15 +512,6 @@ func (cp *controlPlane) close(ctx context.Context) {
 			cp.watcher.Stop()
 		}
 	})
-}
-
-// listenerFileOf duplicates a listener's socket as a file.
-func listenerFileOf(ln net.Listener) (*os.File, error) {
-	fl, ok := ln.(interface{ File() (*os.File, error) })
-	if !ok {
-		return nil, fmt.Errorf("listener %T cannot be passed on", ln)
-	}
-	return fl.File()
 }
 
 // applyLimits applies flow-control limits the control plane pushes for the

@@ -1,21 +1,32 @@
-// Package handoff carries a hot upgrade between two msgmesh processes over
-// a unix socket in the shared data directory (docs/design.md flow 10). The
-// running process listens on <data-dir>/msgmesh.sock; a new process that
-// finds a live socket there first asks who runs, then, if it was started
-// to upgrade (msgmesh --upgrade), asks it to take over:
+// Package upgrade owns msgmesh's hot upgrade (docs/upgrade.md, docs/design.md
+// flow 10): who may take over a running sidecar, the control socket the two
+// processes talk over, and what moves between them.
+//
+// What moves is a Set: open files (listeners and connections) and JSON
+// states, each under a name ("mesh", "http", "conn/3", "rpc/egress",
+// "control", ...), as in cloudflare/tableflip's file registry. The running
+// process freezes its components into a Set (each stops at a point where
+// what it holds can move, and registers it by name); the successor adopts
+// from it, each component taking its own names. A failed successor leaves
+// the old process its Set (SCM_RIGHTS duplicates every file), from which
+// it adopts again: the same freeze/adopt path.
+//
+// The running process listens on <data-dir>/msgmesh.sock; a new process
+// that finds a live socket there first asks who runs, then, if it was
+// started to upgrade (msgmesh --upgrade), asks it to take over:
 //
 //	new → old  {"op":"status","pid":P}
 //	old → new  {"op":"status","pid":P,"listeners":{"mesh":…,"http":…}}
 //	new → old  {"op":"takeover","pid":P}, or it closes the socket
-//	old → new  {"op":"state", "state":…, "files":N}, then N files (SCM_RIGHTS)
-//	           or {"op":"refused", "error":…}
+//	old → new  {"op":"state","names":[…],"states":{…},"files":N}, then N
+//	           files (SCM_RIGHTS), or {"op":"refused","error":…}
 //	new → old  {"op":"ready"} once it serves; anything else (or the socket
 //	           closing) tells the old process to resume
 //
 // Messages are a 4-byte big-endian length and JSON. Files travel after the
 // message that announces them, in batches, each attached to one marker
 // byte, and are read with recvmsg only, so no read ever drops them.
-package handoff
+package upgrade
 
 import (
 	"encoding/binary"
@@ -40,12 +51,21 @@ const maxMsg = 64 << 20
 
 // Msg is one control message.
 type Msg struct {
-	Op    string          `json:"op"`
+	Op string `json:"op"`
+	// Files is how many files follow the message.
+	Files int `json:"files,omitempty"`
+	// Names names each file that follows, in order (a Set's names).
+	Names []string `json:"names,omitempty"`
+	// States are a Set's states by name.
+	States map[string]json.RawMessage `json:"states,omitempty"`
+	// State and Extra are how a msgmesh from before named files (Names)
+	// laid out a state message: the sidecar's state, then its files by
+	// position (mesh, http, one per connection), then the files Extra
+	// names. A state message still carries them, so that either side may
+	// be of that version (legacy.go).
 	State json.RawMessage `json:"state,omitempty"`
-	Files int             `json:"files,omitempty"`
-	// Extra names the files that follow the state's own, in order.
-	Extra []string `json:"extra,omitempty"`
-	Error string   `json:"error,omitempty"`
+	Extra []string        `json:"extra,omitempty"`
+	Error string          `json:"error,omitempty"`
 	// PID is the sender's process id.
 	PID int `json:"pid,omitempty"`
 	// Listeners are the running process's listening addresses by name
@@ -66,7 +86,7 @@ const (
 )
 
 // ErrNoPredecessor: nothing is listening on the control socket.
-var ErrNoPredecessor = errors.New("handoff: no running msgmesh on this data directory")
+var ErrNoPredecessor = errors.New("upgrade: no running msgmesh on this data directory")
 
 // Dial connects to a running process's control socket. A missing socket or
 // one nobody listens on (a crashed predecessor) gives ErrNoPredecessor.
@@ -76,7 +96,7 @@ func Dial(path string, timeout time.Duration) (*net.UnixConn, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, ErrNoPredecessor
 		}
-		return nil, fmt.Errorf("handoff: dial %s: %w", path, err)
+		return nil, fmt.Errorf("upgrade: dial %s: %w", path, err)
 	}
 	return c.(*net.UnixConn), nil
 }
@@ -86,11 +106,11 @@ func Dial(path string, timeout time.Duration) (*net.UnixConn, error) {
 // (Dial said ErrNoPredecessor).
 func Listen(path string) (*net.UnixListener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("handoff: %w", err)
+		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("handoff: listen %s: %w", path, err)
+		return nil, fmt.Errorf("upgrade: listen %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(false) // a successor may hold the same socket
 	return ln, nil
@@ -100,11 +120,11 @@ func Listen(path string) (*net.UnixListener, error) {
 func Write(c *net.UnixConn, m Msg) error {
 	b, err := json.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("handoff: %w", err)
+		return fmt.Errorf("upgrade: %w", err)
 	}
 	hdr := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
 	if _, err := c.Write(append(hdr, b...)); err != nil {
-		return fmt.Errorf("handoff: write %s: %w", m.Op, err)
+		return fmt.Errorf("upgrade: write %s: %w", m.Op, err)
 	}
 	return nil
 }
@@ -113,19 +133,19 @@ func Write(c *net.UnixConn, m Msg) error {
 func Read(c *net.UnixConn) (Msg, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return Msg{}, fmt.Errorf("handoff: read: %w", err)
+		return Msg{}, fmt.Errorf("upgrade: read: %w", err)
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > maxMsg {
-		return Msg{}, fmt.Errorf("handoff: message of %d bytes is over the limit", n)
+		return Msg{}, fmt.Errorf("upgrade: message of %d bytes is over the limit", n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(c, b); err != nil {
-		return Msg{}, fmt.Errorf("handoff: read: %w", err)
+		return Msg{}, fmt.Errorf("upgrade: read: %w", err)
 	}
 	var m Msg
 	if err := json.Unmarshal(b, &m); err != nil {
-		return Msg{}, fmt.Errorf("handoff: bad message: %w", err)
+		return Msg{}, fmt.Errorf("upgrade: bad message: %w", err)
 	}
 	return m, nil
 }
@@ -140,7 +160,7 @@ func SendFiles(c *net.UnixConn, files []*os.File) error {
 			fds[i] = int(f.Fd())
 		}
 		if _, _, err := c.WriteMsgUnix([]byte{'F'}, syscall.UnixRights(fds...), nil); err != nil {
-			return fmt.Errorf("handoff: send files: %w", err)
+			return fmt.Errorf("upgrade: send files: %w", err)
 		}
 	}
 	return nil
@@ -160,29 +180,29 @@ func RecvFiles(c *net.UnixConn, n int) ([]*os.File, error) {
 		var one [1]byte
 		_, oobn, _, _, err := c.ReadMsgUnix(one[:], oob)
 		if err != nil {
-			return fail(fmt.Errorf("handoff: receive files: %w", err))
+			return fail(fmt.Errorf("upgrade: receive files: %w", err))
 		}
 		msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
 		if err != nil {
-			return fail(fmt.Errorf("handoff: receive files: %w", err))
+			return fail(fmt.Errorf("upgrade: receive files: %w", err))
 		}
 		got := 0
 		for _, m := range msgs {
 			fds, err := syscall.ParseUnixRights(&m)
 			if err != nil {
-				return fail(fmt.Errorf("handoff: receive files: %w", err))
+				return fail(fmt.Errorf("upgrade: receive files: %w", err))
 			}
 			for _, fd := range fds {
-				files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("handoff-%d", len(files))))
+				files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("upgrade-%d", len(files))))
 				got++
 			}
 		}
 		if got == 0 {
-			return fail(errors.New("handoff: receive files: a batch carried no files"))
+			return fail(errors.New("upgrade: receive files: a batch carried no files"))
 		}
 	}
 	if len(files) != n {
-		return fail(fmt.Errorf("handoff: received %d files, expected %d", len(files), n))
+		return fail(fmt.Errorf("upgrade: received %d files, expected %d", len(files), n))
 	}
 	return files, nil
 }

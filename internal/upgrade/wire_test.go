@@ -1,4 +1,4 @@
-package handoff
+package upgrade
 
 import (
 	"errors"

@@ -1,6 +1,7 @@
-package sidecarapp
+package upgrade
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestSameAddr(t *testing.T) {
 		{"no-such-host.invalid:7600", "127.0.0.1:7600", false},
 		{"127.0.0.1", "127.0.0.1:7600", false}, // not host:port
 	} {
-		if got := sameAddr(tc.flag, tc.bound); got != tc.want {
+		if got := sameAddr(context.Background(), tc.flag, tc.bound); got != tc.want {
 			t.Errorf("sameAddr(%q, %q) = %v, want %v", tc.flag, tc.bound, got, tc.want)
 		}
 	}
@@ -48,7 +49,7 @@ func TestDiffering(t *testing.T) {
 		{"forwarding here only", map[string]string{"mesh": "127.0.0.1:7600", "http": "127.0.0.1:7601", "forwarding": "0.0.0.0:9999"}, []string{"--forward-listen"}},
 		{"all three", map[string]string{"mesh": "127.0.0.1:1", "http": "127.0.0.1:2", "forwarding": "127.0.0.1:3"}, []string{"--listen", "--http", "--forward-listen"}},
 	} {
-		got := differing(tc.want, running)
+		got := differing(context.Background(), tc.want, running)
 		var flags []string
 		for _, d := range got {
 			flags = append(flags, strings.Fields(d)[0])
@@ -62,7 +63,7 @@ func TestDiffering(t *testing.T) {
 	}
 	// Only a running forwarding listener is inherited: without one, this
 	// process opens its own at its flag's address.
-	if got := differing(map[string]string{"forwarding": "127.0.0.1:3"}, map[string]string{"mesh": "127.0.0.1:7600"}); len(got) != 0 {
+	if got := differing(context.Background(), map[string]string{"forwarding": "127.0.0.1:3"}, map[string]string{"mesh": "127.0.0.1:7600"}); len(got) != 0 {
 		t.Errorf("differing with no running forwarding listener = %q", got)
 	}
 }

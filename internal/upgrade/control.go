@@ -1,0 +1,177 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+)
+
+// Step timeouts of a hot upgrade (docs/upgrade.md, "What happens").
+const (
+	// SettleTimeout bounds the freeze: apps answering what they hold,
+	// calls in flight finishing, connections stopping at a boundary.
+	SettleTimeout = 30 * time.Second
+	// ReadyTimeout bounds the successor starting and adopting.
+	ReadyTimeout = 60 * time.Second
+)
+
+// ErrHandoffFailed: the running process could not hand over (a component
+// could not freeze); it stopped, the successor was told, and the process
+// exits non-zero with the reason (docs/upgrade.md says what the operator
+// does next).
+var ErrHandoffFailed = errors.New("hot upgrade failed")
+
+// controlName is the control socket's name in a Set: it moves too, so
+// that the successor answers on the same socket file.
+const controlName = "control"
+
+// Control is the running process's end of the control socket.
+type Control struct {
+	ln  *net.UnixListener
+	log *slog.Logger
+}
+
+// OpenControl adopts the control socket a predecessor handed over in from,
+// or, with none, opens sock (replacing a stale socket file: call it only
+// when Takeover found no live process).
+func OpenControl(sock string, from *Set, log *slog.Logger) (*Control, error) {
+	if from != nil {
+		ln, err := from.TakeListener(controlName)
+		if err != nil {
+			return nil, err
+		}
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+			return &Control{ln: ul, log: log}, nil
+		}
+		if ln != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("upgrade: the control socket handed over is a %T", ln)
+		}
+	}
+	ln, err := Listen(sock)
+	if err != nil {
+		return nil, err
+	}
+	return &Control{ln: ln, log: log}, nil
+}
+
+// Close stops listening; the socket file stays for a successor that holds
+// the same socket.
+func (c *Control) Close() { _ = c.ln.Close() }
+
+// Status is a status answer naming this process and its listeners by name
+// ("mesh", "http", "forwarding", "grpc", "rpc egress", "rpc ingress").
+func Status(listeners map[string]string) Msg {
+	return Msg{Op: OpStatus, PID: os.Getpid(), Listeners: listeners}
+}
+
+// Serve answers status requests with status in the background until a
+// successor asks to take over, and delivers that request. It stops when
+// the Control is closed.
+func (c *Control) Serve(status Msg) <-chan *Request {
+	ch := make(chan *Request, 1)
+	go func() { // ends when the listener closes or a takeover comes
+		for {
+			conn, err := c.ln.AcceptUnix()
+			if err != nil {
+				return // closed: the runtime stopped listening
+			}
+			if takeoverRequested(conn, status, c.log) {
+				ch <- &Request{c: conn, ctl: c, log: c.log}
+				return
+			}
+			conn.Close()
+		}
+	}()
+	return ch
+}
+
+// takeoverRequested reads a connection's requests, answering a status
+// request, until one asks to take over (true) or the peer goes away or
+// dawdles (false).
+func takeoverRequested(c *net.UnixConn, status Msg, log *slog.Logger) bool {
+	for range 2 {
+		_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+		m, err := Read(c)
+		if err != nil {
+			return false
+		}
+		switch m.Op {
+		case OpStatus:
+			log.Debug("control socket: status requested", "by_pid", m.PID)
+			if Write(c, status) != nil {
+				return false
+			}
+		case OpTakeover:
+			_ = c.SetReadDeadline(time.Time{})
+			log.Info("a successor asks to take over", "pid", m.PID)
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// Request is a successor's request to take over.
+type Request struct {
+	c   *net.UnixConn
+	ctl *Control
+	log *slog.Logger
+}
+
+// Freezer stops a process's components where what they hold can move and
+// registers it in into by name. When it returns an error the components
+// are stopped and nothing can move.
+type Freezer func(ctx context.Context, into *Set) error
+
+// HandOver runs the old side of a hot upgrade: freeze (bounded by
+// SettleTimeout), then the Set and the control socket go to the successor.
+// It returns nil, nil when the successor said it serves (this process is
+// done: it exits 0); the Set to adopt again when the successor failed
+// first (the control socket stays this process's); and an error wrapping
+// ErrHandoffFailed when freeze failed (the successor was told why).
+func (r *Request) HandOver(ctx context.Context, freeze Freezer) (*Set, error) {
+	defer r.c.Close()
+	start := time.Now()
+	set := NewSet()
+	fctx, cancel := context.WithTimeout(ctx, SettleTimeout)
+	err := freeze(fctx, set)
+	cancel()
+	if err != nil {
+		set.Close()
+		r.log.Error("handoff failed", "err", err)
+		_ = Write(r.c, Msg{Op: OpRefused, Error: err.Error()})
+		return nil, fmt.Errorf("%w: the sidecar stopped; start it again without --upgrade (docs/upgrade.md): %w", ErrHandoffFailed, err)
+	}
+	frozen := time.Since(start)
+	if err = set.AddListener(controlName, r.ctl.ln); err == nil {
+		msg, files := set.message()
+		if err = Write(r.c, msg); err == nil {
+			err = SendFiles(r.c, files)
+		}
+	}
+	if err == nil {
+		_ = r.c.SetReadDeadline(time.Now().Add(ReadyTimeout))
+		var m Msg
+		if m, err = Read(r.c); err == nil && m.Op != OpReady {
+			err = fmt.Errorf("successor answered %q", m.Op)
+		}
+	}
+	if ctl := set.Take(controlName); ctl != nil {
+		_ = ctl.Close() // this process's own listener stays open
+	}
+	if err != nil {
+		r.log.Error("successor failed before adopting; resuming", "err", err)
+		return set, nil
+	}
+	set.Close()
+	r.ctl.Close()
+	r.log.Info("handed over to the successor; exiting", "freeze", frozen, "total", time.Since(start))
+	return nil, nil
+}
