@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 
 	"github.com/msgmesh/msgmesh/core"
 )
@@ -154,11 +155,13 @@ func (p *Proxy) adoptConns(conns []ConnState) {
 type tapReader struct {
 	r     io.Reader
 	since []byte
+	read  atomic.Int64 // bytes read in all, for tests
 }
 
 func (t *tapReader) Read(b []byte) (int, error) {
 	n, err := t.r.Read(b)
 	t.since = append(t.since, b[:n]...)
+	t.read.Add(int64(n))
 	return n, err
 }
 

@@ -49,8 +49,8 @@ type Proxy struct {
 	ingressUp atomic.Bool // the ingress listener is open
 
 	connMu sync.Mutex
-	conns  map[net.Conn]struct{} // downstream connections, closed at a hard stop
-	frozen []ConnState           // connections captured by Freeze
+	conns  map[net.Conn]*tapReader // downstream connections, closed at a hard stop
+	frozen []ConnState             // connections captured by Freeze
 
 	freezing atomic.Bool // Freeze runs: stopped connections are captured, not closed
 	inherit  *Handover   // what Start adopts (Adopt); nil: a fresh start
@@ -98,7 +98,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		codecs: cfg.Codecs,
 		lim:    stream.Limits{MaxHeaderBytes: cfg.MaxHeaderBytes, MaxBodyBytes: cfg.MaxBodyBytes}.WithDefaults(),
 		app:    make([]*appEndpoint, len(cfg.Codecs)),
-		conns:  make(map[net.Conn]struct{}),
+		conns:  make(map[net.Conn]*tapReader),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.hard, p.hardStop = context.WithCancel(context.Background())
@@ -380,13 +380,13 @@ func (p *Proxy) newListener(name string, ingress bool, ln net.Listener) *listene
 // for the calls in flight; then, when the proxy freezes, it captures the
 // connection for a successor instead of closing it.
 func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn, pre []byte) {
-	p.connMu.Lock()
-	p.conns[conn] = struct{}{}
-	p.connMu.Unlock()
 	tap := &tapReader{r: conn}
 	if len(pre) > 0 {
 		tap.r = io.MultiReader(bytes.NewReader(pre), conn)
 	}
+	p.connMu.Lock()
+	p.conns[conn] = tap
+	p.connMu.Unlock()
 	stopped := false // reading stopped because ctx ended, at a request boundary or within one
 	defer func() {
 		p.connMu.Lock()
