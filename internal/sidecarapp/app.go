@@ -5,7 +5,6 @@ package sidecarapp
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -149,8 +148,12 @@ func LoadFile(path string) (*File, error) {
 }
 
 // Run parses args, starts the sidecar and its brokers, and serves until ctx
-// ends; then it shuts down gracefully.
+// ends; then it shuts down gracefully. "msgmesh reload ..." instead asks
+// the running sidecar to apply its config file again (runReload).
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "reload" {
+		return runReload(ctx, args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("msgmesh", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -220,59 +223,33 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.HTTPAllowedHosts = access.HTTPAllowedHosts
 	cfg.PushAllowHosts = splitList(*pushHosts)
-	topo := file.Brokers
-	switch {
-	case topo != nil && *natsURL != "":
-		return errors.New("--nats-url and a brokers section in --config both say where topics live; use one")
-	case file.Embedded != nil && *natsURL != "":
-		return errors.New("--nats-url and an embedded section in --config: the embedded server runs only without an external one; drop one")
-	case topo == nil && *natsURL != "":
-		topo = &topology.Topology{Clusters: []topology.Cluster{{Name: "nats", Kind: topology.KindNATS, Endpoints: []string{*natsURL}}}}
-		if err := topo.Validate(); err != nil {
-			return err
-		}
+	fromFile, err := settingsOf(file, *natsURL, *otlp)
+	if err != nil {
+		return err
 	}
-
-	telCfg := observe.Config{}
-	if file.Telemetry != nil {
-		telCfg = *file.Telemetry
-	}
-	if *otlp != "" {
-		telCfg.OTLPEndpoint = *otlp
-	}
-	tel, err := observe.New(ctx, telCfg)
+	tel, err := observe.New(ctx, fromFile.telemetry)
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-	limits := flowctl.Config{}
-	if file.Limits != nil {
-		limits = *file.Limits
-	}
-	flow, err := flowctl.New(limits)
+	flow, err := flowctl.New(fromFile.limits)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
 	cfg.Telemetry, cfg.Flow = tel, flow
-	if *configPath != "" {
-		stop := reloadLimitsOnHUP(*configPath, flow, log)
-		defer stop()
-	}
-	rt := runtime{cfg: cfg, topo: topo, natsListen: *natsListen, embedded: file.Embedded, log: log, rpc: file.RPC,
+	rt := &runtime{cfg: cfg, natsListen: *natsListen, log: log, settings: fromFile,
+		reload:  reloadOpts{path: *configPath, natsURL: *natsURL, otlp: *otlp, started: file},
 		upgrade: upgrade.Options{Upgrade: *upgradeFl, Want: map[string]string{"mesh": cfg.Listen, "http": cfg.HTTPListen}}}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = rt.cfg.Telemetry.Shutdown(sctx)
+	}()
 	if cfg.GRPCListen != "" {
 		rt.upgrade.Want["grpc"] = cfg.GRPCListen
 	}
-	if r := file.RPC; r != nil {
-		for name, addr := range map[string]string{"rpc egress": cmp.Or(r.Egress.Listen, rpcproxy.DefaultEgressListen),
-			"rpc ingress": cmp.Or(r.Ingress.Listen, rpcproxy.DefaultIngressListen)} {
-			if addr != rpcproxy.Off {
-				rt.upgrade.Want[name] = addr
-			}
+	for name, egress := range map[string]bool{"rpc egress": true, "rpc ingress": false} {
+		if addr := rpcListen(file.RPC, egress); addr != "" {
+			rt.upgrade.Want[name] = addr
 		}
 	}
 	if cp.URLs != "" {
@@ -300,7 +277,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		rt.cp = &cp
 		rt.upgrade.Want["forwarding"] = cp.Listen
 	}
-	return rt.serve(ctx, *grace)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return rt.serve(ctx, *grace, hup)
 }
 
 // runtime is one incarnation of the sidecar in this process: its brokers
@@ -308,10 +288,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 // the state it handed over.
 type runtime struct {
 	cfg        msgmesh.Config
-	topo       *topology.Topology
 	natsListen string
-	embedded   *Embedded // settings of the embedded server; nil: defaults
 	log        *slog.Logger
+	settings   // from the config file: what a reload applies
+	reload     reloadOpts
 
 	sc     *msgmesh.Sidecar
 	closer []func()
@@ -319,8 +299,7 @@ type runtime struct {
 	cp   *cpOptions    // nil: no control plane
 	link *controlPlane // this incarnation's control-plane link
 
-	rpc   *rpcproxy.Config // nil: no RPC proxy
-	proxy *rpcproxy.Proxy  // this incarnation's RPC proxy
+	proxy *rpcproxy.Proxy // this incarnation's RPC proxy
 
 	upgrade upgrade.Options // whether and onto what this process takes over
 }
@@ -614,7 +593,9 @@ func (rt *runtime) stopLink(ctx context.Context) {
 // serve runs the sidecar: it takes over from a running predecessor on the
 // same data directory if asked to (--upgrade; without it a running one
 // makes it refuse), then serves until ctx ends or a successor takes over.
-func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
+// A reload (msgmesh reload on the control socket, or hup) applies the
+// config file again in-process.
+func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os.Signal) error {
 	sock := filepath.Join(rt.cfg.DataDir, upgrade.SocketName)
 	if err := os.MkdirAll(rt.cfg.DataDir, 0o700); err != nil {
 		return err
@@ -632,19 +613,18 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 		return err
 	}
 	defer ctl.Close()
-	for {
-		if err := rt.start(ctx, inherit); err != nil {
-			if pred != nil {
-				pred.Abandon() // the predecessor resumes
-			}
-			return err
-		}
+	if err := rt.start(ctx, inherit); err != nil {
 		if pred != nil {
-			pred.Ready()
-			pred = nil
-			rt.log.Info("hot upgrade complete: serving the predecessor's connections")
+			pred.Abandon() // the predecessor resumes
 		}
-		req := ctl.Serve(rt.status())
+		return err
+	}
+	if pred != nil {
+		pred.Ready()
+		rt.log.Info("hot upgrade complete: serving the predecessor's connections")
+	}
+	req := ctl.Serve(rt.status)
+	for {
 		select {
 		case <-ctx.Done():
 			ctl.Close()
@@ -655,7 +635,20 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			rt.stopLink(sctx)
 			rt.closeBrokers()
 			return err
+		case <-hup:
+			if err := rt.applyConfig(ctx, "SIGHUP"); errors.Is(err, upgrade.ErrHandoffFailed) {
+				return err
+			}
 		case r := <-req:
+			if r.IsReload() {
+				err := rt.applyConfig(ctx, "msgmesh reload")
+				r.Answer(err)
+				if errors.Is(err, upgrade.ErrHandoffFailed) {
+					return err
+				}
+				req = ctl.Serve(rt.status)
+				continue
+			}
 			set, err := r.HandOver(context.Background(), rt.freeze)
 			if err != nil {
 				return err // this process stopped; nothing moved
@@ -663,7 +656,11 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration) error {
 			if set == nil {
 				return nil // the successor serves now
 			}
-			inherit = set // the successor failed: adopt again what we handed over
+			// The successor failed: adopt again what we handed over.
+			if err := rt.start(ctx, set); err != nil {
+				return fmt.Errorf("%w: resuming after the successor failed: %w", upgrade.ErrHandoffFailed, err)
+			}
+			req = ctl.Serve(rt.status)
 		}
 	}
 }
@@ -689,42 +686,4 @@ func (rt *runtime) status() upgrade.Msg {
 		}
 	}
 	return upgrade.Status(ls)
-}
-
-// reloadLimitsOnHUP re-reads the config file on SIGHUP and applies its
-// limits section without a restart; a file that does not load changes
-// nothing. The returned func stops listening and waits.
-func reloadLimitsOnHUP(path string, flow *flowctl.Controller, log *slog.Logger) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		for {
-			select {
-			case <-done:
-				return
-			case <-hup:
-			}
-			f, err := LoadFile(path)
-			if err == nil {
-				limits := flowctl.Config{}
-				if f.Limits != nil {
-					limits = *f.Limits
-				}
-				err = flow.Apply(limits)
-			}
-			if err != nil {
-				log.Error("SIGHUP: limits not reloaded; the old ones stay", "config", path, "err", err)
-				continue
-			}
-			log.Info("SIGHUP: limits reloaded", "config", path)
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-		<-exited
-	}
 }

@@ -70,10 +70,10 @@ func Status(listeners map[string]string) Msg {
 	return Msg{Op: OpStatus, PID: os.Getpid(), Listeners: listeners}
 }
 
-// Serve answers status requests with status in the background until a
-// successor asks to take over, and delivers that request. It stops when
-// the Control is closed.
-func (c *Control) Serve(status Msg) <-chan *Request {
+// Serve answers status requests with status() in the background until a
+// successor asks to take over or msgmesh reload asks for a reload, and
+// delivers that request. It stops when the Control is closed.
+func (c *Control) Serve(status func() Msg) <-chan *Request {
 	ch := make(chan *Request, 1)
 	go func() { // ends when the listener closes or a takeover comes
 		for {
@@ -81,8 +81,8 @@ func (c *Control) Serve(status Msg) <-chan *Request {
 			if err != nil {
 				return // closed: the runtime stopped listening
 			}
-			if takeoverRequested(conn, status, c.log) {
-				ch <- &Request{c: conn, ctl: c, log: c.log}
+			if op := request(conn, status(), c.log); op != "" {
+				ch <- &Request{c: conn, ctl: c, log: c.log, reload: op == OpReload}
 				return
 			}
 			conn.Close()
@@ -91,38 +91,60 @@ func (c *Control) Serve(status Msg) <-chan *Request {
 	return ch
 }
 
-// takeoverRequested reads a connection's requests, answering a status
-// request, until one asks to take over (true) or the peer goes away or
-// dawdles (false).
-func takeoverRequested(c *net.UnixConn, status Msg, log *slog.Logger) bool {
+// request reads a connection's requests, answering a status request,
+// until one asks to take over or to reload (that op), or the peer goes
+// away or dawdles ("").
+func request(c *net.UnixConn, status Msg, log *slog.Logger) string {
 	for range 2 {
 		_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 		m, err := Read(c)
 		if err != nil {
-			return false
+			return ""
 		}
 		switch m.Op {
 		case OpStatus:
 			log.Debug("control socket: status requested", "by_pid", m.PID)
 			if Write(c, status) != nil {
-				return false
+				return ""
 			}
 		case OpTakeover:
 			_ = c.SetReadDeadline(time.Time{})
 			log.Info("a successor asks to take over", "pid", m.PID)
-			return true
+			return m.Op
+		case OpReload:
+			_ = c.SetReadDeadline(time.Time{})
+			log.Info("msgmesh reload: asked to apply the config file again", "by_pid", m.PID)
+			return m.Op
 		default:
-			return false
+			return ""
 		}
 	}
-	return false
+	return ""
 }
 
-// Request is a successor's request to take over.
+// Request is a successor's request to take over, or msgmesh reload's.
 type Request struct {
-	c   *net.UnixConn
-	ctl *Control
-	log *slog.Logger
+	c      *net.UnixConn
+	ctl    *Control
+	log    *slog.Logger
+	reload bool
+}
+
+// IsReload says the request is msgmesh reload's: answer it with Answer
+// (HandOver is for a successor's).
+func (r *Request) IsReload() bool { return r.reload }
+
+// Answer tells msgmesh reload how its reload went: nil, the new
+// configuration serves; an error, why the old one stays.
+func (r *Request) Answer(err error) {
+	defer r.c.Close()
+	m := Msg{Op: OpReady}
+	if err != nil {
+		m = Msg{Op: OpRefused, Error: err.Error()}
+	}
+	if werr := Write(r.c, m); werr != nil {
+		r.log.Warn("msgmesh reload went away before its answer", "err", werr)
+	}
 }
 
 // Freezer stops a process's components where what they hold can move and

@@ -217,18 +217,18 @@ func differing(ctx context.Context, want, running map[string]string) []string {
 		if !ok || !inherited {
 			continue // not moved: this process opens its own, or none
 		}
-		if !sameAddr(ctx, flag, bound) {
+		if !SameAddr(ctx, flag, bound) {
 			out = append(out, fmt.Sprintf("%s %s (the running msgmesh's %s listener is %s)", l.flag, flag, l.name, bound))
 		}
 	}
 	return out
 }
 
-// sameAddr reports whether a listener flag (host:port as given) names the
+// SameAddr reports whether a listener flag (host:port as given) names the
 // bound address: the same port (port 0 matches any), and the same IP
 // (a name matches any address it resolves to; an empty host, 0.0.0.0 and
 // :: all mean every interface).
-func sameAddr(ctx context.Context, flag, bound string) bool {
+func SameAddr(ctx context.Context, flag, bound string) bool {
 	if flag == bound {
 		return true
 	}

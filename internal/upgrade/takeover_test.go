@@ -28,8 +28,8 @@ func TestSameAddr(t *testing.T) {
 		{"no-such-host.invalid:7600", "127.0.0.1:7600", false},
 		{"127.0.0.1", "127.0.0.1:7600", false}, // not host:port
 	} {
-		if got := sameAddr(context.Background(), tc.flag, tc.bound); got != tc.want {
-			t.Errorf("sameAddr(%q, %q) = %v, want %v", tc.flag, tc.bound, got, tc.want)
+		if got := SameAddr(context.Background(), tc.flag, tc.bound); got != tc.want {
+			t.Errorf("SameAddr(%q, %q) = %v, want %v", tc.flag, tc.bound, got, tc.want)
 		}
 	}
 }

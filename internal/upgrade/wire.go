@@ -23,6 +23,13 @@
 //	new → old  {"op":"ready"} once it serves; anything else (or the socket
 //	           closing) tells the old process to resume
 //
+// msgmesh reload asks the running process to apply its config file again,
+// in-process, on the same freeze/adopt path (reload.go):
+//
+//	cli → run  {"op":"reload","pid":P}
+//	run → cli  {"op":"ready"}, or {"op":"refused","error":…} (the old
+//	           configuration stays)
+//
 // Messages are a 4-byte big-endian length and JSON. Files travel after the
 // message that announces them, in batches, each attached to one marker
 // byte, and are read with recvmsg only, so no read ever drops them.
@@ -83,6 +90,11 @@ const (
 	OpState    = "state"
 	OpRefused  = "refused"
 	OpReady    = "ready"
+	// OpReload asks the running process to apply its config file again
+	// in-process (msgmesh reload); it answers OpReady when the new
+	// configuration serves, or OpRefused with the reason the old one
+	// stays.
+	OpReload = "reload"
 )
 
 // ErrNoPredecessor: nothing is listening on the control socket.

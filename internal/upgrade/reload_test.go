@@ -1,0 +1,238 @@
+package upgrade_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
+	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+)
+
+// TestReloadMovesConsumers: msgmesh reload applies a changed brokers
+// section in-process while an app publishes and consumes: a second NATS
+// cluster and a route send topic "audit" there, so its upstream consumer
+// moves from cluster a to cluster b, while "orders" consumption goes on
+// through the freeze/adopt of its connection and held deliveries. Counted
+// by message id: every acknowledged message is consumed once, none lost,
+// none doubled, and neither app connection dials again. An invalid file,
+// by msgmesh reload (exit 1, with the reason) or SIGHUP, keeps the old
+// configuration serving.
+func TestReloadMovesConsumers(t *testing.T) {
+	natsA, natsB := natstest.Start(t), natstest.Start(t)
+	cluster := func(name, url string) string {
+		return fmt.Sprintf("    - {name: %s, kind: nats, endpoints: [%q]}\n", name, url)
+	}
+	v1 := "brokers:\n  default_cluster: a\n  clusters:\n" + cluster("a", natsA.ClientURL())
+	v2 := v1 + cluster("b", natsB.ClientURL()) + "  routes:\n    - {topic: audit, cluster: b}\n"
+	bad := v2 + "  bogus: 1\n"
+	path := writeConfig(t, v1)
+	s := newSidecarArgs(t, "--config", path, "--delivery-timeout", "10s")
+	p := s.start(t)
+	dataDir := s.args[1]
+
+	reg := registry.Registration{App: "orders"}
+	for _, tp := range []string{"p1:orders", "p2:audit"} {
+		b, err := registry.ParseBinding(tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.Produce = append(reg.Produce, b)
+	}
+	for _, gt := range []string{"g1:orders", "g2:audit"} {
+		b, err := registry.ParseConsumeBinding(gt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.Consume = append(reg.Consume, b)
+	}
+	body, _ := json.Marshal(reg)
+	resp, err := http.Post("http://"+s.http+"/v1/registrations", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %d", resp.StatusCode)
+	}
+	meshAddr := s.args[3]
+
+	var dials atomic.Int32
+	dial := func() *client.Client {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := client.Dial(ctx, meshAddr, client.WithApp("orders"), client.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var (
+		mu       sync.Mutex
+		consumed = map[string]int{}
+		acked    = map[string]bool{}
+	)
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(consumed)
+	}
+	sub := dial()
+	for _, gt := range [][2]string{{"g1", "orders"}, {"g2", "audit"}} {
+		if _, err := sub.Subscribe(context.Background(), gt[0], gt[1], func(_ context.Context, d *client.Delivery) error {
+			time.Sleep(time.Millisecond) // the app's work: deliveries are held at the reload
+			mu.Lock()
+			consumed[string(d.Body)]++
+			mu.Unlock()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := dial()
+	publish := func(topic, body string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)}); err == nil {
+			mu.Lock()
+			acked[body] = true
+			mu.Unlock()
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				publish("orders", fmt.Sprintf("orders-%d-%d", w, i))
+			}
+		})
+	}
+	upstreamCluster := func(topic string) string {
+		resp, err := http.Get("http://" + s.http + "/v1/upstreams")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var us []struct{ Cluster, Topic string }
+		if json.NewDecoder(resp.Body).Decode(&us) != nil {
+			return ""
+		}
+		for _, u := range us {
+			if u.Topic == topic {
+				return u.Cluster
+			}
+		}
+		return ""
+	}
+	reload := func(want int) string {
+		t.Helper()
+		bin, _ := buildBinary()
+		out, err := exec.Command(bin, "reload", "--data-dir", dataDir).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != want {
+			t.Fatalf("msgmesh reload exited %d, want %d:\n%s", code, want, out)
+		}
+		return string(out)
+	}
+	flow := func(what string) {
+		t.Helper()
+		before := count()
+		waitFor(t, what, func() bool { return count() > before+300 })
+	}
+
+	flow("orders to flow")
+	if c := upstreamCluster("audit"); c != "a" {
+		t.Fatalf("audit's upstream consumer runs on %q before the reload, want a", c)
+	}
+	if err := os.WriteFile(path, []byte(v2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	reload(0)
+	t.Logf("msgmesh reload of the brokers section took %s", time.Since(start).Round(time.Millisecond))
+	for _, l := range strings.Split(p.log.String(), "\n") {
+		if strings.Contains(l, `msg="handed off"`) || strings.Contains(l, "configuration reloaded") {
+			t.Log(l[strings.Index(l, "msg="):])
+		}
+	}
+	waitFor(t, "audit's upstream consumer to move to cluster b", func() bool { return upstreamCluster("audit") == "b" })
+	for i := range 100 {
+		publish("audit", fmt.Sprintf("audit-%d", i))
+	}
+	flow("orders to flow after the reload")
+
+	// An invalid file: refused with the reason; the old configuration serves.
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := reload(1); !strings.Contains(out, "reload refused") || !strings.Contains(out, "bogus") {
+		t.Errorf("msgmesh reload of an invalid file says:\n%s", out)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SIGHUP with an invalid file to be logged", func() bool {
+		return strings.Contains(p.log.String(), "SIGHUP: configuration not reloaded; the old one stays")
+	})
+	flow("orders to flow after the refused reloads")
+	if c := upstreamCluster("audit"); c != "b" {
+		t.Errorf("audit's upstream consumer runs on %q after the refused reloads, want b", c)
+	}
+
+	stop()
+	wg.Wait()
+	waitFor(t, "every acknowledged message to be consumed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for b := range acked {
+			if consumed[b] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	audit := 0
+	for b, n := range consumed {
+		if n > 1 {
+			t.Errorf("%s consumed %d times", b, n)
+		}
+		if !acked[b] {
+			t.Errorf("%s consumed but never acknowledged", b)
+		}
+		if strings.HasPrefix(b, "audit-") {
+			audit++
+		}
+	}
+	if audit != 100 {
+		t.Errorf("%d of 100 audit messages consumed", audit)
+	}
+	if d := dials.Load(); d != 2 {
+		t.Errorf("the app's two clients dialled %d times: a connection broke", d)
+	}
+	t.Logf("%d acknowledged, %d consumed once each, through one reload and two refused ones", len(acked), len(consumed))
+}
