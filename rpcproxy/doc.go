@@ -28,6 +28,12 @@
 // (its route's timeout), and a call whose upstream connection dies fails
 // at once.
 //
+// Hot upgrade and reload (handover.go, docs/upgrade.md): Freeze stops the
+// proxy for a successor but keeps its listening sockets and every caller's
+// connection, cut at a request boundary once the calls read from it are
+// answered, with the bytes of a request read only in part; a new Proxy
+// given them with Adopt serves them from there, so callers see no reset.
+//
 // Goroutines: the proxy's Routines own the listeners' Serve loops, the
 // ingress accept pump and the health loop; each core.Server owns its
 // connection handlers; each handler owns the goroutines of its calls in

@@ -400,8 +400,22 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 		}
 		fwdLn = inherit.Take(forwardName)
 	}
+	// Until the sidecar and the proxy adopt them, their files are ours to
+	// close if starting fails (the caller may adopt copies of them again).
+	release := func() {
+		if sidecar != nil {
+			sidecar.Close()
+		}
+		if rpc != nil {
+			rpc.Close()
+		}
+	}
 	if err := rt.openBrokers(ctx); err != nil {
 		rt.closeBrokers()
+		release()
+		if fwdLn != nil {
+			fwdLn.Close()
+		}
 		return err
 	}
 	cfg := rt.cfg
@@ -410,6 +424,7 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 		link, err := startControlPlane(ctx, *rt.cp, rt.cfg.DataDir, fwdLn, rt.cfg.Flow, rt.log)
 		if err != nil {
 			rt.closeBrokers()
+			release()
 			return err
 		}
 		rt.link = link
@@ -429,10 +444,12 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 	if rt.rpc != nil {
 		p, err := rpcproxy.New(*rt.rpc, rt.log.With("component", "rpc"))
 		if err != nil {
+			release()
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
 		if rpc != nil {
 			p.Adopt(rpc)
+			rpc = nil // the proxy's now
 		}
 		if err := p.Start(ctx); err != nil {
 			return fail(fmt.Errorf("rpc: %w", err))
@@ -446,6 +463,7 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 		}
 	} else if rpc != nil {
 		rpc.Close() // the predecessor ran the RPC proxy; this one does not
+		rpc = nil
 	}
 	sc, err := msgmesh.New(cfg)
 	if err != nil {
