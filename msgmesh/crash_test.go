@@ -2,11 +2,9 @@ package msgmesh_test
 
 import (
 	"bytes"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,25 +13,11 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/internal/testbin"
 )
 
 // buildSidecar compiles cmd/msgmesh once per test binary run.
-var buildSidecar = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "msgmesh-bin")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "msgmesh")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, "../cmd/msgmesh")...).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+func buildSidecar() (string, error) { return testbin.Build("github.com/msgmesh/msgmesh/cmd/msgmesh") }
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) string {

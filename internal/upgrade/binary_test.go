@@ -1,41 +1,25 @@
 package upgrade_test
 
 import (
-	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
+	"github.com/msgmesh/msgmesh/internal/testbin"
 )
 
 // The binary-level hot-upgrade tests run the real msgmesh binary: an old
 // process, and a new one started with --upgrade on the same data directory.
 
 // buildBinary compiles cmd/msgmesh once per test binary run.
-var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "msgmesh-upgrade-bin")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "msgmesh")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, "../../cmd/msgmesh")...).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+func buildBinary() (string, error) { return testbin.Build("github.com/msgmesh/msgmesh/cmd/msgmesh") }
 
 // proc is msgmesh running as a child process.
 type proc struct {
@@ -136,15 +120,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return brokertest.FreeAddr(t) }
 
 // writeConfig writes a config file for msgmesh --config.
 func writeConfig(t *testing.T, yaml string) string {

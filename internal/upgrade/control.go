@@ -161,12 +161,8 @@ type Freezer func(ctx context.Context, into *Set) error
 func (r *Request) HandOver(ctx context.Context, freeze Freezer) (*Set, error) {
 	defer r.c.Close()
 	start := time.Now()
-	set := NewSet()
-	fctx, cancel := context.WithTimeout(ctx, SettleTimeout)
-	err := freeze(fctx, set)
-	cancel()
+	set, err := freezeSet(ctx, freeze)
 	if err != nil {
-		set.Close()
 		r.log.Error("handoff failed", "err", err)
 		_ = Write(r.c, Msg{Op: OpRefused, Error: err.Error()})
 		return nil, fmt.Errorf("%w: the sidecar stopped; start it again without --upgrade (docs/upgrade.md): %w", ErrHandoffFailed, err)
@@ -196,4 +192,17 @@ func (r *Request) HandOver(ctx context.Context, freeze Freezer) (*Set, error) {
 	r.ctl.Close()
 	r.log.Info("handed over to the successor; exiting", "freeze", frozen, "total", time.Since(start))
 	return nil, nil
+}
+
+// freezeSet runs freeze into a new Set, bounded by SettleTimeout. When it
+// fails the Set is closed: the components stopped and nothing moves.
+func freezeSet(ctx context.Context, freeze Freezer) (*Set, error) {
+	set := NewSet()
+	fctx, cancel := context.WithTimeout(ctx, SettleTimeout)
+	defer cancel()
+	if err := freeze(fctx, set); err != nil {
+		set.Close()
+		return nil, err
+	}
+	return set, nil
 }

@@ -26,12 +26,8 @@ var ErrReloadRefused = errors.New("reload refused")
 // start's error; if restore fails too, the process serves nothing and the
 // error says so.
 func Reload(ctx context.Context, freeze Freezer, start, restore func(context.Context, *Set) error) error {
-	set := NewSet()
-	fctx, cancel := context.WithTimeout(ctx, SettleTimeout)
-	err := freeze(fctx, set)
-	cancel()
+	set, err := freezeSet(ctx, freeze)
 	if err != nil {
-		set.Close()
 		return fmt.Errorf("%w: the sidecar could not stop for it, and stopped: %w", ErrHandoffFailed, err)
 	}
 	spare, err := set.Clone()
