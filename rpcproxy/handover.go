@@ -86,15 +86,19 @@ func (p *Proxy) Freeze(ctx context.Context) (*Handover, error) {
 func (p *Proxy) freeze(ctx context.Context) (*Handover, error) {
 	h := &Handover{}
 	var err error
+	fail := func(err error) (*Handover, error) {
+		h.Close()
+		_ = p.shutdown(ctx) // nothing can move: stop as at Shutdown
+		return nil, err
+	}
 	if p.egress != nil {
 		if h.Egress, err = core.FileOf(p.egress.ln); err != nil {
-			return nil, fmt.Errorf("rpcproxy: egress listener: %w", err)
+			return fail(fmt.Errorf("rpcproxy: egress listener: %w", err))
 		}
 	}
 	if p.ingress != nil {
 		if h.Ingress, err = p.ingress.sw.file(); err != nil {
-			h.Close()
-			return nil, fmt.Errorf("rpcproxy: ingress listener: %w", err)
+			return fail(fmt.Errorf("rpcproxy: ingress listener: %w", err))
 		}
 	}
 	p.freezing.Store(true)

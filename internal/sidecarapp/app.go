@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -301,6 +302,11 @@ type runtime struct {
 
 	proxy *rpcproxy.Proxy // this incarnation's RPC proxy
 
+	// listeners answers status requests on the control socket, whose
+	// goroutine must not read the runtime while a reload replaces it:
+	// set after each start.
+	listeners atomic.Pointer[upgrade.Msg]
+
 	upgrade upgrade.Options // whether and onto what this process takes over
 }
 
@@ -483,6 +489,8 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 			return fail(err)
 		}
 	}
+	st := rt.status()
+	rt.listeners.Store(&st)
 	return nil
 }
 
@@ -641,7 +649,7 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os
 		pred.Ready()
 		rt.log.Info("hot upgrade complete: serving the predecessor's connections")
 	}
-	req := ctl.Serve(rt.status)
+	req := ctl.Serve(rt.lastStatus)
 	for {
 		select {
 		case <-ctx.Done():
@@ -664,7 +672,7 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os
 				if errors.Is(err, upgrade.ErrHandoffFailed) {
 					return err
 				}
-				req = ctl.Serve(rt.status)
+				req = ctl.Serve(rt.lastStatus)
 				continue
 			}
 			set, err := r.HandOver(context.Background(), rt.freeze)
@@ -678,10 +686,13 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os
 			if err := rt.start(ctx, set); err != nil {
 				return fmt.Errorf("%w: resuming after the successor failed: %w", upgrade.ErrHandoffFailed, err)
 			}
-			req = ctl.Serve(rt.status)
+			req = ctl.Serve(rt.lastStatus)
 		}
 	}
 }
+
+// lastStatus is the status answer of the runtime as it last started.
+func (rt *runtime) lastStatus() upgrade.Msg { return *rt.listeners.Load() }
 
 // status is this runtime's answer to a status request: its listeners.
 func (rt *runtime) status() upgrade.Msg {
