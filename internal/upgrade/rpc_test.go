@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,10 +21,11 @@ import (
 // TestHotUpgradeRPCInFlight: RPC calls keep flowing through a sidecar's
 // egress (sidecar A) and another's ingress (sidecar B) to an app that takes
 // 20 ms per call, over the mesh RPC protocol and HTTP/1.1, while A, then
-// B, then A again are hot-upgraded. The callers' connections, and A's
-// upstream connections into B's ingress, move to the successor: every
-// call completes with its own answer (none reset, none failed), and no
-// caller dials again. Every call is counted.
+// B, then A again are hot-upgraded, and then A's rpc section is reloaded.
+// The callers' connections, and A's upstream connections into B's
+// ingress, move to the successor (or, in the reload, to the new proxy):
+// every call completes with its own answer (none reset, none failed), and
+// no caller dials again. Every call is counted.
 func TestHotUpgradeRPCInFlight(t *testing.T) {
 	const work = 20 * time.Millisecond
 	app, err := rpctest.StartMesh("", func(ctx context.Context, req *mesh.Request) (*mesh.Response, *mesh.Error) {
@@ -50,7 +53,7 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
     app: {mesh: %q, http1: %q}
     heartbeat: {interval: 200ms}
 `, ingress, app.Addr(), appHTTP.Addr())))
-	a := newSidecarArgs(t, "--config", writeConfig(t, fmt.Sprintf(`rpc:
+	aConfig := fmt.Sprintf(`rpc:
   egress: {listen: %q}
   ingress: {listen: "off"}
   clusters:
@@ -59,7 +62,9 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
   routes:
     - {name: mesh, service: echo, cluster: b, timeout: 60s}
     - {name: http, service: echo.local, cluster: b, timeout: 60s}
-`, egress, ingress)))
+`, egress, ingress)
+	aPath := writeConfig(t, aConfig)
+	a := newSidecarArgs(t, "--config", aPath)
 	procB := b.start(t)
 	procA := a.start(t)
 
@@ -149,6 +154,18 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
 			i, step.name, gone.Round(time.Millisecond), atStart, calls.Load()-before)
 		flow("calls to flow after the upgrade")
 	}
+	// A reload of A with a changed rpc section (one more route, a longer
+	// idle timeout) moves the same connections in-process.
+	if err := os.WriteFile(aPath, []byte(aConfig+"    - {name: other, service: other, cluster: b}\n  idle_timeout: 10m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	atStart, before := inflight.Load(), calls.Load()
+	bin, _ := buildBinary()
+	if out, err := exec.Command(bin, "reload", "--data-dir", a.args[1]).CombinedOutput(); err != nil {
+		t.Fatalf("msgmesh reload of A: %v\n%s", err, out)
+	}
+	t.Logf("reload of A's rpc section: %d calls in flight at its start, %d completed meanwhile", atStart, calls.Load()-before)
+	flow("calls to flow after the reload")
 	stop()
 	wg.Wait()
 	mu.Lock()
