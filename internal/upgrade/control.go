@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -140,7 +141,8 @@ func (r *Request) Answer(err error) {
 	defer r.c.Close()
 	m := Msg{Op: OpReady}
 	if err != nil {
-		m = Msg{Op: OpRefused, Error: err.Error()}
+		// RequestReload says "reload refused" itself.
+		m = Msg{Op: OpRefused, Error: strings.TrimPrefix(err.Error(), ErrReloadRefused.Error()+": ")}
 	}
 	if werr := Write(r.c, m); werr != nil {
 		r.log.Warn("msgmesh reload went away before its answer", "err", werr)
