@@ -29,14 +29,17 @@ import (
 // by message id: every acknowledged message is consumed once, none lost,
 // none doubled, and neither app connection dials again. An invalid file,
 // by msgmesh reload (exit 1, with the reason) or SIGHUP, keeps the old
-// configuration serving.
+// configuration serving; so does one naming a cluster that cannot be
+// reached, whose start fails after the freeze: the old configuration
+// adopts a copy of the same sockets again.
 func TestReloadMovesConsumers(t *testing.T) {
 	natsA, natsB := natstest.Start(t), natstest.Start(t)
 	cluster := func(name, url string) string {
 		return fmt.Sprintf("    - {name: %s, kind: nats, endpoints: [%q]}\n", name, url)
 	}
 	v1 := "brokers:\n  default_cluster: a\n  clusters:\n" + cluster("a", natsA.ClientURL())
-	v2 := v1 + cluster("b", natsB.ClientURL()) + "  routes:\n    - {topic: audit, cluster: b}\n"
+	routes := "  routes:\n    - {topic: audit, cluster: b}\n"
+	v2 := v1 + cluster("b", natsB.ClientURL()) + routes
 	bad := v2 + "  bogus: 1\n"
 	path := writeConfig(t, v1)
 	s := newSidecarArgs(t, "--config", path, "--delivery-timeout", "10s")
@@ -184,6 +187,17 @@ func TestReloadMovesConsumers(t *testing.T) {
 	}
 	flow("orders to flow after the reload")
 
+	// A file that validates but does not start (a cluster nobody serves):
+	// the old configuration adopts a copy of the same sockets and serves on.
+	unreachable := v1 + cluster("b", natsB.ClientURL()) + cluster("c", "nats://"+freeAddr(t)) + routes
+	if err := os.WriteFile(path, []byte(unreachable), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := reload(1); !strings.Contains(out, "the new configuration did not start; the old one serves again") {
+		t.Errorf("msgmesh reload of a configuration that cannot start says:\n%s", out)
+	}
+	flow("orders to flow after the reload that fell back")
+
 	// An invalid file: refused with the reason; the old configuration serves.
 	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
@@ -234,5 +248,5 @@ func TestReloadMovesConsumers(t *testing.T) {
 	if d := dials.Load(); d != 2 {
 		t.Errorf("the app's two clients dialled %d times: a connection broke", d)
 	}
-	t.Logf("%d acknowledged, %d consumed once each, through one reload and two refused ones", len(acked), len(consumed))
+	t.Logf("%d acknowledged, %d consumed once each, through one reload, one that fell back and two refused ones", len(acked), len(consumed))
 }
