@@ -284,9 +284,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	return rt.serve(ctx, *grace, hup)
 }
 
-// runtime is one incarnation of the sidecar in this process: its brokers
-// and its Sidecar. A hot upgrade ends it; a failed one starts it again on
-// the state it handed over.
+// runtime is the sidecar in this process: its brokers, its Sidecar and its
+// RPC proxy. A hot upgrade ends it; a failed one starts it again on the
+// set it handed over; a reload freezes it and starts it again, in place,
+// from the config file's new settings (reload.go).
 type runtime struct {
 	cfg        msgmesh.Config
 	natsListen string
