@@ -157,6 +157,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet("msgmesh", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: msgmesh [flags]\n       msgmesh reload [--data-dir DIR]   apply the running sidecar's config file again (docs/upgrade.md)\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	var (
 		cfg        msgmesh.Config
 		configPath = fs.String("config", "", "YAML config file (broker clusters and routes); see docs/config.md")
