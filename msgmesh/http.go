@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ import (
 //	                                 /v1/ack and /v1/nack a list of them (httppull.go)
 //	GET    /healthz                  liveness: 200 while serving; 503 while stopping or when Config.Health fails
 //	GET    /readyz                   readiness: 200 when every cluster and upstream consumer is ready, else 503 naming what is not (readiness.go)
+//	GET    /debug/pprof/...          Go runtime profiles (net/http/pprof), only with Config.Pprof
 //
 // httpGuard (httpguard.go) stands in front of all of it but the two probes,
 // and the POST requests have their content types checked (jsonBody,
@@ -66,6 +68,13 @@ func (sc *Sidecar) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", sc.handleReady)
+	if sc.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return sc.guard.wrap(mux)
 }
 

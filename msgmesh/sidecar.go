@@ -105,6 +105,12 @@ type Config struct {
 	// GRPCListen is the gRPC API's address (grpc.go, docs/grpc.md). Zero:
 	// no gRPC API (the msgmesh binary's --grpc defaults to 127.0.0.1:7603).
 	GRPCListen string
+	// Pprof serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on the HTTP API, behind the same guard as the rest of
+	// it (loopback Host, no browser): for profiling a sidecar under load
+	// (docs/benchmarks.md). Zero: not served; a profile shows what the
+	// process runs, so it is off unless asked for.
+	Pprof bool
 	// Brokers are the broker clusters topics live on, by cluster name; the
 	// caller opens them (brokers.Open) and closes them after Shutdown.
 	// Required, unless Broker is set.

@@ -19,6 +19,12 @@
 // all three through the sidecar's gRPC API (grpc.go) instead of the SDK.
 // With variants it also measures the sidecar with schema validation,
 // tracing and metrics on.
+//
+// The plain sidecar row can run the real msgmesh binary as a child
+// process (process.go) instead: then the sidecar's CPU time per message
+// and its peak RSS are read from /proc, its own and not the driver's. The
+// direct and plain sidecar rows also measure 32 synchronous publishers,
+// and the HTTP publish row 32 HTTP connections publishing to that sidecar.
 package bench
 
 import (
@@ -26,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -59,6 +66,20 @@ type Config struct {
 	// embedded default), a positive interval fsyncs that often
 	// (natsbroker.EmbeddedConfig.SyncInterval). Zero: just the default.
 	NATSSync []time.Duration
+	// Sidecar is where the plain sidecar row's sidecar runs:
+	// SidecarProcess (the msgmesh binary, Binary, as a child process: its
+	// CPU and RSS are read from /proc) or SidecarInProcess. Zero:
+	// in-process. The push, gRPC and variant rows are always in-process.
+	Sidecar string
+	// Binary is the msgmesh binary of SidecarProcess. Zero: Run builds
+	// cmd/msgmesh (BuildSidecar).
+	Binary string
+	// ProfileDir, with SidecarProcess, is where each broker's sidecar row
+	// leaves a CPU profile (ProfileSeconds long, from the start of the
+	// row) and an allocation profile (at its end) of the child process,
+	// taken over its /debug/pprof/ (the binary's --pprof). Zero: none.
+	ProfileDir     string
+	ProfileSeconds int // zero: 30
 }
 
 func (c *Config) defaults() {
@@ -77,7 +98,18 @@ func (c *Config) defaults() {
 	if c.Broker == "" {
 		c.Broker = "nats"
 	}
+	if c.Sidecar == "" {
+		c.Sidecar = SidecarInProcess
+	}
+	if c.ProfileSeconds <= 0 {
+		c.ProfileSeconds = 30
+	}
 }
+
+// syncPublishers is how many goroutines publish synchronously (each
+// waiting for its broker ack before the next) in the sync×32 phase, and
+// how many HTTP connections the HTTP publish row uses.
+const syncPublishers = 32
 
 // brokerList is the brokers a run covers, or an error for an unknown name.
 func (c Config) brokerList() ([]string, error) {
@@ -97,6 +129,10 @@ const (
 	KindVariant = "variant"
 	// KindGRPC is the sidecar reached through its gRPC API (grpc.go).
 	KindGRPC = "grpc"
+	// KindHTTPPublish is the HTTP publish row: syncPublishers connections
+	// POSTing /v1/publish to the plain sidecar row's sidecar, each
+	// answered after the broker's ack; its figure is Sync32MPS.
+	KindHTTPPublish = "http-publish"
 )
 
 // Result is one path's figures.
@@ -108,6 +144,16 @@ type Result struct {
 	PublishMPS float64 // acknowledged publishes per second
 	ConsumeMPS float64 // consumed and acked messages per second
 	P50, P99   time.Duration
+	// Sync32MPS is acknowledged publishes per second with syncPublishers
+	// synchronous publishers (zero: not measured on this row).
+	Sync32MPS float64
+	// CPU per message the sidecar process spent in the publish, consume
+	// and sync×32 phases (utime+stime from /proc over the phase, divided
+	// by its messages); zero when the sidecar is not a process of its own.
+	CPUPublish, CPUConsume, CPUSync32 time.Duration
+	// PeakRSSKiB is the sidecar process's largest resident set (VmHWM)
+	// at the end of the row; zero when not a process of its own.
+	PeakRSSKiB int
 }
 
 // path is what a measured path must do; one implementation per broker
@@ -118,6 +164,10 @@ type path interface {
 	// consume reads n messages, acking each, and returns when all are in.
 	consume(ctx context.Context, n int) error
 }
+
+// sidecarProcess is a path whose sidecar is a process of its own: its
+// CPU time and memory can be read.
+type sidecarProcess interface{ sidecarPID() int }
 
 // bodier is a path that needs its own bodies (schema validation).
 type bodier interface{ body(size int) []byte }
@@ -157,6 +207,22 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	switch cfg.Sidecar {
+	case SidecarInProcess:
+	case SidecarProcess:
+		if cfg.Binary == "" {
+			if cfg.Binary, err = BuildSidecar(ctx, dir); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("bench: sidecar mode %q: want %s or %s", cfg.Sidecar, SidecarProcess, SidecarInProcess)
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	var out []Result
 	for _, name := range list {
 		runs := []time.Duration{0}
@@ -213,6 +279,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 	entries := []entry{
 		{KindDirect, directName[name], func() (path, func(), error) { return st.direct(ctx, topicDirect) }},
 		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
+			if cfg.Sidecar == SidecarProcess {
+				return newProcSidecarPath(ctx, cfg, st.cluster, dir+"/sidecar", topicSidecar, label)
+			}
 			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
 		}},
 		{KindVariant, pushRowName, func() (path, func(), error) {
@@ -239,18 +308,31 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 	for _, e := range entries {
 		r := Result{Broker: label, Kind: e.kind, Path: e.name}
 		p, closeP, err := e.open()
+		var httpRow *Result
 		if err != nil {
 			r.Err = fmt.Errorf("setup: %w", err)
 		} else {
-			r, err = measure(ctx, cfg, p)
-			closeP()
+			sync32 := e.kind == KindDirect || e.kind == KindSidecar
+			r, err = measure(ctx, cfg, p, sync32)
 			r.Broker, r.Kind, r.Path = label, e.kind, e.name
 			r.Err = err
+			if e.kind == KindSidecar && err == nil {
+				h := measureHTTPPublish(ctx, cfg, p)
+				h.Broker = label
+				httpRow = &h
+			}
+			if sp, ok := p.(sidecarProcess); ok && sp.sidecarPID() != 0 && r.Err == nil {
+				r.PeakRSSKiB, r.Err = peakRSS(sp.sidecarPID())
+			}
+			closeP()
 		}
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
 		out = append(out, r)
+		if httpRow != nil {
+			out = append(out, *httpRow)
+		}
 	}
 	return out, nil
 }
@@ -278,7 +360,10 @@ var serverName = map[string]string{
 	"rocketmq": "rmqtest",
 }
 
-func measure(ctx context.Context, cfg Config, p path) (Result, error) {
+// measure runs the phases on p; sync32 adds the phase of syncPublishers
+// synchronous publishers (after the latency phase, so that the backlog
+// the consume phase reads is the async publishes').
+func measure(ctx context.Context, cfg Config, p path, sync32 bool) (Result, error) {
 	body := make([]byte, cfg.Size)
 	for i := range body {
 		body[i] = byte('a' + i%26)
@@ -287,6 +372,19 @@ func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 		body = b.body(cfg.Size)
 	}
 	var r Result
+	pid := 0
+	if sp, ok := p.(sidecarProcess); ok {
+		pid = sp.sidecarPID()
+	}
+	// perMsg is the sidecar's CPU per message since a phase began at cpu0.
+	perMsg := func(cpu0 time.Duration, n int) (time.Duration, error) {
+		cpu1, err := cpuOf(pid)
+		return (cpu1 - cpu0) / time.Duration(n), err
+	}
+	cpu0, err := cpuOf(pid)
+	if err != nil {
+		return r, err
+	}
 
 	// Publish throughput: the backlog the consume phase reads.
 	start := time.Now()
@@ -312,16 +410,25 @@ func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 		return r, fmt.Errorf("publish: %w", firstErr)
 	}
 	r.PublishMPS = float64(cfg.Count) / time.Since(start).Seconds()
+	if r.CPUPublish, err = perMsg(cpu0, cfg.Count); err != nil {
+		return r, err
+	}
 
 	// Consume throughput over that backlog.
+	if cpu0, err = cpuOf(pid); err != nil {
+		return r, err
+	}
 	start = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, consumeTimeout(cfg))
-	err := p.consume(cctx, cfg.Count)
+	err = p.consume(cctx, cfg.Count)
 	cancel()
 	if err != nil {
 		return r, fmt.Errorf("consume: %w", err)
 	}
 	r.ConsumeMPS = float64(cfg.Count) / time.Since(start).Seconds()
+	if r.CPUConsume, err = perMsg(cpu0, cfg.Count); err != nil {
+		return r, err
+	}
 
 	// Latency of one synchronous publish at a time.
 	lat := make([]time.Duration, cfg.Latencies)
@@ -335,7 +442,55 @@ func measure(ctx context.Context, cfg Config, p path) (Result, error) {
 	slices.Sort(lat)
 	r.P50 = lat[len(lat)/2]
 	r.P99 = lat[len(lat)*99/100]
-	return r, nil
+
+	if !sync32 {
+		return r, nil
+	}
+	if cpu0, err = cpuOf(pid); err != nil {
+		return r, err
+	}
+	mps, err := publishers(ctx, cfg.Count, func(ctx context.Context) error { return p.publish(ctx, body) })
+	if err != nil {
+		return r, fmt.Errorf("sync×%d publish: %w", syncPublishers, err)
+	}
+	r.Sync32MPS = mps
+	r.CPUSync32, err = perMsg(cpu0, cfg.Count)
+	return r, err
+}
+
+// publishers runs n calls of publish from syncPublishers goroutines, each
+// call returning after its broker ack, and returns the calls per second.
+func publishers(ctx context.Context, n int, publish func(context.Context) error) (float64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next    = make(chan struct{}, n)
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		first   error
+	)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	start := time.Now()
+	for range syncPublishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range next {
+				if err := publish(ctx); err != nil {
+					errOnce.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // consumeTimeout bounds a consume phase, so a path that stalls becomes a
@@ -355,13 +510,17 @@ func Failed(rs []Result) []Result {
 	return f
 }
 
-// PrintTable writes the results and, per broker, the ratios: sidecar /
-// direct, and for each variant variant / sidecar and variant / direct.
+// PrintTable writes the results and, per broker, the ratios (sidecar /
+// direct, and for each variant variant / sidecar and variant / direct),
+// the p50 the sidecar adds, then the targets of docs/benchmarks.md
+// against what this run measured.
 func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	cfg.defaults()
-	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes\n\n", cfg.Count, cfg.Size, cfg.Window, cfg.Latencies)
-	fmt.Fprintf(w, "| %-36s | %12s | %12s | %10s | %10s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99")
-	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dashes(38), dashes(15), dashes(15), dashes(12), dashes(12))
+	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes, %d synchronous publishers (sync×%d); sidecar row: %s\n\n",
+		cfg.Count, cfg.Size, cfg.Window, cfg.Latencies, syncPublishers, syncPublishers, cfg.Sidecar)
+	fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s | %13s | %9s | %9s | %9s | %7s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99",
+		fmt.Sprintf("sync×%d msg/s", syncPublishers), "CPU µs/msg publish", "CPU µs/msg consume", fmt.Sprintf("CPU µs/msg sync×%d", syncPublishers), "RSS MiB")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dashes(38), dashes(15), dashes(15), dashes(12), dashes(12), dashes(15), dashes(11), dashes(11), dashes(11), dashes(9))
 	several := len(rs) > 0 && rs[0].Broker != rs[len(rs)-1].Broker
 	for i := 0; i < len(rs); {
 		j := i
@@ -369,12 +528,13 @@ func PrintTable(w io.Writer, cfg Config, rs []Result) {
 			j++
 		}
 		if several {
-			fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "**"+rs[i].Broker+"**", "", "", "", "")
+			fmt.Fprintf(w, "| %-36s |\n", "**"+rs[i].Broker+"**")
 		}
 		printBroker(w, rs[i:j])
 		i = j
 	}
 	printSyncCost(w, rs)
+	printTargets(w, rs)
 }
 
 // printSyncCost compares, for the direct and the sidecar path, the first
@@ -397,7 +557,7 @@ func printSyncCost(w io.Writer, rs []Result) {
 	if len(groups) < 2 {
 		return
 	}
-	fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "**cost of the sync setting**", "", "", "", "")
+	fmt.Fprintf(w, "| %-36s |\n", "**cost of the sync setting**")
 	first := strings.TrimPrefix(groups[0], "nats, sync ")
 	for _, g := range groups[1:] {
 		other := strings.TrimPrefix(g, "nats, sync ")
@@ -406,48 +566,165 @@ func printSyncCost(w io.Writer, rs []Result) {
 			if a == nil || b == nil {
 				continue
 			}
-			fmt.Fprintf(w, "| %-36s | %13.2f | %13.2f | %10.2f | %10.2f |\n", fmt.Sprintf("%s: %s / %s", kind, first, other),
-				a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
+			printRatio(w, fmt.Sprintf("%s: %s / %s", kind, first, other), a, b)
 		}
 	}
 }
 
+// div is a/b, or NaN when either was not measured (zero): printed blank.
+func div(a, b float64) float64 {
+	if a == 0 || b == 0 {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func cell(width int, v float64, format string) string {
+	if math.IsNaN(v) {
+		return strings.Repeat(" ", width)
+	}
+	return fmt.Sprintf("%*s", width, fmt.Sprintf(format, v))
+}
+
+func printRatio(w io.Writer, label string, a, b *Result) {
+	if a == nil || b == nil {
+		return
+	}
+	fmt.Fprintf(w, "| %-36s | %s | %s | %s | %s | %s |\n", label,
+		cell(13, div(a.PublishMPS, b.PublishMPS), "%.2f"), cell(13, div(a.ConsumeMPS, b.ConsumeMPS), "%.2f"),
+		cell(10, div(float64(a.P50), float64(b.P50)), "%.2f"), cell(10, div(float64(a.P99), float64(b.P99)), "%.2f"),
+		cell(13, div(a.Sync32MPS, b.Sync32MPS), "%.2f"))
+}
+
+// µs is d in microseconds, NaN (blank) for zero: not measured.
+func µs(d time.Duration) float64 {
+	if d == 0 {
+		return math.NaN()
+	}
+	return float64(d) / float64(time.Microsecond)
+}
+
+func printRow(w io.Writer, r *Result) {
+	dur := func(d time.Duration) string {
+		if d == 0 {
+			return ""
+		}
+		return d.Round(time.Microsecond).String()
+	}
+	rss := math.NaN()
+	if r.PeakRSSKiB > 0 {
+		rss = float64(r.PeakRSSKiB) / 1024
+	}
+	fmt.Fprintf(w, "| %-36s | %s | %s | %10s | %10s | %s | %s | %s | %s | %s |\n", r.Path,
+		cell(13, div(r.PublishMPS, 1), "%.0f"), cell(13, div(r.ConsumeMPS, 1), "%.0f"), dur(r.P50), dur(r.P99),
+		cell(13, div(r.Sync32MPS, 1), "%.0f"), cell(9, µs(r.CPUPublish), "%.1f"), cell(9, µs(r.CPUConsume), "%.1f"),
+		cell(9, µs(r.CPUSync32), "%.1f"), cell(7, rss, "%.1f"))
+}
+
+// roles picks a broker group's rows by kind.
+type roles struct{ direct, plain, viaGRPC, httpPub *Result }
+
+func rolesOf(rs []Result) roles {
+	var ro roles
+	for i := range rs {
+		r := &rs[i]
+		if r.Err != nil {
+			continue
+		}
+		switch r.Kind {
+		case KindDirect:
+			ro.direct = r
+		case KindSidecar:
+			ro.plain = r
+		case KindGRPC:
+			ro.viaGRPC = r
+		case KindHTTPPublish:
+			ro.httpPub = r
+		}
+	}
+	return ro
+}
+
 func printBroker(w io.Writer, rs []Result) {
-	var direct, plain, viaGRPC *Result
 	for i := range rs {
 		r := &rs[i]
 		if r.Err != nil {
 			fmt.Fprintf(w, "| %-36s | not measured: %v\n", r.Path, r.Err)
 			continue
 		}
-		fmt.Fprintf(w, "| %-36s | %13.0f | %13.0f | %10s | %10s |\n", r.Path, r.PublishMPS, r.ConsumeMPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond))
-		switch r.Kind {
-		case KindDirect:
-			direct = r
-		case KindSidecar:
-			plain = r
-		case KindGRPC:
-			viaGRPC = r
-		}
+		printRow(w, r)
 	}
-	ratio := func(label string, a, b *Result) {
-		if a == nil || b == nil {
-			return
-		}
-		fmt.Fprintf(w, "| %-36s | %13.2f | %13.2f | %10.2f | %10.2f |\n", label,
-			a.PublishMPS/b.PublishMPS, a.ConsumeMPS/b.ConsumeMPS, float64(a.P50)/float64(b.P50), float64(a.P99)/float64(b.P99))
+	ro := rolesOf(rs)
+	printRatio(w, "ratio sidecar / direct", ro.plain, ro.direct)
+	printRatio(w, fmt.Sprintf("ratio HTTP publish / direct sync×%d", syncPublishers), ro.httpPub, ro.direct)
+	if ro.plain != nil && ro.direct != nil {
+		fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "added p50 (sidecar − direct)", "", "",
+			(ro.plain.P50 - ro.direct.P50).Round(time.Microsecond), (ro.plain.P99 - ro.direct.P99).Round(time.Microsecond))
 	}
-	ratio("ratio sidecar / direct", plain, direct)
-	ratio("ratio gRPC / direct", viaGRPC, direct)
-	ratio("ratio gRPC / sidecar (SDK)", viaGRPC, plain)
+	printRatio(w, "ratio gRPC / direct", ro.viaGRPC, ro.direct)
+	printRatio(w, "ratio gRPC / sidecar (SDK)", ro.viaGRPC, ro.plain)
 	for i := range rs {
 		r := &rs[i]
 		if r.Kind != KindVariant || r.Err != nil {
 			continue
 		}
 		v := variantName[r.Path]
-		ratio("ratio "+v+" / sidecar", r, plain)
-		ratio("ratio "+v+" / direct", r, direct)
+		printRatio(w, "ratio "+v+" / sidecar", r, ro.plain)
+		printRatio(w, "ratio "+v+" / direct", r, ro.direct)
+	}
+}
+
+// printTargets holds each broker group's figures against the targets of
+// issue 14 (docs/benchmarks.md, "Targets"); a figure this run did not
+// measure (CPU and RSS need --sidecar process) is left out.
+func printTargets(w io.Writer, rs []Result) {
+	fmt.Fprintf(w, "\n| %-20s | %-44s | %10s | %-8s |\n", "broker", "target", "measured", "met")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|\n", dashes(22), dashes(46), dashes(12), dashes(10))
+	line := func(group, target string, v float64, format string, ok bool) {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return
+		}
+		met := "no"
+		if ok {
+			met = "yes"
+		}
+		fmt.Fprintf(w, "| %-20s | %-44s | %10s | %-8s |\n", group, target, fmt.Sprintf(format, v), met)
+	}
+	for i := 0; i < len(rs); {
+		j := i
+		for j < len(rs) && rs[j].Broker == rs[i].Broker {
+			j++
+		}
+		g := rs[i].Broker
+		ro := rolesOf(rs[i:j])
+		i = j
+		if ro.direct == nil || ro.plain == nil {
+			continue
+		}
+		least := 0.8
+		if strings.HasPrefix(g, "nats") {
+			least = 0.85
+		}
+		d, s := ro.direct, ro.plain
+		for _, t := range []struct {
+			name string
+			v    float64
+		}{{"publish, sidecar / direct", div(s.PublishMPS, d.PublishMPS)}, {"consume, sidecar / direct", div(s.ConsumeMPS, d.ConsumeMPS)}} {
+			line(g, fmt.Sprintf("%s ≥ %.2f", t.name, least), t.v, "%.2f", t.v >= least)
+		}
+		if h := ro.httpPub; h != nil {
+			v := div(h.Sync32MPS, d.Sync32MPS)
+			line(g, fmt.Sprintf("HTTP publish / direct sync×%d ≥ 0.80", syncPublishers), v, "%.2f", v >= 0.8)
+			line(g, "sidecar CPU µs/msg, HTTP publish ≤ 15", µs(h.CPUSync32), "%.1f", µs(h.CPUSync32) <= 15)
+		}
+		line(g, "sidecar CPU µs/msg, SDK publish ≤ 10", µs(s.CPUPublish), "%.1f", µs(s.CPUPublish) <= 10)
+		line(g, "sidecar CPU µs/msg, SDK consume ≤ 10", µs(s.CPUConsume), "%.1f", µs(s.CPUConsume) <= 10)
+		added := s.P50 - d.P50
+		line(g, "added p50 at one connection ≤ 30 µs", float64(added)/float64(time.Microsecond), "%.0f µs", added <= 30*time.Microsecond)
+		if s.PeakRSSKiB > 0 {
+			mib := float64(s.PeakRSSKiB) / 1024
+			line(g, "sidecar RSS (peak) ≤ 25 MiB", mib, "%.1f MiB", mib <= 25)
+		}
 	}
 }
 
@@ -556,7 +833,22 @@ type sidecarPath struct {
 	c        *client.Client
 	topic    string
 	group    string
-	schemaID int // non-zero: bodies are Confluent-framed Avro
+	schemaID int    // non-zero: bodies are Confluent-framed Avro
+	httpAddr string // the sidecar's HTTP API (the HTTP publish row)
+	pid      int    // the sidecar's process when it runs as one, else 0
+}
+
+// benchApp is the app the bench registers and publishes as.
+const benchApp = "bench"
+
+func (s *sidecarPath) sidecarPID() int { return s.pid }
+
+// registration is what the bench registers for topic: produce, and
+// consume as group.
+func registration(topic, group string) registry.Registration {
+	return registry.Registration{App: benchApp,
+		Produce: []registry.Binding{{Group: "p-" + topic, Topic: topic}},
+		Consume: []registry.Binding{{Group: group, Topic: topic}}}
 }
 
 // sidecarOpts picks a variant of the sidecar path.
@@ -606,13 +898,11 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		_ = sc.Shutdown(sctx)
 	})
 	group := "g-" + topic
-	if _, _, err := sc.Register(ctx, registry.Registration{App: "bench",
-		Produce: []registry.Binding{{Group: "p-" + topic, Topic: topic}},
-		Consume: []registry.Binding{{Group: group, Topic: topic}}}, ""); err != nil {
+	if _, _, err := sc.Register(ctx, registration(topic, group), ""); err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	sp := &sidecarPath{topic: topic, group: group}
+	sp := &sidecarPath{topic: topic, group: group, httpAddr: sc.HTTPAddr().String()}
 	if o.schema {
 		if sp.schemaID, err = setSchema(ctx, sc, topic); err != nil {
 			cleanup()
@@ -620,14 +910,14 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		}
 	}
 	if o.grpc {
-		g, err := newGRPCPath(sc, "bench", topic, group)
+		g, err := newGRPCPath(sc, benchApp, topic, group)
 		if err != nil {
 			cleanup()
 			return nil, nil, err
 		}
 		return g, func() { g.close(); cleanup() }, nil
 	}
-	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp("bench"), client.WithLogger(quiet))
+	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp(benchApp), client.WithLogger(quiet))
 	if err != nil {
 		cleanup()
 		return nil, nil, err

@@ -28,3 +28,33 @@ func TestPrintTableSyncCost(t *testing.T) {
 		}
 	}
 }
+
+// The HTTP publish row is held against the direct path's synchronous
+// publishers, and every target the rows measured gets a line.
+func TestPrintTableTargets(t *testing.T) {
+	rs := []Result{
+		{Broker: "kafka", Kind: KindDirect, Path: "direct", PublishMPS: 1000, ConsumeMPS: 1000, P50: 100 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 1000},
+		{Broker: "kafka", Kind: KindSidecar, Path: "sidecar", PublishMPS: 900, ConsumeMPS: 500, P50: 120 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 800,
+			CPUPublish: 8 * time.Microsecond, CPUConsume: 12 * time.Microsecond, PeakRSSKiB: 30 * 1024},
+		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, CPUSync32: 14 * time.Microsecond},
+	}
+	var b strings.Builder
+	PrintTable(&b, Config{}, rs)
+	out := b.String()
+	for _, want := range []string{
+		"| ratio HTTP publish / direct sync×32  |               |               |            |            |          0.70 |",
+		"| added p50 (sidecar − direct)         |               |               |       20µs |         0s |",
+		"| kafka                | publish, sidecar / direct ≥ 0.80             |       0.90 | yes      |",
+		"| kafka                | consume, sidecar / direct ≥ 0.80             |       0.50 | no       |",
+		"| kafka                | HTTP publish / direct sync×32 ≥ 0.80         |       0.70 | no       |",
+		"| kafka                | sidecar CPU µs/msg, HTTP publish ≤ 15        |       14.0 | yes      |",
+		"| kafka                | sidecar CPU µs/msg, SDK publish ≤ 10         |        8.0 | yes      |",
+		"| kafka                | sidecar CPU µs/msg, SDK consume ≤ 10         |       12.0 | no       |",
+		"| kafka                | added p50 at one connection ≤ 30 µs          |      20 µs | yes      |",
+		"| kafka                | sidecar RSS (peak) ≤ 25 MiB                  |   30.0 MiB | no       |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}

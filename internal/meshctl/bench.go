@@ -20,6 +20,10 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.IntVar(&cfg.Latencies, "latencies", 2000, "synchronous publishes timed for p50/p99")
 	fs.StringVar(&cfg.Broker, "broker", "nats", "broker to measure against: nats, kafka, rocketmq or all")
 	fs.BoolVar(&cfg.Variants, "variants", false, "also measure the sidecar with schema validation, tracing and metrics on (always on with --broker all)")
+	fs.StringVar(&cfg.Sidecar, "sidecar", bench.SidecarProcess, "where the plain sidecar row's sidecar runs: process (the msgmesh binary as a child process, so its CPU and RSS columns are its own) or inprocess (in the bench's process; no CPU or RSS)")
+	fs.StringVar(&cfg.Binary, "msgmesh-bin", "", "msgmesh binary for --sidecar process; empty: built from ./cmd/msgmesh with the go command")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "with --sidecar process: save a CPU profile (--profile-seconds long, from the start of the sidecar row) and an allocation profile of the sidecar per broker here (go tool pprof; docs/benchmarks.md)")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 30, "length of the sidecar's CPU profile with --profile-dir")
 	natsSync := fs.String("nats-sync", "", "sync settings of the embedded NATS server to compare, comma-separated: always (fsync before every ack, the default) or an interval such as 1s or 2m")
 	return func(ctx context.Context, e *env) error {
 		if *natsSync != "" {
@@ -41,6 +45,12 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		if cfg.Broker != "all" && !slices.Contains(bench.Brokers, cfg.Broker) {
 			return usagef("--broker must be nats, kafka, rocketmq or all, not %q", cfg.Broker)
+		}
+		if cfg.Sidecar != bench.SidecarProcess && cfg.Sidecar != bench.SidecarInProcess {
+			return usagef("--sidecar must be process or inprocess, not %q", cfg.Sidecar)
+		}
+		if cfg.ProfileDir != "" && cfg.Sidecar != bench.SidecarProcess {
+			return usagef("--profile-dir needs --sidecar process")
 		}
 		if cfg.Broker == "all" {
 			cfg.Variants = true

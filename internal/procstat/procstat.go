@@ -21,9 +21,12 @@ var ErrUnsupported = errors.New("procstat: no /proc on this system")
 
 // Stat is one reading of a process.
 type Stat struct {
-	RSSKiB int           // resident set size (VmRSS), KiB
-	FDs    int           // open file descriptors
-	CPU    time.Duration // user plus system CPU time so far
+	RSSKiB int // resident set size (VmRSS), KiB
+	// PeakRSSKiB is the largest RSSKiB the process has had (VmHWM): what
+	// a load cost at its worst, read once after it.
+	PeakRSSKiB int
+	FDs        int           // open file descriptors
+	CPU        time.Duration // user plus system CPU time so far
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
@@ -44,9 +47,14 @@ func Read(pid int) (Stat, error) {
 	}
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			if st.RSSKiB, err = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))); err != nil {
-				return st, fmt.Errorf("procstat: VmRSS %q: %w", v, err)
+		for _, f := range []struct {
+			name string
+			dst  *int
+		}{{"VmRSS:", &st.RSSKiB}, {"VmHWM:", &st.PeakRSSKiB}} {
+			if v, ok := strings.CutPrefix(sc.Text(), f.name); ok {
+				if *f.dst, err = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))); err != nil {
+					return st, fmt.Errorf("procstat: %s %q: %w", f.name, v, err)
+				}
 			}
 		}
 	}

@@ -26,7 +26,7 @@ func TestReadSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RSSKiB <= 0 || st.FDs < 4 || st.CPU <= 0 {
+	if st.RSSKiB <= 0 || st.PeakRSSKiB < st.RSSKiB || st.FDs < 4 || st.CPU <= 0 {
 		t.Fatalf("Read(self) = %+v", st)
 	}
 	if _, err := Read(1 << 30); err == nil {

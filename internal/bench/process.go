@@ -1,0 +1,309 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/procstat"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
+	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/topology"
+)
+
+// Sidecar modes (Config.Sidecar).
+const (
+	// SidecarProcess runs the plain sidecar row against the real msgmesh
+	// binary as a child process, so that the CPU time and resident memory
+	// read from /proc are the sidecar's own, not the bench driver's.
+	SidecarProcess = "process"
+	// SidecarInProcess runs it in the bench's own process (msgmesh.New):
+	// no CPU or RSS column, since the driver, the broker and the sidecar
+	// share one process.
+	SidecarInProcess = "inprocess"
+)
+
+// BuildSidecar compiles cmd/msgmesh into dir; it needs the go command and
+// a working directory inside the msgmesh module (as `go run
+// ./cmd/meshctl bench` has).
+func BuildSidecar(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "msgmesh")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/msgmesh/msgmesh/cmd/msgmesh").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build msgmesh (or give --msgmesh-bin, or --sidecar inprocess): %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// procSidecar is the msgmesh binary running as a child process, with one
+// broker cluster (the bench's) in its config file.
+type procSidecar struct {
+	cmd      *exec.Cmd
+	done     chan struct{}
+	stderr   *syncbuf.Buffer
+	meshAddr string
+	httpAddr string
+}
+
+// freeAddr is a loopback address that was free a moment ago: the binary
+// is given fixed ports, since it does not report the ones it bound.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startProcSidecar runs bin on cluster with its data in dir and waits
+// until its HTTP API answers /healthz. With pprof it serves
+// /debug/pprof/ (the binary's --pprof).
+func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster, dir string, pprof bool) (*procSidecar, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	meshAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "msgmesh.yaml")
+	eps, _ := json.Marshal(cluster.Endpoints) // a JSON list is a YAML flow sequence
+	yaml := fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: %s\n", cluster.Name, cluster.Kind, eps)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"--data-dir", dir, "--listen", meshAddr, "--http", httpAddr, "--grpc", "", "--config", cfgPath, "--log-level", "warn"}
+	if pprof {
+		args = append(args, "--pprof")
+	}
+	p := &procSidecar{cmd: exec.Command(bin, args...), done: make(chan struct{}), stderr: &syncbuf.Buffer{}, meshAddr: meshAddr, httpAddr: httpAddr}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("msgmesh exited: %s", strings.TrimSpace(p.stderr.String()))
+		case <-ctx.Done():
+			p.close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond): // polling a port that is not up yet
+		}
+		if time.Now().After(deadline) {
+			p.close()
+			return nil, fmt.Errorf("msgmesh not healthy after a minute: %s", strings.TrimSpace(p.stderr.String()))
+		}
+	}
+}
+
+func (p *procSidecar) pid() int { return p.cmd.Process.Pid }
+
+// register registers reg through the HTTP API.
+func (p *procSidecar) register(ctx context.Context, reg registry.Registration) error {
+	body, err := json.Marshal(reg)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.httpAddr+"/v1/registrations", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("register: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+// fetch GETs path of the HTTP API into file (a profile).
+func (p *procSidecar) fetch(ctx context.Context, path, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// close stops the process: SIGTERM, then SIGKILL after 10 s.
+func (p *procSidecar) close() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// cpuOf is pid's CPU time so far (user plus system), zero for pid 0 (an
+// in-process sidecar, whose CPU is not its own to read).
+func cpuOf(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	st, err := procstat.Read(pid)
+	if err != nil {
+		return 0, fmt.Errorf("sidecar CPU: %w", err)
+	}
+	return st.CPU, nil
+}
+
+// peakRSS is pid's largest resident set so far, in KiB.
+func peakRSS(pid int) (int, error) {
+	st, err := procstat.Read(pid)
+	if err != nil {
+		return 0, fmt.Errorf("sidecar RSS: %w", err)
+	}
+	return st.PeakRSSKiB, nil
+}
+
+// profileName turns a row group's label into a file name part.
+func profileName(label string) string {
+	return strings.NewReplacer(" ", "-", ",", "", "/", "-").Replace(label)
+}
+
+var errNoHTTP = errors.New("bench: this path has no HTTP API to publish to")
+
+// newProcSidecarPath is the plain sidecar path through the msgmesh binary
+// as a child process (Config.Sidecar SidecarProcess). With
+// Config.ProfileDir it starts a CPU profile of the process now, saved as
+// <label>-sidecar.cpu.pprof, and saves <label>-sidecar.allocs.pprof when
+// the path closes (after the row's phases), before stopping the process.
+func newProcSidecarPath(ctx context.Context, cfg Config, cluster topology.Cluster, dataDir, topic, label string) (path, func(), error) {
+	ps, err := startProcSidecar(ctx, cfg.Binary, cluster, dataDir, cfg.ProfileDir != "")
+	if err != nil {
+		return nil, nil, err
+	}
+	group := "g-" + topic
+	if err := ps.register(ctx, registration(topic, group)); err != nil {
+		ps.close()
+		return nil, nil, err
+	}
+	c, err := client.Dial(ctx, ps.meshAddr, client.WithApp(benchApp), client.WithLogger(quietLogger()))
+	if err != nil {
+		ps.close()
+		return nil, nil, err
+	}
+	sp := &sidecarPath{c: c, topic: topic, group: group, httpAddr: ps.httpAddr, pid: ps.pid()}
+	cpuDone := make(chan error, 1)
+	base := filepath.Join(cfg.ProfileDir, profileName(label)+"-sidecar")
+	if cfg.ProfileDir != "" {
+		go func() {
+			cpuDone <- ps.fetch(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", cfg.ProfileSeconds), base+".cpu.pprof")
+		}()
+	} else {
+		close(cpuDone)
+	}
+	return sp, func() {
+		_ = c.Close()
+		if cfg.ProfileDir != "" {
+			if err := ps.fetch(ctx, "/debug/pprof/allocs", base+".allocs.pprof"); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
+			}
+			if err := <-cpuDone; err != nil {
+				fmt.Fprintf(os.Stderr, "bench: CPU profile: %v\n", err)
+			}
+		}
+		ps.close()
+	}, nil
+}
+
+// measureHTTPPublish is the HTTP publish row on p's sidecar: cfg.Count
+// POSTs of one body each to /v1/publish/{topic} from syncPublishers
+// goroutines over as many keep-alive connections, each answered after
+// the broker's ack; the sidecar's CPU per message when it is a process.
+func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
+	r := Result{Kind: KindHTTPPublish, Path: fmt.Sprintf("HTTP publish (%d connections)", syncPublishers)}
+	sp, ok := p.(*sidecarPath)
+	if !ok || sp.httpAddr == "" {
+		r.Err = errNoHTTP
+		return r
+	}
+	body := make([]byte, cfg.Size)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: syncPublishers, MaxConnsPerHost: syncPublishers}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	url := "http://" + sp.httpAddr + "/v1/publish/" + sp.topic
+	cpu0, err := cpuOf(sp.pid)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.Sync32MPS, err = publishers(ctx, cfg.Count, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Msgmesh-App", benchApp)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("POST /v1/publish: %s: %s", resp.Status, b)
+		}
+		return nil
+	})
+	if err != nil {
+		r.Err = fmt.Errorf("HTTP publish: %w", err)
+		return r
+	}
+	cpu1, err := cpuOf(sp.pid)
+	r.CPUSync32, r.Err = (cpu1-cpu0)/time.Duration(cfg.Count), err
+	return r
+}
