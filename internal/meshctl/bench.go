@@ -23,7 +23,7 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.StringVar(&cfg.Sidecar, "sidecar", bench.SidecarProcess, "where the plain sidecar row's sidecar runs: process (the msgmesh binary as a child process, so its CPU and RSS columns are its own) or inprocess (in the bench's process; no CPU or RSS)")
 	fs.StringVar(&cfg.Binary, "msgmesh-bin", "", "msgmesh binary for --sidecar process; empty: built from ./cmd/msgmesh with the go command")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "with --sidecar process: save a CPU profile (--profile-seconds long, from the start of the sidecar row) and an allocation profile of the sidecar per broker here (go tool pprof; docs/benchmarks.md)")
-	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 30, "length of the sidecar's CPU profile with --profile-dir")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 30, "length of the sidecar's CPU profile with --profile-dir, in seconds (under the sidecar's HTTP write timeout, 60 s by default)")
 	natsSync := fs.String("nats-sync", "", "sync settings of the embedded NATS server to compare, comma-separated: always (fsync before every ack, the default) or an interval such as 1s or 2m")
 	return func(ctx context.Context, e *env) error {
 		if *natsSync != "" {
