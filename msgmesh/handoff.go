@@ -48,6 +48,10 @@ type ConnState struct {
 	// settles when the app answers them (on brokers that allow it:
 	// broker.Portable); the others went back to the broker.
 	Held []HeldDelivery `json:"held,omitempty"`
+	// adopted are Held's deliveries as this process's adapters took them
+	// over (adoptInheritedHeld), by delivery id; errs why one could not be.
+	adopted map[uint64]broker.Delivery
+	errs    map[uint64]error
 }
 
 // HeldDelivery is a delivery an app held, unanswered, when its connection
@@ -303,7 +307,7 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 		}
 		s.join(k, sub.Mode)
 	}
-	s.adoptHeld(cs.Held)
+	s.adoptHeld(cs)
 	sc.runSession(ctx, s)
 }
 
@@ -346,13 +350,40 @@ func (s *session) handOverInflight() []HeldDelivery {
 	return held
 }
 
+// adoptInheritedHeld gives every delivery the predecessor's connections
+// held to its broker adapter before the upstream consumers start: an
+// adapter that settles an inherited delivery through its own consumer
+// (Kafka) must know all of them before that consumer reads their
+// partitions again.
+func (sc *Sidecar) adoptInheritedHeld() {
+	inh := sc.cfg.Inherit
+	if inh == nil {
+		return
+	}
+	for i := range inh.Conns {
+		cs := &inh.Conns[i]
+		cs.adopted = make(map[uint64]broker.Delivery, len(cs.Held))
+		cs.errs = map[uint64]error{}
+		for _, h := range cs.Held {
+			if d, err := sc.adoptDelivery(h); err != nil {
+				cs.errs[h.ID] = err
+			} else {
+				cs.adopted[h.ID] = d
+			}
+		}
+	}
+}
+
 // adoptHeld takes over deliveries a predecessor's app connection held: the
 // app's answers to them settle them here. One that cannot be adopted (its
 // cluster is gone from this process's config, or its broker cannot adopt)
-// is logged; the broker offers it again after its ack wait.
-func (s *session) adoptHeld(held []HeldDelivery) {
-	for _, h := range held {
-		d, err := s.sc.adoptDelivery(h)
+// is logged; the broker offers it again (after its ack wait on NATS).
+func (s *session) adoptHeld(cs ConnState) {
+	for _, h := range cs.Held {
+		d, err := cs.adopted[h.ID], cs.errs[h.ID]
+		if d == nil && err == nil { // not adopted before Start
+			d, err = s.sc.adoptDelivery(h)
+		}
 		if err != nil {
 			s.log.Warn("cannot take over a delivery the app holds; the broker offers it again after its ack wait",
 				"group", h.Group, "topic", h.Topic, "delivery_id", h.ID, "err", err)

@@ -487,6 +487,7 @@ func (s *Sidecar) endpointOf(topic string) broker.Endpoint {
 // consuming again before apps reconnect. An upstream consumer that cannot
 // start (broker down) does not fail Start: it is retried in the background.
 func (s *Sidecar) Start(ctx context.Context) error {
+	s.adoptInheritedHeld() // before the consumers read their partitions again
 	if err := s.reconcile(ctx); err != nil {
 		return err
 	}

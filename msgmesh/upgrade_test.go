@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,14 +108,22 @@ func hotUpgrade(t *testing.T, kit *brokerKit) {
 }
 
 // TestHotUpgradeBacklog: an app 1,024 deliveries behind (32 workers, 30 ms
-// of work each) does not hold up a hot upgrade on the embedded broker: its
-// unanswered deliveries move with its connection and the new process
-// settles them. Three upgrades in a row; nothing lost, doubled or
-// redelivered, no reconnect. The log gives each handoff's time (new process
-// started → old one exited).
+// of work each) does not hold up a hot upgrade, on every broker (embedded
+// NATS, external NATS, Kafka, RocketMQ): its unanswered deliveries move
+// with its connection and the new process settles them. Three upgrades in
+// a row; counted by message id, nothing lost or doubled, no delivery the
+// app saw comes again, no reconnect. The log gives each handoff's time
+// (new process started → old one exited) and how many held deliveries
+// moved; no timed assertion.
 func TestHotUpgradeBacklog(t *testing.T) {
-	heldRe := regexp.MustCompile(`"handed off".* held_deliveries=(\d+) settle=\S+ total=(\S+)`)
-	bin, args, meshAddr, httpAddr := upgradeSetup(t, nil)
+	forBinaryKits(t, hotUpgradeBacklog)
+}
+
+// heldRe reads the old process's "handed off" log line.
+var heldRe = regexp.MustCompile(`"handed off".* held_deliveries=(\d+) settle=(\S+) total=(\S+)`)
+
+func hotUpgradeBacklog(t *testing.T, kit *brokerKit) {
+	bin, args, meshAddr, httpAddr := upgradeSetup(t, kit)
 	args = withFlag(args, "--delivery-timeout", "60s") // the app is slow, not stuck
 	old := startProc(t, bin, args...)
 	waitHealthy(t, old, httpAddr)
@@ -141,6 +150,7 @@ func TestHotUpgradeBacklog(t *testing.T) {
 	}, client.WithConcurrency(32)); err != nil {
 		t.Fatal(err)
 	}
+	var moved int
 	for round := 0; round < 3; round++ {
 		before := got.count()
 		waitFor(t, 60*time.Second, "the app to work through some backlog", func() bool { return got.count() > before+300 })
@@ -155,13 +165,14 @@ func TestHotUpgradeBacklog(t *testing.T) {
 		if code := old.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Fatalf("upgrade %d: old process exited %d", round, code)
 		}
-		// The app held deliveries: they moved rather than being waited for.
 		m := heldRe.FindStringSubmatch(old.output())
-		if m == nil || m[1] == "0" {
-			t.Fatalf("upgrade %d: the old process handed over no held deliveries:\n%s", round, old.output())
+		if m == nil {
+			t.Fatalf("upgrade %d: the old process did not log its handoff:\n%s", round, old.output())
 		}
-		t.Logf("upgrade %d: old process gone %s after the new one started; %s held deliveries moved (%s); the app %d deliveries in",
-			round, took.Round(time.Millisecond), m[1], m[2], got.count())
+		n, _ := strconv.Atoi(m[1])
+		moved += n
+		t.Logf("upgrade %d: handoff %s (new process started → old exited); %s held deliveries moved; old process settle %s, total %s; the app %d deliveries in",
+			round, took.Round(time.Millisecond), m[1], m[2], m[3], got.count())
 		waitHealthy(t, next, httpAddr)
 		old = next
 	}
@@ -169,10 +180,13 @@ func TestHotUpgradeBacklog(t *testing.T) {
 	waitFor(t, 120*time.Second, "the whole backlog to be processed", func() bool { return got.distinct() == backlog })
 	t.Logf("the rest of the backlog took %s", time.Since(t0).Round(time.Millisecond))
 	got.exactlyOnce(t, "b-", backlog) // no loss, no duplicate
-	// Messages the old process had prefetched but not delivered go back
-	// at the pause and come with a redelivery count, though no app saw
-	// them before (exactlyOnce): the broker counts the prefetch.
-	t.Logf("%d deliveries came with a redelivery count (prefetched, handed back at a pause)", redelivered.Load())
+	// A redelivery count on a message no app saw before (exactlyOnce)
+	// comes from the broker's own count: embedded NATS counts a message
+	// prefetched and handed back at a pause.
+	t.Logf("%d deliveries carried a redelivery count; %d held deliveries moved in all", redelivered.Load(), moved)
+	if moved == 0 {
+		t.Errorf("no held delivery moved: the old processes waited for the app")
+	}
 	if d := dials.n.Load(); d != 1 {
 		t.Errorf("the app dialled %d times; its connection broke", d)
 	}

@@ -125,6 +125,9 @@ type consumer struct {
 	gen        generation
 	epoch      uint64
 	acksClosed bool // set by Close before its final commit
+	// inh holds, per partition, what a predecessor process handed over
+	// (handover.go) until this consumer has read past it.
+	inh map[int]*inheritance
 
 	commitWake chan struct{} // capacity 1: "there may be something to commit"
 	stopCommit context.CancelFunc
@@ -174,6 +177,7 @@ func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
 		msgs:       make(chan fetched, prefetch),
 		closed:     make(chan struct{}),
 		parts:      make(map[int]*partitionTracker),
+		inh:        make(map[int]*inheritance),
 		gen:        generation{id: -1},
 		commitWake: make(chan struct{}, 1),
 		commitDone: make(chan struct{}),
@@ -300,6 +304,9 @@ func (c *consumer) popRetryLocked(now time.Time) *delivery {
 		c.tmu.Lock()
 		current := c.parts[d.partition] == d.t
 		owned := current && d.t.owned
+		if owned {
+			d.t.nacked(d.offset, 0) // handed out again
+		}
 		c.tmu.Unlock()
 		switch {
 		case owned:
@@ -317,7 +324,16 @@ func (c *consumer) popRetryLocked(now time.Time) *delivery {
 func (c *consumer) handOutLocked(f *fetched) *delivery {
 	c.tmu.Lock()
 	t := f.t
-	fresh := c.parts[f.m.Partition] == t && t.owned && f.epoch == c.epoch && t.handOut(f.m.Offset)
+	current := c.parts[f.m.Partition] == t && t.owned && f.epoch == c.epoch
+	if current && c.inh[f.m.Partition] != nil {
+		d, settled := c.inheritedLocked(f)
+		c.tmu.Unlock()
+		if settled {
+			c.wakeCommitter()
+		}
+		return d
+	}
+	fresh := current && t.handOut(f.m.Offset)
 	c.tmu.Unlock()
 	if !fresh {
 		return nil
@@ -332,11 +348,11 @@ func (c *consumer) handOutLocked(f *fetched) *delivery {
 // committed (the new owner reads the message again).
 func (c *consumer) ack(t *partitionTracker, offset int64) bool {
 	c.tmu.Lock()
+	t.ack(offset) // after Close too: a handover (Token) tells the successor
 	if c.acksClosed {
 		c.tmu.Unlock()
 		return false
 	}
-	t.ack(offset)
 	c.tmu.Unlock()
 	c.wakeCommitter()
 	return true
@@ -354,6 +370,9 @@ func (c *consumer) wakeCommitter() {
 func (c *consumer) nack(d *delivery, delay time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.tmu.Lock()
+	d.t.nacked(d.offset, d.redelivered+1) // after Close too, for a handover (Token)
+	c.tmu.Unlock()
 	if c.state == stateClosed {
 		return
 	}
@@ -624,6 +643,10 @@ func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error
 			t = newPartitionTracker(co)
 			c.parts[p] = t
 			fresh = append(fresh, p)
+			c.inh[p] = c.b.claim(c.group, c.topic, p, co)
+			if c.inh[p] == nil {
+				delete(c.inh, p)
+			}
 		}
 		t.owned = true
 		trackers[p] = t
@@ -632,6 +655,7 @@ func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error
 	for p := range c.parts {
 		if !mine[p] {
 			delete(c.parts, p)
+			delete(c.inh, p)
 		}
 	}
 	c.tmu.Unlock()

@@ -160,6 +160,11 @@ type Broker struct {
 	// open: closed or not, and the consumers Close closes.
 	open broker.Open[*consumer]
 
+	// hmu guards inherited: partitions a predecessor process handed over
+	// (handover.go), until a consumer claims them. A leaf lock.
+	hmu       sync.Mutex
+	inherited map[partKey]*inheritance
+
 	// wg counts goroutines the Broker or its consumers started that may
 	// outlive the call that started them (a consumer's group loop that
 	// finishes after its Close gave up on ctx). Close waits for them.

@@ -59,6 +59,9 @@ func (p *partitionTracker) resumeAt() int64 {
 type handedOffset struct {
 	offset int64
 	acked  bool
+	// again is set while the message waits in the consumer's retry
+	// queue after a nack: the Redelivered of its next delivery (so > 0).
+	again int
 }
 
 // handOut records offset as handed out. It returns false, recording
@@ -94,6 +97,43 @@ func (p *partitionTracker) ack(offset int64) {
 		n := copy(p.handed, p.handed[p.head:])
 		p.handed, p.head = p.handed[:n], 0
 	}
+}
+
+// find returns the index in handed of offset's entry, or -1.
+func (p *partitionTracker) find(offset int64) int {
+	live := p.handed[p.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].offset >= offset })
+	if i == len(live) || live[i].offset != offset {
+		return -1
+	}
+	return p.head + i
+}
+
+// nacked records that the message at offset waits for its redelivery
+// number again (0: it was handed out again).
+func (p *partitionTracker) nacked(offset int64, again int) {
+	if i := p.find(offset); i >= 0 && !p.handed[i].acked {
+		p.handed[i].again = again
+	}
+}
+
+// unanswered counts the messages handed out that are neither acked nor
+// nacked (apps hold them), and lists the nacked ones with the
+// Redelivered of their next delivery.
+func (p *partitionTracker) unanswered() (held int, again map[int64]int) {
+	for _, h := range p.handed[p.head:] {
+		switch {
+		case h.acked:
+		case h.again > 0:
+			if again == nil {
+				again = map[int64]int{}
+			}
+			again[h.offset] = h.again
+		default:
+			held++
+		}
+	}
+	return held, again
 }
 
 // target is the offset to commit: everything below it is acked.

@@ -1,0 +1,313 @@
+package kafkabroker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// Deliveries move between processes (broker.Portable, broker.Adopter) in
+// a hot upgrade. On Kafka an ack is a commit of the group's offset, which
+// only a member that owns the partition makes, and a commit covers every
+// earlier offset. So a delivery's token is not a handle to settle it but
+// the partition's state as the old process left it:
+//
+//   - the old consumer is closed first (its final commit is C, the lowest
+//     offset of the partition not acked) and F is one past the last
+//     offset it handed out;
+//   - of [C, F), the token lists the nacked messages (waiting in the old
+//     consumer's retry queue) and counts the ones apps hold; every other
+//     offset there was acked.
+//
+// The successor's consumer, once the group assigns it the partition and
+// its committed offset is still C, reads the partition from C as any new
+// member would, and for each offset below F: an adopted (held) one is
+// bound to its inherited delivery, whose app's answer then counts as the
+// original's would (an answer that came before is applied at once); a
+// nacked one is delivered again; any other is acked without a delivery.
+// From F on it delivers as usual. If fewer held deliveries were adopted
+// than the tokens count (a connection was lost on the way), nothing is
+// taken for acked: every offset of [C, F) not adopted is delivered again
+// (duplicates, no loss). If the partition is assigned to another member
+// (several sidecars in one group) or its committed offset moved, that
+// member reads it from the commit: the held messages come again there and
+// the inherited deliveries' answers commit nothing.
+//
+// Why not hand over the group membership (member id, generation,
+// assignment) instead: the successor would heartbeat as the old member
+// and keep its partitions without a rebalance, but it would still need
+// each partition's tracker (which offsets are acked) to commit correctly,
+// so the state to pass is the same, and a successor that dies after
+// taking the membership over would leave the old process a generation it
+// can no longer use. The old member leaves (LeaveGroup), and with a
+// single member per group the successor's join is immediate.
+
+var (
+	_ broker.Portable = (*delivery)(nil)
+	_ broker.Portable = (*adopted)(nil) // moves again at the next upgrade
+	_ broker.Adopter  = (*Broker)(nil)
+)
+
+// token is a delivery's handed-over form.
+type token struct {
+	Group     string `json:"group"` // the Kafka group
+	Topic     string `json:"topic"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	// Committed is C, the partition's committed offset (0: none); Next
+	// is F, one past the last offset handed out.
+	Committed int64 `json:"committed"`
+	Next      int64 `json:"next"`
+	// Held counts the deliveries of the partition apps held unanswered;
+	// Again lists the nacked ones with the Redelivered of their next
+	// delivery.
+	Held        int           `json:"held"`
+	Again       map[int64]int `json:"again,omitempty"`
+	Redelivered int           `json:"redelivered,omitempty"`
+	Timestamp   int64         `json:"ts,omitempty"` // Unix nanoseconds; 0 when unknown
+}
+
+// Token implements broker.Portable. A delivery moves only once its
+// consumer is closed (its final commit made), so that the partition's
+// state in the token is the last one; before, or when the group took the
+// partition away meanwhile, it does not.
+func (d *delivery) Token() ([]byte, bool) {
+	c := d.c
+	c.tmu.Lock()
+	if !c.acksClosed || c.parts[d.partition] != d.t || d.answered.Load() {
+		c.tmu.Unlock()
+		return nil, false
+	}
+	held, again := d.t.unanswered()
+	t := token{Group: c.group, Topic: c.topic, Partition: d.partition, Offset: d.offset,
+		Committed: d.t.committed, Next: d.t.next, Held: held, Again: again, Redelivered: d.redelivered}
+	c.tmu.Unlock()
+	if !d.ts.IsZero() {
+		t.Timestamp = d.ts.UnixNano()
+	}
+	b, err := json.Marshal(t)
+	return b, err == nil
+}
+
+// partKey names one partition of one group's topic.
+type partKey struct {
+	group, topic string
+	partition    int
+}
+
+// inheritance is what the predecessor left of one partition: the tokens'
+// state and the deliveries adopted from them, by offset. A consumer
+// claims it when the group assigns it the partition.
+type inheritance struct {
+	committed, next int64
+	held            int // the least count the tokens gave (acks only lower it)
+	again           map[int64]int
+	adopted         map[int64]*adopted
+	// complete: every held delivery was adopted, so the offsets of
+	// [committed, next) neither adopted nor nacked were acked. Set by
+	// claim.
+	complete bool
+}
+
+// Adopt implements broker.Adopter: it records the partition's state for
+// the consumer of the token's group and topic that is assigned the
+// partition, and returns the inherited delivery.
+func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
+	var t token
+	if err := json.Unmarshal(tok, &t); err != nil {
+		return nil, fmt.Errorf("kafkabroker: adopt: %w: %w", broker.ErrRejected, err)
+	}
+	if t.Group == "" || t.Topic == "" || t.Partition < 0 || t.Offset < t.Committed || t.Offset >= t.Next || t.Held < 1 {
+		return nil, fmt.Errorf("kafkabroker: adopt: %w: inconsistent token %s", broker.ErrRejected, tok)
+	}
+	k := partKey{t.Group, t.Topic, t.Partition}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if b.inherited == nil {
+		b.inherited = map[partKey]*inheritance{}
+	}
+	in := b.inherited[k]
+	switch {
+	case in == nil:
+		in = &inheritance{committed: t.Committed, next: t.Next, held: t.Held, again: map[int64]int{}, adopted: map[int64]*adopted{}}
+		b.inherited[k] = in
+	case in.committed != t.Committed || in.next != t.Next:
+		return nil, fmt.Errorf("kafkabroker: adopt: %w: token of %s/%d from another handover", broker.ErrRejected, t.Topic, t.Partition)
+	case in.adopted[t.Offset] != nil:
+		return nil, fmt.Errorf("kafkabroker: adopt: %w: %s adopted twice", broker.ErrRejected, messageID(t.Topic, t.Partition, t.Offset))
+	}
+	in.held = min(in.held, t.Held)
+	for o, n := range t.Again {
+		in.again[o] = n
+	}
+	a := &adopted{b: b, t: t, id: messageID(t.Topic, t.Partition, t.Offset), msg: broker.Message{Topic: t.Topic}}
+	if t.Timestamp != 0 {
+		a.ts = time.Unix(0, t.Timestamp)
+	}
+	in.adopted[t.Offset] = a
+	return a, nil
+}
+
+// claim hands the inheritance of a partition to the consumer the group
+// assigned it, if the partition's committed offset is still the one the
+// predecessor left (committed: the one read, negative for none). Else the
+// inheritance is dropped: the group reads the partition from the newer
+// commit, the held messages come again, and the inherited deliveries'
+// answers commit nothing. nil when there is none.
+func (b *Broker) claim(group, topic string, partition int, committed int64) *inheritance {
+	k := partKey{group, topic, partition}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	in := b.inherited[k]
+	if in == nil {
+		return nil
+	}
+	delete(b.inherited, k)
+	if in.committed != max(committed, 0) {
+		b.log.Warn("partition committed past what the previous process handed over; the messages apps hold come again",
+			"topic", topic, "group", group, "partition", partition, "handed_over_at", in.committed, "committed", committed)
+		return nil
+	}
+	in.complete = len(in.adopted) >= in.held
+	if !in.complete {
+		b.log.Warn("fewer held deliveries adopted than handed over; the partition's messages since the last commit come again",
+			"topic", topic, "group", group, "partition", partition, "adopted", len(in.adopted), "held", in.held)
+	}
+	return in
+}
+
+// inheritedLocked hands f's message out under the partition's
+// inheritance (see the top of this file): it returns the delivery to hand
+// out, or nil when the message is settled without one; settled reports
+// whether an ack moved the tracker. c.mu and c.tmu are held.
+func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
+	p, off, t := f.m.Partition, f.m.Offset, f.t
+	in := c.inh[p]
+	if off >= in.next {
+		delete(c.inh, p) // read past the handover
+		if !t.handOut(off) {
+			return nil, false
+		}
+		return c.newDelivery(&f.m, t), false
+	}
+	if !t.handOut(off) {
+		return nil, false
+	}
+	if a := in.adopted[off]; a != nil {
+		d = c.newDelivery(&f.m, t)
+		d.redelivered = a.t.Redelivered
+		c.b.hmu.Lock()
+		a.d = d
+		pend := a.pending
+		c.b.hmu.Unlock()
+		switch {
+		case pend == nil:
+		case pend.nack:
+			d.answered.Store(true)
+			t.nacked(off, d.redelivered+1)
+			c.pushRetryLocked(d, pend.at.Add(pend.delay))
+		default:
+			d.answered.Store(true)
+			t.ack(off)
+			settled = true
+		}
+		return nil, settled
+	}
+	if n, ok := in.again[off]; ok || !in.complete {
+		d = c.newDelivery(&f.m, t)
+		d.redelivered = n
+		return d, false
+	}
+	t.ack(off) // the predecessor's app acked it
+	return nil, true
+}
+
+// adopted is a delivery handed over by another process. Until the
+// successor's consumer reads its offset it is not bound to a delivery of
+// its own; an answer meanwhile is kept (pending) and applied then.
+type adopted struct {
+	b        *Broker
+	t        token
+	id       string
+	ts       time.Time
+	msg      broker.Message
+	answered atomic.Bool
+
+	// Guarded by b.hmu.
+	d       *delivery
+	pending *answer
+}
+
+// answer is an app's answer to an adopted delivery not bound yet.
+type answer struct {
+	nack  bool
+	delay time.Duration
+	at    time.Time
+}
+
+func (a *adopted) Inherited() {}
+
+// Token implements broker.Portable: bound, it moves as its consumer's
+// delivery; not bound yet, as it came.
+func (a *adopted) Token() ([]byte, bool) {
+	a.b.hmu.Lock()
+	d := a.d
+	a.b.hmu.Unlock()
+	if d != nil {
+		return d.Token()
+	}
+	if a.answered.Load() {
+		return nil, false
+	}
+	b, err := json.Marshal(a.t)
+	return b, err == nil
+}
+
+func (a *adopted) Message() *broker.Message { return &a.msg }
+func (a *adopted) MessageID() string        { return a.id }
+func (a *adopted) Redelivered() int         { return a.t.Redelivered }
+func (a *adopted) Timestamp() time.Time     { return a.ts }
+
+// Position is the message's partition and offset (broker.Positioner).
+func (a *adopted) Position() (int32, int64) { return int32(a.t.Partition), a.t.Offset }
+
+// Ack and Nack settle the message as its original delivery's would (no
+// network round trip); before the successor's consumer read the offset,
+// the answer waits for it.
+func (a *adopted) Ack(ctx context.Context) error { return a.settle(ctx, "ack", false, 0) }
+
+func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
+	return a.settle(ctx, "nack", true, max(delay, 0))
+}
+
+func (a *adopted) settle(ctx context.Context, op string, nack bool, delay time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafkabroker: %s %s: %w", op, a.id, err)
+	}
+	if !a.answered.CompareAndSwap(false, true) {
+		return fmt.Errorf("kafkabroker: %s %s: %w", op, a.id, ErrAnswered)
+	}
+	a.b.hmu.Lock()
+	d := a.d
+	if d == nil {
+		a.pending = &answer{nack: nack, delay: delay, at: time.Now()}
+	}
+	a.b.hmu.Unlock()
+	if d == nil {
+		return nil
+	}
+	d.answered.Store(true)
+	if nack {
+		d.c.nack(d, delay)
+		return nil
+	}
+	if !d.c.ack(d.t, d.offset) {
+		return fmt.Errorf("kafkabroker: ack %s: consumer closed, the offset cannot be committed; the group will read the message again: %w",
+			a.id, broker.ErrClosed)
+	}
+	return nil
+}
