@@ -1,5 +1,7 @@
 package broker
 
+import "context"
+
 // Handing deliveries over. In a hot upgrade the old process passes the
 // deliveries apps still hold to its successor, which settles them when the
 // apps answer; so an upgrade waits for no app. A delivery whose broker
@@ -23,6 +25,15 @@ type Adopter interface {
 	// message at the broker as the original's would have; it is Inherited.
 	// A token the adapter cannot read is refused with ErrRejected.
 	Adopt(token []byte) (Delivery, error)
+}
+
+// Releaser is implemented by a Consumer whose Close waits for the
+// deliveries apps still hold, so that their answers still reach the
+// broker (RocketMQ). Release closes it without waiting, for a hot upgrade
+// whose successor settles those deliveries (Portable): their tokens are
+// made after the release, from the state it committed.
+type Releaser interface {
+	Release(ctx context.Context) error
 }
 
 // Inherited marks a delivery made by Adopter.Adopt. Its Message has no

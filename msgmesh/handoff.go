@@ -63,6 +63,8 @@ type HeldDelivery struct {
 	Cluster  string    `json:"cluster"`
 	Deadline time.Time `json:"deadline"` // the delivery timeout, as before the move
 	Token    []byte    `json:"token"`    // broker.Portable's
+	// d is the delivery until its Token is taken (tokenize).
+	d broker.Delivery
 }
 
 // Files names every file in the state: "mesh", "http", "grpc" (when
@@ -153,14 +155,6 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 
 	s.cancel()
 	s.bg.Stop()
-	s.reconcileMu.Lock()
-	for k, u := range s.upstreams {
-		u.stop(ctx)
-		delete(s.upstreams, k)
-	}
-	clear(s.failed)
-	s.publishUpstreamsLocked(nil)
-	s.reconcileMu.Unlock()
 
 	st := &HandoffState{}
 	var err error
@@ -197,6 +191,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	}
 	s.sessMu.Unlock()
 	if err := s.meshSrv.Wait(ctx); err != nil {
+		s.stopUpstreams(ctx)
 		st.Close()
 		return nil, fmt.Errorf("msgmesh: handoff: connections did not stop: %w", err)
 	}
@@ -204,10 +199,15 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	s.deadLetters.Stop()
 	s.deadLetters.Wait()
 	s.stopHealth()
+	// The upstream consumers stop only now that no app answer reaches
+	// this process any more, so that what they commit, and the held
+	// deliveries' tokens made from it, are final.
+	s.stopUpstreams(ctx)
 	s.sessMu.Lock()
 	st.Conns = s.frozen
 	s.frozen = nil
 	s.sessMu.Unlock()
+	s.tokenize(st.Conns)
 	if err := s.store.Close(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
@@ -218,6 +218,26 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	}
 	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start))
 	return st, nil
+}
+
+// stopUpstreams stops every upstream consumer for a handoff.
+func (s *Sidecar) stopUpstreams(ctx context.Context) {
+	s.reconcileMu.Lock()
+	for k, u := range s.upstreams {
+		// The deliveries apps hold move (their tokens are made from what
+		// the release commits): a consumer whose Close would wait for them
+		// lets go now.
+		if r, ok := u.consumer.(broker.Releaser); ok {
+			if err := r.Release(ctx); err != nil {
+				s.log.Warn("handoff: releasing an upstream consumer", "group", k.group, "topic", k.topic, "err", err)
+			}
+		}
+		u.stop(ctx)
+		delete(s.upstreams, k)
+	}
+	clear(s.failed)
+	s.publishUpstreamsLocked(nil)
+	s.reconcileMu.Unlock()
 }
 
 func listenerFile(ln net.Listener) (*os.File, error) {
@@ -328,18 +348,13 @@ func (s *session) handOverInflight() []HeldDelivery {
 	s.mu.Unlock()
 	var held []HeldDelivery
 	for id, inf := range left {
-		var tok []byte
-		p, ok := broker.As[broker.Portable](inf.d)
-		if ok {
-			tok, ok = p.Token()
-		}
-		if !ok {
+		if !portable(inf.d) {
 			s.settleUpstream(inf, answerNone, 0)
 			s.slots.Add(-1)
 			continue
 		}
 		held = append(held, HeldDelivery{ID: id, Group: inf.key.group, Topic: inf.key.topic,
-			Cluster: s.sc.clusterOf(inf.key.topic), Deadline: inf.deadline, Token: tok})
+			Cluster: s.sc.clusterOf(inf.key.topic), Deadline: inf.deadline, d: inf.d})
 		broker.Detach(inf.d)
 		if inf.x != nil {
 			inf.x.Status = http.StatusAccepted // handed over, not answered
@@ -348,6 +363,26 @@ func (s *session) handOverInflight() []HeldDelivery {
 		s.slots.Add(-1)
 	}
 	return held
+}
+
+// tokenize takes the tokens of the held deliveries once the upstream
+// consumers stopped (an adapter's token may carry what its consumer
+// committed last). One without a token after all goes back to the broker.
+func (s *Sidecar) tokenize(conns []ConnState) {
+	for i := range conns {
+		held := conns[i].Held[:0]
+		for _, h := range conns[i].Held {
+			p, _ := broker.As[broker.Portable](h.d)
+			tok, ok := p.Token()
+			if !ok {
+				handBack(h.d)
+				continue
+			}
+			h.Token, h.d = tok, nil
+			held = append(held, h)
+		}
+		conns[i].Held = held
+	}
 }
 
 // adoptInheritedHeld gives every delivery the predecessor's connections

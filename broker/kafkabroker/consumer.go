@@ -157,6 +157,9 @@ type fetched struct {
 	m     kafka.Message
 	t     *partitionTracker
 	epoch uint64
+	// pre is the message's delivery when the fetcher handed it out
+	// already (a partition read under an inheritance, handover.go).
+	pre *delivery
 }
 
 // fetcher reads one assigned partition into consumer.msgs.
@@ -325,13 +328,12 @@ func (c *consumer) handOutLocked(f *fetched) *delivery {
 	c.tmu.Lock()
 	t := f.t
 	current := c.parts[f.m.Partition] == t && t.owned && f.epoch == c.epoch
-	if current && c.inh[f.m.Partition] != nil {
-		d, settled := c.inheritedLocked(f)
+	if f.pre != nil {
 		c.tmu.Unlock()
-		if settled {
-			c.wakeCommitter()
+		if !current {
+			return nil
 		}
-		return d
+		return f.pre
 	}
 	fresh := current && t.handOut(f.m.Offset)
 	c.tmu.Unlock()
@@ -751,8 +753,12 @@ func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker
 				continue
 			}
 			backoff = 0
+			f := fetched{m: m, t: t, epoch: epoch}
+			if !c.fetchInherited(&f) {
+				continue // bound to an inherited delivery, or acked before
+			}
 			select {
-			case c.msgs <- fetched{m: m, t: t, epoch: epoch}:
+			case c.msgs <- f:
 			case <-ctx.Done():
 				return
 			}

@@ -111,6 +111,9 @@ type inheritance struct {
 	// [committed, next) neither adopted nor nacked were acked. Set by
 	// claim.
 	complete bool
+	// claimed: a consumer reads the partition under it. Guarded by
+	// Broker.hmu.
+	claimed bool
 }
 
 // Adopt implements broker.Adopter: it records the partition's state for
@@ -144,7 +147,7 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	for o, n := range t.Again {
 		in.again[o] = n
 	}
-	a := &adopted{b: b, t: t, id: messageID(t.Topic, t.Partition, t.Offset), msg: broker.Message{Topic: t.Topic}}
+	a := &adopted{b: b, t: t, in: in, id: messageID(t.Topic, t.Partition, t.Offset), msg: broker.Message{Topic: t.Topic}}
 	if t.Timestamp != 0 {
 		a.ts = time.Unix(0, t.Timestamp)
 	}
@@ -172,6 +175,7 @@ func (b *Broker) claim(group, topic string, partition int, committed int64) *inh
 			"topic", topic, "group", group, "partition", partition, "handed_over_at", in.committed, "committed", committed)
 		return nil
 	}
+	in.claimed = true
 	in.complete = len(in.adopted) >= in.held
 	if !in.complete {
 		b.log.Warn("fewer held deliveries adopted than handed over; the partition's messages since the last commit come again",
@@ -180,10 +184,34 @@ func (b *Broker) claim(group, topic string, partition int, committed int64) *inh
 	return in
 }
 
+// fetchInherited is the fetcher's look at a message of a partition read
+// under an inheritance (see the top of this file), as soon as it is read,
+// so that held deliveries are bound and acked messages skipped however
+// busy the apps are: it reports whether f goes to the queue (with the
+// delivery handed out already, f.pre); if not, it was bound to an
+// inherited delivery or settled without one.
+func (c *consumer) fetchInherited(f *fetched) bool {
+	c.mu.Lock()
+	c.tmu.Lock()
+	if c.inh[f.m.Partition] == nil || c.parts[f.m.Partition] != f.t || !f.t.owned || f.epoch != c.epoch {
+		c.tmu.Unlock()
+		c.mu.Unlock()
+		return true
+	}
+	d, settled := c.inheritedLocked(f)
+	c.tmu.Unlock()
+	c.mu.Unlock()
+	if settled {
+		c.wakeCommitter()
+	}
+	f.pre = d
+	return d != nil
+}
+
 // inheritedLocked hands f's message out under the partition's
-// inheritance (see the top of this file): it returns the delivery to hand
-// out, or nil when the message is settled without one; settled reports
-// whether an ack moved the tracker. c.mu and c.tmu are held.
+// inheritance: it returns the delivery to hand out, or nil when the
+// message is settled without one; settled reports whether an ack moved
+// the tracker. c.mu and c.tmu are held.
 func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
 	p, off, t := f.m.Partition, f.m.Offset, f.t
 	in := c.inh[p]
@@ -231,6 +259,7 @@ func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
 // its own; an answer meanwhile is kept (pending) and applied then.
 type adopted struct {
 	b        *Broker
+	in       *inheritance
 	t        token
 	id       string
 	ts       time.Time
@@ -252,15 +281,18 @@ type answer struct {
 func (a *adopted) Inherited() {}
 
 // Token implements broker.Portable: bound, it moves as its consumer's
-// delivery; not bound yet, as it came.
+// delivery; while no consumer reads its partition, as it came. One whose
+// partition a consumer reads but has not reached yet does not move (its
+// token would disagree with its bound siblings'): it goes back, and the
+// next process delivers it again.
 func (a *adopted) Token() ([]byte, bool) {
 	a.b.hmu.Lock()
-	d := a.d
+	d, claimed := a.d, a.in.claimed
 	a.b.hmu.Unlock()
 	if d != nil {
 		return d.Token()
 	}
-	if a.answered.Load() {
+	if a.answered.Load() || claimed {
 		return nil, false
 	}
 	b, err := json.Marshal(a.t)

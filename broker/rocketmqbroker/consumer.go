@@ -57,6 +57,7 @@ type batch struct {
 	remaining int
 	nacked    bool
 	delay     time.Duration
+	ds        []*delivery
 }
 
 // consumer is one group on one topic: a RocketMQ pull consumer of its own
@@ -94,6 +95,19 @@ type consumer struct {
 	persistMu sync.Mutex
 	// shutDone is closed once the client is shut down.
 	shutDone chan struct{}
+
+	// For a hot upgrade (handover.go). handedNext: per queue, one past
+	// the last offset handed out; sendingBack: nacked batches whose
+	// send-back is in progress; released: per queue, the offset the
+	// shutdown committed (set by it); again: deliveries to deliver again
+	// after a handover (nacked after the shutdown, or whose send-back
+	// did not complete), with their next Redelivered; inh: per queue,
+	// what a predecessor handed over (nil: nothing, or read past it).
+	handedNext  map[queueKey]int64
+	sendingBack map[*batch]struct{}
+	released    map[queueKey]int64
+	again       map[*delivery]int
+	inh         map[queueKey]*inheritance
 }
 
 func (c *consumer) stateErrLocked() error {
@@ -145,6 +159,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 
 		c.mu.Lock()
 		c.cancelNext = nil
+		var after []func()
 		if err == nil && cr != nil && c.state != stateClosing && c.state != stateShut {
 			// Kept even when Pause came meanwhile: Next returns it first
 			// after Resume, so the queue order holds. After Close it is
@@ -152,10 +167,23 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			msgs := cr.GetMsgList()
 			b := &batch{cr: cr, remaining: len(msgs)}
 			for _, m := range msgs {
-				c.pending = append(c.pending, c.newDelivery(b, m))
+				d := c.newDelivery(b, m)
+				b.ds = append(b.ds, d)
+				deliver, f := c.inheritLocked(d)
+				if deliver {
+					c.pending = append(c.pending, d)
+				} else {
+					c.handedNext[d.qk] = max(c.handedNext[d.qk], d.offset+1)
+				}
+				if f != nil {
+					after = append(after, f)
+				}
 			}
 		}
 		c.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
 		// The loop head reports ctx, pause and close; ErrNoNewMsg (the
 		// poll timed out, or its queue was rebalanced away) just loops.
 	}
@@ -168,6 +196,7 @@ func (c *consumer) handOutLocked() *delivery {
 	c.pending[0] = nil
 	c.pending = c.pending[1:]
 	c.outstanding[d] = struct{}{}
+	c.handedNext[d.qk] = max(c.handedNext[d.qk], d.offset+1)
 	d.timer = time.AfterFunc(c.ackWait, d.expire)
 	return d
 }
@@ -274,6 +303,7 @@ func (c *consumer) shutdown() {
 	for d := range c.outstanding {
 		d.timer.Stop()
 	}
+	c.noteShutdownLocked()
 	c.mu.Unlock()
 	raceFence()
 	if err := c.pc.Shutdown(); err != nil {
@@ -371,10 +401,18 @@ func (c *consumer) ackBatch(ctx context.Context, b *batch) error {
 	}
 	lvl := delayLevel(b.delay)
 	done := make(chan struct{})
+	c.mu.Lock()
+	c.sendingBack[b] = struct{}{}
+	c.mu.Unlock()
 	go func() {
 		defer c.ops.Done()
 		defer close(done)
 		c.pc.ACK(context.WithValue(context.Background(), delayLevelKey{}, lvl), b.cr, rmqconsumer.ConsumeRetryLater)
+		c.mu.Lock()
+		if c.state != stateShut { // else the shutdown counted it as not sent back
+			delete(c.sendingBack, b)
+		}
+		c.mu.Unlock()
 	}()
 	select {
 	case <-done:

@@ -21,6 +21,7 @@ type delivery struct {
 	ts          time.Time
 	queue       int
 	offset      int64
+	qk          queueKey // for a handover
 
 	// Guarded by c.mu.
 	timer   *time.Timer // AckWait; set when Next returns the delivery
@@ -39,6 +40,9 @@ func (c *consumer) newDelivery(b *batch, m *primitive.MessageExt) *delivery {
 	}
 	if m.Queue != nil {
 		d.queue = m.Queue.QueueId
+	}
+	if mq := b.cr.GetMQ(); mq != nil {
+		d.qk = queueKey{group: c.rgroup, topic: mq.Topic, brokerName: mq.BrokerName, queue: mq.QueueId}
 	}
 	return d
 }
@@ -121,6 +125,9 @@ func (d *delivery) settle(ctx context.Context, op string, nack bool, delay time.
 	}
 	complete := b.remaining == 0
 	if c.state == stateShut || complete && !c.beginOpLocked() {
+		if nack {
+			c.again[d] = d.redelivered + 1 // not sent back: a successor delivers it again
+		}
 		c.mu.Unlock()
 		return fmt.Errorf("rocketmqbroker: %s %s: %w: %w", op, d.id, broker.ErrClosed, errDeliveryClosed)
 	}

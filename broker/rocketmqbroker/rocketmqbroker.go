@@ -151,6 +151,14 @@ type Broker struct {
 	// wg tracks the shutdowns of consumers closed with deliveries
 	// outstanding (see consumer.Close).
 	wg sync.WaitGroup
+
+	// hmu guards inherited: queues a predecessor process handed over
+	// (handover.go) until a consumer claims them; inheriting counts them,
+	// so that a consumer checks without the lock when there are none. A
+	// leaf lock.
+	hmu        sync.Mutex
+	inherited  map[queueKey]*inheritance
+	inheriting atomic.Int32
 }
 
 // producerHandle is the part of the client's producer the adapter uses.
@@ -350,6 +358,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		rgroup:      rgroup,
 		ackWait:     spec.AckWait,
 		outstanding: make(map[*delivery]struct{}),
+		handedNext:  make(map[queueKey]int64),
+		again:       make(map[*delivery]int),
+		sendingBack: make(map[*batch]struct{}),
+		inh:         make(map[queueKey]*inheritance),
 		shutDone:    make(chan struct{}),
 	}
 	if c.ackWait == 0 {

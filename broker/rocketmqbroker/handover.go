@@ -1,0 +1,359 @@
+package rocketmqbroker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// Deliveries move between processes (broker.Portable, broker.Adopter) in
+// a hot upgrade. On RocketMQ an ack moves the queue offset of the group's
+// consumer that pulled the message, a commit covers every earlier offset,
+// and a consumer commits only its own queues. So a delivery's token is
+// not a handle to settle it but its queue's state as the old process left
+// it:
+//
+//   - the old consumer is released first (Release: shut down now, whatever
+//     apps hold), which commits C, the queue's lowest offset not settled;
+//     F is one past the last offset it handed out;
+//   - of [C, F), the token lists the messages to deliver again (nacked
+//     after the release, or whose send-back had not completed) and counts
+//     the ones apps hold; every other offset there was settled (acked, or
+//     sent back to the retry topic).
+//
+// The successor's consumer reads the queue from the group's commit as
+// any new member would. If the first message it gets of the queue is at C
+// (nobody committed since), then for each offset below F: an adopted
+// (held) one is bound to its inherited delivery, whose app's answer then
+// settles it as the original's would (an answer that came before is
+// applied at once); one to deliver again is delivered; any other is acked
+// without a delivery. From F on it delivers as usual. If fewer held
+// deliveries were adopted than the tokens count (a connection was lost on
+// the way), nothing is taken for settled: every offset of [C, F) not
+// adopted is delivered again (duplicates, no loss). If the queue went to
+// another member of the group (several sidecars), or its commit moved,
+// that member reads it from the commit: the held messages come again
+// there (RocketMQ's usual redelivery after a rebalance), and the inherited
+// deliveries' answers settle nothing.
+
+var (
+	_ broker.Portable = (*delivery)(nil)
+	_ broker.Portable = (*adopted)(nil) // moves again at the next upgrade
+	_ broker.Adopter  = (*Broker)(nil)
+	_ broker.Releaser = (*consumer)(nil)
+)
+
+// queueKey names one message queue of one consumer group.
+type queueKey struct {
+	group, topic, brokerName string // the RocketMQ group and queue topic
+	queue                    int
+}
+
+// token is a delivery's handed-over form.
+type token struct {
+	Group      string `json:"group"` // the RocketMQ consumer group
+	Topic      string `json:"topic"` // the queue's topic (a retry topic for retries)
+	BrokerName string `json:"broker"`
+	Queue      int    `json:"queue"`
+	Offset     int64  `json:"offset"`
+	// Committed is C, what the release committed; Next is F, one past
+	// the last offset handed out.
+	Committed int64 `json:"committed"`
+	Next      int64 `json:"next"`
+	// Held counts the queue's deliveries apps held unanswered; Again
+	// lists the offsets to deliver again with their Redelivered.
+	Held        int           `json:"held"`
+	Again       map[int64]int `json:"again,omitempty"`
+	ID          string        `json:"id"`
+	Redelivered int           `json:"redelivered,omitempty"`
+	Timestamp   int64         `json:"ts,omitempty"` // Unix nanoseconds; 0 when unknown
+}
+
+// Release implements broker.Releaser: the consumer shuts down now (Close
+// would wait for the deliveries apps hold), committing each queue's
+// lowest offset not settled. The deliveries still outstanding then move
+// (Token). Idempotent.
+func (c *consumer) Release(ctx context.Context) error {
+	c.forceClose()
+	return nil
+}
+
+// noteShutdownLocked records, as the client shuts down, each queue's
+// commit (the lowest offset of a message handed out and not settled, or
+// whose send-back is still in progress; else one past the last handed
+// out) and marks those send-backs for delivery again. c.mu held.
+func (c *consumer) noteShutdownLocked() {
+	c.released = map[queueKey]int64{}
+	for k, next := range c.handedNext {
+		c.released[k] = next
+	}
+	low := func(k queueKey, off int64) {
+		if cur, ok := c.released[k]; !ok || off < cur {
+			c.released[k] = off
+		}
+	}
+	for d := range c.outstanding {
+		low(d.qk, d.offset)
+	}
+	for b := range c.sendingBack {
+		for _, d := range b.ds {
+			low(d.qk, d.offset)
+			c.again[d] = d.redelivered + 1
+		}
+	}
+	c.sendingBack = nil
+}
+
+// Token implements broker.Portable: once the consumer is released (its
+// commit made), a delivery apps still hold moves.
+func (d *delivery) Token() ([]byte, bool) {
+	c := d.c
+	c.mu.Lock()
+	_, out := c.outstanding[d]
+	committed, ok := c.released[d.qk]
+	if !out || !ok || c.state != stateShut {
+		c.mu.Unlock()
+		return nil, false
+	}
+	t := token{Group: d.qk.group, Topic: d.qk.topic, BrokerName: d.qk.brokerName, Queue: d.qk.queue, Offset: d.offset,
+		Committed: committed, Next: c.handedNext[d.qk], ID: d.id, Redelivered: d.redelivered}
+	for o := range c.outstanding {
+		if o.qk == d.qk {
+			t.Held++
+		}
+	}
+	for a, n := range c.again {
+		if a.qk == d.qk {
+			if t.Again == nil {
+				t.Again = map[int64]int{}
+			}
+			t.Again[a.offset] = n
+		}
+	}
+	c.mu.Unlock()
+	if !d.ts.IsZero() {
+		t.Timestamp = d.ts.UnixNano()
+	}
+	b, err := json.Marshal(t)
+	return b, err == nil
+}
+
+// inheritance is what the predecessor left of one queue: the tokens'
+// state and the deliveries adopted from them, by offset.
+type inheritance struct {
+	committed, next int64
+	held            int // the least count the tokens gave (answers only lower it)
+	again           map[int64]int
+	adopted         map[int64]*adopted
+	complete        bool // set by claim: every held delivery was adopted
+	// claimed: a consumer reads the queue under it. Guarded by
+	// Broker.hmu.
+	claimed bool
+}
+
+// Adopt implements broker.Adopter: it records the queue's state for the
+// consumer of the token's group that reads the queue, and returns the
+// inherited delivery.
+func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
+	var t token
+	if err := json.Unmarshal(tok, &t); err != nil {
+		return nil, fmt.Errorf("rocketmqbroker: adopt: %w: %w", broker.ErrRejected, err)
+	}
+	if t.Group == "" || t.Topic == "" || t.BrokerName == "" || t.Queue < 0 || t.Offset < t.Committed || t.Offset >= t.Next || t.Held < 1 {
+		return nil, fmt.Errorf("rocketmqbroker: adopt: %w: inconsistent token %s", broker.ErrRejected, tok)
+	}
+	k := queueKey{t.Group, t.Topic, t.BrokerName, t.Queue}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if b.inherited == nil {
+		b.inherited = map[queueKey]*inheritance{}
+	}
+	in := b.inherited[k]
+	switch {
+	case in == nil:
+		in = &inheritance{committed: t.Committed, next: t.Next, held: t.Held, again: map[int64]int{}, adopted: map[int64]*adopted{}}
+		b.inherited[k] = in
+		b.inheriting.Add(1)
+	case in.committed != t.Committed || in.next != t.Next:
+		return nil, fmt.Errorf("rocketmqbroker: adopt: %w: token of %s queue %d from another handover", broker.ErrRejected, t.Topic, t.Queue)
+	case in.adopted[t.Offset] != nil:
+		return nil, fmt.Errorf("rocketmqbroker: adopt: %w: %s adopted twice", broker.ErrRejected, t.ID)
+	}
+	in.held = min(in.held, t.Held)
+	for o, n := range t.Again {
+		in.again[o] = n
+	}
+	a := &adopted{b: b, t: t, in: in, msg: broker.Message{Topic: t.Topic}}
+	if t.Timestamp != 0 {
+		a.ts = time.Unix(0, t.Timestamp)
+	}
+	in.adopted[t.Offset] = a
+	return a, nil
+}
+
+// claim hands the inheritance of a queue to the consumer whose first
+// message of it is at first, if that is the commit the predecessor left;
+// else it is dropped (the group read the queue from a newer commit: the
+// held messages come again, and the inherited answers settle nothing).
+// nil when there is none.
+func (b *Broker) claim(k queueKey, first int64) *inheritance {
+	if b.inheriting.Load() == 0 {
+		return nil
+	}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	in := b.inherited[k]
+	if in == nil {
+		return nil
+	}
+	delete(b.inherited, k)
+	b.inheriting.Add(-1)
+	in.claimed = true
+	if first != in.committed {
+		b.log.Warn("queue read from another offset than the previous process handed over; the messages apps hold come again",
+			"group", k.group, "topic", k.topic, "queue", k.queue, "handed_over_at", in.committed, "read_from", first)
+		return nil
+	}
+	in.complete = len(in.adopted) >= in.held
+	if !in.complete {
+		b.log.Warn("fewer held deliveries adopted than handed over; the queue's messages since the last commit come again",
+			"group", k.group, "topic", k.topic, "queue", k.queue, "adopted", len(in.adopted), "held", in.held)
+	}
+	return in
+}
+
+// inheritLocked decides what becomes of d, just polled, under its
+// queue's inheritance: true to hand it out as usual; false when it is
+// bound to an inherited delivery or settled without a delivery, which
+// the returned func (run without c.mu) finishes. c.mu held.
+func (c *consumer) inheritLocked(d *delivery) (bool, func()) {
+	in, seen := c.inh[d.qk]
+	if !seen {
+		in = c.b.claim(d.qk, d.offset)
+		c.inh[d.qk] = in // nil too: the queue is read as usual
+	}
+	if in == nil {
+		return true, nil
+	}
+	if d.offset >= in.next {
+		c.inh[d.qk] = nil // read past the handover
+		return true, nil
+	}
+	if a := in.adopted[d.offset]; a != nil {
+		d.redelivered = a.t.Redelivered
+		c.outstanding[d] = struct{}{}
+		d.timer = time.AfterFunc(c.ackWait, d.expire)
+		c.b.hmu.Lock()
+		a.d = d
+		pend := a.pending
+		c.b.hmu.Unlock()
+		if pend == nil {
+			return false, nil
+		}
+		return false, func() { _ = d.answer(pend.nack, pend.delay) }
+	}
+	if n, ok := in.again[d.offset]; ok || !in.complete {
+		d.redelivered = max(d.redelivered, n)
+		return true, nil
+	}
+	return false, func() { _ = d.answer(false, 0) } // the predecessor's app settled it
+}
+
+// answer settles d from an answer given elsewhere (an inherited
+// delivery's, or the predecessor's), bounded by expireNackTimeout.
+func (d *delivery) answer(nack bool, delay time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), expireNackTimeout)
+	defer cancel()
+	op := "ack"
+	if nack {
+		op = "nack"
+	}
+	err := d.settle(ctx, op, nack, delay)
+	if err != nil {
+		d.c.log.Warn("settling an inherited delivery failed; the group gets the message again", "msg_id", d.id, "error", err)
+	}
+	return err
+}
+
+// adopted is a delivery handed over by another process. Until the
+// successor's consumer polls its offset it is not bound to a delivery of
+// its own; an answer meanwhile is kept (pending) and applied then.
+type adopted struct {
+	b        *Broker
+	in       *inheritance
+	t        token
+	ts       time.Time
+	msg      broker.Message
+	answered atomic.Bool
+
+	// Guarded by b.hmu.
+	d       *delivery
+	pending *answer
+}
+
+// answer is an app's answer to an adopted delivery not bound yet.
+type answer struct {
+	nack  bool
+	delay time.Duration
+}
+
+func (a *adopted) Inherited() {}
+
+// Token implements broker.Portable: bound, it moves as its consumer's
+// delivery; while no consumer reads its queue, as it came. One whose
+// queue a consumer reads but has not reached yet does not move (its token
+// would disagree with its bound siblings'): it goes back, and the next
+// process delivers it again.
+func (a *adopted) Token() ([]byte, bool) {
+	a.b.hmu.Lock()
+	d, claimed := a.d, a.in.claimed
+	a.b.hmu.Unlock()
+	if d != nil {
+		return d.Token()
+	}
+	if a.answered.Load() || claimed {
+		return nil, false
+	}
+	b, err := json.Marshal(a.t)
+	return b, err == nil
+}
+
+func (a *adopted) Message() *broker.Message { return &a.msg }
+func (a *adopted) MessageID() string        { return a.t.ID }
+func (a *adopted) Redelivered() int         { return a.t.Redelivered }
+func (a *adopted) Timestamp() time.Time     { return a.ts }
+
+// Position is the message's queue id and queue offset (broker.Positioner).
+func (a *adopted) Position() (int32, int64) { return int32(a.t.Queue), a.t.Offset }
+
+// Ack and Nack settle the message as its original delivery's would;
+// before the successor's consumer polled the offset, the answer waits for
+// it.
+func (a *adopted) Ack(ctx context.Context) error { return a.settle(ctx, "ack", false, 0) }
+
+func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
+	return a.settle(ctx, "nack", true, max(delay, 0))
+}
+
+func (a *adopted) settle(ctx context.Context, op string, nack bool, delay time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rocketmqbroker: %s %s: %w", op, a.t.ID, err)
+	}
+	if !a.answered.CompareAndSwap(false, true) {
+		return fmt.Errorf("rocketmqbroker: %s %s: %w", op, a.t.ID, ErrSettled)
+	}
+	a.b.hmu.Lock()
+	d := a.d
+	if d == nil {
+		a.pending = &answer{nack: nack, delay: delay}
+	}
+	a.b.hmu.Unlock()
+	if d == nil {
+		return nil
+	}
+	return d.settle(ctx, op, nack, delay)
+}
