@@ -309,7 +309,12 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 	s := sc.newSession(conn)
 	s.rd.Prefill(cs.Buffered)
 	s.rd.Skip(cs.Skip)
-	s.ids.Continue(cs.LastID)
+	// Ids go on past any another process may have given on this
+	// connection since the state was taken: a successor that adopted it
+	// and died before saying ready gave ids after LastID, and this may be
+	// the predecessor resuming (docs/upgrade.md). A process gives far
+	// fewer than one id per nanosecond, so the clock is such a floor.
+	s.ids.Continue(max(cs.LastID, uint64(time.Now().UnixNano())))
 	s.hello, s.client = cs.Hello, cs.Client
 	if cs.MaxInflight > 0 {
 		s.maxInflight.Store(cs.MaxInflight)

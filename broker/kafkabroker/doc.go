@@ -132,9 +132,7 @@
 //
 // Pause and Close. Pause makes Next return broker.ErrPaused (a blocked
 // Next returns at once) and nothing more: the consumer stays in the group,
-// keeps its partitions and keeps committing acks, which is what the
-// sidecar's upgrade needs (it pauses, waits for the app's acks, then
-// closes). The fetchers keep fetching only until the queue is full.
+// keeps its partitions and keeps committing acks. The fetchers keep fetching only until the queue is full.
 // Messages fetched but not handed out stay queued and are handed out after
 // Resume; if the consumer is closed instead they are dropped uncommitted,
 // and the group reads them again from the last commit. Close makes a
@@ -142,6 +140,13 @@
 // final commit and leaves the group (LeaveGroup: its partitions go to
 // other members at once); committed offsets are kept. Pause, Resume and Close are safe
 // concurrently with a blocked Next and with each other, and idempotent.
+//
+// Hot upgrade. A delivery an app still holds when its consumer closed
+// moves to another process (broker.Portable, broker.Adopter): its token
+// carries the partition's state after the final commit, and the
+// successor's consumer re-reads the partition from that commit, binding
+// the held offsets to the inherited deliveries and skipping the acked
+// ones (handover.go).
 //
 // Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
 // the transport's metadata refresh, each partition Reader's fetch loop),

@@ -118,6 +118,14 @@
 // shutdown fail with broker.ErrClosed, and those messages are redelivered.
 // Nothing acked is redelivered after a Close, and nothing unacked is lost.
 //
+// Hot upgrade. Release (broker.Releaser) shuts the consumer down at once,
+// whatever apps hold; a delivery they hold then moves to another process
+// (broker.Portable, broker.Adopter): its token carries its queue's state
+// as the release committed it, and the successor's consumer re-reads the
+// queue from that commit, binding the held offsets to the inherited
+// deliveries and acking the settled ones without a delivery
+// (handover.go).
+//
 // Prefetch. The client buffers what it pulls ahead in fixed channels: at
 // most 34 messages per queue the consumer owns, plus 4, whatever
 // ConsumerSpec.Prefetch says; Prefetch is validated but cannot change

@@ -652,6 +652,11 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os
 		return err
 	}
 	if pred != nil {
+		if os.Getenv(upgrade.TestKillAfterReceive) == upgrade.TestKillAdopted {
+			// Test hook: die after adopting the connections (serving
+			// them), before saying ready.
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
 		pred.Ready()
 		rt.log.Info("hot upgrade complete: serving the predecessor's connections")
 	}

@@ -132,7 +132,7 @@ func Takeover(ctx context.Context, sock string, opts Options, log *slog.Logger) 
 	if err != nil {
 		return fail(err)
 	}
-	if os.Getenv(TestKillAfterReceive) != "" {
+	if v := os.Getenv(TestKillAfterReceive); v != "" && v != TestKillAdopted {
 		// Test hook: die the hardest way at the worst moment, holding
 		// every socket and before adopting any of them.
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -149,6 +149,10 @@ var ErrRefused = errors.New("the running msgmesh could not hand over")
 // process SIGKILL itself right after receiving its predecessor's sockets,
 // so tests can show the predecessor resuming. Nothing else reads it.
 const TestKillAfterReceive = "MSGMESH_TEST_KILL_AFTER_RECEIVE"
+
+// TestKillAdopted as TestKillAfterReceive's value moves the SIGKILL to
+// after the new process adopted the connections, before it says ready.
+const TestKillAdopted = "adopted"
 
 // Predecessor is the process a successor took over from, waiting to hear
 // whether the successor serves.
