@@ -1,6 +1,10 @@
 package broker
 
-import "context"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // Handing deliveries over. In a hot upgrade the old process passes the
 // deliveries apps still hold to its successor, which settles them when the
@@ -35,6 +39,110 @@ type Adopter interface {
 type Releaser interface {
 	Release(ctx context.Context) error
 }
+
+// Deferred is the answer side of an adopted delivery whose adapter
+// settles it through a delivery of its own consumer, once that consumer
+// reads the message again (Kafka, RocketMQ): until then (Bind) an app's
+// answer waits, and Bind hands it over. Safe for concurrent use; its lock
+// is a leaf.
+type Deferred struct {
+	mu       sync.Mutex
+	answered bool
+	bound    Delivery
+	pending  *Answer
+}
+
+// Answer is an app's answer kept by a Deferred.
+type Answer struct {
+	Nack  bool
+	Delay time.Duration
+	At    time.Time // when it was given
+}
+
+// Ack settles the delivery through the bound one, or keeps the answer
+// for Bind. A second answer is refused with answered.
+func (p *Deferred) Ack(ctx context.Context, answered error) error {
+	return p.answer(ctx, false, 0, answered)
+}
+
+// Nack is Ack's counterpart.
+func (p *Deferred) Nack(ctx context.Context, delay time.Duration, answered error) error {
+	return p.answer(ctx, true, max(delay, 0), answered)
+}
+
+func (p *Deferred) answer(ctx context.Context, nack bool, delay time.Duration, answered error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if p.answered {
+		p.mu.Unlock()
+		return answered
+	}
+	p.answered = true
+	d := p.bound
+	if d == nil {
+		p.pending = &Answer{Nack: nack, Delay: delay, At: time.Now()}
+	}
+	p.mu.Unlock()
+	switch {
+	case d == nil:
+		return nil
+	case nack:
+		return d.Nack(ctx, delay)
+	default:
+		return d.Ack(ctx)
+	}
+}
+
+// Bind makes d the delivery later answers go to, and returns the answer
+// given before, if any, for the caller to apply to d. A second Bind
+// changes nothing and returns nil.
+func (p *Deferred) Bind(d Delivery) *Answer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bound != nil {
+		return nil
+	}
+	p.bound = d
+	return p.pending
+}
+
+// State reports the bound delivery (nil: none yet) and whether the app
+// answered.
+func (p *Deferred) State() (bound Delivery, answered bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bound, p.answered
+}
+
+// Handed is what an adopted delivery shows of its message: the id, count
+// and time the predecessor's delivery had, and a Message with no body (the
+// app has it). Adapters embed it in their adopted deliveries.
+type Handed struct {
+	ID       string
+	Count    int
+	At       time.Time
+	Msg      Message
+	position [2]int64
+}
+
+// NewHanded fills a Handed; at is Unix nanoseconds (0: unknown), and
+// partition/offset the message's position (broker.Positioner).
+func NewHanded(id string, redelivered int, at int64, topic string, partition int32, offset int64) Handed {
+	h := Handed{ID: id, Count: redelivered, Msg: Message{Topic: topic}, position: [2]int64{int64(partition), offset}}
+	if at != 0 {
+		h.At = time.Unix(0, at)
+	}
+	return h
+}
+
+func (h *Handed) Inherited()               {}
+func (h *Handed) Message() *Message        { return &h.Msg }
+func (h *Handed) MessageID() string        { return h.ID }
+func (h *Handed) Redelivered() int         { return h.Count }
+func (h *Handed) Timestamp() time.Time     { return h.At }
+func (h *Handed) Position() (int32, int64) { return int32(h.position[0]), h.position[1] }
 
 // Inherited marks a delivery made by Adopter.Adopt. Its Message has no
 // body, so a failed attempt is a plain Nack (the dead-letter policy meets

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -17,7 +19,15 @@ import (
 // listeners and app connections over and exits 0. The app never
 // reconnects, no publish fails, and every acked message is consumed
 // exactly once. Before that, the same container without --upgrade refuses
-// to start, naming the running sidecar, and changes nothing.
+// to start, naming the running sidecar, and changes nothing. The orders
+// apps are slow on this topic (30 ms per message, DEMO_TOPIC_DELAY), and
+// a burst just before the upgrade leaves them with many deliveries in
+// flight: those move with the connection (the old sidecar does not wait
+// for them), and they too are consumed exactly once.
+// heldRe reads how many held deliveries the old sidecar's "handed off"
+// log line counts.
+var heldRe = regexp.MustCompile(`handed off.*held_deliveries[=":]+(\d+)`)
+
 func TestS5HotUpgrade(t *testing.T) {
 	orders := sys.podsOf("orders")
 	p1 := orders[0]
@@ -72,6 +82,17 @@ func TestS5HotUpgrade(t *testing.T) {
 	}
 	waitMore(t, 30*time.Second, "traffic through the old sidecar after the refusal", 60, jobs[0])
 
+	// The backlog: a burst the slow apps need seconds to work through.
+	const burstN = 3000
+	burst := p1.startJob(t, jobSpec{Topic: topicUpgrade, Prefix: "s5b-" + p1.name, Count: burstN, Workers: 8, Size: 128})
+	t.Cleanup(func() { _ = call("POST", fmt.Sprintf("%s/v1/jobs/%d/stop", p1.demoURL, burst.id), "", nil, nil) })
+	if err := poll(60*time.Second, func() (bool, string) {
+		st := burst.status(t)
+		return st.Done, fmt.Sprintf("burst %d of %d acked", st.Acked, burstN)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	name := project + "-orders1-mesh-v2"
 	start := time.Now()
 	cid, cmd := sidecar(name, "--upgrade")
@@ -95,13 +116,21 @@ func TestS5HotUpgrade(t *testing.T) {
 	if !strings.Contains(logs, "hot upgrade complete") {
 		t.Errorf("the new sidecar's log does not say \"hot upgrade complete\":\n%s", tail(logs, 30))
 	}
-	t.Logf("old sidecar handed over and exited 0, %s after the new one started", handover.Round(time.Millisecond))
+	oldLogs, _ := run(time.Minute, "docker", "logs", old)
+	held := heldRe.FindStringSubmatch(oldLogs)
+	if held == nil {
+		t.Fatalf("the old sidecar's log has no \"handed off\" line:\n%s", tail(oldLogs, 30))
+	}
+	t.Logf("old sidecar handed over and exited 0, %s after the new one started; %s deliveries its app held moved", handover.Round(time.Millisecond), held[1])
+	if held[1] == "0" {
+		t.Errorf("no held delivery moved: the app was not behind at the upgrade, or the old sidecar waited for it")
+	}
 	if ok, st := httpOK(p1.sidecarURL + "/healthz"); !ok {
 		t.Fatalf("orders1's sidecar after the upgrade: %s", st)
 	}
 	waitMore(t, 30*time.Second, "traffic through the new sidecar", 100, jobs[0])
 
-	sts := stopTraffic(t, jobs)
+	sts := stopTraffic(t, append(jobs, burst))
 	for _, st := range sts {
 		if st.Failures != 0 {
 			t.Errorf("a publish failed across the upgrade: %d failed attempts %v (%s)", st.Failures, st.Codes, st.LastError)
@@ -113,6 +142,8 @@ func TestS5HotUpgrade(t *testing.T) {
 	} else {
 		t.Logf("orders1's app kept its one connection to the sidecar (%d connections since it started)", after.Connections)
 	}
-	g := waitConsumed(t, 90*time.Second, 3*time.Second, orders, groupOrders, topicUpgrade, "s5-", idsOf(sts...))
+	g := waitConsumed(t, 90*time.Second, 3*time.Second, orders, groupOrders, topicUpgrade, "s5-", idsOf(sts[:len(jobs)]...))
 	exactlyOnce(t, "across the hot upgrade", g)
+	g = waitConsumed(t, 90*time.Second, 3*time.Second, orders, groupOrders, topicUpgrade, "s5b-", idsOf(sts[len(jobs):]...))
+	exactlyOnce(t, "the burst, held by the slow apps across the hot upgrade", g)
 }

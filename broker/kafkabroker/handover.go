@@ -4,38 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
 
 // Deliveries move between processes (broker.Portable, broker.Adopter) in
-// a hot upgrade. On Kafka an ack is a commit of the group's offset, which
-// only a member that owns the partition makes, and a commit covers every
-// earlier offset. So a delivery's token is not a handle to settle it but
-// the partition's state as the old process left it:
-//
-//   - the old consumer is closed first (its final commit is C, the lowest
-//     offset of the partition not acked) and F is one past the last
-//     offset it handed out;
-//   - of [C, F), the token lists the nacked messages (waiting in the old
-//     consumer's retry queue) and counts the ones apps hold; every other
-//     offset there was acked.
-//
-// The successor's consumer, once the group assigns it the partition and
-// its committed offset is still C, reads the partition from C as any new
-// member would, and for each offset below F: an adopted (held) one is
-// bound to its inherited delivery, whose app's answer then counts as the
-// original's would (an answer that came before is applied at once); a
-// nacked one is delivered again; any other is acked without a delivery.
-// From F on it delivers as usual. If fewer held deliveries were adopted
-// than the tokens count (a connection was lost on the way), nothing is
-// taken for acked: every offset of [C, F) not adopted is delivered again
-// (duplicates, no loss). If the partition is assigned to another member
-// (several sidecars in one group) or its committed offset moved, that
-// member reads it from the commit: the held messages come again there and
-// the inherited deliveries' answers commit nothing.
+// a hot upgrade. A Kafka ack is a commit by the partition's owner that
+// covers every earlier offset, so a token carries the partition's state
+// after the old consumer's final commit, and the successor's consumer
+// re-reads the partition from that commit, binding held offsets and
+// skipping acked ones; docs/brokers.md ("Hot upgrade") has the scheme and
+// what it does not cover. Nacked messages waiting in the old consumer's
+// retry queue are listed in the token and delivered again.
 //
 // Why not hand over the group membership (member id, generation,
 // assignment) instead: the successor would heartbeat as the old member
@@ -147,10 +128,8 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	for o, n := range t.Again {
 		in.again[o] = n
 	}
-	a := &adopted{b: b, t: t, in: in, id: messageID(t.Topic, t.Partition, t.Offset), msg: broker.Message{Topic: t.Topic}}
-	if t.Timestamp != 0 {
-		a.ts = time.Unix(0, t.Timestamp)
-	}
+	a := &adopted{b: b, in: in, t: t,
+		Handed: broker.NewHanded(messageID(t.Topic, t.Partition, t.Offset), t.Redelivered, t.Timestamp, t.Topic, int32(t.Partition), t.Offset)}
 	in.adopted[t.Offset] = a
 	return a, nil
 }
@@ -228,16 +207,13 @@ func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
 	if a := in.adopted[off]; a != nil {
 		d = c.newDelivery(&f.m, t)
 		d.redelivered = a.t.Redelivered
-		c.b.hmu.Lock()
-		a.d = d
-		pend := a.pending
-		c.b.hmu.Unlock()
+		pend := a.p.Bind(d)
 		switch {
 		case pend == nil:
-		case pend.nack:
+		case pend.Nack:
 			d.answered.Store(true)
 			t.nacked(off, d.redelivered+1)
-			c.pushRetryLocked(d, pend.at.Add(pend.delay))
+			c.pushRetryLocked(d, pend.At.Add(pend.Delay))
 		default:
 			d.answered.Store(true)
 			t.ack(off)
@@ -254,31 +230,15 @@ func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
 	return nil, true
 }
 
-// adopted is a delivery handed over by another process. Until the
-// successor's consumer reads its offset it is not bound to a delivery of
-// its own; an answer meanwhile is kept (pending) and applied then.
+// adopted is a delivery handed over by another process: until the
+// successor's consumer reads its offset, an answer waits (broker.Deferred).
 type adopted struct {
-	b        *Broker
-	in       *inheritance
-	t        token
-	id       string
-	ts       time.Time
-	msg      broker.Message
-	answered atomic.Bool
-
-	// Guarded by b.hmu.
-	d       *delivery
-	pending *answer
+	broker.Handed
+	b  *Broker
+	in *inheritance
+	t  token
+	p  broker.Deferred
 }
-
-// answer is an app's answer to an adopted delivery not bound yet.
-type answer struct {
-	nack  bool
-	delay time.Duration
-	at    time.Time
-}
-
-func (a *adopted) Inherited() {}
 
 // Token implements broker.Portable: bound, it moves as its consumer's
 // delivery; while no consumer reads its partition, as it came. One whose
@@ -286,60 +246,33 @@ func (a *adopted) Inherited() {}
 // token would disagree with its bound siblings'): it goes back, and the
 // next process delivers it again.
 func (a *adopted) Token() ([]byte, bool) {
-	a.b.hmu.Lock()
-	d, claimed := a.d, a.in.claimed
-	a.b.hmu.Unlock()
-	if d != nil {
-		return d.Token()
+	bound, answered := a.p.State()
+	if bound != nil {
+		return bound.(*delivery).Token()
 	}
-	if a.answered.Load() || claimed {
+	a.b.hmu.Lock()
+	claimed := a.in.claimed
+	a.b.hmu.Unlock()
+	if answered || claimed {
 		return nil, false
 	}
 	b, err := json.Marshal(a.t)
 	return b, err == nil
 }
 
-func (a *adopted) Message() *broker.Message { return &a.msg }
-func (a *adopted) MessageID() string        { return a.id }
-func (a *adopted) Redelivered() int         { return a.t.Redelivered }
-func (a *adopted) Timestamp() time.Time     { return a.ts }
-
-// Position is the message's partition and offset (broker.Positioner).
-func (a *adopted) Position() (int32, int64) { return int32(a.t.Partition), a.t.Offset }
-
 // Ack and Nack settle the message as its original delivery's would (no
 // network round trip); before the successor's consumer read the offset,
 // the answer waits for it.
-func (a *adopted) Ack(ctx context.Context) error { return a.settle(ctx, "ack", false, 0) }
-
-func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
-	return a.settle(ctx, "nack", true, max(delay, 0))
+func (a *adopted) Ack(ctx context.Context) error {
+	if err := a.p.Ack(ctx, ErrAnswered); err != nil {
+		return fmt.Errorf("kafkabroker: ack %s: %w", a.ID, err)
+	}
+	return nil
 }
 
-func (a *adopted) settle(ctx context.Context, op string, nack bool, delay time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("kafkabroker: %s %s: %w", op, a.id, err)
-	}
-	if !a.answered.CompareAndSwap(false, true) {
-		return fmt.Errorf("kafkabroker: %s %s: %w", op, a.id, ErrAnswered)
-	}
-	a.b.hmu.Lock()
-	d := a.d
-	if d == nil {
-		a.pending = &answer{nack: nack, delay: delay, at: time.Now()}
-	}
-	a.b.hmu.Unlock()
-	if d == nil {
-		return nil
-	}
-	d.answered.Store(true)
-	if nack {
-		d.c.nack(d, delay)
-		return nil
-	}
-	if !d.c.ack(d.t, d.offset) {
-		return fmt.Errorf("kafkabroker: ack %s: consumer closed, the offset cannot be committed; the group will read the message again: %w",
-			a.id, broker.ErrClosed)
+func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
+	if err := a.p.Nack(ctx, delay, ErrAnswered); err != nil {
+		return fmt.Errorf("kafkabroker: nack %s: %w", a.ID, err)
 	}
 	return nil
 }

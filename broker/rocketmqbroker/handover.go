@@ -4,41 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
 
 // Deliveries move between processes (broker.Portable, broker.Adopter) in
-// a hot upgrade. On RocketMQ an ack moves the queue offset of the group's
-// consumer that pulled the message, a commit covers every earlier offset,
-// and a consumer commits only its own queues. So a delivery's token is
-// not a handle to settle it but its queue's state as the old process left
-// it:
-//
-//   - the old consumer is released first (Release: shut down now, whatever
-//     apps hold), which commits C, the queue's lowest offset not settled;
-//     F is one past the last offset it handed out;
-//   - of [C, F), the token lists the messages to deliver again (nacked
-//     after the release, or whose send-back had not completed) and counts
-//     the ones apps hold; every other offset there was settled (acked, or
-//     sent back to the retry topic).
-//
-// The successor's consumer reads the queue from the group's commit as
-// any new member would. If the first message it gets of the queue is at C
-// (nobody committed since), then for each offset below F: an adopted
-// (held) one is bound to its inherited delivery, whose app's answer then
-// settles it as the original's would (an answer that came before is
-// applied at once); one to deliver again is delivered; any other is acked
-// without a delivery. From F on it delivers as usual. If fewer held
-// deliveries were adopted than the tokens count (a connection was lost on
-// the way), nothing is taken for settled: every offset of [C, F) not
-// adopted is delivered again (duplicates, no loss). If the queue went to
-// another member of the group (several sidecars), or its commit moved,
-// that member reads it from the commit: the held messages come again
-// there (RocketMQ's usual redelivery after a rebalance), and the inherited
-// deliveries' answers settle nothing.
+// a hot upgrade. A RocketMQ ack moves the queue offset of the consumer
+// that pulled the message, so the old consumer is released first (it
+// commits each queue's lowest unsettled offset), a token carries its
+// queue's state, and the successor's consumer re-reads the queue from
+// that commit, binding held offsets and acking settled ones without a
+// delivery; docs/brokers.md ("Hot upgrade") has the scheme and what it
+// does not cover. Messages nacked after the release, or whose send-back
+// had not completed, are listed in the token and delivered again. The
+// successor knows the queue was not committed further meanwhile when its
+// first message of the queue is at the token's commit.
 
 var (
 	_ broker.Portable = (*delivery)(nil)
@@ -187,10 +168,8 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	for o, n := range t.Again {
 		in.again[o] = n
 	}
-	a := &adopted{b: b, t: t, in: in, msg: broker.Message{Topic: t.Topic}}
-	if t.Timestamp != 0 {
-		a.ts = time.Unix(0, t.Timestamp)
-	}
+	a := &adopted{b: b, in: in, t: t,
+		Handed: broker.NewHanded(t.ID, t.Redelivered, t.Timestamp, t.Topic, int32(t.Queue), t.Offset)}
 	in.adopted[t.Offset] = a
 	return a, nil
 }
@@ -247,14 +226,11 @@ func (c *consumer) inheritLocked(d *delivery) (bool, func()) {
 		d.redelivered = a.t.Redelivered
 		c.outstanding[d] = struct{}{}
 		d.timer = time.AfterFunc(c.ackWait, d.expire)
-		c.b.hmu.Lock()
-		a.d = d
-		pend := a.pending
-		c.b.hmu.Unlock()
+		pend := a.p.Bind(d)
 		if pend == nil {
 			return false, nil
 		}
-		return false, func() { _ = d.answer(pend.nack, pend.delay) }
+		return false, func() { _ = d.answer(pend.Nack, pend.Delay) }
 	}
 	if n, ok := in.again[d.offset]; ok || !in.complete {
 		d.redelivered = max(d.redelivered, n)
@@ -279,29 +255,16 @@ func (d *delivery) answer(nack bool, delay time.Duration) error {
 	return err
 }
 
-// adopted is a delivery handed over by another process. Until the
-// successor's consumer polls its offset it is not bound to a delivery of
-// its own; an answer meanwhile is kept (pending) and applied then.
+// adopted is a delivery handed over by another process: until the
+// successor's consumer polls its offset, an answer waits
+// (broker.Deferred).
 type adopted struct {
-	b        *Broker
-	in       *inheritance
-	t        token
-	ts       time.Time
-	msg      broker.Message
-	answered atomic.Bool
-
-	// Guarded by b.hmu.
-	d       *delivery
-	pending *answer
+	broker.Handed
+	b  *Broker
+	in *inheritance
+	t  token
+	p  broker.Deferred
 }
-
-// answer is an app's answer to an adopted delivery not bound yet.
-type answer struct {
-	nack  bool
-	delay time.Duration
-}
-
-func (a *adopted) Inherited() {}
 
 // Token implements broker.Portable: bound, it moves as its consumer's
 // delivery; while no consumer reads its queue, as it came. One whose
@@ -309,51 +272,33 @@ func (a *adopted) Inherited() {}
 // would disagree with its bound siblings'): it goes back, and the next
 // process delivers it again.
 func (a *adopted) Token() ([]byte, bool) {
-	a.b.hmu.Lock()
-	d, claimed := a.d, a.in.claimed
-	a.b.hmu.Unlock()
-	if d != nil {
-		return d.Token()
+	bound, answered := a.p.State()
+	if bound != nil {
+		return bound.(*delivery).Token()
 	}
-	if a.answered.Load() || claimed {
+	a.b.hmu.Lock()
+	claimed := a.in.claimed
+	a.b.hmu.Unlock()
+	if answered || claimed {
 		return nil, false
 	}
 	b, err := json.Marshal(a.t)
 	return b, err == nil
 }
 
-func (a *adopted) Message() *broker.Message { return &a.msg }
-func (a *adopted) MessageID() string        { return a.t.ID }
-func (a *adopted) Redelivered() int         { return a.t.Redelivered }
-func (a *adopted) Timestamp() time.Time     { return a.ts }
-
-// Position is the message's queue id and queue offset (broker.Positioner).
-func (a *adopted) Position() (int32, int64) { return int32(a.t.Queue), a.t.Offset }
-
 // Ack and Nack settle the message as its original delivery's would;
 // before the successor's consumer polled the offset, the answer waits for
 // it.
-func (a *adopted) Ack(ctx context.Context) error { return a.settle(ctx, "ack", false, 0) }
-
-func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
-	return a.settle(ctx, "nack", true, max(delay, 0))
+func (a *adopted) Ack(ctx context.Context) error {
+	if err := a.p.Ack(ctx, ErrSettled); err != nil {
+		return fmt.Errorf("rocketmqbroker: ack %s: %w", a.t.ID, err)
+	}
+	return nil
 }
 
-func (a *adopted) settle(ctx context.Context, op string, nack bool, delay time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("rocketmqbroker: %s %s: %w", op, a.t.ID, err)
+func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
+	if err := a.p.Nack(ctx, delay, ErrSettled); err != nil {
+		return fmt.Errorf("rocketmqbroker: nack %s: %w", a.t.ID, err)
 	}
-	if !a.answered.CompareAndSwap(false, true) {
-		return fmt.Errorf("rocketmqbroker: %s %s: %w", op, a.t.ID, ErrSettled)
-	}
-	a.b.hmu.Lock()
-	d := a.d
-	if d == nil {
-		a.pending = &answer{nack: nack, delay: delay}
-	}
-	a.b.hmu.Unlock()
-	if d == nil {
-		return nil
-	}
-	return d.settle(ctx, op, nack, delay)
+	return nil
 }

@@ -200,6 +200,10 @@ func nonNil(bs []binding) []binding {
 // handler counts a delivery under its demo id and acks it.
 func (a *app) handler(b binding) client.Handler {
 	key := b.Group + "|" + b.Topic
+	delay, ok := a.cfg.TopicDelay[b.Topic]
+	if !ok {
+		delay = a.cfg.HandleDelay
+	}
 	return func(ctx context.Context, d *client.Delivery) error {
 		id, tp := "", ""
 		for _, h := range d.Headers {
@@ -213,9 +217,9 @@ func (a *app) handler(b binding) client.Handler {
 		if id == "" {
 			id = string(d.Body)
 		}
-		if a.cfg.HandleDelay > 0 {
+		if delay > 0 {
 			select {
-			case <-time.After(a.cfg.HandleDelay):
+			case <-time.After(delay):
 			case <-ctx.Done():
 				return ctx.Err()
 			}

@@ -29,6 +29,9 @@
 //	DEMO_CLIENT_NAME    name sent in HELLO (the host name)
 //	DEMO_CONCURRENCY    handler goroutines per subscription (4)
 //	DEMO_HANDLE_DELAY   time each delivery takes to handle (0)
+//	DEMO_TOPIC_DELAY    topic=duration,...: that time instead for a topic's
+//	                    deliveries (a slow consumer, for the hot-upgrade
+//	                    scenario's backlog)
 //	DEMO_MAX_INFLIGHT   deliveries unanswered per connection (256)
 //	DEMO_AUTO_PUBLISH   topic to publish to continuously, from the start
 //	DEMO_AUTO_RATE      messages per second of DEMO_AUTO_PUBLISH (10)
@@ -82,6 +85,7 @@ type config struct {
 	ClientName   string
 	Concurrency  int
 	HandleDelay  time.Duration
+	TopicDelay   map[string]time.Duration
 	MaxInflight  int
 	AutoPublish  string
 	AutoRate     float64
@@ -137,6 +141,9 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	if c.HandleDelay, err = time.ParseDuration(get("DEMO_HANDLE_DELAY", "0s")); err != nil || c.HandleDelay < 0 {
 		return c, fmt.Errorf("DEMO_HANDLE_DELAY: want a duration like 5ms, got %q", get("DEMO_HANDLE_DELAY", ""))
 	}
+	if c.TopicDelay, err = parseTopicDelays(get("DEMO_TOPIC_DELAY", "")); err != nil {
+		return c, err
+	}
 	if c.AutoRate, err = strconv.ParseFloat(get("DEMO_AUTO_RATE", "10"), 64); err != nil || c.AutoRate <= 0 {
 		return c, fmt.Errorf("DEMO_AUTO_RATE: want a positive number, got %q", get("DEMO_AUTO_RATE", ""))
 	}
@@ -144,6 +151,23 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("DEMO_AUTO_PUBLISH %q is not in DEMO_PRODUCE", c.AutoPublish)
 	}
 	return c, nil
+}
+
+// parseTopicDelays reads "topic=duration,topic=duration".
+func parseTopicDelays(s string) (map[string]time.Duration, error) {
+	m := map[string]time.Duration{}
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		topic, d, ok := strings.Cut(item, "=")
+		dur, err := time.ParseDuration(d)
+		if !ok || topic == "" || err != nil || dur < 0 {
+			return nil, fmt.Errorf("DEMO_TOPIC_DELAY: want topic=duration,..., got %q", item)
+		}
+		m[topic] = dur
+	}
+	return m, nil
 }
 
 // parseBindings reads "group:topic,group:topic".
