@@ -385,7 +385,8 @@ func (c *Controller) take(ctx context.Context, lim *rate.Limiter, reject bool, f
 type Permit struct{ s *semaphore }
 
 // Release gives the slot back. Call it exactly once, when the delivery is
-// settled (acked, nacked or handed back); Hold does it for you.
+// settled (acked, nacked or handed back); the pipeline does it for you
+// when Stage returned it from OnFetch.
 func (p Permit) Release() {
 	if p.s != nil {
 		p.s.release()

@@ -3,16 +3,18 @@
 // per-group delivery rates and in-flight bounds, and a circuit breaker per
 // broker cluster, all changed at run time with Controller.Apply.
 //
-// The sidecar's hooks:
+// The sidecar reaches it through one stage of its pipeline (Stage; package
+// pipeline has the order of all stages):
 //
 //   - publish, before anything is queued or sent: CheckSize (ErrTooLarge);
 //   - publish, in the goroutine that will call the broker, under the
-//     publish deadline: WaitPublish (waits, or ErrRateLimited);
-//   - around broker.Publish: Breaker(cluster).Allow, then Record(err)
+//     publish deadline: WaitPublish (waits, or ErrRateLimited), then
+//     Breaker(cluster).Allow; Record(err) once the broker answered
 //     (ErrBreakerOpen fails fast while the cluster keeps failing);
 //   - delivery, before taking the next message from the broker:
 //     WaitDelivery (the group's rate) and WaitInflight (its in-flight
-//     bound), then Hold on the delivery so its settlement frees the slot.
+//     bound), whose Permit the pipeline holds until the delivery is
+//     settled.
 //
 // Every refusal is a typed error with details (*LimitError,
 // *BreakerOpenError) that also carries its wire code (Code) and its

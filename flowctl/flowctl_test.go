@@ -13,6 +13,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
+	"github.com/msgmesh/msgmesh/pipeline"
 )
 
 // wait bounds every wait of a test; nothing waits this long when the code
@@ -590,31 +591,38 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestHold releases the in-flight slot when the delivery is settled, once.
-func TestHold(t *testing.T) {
+// TestStageHoldsInflight: a delivery fetched through the flowctl stage
+// holds its group's in-flight slot until its first settlement, and a
+// group without a bound holds nothing (the delivery is not wrapped).
+func TestStageHoldsInflight(t *testing.T) {
 	c := newController(t, flowctl.Config{Groups: map[string]flowctl.GroupLimits{"g": {MaxInflight: 1}}})
+	pl, err := pipeline.New(c.Stage())
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := newBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	for range 2 {
+	for range 3 {
 		if _, err := b.Publish(ctx, &broker.Message{Topic: "t", Body: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cons, err := b.Consume(ctx, broker.ConsumerSpec{Topic: "t", Group: "g", AckWait: wait})
-	if err != nil {
-		t.Fatal(err)
+	consume := func(group string) broker.Consumer {
+		cons, err := b.Consume(ctx, broker.ConsumerSpec{Topic: "t", Group: group, AckWait: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cons.Close(context.Background()) })
+		return cons
 	}
-	defer cons.Close(context.Background())
+	cons := consume("g")
 	next := func() broker.Delivery {
-		p, err := c.WaitInflight(ctx, "g", "t")
+		d, err := pl.Fetch(ctx, "g", "t", cons.Next)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := cons.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return flowctl.Hold(d, p)
+		return d
 	}
 	d := next()
 	if _, ok := c.AcquireInflight("g", "t"); ok {
@@ -631,7 +639,21 @@ func TestHold(t *testing.T) {
 	if n, _ := c.Inflight("g", "t"); n != 0 {
 		t.Fatalf("%d in flight after every delivery was settled", n)
 	}
-	if flowctl.Hold(d, flowctl.Permit{}) != d {
-		t.Fatal("Hold with the zero Permit wrapped the delivery")
+	// A detached delivery (handed to a successor process) frees its slot.
+	d = next()
+	broker.Detach(d)
+	if n, _ := c.Inflight("g", "t"); n != 0 {
+		t.Fatalf("%d in flight after the delivery was detached", n)
 	}
+	_ = d.Nack(ctx, 0)
+
+	free := consume("unbounded")
+	fd, err := pl.Fetch(ctx, "unbounded", "t", free.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, wrapped := fd.(interface{ Unwrap() broker.Delivery }); wrapped {
+		t.Fatal("a delivery of a group without a bound was wrapped")
+	}
+	_ = fd.Ack(ctx)
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -268,18 +267,11 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 				continue // paused, stopping, or the weights changed
 			}
 		}
-		// A group's delivery rate and in-flight bound (flowctl) hold the
-		// broker back the same way a full connection does.
-		if err := s.cfg.Flow.WaitDelivery(pctx, u.key.group, u.key.topic); err != nil {
-			continue // paused or stopping
-		}
-		permit, err := s.cfg.Flow.WaitInflight(pctx, u.key.group, u.key.topic)
+		// The pipeline's fetch stages (a group's delivery rate and
+		// in-flight bound) hold the broker back the same way a full
+		// connection does; what they hold is released when d is settled.
+		d, err := s.pipe.Fetch(pctx, u.key.group, u.key.topic, u.consumer.Next)
 		if err != nil {
-			continue
-		}
-		d, err := u.consumer.Next(pctx)
-		if err != nil {
-			permit.Release()
 			switch {
 			case ctx.Err() != nil, errors.Is(err, broker.ErrClosed):
 				return
@@ -298,7 +290,6 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 		}
 		backoff = 50 * time.Millisecond
 		u.noteNext(nil)
-		d = flowctl.Hold(d, permit) // any ack or nack frees the group's slot
 		if u.filter && !u.tags.Match(broker.TagOf(d.Message())) {
 			// Not for this group: settled as RocketMQ's broker-side filter
 			// would, without a delivery.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
@@ -361,10 +360,6 @@ func (s *session) handOverInflight() []HeldDelivery {
 		held = append(held, HeldDelivery{ID: id, Group: inf.key.group, Topic: inf.key.topic,
 			Cluster: s.sc.clusterOf(inf.key.topic), Deadline: inf.deadline, d: inf.d})
 		broker.Detach(inf.d)
-		if inf.x != nil {
-			inf.x.Status = http.StatusAccepted // handed over, not answered
-			s.sc.chain.OnResponse(inf.x, inf.passed)
-		}
 		s.slots.Add(-1)
 	}
 	return held
@@ -431,7 +426,7 @@ func (s *session) adoptHeld(cs ConnState) {
 		}
 		k := routeKey{group: h.Group, topic: h.Topic}
 		s.mu.Lock()
-		s.inflight[h.ID] = inflight{d: s.sc.cfg.Telemetry.Deliver(d, h.Group), key: k, deadline: h.Deadline}
+		s.inflight[h.ID] = inflight{d: s.sc.pipe.Deliver(d, h.Group), key: k, deadline: h.Deadline}
 		s.mu.Unlock()
 		s.slots.Add(1)
 	}

@@ -127,11 +127,7 @@ func (w *pullWaiter) add(k routeKey, d broker.Delivery) bool {
 		w.s.release()
 		return false
 	}
-	id, d, ok, refused := w.s.track(k, d)
-	if refused {
-		w.mu.Unlock()
-		return true // handed back; the slot is free again
-	}
+	id, d, ok := w.s.track(k, d)
 	if !ok {
 		w.mu.Unlock()
 		w.s.release()

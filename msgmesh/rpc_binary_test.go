@@ -16,7 +16,8 @@ import (
 // TestBinaryServesRPC: the msgmesh binary runs the RPC proxy beside the
 // message mesh from the rpc section of its config file: an HTTP call to
 // the egress listener reaches the app server behind the ingress listener
-// (here of the same sidecar), and /healthz reports the ingress app's health.
+// (here of the same sidecar), the call is counted on the binary's
+// /metrics, and /healthz reports the ingress app's health.
 func TestBinaryServesRPC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
@@ -64,6 +65,23 @@ func TestBinaryServesRPC(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ping") {
 		t.Fatalf("echo through the sidecar: %d %q", resp.StatusCode, body)
+	}
+
+	// The proxy's stages counted the call on both listeners before it was
+	// answered, and the binary serves those counters on its /metrics,
+	// beside the message mesh's.
+	m := scrape(t, httpAddr)
+	for _, series := range []string{
+		`msgmesh_exchanges_total{class="2xx",kind="rpc",listener="egress",route="echo"}`,
+		`msgmesh_exchanges_total{class="2xx",kind="rpc",listener="ingress",route="app/http1"}`,
+		`msgmesh_exchange_seconds_count{kind="rpc",listener="egress",route="echo"}`,
+	} {
+		if m[series] != 1 {
+			t.Errorf("GET /metrics: %s = %d, want 1", series, m[series])
+		}
+	}
+	if m[`msgmesh_exchanges_in_flight{kind="rpc",listener="egress",route="echo"}`] != 0 {
+		t.Error("GET /metrics: the answered call is still in flight")
 	}
 
 	// The app behind the ingress dies: the sidecar reports unhealthy.

@@ -1,10 +1,12 @@
 package msgmesh
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/pipeline"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
@@ -192,3 +194,25 @@ func headerSeq(hs []broker.Header) func(func(string, string) bool) {
 		}
 	}
 }
+
+// schemaStage is the pipeline stage that validates every publish against
+// its topic's schemas (validate), before anything is traced, waited for
+// or sent.
+type schemaStage struct{ s *Sidecar }
+
+var _ pipeline.PublishHook = schemaStage{}
+
+func (st schemaStage) OnPublish(ctx context.Context, p *pipeline.Publish) (context.Context, error) {
+	if err := st.s.validate(p.Msg, p.ContentType); err != nil {
+		return ctx, schemaRefusal{err}
+	}
+	return ctx, nil
+}
+
+// schemaRefusal is validate's error as the schema stage refuses with: it
+// carries the metrics reason (observe.ReasonOf) "schema_invalid".
+type schemaRefusal struct{ err error }
+
+func (e schemaRefusal) Error() string  { return e.err.Error() }
+func (e schemaRefusal) Unwrap() error  { return e.err }
+func (e schemaRefusal) Reason() string { return "schema_invalid" }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/observe"
-	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
 // session is one app connection. Its read loop is the only goroutine that
@@ -72,8 +70,6 @@ type inflight struct {
 	d        broker.Delivery
 	key      routeKey
 	deadline time.Time
-	x        *stream.Exchange // nil without filters
-	passed   int              // filters whose OnRequest passed
 }
 
 type publishJob struct {
@@ -457,53 +453,27 @@ func (s *session) publishJoined() {
 	s.joined.Store(&rs)
 }
 
-// track records d as in flight and returns its delivery id. It fails if the
-// connection is gone. With filters, the delivery first passes the chain; a
-// filter that refuses it (a delivery-rate limit, say) makes track hand it
-// back to the broker and report refused, with the slot released.
-func (s *session) track(k routeKey, d broker.Delivery) (id uint64, td broker.Delivery, ok, refused bool) {
-	var (
-		x      *stream.Exchange
-		passed int
-	)
-	if ch := s.sc.chain; ch != nil {
-		x = &stream.Exchange{Ctx: context.Background(), Kind: stream.ExchangeDeliver, Listener: "mesh", Protocol: "mesh",
-			Route: k.topic, Target: k.topic, Path: k.group, ReqBytes: len(d.Message().Body), Start: time.Now()}
-		var err error
-		if passed, err = ch.OnRequest(x); err != nil {
-			x.Status, x.Err = http.StatusTooManyRequests, err
-			ch.OnResponse(x, passed)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = d.Nack(ctx, time.Second)
-			cancel()
-			s.release()
-			return 0, nil, false, true
-		}
-	}
+// track records d as in flight and returns its delivery id, and the
+// delivery to settle in d's place (the pipeline's deliver stages wrap
+// it). It fails if the connection is gone.
+func (s *session) track(k routeKey, d broker.Delivery) (id uint64, td broker.Delivery, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead.Load() {
-		if x != nil {
-			x.Status = http.StatusServiceUnavailable
-			s.sc.chain.OnResponse(x, passed)
-		}
-		return 0, nil, false, false
+		return 0, nil, false
 	}
 	// The deliver span and delivery metrics live in the wrapper until the
 	// app's answer (or a timeout) settles it.
-	d = s.sc.cfg.Telemetry.Deliver(d, k.group)
+	d = s.sc.pipe.Deliver(d, k.group)
 	id = s.ids.Next()
-	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout), x: x, passed: passed}
+	s.inflight[id] = inflight{d: d, key: k, deadline: time.Now().Add(s.sc.cfg.DeliveryTimeout)}
 	s.sc.stats.delivered.Add(1)
-	return id, d, true, false
+	return id, d, true
 }
 
 // push sends d as a DELIVER request on a slot reserved by the caller.
 func (s *session) push(k routeKey, d broker.Delivery) bool {
-	id, d, ok, refused := s.track(k, d)
-	if refused {
-		return true // handed back; the slot is free again
-	}
+	id, d, ok := s.track(k, d)
 	if !ok {
 		s.release()
 		return false
@@ -574,16 +544,6 @@ func (s *session) settleUpstream(inf inflight, a answer, delay time.Duration) {
 		s.sc.stats.errors.Add(1)
 		// The broker redelivers after its ack wait: a duplicate, never a loss.
 		s.log.Warn("settling upstream failed", "group", inf.key.group, "topic", inf.key.topic, "ack", ack, "err", err)
-	}
-	if inf.x != nil {
-		// The exchange ends with the app's answer: 200 for an ack, 503
-		// for a nack or a delivery handed back (timeout, lost connection).
-		inf.x.Status = http.StatusOK
-		if !ack {
-			inf.x.Status = http.StatusServiceUnavailable
-		}
-		inf.x.Err = err
-		s.sc.chain.OnResponse(inf.x, inf.passed)
 	}
 }
 

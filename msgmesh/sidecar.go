@@ -81,7 +81,7 @@ import (
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/observe"
-	"github.com/msgmesh/msgmesh/rpcproxy/stream"
+	"github.com/msgmesh/msgmesh/pipeline"
 	"github.com/msgmesh/msgmesh/schema"
 	"github.com/msgmesh/msgmesh/topology"
 	"google.golang.org/grpc"
@@ -205,14 +205,12 @@ type Config struct {
 	// an app without one cannot connect. Zero: an app needs its secret only
 	// if it registered with one.
 	RequireAppSecrets bool
-	// Filters run on the stream layer's chain (rpcproxy/stream) for every
-	// publish (an Exchange of kind publish, Route = topic) and every
-	// delivery to an app (kind deliver, Route = topic, Path = group), the
-	// same chain the RPC proxy runs: metrics, limits and tracing plug in
-	// there. A filter refusing a publish fails it with its error; refusing
-	// a delivery hands it back to the broker for a second. Zero: none, at
-	// no cost.
-	Filters []stream.Filter
+	// Stages are more stages for the sidecar's pipeline (package
+	// pipeline): values implementing its publish, fetch or deliver hooks.
+	// They run after schema validation and before tracing and flow
+	// control (New has the whole order). A stage refusing a publish fails
+	// it with the stage's error. Zero: none, at no cost.
+	Stages []pipeline.Stage
 	// Telemetry traces publishes, deliveries, forwards and pulls and counts
 	// them for GET /metrics (package observe). Zero: no spans, no /metrics.
 	Telemetry *observe.Telemetry
@@ -384,7 +382,7 @@ type Sidecar struct {
 
 	schemas   atomic.Pointer[compiledSchemas] // SetSchemaSet
 	validator *schema.Validator
-	chain     *stream.Chain // nil without Config.Filters
+	pipe      *pipeline.Pipeline // the stages every publish and delivery passes (New)
 
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
@@ -457,15 +455,30 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, fmt.Errorf("msgmesh: config: %w", err)
 	}
 	s.snap.Store(&snapshot{produce: map[string]string{}, consume: map[routeKey]bool{}, policy: map[routeKey]deadLetterPolicy{}})
-	if len(cfg.Filters) > 0 {
-		s.chain = stream.NewChain(cfg.Filters...)
-	}
 	if s.cfg.Flow == nil {
 		if s.cfg.Flow, err = flowctl.New(flowctl.Config{}); err != nil {
 			_ = store.Close()
 			cancel()
 			return nil, err
 		}
+	}
+	// The pipeline, composed once: every publish and delivery meets its
+	// stages in this order, outermost first (docs/design.md "The
+	// pipeline"). Metrics come first so they count every outcome, the
+	// refusals of the later stages included; schema validation refuses a
+	// bad body before anything is traced, waited for or sent; the plugins
+	// of Config.Stages come next; the publish span covers the wait for a
+	// rate limit, the breaker and the broker call; flow control is
+	// innermost, right around the broker call (publish) and the broker
+	// read (delivery). A delivery ends up wrapped in the same order:
+	// metrics{plugins{flow control{the adapter's delivery}}}.
+	stages := []pipeline.Stage{cfg.Telemetry.MetricsStage(), schemaStage{s}}
+	stages = append(stages, cfg.Stages...)
+	stages = append(stages, cfg.Telemetry.TracingStage(), s.cfg.Flow.Stage())
+	if s.pipe, err = pipeline.New(stages...); err != nil {
+		_ = store.Close()
+		cancel()
+		return nil, fmt.Errorf("msgmesh: config: %w", err)
 	}
 	s.cfg.Telemetry.SetEndpoints(s.endpointOf)
 	s.meshSrv = core.NewServer(s.serveConn, s.log)

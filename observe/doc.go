@@ -13,16 +13,18 @@
 // Telemetry's own, never the global one, and nothing here has init side
 // effects or sets the global OpenTelemetry providers.
 //
-// The sidecar's hooks:
+// The sidecar reaches it through two stages of its pipeline (package
+// pipeline): MetricsStage, outermost, counts every publish's outcome and
+// observes every delivery (Telemetry.Deliver, which records its metrics
+// and span until it is acked or nacked); TracingStage, just outside flow
+// control, traces every publish (Telemetry.TracePublish / EndPublish).
+// Besides those:
 //
-//   - publish: Telemetry.TracePublish around the broker call, then
-//     Metrics.Published (and Metrics.BrokerError on a broker failure);
-//   - delivery: Telemetry.Deliver where a delivery becomes in flight on an
-//     app connection, which records its metrics and span until it is acked
-//     or nacked;
 //   - forward: Telemetry.Forward on the delivery handed to the forwarder;
 //   - pull: Telemetry.StartPull / EndPull around a PULL request;
-//   - /metrics: Telemetry.MetricsHandler.
+//   - /metrics: Telemetry.MetricsHandler, which also serves what other
+//     parts of the program register on Telemetry.Registerer (the RPC
+//     proxy's exchange counters).
 //
 // The span names, kinds and attributes are in package msgtrace, which is
 // shared with the SDK and depends on the OpenTelemetry API only.

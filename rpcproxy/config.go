@@ -8,6 +8,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/http1"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
+	"github.com/msgmesh/msgmesh/pipeline"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
@@ -65,9 +66,11 @@ type Config struct {
 	// Codecs are the protocols the listeners accept, sniffed from the
 	// first byte of each connection. Zero: the mesh RPC codec and HTTP/1.1.
 	Codecs []stream.Codec `yaml:"-"`
-	// Filters run after the built-in ones (metrics, access log, limits) on
-	// every exchange of both listeners.
-	Filters []stream.Filter `yaml:"-"`
+	// Stages are more stages for the proxy's pipeline (package pipeline):
+	// values implementing pipeline.ExchangeHook and/or ExchangeDoneHook.
+	// They run after the built-in ones (metrics, access log, limits) on
+	// every exchange of both listeners. Zero: none.
+	Stages []pipeline.Stage `yaml:"-"`
 }
 
 // Off, as a listen address, disables a listener.

@@ -18,8 +18,11 @@
 //
 // Both listeners serve both codecs on one port: the first byte of a
 // connection tells them apart (0x00 starts a mesh frame, an upper-case
-// letter an HTTP method). Every call passes the filter chain (metrics,
-// optional access log, per-route limits, and Config.Filters).
+// letter an HTTP method). Every call passes the proxy's pipeline (package
+// pipeline, the one the sidecar's publishes and deliveries pass too): the
+// stages metrics, optional access log, per-route limits, and
+// Config.Stages, in that order. The metrics are served on the sidecar's
+// /metrics (msgmesh_exchanges_total and friends, docs/observability.md).
 //
 // Errors the proxy answers itself are typed: mesh ERROR frames with the
 // codes of codecs/mesh (NO_ROUTE, NO_HEALTHY_HOST, UPSTREAM_RESET,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/pipeline"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
@@ -33,7 +34,7 @@ type Proxy struct {
 	clusters []*stream.Cluster // every cluster, for Close
 	app      []*appEndpoint    // by codec index; nil where the app has no address
 
-	chain   *stream.Chain
+	pipe    *pipeline.Pipeline // every call's stages (New has the order)
 	metrics *stream.Metrics
 	limiter *stream.Limiter
 
@@ -157,20 +158,28 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 		p.app[i] = &appEndpoint{codec: codec, addr: addr, route: "app/" + codec.Name(), cluster: cl}
 	}
 
+	// The pipeline every call passes, composed once, outermost first:
+	// metrics (they count every call, the ones a later stage refuses
+	// included), the access log, the per-route limits, then the stages of
+	// Config.Stages.
 	p.metrics = stream.NewMetrics()
 	p.limiter = stream.NewLimiter(limits)
-	filters := []stream.Filter{p.metrics}
+	stages := []pipeline.Stage{p.metrics}
 	if cfg.AccessLog {
-		filters = append(filters, stream.NewAccessLog(p.log))
+		stages = append(stages, stream.NewAccessLog(p.log))
 	}
-	filters = append(filters, p.limiter)
-	filters = append(filters, cfg.Filters...)
-	p.chain = stream.NewChain(filters...)
+	stages = append(stages, p.limiter)
+	stages = append(stages, cfg.Stages...)
+	if p.pipe, err = pipeline.New(stages...); err != nil {
+		p.closeClusters()
+		return nil, fmt.Errorf("rpcproxy: config: %w", err)
+	}
 	return p, nil
 }
 
-// Metrics returns the exchange counters of both listeners, for the
-// sidecar's metrics endpoint (Metrics.WritePrometheus).
+// Metrics returns the exchange counters of both listeners. They are a
+// prometheus.Collector: the sidecar registers them on the registry its
+// /metrics serves (observe.Telemetry.Registerer).
 func (p *Proxy) Metrics() *stream.Metrics { return p.metrics }
 
 // Limiter returns the per-route limits filter, whose limits can be
@@ -542,7 +551,7 @@ func (d *downConn) serve(m *stream.Message) {
 	} else {
 		err = stream.Errorf(stream.ErrNoRoute, "no route for %s call to service %q path %q", d.codec.Name(), m.Service, m.Path)
 	}
-	passed, ferr := p.chain.OnRequest(&x.Exchange)
+	reached, ferr := p.pipe.BeginExchange(&x.Exchange)
 	if err == nil {
 		err = ferr
 	}
@@ -550,7 +559,7 @@ func (d *downConn) serve(m *stream.Message) {
 	if err == nil {
 		resp, err = cl.RoundTrip(p.hard, m, timeout, &x.Exchange)
 	}
-	// The filters see the end of the exchange before the caller sees the
+	// The stages see the end of the exchange before the caller sees the
 	// answer, so a limit's slot is free when the caller sends its next call.
 	var e *stream.Error
 	if err != nil {
@@ -559,7 +568,7 @@ func (d *downConn) serve(m *stream.Message) {
 	} else {
 		x.Status, x.RespBytes = resp.Status, resp.Size
 	}
-	p.chain.OnResponse(&x.Exchange, passed)
+	p.pipe.EndExchange(&x.Exchange, reached)
 	if e != nil {
 		_ = d.sc.WriteError(m, e)
 	} else {
@@ -576,8 +585,8 @@ func (d *downConn) refuse(m *stream.Message, err error) {
 	e := stream.AsError(err)
 	x.Err, x.Status = e, e.HTTPStatus()
 	// Refused requests are counted (metrics) but not limited.
-	_ = d.p.metrics.OnRequest(&x.Exchange)
-	d.p.metrics.OnResponse(&x.Exchange)
+	_ = d.p.metrics.OnExchange(&x.Exchange)
+	d.p.metrics.OnExchangeDone(&x.Exchange)
 	_ = d.sc.WriteError(m, e)
 	m.Release()
 	d.freeExchange(x)

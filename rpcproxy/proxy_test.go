@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/pipeline"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
@@ -545,15 +546,14 @@ func TestRouteLimits(t *testing.T) {
 	}
 }
 
-// exchangeLog is a filter that keeps what it saw.
+// exchangeLog is a stage that keeps what it saw.
 type exchangeLog struct {
 	mu   sync.Mutex
 	seen []stream.Exchange
 	tp   []string
 }
 
-func (l *exchangeLog) OnRequest(x *stream.Exchange) error { return nil }
-func (l *exchangeLog) OnResponse(x *stream.Exchange) {
+func (l *exchangeLog) OnExchangeDone(x *stream.Exchange) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	tp, _ := x.Headers.Get("traceparent")
@@ -563,13 +563,13 @@ func (l *exchangeLog) OnResponse(x *stream.Exchange) {
 	l.tp = append(l.tp, tp)
 }
 
-func TestFiltersSeeEveryExchange(t *testing.T) {
+func TestStagesSeeEveryExchange(t *testing.T) {
 	app := startMeshEcho(t)
 	httpApp := startHTTPEcho(t)
 	log := &exchangeLog{}
 	egress := startProxy(t, Config{
 		Ingress:  IngressConfig{Listen: Off},
-		Filters:  []stream.Filter{log},
+		Stages:   []pipeline.Stage{log},
 		Clusters: []ClusterConfig{{Name: "m", Hosts: []HostConfig{{Address: app.Addr()}}}, {Name: "h", Hosts: []HostConfig{{Address: httpApp.Addr()}}}},
 		Routes:   []RouteConfig{{Name: "mesh-route", Service: "svc", Cluster: "m"}, {Name: "http-route", PathPrefix: "/api/", Cluster: "h"}},
 	})
@@ -590,7 +590,7 @@ func TestFiltersSeeEveryExchange(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	if len(log.seen) != 3 {
-		t.Fatalf("filter saw %d exchanges, want 3", len(log.seen))
+		t.Fatalf("stage saw %d exchanges, want 3", len(log.seen))
 	}
 	m, h, miss := log.seen[0], log.seen[1], log.seen[2]
 	if m.Kind != stream.ExchangeRPC || m.Listener != "egress" || m.Protocol != "mesh" || m.Route != "mesh-route" || m.Target != "svc" || m.Path != "Get" ||

@@ -467,6 +467,10 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
 		rt.proxy = p
+		// The proxy's calls are counted on the sidecar's /metrics.
+		if err := rt.cfg.Telemetry.Registerer().Register(p.Metrics()); err != nil {
+			return fail(fmt.Errorf("rpc: metrics: %w", err))
+		}
 		cfg.Health = func() error {
 			if !p.Healthy() {
 				return errors.New("rpc ingress: the local app does not answer its heartbeat")
@@ -610,6 +614,7 @@ func (rt *runtime) freeze(ctx context.Context, into *upgrade.Set) error {
 func (rt *runtime) stopRPC(ctx context.Context) {
 	if rt.proxy != nil {
 		_ = rt.proxy.Shutdown(ctx)
+		rt.cfg.Telemetry.Registerer().Unregister(rt.proxy.Metrics())
 		rt.proxy = nil
 	}
 }

@@ -10,10 +10,10 @@
 //     (balancer.go) and, per host, a pool of connections; it rewrites request
 //     ids when many downstream connections share one upstream connection
 //     (upstream.go);
-//   - filters: the Chain every exchange passes, RPC call, publish or
-//     delivery (filter.go), and the built-in Metrics, AccessLog and Limiter
-//     (filters.go). The sidecar (msgmesh) runs its publishes and deliveries
-//     through the same Chain when Config.Filters is set.
+//   - exchanges: the Exchange every RPC call is seen as by the stages of
+//     the proxy's pipeline (exchange.go; the pipeline itself, shared with
+//     the sidecar's publishes and deliveries, is package pipeline), and the
+//     built-in stages Metrics, AccessLog and Limiter (stages.go).
 //
 // It is a package of its own, beside rpcproxy rather than in it, because the
 // codecs implement its interfaces and rpcproxy imports the codecs.

@@ -5,88 +5,52 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
-
-// recorder is a filter that logs its calls and refuses when told to.
-type recorder struct {
-	name   string
-	log    *[]string
-	refuse error
-}
-
-func (r *recorder) OnRequest(x *stream.Exchange) error {
-	*r.log = append(*r.log, r.name+".req")
-	return r.refuse
-}
-
-func (r *recorder) OnResponse(x *stream.Exchange) { *r.log = append(*r.log, r.name+".resp") }
-
-func TestChainOrder(t *testing.T) {
-	var log []string
-	a, b, c := &recorder{name: "a", log: &log}, &recorder{name: "b", log: &log}, &recorder{name: "c", log: &log}
-	chain := stream.NewChain(a, b, c)
-	x := &stream.Exchange{}
-	n, err := chain.OnRequest(x)
-	chain.OnResponse(x, n)
-	if err != nil || n != 3 || strings.Join(log, " ") != "a.req b.req c.req c.resp b.resp a.resp" {
-		t.Fatalf("passed %d, err %v, calls %v", n, err, log)
-	}
-
-	// A refusal stops the chain; only the filters before it see the end.
-	log = nil
-	b.refuse = stream.Errorf(stream.ErrRateLimited, "no")
-	n, err = chain.OnRequest(x)
-	chain.OnResponse(x, n)
-	if !errors.Is(err, b.refuse) || n != 1 || strings.Join(log, " ") != "a.req b.req a.resp" {
-		t.Fatalf("passed %d, err %v, calls %v", n, err, log)
-	}
-
-	var nilChain *stream.Chain
-	if n, err := nilChain.OnRequest(x); n != 0 || err != nil || nilChain.Len() != 0 {
-		t.Fatal("a nil chain is not empty")
-	}
-	nilChain.OnResponse(x, 0)
-}
 
 func TestLimiterConcurrency(t *testing.T) {
 	l := stream.NewLimiter(map[string]stream.RouteLimit{"r": {MaxConcurrent: 2}})
 	x := &stream.Exchange{Route: "r"}
 	for i := range 2 {
-		if err := l.OnRequest(x); err != nil {
+		if err := l.OnExchange(x); err != nil {
 			t.Fatalf("request %d refused within the limit: %v", i+1, err)
 		}
 	}
-	err := l.OnRequest(x)
+	err := l.OnExchange(x)
 	var e *stream.Error
 	if !errors.As(err, &e) || e.Code != stream.ErrRateLimited || e.HTTPStatus() != 429 {
 		t.Fatalf("third concurrent exchange: %v, want RATE_LIMITED", err)
 	}
-	l.OnResponse(x)
-	if err := l.OnRequest(x); err != nil {
+	l.OnExchangeDone(x)
+	if err := l.OnExchange(x); err != nil {
 		t.Fatalf("after one ended: %v", err)
 	}
-	if err := l.OnRequest(&stream.Exchange{Route: "other"}); err != nil {
+	if err := l.OnExchange(&stream.Exchange{Route: "other"}); err != nil {
 		t.Fatalf("a route without limits was refused: %v", err)
 	}
 	// Replacing the limits applies at once.
 	l.SetLimits(map[string]stream.RouteLimit{"r": {MaxConcurrent: 10}})
-	if err := l.OnRequest(x); err != nil {
+	if err := l.OnExchange(x); err != nil {
 		t.Fatalf("after raising the limit: %v", err)
 	}
-	l.OnResponse(x)
-	l.OnResponse(x) // more ends than starts on the new limiter never go negative
-	l.OnResponse(x)
+	l.OnExchangeDone(x)
+	l.OnExchangeDone(x) // more ends than starts on the new limiter never go negative
+	l.OnExchangeDone(x)
 	for i := 0; i < 10; i++ {
-		if err := l.OnRequest(x); err != nil {
+		if err := l.OnExchange(x); err != nil {
 			t.Fatalf("exchange %d of 10: %v", i, err)
 		}
 	}
-	if l.OnRequest(x) == nil {
+	if l.OnExchange(x) == nil {
 		t.Fatal("11th exchange admitted with a limit of 10")
 	}
 }
@@ -95,12 +59,12 @@ func TestLimiterRate(t *testing.T) {
 	l := stream.NewLimiter(map[string]stream.RouteLimit{"r": {Rate: 0.001, Burst: 3, MaxConcurrent: 100}})
 	x := &stream.Exchange{Route: "r"}
 	for i := 0; i < 3; i++ {
-		if err := l.OnRequest(x); err != nil {
+		if err := l.OnExchange(x); err != nil {
 			t.Fatalf("within the burst: %v", err)
 		}
-		l.OnResponse(x)
+		l.OnExchangeDone(x)
 	}
-	if err := l.OnRequest(x); err == nil {
+	if err := l.OnExchange(x); err == nil {
 		t.Fatal("over the rate and burst but admitted")
 	}
 }
@@ -109,25 +73,32 @@ func TestMetrics(t *testing.T) {
 	m := stream.NewMetrics()
 	for i, status := range []int{200, 200, 404, 503, 0} {
 		x := &stream.Exchange{Kind: stream.ExchangeRPC, Listener: "egress", Route: "echo", ReqBytes: 10, Start: time.Now().Add(-time.Duration(i) * time.Millisecond)}
-		_ = m.OnRequest(x)
+		_ = m.OnExchange(x)
 		x.Status, x.RespBytes = status, 20
-		m.OnResponse(x)
+		m.OnExchangeDone(x)
 	}
-	_ = m.OnRequest(&stream.Exchange{Kind: stream.ExchangePublish, Listener: "mesh", Route: "orders", Start: time.Now()})
+	_ = m.OnExchange(&stream.Exchange{Kind: stream.ExchangeRPC, Listener: "ingress", Route: "app/mesh", Start: time.Now()})
 	s := m.Stats(stream.ExchangeRPC, "egress", "echo")
 	if s.Requests.Load() != 5 || s.InFlight.Load() != 0 || s.ReqBytes.Load() != 50 || s.RespBytes.Load() != 100 ||
 		s.ByClass[2].Load() != 2 || s.ByClass[4].Load() != 1 || s.ByClass[5].Load() != 1 || s.ByClass[0].Load() != 1 {
 		t.Fatalf("counters: requests %d in flight %d bytes %d/%d classes %v", s.Requests.Load(), s.InFlight.Load(), s.ReqBytes.Load(), s.RespBytes.Load(), &s.ByClass)
 	}
-	var buf bytes.Buffer
-	if err := m.WritePrometheus(&buf); err != nil {
-		t.Fatal(err)
+	// Collected as Prometheus collects it, by a pedantic registry (which
+	// checks every metric against its description).
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
+		ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	out := rec.Body.String()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("scrape: %d %s", rec.Code, out)
 	}
-	out := buf.String()
 	for _, want := range []string{
-		`msgmesh_exchanges_total{kind="rpc",listener="egress",route="echo",class="2xx"} 2`,
-		`msgmesh_exchanges_total{kind="rpc",listener="egress",route="echo",class="other"} 1`,
-		`msgmesh_exchanges_in_flight{kind="publish",listener="mesh",route="orders"} 1`,
+		`msgmesh_exchanges_total{class="2xx",kind="rpc",listener="egress",route="echo"} 2`,
+		`msgmesh_exchanges_total{class="other",kind="rpc",listener="egress",route="echo"} 1`,
+		`msgmesh_exchanges_in_flight{kind="rpc",listener="ingress",route="app/mesh"} 1`,
+		`msgmesh_exchange_bytes_total{dir="out",kind="rpc",listener="egress",route="echo"} 100`,
 		`msgmesh_exchange_seconds_count{kind="rpc",listener="egress",route="echo"} 5`,
 		`msgmesh_exchange_seconds_bucket{kind="rpc",listener="egress",route="echo",le="+Inf"} 5`,
 	} {
@@ -142,10 +113,7 @@ func TestAccessLog(t *testing.T) {
 	a := stream.NewAccessLog(slog.New(slog.NewTextHandler(&buf, nil)))
 	x := &stream.Exchange{Ctx: context.Background(), Kind: stream.ExchangeRPC, Route: "echo", Status: 504,
 		Err: stream.Errorf(stream.ErrTimeout, "slow"), Start: time.Now()}
-	if err := a.OnRequest(x); err != nil {
-		t.Fatal(err)
-	}
-	a.OnResponse(x)
+	a.OnExchangeDone(x)
 	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "status=504") || !strings.Contains(out, `err="TIMEOUT: slow"`) {
 		t.Fatalf("access log line: %s", out)
 	}

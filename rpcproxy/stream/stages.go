@@ -1,8 +1,6 @@
 package stream
 
 import (
-	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -10,20 +8,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
-// The filters here are the ones both applications plug into their chains:
-// Metrics counts exchanges (the observability hook), AccessLog logs them,
-// and Limiter enforces per-route concurrency and rate limits (the
-// flow-control hook). Each is keyed by Exchange.Route, so the same filter
-// counts or limits RPC routes and message topics alike.
-
-var (
-	_ Filter = (*Metrics)(nil)
-	_ Filter = (*AccessLog)(nil)
-	_ Filter = (*Limiter)(nil)
-)
+// The stages here are the RPC proxy's built-in stages of its pipeline
+// (package pipeline: OnExchange before a call is forwarded,
+// OnExchangeDone once its outcome is known): Metrics counts exchanges
+// (the observability stage, served on the sidecar's /metrics as a
+// prometheus.Collector), AccessLog logs them, and Limiter enforces
+// per-route concurrency and rate limits (the flow-control stage). Each is
+// keyed by Exchange.Route.
 
 // LatencyBuckets are the upper bounds of the latency histogram of Metrics.
 var LatencyBuckets = []time.Duration{
@@ -39,6 +34,8 @@ var LatencyBuckets = []time.Duration{
 type Metrics struct {
 	mu    sync.RWMutex
 	stats map[statsKey]*RouteStats
+
+	exchanges, inFlight, bytes, seconds *prometheus.Desc
 }
 
 type statsKey struct {
@@ -62,7 +59,18 @@ type RouteStats struct {
 }
 
 // NewMetrics returns an empty Metrics filter.
-func NewMetrics() *Metrics { return &Metrics{stats: make(map[statsKey]*RouteStats)} }
+func NewMetrics() *Metrics {
+	route := []string{"kind", "listener", "route"}
+	return &Metrics{
+		stats: make(map[statsKey]*RouteStats),
+		exchanges: prometheus.NewDesc("msgmesh_exchanges_total", "RPC calls answered, by status class.",
+			append(route, "class"), nil),
+		inFlight: prometheus.NewDesc("msgmesh_exchanges_in_flight", "RPC calls read and not answered yet.", route, nil),
+		bytes: prometheus.NewDesc("msgmesh_exchange_bytes_total", "Bytes of RPC calls on the wire: in (requests) and out (answers).",
+			append(route, "dir"), nil),
+		seconds: prometheus.NewDesc("msgmesh_exchange_seconds", "Time from reading an RPC call to its answer.", route, nil),
+	}
+}
 
 // Stats returns the counters of (kind, listener, route), creating them.
 func (m *Metrics) Stats(kind ExchangeKind, listener, route string) *RouteStats {
@@ -82,7 +90,8 @@ func (m *Metrics) Stats(kind ExchangeKind, listener, route string) *RouteStats {
 	return s
 }
 
-func (m *Metrics) OnRequest(x *Exchange) error {
+// OnExchange counts a call read.
+func (m *Metrics) OnExchange(x *Exchange) error {
 	s := m.Stats(x.Kind, x.Listener, x.Route)
 	s.Requests.Add(1)
 	s.InFlight.Add(1)
@@ -90,7 +99,8 @@ func (m *Metrics) OnRequest(x *Exchange) error {
 	return nil
 }
 
-func (m *Metrics) OnResponse(x *Exchange) {
+// OnExchangeDone counts its answer.
+func (m *Metrics) OnExchangeDone(x *Exchange) {
 	s := m.Stats(x.Kind, x.Listener, x.Route)
 	s.InFlight.Add(-1)
 	s.RespBytes.Add(uint64(x.RespBytes))
@@ -105,87 +115,49 @@ func (m *Metrics) OnResponse(x *Exchange) {
 	s.LatencySum.Add(int64(d))
 }
 
-// WritePrometheus writes every counter in the Prometheus text format.
-func (m *Metrics) WritePrometheus(w io.Writer) error {
+// Describe and Collect make Metrics a prometheus.Collector: the sidecar
+// registers it on the registry its /metrics serves
+// (observe.Telemetry.Registerer), so the RPC proxy's calls are scraped
+// with everything else.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.exchanges
+	ch <- m.inFlight
+	ch <- m.bytes
+	ch <- m.seconds
+}
+
+// Collect reads every route's counters.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.RLock()
 	keys := make([]statsKey, 0, len(m.stats))
 	for k := range m.stats {
 		keys = append(keys, k)
 	}
 	m.mu.RUnlock()
-	slices.SortFunc(keys, func(a, b statsKey) int {
-		if a.kind != b.kind {
-			return int(a.kind) - int(b.kind)
-		}
-		if a.listener != b.listener {
-			return cmpStr(a.listener, b.listener)
-		}
-		return cmpStr(a.route, b.route)
-	})
-	bw := &errWriter{w: w}
-	bw.printf("# TYPE msgmesh_exchanges_total counter\n")
 	for _, k := range keys {
 		s := m.Stats(k.kind, k.listener, k.route)
+		lv := []string{k.kind.String(), k.listener, k.route}
 		for c := range s.ByClass {
 			if n := s.ByClass[c].Load(); n > 0 {
 				class := "other"
 				if c > 0 {
 					class = strconv.Itoa(c) + "xx"
 				}
-				bw.printf("msgmesh_exchanges_total{%s,class=%q} %d\n", labels(k), class, n)
+				ch <- prometheus.MustNewConstMetric(m.exchanges, prometheus.CounterValue, float64(n), append(lv, class)...)
 			}
 		}
-	}
-	bw.printf("# TYPE msgmesh_exchanges_in_flight gauge\n")
-	for _, k := range keys {
-		bw.printf("msgmesh_exchanges_in_flight{%s} %d\n", labels(k), m.Stats(k.kind, k.listener, k.route).InFlight.Load())
-	}
-	bw.printf("# TYPE msgmesh_exchange_bytes_total counter\n")
-	for _, k := range keys {
-		s := m.Stats(k.kind, k.listener, k.route)
-		bw.printf("msgmesh_exchange_bytes_total{%s,dir=\"in\"} %d\n", labels(k), s.ReqBytes.Load())
-		bw.printf("msgmesh_exchange_bytes_total{%s,dir=\"out\"} %d\n", labels(k), s.RespBytes.Load())
-	}
-	bw.printf("# TYPE msgmesh_exchange_seconds histogram\n")
-	for _, k := range keys {
-		s := m.Stats(k.kind, k.listener, k.route)
+		ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(s.InFlight.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(s.ReqBytes.Load()), append(lv, "in")...)
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.CounterValue, float64(s.RespBytes.Load()), append(lv, "out")...)
+		buckets := make(map[float64]uint64, len(LatencyBuckets))
 		var cum uint64
 		for i := range s.Latency {
 			cum += s.Latency[i].Load()
-			le := "+Inf"
 			if i < len(LatencyBuckets) {
-				le = strconv.FormatFloat(LatencyBuckets[i].Seconds(), 'g', -1, 64)
+				buckets[LatencyBuckets[i].Seconds()] = cum
 			}
-			bw.printf("msgmesh_exchange_seconds_bucket{%s,le=%q} %d\n", labels(k), le, cum)
 		}
-		bw.printf("msgmesh_exchange_seconds_sum{%s} %g\n", labels(k), time.Duration(s.LatencySum.Load()).Seconds())
-		bw.printf("msgmesh_exchange_seconds_count{%s} %d\n", labels(k), cum)
-	}
-	return bw.err
-}
-
-func labels(k statsKey) string {
-	return fmt.Sprintf("kind=%q,listener=%q,route=%q", k.kind.String(), k.listener, k.route)
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) printf(format string, args ...any) {
-	if e.err == nil {
-		_, e.err = fmt.Fprintf(e.w, format, args...)
+		ch <- prometheus.MustNewConstHistogram(m.seconds, cum, time.Duration(s.LatencySum.Load()).Seconds(), buckets, lv...)
 	}
 }
 
@@ -196,9 +168,8 @@ type AccessLog struct{ log *slog.Logger }
 // NewAccessLog returns an access-log filter writing to log.
 func NewAccessLog(log *slog.Logger) *AccessLog { return &AccessLog{log: log} }
 
-func (a *AccessLog) OnRequest(*Exchange) error { return nil }
-
-func (a *AccessLog) OnResponse(x *Exchange) {
+// OnExchangeDone logs the call.
+func (a *AccessLog) OnExchangeDone(x *Exchange) {
 	level := slog.LevelInfo
 	if x.Status >= 500 || x.Err != nil {
 		level = slog.LevelWarn
@@ -278,7 +249,8 @@ func (l *Limiter) SetLimits(limits map[string]RouteLimit) {
 	l.limits.Store(&m)
 }
 
-func (l *Limiter) OnRequest(x *Exchange) error {
+// OnExchange refuses a call over its route's limits.
+func (l *Limiter) OnExchange(x *Exchange) error {
 	rl := (*l.limits.Load())[x.Route]
 	if rl == nil {
 		return nil
@@ -298,7 +270,8 @@ func (l *Limiter) OnRequest(x *Exchange) error {
 	return nil
 }
 
-func (l *Limiter) OnResponse(x *Exchange) {
+// OnExchangeDone gives the call's slot back.
+func (l *Limiter) OnExchangeDone(x *Exchange) {
 	// The limiter of the route as OnRequest saw it may have been replaced;
 	// releasing a slot on the new one is harmless (it may briefly admit a
 	// little more), releasing none would leak it.
