@@ -20,6 +20,6 @@
 //
 // Above it, the codecs (codecs/...) turn bytes into frames, the RPC proxy's
 // stream layer (rpcproxy/stream: codec interface, upstream pools with id
-// rewriting, balancer, filter chain) forwards requests, and the
+// rewriting, balancer, exchange stages) forwards requests, and the
 // applications (msgmesh, rpcproxy) decide what frames mean.
 package core

@@ -45,7 +45,7 @@ func codeOf(err error) mesh.Code {
 	if errors.As(err, &coded) {
 		return coded.Code()
 	}
-	var fe *stream.Error // refused by a filter on the chain
+	var fe *stream.Error // refused by a pipeline stage (a plugin may answer with one)
 	if errors.As(err, &fe) {
 		return meshrpc.CodeOf(fe.Code)
 	}

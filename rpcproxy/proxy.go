@@ -182,7 +182,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 // /metrics serves (observe.Telemetry.Registerer).
 func (p *Proxy) Metrics() *stream.Metrics { return p.metrics }
 
-// Limiter returns the per-route limits filter, whose limits can be
+// Limiter returns the per-route limits stage, whose limits can be
 // replaced at run time.
 func (p *Proxy) Limiter() *stream.Limiter { return p.limiter }
 
