@@ -139,11 +139,11 @@ type at[H any] struct {
 // have no stages. Its methods are safe for concurrent use.
 type Pipeline struct {
 	n         int
-	checks    []PublishCheckHook
+	checks    []at[PublishCheckHook]
 	publish   []at[PublishHook]
 	published []at[PublishedHook]
-	fetch     []FetchHook
-	deliver   []DeliverHook
+	fetch     []at[FetchHook]
+	deliver   []at[DeliverHook]
 	exchange  []at[ExchangeHook]
 	done      []at[ExchangeDoneHook]
 
@@ -159,35 +159,27 @@ func New(stages ...Stage) (*Pipeline, error) {
 		if s == nil {
 			continue
 		}
-		pos, hooked := p.n, false
-		if h, ok := s.(PublishCheckHook); ok {
-			p.checks, hooked = append(p.checks, h), true
-		}
-		if h, ok := s.(PublishHook); ok {
-			p.publish, hooked = append(p.publish, at[PublishHook]{pos, h}), true
-		}
-		if h, ok := s.(PublishedHook); ok {
-			p.published, hooked = append(p.published, at[PublishedHook]{pos, h}), true
-		}
-		if h, ok := s.(FetchHook); ok {
-			p.fetch, hooked = append(p.fetch, h), true
-		}
-		if h, ok := s.(DeliverHook); ok {
-			p.deliver, hooked = append(p.deliver, h), true
-		}
-		if h, ok := s.(ExchangeHook); ok {
-			p.exchange, hooked = append(p.exchange, at[ExchangeHook]{pos, h}), true
-		}
-		if h, ok := s.(ExchangeDoneHook); ok {
-			p.done, hooked = append(p.done, at[ExchangeDoneHook]{pos, h}), true
-		}
-		if !hooked {
+		pos := p.n
+		hooks := addHook(&p.checks, s, pos) + addHook(&p.publish, s, pos) + addHook(&p.published, s, pos) +
+			addHook(&p.fetch, s, pos) + addHook(&p.deliver, s, pos) + addHook(&p.exchange, s, pos) + addHook(&p.done, s, pos)
+		if hooks == 0 {
 			return nil, fmt.Errorf("pipeline: stage %d (%T) implements no hook", pos, s)
 		}
 		p.n++
 	}
 	p.pubs.New = func() any { return new(Publish) }
 	return p, nil
+}
+
+// addHook appends s to list if it implements the list's hook, and says
+// whether it did (1) or not (0).
+func addHook[H any](list *[]at[H], s Stage, pos int) int {
+	h, ok := s.(H)
+	if !ok {
+		return 0
+	}
+	*list = append(*list, at[H]{pos, h})
+	return 1
 }
 
 // Len is the number of stages.
@@ -205,7 +197,7 @@ func (p *Pipeline) CheckPublish(m *broker.Message) error {
 		return nil
 	}
 	for _, h := range p.checks {
-		if err := h.CheckPublish(m); err != nil {
+		if err := h.hook.CheckPublish(m); err != nil {
 			return err
 		}
 	}
@@ -260,7 +252,7 @@ func (p *Pipeline) Fetch(ctx context.Context, group, topic string,
 	}
 	var hs holds
 	for _, h := range p.fetch {
-		hd, err := h.OnFetch(ctx, group, topic)
+		hd, err := h.hook.OnFetch(ctx, group, topic)
 		if err != nil {
 			hs.release()
 			return nil, err
@@ -286,7 +278,7 @@ func (p *Pipeline) Deliver(d broker.Delivery, group string) broker.Delivery {
 		return d
 	}
 	for i := len(p.deliver) - 1; i >= 0; i-- {
-		d = p.deliver[i].OnDeliver(d, group)
+		d = p.deliver[i].hook.OnDeliver(d, group)
 	}
 	return d
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/pipeline"
@@ -254,12 +255,7 @@ func TestFetchAndDeliver(t *testing.T) {
 func newBroker(t *testing.T) *natsbroker.Broker {
 	t.Helper()
 	e := natstest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	b, err := natsbroker.New(ctx, natsbroker.Config{URL: e.ClientURL(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
+		return natsbroker.New(ctx, natsbroker.Config{URL: e.ClientURL(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	})
 }
