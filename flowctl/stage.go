@@ -31,7 +31,7 @@ var (
 	_ pipeline.FetchHook        = stage{}
 )
 
-func (s stage) CheckPublish(m *broker.Message) error { return s.c.CheckSize(m.Topic, len(m.Body)) }
+func (s stage) CheckPublish(m broker.Message) error { return s.c.CheckSize(m.Topic, len(m.Body)) }
 
 func (s stage) OnPublish(ctx context.Context, p *pipeline.Publish) (context.Context, error) {
 	if err := s.c.WaitPublish(ctx, p.Msg.Topic); err != nil {

@@ -21,7 +21,7 @@ func benchEnv(b *testing.B) *env {
 	}
 	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	e := newEnv(b, func(c *msgmesh.Config) { c.Telemetry = tel })
-	e.register("bench", []string{"p1:" + topic}, []string{"g1:" + topic})
+	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	return e
 }
 

@@ -71,9 +71,10 @@ type Publish struct {
 
 // PublishCheckHook checks a publish when the sidecar reads it, before it
 // is queued for the broker: cheap checks that never wait (a topic's size
-// limit). An error refuses the publish at once.
+// limit). An error refuses the publish at once. m is a copy, so that the
+// caller's message need not move to the heap for the call.
 type PublishCheckHook interface {
-	CheckPublish(m *broker.Message) error
+	CheckPublish(m broker.Message) error
 }
 
 // PublishHook runs before the broker call, under the publish's deadline.
@@ -197,7 +198,7 @@ func (p *Pipeline) CheckPublish(m *broker.Message) error {
 		return nil
 	}
 	for _, h := range p.checks {
-		if err := h.hook.CheckPublish(m); err != nil {
+		if err := h.hook.CheckPublish(*m); err != nil {
 			return err
 		}
 	}
