@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -467,8 +468,7 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
 		rt.proxy = p
-		// The proxy's calls are counted on the sidecar's /metrics.
-		if err := rt.cfg.Telemetry.Registerer().Register(p.Metrics()); err != nil {
+		if err := serveRPCMetrics(rt.cfg.Telemetry.Registerer(), p); err != nil {
 			return fail(fmt.Errorf("rpc: metrics: %w", err))
 		}
 		cfg.Health = func() error {
@@ -608,6 +608,18 @@ func (rt *runtime) freeze(ctx context.Context, into *upgrade.Set) error {
 		rt.log.Error("registering a socket for the successor", "err", err)
 	}
 	return nil
+}
+
+// serveRPCMetrics puts the proxy's exchange counters on the sidecar's
+// /metrics, in place of those of a proxy this process ran before (one
+// that froze for a hot upgrade or a reload that fell back).
+func serveRPCMetrics(reg prometheus.Registerer, p *rpcproxy.Proxy) error {
+	err := reg.Register(p.Metrics())
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		reg.Unregister(are.ExistingCollector)
+		err = reg.Register(p.Metrics())
+	}
+	return err
 }
 
 // stopRPC shuts the RPC proxy down, if any.
