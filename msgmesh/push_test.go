@@ -211,6 +211,9 @@ func testHTTPPushCloudEvents(t *testing.T, kit brokerKit) {
 			t.Errorf("%s: the plain message's header and key arrived as %q and %q", path, v, raw.header.Get("Msgmesh-Key"))
 		}
 	}
+	// The receiver has every POST; the sidecar counts each answer once it
+	// is back, a moment later.
+	waitUntil(10*time.Second, func() bool { st := e.sc.Stats(); return st.Acked >= uint64(2*want) && st.Nacked >= 2 })
 	if st := e.sc.Stats(); st.Acked < uint64(2*want) || st.Nacked < 2 {
 		t.Errorf("stats after the pushes: %+v; want at least %d acked and 2 nacked", st, 2*want)
 	}
