@@ -271,7 +271,7 @@ func answerErr(f mesh.Frame, want mesh.Kind) error {
 		if err := e.Decode(f.Payload); err != nil {
 			return fmt.Errorf("%w: %w", errUnexpected, err)
 		}
-		return &Error{Code: e.Code, Message: e.Message}
+		return &e
 	}
 	return fmt.Errorf("%w: %s where %s was expected", errUnexpected, f.Kind, want)
 }

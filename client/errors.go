@@ -29,34 +29,22 @@ var (
 	errModeClashes = errors.New("client: (group, topic) is declared in the other mode (push vs pull) on this client")
 )
 
-// Error is the typed error of an ERROR answer from the sidecar. Code says
-// what kind of failure it is (see mesh.Code; Code.Retryable tells whether
-// the same request may succeed later) and Message says what went wrong.
+// Error is the typed error of an ERROR answer from the sidecar: the mesh's
+// one coded error, mesh.Error. Code says what kind of failure it is (see
+// mesh.Code; Retryable tells whether the same request may succeed later)
+// and Message says what went wrong.
 //
-// errors.Is(err, &Error{Code: c}) is true for any *Error with code c, so
+// errors.Is(err, &Error{Code: c}) is true for any *Error with code c, as
+// is errors.Is(err, s) for the code's sentinel s in package mesh, so
 //
-//	errors.Is(err, &client.Error{Code: mesh.CodeNotRegistered})
+//	errors.Is(err, mesh.NotRegistered)
 //
 // tests for a code without caring about the message.
-type Error struct {
-	Code    mesh.Code
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
-
-// Is reports whether target is an *Error with the same Code.
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t != nil && t.Code == e.Code
-}
+type Error = mesh.Error
 
 // CodeOf returns the code of the *Error in err's chain, or 0 if there is
 // none (a local error, a context error, ErrConnectionLost, ...).
 func CodeOf(err error) mesh.Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return 0
+	c, _ := mesh.CarriedCode(err)
+	return c
 }

@@ -39,53 +39,46 @@ var (
 	errProtocol = errors.New("msgmesh: protocol violation")
 )
 
-// codeOf maps an error to the code of its ERROR answer.
-func codeOf(err error) mesh.Code {
-	var coded interface{ Code() mesh.Code } // flowctl's limit and breaker errors
-	if errors.As(err, &coded) {
-		return coded.Code()
-	}
-	var fe *stream.Error // refused by a pipeline stage (a plugin may answer with one)
-	if errors.As(err, &fe) {
-		return meshrpc.CodeOf(fe.Code)
-	}
-	switch {
-	case errors.Is(err, schema.ErrSchemaInvalid):
-		return mesh.CodeSchemaInvalid
-	case errors.Is(err, ErrNotRegistered):
-		return mesh.CodeNotRegistered
-	case errors.Is(err, ErrNotDeclared):
-		return mesh.CodeNotDeclared
-	case errors.Is(err, ErrUnknownDelivery):
-		return mesh.CodeUnknownRequest
-	case errors.Is(err, ErrForbidden):
-		return mesh.CodeForbidden
-	case errors.Is(err, ErrUnauthorized):
-		return mesh.CodeUnauthorized
-	case errors.Is(err, ErrMessageTooBig), errors.Is(err, broker.ErrTooLarge):
-		return mesh.CodeMessageTooBig
-	case errors.Is(err, ErrShuttingDown):
-		return mesh.CodeShuttingDown
-	case errors.Is(err, ErrInvalid), errors.Is(err, registry.ErrInvalid), errors.Is(err, broker.ErrInvalidHeader),
-		errors.Is(err, broker.ErrNullBody), errors.Is(err, broker.ErrEmptyKey):
-		return mesh.CodeInvalid
-	case errors.Is(err, errProtocol):
-		return mesh.CodeUnsupported
-	case errors.Is(err, broker.ErrOutcomeUnknown): // before ErrUnavailable: it may wrap one
-		return mesh.CodeTimeout
-	case errors.Is(err, broker.ErrStorageFull), errors.Is(err, registry.ErrStorageFull):
-		return mesh.CodeStorageFull
-	case errors.Is(err, broker.ErrUnavailable):
-		return mesh.CodeUnavailable
-	case errors.Is(err, broker.ErrRejected):
-		return mesh.CodeBrokerError
-	case errors.Is(err, context.DeadlineExceeded):
-		return mesh.CodeTimeout
-	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
-		return mesh.CodeOf(err)
-	}
-	return mesh.CodeBrokerError
+// sidecarCodes is the sidecar's part of the one error→code mapping
+// (mesh.CodeOf): its own sentinels and those of the broker contract, the
+// schema checks and the registry. Order matters where one may wrap another.
+var sidecarCodes = mesh.Codes{
+	Typed: func(err error) (mesh.Code, bool) {
+		var fe *stream.Error // refused by a pipeline stage (a plugin may answer with one)
+		if errors.As(err, &fe) {
+			return meshrpc.CodeOf(fe.Code), true
+		}
+		return 0, false
+	},
+	Known: []mesh.KnownError{
+		{Err: schema.ErrSchemaInvalid, Code: mesh.CodeSchemaInvalid},
+		{Err: ErrNotRegistered, Code: mesh.CodeNotRegistered},
+		{Err: ErrNotDeclared, Code: mesh.CodeNotDeclared},
+		{Err: ErrUnknownDelivery, Code: mesh.CodeUnknownRequest},
+		{Err: ErrForbidden, Code: mesh.CodeForbidden},
+		{Err: ErrUnauthorized, Code: mesh.CodeUnauthorized},
+		{Err: ErrMessageTooBig, Code: mesh.CodeMessageTooBig},
+		{Err: broker.ErrTooLarge, Code: mesh.CodeMessageTooBig},
+		{Err: ErrShuttingDown, Code: mesh.CodeShuttingDown},
+		{Err: ErrInvalid, Code: mesh.CodeInvalid},
+		{Err: registry.ErrInvalid, Code: mesh.CodeInvalid},
+		{Err: broker.ErrInvalidHeader, Code: mesh.CodeInvalid},
+		{Err: broker.ErrNullBody, Code: mesh.CodeInvalid},
+		{Err: broker.ErrEmptyKey, Code: mesh.CodeInvalid},
+		{Err: errProtocol, Code: mesh.CodeUnsupported},
+		{Err: broker.ErrOutcomeUnknown, Code: mesh.CodeTimeout}, // before ErrUnavailable: it may wrap one
+		{Err: broker.ErrStorageFull, Code: mesh.CodeStorageFull},
+		{Err: registry.ErrStorageFull, Code: mesh.CodeStorageFull},
+		{Err: broker.ErrUnavailable, Code: mesh.CodeUnavailable},
+		{Err: broker.ErrRejected, Code: mesh.CodeBrokerError},
+		{Err: context.DeadlineExceeded, Code: mesh.CodeTimeout},
+	},
+	Default: mesh.CodeBrokerError,
 }
+
+// codeOf maps an error to the code of its ERROR answer (and, through
+// httpStatus, of its HTTP status).
+func codeOf(err error) mesh.Code { return mesh.CodeOf(err, &sidecarCodes) }
 
 // httpStatus maps a wire code to the HTTP API's status.
 func httpStatus(c mesh.Code) int {

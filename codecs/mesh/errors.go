@@ -113,15 +113,138 @@ func (c Code) Retryable() bool {
 	return false
 }
 
-// CodeOf maps a codec error to the code its ERROR answer carries.
-func CodeOf(err error) Code {
-	switch {
-	case errors.Is(err, ErrFrameTooLarge):
-		return CodeFrameTooLarge
-	case errors.Is(err, ErrUnsupportedVersion):
-		return CodeUnsupported
-	case errors.Is(err, ErrMalformed):
-		return CodeBadFrame
+func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
+
+// Name is the code's name in the spec's table (NOT_REGISTERED, ...).
+func (e *Error) Name() string { return e.Code.String() }
+
+// Retryable reports whether the same request may succeed if sent again
+// later (Code.Retryable).
+func (e *Error) Retryable() bool { return e.Code.Retryable() }
+
+// Is reports whether target is an *Error with the same code, whatever its
+// message: errors.Is(err, mesh.NotRegistered) (or
+// errors.Is(err, &mesh.Error{Code: mesh.CodeNotRegistered})) tests an
+// answer's code without caring what the peer said.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t != nil && t.Code == e.Code
+}
+
+// One sentinel per code, for errors.Is (franz-go's kerr is the model). A
+// side returns (or wraps) a fresh *Error with its own message; these carry
+// the spec's wording.
+var (
+	BadFrame       = &Error{Code: CodeBadFrame, Message: "a frame broke the spec"}
+	FrameTooLarge  = &Error{Code: CodeFrameTooLarge, Message: "frame over the receiver's limit"}
+	Unsupported    = &Error{Code: CodeUnsupported, Message: "unsupported protocol version or frame kind"}
+	NotRegistered  = &Error{Code: CodeNotRegistered, Message: "group or topic not registered with this sidecar"}
+	Invalid        = &Error{Code: CodeInvalid, Message: "invalid arguments"}
+	BrokerError    = &Error{Code: CodeBrokerError, Message: "the broker refused or failed the operation"}
+	Unavailable    = &Error{Code: CodeUnavailable, Message: "unavailable right now"}
+	Timeout        = &Error{Code: CodeTimeout, Message: "the operation did not finish in time"}
+	RateLimited    = &Error{Code: CodeRateLimited, Message: "over a rate limit"}
+	SchemaInvalid  = &Error{Code: CodeSchemaInvalid, Message: "the body does not match the topic's schema"}
+	ShuttingDown   = &Error{Code: CodeShuttingDown, Message: "the sidecar is stopping"}
+	MessageTooBig  = &Error{Code: CodeMessageTooBig, Message: "message over the size limits"}
+	Internal       = &Error{Code: CodeInternal, Message: "internal error"}
+	NotDeclared    = &Error{Code: CodeNotDeclared, Message: "the connection has not declared the group"}
+	UnknownRequest = &Error{Code: CodeUnknownRequest, Message: "no such outstanding request"}
+	NoRoute        = &Error{Code: CodeNoRoute, Message: "no route for the request"}
+	NoHealthyHost  = &Error{Code: CodeNoHealthyHost, Message: "no healthy host in the route's cluster"}
+	UpstreamReset  = &Error{Code: CodeUpstreamReset, Message: "the upstream connection died before the answer"}
+	StorageFull    = &Error{Code: CodeStorageFull, Message: "storage is full"}
+	Forbidden      = &Error{Code: CodeForbidden, Message: "forbidden"}
+	Unauthorized   = &Error{Code: CodeUnauthorized, Message: "the app's identity could not be verified"}
+)
+
+// Coded is an error that knows its wire code without being an *Error
+// (flowctl's limit and breaker errors keep their details in their own
+// types). CodeOf honours it.
+type Coded interface {
+	error
+	Code() Code
+}
+
+// CarriedCode returns the code an error in err's chain carries itself: an
+// *Error's, or a Coded error's. ok is false when none does (a local
+// error, a context error, a broken connection).
+func CarriedCode(err error) (c Code, ok bool) {
+	var me *Error
+	if errors.As(err, &me) {
+		return me.Code, true
+	}
+	var ce Coded
+	if errors.As(err, &ce) {
+		return ce.Code(), true
+	}
+	return 0, false
+}
+
+// KnownError maps one error (matched with errors.Is) to its code.
+type KnownError struct {
+	Err  error
+	Code Code
+}
+
+// Codes is a side's part of the error→code mapping: the errors it knows
+// (its sentinels, its broker's) and the code for the rest. CodeOf is the
+// mapping itself; every side (sidecar session and HTTP/gRPC APIs,
+// forwarding, the RPC codec) calls it with its Codes. The zero value maps
+// only carried codes and the codec's errors, and the rest to INTERNAL.
+type Codes struct {
+	// Known is tried in order, so put an error that may wrap another
+	// (an unknown outcome wrapping an unavailable broker) first.
+	Known []KnownError
+	// Typed, if set, finds a code in an error type of the side's that
+	// cannot import this package (the RPC filters' stream.Error).
+	Typed func(err error) (Code, bool)
+	// Default is the code of an error nothing else maps; zero: INTERNAL.
+	Default Code
+}
+
+// CodeOf maps err to the code of its ERROR answer, in this order: the code
+// err carries (CarriedCode), the side's Typed and Known errors, the codec's
+// own errors (a frame too large, a bad frame, another version), then
+// codes.Default. codes may be nil.
+func CodeOf(err error, codes *Codes) Code {
+	if c, ok := CarriedCode(err); ok {
+		return c
+	}
+	if codes == nil {
+		codes = &Codes{}
+	}
+	if codes.Typed != nil {
+		if c, ok := codes.Typed(err); ok {
+			return c
+		}
+	}
+	for _, k := range codes.Known {
+		if errors.Is(err, k.Err) {
+			return k.Code
+		}
+	}
+	if c, ok := ReadErrorCode(err); ok {
+		return c
+	}
+	if codes.Default != 0 {
+		return codes.Default
 	}
 	return CodeInternal
+}
+
+// ReadErrorCode returns the code answering a frame the codec refused (a
+// Reader's or a payload decoder's error): FRAME_TOO_LARGE, UNSUPPORTED or
+// BAD_FRAME. ok is false for any other error (the stream's own: EOF, a
+// deadline, a reset), which no ERROR answers.
+func ReadErrorCode(err error) (c Code, ok bool) {
+	switch {
+	case errors.Is(err, ErrFrameTooLarge):
+		return CodeFrameTooLarge, true
+	case errors.Is(err, ErrUnsupportedVersion):
+		return CodeUnsupported, true
+	case errors.Is(err, ErrMalformed):
+		return CodeBadFrame, true
+	}
+	return 0, false
 }

@@ -153,7 +153,7 @@ func checkHeaderError(t *testing.T, tc headerCase, f Frame, err error) {
 	if !strings.Contains(err.Error(), tc.reason) {
 		t.Errorf("error %q does not contain %q", err, tc.reason)
 	}
-	if got := CodeOf(err); got != tc.code {
+	if got := CodeOf(err, nil); got != tc.code {
 		t.Errorf("CodeOf = %v, want %v", got, tc.code)
 	}
 	// The id is readable in any 16-byte header, so the ERROR answer can
@@ -659,7 +659,7 @@ func TestCodeOf(t *testing.T) {
 		{"other", errors.New("boom"), CodeInternal},
 	}
 	for _, tc := range tests {
-		if got := CodeOf(tc.err); got != tc.want {
+		if got := CodeOf(tc.err, nil); got != tc.want {
 			t.Errorf("%s: CodeOf(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}

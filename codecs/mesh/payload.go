@@ -398,7 +398,11 @@ func (m *PullResult) Decode(p []byte) error {
 	return d.done()
 }
 
-// Error is the typed error answer to any request.
+// Error is the typed error answer to any request, and the one coded error
+// type of the mesh: what an ERROR frame decodes to on every side (the SDK,
+// forwarding, the RPC codec) and what a side returns to choose the code
+// of its answer. errors.Is matches it by code (see Is); the sentinels in
+// errors.go are one value per code.
 type Error struct {
 	Code    Code
 	Message string
@@ -415,8 +419,6 @@ func (m *Error) Decode(p []byte) error {
 	m.Message = d.str("message")
 	return d.done()
 }
-
-func (m *Error) Error() string { return m.Code.String() + ": " + m.Message }
 
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))

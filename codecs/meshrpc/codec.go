@@ -143,15 +143,18 @@ func (s *serverConn) ReadRequest() (*stream.Message, error) {
 // headerError maps a frame header error to the proxy error answering it,
 // or nil for stream errors (EOF, a broken connection).
 func headerError(err error) *stream.Error {
-	switch {
-	case errors.Is(err, mesh.ErrFrameTooLarge):
-		return &stream.Error{Code: stream.ErrTooLarge, Msg: err.Error(), Err: err}
-	case errors.Is(err, mesh.ErrUnsupportedVersion):
-		return &stream.Error{Code: stream.ErrUnsupported, Msg: err.Error(), Err: err}
-	case errors.Is(err, mesh.ErrMalformed):
-		return &stream.Error{Code: stream.ErrBadRequest, Msg: err.Error(), Err: err}
+	c, ok := mesh.ReadErrorCode(err)
+	if !ok {
+		return nil
 	}
-	return nil
+	code := stream.ErrBadRequest
+	switch c {
+	case mesh.CodeFrameTooLarge:
+		code = stream.ErrTooLarge
+	case mesh.CodeUnsupported:
+		code = stream.ErrUnsupported
+	}
+	return &stream.Error{Code: code, Msg: err.Error(), Err: err}
 }
 
 func (s *serverConn) WriteResponse(req, resp *stream.Message) error {

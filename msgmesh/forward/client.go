@@ -512,7 +512,7 @@ func (f *Forwarder) dial(ctx context.Context, p *peer) (*clientConn, error) {
 		var e mesh.Error
 		_ = e.Decode(fr.Payload)
 		_ = raw.Close()
-		return nil, &RefusedError{Sibling: p.addr, Code: e.Code, Message: e.Message}
+		return nil, &RefusedError{Sibling: p.addr, answer: &e}
 	}
 	_ = raw.Close()
 	return nil, fmt.Errorf("unexpected %s answer to HELLO", fr.Kind)
@@ -662,7 +662,7 @@ func (c *clientConn) handle(fr mesh.Frame) {
 		if err := me.Decode(fr.Payload); err != nil {
 			me = mesh.Error{Code: mesh.CodeBadFrame, Message: "undecodable ERROR: " + err.Error()}
 		}
-		c.refuse(fr.ID, &RefusedError{Sibling: c.p.addr, Code: me.Code, Message: me.Message})
+		c.refuse(fr.ID, &RefusedError{Sibling: c.p.addr, answer: &me})
 	case mesh.KindHeartbeat:
 	default:
 		c.log.Debug("unexpected answer from sibling", "kind", fr.Kind, "id", fr.ID)

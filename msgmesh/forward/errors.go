@@ -53,35 +53,35 @@ var (
 	ErrConfig = errors.New("forward: invalid configuration")
 )
 
-// RefusedError is the sibling's ERROR answer to a DELIVER (or to HELLO).
+// RefusedError is the sibling's ERROR answer to a DELIVER (or to HELLO):
+// the mesh's one coded error (*mesh.Error, embedded: Code, Message and
+// Retryable are its) with the sibling that sent it. errors.Is matches both
+// ErrRefused and the code's sentinel (mesh.NotRegistered, ...).
 type RefusedError struct {
 	Sibling string
-	Code    mesh.Code
-	Message string
+	*answer
 }
+
+// answer names the embedded *mesh.Error, whose field name would otherwise
+// clash with the Error method.
+type answer = mesh.Error
 
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("forward: sibling %s refused: %s: %s", e.Sibling, e.Code, e.Message)
 }
 
-func (e *RefusedError) Unwrap() error { return ErrRefused }
+func (e *RefusedError) Unwrap() []error { return []error{ErrRefused, e.answer} }
 
-// Retryable reports whether sending the same delivery to this sibling later
-// may succeed (mesh.Code.Retryable).
-func (e *RefusedError) Retryable() bool { return e.Code.Retryable() }
-
-// codeOf maps a Deliverer's error to the code of its ERROR answer. A
-// Deliverer chooses the code precisely by returning (or wrapping) a
-// *mesh.Error.
-func codeOf(err error) mesh.Code {
-	var me *mesh.Error
-	switch {
-	case errors.As(err, &me):
-		return me.Code
-	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled):
-		return mesh.CodeShuttingDown
-	case errors.Is(err, context.DeadlineExceeded):
-		return mesh.CodeTimeout
-	}
-	return mesh.CodeUnavailable
+// codes is the forwarding side's part of the one error→code mapping
+// (mesh.CodeOf) for a Deliverer's error: a Deliverer chooses the code
+// precisely by returning (or wrapping) a *mesh.Error; otherwise a closed
+// server is SHUTTING_DOWN and the rest UNAVAILABLE, so the forwarder
+// delivers locally.
+var codes = mesh.Codes{
+	Known: []mesh.KnownError{
+		{Err: ErrClosed, Code: mesh.CodeShuttingDown},
+		{Err: context.Canceled, Code: mesh.CodeShuttingDown},
+		{Err: context.DeadlineExceeded, Code: mesh.CodeTimeout},
+	},
+	Default: mesh.CodeUnavailable,
 }

@@ -380,9 +380,10 @@ func (c *serverConn) readError(f mesh.Frame, err error) error {
 	switch {
 	case errors.Is(err, io.EOF), c.dead.Load(), c.ctx.Err() != nil:
 		return io.EOF
-	case errors.Is(err, mesh.ErrFrameTooLarge), errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
+	}
+	if code, ok := mesh.ReadErrorCode(err); ok {
 		c.log.Warn("bad frame from forwarder; closing", "err", err)
-		c.sendError(f.ID, mesh.CodeOf(err), err.Error())
+		c.sendError(f.ID, code, err.Error())
 		_ = c.w.Close()
 	}
 	return err
@@ -462,7 +463,7 @@ func (c *serverConn) take(d *sibDelivery) {
 		d.mu.Unlock()
 		c.remove(d.id)
 		c.log.Debug("delivery refused", "group", d.group, "topic", d.topic, "err", err)
-		c.sendError(d.id, codeOf(err), err.Error())
+		c.sendError(d.id, mesh.CodeOf(err, &codes), err.Error())
 		return
 	}
 	if err != nil {
