@@ -91,7 +91,7 @@ func (c *Client) Close() error {
 		c.cancel()
 		c.routines.Stop()
 		if cn != nil {
-			cn.fail(ErrClosed)
+			cn.Close(ErrClosed)
 		}
 		c.async.close()
 	})
@@ -151,12 +151,8 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("client: dial %s: %w", c.addr, err)
 	}
 	cn := newConn(c, nc)
-	if !c.routines.Go(cn.readLoop) {
+	if !c.routines.Go(func() { _ = cn.Run() }) {
 		_ = nc.Close()
-		return nil, ErrClosed
-	}
-	if !c.routines.Go(cn.heartbeat) {
-		cn.fail(ErrClosed)
 		return nil, ErrClosed
 	}
 	// The SDK reads message flags (null bodies, empty keys); a sidecar
@@ -164,18 +160,18 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	// without them (docs/protocol.md §5.1).
 	hello := mesh.Hello{App: c.cfg.app, Client: c.cfg.clientName, MaxInflight: uint32(c.cfg.maxInflight), Secret: c.cfg.secret,
 		Features: mesh.FeatureMessageFlags}
-	f, err := cn.request(ctx, mesh.KindHello, &hello)
+	f, err := cn.Call(ctx, mesh.KindHello, &hello)
 	if err == nil {
 		err = answerErr(f, mesh.KindOK)
 	}
 	if CodeOf(err) == mesh.CodeBadFrame {
 		hello.Features = 0
-		if f, err = cn.request(ctx, mesh.KindHello, &hello); err == nil {
+		if f, err = cn.Call(ctx, mesh.KindHello, &hello); err == nil {
 			err = answerErr(f, mesh.KindOK)
 		}
 	}
 	if err != nil {
-		cn.fail(err)
+		cn.Close(err)
 		return nil, fmt.Errorf("client: HELLO: %w", err)
 	}
 
@@ -184,7 +180,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if err := c.declareOn(ctx, cn, c.decl); err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
-			cn.fail(err)
+			cn.Close(err)
 			return nil, fmt.Errorf("client: DECLARE: %w", err)
 		}
 		// The connection works for publishing; the sidecar holds no
@@ -196,12 +192,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		cn.fail(ErrClosed)
+		cn.Close(ErrClosed)
 		return nil, ErrClosed
 	}
-	if cn.dead() {
+	if cn.Closed() {
 		c.mu.Unlock()
-		return nil, cn.lostErr()
+		return nil, cn.Err()
 	}
 	c.conn = cn
 	close(c.ready)
@@ -214,14 +210,14 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 func (c *Client) supervise(cn *conn) {
 	for {
 		select {
-		case <-cn.lost:
+		case <-cn.Done():
 		case <-c.ctx.Done():
 			return
 		}
 		if c.ctx.Err() != nil {
 			return
 		}
-		c.log.Warn("msgmesh: connection to the sidecar lost; reconnecting", "err", cn.cause)
+		c.log.Warn("msgmesh: connection to the sidecar lost; reconnecting", "err", cn.Cause())
 		for attempt := 0; ; attempt++ {
 			t := time.NewTimer(c.backoff(attempt))
 			select {

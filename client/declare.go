@@ -57,7 +57,7 @@ func (c *Client) addDecl(ctx context.Context, k subKey, e declEntry) error {
 			return err
 		}
 		c.declMu.Lock()
-		if cn.dead() {
+		if cn.Closed() {
 			// fail detached it before marking it dead, so current will
 			// not return it again.
 			c.declMu.Unlock()
@@ -124,7 +124,7 @@ func (c *Client) removeDecl(ctx context.Context, k subKey, sub *Subscription) er
 // the committed set is declared again once that answer arrives, so the
 // two sides agree.
 func (c *Client) declareOn(ctx context.Context, cn *conn, set declSet) error {
-	_, ch, err := cn.start(mesh.KindDeclare, set.wire())
+	_, ch, err := cn.Start(mesh.KindDeclare, set.wire())
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (c *Client) declareOn(ctx context.Context, cn *conn, set declSet) error {
 		}
 		c.declMu.Lock()
 		defer c.declMu.Unlock()
-		if !cn.dead() && !maps.EqualFunc(c.decl, set, func(a, b declEntry) bool { return a.mode == b.mode }) {
+		if !cn.Closed() && !maps.EqualFunc(c.decl, set, func(a, b declEntry) bool { return a.mode == b.mode }) {
 			if err := c.declareOn(c.ctx, cn, c.decl); err != nil {
 				c.log.Warn("msgmesh: re-declaring the subscription set failed", "err", err)
 			}

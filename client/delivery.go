@@ -146,14 +146,14 @@ func (d *Delivery) settle(ctx context.Context, kind mesh.Kind, payload *mesh.Nac
 }
 
 func (d *Delivery) send(kind mesh.Kind, payload *mesh.Nack, ms uint32) error {
-	if d.cn.dead() {
-		return d.cn.lostErr()
+	if d.cn.Closed() {
+		return d.cn.Err()
 	}
 	if payload == nil {
-		return d.cn.send(kind, mesh.FlagResponse, d.DeliveryID, nil)
+		return d.cn.Send(kind, mesh.FlagResponse, d.DeliveryID, nil)
 	}
 	payload.DelayMillis = ms
-	return d.cn.send(kind, mesh.FlagResponse, d.DeliveryID, payload)
+	return d.cn.Send(kind, mesh.FlagResponse, d.DeliveryID, payload)
 }
 
 func settleName(kind mesh.Kind) string {

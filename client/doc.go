@@ -46,9 +46,10 @@
 //
 // # Concurrency
 //
-// A Client is safe for concurrent use. Each connection has one read
-// goroutine and one heartbeat goroutine; frames are written through a
-// core.Writer, which batches frames written by many goroutines. The read
+// A Client is safe for concurrent use. Each connection runs on the mesh
+// connection engine (codecs/mesh/meshconn): one read goroutine and one
+// heartbeat goroutine, and frames written through a core.Writer, which
+// batches frames written by many goroutines. The read
 // goroutine never runs application code: deliveries go to a queue per
 // subscription (capacity WithMaxInflight) that the subscription's worker
 // goroutines (WithConcurrency) drain, and PublishAsync callbacks run on one

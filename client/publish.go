@@ -62,7 +62,7 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 	if err != nil {
 		return PublishAck{}, err
 	}
-	id, ch, err := cn.start(mesh.KindPublish, (*publishEnc)(m))
+	id, ch, err := cn.Start(mesh.KindPublish, (*publishEnc)(m))
 	if err != nil {
 		return PublishAck{}, err
 	}
@@ -70,7 +70,7 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 	case r := <-ch:
 		return publishResult(r)
 	case <-ctx.Done():
-		cn.pending.Remove(id)
+		cn.Forget(id)
 		return PublishAck{}, ctx.Err()
 	}
 }
@@ -95,7 +95,7 @@ func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(Publish
 		it.cn, it.err = c.current(ctx)
 	}
 	if it.err == nil {
-		it.id, it.ch, it.err = it.cn.start(mesh.KindPublish, (*publishEnc)(m))
+		it.id, it.ch, it.err = it.cn.Start(mesh.KindPublish, (*publishEnc)(m))
 	}
 	if !c.async.push(it) {
 		// Closed: the completion goroutine is gone. Keep the promise that
@@ -223,7 +223,7 @@ func (c *Client) finishAsync(it *asyncItem) {
 	select {
 	case r = <-it.ch:
 	case <-it.ctx.Done():
-		it.cn.pending.Remove(it.id)
+		it.cn.Forget(it.id)
 		select {
 		case r = <-it.ch: // answered just in time
 		default:

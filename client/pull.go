@@ -45,7 +45,7 @@ func (c *Client) Pull(ctx context.Context, group, topic string, max int) ([]*Del
 		return nil, err
 	}
 	req := mesh.Pull{Group: group, Topic: topic, Max: uint32(min(int64(max), math.MaxUint32)), WaitMillis: pullWait(ctx)}
-	_, ch, err := cn.start(mesh.KindPull, &req)
+	_, ch, err := cn.Start(mesh.KindPull, &req)
 	if err != nil {
 		return nil, err
 	}

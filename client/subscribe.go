@@ -166,7 +166,7 @@ func (s *Subscription) workerDone() {
 }
 
 func (s *Subscription) handle(d *Delivery) {
-	if d.cn.dead() {
+	if d.cn.Closed() {
 		// Its connection is gone; the sidecar handed it back already and
 		// the broker redelivers it.
 		return
