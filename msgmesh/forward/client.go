@@ -13,6 +13,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/codecs/mesh/meshconn"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/pki"
 )
@@ -214,7 +215,7 @@ func (f *Forwarder) Forward(ctx context.Context, sibling, group, topic string, d
 	m := toWire(group, topic, d)
 	m.DeliveryID = id
 	c.asking()
-	if err := writeFrame(c.w, f.cfg.MaxFrameSize, mesh.KindDeliver, 0, id, &m); err != nil {
+	if err := c.mc.Writer.Send(mesh.KindDeliver, 0, id, &m); err != nil {
 		if errors.Is(err, mesh.ErrFrameTooLarge) {
 			c.forget(id)
 			return fmt.Errorf("forward: %w", err)
@@ -475,17 +476,22 @@ func (f *Forwarder) dial(ctx context.Context, p *peer) (*clientConn, error) {
 		f:       f,
 		p:       p,
 		raw:     raw,
-		born:    time.Now(),
 		conn:    tc,
-		rd:      mesh.NewReader(tc, f.cfg.MaxFrameSize),
-		w:       core.NewWriter(tc, writeTimeout),
 		log:     f.log.With("sibling", p.addr),
 		pending: make(map[uint64]*entry),
 		done:    make(chan struct{}),
 	}
+	c.mc = meshconn.New(tc, c, meshconn.Config{
+		MaxFrameSize: f.cfg.MaxFrameSize,
+		WriteTimeout: writeTimeout,
+		ReadDeadline: func() time.Time { return time.Now().Add(f.dead) },
+		// A sibling sends nothing this big: the connection is lost.
+		OnTooLarge: func(_ mesh.Frame, err error) { c.fail(fmt.Errorf("%w: %w", ErrConnLost, err)) },
+	})
+	c.born = time.Now()
 	hello := mesh.Hello{App: f.cfg.App, Client: f.cfg.Name}
-	id := c.ids.Next()
-	if err := writeFrame(c.w, f.cfg.MaxFrameSize, mesh.KindHello, 0, id, &hello); err != nil {
+	id := c.mc.IDs().Next()
+	if err := c.mc.Writer.Send(mesh.KindHello, 0, id, &hello); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("sending HELLO: %w", err)
 	}
@@ -493,7 +499,7 @@ func (f *Forwarder) dial(ctx context.Context, p *peer) (*clientConn, error) {
 	// now, as an alert in place of the answer.
 	dl, _ := dctx.Deadline()
 	_ = tc.SetReadDeadline(dl)
-	fr, err := c.rd.ReadFrame()
+	fr, err := c.mc.Reader().ReadFrame() // before Run: the handshake
 	if err != nil {
 		_ = raw.Close()
 		if dctx.Err() != nil {
@@ -537,20 +543,17 @@ type clientConn struct {
 	raw  net.Conn // under conn: to drop unsent bytes when it went silent
 	born time.Time
 	conn *tls.Conn
-	rd   *mesh.Reader
-	w    *core.Writer
+	mc   *meshconn.Conn // the engine: read loop, ids, pooled writes
 	log  *slog.Logger
-	ids  core.IDs
 	done chan struct{} // closed by fail
 
 	lastUsed time.Time // guarded by p.mu
 
-	// Silence detection, in c.clock units: lastRecv is when the last frame
-	// from the sibling arrived; askedAt is when a request (DELIVER or
-	// HEARTBEAT) was sent with nothing heard since: it is reset by the
-	// first request after a frame arrived (see asking).
-	lastRecv atomic.Int64
-	askedAt  atomic.Int64
+	// Silence detection, on the engine's clock (mc.Clock): askedAt is when
+	// a request (DELIVER or HEARTBEAT) was sent with nothing heard since
+	// (mc.Heard): it is reset by the first request after a frame arrived
+	// (see asking).
+	askedAt atomic.Int64
 
 	mu      sync.Mutex
 	pending map[uint64]*entry
@@ -564,7 +567,7 @@ func (c *clientConn) add(e *entry, deadline time.Time) (uint64, error) {
 	if c.err != nil {
 		return 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, c.p.addr, c.err)
 	}
-	id := c.ids.Next()
+	id := c.mc.IDs().Next()
 	e.deadline = deadline
 	c.pending[id] = e
 	c.f.own(1)
@@ -592,31 +595,21 @@ func (c *clientConn) take(id uint64) *entry {
 	return e
 }
 
+// readLoop runs the engine's read loop; the sibling's answers come to
+// HandleAnswer.
 func (c *clientConn) readLoop() {
-	for {
-		_ = c.conn.SetReadDeadline(time.Now().Add(c.f.dead))
-		fr, err := c.rd.ReadFrame()
-		if err != nil {
-			c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
-			return
-		}
-		c.lastRecv.Store(c.clock(time.Now()))
-		c.handle(fr)
-	}
+	err := c.mc.Run()
+	c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
 }
-
-// clock is t on the connection's monotonic clock: nanoseconds since it was
-// dialled, plus one so that zero means "never".
-func (c *clientConn) clock(t time.Time) int64 { return int64(t.Sub(c.born)) + 1 }
 
 // asking notes that a request is about to be sent. Call it before the
 // write, so that an answer cannot arrive before it is noted. If a request
 // is already waiting with nothing heard since, the earlier one counts.
 func (c *clientConn) asking() {
-	now := c.clock(time.Now())
+	now := c.mc.Clock(time.Now())
 	for {
 		at := c.askedAt.Load()
-		if at != 0 && at > c.lastRecv.Load() {
+		if at != 0 && at > c.mc.Heard() {
 			return
 		}
 		if c.askedAt.CompareAndSwap(at, now) {
@@ -629,21 +622,23 @@ func (c *clientConn) asking() {
 // was sent to it; zero if it answered since (or nothing was asked).
 func (c *clientConn) silentFor(now time.Time) time.Duration {
 	at := c.askedAt.Load()
-	if at == 0 || at <= c.lastRecv.Load() {
+	if at == 0 || at <= c.mc.Heard() {
 		return 0
 	}
-	return time.Duration(c.clock(now) - at)
+	return time.Duration(c.mc.Clock(now) - at)
 }
 
-func (c *clientConn) handle(fr mesh.Frame) {
-	if !fr.IsResponse() {
-		switch fr.Kind {
-		case mesh.KindHeartbeat:
-			_ = writeFrame(c.w, c.f.cfg.MaxFrameSize, mesh.KindHeartbeat, mesh.FlagResponse, fr.ID, nil)
-		default:
-			e := mesh.Error{Code: mesh.CodeUnsupported, Message: fmt.Sprintf("a forwarder takes no %s requests", fr.Kind)}
-			_ = writeFrame(c.w, c.f.cfg.MaxFrameSize, mesh.KindError, mesh.FlagResponse, fr.ID, &e)
-		}
+// HandleRequest refuses the sibling's requests: a forwarder serves none
+// (HEARTBEAT aside, which the engine answers).
+func (c *clientConn) HandleRequest(fr mesh.Frame) {
+	_ = c.mc.Error(fr.ID, mesh.CodeUnsupported, fmt.Sprintf("a forwarder takes no %s requests", fr.Kind))
+}
+
+// HandleAnswer handles the sibling's answers to DELIVERs: OK (taken), then
+// ACK or NACK (its app's answer), or ERROR (refused).
+func (c *clientConn) HandleAnswer(fr mesh.Frame, err error) {
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
 		return
 	}
 	switch fr.Kind {
@@ -804,9 +799,9 @@ func (c *clientConn) fail(reason error) {
 			_ = tc.SetLinger(0)
 		}
 		_ = c.raw.Close() // no close_notify: nothing more goes onto a cut path
-	} else {
-		_ = c.conn.Close()
 	}
+	c.mc.Abort(reason) // what is unwritten is dropped: the answers it waits for would be refused
+
 	c.f.own(-refused)
 	switch {
 	case len(back) > 0:
@@ -851,7 +846,7 @@ func (c *clientConn) tick() {
 		if now.Sub(lastHB) >= c.f.hbEvery || (untaken > 0 && now.Sub(lastHB) >= take/4) {
 			lastHB = now
 			c.asking()
-			if err := writeFrame(c.w, c.f.cfg.MaxFrameSize, mesh.KindHeartbeat, 0, c.ids.Next(), nil); err != nil {
+			if err := c.mc.Writer.Send(mesh.KindHeartbeat, 0, c.mc.IDs().Next(), nil); err != nil {
 				c.fail(fmt.Errorf("%w: heartbeat: %w", ErrConnLost, err))
 				return
 			}

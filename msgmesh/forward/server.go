@@ -3,9 +3,7 @@ package forward
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/codecs/mesh/meshconn"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/pki"
 	"golang.org/x/time/rate"
@@ -281,13 +280,18 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	c := &serverConn{
 		s:        s,
 		peerApp:  peerApp,
-		conn:     tc,
-		rd:       mesh.NewReader(tc, s.cfg.MaxFrameSize),
-		w:        core.NewWriter(tc, answerWriteTimeout),
 		log:      log,
 		inflight: make(map[uint64]*sibDelivery),
 		done:     make(chan struct{}),
 	}
+	c.mc = meshconn.New(tc, c, meshconn.Config{
+		MaxFrameSize: s.cfg.MaxFrameSize,
+		WriteTimeout: answerWriteTimeout,
+		ReadDeadline: c.readDeadline,
+		// A forwarder sends nothing this big: a confused peer, whose
+		// connection ends after the ERROR answer.
+		OnTooLarge: func(_ mesh.Frame, err error) { c.mc.Close(err) },
+	})
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -305,9 +309,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 type serverConn struct {
 	s       *Server
 	peerApp string // the app the peer's verified certificate names
-	conn    *tls.Conn
-	rd      *mesh.Reader
-	w       *core.Writer
+	mc      *meshconn.Conn
+	helloed atomic.Bool // HELLO was accepted
 	log     *slog.Logger
 	ctx     context.Context // ends when the connection ends
 	cancel  context.CancelFunc
@@ -324,41 +327,41 @@ func (c *serverConn) run() error {
 	defer close(c.done)
 	// Answers already accepted by the writer are flushed before the
 	// connection closes, so a forwarder hears them.
-	stop := context.AfterFunc(c.ctx, func() { _ = c.w.Close(); _ = c.conn.Close() })
+	stop := context.AfterFunc(c.ctx, func() { c.mc.Close(c.ctx.Err()) })
 	defer stop()
-	err := c.loop()
+	err := c.mc.Run()
 	c.dead.Store(true)
 	c.cancel()
-	_ = c.w.Close()
-	_ = c.conn.Close()
+	c.mc.Close(err)
 	c.takers.Stop()
 	c.takers.Wait()
 	return err
 }
 
-func (c *serverConn) loop() error {
-	if err := c.hello(); err != nil {
-		return err
+// readDeadline bounds each read: the forwarder's HELLO comes within
+// handshakeTimeout, and then a frame (a heartbeat at least) within
+// serverIdleTimeout.
+func (c *serverConn) readDeadline() time.Time {
+	if !c.helloed.Load() {
+		return time.Now().Add(handshakeTimeout)
 	}
-	for {
-		_ = c.conn.SetReadDeadline(time.Now().Add(serverIdleTimeout))
-		f, err := c.rd.ReadFrame()
-		if err != nil {
-			return c.readError(f, err)
-		}
-		c.handle(f)
-	}
+	return time.Now().Add(serverIdleTimeout)
 }
 
-// hello reads the forwarder's first request, which must be HELLO naming
-// this app.
-func (c *serverConn) hello() error {
-	_ = c.conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	f, err := c.rd.ReadFrame()
-	if err != nil {
-		return c.readError(f, err)
+// hello handles the forwarder's first request, which must be HELLO naming
+// this app; anything else ends the connection.
+func (c *serverConn) hello(f mesh.Frame) {
+	if err := c.checkHello(f); err != nil {
+		c.mc.Close(err)
+		return
 	}
-	if f.Kind != mesh.KindHello || f.IsResponse() {
+	c.helloed.Store(true)
+	c.log.Debug("forwarder connected")
+	_ = c.mc.Answer(mesh.KindOK, f.ID, nil)
+}
+
+func (c *serverConn) checkHello(f mesh.Frame) error {
+	if f.Kind != mesh.KindHello {
 		c.sendError(f.ID, mesh.CodeInvalid, fmt.Sprintf("%s before HELLO; HELLO must be the forwarder's first request", f.Kind))
 		return fmt.Errorf("%w: %s before HELLO", ErrRefused, f.Kind)
 	}
@@ -372,41 +375,25 @@ func (c *serverConn) hello() error {
 		return fmt.Errorf("%w: HELLO for app %q", ErrRefused, h.App)
 	}
 	c.log = c.log.With("client", h.Client)
-	c.log.Debug("forwarder connected")
-	return c.send(mesh.KindOK, mesh.FlagResponse, f.ID, nil)
+	return nil
 }
 
-func (c *serverConn) readError(f mesh.Frame, err error) error {
-	switch {
-	case errors.Is(err, io.EOF), c.dead.Load(), c.ctx.Err() != nil:
-		return io.EOF
-	}
-	if code, ok := mesh.ReadErrorCode(err); ok {
-		c.log.Warn("bad frame from forwarder; closing", "err", err)
-		c.sendError(f.ID, code, err.Error())
-		_ = c.w.Close()
-	}
-	return err
+// HandleAnswer: only HEARTBEAT answers can come back (the engine drops
+// them): this side sends no other request. Anything else is a confused
+// peer; drop it.
+func (c *serverConn) HandleAnswer(f mesh.Frame, _ error) {
+	c.log.Debug("unexpected answer from forwarder", "kind", f.Kind, "id", f.ID)
 }
 
-func (c *serverConn) handle(f mesh.Frame) {
-	if f.IsResponse() {
-		// Only HEARTBEAT answers can come back: this side sends no other
-		// request. Anything else is a confused peer; drop it.
-		if f.Kind != mesh.KindHeartbeat {
-			c.log.Debug("unexpected answer from forwarder", "kind", f.Kind, "id", f.ID)
-		}
+// HandleRequest serves a forwarder's request (HEARTBEAT is the engine's).
+func (c *serverConn) HandleRequest(f mesh.Frame) {
+	if !c.helloed.Load() {
+		c.hello(f)
 		return
 	}
 	switch f.Kind {
 	case mesh.KindDeliver:
 		c.onDeliver(f)
-	case mesh.KindHeartbeat:
-		if len(f.Payload) != 0 {
-			c.sendError(f.ID, mesh.CodeBadFrame, "HEARTBEAT has an empty payload")
-			return
-		}
-		_ = c.send(mesh.KindHeartbeat, mesh.FlagResponse, f.ID, nil)
 	case mesh.KindHello:
 		c.sendError(f.ID, mesh.CodeInvalid, "second HELLO on one connection")
 	default:
@@ -474,7 +461,7 @@ func (c *serverConn) take(d *sibDelivery) {
 	final := d.final
 	// OK goes out under d.mu so that an Ack racing with it cannot put ACK
 	// on the wire first.
-	_ = c.send(mesh.KindOK, mesh.FlagResponse, d.id, nil)
+	_ = c.mc.Answer(mesh.KindOK, d.id, nil)
 	d.mu.Unlock()
 	if final != nil {
 		_ = c.answer(d, *final)
@@ -491,13 +478,12 @@ func (c *serverConn) answer(d *sibDelivery, a final) error {
 	}
 	var err error
 	if a.ack {
-		err = c.send(mesh.KindAck, mesh.FlagResponse, d.id, nil)
+		err = c.mc.Answer(mesh.KindAck, d.id, nil)
 	} else {
 		n := mesh.Nack{DelayMillis: uint32(min(a.delay.Milliseconds(), int64(^uint32(0))))}
-		err = c.send(mesh.KindNack, mesh.FlagResponse, d.id, &n)
+		err = c.mc.Answer(mesh.KindNack, d.id, &n)
 	}
-	if err != nil {
-		_ = c.conn.Close()
+	if err != nil { // the engine closed the connection
 		return fmt.Errorf("%w: %w", ErrConnLost, err)
 	}
 	return nil
@@ -537,29 +523,6 @@ func (c *serverConn) waitIdle(ctx context.Context) error {
 	}
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// send encodes and writes one frame.
-func (c *serverConn) send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
-	return writeFrame(c.w, mesh.DefaultMaxFrameSize, kind, flags, id, payload)
-}
-
 func (c *serverConn) sendError(id uint64, code mesh.Code, msg string) {
-	e := mesh.Error{Code: code, Message: msg}
-	_ = c.send(mesh.KindError, mesh.FlagResponse, id, &e)
-}
-
-// writeFrame encodes a frame of at most max bytes into a pooled buffer and
-// writes it.
-func writeFrame(w *core.Writer, max int, kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
-	bp := framePool.Get().(*[]byte)
-	b, err := mesh.AppendFrame((*bp)[:0], max, kind, flags, id, payload)
-	if err == nil {
-		err = w.Write(b)
-	}
-	if cap(b) <= 1<<20 {
-		*bp = b[:0]
-		framePool.Put(bp)
-	}
-	return err
+	_ = c.mc.Error(id, code, msg)
 }

@@ -236,7 +236,14 @@ func (c *Conn) Err() error { return c.lost }
 // Close closes the connection once: OnClose runs, frames the writer took
 // are flushed, the connection closes (Run returns) and every outstanding
 // request fails with Lost(cause).
-func (c *Conn) Close(cause error) {
+func (c *Conn) Close(cause error) { c.close(cause, true) }
+
+// Abort is Close without the flush: the connection closes first, so
+// frames not yet written are dropped and nothing waits on a peer that
+// stopped reading (a sibling found silent).
+func (c *Conn) Abort(cause error) { c.close(cause, false) }
+
+func (c *Conn) close(cause error, flush bool) {
 	c.once.Do(func() {
 		if c.cfg.OnClose != nil {
 			c.cfg.OnClose(cause)
@@ -247,6 +254,9 @@ func (c *Conn) Close(cause error) {
 		}
 		c.cause, c.lost = cause, lost
 		close(c.done)
+		if !flush {
+			_ = c.nc.Close()
+		}
 		_ = c.Writer.Close()
 		_ = c.nc.Close()
 		c.pending.FailAll(lost)
