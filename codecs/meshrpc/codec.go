@@ -9,6 +9,13 @@
 // answer. The payload is checked (mesh.RequestView) but never copied or
 // re-encoded. The wire codec itself is package mesh; this package only
 // adapts it to the stream layer (rpcproxy/stream).
+//
+// Its frames are written by the mesh connection engine's Writer
+// (meshconn.Writer: pooled encodes, group commit). The rest of the engine
+// (meshconn.Conn: its read loop, ids and answer matching) is not used: the
+// stream layer owns those here, pulling whole frames into pooled buffers
+// (ReadRequest, ReadResponse) and rewriting ids on shared upstream
+// connections, so that RPC frames are forwarded as bytes, never decoded.
 package meshrpc
 
 import (
@@ -17,10 +24,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
-	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/codecs/mesh/meshconn"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
@@ -44,7 +50,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim stream.Limits) st
 	lim = lim.WithDefaults()
 	return &serverConn{
 		rd:     mesh.NewReader(r, maxFrame(lim)),
-		w:      core.NewWriter(conn, 0),
+		w:      meshconn.NewWriter(conn, 0, 0),
 		lim:    lim,
 		intern: make(map[string]string),
 	}
@@ -52,7 +58,7 @@ func (Codec) NewServerConn(conn net.Conn, r *bufio.Reader, lim stream.Limits) st
 
 func (Codec) NewClientConn(conn net.Conn, lim stream.Limits) stream.ClientConn {
 	lim = lim.WithDefaults()
-	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: core.NewWriter(conn, 0)}
+	return &clientConn{rd: mesh.NewReader(conn, maxFrame(lim)), w: meshconn.NewWriter(conn, 0, 0)}
 }
 
 // Heartbeat makes a HEARTBEAT request; the path is not used.
@@ -81,7 +87,7 @@ var errBroken = errors.New("meshrpc: stream broken by a bad frame header")
 
 type serverConn struct {
 	rd     *mesh.Reader
-	w      *core.Writer
+	w      *meshconn.Writer
 	lim    stream.Limits
 	intern map[string]string // read loop only
 	broken bool              // read loop only
@@ -129,7 +135,7 @@ func (s *serverConn) ReadRequest() (*stream.Message, error) {
 			if len(f.Payload) != 0 {
 				return m, stream.Errorf(stream.ErrBadRequest, "HEARTBEAT has an empty payload")
 			}
-			err := writeFrame(s.w, mesh.KindHeartbeat, f.ID, nil)
+			err := s.w.Answer(mesh.KindHeartbeat, f.ID, nil)
 			m.Release()
 			if err != nil {
 				return nil, err
@@ -162,18 +168,18 @@ func (s *serverConn) WriteResponse(req, resp *stream.Message) error {
 		return s.WriteError(req, stream.Errorf(stream.ErrInternal, "answer of %d bytes is not a mesh frame", len(resp.Raw)))
 	}
 	mesh.SetFrameID(resp.Raw, req.ID)
-	return s.w.Write(resp.Raw)
+	return s.w.WriteFrame(resp.Raw)
 }
 
 func (s *serverConn) WriteError(req *stream.Message, e *stream.Error) error {
-	return writeFrame(s.w, mesh.KindError, req.ID, &mesh.Error{Code: CodeOf(e.Code), Message: e.Msg})
+	return s.w.Error(req.ID, CodeOf(e.Code), e.Msg)
 }
 
 func (s *serverConn) Close() error { return s.w.Close() }
 
 type clientConn struct {
 	rd *mesh.Reader // read loop only
-	w  *core.Writer
+	w  *meshconn.Writer
 }
 
 func (c *clientConn) WriteRequest(id uint64, req *stream.Message) error {
@@ -181,7 +187,7 @@ func (c *clientConn) WriteRequest(id uint64, req *stream.Message) error {
 		return fmt.Errorf("meshrpc: request of %d bytes is not a mesh frame", len(req.Raw))
 	}
 	mesh.SetFrameID(req.Raw, id)
-	return c.w.Write(req.Raw)
+	return c.w.WriteFrame(req.Raw)
 }
 
 func (c *clientConn) ReadResponse() (*stream.Message, error) {
@@ -202,9 +208,9 @@ func (c *clientConn) ReadResponse() (*stream.Message, error) {
 			m.Release()
 			var err error
 			if f.Kind == mesh.KindHeartbeat {
-				err = writeFrame(c.w, mesh.KindHeartbeat, f.ID, nil)
+				err = c.w.Answer(mesh.KindHeartbeat, f.ID, nil)
 			} else {
-				err = writeFrame(c.w, mesh.KindError, f.ID, &mesh.Error{Code: mesh.CodeUnsupported, Message: fmt.Sprintf("a sidecar does not serve %s requests on an RPC connection", f.Kind)})
+				err = c.w.Error(f.ID, mesh.CodeUnsupported, fmt.Sprintf("a sidecar does not serve %s requests on an RPC connection", f.Kind))
 			}
 			if err != nil {
 				return nil, err
@@ -227,19 +233,6 @@ func (c *clientConn) ReadResponse() (*stream.Message, error) {
 }
 
 func (c *clientConn) Close() error { return c.w.Close() }
-
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-func writeFrame(w *core.Writer, kind mesh.Kind, id uint64, p mesh.Encoder) error {
-	bp := framePool.Get().(*[]byte)
-	b, err := mesh.AppendFrame((*bp)[:0], 0, kind, mesh.FlagResponse, id, p)
-	if err == nil {
-		err = w.Write(b)
-	}
-	*bp = b[:0]
-	framePool.Put(bp)
-	return err
-}
 
 // CodeOf maps a proxy error code onto the ERROR code of the wire.
 func CodeOf(c stream.ErrorCode) mesh.Code {
