@@ -278,16 +278,16 @@ func (s *session) freezeCleanup() {
 		s.leave(k, mode)
 	}
 	s.dead.Store(true)
-	flushErr := s.w.Close()
-	f, err := core.FileOf(s.conn)
-	_ = s.conn.Close()
+	flushErr := s.mc.Writer.Close()
+	f, err := core.FileOf(s.mc.NetConn())
+	_ = s.mc.NetConn().Close()
 	if err != nil || flushErr != nil {
 		s.log.Warn("connection lost during handoff", "err", errors.Join(err, flushErr))
 		return
 	}
 	s.mu.Lock()
 	cs := ConnState{File: f, Hello: s.hello, Client: s.client, MaxInflight: s.maxInflight.Load(),
-		Subs: subs, Buffered: s.rd.Buffered(), Skip: s.rd.Skipping(), LastID: s.ids.Last(), Held: held}
+		Subs: subs, Buffered: s.mc.Reader().Buffered(), Skip: s.mc.Reader().Skipping(), LastID: s.ids.Last(), Held: held}
 	s.mu.Unlock()
 	if id := s.who.Load(); id != nil {
 		cs.App, cs.Proof = id.app, id.proof
@@ -306,8 +306,8 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 		return
 	}
 	s := sc.newSession(conn)
-	s.rd.Prefill(cs.Buffered)
-	s.rd.Skip(cs.Skip)
+	s.mc.Reader().Prefill(cs.Buffered)
+	s.mc.Reader().Skip(cs.Skip)
 	// Ids go on past any another process may have given on this
 	// connection since the state was taken: a successor that adopted it
 	// and died before saying ready gave ids after LastID, and this may be

@@ -14,6 +14,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/codecs/mesh/meshconn"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/observe"
 )
@@ -24,11 +25,9 @@ import (
 // settle deliveries and write frames.
 type session struct {
 	sc     *Sidecar
-	conn   net.Conn
-	rd     *mesh.Reader
-	w      *core.Writer
+	mc     *meshconn.Conn // the connection's engine; nil for a detached session
 	log    *slog.Logger
-	ids    core.IDs
+	ids    core.IDs          // delivery ids (a detached session's too)
 	lanes  []chan publishJob // started on the first publish
 	owned  core.Routines     // lanes and the sweeper
 	seed   maphash.Seed
@@ -38,7 +37,6 @@ type session struct {
 	slots       atomic.Int32  // reserved or in-flight deliveries
 	publishing  atomic.Int32  // publishes read but not yet answered
 	dead        atomic.Bool   // the connection is gone; take no new deliveries
-	freezing    atomic.Bool   // a hot upgrade is taking the connection
 	done        chan struct{} // closed when the read loop has returned
 	helloBy     time.Time     // HELLO must arrive by then (Config.HelloTimeout)
 
@@ -78,8 +76,6 @@ type publishJob struct {
 	broker broker.Broker
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
 // serveConn is the core.ConnHandler of the mesh listener.
 func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
 	sc.runSession(ctx, sc.newSession(conn))
@@ -88,9 +84,6 @@ func (sc *Sidecar) serveConn(ctx context.Context, conn net.Conn) {
 func (sc *Sidecar) newSession(conn net.Conn) *session {
 	s := &session{
 		sc:       sc,
-		conn:     conn,
-		rd:       mesh.NewReader(conn, sc.cfg.MaxFrameSize),
-		w:        core.NewWriter(conn, 10*time.Second),
 		log:      sc.log.With("remote", conn.RemoteAddr().String()),
 		seed:     maphash.MakeSeed(),
 		subs:     make(map[routeKey]mesh.Mode),
@@ -101,6 +94,18 @@ func (sc *Sidecar) newSession(conn net.Conn) *session {
 		helloBy:  time.Now().Add(sc.cfg.HelloTimeout),
 	}
 	s.maxInflight.Store(int32(sc.cfg.MaxInflight))
+	s.mc = meshconn.New(conn, s, meshconn.Config{
+		MaxFrameSize: sc.cfg.MaxFrameSize,
+		MaxSendSize:  sc.outFrameMax(),
+		WriteTimeout: 10 * time.Second,
+		ReadDeadline: s.readDeadline,
+		OnReadError:  s.readError,
+		OnClose:      s.markDead,
+		OnTooLarge: func(f mesh.Frame, err error) {
+			s.sc.metrics().Rejected(context.Background(), "", "frame_too_large")
+			s.log.Debug("request over the frame limit; skipped", "kind", f.Kind, "id", f.ID, "err", err)
+		},
+	})
 	return s
 }
 
@@ -110,11 +115,11 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 	sc.sessMu.Lock()
 	if sc.draining.Load() {
 		sc.sessMu.Unlock()
-		_ = s.conn.Close()
+		_ = s.mc.NetConn().Close()
 		return
 	}
 	if sc.handingOff {
-		s.freezing.Store(true) // accepted as the handoff began: it moves too
+		s.mc.Freeze() // accepted as the handoff began: it moves too
 	}
 	sc.sessions[s] = struct{}{}
 	sc.countSessions()
@@ -142,15 +147,19 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 // writer already accepted (answers to publishes, say) are flushed first,
 // so an app is not told "connection lost" for a publish that was acked.
 func (s *session) close(reason error) {
+	s.markDead(reason)
+	if s.mc != nil {
+		s.mc.Close(reason)
+	}
+}
+
+// markDead notes, once, that the session takes no new work.
+func (s *session) markDead(reason error) {
 	if s.dead.CompareAndSwap(false, true) {
 		s.log.Debug("closing connection", "reason", reason)
 		if s.onClose != nil {
 			s.onClose(reason)
 		}
-	}
-	if s.conn != nil {
-		_ = s.w.Close()
-		_ = s.conn.Close()
 	}
 }
 
@@ -159,64 +168,29 @@ var errFrozen = errors.New("msgmesh: connection frozen for handoff")
 
 // freeze makes the read loop stop at the next frame boundary without
 // closing the connection; a frame being read is kept whole in the reader.
-func (s *session) freeze() {
-	s.freezing.Store(true)
-	_ = s.conn.SetReadDeadline(time.Now())
-}
+func (s *session) freeze() { s.mc.Freeze() }
 
+// readLoop runs the engine's read loop (HandleRequest, HandleAnswer) until
+// the connection ends or a hot upgrade freezes it (errFrozen).
 func (s *session) readLoop(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.close(ctx.Err()) })
 	defer stop()
 	s.owned.Go(s.sweep)
-	for {
-		_ = s.conn.SetReadDeadline(s.readDeadline())
-		if s.freezing.Load() {
-			return errFrozen
-		}
-		f, err := s.rd.ReadFrame()
-		if err != nil {
-			var ne net.Error
-			if s.freezing.Load() && errors.As(err, &ne) && ne.Timeout() {
-				return errFrozen
-			}
-			if errors.Is(err, mesh.ErrFrameTooLarge) {
-				s.tooLarge(f, err)
-				continue
-			}
-			return s.readError(f, err)
-		}
-		if err := s.handle(f); err != nil {
-			return err
-		}
+	err := s.mc.Run()
+	if errors.Is(err, meshconn.ErrFrozen) {
+		return errFrozen
 	}
+	return err
 }
 
-// tooLarge answers a frame over the frame limit: its header is valid, so
-// the reader skips its payload and the connection goes on with the next
-// frame (docs/protocol.md §2.2). An answer is never answered: the delivery
-// it was for, whatever the app meant, goes back to the broker.
-func (s *session) tooLarge(f mesh.Frame, err error) {
-	s.sc.metrics().Rejected(context.Background(), "", "frame_too_large")
-	if f.IsResponse() {
-		s.log.Warn("answer over the frame limit; skipped, its delivery goes back to the broker", "kind", f.Kind, "id", f.ID, "err", err)
-		s.settle(f.ID, answerNack, 0)
-		return
-	}
-	s.log.Debug("request over the frame limit; skipped", "kind", f.Kind, "id", f.ID, "err", err)
-	s.sendError(f.ID, fmt.Errorf("%w; it was skipped, the connection goes on", err))
-}
-
-// readError answers a framing error with a typed ERROR when the frame id is
-// known, then ends the connection: after a bad header the stream position
-// is lost.
-func (s *session) readError(f mesh.Frame, err error) error {
+// readError says why the read loop ends. The engine answered a bad
+// header already; a connection that never said HELLO is told why.
+func (s *session) readError(_ mesh.Frame, err error) error {
 	switch {
 	case errors.Is(err, io.EOF), s.dead.Load():
 		return io.EOF
 	case errors.Is(err, mesh.ErrMalformed), errors.Is(err, mesh.ErrUnsupportedVersion):
 		s.log.Warn("bad frame; closing connection", "err", err)
-		s.sendError(f.ID, err)
-		_ = s.w.Close()
 		return err
 	}
 	var ne net.Error
@@ -225,7 +199,6 @@ func (s *session) readError(f mesh.Frame, err error) error {
 			// Tell the app, if one is there, why; then close.
 			err = fmt.Errorf("%w: no HELLO within %s of connecting (hello_timeout)", context.DeadlineExceeded, s.sc.cfg.HelloTimeout)
 			s.sendError(0, err)
-			_ = s.w.Close()
 			return err
 		}
 		return fmt.Errorf("idle for %s: %w", s.sc.cfg.IdleTimeout, err)
@@ -245,33 +218,43 @@ func (s *session) readDeadline() time.Time {
 	return d
 }
 
-// handle processes one frame. A returned error ends the connection; errors
-// that concern one request are answered and return nil.
-func (s *session) handle(f mesh.Frame) error {
-	if f.IsResponse() {
-		switch f.Kind {
-		case mesh.KindAck:
-			s.settle(f.ID, answerAck, 0)
-		case mesh.KindNack:
-			var n mesh.Nack
-			if err := n.Decode(f.Payload); err != nil {
-				s.log.Warn("bad NACK; redelivering now", "err", err)
-			}
-			s.settle(f.ID, answerNack, time.Duration(n.DelayMillis)*time.Millisecond)
-		case mesh.KindError:
-			// The app could not take the delivery (it could not decode
-			// it): hand it back as for NACK 0 (docs/protocol.md §5.5).
-			s.settle(f.ID, answerNack, 0)
-		case mesh.KindHeartbeat, mesh.KindOK:
-			// Answers to our heartbeats; nothing waits on them.
-		default:
-			s.log.Warn("unexpected answer kind", "kind", f.Kind)
-		}
-		return nil
+// HandleAnswer handles the app's answers to DELIVERs. One over the frame
+// limit (err) had its payload skipped: whatever the app meant, its
+// delivery goes back to the broker, and the connection goes on
+// (docs/protocol.md §2.2).
+func (s *session) HandleAnswer(f mesh.Frame, err error) {
+	if err != nil {
+		s.sc.metrics().Rejected(context.Background(), "", "frame_too_large")
+		s.log.Warn("answer over the frame limit; skipped, its delivery goes back to the broker", "kind", f.Kind, "id", f.ID, "err", err)
+		s.settle(f.ID, answerNack, 0)
+		return
 	}
-	if f.Kind != mesh.KindHello && f.Kind != mesh.KindHeartbeat && !s.helloDone() {
+	switch f.Kind {
+	case mesh.KindAck:
+		s.settle(f.ID, answerAck, 0)
+	case mesh.KindNack:
+		var n mesh.Nack
+		if err := n.Decode(f.Payload); err != nil {
+			s.log.Warn("bad NACK; redelivering now", "err", err)
+		}
+		s.settle(f.ID, answerNack, time.Duration(n.DelayMillis)*time.Millisecond)
+	case mesh.KindError:
+		// The app could not take the delivery (it could not decode
+		// it): hand it back as for NACK 0 (docs/protocol.md §5.5).
+		s.settle(f.ID, answerNack, 0)
+	case mesh.KindOK:
+		// Nothing waits on it.
+	default:
+		s.log.Warn("unexpected answer kind", "kind", f.Kind)
+	}
+}
+
+// HandleRequest serves one request of the app (HEARTBEAT is the engine's);
+// errors that concern it are answered.
+func (s *session) HandleRequest(f mesh.Frame) {
+	if f.Kind != mesh.KindHello && !s.helloDone() {
 		s.sendError(f.ID, fmt.Errorf("%w: %s before HELLO; HELLO must be the first request", ErrInvalid, f.Kind))
-		return nil
+		return
 	}
 	switch f.Kind {
 	case mesh.KindHello:
@@ -286,16 +269,9 @@ func (s *session) handle(f mesh.Frame) error {
 		if err := s.onPull(f); err != nil {
 			s.sendError(f.ID, err)
 		}
-	case mesh.KindHeartbeat:
-		if len(f.Payload) != 0 {
-			s.sendError(f.ID, &mesh.ProtocolError{Err: mesh.ErrMalformed, Kind: f.Kind, Reason: "HEARTBEAT has an empty payload"})
-			return nil
-		}
-		s.send(mesh.KindHeartbeat, mesh.FlagResponse, f.ID, nil)
 	default:
 		s.sendError(f.ID, fmt.Errorf("%w: apps do not send %s requests", errProtocol, f.Kind))
 	}
-	return nil
 }
 
 func (s *session) helloDone() bool {
@@ -582,7 +558,7 @@ func (s *session) sweep() {
 // waits for the session's goroutines.
 func (s *session) cleanup() {
 	s.dead.Store(true)
-	_ = s.conn.Close()
+	_ = s.mc.NetConn().Close()
 	close(s.done)
 	for k, mode := range s.subs {
 		s.leave(k, mode)
@@ -685,18 +661,10 @@ func (s *session) publishOne(job publishJob) {
 	_ = s.send(mesh.KindPublishAck, mesh.FlagResponse, job.id, &ack)
 }
 
-// send encodes and writes one frame.
+// send encodes and writes one frame (the engine's pooled writer). A write
+// error leaves closing to the read loop, which then fails too.
 func (s *session) send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
-	bp := framePool.Get().(*[]byte)
-	b, err := mesh.AppendFrame((*bp)[:0], s.sc.outFrameMax(), kind, flags, id, payload)
-	if err == nil {
-		err = s.w.Write(b)
-	}
-	if cap(b) <= 1<<20 {
-		*bp = b[:0]
-		framePool.Put(bp)
-	}
-	return err
+	return s.mc.Writer.Send(kind, flags, id, payload)
 }
 
 func (s *session) sendError(id uint64, err error) {

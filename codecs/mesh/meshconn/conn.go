@@ -126,6 +126,9 @@ type Config struct {
 	// MaxFrameSize bounds the frames read and sent; zero:
 	// mesh.DefaultMaxFrameSize.
 	MaxFrameSize int
+	// MaxSendSize, if set, bounds the frames sent instead (a sidecar
+	// passes on deliveries bigger than what it accepts from its apps).
+	MaxSendSize int
 	// WriteTimeout bounds each write syscall; zero: core.Writer's default.
 	WriteTimeout time.Duration
 	// Heartbeat, if set, sends a HEARTBEAT every Heartbeat and closes the
@@ -143,6 +146,10 @@ type Config struct {
 	// Lost, if set, maps Close's cause to the error outstanding and later
 	// requests fail with; nil: the cause itself.
 	Lost func(cause error) error
+	// OnReadError, if set, is told why the read loop ends (not for
+	// Freeze) before Close runs, so it can still answer (a HELLO that
+	// never came), and returns the cause Close and Run get.
+	OnReadError func(f mesh.Frame, err error) error
 	// OnTooLarge, if set, is told of each request over the frame limit,
 	// after Conn answered it ERROR FRAME_TOO_LARGE (for logs and metrics).
 	OnTooLarge func(f mesh.Frame, err error)
@@ -180,8 +187,11 @@ func New(nc net.Conn, h Handler, cfg Config) *Conn {
 	if rd == nil {
 		rd = mesh.NewReader(nc, cfg.MaxFrameSize)
 	}
+	if cfg.MaxSendSize <= 0 {
+		cfg.MaxSendSize = cfg.MaxFrameSize
+	}
 	return &Conn{
-		Writer:  NewWriter(nc, cfg.WriteTimeout, cfg.MaxFrameSize),
+		Writer:  NewWriter(nc, cfg.WriteTimeout, cfg.MaxSendSize),
 		nc:      nc,
 		rd:      rd,
 		cfg:     cfg,
@@ -356,10 +366,13 @@ func (c *Conn) Run() error {
 				c.tooLarge(f, err)
 				continue
 			}
-			if code, ok := mesh.ReadErrorCode(err); ok {
+			if code, ok := mesh.ReadErrorCode(err); ok && !c.Closed() {
 				// The stream position is lost after a bad header:
 				// answer for the id it named, then end (§2.3).
 				_ = c.Writer.Error(f.ID, code, err.Error())
+			}
+			if c.cfg.OnReadError != nil {
+				err = c.cfg.OnReadError(f, err)
 			}
 			c.Close(err)
 			return err
