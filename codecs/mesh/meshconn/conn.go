@@ -44,6 +44,9 @@ import (
 type Writer struct {
 	w   *core.Writer
 	max int
+	// fail, if set, is told of a write error and returns what Send
+	// returns (a Conn closes itself).
+	fail func(error) error
 }
 
 // NewWriter returns a Writer on nc. timeout bounds each write syscall (zero:
@@ -72,6 +75,9 @@ func (w *Writer) Send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.
 	if cap(b) <= maxPooled {
 		*bp = b[:0]
 		bufs.Put(bp)
+	}
+	if err != nil && w.fail != nil && !errors.Is(err, mesh.ErrFrameTooLarge) {
+		return w.fail(err)
 	}
 	return err
 }
@@ -190,7 +196,7 @@ func New(nc net.Conn, h Handler, cfg Config) *Conn {
 	if cfg.MaxSendSize <= 0 {
 		cfg.MaxSendSize = cfg.MaxFrameSize
 	}
-	return &Conn{
+	c := &Conn{
 		Writer:  NewWriter(nc, cfg.WriteTimeout, cfg.MaxSendSize),
 		nc:      nc,
 		rd:      rd,
@@ -201,6 +207,12 @@ func New(nc net.Conn, h Handler, cfg Config) *Conn {
 		stopHB:  make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	// A write error closes the connection: a frame may be half written.
+	c.Writer.fail = func(err error) error {
+		c.Close(err)
+		return c.lost
+	}
+	return c
 }
 
 // NetConn is the connection Conn reads and writes.
@@ -271,29 +283,6 @@ func (c *Conn) close(cause error, flush bool) {
 		_ = c.nc.Close()
 		c.pending.FailAll(lost)
 	})
-}
-
-// Send encodes and writes one frame. A write error closes the connection
-// and returns Err; an encode error (the frame is over the limit) is
-// returned as is and the connection stays up.
-func (c *Conn) Send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
-	err := c.Writer.Send(kind, flags, id, payload)
-	if err != nil && !errors.Is(err, mesh.ErrFrameTooLarge) {
-		c.Close(err)
-		return c.lost
-	}
-	return err
-}
-
-// Answer sends the answer of kind to request id (see Send).
-func (c *Conn) Answer(kind mesh.Kind, id uint64, payload mesh.Encoder) error {
-	return c.Send(kind, mesh.FlagResponse, id, payload)
-}
-
-// Error answers request id with an ERROR of code (see Send).
-func (c *Conn) Error(id uint64, code mesh.Code, msg string) error {
-	e := mesh.Error{Code: code, Message: msg}
-	return c.Send(mesh.KindError, mesh.FlagResponse, id, &e)
 }
 
 // Start sends a request under a fresh id and returns the id and the
