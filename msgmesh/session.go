@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/codecs/mesh/meshconn"
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/observe"
 )
 
@@ -681,37 +682,10 @@ func (sc *Sidecar) outFrameMax() int { return max(sc.cfg.MaxFrameSize, mesh.Defa
 // connection: with the message flags when its app reads them, else with
 // version 1's meaning (a null body is empty, an empty key none).
 func (s *session) toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
-	m := toWire(id, k, d)
+	m := forward.ToWire(k.group, k.topic, d)
+	m.DeliveryID = id
 	if !s.flags.Load() {
 		m.Flags = 0
-	}
-	return m
-}
-
-// toWire converts a broker delivery into its wire form.
-func toWire(id uint64, k routeKey, d broker.Delivery) mesh.Message {
-	msg := d.Message()
-	m := mesh.Message{
-		DeliveryID:  id,
-		Group:       k.group,
-		Topic:       k.topic,
-		Key:         msg.Key,
-		Body:        msg.Body,
-		MessageID:   d.MessageID(),
-		Redelivered: uint32(d.Redelivered()),
-		Flags:       mesh.NewMessageFlags(msg.NullBody, msg.EmptyKey && msg.Key == ""),
-	}
-	if msg.NullBody {
-		m.Body = nil
-	}
-	if ts := d.Timestamp(); !ts.IsZero() {
-		m.Timestamp = ts.UnixNano()
-	}
-	if len(msg.Headers) > 0 {
-		m.Headers = make([]mesh.HeaderField, len(msg.Headers))
-		for i, h := range msg.Headers {
-			m.Headers[i] = mesh.HeaderField{Key: h.Key, Value: h.Value}
-		}
 	}
 	return m
 }

@@ -212,7 +212,7 @@ func (f *Forwarder) Forward(ctx context.Context, sibling, group, topic string, d
 	if err != nil {
 		return err
 	}
-	m := toWire(group, topic, d)
+	m := ToWire(group, topic, d)
 	m.DeliveryID = id
 	c.asking()
 	if err := c.mc.Writer.Send(mesh.KindDeliver, 0, id, &m); err != nil {
@@ -927,9 +927,14 @@ func (f *Forwarder) dropPeer(p *peer) {
 	}
 }
 
-// toWire converts a broker delivery into its wire form (DeliveryID is set
-// by the caller).
-func toWire(group, topic string, d broker.Delivery) mesh.Message {
+// ToWire converts a broker delivery of (group, topic) into its wire form,
+// the DELIVER payload both the sidecar's sessions and the forwarder send
+// (DeliveryID is the caller's to set). Message flags are set only when
+// they say something: a peer that predates them refuses a DELIVER that
+// carries them (a sibling answers BAD_FRAME before OK, and the message is
+// delivered locally instead; a session clears them for an app that does
+// not read them).
+func ToWire(group, topic string, d broker.Delivery) mesh.Message {
 	msg := d.Message()
 	m := mesh.Message{
 		Group:       group,
@@ -938,10 +943,10 @@ func toWire(group, topic string, d broker.Delivery) mesh.Message {
 		Body:        msg.Body,
 		MessageID:   d.MessageID(),
 		Redelivered: uint32(max(d.Redelivered(), 0)),
-		// Sent only when set: a sibling that predates them refuses the
-		// DELIVER (BAD_FRAME before OK), and the message is delivered
-		// locally instead.
-		Flags: mesh.NewMessageFlags(msg.NullBody, msg.EmptyKey && msg.Key == ""),
+		Flags:       mesh.NewMessageFlags(msg.NullBody, msg.EmptyKey && msg.Key == ""),
+	}
+	if msg.NullBody {
+		m.Body = nil
 	}
 	if ts := d.Timestamp(); !ts.IsZero() {
 		m.Timestamp = ts.UnixNano()
