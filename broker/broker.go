@@ -106,6 +106,10 @@ type ConsumerSpec struct {
 	// that are TagFiltering apply it at the broker; for the others the
 	// sidecar does.
 	Tags TagFilter
+	// Carry is what a predecessor process's consumer of the same cluster,
+	// group, topic and broker group kept (Keeper.Kept): Next returns those
+	// messages first. nil: none.
+	Carry []byte
 }
 
 // Consumer is one upstream consumer: one (cluster, group, topic). It is used

@@ -40,6 +40,22 @@ type Releaser interface {
 	Release(ctx context.Context) error
 }
 
+// Keeper is implemented by a Consumer that can pass the messages it
+// fetched but Next never returned to the consumer of the same cluster,
+// group and topic in a successor process (hot upgrade), which gives them
+// to apps as the first deliveries they are, rather than hand them back
+// to a broker that counts each hand-back as a delivery (NATS).
+type Keeper interface {
+	// Keep makes Pause and Close keep, until Resume, what they would
+	// hand back.
+	Keep()
+	// Kept takes what the consumer kept, as a JSON value for
+	// ConsumerSpec.Carry of at most limit bytes (nil: nothing kept); what
+	// does not fit goes back to the broker. Called after Close; kept
+	// messages nobody takes come back after the broker's ack wait.
+	Kept(ctx context.Context, limit int) ([]byte, error)
+}
+
 // Deferred is the answer side of an adopted delivery whose adapter
 // settles it through a delivery of its own consumer, once that consumer
 // reads the message again (Kafka, RocketMQ): until then (Bind) an app's

@@ -176,10 +176,12 @@ func (s *Sidecar) startUpstream(ctx context.Context, k upstreamKey) error {
 		AckWait:     2 * s.cfg.DeliveryTimeout,
 		Prefetch:    s.cfg.Prefetch,
 		Tags:        tags,
+		Carry:       s.carried[k],
 	})
 	if err != nil {
-		return err
+		return err // the carry waits for the retry
 	}
+	delete(s.carried, k)
 	tf, native := b.(broker.TagFiltering)
 	uctx, cancel := context.WithCancel(s.ctx)
 	u := &upstream{key: k, consumer: c, tags: tags, filter: !tags.All() && !(native && tf.FiltersTags()),

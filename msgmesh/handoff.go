@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,7 +24,26 @@ type HandoffState struct {
 	Conns []ConnState `json:"conns"`
 	// GRPC is the gRPC API's listener; nil when the sidecar has none.
 	GRPC *os.File `json:"-"`
+	// Carried are the messages upstream consumers had fetched but not
+	// delivered (broker.Keeper), for the successor's consumers to deliver
+	// first; at most carryBudget bytes in all.
+	Carried []Carried `json:"carried,omitempty"`
 }
+
+// Carried is what one upstream consumer kept (broker.Keeper.Kept).
+type Carried struct {
+	Cluster     string          `json:"cluster"`
+	Group       string          `json:"group"`
+	Topic       string          `json:"topic"`
+	BrokerGroup string          `json:"broker_group,omitempty"`
+	Messages    json.RawMessage `json:"messages"`
+}
+
+// carryBudget bounds HandoffState.Carried (message bodies): half of what
+// one upgrade state message may hold (internal/upgrade), the rest left to
+// the connections' unparsed bytes and held deliveries. What a consumer
+// kept beyond it goes back to the broker.
+const carryBudget = 32 << 20
 
 // ConnState is one app connection in flight between two processes.
 type ConnState struct {
@@ -134,6 +154,7 @@ func (s *Sidecar) Handoff(ctx context.Context) (*HandoffState, error) {
 func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	start := time.Now()
 	s.grpcNotServing()
+	s.keepPrefetched()
 	if err := s.PauseDelivery(ctx); err != nil {
 		s.log.Warn("handoff: pausing delivery", "err", err)
 	}
@@ -190,7 +211,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	}
 	s.sessMu.Unlock()
 	if err := s.meshSrv.Wait(ctx); err != nil {
-		s.stopUpstreams(ctx)
+		s.stopUpstreams(ctx, 0) // what they kept goes back to the broker
 		st.Close()
 		return nil, fmt.Errorf("msgmesh: handoff: connections did not stop: %w", err)
 	}
@@ -201,7 +222,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	// The upstream consumers stop only now that no app answer reaches
 	// this process any more, so that what they commit, and the held
 	// deliveries' tokens made from it, are final.
-	s.stopUpstreams(ctx)
+	st.Carried = s.stopUpstreams(ctx, carryBudget)
 	s.sessMu.Lock()
 	st.Conns = s.frozen
 	s.frozen = nil
@@ -215,12 +236,29 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	for _, c := range st.Conns {
 		held += len(c.Held)
 	}
-	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start))
+	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "carried_upstreams", len(st.Carried),
+		"settle", paused.Sub(start), "total", time.Since(start))
 	return st, nil
 }
 
-// stopUpstreams stops every upstream consumer for a handoff.
-func (s *Sidecar) stopUpstreams(ctx context.Context) {
+// keepPrefetched makes the upstream consumers that can (broker.Keeper)
+// keep what they fetched and did not deliver, for the successor, rather
+// than hand it back to a broker that counts a hand-back as a delivery.
+func (s *Sidecar) keepPrefetched() {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
+	for _, u := range s.upstreams {
+		if k, ok := u.consumer.(broker.Keeper); ok {
+			k.Keep()
+		}
+	}
+}
+
+// stopUpstreams stops every upstream consumer for a handoff, and returns
+// what they kept (keepPrefetched), up to budget bytes; the rest goes back
+// to the broker.
+func (s *Sidecar) stopUpstreams(ctx context.Context, budget int) []Carried {
+	var carried []Carried
 	s.reconcileMu.Lock()
 	for k, u := range s.upstreams {
 		// The deliveries apps hold move (their tokens are made from what
@@ -233,10 +271,21 @@ func (s *Sidecar) stopUpstreams(ctx context.Context) {
 		}
 		u.stop(ctx)
 		delete(s.upstreams, k)
+		if kp, ok := u.consumer.(broker.Keeper); ok {
+			msgs, err := kp.Kept(ctx, budget)
+			if err != nil {
+				s.log.Warn("handoff: messages an upstream consumer kept go back to the broker", "group", k.group, "topic", k.topic, "err", err)
+			}
+			if len(msgs) > 0 {
+				budget -= len(msgs)
+				carried = append(carried, Carried{Cluster: k.cluster, Group: k.group, Topic: k.topic, BrokerGroup: k.brokerGroup, Messages: msgs})
+			}
+		}
 	}
 	clear(s.failed)
 	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
+	return carried
 }
 
 func listenerFile(ln net.Listener) (*os.File, error) {
@@ -395,6 +444,12 @@ func (sc *Sidecar) adoptInheritedHeld() {
 	if inh == nil {
 		return
 	}
+	sc.reconcileMu.Lock()
+	sc.carried = make(map[upstreamKey][]byte, len(inh.Carried))
+	for _, c := range inh.Carried {
+		sc.carried[upstreamKey{cluster: c.Cluster, group: c.Group, topic: c.Topic, brokerGroup: c.BrokerGroup}] = c.Messages
+	}
+	sc.reconcileMu.Unlock()
 	for i := range inh.Conns {
 		cs := &inh.Conns[i]
 		cs.adopted = make(map[uint64]broker.Delivery, len(cs.Held))

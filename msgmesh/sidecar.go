@@ -363,12 +363,16 @@ type Sidecar struct {
 	reconcileMu sync.Mutex
 	upstreams   map[upstreamKey]*upstream // guarded by reconcileMu
 	failed      map[upstreamKey]error     // desired but not running; guarded by reconcileMu
-	capLog      capacityLog               // guarded by reconcileMu
-	paused      bool                      // delivery paused; guarded by reconcileMu
-	pausedFlag  atomic.Bool               // paused, readable without reconcileMu
-	stats       stats
-	ruleStats   sync.Map      // routing rule name -> *ruleStats (forwarding.go)
-	retry       chan struct{} // wakes the retry loop
+	// carried are the messages the predecessor's consumers kept
+	// (HandoffState.Carried), until the upstream they belong to starts;
+	// guarded by reconcileMu.
+	carried    map[upstreamKey][]byte
+	capLog     capacityLog // guarded by reconcileMu
+	paused     bool        // delivery paused; guarded by reconcileMu
+	pausedFlag atomic.Bool // paused, readable without reconcileMu
+	stats      stats
+	ruleStats  sync.Map      // routing rule name -> *ruleStats (forwarding.go)
+	retry      chan struct{} // wakes the retry loop
 
 	// Readiness (readiness.go): the clusters' last checks, and the
 	// upstream consumers as reconcile last published them.

@@ -89,6 +89,16 @@ type consumer struct {
 	// handbacks are the hand-backs in progress; each channel is closed
 	// when its hand-back is over. Pause and Close wait for them.
 	handbacks []chan struct{}
+	// keep: Pause and Close move what they would hand back into carry
+	// (broker.Keeper), from Keep until Resume.
+	keep bool
+	// carry are messages Next returns before reading the iterator: those
+	// a predecessor kept (ConsumerSpec.Carry), or those this consumer
+	// keeps for a successor (carry.go).
+	carry []carried
+	// deferIter: the iterator starts only once the carry is given out,
+	// so that no more than Prefetch messages are held at a time.
+	deferIter bool
 }
 
 // config is the durable consumer configuration (see the package doc).
@@ -182,6 +192,18 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("natsbroker: next: connection closed: %w", broker.ErrClosed)
 		}
+		if len(c.carry) > 0 {
+			k := c.carry[0]
+			c.carry = c.carry[1:]
+			c.mu.Unlock()
+			return k.delivery(c.b), nil
+		}
+		if c.deferIter && c.iter == nil {
+			c.deferIter = false
+			if iter, err := c.messages(c.cons); err == nil {
+				c.iter = iter
+			} // else rebuilt below
+		}
 		iter := c.iter
 		// One context per wait: cancelled by Pause and Close, and, on an
 		// iterator, ending after nudgeEvery.
@@ -222,8 +244,12 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		if err == nil {
 			if stale {
 				// Pause or Close took the iterator while we were
-				// receiving: hand the message back with the rest.
-				_ = m.NakWithDelay(handBackDelay)
+				// receiving: hand the message back (or keep it) with
+				// the rest.
+				c.mu.Lock()
+				keep := c.keep
+				c.mu.Unlock()
+				c.giveBack(m, keep)
 				continue
 			}
 			return c.newDelivery(m), nil
@@ -320,6 +346,11 @@ func (c *consumer) stop(ctx context.Context, to consumerState) error {
 	pending := slices.Clone(c.handbacks) // hand-backs of earlier calls
 	var iter jetstream.MessagesContext
 	var done chan struct{}
+	keep := c.keep
+	var nak []carried // carried messages not given out, unless kept
+	if !keep {
+		nak, c.carry = c.carry, nil
+	}
 	if c.state < to {
 		c.state = to
 		iter, c.iter = c.iter, nil
@@ -338,9 +369,10 @@ func (c *consumer) stop(ctx context.Context, to consumerState) error {
 		c.b.removeConsumer(c)
 	}
 
+	c.nakCarried(ctx, nak)
 	var err error
 	if iter != nil {
-		err = c.handBack(ctx, iter)
+		err = c.handBack(ctx, iter, keep)
 		c.mu.Lock()
 		c.handbacks = slices.DeleteFunc(c.handbacks, func(ch chan struct{}) bool { return ch == done })
 		c.mu.Unlock()
@@ -368,9 +400,10 @@ func (c *consumer) stop(ctx context.Context, to consumerState) error {
 
 // handBack drains iter: it stops fetching, and naks every message the
 // iterator still holds so the server redelivers it at once (to this or
-// another sidecar of the group). If ctx ends first the rest is dropped
+// another sidecar of the group), or, with keep, moves it to the carry
+// for a successor (Keep). If ctx ends first the rest is dropped
 // client-side and comes back after AckWait: later, never lost.
-func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext) error {
+func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext, keep bool) error {
 	iter.Drain()
 	n := 0
 	for {
@@ -393,9 +426,7 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext)
 		m, err := iter.Next(jetstream.NextContext(nctx))
 		cancel()
 		if err == nil {
-			if nerr := m.NakWithDelay(handBackDelay); nerr != nil {
-				c.log.Debug("nak on hand-back failed; redelivery after AckWait", "error", nerr)
-			}
+			c.giveBack(m, keep)
 			n++
 			continue
 		}
@@ -416,9 +447,24 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext)
 		// the next call reports it closed.
 	}
 	if n > 0 {
-		c.log.Debug("handed back prefetched messages", "count", n)
+		c.log.Debug("handed back prefetched messages", "count", n, "kept", keep)
 	}
 	return nil
+}
+
+// giveBack naks m (see handBackDelay) or, with keep, adds it to the carry.
+func (c *consumer) giveBack(m jetstream.Msg, keep bool) {
+	if keep {
+		if k, ok := c.carriedOf(m); ok {
+			c.mu.Lock()
+			c.carry = append(c.carry, k)
+			c.mu.Unlock()
+			return
+		}
+	}
+	if err := m.NakWithDelay(handBackDelay); err != nil {
+		c.log.Debug("nak on hand-back failed; redelivery after AckWait", "error", err)
+	}
 }
 
 // Resume starts fetching again after Pause. Resuming a running consumer
@@ -435,6 +481,11 @@ func (c *consumer) Resume(ctx context.Context) error {
 		return nil
 	}
 	c.state = stateRunning
+	c.keep = false
+	if len(c.carry) > 0 {
+		c.deferIter = true // Next gives the carry out first
+		return nil
+	}
 	iter, err := c.messages(c.cons)
 	if err != nil {
 		c.log.Warn("cannot restart message iterator; Next will retry", "error", err)

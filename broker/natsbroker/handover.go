@@ -19,7 +19,9 @@ import (
 var (
 	_ broker.Portable = (*delivery)(nil)
 	_ broker.Portable = (*adopted)(nil) // moves again at the next upgrade
+	_ broker.Portable = (*remote)(nil)
 	_ broker.Adopter  = (*Broker)(nil)
+	_ broker.Keeper   = (*consumer)(nil)
 )
 
 // token is a delivery's handed-over form.
@@ -56,15 +58,26 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	if !strings.HasPrefix(t.Reply, ackPrefix) || strings.ContainsAny(t.Reply, " \t\r\n") {
 		return nil, fmt.Errorf("natsbroker: adopt: %w: %q is not a JetStream ack subject", broker.ErrRejected, t.Reply)
 	}
-	a := &adopted{b: b, t: t}
-	if t.Timestamp != 0 {
-		a.ts = time.Unix(0, t.Timestamp)
-	}
-	return a, nil
+	return &adopted{remoteOf(b, t, broker.Message{})}, nil
 }
 
-// adopted is a delivery handed over by another process.
-type adopted struct {
+// remoteOf makes the delivery of message m that t names, settled from b.
+func remoteOf(b *Broker, t token, m broker.Message) *remote {
+	r := &remote{b: b, t: t, msg: m}
+	if t.Timestamp != 0 {
+		r.ts = time.Unix(0, t.Timestamp)
+	}
+	return r
+}
+
+// adopted is a delivery handed over by another process: an app holds it.
+type adopted struct{ *remote }
+
+func (a *adopted) Inherited() {}
+
+// remote is a delivery fetched on another connection (or by another
+// process), settled by a publish to its ack subject from this one.
+type remote struct {
 	b       *Broker
 	t       token
 	ts      time.Time
@@ -72,25 +85,23 @@ type adopted struct {
 	settled atomic.Bool
 }
 
-func (a *adopted) Inherited() {}
-
-// Token implements broker.Portable: an adopted delivery moves on at the
-// next upgrade as it came.
-func (a *adopted) Token() ([]byte, bool) {
+// Token implements broker.Portable: the delivery moves on at the next
+// upgrade as it came.
+func (a *remote) Token() ([]byte, bool) {
 	b, err := json.Marshal(a.t)
 	return b, err == nil
 }
 
-func (a *adopted) Message() *broker.Message { return &a.msg }
-func (a *adopted) MessageID() string        { return a.t.ID }
-func (a *adopted) Redelivered() int         { return a.t.Redelivered }
-func (a *adopted) Timestamp() time.Time     { return a.ts }
+func (a *remote) Message() *broker.Message { return &a.msg }
+func (a *remote) MessageID() string        { return a.t.ID }
+func (a *remote) Redelivered() int         { return a.t.Redelivered }
+func (a *remote) Timestamp() time.Time     { return a.ts }
 
 // Ack and Nack publish to the ack subject without waiting for the server,
 // as a delivery's own do; a second answer is an error.
-func (a *adopted) Ack(ctx context.Context) error { return a.settle(ctx, "ack", []byte("+ACK")) }
+func (a *remote) Ack(ctx context.Context) error { return a.settle(ctx, "ack", []byte("+ACK")) }
 
-func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
+func (a *remote) Nack(ctx context.Context, delay time.Duration) error {
 	body := []byte("-NAK")
 	if delay > 0 {
 		body = fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
@@ -98,7 +109,7 @@ func (a *adopted) Nack(ctx context.Context, delay time.Duration) error {
 	return a.settle(ctx, "nack", body)
 }
 
-func (a *adopted) settle(ctx context.Context, op string, body []byte) error {
+func (a *remote) settle(ctx context.Context, op string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("natsbroker: %s %s: %w", op, a.t.ID, err)
 	}

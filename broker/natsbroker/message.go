@@ -93,9 +93,17 @@ func headerSafe(s string) bool {
 	return true
 }
 
+// natsContent is what fromNATS reads of a message: a jetstream.Msg's, or a
+// carried one's (carry.go).
+type natsContent interface {
+	Subject() string
+	Headers() nats.Header
+	Data() []byte
+}
+
 // fromNATS rebuilds the broker message: Key from KeyHeader or KeyB64Header,
 // the other headers sorted by key (values of one key in their order).
-func fromNATS(m jetstream.Msg) broker.Message {
+func fromNATS(m natsContent) broker.Message {
 	msg := broker.Message{Topic: m.Subject(), Body: m.Data()}
 	h := m.Headers()
 	if len(h) == 0 {

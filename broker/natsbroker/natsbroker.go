@@ -481,6 +481,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if err := checkTopic(topic); err != nil {
 		return nil, fmt.Errorf("natsbroker: consume %q: %w: %w", topic, broker.ErrRejected, err)
 	}
+	carry, err := parseCarry(spec.Carry)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: consume %q: %w", topic, err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("natsbroker: consume %q: %w", topic, err)
 	}
@@ -501,6 +505,9 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		ackWait:  spec.AckWait,
 		prefetch: spec.Prefetch,
 		state:    stateRunning,
+		carry:    carry,
+		// With a carry, Next starts the iterator once it is given out.
+		deferIter: len(carry) > 0,
 	}
 	if c.ackWait == 0 {
 		c.ackWait = DefaultAckWait
@@ -513,13 +520,18 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	if err != nil {
 		return nil, b.opError("consume", topic, err)
 	}
-	iter, err := c.messages(cons)
-	if err != nil {
-		return nil, b.opError("consume", topic, err)
+	if !c.deferIter {
+		iter, err := c.messages(cons)
+		if err != nil {
+			return nil, b.opError("consume", topic, err)
+		}
+		c.iter = iter
 	}
-	c.iter = iter
 	if !b.open.Add(c, nil) {
-		c.handBack(ctx, iter)
+		if c.iter != nil {
+			_ = c.handBack(ctx, c.iter, false)
+		}
+		c.nakCarried(ctx, c.carry)
 		return nil, fmt.Errorf("natsbroker: consume %q: %w", topic, broker.ErrClosed)
 	}
 	return c, nil

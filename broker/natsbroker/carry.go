@@ -1,0 +1,122 @@
+package natsbroker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/msgmesh/msgmesh/broker"
+)
+
+// Prefetched messages across a hot upgrade (broker.Keeper). A NAK on
+// hand-back counts a delivery at the server, so every upgrade would add an
+// attempt to the messages it caught prefetched, and the successor would
+// show them as redeliveries. Instead the paused consumer keeps them (its
+// carry), Kept hands them over whole, with their ack subjects, and the
+// successor's consumer of the same durable returns them from Next first,
+// as the first deliveries they are, settling them through those subjects
+// (JetStream takes an ack from any connection of the account). At most
+// Prefetch messages per consumer are carried: the iterator's window.
+
+// carried is one kept message: its token (ack subject, id, count, time)
+// and its content.
+type carried struct {
+	token
+	Subject string      `json:"subject"`
+	Header  nats.Header `json:"header,omitempty"`
+	Data    []byte      `json:"data,omitempty"`
+}
+
+// carriedOf keeps m; false if m has no ack subject to settle it by.
+func (c *consumer) carriedOf(m jetstream.Msg) (carried, bool) {
+	if !strings.HasPrefix(m.Reply(), ackPrefix) {
+		return carried{}, false
+	}
+	d := c.newDelivery(m)
+	k := carried{token: token{Reply: m.Reply(), ID: d.id, Redelivered: d.redelivered},
+		Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+	if !d.ts.IsZero() {
+		k.Timestamp = d.ts.UnixNano()
+	}
+	return k, true
+}
+
+// delivery is k as a delivery of this process: settled through its ack
+// subject, and portable on.
+func (k carried) delivery(b *Broker) *remote {
+	return remoteOf(b, k.token, fromNATS(content{&k}))
+}
+
+// content shows a carried message to fromNATS.
+type content struct{ k *carried }
+
+func (m content) Subject() string      { return m.k.Subject }
+func (m content) Headers() nats.Header { return m.k.Header }
+func (m content) Data() []byte         { return m.k.Data }
+
+// parseCarry reads ConsumerSpec.Carry; one that is not ours is refused.
+func parseCarry(b []byte) ([]carried, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var ks []carried
+	if err := json.Unmarshal(b, &ks); err != nil {
+		return nil, fmt.Errorf("%w: carried messages: %w", broker.ErrRejected, err)
+	}
+	for _, k := range ks {
+		if !strings.HasPrefix(k.Reply, ackPrefix) || strings.ContainsAny(k.Reply, " \t\r\n") {
+			return nil, fmt.Errorf("%w: carried message: %q is not a JetStream ack subject", broker.ErrRejected, k.Reply)
+		}
+	}
+	return ks, nil
+}
+
+// Keep implements broker.Keeper.
+func (c *consumer) Keep() {
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
+}
+
+// Kept implements broker.Keeper: the carry, in order, up to limit bytes
+// of JSON; the rest is handed back as Pause would.
+func (c *consumer) Kept(ctx context.Context, limit int) ([]byte, error) {
+	c.mu.Lock()
+	ks := c.carry
+	c.carry = nil
+	c.mu.Unlock()
+	n := len(ks)
+	var out []byte
+	for ; n > 0; n-- {
+		b, err := json.Marshal(ks[:n])
+		if err != nil {
+			c.nakCarried(ctx, ks)
+			return nil, fmt.Errorf("natsbroker: kept messages of %s: %w", c.name, err)
+		}
+		if len(b) <= limit {
+			out = b
+			break
+		}
+		// Over the bound: drop the last eighth (at least one) and measure again.
+		n -= max(n/8, 1) - 1
+	}
+	if n < len(ks) {
+		c.log.Info("kept messages over the hand-over bound go back to the server", "count", len(ks)-n, "limit", limit)
+		c.nakCarried(ctx, ks[n:])
+	}
+	return out, nil
+}
+
+// nakCarried hands ks back to the server (see handBackDelay); one whose
+// nak is lost comes back after AckWait.
+func (c *consumer) nakCarried(ctx context.Context, ks []carried) {
+	for _, k := range ks {
+		if err := k.delivery(c.b).Nack(ctx, handBackDelay); err != nil {
+			c.log.Debug("nak of a kept message failed; redelivery after AckWait", "error", err)
+		}
+	}
+}

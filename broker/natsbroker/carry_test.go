@@ -1,0 +1,144 @@
+package natsbroker_test
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/broker/natsbroker"
+)
+
+// TestKeepPrefetched: a consumer told to Keep hands its prefetched
+// messages over whole instead of naking them; a consumer of the same group
+// on another connection (a successor process's) returns them first, as
+// first deliveries with their content, and acks them through their ack
+// subjects: the server counts each delivered once and none redelivered.
+// What does not fit Kept's bound goes back to the server (one
+// redelivery each), as an ordinary Pause would hand it back.
+func TestKeepPrefetched(t *testing.T) {
+	const n = 10
+	for _, tc := range []struct {
+		name  string
+		limit int
+		// carried: how many move with the carry; the rest are naked.
+		carried int
+	}{
+		{"all carried", 1 << 20, n - 1},
+		{"over the bound", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := newEnv(t, natsbroker.Config{})
+			successor := brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
+				return natsbroker.New(ctx, natsbroker.Config{URL: ev.e.ClientURL(), Logger: quietLog})
+			})
+			ctx := brokertest.Ctx(t)
+			keyed := &broker.Message{Topic: "jobs", Key: "k-1", Body: []byte("keyed"),
+				Headers: []broker.Header{{Key: "h", Value: "1"}, {Key: "h", Value: "2"}}}
+			brokertest.PublishN(t, ev.b, "jobs", 0, n-1)
+			if _, err := ev.b.Publish(ctx, keyed); err != nil {
+				t.Fatal(err)
+			}
+			// AckWait far beyond the test: any redelivery is a nak's.
+			spec := broker.ConsumerSpec{Topic: "jobs", Group: "g", Prefetch: n, AckWait: 10 * brokertest.WaitLong}
+			c := brokertest.Consume(t, ev.b, spec)
+			first := brokertest.Next(t, c)
+			brokertest.Ack(t, first)
+			info := func() *jetstream.ConsumerInfo {
+				cons, err := ev.js.Consumer(ctx, "MESH_jobs", "g__jobs")
+				if err != nil {
+					return nil
+				}
+				i, err := cons.Info(ctx)
+				if err != nil {
+					return nil
+				}
+				return i
+			}
+			// The other n-1 are prefetched: delivered, unacked.
+			if !brokertest.Poll(func() bool {
+				i := info()
+				return i != nil && i.NumPending == 0 && i.NumAckPending == n-1
+			}) {
+				t.Fatalf("the consumer did not prefetch the rest: %+v", info())
+			}
+
+			k, ok := c.(broker.Keeper)
+			if !ok {
+				t.Fatal("a NATS consumer is not a broker.Keeper")
+			}
+			k.Keep()
+			if err := c.Pause(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			kept, err := k.Kept(ctx, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (tc.carried == 0) != (kept == nil) || len(kept) > tc.limit {
+				t.Fatalf("Kept gave %d bytes, limit %d, want %d messages", len(kept), tc.limit, tc.carried)
+			}
+
+			spec.Carry = kept
+			c2 := brokertest.Consume(t, successor, spec)
+			var got []broker.Delivery
+			for range n - 1 {
+				d := brokertest.Next(t, c2)
+				got = append(got, d)
+				brokertest.Ack(t, d)
+			}
+			var redelivered int
+			for i, d := range got {
+				if _, ok := broker.As[broker.Inherited](d); ok {
+					t.Errorf("delivery %d is Inherited; a carried message has its body", i)
+				}
+				if d.Redelivered() > 0 {
+					redelivered++
+				}
+			}
+			// Carried ones come first, with the count of their first fetch.
+			if want := n - 1 - tc.carried; redelivered != want {
+				t.Errorf("%d of %d came redelivered, want %d", redelivered, n-1, want)
+			}
+			for i, d := range got[:tc.carried] {
+				if d.Redelivered() != 0 {
+					t.Errorf("carried delivery %d has redelivered %d", i, d.Redelivered())
+				}
+			}
+			// The first, acked, was m-00000: the rest and the keyed one.
+			want := brokertest.Bodies(1, n-2)
+			want["keyed"] = true
+			bodies := map[string]bool{}
+			for _, d := range got {
+				bodies[string(d.Message().Body)] = true
+				if string(d.Message().Body) == "keyed" {
+					m := d.Message()
+					if m.Key != keyed.Key || !slices.Equal(m.Headers, keyed.Headers) || m.Topic != "jobs" {
+						t.Errorf("keyed message came as %+v, want %+v", m, keyed)
+					}
+				}
+			}
+			if !maps.Equal(bodies, want) {
+				t.Errorf("got %v, want %v", bodies, want)
+			}
+			if !brokertest.Poll(func() bool {
+				i := info()
+				return i != nil && i.NumAckPending == 0 && i.NumPending == 0
+			}) {
+				t.Fatalf("messages still pending after the successor's acks: %+v", info())
+			}
+			if i := info(); i.NumRedelivered != 0 || i.Delivered.Consumer != uint64(n+n-1-tc.carried) {
+				t.Errorf("server: %d redelivered, %d deliveries; want 0 and %d", i.NumRedelivered, i.Delivered.Consumer, n+n-1-tc.carried)
+			}
+			brokertest.ExpectNothing(t, c2, 300*time.Millisecond)
+		})
+	}
+}
