@@ -236,8 +236,8 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	for _, c := range st.Conns {
 		held += len(c.Held)
 	}
-	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "carried_upstreams", len(st.Carried),
-		"settle", paused.Sub(start), "total", time.Since(start))
+	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start),
+		"carried_upstreams", len(st.Carried))
 	return st, nil
 }
 
