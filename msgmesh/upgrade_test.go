@@ -181,9 +181,12 @@ func hotUpgradeBacklog(t *testing.T, kit *brokerKit) {
 	t.Logf("the rest of the backlog took %s", time.Since(t0).Round(time.Millisecond))
 	got.exactlyOnce(t, "b-", backlog) // no loss, no duplicate
 	// A redelivery count on a message no app saw before (exactlyOnce)
-	// comes from the broker's own count: embedded NATS counts a message
-	// prefetched and handed back at a pause.
+	// would come from the broker's own count of a hand-back at the pause;
+	// NATS consumers carry what they prefetched to the successor instead.
 	t.Logf("%d deliveries carried a redelivery count; %d held deliveries moved in all", redelivered.Load(), moved)
+	if n := redelivered.Load(); n > 0 && (kit == nil || kit.name == "nats") {
+		t.Errorf("%d deliveries came redelivered because of the upgrades; prefetched messages should move to the successor", n)
+	}
 	if moved == 0 {
 		t.Errorf("no held delivery moved: the old processes waited for the app")
 	}
