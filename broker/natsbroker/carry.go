@@ -68,8 +68,8 @@ func parseCarry(b []byte) ([]carried, error) {
 		return nil, fmt.Errorf("%w: carried messages: %w", broker.ErrRejected, err)
 	}
 	for _, k := range ks {
-		if !strings.HasPrefix(k.Reply, ackPrefix) || strings.ContainsAny(k.Reply, " \t\r\n") {
-			return nil, fmt.Errorf("%w: carried message: %q is not a JetStream ack subject", broker.ErrRejected, k.Reply)
+		if err := k.check(); err != nil {
+			return nil, fmt.Errorf("carried message: %w", err)
 		}
 	}
 	return ks, nil

@@ -2,6 +2,7 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -140,5 +141,20 @@ func TestKeepPrefetched(t *testing.T) {
 			}
 			brokertest.ExpectNothing(t, c2, 300*time.Millisecond)
 		})
+	}
+}
+
+// TestCarryRefused: a carry that is not a NATS consumer's (not JSON, or
+// naming no ack subject) is refused, and no consumer starts.
+func TestCarryRefused(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	for _, bad := range []string{`{`, `[{"reply":"orders.created"}]`, `[{"reply":"$JS.ACK.a b"}]`} {
+		spec := broker.ConsumerSpec{Topic: "jobs", Group: "g", Carry: []byte(bad)}
+		if c, err := ev.b.Consume(brokertest.Ctx(t), spec); !errors.Is(err, broker.ErrRejected) {
+			if c != nil {
+				_ = c.Close(brokertest.Ctx(t))
+			}
+			t.Errorf("Consume with carry %s: %v, want ErrRejected", bad, err)
+		}
 	}
 }

@@ -32,6 +32,14 @@ type token struct {
 	Timestamp   int64  `json:"ts,omitempty"` // Unix nanoseconds; 0 when unknown
 }
 
+// check refuses a token from elsewhere: its reply is no ack subject.
+func (t token) check() error {
+	if !strings.HasPrefix(t.Reply, ackPrefix) || strings.ContainsAny(t.Reply, " \t\r\n") {
+		return fmt.Errorf("%w: %q is not a JetStream ack subject", broker.ErrRejected, t.Reply)
+	}
+	return nil
+}
+
 // ackPrefix starts every JetStream ack subject.
 const ackPrefix = "$JS.ACK."
 
@@ -55,8 +63,8 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	if err := json.Unmarshal(tok, &t); err != nil {
 		return nil, fmt.Errorf("natsbroker: adopt: %w: %w", broker.ErrRejected, err)
 	}
-	if !strings.HasPrefix(t.Reply, ackPrefix) || strings.ContainsAny(t.Reply, " \t\r\n") {
-		return nil, fmt.Errorf("natsbroker: adopt: %w: %q is not a JetStream ack subject", broker.ErrRejected, t.Reply)
+	if err := t.check(); err != nil {
+		return nil, fmt.Errorf("natsbroker: adopt: %w", err)
 	}
 	return &adopted{remoteOf(b, t, broker.Message{})}, nil
 }
