@@ -171,9 +171,16 @@ func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
 	}
 
 	p = run()
-	r := waitReady(t, httpAddr, http.StatusServiceUnavailable, "not ready after the damage")
-	if !strings.Contains(strings.Join(r.NotReady, "\n"), "cluster embedded: natsbroker: embedded JetStream store damaged") {
-		t.Fatalf("/readyz: %v; want the embedded cluster's store damage", r.NotReady)
+	// /readyz answers 503 "not checked yet" until the cluster's first
+	// check; what counts is the reason it gives once checked.
+	const damaged = "cluster embedded: natsbroker: embedded JetStream store damaged"
+	var r readyz
+	if !waitUntil(30*time.Second, func() bool {
+		r = readyz{}
+		return getJSON(t, "http://"+httpAddr+"/readyz", &r) == http.StatusServiceUnavailable &&
+			strings.Contains(strings.Join(r.NotReady, "\n"), damaged)
+	}) {
+		t.Fatalf("/readyz: %v; want 503 naming the embedded cluster's store damage", r.NotReady)
 	}
 	if status := getJSON(t, "http://"+httpAddr+"/healthz", nil); status != http.StatusOK {
 		t.Fatalf("/healthz: %d, want 200", status)
