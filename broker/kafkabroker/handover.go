@@ -240,24 +240,18 @@ type adopted struct {
 	p  broker.Deferred
 }
 
-// Token implements broker.Portable: bound, it moves as its consumer's
-// delivery; while no consumer reads its partition, as it came. One whose
-// partition a consumer reads but has not reached yet does not move (its
-// token would disagree with its bound siblings'): it goes back, and the
-// next process delivers it again.
+// Token implements broker.Portable (broker.Deferred.Token): bound, as its
+// consumer's delivery; unread, as it came.
 func (a *adopted) Token() ([]byte, bool) {
-	bound, answered := a.p.State()
-	if bound != nil {
-		return bound.(*delivery).Token()
-	}
+	return a.p.Token(a.claimed, a.t)
+}
+
+// claimed reports whether a consumer reads the partition but has not
+// reached this offset.
+func (a *adopted) claimed() bool {
 	a.b.hmu.Lock()
-	claimed := a.in.claimed
-	a.b.hmu.Unlock()
-	if answered || claimed {
-		return nil, false
-	}
-	b, err := json.Marshal(a.t)
-	return b, err == nil
+	defer a.b.hmu.Unlock()
+	return a.in.claimed
 }
 
 // Ack and Nack settle the message as its original delivery's would (no
