@@ -358,10 +358,11 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 	s.mc.Reader().Prefill(cs.Buffered)
 	s.mc.Reader().Skip(cs.Skip)
 	// Ids go on past any another process may have given on this
-	// connection since the state was taken: a successor that adopted it
-	// and died before saying ready gave ids after LastID, and this may be
-	// the predecessor resuming (docs/upgrade.md). A process gives far
-	// fewer than one id per nanosecond, so the clock is such a floor.
+	// connection since the state was taken: a successor sends nothing
+	// before it says ready, but one of an older version served first and
+	// may have given ids after LastID before it died, and this may be the
+	// predecessor resuming (docs/upgrade.md). A process gives far fewer
+	// than one id per nanosecond, so the clock is such a floor.
 	s.ids.Continue(max(cs.LastID, uint64(time.Now().UnixNano())))
 	s.hello, s.client = cs.Hello, cs.Client
 	if cs.MaxInflight > 0 {

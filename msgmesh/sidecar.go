@@ -343,6 +343,8 @@ type Sidecar struct {
 	guard   *httpGuard    // in front of the HTTP API
 	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
 
+	prepared, served bool // Prepare and Serve ran (Start's two halves; one goroutine calls them)
+
 	// The gRPC API (grpc.go); all nil without Config.GRPCListen.
 	grpcLn     net.Listener
 	grpcSrv    *grpc.Server
@@ -503,14 +505,45 @@ func (s *Sidecar) endpointOf(topic string) broker.Endpoint {
 // consumers, then opens the listeners, so after a crash the sidecar is
 // consuming again before apps reconnect. An upstream consumer that cannot
 // start (broker down) does not fail Start: it is retried in the background.
+// It is Prepare followed by Serve.
 func (s *Sidecar) Start(ctx context.Context) error {
-	s.adoptInheritedHeld() // before the consumers read their partitions again
-	if err := s.reconcile(ctx); err != nil {
+	if err := s.Prepare(ctx); err != nil {
 		return err
 	}
+	return s.Serve(ctx)
+}
+
+// Prepare is the half of Start that can fail and that nothing outside the
+// process sees: it takes over the deliveries a predecessor's apps hold
+// (Config.Inherit) and opens or adopts the listeners, without accepting,
+// reading an app's connection or reading from a broker. A hot upgrade's
+// successor says ready between Prepare and Serve, so that if it dies before
+// ready the predecessor resumes on exactly the state it handed over: no app
+// answer was read and no delivery was sent by the dead process. After a
+// Prepare, Shutdown closes what it opened whether or not Serve ran.
+func (s *Sidecar) Prepare(ctx context.Context) error {
+	if s.prepared {
+		return errors.New("msgmesh: Prepare called twice")
+	}
+	s.adoptInheritedHeld() // before the consumers read their partitions again
 	if err := s.listen(); err != nil {
 		return err
 	}
+	s.prepared = true
+	return nil
+}
+
+// Serve starts what Prepare made ready: the upstream consumers (stored
+// registrations; a predecessor's carried messages first), then accepting
+// on the listeners and reading the adopted connections.
+func (s *Sidecar) Serve(ctx context.Context) error {
+	if !s.prepared {
+		return errors.New("msgmesh: Serve before Prepare")
+	}
+	if err := s.reconcile(ctx); err != nil {
+		return err
+	}
+	s.served = true
 	s.httpSrv = s.cfg.HTTP.Server(s.httpHandler())
 	s.bg.Go(func() {
 		if err := s.meshSrv.Serve(s.meshLn); err != nil {
@@ -540,6 +573,24 @@ func (s *Sidecar) Start(ctx context.Context) error {
 	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(), "grpc", grpcAddr,
 		"registrations", len(s.snap.Load().consume)+len(s.snap.Load().produce))
 	return nil
+}
+
+// closeUnserved closes what Prepare opened when Serve did not take it
+// over: the listeners and the predecessor's connections.
+func (s *Sidecar) closeUnserved() {
+	if !s.prepared || s.served {
+		return
+	}
+	for _, ln := range []net.Listener{s.meshLn, s.httpLn, s.grpcLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if inh := s.cfg.Inherit; inh != nil {
+		for _, cs := range inh.Conns {
+			_ = cs.File.Close()
+		}
+	}
 }
 
 // listen opens the listeners, or adopts the inherited ones.
@@ -624,6 +675,7 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.log.Info("msgmesh shutting down")
 	s.draining.Store(true)
+	s.closeUnserved()
 	s.meshSrv.Close()
 	s.grpcNotServing()
 	s.grpcStopAccepting()

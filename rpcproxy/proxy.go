@@ -55,6 +55,10 @@ type Proxy struct {
 
 	freezing atomic.Bool // Freeze runs: stopped connections are captured, not closed
 	inherit  *Handover   // what Start adopts (Adopt); nil: a fresh start
+	pending  []ConnState // adopted callers' connections, from Prepare to Serve
+	// prepared and serving: Prepare and Serve ran (one goroutine, the
+	// owner's, calls Start or Prepare and Serve, then Shutdown or Freeze).
+	prepared, serving bool
 
 	startOnce sync.Once
 	shutOnce  sync.Once
@@ -190,13 +194,27 @@ func (p *Proxy) Limiter() *stream.Limiter { return p.limiter }
 // waits for one round of heartbeats, and leaves the ingress listener
 // closed if the app did not answer (it opens when the app does). It
 // returns an error if a listener cannot be bound. ctx bounds Start only.
+// It is Prepare followed by Serve.
 func (p *Proxy) Start(ctx context.Context) error {
-	err := errors.New("rpcproxy: Start called twice")
-	p.startOnce.Do(func() { err = p.start(ctx) })
+	if err := p.Prepare(ctx); err != nil {
+		return err
+	}
+	return p.Serve(ctx)
+}
+
+// Prepare is the half of Start that can fail: it opens the listeners, or
+// takes over those Adopt gave, without accepting or reading a caller's
+// connection. A hot upgrade's successor says ready between Prepare and
+// Serve, so that a successor that dies before it has read nothing from
+// the callers' connections its predecessor resumes. After Prepare,
+// Shutdown closes what it opened whether or not Serve ran.
+func (p *Proxy) Prepare(ctx context.Context) error {
+	err := errors.New("rpcproxy: Start or Prepare called twice")
+	p.startOnce.Do(func() { err = p.prepare() })
 	return err
 }
 
-func (p *Proxy) start(ctx context.Context) error {
+func (p *Proxy) prepare() error {
 	inh := p.inherit
 	if inh == nil {
 		inh = &Handover{}
@@ -222,6 +240,25 @@ func (p *Proxy) start(ctx context.Context) error {
 		p.ingress = p.newListener("ingress", true, ln)
 		p.ingressUp.Store(true)
 	}
+	for _, f := range []*os.File{inh.Egress, inh.Ingress} {
+		if f != nil { // a listener this proxy runs without
+			p.log.Info("an inherited listener is off here; closing it", "name", f.Name())
+			_ = f.Close()
+		}
+	}
+	p.pending = inh.Conns
+	p.prepared = true
+	return nil
+}
+
+// Serve starts what Prepare made ready: accepting on the listeners, the
+// local app's health checks (ctx bounds the first round), and reading the
+// adopted callers' connections from their carried bytes on.
+func (p *Proxy) Serve(ctx context.Context) error {
+	if !p.prepared || p.serving {
+		return errors.New("rpcproxy: Serve without Prepare, or twice")
+	}
+	p.serving = true
 	for _, l := range []*listener{p.egress, p.ingress} {
 		if l == nil {
 			continue
@@ -236,15 +273,28 @@ func (p *Proxy) start(ctx context.Context) error {
 		p.checkApp(ctx)
 		p.routines.Go(p.healthLoop)
 	}
-	for _, f := range []*os.File{inh.Egress, inh.Ingress} {
-		if f != nil { // a listener this proxy runs without
-			p.log.Info("an inherited listener is off here; closing it", "name", f.Name())
-			_ = f.Close()
-		}
-	}
-	p.adoptConns(inh.Conns)
+	conns := p.pending
+	p.pending = nil
+	p.adoptConns(conns)
 	p.log.Info("rpc proxy started", "egress", addrString(p.EgressAddr()), "ingress", addrString(p.IngressAddr()), "app_healthy", p.Healthy())
 	return nil
+}
+
+// closeUnserved closes what Prepare opened when Serve did not run: the
+// listeners and the adopted callers' connections.
+func (p *Proxy) closeUnserved() {
+	if !p.prepared || p.serving {
+		return
+	}
+	p.serving = true // nothing serves after Shutdown
+	p.abortStart()
+	if p.ingress != nil {
+		_ = p.ingress.ln.Close()
+	}
+	for _, cs := range p.pending {
+		_ = cs.File.Close()
+	}
+	p.pending = nil
 }
 
 func (p *Proxy) abortStart() {
@@ -317,6 +367,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 }
 
 func (p *Proxy) shutdown(ctx context.Context) error {
+	p.closeUnserved()
 	p.cancel()
 	var servers []*core.Server
 	for _, l := range []*listener{p.egress, p.ingress} {

@@ -384,11 +384,22 @@ func (rt *runtime) closeBrokers() {
 	rt.closer = nil
 }
 
-// start opens the brokers and the control-plane link and starts the
+// start is prepare followed by run: the adopt half of freeze/adopt.
+func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
+	if err := rt.prepare(ctx, inherit); err != nil {
+		return err
+	}
+	return rt.run(ctx)
+}
+
+// prepare opens the brokers and the control-plane link and builds the
 // sidecar and the RPC proxy, each adopting from inherit (a predecessor's,
 // or this process's own after a successor failed) what it registered
-// there: the adopt half of freeze/adopt. Files nobody takes are closed.
-func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
+// there; files nobody takes are closed. It does what can fail, and nothing
+// an app, a caller or a broker's consumer group sees: no listener accepts,
+// no connection is read and no upstream consumer runs until run. A hot
+// upgrade's successor says ready between the two (serve).
+func (rt *runtime) prepare(ctx context.Context, inherit *upgrade.Set) error {
 	var (
 		sidecar *msgmesh.HandoffState
 		rpc     *rpcproxy.Handover
@@ -464,7 +475,7 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 			p.Adopt(rpc)
 			rpc = nil // the proxy's now
 		}
-		if err := p.Start(ctx); err != nil {
+		if err := p.Prepare(ctx); err != nil {
 			return fail(fmt.Errorf("rpc: %w", err))
 		}
 		rt.proxy = p
@@ -488,20 +499,48 @@ func (rt *runtime) start(ctx context.Context, inherit *upgrade.Set) error {
 	if rt.link != nil {
 		rt.link.attach(sc) // the pushed schemas, before the first publish
 	}
-	if err := sc.Start(ctx); err != nil {
+	if err := sc.Prepare(ctx); err != nil {
 		_ = sc.Shutdown(context.Background())
 		return fail(err)
 	}
-	rt.sc = sc
 	if rt.link != nil {
-		if err := rt.link.serve(sc); err != nil {
+		if err := rt.link.prepare(sc); err != nil {
 			_ = sc.Shutdown(context.Background())
 			return fail(err)
 		}
 	}
+	rt.sc = sc
+	return nil
+}
+
+// run starts serving what prepare built: the RPC proxy, the sidecar (its
+// upstream consumers, then its listeners and adopted connections) and the
+// forwarding listener. On error everything is stopped.
+func (rt *runtime) run(ctx context.Context) error {
+	if rt.proxy != nil {
+		if err := rt.proxy.Serve(ctx); err != nil {
+			rt.stopAll()
+			return fmt.Errorf("rpc: %w", err)
+		}
+	}
+	if err := rt.sc.Serve(ctx); err != nil {
+		rt.stopAll()
+		return err
+	}
+	if rt.link != nil {
+		rt.link.serve()
+	}
 	st := rt.status()
 	rt.listeners.Store(&st)
 	return nil
+}
+
+// stopAll stops what prepare built, at once (nothing waits for apps).
+func (rt *runtime) stopAll() {
+	_ = rt.sc.Shutdown(context.Background())
+	rt.stopRPC(context.Background())
+	rt.stopLink(context.Background())
+	rt.closeBrokers()
 }
 
 // Names in the upgrade.Set of what the runtime's components hand over.
@@ -662,19 +701,31 @@ func (rt *runtime) serve(ctx context.Context, grace time.Duration, hup <-chan os
 		return err
 	}
 	defer ctl.Close()
-	if err := rt.start(ctx, inherit); err != nil {
+	if err := rt.prepare(ctx, inherit); err != nil {
 		if pred != nil {
 			pred.Abandon() // the predecessor resumes
 		}
 		return err
 	}
 	if pred != nil {
+		// Everything that can fail is done and nothing was served yet:
+		// dying before this point, this process leaves the predecessor
+		// exactly the state it handed over, so it resumes with nothing
+		// lost or doubled; after it, a death is a crash.
 		if os.Getenv(upgrade.TestKillAfterReceive) == upgrade.TestKillAdopted {
-			// Test hook: die after adopting the connections (serving
-			// them), before saying ready.
+			// Test hook: die after adopting everything, before saying
+			// ready; half a second later, so that anything started
+			// too early (a consumer, a connection's reader) would
+			// have done harm the test sees.
+			time.Sleep(500 * time.Millisecond)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 		pred.Ready()
+	}
+	if err := rt.run(ctx); err != nil {
+		return err
+	}
+	if pred != nil {
 		rt.log.Info("hot upgrade complete: serving the predecessor's connections")
 	}
 	req := ctl.Serve(rt.lastStatus)

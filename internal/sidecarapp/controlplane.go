@@ -337,15 +337,23 @@ func (cp *controlPlane) attach(sc *msgmesh.Sidecar) {
 	}
 }
 
-// serve starts the forwarding listener's server, delivering to sc (and
-// attaches sc, if that was not done yet).
-func (cp *controlPlane) serve(sc *msgmesh.Sidecar) error {
+// prepare builds the forwarding listener's server, delivering to sc (and
+// attaches sc, if that was not done yet); serve starts it.
+func (cp *controlPlane) prepare(sc *msgmesh.Sidecar) error {
 	cp.attach(sc)
 	srv, err := forward.NewServer(forward.ServerConfig{TLS: cp.srvTLS, App: cp.opts.App, Deliverer: sc, Logger: cp.log})
 	if err != nil {
 		return err
 	}
-	cp.srv, cp.served = srv, make(chan struct{})
+	cp.srv = srv
+	return nil
+}
+
+// serve starts the server prepare built on the forwarding listener, then
+// registers this sidecar's instance at the control plane.
+func (cp *controlPlane) serve() {
+	srv := cp.srv
+	cp.served = make(chan struct{})
 	go func() {
 		defer close(cp.served)
 		if err := srv.Serve(cp.ln); err != nil {
@@ -357,7 +365,6 @@ func (cp *controlPlane) serve(sc *msgmesh.Sidecar) error {
 	lctx, stop := context.WithCancel(context.Background())
 	cp.leaseStop, cp.leaseDone = stop, make(chan struct{})
 	go func() { defer close(cp.leaseDone); cp.leaseLoop(lctx) }()
-	return nil
 }
 
 // leaseRetry bounds the wait before retrying a failed lease renewal, so a
@@ -494,7 +501,7 @@ func (cp *controlPlane) close(ctx context.Context) {
 			cp.leaseStop()
 			<-cp.leaseDone
 		}
-		if cp.srv != nil {
+		if cp.served != nil {
 			_ = cp.srv.Shutdown(ctx)
 			<-cp.served
 		} else if cp.ln != nil {
