@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/msgmesh/msgmesh/internal/otlptest"
 )
 
 // TestS7Trace: one message published by the billing pod's app on
@@ -57,11 +59,11 @@ func TestS7Trace(t *testing.T) {
 	t.Logf("%s's app consumed it with traceparent %s", consumer.name, header)
 
 	// The collector has the producer's and the consumer's spans.
-	var spans []span
+	var spans []otlptest.Span
 	if err := poll(30*time.Second, func() (bool, string) {
-		spans = sys.collector.trace(traceID)
+		spans = sys.collector.Trace(traceID)
 		return find(spans, producer.name, "SPAN_KIND_PRODUCER") != nil && find(spans, consumer.name, "SPAN_KIND_CONSUMER") != nil,
-			fmt.Sprintf("%d spans of the trace so far (%d in all): %v", len(spans), sys.collector.count(), spans)
+			fmt.Sprintf("%d spans of the trace so far (%d in all): %v", len(spans), sys.collector.Count(), spans)
 	}); err != nil {
 		t.Fatalf("the collector did not get the apps' spans: %v", err)
 	}
@@ -86,9 +88,9 @@ func TestS7Trace(t *testing.T) {
 			t.Skip("msgmesh has no OTLP endpoint flag yet (msgmesh --help lists none), so the sidecars export no spans; " +
 				"the apps' spans above already show the trace context crossing both sidecars and the broker")
 		}
-		var side []span
+		var side []otlptest.Span
 		if err := poll(30*time.Second, func() (bool, string) {
-			spans = sys.collector.trace(traceID)
+			spans = sys.collector.Trace(traceID)
 			side = side[:0]
 			for _, s := range spans {
 				if s.Service != producer.name && s.Service != consumer.name {
@@ -106,7 +108,7 @@ func TestS7Trace(t *testing.T) {
 }
 
 // find returns the first span of service with kind.
-func find(spans []span, service, kind string) *span {
+func find(spans []otlptest.Span, service, kind string) *otlptest.Span {
 	for i := range spans {
 		if spans[i].Service == service && spans[i].Kind == kind {
 			return &spans[i]
@@ -117,7 +119,7 @@ func find(spans []span, service, kind string) *span {
 
 // broken names a span whose parent is not in the trace, "" if none (the
 // root, which has no parent, excepted).
-func broken(spans []span) string {
+func broken(spans []otlptest.Span) string {
 	ids := map[string]bool{}
 	for _, s := range spans {
 		ids[s.SpanID] = true

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/otlptest"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 
@@ -25,7 +27,9 @@ import (
 // section in-process while an app publishes and consumes: a second NATS
 // cluster and a route send topic "audit" there, so its upstream consumer
 // moves from cluster a to cluster b, while "orders" consumption goes on
-// through the freeze/adopt of its connection and held deliveries. Counted
+// through the freeze/adopt of its connection and held deliveries. A
+// second reload turns span export on (to an OTLP collector in the test)
+// under a new service name. Counted
 // by message id: every acknowledged message is consumed once, none lost,
 // none doubled, and neither app connection dials again. An invalid file,
 // by msgmesh reload (exit 1, with the reason) or SIGHUP, keeps the old
@@ -187,6 +191,41 @@ func TestReloadMovesConsumers(t *testing.T) {
 	}
 	flow("orders to flow after the reload")
 
+	// Telemetry: the same brokers, and spans now exported over OTLP to a
+	// collector under a new service name, which /metrics' target_info
+	// shows too.
+	colLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := otlptest.Serve(colLn)
+	t.Cleanup(col.Close)
+	v3 := v2 + fmt.Sprintf("telemetry:\n  otlp_endpoint: %q\n  service_name: msgmesh-reloaded\n", "http://"+col.Addr().String())
+	if err := os.WriteFile(path, []byte(v3), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if col.Count() != 0 {
+		t.Fatalf("the collector got %d spans before tracing was configured", col.Count())
+	}
+	start = time.Now()
+	reload(0)
+	t.Logf("msgmesh reload of the telemetry section took %s", time.Since(start).Round(time.Millisecond))
+	waitFor(t, "target_info on /metrics to name the new service", func() bool {
+		resp, err := http.Get("http://" + s.http + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `target_info{service_name="msgmesh-reloaded"`)
+	})
+	waitFor(t, "the reloaded sidecar's publish spans at the collector", func() bool {
+		return len(col.Spans(func(sp otlptest.Span) bool {
+			return sp.Service == "msgmesh-reloaded" && sp.Kind == "SPAN_KIND_PRODUCER"
+		})) > 0
+	})
+	flow("orders to flow after the telemetry reload")
+
 	// A file that validates but does not start (a cluster nobody serves):
 	// the old configuration adopts a copy of the same sockets and serves on.
 	unreachable := v1 + cluster("b", natsB.ClientURL()) + cluster("c", "nats://"+freeAddr(t)) + routes
@@ -248,5 +287,5 @@ func TestReloadMovesConsumers(t *testing.T) {
 	if d := dials.Load(); d != 2 {
 		t.Errorf("the app's two clients dialled %d times: a connection broke", d)
 	}
-	t.Logf("%d acknowledged, %d consumed once each, through one reload, one that fell back and two refused ones", len(acked), len(consumed))
+	t.Logf("%d acknowledged, %d consumed once each, through two reloads (brokers, telemetry), one that fell back and two refused ones", len(acked), len(consumed))
 }
