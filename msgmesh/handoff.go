@@ -372,6 +372,12 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 		s.who.Store(&identity{app: cs.App, proof: cs.Proof})
 		s.log = s.log.With("app", cs.App, "client", cs.Client)
 	}
+	// The deliveries the app holds take their slots before its
+	// subscriptions join their routes: a route that saw the connection
+	// empty would send it a window's worth more than the in-flight limit
+	// it declared, and an app whose queue is that limit (the Go SDK's)
+	// hands the excess back, each a redelivery at the broker.
+	s.adoptHeld(cs)
 	snap := sc.snap.Load()
 	for _, sub := range cs.Subs {
 		k := routeKey{group: sub.Group, topic: sub.Topic}
@@ -381,7 +387,6 @@ func (sc *Sidecar) adopt(ctx context.Context, cs ConnState) {
 		}
 		s.join(k, sub.Mode)
 	}
-	s.adoptHeld(cs)
 	sc.runSession(ctx, s)
 }
 
