@@ -55,6 +55,12 @@ type Keeper interface {
 	// does not fit goes back to the broker. Called after Close; kept
 	// messages nobody takes come back after the broker's ack wait.
 	Kept(ctx context.Context, limit int) ([]byte, error)
+	// Return takes back d, which Next returned and nobody took (the
+	// caller fetched it just as the pause began), to keep it first, and
+	// reports whether it did: false if the consumer is not keeping or d
+	// is not its own; the caller then hands d back as usual. Wrappers of
+	// d are the caller's to release (Detach).
+	Return(d Delivery) bool
 }
 
 // Deferred is the answer side of an adopted delivery whose adapter

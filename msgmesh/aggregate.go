@@ -299,7 +299,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			continue
 		}
 		if !u.startHandover() {
-			handBack(d) // fetched just as a pause began
+			u.handBack(d) // fetched just as a pause began
 			continue
 		}
 		s.stats.fromBroker.Add(1)
@@ -319,7 +319,7 @@ func (u *upstream) run(ctx context.Context, s *Sidecar) {
 			if err != nil {
 				// Paused or stopping: nobody took the message; hand it back
 				// now rather than after the broker's ack wait.
-				handBack(d)
+				u.handBack(d)
 				break
 			}
 			if t.deliver(u.key.route(), d) {
@@ -337,6 +337,19 @@ func filteredOut(d broker.Delivery) {
 	_ = d.Ack(ctx) // if it fails the broker offers it again, and it is filtered again
 }
 
+// handBack gives back a delivery nobody took: to the consumer that
+// keeps what it fetched for a successor (broker.Keeper), which then
+// delivers it as the first delivery it is; else to the broker (a NACK, so
+// that it comes again now rather than after the ack wait).
+func (u *upstream) handBack(d broker.Delivery) {
+	if k, ok := u.consumer.(broker.Keeper); ok && k.Return(d) {
+		broker.Detach(d) // the pipeline's holds on it
+		return
+	}
+	handBack(d)
+}
+
+// handBack NACKs d, for the broker to offer it again now.
 func handBack(d broker.Delivery) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

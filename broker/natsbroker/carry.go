@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -48,7 +49,9 @@ func (c *consumer) carriedOf(m jetstream.Msg) (carried, bool) {
 // delivery is k as a delivery of this process: settled through its ack
 // subject, and portable on.
 func (k carried) delivery(b *Broker) *remote {
-	return remoteOf(b, k.token, fromNATS(content{&k}))
+	r := remoteOf(b, k.token, fromNATS(content{&k}))
+	r.carried = &k
+	return r
 }
 
 // content shows a carried message to fromNATS.
@@ -80,6 +83,43 @@ func (c *consumer) Keep() {
 	c.mu.Lock()
 	c.keep = true
 	c.mu.Unlock()
+}
+
+// Return implements broker.Keeper: a delivery fetched as the pause began
+// goes back to the front of the carry, as the message received before
+// everything kept after it.
+func (c *consumer) Return(d broker.Delivery) bool {
+	var k carried
+	switch x := d.(type) {
+	case *delivery:
+		var ok bool
+		if k, ok = c.carriedOf(x.m); !ok {
+			return false
+		}
+	case *remote:
+		if x.carried == nil {
+			return false // an adopted delivery: an app held it
+		}
+		k = *x.carried
+	default:
+		if inner, ok := broker.As[*delivery](d); ok {
+			return c.Return(inner)
+		}
+		if inner, ok := broker.As[*remote](d); ok {
+			return c.Return(inner)
+		}
+		return false
+	}
+	if !strings.Contains(k.Reply, "."+c.name+".") {
+		return false // another durable's: not for this carry
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.keep {
+		return false
+	}
+	c.carry = slices.Insert(c.carry, 0, k)
+	return true
 }
 
 // Kept implements broker.Keeper: the carry, in order, up to limit bytes

@@ -158,3 +158,87 @@ func TestCarryRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestReturnFetched: a delivery Next returned just as a pause for a hot
+// upgrade began (nobody took it) goes back to the front of the carry
+// (Keeper.Return) instead of being naked, so the successor delivers it
+// first and as a first delivery; the same for a carried one the
+// successor fetched as its own pause began. A consumer that is not
+// keeping, or a delivery of another durable, is refused: the caller naks.
+func TestReturnFetched(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	successor := brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
+		return natsbroker.New(ctx, natsbroker.Config{URL: ev.e.ClientURL(), Logger: quietLog})
+	})
+	ctx := brokertest.Ctx(t)
+	brokertest.PublishN(t, ev.b, "jobs", 0, 3)
+	spec := broker.ConsumerSpec{Topic: "jobs", Group: "g", Prefetch: 3, AckWait: 10 * brokertest.WaitLong}
+	c := brokertest.Consume(t, ev.b, spec)
+	other := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "jobs", Group: "h", Prefetch: 3, AckWait: 10 * brokertest.WaitLong})
+	k := c.(broker.Keeper)
+	first := brokertest.Next(t, c)
+	foreign := brokertest.Next(t, other)
+	if k.Return(first) {
+		t.Fatal("Return before Keep took the delivery; it must be naked as usual")
+	}
+	k.Keep()
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.Return(foreign) {
+		t.Error("Return took another durable's delivery")
+	}
+	if !k.Return(first) {
+		t.Fatal("Return while keeping refused the consumer's own delivery")
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := k.Kept(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	spec.Carry = kept
+	c2 := brokertest.Consume(t, successor, spec)
+	d := brokertest.Next(t, c2)
+	if string(d.Message().Body) != string(first.Message().Body) || d.Redelivered() != 0 {
+		t.Fatalf("the successor's first delivery is %q (redelivered %d), want the returned %q as a first delivery",
+			d.Message().Body, d.Redelivered(), first.Message().Body)
+	}
+	// The successor pauses for an upgrade of its own just as it fetched
+	// that carried message: it goes back to the front of its carry.
+	k2 := c2.(broker.Keeper)
+	k2.Keep()
+	if err := c2.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !k2.Return(d) {
+		t.Fatal("Return refused a carried delivery")
+	}
+	if err := c2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kept2, err := k2.Kept(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Carry = kept2
+	c3 := brokertest.Consume(t, successor, spec)
+	bodies := map[string]bool{}
+	for i := range 3 {
+		d := brokertest.Next(t, c3)
+		if i == 0 && string(d.Message().Body) != string(first.Message().Body) {
+			t.Errorf("third consumer's first delivery is %q, want the returned %q", d.Message().Body, first.Message().Body)
+		}
+		if d.Redelivered() != 0 {
+			t.Errorf("%q came redelivered %d times", d.Message().Body, d.Redelivered())
+		}
+		bodies[string(d.Message().Body)] = true
+		brokertest.Ack(t, d)
+	}
+	if want := brokertest.Bodies(0, 3); !maps.Equal(bodies, want) {
+		t.Errorf("got %v, want %v", bodies, want)
+	}
+	brokertest.ExpectNothing(t, c3, 300*time.Millisecond)
+}

@@ -91,6 +91,7 @@ type remote struct {
 	ts      time.Time
 	msg     broker.Message
 	settled atomic.Bool
+	carried *carried // the kept message it was made from; nil if adopted
 }
 
 // Token implements broker.Portable: the delivery moves on at the next
