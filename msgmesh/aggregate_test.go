@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestAggregationUnderChurn: many goroutines register, deregister, connect
@@ -33,12 +34,12 @@ func TestAggregationUnderChurn(t *testing.T) {
 				g, tp := groups[rng.IntN(len(groups))], topics[rng.IntN(len(topics))]
 				switch rng.IntN(4) {
 				case 0, 1:
-					status, body := registerAt(t, e.http, app, nil, []string{g + ":" + tp})
+					status, body := sidecartest.Register(t, e.http, app, nil, []string{g + ":" + tp})
 					if status != http.StatusCreated {
 						t.Errorf("register: %d %s", status, body)
 					}
 				case 2:
-					status, body := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/"+app, "", nil)
+					status, body := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/"+app, "", nil)
 					if status != http.StatusNoContent && status != http.StatusNotFound {
 						t.Errorf("deregister: %d %s", status, body)
 					}
@@ -63,7 +64,7 @@ func TestAggregationUnderChurn(t *testing.T) {
 	wg.Wait()
 
 	want := map[string]bool{}
-	status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("list: %d %s", status, body)
 	}
@@ -87,7 +88,7 @@ func TestAggregationUnderChurn(t *testing.T) {
 
 	// Deleting every registration stops every upstream consumer.
 	for _, reg := range decodeRegs(t, body) {
-		if status, b := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/"+reg.App, "", nil); status != http.StatusNoContent {
+		if status, b := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/"+reg.App, "", nil); status != http.StatusNoContent {
 			t.Fatalf("deregister %s: %d %s", reg.App, status, b)
 		}
 	}
@@ -110,11 +111,11 @@ func TestUpstreamPerGroupNotPerConnection(t *testing.T) {
 	if got := upstreamsAt(t, e.http); len(got) != 2 || !got["g1:"+topic] || !got["g2:"+topic] {
 		t.Fatalf("upstreams %v, want exactly g1 and g2", got)
 	}
-	httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/b", "", nil)
+	sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/b", "", nil)
 	if got := upstreamsAt(t, e.http); len(got) != 1 || !got["g1:"+topic] {
 		t.Fatalf("after deleting b: upstreams %v, want only g1 (a still needs it)", got)
 	}
-	httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/a", "", nil)
+	sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/a", "", nil)
 	if got := upstreamsAt(t, e.http); len(got) != 0 {
 		t.Fatalf("after deleting a: upstreams %v, want none", got)
 	}

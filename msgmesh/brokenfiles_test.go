@@ -14,6 +14,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/internal/boltfile/bolttest"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
@@ -45,7 +46,7 @@ func storeRegistrations(t *testing.T, dataDir string, n int) string {
 // A damaged registrations.db stops New with ErrCorrupt and a message that
 // names the file and the way out, in process.
 func TestNewRefusesDamagedRegistrations(t *testing.T) {
-	b, err := brokers.Open(context.Background(), natsCluster(t), testLogger())
+	b, err := brokers.Open(context.Background(), sidecartest.NATSCluster(t), sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestNewRefusesDamagedRegistrations(t *testing.T) {
 	bolttest.Refuses(t, "registrations.db", func(t *testing.T, path string) {
 		storeRegistrations(t, filepath.Dir(path), 50)
 	}, func(path string) error {
-		sc, err := msgmesh.New(msgmesh.Config{DataDir: filepath.Dir(path), Broker: b, Logger: testLogger()})
+		sc, err := msgmesh.New(msgmesh.Config{DataDir: filepath.Dir(path), Broker: b, Logger: sidecartest.Logger()})
 		if err == nil {
 			_ = sc.Shutdown(context.Background())
 		}
@@ -68,7 +69,7 @@ func TestBinaryRefusesDamagedRegistrations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,13 +78,13 @@ func TestBinaryRefusesDamagedRegistrations(t *testing.T) {
 			dataDir := t.TempDir()
 			path := storeRegistrations(t, dataDir, 50)
 			d.Apply(t, path)
-			p := startProc(t, bin, "--data-dir", dataDir, "--listen", freePort(t), "--http", freePort(t))
+			p := sidecartest.StartProc(t, bin, "--data-dir", dataDir, "--listen", freePort(t), "--http", freePort(t))
 			select {
-			case <-p.done:
-			case <-time.After(scaled(60 * time.Second)):
+			case <-p.Done:
+			case <-time.After(sidecartest.Scaled(60 * time.Second)):
 				t.Fatal("the sidecar did not exit on a damaged registrations.db")
 			}
-			wantExitRefused(t, p.cmd.ProcessState.Sys().(syscall.WaitStatus), p.stderr.String(), path)
+			wantExitRefused(t, p.Cmd.ProcessState.Sys().(syscall.WaitStatus), p.Output(), path)
 		})
 	}
 }
@@ -119,35 +120,35 @@ func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
 	meshAddr, httpAddr := freePort(t), freePort(t)
 	args := []string{"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr}
-	run := func() *sidecarProc {
-		p := startProc(t, bin, args...)
-		waitHealthy(t, p, httpAddr)
+	run := func() *sidecartest.Proc {
+		p := sidecartest.StartProc(t, bin, args...)
+		sidecartest.WaitHealthy(t, p, httpAddr)
 		return p
 	}
-	stop := func(p *sidecarProc) {
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	stop := func(p *sidecartest.Proc) {
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-p.done:
-		case <-time.After(scaled(30 * time.Second)):
+		case <-p.Done:
+		case <-time.After(sidecartest.Scaled(30 * time.Second)):
 			t.Fatal("the sidecar did not stop on SIGTERM")
 		}
 	}
 
 	p := run()
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	for i := 0; i < 100; i++ {
-		if status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/octet-stream", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); status != http.StatusOK {
+		if status, body := sidecartest.HTTPDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/octet-stream", fmt.Appendf(nil, "message-%03d-%s", i, strings.Repeat("x", 40))); status != http.StatusOK {
 			t.Fatalf("publish: %d %s", status, body)
 		}
 	}
@@ -175,7 +176,7 @@ func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
 	// check; what counts is the reason it gives once checked.
 	const damaged = "cluster embedded: natsbroker: embedded JetStream store damaged"
 	var r readyz
-	if !waitUntil(30*time.Second, func() bool {
+	if !sidecartest.WaitUntil(30*time.Second, func() bool {
 		r = readyz{}
 		return getJSON(t, "http://"+httpAddr+"/readyz", &r) == http.StatusServiceUnavailable &&
 			strings.Contains(strings.Join(r.NotReady, "\n"), damaged)
@@ -186,7 +187,7 @@ func TestBinaryReportsDamagedBrokerStore(t *testing.T) {
 		t.Fatalf("/healthz: %d, want 200", status)
 	}
 	stop(p) // its stderr is complete once it exited
-	if out := p.stderr.String(); !regexp.MustCompile(`level=ERROR msg="embedded NATS JetStream store is damaged`).MatchString(out) {
+	if out := p.Output(); !regexp.MustCompile(`level=ERROR msg="embedded NATS JetStream store is damaged`).MatchString(out) {
 		t.Fatalf("no ERROR about the damaged store in the log:\n%s", out)
 	}
 

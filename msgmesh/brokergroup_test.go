@@ -13,6 +13,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -23,7 +24,7 @@ func TestBrokerGroupKafka(t *testing.T) {
 	const topic = "orders"
 	kc := kafkatest.Start(t, kfake.SeedTopics(1, topic))
 	e := newEnvOn(t, topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(kc)})
-	e.register(testApp, []string{"p:" + topic}, []string{"g:" + topic + ",broker_group=legacy.orders-consumer"})
+	e.register(sidecartest.App, []string{"p:" + topic}, []string{"g:" + topic + ",broker_group=legacy.orders-consumer"})
 
 	var acked atomic.Int64
 	sub := e.dial()
@@ -39,7 +40,7 @@ func TestBrokerGroupKafka(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the three messages to be committed in the broker group", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the three messages to be committed in the broker group", func() bool {
 		return kafkatest.Committed(t, kc, "legacy.orders-consumer", topic, 0) == 3
 	})
 	if got := acked.Load(); got != 3 {
@@ -49,7 +50,7 @@ func TestBrokerGroupKafka(t *testing.T) {
 		t.Fatalf("group %q has committed offset %d; want none (the binding names its broker group)", "g", got)
 	}
 
-	status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/v1/upstreams", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/upstreams", "", nil)
 	var ups []struct {
 		Group, Topic string
 		BrokerGroup  string `json:"broker_group"`
@@ -79,7 +80,7 @@ func TestBrokerGroupRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := registerAt(t, e.http, "a2", nil, []string{tt.consume})
+			status, body := sidecartest.Register(t, e.http, "a2", nil, []string{tt.consume})
 			var eb struct{ Error, Message string }
 			_ = json.Unmarshal([]byte(body), &eb)
 			if status != http.StatusBadRequest || eb.Error != "INVALID" || !strings.Contains(eb.Message, tt.want) {

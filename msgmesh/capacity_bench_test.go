@@ -17,6 +17,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -136,7 +137,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 // direct path, and their ratio.
 func BenchmarkUpstreamMemory(b *testing.B) {
 	const n = 200
-	c := natsCluster(b)
+	c := sidecartest.NATSCluster(b)
 	e := newEnvOn(b, c, func(c *msgmesh.Config) { c.MaxRegistrations, c.MaxUpstreams = 100*n, 100*n })
 	e.register("warmup", nil, []string{"warm:" + topic}) // the stream exists before measuring
 

@@ -1,7 +1,6 @@
 package msgmesh_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -14,16 +13,18 @@ import (
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
 
 // subscribeTally subscribes c to (group, topic) and counts what arrives.
-func subscribeTally(t *testing.T, c *client.Client, group string) *tally {
+func subscribeTally(t *testing.T, c *client.Client, group string) *sidecartest.Tally {
 	t.Helper()
-	got := newTally()
+	got := sidecartest.NewTally()
 	if _, err := c.Subscribe(context.Background(), group, topic, func(_ context.Context, d *client.Delivery) error {
-		got.add("sub", string(d.Body))
+		got.Add("sub", string(d.Body))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -35,7 +36,7 @@ func subscribeTally(t *testing.T, c *client.Client, group string) *tally {
 // returns them; it fails the test if c is still open after bound.
 func readUntilClosed(t *testing.T, c net.Conn, bound time.Duration) []mesh.Frame {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(scaled(bound)))
+	_ = c.SetReadDeadline(time.Now().Add(sidecartest.Scaled(bound)))
 	rd := mesh.NewReader(c, 0)
 	var fs []mesh.Frame
 	for {
@@ -47,7 +48,7 @@ func readUntilClosed(t *testing.T, c net.Conn, bound time.Duration) []mesh.Frame
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("connection still open after %s (%d frames read)", scaled(bound), len(fs))
+			t.Fatalf("connection still open after %s (%d frames read)", sidecartest.Scaled(bound), len(fs))
 		}
 		return fs
 	}
@@ -81,7 +82,7 @@ func TestHelloTimeout(t *testing.T) {
 // UNAVAILABLE naming the limit, the connections already served keep
 // publishing and consuming, and a slot freed is taken by the next app.
 func TestConnLimit(t *testing.T) {
-	logs := &lockedWriter{w: &bytes.Buffer{}}
+	logs := &syncbuf.Buffer{}
 	e := newEnv(t, func(c *msgmesh.Config) {
 		c.MaxConns = 2
 		c.HelloTimeout = 500 * time.Millisecond
@@ -93,8 +94,8 @@ func TestConnLimit(t *testing.T) {
 	got := subscribeTally(t, sub, "g1")
 
 	// The SDK reports the refusal as a typed, retryable error.
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(10*time.Second))
-	_, err := client.Dial(ctx, e.addr, app, client.WithLogger(testLogger()))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(10*time.Second))
+	_, err := client.Dial(ctx, e.addr, app, client.WithLogger(sidecartest.Logger()))
 	cancel()
 	if client.CodeOf(err) != mesh.CodeUnavailable || !strings.Contains(err.Error(), "max_conns") || !mesh.CodeUnavailable.Retryable() {
 		t.Fatalf("third connection: %v; want ERROR UNAVAILABLE naming max_conns", err)
@@ -107,8 +108,8 @@ func TestConnLimit(t *testing.T) {
 	}
 	wantError(t, fs[0], mesh.CodeUnavailable)
 
-	publishN(t, pub, topic, "m", 50, 16)
-	waitFor(t, 30*time.Second, "every message to arrive", func() bool { return got.distinct() == 50 })
+	sidecartest.PublishN(t, pub, topic, "m", 50, 16)
+	sidecartest.WaitFor(t, 30*time.Second, "every message to arrive", func() bool { return got.Distinct() == 50 })
 
 	_ = pub.Close()
 	_ = dialWhenFree(t, e.addr, app) // a new app takes the freed slot
@@ -121,7 +122,7 @@ func TestConnLimit(t *testing.T) {
 // limits are refused with 409 LIMIT_EXCEEDED naming the knob; changes that
 // do not add past a limit pass; a warning comes as the counts near it.
 func TestRegistrationLimits(t *testing.T) {
-	logs := &lockedWriter{w: &bytes.Buffer{}}
+	logs := &syncbuf.Buffer{}
 	e := newEnv(t, func(c *msgmesh.Config) {
 		c.MaxRegistrations = 3
 		c.MaxUpstreams = 4
@@ -138,7 +139,7 @@ func TestRegistrationLimits(t *testing.T) {
 	e.register("b", nil, consume("b1", "b2"))
 	refused := func(app string, consume []string, knob string) {
 		t.Helper()
-		status, body := registerAt(t, e.http, app, []string{"p:" + topic}, consume)
+		status, body := sidecartest.Register(t, e.http, app, []string{"p:" + topic}, consume)
 		if status != http.StatusConflict || !strings.Contains(body, `"LIMIT_EXCEEDED"`) || !strings.Contains(body, knob) {
 			t.Fatalf("register %s: HTTP %d %s; want 409 LIMIT_EXCEEDED naming %s", app, status, body, knob)
 		}
@@ -159,7 +160,7 @@ func TestRegistrationLimits(t *testing.T) {
 	if !errors.As(err, &le) || !errors.Is(err, msgmesh.ErrLimit) || le.Max != 3 || le.Want != 4 {
 		t.Fatalf("Register past the limit: %v; want a *LimitError 4 > 3", err)
 	}
-	if status, body := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/b", "", nil); status != http.StatusNoContent {
+	if status, body := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/b", "", nil); status != http.StatusNoContent {
 		t.Fatalf("delete b: %d %s", status, body)
 	}
 	e.register("d", []string{"p:" + topic}, nil)
@@ -174,7 +175,7 @@ func TestRegistrationLimits(t *testing.T) {
 
 // TestLimitsConfig: bad capacity settings are refused by New.
 func TestLimitsConfig(t *testing.T) {
-	b, err := brokers.Open(context.Background(), natsCluster(t), testLogger())
+	b, err := brokers.Open(context.Background(), sidecartest.NATSCluster(t), sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

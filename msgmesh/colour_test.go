@@ -11,6 +11,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestColourPropagation: a message's colour (docs/routing.md) comes from
@@ -49,7 +50,7 @@ func TestColourPropagation(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	red := client.WithColour(ctx, "red")
 	for _, p := range []struct {
@@ -81,7 +82,7 @@ func TestColourPropagation(t *testing.T) {
 		t.Errorf("two colours over HTTP: %d, want 400", status)
 	}
 	want := []string{":4", "blue:1", "blue:5", "green:2", "red:3"} // sorted
-	waitFor(t, 20*time.Second, "the coloured messages on both topics", func() bool {
+	sidecartest.WaitFor(t, 20*time.Second, "the coloured messages on both topics", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(first) >= len(want) && len(second) >= len(want)

@@ -20,6 +20,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // keySchema is the key schema of the tests' topic: a record, as
@@ -39,11 +40,11 @@ func TestConfluentRegistryClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(2*time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(2*time.Minute))
 	defer cancel()
 	cpURL, _ := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0")
 	op, err := ctrlclient.New(cpURL, cpToken)
@@ -246,23 +247,23 @@ func TestConfluentRegistryClients(t *testing.T) {
 
 	// The sidecar, joined to the control plane, validates what these
 	// clients serialize.
-	broker := natsCluster(t)
+	broker := sidecartest.NATSCluster(t)
 	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(broker)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(sidecartest.ClusterYAML(broker)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
 	if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: fwdAddr}); err != nil {
 		t.Fatal(err)
 	}
-	p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+	p := sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 		"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--config", cfgPath,
 		"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", fwdAddr, "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	pub := dialAt(t, meshAddr)
+	pub := sidecartest.Dial(t, meshAddr)
 
 	// franz-go's Serde frames values and keys as Confluent's serializers do.
 	var serde sr.Serde
@@ -289,7 +290,7 @@ func TestConfluentRegistryClients(t *testing.T) {
 	wrongKey := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(v1.ID)), goodValue[5:]...)
 
 	var lastErr error
-	waitFor(t, 15*time.Second, "the pushed schemas to be enforced", func() bool {
+	sidecartest.WaitFor(t, 15*time.Second, "the pushed schemas to be enforced", func() bool {
 		_, lastErr = pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte("garbage")})
 		return client.CodeOf(lastErr) == mesh.CodeSchemaInvalid
 	})

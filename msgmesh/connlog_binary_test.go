@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // helloDeclare opens one mesh connection, says HELLO as app and declares
@@ -87,7 +88,7 @@ func TestBinaryConnLogs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,12 +98,12 @@ func TestBinaryConnLogs(t *testing.T) {
 	}{{"info", 2000}, {"debug", 300}} {
 		t.Run(tc.level, func(t *testing.T) {
 			meshAddr, httpAddr := freePort(t), freePort(t)
-			p := startProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", tc.level)
-			waitHealthy(t, p, httpAddr)
-			if status, body := registerAt(t, httpAddr, "flood", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+			p := sidecartest.StartProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", tc.level)
+			sidecartest.WaitHealthy(t, p, httpAddr)
+			if status, body := sidecartest.Register(t, httpAddr, "flood", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 				t.Fatalf("register: %d %s", status, body)
 			}
-			before := len(strings.Split(p.output(), "\n"))
+			before := len(strings.Split(p.Output(), "\n"))
 			start := time.Now()
 			var wg sync.WaitGroup
 			errs := make(chan error, 16)
@@ -124,15 +125,15 @@ func TestBinaryConnLogs(t *testing.T) {
 				t.Fatal(err)
 			}
 			elapsed := time.Since(start)
-			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			select {
-			case <-p.done:
-			case <-time.After(scaled(60 * time.Second)):
+			case <-p.Done:
+			case <-time.After(sidecartest.Scaled(60 * time.Second)):
 				t.Fatal("the sidecar did not stop after SIGTERM")
 			}
-			all := strings.Split(strings.TrimSpace(p.output()), "\n")
+			all := strings.Split(strings.TrimSpace(p.Output()), "\n")
 			lines := all[before-1:]
 			listener := "listener=" + meshAddr
 			opened, closed := sumAttr(lines, "opened", "msg=connections", listener), sumAttr(lines, "closed", "msg=connections", listener)

@@ -12,41 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
-	"github.com/msgmesh/msgmesh/internal/rmqtest"
-	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
-	"github.com/msgmesh/msgmesh/topology"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
-
-// brokerKit is one broker technology as the contract suite sees it: how to
-// start one for a test, and what it does not promise.
-type brokerKit struct {
-	name string
-	// start runs a broker for the test (in this process, on loopback) and
-	// describes it as a cluster for brokers.Open and the config file.
-	start func(t *testing.T) topology.Cluster
-	// noKeyOrder, when set, is why the broker does not keep per-key order.
-	noKeyOrder string
-}
-
-// brokerKits lists every adapter the sidecar has; each adds itself here.
-var brokerKits = []brokerKit{
-	{name: "nats", start: func(t *testing.T) topology.Cluster { return natsCluster(t) }},
-	{name: "kafka", start: func(t *testing.T) topology.Cluster {
-		return topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(kafkatest.Start(t))}
-	}},
-	{name: "rocketmq", start: func(t *testing.T) topology.Cluster {
-		b := testbroker.Start(t, rmqtest.Config{})
-		return topology.Cluster{Name: "rocketmq", Kind: topology.KindRocketMQ, Endpoints: []string{b.NameServer()}}
-	}},
-}
 
 // TestBrokerContract runs one suite, unchanged, against every broker
 // adapter through the sidecar and the SDK.
 func TestBrokerContract(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
 			for _, c := range contractCases {
 				t.Run(c.name, func(t *testing.T) { c.run(t, kit) })
 			}
@@ -56,7 +30,7 @@ func TestBrokerContract(t *testing.T) {
 
 var contractCases = []struct {
 	name string
-	run  func(t *testing.T, kit brokerKit)
+	run  func(t *testing.T, kit sidecartest.BrokerKit)
 }{
 	{"publish and ack", contractPublishAck},
 	{"one group splits across connections", contractSplit},
@@ -72,27 +46,15 @@ var contractCases = []struct {
 }
 
 // subscribe attaches a counting handler for group on c.
-func subscribe(t *testing.T, c *client.Client, group, who string, into *tally) {
+func subscribe(t *testing.T, c *client.Client, group, who string, into *sidecartest.Tally) {
 	t.Helper()
-	subscribeTo(t, c, group, topic, who, into)
+	sidecartest.Subscribe(t, c, group, topic, who, into)
 }
 
-// subscribeTo subscribes c to (group, tp), counting every delivery in into
-// under who and acking it.
-func subscribeTo(t *testing.T, c *client.Client, group, tp, who string, into *tally) {
-	t.Helper()
-	if _, err := c.Subscribe(context.Background(), group, tp, func(_ context.Context, d *client.Delivery) error {
-		into.add(who, string(d.Body))
-		return nil
-	}); err != nil {
-		t.Fatalf("subscribe %s:%s: %v", group, tp, err)
-	}
-}
-
-func contractPublishAck(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t))
+func contractPublishAck(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	got := newTally()
+	got := sidecartest.NewTally()
 	subscribe(t, e.dial(), "g1", "c", got)
 	pub := e.dial()
 	ack, err := pub.Publish(context.Background(), &client.Message{Topic: topic, Key: "k", Body: []byte("first")})
@@ -103,48 +65,44 @@ func contractPublishAck(t *testing.T, kit brokerKit) {
 		t.Fatalf("publish ack says nothing about where the message is: %+v", ack)
 	}
 	const n = 300
-	publishN(t, pub, topic, "m", n, 64)
-	waitFor(t, 60*time.Second, "every message", func() bool { return got.distinct() == n+1 })
-	got.mu.Lock()
-	delete(got.bodies, "first")
-	got.mu.Unlock()
-	got.exactlyOnce(t, "m", n)
+	sidecartest.PublishN(t, pub, topic, "m", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message", func() bool { return got.Distinct() == n+1 })
+	got.Forget("first")
+	got.ExactlyOnce(t, "m", n)
 }
 
-func contractSplit(t *testing.T, kit brokerKit) {
+func contractSplit(t *testing.T, kit sidecartest.BrokerKit) {
 	const n = 600
-	e := newEnvOn(t, kit.start(t))
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	got := newTally()
+	got := sidecartest.NewTally()
 	for i := 0; i < 3; i++ {
 		subscribe(t, e.dial(), "g1", fmt.Sprintf("conn%d", i), got)
 	}
-	publishN(t, e.dial(), topic, "m", n, 64)
-	waitFor(t, 60*time.Second, "every message", func() bool { return got.count() >= n })
-	got.exactlyOnce(t, "m", n)
-	got.mu.Lock()
-	defer got.mu.Unlock()
-	if len(got.by) != 3 {
-		t.Fatalf("deliveries reached %d of 3 connections: %v", len(got.by), got.by)
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message", func() bool { return got.Count() >= n })
+	got.ExactlyOnce(t, "m", n)
+	if by := got.By(); len(by) != 3 {
+		t.Fatalf("deliveries reached %d of 3 connections: %v", len(by), by)
 	}
 }
 
-func contractTwoGroups(t *testing.T, kit brokerKit) {
+func contractTwoGroups(t *testing.T, kit sidecartest.BrokerKit) {
 	const n = 300
-	e := newEnvOn(t, kit.start(t))
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic, "g2:" + topic})
-	g1, g2 := newTally(), newTally()
+	g1, g2 := sidecartest.NewTally(), sidecartest.NewTally()
 	subscribe(t, e.dial(), "g1", "a", g1)
 	subscribe(t, e.dial(), "g2", "b", g2)
-	publishN(t, e.dial(), topic, "m", n, 64)
-	waitFor(t, 60*time.Second, "both groups", func() bool { return g1.count() >= n && g2.count() >= n })
-	g1.exactlyOnce(t, "m", n)
-	g2.exactlyOnce(t, "m", n)
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "both groups", func() bool { return g1.Count() >= n && g2.Count() >= n })
+	g1.ExactlyOnce(t, "m", n)
+	g2.ExactlyOnce(t, "m", n)
 }
 
-func contractNack(t *testing.T, kit brokerKit) {
+func contractNack(t *testing.T, kit sidecartest.BrokerKit) {
 	const n = 20
-	e := newEnvOn(t, kit.start(t))
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	var mu sync.Mutex
 	seen, again := map[string]int{}, map[string]int{}
@@ -160,8 +118,8 @@ func contractNack(t *testing.T, kit brokerKit) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, e.dial(), topic, "m", n, 8)
-	waitFor(t, 90*time.Second, "every nacked message to come back", func() bool {
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 8)
+	sidecartest.WaitFor(t, 90*time.Second, "every nacked message to come back", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(again) == n
@@ -180,16 +138,16 @@ func contractNack(t *testing.T, kit brokerKit) {
 // zero: nothing is pushed once PauseDelivery has returned.
 const pauseWatch = 500 * time.Millisecond
 
-func contractPause(t *testing.T, kit brokerKit) {
+func contractPause(t *testing.T, kit sidecartest.BrokerKit) {
 	const n = 50
-	e := newEnvOn(t, kit.start(t))
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	got := newTally()
+	got := sidecartest.NewTally()
 	sub := e.dial()
 	subscribe(t, sub, "g1", "c", got)
 	pub := e.dial()
-	publishN(t, pub, topic, "before", n, 16)
-	waitFor(t, 60*time.Second, "messages published before the pause", func() bool { return got.distinct() == n })
+	sidecartest.PublishN(t, pub, topic, "before", n, 16)
+	sidecartest.WaitFor(t, 60*time.Second, "messages published before the pause", func() bool { return got.Distinct() == n })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -199,21 +157,19 @@ func contractPause(t *testing.T, kit brokerKit) {
 	if err := e.sc.WaitDeliveriesSettled(ctx); err != nil {
 		t.Fatalf("deliveries in flight did not settle: %v", err)
 	}
-	atPause := got.count()
-	publishN(t, pub, topic, "during", n, 16) // publishing goes on while paused
+	atPause := got.Count()
+	sidecartest.PublishN(t, pub, topic, "during", n, 16) // publishing goes on while paused
 	for deadline := time.Now().Add(pauseWatch); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if c := got.count(); c != atPause {
+		if c := got.Count(); c != atPause {
 			t.Fatalf("%d deliveries after PauseDelivery returned", c-atPause)
 		}
 	}
 	if err := e.sc.ResumeDelivery(ctx); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
-	waitFor(t, 60*time.Second, "messages published during the pause, after resume", func() bool {
-		got.mu.Lock()
-		defer got.mu.Unlock()
+	sidecartest.WaitFor(t, 60*time.Second, "messages published during the pause, after resume", func() bool {
 		for i := 0; i < n; i++ {
-			if got.bodies[fmt.Sprintf("during-%d", i)] == 0 {
+			if got.Times(fmt.Sprintf("during-%d", i)) == 0 {
 				return false
 			}
 		}
@@ -221,12 +177,12 @@ func contractPause(t *testing.T, kit brokerKit) {
 	})
 }
 
-func contractKeyOrder(t *testing.T, kit brokerKit) {
-	if kit.noKeyOrder != "" {
-		t.Skip(kit.noKeyOrder)
+func contractKeyOrder(t *testing.T, kit sidecartest.BrokerKit) {
+	if kit.NoKeyOrder != "" {
+		t.Skip(kit.NoKeyOrder)
 	}
 	const keys, perKey = 4, 50
-	e := newEnvOn(t, kit.start(t))
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	var mu sync.Mutex
 	order := map[string][]int{}
@@ -255,7 +211,7 @@ func contractKeyOrder(t *testing.T, kit brokerKit) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 60*time.Second, "every message", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "every message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		n := 0
@@ -275,21 +231,12 @@ func contractKeyOrder(t *testing.T, kit brokerKit) {
 	}
 }
 
-func contractKillRestart(t *testing.T, kit brokerKit) {
-	c := kit.start(t)
-	cfg := clusterYAML(c)
+func contractKillRestart(t *testing.T, kit sidecartest.BrokerKit) {
+	c := kit.Start(t)
+	cfg := sidecartest.ClusterYAML(c)
 	path := filepath.Join(t.TempDir(), "msgmesh.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	killRestart(t, kit.name+" sidecar SIGKILL", 1500, caughtUpOf(t, c), "--config", path)
-}
-
-// clusterYAML is a sidecar config file holding just c.
-func clusterYAML(c topology.Cluster) string {
-	eps := make([]string, len(c.Endpoints))
-	for i, e := range c.Endpoints {
-		eps[i] = strconv.Quote(e)
-	}
-	return fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: [%s]\n", c.Name, c.Kind, strings.Join(eps, ", "))
+	killRestart(t, kit.Name+" sidecar SIGKILL", 1500, caughtUpOf(t, c), "--config", path)
 }

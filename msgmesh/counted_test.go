@@ -13,6 +13,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // answer is what a producer was told about one message id.
@@ -103,7 +104,7 @@ func (l *ledger) errorsSoFar() int { return l.count(answerUnknown) + l.count(ans
 // waitCount waits until at least n ids got answer a, or within passes;
 // it reports whether they did.
 func (l *ledger) waitCount(a answer, n int, within time.Duration) bool {
-	return waitUntil(within, func() bool { return l.count(a) >= n })
+	return sidecartest.WaitUntil(within, func() bool { return l.count(a) >= n })
 }
 
 // ackedDelivered reports whether every acked id has been delivered.
@@ -217,14 +218,14 @@ const (
 func runCounted(t *testing.T, name string, r countedRun) figures {
 	t.Helper()
 	l := newLedger()
-	sub := dialAt(t, r.meshAddr)
+	sub := sidecartest.Dial(t, r.meshAddr)
 	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 		l.got(string(d.Body))
 		return nil
 	}); err != nil {
 		t.Fatalf("subscribe: %v", err)
 	}
-	pub := dialAt(t, r.meshAddr)
+	pub := sidecartest.Dial(t, r.meshAddr)
 	ids := make(chan int)
 	var wg sync.WaitGroup
 	for w := 0; w < producerWorkers; w++ {
@@ -253,14 +254,14 @@ func runCounted(t *testing.T, name string, r countedRun) figures {
 		}
 	}()
 
-	waitFor(t, 60*time.Second, "a third of the messages to be acked", func() bool { return l.count(answerAck) >= r.n/3 })
+	sidecartest.WaitFor(t, 60*time.Second, "a third of the messages to be acked", func() bool { return l.count(answerAck) >= r.n/3 })
 	r.fault(t, l)
-	waitFor(t, 120*time.Second, "every message to be answered", func() bool {
+	sidecartest.WaitFor(t, 120*time.Second, "every message to be answered", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return len(l.answers) == r.n
 	})
-	drained := waitUntil(90*time.Second, func() bool {
+	drained := sidecartest.WaitUntil(90*time.Second, func() bool {
 		return l.ackedDelivered() && (r.caughtUp == nil || r.caughtUp(t))
 	})
 	f := l.figures()

@@ -17,6 +17,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/schema"
 )
 
@@ -36,7 +37,7 @@ func controlPlaneAt(t *testing.T, dir, addr string, mod ...func(*ctrlplane.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken, Log: testLogger()}
+	opts := ctrlplane.Options{Store: st, SchemaStore: schemas, Token: cpToken, Log: sidecartest.Logger()}
 	for _, m := range mod {
 		m(&opts)
 	}
@@ -82,7 +83,7 @@ func ordersAt(t *testing.T, cpURL string) (*ctrlclient.Client, api.AppCreated, s
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(natsCluster(t))), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(sidecartest.ClusterYAML(sidecartest.NATSCluster(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return op, created, cfgPath
@@ -106,7 +107,7 @@ func statsAt(t *testing.T, httpAddr string) map[string]int {
 // getStats decodes a sidecar's GET /v1/stats into v.
 func getStats(t testing.TB, httpAddr string, v any) {
 	t.Helper()
-	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+httpAddr+"/v1/stats", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /v1/stats: %d %s", status, body)
 	}
@@ -123,7 +124,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,20 +135,20 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 
 	type node struct{ mesh, http, fwd string }
 	var nodes []node
-	apps := []*tally{newTally(), newTally()}
+	apps := []*sidecartest.Tally{sidecartest.NewTally(), sidecartest.NewTally()}
 	for i := range 2 {
 		n := node{mesh: freePort(t), http: freePort(t), fwd: freePort(t)}
 		if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: n.fwd}); err != nil {
 			t.Fatal(err)
 		}
-		p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+		p := sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 			"--data-dir", t.TempDir(), "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd, "--log-level", "warn")
-		waitHealthy(t, p, n.http)
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		sidecartest.WaitHealthy(t, p, n.http)
+		if status, body := sidecartest.Register(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 			t.Fatalf("register: %d %s", status, body)
 		}
-		subscribe(t, dialAt(t, n.mesh), "g1", "app", apps[i])
+		subscribe(t, sidecartest.Dial(t, n.mesh), "g1", "app", apps[i])
 		nodes = append(nodes, n)
 	}
 
@@ -156,17 +157,17 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	if _, err := op.SetWeight(ctx, "orders", nodes[1].fwd, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node 2 to see weight 0", func() bool { return statsAt(t, nodes[1].http)["weight"] == 0 })
+	sidecartest.WaitFor(t, 5*time.Second, "node 2 to see weight 0", func() bool { return statsAt(t, nodes[1].http)["weight"] == 0 })
 	if d := time.Since(setAt); d > time.Second {
 		t.Errorf("the weight change took %s to reach the sidecar, want under 1 s", d)
 	}
 	t.Logf("weight change observed after %s", time.Since(setAt).Round(time.Millisecond))
 
 	const n = 1000
-	before := apps[1].count()
-	publishN(t, dialAt(t, nodes[0].mesh), topic, "m", n, 128)
-	waitFor(t, 60*time.Second, "every message", func() bool { return apps[0].count()+apps[1].count() >= before+n })
-	if got := apps[1].count() - before; got != 0 {
+	before := apps[1].Count()
+	sidecartest.PublishN(t, sidecartest.Dial(t, nodes[0].mesh), topic, "m", n, 128)
+	sidecartest.WaitFor(t, 60*time.Second, "every message", func() bool { return apps[0].Count()+apps[1].Count() >= before+n })
+	if got := apps[1].Count() - before; got != 0 {
 		t.Fatalf("the drained node's app got %d messages, want none", got)
 	}
 	if s := statsAt(t, nodes[1].http); s["forwarded"] == 0 && s["from_broker"] > 0 {
@@ -175,15 +176,15 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 
 	// Limits set on the control plane reach the running sidecar: a topic
 	// limited to one publish per second in reject mode refuses the second.
-	if status, body := registerAt(t, nodes[0].http, "limits", []string{"p1:limited.topic"}, nil); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, nodes[0].http, "limits", []string{"p1:limited.topic"}, nil); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	if err := op.SetLimits(ctx, "orders", map[string]any{"topics": map[string]any{
 		"limited.topic": map[string]any{"publish_rate": 1, "burst": 1, "on_limit": "reject"}}}); err != nil {
 		t.Fatal(err)
 	}
-	limited := dialAt(t, nodes[0].mesh, client.WithApp("limits"))
-	waitFor(t, 5*time.Second, "the pushed limit to refuse a publish", func() bool {
+	limited := sidecartest.Dial(t, nodes[0].mesh, client.WithApp("limits"))
+	sidecartest.WaitFor(t, 5*time.Second, "the pushed limit to refuse a publish", func() bool {
 		var last error
 		for range 3 {
 			_, last = limited.Publish(ctx, &client.Message{Topic: "limited.topic", Body: []byte("x")})
@@ -195,9 +196,9 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	// they had; after it comes back, changes flow again.
 	addr := cpURL[len("http://"):]
 	stopCP()
-	publishN(t, dialAt(t, nodes[0].mesh), topic, "x", 100, 32)
-	waitFor(t, 30*time.Second, "traffic while the control plane is down", func() bool {
-		return apps[0].count()+apps[1].count() >= before+n+100
+	sidecartest.PublishN(t, sidecartest.Dial(t, nodes[0].mesh), topic, "x", 100, 32)
+	sidecartest.WaitFor(t, 30*time.Second, "traffic while the control plane is down", func() bool {
+		return apps[0].Count()+apps[1].Count() >= before+n+100
 	})
 	if statsAt(t, nodes[1].http)["weight"] != 0 {
 		t.Fatal("node 2 lost its weight while the control plane was down")
@@ -206,7 +207,7 @@ func TestControlPlaneDrivesSidecars(t *testing.T) {
 	if _, err := op.SetWeight(ctx, "orders", nodes[1].fwd, 100); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "node 2 to see weight 100 after the control plane restarted", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "node 2 to see weight 100 after the control plane restarted", func() bool {
 		return statsAt(t, nodes[1].http)["weight"] == 100
 	})
 }
@@ -223,7 +224,7 @@ func TestSelfRegistrationLeases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,28 +236,28 @@ func TestSelfRegistrationLeases(t *testing.T) {
 
 	type node struct {
 		mesh, http, fwd, dir string
-		proc                 *sidecarProc
-		app                  *tally
+		proc                 *sidecartest.Proc
+		app                  *sidecartest.Tally
 	}
 	start := func(n *node, who string) {
-		n.proc = startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+		n.proc = sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 			"--data-dir", n.dir, "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd,
 			"--instance-label", "node="+who, "--log-level", "warn")
-		waitHealthy(t, n.proc, n.http)
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
+		sidecartest.WaitHealthy(t, n.proc, n.http)
+		if status, body := sidecartest.Register(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
 			t.Fatalf("register: %d %s", status, body)
 		}
-		subscribe(t, dialAt(t, n.mesh), "g1", who, n.app)
+		subscribe(t, sidecartest.Dial(t, n.mesh), "g1", who, n.app)
 	}
 	nodes := map[string]*node{}
 	for _, who := range []string{"a", "b", "c"} {
-		n := &node{mesh: freePort(t), http: freePort(t), fwd: freePort(t), dir: t.TempDir(), app: newTally()}
+		n := &node{mesh: freePort(t), http: freePort(t), fwd: freePort(t), dir: t.TempDir(), app: sidecartest.NewTally()}
 		start(n, who)
 		nodes[who] = n
 	}
 	a, c := nodes["a"], nodes["c"]
-	pubA := dialAt(t, a.mesh)
+	pubA := sidecartest.Dial(t, a.mesh)
 	instance := func(id string) (api.Instance, bool) {
 		ins, err := op.Instances(ctx, "orders")
 		if err != nil {
@@ -270,7 +271,7 @@ func TestSelfRegistrationLeases(t *testing.T) {
 		return api.Instance{}, false
 	}
 	for who, n := range nodes {
-		waitFor(t, 30*time.Second, "node "+who+" to register itself", func() bool {
+		sidecartest.WaitFor(t, 30*time.Second, "node "+who+" to register itself", func() bool {
 			in, ok := instance(n.fwd)
 			return ok && in.Addr == n.fwd && in.State() == api.StateOnline && in.Labels["node"] == who && in.SidecarVersion != ""
 		})
@@ -280,9 +281,7 @@ func TestSelfRegistrationLeases(t *testing.T) {
 		for i := range n {
 			body := fmt.Sprintf("%s-%d", prefix, i)
 			for _, x := range nodes {
-				x.app.mu.Lock()
-				c := x.app.bodies[body]
-				x.app.mu.Unlock()
+				c := x.app.Times(body)
 				if c > 0 {
 					seen++
 					break
@@ -296,18 +295,18 @@ func TestSelfRegistrationLeases(t *testing.T) {
 	if _, err := op.SetWeight(ctx, "orders", a.fwd, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "A to see weight 0", func() bool { return statsAt(t, a.http)["weight"] == 0 })
-	publishN(t, pubA, topic, "before", 300, 64)
-	waitFor(t, 60*time.Second, "every message before the kill", func() bool { return received("before", 300) == 300 })
+	sidecartest.WaitFor(t, 30*time.Second, "A to see weight 0", func() bool { return statsAt(t, a.http)["weight"] == 0 })
+	sidecartest.PublishN(t, pubA, topic, "before", 300, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message before the kill", func() bool { return received("before", 300) == 300 })
 	if statsAt(t, c.http)["from_siblings"] == 0 {
 		t.Fatal("A forwarded nothing to C while C was up")
 	}
 
 	// C dies without a word; its lease lapses.
 	killedAt := time.Now()
-	_ = c.proc.cmd.Process.Kill()
-	<-c.proc.done
-	waitFor(t, 60*time.Second, "the control plane to mark C offline", func() bool {
+	_ = c.proc.Cmd.Process.Kill()
+	<-c.proc.Done
+	sidecartest.WaitFor(t, 60*time.Second, "the control plane to mark C offline", func() bool {
 		in, _ := instance(c.fwd)
 		return in.Offline
 	})
@@ -315,18 +314,18 @@ func TestSelfRegistrationLeases(t *testing.T) {
 	// A gets the push and stops trying C: a batch goes through without a
 	// failed forward attempt.
 	probe := 0
-	waitFor(t, 60*time.Second, "A to stop forwarding to C", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "A to stop forwarding to C", func() bool {
 		f0 := statsAt(t, a.http)["forward_fallbacks"]
 		prefix := fmt.Sprintf("probe%d", probe)
 		probe++
-		publishN(t, pubA, topic, prefix, 20, 20)
-		waitFor(t, 60*time.Second, "the probe batch", func() bool { return received(prefix, 20) == 20 })
+		sidecartest.PublishN(t, pubA, topic, prefix, 20, 20)
+		sidecartest.WaitFor(t, 60*time.Second, "the probe batch", func() bool { return received(prefix, 20) == 20 })
 		return statsAt(t, a.http)["forward_fallbacks"] == f0
 	})
 	before := statsAt(t, a.http)
 	const n = 500
-	publishN(t, pubA, topic, "after", n, 64)
-	waitFor(t, 60*time.Second, "every message after C went offline", func() bool { return received("after", n) == n })
+	sidecartest.PublishN(t, pubA, topic, "after", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message after C went offline", func() bool { return received("after", n) == n })
 	after := statsAt(t, a.http)
 	if d := after["forward_fallbacks"] - before["forward_fallbacks"]; d != 0 {
 		t.Fatalf("A's forwards failed %d times after C was offline; it should not try C", d)
@@ -343,24 +342,24 @@ func TestSelfRegistrationLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(c, "c") // its old app client may reconnect too: both count into c.app
-	waitFor(t, 30*time.Second, "C back online", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "C back online", func() bool {
 		in, _ := instance(c.fwd)
 		return in.State() == api.StateOnline
 	})
 	if in, _ := instance(c.fwd); in.Weight != 50 {
 		t.Fatalf("C's weight after it came back: %d, want the operator's 50", in.Weight)
 	}
-	waitFor(t, 30*time.Second, "C to apply its weight 50", func() bool { return statsAt(t, c.http)["weight"] == 50 })
+	sidecartest.WaitFor(t, 30*time.Second, "C to apply its weight 50", func() bool { return statsAt(t, c.http)["weight"] == 50 })
 	// Back at 100, C is forwarded to again.
 	if _, err := op.SetWeight(ctx, "orders", c.fwd, 100); err != nil {
 		t.Fatal(err)
 	}
 	probe = 0
-	waitFor(t, 60*time.Second, "A to forward to C again", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "A to forward to C again", func() bool {
 		prefix := fmt.Sprintf("back%d", probe)
 		probe++
-		publishN(t, pubA, topic, prefix, 20, 20)
-		waitFor(t, 60*time.Second, "the batch", func() bool { return received(prefix, 20) == 20 })
+		sidecartest.PublishN(t, pubA, topic, prefix, 20, 20)
+		sidecartest.WaitFor(t, 60*time.Second, "the batch", func() bool { return received(prefix, 20) == 20 })
 		return statsAt(t, c.http)["from_siblings"] > 0
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 )
@@ -125,8 +126,8 @@ func header(d *client.Delivery, name string) (string, bool) {
 // then appears once on the dead-letter topic with its key, headers and body
 // and the sidecar's headers, and is not delivered again; a message acked on
 // its second attempt is not dead-lettered.
-func contractDeadLetter(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t))
+func contractDeadLetter(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=3"})
 	rec, dead := &recorder{}, &recorder{}
 	watchDLQ(t, e, dead)
@@ -151,15 +152,15 @@ func contractDeadLetter(t *testing.T, kit brokerKit) {
 	if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Key: "k2", Body: []byte("flaky")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "the poison message on the dead-letter topic", func() bool { return dead.deadCount() >= 1 })
-	waitFor(t, 60*time.Second, "the flaky message to be acked on its second attempt", func() bool { return len(rec.of("flaky")) >= 2 })
+	sidecartest.WaitFor(t, 90*time.Second, "the poison message on the dead-letter topic", func() bool { return dead.deadCount() >= 1 })
+	sidecartest.WaitFor(t, 60*time.Second, "the flaky message to be acked on its second attempt", func() bool { return len(rec.of("flaky")) >= 2 })
 
 	// Nothing more comes: no redelivery of the dead-lettered original, no
 	// dead letter for the acked one, and no second copy.
 	if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte("after")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "a message published afterwards", func() bool { return len(rec.of("after")) == 1 })
+	sidecartest.WaitFor(t, 60*time.Second, "a message published afterwards", func() bool { return len(rec.of("after")) == 1 })
 	for end := time.Now().Add(deadWatch); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if n := len(rec.of("poison")); n != 3 {
 			t.Fatalf("the poison message was delivered %d times, want exactly 3 (max_attempts)", n)
@@ -198,8 +199,8 @@ func contractDeadLetter(t *testing.T, kit brokerKit) {
 
 // contractDeadLetterTimeout: an attempt the app lets time out counts like a
 // nack; the dead letter says "timeout".
-func contractDeadLetterTimeout(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t), func(c *msgmesh.Config) { c.DeliveryTimeout = 300 * time.Millisecond })
+func contractDeadLetterTimeout(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t), func(c *msgmesh.Config) { c.DeliveryTimeout = 300 * time.Millisecond })
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=2"})
 	dead := &recorder{}
 	watchDLQ(t, e, dead)
@@ -209,7 +210,7 @@ func contractDeadLetterTimeout(t *testing.T, kit brokerKit) {
 	// Pull and never answer: each delivery times out at the sidecar.
 	app := e.dial()
 	var got []attempt
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(90*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(90*time.Second))
 	defer cancel()
 	for dead.deadCount() == 0 && ctx.Err() == nil {
 		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -222,7 +223,7 @@ func contractDeadLetterTimeout(t *testing.T, kit brokerKit) {
 			got = append(got, attempt{body: string(d.Body), redelivered: d.Redelivered})
 		}
 	}
-	waitFor(t, 30*time.Second, "the timed-out message on the dead-letter topic", func() bool { return dead.deadCount() == 1 })
+	sidecartest.WaitFor(t, 30*time.Second, "the timed-out message on the dead-letter topic", func() bool { return dead.deadCount() == 1 })
 	if len(got) != 2 || got[0].redelivered != 0 || got[1].redelivered != 1 {
 		t.Fatalf("deliveries %+v, want exactly two (redelivered 0 then 1)", got)
 	}
@@ -233,8 +234,8 @@ func contractDeadLetterTimeout(t *testing.T, kit brokerKit) {
 // attempt drops before the app answers, the message goes back to the
 // broker, and the sidecar dead-letters it when the broker offers it again,
 // without a further delivery ("redelivered").
-func contractDeadLetterLostAttempt(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t))
+func contractDeadLetterLostAttempt(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=2"})
 	dead := &recorder{}
 	watchDLQ(t, e, dead)
@@ -260,14 +261,14 @@ func contractDeadLetterLostAttempt(t *testing.T, kit brokerKit) {
 		}
 	}
 	_ = raw.c.Close() // the app "crashes" holding its last allowed attempt
-	waitFor(t, 90*time.Second, "the message on the dead-letter topic", func() bool { return dead.deadCount() == 1 })
+	sidecartest.WaitFor(t, 90*time.Second, "the message on the dead-letter topic", func() bool { return dead.deadCount() == 1 })
 	wantHeaders(t, dead.firstDead(), map[string]string{mesh.HeaderDeadLetterReason: mesh.DeadLetterRedelivered, mesh.HeaderDeadLetterAttempts: "2"})
 }
 
 // contractNackDelayBounded: a NACK asking for 2^32-1 ms is redelivered
 // within the sidecar's MaxNackDelay, on every broker.
-func contractNackDelayBounded(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t), func(c *msgmesh.Config) { c.MaxNackDelay = time.Second })
+func contractNackDelayBounded(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t), func(c *msgmesh.Config) { c.MaxNackDelay = time.Second })
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	rec := &recorder{}
 	if _, err := e.dial().Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
@@ -283,7 +284,7 @@ func contractNackDelayBounded(t *testing.T, kit brokerKit) {
 	}
 	// Without the bound this waits 49.7 days (2 h on RocketMQ, its
 	// longest level).
-	waitFor(t, 60*time.Second, "the message nacked with a 2^32-1 ms delay to come back", func() bool { return len(rec.of("later")) == 2 })
+	sidecartest.WaitFor(t, 60*time.Second, "the message nacked with a 2^32-1 ms delay to come back", func() bool { return len(rec.of("later")) == 2 })
 }
 
 // TestDeadLetterPolicyPerGroup: a (group, topic) has one dead-letter
@@ -292,7 +293,7 @@ func contractNackDelayBounded(t *testing.T, kit brokerKit) {
 func TestDeadLetterPolicyPerGroup(t *testing.T) {
 	e := newEnv(t)
 	e.register("a1", nil, []string{"g:t,max_attempts=3"})
-	status, body := registerAt(t, e.http, "a2", nil, []string{"g:t,max_attempts=5"})
+	status, body := sidecartest.Register(t, e.http, "a2", nil, []string{"g:t,max_attempts=5"})
 	var eb struct{ Error, Message string }
 	_ = json.Unmarshal([]byte(body), &eb)
 	if status != http.StatusBadRequest || eb.Error != "INVALID" || !strings.Contains(eb.Message, `"a1"`) || !strings.Contains(eb.Message, "max_attempts 3") {
@@ -302,11 +303,11 @@ func TestDeadLetterPolicyPerGroup(t *testing.T) {
 	// The sidecar default (10) written out equals leaving it out.
 	e.register("a3", nil, []string{"g2:t"})
 	e.register("a4", nil, []string{"g2:t,max_attempts=10"})
-	if status, body := registerAt(t, e.http, "a1", nil, []string{"g:t,max_attempts=4"}); status != http.StatusBadRequest {
+	if status, body := sidecartest.Register(t, e.http, "a1", nil, []string{"g:t,max_attempts=4"}); status != http.StatusBadRequest {
 		t.Fatalf("a1 changing the policy a2 shares: %d %s; want 400", status, body)
 	}
 
-	status, body = httpDo(t, http.MethodGet, "http://"+e.http+"/v1/upstreams", "", nil)
+	status, body = sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/upstreams", "", nil)
 	var ups []struct {
 		Group, Topic    string
 		MaxAttempts     int    `json:"max_attempts"`
@@ -361,7 +362,7 @@ func TestDeadLetterTwice(t *testing.T) {
 		Headers: []mesh.HeaderField{{Key: "Tenant", Value: "acme"}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the message on the second dead-letter topic", func() bool { return got.deadCount() == 1 })
+	sidecartest.WaitFor(t, 30*time.Second, "the message on the second dead-letter topic", func() bool { return got.deadCount() == 1 })
 	d := got.firstDead()
 	counts := map[string]int{}
 	for _, h := range d.Headers {

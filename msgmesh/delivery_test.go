@@ -10,6 +10,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -24,12 +25,12 @@ func TestFanOutAndSplit(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic, "g2:" + topic})
 
-	g1, g2 := newTally(), newTally()
+	g1, g2 := sidecartest.NewTally(), sidecartest.NewTally()
 	for i := 0; i < 3; i++ {
 		who := fmt.Sprintf("g1-conn%d", i)
 		c := e.dial(client.WithApp("orders"))
 		if _, err := c.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
-			g1.add(who, string(d.Body))
+			g1.Add(who, string(d.Body))
 			return nil
 		}); err != nil {
 			t.Fatalf("subscribe g1: %v", err)
@@ -37,28 +38,27 @@ func TestFanOutAndSplit(t *testing.T) {
 	}
 	c2 := e.dial(client.WithApp("orders"))
 	if _, err := c2.Subscribe(context.Background(), "g2", topic, func(_ context.Context, d *client.Delivery) error {
-		g2.add("g2", string(d.Body))
+		g2.Add("g2", string(d.Body))
 		return nil
 	}); err != nil {
 		t.Fatalf("subscribe g2: %v", err)
 	}
 
 	pub := e.dial(client.WithApp("orders"))
-	publishN(t, pub, topic, "m", n, 512)
+	sidecartest.PublishN(t, pub, topic, "m", n, 512)
 
-	waitFor(t, 60*time.Second, "both groups to receive every message", func() bool {
-		return g1.count() >= n && g2.count() >= n
+	sidecartest.WaitFor(t, 60*time.Second, "both groups to receive every message", func() bool {
+		return g1.Count() >= n && g2.Count() >= n
 	})
-	g1.exactlyOnce(t, "m", n)
-	g2.exactlyOnce(t, "m", n)
-	g1.mu.Lock()
-	defer g1.mu.Unlock()
+	g1.ExactlyOnce(t, "m", n)
+	g2.ExactlyOnce(t, "m", n)
+	by := g1.By()
 	for i := 0; i < 3; i++ {
-		if got := g1.by[fmt.Sprintf("g1-conn%d", i)]; got == 0 {
-			t.Errorf("connection %d of g1 got no message; deliveries should spread: %v", i, g1.by)
+		if got := by[fmt.Sprintf("g1-conn%d", i)]; got == 0 {
+			t.Errorf("connection %d of g1 got no message; deliveries should spread: %v", i, by)
 		}
 	}
-	t.Logf("g1 split over its connections: %v", g1.by)
+	t.Logf("g1 split over its connections: %v", by)
 }
 
 // TestNackRedelivers: a message the app nacks comes back, marked redelivered.
@@ -82,8 +82,8 @@ func TestNackRedelivers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, e.dial(), topic, "m", n, 16)
-	waitFor(t, 30*time.Second, "every nacked message to come back", func() bool {
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 16)
+	sidecartest.WaitFor(t, 30*time.Second, "every nacked message to come back", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(redelivered) == n
@@ -110,7 +110,7 @@ func TestDisconnectRedelivers(t *testing.T) {
 	// The hoarder takes deliveries and never answers them.
 	hoarder := dialRaw(t, e.addr)
 	hoarder.hello(mesh.Subscription{Group: "g1", Topic: topic, Mode: mesh.ModePush})
-	publishN(t, e.dial(), topic, "m", n, 64)
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 64)
 	held := 0
 	for held < 10 {
 		if f := hoarder.read(); f.Kind == mesh.KindDeliver {
@@ -118,18 +118,18 @@ func TestDisconnectRedelivers(t *testing.T) {
 		}
 	}
 
-	got := newTally()
+	got := sidecartest.NewTally()
 	c := e.dial()
 	if _, err := c.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
-		got.add("survivor", string(d.Body))
+		got.Add("survivor", string(d.Body))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	_ = hoarder.c.Close()
-	waitFor(t, 30*time.Second, "the survivor to receive every message", func() bool { return got.distinct() == n })
-	if got.count() != n {
-		t.Fatalf("survivor got %d deliveries of %d messages; want each once", got.count(), n)
+	sidecartest.WaitFor(t, 30*time.Second, "the survivor to receive every message", func() bool { return got.Distinct() == n })
+	if got.Count() != n {
+		t.Fatalf("survivor got %d deliveries of %d messages; want each once", got.Count(), n)
 	}
 }
 
@@ -148,10 +148,10 @@ func TestPull(t *testing.T) {
 		t.Fatalf("pull on an empty topic: %d messages, err %v; want 0, nil", len(empty), err)
 	}
 
-	publishN(t, c, topic, "m", n, 64)
-	got := newTally()
-	deadline := time.Now().Add(scaled(30 * time.Second))
-	for got.count() < n && time.Now().Before(deadline) {
+	sidecartest.PublishN(t, c, topic, "m", n, 64)
+	got := sidecartest.NewTally()
+	deadline := time.Now().Add(sidecartest.Scaled(30 * time.Second))
+	for got.Count() < n && time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		ds, err := c.Pull(ctx, "g1", topic, 64)
 		cancel()
@@ -162,13 +162,13 @@ func TestPull(t *testing.T) {
 			t.Fatalf("pull of 64 returned %d", len(ds))
 		}
 		for _, d := range ds {
-			got.add("puller", string(d.Body))
+			got.Add("puller", string(d.Body))
 			if err := d.Ack(context.Background()); err != nil {
 				t.Fatalf("ack: %v", err)
 			}
 		}
 	}
-	got.exactlyOnce(t, "m", n)
+	got.ExactlyOnce(t, "m", n)
 }
 
 // TestBackpressure: with a connection that holds every delivery, the
@@ -178,13 +178,13 @@ func TestBackpressure(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	raw := dialRaw(t, e.addr)
-	if f := raw.request(mesh.KindHello, &mesh.Hello{App: testApp, Client: "slow", MaxInflight: limit}); f.Kind != mesh.KindOK {
+	if f := raw.request(mesh.KindHello, &mesh.Hello{App: sidecartest.App, Client: "slow", MaxInflight: limit}); f.Kind != mesh.KindOK {
 		t.Fatalf("HELLO: %s", f.Kind)
 	}
 	if f := raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{{Group: "g1", Topic: topic, Mode: mesh.ModePush}}}); f.Kind != mesh.KindOK {
 		t.Fatalf("DECLARE: %s", f.Kind)
 	}
-	publishN(t, e.dial(), topic, "m", 100, 32)
+	sidecartest.PublishN(t, e.dial(), topic, "m", 100, 32)
 	var ids []uint64
 	for len(ids) < limit {
 		if f := raw.read(); f.Kind == mesh.KindDeliver {
@@ -222,7 +222,7 @@ func TestDeliveryTimeout(t *testing.T) {
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	raw := dialRaw(t, e.addr)
 	raw.hello(mesh.Subscription{Group: "g1", Topic: topic, Mode: mesh.ModePush})
-	publishN(t, e.dial(), topic, "m", 1, 1)
+	sidecartest.PublishN(t, e.dial(), topic, "m", 1, 1)
 	var first, second mesh.Message
 	for _, m := range []*mesh.Message{&first, &second} {
 		for {
@@ -252,7 +252,7 @@ func TestIdleGroupDoesNotStarveAnother(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:busy.topic"}, []string{"g1:idle.topic", "g2:busy.topic"})
 	raw := dialRaw(t, e.addr)
-	if f := raw.request(mesh.KindHello, &mesh.Hello{App: testApp, Client: "one-slot", MaxInflight: 1}); f.Kind != mesh.KindOK {
+	if f := raw.request(mesh.KindHello, &mesh.Hello{App: sidecartest.App, Client: "one-slot", MaxInflight: 1}); f.Kind != mesh.KindOK {
 		t.Fatalf("HELLO: %s", f.Kind)
 	}
 	if f := raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{
@@ -261,7 +261,7 @@ func TestIdleGroupDoesNotStarveAnother(t *testing.T) {
 	}}); f.Kind != mesh.KindOK {
 		t.Fatalf("DECLARE: %s", f.Kind)
 	}
-	publishN(t, e.dial(), "busy.topic", "m", 3, 3)
+	sidecartest.PublishN(t, e.dial(), "busy.topic", "m", 3, 3)
 	for got := 0; got < 3; {
 		f := raw.read()
 		if f.Kind != mesh.KindDeliver {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -45,7 +46,7 @@ func TestPushSession(t *testing.T) {
 		select {
 		case d := <-got:
 			return d
-		case <-time.After(scaled(10 * time.Second)):
+		case <-time.After(sidecartest.Scaled(10 * time.Second)):
 			t.Fatal("no delivery")
 			return msgmesh.Delivery{}
 		}
@@ -86,7 +87,7 @@ func TestPushSession(t *testing.T) {
 	select {
 	case d := <-got:
 		t.Fatalf("delivery %s beyond the in-flight bound %d", d.Message().Body, window)
-	case <-time.After(scaled(200 * time.Millisecond)):
+	case <-time.After(sidecartest.Scaled(200 * time.Millisecond)):
 	}
 	ps.Close()
 	select {
@@ -110,14 +111,14 @@ func TestPushSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(10*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(10*time.Second))
 	defer cancel()
 	if err := e.sc.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-ps2.Done():
-	case <-time.After(scaled(5 * time.Second)):
+	case <-time.After(sidecartest.Scaled(5 * time.Second)):
 		t.Fatal("push session not ended by Shutdown")
 	}
 	ps2.Close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -24,9 +25,9 @@ func TestBadInputIsTypedAndContained(t *testing.T) {
 
 	// The bystander: one client publishing and consuming the whole time.
 	by := e.dial()
-	got := newTally()
+	got := sidecartest.NewTally()
 	if _, err := by.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
-		got.add("bystander", string(d.Body))
+		got.Add("bystander", string(d.Body))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -36,11 +37,9 @@ func TestBadInputIsTypedAndContained(t *testing.T) {
 		t.Helper()
 		round++
 		prefix := "round" + string(rune('a'+round))
-		publishN(t, by, topic, prefix, 10, 10)
-		waitFor(t, 10*time.Second, "the bystander's messages", func() bool {
-			got.mu.Lock()
-			defer got.mu.Unlock()
-			return got.bodies[prefix+"-9"] > 0
+		sidecartest.PublishN(t, by, topic, prefix, 10, 10)
+		sidecartest.WaitFor(t, 10*time.Second, "the bystander's messages", func() bool {
+			return got.Times(prefix+"-9") > 0
 		})
 	}
 	bystanderWorks()
@@ -144,7 +143,7 @@ func TestBadInputIsTypedAndContained(t *testing.T) {
 			"no bindings":   `{"app":"x"}`,
 			"empty":         ``,
 		} {
-			status, resp := httpDo(t, http.MethodPost, "http://"+e.http+"/v1/registrations", "application/json", []byte(body))
+			status, resp := sidecartest.HTTPDo(t, http.MethodPost, "http://"+e.http+"/v1/registrations", "application/json", []byte(body))
 			var eb struct{ Error, Message string }
 			if status != http.StatusBadRequest || json.Unmarshal([]byte(resp), &eb) != nil || eb.Error != "INVALID" || eb.Message == "" {
 				t.Errorf("%s: HTTP %d %s; want 400 with an INVALID error and a message", name, status, resp)
@@ -152,21 +151,21 @@ func TestBadInputIsTypedAndContained(t *testing.T) {
 		}
 	})
 	t.Run("http publish errors", func(t *testing.T) {
-		status, resp := httpDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/no.such.topic", "", []byte("x"))
+		status, resp := sidecartest.HTTPDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/no.such.topic", "", []byte("x"))
 		if status != http.StatusNotFound || !strings.Contains(resp, "NOT_REGISTERED") {
 			t.Errorf("HTTP publish to an unregistered topic: %d %s", status, resp)
 		}
-		status, resp = httpDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/"+topic, "", make([]byte, 2048))
+		status, resp = sidecartest.HTTPDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/"+topic, "", make([]byte, 2048))
 		if status != http.StatusRequestEntityTooLarge {
 			t.Errorf("HTTP publish over the size limit: %d %s", status, resp)
 		}
-		status, resp = httpDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/"+topic+"?key=k1", "", []byte("via-http"))
+		status, resp = sidecartest.HTTPDo(t, http.MethodPost, "http://"+e.http+"/v1/publish/"+topic+"?key=k1", "", []byte("via-http"))
 		if status != http.StatusOK || !strings.Contains(resp, `"offset"`) {
 			t.Errorf("HTTP publish: %d %s", status, resp)
 		}
 	})
 	bystanderWorks()
-	if status, _ := httpDo(t, http.MethodGet, "http://"+e.http+"/healthz", "", nil); status != http.StatusOK {
+	if status, _ := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/healthz", "", nil); status != http.StatusOK {
 		t.Fatalf("healthz after bad input: %d", status)
 	}
 }
@@ -179,7 +178,7 @@ func (r rawBytes) AppendTo(b []byte) []byte { return append(b, r...) }
 // wantClosed fails unless the sidecar closes the connection.
 func wantClosed(t *testing.T, raw *rawConn) {
 	t.Helper()
-	_ = raw.c.SetReadDeadline(time.Now().Add(scaled(5 * time.Second)))
+	_ = raw.c.SetReadDeadline(time.Now().Add(sidecartest.Scaled(5 * time.Second)))
 	for {
 		if _, err := raw.rd.ReadFrame(); err != nil {
 			var ne interface{ Timeout() bool }

@@ -13,26 +13,28 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // startOrRefuse runs the binary with args and waits until it either
 // exits (returned true, with its log) or answers /healthz on httpAddr.
 func startOrRefuse(t *testing.T, httpAddr string, args ...string) (refused bool, log string) {
 	t.Helper()
-	p := startProc(t, sidecarBinary(t), args...)
-	waitFor(t, 30*time.Second, "the sidecar to exit or answer /healthz", func() bool {
+	p := sidecartest.StartProc(t, sidecarBinary(t), args...)
+	sidecartest.WaitFor(t, 30*time.Second, "the sidecar to exit or answer /healthz", func() bool {
 		select {
-		case <-p.done:
+		case <-p.Done:
 			refused = true
 			return true
 		default:
 		}
-		return healthy(httpAddr)
+		return sidecartest.Healthy(httpAddr)
 	})
-	if refused && p.cmd.ProcessState.Success() {
+	if refused && p.Cmd.ProcessState.Success() {
 		t.Errorf("the sidecar exited with status 0 on a refused start")
 	}
-	return refused, p.logSoFar()
+	return refused, p.Output()
 }
 
 // TestRemoteListenersNeedAllowRemote runs the binary with its HTTP API,
@@ -145,10 +147,10 @@ func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
 	httpAddr, natsAddr := freePort(t), freePort(t)
 	_, natsPort, _ := net.SplitHostPort(natsAddr)
 	args := []string{"--data-dir", dataDir, "--listen", freePort(t), "--http", httpAddr, "--log-json"}
-	p := startProc(t, bin, append(args, "--nats-listen", "0.0.0.0:"+natsPort, "--allow-remote", "nats")...)
-	waitHealthy(t, p, httpAddr)
-	if !strings.Contains(p.logSoFar(), `"credentials":"`+creds+`"`) {
-		t.Errorf("the log does not name the credentials file %s:\n%s", creds, p.logSoFar())
+	p := sidecartest.StartProc(t, bin, append(args, "--nats-listen", "0.0.0.0:"+natsPort, "--allow-remote", "nats")...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	if !strings.Contains(p.Output(), `"credentials":"`+creds+`"`) {
+		t.Errorf("the log does not name the credentials file %s:\n%s", creds, p.Output())
 	}
 	st, err := os.Stat(creds)
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -179,10 +181,10 @@ func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
 
 	// The sidecar's own (in-process) connection works: a publish through
 	// it is in the stream a client with the credentials sees.
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/octet-stream", []byte("m1"))
+	status, body := sidecartest.HTTPDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/octet-stream", []byte("m1"))
 	var ack struct{ Stream string }
 	if err := json.Unmarshal([]byte(body), &ack); status != http.StatusOK || err != nil {
 		t.Fatalf("publish: %d %s", status, body)
@@ -206,11 +208,11 @@ func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
 	// A restart (on loopback now, where the credentials are wanted too)
 	// keeps them.
 	before, _ := os.ReadFile(creds)
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	<-p.done
+	_ = p.Cmd.Process.Signal(os.Interrupt)
+	<-p.Done
 	natsAddr2 := freePort(t)
-	p = startProc(t, bin, append(args, "--nats-listen", natsAddr2)...)
-	waitHealthy(t, p, httpAddr)
+	p = sidecartest.StartProc(t, bin, append(args, "--nats-listen", natsAddr2)...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	if after, _ := os.ReadFile(creds); string(after) != string(before) {
 		t.Fatalf("the restart changed the credentials file")
 	}
@@ -223,8 +225,8 @@ func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
 		t.Fatalf("loopback listener with the credentials after the restart: %v", err)
 	}
 	nc.Close()
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	<-p.done
+	_ = p.Cmd.Process.Signal(os.Interrupt)
+	<-p.Done
 
 	// Credentials others may read are not used.
 	if err := os.Chmod(creds, 0o644); err != nil {

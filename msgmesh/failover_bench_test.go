@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/netfault"
 	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/scheduler"
 )
@@ -56,7 +57,7 @@ type cutResult struct {
 // runCut runs plan and waits until every published message was delivered.
 func runCut(tb testing.TB, plan cutPlan) cutResult {
 	tb.Helper()
-	c := natsCluster(tb)
+	c := sidecartest.NATSCluster(tb)
 	ca, err := pki.NewCA()
 	if err != nil {
 		tb.Fatal(err)
@@ -84,10 +85,10 @@ func runCut(tb testing.TB, plan cutPlan) cutResult {
 	seen := map[int]int{}
 	var deliveries atomic.Int64
 	for i, n := range nodes {
-		if status, body := registerAt(tb, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		if status, body := sidecartest.Register(tb, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 			tb.Fatalf("register on node %d: %d %s", i, status, body)
 		}
-		if _, err := dialAt(tb, n.addr).Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		if _, err := sidecartest.Dial(tb, n.addr).Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 			now := time.Now()
 			if plan.work > 0 {
 				time.Sleep(plan.work) // the app at work, not a synchronisation
@@ -109,7 +110,7 @@ func runCut(tb testing.TB, plan cutPlan) cutResult {
 	}
 
 	// The publisher: plan.rate messages a second through node 1.
-	pub := dialAt(tb, nodes[0].addr)
+	pub := sidecartest.Dial(tb, nodes[0].addr)
 	var published atomic.Int64
 	var pubErr atomic.Value
 	stopPub := make(chan struct{})
@@ -196,11 +197,11 @@ func runCut(tb testing.TB, plan cutPlan) cutResult {
 		defer mu.Unlock()
 		return len(first) >= res.published
 	}
-	if !waitUntil(120*time.Second, done) {
+	if !sidecartest.WaitUntil(120*time.Second, done) {
 		tb.Logf("not every message was delivered in time")
 	}
 	// Let redeliveries of what was handed back land before counting.
-	_ = waitUntil(5*time.Second, func() bool { return nodes[2].fwd.Outstanding() == 0 })
+	_ = sidecartest.WaitUntil(5*time.Second, func() bool { return nodes[2].fwd.Outstanding() == 0 })
 	mu.Lock()
 	defer mu.Unlock()
 	res.deliveries = int(deliveries.Load())

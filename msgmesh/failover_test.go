@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 )
@@ -46,10 +47,10 @@ func TestSiblingSilentCut(t *testing.T) {
 	var st *cutState
 	res := runCut(t, cutPlan{
 		rate:  300,
-		node3: nodeOpts{take: scaled(time.Second), wrap: func(f msgmesh.Forwarder) msgmesh.Forwarder { counter.Forwarder = f; return counter }},
+		node3: nodeOpts{take: sidecartest.Scaled(time.Second), wrap: func(f msgmesh.Forwarder) msgmesh.Forwarder { counter.Forwarder = f; return counter }},
 		ready: func(s *cutState) { st = s },
 		lead: func() {
-			waitFor(t, 60*time.Second, "node 3 to forward through the relay", func() bool {
+			sidecartest.WaitFor(t, 60*time.Second, "node 3 to forward through the relay", func() bool {
 				return st.nodes[1].sc.Stats().FromSiblings >= 100
 			})
 			counter.sibling.Store(st.relay.Addr()) // from the cut on
@@ -58,14 +59,14 @@ func TestSiblingSilentCut(t *testing.T) {
 			// Node 3 keeps taking from the broker while node 2 is cut off,
 			// and forwards to it are refused at once.
 			at := st.nodes[2].sc.Stats().FromBroker
-			waitFor(t, 60*time.Second, "node 3 to take 300 more deliveries during the cut", func() bool {
+			sidecartest.WaitFor(t, 60*time.Second, "node 3 to take 300 more deliveries during the cut", func() bool {
 				return st.nodes[2].sc.Stats().FromBroker >= at+300 && counter.down.Load() >= 50
 			})
 		},
 		tail: func() {
 			// After the heal a probe reconnects and node 2 gets forwards again.
 			at := st.nodes[1].sc.Stats().FromSiblings
-			waitFor(t, 60*time.Second, "node 3 to forward to node 2 again", func() bool {
+			sidecartest.WaitFor(t, 60*time.Second, "node 3 to forward to node 2 again", func() bool {
 				return st.nodes[1].sc.Stats().FromSiblings >= at+50
 			})
 		},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/scheduler"
@@ -86,17 +87,17 @@ func startNode(t testing.TB, c topology.Cluster, ca *pki.CA, opts ...nodeOpts) *
 	// longer than the sibling's delivery timeout, as docs/forwarding.md says.
 	take := o.take
 	if take == 0 {
-		take = scaled(2 * time.Second)
+		take = sidecartest.Scaled(2 * time.Second)
 	}
 	deliveryTimeout := 3 * time.Second
 	if o.deliveryTimeout > 0 {
 		deliveryTimeout = o.deliveryTimeout
 	}
 	if n.fwd, err = forward.NewForwarder(forward.ClientConfig{TLS: cliTLS, App: "orders", Name: n.fwdAddr,
-		Timeout: deliveryTimeout + time.Second, TakeTimeout: take, Logger: testLogger()}); err != nil {
+		Timeout: deliveryTimeout + time.Second, TakeTimeout: take, Logger: sidecartest.Logger()}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := brokers.Open(context.Background(), c, testLogger())
+	b, err := brokers.Open(context.Background(), c, sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func startNode(t testing.TB, c topology.Cluster, ca *pki.CA, opts ...nodeOpts) *
 		fwd = o.wrap(fwd)
 	}
 	n.sc, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		Broker: b, Logger: testLogger(), DeliveryTimeout: deliveryTimeout,
+		Broker: b, Logger: sidecartest.Logger(), DeliveryTimeout: deliveryTimeout,
 		Forwarding: &msgmesh.Forwarding{App: "orders", Scheduler: n.sched, Forwarder: fwd}})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func startNode(t testing.TB, c topology.Cluster, ca *pki.CA, opts ...nodeOpts) *
 	if err := n.sc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n.fwdSrv, err = forward.NewServer(forward.ServerConfig{TLS: srvTLS, App: "orders", Deliverer: n.sc, Logger: testLogger()}); err != nil {
+	if n.fwdSrv, err = forward.NewServer(forward.ServerConfig{TLS: srvTLS, App: "orders", Deliverer: n.sc, Logger: sidecartest.Logger()}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = n.fwdSrv.Serve(ln) }()
@@ -144,37 +145,35 @@ func setWeights(nodes []*meshNode, weights ...int) {
 // TestWeightedForwarding is docs/design.md flows 7 and 8 with three sidecars of
 // one app, each with its own consuming app, on one broker.
 func TestWeightedForwarding(t *testing.T) {
-	c := natsCluster(t)
+	c := sidecartest.NATSCluster(t)
 	ca, err := pki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
 	nodes := []*meshNode{startNode(t, c, ca), startNode(t, c, ca), startNode(t, c, ca)}
-	apps := make([]*tally, 3)
+	apps := make([]*sidecartest.Tally, 3)
 	for i, n := range nodes {
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		if status, body := sidecartest.Register(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 			t.Fatalf("register on node %d: %d %s", i, status, body)
 		}
-		apps[i] = newTally()
-		subscribe(t, dialAt(t, n.addr), "g1", fmt.Sprintf("node%d", i), apps[i])
+		apps[i] = sidecartest.NewTally()
+		subscribe(t, sidecartest.Dial(t, n.addr), "g1", fmt.Sprintf("node%d", i), apps[i])
 	}
-	pub := dialAt(t, nodes[0].addr)
+	pub := sidecartest.Dial(t, nodes[0].addr)
 	total := func() (n int) {
 		for _, a := range apps {
-			n += a.count()
+			n += a.Count()
 		}
 		return n
 	}
-	union := func() *tally {
-		u := newTally()
+	union := func() *sidecartest.Tally {
+		u := sidecartest.NewTally()
 		for _, a := range apps {
-			a.mu.Lock()
-			for b, k := range a.bodies {
+			for b, k := range a.Bodies() {
 				for ; k > 0; k-- {
-					u.add("", b)
+					u.Add("", b)
 				}
 			}
-			a.mu.Unlock()
 		}
 		return u
 	}
@@ -182,9 +181,9 @@ func TestWeightedForwarding(t *testing.T) {
 	t.Run("weights 100/100/30", func(t *testing.T) {
 		const n = 10_000
 		setWeights(nodes, 100, 100, 30)
-		publishN(t, pub, topic, "w", n, 256)
-		waitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= n })
-		union().exactlyOnce(t, "w", n)
+		sidecartest.PublishN(t, pub, topic, "w", n, 256)
+		sidecartest.WaitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= n })
+		union().ExactlyOnce(t, "w", n)
 		s3 := nodes[2].sc.Stats()
 		kept := float64(s3.FromBroker-s3.Forwarded) / float64(s3.FromBroker)
 		if math.Abs(kept-0.30) > 0.03 {
@@ -207,11 +206,11 @@ func TestWeightedForwarding(t *testing.T) {
 	t.Run("weight 0 drains a node", func(t *testing.T) {
 		const n = 1000
 		setWeights(nodes, 100, 100, 0)
-		before := apps[2].count()
+		before := apps[2].Count()
 		beforeTotal := total()
-		publishN(t, pub, topic, "z", n, 128)
-		waitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= beforeTotal+n })
-		if got := apps[2].count() - before; got != 0 {
+		sidecartest.PublishN(t, pub, topic, "z", n, 128)
+		sidecartest.WaitFor(t, 60*time.Second, "every message to be consumed", func() bool { return total() >= beforeTotal+n })
+		if got := apps[2].Count() - before; got != 0 {
 			t.Fatalf("the app of the weight-0 node received %d messages, want none", got)
 		}
 	})
@@ -254,7 +253,7 @@ func TestWeightedForwarding(t *testing.T) {
 			// under way. This goroutine only polls; the test goroutine
 			// publishes and asserts.
 			defer close(stopped)
-			for deadline := time.Now().Add(scaled(30 * time.Second)); total() <= beforeTotal+n/4 && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(sidecartest.Scaled(30 * time.Second)); total() <= beforeTotal+n/4 && time.Now().Before(deadline); {
 				time.Sleep(2 * time.Millisecond)
 			}
 			nodes[1].stop(0)
@@ -263,14 +262,12 @@ func TestWeightedForwarding(t *testing.T) {
 			nodes[0].sched.Update(ins)
 			nodes[2].sched.Update(ins)
 		}()
-		publishN(t, pub, topic, "k", n, 128)
+		sidecartest.PublishN(t, pub, topic, "k", n, 128)
 		<-stopped
-		waitFor(t, 90*time.Second, "every message published during the stop", func() bool {
+		sidecartest.WaitFor(t, 90*time.Second, "every message published during the stop", func() bool {
 			u := union()
-			u.mu.Lock()
-			defer u.mu.Unlock()
 			for i := 0; i < n; i++ {
-				if u.bodies[fmt.Sprintf("k-%d", i)] == 0 {
+				if u.Times(fmt.Sprintf("k-%d", i)) == 0 {
 					return false
 				}
 			}

@@ -2,7 +2,6 @@ package msgmesh_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -13,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 )
 
 // pythonGRPC is Debian's python3 with python3-grpcio and
@@ -47,7 +49,7 @@ func TestGRPCPythonClient(t *testing.T) {
 		t.Skip("builds and runs the msgmesh binary")
 	}
 	stubs := pythonStubs(t)
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +57,13 @@ func TestGRPCPythonClient(t *testing.T) {
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	args := []string{"--data-dir", t.TempDir(), "--listen", freePort(t), "--http", httpAddr, "--grpc", grpcAddr,
 		"--delivery-timeout", "2s", "--log-level", "warn"}
-	p := startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
+	p := sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(120*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(120*time.Second))
 	defer cancel()
 	py := exec.CommandContext(ctx, pythonGRPC, "testdata/grpc_client.py", stubs, grpcAddr, strconv.Itoa(n))
-	var stderr lockedWriter
-	stderr.w = new(bytes.Buffer)
+	var stderr syncbuf.Buffer
 	py.Stderr = &stderr
 	stdout, err := py.StdoutPipe()
 	if err != nil {
@@ -83,13 +84,13 @@ func TestGRPCPythonClient(t *testing.T) {
 		if k, ok := strings.CutPrefix(line, "acked "); ok && !killed {
 			if a, _ := strconv.Atoi(k); a >= n/3 {
 				killed = true
-				if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
-				<-p.done
+				<-p.Done
 				t.Logf("SIGKILLed the sidecar with %d publishes acked after %s; restarting", a, time.Since(start).Round(time.Millisecond))
-				p = startProc(t, bin, args...)
-				waitHealthy(t, p, httpAddr)
+				p = sidecartest.StartProc(t, bin, args...)
+				sidecartest.WaitHealthy(t, p, httpAddr)
 			}
 		}
 		if strings.HasPrefix(line, "{") {
@@ -136,7 +137,7 @@ func TestGRPCDocExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, withGRPC)
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(60*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(60*time.Second))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pythonGRPC, script)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+stubs, "MSGMESH_GRPC="+e.sc.GRPCAddr().String())

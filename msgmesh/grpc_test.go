@@ -15,11 +15,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	pb "github.com/msgmesh/msgmesh/proto/msgmesh/v1"
 )
@@ -27,34 +27,10 @@ import (
 // withGRPC gives the sidecar a gRPC listener on a free loopback port.
 func withGRPC(c *msgmesh.Config) { c.GRPCListen = "127.0.0.1:0" }
 
-// grpcConn dials the sidecar's gRPC API; it closes in t.Cleanup.
-func grpcConn(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
-}
-
 // grpcClient is the Mesh client of e's sidecar.
 func (e *env) grpcClient() pb.MeshClient {
 	e.t.Helper()
-	return pb.NewMeshClient(grpcConn(e.t, e.sc.GRPCAddr().String()))
-}
-
-// as returns a context of at most d whose metadata names app (and its
-// secret, when not empty).
-func as(t testing.TB, app, secret string, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(d))
-	t.Cleanup(cancel)
-	md := metadata.Pairs("msgmesh-app", app)
-	if secret != "" {
-		md.Set("authorization", "Bearer "+secret)
-	}
-	return metadata.NewOutgoingContext(ctx, md)
+	return pb.NewMeshClient(sidecartest.GRPCConn(e.t, e.sc.GRPCAddr().String()))
 }
 
 // wantStatus fails unless err is a gRPC status with code and, when reason
@@ -93,7 +69,7 @@ type subStream struct {
 
 func grpcSubscribe(t testing.TB, c pb.MeshClient, app string, window uint32, subs ...*pb.Subscription) *subStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(as(t, app, "", 60*time.Second))
+	ctx, cancel := context.WithCancel(sidecartest.As(t, app, "", 60*time.Second))
 	t.Cleanup(cancel)
 	st, err := c.Subscribe(ctx)
 	if err != nil {
@@ -130,7 +106,7 @@ func (s *subStream) next() *pb.Delivery {
 			s.t.Fatalf("subscribe stream: %v, want a delivery", x.r)
 		}
 		return x.r.GetDelivery()
-	case <-time.After(scaled(15 * time.Second)):
+	case <-time.After(sidecartest.Scaled(15 * time.Second)):
 		s.t.Fatal("no delivery on the subscribe stream")
 		return nil
 	}
@@ -160,11 +136,11 @@ func pub(topic, body string) *pb.PublishRequest {
 // that acks, a Pull acked and nacked by id (and the nacked one pulled
 // again, redelivered), and Deregister.
 func TestGRPCRoundTrip(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t), withGRPC)
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t), withGRPC)
 			c := e.grpcClient()
-			ctx := as(t, "orders", "", 60*time.Second)
+			ctx := sidecartest.As(t, "orders", "", 60*time.Second)
 			reg, err := c.Register(ctx, &pb.RegisterRequest{Registration: &pb.Registration{App: "orders",
 				Produce: []*pb.Binding{{Group: "p1", Topic: topic}},
 				Consume: []*pb.Binding{{Group: "g1", Topic: topic}, {Group: "g2", Topic: topic, MaxAttempts: 5}}}})
@@ -178,7 +154,7 @@ func TestGRPCRoundTrip(t *testing.T) {
 			// Publish one with everything set; it comes back through a
 			// Subscribe stream of g1.
 			sub := grpcSubscribe(t, c, "orders", 8, &pb.Subscription{Group: "g1", Topic: topic})
-			emptyKey := kit.name != "rocketmq" // RocketMQ keeps no empty key
+			emptyKey := kit.Name != "rocketmq" // RocketMQ keeps no empty key
 			res, err := c.Publish(ctx, &pb.PublishRequest{Topic: topic, Key: []byte("k1"), Body: []byte("first"), Tag: "blue",
 				Headers: []*pb.Header{{Key: "Tenant", Value: []byte("acme")}}})
 			if err != nil {
@@ -250,7 +226,7 @@ func TestGRPCRoundTrip(t *testing.T) {
 				want++
 			}
 			var pulled []*pb.Delivery
-			deadline := time.Now().Add(scaled(30 * time.Second))
+			deadline := time.Now().Add(sidecartest.Scaled(30 * time.Second))
 			for len(pulled) < want && time.Now().Before(deadline) {
 				r, err := c.Pull(ctx, &pb.PullRequest{Group: "g2", Topic: topic, Max: 100, WaitMs: 1000})
 				if err != nil {
@@ -309,10 +285,10 @@ func TestGRPCErrors(t *testing.T) {
 	e := newEnv(t, withGRPC, func(c *msgmesh.Config) { c.MaxMessageSize = 64 << 10 })
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	e.register("billing", []string{"p2:billing.events"}, []string{"g9:billing.events"})
-	if status, body := registerAuth(t, e.http, "vault", "vault-secret-0123456789", []string{"p3:vault.events"}, nil); status != 201 {
+	if status, body := sidecartest.RegisterAs(t, e.http, "vault", "vault-secret-0123456789", []string{"p3:vault.events"}, nil); status != 201 {
 		t.Fatalf("register vault: %d %s", status, body)
 	}
-	cc := grpcConn(t, e.sc.GRPCAddr().String())
+	cc := sidecartest.GRPCConn(t, e.sc.GRPCAddr().String())
 	c := pb.NewMeshClient(cc)
 	big := make([]byte, 65<<10)
 	huge := make([]byte, 8<<20)
@@ -332,11 +308,11 @@ func TestGRPCErrors(t *testing.T) {
 			return err
 		}, codes.PermissionDenied, "FORBIDDEN"},
 		{"publish as an unregistered app", func(context.Context) error {
-			_, err := c.Publish(as(t, "ghost", "", 10*time.Second), pub(topic, "x"))
+			_, err := c.Publish(sidecartest.As(t, "ghost", "", 10*time.Second), pub(topic, "x"))
 			return err
 		}, codes.NotFound, "NOT_REGISTERED"},
 		{"publish with a wrong secret", func(context.Context) error {
-			_, err := c.Publish(as(t, "vault", "not-the-secret-0123456789", 10*time.Second), pub("vault.events", "x"))
+			_, err := c.Publish(sidecartest.As(t, "vault", "not-the-secret-0123456789", 10*time.Second), pub("vault.events", "x"))
 			return err
 		}, codes.Unauthenticated, "UNAUTHORIZED"},
 		{"publish a body over the limit", func(ctx context.Context) error {
@@ -364,7 +340,7 @@ func TestGRPCErrors(t *testing.T) {
 			return err
 		}, codes.PermissionDenied, "FORBIDDEN"},
 		{"pull naming no app", func(context.Context) error {
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(10*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(10*time.Second))
 			defer cancel()
 			_, err := c.Pull(ctx, &pb.PullRequest{Group: "g1", Topic: topic})
 			return err
@@ -397,7 +373,7 @@ func TestGRPCErrors(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "INVALID"},
 		{"deregister an unknown app", func(context.Context) error {
-			_, err := c.Deregister(as(t, "ghost", "", 10*time.Second), &pb.DeregisterRequest{})
+			_, err := c.Deregister(sidecartest.As(t, "ghost", "", 10*time.Second), &pb.DeregisterRequest{})
 			return err
 		}, codes.NotFound, "NOT_FOUND"},
 		{"deregister an app with a secret without it", func(ctx context.Context) error {
@@ -406,21 +382,21 @@ func TestGRPCErrors(t *testing.T) {
 		}, codes.Unauthenticated, "UNAUTHORIZED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.call(as(t, "orders", "", 10*time.Second))
+			err := tc.call(sidecartest.As(t, "orders", "", 10*time.Second))
 			wantStatus(t, tc.name, err, tc.code, tc.reason)
 		})
 	}
 
 	// The reason is in the trailer too.
 	var trailer metadata.MD
-	_, err := c.Publish(as(t, "orders", "", 10*time.Second), pub("nobody.produces", "x"), grpc.Trailer(&trailer))
+	_, err := c.Publish(sidecartest.As(t, "orders", "", 10*time.Second), pub("nobody.produces", "x"), grpc.Trailer(&trailer))
 	wantStatus(t, "publish to an unregistered topic", err, codes.NotFound, "NOT_REGISTERED")
 	if got := trailer.Get("msgmesh-error-code"); !slices.Equal(got, []string{"NOT_REGISTERED"}) {
 		t.Errorf("trailer msgmesh-error-code = %q, want NOT_REGISTERED", got)
 	}
 
 	// A PublishStream answers a bad message in its ack and goes on.
-	ps, err := c.PublishStream(as(t, "orders", "", 30*time.Second))
+	ps, err := c.PublishStream(sidecartest.As(t, "orders", "", 30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +434,7 @@ func TestGRPCErrors(t *testing.T) {
 	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health after bad calls: %v %v", hr, err)
 	}
-	if _, err := c.Publish(as(t, "orders", "", 10*time.Second), pub(topic, "fine")); err != nil {
+	if _, err := c.Publish(sidecartest.As(t, "orders", "", 10*time.Second), pub(topic, "fine")); err != nil {
 		t.Fatalf("publish after bad calls: %v", err)
 	}
 }
@@ -488,7 +464,7 @@ func TestGRPCSubscribeWindow(t *testing.T) {
 	e := newEnv(t, withGRPC)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	c := e.grpcClient()
-	ctx := as(t, "orders", "", 60*time.Second)
+	ctx := sidecartest.As(t, "orders", "", 60*time.Second)
 	const n, window = 30, 4
 	for i := range n {
 		if _, err := c.Publish(ctx, pub(topic, fmt.Sprintf("m-%02d", i))); err != nil {
@@ -522,7 +498,7 @@ func TestGRPCSubscribeWindow(t *testing.T) {
 				t.Fatal("subscribe stream ended")
 			}
 			return d
-		case <-time.After(scaled(15 * time.Second)):
+		case <-time.After(sidecartest.Scaled(15 * time.Second)):
 			t.Fatal("no delivery")
 			return nil
 		}
@@ -534,7 +510,7 @@ func TestGRPCSubscribeWindow(t *testing.T) {
 	select {
 	case d := <-recvd:
 		t.Fatalf("delivery %s beyond the window of %d", d.Body, window)
-	case <-time.After(scaled(300 * time.Millisecond)):
+	case <-time.After(sidecartest.Scaled(300 * time.Millisecond)):
 	}
 
 	// Nack the first with a delay; ack the rest as they come, never
@@ -580,7 +556,7 @@ func TestGRPCSubscribeWindow(t *testing.T) {
 	}
 	sub.cancel()
 	pulled := map[string]bool{}
-	deadline := time.Now().Add(scaled(10 * time.Second))
+	deadline := time.Now().Add(sidecartest.Scaled(10 * time.Second))
 	for len(pulled) < window && time.Now().Before(deadline) {
 		r, err := c.Pull(ctx, &pb.PullRequest{Group: "g1", Topic: topic, Max: window, WaitMs: 500})
 		if err != nil {
@@ -609,7 +585,7 @@ func TestGRPCSubscribeWindow(t *testing.T) {
 func TestGRPCShutdown(t *testing.T) {
 	e := newEnv(t, withGRPC)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	cc := grpcConn(t, e.sc.GRPCAddr().String())
+	cc := sidecartest.GRPCConn(t, e.sc.GRPCAddr().String())
 	c := pb.NewMeshClient(cc)
 	hc := healthpb.NewHealthClient(cc)
 	wctx, wcancel := context.WithCancel(context.Background())
@@ -622,14 +598,14 @@ func TestGRPCShutdown(t *testing.T) {
 		t.Fatalf("health: %v %v, want SERVING", r, err)
 	}
 	sub := grpcSubscribe(t, c, "orders", 2, &pb.Subscription{Group: "g1", Topic: topic})
-	if _, err := c.Publish(as(t, "orders", "", 10*time.Second), pub(topic, "held")); err != nil {
+	if _, err := c.Publish(sidecartest.As(t, "orders", "", 10*time.Second), pub(topic, "held")); err != nil {
 		t.Fatal(err)
 	}
 	d := sub.next()
 
 	stopped := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(20*time.Second))
 		defer cancel()
 		stopped <- e.sc.Shutdown(ctx)
 	}()
@@ -639,7 +615,7 @@ func TestGRPCShutdown(t *testing.T) {
 	select {
 	case err := <-stopped:
 		t.Fatalf("Shutdown returned (%v) while a delivery was unanswered", err)
-	case <-time.After(scaled(200 * time.Millisecond)):
+	case <-time.After(sidecartest.Scaled(200 * time.Millisecond)):
 	}
 	sub.settle(false, 0, d.DeliveryId)
 	_, err = sub.st.Recv()
@@ -652,7 +628,7 @@ func TestGRPCShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
-	case <-time.After(scaled(20 * time.Second)):
+	case <-time.After(sidecartest.Scaled(20 * time.Second)):
 		t.Fatal("Shutdown did not return")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // headerCase is one set of message headers the sidecar's header rule
@@ -77,9 +78,9 @@ func refusedHeaders() []headerCase {
 // refused is stored, the connection that sent it goes on, and allowed
 // headers (trace context included) arrive intact.
 func TestHeaderRule(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			var mu sync.Mutex
 			var delivered []*client.Delivery
@@ -92,7 +93,7 @@ func TestHeaderRule(t *testing.T) {
 				t.Fatal(err)
 			}
 			pub := e.dial()
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			// Every publish has the same key: one partition or queue, so
 			// anything refused but stored would arrive before the last
@@ -137,7 +138,7 @@ func TestHeaderRule(t *testing.T) {
 			if status, code := httpPublish(t, e.http, topic, key, "allowed-http", http.Header{"Msgmesh-Header-X-Order": {"8"}}); status != http.StatusOK {
 				t.Fatalf("HTTP publish with an allowed header: %d %s", status, code)
 			}
-			waitFor(t, 30*time.Second, "the allowed messages", func() bool {
+			sidecartest.WaitFor(t, 30*time.Second, "the allowed messages", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(delivered) >= 2

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -97,7 +98,7 @@ func TestHTTPGuardRules(t *testing.T) {
 					h.Set(k, v)
 				}
 			}
-			status, body := httpDoHeader(t, c.req.method, "http://"+e.http+c.req.path, h, c.req.body)
+			status, body := sidecartest.HTTPDoHeader(t, c.req.method, "http://"+e.http+c.req.path, h, c.req.body)
 			if status != c.status {
 				t.Fatalf("%s %s %v: HTTP %d %s, want %d", c.req.method, c.req.path, c.req.hdr, status, body, c.status)
 			}
@@ -112,7 +113,7 @@ func TestHTTPGuardRules(t *testing.T) {
 		})
 	}
 	// Nothing refused changed the registration.
-	status, body := httpDo(t, "GET", "http://"+e.http+"/v1/registrations", "", nil)
+	status, body := sidecartest.HTTPDo(t, "GET", "http://"+e.http+"/v1/registrations", "", nil)
 	if regs := decodeRegs(t, body); status != 200 || len(regs) != 1 || len(regs[0].Consume) != 1 || regs[0].Consume[0].Group != "g1" {
 		t.Fatalf("registrations after the refused requests: %d %s", status, body)
 	}
@@ -121,7 +122,7 @@ func TestHTTPGuardRules(t *testing.T) {
 // TestHTTPAllowedHostsErrors: New refuses entries that are not a host
 // name, an address or a prefix.
 func TestHTTPAllowedHostsErrors(t *testing.T) {
-	b, err := brokers.Open(context.Background(), natsCluster(t), testLogger())
+	b, err := brokers.Open(context.Background(), sidecartest.NATSCluster(t), sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

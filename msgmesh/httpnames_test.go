@@ -12,6 +12,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/schema"
 )
@@ -62,7 +63,7 @@ func TestHTTPHeaderNames(t *testing.T) {
 	if status, code := httpPublish(t, e.http, topic, "", "typo", raw("Msgmesh-Header-Names", "X-Uper", "Msgmesh-Header-X-Upper", "4")); status != http.StatusBadRequest || code != "INVALID" {
 		t.Errorf("a spelling for a header not sent: %d %s, want 400 INVALID", status, code)
 	}
-	waitFor(t, 10*time.Second, "the published messages", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "the published messages", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= len(cases)
@@ -101,7 +102,7 @@ func TestHTTPContentTypeSchema(t *testing.T) {
 	e := newEnv(t)
 	e.sc.SetSchemas(map[string]msgmesh.TopicSchema{topic: {Schemas: ts, Policy: schema.PolicyEnforce}})
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	got := newTally()
+	got := sidecartest.NewTally()
 	subscribe(t, e.dial(), "g1", "c", got)
 
 	post := func(ctype, body string) (int, string) {
@@ -122,10 +123,8 @@ func TestHTTPContentTypeSchema(t *testing.T) {
 	if status, code := post("application/octet-stream", good); status != http.StatusBadRequest || code != "SCHEMA_INVALID" {
 		t.Errorf("JSON sent as application/octet-stream: %d %s, want 400 SCHEMA_INVALID (not the Confluent wire format)", status, code)
 	}
-	waitFor(t, 10*time.Second, "the valid message", func() bool { return got.count() >= 1 })
-	got.mu.Lock()
-	defer got.mu.Unlock()
-	for body := range got.bodies {
+	sidecartest.WaitFor(t, 10*time.Second, "the valid message", func() bool { return got.Count() >= 1 })
+	for body := range got.Bodies() {
 		if len(body) < 5 || body[0] != 0 || binary.BigEndian.Uint32([]byte(body[1:5])) != uint32(v1.ID) {
 			t.Errorf("consumer got %q, not the Confluent wire format of schema %d", body, v1.ID)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 )
@@ -84,7 +85,7 @@ func (a *httpApp) headers(extra ...string) http.Header {
 // pullRaw sends POST /v1/pull/{group}/{topic}?query and returns status and body.
 func (a *httpApp) pullRaw(group, topic, query string, extra ...string) (int, string) {
 	a.t.Helper()
-	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/pull/"+group+"/"+topic+"?"+query, a.headers(extra...), nil)
+	return sidecartest.HTTPDoHeader(a.t, http.MethodPost, a.base+"/v1/pull/"+group+"/"+topic+"?"+query, a.headers(extra...), nil)
 }
 
 // pull pulls and fails the test unless it is answered 200.
@@ -108,7 +109,7 @@ func (a *httpApp) pull(group, topic string, max int, wait string) []pulled {
 func (a *httpApp) pullUntil(group, topic string, n int) []pulled {
 	a.t.Helper()
 	var got []pulled
-	waitFor(a.t, 60*time.Second, fmt.Sprintf("%d deliveries pulled over HTTP", n), func() bool {
+	sidecartest.WaitFor(a.t, 60*time.Second, fmt.Sprintf("%d deliveries pulled over HTTP", n), func() bool {
 		got = append(got, a.pull(group, topic, n-len(got), "2s")...)
 		return len(got) >= n
 	})
@@ -119,7 +120,7 @@ func (a *httpApp) pullUntil(group, topic string, n int) []pulled {
 func (a *httpApp) answer(verb, id string) (int, string) {
 	a.t.Helper()
 	path, query, _ := strings.Cut(verb, "?")
-	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/"+path+"/"+id+"?"+query, a.headers(), nil)
+	return sidecartest.HTTPDoHeader(a.t, http.MethodPost, a.base+"/v1/"+path+"/"+id+"?"+query, a.headers(), nil)
 }
 
 func (a *httpApp) mustAnswer(verb, id string) {
@@ -133,7 +134,7 @@ func (a *httpApp) mustAnswer(verb, id string) {
 func (a *httpApp) publish(topic string, body []byte, extra ...string) {
 	a.t.Helper()
 	h := a.headers(append([]string{"Content-Type", "application/octet-stream"}, extra...)...)
-	if status, resp := httpDoHeader(a.t, http.MethodPost, a.base+"/v1/publish/"+topic, h, body); status != http.StatusOK {
+	if status, resp := sidecartest.HTTPDoHeader(a.t, http.MethodPost, a.base+"/v1/publish/"+topic, h, body); status != http.StatusOK {
 		a.t.Fatalf("publish to %s: %d %s", topic, status, resp)
 	}
 }
@@ -153,9 +154,9 @@ func wantHTTPError(t testing.TB, what string, status int, body string, wantStatu
 // timestamp; acked ones are gone, a nacked one comes again with its
 // redelivered count up, after the nack's delay.
 func TestHTTPPull(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			a := e.httpApp("orders", "")
 			binary := make([]byte, 256)
@@ -164,11 +165,11 @@ func TestHTTPPull(t *testing.T) {
 			}
 			a.publish(topic, []byte("first"), "Msgmesh-Key", "k1", "Msgmesh-Header-Tenant", "acme", "Msgmesh-Tag", "blue", "Msgmesh-Colour", "green")
 			want := 3
-			if kit.name == "kafka" { // only Kafka stores null bodies (tombstones)
+			if kit.Name == "kafka" { // only Kafka stores null bodies (tombstones)
 				a.publish(topic, nil, "Msgmesh-Null-Body", "true", "Msgmesh-Key", "tomb")
 				want++
 			}
-			emptyKey := kit.name != "rocketmq" // RocketMQ keeps no empty key
+			emptyKey := kit.Name != "rocketmq" // RocketMQ keeps no empty key
 			if emptyKey {
 				a.publish(topic, nil, "Msgmesh-Key", "")
 			} else {
@@ -202,7 +203,7 @@ func TestHTTPPull(t *testing.T) {
 			if v, ok := first.header("Tenant"); !ok || v != "acme" {
 				t.Errorf("first: header Tenant = %q %v, want acme; headers %+v", v, ok, first.Headers)
 			}
-			if tomb, ok := byBody["<null>"]; kit.name == "kafka" && (!ok || tomb.Key == nil || *tomb.Key != "tomb") {
+			if tomb, ok := byBody["<null>"]; kit.Name == "kafka" && (!ok || tomb.Key == nil || *tomb.Key != "tomb") {
 				t.Errorf("the null body did not come back as body null with key tomb: %+v", got)
 			}
 			if empty, ok := byBody[""]; !ok || (empty.Key == nil) == emptyKey || emptyKey && *empty.Key != "" {
@@ -289,7 +290,7 @@ func TestHTTPPullDeadLetter(t *testing.T) {
 func TestHTTPPullIsolation(t *testing.T) {
 	e := newEnv(t)
 	const secret = "orders-secret-0123456789"
-	if status, body := registerAuth(t, e.http, "orders", secret, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	if status, body := sidecartest.RegisterAs(t, e.http, "orders", secret, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	e.register("billing", nil, []string{"b1:" + topic})
@@ -317,7 +318,7 @@ func TestHTTPPullIsolation(t *testing.T) {
 	// Another app cannot answer it, nor can a page.
 	status, body = billing.answer("ack", p.DeliveryID)
 	wantHTTPError(t, "billing acking orders' delivery", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
-	status, body = httpDoHeader(t, http.MethodPost, orders.base+"/v1/ack/"+p.DeliveryID, orders.headers("Origin", "http://evil.example"), nil)
+	status, body = sidecartest.HTTPDoHeader(t, http.MethodPost, orders.base+"/v1/ack/"+p.DeliveryID, orders.headers("Origin", "http://evil.example"), nil)
 	wantHTTPError(t, "an ack from a web page", status, body, http.StatusForbidden, "FORBIDDEN")
 	status, body = e.httpApp("orders", "").answer("ack", p.DeliveryID)
 	wantHTTPError(t, "an ack without the secret", status, body, http.StatusUnauthorized, "UNAUTHORIZED")
@@ -330,16 +331,16 @@ func TestHTTPPullAtLeastOnce(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	const n = 300
-	publishN(t, e.dial(), topic, "m", n, 64)
-	got := newTally()
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 64)
+	got := sidecartest.NewTally()
 	errs := make(chan error, 3)
 	for w := 0; w < 3; w++ {
 		a := e.httpApp("orders", "")
 		who := fmt.Sprint("puller-", w)
 		go func() {
 			errs <- func() error {
-				deadline := time.Now().Add(scaled(90 * time.Second))
-				for got.distinct() < n && time.Now().Before(deadline) {
+				deadline := time.Now().Add(sidecartest.Scaled(90 * time.Second))
+				for got.Distinct() < n && time.Now().Before(deadline) {
 					req, _ := http.NewRequest(http.MethodPost, a.base+"/v1/pull/g1/"+topic+"?max=25&wait=1s", nil)
 					req.Header = a.headers()
 					resp, err := http.DefaultClient.Do(req)
@@ -353,7 +354,7 @@ func TestHTTPPullAtLeastOnce(t *testing.T) {
 						return fmt.Errorf("pull: %d %v", resp.StatusCode, err)
 					}
 					for _, p := range res.Messages {
-						got.add(who, p.body())
+						got.Add(who, p.body())
 						req, _ := http.NewRequest(http.MethodPost, a.base+"/v1/ack/"+p.DeliveryID, nil)
 						req.Header = a.headers()
 						resp, err := http.DefaultClient.Do(req)
@@ -375,10 +376,10 @@ func TestHTTPPullAtLeastOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d := got.distinct(); d != n {
+	if d := got.Distinct(); d != n {
 		t.Fatalf("pulled %d distinct messages of %d", d, n)
 	}
-	if c := got.count(); c < n {
+	if c := got.Count(); c < n {
 		t.Fatalf("counted %d deliveries, fewer than the %d distinct messages", c, n)
 	}
 }
@@ -399,7 +400,7 @@ func TestHTTPPullLongPollWakes(t *testing.T) {
 		}
 		res <- r.Messages
 	}()
-	waitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
+	sidecartest.WaitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
 	a.publish(topic, []byte("wake up"))
 	select {
 	case got := <-res:
@@ -407,7 +408,7 @@ func TestHTTPPullLongPollWakes(t *testing.T) {
 			t.Fatalf("the long poll answered %+v, want the one message", got)
 		}
 		a.mustAnswer("ack", got[0].DeliveryID)
-	case <-time.After(scaled(60 * time.Second)):
+	case <-time.After(sidecartest.Scaled(60 * time.Second)):
 		t.Fatal("a 5-minute long poll did not answer when a message arrived")
 	}
 }
@@ -439,7 +440,7 @@ func TestHTTPPullBadInput(t *testing.T) {
 	status, body = a.answer("nack", p.DeliveryID)
 	wantHTTPError(t, "a nack after the ack", status, body, http.StatusNotFound, "UNKNOWN_REQUEST")
 
-	if status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/healthz", "", nil); status != http.StatusOK {
+	if status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/healthz", "", nil); status != http.StatusOK {
 		t.Fatalf("healthz after bad input: %d %s", status, body)
 	}
 	a.publish(topic, []byte("still"))
@@ -465,10 +466,10 @@ func TestHTTPPullShutdown(t *testing.T) {
 		status, _ := a.pullRaw("g1", topic, "max=1&wait=5m")
 		poll <- status
 	}()
-	waitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
+	sidecartest.WaitFor(t, 30*time.Second, "the long poll to be waiting", func() bool { return e.sc.HTTPPullsWaiting() == 1 })
 	done := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(2*time.Minute))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(2*time.Minute))
 		defer cancel()
 		done <- e.sc.Shutdown(ctx)
 	}()
@@ -477,7 +478,7 @@ func TestHTTPPullShutdown(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("the pending long poll was answered %d at shutdown, want 200 (with what it held)", status)
 		}
-	case <-time.After(scaled(60 * time.Second)):
+	case <-time.After(sidecartest.Scaled(60 * time.Second)):
 		t.Fatal("the pending long poll was not answered when shutdown began")
 	}
 	status, body := a.pullRaw("g1", topic, "max=1")
@@ -491,7 +492,7 @@ func TestHTTPPullShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
-	case <-time.After(scaled(60 * time.Second)):
+	case <-time.After(sidecartest.Scaled(60 * time.Second)):
 		t.Fatal("Shutdown did not end once the HTTP delivery was acked")
 	}
 }
@@ -540,11 +541,11 @@ func TestHTTPPullInflightBounds(t *testing.T) {
 // left unanswered (here: timed out) comes again from the successor, where
 // the old delivery id is unknown.
 func TestHTTPPullHandoff(t *testing.T) {
-	c := natsCluster(t)
+	c := sidecartest.NATSCluster(t)
 	dataDir := t.TempDir()
-	tweak := func(c *msgmesh.Config) { c.DeliveryTimeout = scaled(2 * time.Second) }
+	tweak := func(c *msgmesh.Config) { c.DeliveryTimeout = sidecartest.Scaled(2 * time.Second) }
 	sc := startOn(t, c, dataDir, nil, tweak)
-	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
+	if status, body := sidecartest.Register(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	a := &httpApp{t: t, base: "http://" + sc.HTTPAddr().String(), app: "orders"}
@@ -560,12 +561,12 @@ func TestHTTPPullHandoff(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(2*time.Minute))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(2*time.Minute))
 		defer cancel()
 		st, err := sc.Handoff(ctx)
 		done <- result{st, err}
 	}()
-	waitFor(t, 30*time.Second, "new pulls to be refused during the handoff", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "new pulls to be refused during the handoff", func() bool {
 		status, _ := a.pullRaw("g1", topic, "max=1")
 		return status == http.StatusServiceUnavailable
 	})
@@ -592,10 +593,10 @@ func TestHTTPPullHandoff(t *testing.T) {
 // when Shutdown's wait ends goes back to the broker, and the next sidecar
 // delivers it again.
 func TestHTTPPullShutdownHandsBack(t *testing.T) {
-	c := natsCluster(t)
+	c := sidecartest.NATSCluster(t)
 	dataDir := t.TempDir()
 	sc := startOn(t, c, dataDir, nil)
-	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
+	if status, body := sidecartest.Register(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != 201 {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	a := &httpApp{t: t, base: "http://" + sc.HTTPAddr().String(), app: "orders"}
@@ -638,7 +639,7 @@ func TestHTTPPullTrace(t *testing.T) {
 	a := e.httpApp("orders", "")
 	const callerTrace, callerSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 	var got []pulled
-	waitFor(t, 30*time.Second, "the traced message", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the traced message", func() bool {
 		status, body := a.pullRaw("g1", topic, "max=1&wait=1s", "Traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
 		var res struct{ Messages []pulled }
 		if status != http.StatusOK || json.Unmarshal([]byte(body), &res) != nil {
@@ -650,7 +651,7 @@ func TestHTTPPullTrace(t *testing.T) {
 	a.mustAnswer("ack", got[0].DeliveryID)
 
 	byName := map[string]tracetest.SpanStub{}
-	waitFor(t, 10*time.Second, "the send, deliver and pull spans", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "the send, deliver and pull spans", func() bool {
 		for _, s := range exp.GetSpans() {
 			byName[s.Name] = s
 		}
@@ -679,7 +680,7 @@ func TestHTTPPullTrace(t *testing.T) {
 // answerBatch posts a batch ack or nack and returns status and body.
 func (a *httpApp) answerBatch(verb, body string) (int, string) {
 	a.t.Helper()
-	return httpDoHeader(a.t, http.MethodPost, a.base+"/v1/"+verb, a.headers("Content-Type", "application/json"), []byte(body))
+	return sidecartest.HTTPDoHeader(a.t, http.MethodPost, a.base+"/v1/"+verb, a.headers("Content-Type", "application/json"), []byte(body))
 }
 
 // TestHTTPPullBatchAnswer: POST /v1/ack and /v1/nack answer several
@@ -710,7 +711,7 @@ func TestHTTPPullBatchAnswer(t *testing.T) {
 		status, body := a.answerBatch(bad.verb, bad.body)
 		wantHTTPError(t, bad.verb+" "+bad.body, status, body, http.StatusBadRequest, "INVALID")
 	}
-	status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/ack", a.headers("Content-Type", "text/plain"), []byte(`{"delivery_ids": [`+ids(got)+`]}`))
+	status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/ack", a.headers("Content-Type", "text/plain"), []byte(`{"delivery_ids": [`+ids(got)+`]}`))
 	if status != http.StatusUnsupportedMediaType {
 		t.Fatalf("a text/plain batch ack: %d %s, want 415", status, body)
 	}

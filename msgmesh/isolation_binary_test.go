@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 )
 
@@ -28,21 +29,21 @@ func TestBinaryAppSecretsAndIsolation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr := freePort(t), freePort(t)
 	args := []string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--require-app-secrets", "--log-level", "warn"}
-	p := startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
+	p := sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	registerTwoAppsWithSecrets := func() map[string]string {
 		secrets := map[string]string{}
 		for _, r := range []struct{ app, produce, consume string }{
 			{"orders", "p1:" + topic, "g1:" + topic},
 			{"billing", "p2:" + billingTopic, "g-billing:" + billingTopic},
 		} {
-			status, body := registerAt(t, httpAddr, r.app, []string{r.produce}, []string{r.consume})
+			status, body := sidecartest.Register(t, httpAddr, r.app, []string{r.produce}, []string{r.consume})
 			var reg struct{ Secret string }
 			if err := json.Unmarshal([]byte(body), &reg); status != http.StatusCreated || err != nil || reg.Secret == "" {
 				t.Fatalf("register %s: %d %s, want 201 with a secret", r.app, status, body)
@@ -57,7 +58,7 @@ func TestBinaryAppSecretsAndIsolation(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, err := client.Dial(ctx, meshAddr, append([]client.Option{client.WithLogger(testLogger())}, opts...)...)
+		c, err := client.Dial(ctx, meshAddr, append([]client.Option{client.WithLogger(sidecartest.Logger())}, opts...)...)
 		if err == nil {
 			_ = c.Close()
 		}
@@ -68,7 +69,7 @@ func TestBinaryAppSecretsAndIsolation(t *testing.T) {
 	dialFails("an app nobody registered", mesh.CodeNotRegistered, client.WithApp("ghost"), client.WithSecret(secrets["orders"]))
 
 	ctx := context.Background()
-	billing := dialAt(t, meshAddr, client.WithApp("billing"), client.WithSecret(secrets["billing"]))
+	billing := sidecartest.Dial(t, meshAddr, client.WithApp("billing"), client.WithSecret(secrets["billing"]))
 	_, err = billing.Publish(ctx, &client.Message{Topic: topic, Body: []byte("forged")})
 	wantCode(t, "billing publishing to orders' topic", err, mesh.CodeForbidden)
 	_, err = billing.Subscribe(ctx, "g1", topic, func(context.Context, *client.Delivery) error { return nil })
@@ -77,23 +78,23 @@ func TestBinaryAppSecretsAndIsolation(t *testing.T) {
 		t.Fatalf("HTTP publish as billing to orders' topic: %d %s", status, body)
 	}
 	const n = 100
-	publishN(t, dialAt(t, meshAddr, client.WithSecret(secrets["orders"])), topic, "m", n, 16)
+	sidecartest.PublishN(t, sidecartest.Dial(t, meshAddr, client.WithSecret(secrets["orders"])), topic, "m", n, 16)
 
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
-	p = startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
+	<-p.Done
+	p = sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 
 	dialFails("orders without its secret after a restart", mesh.CodeUnauthorized, client.WithApp("orders"))
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusUnauthorized {
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, nil); status != http.StatusUnauthorized {
 		t.Fatalf("replacing orders' registration without its secret after a restart: %d %s", status, body)
 	}
-	got := newTally()
-	subscribeTo(t, dialAt(t, meshAddr, client.WithSecret(secrets["orders"])), "g1", topic, "orders", got)
-	waitFor(t, 60*time.Second, "every message published before the crash", func() bool { return got.distinct() >= n })
-	got.exactlyOnce(t, "m", n)
+	got := sidecartest.NewTally()
+	sidecartest.Subscribe(t, sidecartest.Dial(t, meshAddr, client.WithSecret(secrets["orders"])), "g1", topic, "orders", got)
+	sidecartest.WaitFor(t, 60*time.Second, "every message published before the crash", func() bool { return got.Distinct() >= n })
+	got.ExactlyOnce(t, "m", n)
 }
 
 // TestBinarySiblingStaysInItsApp runs the msgmesh binary as a sidecar of
@@ -105,12 +106,12 @@ func TestBinarySiblingStaysInItsApp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cpURL, _ := controlPlaneAt(t, t.TempDir(), "127.0.0.1:0")
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(60*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(60*time.Second))
 	defer cancel()
 	op, err := ctrlclient.New(cpURL, cpToken)
 	if err != nil {
@@ -121,21 +122,21 @@ func TestBinarySiblingStaysInItsApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(t.TempDir(), "msgmesh.yaml")
-	if err := os.WriteFile(cfgPath, []byte(clusterYAML(natsCluster(t))), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(sidecartest.ClusterYAML(sidecartest.NATSCluster(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
 	if _, _, err := op.PutInstance(ctx, "orders", api.InstanceSpec{Addr: fwdAddr}); err != nil {
 		t.Fatal(err)
 	}
-	p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+	p := sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 		"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--config", cfgPath,
 		"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", fwdAddr, "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	registerTwoApps(t, httpAddr)
-	ordersGot, billingGot := newTally(), newTally()
-	subscribeTo(t, dialAt(t, meshAddr), "g1", topic, "orders", ordersGot)
-	subscribeTo(t, dialAt(t, meshAddr, client.WithApp("billing")), "g-billing", billingTopic, "billing", billingGot)
+	ordersGot, billingGot := sidecartest.NewTally(), sidecartest.NewTally()
+	sidecartest.Subscribe(t, sidecartest.Dial(t, meshAddr), "g1", topic, "orders", ordersGot)
+	sidecartest.Subscribe(t, sidecartest.Dial(t, meshAddr, client.WithApp("billing")), "g-billing", billingTopic, "billing", billingGot)
 
 	// The sibling: a key of its own, a certificate for orders from the
 	// control plane, obtained with orders' credential as sidecars do.
@@ -159,7 +160,7 @@ func TestBinarySiblingStaysInItsApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd, err := forward.NewForwarder(forward.ClientConfig{TLS: cli, App: "orders", Name: "sibling", Logger: testLogger()})
+	fwd, err := forward.NewForwarder(forward.ClientConfig{TLS: cli, App: "orders", Name: "sibling", Logger: sidecartest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestBinarySiblingStaysInItsApp(t *testing.T) {
 
 	// Into orders' group: retried while the forwarding listener starts.
 	d := newInjected(topic, "into-orders")
-	waitFor(t, 30*time.Second, "the sidecar to take a delivery into orders' group", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the sidecar to take a delivery into orders' group", func() bool {
 		err := fwd.Forward(ctx, fwdAddr, "g1", topic, d)
 		if err != nil && !errors.Is(err, forward.ErrUnavailable) {
 			t.Fatalf("forward into orders' group: %v", err)
@@ -181,7 +182,7 @@ func TestBinarySiblingStaysInItsApp(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != mesh.CodeForbidden {
 		t.Fatalf("forward into billing's group with an orders certificate: %v, want refused FORBIDDEN", err)
 	}
-	if ordersGot.distinct() != 1 || billingGot.count() != 0 {
-		t.Fatalf("orders got %d, billing got %d; want 1 and 0", ordersGot.distinct(), billingGot.count())
+	if ordersGot.Distinct() != 1 || billingGot.Count() != 0 {
+		t.Fatalf("orders got %d, billing got %d; want 1 and 0", ordersGot.Distinct(), billingGot.Count())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/internal/pki"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/forward"
 	"github.com/msgmesh/msgmesh/scheduler"
@@ -33,7 +34,7 @@ func registerTwoApps(t *testing.T, httpAddr string) {
 		{"orders", []string{"p1:" + topic}, []string{"g1:" + topic}},
 		{"billing", []string{"p2:" + billingTopic}, []string{"g-billing:" + billingTopic}},
 	} {
-		if status, body := registerAt(t, httpAddr, r.app, r.produce, r.consume); status != http.StatusCreated {
+		if status, body := sidecartest.Register(t, httpAddr, r.app, r.produce, r.consume); status != http.StatusCreated {
 			t.Fatalf("register %s: %d %s", r.app, status, body)
 		}
 	}
@@ -43,7 +44,7 @@ func registerTwoApps(t *testing.T, httpAddr string) {
 // pairs) and returns the status and body.
 func publishTo(t *testing.T, httpAddr, tp, body string, headers ...string) (int, string) {
 	t.Helper()
-	return httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+tp, "application/octet-stream", []byte(body), headers...)
+	return sidecartest.HTTPDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+tp, "application/octet-stream", []byte(body), headers...)
 }
 
 // wantCode fails unless err is an ERROR answer with code.
@@ -73,7 +74,7 @@ func TestHelloNeedsARegisteredApp(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := client.Dial(ctx, e.addr, client.WithApp("ghost"), client.WithLogger(testLogger()))
+	_, err := client.Dial(ctx, e.addr, client.WithApp("ghost"), client.WithLogger(sidecartest.Logger()))
 	wantCode(t, "Dial as an unregistered app", err, mesh.CodeNotRegistered)
 }
 
@@ -86,9 +87,9 @@ func TestAppsStayInTheirLanes(t *testing.T) {
 	e := newEnv(t)
 	registerTwoApps(t, e.http)
 	orders, billing := e.dial(), e.dial(client.WithApp("billing"))
-	ordersGot, billingGot := newTally(), newTally()
-	subscribeTo(t, orders, "g1", topic, "orders", ordersGot)
-	subscribeTo(t, billing, "g-billing", billingTopic, "billing", billingGot)
+	ordersGot, billingGot := sidecartest.NewTally(), sidecartest.NewTally()
+	sidecartest.Subscribe(t, orders, "g1", topic, "orders", ordersGot)
+	sidecartest.Subscribe(t, billing, "g-billing", billingTopic, "billing", billingGot)
 	ctx := context.Background()
 
 	tests := []struct {
@@ -157,25 +158,21 @@ func TestAppsStayInTheirLanes(t *testing.T) {
 	}
 
 	const n = 200
-	publishN(t, orders, topic, "o", n, 32)
-	publishN(t, billing, billingTopic, "b", n, 32)
-	waitFor(t, 60*time.Second, "both apps' messages", func() bool {
-		return ordersGot.count() >= n+2 && billingGot.count() >= n+len(tests)
+	sidecartest.PublishN(t, orders, topic, "o", n, 32)
+	sidecartest.PublishN(t, billing, billingTopic, "b", n, 32)
+	sidecartest.WaitFor(t, 60*time.Second, "both apps' messages", func() bool {
+		return ordersGot.Count() >= n+2 && billingGot.Count() >= n+len(tests)
 	})
-	ordersGot.mu.Lock()
-	for b := range ordersGot.bodies {
+	for b := range ordersGot.Bodies() {
 		if strings.HasPrefix(b, "b-") || strings.HasPrefix(b, "check-") || b == "forged" {
 			t.Errorf("orders received billing's message %q", b)
 		}
 	}
-	ordersGot.mu.Unlock()
-	billingGot.mu.Lock()
-	for b := range billingGot.bodies {
+	for b := range billingGot.Bodies() {
 		if strings.HasPrefix(b, "o-") || strings.HasPrefix(b, "http-") {
 			t.Errorf("billing received orders' message %q", b)
 		}
 	}
-	billingGot.mu.Unlock()
 }
 
 // TestRegistrationChangesReachOpenConnections: requests are checked
@@ -187,26 +184,26 @@ func TestRegistrationChangesReachOpenConnections(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	e.register("billing", []string{"p2:" + billingTopic}, nil)
-	before := newTally()
-	subscribeTo(t, e.dial(), "g1", topic, "orders", before)
+	before := sidecartest.NewTally()
+	sidecartest.Subscribe(t, e.dial(), "g1", topic, "orders", before)
 	raw := dialRaw(t, e.addr)
 	raw.hello()
 
 	// g1 moves from orders to billing.
 	e.register("orders", []string{"p1:" + topic}, nil)
 	e.register("billing", []string{"p2:" + billingTopic}, []string{"g1:" + topic})
-	after := newTally()
-	subscribeTo(t, e.dial(client.WithApp("billing")), "g1", topic, "billing", after)
+	after := sidecartest.NewTally()
+	sidecartest.Subscribe(t, e.dial(client.WithApp("billing")), "g1", topic, "billing", after)
 	const n = 300
-	publishN(t, e.dial(), topic, "m", n, 32)
-	waitFor(t, 60*time.Second, "billing to get every message", func() bool { return after.distinct() == n })
-	after.exactlyOnce(t, "m", n)
-	if got := before.count(); got != 0 {
+	sidecartest.PublishN(t, e.dial(), topic, "m", n, 32)
+	sidecartest.WaitFor(t, 60*time.Second, "billing to get every message", func() bool { return after.Distinct() == n })
+	after.ExactlyOnce(t, "m", n)
+	if got := before.Count(); got != 0 {
 		t.Fatalf("the orders connection that declared g1 before it moved got %d of its messages", got)
 	}
 	wantError(t, raw.request(mesh.KindDeclare, &mesh.Declare{Subs: []mesh.Subscription{{Group: "g1", Topic: topic, Mode: mesh.ModePush}}}), mesh.CodeForbidden)
 
-	if status, body := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil); status != http.StatusNoContent {
+	if status, body := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil); status != http.StatusNoContent {
 		t.Fatalf("deregister: %d %s", status, body)
 	}
 	if me := wantError(t, raw.request(mesh.KindPublish, &mesh.Publish{Topic: topic, Body: []byte("late")}), mesh.CodeNotRegistered); !strings.Contains(me.Message, "no longer registered") {
@@ -221,7 +218,7 @@ func TestRegistrationChangesReachOpenConnections(t *testing.T) {
 // of an app with a secret.
 func TestAppSecretsRequired(t *testing.T) {
 	e := newEnv(t, func(c *msgmesh.Config) { c.RequireAppSecrets = true })
-	status, body := registerAt(t, e.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic})
+	status, body := sidecartest.Register(t, e.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	var reg struct {
 		App    string `json:"app"`
 		Secret string `json:"secret"`
@@ -230,7 +227,7 @@ func TestAppSecretsRequired(t *testing.T) {
 		t.Fatalf("register: %d %s (%v); want 201 with an issued secret", status, body, err)
 	}
 	secret := reg.Secret
-	if _, list := httpDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations", "", nil); strings.Contains(list, secret) || strings.Contains(list, "secret") {
+	if _, list := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations", "", nil); strings.Contains(list, secret) || strings.Contains(list, "secret") {
 		t.Fatalf("the registrations list shows a secret: %s", list)
 	}
 
@@ -247,7 +244,7 @@ func TestAppSecretsRequired(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := client.Dial(ctx, e.addr, client.WithApp("orders"), client.WithLogger(testLogger()))
+	_, err := client.Dial(ctx, e.addr, client.WithApp("orders"), client.WithLogger(sidecartest.Logger()))
 	wantCode(t, "Dial without the secret", err, mesh.CodeUnauthorized)
 	c := e.dial(client.WithSecret(secret))
 	if _, err := c.Publish(ctx, &client.Message{Topic: topic, Body: []byte("with secret")}); err != nil {
@@ -280,7 +277,7 @@ func TestAppSecretsRequired(t *testing.T) {
 		{"wrong secret", "not-the-secret-0123456789", http.StatusUnauthorized},
 		{"the secret", secret, http.StatusCreated},
 	} {
-		status, body := registerAuth(t, e.http, "orders", tc.secret, []string{"p1:" + topic}, []string{"g1:" + topic})
+		status, body := sidecartest.RegisterAs(t, e.http, "orders", tc.secret, []string{"p1:" + topic}, []string{"g1:" + topic})
 		if status != tc.status || strings.Contains(body, `"secret"`) {
 			t.Fatalf("replace with %s: %d %s, want %d and no new secret", tc.name, status, body, tc.status)
 		}
@@ -288,11 +285,11 @@ func TestAppSecretsRequired(t *testing.T) {
 
 	// Another app: its own secret, no share of orders' group, and its
 	// secret opens nothing of orders'.
-	status, body = registerAt(t, e.http, "evil", nil, []string{"g1:" + topic})
+	status, body = sidecartest.Register(t, e.http, "evil", nil, []string{"g1:" + topic})
 	if status != http.StatusForbidden || !strings.Contains(body, "FORBIDDEN") || !strings.Contains(body, `app \"orders\"`) {
 		t.Fatalf("another app registering orders' group: %d %s, want 403 naming the owner", status, body)
 	}
-	status, body = registerAt(t, e.http, "evil", nil, []string{"g-evil:" + topic})
+	status, body = sidecartest.Register(t, e.http, "evil", nil, []string{"g-evil:" + topic})
 	var evil struct{ Secret string }
 	if err := json.Unmarshal([]byte(body), &evil); status != http.StatusCreated || err != nil || evil.Secret == "" || evil.Secret == secret {
 		t.Fatalf("another app with its own group: %d %s", status, body)
@@ -308,7 +305,7 @@ func TestAppSecretsRequired(t *testing.T) {
 		{"another app's secret", evil.Secret, http.StatusUnauthorized},
 		{"the secret", secret, http.StatusNoContent},
 	} {
-		if status, body := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil, bearerHeader(tc.secret)...); status != tc.status {
+		if status, body := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil, sidecartest.BearerHeader(tc.secret)...); status != tc.status {
 			t.Fatalf("delete with %s: %d %s, want %d", tc.name, status, body, tc.status)
 		}
 	}
@@ -322,18 +319,18 @@ func TestAppSecretsRequired(t *testing.T) {
 func TestAppSecretOptIn(t *testing.T) {
 	e := newEnv(t)
 	const own, rotated = "orders-own-secret-0123456789", "orders-rotated-secret-98765"
-	if status, body := registerAuth(t, e.http, "orders", "short", []string{"p1:" + topic}, nil); status != http.StatusBadRequest {
+	if status, body := sidecartest.RegisterAs(t, e.http, "orders", "short", []string{"p1:" + topic}, nil); status != http.StatusBadRequest {
 		t.Fatalf("a 5-character secret: %d %s, want 400", status, body)
 	}
-	if status, body := registerAuth(t, e.http, "orders", own, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated || strings.Contains(body, own) || strings.Contains(body, `"secret"`) {
+	if status, body := sidecartest.RegisterAs(t, e.http, "orders", own, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated || strings.Contains(body, own) || strings.Contains(body, `"secret"`) {
 		t.Fatalf("register with an own secret: %d %s", status, body)
 	}
 	e.register("billing", []string{"p2:" + billingTopic}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := client.Dial(ctx, e.addr, client.WithApp("orders"), client.WithLogger(testLogger()))
+	_, err := client.Dial(ctx, e.addr, client.WithApp("orders"), client.WithLogger(sidecartest.Logger()))
 	wantCode(t, "orders without its secret", err, mesh.CodeUnauthorized)
-	_, err = client.Dial(ctx, e.addr, client.WithApp("billing"), client.WithSecret(own), client.WithLogger(testLogger()))
+	_, err = client.Dial(ctx, e.addr, client.WithApp("billing"), client.WithSecret(own), client.WithLogger(sidecartest.Logger()))
 	wantCode(t, "billing (no secret) with one", err, mesh.CodeUnauthorized)
 	e.dial(client.WithApp("billing")) // needs none
 	if status, body := publishTo(t, e.http, topic, "anonymous"); status != http.StatusUnauthorized {
@@ -344,24 +341,24 @@ func TestAppSecretOptIn(t *testing.T) {
 	}
 
 	old := e.dial(client.WithSecret(own))
-	oldGot := newTally()
-	subscribeTo(t, old, "g1", topic, "old", oldGot)
+	oldGot := sidecartest.NewTally()
+	sidecartest.Subscribe(t, old, "g1", topic, "old", oldGot)
 
-	if status, body := httpDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil, bearerHeader(own)...); status != http.StatusNoContent {
+	if status, body := sidecartest.HTTPDo(t, http.MethodDelete, "http://"+e.http+"/v1/registrations/orders", "", nil, sidecartest.BearerHeader(own)...); status != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", status, body)
 	}
-	if status, body := registerAuth(t, e.http, "orders", rotated, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	if status, body := sidecartest.RegisterAs(t, e.http, "orders", rotated, []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register again with a new secret: %d %s", status, body)
 	}
 	_, err = old.Publish(ctx, &client.Message{Topic: topic, Body: []byte("old secret")})
 	wantCode(t, "publish on a connection that proved the old secret", err, mesh.CodeUnauthorized)
-	newGot := newTally()
+	newGot := sidecartest.NewTally()
 	fresh := e.dial(client.WithSecret(rotated))
-	subscribeTo(t, fresh, "g1", topic, "new", newGot)
+	sidecartest.Subscribe(t, fresh, "g1", topic, "new", newGot)
 	const n = 200
-	publishN(t, fresh, topic, "m", n, 32)
-	waitFor(t, 60*time.Second, "the new connection to get every message", func() bool { return newGot.distinct() == n })
-	if got := oldGot.count(); got != 0 {
+	sidecartest.PublishN(t, fresh, topic, "m", n, 32)
+	sidecartest.WaitFor(t, 60*time.Second, "the new connection to get every message", func() bool { return newGot.Distinct() == n })
+	if got := oldGot.Count(); got != 0 {
 		t.Fatalf("the connection with the old secret got %d messages", got)
 	}
 }
@@ -414,19 +411,19 @@ func TestSiblingStaysInItsApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := startNode(t, natsCluster(t), ca)
+	node := startNode(t, sidecartest.NATSCluster(t), ca)
 	registerTwoApps(t, node.http)
-	ordersGot, billingGot := newTally(), newTally()
-	subscribeTo(t, dialAt(t, node.addr), "g1", topic, "orders", ordersGot)
-	subscribeTo(t, dialAt(t, node.addr, client.WithApp("billing")), "g-billing", billingTopic, "billing", billingGot)
+	ordersGot, billingGot := sidecartest.NewTally(), sidecartest.NewTally()
+	sidecartest.Subscribe(t, sidecartest.Dial(t, node.addr), "g1", topic, "orders", ordersGot)
+	sidecartest.Subscribe(t, sidecartest.Dial(t, node.addr, client.WithApp("billing")), "g-billing", billingTopic, "billing", billingGot)
 
 	_, cli := tlsFor(t, ca, "orders")
-	fwd, err := forward.NewForwarder(forward.ClientConfig{TLS: cli, App: "orders", Name: "intruder", Logger: testLogger()})
+	fwd, err := forward.NewForwarder(forward.ClientConfig{TLS: cli, App: "orders", Name: "intruder", Logger: sidecartest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = fwd.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(20*time.Second))
 	defer cancel()
 
 	for _, tc := range []struct {
@@ -447,8 +444,8 @@ func TestSiblingStaysInItsApp(t *testing.T) {
 		t.Fatalf("forward into orders' own group: %v", err)
 	}
 	d.wantAck(ctx, t)
-	if ordersGot.distinct() != 1 || billingGot.count() != 0 || node.sc.Stats().FromSiblings != 1 {
-		t.Fatalf("orders got %d, billing %d, from siblings %d; want 1, 0, 1", ordersGot.distinct(), billingGot.count(), node.sc.Stats().FromSiblings)
+	if ordersGot.Distinct() != 1 || billingGot.Count() != 0 || node.sc.Stats().FromSiblings != 1 {
+		t.Fatalf("orders got %d, billing %d, from siblings %d; want 1, 0, 1", ordersGot.Distinct(), billingGot.Count(), node.sc.Stats().FromSiblings)
 	}
 }
 
@@ -457,30 +454,30 @@ func TestSiblingStaysInItsApp(t *testing.T) {
 // messages are billing's, not orders': whatever the second sidecar takes
 // from the broker for billing stays with its billing connection.
 func TestOtherAppsGroupsAreNotForwarded(t *testing.T) {
-	c := natsCluster(t)
+	c := sidecartest.NATSCluster(t)
 	ca, err := pki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
 	nodes := []*meshNode{startNode(t, c, ca), startNode(t, c, ca)}
-	got := []*tally{newTally(), newTally()}
+	got := []*sidecartest.Tally{sidecartest.NewTally(), sidecartest.NewTally()}
 	for i, n := range nodes {
 		registerTwoApps(t, n.http)
-		subscribeTo(t, dialAt(t, n.addr, client.WithApp("billing")), "g-billing", billingTopic, fmt.Sprint("node", i), got[i])
+		sidecartest.Subscribe(t, sidecartest.Dial(t, n.addr, client.WithApp("billing")), "g-billing", billingTopic, fmt.Sprint("node", i), got[i])
 	}
 	ins := []scheduler.Instance{{ID: nodes[0].fwdAddr, Weight: 100}, {ID: nodes[1].fwdAddr, Weight: 0}}
 	for _, n := range nodes {
 		n.sched.Update(ins)
 	}
 	const n = 400
-	publishN(t, dialAt(t, nodes[0].addr, client.WithApp("billing")), billingTopic, "b", n, 32)
-	waitFor(t, 60*time.Second, "every billing message", func() bool { return got[0].distinct()+got[1].distinct() >= n })
+	sidecartest.PublishN(t, sidecartest.Dial(t, nodes[0].addr, client.WithApp("billing")), billingTopic, "b", n, 32)
+	sidecartest.WaitFor(t, 60*time.Second, "every billing message", func() bool { return got[0].Distinct()+got[1].Distinct() >= n })
 	s0, s1 := nodes[0].sc.Stats(), nodes[1].sc.Stats()
 	if s1.FromBroker == 0 {
 		t.Skip("the broker gave the drained node no billing message; nothing to check this run")
 	}
-	if s1.Forwarded != 0 || s0.FromSiblings != 0 || uint64(got[1].count()) != s1.FromBroker {
+	if s1.Forwarded != 0 || s0.FromSiblings != 0 || uint64(got[1].Count()) != s1.FromBroker {
 		t.Fatalf("drained node took %d billing messages from the broker, forwarded %d (node 1 took %d from siblings), its billing app got %d",
-			s1.FromBroker, s1.Forwarded, s0.FromSiblings, got[1].count())
+			s1.FromBroker, s1.Forwarded, s0.FromSiblings, got[1].Count())
 	}
 }

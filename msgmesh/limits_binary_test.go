@@ -19,6 +19,7 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/internal/procstat"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/internal/slowclient"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
@@ -32,7 +33,7 @@ func TestBinaryLimits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,17 +50,17 @@ func TestBinaryLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr := freePort(t), freePort(t)
-	p := startProc(t, bin, "--data-dir", filepath.Join(dir, "data"), "--listen", meshAddr, "--http", httpAddr,
+	p := sidecartest.StartProc(t, bin, "--data-dir", filepath.Join(dir, "data"), "--listen", meshAddr, "--http", httpAddr,
 		"--config", conf, "--max-conns", "3", "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 
 	t.Run("registrations", func(t *testing.T) {
 		for _, app := range []string{"orders", "billing"} {
-			if status, body := registerAt(t, httpAddr, app, []string{"p1:" + topic}, []string{"g-" + app + ":" + topic}); status != http.StatusCreated {
+			if status, body := sidecartest.Register(t, httpAddr, app, []string{"p1:" + topic}, []string{"g-" + app + ":" + topic}); status != http.StatusCreated {
 				t.Fatalf("register %s: %d %s", app, status, body)
 			}
 		}
-		status, body := registerAt(t, httpAddr, "third", []string{"p1:" + topic}, nil)
+		status, body := sidecartest.Register(t, httpAddr, "third", []string{"p1:" + topic}, nil)
 		if status != http.StatusConflict || !strings.Contains(body, "LIMIT_EXCEEDED") || !strings.Contains(body, "max_registrations") {
 			t.Fatalf("third registration: %d %s; want 409 LIMIT_EXCEEDED naming max_registrations", status, body)
 		}
@@ -67,7 +68,7 @@ func TestBinaryLimits(t *testing.T) {
 
 	t.Run("connections", func(t *testing.T) {
 		app := client.WithApp("orders")
-		sub, pub := dialAt(t, meshAddr, app), dialAt(t, meshAddr, app)
+		sub, pub := sidecartest.Dial(t, meshAddr, app), sidecartest.Dial(t, meshAddr, app)
 		got := subscribeTally(t, sub, "g-orders")
 		// One slot left: a connection that never says HELLO loses it after
 		// hello_timeout, told why.
@@ -78,21 +79,21 @@ func TestBinaryLimits(t *testing.T) {
 		wantError(t, fs[0], mesh.CodeTimeout)
 
 		third := dialWhenFree(t, meshAddr, app) // the slot the silent one left
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(10*time.Second))
-		_, err := client.Dial(ctx, meshAddr, app, client.WithLogger(testLogger()))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(10*time.Second))
+		_, err := client.Dial(ctx, meshAddr, app, client.WithLogger(sidecartest.Logger()))
 		cancel()
 		if client.CodeOf(err) != mesh.CodeUnavailable || !strings.Contains(err.Error(), "max_conns") {
 			t.Fatalf("fourth connection: %v; want ERROR UNAVAILABLE naming max_conns", err)
 		}
-		publishN(t, pub, topic, "m", 100, 16)
-		publishN(t, third, topic, "t", 100, 16)
-		waitFor(t, 30*time.Second, "every message to arrive", func() bool { return got.distinct() == 200 })
+		sidecartest.PublishN(t, pub, topic, "m", 100, 16)
+		sidecartest.PublishN(t, third, topic, "t", 100, 16)
+		sidecartest.WaitFor(t, 30*time.Second, "every message to arrive", func() bool { return got.Distinct() == 200 })
 	})
 
 	// Timeouts of about a second against a slowloris client (headers,
 	// then a body, one byte every 200ms) and an idle keep-alive connection.
 	t.Run("http", func(t *testing.T) {
-		slowclient.Check(t, slowclient.Probes(httpAddr, "/v1/publish/"+topic, "/healthz", 200*time.Millisecond, scaled(20*time.Second)))
+		slowclient.Check(t, slowclient.Probes(httpAddr, "/v1/publish/"+topic, "/healthz", 200*time.Millisecond, sidecartest.Scaled(20*time.Second)))
 	})
 }
 
@@ -103,13 +104,13 @@ func dialWhenFree(t *testing.T, addr string, opts ...client.Option) *client.Clie
 	t.Helper()
 	var c *client.Client
 	var last error
-	deadline := time.Now().Add(scaled(60 * time.Second))
+	deadline := time.Now().Add(sidecartest.Scaled(60 * time.Second))
 	for c == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("no connection within %s: %v", scaled(60*time.Second), last)
+			t.Fatalf("no connection within %s: %v", sidecartest.Scaled(60*time.Second), last)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(5*time.Second))
-		c, last = client.Dial(ctx, addr, append([]client.Option{client.WithLogger(testLogger())}, opts...)...)
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(5*time.Second))
+		c, last = client.Dial(ctx, addr, append([]client.Option{client.WithLogger(sidecartest.Logger())}, opts...)...)
 		cancel()
 		if c == nil {
 			time.Sleep(20 * time.Millisecond) // polling, not synchronising
@@ -170,25 +171,25 @@ func TestFloodIdleConnections(t *testing.T) {
 	if limit, ok := core.FileLimit(); ok && limit < flood+2000 {
 		t.Skipf("the open-file limit is %d; the flood needs %d (ulimit -n)", limit, flood+2000)
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr := freePort(t), freePort(t)
-	p := startProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
-	pid := p.cmd.Process.Pid
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	p := sidecartest.StartProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", "warn")
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	pid := p.Cmd.Process.Pid
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	app := client.WithApp("orders")
-	sub, pub := dialAt(t, meshAddr, app), dialAt(t, meshAddr, app)
+	sub, pub := sidecartest.Dial(t, meshAddr, app), sidecartest.Dial(t, meshAddr, app)
 	got := subscribeTally(t, sub, "g1")
 
 	var sent atomic.Int64
 	publish := func(lat *latencies) {
 		i := sent.Add(1) - 1
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 		defer cancel()
 		start := time.Now()
 		if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(fmt.Sprintf("m-%d", i))}); err != nil {
@@ -221,7 +222,7 @@ func TestFloodIdleConnections(t *testing.T) {
 	for w := range 32 {
 		wg.Go(func() {
 			for i := w; i < flood; i += 32 {
-				c, err := net.DialTimeout("tcp", meshAddr, scaled(10*time.Second))
+				c, err := net.DialTimeout("tcp", meshAddr, sidecartest.Scaled(10*time.Second))
 				dialed.Add(1)
 				if err != nil {
 					dialFails.Add(1)
@@ -265,7 +266,7 @@ func TestFloodIdleConnections(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	waitFor(t, 60*time.Second, "every message to be consumed", func() bool { return got.distinct() == int(sent.Load()) })
+	sidecartest.WaitFor(t, 60*time.Second, "every message to be consumed", func() bool { return got.Distinct() == int(sent.Load()) })
 
 	// The flood's connections go; a new app connects again.
 	heldMu.Lock()

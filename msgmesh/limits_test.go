@@ -22,6 +22,8 @@ import (
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -43,9 +45,9 @@ func bigFrame(t testing.TB, id uint64, p *mesh.Publish) []byte {
 // (MESSAGE_TOO_BIG, FRAME_TOO_LARGE); every other publish gets its
 // PUBLISH_ACK, and the connection stays up, on every broker.
 func TestOversizedPublishKeepsConnection(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			raw := dialRaw(t, e.addr)
 			raw.hello()
@@ -103,13 +105,13 @@ func TestOversizedPublishKeepsConnection(t *testing.T) {
 // MESSAGE_TOO_BIG (413), never passed on to fail at the broker
 // (BROKER_ERROR, UNAVAILABLE), on every broker and both publish paths.
 func TestDocumentedMaximumNeverBrokerError(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, nil)
 			body := bytes.Repeat([]byte("x"), 1<<20)
 			hs := []mesh.HeaderField{{Key: "X-A", Value: strings.Repeat("h", 100)}}
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			_, err := e.dial().Publish(ctx, &client.Message{Topic: topic, Key: "k", Headers: hs, Body: body})
 			if err != nil && client.CodeOf(err) != mesh.CodeMessageTooBig {
@@ -177,14 +179,14 @@ func atLimit(t *testing.T, meshAddr, httpAddr string, limit, maxHeader int) {
 		t.Fatalf("body limit %d", limit)
 	}
 	got := make(chan *client.Delivery, 4)
-	if _, err := dialAt(t, meshAddr).Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+	if _, err := sidecartest.Dial(t, meshAddr).Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 		got <- d
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pub := dialAt(t, meshAddr)
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	pub := sidecartest.Dial(t, meshAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	key, hs := worstHeaders(t, maxHeader)
 	body := randomBody(limit)
@@ -238,9 +240,9 @@ func slicesClone(hs []mesh.HeaderField) []mesh.HeaderField {
 // exactly the limit in force with the most key and headers allowed is
 // stored and delivered intact; one byte more is MESSAGE_TOO_BIG.
 func TestMessageAtLimit(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			t.Logf("body limit in force: %d bytes", e.sc.MaxBody(topic))
 			atLimit(t, e.addr, e.http, e.sc.MaxBody(topic), msgmesh.DefaultMaxHeaderBytes)
@@ -252,8 +254,8 @@ func TestMessageAtLimit(t *testing.T) {
 }
 
 // smallKits start each broker with a 64 KiB message limit.
-var smallKits = []brokerKit{
-	{name: "nats", start: func(t *testing.T) topology.Cluster {
+var smallKits = []sidecartest.BrokerKit{
+	{Name: "nats", Start: func(t *testing.T) topology.Cluster {
 		emb, err := natsbroker.StartEmbedded(natsbroker.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
@@ -261,11 +263,11 @@ var smallKits = []brokerKit{
 		t.Cleanup(emb.Shutdown)
 		return topology.Cluster{Name: "nats", Kind: topology.KindNATS, Endpoints: []string{emb.ClientURL()}}
 	}},
-	{name: "kafka", start: func(t *testing.T) topology.Cluster {
+	{Name: "kafka", Start: func(t *testing.T) topology.Cluster {
 		c := kafkatest.Start(t, kfake.BrokerConfigs(map[string]string{"message.max.bytes": "65536"}))
 		return topology.Cluster{Name: "kafka", Kind: topology.KindKafka, Endpoints: kafkatest.Addrs(c)}
 	}},
-	{name: "rocketmq", start: func(t *testing.T) topology.Cluster {
+	{Name: "rocketmq", Start: func(t *testing.T) topology.Cluster {
 		b := testbroker.Start(t, rmqtest.Config{MaxMessageSize: 64 << 10})
 		return topology.Cluster{Name: "rocketmq", Kind: topology.KindRocketMQ, Endpoints: []string{b.NameServer()},
 			Options: map[string]string{"max_message_size": "65536"}}
@@ -280,9 +282,9 @@ var smallKits = []brokerKit{
 // the broker cannot carry at all stops the sidecar from starting.
 func TestSmallBrokerLimit(t *testing.T) {
 	for _, kit := range smallKits {
-		t.Run(kit.name, func(t *testing.T) {
-			c := kit.start(t)
-			logs := &lockedWriter{w: &bytes.Buffer{}}
+		t.Run(kit.Name, func(t *testing.T) {
+			c := kit.Start(t)
+			logs := &syncbuf.Buffer{}
 			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			e := newEnvOn(t, c, func(cfg *msgmesh.Config) { cfg.Logger = log })
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
@@ -293,7 +295,7 @@ func TestSmallBrokerLimit(t *testing.T) {
 			if l := logs.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, fmt.Sprintf("max_body=%d", limit)) {
 				t.Errorf("no warning naming the lowered limit %d in the log:\n%s", limit, l)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			_, err := e.dial().Publish(ctx, &client.Message{Topic: topic, Body: make([]byte, 1<<20)})
 			if client.CodeOf(err) != mesh.CodeMessageTooBig || !strings.Contains(err.Error(), "takes no larger body") {
@@ -301,12 +303,12 @@ func TestSmallBrokerLimit(t *testing.T) {
 			}
 			atLimit(t, e.addr, e.http, limit, msgmesh.DefaultMaxHeaderBytes)
 
-			b, err := brokers.Open(context.Background(), c, testLogger())
+			b, err := brokers.Open(context.Background(), c, sidecartest.Logger())
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = b.Close() })
-			_, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Broker: b, Logger: testLogger(), MaxHeaderBytes: 64 << 10})
+			_, err = msgmesh.New(msgmesh.Config{DataDir: t.TempDir(), Broker: b, Logger: sidecartest.Logger(), MaxHeaderBytes: 64 << 10})
 			if err == nil || !strings.Contains(err.Error(), "MaxHeaderBytes") {
 				t.Fatalf("New with 64 KiB of headers on a broker that cannot take them: %v, want a refusal naming MaxHeaderBytes", err)
 			}
@@ -321,9 +323,9 @@ func TestSmallBrokerLimit(t *testing.T) {
 func TestSDKOversizedPublish(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, nil)
-	var dials countingDialer
-	c := e.dial(client.WithMaxFrameSize(16<<20), client.WithDialer(dials.dial))
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	var dials sidecartest.CountingDialer
+	c := e.dial(client.WithMaxFrameSize(16<<20), client.WithDialer(dials.Dial))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	_, err := c.Publish(ctx, &client.Message{Topic: topic, Body: make([]byte, 5<<20)})
 	if !errors.Is(err, &client.Error{Code: mesh.CodeFrameTooLarge}) {
@@ -336,7 +338,7 @@ func TestSDKOversizedPublish(t *testing.T) {
 	if _, err := c.Publish(ctx, &client.Message{Topic: topic, Body: []byte("after")}); err != nil {
 		t.Fatalf("publish after the oversized ones: %v", err)
 	}
-	if n := dials.n.Load(); n != 1 {
+	if n := dials.Count(); n != 1 {
 		t.Fatalf("the client dialled %d times; an oversized publish broke the connection", n)
 	}
 }
@@ -346,11 +348,11 @@ func TestSDKOversizedPublish(t *testing.T) {
 // the successor, which drops the rest of that frame and serves the next
 // one on the same connection.
 func TestHandoffDuringSkip(t *testing.T) {
-	c := natsCluster(t)
+	c := sidecartest.NATSCluster(t)
 	dataDir := t.TempDir()
 	start := func(inherit *msgmesh.HandoffState) *msgmesh.Sidecar { return startOn(t, c, dataDir, inherit) }
 	sc := start(nil)
-	if status, body := registerAt(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, sc.HTTPAddr().String(), "orders", []string{"p1:" + topic}, nil); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	raw := dialRaw(t, sc.Addr().String())
@@ -360,7 +362,7 @@ func TestHandoffDuringSkip(t *testing.T) {
 	raw.write(make([]byte, 1<<20)) // an eighth of it before the upgrade
 	wantError(t, raw.read(), mesh.CodeFrameTooLarge)
 
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	st, err := sc.Handoff(ctx)
 	if err != nil {
@@ -390,18 +392,18 @@ func TestBinaryEmbeddedTakesDocumentedMaximum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	meshAddr, httpAddr := freePort(t), freePort(t)
-	p := startProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	p := sidecartest.StartProc(t, bin, "--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr, "--log-level", "warn")
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 	atLimit(t, meshAddr, httpAddr, msgmesh.DefaultMaxMessageSize, msgmesh.DefaultMaxHeaderBytes)
-	logs := p.cmd.Stderr.(*lockedWriter).String() // the process still writes to it
+	logs := p.Output()
 	if strings.Contains(logs, "max_body") {
 		t.Fatalf("the sidecar lowered its limit for its own embedded broker:\n%s", logs)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/browsertest"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // curlPath finds curl, or skips the test.
@@ -48,22 +49,13 @@ func curl(t *testing.T, args ...string) (int, string) {
 	return status, s[:i]
 }
 
-// logSoFar is what the process wrote to stderr so far; safe while it
-// runs (p.stderr is written under its lockedWriter's lock).
-func (p *sidecarProc) logSoFar() string {
-	lw := p.cmd.Stderr.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return lw.w.String()
-}
-
 // sidecarBinary builds the msgmesh binary, or skips the test in -short.
 func sidecarBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,12 +64,12 @@ func sidecarBinary(t *testing.T) string {
 
 // startBinary runs the msgmesh binary on the embedded broker, on free
 // loopback ports, with extra flags; it returns once /healthz answers.
-func startBinary(t *testing.T, extra ...string) (p *sidecarProc, meshAddr, httpAddr string) {
+func startBinary(t *testing.T, extra ...string) (p *sidecartest.Proc, meshAddr, httpAddr string) {
 	t.Helper()
 	bin := sidecarBinary(t)
 	meshAddr, httpAddr = freePort(t), freePort(t)
-	p = startProc(t, bin, append([]string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr}, extra...)...)
-	waitHealthy(t, p, httpAddr)
+	p = sidecartest.StartProc(t, bin, append([]string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr}, extra...)...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	return p, meshAddr, httpAddr
 }
 
@@ -185,7 +177,7 @@ func TestWebPageCannotDriveHTTPAPI(t *testing.T) {
 		t.Fatalf("curl register: %d %s", status, body)
 	}
 	got := make(chan string, 100)
-	sub := dialAt(t, meshAddr)
+	sub := sidecartest.Dial(t, meshAddr)
 	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 		got <- string(d.Body)
 		return nil
@@ -215,7 +207,7 @@ func TestWebPageCannotDriveHTTPAPI(t *testing.T) {
 	// Every attempt reached the sidecar and was refused there.
 	refused := func() []string {
 		var names []string
-		for _, line := range strings.Split(p.logSoFar(), "\n") {
+		for _, line := range strings.Split(p.Output(), "\n") {
 			var rec struct{ Msg, URI string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http: request refused" {
 				if m := regexp.MustCompile(`attack=([a-z-]+)`).FindStringSubmatch(rec.URI); m != nil && !slices.Contains(names, m[1]) {
@@ -231,7 +223,7 @@ func TestWebPageCannotDriveHTTPAPI(t *testing.T) {
 	if status != http.StatusOK || len(regs) != 1 || regs[0].App != "orders" || len(regs[0].Consume) != 1 || regs[0].Consume[0].Group != "g1" {
 		t.Fatalf("registrations after the page's attempts: %d %s", status, body)
 	}
-	waitFor(t, 10*time.Second, "every attempt of the page to be refused by the sidecar", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "every attempt of the page to be refused by the sidecar", func() bool {
 		return len(refused()) == len(attacks)
 	})
 	t.Logf("refused by the sidecar: %v", refused())
@@ -243,7 +235,7 @@ func TestWebPageCannotDriveHTTPAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &ack); status != http.StatusOK || err != nil || ack.Offset != 1 {
 		t.Fatalf("curl publish: %d %s; want offset 1 (the first message of the stream)", status, body)
 	}
-	pub := dialAt(t, meshAddr)
+	pub := sidecartest.Dial(t, meshAddr)
 	if a, err := pub.Publish(context.Background(), &client.Message{Topic: topic, Body: []byte("from-sdk")}); err != nil || a.Offset != 2 {
 		t.Fatalf("SDK publish: %+v, %v; want offset 2", a, err)
 	}
@@ -298,7 +290,7 @@ func TestBinaryRefusesForeignHosts(t *testing.T) {
 		{"localhost", "/v1/registrations", http.StatusOK},
 		{"evil.example", "/healthz", http.StatusOK},
 	} {
-		status, body := httpDoHeader(t, http.MethodGet, base+c.path, http.Header{"Host": {c.host}}, nil)
+		status, body := sidecartest.HTTPDoHeader(t, http.MethodGet, base+c.path, http.Header{"Host": {c.host}}, nil)
 		if status != c.want {
 			t.Errorf("GET %s with Host %s: %d %s, want %d", c.path, c.host, status, body, c.want)
 		} else if status == http.StatusForbidden && !strings.Contains(body, `"error":"FORBIDDEN"`) {

@@ -2,7 +2,6 @@ package msgmesh_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 )
 
 // natsProcEnv, when set, makes the test binary run as a NATS JetStream
@@ -50,7 +51,7 @@ func serveNATS(spec string) int {
 type natsProc struct {
 	addr, dir string
 	cmd       *exec.Cmd
-	stderr    lockedWriter
+	stderr    syncbuf.Buffer
 	done      chan struct{}
 }
 
@@ -61,7 +62,6 @@ type natsProc struct {
 func startNATSProc(t *testing.T, addr, dir string) *natsProc {
 	t.Helper()
 	p := &natsProc{addr: addr, dir: dir, cmd: exec.Command(os.Args[0], "-test.run=^$"), done: make(chan struct{})}
-	p.stderr.w = &bytes.Buffer{}
 	p.cmd.Env = append(os.Environ(), natsProcEnv+"="+addr+" "+dir)
 	p.cmd.Stderr = &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -87,11 +87,11 @@ func startNATSProc(t *testing.T, addr, dir string) *natsProc {
 	case ok := <-ready:
 		if !ok {
 			<-p.done
-			t.Fatalf("the NATS server process did not start:\n%s", p.stderr.w.String())
+			t.Fatalf("the NATS server process did not start:\n%s", p.stderr.String())
 		}
-	case <-time.After(scaled(30 * time.Second)):
+	case <-time.After(sidecartest.Scaled(30 * time.Second)):
 		p.kill(t)
-		t.Fatalf("the NATS server process was not ready within %s:\n%s", scaled(30*time.Second), p.stderr.w.String())
+		t.Fatalf("the NATS server process was not ready within %s:\n%s", sidecartest.Scaled(30*time.Second), p.stderr.String())
 	}
 	return p
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestKafkaHugeNackSIGKILL: one message NACKed with a 2^32-1 ms delay,
@@ -35,7 +36,7 @@ func TestKafkaHugeNackSIGKILL(t *testing.T) {
 		t.Skip("builds and runs the msgmesh binary")
 	}
 	const n = 500
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +56,9 @@ func TestKafkaHugeNackSIGKILL(t *testing.T) {
 	meshAddr, httpAddr := freePort(t), freePort(t)
 	args := []string{"--data-dir", t.TempDir(), "--listen", meshAddr, "--http", httpAddr,
 		"--delivery-timeout", "2s", "--max-nack-delay", "1s", "--log-level", "warn", "--config", cfgPath}
-	p := startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	p := sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
 
@@ -67,7 +68,7 @@ func TestKafkaHugeNackSIGKILL(t *testing.T) {
 		afterKill = map[string]int{}
 		restarted atomic.Bool
 	)
-	sub := dialAt(t, meshAddr)
+	sub := sidecartest.Dial(t, meshAddr)
 	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 		body := string(d.Body)
 		mu.Lock()
@@ -84,12 +85,12 @@ func TestKafkaHugeNackSIGKILL(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pub := dialAt(t, meshAddr)
+	pub := sidecartest.Dial(t, meshAddr)
 	if _, err := pub.Publish(context.Background(), &client.Message{Topic: topic, Body: []byte("slow")}); err != nil {
 		t.Fatal(err)
 	}
-	publishN(t, pub, topic, "m", n, 64)
-	waitFor(t, 60*time.Second, "every message behind the nacked one to be acked", func() bool {
+	sidecartest.PublishN(t, pub, topic, "m", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message behind the nacked one to be acked", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := 0; i < n; i++ {
@@ -102,28 +103,28 @@ func TestKafkaHugeNackSIGKILL(t *testing.T) {
 	// With the bound the nacked message is back within 1 s and acked, and
 	// the commit covers all n+1; give it generous time, then kill either way.
 	var at int64
-	for deadline := time.Now().Add(scaled(20 * time.Second)); ; time.Sleep(20 * time.Millisecond) { // polling interval
+	for deadline := time.Now().Add(sidecartest.Scaled(20 * time.Second)); ; time.Sleep(20 * time.Millisecond) { // polling interval
 		if at = kafkatest.Committed(t, kc, "g1", topic, 0); at == n+1 || time.Now().After(deadline) {
 			break
 		}
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	<-p.Done
 	restarted.Store(true)
 
-	p = startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
+	p = sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	// A marker published after the restart comes after every redelivery
 	// (one partition, read in order).
-	waitFor(t, 30*time.Second, "a publish after the restart", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "a publish after the restart", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte("marker")})
 		return err == nil
 	})
-	waitFor(t, 90*time.Second, "the marker to be delivered after the restart", func() bool {
+	sidecartest.WaitFor(t, 90*time.Second, "the marker to be delivered after the restart", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return afterKill["marker"] > 0

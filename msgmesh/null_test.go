@@ -14,6 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -49,7 +50,7 @@ func TestNullAndEmptyKafka(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	pub := e.dial()
 	id := func(s string) []mesh.HeaderField { return []mesh.HeaderField{{Key: "id", Value: s}} }
@@ -91,7 +92,7 @@ func TestNullAndEmptyKafka(t *testing.T) {
 		"native-tombstone": {key: "n", nullBody: true},
 		"native-empty-key": {body: "v", empty: true},
 	}
-	waitFor(t, 20*time.Second, "every message", func() bool {
+	sidecartest.WaitFor(t, 20*time.Second, "every message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= len(want)
@@ -158,12 +159,12 @@ func TestNullAndEmptyKafka(t *testing.T) {
 // and has no null body; RocketMQ has neither: what a broker cannot store
 // is refused with INVALID, never stored as something else.
 func TestNullAndEmptyOtherBrokers(t *testing.T) {
-	for _, kit := range brokerKits {
-		if kit.name == "kafka" {
+	for _, kit := range sidecartest.BrokerKits() {
+		if kit.Name == "kafka" {
 			continue
 		}
-		t.Run(kit.name, func(t *testing.T) {
-			e := newEnvOn(t, kit.start(t))
+		t.Run(kit.Name, func(t *testing.T) {
+			e := newEnvOn(t, kit.Start(t))
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			got := make(chan *client.Delivery, 4)
 			if _, err := e.dial().Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
@@ -172,7 +173,7 @@ func TestNullAndEmptyOtherBrokers(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			pub := e.dial()
 			if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Key: "k", NullBody: true}); client.CodeOf(err) != mesh.CodeInvalid {
@@ -181,7 +182,7 @@ func TestNullAndEmptyOtherBrokers(t *testing.T) {
 			_, err := pub.Publish(ctx, &client.Message{Topic: topic, EmptyKey: true, Body: []byte("e")})
 			want := 2 // "e" and "n"
 			switch {
-			case kit.name == "rocketmq":
+			case kit.Name == "rocketmq":
 				if client.CodeOf(err) != mesh.CodeInvalid {
 					t.Errorf("empty key on RocketMQ: %v, want INVALID", err)
 				}

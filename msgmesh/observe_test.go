@@ -14,6 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 )
@@ -50,7 +51,7 @@ func TestOneTraceProducerToConsumer(t *testing.T) {
 	<-processed
 
 	byName := map[string]tracetest.SpanStub{}
-	waitFor(t, 10*time.Second, "the four spans", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "the four spans", func() bool {
 		for _, s := range exp.GetSpans() {
 			byName[s.Name] = s
 		}
@@ -73,7 +74,7 @@ func TestOneTraceProducerToConsumer(t *testing.T) {
 	// Metrics count exactly what happened: 1 + n publishes, all delivered
 	// and acked.
 	const n = 24
-	publishN(t, pub, topic, "m", n, 8)
+	sidecartest.PublishN(t, pub, topic, "m", n, 8)
 	for range n {
 		<-processed
 	}
@@ -82,7 +83,7 @@ func TestOneTraceProducerToConsumer(t *testing.T) {
 		fmt.Sprintf(`msgmesh_messages_out_total{group="g1",topic=%q}`, topic):                     n + 1,
 		fmt.Sprintf(`msgmesh_deliveries_settled_total{group="g1",outcome="ack",topic=%q}`, topic): n + 1,
 	}
-	waitFor(t, 10*time.Second, "the metrics to show the run", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "the metrics to show the run", func() bool {
 		got := scrape(t, e.http)
 		for k, v := range want {
 			if got[k] != v {
@@ -105,7 +106,7 @@ func spanNames(m map[string]tracetest.SpanStub) []string {
 // ignoring the labels the exporter adds (otel_scope_*, job...).
 func scrape(t *testing.T, httpAddr string) map[string]int {
 	t.Helper()
-	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/metrics", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+httpAddr+"/metrics", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", status)
 	}

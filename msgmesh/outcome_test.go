@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/flowctl"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
 	"github.com/msgmesh/msgmesh/internal/rmqtest/testbroker"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -73,7 +74,7 @@ func TestNATSBrokerKilledMidPublish(t *testing.T) {
 			// Down until every producer has seen a publish fail (each
 			// waits for the publish timeout), then back on the same
 			// store and address.
-			waitUntil(10*time.Second, func() bool { return l.errorsSoFar() >= before+producerWorkers })
+			sidecartest.WaitUntil(10*time.Second, func() bool { return l.errorsSoFar() >= before+producerWorkers })
 			srv = startNATSProc(t, addr, dir)
 		},
 		caughtUp: natsCaughtUp(t, url),
@@ -160,7 +161,7 @@ func (s *faultScript) run(t *testing.T, l *ledger) {
 	}
 	s.phase.Store(phaseCut)
 	close(s.held)
-	waitUntil(10*time.Second, func() bool { return s.cuts.Load() >= 8 })
+	sidecartest.WaitUntil(10*time.Second, func() bool { return s.cuts.Load() >= 8 })
 	notStored := l.count(answerNotStored)
 	s.phase.Store(phaseRefuse)
 	if !l.waitCount(answerNotStored, notStored+producerWorkers, 10*time.Second) {

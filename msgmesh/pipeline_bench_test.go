@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 )
@@ -52,7 +53,7 @@ func BenchmarkSidecarPublish(b *testing.B) {
 func BenchmarkSidecarDeliver(b *testing.B) {
 	e := benchEnv(b)
 	body := make([]byte, 1024)
-	publishEach(b, e.dial(), b.N, 256, func(int) *client.Message { return &client.Message{Topic: topic, Body: body} })
+	sidecartest.PublishEach(b, e.dial(), b.N, 256, func(int) *client.Message { return &client.Message{Topic: topic, Body: body} })
 	got := make(chan struct{}, 1024)
 	c := e.dial()
 	b.SetBytes(1024)

@@ -14,6 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/flowctl"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/pipeline"
@@ -230,16 +231,16 @@ func TestPipelineStageOrder(t *testing.T) {
 	// taken, and its wrapper is outside flow control's: the group's slot
 	// is still held when the ack enters the plugin and free when it
 	// comes back out.
-	got := newTally()
-	subscribeTo(t, e.dial(), "g1", okTopic, "c", got)
-	waitFor(t, 10*time.Second, "the delivery to be acked through the stages", func() bool {
+	got := sidecartest.NewTally()
+	sidecartest.Subscribe(t, e.dial(), "g1", okTopic, "c", got)
+	sidecartest.WaitFor(t, 10*time.Second, "the delivery to be acked through the stages", func() bool {
 		acks := 0
 		for _, call := range log.of(okTopic) {
 			if strings.Contains(call, ".ack ") {
 				acks++
 			}
 		}
-		return got.count() == 1 && acks == 3
+		return got.Count() == 1 && acks == 3
 	})
 	var deliveries []string
 	for _, call := range log.of(okTopic)[6:] {

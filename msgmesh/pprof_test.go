@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -29,7 +30,7 @@ func TestPprofEndpoint(t *testing.T) {
 			if tc.host != "" {
 				h.Set("Host", tc.host)
 			}
-			status, body := httpDoHeader(t, http.MethodGet, "http://"+tc.e.http+"/debug/pprof/goroutine?debug=1", h, nil)
+			status, body := sidecartest.HTTPDoHeader(t, http.MethodGet, "http://"+tc.e.http+"/debug/pprof/goroutine?debug=1", h, nil)
 			if status != tc.status || !strings.Contains(body, tc.body) {
 				t.Fatalf("GET /debug/pprof/goroutine: %d %.200s; want %d with %q", status, body, tc.status, tc.body)
 			}

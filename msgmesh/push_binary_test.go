@@ -2,7 +2,6 @@ package msgmesh_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 )
 
 // pyReceiver is testdata/push_receiver.py, an HTTP push receiver on
@@ -46,7 +48,7 @@ func startPyReceiver(t *testing.T, slow time.Duration) *pyReceiver {
 	}
 	// Its stderr (tracebacks of connections the sidecar cut at the push
 	// timeout, among others) is shown when the test fails.
-	stderr := &lockedWriter{w: &bytes.Buffer{}}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -161,16 +163,16 @@ func (r *pyReceiver) missing(want []string) []string {
 // holds back its partition's commit).
 // It runs on the embedded broker and on each broker kit through --config.
 func TestHTTPPushPythonReceiverKillAndUpgrade(t *testing.T) {
-	forBinaryKits(t, pushKillAndUpgrade)
+	sidecartest.ForBinaryKits(t, pushKillAndUpgrade)
 }
 
-func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
-	bin, args, _, httpAddr := upgradeSetup(t, kit)
+func pushKillAndUpgrade(t *testing.T, kit *sidecartest.BrokerKit) {
+	bin, args, _, httpAddr := sidecartest.UpgradeSetup(t, kit)
 	args = append(args, "--delivery-timeout", "3s") // the last one counts
 	rcv := startPyReceiver(t, 1500*time.Millisecond)
-	p := startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic},
+	p := sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic},
 		[]string{"g1:" + topic + ",push_url=" + rcv.url + ",push_concurrency=8,push_timeout=1s"}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
@@ -180,7 +182,7 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 		bodies := make([]string, n)
 		for i := range n {
 			bodies[i] = fmt.Sprintf("%s%04d", prefix, i+1)
-			if status, body := httpDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/json",
+			if status, body := sidecartest.HTTPDo(t, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, "application/json",
 				[]byte(bodies[i]), "Msgmesh-App", "orders"); status != http.StatusOK {
 				t.Fatalf("publish %s: %d %s", bodies[i], status, body)
 			}
@@ -189,23 +191,23 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 	}
 	waitAll := func(what string, bodies []string) {
 		t.Helper()
-		if !waitUntil(scaled(90*time.Second), func() bool { return len(rcv.missing(bodies)) == 0 }) {
+		if !sidecartest.WaitUntil(sidecartest.Scaled(90*time.Second), func() bool { return len(rcv.missing(bodies)) == 0 }) {
 			t.Fatalf("%s: %d messages never processed: %v", what, len(rcv.missing(bodies)), rcv.missing(bodies))
 		}
 	}
 
 	// SIGKILL and restart while pushing.
 	a := publish("a")
-	waitFor(t, scaled(60*time.Second), "a third of the messages processed", func() bool {
+	sidecartest.WaitFor(t, sidecartest.Scaled(60*time.Second), "a third of the messages processed", func() bool {
 		done, _, _, _ := rcv.tally("a")
 		return done >= n/3
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
-	p = startProc(t, bin, args...)
-	waitHealthy(t, p, httpAddr)
+	<-p.Done
+	p = sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, p, httpAddr)
 	waitAll("after SIGKILL and restart", a)
 	done, dups, refused, late := rcv.tally("a")
 	t.Logf("SIGKILL and restart: %d of %d processed, %d duplicates, %d answered 503 + Retry-After, %d answered past the timeout", done, n, dups, refused, late)
@@ -215,11 +217,11 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 
 	// Hot upgrade while pushing.
 	b := publish("b")
-	waitFor(t, scaled(60*time.Second), "a third of the messages processed", func() bool {
+	sidecartest.WaitFor(t, sidecartest.Scaled(60*time.Second), "a third of the messages processed", func() bool {
 		done, _, _, _ := rcv.tally("b")
 		return done >= n/3
 	})
-	upgradeFrom(t, bin, args, p, httpAddr)
+	sidecartest.UpgradeFrom(t, bin, args, p, httpAddr)
 	waitAll("after the hot upgrade", b)
 	done, dups, refused, late = rcv.tally("b")
 	t.Logf("hot upgrade: %d of %d processed, %d duplicates, %d answered 503 + Retry-After, %d answered past the timeout", done, n, dups, refused, late)
@@ -228,7 +230,7 @@ func pushKillAndUpgrade(t *testing.T, kit *brokerKit) {
 	// (docs/brokers.md); one still waiting at the handoff makes the new
 	// process read again from that commit, acked messages after it
 	// included (docs/upgrade.md). Elsewhere a nack is the broker's.
-	if dups != 0 && (kit == nil || kit.name != "kafka") {
+	if dups != 0 && (kit == nil || kit.Name != "kafka") {
 		t.Errorf("the hot upgrade delivered %d messages twice", dups)
 	}
 	// Deduplicating by CloudEvents id works: a message keeps its id across

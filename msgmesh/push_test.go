@@ -20,6 +20,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/msgmesh/msgmesh/broker/brokers"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -102,13 +103,13 @@ func (r *ceReceiver) checkErrors() {
 // an event answered 503 with Retry-After comes again with its attempt
 // counted.
 func TestHTTPPushCloudEvents(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) { testHTTPPushCloudEvents(t, kit) })
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) { testHTTPPushCloudEvents(t, kit) })
 	}
 }
 
-func testHTTPPushCloudEvents(t *testing.T, kit brokerKit) {
-	e := newEnvOn(t, kit.start(t))
+func testHTTPPushCloudEvents(t *testing.T, kit sidecartest.BrokerKit) {
+	e := newEnvOn(t, kit.Start(t))
 	rcv := newCEReceiver(t)
 	e.register("orders", []string{"p1:" + topic}, []string{
 		"g1:" + topic + ",push_url=" + rcv.srv.URL + "/binary,push_concurrency=4",
@@ -161,7 +162,7 @@ func testHTTPPushCloudEvents(t *testing.T, kit brokerKit) {
 
 	want := len(events) + 1
 	for _, path := range []string{"/binary", "/structured"} {
-		waitFor(t, scaled(60*time.Second), "every event pushed to "+path, func() bool {
+		sidecartest.WaitFor(t, sidecartest.Scaled(60*time.Second), "every event pushed to "+path, func() bool {
 			got := rcv.byID(path)
 			return len(got) == want && got["e5"].attempt == 2
 		})
@@ -213,7 +214,7 @@ func testHTTPPushCloudEvents(t *testing.T, kit brokerKit) {
 	}
 	// The receiver has every POST; the sidecar counts each answer once it
 	// is back, a moment later.
-	waitUntil(10*time.Second, func() bool { st := e.sc.Stats(); return st.Acked >= uint64(2*want) && st.Nacked >= 2 })
+	sidecartest.WaitUntil(10*time.Second, func() bool { st := e.sc.Stats(); return st.Acked >= uint64(2*want) && st.Nacked >= 2 })
 	if st := e.sc.Stats(); st.Acked < uint64(2*want) || st.Nacked < 2 {
 		t.Errorf("stats after the pushes: %+v; want at least %d acked and 2 nacked", st, 2*want)
 	}
@@ -271,7 +272,7 @@ func TestCloudEventsPublishRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := a.headers(append([]string{"Content-Type", tt.ctype}, tt.extra...)...)
-			status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h, []byte(tt.body))
+			status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h, []byte(tt.body))
 			wantHTTPError(t, tt.name, status, body, tt.status, tt.code)
 		})
 	}
@@ -279,23 +280,23 @@ func TestCloudEventsPublishRefusals(t *testing.T) {
 	// envelope may be larger than the limit when its data is not.
 	big := strings.Repeat("x", msgmesh.DefaultMaxMessageSize+1)
 	h0 := a.headers(append([]string{"Content-Type", "application/octet-stream"}, base...)...)
-	status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h0, []byte(big))
+	status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h0, []byte(big))
 	wantHTTPError(t, "binary event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
 	doc := `{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"` + big + `"}`
-	status, body = httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc))
+	status, body = sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc))
 	wantHTTPError(t, "structured event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
 	if st := e.sc.Stats(); st.Published != 0 {
 		t.Errorf("%d refused events reached the broker", st.Published)
 	}
 	fits := base64.StdEncoding.EncodeToString([]byte(big[:900<<10]))
 	doc = `{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"` + fits + `"}`
-	if status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc)); status != http.StatusOK {
+	if status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc)); status != http.StatusOK {
 		t.Fatalf("a structured event whose envelope is over the limit and its data under it: %d %s", status, body)
 	}
 	// A binary event may be text/plain (its ce- headers are no request a
 	// web page sends without asking), unlike a plain publish.
 	h := a.headers(append([]string{"Content-Type", "text/plain"}, base...)...)
-	if status, body := httpDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h, []byte("hi")); status != http.StatusOK {
+	if status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, h, []byte("hi")); status != http.StatusOK {
 		t.Fatalf("text/plain event: %d %s", status, body)
 	}
 }
@@ -327,7 +328,7 @@ func TestPushURLHosts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := registerAt(t, tt.e.http, "orders", nil, []string{"g1:" + topic + ",push_url=" + tt.url + tt.opts})
+			status, body := sidecartest.Register(t, tt.e.http, "orders", nil, []string{"g1:" + topic + ",push_url=" + tt.url + tt.opts})
 			if tt.ok {
 				if status != http.StatusCreated {
 					t.Fatalf("register push_url %s: %d %s", tt.url, status, body)
@@ -400,11 +401,11 @@ func TestPushSubscriptionFollowsRegistration(t *testing.T) {
 
 	reg("g1:" + topic + ",push_url=" + rcv.srv.URL + "/a")
 	a.publish(topic, []byte("one"))
-	waitFor(t, scaled(10*time.Second), "one pushed to /a", func() bool { return len(rcv.got("/a")) == 1 })
+	sidecartest.WaitFor(t, sidecartest.Scaled(10*time.Second), "one pushed to /a", func() bool { return len(rcv.got("/a")) == 1 })
 
 	reg("g1:" + topic + ",push_url=" + rcv.srv.URL + "/b,push_concurrency=2")
 	a.publish(topic, []byte("two"))
-	waitFor(t, scaled(10*time.Second), "two pushed to /b", func() bool { return len(rcv.got("/b")) == 1 })
+	sidecartest.WaitFor(t, sidecartest.Scaled(10*time.Second), "two pushed to /b", func() bool { return len(rcv.got("/b")) == 1 })
 
 	reg("g1:" + topic) // no push any more
 	a.publish(topic, []byte("three"))
@@ -443,10 +444,10 @@ func TestPushDeadLetter(t *testing.T) {
 // a failed attempt, and the next sidecar on the same data directory
 // pushes it again.
 func TestPushShutdown(t *testing.T) {
-	cluster := natsCluster(t)
+	cluster := sidecartest.NATSCluster(t)
 	dir := t.TempDir()
 	open := func() *env {
-		b, err := brokers.Open(context.Background(), cluster, testLogger())
+		b, err := brokers.Open(context.Background(), cluster, sidecartest.Logger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,16 +461,16 @@ func TestPushShutdown(t *testing.T) {
 	a := e.httpApp("orders", "")
 	a.publish(topic, []byte("m1"))
 	a.publish(topic, []byte("m2"))
-	waitFor(t, scaled(10*time.Second), "two POSTs in progress", func() bool { return rcv.arrived() == 2 })
+	sidecartest.WaitFor(t, sidecartest.Scaled(10*time.Second), "two POSTs in progress", func() bool { return rcv.arrived() == 2 })
 
 	// The POSTs in progress finish during the shutdown and count.
 	stopped := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(20*time.Second))
 		defer cancel()
 		stopped <- e.sc.Shutdown(ctx)
 	}()
-	waitFor(t, scaled(10*time.Second), "the sidecar to stop taking requests", func() bool { return !healthy(e.http) })
+	sidecartest.WaitFor(t, sidecartest.Scaled(10*time.Second), "the sidecar to stop taking requests", func() bool { return !sidecartest.Healthy(e.http) })
 	rcv.mu.Lock()
 	close(rcv.hold)
 	rcv.hold = make(chan struct{}) // the next ones wait again
@@ -483,14 +484,14 @@ func TestPushShutdown(t *testing.T) {
 
 	// A POST still running at the shutdown's deadline is cut short and
 	// handed back without a failed attempt.
-	b, err := brokers.Open(context.Background(), cluster, testLogger())
+	b, err := brokers.Open(context.Background(), cluster, sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	// Not newEnvWith: its cleanup would fail on this shutdown's
 	// deadline, which Shutdown returns again.
-	sc2, err := msgmesh.New(msgmesh.Config{DataDir: dir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: testLogger()})
+	sc2, err := msgmesh.New(msgmesh.Config{DataDir: dir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: sidecartest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,8 +500,8 @@ func TestPushShutdown(t *testing.T) {
 	}
 	e2 := &env{t: t, sc: sc2, addr: sc2.Addr().String(), http: sc2.HTTPAddr().String()}
 	e2.httpApp("orders", "").publish(topic, []byte("m3"))
-	waitFor(t, scaled(10*time.Second), "the third POST in progress", func() bool { return rcv.arrived() == 3 })
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(300*time.Millisecond))
+	sidecartest.WaitFor(t, sidecartest.Scaled(10*time.Second), "the third POST in progress", func() bool { return rcv.arrived() == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(300*time.Millisecond))
 	defer cancel()
 	if err := e2.sc.Shutdown(ctx); err != nil {
 		t.Logf("shutdown at its deadline: %v", err)
@@ -513,7 +514,7 @@ func TestPushShutdown(t *testing.T) {
 	rcv.hold = nil
 	rcv.mu.Unlock()
 	open() // pushes m3 again
-	waitFor(t, scaled(30*time.Second), "m3 pushed again by the next sidecar", func() bool { return slices.Contains(rcv.got("/in"), "m3") })
+	sidecartest.WaitFor(t, sidecartest.Scaled(30*time.Second), "m3 pushed again by the next sidecar", func() bool { return slices.Contains(rcv.got("/in"), "m3") })
 	if got := rcv.got("/in"); !slices.Equal(got[:2], []string{"m1", "m2"}) && !slices.Equal(got[:2], []string{"m2", "m1"}) {
 		t.Errorf("answered POSTs %v; want m1 and m2 first", got)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/rmqtest"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 	"github.com/msgmesh/msgmesh/topology"
@@ -132,7 +133,7 @@ type upstreamState struct {
 // for a broker) and decodes the body into v; it returns the status.
 func getJSON(t testing.TB, url string, v any) int {
 	t.Helper()
-	c := http.Client{Timeout: scaled(2 * time.Second)}
+	c := http.Client{Timeout: sidecartest.Scaled(2 * time.Second)}
 	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -152,7 +153,7 @@ func getJSON(t testing.TB, url string, v any) int {
 func waitReady(t testing.TB, httpAddr string, want int, what string) readyz {
 	t.Helper()
 	var r readyz
-	waitFor(t, 30*time.Second, what, func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, what, func() bool {
 		r = readyz{}
 		return getJSON(t, "http://"+httpAddr+"/readyz", &r) == want
 	})
@@ -176,7 +177,7 @@ func upstreamOf(t testing.TB, httpAddr, group, topic string) (upstreamState, boo
 // it is not there.
 func metricValue(t testing.TB, httpAddr, series string) string {
 	t.Helper()
-	status, body := httpDo(t, http.MethodGet, "http://"+httpAddr+"/metrics", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+httpAddr+"/metrics", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", status)
 	}
@@ -201,7 +202,7 @@ func newTelemetry(t testing.TB) *observe.Telemetry {
 // name (newEnvOn calls it "default").
 func newEnvNamed(t *testing.T, c topology.Cluster, tweak ...func(*msgmesh.Config)) *env {
 	t.Helper()
-	b, err := brokers.Open(context.Background(), c, testLogger())
+	b, err := brokers.Open(context.Background(), c, sidecartest.Logger())
 	if err != nil {
 		t.Fatalf("open %s cluster: %v", c.Kind, err)
 	}
@@ -216,14 +217,14 @@ func newEnvNamed(t *testing.T, c topology.Cluster, tweak ...func(*msgmesh.Config
 // slowed down by a busy machine must not look like an outage.
 func fastProbes(c *msgmesh.Config) {
 	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = scaled(5 * time.Second)
+	c.ProbeTimeout = sidecartest.Scaled(5 * time.Second)
 }
 
 // waitMetric waits until one series of GET /metrics has the value want.
 func waitMetric(t testing.TB, httpAddr, series, want string) {
 	t.Helper()
 	var v string
-	waitFor(t, 30*time.Second, series+" = "+want, func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, series+" = "+want, func() bool {
 		v = metricValue(t, httpAddr, series)
 		return v == want
 	})
@@ -292,10 +293,10 @@ func TestUpstreamsDoNotWaitForTheBroker(t *testing.T) {
 
 	registered := make(chan int, 1)
 	go func() {
-		status, _ := registerAt(t, e.http, "orders", nil, []string{"g2:" + topic})
+		status, _ := sidecartest.Register(t, e.http, "orders", nil, []string{"g2:" + topic})
 		registered <- status
 	}()
-	waitFor(t, 10*time.Second, "GET /v1/upstreams to show g2 starting", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "GET /v1/upstreams to show g2 starting", func() bool {
 		u, ok := upstreamOf(t, e.http, "g2", topic)
 		return ok && u.State == "starting"
 	})
@@ -313,7 +314,7 @@ func TestUpstreamsDoNotWaitForTheBroker(t *testing.T) {
 		if status != http.StatusCreated {
 			t.Fatalf("register with the broker down: %d, want 201 (stored; the consumer is retried)", status)
 		}
-	case <-time.After(scaled(60 * time.Second)):
+	case <-time.After(sidecartest.Scaled(60 * time.Second)):
 		t.Fatal("the registration did not answer")
 	}
 	u, _ := upstreamOf(t, e.http, "g2", topic)
@@ -369,7 +370,7 @@ func (c *flakyConsumer) Next(ctx context.Context) (broker.Delivery, error) {
 // last error, and the sidecar is not ready; once a message gets through
 // it is running and ready again.
 func TestReadinessShowsAnErroringConsumer(t *testing.T) {
-	b, err := brokers.Open(context.Background(), natsCluster(t), testLogger())
+	b, err := brokers.Open(context.Background(), sidecartest.NATSCluster(t), sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func TestReadinessShowsAnErroringConsumer(t *testing.T) {
 	}
 
 	r := waitReady(t, e.http, http.StatusServiceUnavailable, "not ready while Next fails")
-	waitFor(t, 10*time.Second, "g1 erroring", func() bool {
+	sidecartest.WaitFor(t, 10*time.Second, "g1 erroring", func() bool {
 		u, _ := upstreamOf(t, e.http, "g1", topic)
 		return u.State == "erroring" && strings.Contains(u.LastError, errInjected.Error())
 	})

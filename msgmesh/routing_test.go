@@ -14,6 +14,8 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
+	"github.com/msgmesh/msgmesh/internal/testbin"
 	"github.com/msgmesh/msgmesh/msgmesh"
 )
 
@@ -89,7 +91,7 @@ func TestRoutingRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,20 +102,20 @@ func TestRoutingRules(t *testing.T) {
 	type node struct {
 		name, version        string
 		mesh, http, fwd, dir string
-		proc                 *sidecarProc
+		proc                 *sidecartest.Proc
 		app                  *seenLog
 	}
 	start := func(n *node) {
-		n.proc = startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+		n.proc = sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 			"--data-dir", n.dir, "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd,
 			"--instance-label", "version="+n.version, "--delivery-timeout", "3s", "--log-level", "warn")
-		waitHealthy(t, n.proc, n.http)
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
+		sidecartest.WaitHealthy(t, n.proc, n.http)
+		if status, body := sidecartest.Register(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated && status != http.StatusOK {
 			t.Fatalf("register: %d %s", status, body)
 		}
 		app := n.app
-		if _, err := dialAt(t, n.mesh).Subscribe(ctx, "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		if _, err := sidecartest.Dial(t, n.mesh).Subscribe(ctx, "g1", topic, func(_ context.Context, d *client.Delivery) error {
 			app.add(string(d.Body))
 			return nil
 		}); err != nil {
@@ -127,7 +129,7 @@ func TestRoutingRules(t *testing.T) {
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, "node "+n.name+" to register itself with its label", func() bool {
+		sidecartest.WaitFor(t, 30*time.Second, "node "+n.name+" to register itself with its label", func() bool {
 			ins, err := op.Instances(ctx, "orders")
 			if err != nil {
 				t.Fatal(err)
@@ -150,7 +152,7 @@ func TestRoutingRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, n := range running {
-			waitFor(t, 10*time.Second, "node "+n.name+" to apply the rules", func() bool {
+			sidecartest.WaitFor(t, 10*time.Second, "node "+n.name+" to apply the rules", func() bool {
 				return slices.Equal(sidecarStats(t, n.http).RulesInForce, names)
 			})
 		}
@@ -159,10 +161,10 @@ func TestRoutingRules(t *testing.T) {
 	v2 := map[string]string{"version": "v2"}
 	percent := func(p int) *int { return &p }
 	blue := api.RoutingRule{Name: "blue-to-v2", Colour: "blue", Selector: v2}
-	pub := dialAt(t, a.mesh)
+	pub := sidecartest.Dial(t, a.mesh)
 	publish := func(prefix, colour string, n, window int) {
 		t.Helper()
-		publishEach(t, pub, n, window, func(i int) *client.Message {
+		sidecartest.PublishEach(t, pub, n, window, func(i int) *client.Message {
 			return &client.Message{Topic: topic, Colour: colour, Body: []byte(fmt.Sprintf("%s-%d", prefix, i))}
 		})
 	}
@@ -185,7 +187,7 @@ func TestRoutingRules(t *testing.T) {
 	t.Logf("rules reached all 3 sidecars %s after the PUT", took.Round(time.Millisecond))
 	const nBlue = 600
 	publish("blue", "blue", nBlue, 64)
-	waitFor(t, 60*time.Second, "every blue message at v2", func() bool { return c.app.distinct("blue", nBlue) == nBlue })
+	sidecartest.WaitFor(t, 60*time.Second, "every blue message at v2", func() bool { return c.app.distinct("blue", nBlue) == nBlue })
 	for _, n := range []*node{a, b} {
 		if got := n.app.distinct("blue", nBlue); got != 0 {
 			t.Fatalf("v1 node %s processed %d blue messages, want none", n.name, got)
@@ -204,7 +206,7 @@ func TestRoutingRules(t *testing.T) {
 
 	// The sidecars report the rule's counters to the control plane with
 	// their lease renewals.
-	waitFor(t, 30*time.Second, "the control plane to have the blue rule's counters", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the control plane to have the blue rule's counters", func() bool {
 		tr, err := op.Traffic(ctx, "orders")
 		if err != nil {
 			t.Fatal(err)
@@ -221,11 +223,11 @@ func TestRoutingRules(t *testing.T) {
 	canary := api.RoutingRule{Name: "canary-v2", Percent: percent(10), Selector: v2}
 	setRules(nodes, blue, canary)
 	nCanary := 10_000
-	if raceEnabled {
+	if testbin.Race {
 		nCanary = 3_000
 	}
 	publish("plain", "", nCanary, 128)
-	waitFor(t, 120*time.Second, "every uncoloured message", func() bool { return anywhere("plain", nCanary) == nCanary })
+	sidecartest.WaitFor(t, 120*time.Second, "every uncoloured message", func() bool { return anywhere("plain", nCanary) == nCanary })
 	atV2 := c.app.distinct("plain", nCanary)
 	share := 100 * float64(atV2) / float64(nCanary)
 	t.Logf("canary 10%%: v2 processed %d of %d uncoloured messages (%.2f%%), v1 nodes %d and %d",
@@ -253,20 +255,20 @@ func TestRoutingRules(t *testing.T) {
 			live.Add(1)
 		}
 	}()
-	waitFor(t, 30*time.Second, "live traffic", func() bool { return live.Load() >= 200 })
+	sidecartest.WaitFor(t, 30*time.Second, "live traffic", func() bool { return live.Load() >= 200 })
 	off := api.RoutingRule{Name: "canary-off", Percent: percent(0), Selector: v2}
 	took = setRules(nodes, blue, off)
 	t.Logf("rule change under traffic (%d messages published so far) reached all 3 sidecars %s after the PUT",
 		live.Load(), took.Round(time.Millisecond))
-	if took > scaled(time.Second) {
-		t.Errorf("the rule change took %s to reach every sidecar, want under %s", took, scaled(time.Second))
+	if took > sidecartest.Scaled(time.Second) {
+		t.Errorf("the rule change took %s to reach every sidecar, want under %s", took, sidecartest.Scaled(time.Second))
 	}
 	const nAfter = 1000
 	publish("after", "", nAfter, 64)
 	close(stopLive)
 	<-liveDone
 	nLive := int(live.Load())
-	waitFor(t, 60*time.Second, "every message after the change", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "every message after the change", func() bool {
 		return anywhere("after", nAfter) == nAfter && anywhere("live", nLive) == nLive
 	})
 	if got := c.app.distinct("after", nAfter); got != 0 {
@@ -286,12 +288,12 @@ func TestRoutingRules(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 60*time.Second, "blue traffic at v2 before the kill", func() bool { return c.app.distinct("kill", nKill) >= 200 })
+	sidecartest.WaitFor(t, 60*time.Second, "blue traffic at v2 before the kill", func() bool { return c.app.distinct("kill", nKill) >= 200 })
 	killedAt := time.Now()
-	_ = c.proc.cmd.Process.Kill()
-	<-c.proc.done
+	_ = c.proc.Cmd.Process.Kill()
+	<-c.proc.Done
 	<-pubDone
-	waitFor(t, 120*time.Second, "every blue message after the kill, at some node", func() bool { return anywhere("kill", nKill) == nKill })
+	sidecartest.WaitFor(t, 120*time.Second, "every blue message after the kill, at some node", func() bool { return anywhere("kill", nKill) == nKill })
 	var fellBackAt time.Time
 	for _, n := range []*node{a, b} {
 		if at := n.app.firstWith("kill-", killedAt); !at.IsZero() && (fellBackAt.IsZero() || at.Before(fellBackAt)) {
@@ -308,8 +310,8 @@ func TestRoutingRules(t *testing.T) {
 	}
 	t.Logf("v2 killed with %d of %d blue messages processed there: the first blue message reached a v1 node %s later; "+
 		"fell back: %s; all %d processed", c.app.distinct("kill", nKill), nKill, delay.Round(time.Millisecond), strings.Join(fb, ", "), nKill)
-	if delay > scaled(time.Second) {
-		t.Errorf("the fallback took %s after v2 died, want under %s", delay, scaled(time.Second))
+	if delay > sidecartest.Scaled(time.Second) {
+		t.Errorf("the fallback took %s after v2 died, want under %s", delay, sidecartest.Scaled(time.Second))
 	}
 
 	// 5. Fallback "hold": while v2 is down, its colour's messages go back
@@ -319,7 +321,7 @@ func TestRoutingRules(t *testing.T) {
 	qa := api.RoutingRule{Name: "qa-to-v2", Colour: "qa", Selector: v2, Fallback: api.FallbackHold, HoldFor: "60s"}
 	grey := api.RoutingRule{Name: "grey-to-v9", Colour: "grey", Selector: map[string]string{"version": "v9"}, Fallback: api.FallbackHold, HoldFor: "2s"}
 	setRules([]*node{a, b}, blue, off, qa, grey)
-	waitFor(t, 30*time.Second, "the control plane to mark v2 offline", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the control plane to mark v2 offline", func() bool {
 		ins, err := op.Instances(ctx, "orders")
 		if err != nil {
 			t.Fatal(err)
@@ -337,8 +339,8 @@ func TestRoutingRules(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 30*time.Second, "the qa messages to be held", func() bool { return held(qa.Name) >= nQA })
-	waitFor(t, 60*time.Second, "every grey message, anywhere", func() bool { return anywhere("grey", nGrey) == nGrey })
+	sidecartest.WaitFor(t, 30*time.Second, "the qa messages to be held", func() bool { return held(qa.Name) >= nQA })
+	sidecartest.WaitFor(t, 60*time.Second, "every grey message, anywhere", func() bool { return anywhere("grey", nGrey) == nGrey })
 	var earliest time.Time
 	for _, x := range []*node{a, b} {
 		if at := x.app.firstWith("grey-", greyAt); !at.IsZero() && (earliest.IsZero() || at.Before(earliest)) {
@@ -353,7 +355,7 @@ func TestRoutingRules(t *testing.T) {
 	}
 	backAt := time.Now()
 	start(c) // the first app connection of c reconnects too: both count into c.app
-	if !waitUntil(60*time.Second, func() bool { return c.app.distinct("qa", nQA) == nQA }) {
+	if !sidecartest.WaitUntil(60*time.Second, func() bool { return c.app.distinct("qa", nQA) == nQA }) {
 		var diag []string
 		for _, x := range nodes {
 			st := sidecarStats(t, x.http)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
 )
 
@@ -22,7 +23,7 @@ func TestBinaryServesRPC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +53,8 @@ func TestBinaryServesRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	httpAddr := freePort(t)
-	p := startProc(t, bin, "--data-dir", t.TempDir(), "--listen", freePort(t), "--http", httpAddr, "--config", path, "--log-level", "warn")
-	waitHealthy(t, p, httpAddr)
+	p := sidecartest.StartProc(t, bin, "--data-dir", t.TempDir(), "--listen", freePort(t), "--http", httpAddr, "--config", path, "--log-level", "warn")
+	sidecartest.WaitHealthy(t, p, httpAddr)
 
 	req, _ := http.NewRequest(http.MethodPost, "http://"+egress+"/hello", strings.NewReader("ping"))
 	req.Host = "echo.local"
@@ -86,8 +87,8 @@ func TestBinaryServesRPC(t *testing.T) {
 
 	// The app behind the ingress dies: the sidecar reports unhealthy.
 	app.Close()
-	waitFor(t, 10*time.Second, "/healthz to report the dead RPC app", func() bool {
-		status, _ := httpDo(t, http.MethodGet, "http://"+httpAddr+"/healthz", "", nil)
+	sidecartest.WaitFor(t, 10*time.Second, "/healthz to report the dead RPC app", func() bool {
+		status, _ := sidecartest.HTTPDo(t, http.MethodGet, "http://"+httpAddr+"/healthz", "", nil)
 		return status == http.StatusServiceUnavailable
 	})
 }

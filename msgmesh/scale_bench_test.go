@@ -16,6 +16,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // BenchmarkManyConns runs the real msgmesh binary (embedded JetStream) with
@@ -41,27 +42,27 @@ func BenchmarkManyConns(b *testing.B) {
 	if limit, ok := core.FileLimit(); ok && limit < conns+2000 {
 		b.Skipf("the open-file limit is %d; the benchmark needs %d (ulimit -n)", limit, conns+2000)
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for range b.N {
 		meshAddr, httpAddr := freePort(b), freePort(b)
-		p := startProc(b, bin, "--data-dir", b.TempDir(), "--listen", meshAddr, "--http", httpAddr,
+		p := sidecartest.StartProc(b, bin, "--data-dir", b.TempDir(), "--listen", meshAddr, "--http", httpAddr,
 			"--max-conns", strconv.Itoa(conns+100), "--log-level", "warn")
-		waitHealthy(b, p, httpAddr)
+		sidecartest.WaitHealthy(b, p, httpAddr)
 		consume := make([]string, groups)
 		for g := range groups {
 			consume[g] = fmt.Sprintf("g%d:%s", g, topic)
 		}
-		if status, body := registerAt(b, httpAddr, "fleet", []string{"p1:" + topic}, consume); status != http.StatusCreated {
+		if status, body := sidecartest.Register(b, httpAddr, "fleet", []string{"p1:" + topic}, consume); status != http.StatusCreated {
 			b.Fatalf("register: %d %s", status, body)
 		}
-		pub := dialAt(b, meshAddr, client.WithApp("fleet"))
+		pub := sidecartest.Dial(b, meshAddr, client.WithApp("fleet"))
 		tally := newGroupTally(groups, 2*msgs)
 		publish := func(from int, lat *latencies) {
 			for i := from; i < from+msgs; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+				ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 				start := time.Now()
 				_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(strconv.Itoa(i))})
 				cancel()
@@ -73,11 +74,11 @@ func BenchmarkManyConns(b *testing.B) {
 		}
 		var quiet, loaded latencies
 		publish(0, &quiet)
-		rss0, fds0 := procStats(b, p.cmd.Process.Pid)
+		rss0, fds0 := procStats(b, p.Cmd.Process.Pid)
 
 		fleet := dialFleet(b, meshAddr, conns, groups, tally)
-		waitFor(b, 5*time.Minute, "every group to receive the messages published before", func() bool { return tally.complete(msgs) })
-		rss1, fds1 := procStats(b, p.cmd.Process.Pid)
+		sidecartest.WaitFor(b, 5*time.Minute, "every group to receive the messages published before", func() bool { return tally.complete(msgs) })
+		rss1, fds1 := procStats(b, p.Cmd.Process.Pid)
 
 		ups := upstreamsAt(b, httpAddr)
 		running := 0
@@ -91,7 +92,7 @@ func BenchmarkManyConns(b *testing.B) {
 		}
 
 		publish(msgs, &loaded)
-		waitFor(b, 5*time.Minute, "every group to receive every message", func() bool { return tally.complete(2 * msgs) })
+		sidecartest.WaitFor(b, 5*time.Minute, "every group to receive every message", func() bool { return tally.complete(2 * msgs) })
 		if n := fleet.failed.Load(); n > 0 {
 			b.Fatalf("%d connections failed: %v", n, fleet.firstErr())
 		}
@@ -205,7 +206,7 @@ func dialFleet(b *testing.B, addr string, n, groups int, tally *groupTally) *fle
 	for range 32 {
 		dwg.Go(func() {
 			for i := range dialers {
-				c, err := net.DialTimeout("tcp", addr, scaled(10*time.Second))
+				c, err := net.DialTimeout("tcp", addr, sidecartest.Scaled(10*time.Second))
 				if err != nil {
 					f.fail(fmt.Errorf("dial %d: %w", i, err))
 					declared.Done()
@@ -236,7 +237,7 @@ func dialFleet(b *testing.B, addr string, n, groups int, tally *groupTally) *fle
 	go func() { declared.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(scaled(2 * time.Minute)):
+	case <-time.After(sidecartest.Scaled(2 * time.Minute)):
 		b.Fatal("the connections' DECLAREs were not all answered")
 	}
 	if n := f.failed.Load(); n > 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestSchemaPush: the msgmesh binary, joined to a real control plane,
@@ -23,7 +24,7 @@ func TestSchemaPush(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,20 +36,20 @@ func TestSchemaPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	start := func() *sidecarProc {
-		p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+	start := func() *sidecartest.Proc {
+		p := sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 			"--data-dir", dataDir, "--listen", meshAddr, "--http", httpAddr, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", fwdAddr, "--log-level", "warn")
-		waitHealthy(t, p, httpAddr)
+		sidecartest.WaitHealthy(t, p, httpAddr)
 		return p
 	}
 	p := start()
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	got := newTally()
-	subscribe(t, dialAt(t, meshAddr), "g1", "app", got)
-	pub := dialAt(t, meshAddr)
+	got := sidecartest.NewTally()
+	subscribe(t, sidecartest.Dial(t, meshAddr), "g1", "app", got)
+	pub := sidecartest.Dial(t, meshAddr)
 
 	// bad is a JSON body whose status is not a symbol of the enum; each
 	// probe has its own id, so the consumer can tell them apart.
@@ -63,11 +64,11 @@ func TestSchemaPush(t *testing.T) {
 	within := func(what string, cond func() bool) {
 		t.Helper()
 		began := time.Now()
-		waitFor(t, 10*time.Second, what, cond)
+		sidecartest.WaitFor(t, 10*time.Second, what, cond)
 		d := time.Since(began)
 		t.Logf("%s after %v", what, d.Round(time.Millisecond))
-		if d > scaled(time.Second) {
-			t.Errorf("%s took %v, want under %v", what, d, scaled(time.Second))
+		if d > sidecartest.Scaled(time.Second) {
+			t.Errorf("%s took %v, want under %v", what, d, sidecartest.Scaled(time.Second))
 		}
 	}
 
@@ -105,7 +106,7 @@ func TestSchemaPush(t *testing.T) {
 		return err == nil
 	})
 	select {
-	case <-p.done:
+	case <-p.Done:
 		t.Fatal("the sidecar exited")
 	default:
 	}
@@ -121,14 +122,12 @@ func TestSchemaPush(t *testing.T) {
 		}
 		return err == nil
 	})
-	waitFor(t, 10*time.Second, "the consumer to get the valid bodies and the one published under warn", func() bool {
-		got.mu.Lock()
-		defer got.mu.Unlock()
+	sidecartest.WaitFor(t, 10*time.Second, "the consumer to get the valid bodies and the one published under warn", func() bool {
 		warned := false
-		for body := range got.bodies {
+		for body := range got.Bodies() {
 			warned = warned || strings.Contains(body, `"warn-`)
 		}
-		return warned && got.bodies[string(body1)] > 0 && got.bodies[string(body2)] > 0
+		return warned && got.Times(string(body1)) > 0 && got.Times(string(body2)) > 0
 	})
 
 	// Back to enforce; then the control plane goes away and the sidecar
@@ -142,10 +141,10 @@ func TestSchemaPush(t *testing.T) {
 		return err != nil
 	})
 	stopCP()
-	_ = p.cmd.Process.Kill()
-	<-p.done
+	_ = p.Cmd.Process.Kill()
+	<-p.Done
 	start()
-	pub = dialAt(t, meshAddr)
+	pub = sidecartest.Dial(t, meshAddr)
 	if _, err := pub.Publish(ctx, bad("restarted")); client.CodeOf(err) != mesh.CodeSchemaInvalid {
 		t.Fatalf("first publish after a restart without the control plane: %v, want SCHEMA_INVALID", err)
 	}

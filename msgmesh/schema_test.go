@@ -11,6 +11,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/schema"
 )
@@ -72,7 +73,7 @@ func TestSchemaValidation(t *testing.T) {
 	}
 	push(schema.PolicyEnforce)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
-	got := newTally()
+	got := sidecartest.NewTally()
 	subscribe(t, e.dial(), "g1", "c", got)
 	pub := e.dial()
 
@@ -105,17 +106,15 @@ func TestSchemaValidation(t *testing.T) {
 		Body: []byte(`{"id":"o-json","status":"PAID","items":[{"sku":"b","qty":2}]}`)}); err != nil {
 		t.Fatalf("valid JSON refused: %v", err)
 	}
-	waitFor(t, 10*time.Second, "the two valid messages", func() bool { return got.count() >= 2 })
-	if got.count() != 2 {
-		t.Fatalf("%d messages reached the consumer; invalid ones must not reach the broker", got.count())
+	sidecartest.WaitFor(t, 10*time.Second, "the two valid messages", func() bool { return got.Count() >= 2 })
+	if got.Count() != 2 {
+		t.Fatalf("%d messages reached the consumer; invalid ones must not reach the broker", got.Count())
 	}
-	got.mu.Lock()
-	for body := range got.bodies {
+	for body := range got.Bodies() {
 		if body[0] != 0 || binary.BigEndian.Uint32([]byte(body[1:5])) != uint32(v1.ID) {
 			t.Errorf("consumer got a body not in the Confluent wire format of schema %d: %q", v1.ID, body)
 		}
 	}
-	got.mu.Unlock()
 
 	// A new version, pushed while running, is accepted at once.
 	v2, err := reg.Register(ctx, topic, orderV2)
@@ -135,7 +134,7 @@ func TestSchemaValidation(t *testing.T) {
 	if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte("not avro")}); err != nil {
 		t.Fatalf("policy warn refused a publish: %v", err)
 	}
-	waitFor(t, 10*time.Second, "the messages published after the push", func() bool { return got.count() >= 4 })
+	sidecartest.WaitFor(t, 10*time.Second, "the messages published after the push", func() bool { return got.Count() >= 4 })
 }
 
 var jsonCT = []mesh.HeaderField{{Key: schema.HeaderContentType, Value: schema.ContentTypeJSON}}

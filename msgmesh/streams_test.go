@@ -14,6 +14,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/internal/meshctl"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -43,17 +44,17 @@ func operatorJS(t *testing.T, url string) jetstream.JetStream {
 func TestWorkQueueRefusesSecondGroup(t *testing.T) {
 	emb := natstest.Start(t)
 	js := operatorJS(t, emb.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"jobs.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnvOn(t, topology.Cluster{Name: "nats", Kind: topology.KindNATS, Endpoints: []string{emb.ClientURL()}})
 	e.register("orders", []string{"p1:jobs.resize"}, []string{"g1:jobs.resize"})
-	got := newTally()
-	subscribeTo(t, e.dial(), "g1", "jobs.resize", "w", got)
-	publishN(t, e.dial(), "jobs.resize", "job", 5, 5)
-	waitFor(t, 10*time.Second, "the first group's messages", func() bool { return got.count() >= 5 })
+	got := sidecartest.NewTally()
+	sidecartest.Subscribe(t, e.dial(), "g1", "jobs.resize", "w", got)
+	sidecartest.PublishN(t, e.dial(), "jobs.resize", "job", 5, 5)
+	sidecartest.WaitFor(t, 10*time.Second, "the first group's messages", func() bool { return got.Count() >= 5 })
 
 	for name, consume := range map[string][]string{
 		"another app":       {"g2:jobs.resize"},
@@ -63,7 +64,7 @@ func TestWorkQueueRefusesSecondGroup(t *testing.T) {
 		if name == "same registration" {
 			app = "orders"
 		}
-		status, body := registerAt(t, e.http, app, nil, consume)
+		status, body := sidecartest.Register(t, e.http, app, nil, consume)
 		if status != http.StatusBadRequest || !strings.Contains(body, "INVALID") || !strings.Contains(body, "JOBS") || !strings.Contains(body, "work queue") {
 			t.Errorf("%s: a second group on a work-queue stream: %d %s, want 400 INVALID naming the stream", name, status, body)
 		}
@@ -77,10 +78,10 @@ func TestWorkQueueRefusesSecondGroup(t *testing.T) {
 	if _, err := js.CreateOrUpdateConsumer(ctx, "JOBS", jetstream.ConsumerConfig{Durable: "ops", FilterSubject: "jobs.thumbs", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := registerAt(t, e.http, "thumbs", nil, []string{"g3:jobs.print"}); status != http.StatusCreated {
+	if status, body := sidecartest.Register(t, e.http, "thumbs", nil, []string{"g3:jobs.print"}); status != http.StatusCreated {
 		t.Errorf("a group on a topic no consumer reads: %d %s", status, body)
 	}
-	if status, body := registerAt(t, e.http, "thumbs2", nil, []string{"g4:jobs.thumbs"}); status != http.StatusBadRequest || !strings.Contains(body, "ops") {
+	if status, body := sidecartest.Register(t, e.http, "thumbs2", nil, []string{"g4:jobs.thumbs"}); status != http.StatusBadRequest || !strings.Contains(body, "ops") {
 		t.Errorf("a group on a topic the operator's consumer reads: %d %s, want 400 naming consumer ops", status, body)
 	}
 }
@@ -92,7 +93,7 @@ func TestWorkQueueRefusesSecondGroup(t *testing.T) {
 func TestStreamSettingsShown(t *testing.T) {
 	emb := natstest.Start(t)
 	js := operatorJS(t, emb.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OPS", Subjects: []string{"ops.audit"}, Retention: jetstream.WorkQueuePolicy, MaxMsgs: 1000}); err != nil {
 		t.Fatal(err)
@@ -104,7 +105,7 @@ func TestStreamSettingsShown(t *testing.T) {
 	}}
 	e := newEnvOn(t, c)
 	e.register("orders", []string{"p1:fast.ticks", "p1:ops.audit", "p1:slow.later"}, []string{"g1:fast.ticks"})
-	publishN(t, e.dial(), "fast.ticks", "t", 3, 3)
+	sidecartest.PublishN(t, e.dial(), "fast.ticks", "t", 3, 3)
 
 	s, err := js.Stream(ctx, "MESH_fast_ticks")
 	if err != nil {
@@ -115,7 +116,7 @@ func TestStreamSettingsShown(t *testing.T) {
 		t.Errorf("created stream: storage %v, duplicates %v, max_age %v, retention %v; want memory, 30s, 1h, interest", cfg.Storage, cfg.Duplicates, cfg.MaxAge, cfg.Retention)
 	}
 
-	status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/v1/streams", "", nil)
+	status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/streams", "", nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET /v1/streams: %d %s", status, body)
 	}

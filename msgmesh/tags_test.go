@@ -10,6 +10,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestTagFilter: a consumer group registered with a tag expression gets
@@ -19,9 +20,9 @@ import (
 // The messages the filter drops are acked: a sidecar started afresh on
 // the same group gets none of them again.
 func TestTagFilter(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
-			cluster := kit.start(t)
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
+			cluster := kit.Start(t)
 			e := newEnvOn(t, cluster)
 			consume := []string{"g1:" + topic + ",tags=TagA || TagB"}
 			e.register("orders", []string{"p1:" + topic}, consume)
@@ -35,7 +36,7 @@ func TestTagFilter(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			pub := e.dial()
 			for i, tag := range []string{"TagA", "TagC", "", "TagB", "tagA", "TagA"} {
@@ -52,7 +53,7 @@ func TestTagFilter(t *testing.T) {
 				}
 			}
 			want := []string{"TagA:0", "TagA:5", "TagB:3", "TagB:6"} // sorted
-			waitFor(t, 20*time.Second, "the tagged messages", func() bool {
+			sidecartest.WaitFor(t, 20*time.Second, "the tagged messages", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(got) >= len(want)
@@ -74,17 +75,15 @@ func TestTagFilter(t *testing.T) {
 			scancel()
 			e2 := newEnvOn(t, cluster)
 			e2.register("orders", []string{"p1:" + topic}, consume)
-			again := newTally()
+			again := sidecartest.NewTally()
 			subscribe(t, e2.dial(), "g1", "fresh", again)
 			if _, err := e2.dial().Publish(ctx, &client.Message{Topic: topic, Key: "k", Tag: "TagA", Body: []byte("end")}); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, "the new message", func() bool {
-				again.mu.Lock()
-				defer again.mu.Unlock()
-				return again.bodies["end"] > 0
+			sidecartest.WaitFor(t, 30*time.Second, "the new message", func() bool {
+				return again.Times("end") > 0
 			})
-			if n := again.count(); n != 1 {
+			if n := again.Count(); n != 1 {
 				t.Errorf("the fresh sidecar got %d messages; the filtered and delivered messages were not all acked", n)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/observe"
 )
@@ -27,8 +28,8 @@ import (
 // send and deliver carry server.address, the key and, where the broker
 // has them, the partition and offset the message got.
 func TestSpanConventions(t *testing.T) {
-	for _, kit := range brokerKits {
-		t.Run(kit.name, func(t *testing.T) {
+	for _, kit := range sidecartest.BrokerKits() {
+		t.Run(kit.Name, func(t *testing.T) {
 			exp := tracetest.NewInMemoryExporter()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
@@ -37,7 +38,7 @@ func TestSpanConventions(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-			e := newEnvOn(t, kit.start(t), func(c *msgmesh.Config) { c.Telemetry = tel })
+			e := newEnvOn(t, kit.Start(t), func(c *msgmesh.Config) { c.Telemetry = tel })
 			e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 			done := make(chan struct{}, 1)
 			if _, err := e.dial().Subscribe(context.Background(), "g1", topic, func(context.Context, *client.Delivery) error {
@@ -46,7 +47,7 @@ func TestSpanConventions(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), scaled(30*time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), sidecartest.Scaled(30*time.Second))
 			defer cancel()
 			ack, err := e.dial().Publish(ctx, &client.Message{Topic: topic, Key: "order-7", Body: []byte("x")})
 			if err != nil {
@@ -58,7 +59,7 @@ func TestSpanConventions(t *testing.T) {
 				t.Fatal("no delivery")
 			}
 			spans := map[string]tracetest.SpanStub{}
-			waitFor(t, 10*time.Second, "the send and deliver spans", func() bool {
+			sidecartest.WaitFor(t, 10*time.Second, "the send and deliver spans", func() bool {
 				for _, s := range exp.GetSpans() {
 					spans[s.Name] = s
 				}
@@ -69,8 +70,8 @@ func TestSpanConventions(t *testing.T) {
 				t.Errorf("send span kind %v, want PRODUCER", send.SpanKind)
 			}
 			offsetKey := "msgmesh.offset"
-			want := map[string]string{"messaging.system": kit.name, "server.address": "127.0.0.1"}
-			switch kit.name {
+			want := map[string]string{"messaging.system": kit.Name, "server.address": "127.0.0.1"}
+			switch kit.Name {
 			case "kafka":
 				offsetKey = "messaging.kafka.offset"
 				want["messaging.kafka.message.key"] = "order-7"
@@ -82,7 +83,7 @@ func TestSpanConventions(t *testing.T) {
 			want[offsetKey] = fmt.Sprint(ack.Offset)
 			for _, s := range []tracetest.SpanStub{send, deliver} {
 				for k, v := range want {
-					if k == "msgmesh.offset" && kit.name == "nats" && s.Name == deliver.Name {
+					if k == "msgmesh.offset" && kit.Name == "nats" && s.Name == deliver.Name {
 						continue // a NATS delivery has no position the sidecar reports
 					}
 					if got, ok := spanAttr(s, k); !ok || got != v {

@@ -12,6 +12,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker/kafkatest"
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -46,20 +47,20 @@ func TestRegisterKafkaTopicCollision(t *testing.T) {
 		t.Fatalf("publish to k.a: %v", err)
 	}
 
-	status, body := registerAt(t, e.http, "a2", []string{"p:k_a"}, nil)
+	status, body := sidecartest.Register(t, e.http, "a2", []string{"p:k_a"}, nil)
 	wantRefused(t, status, body, "k_a", "k.a")
-	status, body = registerAt(t, e.http, "a2", []string{"p:x.y", "p:x_y"}, nil)
+	status, body = sidecartest.Register(t, e.http, "a2", []string{"p:x.y", "p:x_y"}, nil)
 	wantRefused(t, status, body, "x_y", "x.y")
 	// The default dead-letter topic of g on "d" is "d.g.dlq".
-	status, body = registerAt(t, e.http, "a2", []string{"p:d_g_dlq"}, []string{"g:d"})
+	status, body = sidecartest.Register(t, e.http, "a2", []string{"p:d_g_dlq"}, []string{"g:d"})
 	wantRefused(t, status, body, "d_g_dlq", "d.g.dlq")
-	if status, body := httpDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations/a2", "", nil); status != http.StatusNotFound {
+	if status, body := sidecartest.HTTPDo(t, http.MethodGet, "http://"+e.http+"/v1/registrations/a2", "", nil); status != http.StatusNotFound {
 		t.Fatalf("a refused registration was stored: %d %s", status, body)
 	}
 
 	// A topic another client created on the cluster, which no
 	// registration names: found through the cluster's metadata.
-	other, err := brokers.Open(context.Background(), c, testLogger())
+	other, err := brokers.Open(context.Background(), c, sidecartest.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +68,11 @@ func TestRegisterKafkaTopicCollision(t *testing.T) {
 	if _, err := other.Publish(context.Background(), &broker.Message{Topic: "ext.t", Body: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the registration of ext_t to be refused once the sidecar sees ext.t", func() bool {
-		status, _ := registerAt(t, e.http, "a3", []string{"p:ext_t"}, nil)
+	sidecartest.WaitFor(t, 30*time.Second, "the registration of ext_t to be refused once the sidecar sees ext.t", func() bool {
+		status, _ := sidecartest.Register(t, e.http, "a3", []string{"p:ext_t"}, nil)
 		return status == http.StatusBadRequest
 	})
-	status, body = registerAt(t, e.http, "a3", []string{"p:ext_t"}, nil)
+	status, body = sidecartest.Register(t, e.http, "a3", []string{"p:ext_t"}, nil)
 	wantRefused(t, status, body, "ext_t", "ext.t")
 
 	// Names that do not collide still register, and re-registering the

@@ -14,6 +14,7 @@ import (
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestTrafficReportsReachControlPlane: two msgmesh processes of app
@@ -29,7 +30,7 @@ func TestTrafficReportsReachControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the msgmesh binary")
 	}
-	bin, err := buildSidecar()
+	bin, err := sidecartest.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,32 +41,32 @@ func TestTrafficReportsReachControlPlane(t *testing.T) {
 
 	type node struct{ mesh, http, fwd string }
 	var nodes []node
-	got := newTally()
+	got := sidecartest.NewTally()
 	for i := range 2 {
 		n := node{mesh: freePort(t), http: freePort(t), fwd: freePort(t)}
-		p := startProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
+		p := sidecartest.StartProcEnv(t, []string{"MSGMESH_APP_CREDENTIAL=" + created.Credential}, bin,
 			"--data-dir", t.TempDir(), "--listen", n.mesh, "--http", n.http, "--config", cfgPath,
 			"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", n.fwd, "--log-level", "warn")
-		waitHealthy(t, p, n.http)
-		if status, body := registerAt(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+		sidecartest.WaitHealthy(t, p, n.http)
+		if status, body := sidecartest.Register(t, n.http, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 			t.Fatalf("register: %d %s", status, body)
 		}
-		subscribe(t, dialAt(t, n.mesh), "g1", fmt.Sprint("node", i), got)
+		subscribe(t, sidecartest.Dial(t, n.mesh), "g1", fmt.Sprint("node", i), got)
 		nodes = append(nodes, n)
 	}
 	a, b := nodes[0], nodes[1]
-	waitFor(t, 30*time.Second, "both sidecars to register themselves", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "both sidecars to register themselves", func() bool {
 		ins, err := op.Instances(ctx, "orders")
 		return err == nil && len(ins) == 2
 	})
 	if _, err := op.SetWeight(ctx, "orders", a.fwd, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "A to see weight 0", func() bool { return statsAt(t, a.http)["weight"] == 0 })
+	sidecartest.WaitFor(t, 30*time.Second, "A to see weight 0", func() bool { return statsAt(t, a.http)["weight"] == 0 })
 
 	const n = 300
-	publishN(t, dialAt(t, a.mesh), topic, "m", n, 64)
-	waitFor(t, 60*time.Second, "every message", func() bool { return got.distinct() >= n })
+	sidecartest.PublishN(t, sidecartest.Dial(t, a.mesh), topic, "m", n, 64)
+	sidecartest.WaitFor(t, 60*time.Second, "every message", func() bool { return got.Distinct() >= n })
 
 	var tr api.AppTraffic
 	byID := func(id string) api.InstanceTraffic {
@@ -77,7 +78,7 @@ func TestTrafficReportsReachControlPlane(t *testing.T) {
 		return api.InstanceTraffic{}
 	}
 	// The counters reach the control plane with the next renewals.
-	waitFor(t, 60*time.Second, "the control plane to count the traffic", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "the control plane to count the traffic", func() bool {
 		if tr, err = op.Traffic(ctx, "orders"); err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +110,7 @@ func TestTrafficReportsReachControlPlane(t *testing.T) {
 	}
 	// NATS says the group's lag; every message was acked, so once a
 	// renewal after the last ack is in, it is 0.
-	waitFor(t, 30*time.Second, "the reported lag of g1 to be 0", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the reported lag of g1 to be 0", func() bool {
 		tr, err := op.Traffic(t.Context(), "orders")
 		if err != nil {
 			return false
@@ -150,7 +151,7 @@ func TestStatsCounters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 60*time.Second, "two acks, one nack, nothing in flight", func() bool {
+	sidecartest.WaitFor(t, 60*time.Second, "two acks, one nack, nothing in flight", func() bool {
 		st := e.sc.Stats()
 		return st.Acked == 2 && st.Nacked == 1 && st.InFlight == 0
 	})
@@ -191,7 +192,7 @@ func TestConsumerLag(t *testing.T) {
 		return 0, false
 	}
 	publish(3)
-	waitFor(t, 30*time.Second, "the app to ack all three and the lag to be 0", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "the app to ack all three and the lag to be 0", func() bool {
 		n, ok := lagOf()
 		return got.Load() == 3 && ok && n == 0
 	})
@@ -199,7 +200,7 @@ func TestConsumerLag(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(5)
-	waitFor(t, 30*time.Second, "a lag of 5 with no app connected", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "a lag of 5 with no app connected", func() bool {
 		n, ok := lagOf()
 		return ok && n == 5
 	})

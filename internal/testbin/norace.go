@@ -2,4 +2,6 @@
 
 package testbin
 
-const raceEnabled = false
+// Race says the tests run with the race detector, and so do the binaries
+// Build makes: their waits stretch by it (and tests shrink their loads).
+const Race = false

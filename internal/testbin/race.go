@@ -2,6 +2,6 @@
 
 package testbin
 
-// raceEnabled: the tests run with the race detector, and so do the
-// binaries they build.
-const raceEnabled = true
+// Race says the tests run with the race detector, and so do the binaries
+// Build makes: their waits stretch by it (and tests shrink their loads).
+const Race = true

@@ -41,7 +41,7 @@ func build(pkg string) (string, error) {
 	}
 	bin := filepath.Join(dir, path.Base(pkg))
 	args := []string{"build", "-o", bin}
-	if raceEnabled {
+	if Race {
 		args = append(args, "-race")
 	}
 	out, err := exec.Command("go", append(args, pkg)...).CombinedOutput()

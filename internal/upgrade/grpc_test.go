@@ -1,4 +1,4 @@
-package msgmesh_test
+package upgrade_test
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	pb "github.com/msgmesh/msgmesh/proto/msgmesh/v1"
 )
 
@@ -26,15 +28,15 @@ import (
 // consumed, and the duplicates (none expected: the old process waits for
 // the answers) are counted.
 func TestHotUpgradeGRPC(t *testing.T) {
-	bin, args, _, httpAddr := upgradeSetup(t, nil)
-	grpcAddr := freePort(t)
+	bin, args, _, httpAddr := sidecartest.UpgradeSetup(t, nil)
+	grpcAddr := brokertest.FreeAddr(t)
 	args = append(args, "--grpc", grpcAddr)
-	old := startProc(t, bin, args...)
-	waitHealthy(t, old, httpAddr)
-	if status, body := registerAt(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
+	old := sidecartest.StartProc(t, bin, args...)
+	sidecartest.WaitHealthy(t, old, httpAddr)
+	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	cc := grpcConn(t, grpcAddr)
+	cc := sidecartest.GRPCConn(t, grpcAddr)
 	c := pb.NewMeshClient(cc)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -106,7 +108,7 @@ func TestHotUpgradeGRPC(t *testing.T) {
 			default:
 			}
 			body := fmt.Sprintf("u-%d", i)
-			if _, err := c.Publish(as(t, "orders", "", 10*time.Second), pub(topic, body)); err != nil {
+			if _, err := c.Publish(sidecartest.As(t, "orders", "", 10*time.Second), &pb.PublishRequest{Topic: topic, Body: []byte(body)}); err != nil {
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
@@ -117,24 +119,24 @@ func TestHotUpgradeGRPC(t *testing.T) {
 		}
 	})
 
-	waitFor(t, 30*time.Second, "gRPC traffic to flow", func() bool { a, c := count(); return a > 200 && c > 100 })
+	sidecartest.WaitFor(t, 30*time.Second, "gRPC traffic to flow", func() bool { a, c := count(); return a > 200 && c > 100 })
 	start := time.Now()
-	next := startProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
+	next := sidecartest.StartProc(t, bin, slices.Concat(args, []string{"--upgrade"})...)
 	select {
-	case <-old.done:
-	case <-time.After(scaled(90 * time.Second)):
+	case <-old.Done:
+	case <-time.After(sidecartest.Scaled(90 * time.Second)):
 		t.Fatal("the old process did not hand over and exit")
 	}
-	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := old.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("old process exited %d", code)
 	}
 	t.Logf("old process gone %s after the new one started", time.Since(start).Round(time.Millisecond))
-	waitHealthy(t, next, httpAddr)
+	sidecartest.WaitHealthy(t, next, httpAddr)
 	a0, c0 := count()
-	waitFor(t, 30*time.Second, "gRPC traffic to flow through the new process", func() bool { a, c := count(); return a > a0+200 && c > c0+200 })
+	sidecartest.WaitFor(t, 30*time.Second, "gRPC traffic to flow through the new process", func() bool { a, c := count(); return a > a0+200 && c > c0+200 })
 	close(stopPub)
 	<-pubDone
-	waitFor(t, 30*time.Second, "every acked publish to be consumed", func() bool {
+	sidecartest.WaitFor(t, 30*time.Second, "every acked publish to be consumed", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for b := range acked {

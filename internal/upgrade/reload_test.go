@@ -1,7 +1,6 @@
 package upgrade_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,15 +11,15 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/natsbroker/natstest"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/otlptest"
-	"github.com/msgmesh/msgmesh/msgmesh/registry"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 )
 
 // TestReloadMovesConsumers: msgmesh reload applies a changed brokers
@@ -45,52 +44,18 @@ func TestReloadMovesConsumers(t *testing.T) {
 	routes := "  routes:\n    - {topic: audit, cluster: b}\n"
 	v2 := v1 + cluster("b", natsB.ClientURL()) + routes
 	bad := v2 + "  bogus: 1\n"
-	path := writeConfig(t, v1)
+	path := sidecartest.WriteConfig(t, v1)
 	s := newSidecarArgs(t, "--config", path, "--delivery-timeout", "10s")
 	p := s.start(t)
 	dataDir := s.args[1]
 
-	reg := registry.Registration{App: "orders"}
-	for _, tp := range []string{"p1:orders", "p2:audit"} {
-		b, err := registry.ParseBinding(tp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg.Produce = append(reg.Produce, b)
-	}
-	for _, gt := range []string{"g1:orders", "g2:audit"} {
-		b, err := registry.ParseConsumeBinding(gt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg.Consume = append(reg.Consume, b)
-	}
-	body, _ := json.Marshal(reg)
-	resp, err := http.Post("http://"+s.http+"/v1/registrations", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("register: %d", resp.StatusCode)
+	if status, body := sidecartest.Register(t, s.http, "orders", []string{"p1:orders", "p2:audit"}, []string{"g1:orders", "g2:audit"}); status != http.StatusCreated {
+		t.Fatalf("register: %d %s", status, body)
 	}
 	meshAddr := s.args[3]
 
-	var dials atomic.Int32
-	dial := func() *client.Client {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := client.Dial(ctx, meshAddr, client.WithApp("orders"), client.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			dials.Add(1)
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
-		}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	var dials sidecartest.CountingDialer
+	dial := func() *client.Client { return sidecartest.Dial(t, meshAddr, client.WithDialer(dials.Dial)) }
 	var (
 		mu       sync.Mutex
 		consumed = map[string]int{}
@@ -151,8 +116,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 	}
 	reload := func(want int) string {
 		t.Helper()
-		bin, _ := buildBinary()
-		out, err := exec.Command(bin, "reload", "--data-dir", dataDir).CombinedOutput()
+		out, err := exec.Command(build(t), "reload", "--data-dir", dataDir).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
@@ -167,7 +131,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 	flow := func(what string) {
 		t.Helper()
 		before := count()
-		waitFor(t, what, func() bool { return count() > before+300 })
+		sidecartest.WaitFor(t, waitLong, what, func() bool { return count() > before+300 })
 	}
 
 	flow("orders to flow")
@@ -180,12 +144,12 @@ func TestReloadMovesConsumers(t *testing.T) {
 	start := time.Now()
 	reload(0)
 	t.Logf("msgmesh reload of the brokers section took %s", time.Since(start).Round(time.Millisecond))
-	for _, l := range strings.Split(p.log.String(), "\n") {
+	for _, l := range strings.Split(p.Output(), "\n") {
 		if strings.Contains(l, `msg="handed off"`) || strings.Contains(l, "configuration reloaded") {
 			t.Log(l[strings.Index(l, "msg="):])
 		}
 	}
-	waitFor(t, "audit's upstream consumer to move to cluster b", func() bool { return upstreamCluster("audit") == "b" })
+	sidecartest.WaitFor(t, waitLong, "audit's upstream consumer to move to cluster b", func() bool { return upstreamCluster("audit") == "b" })
 	for i := range 100 {
 		publish("audit", fmt.Sprintf("audit-%d", i))
 	}
@@ -210,7 +174,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 	start = time.Now()
 	reload(0)
 	t.Logf("msgmesh reload of the telemetry section took %s", time.Since(start).Round(time.Millisecond))
-	waitFor(t, "target_info on /metrics to name the new service", func() bool {
+	sidecartest.WaitFor(t, waitLong, "target_info on /metrics to name the new service", func() bool {
 		resp, err := http.Get("http://" + s.http + "/metrics")
 		if err != nil {
 			return false
@@ -219,7 +183,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return strings.Contains(string(b), `target_info{service_name="msgmesh-reloaded"`)
 	})
-	waitFor(t, "the reloaded sidecar's publish spans at the collector", func() bool {
+	sidecartest.WaitFor(t, waitLong, "the reloaded sidecar's publish spans at the collector", func() bool {
 		return len(col.Spans(func(sp otlptest.Span) bool {
 			return sp.Service == "msgmesh-reloaded" && sp.Kind == "SPAN_KIND_PRODUCER"
 		})) > 0
@@ -228,7 +192,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 
 	// A file that validates but does not start (a cluster nobody serves):
 	// the old configuration adopts a copy of the same sockets and serves on.
-	unreachable := v1 + cluster("b", natsB.ClientURL()) + cluster("c", "nats://"+freeAddr(t)) + routes
+	unreachable := v1 + cluster("b", natsB.ClientURL()) + cluster("c", "nats://"+brokertest.FreeAddr(t)) + routes
 	if err := os.WriteFile(path, []byte(unreachable), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -244,11 +208,11 @@ func TestReloadMovesConsumers(t *testing.T) {
 	if out := reload(1); !strings.Contains(out, "reload refused") || !strings.Contains(out, "bogus") {
 		t.Errorf("msgmesh reload of an invalid file says:\n%s", out)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "SIGHUP with an invalid file to be logged", func() bool {
-		return strings.Contains(p.log.String(), "SIGHUP: configuration not reloaded; the old one stays")
+	sidecartest.WaitFor(t, waitLong, "SIGHUP with an invalid file to be logged", func() bool {
+		return strings.Contains(p.Output(), "SIGHUP: configuration not reloaded; the old one stays")
 	})
 	flow("orders to flow after the refused reloads")
 	if c := upstreamCluster("audit"); c != "b" {
@@ -257,7 +221,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 
 	stop()
 	wg.Wait()
-	waitFor(t, "every acknowledged message to be consumed", func() bool {
+	sidecartest.WaitFor(t, waitLong, "every acknowledged message to be consumed", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for b := range acked {
@@ -284,7 +248,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 	if audit != 100 {
 		t.Errorf("%d of 100 audit messages consumed", audit)
 	}
-	if d := dials.Load(); d != 2 {
+	if d := dials.Count(); d != 2 {
 		t.Errorf("the app's two clients dialled %d times: a connection broke", d)
 	}
 	t.Logf("%d acknowledged, %d consumed once each, through two reloads (brokers, telemetry), one that fell back and two refused ones", len(acked), len(consumed))

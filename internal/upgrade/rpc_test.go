@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
 )
 
@@ -45,8 +47,8 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
 	}
 	t.Cleanup(appHTTP.Close)
 
-	ingress, egress := freeAddr(t), freeAddr(t)
-	b := newSidecarArgs(t, "--config", writeConfig(t, fmt.Sprintf(`rpc:
+	ingress, egress := brokertest.FreeAddr(t), brokertest.FreeAddr(t)
+	b := newSidecarArgs(t, "--config", sidecartest.WriteConfig(t, fmt.Sprintf(`rpc:
   egress: {listen: "off"}
   ingress:
     listen: %q
@@ -63,7 +65,7 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
     - {name: mesh, service: echo, cluster: b, timeout: 60s}
     - {name: http, service: echo.local, cluster: b, timeout: 60s}
 `, egress, ingress)
-	aPath := writeConfig(t, aConfig)
+	aPath := sidecartest.WriteConfig(t, aConfig)
 	a := newSidecarArgs(t, "--config", aPath)
 	procB := b.start(t)
 	procA := a.start(t)
@@ -139,13 +141,13 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
 
 	flow := func(what string) {
 		before := calls.Load()
-		waitFor(t, what, func() bool { return calls.Load() > before+300 })
+		sidecartest.WaitFor(t, waitLong, what, func() bool { return calls.Load() > before+300 })
 	}
 	flow("calls to flow")
 	for i, step := range []struct {
 		name string
 		args sidecarArgs
-		p    **proc
+		p    **sidecartest.Proc
 	}{{"A (egress)", a, &procA}, {"B (ingress)", b, &procB}, {"A (egress)", a, &procA}} {
 		atStart, before := inflight.Load(), calls.Load()
 		var gone time.Duration
@@ -160,8 +162,7 @@ func TestHotUpgradeRPCInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	atStart, before := inflight.Load(), calls.Load()
-	bin, _ := buildBinary()
-	if out, err := exec.Command(bin, "reload", "--data-dir", a.args[1]).CombinedOutput(); err != nil {
+	if out, err := exec.Command(build(t), "reload", "--data-dir", a.args[1]).CombinedOutput(); err != nil {
 		t.Fatalf("msgmesh reload of A: %v\n%s", err, out)
 	}
 	t.Logf("reload of A's rpc section: %d calls in flight at its start, %d completed meanwhile", atStart, calls.Load()-before)

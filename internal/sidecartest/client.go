@@ -1,0 +1,268 @@
+package sidecartest
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/msgmesh/msgmesh/client"
+)
+
+// App is the app most tests register and connect as; Dial uses it unless
+// told otherwise.
+const App = "orders"
+
+// Dial connects an SDK client to the sidecar at addr, as App unless opts
+// say WithApp, reconnecting quickly; it closes in t.Cleanup.
+func Dial(t testing.TB, addr string, opts ...client.Option) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]client.Option{client.WithApp(App), client.WithLogger(Logger()), client.WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond)}, opts...)
+	c, err := client.Dial(ctx, addr, opts...)
+	if err != nil {
+		t.Fatalf("client.Dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// PublishN publishes n messages with bodies "<prefix>-<i>" through c,
+// keeping up to window in flight, and fails the test on any error.
+func PublishN(t testing.TB, c *client.Client, topic, prefix string, n, window int) {
+	t.Helper()
+	PublishEach(t, c, n, window, func(i int) *client.Message {
+		return &client.Message{Topic: topic, Body: []byte(fmt.Sprintf("%s-%d", prefix, i))}
+	})
+}
+
+// PublishEach publishes msg(i) for i < n through c, keeping up to window
+// in flight, and fails the test on any error.
+func PublishEach(t testing.TB, c *client.Client, n, window int, msg func(i int) *client.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(60*time.Second))
+	defer cancel()
+	sem := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		c.PublishAsync(ctx, msg(i), func(_ client.PublishAck, err error) {
+			defer wg.Done()
+			<-sem
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatalf("publish: %v", firstErr)
+	}
+}
+
+// Subscribe subscribes c to (group, topic), counting every delivery in
+// into under who and acking it.
+func Subscribe(t *testing.T, c *client.Client, group, topic, who string, into *Tally) {
+	t.Helper()
+	if _, err := c.Subscribe(context.Background(), group, topic, func(_ context.Context, d *client.Delivery) error {
+		into.Add(who, string(d.Body))
+		return nil
+	}); err != nil {
+		t.Fatalf("subscribe %s:%s: %v", group, topic, err)
+	}
+}
+
+// CountingDialer counts the connections an SDK client opens
+// (client.WithDialer(d.Dial)), so a test can tell that it never had to
+// reconnect.
+type CountingDialer struct{ n atomic.Int32 }
+
+// Dial opens a TCP connection to addr and counts it.
+func (d *CountingDialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	d.n.Add(1)
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", addr)
+}
+
+// Count is how many connections were dialled.
+func (d *CountingDialer) Count() int32 { return d.n.Load() }
+
+// Tally counts deliveries per body and per consumer; safe for the
+// handlers of many subscriptions at once.
+type Tally struct {
+	mu     sync.Mutex
+	bodies map[string]int
+	by     map[string]int
+	total  int
+}
+
+// NewTally returns an empty tally.
+func NewTally() *Tally { return &Tally{bodies: map[string]int{}, by: map[string]int{}} }
+
+// Add counts one delivery of body to the consumer who.
+func (t *Tally) Add(who, body string) {
+	t.mu.Lock()
+	t.bodies[body]++
+	t.by[who]++
+	t.total++
+	t.mu.Unlock()
+}
+
+// Distinct is how many different bodies were delivered.
+func (t *Tally) Distinct() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.bodies)
+}
+
+// Count is how many deliveries there were, duplicates included.
+func (t *Tally) Count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.total
+}
+
+// Times is how many times body was delivered.
+func (t *Tally) Times(body string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bodies[body]
+}
+
+// Bodies is a copy of the deliveries per body.
+func (t *Tally) Bodies() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.bodies)
+}
+
+// By is a copy of the deliveries per consumer.
+func (t *Tally) By() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.by)
+}
+
+// Forget drops body's deliveries, for a test that sent one message beside
+// the numbered ones ExactlyOnce checks.
+func (t *Tally) Forget(body string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.bodies, body)
+}
+
+// ExactlyOnce fails unless every "<prefix>-<i>" for i < n was seen once,
+// and nothing else was.
+func (t *Tally) ExactlyOnce(tb testing.TB, prefix string, n int) {
+	tb.Helper()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var missing, dup int
+	for i := 0; i < n; i++ {
+		switch c := t.bodies[fmt.Sprintf("%s-%d", prefix, i)]; {
+		case c == 0:
+			missing++
+		case c > 1:
+			dup++
+		}
+	}
+	if missing != 0 || dup != 0 || len(t.bodies) != n {
+		tb.Fatalf("want each of %d messages once: %d missing, %d duplicated, %d distinct bodies", n, missing, dup, len(t.bodies))
+	}
+}
+
+// Traffic publishes and consumes through a sidecar until Finish, counting
+// what was acknowledged and what was consumed.
+type Traffic struct {
+	// Consumed counts what the subscriber got; another subscriber of the
+	// group may count into it too.
+	Consumed         *Tally
+	pubDial, subDial CountingDialer
+	mu               sync.Mutex
+	acked            map[string]bool
+	stop             chan struct{}
+	done             sync.WaitGroup
+}
+
+// StartTraffic subscribes one client to (group, topic) on the sidecar at
+// addr and publishes to topic from another, four publishes at a time,
+// until Finish.
+func StartTraffic(t *testing.T, addr, group, topic string) *Traffic {
+	tr := &Traffic{Consumed: NewTally(), acked: map[string]bool{}, stop: make(chan struct{})}
+	sub := Dial(t, addr, client.WithDialer(tr.subDial.Dial))
+	Subscribe(t, sub, group, topic, "sub", tr.Consumed)
+	pub := Dial(t, addr, client.WithDialer(tr.pubDial.Dial))
+	for w := 0; w < 4; w++ {
+		tr.done.Add(1)
+		go func() {
+			defer tr.done.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-tr.stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)})
+				cancel()
+				if err == nil {
+					tr.mu.Lock()
+					tr.acked[body] = true
+					tr.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return tr
+}
+
+// AckedCount is how many publishes were acknowledged so far.
+func (tr *Traffic) AckedCount() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.acked)
+}
+
+// Finish stops publishing and waits until every acknowledged message was
+// consumed; it fails on loss, on a duplicate, and on a reconnect.
+func (tr *Traffic) Finish(t *testing.T) {
+	t.Helper()
+	close(tr.stop)
+	tr.done.Wait()
+	WaitFor(t, 60*time.Second, "every acknowledged message to be consumed", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		tr.Consumed.mu.Lock()
+		defer tr.Consumed.mu.Unlock()
+		for b := range tr.acked {
+			if tr.Consumed.bodies[b] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	tr.Consumed.mu.Lock()
+	defer tr.Consumed.mu.Unlock()
+	for b, n := range tr.Consumed.bodies {
+		if n > 1 {
+			t.Errorf("%s delivered %d times", b, n)
+		}
+	}
+	if p, s := tr.pubDial.Count(), tr.subDial.Count(); p != 1 || s != 1 {
+		t.Errorf("clients dialled %d (publisher) and %d (subscriber) times; a connection broke", p, s)
+	}
+	t.Logf("%d acknowledged, %d consumed", len(tr.acked), tr.Consumed.total)
+}

@@ -1,5 +1,0 @@
-//go:build !race
-
-package msgmesh_test
-
-const raceEnabled = false
