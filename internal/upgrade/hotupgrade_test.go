@@ -169,10 +169,10 @@ func hotUpgradeBacklog(t *testing.T, kit *sidecartest.BrokerKit) {
 	// would come from the broker's own count of a hand-back at the pause;
 	// NATS consumers carry what they prefetched to the successor instead.
 	t.Logf("%d deliveries carried a redelivery count; %d held deliveries moved in all", redelivered.Load(), moved)
-	// External NATS is only logged: one early run on a loaded machine
-	// had 54 there, cause not found (docs/upgrade.md); every run since
-	// had 0. Every other broker must have none.
-	if n := redelivered.Load(); n > 0 && (kit == nil || kit.Name != "nats") {
+	// None on any broker: a successor that sent an app more than its
+	// in-flight limit right after adopting its connection (the app's SDK
+	// handed the excess back) once made external NATS count some.
+	if n := redelivered.Load(); n > 0 {
 		t.Errorf("%d deliveries came redelivered because of the upgrades; held and prefetched messages should move to the successor", n)
 	}
 	if moved == 0 {
