@@ -63,12 +63,7 @@ type processQueue struct {
 	maxOffsetInQueue           int64
 }
 
-// defaultPullBuffer is upstream's fixed size of msgCh.
-const defaultPullBuffer = 32
-
-// newProcessQueue: buffer is how many pulled batches msgCh holds (msgmesh
-// patch 5; upstream: always defaultPullBuffer).
-func newProcessQueue(order bool, buffer int) *processQueue {
+func newProcessQueue(order bool) *processQueue {
 	consumingMsgOrderlyTreeMap := treemap.NewWith(gods_util.Int64Comparator)
 
 	lastConsumeTime := atomic.Value{}
@@ -87,7 +82,7 @@ func newProcessQueue(order bool, buffer int) *processQueue {
 		lastPullTime:               lastPullTime,
 		lastConsumeTime:            lastConsumeTime,
 		lastLockTime:               lastLockTime,
-		msgCh:                      make(chan []*primitive.MessageExt, buffer),
+		msgCh:                      make(chan []*primitive.MessageExt, 32),
 		consumingMsgOrderlyTreeMap: consumingMsgOrderlyTreeMap,
 		order:                      order,
 		closeChanOnce:              &sync.Once{},
