@@ -19,7 +19,9 @@ var ErrWriterClosed = errors.New("core: connection writer closed")
 // return, and the flusher writes everything they appended in its next
 // syscall. Under load many frames share one syscall without any writer
 // sleeping on a mutex; an idle connection still writes each frame at once,
-// on the caller's goroutine (no handoff to a writer goroutine).
+// on the caller's goroutine (no handoff to a writer goroutine). Queue is
+// the exception, for one goroutine writing a stream of frames alone: its
+// flush runs on a goroutine of its own.
 //
 // Before its first syscall the flusher yields the processor once
 // (runtime.Gosched), so that goroutines already runnable and about to
@@ -73,22 +75,59 @@ func NewWriterSize(conn net.Conn, timeout time.Duration, maxPending int) *Writer
 // Write queues one complete frame and, unless another writer is flushing,
 // writes it (with whatever else is queued) before it returns.
 func (w *Writer) Write(frame []byte) error {
+	flush, err := w.append(frame)
+	if !flush {
+		return err
+	}
+	return w.flush()
+}
+
+// Queue is Write for a caller that should not wait for the syscall, such
+// as the sidecar's upstream loop, the only writer of deliveries: with
+// Write, each of its frames went out in a syscall of its own, since no
+// other writer appended while it flushed. Queue appends frame and, unless
+// a flush is in progress, starts one on a new goroutine, so that the
+// caller goes on to its next frame while the previous ones are written
+// and a stream of frames from one goroutine shares syscalls too. A write
+// error of that flush is passed to failed (on the flusher's goroutine,
+// after Close no longer waits for it); Queue itself returns only an error
+// the writer already had. Close waits for the flush as it does for
+// Write's.
+func (w *Writer) Queue(frame []byte, failed func(error)) error {
+	flush, err := w.append(frame)
+	if flush {
+		go func() {
+			if err := w.flush(); err != nil && failed != nil {
+				failed(err)
+			}
+		}()
+	}
+	return err
+}
+
+// append queues frame, waiting for room, and reports whether the caller
+// became the flusher (then it must call flush).
+func (w *Writer) append(frame []byte) (flush bool, err error) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	for w.err == nil && len(w.buf) > 0 && len(w.buf)+len(frame) > w.maxPending {
 		w.room.Wait()
 	}
 	if w.err != nil {
-		err := w.err
-		w.mu.Unlock()
-		return err
+		return false, w.err
 	}
 	w.buf = append(w.buf, frame...)
 	if w.flushing {
-		w.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	w.flushing = true
-	w.mu.Unlock()
+	return true, nil
+}
+
+// flush writes what is queued, as the flusher append appointed. Before
+// its first syscall it yields once, so that writers about to append join
+// the batch (the type's comment).
+func (w *Writer) flush() error {
 	runtime.Gosched()
 	w.mu.Lock()
 	err := w.flushLocked()

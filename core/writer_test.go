@@ -87,7 +87,14 @@ func readFrames(r io.Reader, goroutines int) (int, error) {
 }
 
 func TestWriterConcurrentFramesArriveIntact(t *testing.T) {
-	const goroutines, perG = 32, 500
+	checkConcurrentFrames(t, 32, 500, func(w *Writer, g, i int) error { return w.Write(makeFrame(g, i)) })
+}
+
+// checkConcurrentFrames has goroutines write perG frames each with write,
+// then closes the Writer, and checks that the peer read them all, whole
+// and in each goroutine's order.
+func checkConcurrentFrames(t *testing.T, goroutines, perG int, write func(w *Writer, g, i int) error) {
+	t.Helper()
 	c, s := tcpPair(t)
 	type result struct {
 		n   int
@@ -105,7 +112,7 @@ func TestWriterConcurrentFramesArriveIntact(t *testing.T) {
 	for g := range goroutines {
 		wg.Go(func() {
 			for i := range perG {
-				if err := w.Write(makeFrame(g, i)); err != nil {
+				if err := write(w, g, i); err != nil {
 					errs <- fmt.Errorf("goroutine %d frame %d: %w", g, i, err)
 					return
 				}
@@ -329,6 +336,50 @@ func TestWriterCloseReportsFlushError(t *testing.T) {
 	}
 	if err := w.Write([]byte("x")); !errors.Is(err, ErrWriterClosed) {
 		t.Fatalf("Write after failed Close = %v, want ErrWriterClosed", err)
+	}
+}
+
+// Frames queued (Queue) and written (Write) by many goroutines at once
+// arrive whole and in each goroutine's order, and Close writes what the
+// queued flushes have not.
+func TestWriterQueueFramesArriveIntact(t *testing.T) {
+	failed := func(err error) { t.Errorf("queued flush failed: %v", err) }
+	checkConcurrentFrames(t, 16, 500, func(w *Writer, g, i int) error {
+		if (g+i)%3 == 0 {
+			return w.Write(makeFrame(g, i))
+		}
+		return w.Queue(makeFrame(g, i), failed)
+	})
+}
+
+// A queued flush that fails (a peer that stops reading) tells its caller
+// through failed, once, and later frames are refused.
+func TestWriterQueueFailureReported(t *testing.T) {
+	c, s := tcpPair(t)
+	_ = c.SetWriteBuffer(16 << 10)
+	_ = s.SetReadBuffer(16 << 10) // s is never read
+	w := NewWriter(c, 100*time.Millisecond)
+	reported := make(chan error, 100)
+	failed := func(err error) { reported <- err }
+	frame := bytes.Repeat([]byte{'x'}, 16<<10)
+	var qerr error
+	for range 100000 {
+		if qerr = w.Queue(frame, failed); qerr != nil {
+			break
+		}
+	}
+	if !errors.Is(qerr, ErrWriterClosed) {
+		t.Fatalf("Queue to a peer that does not read ended with %v, want ErrWriterClosed", qerr)
+	}
+	err := recvWithin(t, reported, 20*time.Second, "failed to be called")
+	if !errors.Is(err, ErrWriterClosed) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("failed got %v, want ErrWriterClosed wrapping a deadline error", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close after failure = %v, want nil", err)
+	}
+	if n := len(reported); n != 0 {
+		t.Fatalf("failed called %d more times", n)
 	}
 }
 

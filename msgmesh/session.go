@@ -460,7 +460,9 @@ func (s *session) push(k routeKey, d broker.Delivery) bool {
 	if s.pushTo != nil {
 		err = s.pushTo(m)
 	} else {
-		err = s.send(mesh.KindDeliver, 0, id, &m)
+		// Queued: the upstream loop goes on to its next message while
+		// this one is written, and deliveries in a row share syscalls.
+		err = s.mc.Writer.Queue(mesh.KindDeliver, 0, id, &m)
 	}
 	if err != nil {
 		// The delivery is tracked; closing hands it back to the broker.

@@ -47,6 +47,9 @@ type Writer struct {
 	// fail, if set, is told of a write error and returns what Send
 	// returns (a Conn closes itself).
 	fail func(error) error
+	// failLater passes a write error of a queued frame on to fail; made
+	// once, so that Queue does not allocate a method value per frame.
+	failLater func(error)
 }
 
 // NewWriter returns a Writer on nc. timeout bounds each write syscall (zero:
@@ -54,7 +57,13 @@ type Writer struct {
 // mesh.DefaultMaxFrameSize): a bigger one is refused with a
 // *mesh.FrameSizeError and nothing is written.
 func NewWriter(nc net.Conn, timeout time.Duration, maxFrame int) *Writer {
-	return &Writer{w: core.NewWriter(nc, timeout), max: maxFrame}
+	w := &Writer{w: core.NewWriter(nc, timeout), max: maxFrame}
+	w.failLater = func(err error) {
+		if w.fail != nil {
+			_ = w.fail(err)
+		}
+	}
+	return w
 }
 
 // bufs holds encode buffers.
@@ -67,10 +76,28 @@ const maxPooled = 1 << 20
 // the limit) leaves the connection usable; a write error does not (see
 // core.Writer).
 func (w *Writer) Send(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
+	return w.encode(kind, flags, id, payload, false)
+}
+
+// Queue is Send that does not wait for the write syscall
+// (core.Writer.Queue): for a goroutine sending a stream of frames alone,
+// whose frames then share syscalls. A write error found later closes a
+// Conn as Send's does; Queue returns only an encode error or an error the
+// writer already had.
+func (w *Writer) Queue(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder) error {
+	return w.encode(kind, flags, id, payload, true)
+}
+
+// encode is Send, or Queue if queue.
+func (w *Writer) encode(kind mesh.Kind, flags mesh.Flags, id uint64, payload mesh.Encoder, queue bool) error {
 	bp := bufs.Get().(*[]byte)
 	b, err := mesh.AppendFrame((*bp)[:0], w.max, kind, flags, id, payload)
 	if err == nil {
-		err = w.w.Write(b)
+		if queue {
+			err = w.w.Queue(b, w.failLater)
+		} else {
+			err = w.w.Write(b)
+		}
 	}
 	if cap(b) <= maxPooled {
 		*bp = b[:0]
