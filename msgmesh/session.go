@@ -54,6 +54,7 @@ type session struct {
 	joined   atomic.Pointer[[]*route] // the values of routes, for release
 	inflight map[uint64]inflight      // guarded by mu
 	pulls    map[*pullWaiter]struct{} // guarded by mu
+	answers  answerCtx                // read loop only
 
 	// epoch prefixes the delivery ids of a detached session (detached.go);
 	// "" on a mesh connection.
@@ -130,6 +131,7 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 
 	s.log.Debug("app connected")
 	err := s.readLoop(ctx)
+	s.answers.stop()
 	if errors.Is(err, errFrozen) {
 		s.freezeCleanup()
 	} else {
@@ -227,22 +229,22 @@ func (s *session) HandleAnswer(f mesh.Frame, err error) {
 	if err != nil {
 		s.sc.metrics().Rejected(context.Background(), "", "frame_too_large")
 		s.log.Warn("answer over the frame limit; skipped, its delivery goes back to the broker", "kind", f.Kind, "id", f.ID, "err", err)
-		s.settle(f.ID, answerNack, 0)
+		s.settleAnswer(f.ID, answerNack, 0)
 		return
 	}
 	switch f.Kind {
 	case mesh.KindAck:
-		s.settle(f.ID, answerAck, 0)
+		s.settleAnswer(f.ID, answerAck, 0)
 	case mesh.KindNack:
 		var n mesh.Nack
 		if err := n.Decode(f.Payload); err != nil {
 			s.log.Warn("bad NACK; redelivering now", "err", err)
 		}
-		s.settle(f.ID, answerNack, time.Duration(n.DelayMillis)*time.Millisecond)
+		s.settleAnswer(f.ID, answerNack, time.Duration(n.DelayMillis)*time.Millisecond)
 	case mesh.KindError:
 		// The app could not take the delivery (it could not decode
 		// it): hand it back as for NACK 0 (docs/protocol.md §5.5).
-		s.settle(f.ID, answerNack, 0)
+		s.settleAnswer(f.ID, answerNack, 0)
 	case mesh.KindOK:
 		// Nothing waits on it.
 	default:
@@ -484,13 +486,8 @@ const (
 // settle handles the app's answer to delivery id; false if no such
 // delivery is in flight.
 func (s *session) settle(id uint64, a answer, delay time.Duration) bool {
-	s.mu.Lock()
-	inf, ok := s.inflight[id]
-	delete(s.inflight, id)
-	s.mu.Unlock()
+	inf, ok := s.take(id)
 	if !ok {
-		// Timed out earlier (already handed back), or a buggy client.
-		s.log.Debug("answer for unknown delivery", "delivery_id", id)
 		return false
 	}
 	s.settleUpstream(inf, a, delay)
@@ -498,12 +495,72 @@ func (s *session) settle(id uint64, a answer, delay time.Duration) bool {
 	return true
 }
 
+// settleAnswer is settle for the read loop, whose broker calls share
+// answerCtx.
+func (s *session) settleAnswer(id uint64, a answer, delay time.Duration) {
+	inf, ok := s.take(id)
+	if !ok {
+		return
+	}
+	s.settleUpstreamIn(s.answers.get(time.Now()), inf, a, delay)
+	s.release()
+}
+
+// take removes delivery id from the in-flight set.
+func (s *session) take(id uint64) (inflight, bool) {
+	s.mu.Lock()
+	inf, ok := s.inflight[id]
+	delete(s.inflight, id)
+	s.mu.Unlock()
+	if !ok {
+		// Timed out earlier (already handed back), or a buggy client.
+		s.log.Debug("answer for unknown delivery", "delivery_id", id)
+	}
+	return inf, ok
+}
+
+// settleTimeout bounds a broker call that settles a delivery; if it fails
+// the broker redelivers after its ack wait.
+const settleTimeout = 5 * time.Second
+
+// answerCtx is the context of the read loop's broker calls, made anew
+// once a second rather than once an answer (a context with a deadline is
+// a timer and three allocations, a tenth of an ack's cost in the
+// sidecar); each call still ends within settleTimeout, and gets at least
+// settleTimeout less a second. Read loop only.
+type answerCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	renew  time.Time // make a new one from then on
+}
+
+func (c *answerCtx) get(now time.Time) context.Context {
+	if c.ctx == nil || !now.Before(c.renew) {
+		c.stop()
+		c.ctx, c.cancel = context.WithTimeout(context.Background(), settleTimeout)
+		c.renew = now.Add(time.Second)
+	}
+	return c.ctx
+}
+
+// stop releases the context's timer; the calls that used it have returned.
+func (c *answerCtx) stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
 // settleUpstream passes a's verdict on to the broker: an ack, a failed
 // attempt (which the group's dead-letter policy may end, deadletter.go),
 // or a plain hand-back.
 func (s *session) settleUpstream(inf inflight, a answer, delay time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
+	s.settleUpstreamIn(ctx, inf, a, delay)
+}
+
+// settleUpstreamIn is settleUpstream with the context of its broker calls.
+func (s *session) settleUpstreamIn(ctx context.Context, inf inflight, a answer, delay time.Duration) {
 	var err error
 	ack := a == answerAck
 	switch a {
