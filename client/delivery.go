@@ -114,7 +114,7 @@ func newDelivery(cn *conn, id uint64, m *mesh.Message) *Delivery {
 
 // Ack tells the sidecar the message was processed; it is then acked to the
 // broker. The ACK is a fire-and-forget frame: Ack returns once it is
-// written. It returns ErrAlreadySettled on a second settle, and
+// queued on the connection (Client.Close still writes it). It returns ErrAlreadySettled on a second settle, and
 // ErrConnectionLost if the delivery's connection has been lost (the
 // message will be redelivered), ErrClosed after Client.Close. ctx is checked before anything is done.
 func (d *Delivery) Ack(ctx context.Context) error {
@@ -149,11 +149,14 @@ func (d *Delivery) send(kind mesh.Kind, payload *mesh.Nack, ms uint32) error {
 	if d.cn.Closed() {
 		return d.cn.Err()
 	}
+	// Queued, not written on the handler's goroutine: a subscription's
+	// worker settles one delivery after another alone, so each answer
+	// took a syscall of its own; queued, answers in a row share them.
 	if payload == nil {
-		return d.cn.Send(kind, mesh.FlagResponse, d.DeliveryID, nil)
+		return d.cn.Queue(kind, mesh.FlagResponse, d.DeliveryID, nil)
 	}
 	payload.DelayMillis = ms
-	return d.cn.Send(kind, mesh.FlagResponse, d.DeliveryID, payload)
+	return d.cn.Queue(kind, mesh.FlagResponse, d.DeliveryID, payload)
 }
 
 func settleName(kind mesh.Kind) string {
