@@ -712,7 +712,7 @@ func (s *session) publishOne(job publishJob) {
 		// would only add a duplicate it cannot learn about.
 		return
 	}
-	res, err := s.sc.publish(context.Background(), job.broker, &job.msg, "")
+	res, err := s.sc.publishWithin(s.sc.deadlines.get(), job.broker, &job.msg, "")
 	if err != nil {
 		s.sendError(job.id, err)
 		return

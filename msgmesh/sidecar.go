@@ -131,7 +131,9 @@ type Config struct {
 	// before it goes back to the broker. The broker's own ack wait is set to
 	// twice this. Zero: 30s.
 	DeliveryTimeout time.Duration
-	// PublishTimeout bounds one publish to the broker. Zero: 10s.
+	// PublishTimeout bounds one publish to the broker. A mesh connection's
+	// publishes share deadlines (publish.go), so theirs may run up to 1%
+	// longer, never shorter. Zero: 10s.
 	PublishTimeout time.Duration
 	// MaxAttempts is how many times a message is delivered to a consumer
 	// group (an attempt fails on a nack or a delivery timeout) before the
@@ -389,6 +391,7 @@ type Sidecar struct {
 	schemas   atomic.Pointer[compiledSchemas] // SetSchemaSet
 	validator *schema.Validator
 	pipe      *pipeline.Pipeline // the stages every publish and delivery passes (New)
+	deadlines *deadlines         // of the mesh connections' publishes (publish.go)
 
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
@@ -452,6 +455,7 @@ func New(cfg Config) (*Sidecar, error) {
 		routes:    make(map[routeKey]*route),
 		sessions:  make(map[*session]struct{}),
 		validator: schema.NewValidator(schema.ValidatorOptions{}),
+		deadlines: newDeadlines(cfg.PublishTimeout),
 		clusters:  newClusters(cfg.Brokers),
 		guard:     guard,
 	}
