@@ -698,27 +698,39 @@ func (s *session) startLanes() {
 		ch := make(chan publishJob, 64)
 		s.lanes[i] = ch
 		s.owned.Go(func() {
-			for job := range ch {
-				s.publishOne(job)
+			var l lane
+			for l.job = range ch {
+				s.publishOne(&l)
 			}
 		})
 	}
 }
 
-func (s *session) publishOne(job publishJob) {
-	defer s.publishing.Add(-1)
+// lane is what a publish lane reuses from one publish to the next: the
+// broker call and the frame encoder take their addresses, so a job and an
+// answer of its own would move to the heap for every publish.
+type lane struct {
+	job publishJob
+	ack mesh.PublishAck
+}
+
+func (s *session) publishOne(l *lane) {
+	defer func() {
+		l.job, l.ack = publishJob{}, mesh.PublishAck{} // an idle lane keeps no body alive
+		s.publishing.Add(-1)
+	}()
 	if s.dead.Load() {
 		// The app saw the connection drop and will retry; publishing now
 		// would only add a duplicate it cannot learn about.
 		return
 	}
-	res, err := s.sc.publishWithin(s.sc.deadlines.get(), job.broker, &job.msg, "")
+	res, err := s.sc.publishWithin(s.sc.deadlines.get(), l.job.broker, &l.job.msg, "")
 	if err != nil {
-		s.sendError(job.id, err)
+		s.sendError(l.job.id, err)
 		return
 	}
-	ack := mesh.PublishAck{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID}
-	_ = s.send(mesh.KindPublishAck, mesh.FlagResponse, job.id, &ack)
+	l.ack = mesh.PublishAck{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID}
+	_ = s.send(mesh.KindPublishAck, mesh.FlagResponse, l.job.id, &l.ack)
 }
 
 // send encodes and writes one frame (the engine's pooled writer). A write
