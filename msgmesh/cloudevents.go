@@ -290,14 +290,13 @@ type publishedEvent struct {
 // nil when the request is not an event. A batch is refused (415), and so
 // is any ce- header without ce-specversion (400): it would be published as
 // a plain message by mistake.
-func cloudEventOf(r *http.Request, body []byte) (*publishedEvent, error) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil {
-		switch mt {
-		case ceBatchType:
-			return nil, errCloudEventsBatch
-		case ceStructuredType:
-			return structuredEvent(body)
-		}
+// mt is the request's media type (mediaType).
+func cloudEventOf(r *http.Request, mt string, body []byte) (*publishedEvent, error) {
+	switch mt {
+	case ceBatchType:
+		return nil, errCloudEventsBatch
+	case ceStructuredType:
+		return structuredEvent(body)
 	}
 	var ev *publishedEvent
 	for name, vs := range r.Header {
@@ -332,11 +331,15 @@ func cloudEventOf(r *http.Request, body []byte) (*publishedEvent, error) {
 // beyond its base64 data (attributes, JSON punctuation).
 const structuredEnvelopeSlack = 64 << 10
 
-// isStructuredEvent: the request's Content-Type is
-// application/cloudevents+json.
-func isStructuredEvent(r *http.Request) bool {
+// mediaType is the media type of the request's Content-Type, lower case
+// and without parameters; "" when there is none or it does not parse.
+// Parsed once per publish: the parse allocates.
+func mediaType(r *http.Request) string {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return err == nil && mt == ceStructuredType
+	if err != nil {
+		return ""
+	}
+	return mt
 }
 
 // structuredEvent parses an application/cloudevents+json body.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
@@ -283,7 +284,8 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	// A structured CloudEvent carries its data in an envelope, base64 for
 	// bytes: room for that; the data's own size is checked as any body's.
 	limit := int64(sc.cfg.MaxMessageSize)
-	structured := isStructuredEvent(r)
+	mt := mediaType(r)
+	structured := mt == ceStructuredType
 	if structured {
 		limit = limit*4/3 + structuredEnvelopeSlack
 	}
@@ -299,7 +301,7 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	msg := broker.Message{Topic: r.PathValue("topic"), Body: body}
 	// A CloudEvent (cloudevents.go): its data is the body, its attributes
 	// message headers.
-	ev, err := cloudEventOf(r, body)
+	ev, err := cloudEventOf(r, mt, body)
 	switch {
 	case errors.Is(err, errCloudEventsBatch):
 		unsupportedType(w, err.Error())
@@ -370,7 +372,53 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, publishResponse{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID})
+	writePublished(w, publishResponse{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID})
+}
+
+// writePublished answers a publish (200, publishResponse). Every HTTP
+// publish ends here, so the usual answer, whose strings need no JSON
+// escape, is appended by hand into a pooled buffer and written at once:
+// writeJSON's encoder costs a few allocations and copies. Anything else
+// goes through writeJSON, so the bytes are the same either way.
+func writePublished(w http.ResponseWriter, res publishResponse) {
+	if !plainJSON(res.Stream) || !plainJSON(res.MessageID) {
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	bp := answerBufs.Get().(*[]byte)
+	defer answerBufs.Put(bp)
+	b := append((*bp)[:0], `{"stream":"`...)
+	b = append(b, res.Stream...)
+	b = append(b, `","partition":`...)
+	b = strconv.AppendInt(b, int64(res.Partition), 10)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendInt(b, res.Offset, 10)
+	if res.MessageID != "" {
+		b = append(b, `,"message_id":"`...)
+		b = append(b, res.MessageID...)
+		b = append(b, '"')
+	}
+	b = append(b, "}\n"...)
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	*bp = b[:0]
+}
+
+// answerBufs holds writePublished's buffers: written through an interface,
+// one on the stack would move to the heap.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// plainJSON: s is the same inside a JSON string as encoding/json writes
+// it: printable ASCII, none of the characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // readBody reads r's body, up to limit+1 bytes (one more than allowed, so
