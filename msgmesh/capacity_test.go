@@ -78,6 +78,31 @@ func TestHelloTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleTimeout: a connection that said HELLO and then nothing is
+// closed once Config.IdleTimeout has passed since its last frame (the read
+// loop rounds the deadline up by at most a 64th of it), not before; frames
+// keep it open meanwhile.
+func TestIdleTimeout(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	e := newEnv(t, func(c *msgmesh.Config) { c.IdleTimeout = idle })
+	e.register("orders", []string{"p1:" + topic}, nil)
+	c := dialRaw(t, e.addr)
+	if f := c.request(mesh.KindHello, &mesh.Hello{App: "orders"}); f.Kind != mesh.KindOK {
+		t.Fatalf("HELLO answered %s", f.Kind)
+	}
+	// Frames for longer than the idle timeout keep the connection open.
+	for start := time.Now(); time.Since(start) < 2*idle; {
+		if f := c.request(mesh.KindHeartbeat, nil); f.Kind != mesh.KindHeartbeat {
+			t.Fatalf("HEARTBEAT answered %s", f.Kind)
+		}
+	}
+	last := time.Now()
+	readUntilClosed(t, c.c, 10*time.Second)
+	if quiet := time.Since(last); quiet < idle {
+		t.Fatalf("closed %s after the last frame, before the idle timeout (%s)", quiet, idle)
+	}
+}
+
 // TestConnLimit: past Config.MaxConns a new app is refused with ERROR
 // UNAVAILABLE naming the limit, the connections already served keep
 // publishing and consuming, and a slot freed is taken by the next app.

@@ -210,11 +210,16 @@ func (s *session) readError(_ mesh.Frame, err error) error {
 }
 
 // readDeadline is the read loop's deadline for the next frame: IdleTimeout
-// from now, and no later than helloBy until the app said HELLO, so a
-// connection that never does holds its slot of MaxConns only briefly.
-// Read loop only: it reads s.hello, which only the read loop writes.
+// from now, rounded up to a 64th of it (so the engine resets it only once
+// in that while, not for every frame: an idle connection is closed after
+// IdleTimeout and at most 1/64 more), and no later than helloBy until the
+// app said HELLO, so a connection that never does holds its slot of
+// MaxConns only briefly. Read loop only: it reads s.hello, which only the
+// read loop writes.
 func (s *session) readDeadline() time.Time {
-	d := time.Now().Add(s.sc.cfg.IdleTimeout)
+	idle := s.sc.cfg.IdleTimeout
+	step := max(idle/64, time.Millisecond)
+	d := time.Now().Add(idle).Truncate(step).Add(step)
 	if !s.hello && s.helloBy.Before(d) {
 		return s.helloBy
 	}

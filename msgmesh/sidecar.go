@@ -165,8 +165,9 @@ type Config struct {
 	// broker at once. Publishes with the same key share a lane, so their
 	// order is kept. Zero: 128.
 	PublishLanes int
-	// IdleTimeout closes a connection that sent nothing for this long (the
-	// SDK heartbeats well within it). Zero: 60s.
+	// IdleTimeout closes a connection that sent nothing for this long, or
+	// at most a 64th longer (the read deadline moves in steps); the SDK
+	// heartbeats well within it. Zero: 60s.
 	IdleTimeout time.Duration
 	// MaxConns bounds the app connections served at once; past it a new
 	// connection's HELLO is answered ERROR UNAVAILABLE and the connection

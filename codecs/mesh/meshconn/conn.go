@@ -168,7 +168,11 @@ type Config struct {
 	// connection with ErrSilent when no frame came for three of them.
 	Heartbeat time.Duration
 	// ReadDeadline, if set, gives the deadline of each read (an idle or
-	// handshake timeout); a read past it ends Run with its error.
+	// handshake timeout); a read past it ends Run with its error. It is
+	// asked before every frame, and the connection's deadline is only
+	// changed when the answer differs from the last one: a deadline rounded
+	// up to a coarse step costs nothing for most frames (setting it is a
+	// lock and a timer-heap operation in the runtime).
 	ReadDeadline func() time.Time
 	// Reader, if set, is read instead of a new Reader on the connection: a
 	// connection adopted from another process with its unread bytes.
@@ -364,12 +368,16 @@ func (c *Conn) Run() error {
 		go func() { defer wg.Done(); c.heartbeat() }()
 		defer wg.Wait()
 	}
+	var deadline time.Time // the read deadline last set
 	for {
 		if c.freezing.Load() {
 			return ErrFrozen
 		}
 		if c.cfg.ReadDeadline != nil {
-			_ = c.nc.SetReadDeadline(c.cfg.ReadDeadline())
+			if d := c.cfg.ReadDeadline(); !d.Equal(deadline) {
+				deadline = d
+				_ = c.nc.SetReadDeadline(d)
+			}
 		}
 		f, err := c.rd.ReadFrame()
 		if err != nil {
