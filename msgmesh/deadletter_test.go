@@ -233,7 +233,9 @@ func contractDeadLetterTimeout(t *testing.T, kit sidecartest.BrokerKit) {
 // contractDeadLetterLostAttempt: when the connection of the last allowed
 // attempt drops before the app answers, the message goes back to the
 // broker, and the sidecar dead-letters it when the broker offers it again,
-// without a further delivery ("redelivered").
+// without a further delivery ("redelivered"): another app connection of
+// the group, which keeps the route open (the sidecar reads the broker only
+// while some connection has room), never sees it.
 func contractDeadLetterLostAttempt(t *testing.T, kit sidecartest.BrokerKit) {
 	e := newEnvOn(t, kit.Start(t))
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic + ",max_attempts=2"})
@@ -260,9 +262,19 @@ func contractDeadLetterLostAttempt(t *testing.T, kit sidecartest.BrokerKit) {
 			raw.send(mesh.KindNack, mesh.FlagResponse, f.ID, &mesh.Nack{})
 		}
 	}
+	other := &recorder{}
+	if _, err := e.dial().Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		other.add(d)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	_ = raw.c.Close() // the app "crashes" holding its last allowed attempt
 	sidecartest.WaitFor(t, 90*time.Second, "the message on the dead-letter topic", func() bool { return dead.deadCount() == 1 })
 	wantHeaders(t, dead.firstDead(), map[string]string{mesh.HeaderDeadLetterReason: mesh.DeadLetterRedelivered, mesh.HeaderDeadLetterAttempts: "2"})
+	if got := other.of("crasher"); len(got) != 0 {
+		t.Errorf("the group's other connection got the message after its last attempt: %+v", got)
+	}
 }
 
 // contractNackDelayBounded: a NACK asking for 2^32-1 ms is redelivered
