@@ -24,6 +24,8 @@ type HandoffState struct {
 	Conns []ConnState `json:"conns"`
 	// GRPC is the gRPC API's listener; nil when the sidecar has none.
 	GRPC *os.File `json:"-"`
+	// HTTPConns are the HTTP API's keep-alive connections (httpmove.go).
+	HTTPConns []HTTPConnState `json:"http_conns,omitempty"`
 	// Carried are the messages upstream consumers had fetched but not
 	// delivered (broker.Keeper), for the successor's consumers to deliver
 	// first; at most carryBudget bytes in all.
@@ -87,9 +89,11 @@ type HeldDelivery struct {
 }
 
 // Files names every file in the state: "mesh", "http", "grpc" (when
-// there is a gRPC listener) and "conn/<i>" for Conns[i]. A msgmesh from
-// before named files sent mesh, http and the connections by position in
-// that order, and its successor takes them back under these names.
+// there is a gRPC listener), "conn/<i>" for Conns[i] and "http/conn/<i>"
+// for HTTPConns[i]. A msgmesh from before named files sent mesh, http and
+// the connections by position in that order, and its successor takes them
+// back under these names; it closes the HTTP connections, which it does
+// not know.
 func (h *HandoffState) Files() map[string]*os.File {
 	fs := map[string]*os.File{"mesh": h.Mesh, "http": h.HTTP}
 	if h.GRPC != nil {
@@ -97,6 +101,9 @@ func (h *HandoffState) Files() map[string]*os.File {
 	}
 	for i, c := range h.Conns {
 		fs[fmt.Sprintf("conn/%d", i)] = c.File
+	}
+	for i, c := range h.HTTPConns {
+		fs[fmt.Sprintf("http/conn/%d", i)] = c.File
 	}
 	return fs
 }
@@ -110,6 +117,11 @@ func (h *HandoffState) SetFiles(fs map[string]*os.File) error {
 	for i := range h.Conns {
 		if h.Conns[i].File = fs[fmt.Sprintf("conn/%d", i)]; h.Conns[i].File == nil {
 			return fmt.Errorf("msgmesh: handoff: connection %d of %d is missing", i, len(h.Conns))
+		}
+	}
+	for i := range h.HTTPConns {
+		if h.HTTPConns[i].File = fs[fmt.Sprintf("http/conn/%d", i)]; h.HTTPConns[i].File == nil {
+			return fmt.Errorf("msgmesh: handoff: HTTP connection %d of %d is missing", i, len(h.HTTPConns))
 		}
 	}
 	return nil
@@ -195,6 +207,9 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	// The successor holds the gRPC socket now: new connections wait in
 	// the kernel for it.
 	s.grpcStopAccepting()
+	// HTTP keep-alive connections move once their requests are answered;
+	// the server then has none left to wait for.
+	st.HTTPConns = s.httpConns.freeze(ctx)
 	if err := s.httpSrv.Shutdown(ctx); err != nil {
 		s.log.Warn("handoff: http requests still running", "err", err)
 	}
@@ -236,7 +251,7 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 	for _, c := range st.Conns {
 		held += len(c.Held)
 	}
-	s.log.Info("handed off", "connections", len(st.Conns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start),
+	s.log.Info("handed off", "connections", len(st.Conns), "http_connections", len(st.HTTPConns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start),
 		"carried_upstreams", len(st.Carried))
 	return st, nil
 }

@@ -345,6 +345,9 @@ type Sidecar struct {
 	httpLn  net.Listener
 	guard   *httpGuard    // in front of the HTTP API
 	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
+	// httpConns are the HTTP API's connections, which move in a handoff
+	// (httpmove.go); set by Prepare.
+	httpConns *httpConns
 
 	prepared, served bool // Prepare and Serve ran (Start's two halves; one goroutine calls them)
 
@@ -534,6 +537,11 @@ func (s *Sidecar) Prepare(ctx context.Context) error {
 	if err := s.listen(); err != nil {
 		return err
 	}
+	var adopted []HTTPConnState
+	if inh := s.cfg.Inherit; inh != nil {
+		adopted = inh.HTTPConns
+	}
+	s.httpConns = newHTTPConns(s.httpLn, adopted, s.log)
 	s.prepared = true
 	return nil
 }
@@ -549,14 +557,16 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		return err
 	}
 	s.served = true
-	s.httpSrv = s.cfg.HTTP.Server(s.httpHandler())
+	s.httpSrv = s.cfg.HTTP.Server(s.httpConns.serve(s.httpHandler()))
+	s.httpSrv.ConnState, s.httpSrv.ConnContext = s.httpConns.connState, s.httpConns.connContext
 	s.bg.Go(func() {
 		if err := s.meshSrv.Serve(s.meshLn); err != nil {
 			s.log.Error("mesh listener stopped", "err", err)
 		}
 	})
 	s.bg.Go(func() {
-		if err := s.httpSrv.Serve(s.cfg.HTTP.Listener(s.httpLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// A handoff closes the listener (httpConns.freeze) before the server.
+		if err := s.httpSrv.Serve(s.cfg.HTTP.Listener(s.httpConns)); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("http listener stopped", "err", err)
 		}
 	})
@@ -596,6 +606,7 @@ func (s *Sidecar) closeUnserved() {
 			_ = cs.File.Close()
 		}
 	}
+	s.httpConns.discard()
 }
 
 // listen opens the listeners, or adopts the inherited ones.
@@ -704,6 +715,9 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.push.stop(ctx)
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx) // no long poll is left to wait for
+	}
+	if s.httpConns != nil {
+		s.httpConns.discard()
 	}
 	s.detached.stopAll() // Subscribe streams end UNAVAILABLE
 	s.stopGRPC(ctx)

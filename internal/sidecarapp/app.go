@@ -567,8 +567,10 @@ func adoptSidecar(set *upgrade.Set) (*msgmesh.HandoffState, error) {
 			fs[n] = f
 		}
 	}
-	for n, f := range set.TakePrefix("conn/") {
-		fs["conn/"+n] = f
+	for _, prefix := range []string{"conn/", "http/conn/"} {
+		for n, f := range set.TakePrefix(prefix) {
+			fs[prefix+n] = f
+		}
 	}
 	if err := hs.SetFiles(fs); err != nil {
 		for _, f := range fs {
