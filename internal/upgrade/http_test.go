@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -78,6 +80,7 @@ func (p *httpPublisher) publish(httpAddr, body string) bool {
 		p.local = local
 	case local != p.local || !reused:
 		p.failed = append(p.failed, fmt.Sprintf("request %s on connection %s (reused %v), not on the first one, %s", body, local, reused, p.local))
+		p.local = local // report each change once
 	default:
 		p.reused++
 	}
@@ -90,15 +93,20 @@ func (p *httpPublisher) publish(httpAddr, body string) bool {
 
 // TestHTTPKeepAliveMovesAcrossUpgrades: net/http clients with keep-alive
 // publish over the HTTP API without pause while the sidecar binary is
-// upgraded three times. Their connections move to each successor (the
-// old process answers what it read and hands each connection over
-// between two requests, or in the middle of one): no request fails, no
-// client dials again, every request goes out on its first connection
-// (same local port, reused), and every acknowledged message is consumed
-// once by a mesh subscriber, whose connection moves too.
+// upgraded three times and then reloaded twice (msgmesh reload, the same
+// freeze/adopt path in one process), on NATS. Their connections move to
+// each successor (the old process answers what it read and hands each
+// connection over between two requests, or in the middle of one): no
+// request fails, no client dials again, every request goes out on its
+// first connection (same local port, reused), and every acknowledged
+// message is consumed once by a mesh subscriber, whose connection moves
+// too.
 func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 	const clients = 4
-	bin, args, meshAddr, httpAddr := sidecartest.UpgradeSetup(t, nil)
+	kits := sidecartest.BrokerKits()
+	kit := &kits[slices.IndexFunc(kits, func(k sidecartest.BrokerKit) bool { return k.Name == "nats" })]
+	bin, args, meshAddr, httpAddr := sidecartest.UpgradeSetup(t, kit) // --config: a file to reload
+	dataDir := args[slices.Index(args, "--data-dir")+1]
 	old := sidecartest.StartProc(t, bin, args...)
 	sidecartest.WaitHealthy(t, old, httpAddr)
 	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
@@ -161,8 +169,26 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 		t.Logf("upgrade %d: old process gone %s after the new one started; %s HTTP connections moved; %d publishes acknowledged so far",
 			round, gone.Round(time.Millisecond), moved[1], ackedNow())
 	}
+	for round := 0; round < 2; round++ {
+		before := ackedNow()
+		sidecartest.WaitFor(t, waitLong, "HTTP publishes to flow", func() bool { return ackedNow() > before+200 })
+		start := time.Now()
+		if out, err := exec.Command(bin, "reload", "--data-dir", dataDir).CombinedOutput(); err != nil {
+			t.Fatalf("reload %d: %v\n%s", round, err, out)
+		}
+		took := time.Since(start)
+		all := httpMovedRe.FindAllStringSubmatch(old.Output(), -1)
+		if len(all) != round+1 {
+			t.Fatalf("reload %d: the sidecar logged %d handoffs, want %d:\n%s", round, len(all), round+1, old.Output())
+		}
+		moved := all[round]
+		if n, _ := strconv.Atoi(moved[1]); n < clients {
+			t.Errorf("reload %d moved %d HTTP connections, want at least the %d clients'", round, n, clients)
+		}
+		t.Logf("reload %d: took %s; %s HTTP connections moved; %d publishes acknowledged so far", round, took.Round(time.Millisecond), moved[1], ackedNow())
+	}
 	before := ackedNow()
-	sidecartest.WaitFor(t, waitLong, "HTTP publishes to flow after the last upgrade", func() bool { return ackedNow() > before+100 })
+	sidecartest.WaitFor(t, waitLong, "HTTP publishes to flow after the last reload", func() bool { return ackedNow() > before+100 })
 	close(stop)
 	wg.Wait()
 	elapsed := time.Since(started)
