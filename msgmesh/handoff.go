@@ -247,11 +247,16 @@ func (s *Sidecar) handoff(ctx context.Context) (*HandoffState, error) {
 		st.Close()
 		return nil, fmt.Errorf("msgmesh: handoff: %w", err)
 	}
-	held := 0
+	held, partial := 0, 0
 	for _, c := range st.Conns {
 		held += len(c.Held)
 	}
-	s.log.Info("handed off", "connections", len(st.Conns), "http_connections", len(st.HTTPConns), "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start),
+	for _, c := range st.HTTPConns {
+		if len(c.Buffered) > 0 {
+			partial++
+		}
+	}
+	s.log.Info("handed off", "connections", len(st.Conns), "http_connections", len(st.HTTPConns), "http_mid_request", partial, "held_deliveries", held, "settle", paused.Sub(start), "total", time.Since(start),
 		"carried_upstreams", len(st.Carried))
 	return st, nil
 }

@@ -216,7 +216,9 @@ func (t *httpConns) serve(next http.Handler) http.Handler {
 		c.busy = true
 		c.mu.Unlock()
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &movableBody{ReadCloser: r.Body, c: c}
+			// One request at a time per connection: its body wrapper is reused.
+			c.body = movableBody{ReadCloser: r.Body, c: c}
+			r.Body = &c.body
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -298,7 +300,8 @@ func (t *httpConns) discard() {
 // httpConn is one HTTP API connection as net/http sees it (httpConns).
 type httpConn struct {
 	net.Conn
-	t *httpConns
+	t    *httpConns
+	body movableBody // the request's body (serve)
 
 	mu   sync.Mutex
 	cond sync.Cond // on mu: a read returned

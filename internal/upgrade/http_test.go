@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,13 +23,14 @@ import (
 )
 
 // httpMovedRe reads how many HTTP API connections a handoff moved.
-var httpMovedRe = regexp.MustCompile(`"handed off".* http_connections=(\d+)`)
+var httpMovedRe = regexp.MustCompile(`"handed off".* http_connections=(\d+) http_mid_request=(\d+)`)
 
 // httpPublisher publishes over the HTTP API from one net/http client with
 // keep-alive, one request at a time, counting its dials and checking that
 // every request after the first reuses the first connection.
 type httpPublisher struct {
 	id     int
+	pause  time.Duration // between the two halves of each body: a slow client
 	hc     *http.Client
 	dials  atomic.Int32
 	local  string // the connection's local address, from its first request
@@ -59,11 +61,17 @@ func (p *httpPublisher) publish(httpAddr, body string) bool {
 	}}
 	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, bytes.NewReader([]byte(body)))
+	var r io.Reader = bytes.NewReader([]byte(body))
+	if p.pause > 0 {
+		half := len(body) / 2
+		r = io.MultiReader(strings.NewReader(body[:half]), pauseReader(p.pause), strings.NewReader(body[half:]))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/v1/publish/"+topic, r)
 	if err != nil {
 		p.failed = append(p.failed, err.Error())
 		return false
 	}
+	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Msgmesh-App", "orders")
 	start := time.Now()
@@ -91,6 +99,15 @@ func (p *httpPublisher) publish(httpAddr, body string) bool {
 	return true
 }
 
+// pauseReader reads nothing, after a pause: a client sending a body in
+// two parts.
+type pauseReader time.Duration
+
+func (d pauseReader) Read([]byte) (int, error) {
+	time.Sleep(time.Duration(d)) // the client's own pace
+	return 0, io.EOF
+}
+
 // TestHTTPKeepAliveMovesAcrossUpgrades: net/http clients with keep-alive
 // publish over the HTTP API without pause while the sidecar binary is
 // upgraded three times and then reloaded twice (msgmesh reload, the same
@@ -100,9 +117,10 @@ func (p *httpPublisher) publish(httpAddr, body string) bool {
 // request fails, no client dials again, every request goes out on its
 // first connection (same local port, reused), and every acknowledged
 // message is consumed once by a mesh subscriber, whose connection moves
-// too.
+// too. One client sends each body in two parts 20 ms apart, so that its
+// connection is often taken in the middle of a request.
 func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
-	const clients = 4
+	const clients = 5
 	kits := sidecartest.BrokerKits()
 	kit := &kits[slices.IndexFunc(kits, func(k sidecartest.BrokerKit) bool { return k.Name == "nats" })]
 	bin, args, meshAddr, httpAddr := sidecartest.UpgradeSetup(t, kit) // --config: a file to reload
@@ -128,6 +146,9 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 	)
 	for i := range pubs {
 		pubs[i] = newHTTPPublisher(i)
+		if i == 0 {
+			pubs[i].pause = 20 * time.Millisecond
+		}
 		wg.Add(1)
 		go func(p *httpPublisher) {
 			defer wg.Done()
@@ -166,8 +187,8 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 		if n, _ := strconv.Atoi(moved[1]); n < clients {
 			t.Errorf("upgrade %d moved %d HTTP connections, want at least the %d clients'", round, n, clients)
 		}
-		t.Logf("upgrade %d: old process gone %s after the new one started; %s HTTP connections moved; %d publishes acknowledged so far",
-			round, gone.Round(time.Millisecond), moved[1], ackedNow())
+		t.Logf("upgrade %d: old process gone %s after the new one started; %s HTTP connections moved, %s in the middle of a request; %d publishes acknowledged so far",
+			round, gone.Round(time.Millisecond), moved[1], moved[2], ackedNow())
 	}
 	for round := 0; round < 2; round++ {
 		before := ackedNow()
@@ -185,7 +206,8 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 		if n, _ := strconv.Atoi(moved[1]); n < clients {
 			t.Errorf("reload %d moved %d HTTP connections, want at least the %d clients'", round, n, clients)
 		}
-		t.Logf("reload %d: took %s; %s HTTP connections moved; %d publishes acknowledged so far", round, took.Round(time.Millisecond), moved[1], ackedNow())
+		t.Logf("reload %d: took %s; %s HTTP connections moved, %s in the middle of a request; %d publishes acknowledged so far",
+			round, took.Round(time.Millisecond), moved[1], moved[2], ackedNow())
 	}
 	before := ackedNow()
 	sidecartest.WaitFor(t, waitLong, "HTTP publishes to flow after the last reload", func() bool { return ackedNow() > before+100 })
