@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,8 +49,27 @@ type sidecar struct {
 
 // startSidecar runs msgmesh with args plus its data dir and listeners, and
 // waits until its HTTP API answers. Stop it with stop; t.Cleanup stops it
-// too and prints its log if the test failed.
+// too and prints its log if the test failed. The listeners' ports are
+// picked free and then bound by msgmesh: another socket may take one in
+// between (an outgoing connection's ephemeral port, while other packages'
+// tests run), so a start that fails to bind is tried again on new ports.
 func startSidecar(t *testing.T, dataDir string, args ...string) *sidecar {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		s, err := tryStartSidecar(t, dataDir, args...)
+		if err == nil {
+			return s
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 3 {
+			t.Fatalf("msgmesh exited while starting: %v\n%s", err, s.log.String())
+		}
+		t.Logf("msgmesh could not bind a port picked free a moment ago (%v); trying new ports", err)
+	}
+}
+
+// tryStartSidecar is one attempt of startSidecar; the error is Run's if
+// msgmesh exited while starting.
+func tryStartSidecar(t *testing.T, dataDir string, args ...string) (*sidecar, error) {
 	t.Helper()
 	s := &sidecar{t: t, http: freeAddr(t), mesh: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -67,13 +87,17 @@ func startSidecar(t *testing.T, dataDir string, args ...string) *sidecar {
 		select {
 		case err := <-s.done:
 			s.stopOnce.Do(func() {})
-			t.Fatalf("msgmesh exited while starting: %v\n%s", err, s.log.String())
+			cancel()
+			if err == nil {
+				err = errors.New("Run returned nil before the HTTP API answered")
+			}
+			return s, err
 		default:
 		}
 		if resp, err := http.Get("http://" + s.http + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return s, nil
 			}
 		}
 		if time.Now().After(deadline) {
