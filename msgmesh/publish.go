@@ -77,14 +77,14 @@ func (sc *Sidecar) publishWithin(ctx context.Context, b broker.Broker, m *broker
 	return res, nil
 }
 
-// deadlines hands out the contexts of publishes that have no context of
-// their own (a mesh connection's publishes, which nothing cancels but
-// their deadline): one context, ending at least timeout after the
-// publish starts, serves every publish that starts within the same
-// slack. A context.WithTimeout per publish cost a context, a timer and a
+// deadlines hands out the contexts of calls that have no context of
+// their own (a mesh connection's publishes, and the broker calls settling
+// its apps' answers, which nothing cancels but their deadline): one
+// context, ending at least timeout after the call starts, serves every
+// call that starts within the same slack. A context.WithTimeout per publish cost a context, a timer and a
 // channel (four allocations) and two operations on the runtime's timer
 // heap, about 5% of the sidecar's CPU under the publish benchmark
-// (docs/benchmarks.md). A publish may so get up to slack longer than
+// (docs/benchmarks.md). A call may so get up to slack longer than
 // timeout, never less.
 type deadlines struct {
 	timeout, slack time.Duration

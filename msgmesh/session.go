@@ -54,7 +54,6 @@ type session struct {
 	joined   atomic.Pointer[[]*route] // the values of routes, for release
 	inflight map[uint64]inflight      // guarded by mu
 	pulls    map[*pullWaiter]struct{} // guarded by mu
-	answers  answerCtx                // read loop only
 
 	// epoch prefixes the delivery ids of a detached session (detached.go);
 	// "" on a mesh connection.
@@ -131,7 +130,6 @@ func (sc *Sidecar) runSession(ctx context.Context, s *session) {
 
 	s.log.Debug("app connected")
 	err := s.readLoop(ctx)
-	s.answers.stop()
 	if errors.Is(err, errFrozen) {
 		s.freezeCleanup()
 	} else {
@@ -500,14 +498,15 @@ func (s *session) settle(id uint64, a answer, delay time.Duration) bool {
 	return true
 }
 
-// settleAnswer is settle for the read loop, whose broker calls share
-// answerCtx.
+// settleAnswer is settle for the read loop: its broker call shares a
+// deadline context with the other answers of the moment
+// (Sidecar.settleDeadlines) rather than making one of its own.
 func (s *session) settleAnswer(id uint64, a answer, delay time.Duration) {
 	inf, ok := s.take(id)
 	if !ok {
 		return
 	}
-	s.settleUpstreamIn(s.answers.get(time.Now()), inf, a, delay)
+	s.settleUpstreamIn(s.sc.settleDeadlines.get(), inf, a, delay)
 	s.release()
 }
 
@@ -527,33 +526,6 @@ func (s *session) take(id uint64) (inflight, bool) {
 // settleTimeout bounds a broker call that settles a delivery; if it fails
 // the broker redelivers after its ack wait.
 const settleTimeout = 5 * time.Second
-
-// answerCtx is the context of the read loop's broker calls, made anew
-// once a second rather than once an answer (a context with a deadline is
-// a timer and three allocations, a tenth of an ack's cost in the
-// sidecar); each call still ends within settleTimeout, and gets at least
-// settleTimeout less a second. Read loop only.
-type answerCtx struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	renew  time.Time // make a new one from then on
-}
-
-func (c *answerCtx) get(now time.Time) context.Context {
-	if c.ctx == nil || !now.Before(c.renew) {
-		c.stop()
-		c.ctx, c.cancel = context.WithTimeout(context.Background(), settleTimeout)
-		c.renew = now.Add(time.Second)
-	}
-	return c.ctx
-}
-
-// stop releases the context's timer; the calls that used it have returned.
-func (c *answerCtx) stop() {
-	if c.cancel != nil {
-		c.cancel()
-	}
-}
 
 // settleUpstream passes a's verdict on to the broker: an ack, a failed
 // attempt (which the group's dead-letter policy may end, deadletter.go),

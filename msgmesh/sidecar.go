@@ -396,6 +396,9 @@ type Sidecar struct {
 	validator *schema.Validator
 	pipe      *pipeline.Pipeline // the stages every publish and delivery passes (New)
 	deadlines *deadlines         // of the mesh connections' publishes (publish.go)
+	// settleDeadlines are those of the broker calls settling the answers
+	// apps send on their mesh connections (session.settleAnswer).
+	settleDeadlines *deadlines
 
 	routesMu sync.Mutex
 	routes   map[routeKey]*route
@@ -447,21 +450,22 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Sidecar{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		store:     store,
-		maxBody:   maxBody,
-		ctx:       ctx,
-		cancel:    cancel,
-		upstreams: make(map[upstreamKey]*upstream),
-		failed:    make(map[upstreamKey]error),
-		retry:     make(chan struct{}, 1),
-		routes:    make(map[routeKey]*route),
-		sessions:  make(map[*session]struct{}),
-		validator: schema.NewValidator(schema.ValidatorOptions{}),
-		deadlines: newDeadlines(cfg.PublishTimeout),
-		clusters:  newClusters(cfg.Brokers),
-		guard:     guard,
+		cfg:             cfg,
+		log:             cfg.Logger,
+		store:           store,
+		maxBody:         maxBody,
+		ctx:             ctx,
+		cancel:          cancel,
+		upstreams:       make(map[upstreamKey]*upstream),
+		failed:          make(map[upstreamKey]error),
+		retry:           make(chan struct{}, 1),
+		routes:          make(map[routeKey]*route),
+		sessions:        make(map[*session]struct{}),
+		validator:       schema.NewValidator(schema.ValidatorOptions{}),
+		deadlines:       newDeadlines(cfg.PublishTimeout),
+		settleDeadlines: newDeadlines(settleTimeout),
+		clusters:        newClusters(cfg.Brokers),
+		guard:           guard,
 	}
 	if s.push, err = newPushManager(s, cfg.PushAllowHosts); err != nil {
 		_ = store.Close()
