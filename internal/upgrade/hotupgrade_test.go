@@ -169,17 +169,23 @@ func hotUpgradeBacklog(t *testing.T, kit *sidecartest.BrokerKit) {
 	// would come from the broker's own count of a hand-back at the pause;
 	// NATS consumers carry what they prefetched to the successor instead.
 	t.Logf("%d deliveries carried a redelivery count; %d held deliveries moved in all", redelivered.Load(), moved)
-	// None on Kafka and RocketMQ. On NATS (embedded and external) the
-	// count is logged, not asserted: JetStream cannot withdraw the old
-	// process's open pull request, so what the server had picked for it
-	// when it unsubscribed is dropped and offered again after the ack
-	// wait, with a count (docs/upgrade.md, "Measured"; seen up to 57 in
-	// a run under -race, usually 0). A successor that sent an app more
-	// than its in-flight limit right after adopting its connection (the
-	// SDK handed the excess back) was another cause, now fixed.
+	// On Kafka and RocketMQ at most one per upgrade: the message the
+	// upstream loop had fetched just as the pause began, which nobody took,
+	// goes back with a nack, which those adapters count (NATS puts it back
+	// in its carry instead, broker.Keeper.Return); held deliveries move
+	// uncounted. On NATS (embedded and external) the count is logged, not
+	// asserted: JetStream cannot withdraw the old process's open pull
+	// request, so what the server had picked for it when it unsubscribed
+	// is dropped and offered again after the ack wait, with a count
+	// (docs/upgrade.md, "Measured"; seen up to 57 in a run under -race,
+	// usually 0). A successor that sent an app more than its in-flight
+	// limit right after adopting its connection (the SDK handed the excess
+	// back) was another cause, now fixed.
 	if n := redelivered.Load(); n > 0 {
 		if kit != nil && kit.Name != "nats" {
-			t.Errorf("%d deliveries came redelivered because of the upgrades; held deliveries should move to the successor", n)
+			if n > 3 {
+				t.Errorf("%d deliveries came redelivered because of the upgrades, more than one per upgrade; held deliveries should move to the successor", n)
+			}
 		} else {
 			t.Logf("NATS: %d deliveries came again after the ack wait (the open pull request at the pause)", n)
 		}
