@@ -183,24 +183,81 @@ func (t *Tally) ExactlyOnce(tb testing.TB, prefix string, n int) {
 	}
 }
 
+// Ledger sets what a test had acknowledged against what its subscribers
+// consumed, by body: the "every acknowledged message consumed, none
+// twice" check the tests that publish through an upgrade or a reload
+// share. Safe for concurrent use.
+type Ledger struct {
+	// Consumed counts what the subscribers got.
+	Consumed *Tally
+	mu       sync.Mutex
+	acked    map[string]bool
+}
+
+// NewLedger returns an empty Ledger.
+func NewLedger() *Ledger { return &Ledger{Consumed: NewTally(), acked: map[string]bool{}} }
+
+// Ack records that the publish of body was acknowledged.
+func (l *Ledger) Ack(body string) {
+	l.mu.Lock()
+	l.acked[body] = true
+	l.mu.Unlock()
+}
+
+// AckedCount is how many publishes were acknowledged so far.
+func (l *Ledger) AckedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// IsAcked reports whether the publish of body was acknowledged.
+func (l *Ledger) IsAcked(body string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked[body]
+}
+
+// WaitConsumed waits until every acknowledged message was consumed.
+func (l *Ledger) WaitConsumed(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "every acknowledged message to be consumed", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for b := range l.acked {
+			if l.Consumed.Times(b) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ConsumedOnce fails t for each message consumed more than once.
+func (l *Ledger) ConsumedOnce(t testing.TB) {
+	t.Helper()
+	for b, n := range l.Consumed.Bodies() {
+		if n > 1 {
+			t.Errorf("%s consumed %d times", b, n)
+		}
+	}
+}
+
 // Traffic publishes and consumes through a sidecar until Finish, counting
-// what was acknowledged and what was consumed.
+// what was acknowledged and what was consumed (its Ledger).
 type Traffic struct {
-	// Consumed counts what the subscriber got; another subscriber of the
-	// group may count into it too.
-	Consumed         *Tally
+	*Ledger
 	pubDial, subDial CountingDialer
-	mu               sync.Mutex
-	acked            map[string]bool
 	stop             chan struct{}
 	done             sync.WaitGroup
 }
 
 // StartTraffic subscribes one client to (group, topic) on the sidecar at
 // addr and publishes to topic from another, four publishes at a time,
-// until Finish.
+// until Finish. Another subscriber of the group may count into
+// tr.Consumed too.
 func StartTraffic(t *testing.T, addr, group, topic string) *Traffic {
-	tr := &Traffic{Consumed: NewTally(), acked: map[string]bool{}, stop: make(chan struct{})}
+	tr := &Traffic{Ledger: NewLedger(), stop: make(chan struct{})}
 	sub := Dial(t, addr, client.WithDialer(tr.subDial.Dial))
 	Subscribe(t, sub, group, topic, "sub", tr.Consumed)
 	pub := Dial(t, addr, client.WithDialer(tr.pubDial.Dial))
@@ -219,21 +276,12 @@ func StartTraffic(t *testing.T, addr, group, topic string) *Traffic {
 				_, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)})
 				cancel()
 				if err == nil {
-					tr.mu.Lock()
-					tr.acked[body] = true
-					tr.mu.Unlock()
+					tr.Ack(body)
 				}
 			}
 		}()
 	}
 	return tr
-}
-
-// AckedCount is how many publishes were acknowledged so far.
-func (tr *Traffic) AckedCount() int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return len(tr.acked)
 }
 
 // Finish stops publishing and waits until every acknowledged message was
@@ -242,27 +290,10 @@ func (tr *Traffic) Finish(t *testing.T) {
 	t.Helper()
 	close(tr.stop)
 	tr.done.Wait()
-	WaitFor(t, 60*time.Second, "every acknowledged message to be consumed", func() bool {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		tr.Consumed.mu.Lock()
-		defer tr.Consumed.mu.Unlock()
-		for b := range tr.acked {
-			if tr.Consumed.bodies[b] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	tr.Consumed.mu.Lock()
-	defer tr.Consumed.mu.Unlock()
-	for b, n := range tr.Consumed.bodies {
-		if n > 1 {
-			t.Errorf("%s delivered %d times", b, n)
-		}
-	}
+	tr.WaitConsumed(t, 60*time.Second)
+	tr.ConsumedOnce(t)
 	if p, s := tr.pubDial.Count(), tr.subDial.Count(); p != 1 || s != 1 {
 		t.Errorf("clients dialled %d (publisher) and %d (subscriber) times; a connection broke", p, s)
 	}
-	t.Logf("%d acknowledged, %d consumed", len(tr.acked), tr.Consumed.total)
+	t.Logf("%d acknowledged, %d consumed", tr.AckedCount(), tr.Consumed.Count())
 }

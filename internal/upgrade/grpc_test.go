@@ -41,19 +41,14 @@ func TestHotUpgradeGRPC(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	led := sidecartest.NewLedger()
 	var (
-		mu       sync.Mutex
-		acked    = map[string]bool{}
-		consumed = map[string]int{}
-		ends     []codes.Code // how Subscribe streams ended
-		health   []healthpb.HealthCheckResponse_ServingStatus
-		wg       sync.WaitGroup
+		mu     sync.Mutex
+		ends   []codes.Code // how Subscribe streams ended
+		health []healthpb.HealthCheckResponse_ServingStatus
+		wg     sync.WaitGroup
 	)
-	count := func() (int, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked), len(consumed)
-	}
+	count := func() (int, int) { return led.AckedCount(), led.Consumed.Distinct() }
 	// Health: watch it, again after each end, recording each status.
 	wg.Go(func() {
 		hc := healthpb.NewHealthClient(cc)
@@ -84,9 +79,7 @@ func TestHotUpgradeGRPC(t *testing.T) {
 					break
 				}
 				if d := r.GetDelivery(); d != nil {
-					mu.Lock()
-					consumed[string(d.Body)]++
-					mu.Unlock()
+					led.Consumed.Add("sub", string(d.Body))
 					err = st.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Settle{DeliveryIds: []string{d.DeliveryId}}}})
 				}
 			}
@@ -112,9 +105,7 @@ func TestHotUpgradeGRPC(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
-			mu.Lock()
-			acked[body] = true
-			mu.Unlock()
+			led.Ack(body)
 			i++
 		}
 	})
@@ -136,29 +127,18 @@ func TestHotUpgradeGRPC(t *testing.T) {
 	sidecartest.WaitFor(t, 30*time.Second, "gRPC traffic to flow through the new process", func() bool { a, c := count(); return a > a0+200 && c > c0+200 })
 	close(stopPub)
 	<-pubDone
-	sidecartest.WaitFor(t, 30*time.Second, "every acked publish to be consumed", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for b := range acked {
-			if consumed[b] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	led.WaitConsumed(t, 30*time.Second)
 	cancel()
 	wg.Wait()
 
 	mu.Lock()
 	defer mu.Unlock()
-	dups := 0
-	for _, k := range consumed {
-		dups += k - 1
+	acked, consumed := count()
+	dups := led.Consumed.Count() - consumed
+	if consumed != acked {
+		t.Errorf("%d publishes acked, %d distinct messages consumed", acked, consumed)
 	}
-	if len(consumed) != len(acked) {
-		t.Errorf("%d publishes acked, %d distinct messages consumed", len(acked), len(consumed))
-	}
-	t.Logf("%d publishes acked, %d consumed, %d duplicates; Subscribe streams ended %v; health %v", len(acked), len(consumed), dups, ends, health)
+	t.Logf("%d publishes acked, %d consumed, %d duplicates; Subscribe streams ended %v; health %v", acked, consumed, dups, ends, health)
 	if !slices.Contains(ends, codes.Unavailable) {
 		t.Errorf("no Subscribe stream ended UNAVAILABLE in the upgrade: %v", ends)
 	}

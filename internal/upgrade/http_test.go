@@ -130,16 +130,14 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 	if status, body := sidecartest.Register(t, httpAddr, "orders", []string{"p1:" + topic}, []string{"g1:" + topic}); status != http.StatusCreated {
 		t.Fatalf("register: %d %s", status, body)
 	}
-	consumed := sidecartest.NewTally()
+	led := sidecartest.NewLedger()
 	var subDial sidecartest.CountingDialer
 	sub := sidecartest.Dial(t, meshAddr, client.WithDialer(subDial.Dial))
-	sidecartest.Subscribe(t, sub, "g1", topic, "sub", consumed)
+	sidecartest.Subscribe(t, sub, "g1", topic, "sub", led.Consumed)
 
 	var (
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
-		mu      sync.Mutex
-		acked   []string
 		sent    atomic.Int64
 		pubs    = make([]*httpPublisher, clients)
 		started = time.Now()
@@ -161,18 +159,12 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 				body := fmt.Sprintf("h%d-%d", p.id, n)
 				sent.Add(1)
 				if p.publish(httpAddr, body) {
-					mu.Lock()
-					acked = append(acked, body)
-					mu.Unlock()
+					led.Ack(body)
 				}
 			}
 		}(pubs[i])
 	}
-	ackedNow := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked)
-	}
+	ackedNow := led.AckedCount
 	for round := 0; round < 3; round++ {
 		before := ackedNow()
 		sidecartest.WaitFor(t, waitLong, "HTTP publishes to flow", func() bool { return ackedNow() > before+200 })
@@ -230,25 +222,8 @@ func TestHTTPKeepAliveMovesAcrossUpgrades(t *testing.T) {
 	if n := subDial.Count(); n != 1 {
 		t.Errorf("the subscriber dialled %d connections, want 1", n)
 	}
-	sidecartest.WaitFor(t, waitLong, "every acknowledged message to be consumed", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, b := range acked {
-			if consumed.Times(b) == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	doubled := 0
-	for _, n := range consumed.Bodies() {
-		if n > 1 {
-			doubled++
-		}
-	}
-	if doubled > 0 {
-		t.Errorf("%d messages consumed more than once", doubled)
-	}
+	led.WaitConsumed(t, waitLong)
+	led.ConsumedOnce(t)
 	t.Logf("%d HTTP publishes sent, %d acknowledged in %s, %d on a reused connection, the longest took %s; %d dials for %d clients; %d consumed",
-		sent.Load(), len(acked), elapsed.Round(time.Millisecond), reused, slow.Round(time.Millisecond), dials, clients, consumed.Count())
+		sent.Load(), led.AckedCount(), elapsed.Round(time.Millisecond), reused, slow.Round(time.Millisecond), dials, clients, led.Consumed.Count())
 }

@@ -56,23 +56,13 @@ func TestReloadMovesConsumers(t *testing.T) {
 
 	var dials sidecartest.CountingDialer
 	dial := func() *client.Client { return sidecartest.Dial(t, meshAddr, client.WithDialer(dials.Dial)) }
-	var (
-		mu       sync.Mutex
-		consumed = map[string]int{}
-		acked    = map[string]bool{}
-	)
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(consumed)
-	}
+	led := sidecartest.NewLedger()
+	count := led.Consumed.Distinct
 	sub := dial()
 	for _, gt := range [][2]string{{"g1", "orders"}, {"g2", "audit"}} {
 		if _, err := sub.Subscribe(context.Background(), gt[0], gt[1], func(_ context.Context, d *client.Delivery) error {
 			time.Sleep(time.Millisecond) // the app's work: deliveries are held at the reload
-			mu.Lock()
-			consumed[string(d.Body)]++
-			mu.Unlock()
+			led.Consumed.Add("sub", string(d.Body))
 			return nil
 		}); err != nil {
 			t.Fatal(err)
@@ -83,9 +73,7 @@ func TestReloadMovesConsumers(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if _, err := pub.Publish(ctx, &client.Message{Topic: topic, Body: []byte(body)}); err == nil {
-			mu.Lock()
-			acked[body] = true
-			mu.Unlock()
+			led.Ack(body)
 		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -221,24 +209,11 @@ func TestReloadMovesConsumers(t *testing.T) {
 
 	stop()
 	wg.Wait()
-	sidecartest.WaitFor(t, waitLong, "every acknowledged message to be consumed", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for b := range acked {
-			if consumed[b] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	mu.Lock()
-	defer mu.Unlock()
+	led.WaitConsumed(t, waitLong)
+	led.ConsumedOnce(t)
 	audit := 0
-	for b, n := range consumed {
-		if n > 1 {
-			t.Errorf("%s consumed %d times", b, n)
-		}
-		if !acked[b] {
+	for b := range led.Consumed.Bodies() {
+		if !led.IsAcked(b) {
 			t.Errorf("%s consumed but never acknowledged", b)
 		}
 		if strings.HasPrefix(b, "audit-") {
@@ -251,5 +226,5 @@ func TestReloadMovesConsumers(t *testing.T) {
 	if d := dials.Count(); d != 2 {
 		t.Errorf("the app's two clients dialled %d times: a connection broke", d)
 	}
-	t.Logf("%d acknowledged, %d consumed once each, through two reloads (brokers, telemetry), one that fell back and two refused ones", len(acked), len(consumed))
+	t.Logf("%d acknowledged, %d consumed once each, through two reloads (brokers, telemetry), one that fell back and two refused ones", led.AckedCount(), led.Consumed.Distinct())
 }
