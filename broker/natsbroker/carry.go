@@ -21,7 +21,7 @@ import (
 // successor's consumer of the same durable returns them from Next first,
 // as the first deliveries they are, settling them through those subjects
 // (JetStream takes an ack from any connection of the account). At most
-// Prefetch messages per consumer are carried: the iterator's window.
+// Prefetch messages per consumer are carried: one pull request (fetch.go).
 
 // carried is one kept message: its token (ack subject, id, count, time)
 // and its content.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,4 +242,129 @@ func TestReturnFetched(t *testing.T) {
 		t.Errorf("got %v, want %v", bodies, want)
 	}
 	brokertest.ExpectNothing(t, c3, 300*time.Millisecond)
+}
+
+// TestHandOverUnderTraffic: a consumer that has caught up is handed over
+// (Keep, Pause, Close, Kept, a successor's Consume with the carry) twenty
+// times while a producer publishes without pause and Next waits on the
+// pull request in flight. Every message arrives once, as a first
+// delivery, long before the ack wait. With nats.go's endless iterator the
+// pull request stayed open across the unsubscribe, and a message the
+// server picked for it just then was dropped and offered again only after
+// the ack wait (about half of the hot upgrades of a caught-up consumer).
+func TestHandOverUnderTraffic(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	successor := brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
+		return natsbroker.New(ctx, natsbroker.Config{URL: ev.e.ClientURL(), Logger: quietLog})
+	})
+	ctx := brokertest.Ctx(t)
+	brokertest.PublishN(t, ev.b, "live", 0, 1) // creates the stream
+	published := 1
+	// AckWait far beyond the test: a message dropped at a hand-over does
+	// not come back in time, and a nak would count a redelivery.
+	spec := broker.ConsumerSpec{Topic: "live", Group: "g", Prefetch: 16, AckWait: 10 * brokertest.WaitLong}
+
+	stop := make(chan struct{})
+	pubDone := make(chan error, 1)
+	go func() { // the producer
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				published = i
+				pubDone <- nil
+				return
+			default:
+			}
+			if _, err := ev.b.Publish(ctx, &broker.Message{Topic: "live", Body: brokertest.Body(i)}); err != nil {
+				pubDone <- err
+				return
+			}
+		}
+	}()
+
+	var mu sync.Mutex
+	got := map[string]int{}
+	redelivered := 0
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	// The reader calls Next on each consumer in turn until it is paused.
+	consumers := make(chan broker.Consumer)
+	readerDone := make(chan error, 1)
+	go func() {
+		for c := range consumers {
+			for {
+				d, err := c.Next(ctx)
+				if errors.Is(err, broker.ErrPaused) || errors.Is(err, broker.ErrClosed) {
+					break
+				}
+				if err != nil {
+					readerDone <- err
+					return
+				}
+				mu.Lock()
+				got[string(d.Message().Body)]++
+				if d.Redelivered() > 0 {
+					redelivered++
+				}
+				mu.Unlock()
+				if err := d.Ack(ctx); err != nil {
+					readerDone <- err
+					return
+				}
+			}
+		}
+		readerDone <- nil
+	}()
+
+	c := brokertest.Consume(t, ev.b, spec)
+	brokers := []*natsbroker.Broker{successor, ev.b}
+	for round := range 20 {
+		consumers <- c
+		from := count()
+		if !brokertest.Poll(func() bool { return count() >= from+20 }) {
+			t.Fatalf("round %d: messages stopped flowing (%d received)", round, count())
+		}
+		k := c.(broker.Keeper)
+		k.Keep()
+		if err := c.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		kept, err := k.Kept(ctx, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Carry = kept
+		c = brokertest.Consume(t, brokers[round%2], spec)
+	}
+	consumers <- c
+	close(stop)
+	if err := <-pubDone; err != nil {
+		t.Fatal(err)
+	}
+	if !brokertest.Poll(func() bool { return count() == published }) {
+		t.Errorf("%d of %d messages received; the rest wait for the ack wait", count(), published)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(consumers)
+	if err := <-readerDone; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for body, n := range got {
+		if n != 1 {
+			t.Errorf("%s received %d times", body, n)
+		}
+	}
+	if redelivered != 0 {
+		t.Errorf("%d deliveries came redelivered; hand-overs should move them as first deliveries", redelivered)
+	}
 }

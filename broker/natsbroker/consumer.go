@@ -22,7 +22,7 @@ const (
 	stateClosed
 )
 
-// Backoff between attempts to recreate a message iterator that ended on its
+// Backoff between attempts to recreate a fetcher that ended on its
 // own (consumer deleted by an operator, stream gone, broker outage).
 const (
 	rebuildMinBackoff = 250 * time.Millisecond
@@ -37,17 +37,6 @@ const (
 // stall after each upgrade of the embedded broker (TestHotUpgradeBacklog).
 const handBackDelay = time.Millisecond
 
-// nudgeEvery bounds one wait on the message iterator; Next then waits
-// again. nats.go's iterator (v1.55) sends its next pull request only from
-// inside its Next, at the top of each turn, and skips it while the previous
-// request is still being sent. If the last message it was waiting for
-// arrives meanwhile, its Next blocks with no request at the server, until
-// its missed-heartbeat timer (twice the heartbeat: 30 s by default) resets
-// it. Seen under load as a 30 s stall with messages pending and no pull
-// waiting (TestPause). A new wait re-runs that check, so a stall lasts at
-// most this long.
-const nudgeEvery = 500 * time.Millisecond
-
 // handBackIdle: without a connection, a hand-back ends once no buffered
 // message turned up for this long.
 const handBackIdle = 50 * time.Millisecond
@@ -55,13 +44,13 @@ const handBackIdle = 50 * time.Millisecond
 // consumer is one durable JetStream pull consumer: one group on one topic.
 //
 // Concurrency. Next is called by one goroutine at a time; Pause, Resume and
-// Close by any goroutine. The message iterator (jetstream.MessagesContext)
-// is owned by whoever holds it in c.iter: Pause and Close take it out of
-// c.iter under c.mu and then hand its buffer back outside the lock, while a
+// Close by any goroutine. The fetcher (fetch.go) is owned by whoever holds
+// it in c.iter: Pause and Close take it out of c.iter under c.mu and then
+// drain it and hand back what it brings outside the lock, while a
 // Next that was blocked on it is woken through c.cancelNext and, seeing
 // c.iter changed, naks whatever it got and returns the state's error.
 // c.mu is held only briefly and never across a network round trip or a
-// blocking iterator call; Broker.open and Broker.smu are never taken while
+// blocking fetcher call; Broker.open and Broker.smu are never taken while
 // it is held.
 type consumer struct {
 	b        *Broker
@@ -79,11 +68,11 @@ type consumer struct {
 	mu    sync.Mutex
 	state consumerState
 	// cons is the last successfully created consumer handle; Resume makes
-	// new iterators from it.
+	// new fetchers from it.
 	cons jetstream.Consumer
-	// iter is the current iterator while running; nil while paused or
+	// iter is the current fetcher while running; nil while paused or
 	// closed, and while running after it ended on its own (Next rebuilds).
-	iter jetstream.MessagesContext
+	iter *fetcher
 	// cancelNext interrupts the wait of a Next in progress; nil when none.
 	cancelNext context.CancelFunc
 	// handbacks are the hand-backs in progress; each channel is closed
@@ -92,11 +81,11 @@ type consumer struct {
 	// keep: Pause and Close move what they would hand back into carry
 	// (broker.Keeper), from Keep until Resume.
 	keep bool
-	// carry are messages Next returns before reading the iterator: those
+	// carry are messages Next returns before reading the fetcher: those
 	// a predecessor kept (ConsumerSpec.Carry), or those this consumer
 	// keeps for a successor (carry.go).
 	carry []carried
-	// deferIter: the iterator starts only once the carry is given out,
+	// deferIter: the fetcher starts only once the carry is given out,
 	// so that no more than Prefetch messages are held at a time.
 	deferIter bool
 }
@@ -143,21 +132,6 @@ func (c *consumer) createConsumer(ctx context.Context, stream string) (jetstream
 	return cons, nil
 }
 
-// messages starts an iterator that keeps at most c.prefetch messages
-// buffered. It does no network round trip.
-func (c *consumer) messages(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
-	iter, err := cons.Messages(
-		jetstream.PullMaxMessages(c.prefetch),
-		// Missed heartbeats are handled inside the iterator (it re-pulls);
-		// Next keeps blocking through a broker outage instead of failing.
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("start message iterator: %w", withSentinel(err))
-	}
-	return iter, nil
-}
-
 // stateErrLocked is the error Next returns in a state other than running.
 // c.mu held on entry.
 func (c *consumer) stateErrLocked() error {
@@ -172,7 +146,7 @@ func (c *consumer) stateErrLocked() error {
 
 // Next blocks until a message is available, ctx ends, or the consumer is
 // paused or closed. While the broker is unreachable it keeps blocking (the
-// iterator re-pulls after a reconnect); if the iterator ends on its own
+// fetcher keeps asking, at fetchWait's pace); if the fetcher ends on its own
 // (an operator deleted the durable consumer or the stream) Next recreates
 // them, retrying with backoff, and logs it. It returns broker.ErrClosed
 // once the connection is closed.
@@ -200,20 +174,11 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		if c.deferIter && c.iter == nil {
 			c.deferIter = false
-			if iter, err := c.messages(c.cons); err == nil {
-				c.iter = iter
-			} // else rebuilt below
+			c.iter = newFetcher(c.cons, c.prefetch)
 		}
 		iter := c.iter
-		// One context per wait: cancelled by Pause and Close, and, on an
-		// iterator, ending after nudgeEvery.
-		var nctx context.Context
-		var cancel context.CancelFunc
-		if iter == nil {
-			nctx, cancel = context.WithCancel(ctx)
-		} else {
-			nctx, cancel = context.WithTimeout(ctx, nudgeEvery)
-		}
+		// One context per wait, cancelled by Pause and Close.
+		nctx, cancel := context.WithCancel(ctx)
 		c.cancelNext = cancel
 		c.mu.Unlock()
 
@@ -233,17 +198,14 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			continue // the loop head reports ctx, state and closed conn
 		}
 
-		m, err := iter.Next(jetstream.NextContext(nctx))
-		// The wait's own deadline, not ctx's and not a Pause or Close
-		// (those cancel).
-		nudge := err != nil && ctx.Err() == nil && errors.Is(nctx.Err(), context.DeadlineExceeded)
+		m, err := iter.Next(nctx)
 		c.mu.Lock()
 		stale := c.state != stateRunning || c.iter != iter
 		c.mu.Unlock()
 		c.endNext(cancel)
 		if err == nil {
 			if stale {
-				// Pause or Close took the iterator while we were
+				// Pause or Close took the fetcher while we were
 				// receiving: hand the message back (or keep it) with
 				// the rest.
 				c.mu.Lock()
@@ -257,10 +219,10 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("natsbroker: next: %w", ctx.Err())
 		}
-		if stale || nudge {
+		if stale {
 			continue
 		}
-		// The iterator ended on its own: connection closed, consumer
+		// The fetcher ended on its own: connection closed, consumer
 		// deleted, or another terminal status from the server.
 		c.mu.Lock()
 		if c.iter == iter {
@@ -269,7 +231,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		c.mu.Unlock()
 		iter.Stop()
 		if !c.b.nc.IsClosed() {
-			c.log.Warn("message iterator ended; recreating the consumer", "error", err)
+			c.log.Warn("pull request failed; recreating the consumer", "error", err)
 		}
 	}
 }
@@ -283,7 +245,7 @@ func (c *consumer) endNext(cancel context.CancelFunc) {
 }
 
 // rebuild waits backoff, then recreates the durable consumer (and the
-// stream if it is gone) and installs a new iterator, unless the consumer
+// stream if it is gone) and installs a new fetcher, unless the consumer
 // stopped running meanwhile. ctx is the Next context, cancelled by Pause
 // and Close.
 func (c *consumer) rebuild(ctx context.Context, backoff time.Duration) error {
@@ -317,11 +279,7 @@ func (c *consumer) rebuild(ctx context.Context, backoff time.Duration) error {
 	if c.state != stateRunning || c.iter != nil {
 		return nil
 	}
-	iter, err := c.messages(cons)
-	if err != nil {
-		return err
-	}
-	c.iter = iter
+	c.iter = newFetcher(cons, c.prefetch)
 	return nil
 }
 
@@ -344,7 +302,7 @@ func (c *consumer) Close(ctx context.Context) error {
 func (c *consumer) stop(ctx context.Context, to consumerState) error {
 	c.mu.Lock()
 	pending := slices.Clone(c.handbacks) // hand-backs of earlier calls
-	var iter jetstream.MessagesContext
+	var iter *fetcher
 	var done chan struct{}
 	keep := c.keep
 	var nak []carried // carried messages not given out, unless kept
@@ -398,23 +356,25 @@ func (c *consumer) stop(ctx context.Context, to consumerState) error {
 	return nil
 }
 
-// handBack drains iter: it stops fetching, and naks every message the
-// iterator still holds so the server redelivers it at once (to this or
-// another sidecar of the group), or, with keep, moves it to the carry
-// for a successor (Keep). If ctx ends first the rest is dropped
-// client-side and comes back after AckWait: later, never lost.
-func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext, keep bool) error {
+// handBack drains iter: it sends no new pull request, waits for the one in
+// flight to end (within fetchWait, see fetcher), and naks every message
+// that request brought and Next did not return, so the server redelivers
+// it at once (to this or another sidecar of the group), or, with keep,
+// moves it to the carry for a successor (Keep). If ctx ends first the
+// rest is dropped client-side and comes back after AckWait: later, never
+// lost.
+func (c *consumer) handBack(ctx context.Context, iter *fetcher, keep bool) error {
 	iter.Drain()
 	n := 0
 	for {
-		// Drain unsubscribes and flushes; Next then returns what is
-		// buffered and, after that, ErrMsgIteratorClosed. A Next of the
-		// consumer that is still inside iter.Next holds the iterator's
+		// After Drain, Next returns what the request in flight brings
+		// and, once it is over, ErrMsgIteratorClosed. A Next of the
+		// consumer that is still inside iter.Next holds the fetcher's
 		// lock; it was cancelled and lets go at once.
 		//
-		// Without a connection the flush (and so the end of the drain)
-		// waits for a reconnect or the client's flush timeout. Then
-		// what is buffered is naked (the naks go out on reconnect) and
+		// Without a connection the request ends only on nats.go's own
+		// timer (fetchWait and a second). Then what is buffered is
+		// naked (the naks go out on reconnect) and
 		// the hand-back ends once the buffer stays empty for
 		// handBackIdle; anything arriving later is redelivered after
 		// AckWait.
@@ -423,7 +383,7 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext,
 		if offline {
 			nctx, cancel = context.WithTimeout(ctx, handBackIdle)
 		}
-		m, err := iter.Next(jetstream.NextContext(nctx))
+		m, err := iter.Next(nctx)
 		cancel()
 		if err == nil {
 			c.giveBack(m, keep)
@@ -443,8 +403,8 @@ func (c *consumer) handBack(ctx context.Context, iter jetstream.MessagesContext,
 				"handed_back", n, "error", ctx.Err())
 			return ctx.Err()
 		}
-		// A terminal status (consumer deleted ...) stopped the iterator;
-		// the next call reports it closed.
+		// A terminal status (consumer deleted ...) ended the request;
+		// the next call reports the fetcher closed.
 	}
 	if n > 0 {
 		c.log.Debug("handed back prefetched messages", "count", n, "kept", keep)
@@ -469,8 +429,7 @@ func (c *consumer) giveBack(m jetstream.Msg, keep bool) {
 
 // Resume starts fetching again after Pause. Resuming a running consumer
 // does nothing; a closed one gives broker.ErrClosed. It does no network
-// round trip: if the iterator cannot be started (connection closed), Next
-// retries.
+// round trip: Next sends the first pull request.
 func (c *consumer) Resume(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -486,12 +445,7 @@ func (c *consumer) Resume(ctx context.Context) error {
 		c.deferIter = true // Next gives the carry out first
 		return nil
 	}
-	iter, err := c.messages(c.cons)
-	if err != nil {
-		c.log.Warn("cannot restart message iterator; Next will retry", "error", err)
-		return nil
-	}
-	c.iter = iter
+	c.iter = newFetcher(c.cons, c.prefetch)
 	return nil
 }
 

@@ -465,7 +465,8 @@ func withSentinel(err error) error {
 
 // Consume starts, or resumes, the durable consumer of spec.Group on
 // spec.Topic; see the package doc for its configuration. The consumer is
-// running (prefetching) when Consume returns.
+// running when Consume returns; its first Next sends the first pull
+// request.
 func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.Consumer, error) {
 	topic := spec.Topic
 	switch {
@@ -506,7 +507,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		prefetch: spec.Prefetch,
 		state:    stateRunning,
 		carry:    carry,
-		// With a carry, Next starts the iterator once it is given out.
+		// With a carry, Next starts the fetcher once it is given out.
 		deferIter: len(carry) > 0,
 	}
 	if c.ackWait == 0 {
@@ -521,11 +522,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		return nil, b.opError("consume", topic, err)
 	}
 	if !c.deferIter {
-		iter, err := c.messages(cons)
-		if err != nil {
-			return nil, b.opError("consume", topic, err)
-		}
-		c.iter = iter
+		c.iter = newFetcher(cons, c.prefetch)
 	}
 	if !b.open.Add(c, nil) {
 		if c.iter != nil {

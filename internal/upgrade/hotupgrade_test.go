@@ -58,9 +58,13 @@ func hotUpgrade(t *testing.T, kit *sidecartest.BrokerKit) {
 	}
 	tr := sidecartest.StartTraffic(t, meshAddr, "g1", topic)
 	var gaps gapWatch
+	var redelivered atomic.Int32
 	sub := sidecartest.Dial(t, meshAddr)
 	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
 		gaps.tick()
+		if d.Redelivered > 0 {
+			redelivered.Add(1)
+		}
 		tr.Consumed.Add("sub2", string(d.Body))
 		return nil
 	}); err != nil {
@@ -75,6 +79,14 @@ func hotUpgrade(t *testing.T, kit *sidecartest.BrokerKit) {
 	}
 	tr.Finish(t)
 	t.Logf("longest stretch without a delivery: %s", gaps.max.Round(time.Millisecond))
+	// The apps never nack, so a redelivery count comes from the upgrades:
+	// on NATS a message the server picked for the old process's pull
+	// request as it stopped, offered again after the ack wait (seen in
+	// about half of the runs before the consumer stopped with no request
+	// open; natsbroker's fetcher).
+	if n := redelivered.Load(); n > 0 && (kit == nil || kit.Name == "nats") {
+		t.Errorf("%d deliveries came redelivered because of the upgrades", n)
+	}
 }
 
 // TestHotUpgradeBacklog: an app 1,024 deliveries behind (32 workers, 30 ms
@@ -173,21 +185,18 @@ func hotUpgradeBacklog(t *testing.T, kit *sidecartest.BrokerKit) {
 	// upstream loop had fetched just as the pause began, which nobody took,
 	// goes back with a nack, which those adapters count (NATS puts it back
 	// in its carry instead, broker.Keeper.Return); held deliveries move
-	// uncounted. On NATS (embedded and external) the count is logged, not
-	// asserted: JetStream cannot withdraw the old process's open pull
-	// request, so what the server had picked for it when it unsubscribed
-	// is dropped and offered again after the ack wait, with a count
-	// (docs/upgrade.md, "Measured"; seen up to 57 in a run under -race,
-	// usually 0). A successor that sent an app more than its in-flight
-	// limit right after adopting its connection (the SDK handed the excess
-	// back) was another cause, now fixed.
+	// uncounted. On NATS none: the consumer stops with no pull request open
+	// at the server (natsbroker's fetcher), so nothing the server picked
+	// for the old process is dropped and offered again after the ack wait
+	// (up to 57 in a run under -race before). A successor that sent an app
+	// more than its in-flight limit right after adopting its connection
+	// (the SDK handed the excess back) was another cause, now fixed.
 	if n := redelivered.Load(); n > 0 {
-		if kit != nil && kit.Name != "nats" {
-			if n > 3 {
-				t.Errorf("%d deliveries came redelivered because of the upgrades, more than one per upgrade; held deliveries should move to the successor", n)
-			}
-		} else {
-			t.Logf("NATS: %d deliveries came again after the ack wait (the open pull request at the pause)", n)
+		switch {
+		case kit == nil || kit.Name == "nats":
+			t.Errorf("%d deliveries came redelivered because of the upgrades", n)
+		case n > 3:
+			t.Errorf("%d deliveries came redelivered because of the upgrades, more than one per upgrade; held deliveries should move to the successor", n)
 		}
 	}
 	if moved == 0 {
