@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -207,16 +206,4 @@ func WaitCheck(t testing.TB, c broker.Checker, ready bool, timeout time.Duration
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
-}
-
-// FreeAddr returns a loopback host:port that was free a moment ago, for a
-// broker that must come back on the same address after a stop.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store/etcdtest"
@@ -61,7 +62,7 @@ func runFleet(b *testing.B, n, replicas int, kill bool, storeArgs []string) {
 	var procs []*proc
 	var urls []string
 	for range replicas {
-		addr := freeAddr(b)
+		addr := brokertest.FreeAddr(b)
 		args := append([]string{"--data-dir", b.TempDir(), "--listen", addr, "--log-level", "warn"}, storeArgs...)
 		procs = append(procs, start(b, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, args...))
 		urls = append(urls, "http://"+addr)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
 	"github.com/msgmesh/msgmesh/ctrlplane/store"
@@ -115,16 +115,6 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestBinary runs the real binary: it refuses to start without a token,
 // serves with one, ends a waiting long poll and exits 0 on SIGTERM, and
 // keeps its state across a restart on the same data directory.
@@ -133,12 +123,12 @@ func TestBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
-	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN="}, "--data-dir", dir, "--listen", freeAddr(t))
+	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN="}, "--data-dir", dir, "--listen", brokertest.FreeAddr(t))
 	if err := p.wait(t); err == nil || !strings.Contains(p.stderr.String(), "no operator token") {
 		t.Fatalf("without a token: %v\n%s", err, p.stderr.String())
 	}
 
-	addr := freeAddr(t)
+	addr := brokertest.FreeAddr(t)
 	p = start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, "--data-dir", dir, "--listen", addr)
 	c, err := ctrlclient.New(addr, token)
 	if err != nil {
@@ -246,7 +236,7 @@ func TestBinaryRefusesDamagedFiles(t *testing.T) {
 				dir := t.TempDir()
 				path := f.fill(t, dir)
 				d.Apply(t, path)
-				p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, "--data-dir", dir, "--listen", freeAddr(t))
+				p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token}, "--data-dir", dir, "--listen", brokertest.FreeAddr(t))
 				err := p.wait(t)
 				var ee *exec.ExitError
 				if !errors.As(err, &ee) {
@@ -343,7 +333,7 @@ func TestBinaryMigratesClearCredentials(t *testing.T) {
 		}
 	}
 
-	addr := freeAddr(t)
+	addr := brokertest.FreeAddr(t)
 	p := start(t, []string{"MSGMESH_CTRLPLANE_TOKEN=" + token, "MSGMESH_CTRLPLANE_SEAL_KEY=" + sealKey}, "--data-dir", dir, "--listen", addr)
 	op, err := ctrlclient.New(addr, token)
 	if err != nil {
@@ -422,7 +412,7 @@ func TestBinaryTokenNotInArgv(t *testing.T) {
 			if tc.args == nil {
 				env[0] = "MSGMESH_CTRLPLANE_TOKEN=" + token
 			}
-			addr := freeAddr(t)
+			addr := brokertest.FreeAddr(t)
 			p := start(t, env, append([]string{"--data-dir", t.TempDir(), "--listen", addr}, tc.args...)...)
 			c, err := ctrlclient.New(addr, token)
 			if err != nil {

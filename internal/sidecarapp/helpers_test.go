@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
 )
@@ -22,17 +22,6 @@ import (
 // waitLong bounds every wait of these tests; generous for -race builds on
 // a busy machine. Nothing waits this long when the code is right.
 const waitLong = 60 * time.Second
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // sidecar is one msgmesh (Run, in this process) on a data directory.
 type sidecar struct {
@@ -71,7 +60,7 @@ func startSidecar(t *testing.T, dataDir string, args ...string) *sidecar {
 // msgmesh exited while starting.
 func tryStartSidecar(t *testing.T, dataDir string, args ...string) (*sidecar, error) {
 	t.Helper()
-	s := &sidecar{t: t, http: freeAddr(t), mesh: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
+	s := &sidecar{t: t, http: brokertest.FreeAddr(t), mesh: brokertest.FreeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	args = append([]string{"--data-dir", dataDir, "--listen", s.mesh, "--http", s.http, "--grpc", "127.0.0.1:0", "--shutdown-grace", "5s"}, args...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/ctrlplane"
 	"github.com/msgmesh/msgmesh/ctrlplane/api"
 	"github.com/msgmesh/msgmesh/ctrlplane/ctrlclient"
@@ -32,7 +33,7 @@ func TestSidecarRegistersItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("MSGMESH_APP_CREDENTIAL", created.Credential)
-	fwd := freeAddr(t)
+	fwd := brokertest.FreeAddr(t)
 	dir := t.TempDir()
 	args := []string{"--ctrlplane", cpURL, "--app", "orders", "--forward-listen", "127.0.0.1:0", "--forward-advertise", fwd,
 		"--instance-label", "zone=a", "--instance-label", "version=v7"}
