@@ -70,27 +70,10 @@ func TestKeepPrefetched(t *testing.T) {
 				t.Fatalf("the consumer did not prefetch the rest: %+v", info())
 			}
 
-			k, ok := c.(broker.Keeper)
-			if !ok {
-				t.Fatal("a NATS consumer is not a broker.Keeper")
-			}
-			k.Keep()
-			if err := c.Pause(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			kept, err := k.Kept(ctx, tc.limit)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c2, kept := handOver(t, c, successor, spec, tc.limit, nil)
 			if (tc.carried == 0) != (kept == nil) || len(kept) > tc.limit {
 				t.Fatalf("Kept gave %d bytes, limit %d, want %d messages", len(kept), tc.limit, tc.carried)
 			}
-
-			spec.Carry = kept
-			c2 := brokertest.Consume(t, successor, spec)
 			var got []broker.Delivery
 			for range n - 1 {
 				d := brokertest.Next(t, c2)
@@ -171,7 +154,6 @@ func TestReturnFetched(t *testing.T) {
 	successor := brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
 		return natsbroker.New(ctx, natsbroker.Config{URL: ev.e.ClientURL(), Logger: quietLog})
 	})
-	ctx := brokertest.Ctx(t)
 	brokertest.PublishN(t, ev.b, "jobs", 0, 3)
 	spec := broker.ConsumerSpec{Topic: "jobs", Group: "g", Prefetch: 3, AckWait: 10 * brokertest.WaitLong}
 	c := brokertest.Consume(t, ev.b, spec)
@@ -182,26 +164,14 @@ func TestReturnFetched(t *testing.T) {
 	if k.Return(first) {
 		t.Fatal("Return before Keep took the delivery; it must be naked as usual")
 	}
-	k.Keep()
-	if err := c.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if k.Return(foreign) {
-		t.Error("Return took another durable's delivery")
-	}
-	if !k.Return(first) {
-		t.Fatal("Return while keeping refused the consumer's own delivery")
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	kept, err := k.Kept(ctx, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	spec.Carry = kept
-	c2 := brokertest.Consume(t, successor, spec)
+	c2, _ := handOver(t, c, successor, spec, 1<<20, func() {
+		if k.Return(foreign) {
+			t.Error("Return took another durable's delivery")
+		}
+		if !k.Return(first) {
+			t.Fatal("Return while keeping refused the consumer's own delivery")
+		}
+	})
 	d := brokertest.Next(t, c2)
 	if string(d.Message().Body) != string(first.Message().Body) || d.Redelivered() != 0 {
 		t.Fatalf("the successor's first delivery is %q (redelivered %d), want the returned %q as a first delivery",
@@ -209,23 +179,11 @@ func TestReturnFetched(t *testing.T) {
 	}
 	// The successor pauses for an upgrade of its own just as it fetched
 	// that carried message: it goes back to the front of its carry.
-	k2 := c2.(broker.Keeper)
-	k2.Keep()
-	if err := c2.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !k2.Return(d) {
-		t.Fatal("Return refused a carried delivery")
-	}
-	if err := c2.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	kept2, err := k2.Kept(ctx, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Carry = kept2
-	c3 := brokertest.Consume(t, successor, spec)
+	c3, _ := handOver(t, c2, successor, spec, 1<<20, func() {
+		if !c2.(broker.Keeper).Return(d) {
+			t.Fatal("Return refused a carried delivery")
+		}
+	})
 	bodies := map[string]bool{}
 	for i := range 3 {
 		d := brokertest.Next(t, c3)
@@ -327,20 +285,7 @@ func TestHandOverUnderTraffic(t *testing.T) {
 		if !brokertest.Poll(func() bool { return count() >= from+20 }) {
 			t.Fatalf("round %d: messages stopped flowing (%d received)", round, count())
 		}
-		k := c.(broker.Keeper)
-		k.Keep()
-		if err := c.Pause(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
-		kept, err := k.Kept(ctx, 1<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.Carry = kept
-		c = brokertest.Consume(t, brokers[round%2], spec)
+		c, _ = handOver(t, c, brokers[round%2], spec, 1<<20, nil)
 	}
 	consumers <- c
 	close(stop)
@@ -367,4 +312,33 @@ func TestHandOverUnderTraffic(t *testing.T) {
 	if redelivered != 0 {
 		t.Errorf("%d deliveries came redelivered; hand-overs should move them as first deliveries", redelivered)
 	}
+}
+
+// handOver hands c over as a hot upgrade does: Keep, Pause, paused (if
+// not nil: what happens while it is paused), Close, Kept (at most limit
+// bytes), and a Consume of spec with that carry on successor, which it
+// returns with the carry.
+func handOver(t testing.TB, c broker.Consumer, successor broker.Broker, spec broker.ConsumerSpec, limit int, paused func()) (broker.Consumer, []byte) {
+	t.Helper()
+	ctx := brokertest.Ctx(t)
+	k, ok := c.(broker.Keeper)
+	if !ok {
+		t.Fatal("a NATS consumer is not a broker.Keeper")
+	}
+	k.Keep()
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if paused != nil {
+		paused()
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := k.Kept(ctx, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Carry = kept
+	return brokertest.Consume(t, successor, spec), kept
 }
