@@ -95,14 +95,18 @@ func (s *Sidecar) reconcile(ctx context.Context) error {
 	s.wakeRoutes() // who may receive what may have changed
 	s.push.sync(regs, snap)
 
+	gone := map[upstreamKey]*upstream{}
 	for k, u := range s.upstreams {
 		if !want[k] || u.tags.String() != snap.policy[k.route()].tags {
 			// Gone, or its tag filter changed: a consumer's filter is
 			// fixed when it starts, so it starts again below.
-			u.stop(ctx)
-			delete(s.upstreams, k)
-			s.log.Info("upstream consumer stopped", "group", k.group, "topic", k.topic)
+			gone[k] = u
 		}
+	}
+	_ = eachUpstream(gone, func(u *upstream) error { u.stop(ctx); return nil })
+	for k := range gone {
+		delete(s.upstreams, k)
+		s.log.Info("upstream consumer stopped", "group", k.group, "topic", k.topic)
 	}
 	for k := range s.failed {
 		if !want[k] {
@@ -230,6 +234,24 @@ func (s *Sidecar) retryLoop() {
 			backoff = min(backoff*2, 10*time.Second)
 		}
 	}
+}
+
+// eachUpstream runs f on every upstream of ups at once and joins their
+// errors. Pausing or closing a consumer can wait on its broker (a NATS
+// consumer waits for its pull request in flight to end, up to 200 ms;
+// Kafka's partition readers for their fetch), and over many groups those
+// waits must not add up: a hot upgrade pauses them all.
+func eachUpstream[K comparable](ups map[K]*upstream, f func(*upstream) error) error {
+	errs := make([]error, len(ups))
+	var wg sync.WaitGroup
+	i := 0
+	for _, u := range ups {
+		slot := &errs[i]
+		wg.Go(func() { *slot = f(u) })
+		i++
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // stop ends the feeding goroutine and closes the consumer (prefetched

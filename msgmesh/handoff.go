@@ -280,16 +280,19 @@ func (s *Sidecar) keepPrefetched() {
 func (s *Sidecar) stopUpstreams(ctx context.Context, budget int) []Carried {
 	var carried []Carried
 	s.reconcileMu.Lock()
-	for k, u := range s.upstreams {
+	_ = eachUpstream(s.upstreams, func(u *upstream) error {
 		// The deliveries apps hold move (their tokens are made from what
 		// the release commits): a consumer whose Close would wait for them
 		// lets go now.
 		if r, ok := u.consumer.(broker.Releaser); ok {
 			if err := r.Release(ctx); err != nil {
-				s.log.Warn("handoff: releasing an upstream consumer", "group", k.group, "topic", k.topic, "err", err)
+				s.log.Warn("handoff: releasing an upstream consumer", "group", u.key.group, "topic", u.key.topic, "err", err)
 			}
 		}
 		u.stop(ctx)
+		return nil
+	})
+	for k, u := range s.upstreams {
 		delete(s.upstreams, k)
 		if kp, ok := u.consumer.(broker.Keeper); ok {
 			msgs, err := kp.Kept(ctx, budget)

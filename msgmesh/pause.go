@@ -18,12 +18,9 @@ func (s *Sidecar) PauseDelivery(ctx context.Context) error {
 	defer s.reconcileMu.Unlock()
 	s.paused = true
 	s.pausedFlag.Store(true)
-	var errs []error
-	for _, u := range s.upstreams {
-		errs = append(errs, u.pause(ctx))
-	}
+	err := eachUpstream(s.upstreams, func(u *upstream) error { return u.pause(ctx) })
 	s.log.Info("delivery paused", "upstreams", len(s.upstreams))
-	return errors.Join(errs...)
+	return err
 }
 
 // ResumeDelivery undoes PauseDelivery.

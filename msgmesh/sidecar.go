@@ -705,10 +705,8 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.cancel()
 	s.bg.Stop()
 	s.reconcileMu.Lock()
-	for k, u := range s.upstreams {
-		u.stop(ctx)
-		delete(s.upstreams, k)
-	}
+	_ = eachUpstream(s.upstreams, func(u *upstream) error { u.stop(ctx); return nil })
+	clear(s.upstreams)
 	clear(s.failed)
 	s.publishUpstreamsLocked(nil)
 	s.reconcileMu.Unlock()
