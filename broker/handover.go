@@ -41,6 +41,22 @@ type Releaser interface {
 	Release(ctx context.Context) error
 }
 
+// Returner is implemented by a Consumer that takes back a delivery Next
+// returned and nobody took (the caller fetched it just as a pause
+// began), to hand it out again as the same attempt. A Nack would do
+// too, but Kafka's and RocketMQ's adapters and JetStream count a nack
+// as a redelivery, so every pause (every hot upgrade) would add an
+// attempt to a message no app saw.
+type Returner interface {
+	// Return takes d back and reports whether it did: false if d is not
+	// the consumer's own, was answered, or cannot be kept (the adapter
+	// says when); the caller then hands d back as usual (Nack). After
+	// true, d is the consumer's again: the caller answers it no more.
+	// Wrappers of d are the caller's to release (Detach). Safe to call
+	// concurrently with Pause, Resume, Close and Release, and after them.
+	Return(d Delivery) bool
+}
+
 // Keeper is implemented by a Consumer that can pass the messages it
 // fetched but Next never returned to the consumer of the same cluster,
 // group and topic in a successor process (hot upgrade), which gives them
@@ -55,12 +71,9 @@ type Keeper interface {
 	// does not fit goes back to the broker. Called after Close; kept
 	// messages nobody takes come back after the broker's ack wait.
 	Kept(ctx context.Context, limit int) ([]byte, error)
-	// Return takes back d, which Next returned and nobody took (the
-	// caller fetched it just as the pause began), to keep it first, and
-	// reports whether it did: false if the consumer is not keeping or d
-	// is not its own; the caller then hands d back as usual. Wrappers of
-	// d are the caller's to release (Detach).
-	Return(d Delivery) bool
+	// Returner: a delivery returned while keeping goes first into what
+	// is kept; one returned while not keeping is refused.
+	Returner
 }
 
 // Deferred is the answer side of an adopted delivery whose adapter

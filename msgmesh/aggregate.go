@@ -359,12 +359,12 @@ func filteredOut(d broker.Delivery) {
 	_ = d.Ack(ctx) // if it fails the broker offers it again, and it is filtered again
 }
 
-// handBack gives back a delivery nobody took: to the consumer that
-// keeps what it fetched for a successor (broker.Keeper), which then
-// delivers it as the first delivery it is; else to the broker (a NACK, so
-// that it comes again now rather than after the ack wait).
+// handBack gives back a delivery nobody took: to the consumer, which
+// hands it out again (or keeps it for a successor) as the first delivery
+// it is (broker.Returner); else to the broker (a NACK, so that it comes
+// again now rather than after the ack wait, with a redelivery counted).
 func (u *upstream) handBack(d broker.Delivery) {
-	if k, ok := u.consumer.(broker.Keeper); ok && k.Return(d) {
+	if r, ok := u.consumer.(broker.Returner); ok && r.Return(d) {
 		broker.Detach(d) // the pipeline's holds on it
 		return
 	}

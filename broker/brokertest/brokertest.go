@@ -207,3 +207,12 @@ func WaitCheck(t testing.TB, c broker.Checker, ready bool, timeout time.Duration
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }
+
+// Wrap returns d inside a wrapper that has only Unwrap besides the
+// Delivery methods, as the sidecar's deliveries reach an adapter's
+// optional interfaces (broker.As).
+func Wrap(d broker.Delivery) broker.Delivery { return wrapped{d} }
+
+type wrapped struct{ broker.Delivery }
+
+func (w wrapped) Unwrap() broker.Delivery { return w.Delivery }

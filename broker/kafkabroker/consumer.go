@@ -101,9 +101,10 @@ type consumer struct {
 	// stash holds messages Next received while Pause was interrupting
 	// it; they are handed out (in order) after Resume.
 	stash []fetched
-	// retry holds nacked deliveries until they are due; parked those due
-	// while their partition is between two generations (kept for the
-	// next one if the partition stays here).
+	// retry holds the next deliveries of nacked and returned messages
+	// until they are due; parked those due while their partition is
+	// between two generations (kept for the next one if the partition
+	// stays here).
 	retry    retryQueue
 	retrySeq uint64
 	parked   []*delivery
@@ -199,8 +200,8 @@ func (c *consumer) start() {
 	go c.groupLoop()
 }
 
-// Next returns, in this order: a nacked message whose delay is over, a
-// message stashed by Pause, the next fetched message. It blocks until one
+// Next returns, in this order: a nacked message whose delay is over (or
+// a returned one), a message stashed by Pause, the next fetched message. It blocks until one
 // is available, ctx ends, or Pause or Close is called. Messages fetched
 // under an earlier assignment, and messages of a partition read again
 // that this consumer already handed out, are skipped (the first delivery
@@ -221,7 +222,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		if d := c.popRetryLocked(time.Now()); d != nil {
 			c.mu.Unlock()
-			return d.again(), nil
+			return d, nil
 		}
 		if len(c.stash) > 0 {
 			f := c.stash[0]
@@ -294,8 +295,8 @@ func (c *consumer) withNulls(ctx context.Context, d *delivery) *delivery {
 	return d
 }
 
-// popRetryLocked returns the earliest due nacked delivery of a partition
-// this consumer owns. Due deliveries of a partition between two
+// popRetryLocked returns the earliest due delivery of the retry queue of
+// a partition this consumer owns. Due deliveries of a partition between two
 // generations are parked; those of a partition the group gave to another
 // member are dropped (it reads them from the last commit). c.mu is held.
 func (c *consumer) popRetryLocked(now time.Time) *delivery {
@@ -308,7 +309,7 @@ func (c *consumer) popRetryLocked(now time.Time) *delivery {
 		current := c.parts[d.partition] == d.t
 		owned := current && d.t.owned
 		if owned {
-			d.t.nacked(d.offset, 0) // handed out again
+			d.t.handedAgain(d.offset)
 		}
 		c.tmu.Unlock()
 		switch {
@@ -367,21 +368,49 @@ func (c *consumer) wakeCommitter() {
 	}
 }
 
-// nack queues d for redelivery after delay, and wakes a blocked Next if d
-// is due before what it waits for.
+// nack queues d's message for redelivery after delay, and wakes a
+// blocked Next if it is due before what it waits for.
 func (c *consumer) nack(d *delivery, delay time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.requeueLocked(d, d.redelivered+1, time.Now().Add(delay))
+}
+
+// Return implements broker.Returner: d's message goes back to the retry
+// queue, due now, as the same attempt (Redelivered unchanged), so Next
+// hands it out first after Resume. After Close (or Pause then Close) it
+// is recorded the same way for a handover: a token lists it to be
+// delivered again with the same count, and without one the successor
+// reads it from the commit, which it holds back. d itself is answered by
+// the Return: the message comes again as a new delivery.
+func (c *consumer) Return(bd broker.Delivery) bool {
+	d, ok := broker.As[*delivery](bd)
+	if !ok || d.c != c {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !d.answered.CompareAndSwap(false, true) {
+		return false
+	}
+	c.requeueLocked(d, d.redelivered, time.Now())
+	return true
+}
+
+// requeueLocked records that d's message waits to be handed out again
+// with Redelivered n, and queues that delivery for due; after Close only
+// the record is kept, for a handover (Token). c.mu is held.
+func (c *consumer) requeueLocked(d *delivery, n int, due time.Time) {
 	c.tmu.Lock()
-	d.t.nacked(d.offset, d.redelivered+1) // after Close too, for a handover (Token)
+	d.t.waits(d.offset, n)
 	c.tmu.Unlock()
 	if c.state == stateClosed {
 		return
 	}
-	c.pushRetryLocked(d, time.Now().Add(delay))
+	c.pushRetryLocked(d.next(n), due)
 }
 
-// pushRetryLocked queues d for redelivery at due. c.mu is held.
+// pushRetryLocked queues d, a delivery to hand out, for due. c.mu is held.
 func (c *consumer) pushRetryLocked(d *delivery, due time.Time) {
 	c.retrySeq++
 	c.retry.push(retryItem{due: due, seq: c.retrySeq, d: d})

@@ -134,7 +134,9 @@
 // Next returns at once) and nothing more: the consumer stays in the group,
 // keeps its partitions and keeps committing acks. The fetchers keep fetching only until the queue is full.
 // Messages fetched but not handed out stay queued and are handed out after
-// Resume; if the consumer is closed instead they are dropped uncommitted,
+// Resume, after any that the sidecar took from Next just as the pause
+// began and returned (broker.Returner: back to the retry queue, due at
+// once, as the same attempt, uncounted); if the consumer is closed instead they are dropped uncommitted,
 // and the group reads them again from the last commit. Close makes a
 // blocked Next return broker.ErrClosed, stops the fetchers, makes the
 // final commit and leaves the group (LeaveGroup: its partitions go to

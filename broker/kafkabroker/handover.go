@@ -15,8 +15,9 @@ import (
 // after the old consumer's final commit, and the successor's consumer
 // re-reads the partition from that commit, binding held offsets and
 // skipping acked ones; docs/brokers.md ("Hot upgrade") has the scheme and
-// what it does not cover. Nacked messages waiting in the old consumer's
-// retry queue are listed in the token and delivered again.
+// what it does not cover. Nacked (and returned, broker.Returner)
+// messages waiting in the old consumer's retry queue are listed in the
+// token and delivered again, with the count of their next delivery.
 //
 // Why not hand over the group membership (member id, generation,
 // assignment) instead: the successor would heartbeat as the old member
@@ -31,6 +32,7 @@ var (
 	_ broker.Portable = (*delivery)(nil)
 	_ broker.Portable = (*adopted)(nil) // moves again at the next upgrade
 	_ broker.Adopter  = (*Broker)(nil)
+	_ broker.Returner = (*consumer)(nil)
 )
 
 // token is a delivery's handed-over form.
@@ -212,8 +214,7 @@ func (c *consumer) inheritedLocked(f *fetched) (d *delivery, settled bool) {
 		case pend == nil:
 		case pend.Nack:
 			d.answered.Store(true)
-			t.nacked(off, d.redelivered+1)
-			c.pushRetryLocked(d, pend.At.Add(pend.Delay))
+			c.requeueLocked(d, d.redelivered+1, pend.At.Add(pend.Delay))
 		default:
 			d.answered.Store(true)
 			t.ack(off)

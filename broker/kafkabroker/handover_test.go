@@ -3,6 +3,7 @@ package kafkabroker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -103,5 +104,131 @@ func TestHandOverDelivery(t *testing.T) {
 	pollCommitted(t, ev.c, group, topic, 4)
 	brokertest.Ack(t, held[4])
 	brokertest.Ack(t, held[7])
+	pollCommitted(t, ev.c, group, topic, 10)
+}
+
+// TestReturnFetched: a delivery Next returned just as a pause began, and
+// nobody took (broker.Returner), comes again after Resume as the same
+// attempt (Redelivered 0), before what was fetched after it, once. At a
+// handover, one returned before the consumer closed and one returned
+// after it are listed in the held delivery's token to be delivered
+// again, not counted as held: the successor delivers them with
+// Redelivered 0, once, skips the messages the old process's app acked,
+// and in the end commits past everything.
+func TestReturnFetched(t *testing.T) {
+	t.Parallel()
+	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
+	successor := newBroker(t, ev.c, kafkabroker.Config{Partitions: 1})
+	const topic, group = "jobs", "workers"
+	brokertest.PublishN(t, ev.b, topic, 0, 10)
+	spec := broker.ConsumerSpec{Topic: topic, Group: group, Prefetch: 4}
+	ctx := brokertest.Ctx(t)
+
+	c := brokertest.Consume(t, ev.b, spec)
+	r, ok := c.(broker.Returner)
+	if !ok {
+		t.Fatal("a Kafka consumer is not a Returner")
+	}
+	other := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "others", Prefetch: 4})
+	if r.Return(brokertest.Next(t, other)) {
+		t.Error("Return took another consumer's delivery")
+	}
+
+	// Pause and Resume: 0 comes again as the same attempt, then 1.
+	first := brokertest.Next(t, c)
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(brokertest.Wrap(first)) {
+		t.Fatal("Return refused the consumer's own unanswered delivery")
+	}
+	if r.Return(first) {
+		t.Error("a second Return of one delivery was taken")
+	}
+	if err := first.Ack(ctx); !errors.Is(err, kafkabroker.ErrAnswered) {
+		t.Errorf("Ack of a returned delivery: %v, want ErrAnswered", err)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		d := brokertest.Next(t, c)
+		if !bytes.Equal(d.Message().Body, brokertest.Body(i)) || d.Redelivered() != 0 {
+			t.Fatalf("after Resume: %q (redelivered %d), want %q as a first delivery", d.Message().Body, d.Redelivered(), brokertest.Body(i))
+		}
+		if i == 0 && d.MessageID() != first.MessageID() {
+			t.Errorf("returned delivery came as %s, want %s", d.MessageID(), first.MessageID())
+		}
+		brokertest.Ack(t, d)
+	}
+	acked := 2
+
+	// Handover: 2..7 handed out; 2, 4, 6 acked; 3 held by the app; 5
+	// returned at a pause, handed out again after Resume (a first
+	// delivery still) and returned again at the next pause, before Close;
+	// 7 returned only after Close (the sidecar's fetch loop may end after
+	// it).
+	ds := map[int]broker.Delivery{}
+	for i := 2; i <= 6; i++ {
+		ds[i] = brokertest.Next(t, c)
+	}
+	for _, i := range []int{2, 4, 6} {
+		brokertest.Ack(t, ds[i])
+	}
+	acked += 3
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(brokertest.Wrap(ds[5])) {
+		t.Fatal("Return during a pause refused")
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := brokertest.Next(t, c); d.MessageID() != ds[5].MessageID() || d.Redelivered() != 0 {
+		t.Fatalf("after Resume: %s (redelivered %d), want the returned %s as a first delivery", d.MessageID(), d.Redelivered(), ds[5].MessageID())
+	} else {
+		ds[5] = d
+	}
+	ds[7] = brokertest.Next(t, c)
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(ds[5]) {
+		t.Fatal("Return of a delivery handed out again after a Return refused")
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(ds[7]) {
+		t.Fatal("Return after Close refused")
+	}
+	if got := committed(t, ev.c, group, topic, 0); got != 3 {
+		t.Fatalf("committed after the old consumer closed: %d, want 3 (held back by 3)", got)
+	}
+	tok, ok := ds[3].(broker.Portable).Token()
+	if !ok {
+		t.Fatal("no token for the held delivery")
+	}
+	held, err := successor.Adopt(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	next := brokertest.Consume(t, successor, spec)
+	for _, i := range []int{5, 7, 8, 9} {
+		d := brokertest.Next(t, next)
+		if !bytes.Equal(d.Message().Body, brokertest.Body(i)) || d.Redelivered() != 0 {
+			t.Fatalf("successor delivered %q (redelivered %d), want %q as a first delivery", d.Message().Body, d.Redelivered(), brokertest.Body(i))
+		}
+		brokertest.Ack(t, d)
+		acked++
+	}
+	brokertest.ExpectNothing(t, next, 300*time.Millisecond)
+	pollCommitted(t, ev.c, group, topic, 3)
+	brokertest.Ack(t, held)
+	if acked++; acked != 10 {
+		t.Fatalf("%d acked, want 10", acked)
+	}
 	pollCommitted(t, ev.c, group, topic, 10)
 }

@@ -58,7 +58,8 @@ func fromKafka(m *kafka.Message) broker.Message {
 }
 
 // delivery is one message handed out by Next. A nacked message is handed
-// out again as a new delivery of the same message (Redelivered + 1).
+// out again as a new delivery of the same message (Redelivered + 1), a
+// returned one (broker.Returner) too, with the same Redelivered.
 type delivery struct {
 	c *consumer
 	// t is the tracker of the assignment the message was handed out
@@ -86,8 +87,8 @@ func (c *consumer) newDelivery(m *kafka.Message, t *partitionTracker) *delivery 
 	}
 }
 
-// again is the delivery of the same message after a nack.
-func (d *delivery) again() *delivery {
+// next is a new delivery of the same message, with Redelivered n.
+func (d *delivery) next(n int) *delivery {
 	return &delivery{
 		c:           d.c,
 		t:           d.t,
@@ -95,7 +96,7 @@ func (d *delivery) again() *delivery {
 		offset:      d.offset,
 		msg:         d.msg,
 		id:          d.id,
-		redelivered: d.redelivered + 1,
+		redelivered: n,
 		ts:          d.ts,
 	}
 }

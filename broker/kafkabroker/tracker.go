@@ -59,9 +59,11 @@ func (p *partitionTracker) resumeAt() int64 {
 type handedOffset struct {
 	offset int64
 	acked  bool
-	// again is set while the message waits in the consumer's retry
-	// queue after a nack: the Redelivered of its next delivery (so > 0).
-	again int
+	// waiting is set while the message waits in the consumer's retry
+	// queue (after a nack, or a Return), again is then the Redelivered
+	// of its next delivery: 0 after a Return, which counts no attempt.
+	waiting bool
+	again   int
 }
 
 // handOut records offset as handed out. It returns false, recording
@@ -109,22 +111,30 @@ func (p *partitionTracker) find(offset int64) int {
 	return p.head + i
 }
 
-// nacked records that the message at offset waits for its redelivery
-// number again (0: it was handed out again).
-func (p *partitionTracker) nacked(offset int64, again int) {
+// waits records that the message at offset waits in the retry queue for
+// its delivery with Redelivered again.
+func (p *partitionTracker) waits(offset int64, again int) {
 	if i := p.find(offset); i >= 0 && !p.handed[i].acked {
-		p.handed[i].again = again
+		p.handed[i].waiting, p.handed[i].again = true, again
+	}
+}
+
+// handedAgain records that the message at offset left the retry queue:
+// it is handed out again.
+func (p *partitionTracker) handedAgain(offset int64) {
+	if i := p.find(offset); i >= 0 {
+		p.handed[i].waiting, p.handed[i].again = false, 0
 	}
 }
 
 // unanswered counts the messages handed out that are neither acked nor
-// nacked (apps hold them), and lists the nacked ones with the
-// Redelivered of their next delivery.
+// waiting in the retry queue (apps hold them), and lists the waiting
+// ones with the Redelivered of their next delivery.
 func (p *partitionTracker) unanswered() (held int, again map[int64]int) {
 	for _, h := range p.handed[p.head:] {
 		switch {
 		case h.acked:
-		case h.again > 0:
+		case h.waiting:
 			if again == nil {
 				again = map[int64]int{}
 			}
@@ -179,14 +189,15 @@ func (p *partitionTracker) committedTo(target int64) {
 	}
 }
 
-// retryItem is a nacked delivery waiting to be handed out again.
+// retryItem is the next delivery of a nacked (or returned) message,
+// waiting to be handed out.
 type retryItem struct {
 	due time.Time
 	seq uint64 // FIFO among equal due times
 	d   *delivery
 }
 
-// retryQueue is a min-heap of nacked deliveries by due time.
+// retryQueue is a min-heap of retryItems by due time.
 type retryQueue []retryItem
 
 func (q retryQueue) Len() int { return len(q) }

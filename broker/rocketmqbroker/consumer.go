@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,13 +99,17 @@ type consumer struct {
 
 	// For a hot upgrade (handover.go). handedNext: per queue, one past
 	// the last offset handed out; sendingBack: nacked batches whose
-	// send-back is in progress; released: per queue, the offset the
-	// shutdown committed (set by it); again: deliveries to deliver again
-	// after a handover (nacked after the shutdown, or whose send-back
-	// did not complete), with their next Redelivered; inh: per queue,
-	// what a predecessor handed over (nil: nothing, or read past it).
+	// send-back is in progress; returned: deliveries Return took back
+	// that Next has not handed out again; released: per queue, the
+	// offset the shutdown committed (set by it); again: deliveries to
+	// deliver again after a handover (nacked or returned after the
+	// shutdown, returned and not handed out again before it, or whose
+	// send-back did not complete), with their next Redelivered; inh: per
+	// queue, what a predecessor handed over (nil: nothing, or read past
+	// it).
 	handedNext  map[queueKey]int64
 	sendingBack map[*batch]struct{}
+	returned    map[*delivery]struct{}
 	released    map[queueKey]int64
 	again       map[*delivery]int
 	inh         map[queueKey]*inheritance
@@ -195,10 +200,60 @@ func (c *consumer) handOutLocked() *delivery {
 	d := c.pending[0]
 	c.pending[0] = nil
 	c.pending = c.pending[1:]
+	delete(c.returned, d)
+	d.settled = false // a returned one is answerable again
 	c.outstanding[d] = struct{}{}
 	c.handedNext[d.qk] = max(c.handedNext[d.qk], d.offset+1)
 	d.timer = time.AfterFunc(c.ackWait, d.expire)
 	return d
+}
+
+// Return implements broker.Returner: d, outstanding and unanswered, goes
+// back to the front of the polled messages, so Next hands it out first
+// after Resume as the same attempt (its batch is not acked to the client,
+// so no send-back counts one, and the queue's commit stays before it).
+// After Close it is dropped unacked like the other polled messages (the
+// group gets it again, uncounted); after the shutdown (Release) or with
+// it, it is listed for a successor to deliver again with its count
+// (Token). Until Next hands it out again, an answer to d is refused
+// (ErrSettled).
+//
+// Refused while AckWait's expiry is sending d back, and when Next handed
+// out a later message of d's queue since d: the queue's commit stays
+// before a returned message, so a successor reading the queue from there
+// without a token of it (no delivery of the queue held at the handover)
+// would deliver those again if they were acked; a send-back (Nack) moves
+// the commit on. The sidecar returns only the last delivery Next gave.
+func (c *consumer) Return(bd broker.Delivery) bool {
+	d, ok := broker.As[*delivery](bd)
+	if !ok || d.c != c {
+		return false
+	}
+	c.mu.Lock()
+	if _, out := c.outstanding[d]; !out || d.settled || c.handedNext[d.qk] != d.offset+1 {
+		c.mu.Unlock()
+		return false
+	}
+	// The shutdown stopped every timer; before it, a timer that cannot be
+	// stopped has fired, and expire is settling d.
+	if c.state != stateShut && d.timer != nil && !d.timer.Stop() {
+		c.mu.Unlock()
+		return false
+	}
+	delete(c.outstanding, d)
+	d.settled = true // until handed out again; an expire that fired before a shutdown finds it answered
+	switch c.state {
+	case stateShut:
+		c.again[d] = d.redelivered
+	case stateClosing:
+		c.returned[d] = struct{}{}
+	default:
+		c.returned[d] = struct{}{}
+		c.pending = slices.Insert(c.pending, 0, d)
+	}
+	c.mu.Unlock()
+	c.afterSettle() // the last outstanding delivery of a paused or closing consumer
+	return true
 }
 
 // Pause stops handing out messages: Next returns broker.ErrPaused until

@@ -100,11 +100,14 @@
 //
 // Pause makes Next return broker.ErrPaused and stops handing out; it does
 // not stop the client's pulls, which stop by themselves once the client's
-// buffers are full. Messages polled but not returned stay, unacked, with
-// the consumer and come first after Resume; since every queue is handed
-// out in order, everything returned before them precedes them, so once
+// buffers are full. Messages polled but not handed out stay, unacked,
+// with the consumer and come first after Resume, after any that the
+// sidecar took from Next just as the pause began and gave back
+// (broker.Returner: not acked to the client, so not sent back, and handed
+// out again as the same attempt, uncounted); since every queue is handed
+// out in order, everything handed out before them precedes them, so once
 // the outstanding deliveries are acked the committed offsets are exactly
-// "all returned messages consumed": a consumer of the group started
+// "all messages handed out consumed": a consumer of the group started
 // elsewhere (an upgraded sidecar) neither skips nor repeats anything.
 // Pause commits the offsets at once and again when the last outstanding
 // delivery is settled. (The client's own Suspend is not used; see above.)

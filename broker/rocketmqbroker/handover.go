@@ -16,8 +16,10 @@ import (
 // queue's state, and the successor's consumer re-reads the queue from
 // that commit, binding held offsets and acking settled ones without a
 // delivery; docs/brokers.md ("Hot upgrade") has the scheme and what it
-// does not cover. Messages nacked after the release, or whose send-back
-// had not completed, are listed in the token and delivered again. The
+// does not cover. Messages nacked or returned (broker.Returner) after the
+// release, returned and not handed out again before it, or whose
+// send-back had not completed, are listed in the token and delivered
+// again. The
 // successor knows the queue was not committed further meanwhile when its
 // first message of the queue is at the token's commit.
 
@@ -26,6 +28,7 @@ var (
 	_ broker.Portable = (*adopted)(nil) // moves again at the next upgrade
 	_ broker.Adopter  = (*Broker)(nil)
 	_ broker.Releaser = (*consumer)(nil)
+	_ broker.Returner = (*consumer)(nil)
 )
 
 // queueKey names one message queue of one consumer group.
@@ -64,9 +67,10 @@ func (c *consumer) Release(ctx context.Context) error {
 }
 
 // noteShutdownLocked records, as the client shuts down, each queue's
-// commit (the lowest offset of a message handed out and not settled, or
-// whose send-back is still in progress; else one past the last handed
-// out) and marks those send-backs for delivery again. c.mu held.
+// commit (the lowest offset of a message handed out and not settled,
+// returned and not handed out again, or whose send-back is still in
+// progress; else one past the last handed out) and marks the returned
+// ones and those send-backs for delivery again. c.mu held.
 func (c *consumer) noteShutdownLocked() {
 	c.released = map[queueKey]int64{}
 	for k, next := range c.handedNext {
@@ -80,6 +84,11 @@ func (c *consumer) noteShutdownLocked() {
 	for d := range c.outstanding {
 		low(d.qk, d.offset)
 	}
+	for d := range c.returned {
+		low(d.qk, d.offset)
+		c.again[d] = d.redelivered
+	}
+	c.returned = nil
 	for b := range c.sendingBack {
 		for _, d := range b.ds {
 			low(d.qk, d.offset)

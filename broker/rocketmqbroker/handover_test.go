@@ -1,7 +1,10 @@
 package rocketmqbroker_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -110,4 +113,187 @@ func TestHandOverDelivery(t *testing.T) {
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestReturnFetched: a delivery Next returned just as a pause began, and
+// nobody took (broker.Returner), comes again after Resume as the same
+// attempt (Redelivered 0), before the messages polled after it, once; an
+// answer meanwhile is refused. Return refuses another consumer's
+// delivery, an answered one, and one of a queue Next handed out a later
+// message of (its queue's commit would stay behind that message).
+func TestReturnFetched(t *testing.T) {
+	const topic, group, n = "jobs", "workers", 8
+	ev := newEnv(t, rocketmqbroker.Config{})
+	brokertest.PublishKeyed(t, ev.b, topic, 0, n, func(int) string { return "k" }) // one queue
+	spec := broker.ConsumerSpec{Topic: topic, Group: group, AckWait: time.Minute}
+	ctx := brokertest.Ctx(t)
+
+	c, err := ev.b.Consume(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := c.(broker.Returner)
+	if !ok {
+		t.Fatal("a RocketMQ consumer is not a Returner")
+	}
+	other := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: "others", AckWait: time.Minute})
+	foreign := brokertest.Next(t, other)
+	if r.Return(foreign) {
+		t.Error("Return took another consumer's delivery")
+	}
+	brokertest.Ack(t, foreign)
+
+	first := brokertest.Next(t, c)
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(brokertest.Wrap(first)) {
+		t.Fatal("Return refused the consumer's own unanswered delivery")
+	}
+	if r.Return(first) {
+		t.Error("a second Return of one delivery was taken")
+	}
+	if err := first.Ack(ctx); !errors.Is(err, rocketmqbroker.ErrSettled) {
+		t.Errorf("Ack of a returned delivery: %v, want ErrSettled", err)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ds := make([]broker.Delivery, 3)
+	for i := range ds {
+		ds[i] = brokertest.Next(t, c)
+		if !bytes.Equal(ds[i].Message().Body, brokertest.Body(i)) || ds[i].Redelivered() != 0 {
+			t.Fatalf("after Resume: %q (redelivered %d), want %q as a first delivery", ds[i].Message().Body, ds[i].Redelivered(), brokertest.Body(i))
+		}
+	}
+	if ds[0].MessageID() != first.MessageID() {
+		t.Errorf("returned delivery came as %s, want %s", ds[0].MessageID(), first.MessageID())
+	}
+	if r.Return(ds[1]) {
+		t.Error("Return took a delivery whose queue has a later message handed out")
+	}
+	brokertest.Ack(t, ds[0])
+	if r.Return(ds[0]) {
+		t.Error("Return took an acked delivery")
+	}
+	// The last one handed out goes back, also while the consumer runs.
+	if !r.Return(ds[2]) {
+		t.Fatal("Return refused the last delivery of its queue")
+	}
+	brokertest.Ack(t, ds[1])
+	want := brokertest.Bodies(2, n-2)
+	got := brokertest.Collect(t, c, want)
+	brokertest.ExactlyOnce(t, brokertest.Counts(got))
+	for _, d := range got {
+		if d.Redelivered() != 0 {
+			t.Errorf("%q came with Redelivered %d", d.Message().Body, d.Redelivered())
+		}
+	}
+	if got[0].MessageID() != ds[2].MessageID() {
+		t.Errorf("first delivery after a Return: %s, want the returned %s", got[0].MessageID(), ds[2].MessageID())
+	}
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
+	ev.quiesce(t, pullsPerConsumer)
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
+	if !brokertest.Poll(func() bool { return ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)) == n }) {
+		t.Fatalf("committed %d offsets of %s, want %d", ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)), topic, n)
+	}
+}
+
+// TestReturnFetchedHandOver: at a handover, a delivery returned during the
+// pause before the release (queue A) and one returned after it (queue B)
+// are listed in their queue's tokens to be delivered again, not counted
+// as held: the successor delivers them with Redelivered 0, once, skips
+// what the old process's app acked, and in the end every queue is
+// committed to its end.
+func TestReturnFetchedHandOver(t *testing.T) {
+	const topic, group = "jobs", "workers"
+	ev := newEnv(t, rocketmqbroker.Config{})
+	successor := newBroker(t, ev.tb, rocketmqbroker.Config{Logger: testLogger(t)})
+	spec := broker.ConsumerSpec{Topic: topic, Group: group, AckWait: time.Minute}
+	ctx := brokertest.Ctx(t)
+	// Queue A gets messages 0..3 and 8, 9; queue B 4..7 and 10, 11.
+	keyOf := func(i int) string {
+		if i < 4 || i == 8 || i == 9 {
+			return "a"
+		}
+		return "b"
+	}
+	brokertest.PublishKeyed(t, ev.b, topic, 0, 8, keyOf)
+
+	old, err := ev.b.Consume(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := map[int]broker.Delivery{}
+	for range 8 {
+		d := brokertest.Next(t, old)
+		var i int
+		if _, err := fmt.Sscanf(string(d.Message().Body), "m-%d", &i); err != nil {
+			t.Fatal(err)
+		}
+		ds[i] = d
+	}
+	qa, _ := ds[0].(broker.Positioner).Position()
+	qb, _ := ds[4].(broker.Positioner).Position()
+	if qa == qb {
+		t.Fatalf("keys a and b went to one queue (%d)", qa)
+	}
+	// Per queue: the first and third acked, the second held by the app,
+	// the fourth (the last handed out) returned.
+	for _, i := range []int{0, 2, 4, 6} {
+		brokertest.Ack(t, ds[i])
+	}
+	if err := old.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !old.(broker.Returner).Return(brokertest.Wrap(ds[3])) {
+		t.Fatal("Return during a pause refused")
+	}
+	ev.quiesce(t, pullsPerConsumer)
+	if err := old.(broker.Releaser).Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !old.(broker.Returner).Return(brokertest.Wrap(ds[7])) {
+		t.Fatal("Return after Release refused")
+	}
+	held := map[int]broker.Delivery{}
+	for _, i := range []int{1, 5} {
+		tok, ok := ds[i].(broker.Portable).Token()
+		if !ok {
+			t.Fatalf("no token for held delivery %d", i)
+		}
+		a, err := successor.Adopt(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[i] = a
+	}
+
+	brokertest.PublishKeyed(t, ev.b, topic, 8, 4, keyOf)
+	next := brokertest.Consume(t, quietBroker{Broker: successor, ev: ev}, spec)
+	want := map[string]bool{}
+	for _, i := range []int{3, 7, 8, 9, 10, 11} {
+		want[string(brokertest.Body(i))] = true
+	}
+	got := brokertest.Collect(t, next, want)
+	brokertest.ExactlyOnce(t, brokertest.Counts(got))
+	for _, d := range got {
+		if d.Redelivered() != 0 {
+			t.Errorf("%q came with Redelivered %d, want a first delivery", d.Message().Body, d.Redelivered())
+		}
+	}
+	brokertest.ExpectNothing(t, next, 300*time.Millisecond)
+	brokertest.Ack(t, held[1])
+	brokertest.Ack(t, held[5])
+	if err := next.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
+	if got := ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)); got != 12 {
+		t.Fatalf("committed %d offsets of %s, want 12", got, topic)
+	}
 }

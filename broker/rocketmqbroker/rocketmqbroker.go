@@ -360,6 +360,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		outstanding: make(map[*delivery]struct{}),
 		handedNext:  make(map[queueKey]int64),
 		again:       make(map[*delivery]int),
+		returned:    make(map[*delivery]struct{}),
 		sendingBack: make(map[*batch]struct{}),
 		inh:         make(map[queueKey]*inheritance),
 		shutDone:    make(chan struct{}),
