@@ -49,10 +49,12 @@ type pullClient interface {
 	Shutdown() error
 }
 
-// batch is one request returned by the client's Poll: normally one message
-// (the pull batch size is 1). It is acked to the client when every
-// message of it is settled: success if all were acked, retry-later (all
-// of them are sent back) if one was nacked.
+// batch is what the adapter acks to the client at once: one message of a
+// request returned by the client's Poll (ConsumeRequest.Split), so that
+// an ack moves the queue's offset past that message alone and a nack
+// sends back only that message. The type keeps the general form (it is
+// acked when every message of it is settled: success if all were acked,
+// retry-later if one was nacked).
 type batch struct {
 	cr        *rmqconsumer.ConsumeRequest
 	remaining int
@@ -169,10 +171,12 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			// Kept even when Pause came meanwhile: Next returns it first
 			// after Resume, so the queue order holds. After Close it is
 			// dropped unacked, and the group gets it again.
-			msgs := cr.GetMsgList()
-			b := &batch{cr: cr, remaining: len(msgs)}
-			for _, m := range msgs {
-				d := c.newDelivery(b, m)
+			// One batch per message: a pull brings up to the pull
+			// batch size, but each message is settled with the client
+			// on its own (Split), as with a pull of one.
+			for _, part := range cr.Split() {
+				b := &batch{cr: part, remaining: 1}
+				d := c.newDelivery(b, part.GetMsgList()[0])
 				b.ds = append(b.ds, d)
 				deliver, f := c.inheritLocked(d)
 				if deliver {

@@ -64,8 +64,12 @@
 // # Consume
 //
 // A consumer is the client's pull consumer (Poll and ACK) in clustering
-// mode, with a client instance of its own, pull batch size 1, starting a
-// new group at the oldest message. (Not the push consumer: with v2.1.2 its
+// mode, with a client instance of its own, starting a new group at the
+// oldest message. A pull brings a batch of up to Prefetch/4 messages (at
+// most 32, what a broker answers; at least 1), but each message is acked
+// to the client on its own (the client's request split per message, a
+// local patch), so offsets, nacks and the handover below work message by
+// message as with a batch of one. (Not the push consumer: with v2.1.2 its
 // start sequence and its Suspend/Resume are data races that the race
 // detector reports in most runs, Suspend makes its pull loops sleep 30 s,
 // and its callbacks of one queue run concurrently, so a pause could leave
@@ -129,10 +133,15 @@
 // deliveries and acking the settled ones without a delivery
 // (handover.go).
 //
-// Prefetch. The client buffers what it pulls ahead in fixed channels: at
-// most 34 messages per queue the consumer owns, plus 4, whatever
-// ConsumerSpec.Prefetch says; Prefetch is validated but cannot change
-// that. Memory stays bounded.
+// Prefetch. ConsumerSpec.Prefetch (zero: Config.Prefetch) sets the pull
+// batch B = Prefetch/4, 1 to 32. The client holds what it pulled ahead in
+// fixed channels: per queue the consumer owns, K = max(1, 32/B) batches
+// buffered, the batch waiting to enter the buffer and the one on its way
+// to Poll; plus 4 batches for all queues, plus the batch Next is giving
+// out: at most queues × (K + 2) × B + 5 × B messages (about 32 + 2B per
+// queue), whatever arrives. Memory stays bounded (with the default 128
+// and 4 queues, 544 messages; 140 when each pull brought one), but
+// Prefetch is not an exact limit.
 //
 // # Client quirks the adapter works around
 //

@@ -69,8 +69,8 @@ type Config struct {
 	// Zero: DefaultRetries (2). Negative: no retries.
 	Retries int
 	// Prefetch is the default of ConsumerSpec.Prefetch. Zero:
-	// DefaultPrefetch (128). See the package doc: the client's own
-	// buffering, not Prefetch, bounds what a consumer holds.
+	// DefaultPrefetch (128). It sets the pull batch (pullBatch); see the
+	// package doc for what a consumer holds.
 	Prefetch int
 	// Logger receives the adapter's warnings and, at debug level, the
 	// RocketMQ client's own log (see installClientLogger).
@@ -344,6 +344,10 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 	case spec.Prefetch < 0:
 		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w: negative Prefetch", topic, broker.ErrRejected)
 	}
+	prefetch := spec.Prefetch
+	if prefetch == 0 {
+		prefetch = b.cfg.Prefetch
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: consume %q: %w", topic, err)
 	}
@@ -369,13 +373,18 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		c.ackWait = DefaultAckWait
 	}
 	c.log = b.log.With("group", c.rgroup, "topic", c.rtopic)
+	batch := pullBatch(prefetch)
 	pc, err := rmqconsumer.NewPullConsumer(
 		rmqconsumer.WithNameServer(b.nameServers),
 		rmqconsumer.WithGroupName(c.rgroup),
 		rmqconsumer.WithInstance(instanceName("c")),
 		rmqconsumer.WithConsumerModel(rmqconsumer.Clustering),
 		rmqconsumer.WithConsumeFromWhere(rmqconsumer.ConsumeFromFirstOffset),
-		rmqconsumer.WithPullBatchSize(1),
+		// A pull brings up to a batch (pullBatch); each queue buffers
+		// pullBuffer of them, which bounds what the consumer holds
+		// (package doc, Prefetch).
+		rmqconsumer.WithPullBatchSize(batch),
+		rmqconsumer.WithPullBuffer(pullBuffer(batch)),
 		// The pull consumer's default is 0, which sends every nacked
 		// message straight to the dead-letter topic; RocketMQ's usual 16
 		// would move poison messages to %DLQ%<group> before the sidecar's
@@ -441,4 +450,26 @@ func (b *Broker) Close() error {
 // has no error value for it, only this text.
 func isNoRoute(err error) bool {
 	return strings.Contains(err.Error(), "route info not found")
+}
+
+// maxPullBatch is the most messages one pull asks for: what a RocketMQ
+// broker answers at most (maxTransferCountOnMessageInMemory, 32 by
+// default), so a larger batch would not bring more.
+const maxPullBatch = 32
+
+// pullBatch is the pull batch size for a consumer's Prefetch: a quarter
+// of it, 1 to maxPullBatch. A pull is a round trip per queue; a pull of
+// one message each made consuming a backlog round-trip bound (about a
+// seventh of the client's own push consumer in meshctl bench).
+func pullBatch(prefetch int) int32 {
+	return int32(min(max(prefetch/4, 1), maxPullBatch))
+}
+
+// pullBuffer is how many pulled batches of size batch each queue buffers:
+// about maxPullBatch messages, at least one batch, so that the next pull
+// goes on while a batch is given out. (With none, a paused consumer's pull
+// loops wait on the buffer, not parked at the broker, and the client's
+// shutdown races with them under the race detector; see race.go.)
+func pullBuffer(batch int32) int {
+	return max(1, maxPullBatch/int(batch))
 }

@@ -227,6 +227,43 @@ func TestNackRedelivers(t *testing.T) {
 	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
 }
 
+// TestPullBatchSettlesEachMessage: a pull brings many messages of a queue
+// at once, but a nack sends back only its own message and acks move the
+// queue's offset past the others (ConsumeRequest.Split); acked messages
+// of the nacked one's pull do not come again.
+func TestPullBatchSettlesEachMessage(t *testing.T) {
+	const topic, group, n = "batch", "g", 20
+	ev := newEnv(t, rocketmqbroker.Config{})
+	// One key: one queue, so the first pull brings all n (batch 32).
+	brokertest.PublishKeyed(t, ev.b, topic, 0, n, func(int) string { return "k" })
+	c := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: group})
+	var nacked string
+	for i := range n {
+		d := brokertest.Next(t, c)
+		if i == 0 {
+			nacked = string(d.Message().Body)
+			if err := d.Nack(brokertest.Ctx(t), 0); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		brokertest.Ack(t, d)
+	}
+	d := brokertest.Next(t, c)
+	if got := string(d.Message().Body); got != nacked || d.Redelivered() < 1 {
+		t.Fatalf("after the nack: %q redelivered %d, want %q again", got, d.Redelivered(), nacked)
+	}
+	brokertest.Ack(t, d)
+	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
+	if err := c.Close(brokertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
+	if !brokertest.Poll(func() bool { return ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)) == n }) {
+		t.Fatalf("committed %d offsets, want %d", ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)), n)
+	}
+}
+
 func TestAckWaitExpiryRedelivers(t *testing.T) {
 	ev := newEnv(t, rocketmqbroker.Config{})
 	brokertest.PublishN(t, ev.b, "slow", 0, 1)

@@ -742,7 +742,7 @@ func (dc *defaultConsumer) updateProcessQueueTable(topic string, mqs []*primitiv
 					rlog.LogKeyConsumerGroup: dc.consumerGroup,
 					rlog.LogKeyMessageQueue:  mq.String(),
 				})
-				pq := newProcessQueue(dc.consumeOrderly)
+				pq := newProcessQueue(dc.consumeOrderly, dc.option.pullBuffer())
 				dc.processQueueTable.Store(mq, pq)
 				pr := PullRequest{
 					consumerGroup: dc.consumerGroup,

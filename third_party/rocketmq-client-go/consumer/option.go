@@ -80,6 +80,11 @@ type consumerOptions struct {
 	// Batch pull size
 	PullBatchSize int32
 
+	// PullBuffer is how many pulled batches each process queue buffers
+	// (msgmesh patch 5); set by WithPullBuffer, else defaultPullBuffer.
+	PullBuffer    int
+	pullBufferSet bool
+
 	// Whether update subscription relationship when every pull
 	PostSubscriptionWhenPull bool
 
@@ -285,6 +290,26 @@ func WithPullBatchSize(batchSize int32) Option {
 	return func(options *consumerOptions) {
 		options.PullBatchSize = batchSize
 	}
+}
+
+// WithPullBuffer sets how many pulled batches each process queue buffers
+// until they are consumed; a pull that finds the buffer full waits, so a
+// queue holds at most buffer+2 batches (the buffer, the one waiting to
+// enter it, and the one on its way to Poll). Zero: none (msgmesh patch 5;
+// upstream always buffers 32).
+func WithPullBuffer(batches int) Option {
+	return func(options *consumerOptions) {
+		options.PullBuffer = batches
+		options.pullBufferSet = true
+	}
+}
+
+// pullBuffer is PullBuffer, or defaultPullBuffer when it was not set.
+func (o *consumerOptions) pullBuffer() int {
+	if !o.pullBufferSet {
+		return defaultPullBuffer
+	}
+	return o.PullBuffer
 }
 
 func WithRebalanceLockInterval(interval time.Duration) Option {

@@ -63,7 +63,12 @@ type processQueue struct {
 	maxOffsetInQueue           int64
 }
 
-func newProcessQueue(order bool) *processQueue {
+// defaultPullBuffer is upstream's fixed size of msgCh.
+const defaultPullBuffer = 32
+
+// newProcessQueue: buffer is how many pulled batches msgCh holds (msgmesh
+// patch 5; upstream: always defaultPullBuffer).
+func newProcessQueue(order bool, buffer int) *processQueue {
 	consumingMsgOrderlyTreeMap := treemap.NewWith(gods_util.Int64Comparator)
 
 	lastConsumeTime := atomic.Value{}
@@ -82,7 +87,7 @@ func newProcessQueue(order bool) *processQueue {
 		lastPullTime:               lastPullTime,
 		lastConsumeTime:            lastConsumeTime,
 		lastLockTime:               lastLockTime,
-		msgCh:                      make(chan []*primitive.MessageExt, 32),
+		msgCh:                      make(chan []*primitive.MessageExt, buffer),
 		consumingMsgOrderlyTreeMap: consumingMsgOrderlyTreeMap,
 		order:                      order,
 		closeChanOnce:              &sync.Once{},

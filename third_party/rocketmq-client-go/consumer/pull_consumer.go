@@ -56,6 +56,18 @@ func (cr *ConsumeRequest) GetMsgList() []*primitive.MessageExt {
 	return cr.msgList
 }
 
+// Split returns one request per message of cr, so that ACK settles each
+// message on its own: the queue's offset moves past every message acked
+// as success, and a retry-later sends back only its own message (msgmesh
+// patch 5; upstream ACKs a whole pulled batch).
+func (cr *ConsumeRequest) Split() []*ConsumeRequest {
+	parts := make([]*ConsumeRequest, len(cr.msgList))
+	for i, m := range cr.msgList {
+		parts[i] = &ConsumeRequest{messageQueue: cr.messageQueue, processQueue: cr.processQueue, msgList: []*primitive.MessageExt{m}}
+	}
+	return parts
+}
+
 func (cr *ConsumeRequest) GetMQ() *primitive.MessageQueue {
 	return cr.messageQueue
 }
