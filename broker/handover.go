@@ -152,6 +152,17 @@ func (p *Deferred) State() (bound Delivery, answered bool) {
 	return p.bound, p.answered
 }
 
+// Kept is the answer waiting for Bind: nil when there is none (no answer
+// yet, or it went to the bound delivery).
+func (p *Deferred) Kept() *Answer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bound != nil {
+		return nil
+	}
+	return p.pending
+}
+
 // Token is the Portable token of the adopted delivery p answers for:
 // once bound, the bound delivery's own (it moves as that consumer's
 // delivery); while unbound and unanswered, handed (the token it came

@@ -89,6 +89,11 @@ type consumer struct {
 	// pending holds messages polled but not yet returned by Next, in
 	// queue order; Next returns them first.
 	pending []*delivery
+	// unsent: what pending held when Close or Release stopped the
+	// consumer. Unacked, they keep each queue's commit before them; the
+	// shutdown's tokens list those a successor would otherwise take for
+	// settled (handover.go, queueTokenLocked).
+	unsent []*delivery
 	// cancelNext interrupts the Poll of a Next in progress; nil when none.
 	cancelNext context.CancelFunc
 	// outstanding are the deliveries Next returned that are not settled.
@@ -316,7 +321,7 @@ func (c *consumer) Close(ctx context.Context) error {
 		if c.cancelNext != nil {
 			c.cancelNext()
 		}
-		c.pending = nil
+		c.unsent, c.pending = append(c.unsent, c.pending...), nil
 		if len(c.outstanding) == 0 {
 			c.state = stateShut
 			c.mu.Unlock()
@@ -347,7 +352,7 @@ func (c *consumer) forceClose() {
 	if c.cancelNext != nil {
 		c.cancelNext()
 	}
-	c.pending = nil
+	c.unsent, c.pending = append(c.unsent, c.pending...), nil
 	c.mu.Unlock()
 	c.shutdown()
 }

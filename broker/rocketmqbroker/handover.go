@@ -19,9 +19,12 @@ import (
 // does not cover. Messages nacked or returned (broker.Returner) after the
 // release, returned and not handed out again before it, or whose
 // send-back had not completed, are listed in the token and delivered
-// again. The
-// successor knows the queue was not committed further meanwhile when its
-// first message of the queue is at the token's commit.
+// again. The successor knows the queue was not committed further
+// meanwhile when its first message of the queue is at the token's
+// commit. A successor released again before its consumer read all of what it inherited (a
+// queue is read a pull batch at a time, and Next stops at the first
+// message to hand out) passes the unread rest on in its own tokens
+// (queueTokenLocked), so those held deliveries move again too.
 
 var (
 	_ broker.Portable = (*delivery)(nil)
@@ -68,9 +71,11 @@ func (c *consumer) Release(ctx context.Context) error {
 
 // noteShutdownLocked records, as the client shuts down, each queue's
 // commit (the lowest offset of a message handed out and not settled,
-// returned and not handed out again, or whose send-back is still in
-// progress; else one past the last handed out) and marks the returned
-// ones and those send-backs for delivery again. c.mu held.
+// returned and not handed out again, polled and never handed out
+// (unsent), or whose send-back is still in progress; else one past the
+// last handed out) and marks the returned ones and those send-backs for
+// delivery again. It is what the client commits: the lowest offset it
+// holds unacked. c.mu held.
 func (c *consumer) noteShutdownLocked() {
 	c.released = map[queueKey]int64{}
 	for k, next := range c.handedNext {
@@ -89,6 +94,9 @@ func (c *consumer) noteShutdownLocked() {
 		c.again[d] = d.redelivered
 	}
 	c.returned = nil
+	for _, d := range c.unsent {
+		low(d.qk, d.offset)
+	}
 	for b := range c.sendingBack {
 		for _, d := range b.ds {
 			low(d.qk, d.offset)
@@ -98,33 +106,111 @@ func (c *consumer) noteShutdownLocked() {
 	c.sendingBack = nil
 }
 
+// queueTokenLocked is the part of a token its queue decides, the same in
+// every token of the queue: from the shutdown's commit to Next, which
+// offsets apps hold (Held counts them) and which to deliver again; every
+// other offset in between is settled. Next is one past the last offset
+// handed out or, while the consumer still reads what a predecessor handed
+// over (inh), that handover's Next, so the unread rest of it moves on:
+// its adopted deliveries still held, and the offsets it listed again.
+// Messages polled but never handed out (unsent) below Next are listed
+// again: a batch's later offsets can be settled (the predecessor's app
+// acked them, or they were bound to adopted deliveries) while earlier
+// ones still wait in pending. false before the shutdown. c.mu held.
+func (c *consumer) queueTokenLocked(k queueKey) (token, bool) {
+	committed, ok := c.released[k]
+	if !ok || c.state != stateShut {
+		return token{}, false
+	}
+	t := token{Group: k.group, Topic: k.topic, BrokerName: k.brokerName, Queue: k.queue,
+		Committed: committed, Next: c.handedNext[k]}
+	in := c.inh[k]
+	if in != nil {
+		t.Next = max(t.Next, in.next)
+	}
+	for o := range c.outstanding {
+		if o.qk == k {
+			t.Held++
+		}
+	}
+	for a, n := range c.again {
+		if a.qk == k {
+			t.again(a.offset, n)
+		}
+	}
+	for _, d := range c.unsent {
+		if d.qk == k && d.offset < t.Next {
+			t.again(d.offset, d.redelivered)
+		}
+	}
+	if in != nil {
+		in.unread(&t, in.reached, in.complete)
+	}
+	return t, true
+}
+
+// again lists off to deliver again with Redelivered n, unless it is
+// listed already.
+func (t *token) again(off int64, n int) {
+	if t.Again == nil {
+		t.Again = map[int64]int{}
+	}
+	if _, ok := t.Again[off]; !ok {
+		t.Again[off] = n
+	}
+}
+
+// unread adds to t what in says of its offsets from on that no consumer
+// of this process read: its adopted deliveries apps still hold (Held),
+// those answered with a nack and the offsets the predecessor listed
+// (Again); those answered with an ack and the rest are settled. When the
+// predecessor's held deliveries were not all adopted (!complete), every
+// offset not adopted is listed again, as a consumer reading the queue
+// would have delivered it. The caller holds what guards in: Broker.hmu
+// while no consumer claimed it, the claiming consumer's mu after.
+func (in *inheritance) unread(t *token, from int64, complete bool) {
+	for o, n := range in.again {
+		if o >= from {
+			t.again(o, n)
+		}
+	}
+	for o, a := range in.adopted {
+		if o < from {
+			continue
+		}
+		bound, answered := a.p.State()
+		switch {
+		case bound != nil:
+			// Bound when its offset was read, so below from.
+		case !answered:
+			t.Held++
+		default:
+			if ans := a.p.Kept(); ans != nil && ans.Nack {
+				t.again(o, a.t.Redelivered+1)
+			}
+		}
+	}
+	if !complete {
+		for o := from; o < in.next; o++ {
+			if in.adopted[o] == nil {
+				t.again(o, 0)
+			}
+		}
+	}
+}
+
 // Token implements broker.Portable: once the consumer is released (its
 // commit made), a delivery apps still hold moves.
 func (d *delivery) Token() ([]byte, bool) {
 	c := d.c
 	c.mu.Lock()
 	_, out := c.outstanding[d]
-	committed, ok := c.released[d.qk]
-	if !out || !ok || c.state != stateShut {
-		c.mu.Unlock()
+	t, ok := c.queueTokenLocked(d.qk)
+	c.mu.Unlock()
+	if !out || !ok {
 		return nil, false
 	}
-	t := token{Group: d.qk.group, Topic: d.qk.topic, BrokerName: d.qk.brokerName, Queue: d.qk.queue, Offset: d.offset,
-		Committed: committed, Next: c.handedNext[d.qk], ID: d.id, Redelivered: d.redelivered}
-	for o := range c.outstanding {
-		if o.qk == d.qk {
-			t.Held++
-		}
-	}
-	for a, n := range c.again {
-		if a.qk == d.qk {
-			if t.Again == nil {
-				t.Again = map[int64]int{}
-			}
-			t.Again[a.offset] = n
-		}
-	}
-	c.mu.Unlock()
+	t.Offset, t.ID, t.Redelivered = d.offset, d.id, d.redelivered
 	if !d.ts.IsZero() {
 		t.Timestamp = d.ts.UnixNano()
 	}
@@ -140,9 +226,14 @@ type inheritance struct {
 	again           map[int64]int
 	adopted         map[int64]*adopted
 	complete        bool // set by claim: every held delivery was adopted
-	// claimed: a consumer reads the queue under it. Guarded by
+	// claimed: a consumer reads the queue under it; by: that consumer,
+	// nil when it read the queue from another commit (claim). Guarded by
 	// Broker.hmu.
 	claimed bool
+	by      *consumer
+	// reached: one past the last offset by read under it. Guarded by
+	// by.mu.
+	reached int64
 }
 
 // Adopt implements broker.Adopter: it records the queue's state for the
@@ -188,7 +279,7 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 // else it is dropped (the group read the queue from a newer commit: the
 // held messages come again, and the inherited answers settle nothing).
 // nil when there is none.
-func (b *Broker) claim(k queueKey, first int64) *inheritance {
+func (b *Broker) claim(k queueKey, first int64, c *consumer) *inheritance {
 	if b.inheriting.Load() == 0 {
 		return nil
 	}
@@ -206,6 +297,7 @@ func (b *Broker) claim(k queueKey, first int64) *inheritance {
 			"group", k.group, "topic", k.topic, "queue", k.queue, "handed_over_at", in.committed, "read_from", first)
 		return nil
 	}
+	in.by, in.reached = c, first
 	in.complete = len(in.adopted) >= in.held
 	if !in.complete {
 		b.log.Warn("fewer held deliveries adopted than handed over; the queue's messages since the last commit come again",
@@ -221,12 +313,13 @@ func (b *Broker) claim(k queueKey, first int64) *inheritance {
 func (c *consumer) inheritLocked(d *delivery) (bool, func()) {
 	in, seen := c.inh[d.qk]
 	if !seen {
-		in = c.b.claim(d.qk, d.offset)
+		in = c.b.claim(d.qk, d.offset, c)
 		c.inh[d.qk] = in // nil too: the queue is read as usual
 	}
 	if in == nil {
 		return true, nil
 	}
+	in.reached = d.offset + 1
 	if d.offset >= in.next {
 		c.inh[d.qk] = nil // read past the handover
 		return true, nil
@@ -275,18 +368,62 @@ type adopted struct {
 	p  broker.Deferred
 }
 
-// Token implements broker.Portable (broker.Deferred.Token): bound, as its
-// consumer's delivery; unread, as it came.
+// Token implements broker.Portable: bound, as its consumer's delivery;
+// answered, none (an ack settles the offset, a nack lists it again in
+// the queue's other tokens); else as its queue's tokens say at the
+// release: while no consumer read the queue, as the inheritance stands
+// (the predecessor's commit and Next, with the answers given since);
+// once a consumer reads it, from that consumer's state (queueTokenLocked),
+// which covers the part of the handover it has not read. None either
+// when the queue was read from another commit (claim): the group
+// delivers its messages again anyway.
 func (a *adopted) Token() ([]byte, bool) {
-	return a.p.Token(a.claimed, a.t)
+	bound, answered := a.p.State()
+	switch {
+	case bound != nil:
+		if pt, ok := bound.(broker.Portable); ok {
+			return pt.Token()
+		}
+		return nil, false
+	case answered:
+		return nil, false
+	}
+	var t token
+	a.b.hmu.Lock()
+	in, claimed, by := a.in, a.in.claimed, a.in.by
+	if !claimed {
+		t = token{Group: a.t.Group, Topic: a.t.Topic, BrokerName: a.t.BrokerName, Queue: a.t.Queue,
+			Committed: in.committed, Next: in.next}
+		in.unread(&t, in.committed, len(in.adopted) >= in.held)
+	}
+	a.b.hmu.Unlock()
+	if claimed {
+		if by == nil {
+			return nil, false
+		}
+		var ok bool
+		if t, ok = by.adoptedToken(a); !ok {
+			return nil, false
+		}
+	}
+	t.Offset, t.ID, t.Redelivered, t.Timestamp = a.t.Offset, a.t.ID, a.t.Redelivered, a.t.Timestamp
+	b, err := json.Marshal(t)
+	return b, err == nil
 }
 
-// claimed reports whether a consumer reads the queue but has not
-// reached this offset.
-func (a *adopted) claimed() bool {
-	a.b.hmu.Lock()
-	defer a.b.hmu.Unlock()
-	return a.in.claimed
+// adoptedToken is queueTokenLocked for a, adopted and not bound, in a
+// queue c reads under a's inheritance.
+func (c *consumer) adoptedToken(a *adopted) (token, bool) {
+	k := queueKey{a.t.Group, a.t.Topic, a.t.BrokerName, a.t.Queue}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inh[k] != a.in || a.t.Offset < a.in.reached {
+		return token{}, false // read past: its offset never came
+	}
+	if bound, _ := a.p.State(); bound != nil {
+		return token{}, false
+	}
+	return c.queueTokenLocked(k)
 }
 
 // Ack and Nack settle the message as its original delivery's would;

@@ -297,3 +297,129 @@ func TestReturnFetchedHandOver(t *testing.T) {
 		t.Fatalf("committed %d offsets of %s, want 12", got, topic)
 	}
 }
+
+// TestHandOverPartlyRead: a successor released before its consumer read
+// all of what its predecessor handed over hands it on, so that a third
+// process delivers every message once. One queue, offsets 0-11. The
+// first process hands out 0-7; its app acks 2 and 5, holds 3, 4, 6 and
+// 7, and nacks 0 and 1 after the release (listed again). The second
+// process's consumer delivers 0 again (acked) and is released before it
+// read the rest: with pull batches of 1 it read only 0; with batches of
+// 4 it read 0-3 in one pull, bound 3, settled 2 and still had 1 in
+// pending, not handed out, below the settled ones. Its app acks 4, nacks
+// 6 and holds 3 and 7, all before the consumer reached them (but 3 in
+// the batch of 4). The third process must then deliver 1 and 6 (with
+// Redelivered 1) and 8-11, and settle 3 and 7 by their adopted
+// deliveries: nothing twice, nothing lost.
+func TestHandOverPartlyRead(t *testing.T) {
+	for _, prefetch := range []int{4, 16} { // pull batches of 1 and 4
+		t.Run(fmt.Sprintf("batch%d", prefetch/4), func(t *testing.T) {
+			testHandOverPartlyRead(t, prefetch)
+		})
+	}
+}
+
+func testHandOverPartlyRead(t *testing.T, prefetch int) {
+	const topic, group, n = "jobs", "workers", 12
+	ev := newEnv(t, rocketmqbroker.Config{})
+	second := newBroker(t, ev.tb, rocketmqbroker.Config{Logger: testLogger(t)})
+	third := newBroker(t, ev.tb, rocketmqbroker.Config{Logger: testLogger(t)})
+	brokertest.PublishKeyed(t, ev.b, topic, 0, n, func(int) string { return "one-queue" })
+	spec := broker.ConsumerSpec{Topic: topic, Group: group, AckWait: time.Minute, Prefetch: prefetch}
+	index := func(d broker.Delivery) int {
+		t.Helper()
+		var i int
+		if _, err := fmt.Sscanf(string(d.Message().Body), "m-%05d", &i); err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	release := func(c broker.Consumer) {
+		t.Helper()
+		ev.quiesce(t, pullsPerConsumer)
+		if err := c.(broker.Releaser).Release(brokertest.Ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handOver := func(to *rocketmqbroker.Broker, ds map[int]broker.Delivery, which ...int) map[int]broker.Delivery {
+		t.Helper()
+		adopted := map[int]broker.Delivery{}
+		for _, i := range which {
+			tok, ok := ds[i].(broker.Portable).Token()
+			if !ok {
+				t.Fatalf("no token for held delivery %d", i)
+			}
+			a, err := to.Adopt(tok)
+			if err != nil {
+				t.Fatalf("adopt %d: %v", i, err)
+			}
+			adopted[i] = a
+		}
+		return adopted
+	}
+
+	// First process.
+	first, err := ev.b.Consume(brokertest.Ctx(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := map[int]broker.Delivery{}
+	for range 8 {
+		d := brokertest.Next(t, first)
+		ds[index(d)] = d
+	}
+	if len(ds) != 8 || ds[0] == nil || ds[7] == nil {
+		t.Fatalf("first process got %d distinct messages, want 0-7", len(ds))
+	}
+	brokertest.Ack(t, ds[2])
+	brokertest.Ack(t, ds[5])
+	release(first)
+	for _, i := range []int{0, 1} {
+		if err := ds[i].Nack(brokertest.Ctx(t), 0); !errors.Is(err, broker.ErrClosed) {
+			t.Fatalf("nack %d after the release: %v, want ErrClosed", i, err)
+		}
+	}
+	held := handOver(second, ds, 3, 4, 6, 7)
+
+	// Second process: reads 0 (and, with batches of 4, 1-3), then is
+	// released.
+	next, err := second.Consume(brokertest.Ctx(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := brokertest.Next(t, next)
+	if i := index(d); i != 0 || d.Redelivered() != 1 {
+		t.Fatalf("second process delivered %d (redelivered %d) first, want 0 (1)", i, d.Redelivered())
+	}
+	brokertest.Ack(t, d)
+	brokertest.Ack(t, held[4])
+	if err := held[6].Nack(brokertest.Ctx(t), 0); err != nil {
+		t.Fatal(err)
+	}
+	release(next)
+	held = handOver(third, held, 3, 7)
+
+	// Third process.
+	last := brokertest.Consume(t, quietBroker{Broker: third, ev: ev}, spec)
+	want := map[string]bool{}
+	for _, i := range []int{1, 6, 8, 9, 10, 11} {
+		want[string(brokertest.Body(i))] = true
+	}
+	got := brokertest.Collect(t, last, want)
+	brokertest.ExactlyOnce(t, brokertest.Counts(got))
+	for _, d := range got {
+		if i := index(d); (i == 1 || i == 6) != (d.Redelivered() == 1) {
+			t.Errorf("message %d came with Redelivered %d", i, d.Redelivered())
+		}
+	}
+	brokertest.ExpectNothing(t, last, 300*time.Millisecond)
+	brokertest.Ack(t, held[3])
+	brokertest.Ack(t, held[7])
+	if err := last.Close(brokertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	rgroup := rocketmqbroker.ConsumerGroup(rocketmqbroker.DefaultGroupPrefix, group, topic)
+	if got := ev.tb.Committed(rgroup, rocketmqbroker.RocketTopic(topic)); got != n {
+		t.Fatalf("committed %d offsets of %s, want %d", got, topic, n)
+	}
+}
