@@ -131,7 +131,12 @@
 // as the release committed it, and the successor's consumer re-reads the
 // queue from that commit, binding the held offsets to the inherited
 // deliveries and acking the settled ones without a delivery
-// (handover.go).
+// (handover.go). A successor released in turn before its consumer read
+// all it inherited (Next stops at the first message to hand out, and a
+// queue comes a pull batch at a time) passes the unread rest on in its
+// own tokens. Messages polled but not handed out at a release keep the
+// commit before them; when a later offset of the same pull was settled
+// at once (bound or acked as above), the tokens list them to come again.
 //
 // Prefetch. ConsumerSpec.Prefetch (zero: Config.Prefetch) sets the pull
 // batch B = Prefetch/4, 1 to 32. The client holds what it pulled ahead in
