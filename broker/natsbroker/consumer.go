@@ -188,7 +188,9 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			c.endNext(cancel)
 			switch {
 			case err == nil:
-				backoff = 0
+				// backoff stays: a pull request the server refuses
+				// again at once (MaxRequestBatch of an operator's
+				// consumer, ...) must not make this loop spin.
 			case !interrupted:
 				c.log.Warn("cannot recreate consumer; retrying", "error", err)
 				fallthrough
@@ -230,8 +232,9 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		c.mu.Unlock()
 		iter.Stop()
+		backoff = min(max(2*backoff, rebuildMinBackoff), rebuildMaxBackoff)
 		if !c.b.nc.IsClosed() {
-			c.log.Warn("pull request failed; recreating the consumer", "error", err)
+			c.log.Warn("pull request failed; recreating the consumer", "error", err, "retry_in", backoff)
 		}
 	}
 }
