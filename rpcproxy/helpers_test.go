@@ -25,7 +25,7 @@ var testHeartbeat = HeartbeatConfig{Interval: 20 * time.Millisecond, Timeout: 50
 
 // startProxy starts a proxy on loopback ports and stops it at the end of
 // the test.
-func startProxy(t *testing.T, cfg Config) *Proxy {
+func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	if cfg.Egress.Listen == "" {
 		cfg.Egress.Listen = "127.0.0.1:0"
@@ -53,7 +53,7 @@ func startProxy(t *testing.T, cfg Config) *Proxy {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -64,7 +64,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func startMeshEcho(t *testing.T) *rpctest.MeshServer {
+func startMeshEcho(t testing.TB) *rpctest.MeshServer {
 	t.Helper()
 	s, err := rpctest.StartMesh("", nil)
 	if err != nil {
@@ -74,7 +74,7 @@ func startMeshEcho(t *testing.T) *rpctest.MeshServer {
 	return s
 }
 
-func startHTTPEcho(t *testing.T) *rpctest.HTTPServer {
+func startHTTPEcho(t testing.TB) *rpctest.HTTPServer {
 	t.Helper()
 	s, err := rpctest.StartHTTP("", nil)
 	if err != nil {
@@ -98,7 +98,7 @@ func dialMesh(t *testing.T, addr string) *rpctest.MeshClient {
 
 // sidecarPair starts an ingress sidecar in front of the app addresses and
 // an egress sidecar routing service "echo" (and any HTTP host) to it.
-func sidecarPair(t *testing.T, app map[string]string) (egress, ingress *Proxy) {
+func sidecarPair(t testing.TB, app map[string]string) (egress, ingress *Proxy) {
 	t.Helper()
 	ingress = startProxy(t, Config{Egress: EgressConfig{Listen: Off}, Ingress: IngressConfig{App: app,
 		Heartbeat: testHeartbeat}})

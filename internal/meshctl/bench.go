@@ -72,6 +72,7 @@ func setupBenchRPC(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "throughput phase per path")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "calls in flight")
 	fs.IntVar(&cfg.Size, "size", 1024, "request and answer body size in bytes")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "save a CPU profile of each path's throughput phase here, cpu-<codec>-<path>.pprof (go tool pprof; the whole process: client, sidecars and server)")
 	return func(ctx context.Context, e *env) error {
 		if cfg.Duration <= 0 || cfg.Concurrency < 1 || cfg.Size < 1 {
 			return usagef("--duration, --concurrency and --size must be positive")

@@ -51,7 +51,7 @@ func commands() []command {
 		{"pub", "--topic T [--count N] [--size S]", "publish test messages and report the rate", setupPub},
 		{"sub", "--topic T --group G [--count N]", "consume and ack messages and report the rate", setupSub},
 		{"bench", "[--broker nats|kafka|rocketmq|all] [--variants] [--nats-sync always,1s] [--count N] [--size S]", "compare each broker's own client with the SDK through an in-process sidecar, same run, ratios (--variants: schema, tracing, metrics on; --nats-sync: the embedded server's fsync settings)", setupBench},
-		{"bench rpc", "[--duration D] [--concurrency N] [--size S]", "compare direct RPC calls with calls through an egress and an ingress sidecar, for both codecs", setupBenchRPC},
+		{"bench rpc", "[--duration D] [--concurrency N] [--size S] [--profile-dir DIR]", "compare direct RPC calls with calls through an egress and an ingress sidecar, for both codecs", setupBenchRPC},
 	}, append(append(ctrlplaneCommands(), routingCommands()...), schemaCommands()...)...)
 }
 

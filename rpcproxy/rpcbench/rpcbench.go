@@ -24,7 +24,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -54,6 +57,10 @@ type Config struct {
 	Latencies int
 	// Logger for the sidecars. Zero: discard.
 	Logger *slog.Logger
+	// ProfileDir, if set, receives a CPU profile of each path's throughput
+	// phase, cpu-<codec>-<path>.pprof (go tool pprof): the sidecars' share
+	// is what the sidecars profile adds to the direct one.
+	ProfileDir string
 }
 
 func (c *Config) defaults() {
@@ -175,7 +182,11 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		r, err := measure(ctx, cfg, cl, p.build)
+		prof := ""
+		if cfg.ProfileDir != "" {
+			prof = filepath.Join(cfg.ProfileDir, "cpu-"+p.codec.Name()+"-"+p.path+".pprof")
+		}
+		r, err := measure(ctx, cfg, cl, p.build, prof)
 		cl.Close()
 		if err != nil {
 			return nil, fmt.Errorf("rpcbench: %s %s: %w", p.codec.Name(), p.path, err)
@@ -225,7 +236,9 @@ func call(ctx context.Context, cl *stream.Cluster, build func(*stream.Message) e
 	return nil
 }
 
-func measure(ctx context.Context, cfg Config, cl *stream.Cluster, build func(*stream.Message) error) (Result, error) {
+// measure runs one path's phases; profile, if not empty, is the file the
+// throughput phase's CPU profile goes to.
+func measure(ctx context.Context, cfg Config, cl *stream.Cluster, build func(*stream.Message) error, profile string) (Result, error) {
 	var r Result
 	// Warm up: connections, pools, goroutine stacks.
 	for i := 0; i < 200; i++ {
@@ -234,6 +247,16 @@ func measure(ctx context.Context, cfg Config, cl *stream.Cluster, build func(*st
 		}
 	}
 	runtime.GC()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return r, err
+		}
+	}
 
 	var mem0, mem1 runtime.MemStats
 	runtime.ReadMemStats(&mem0)
@@ -265,6 +288,9 @@ func measure(ctx context.Context, cfg Config, cl *stream.Cluster, build func(*st
 	wg.Wait()
 	wall := time.Since(start)
 	r.CPU = cpuTime() - cpu0
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
 	runtime.ReadMemStats(&mem1)
 	for _, err := range errs {
 		if err != nil {
