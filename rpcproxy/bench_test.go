@@ -54,7 +54,7 @@ func meshBenchReq(m *stream.Message, body []byte) error {
 func benchCalls(b *testing.B, codec stream.Codec, addr string, build func(*stream.Message, []byte) error) {
 	cl, err := stream.NewCluster(stream.ClusterConfig{
 		Name: "bench-client", Codec: codec, Hosts: []stream.HostConfig{{Addr: addr}},
-		ConnsPerHost: 8, MaxIdlePerHost: 64, Logger: testLog(),
+		ConnsPerHost: 8, RoundRobinConns: true, MaxIdlePerHost: 64, Logger: testLog(),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -177,7 +177,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	for _, p := range paths {
 		cl, err := stream.NewCluster(stream.ClusterConfig{
 			Name: "bench-client", Codec: p.codec, Hosts: []stream.HostConfig{{Addr: p.addr}},
-			ConnsPerHost: cfg.Conns, MaxIdlePerHost: cfg.Concurrency, Logger: cfg.Logger,
+			ConnsPerHost: cfg.Conns, RoundRobinConns: true, MaxIdlePerHost: cfg.Concurrency, Logger: cfg.Logger,
 		})
 		if err != nil {
 			return nil, err
