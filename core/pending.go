@@ -29,11 +29,22 @@ func (g *IDs) Continue(last uint64) { g.n.Store(last) }
 // a channel with room for one answer, so resolving never blocks the read
 // loop. T is the decoded answer. The zero value is not ready; use
 // NewPending.
+//
+// Exactly one value is ever sent on a request's channel (by Resolve, by
+// FailAll, or by Add on a failed table), so once its caller has received
+// that value nothing refers to the channel any more: Done gives it back
+// and Add hands it to a later request instead of allocating one per
+// request (a proxy makes one per call and hop).
 type Pending[T any] struct {
 	mu     sync.Mutex
 	m      map[uint64]chan Result[T]
+	free   []chan Result[T] // answered channels given back by Done
 	closed error
 }
+
+// maxFree bounds Pending.free: a burst of requests does not leave its
+// channels behind for good.
+const maxFree = 256
 
 // Result is an answer or the reason none will come.
 type Result[T any] struct {
@@ -46,12 +57,20 @@ func NewPending[T any]() *Pending[T] {
 	return &Pending[T]{m: make(map[uint64]chan Result[T])}
 }
 
-// Add registers id and returns the channel its answer will arrive on. If the
-// table was failed already, the channel holds that error at once.
-func (p *Pending[T]) Add(id uint64) <-chan Result[T] {
-	ch := make(chan Result[T], 1)
+// Add registers id and returns the channel its answer will arrive on; the
+// caller only receives from it. If the table was failed already, the
+// channel holds that error at once.
+func (p *Pending[T]) Add(id uint64) chan Result[T] {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var ch chan Result[T]
+	if n := len(p.free); n > 0 {
+		ch = p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+	} else {
+		ch = make(chan Result[T], 1)
+	}
 	if p.closed != nil {
 		ch <- Result[T]{Err: p.closed}
 		return ch
@@ -71,6 +90,17 @@ func (p *Pending[T]) Resolve(id uint64, r Result[T]) bool {
 		ch <- r
 	}
 	return ok
+}
+
+// Done gives back the channel Add returned, after the caller received its
+// answer from it. A channel whose caller gave up waiting (Remove) must not
+// be given back: its answer may still be on its way.
+func (p *Pending[T]) Done(ch chan Result[T]) {
+	p.mu.Lock()
+	if len(p.free) < maxFree {
+		p.free = append(p.free, ch)
+	}
+	p.mu.Unlock()
 }
 
 // Remove forgets id, for a caller that gave up waiting.

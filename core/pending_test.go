@@ -241,3 +241,47 @@ func TestPendingConcurrent(t *testing.T) {
 		t.Fatalf("Len = %d after everything was answered", p.Len())
 	}
 }
+
+// A channel given back with Done serves a later request, which gets its
+// own answer and nothing of the earlier one's.
+func TestPendingDoneReusesChannel(t *testing.T) {
+	p := NewPending[string]()
+	ch := p.Add(1)
+	p.Resolve(1, Result[string]{Val: "first"})
+	expectResult(t, ch, "first", nil)
+	p.Done(ch)
+	ch2 := p.Add(2)
+	if ch2 != ch {
+		t.Fatal("Add did not reuse the channel given back")
+	}
+	if p.Resolve(1, Result[string]{Val: "stale"}) {
+		t.Fatal("the first request's id resolved again")
+	}
+	p.Resolve(2, Result[string]{Val: "second"})
+	expectResult(t, ch2, "second", nil)
+	p.Done(ch2)
+	p.FailAll(errConnGone)
+	expectResult(t, p.Add(3), "", errConnGone)
+}
+
+// Many callers reusing channels concurrently each get their own answer.
+func TestPendingDoneConcurrent(t *testing.T) {
+	p := NewPending[uint64]()
+	var ids IDs
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 2000 {
+				id := ids.Next()
+				ch := p.Add(id)
+				go p.Resolve(id, Result[uint64]{Val: id})
+				if r := <-ch; r.Val != id {
+					t.Errorf("request %d got the answer of %d", id, r.Val)
+					return
+				}
+				p.Done(ch)
+			}
+		})
+	}
+	wg.Wait()
+}

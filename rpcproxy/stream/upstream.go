@@ -552,6 +552,7 @@ func (uc *uconn) roundTrip(ctx context.Context, req *Message, timeout time.Durat
 	}
 	select {
 	case r := <-ch:
+		uc.pending.Done(ch)
 		if r.Err != nil {
 			return nil, r.Err
 		}
