@@ -21,7 +21,8 @@ var ErrWriterClosed = errors.New("core: connection writer closed")
 // sleeping on a mutex; an idle connection still writes each frame at once,
 // on the caller's goroutine (no handoff to a writer goroutine). Queue is
 // the exception, for one goroutine writing a stream of frames alone: its
-// flush runs on a goroutine of its own.
+// flush runs on a goroutine of its own; TryQueue is Queue for a read loop
+// that must not even wait for room.
 //
 // Before its first syscall the flusher yields the processor once
 // (runtime.Gosched), so that goroutines already runnable and about to
@@ -105,12 +106,42 @@ func (w *Writer) Queue(frame []byte, failed func(error)) error {
 	return err
 }
 
+// TryQueue is Queue for a goroutine that must not wait (a read loop
+// answering for many callers): when the frame does not fit under the
+// writer's bound it queues nothing and returns false, and the caller
+// writes it some other way (Write, on a goroutine that may wait).
+func (w *Writer) TryQueue(frame []byte, failed func(error)) (queued bool, err error) {
+	flush, err := w.appendMaybe(frame, false)
+	if errors.Is(err, errNoRoom) {
+		return false, nil
+	}
+	if flush {
+		go func() {
+			if err := w.flush(); err != nil && failed != nil {
+				failed(err)
+			}
+		}()
+	}
+	return true, err
+}
+
+var errNoRoom = errors.New("core: no room in the writer")
+
 // append queues frame, waiting for room, and reports whether the caller
 // became the flusher (then it must call flush).
 func (w *Writer) append(frame []byte) (flush bool, err error) {
+	return w.appendMaybe(frame, true)
+}
+
+// appendMaybe is append that, unless wait, returns errNoRoom instead of
+// waiting for room.
+func (w *Writer) appendMaybe(frame []byte, wait bool) (flush bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.err == nil && len(w.buf) > 0 && len(w.buf)+len(frame) > w.maxPending {
+		if !wait {
+			return false, errNoRoom
+		}
 		w.room.Wait()
 	}
 	if w.err != nil {

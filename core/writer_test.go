@@ -352,6 +352,39 @@ func TestWriterQueueFramesArriveIntact(t *testing.T) {
 	})
 }
 
+// TryQueue queues nothing and says so when the frame does not fit under
+// the writer's bound, instead of waiting for room; frames it queued
+// arrive, with those of Queue and Write, whole and in order.
+func TestWriterTryQueue(t *testing.T) {
+	c, s := tcpPair(t)
+	w := NewWriterSize(c, 0, 64)
+	setFlushing(w, true) // frames stay queued
+	if ok, err := w.TryQueue([]byte("0123456789012345678901234567890123456789"), nil); !ok || err != nil {
+		t.Fatalf("TryQueue into an empty writer = %v, %v", ok, err)
+	}
+	if ok, err := w.TryQueue([]byte("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"), nil); ok || err != nil {
+		t.Fatalf("TryQueue past the bound = %v, %v; want false, nil", ok, err)
+	}
+	setFlushing(w, false)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "0123456789012345678901234567890123456789" {
+		t.Fatalf("read %q, %v: want only the queued frame", got, err)
+	}
+	failed := func(err error) { t.Errorf("queued flush failed: %v", err) }
+	checkConcurrentFrames(t, 8, 500, func(w *Writer, g, i int) error {
+		if (g+i)%2 == 0 {
+			if ok, err := w.TryQueue(makeFrame(g, i), failed); ok || err != nil {
+				return err
+			}
+		}
+		return w.Write(makeFrame(g, i))
+	})
+}
+
 // A queued flush that fails (a peer that stops reading) tells its caller
 // through failed, once, and later frames are refused.
 func TestWriterQueueFailureReported(t *testing.T) {

@@ -39,9 +39,13 @@
 //
 // Goroutines: the proxy's Routines own the listeners' Serve loops, the
 // ingress accept pump and the health loop; each core.Server owns its
-// connection handlers; each handler owns the goroutines of its calls in
-// flight and waits for them; each stream.Cluster owns its connections' read
-// loops. Shutdown stops reading, waits for the calls in flight until its
+// connection handlers; each handler waits for its calls in flight. A call
+// of the HTTP/1.1 codec runs on a goroutine of its handler's; a mesh RPC
+// call has none: the handler's read loop queues it upstream
+// (stream.Cluster.Start) and the upstream connection's read loop queues
+// its answer (downConn.start, exchange.CallDone). Each stream.Cluster owns
+// its connections' read loops, its timeout sweeper and the goroutines of
+// the calls that could not be queued. Shutdown stops reading, waits for the calls in flight until its
 // context ends, then fails the rest and waits for everything.
 //
 // Locks: Proxy.connMu and switchListener.mu are leaves (nothing else is

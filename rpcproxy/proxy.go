@@ -34,9 +34,15 @@ type Proxy struct {
 	clusters []*stream.Cluster // every cluster, for Close
 	app      []*appEndpoint    // by codec index; nil where the app has no address
 
-	pipe    *pipeline.Pipeline // every call's stages (New has the order)
-	metrics *stream.Metrics
-	limiter *stream.Limiter
+	pipe *pipeline.Pipeline // every call's stages (New has the order)
+	// queueCalls: calls of codecs that queue their writes are served
+	// without a goroutine (downConn.start). Only with the proxy's own
+	// stages, which never wait: the end of an exchange then runs on an
+	// upstream connection's read loop, where an access log's write or a
+	// stage of Config.Stages would hold up every caller's answers.
+	queueCalls bool
+	metrics    *stream.Metrics
+	limiter    *stream.Limiter
 
 	egress  *listener
 	ingress *listener
@@ -174,6 +180,7 @@ func New(cfg Config, logger *slog.Logger) (*Proxy, error) {
 	}
 	stages = append(stages, p.limiter)
 	stages = append(stages, cfg.Stages...)
+	p.queueCalls = !cfg.AccessLog && len(cfg.Stages) == 0
 	if p.pipe, err = pipeline.New(stages...); err != nil {
 		p.closeClusters()
 		return nil, fmt.Errorf("rpcproxy: config: %w", err)
@@ -481,10 +488,12 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn, pre [
 	}
 	codec := p.codecs[ci]
 	sc := codec.NewServerConn(conn, br, p.lim)
-	dc := &downConn{p: p, l: l, ci: ci, codec: codec, sc: sc, ctx: ctx}
-
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.cfg.MaxInflightPerConn)
+	dc := &downConn{p: p, l: l, ci: ci, codec: codec, sc: sc, ctx: ctx, wg: &wg, sem: sem}
+	if p.queueCalls {
+		dc.rq, _ = sc.(stream.ResponseQueuer)
+	}
 	lastDeadline := time.Now()
 	for {
 		if now := time.Now(); now.Sub(lastDeadline) > time.Second {
@@ -507,6 +516,13 @@ func (p *Proxy) serveConn(ctx context.Context, l *listener, conn net.Conn, pre [
 		last := m.Close
 		sem <- struct{}{}
 		wg.Add(1)
+		if err == nil && dc.rq != nil {
+			dc.start(m) // no goroutine of its own: see start
+			if last {
+				break
+			}
+			continue
+		}
 		go func() {
 			defer wg.Done()
 			if err != nil {
@@ -544,13 +560,20 @@ type downConn struct {
 	ci    int
 	codec stream.Codec
 	sc    stream.ServerConn
+	rq    stream.ResponseQueuer // sc, when its codec queues answers; nil otherwise
 	ctx   context.Context
+	wg    *sync.WaitGroup // the calls in flight, waited for by serveConn
+	sem   chan struct{}   // a slot per call in flight (MaxInflightPerConn)
 }
 
-// exchange is a pooled stream.Exchange with its header reader.
+// exchange is a pooled stream.Exchange with its header reader, and the
+// state of a call served by start.
 type exchange struct {
 	stream.Exchange
-	hdr msgHeaders
+	hdr     msgHeaders
+	dc      *downConn
+	m       *stream.Message
+	reached int // stages whose OnExchange ran (pipeline.BeginExchange)
 }
 
 type msgHeaders struct {
@@ -577,13 +600,76 @@ func (d *downConn) freeExchange(x *exchange) {
 	exchangePool.Put(x)
 }
 
-// serve forwards one call and answers it.
-func (d *downConn) serve(m *stream.Message) {
-	p := d.p
+// start serves a call of a connection whose codec queues its writes,
+// without a goroutine of its own, on the connection's read loop: the
+// request is queued upstream (stream.Cluster.Start) and the answer
+// queued back by CallDone, on the upstream connection's read loop, so
+// that a call costs no goroutine, channel hand-off or timer in the proxy,
+// and the frames of the calls read together share write syscalls. A call
+// that cannot go out without waiting (no upstream connection open yet, a
+// full writer) is served by RoundTrip on a goroutine of the cluster's, as
+// every call of the other codecs is on one of its own (serve).
+func (d *downConn) start(m *stream.Message) {
 	x := d.newExchange(m)
-	var cl *stream.Cluster
-	var timeout time.Duration
-	var err error
+	x.dc, x.m = d, m
+	cl, timeout, err := d.route(x, m)
+	reached, ferr := d.p.pipe.BeginExchange(&x.Exchange)
+	x.reached = reached
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		x.CallDone(nil, err)
+		return
+	}
+	cl.Start(d.p.hard, m, timeout, &x.Exchange, x) // x is CallDone's now, and may be gone already
+}
+
+// CallDone answers a call served by start (stream.Done): it must not
+// wait, since it may run on an upstream connection's read loop serving
+// many callers; an answer that cannot be queued at once (a full writer,
+// an error to encode) is written on a goroutine of its own.
+func (x *exchange) CallDone(resp *stream.Message, err error) {
+	d := x.dc
+	var e *stream.Error
+	if err != nil {
+		e = stream.AsError(err)
+		x.Err, x.Status = e, e.HTTPStatus()
+	} else {
+		x.Status, x.RespBytes = resp.Status, resp.Size
+	}
+	// As in serve: the stages see the end before the caller the answer.
+	d.p.pipe.EndExchange(&x.Exchange, x.reached)
+	if e == nil {
+		if queued, _ := d.rq.QueueResponse(x.m, resp); queued {
+			resp.Release()
+			d.endCall(x)
+			return
+		}
+	}
+	go func() { // owned by serveConn through d.wg
+		if e != nil {
+			_ = d.sc.WriteError(x.m, e)
+		} else {
+			_ = d.sc.WriteResponse(x.m, resp)
+			resp.Release()
+		}
+		d.endCall(x)
+	}()
+}
+
+// endCall frees what a call served by start held.
+func (d *downConn) endCall(x *exchange) {
+	x.m.Release()
+	d.freeExchange(x)
+	<-d.sem
+	d.wg.Done()
+}
+
+// route finds where a call goes: its cluster and timeout, or the error
+// the proxy answers it with. It fills x's route fields.
+func (d *downConn) route(x *exchange, m *stream.Message) (cl *stream.Cluster, timeout time.Duration, err error) {
+	p := d.p
 	if d.l.ingress {
 		ep := p.app[d.ci]
 		switch {
@@ -602,6 +688,14 @@ func (d *downConn) serve(m *stream.Message) {
 	} else {
 		err = stream.Errorf(stream.ErrNoRoute, "no route for %s call to service %q path %q", d.codec.Name(), m.Service, m.Path)
 	}
+	return cl, timeout, err
+}
+
+// serve forwards one call and answers it, on a goroutine of its own.
+func (d *downConn) serve(m *stream.Message) {
+	p := d.p
+	x := d.newExchange(m)
+	cl, timeout, err := d.route(x, m)
 	reached, ferr := p.pipe.BeginExchange(&x.Exchange)
 	if err == nil {
 		err = ferr

@@ -36,7 +36,11 @@ const Name = "mesh"
 // Codec is the mesh RPC codec. The zero value is ready.
 type Codec struct{}
 
-var _ stream.Codec = Codec{}
+var (
+	_ stream.Codec          = Codec{}
+	_ stream.ResponseQueuer = (*serverConn)(nil)
+	_ stream.RequestQueuer  = (*clientConn)(nil)
+)
 
 func (Codec) Name() string { return Name }
 
@@ -171,6 +175,15 @@ func (s *serverConn) WriteResponse(req, resp *stream.Message) error {
 	return s.w.WriteFrame(resp.Raw)
 }
 
+// QueueResponse is WriteResponse without waiting (stream.Queuer).
+func (s *serverConn) QueueResponse(req, resp *stream.Message) (bool, error) {
+	if len(resp.Raw) < mesh.HeaderSize {
+		return false, nil // WriteResponse answers it with an error
+	}
+	mesh.SetFrameID(resp.Raw, req.ID)
+	return s.w.QueueFrame(resp.Raw)
+}
+
 func (s *serverConn) WriteError(req *stream.Message, e *stream.Error) error {
 	return s.w.Error(req.ID, CodeOf(e.Code), e.Msg)
 }
@@ -188,6 +201,15 @@ func (c *clientConn) WriteRequest(id uint64, req *stream.Message) error {
 	}
 	mesh.SetFrameID(req.Raw, id)
 	return c.w.WriteFrame(req.Raw)
+}
+
+// QueueRequest is WriteRequest without waiting (stream.Queuer).
+func (c *clientConn) QueueRequest(id uint64, req *stream.Message) (bool, error) {
+	if len(req.Raw) < mesh.HeaderSize {
+		return false, fmt.Errorf("meshrpc: request of %d bytes is not a mesh frame", len(req.Raw))
+	}
+	mesh.SetFrameID(req.Raw, id)
+	return c.w.QueueFrame(req.Raw)
 }
 
 func (c *clientConn) ReadResponse() (*stream.Message, error) {

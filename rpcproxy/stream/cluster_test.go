@@ -11,6 +11,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/codecs/mesh"
 	"github.com/msgmesh/msgmesh/codecs/meshrpc"
+	"github.com/msgmesh/msgmesh/core"
 	"github.com/msgmesh/msgmesh/rpcproxy/rpctest"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
@@ -63,6 +64,41 @@ func rpcCall(c *stream.Cluster, timeout time.Duration, body string) (string, err
 	}
 	return string(r.Body), nil
 }
+
+// rpcStart is rpcCall through Cluster.Start, the proxy's way for a codec
+// that queues its writes: no goroutine waits for the answer.
+func rpcStart(c *stream.Cluster, timeout time.Duration, body string) (string, error) {
+	m := stream.NewMessage()
+	defer m.Release()
+	if err := meshrpc.NewRequest(m, "svc", "M", nil, []byte(body)); err != nil {
+		return "", err
+	}
+	d := make(doneChan, 1)
+	c.Start(context.Background(), m, timeout, nil, d)
+	r := <-d
+	if r.Err != nil {
+		return "", r.Err
+	}
+	defer r.Val.Release()
+	a, err := meshrpc.Answer(r.Val)
+	if err != nil {
+		return "", err
+	}
+	return string(a.Body), nil
+}
+
+type doneChan chan core.Result[*stream.Message]
+
+func (d doneChan) CallDone(resp *stream.Message, err error) {
+	d <- core.Result[*stream.Message]{Val: resp, Err: err}
+}
+
+// callStyles are the two ways to make a call: waiting (RoundTrip) and
+// handing the answer over (Start).
+var callStyles = []struct {
+	name string
+	call func(c *stream.Cluster, timeout time.Duration, body string) (string, error)
+}{{"RoundTrip", rpcCall}, {"Start", rpcStart}}
 
 func rpcCode(t *testing.T, err error) stream.ErrorCode {
 	t.Helper()
@@ -190,40 +226,60 @@ func TestClusterTimeoutKeepsConnection(t *testing.T) {
 		return &mesh.Response{Body: req.Body}, nil
 	})
 	c := rpcCluster(t, stream.ClusterConfig{Name: "to", ConnsPerHost: 1, Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
-	start := time.Now()
-	_, err := rpcCall(c, 50*time.Millisecond, "hang")
-	if rpcCode(t, err) != stream.ErrTimeout {
-		t.Fatalf("error %v, want TIMEOUT", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("timeout of 50ms took %s", d)
-	}
-	// A multiplexed connection outlives a timed-out call.
-	if body, err := rpcCall(c, 5*time.Second, "ok"); err != nil || body != "ok" {
-		t.Fatalf("call after a timeout: %q, %v", body, err)
-	}
-	if s.Accepted() != 1 {
-		t.Fatalf("server accepted %d connections, want 1", s.Accepted())
+	for _, st := range callStyles {
+		t.Run(st.name, func(t *testing.T) {
+			// Twice: Start's first call connects RoundTrip's way, its
+			// second is queued on the open connection.
+			for range 2 {
+				start := time.Now()
+				_, err := st.call(c, 50*time.Millisecond, "hang")
+				if rpcCode(t, err) != stream.ErrTimeout {
+					t.Fatalf("error %v, want TIMEOUT", err)
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Fatalf("timeout of 50ms took %s", d)
+				}
+			}
+			// A multiplexed connection outlives a timed-out call.
+			if body, err := st.call(c, 5*time.Second, "ok"); err != nil || body != "ok" {
+				t.Fatalf("call after a timeout: %q, %v", body, err)
+			}
+			if s.Accepted() != 1 {
+				t.Fatalf("server accepted %d connections, want 1", s.Accepted())
+			}
+		})
 	}
 }
 
 func TestClusterUpstreamDiesMidCall(t *testing.T) {
-	s := rpcServer(t, func(ctx context.Context, req *mesh.Request) (*mesh.Response, *mesh.Error) {
-		<-ctx.Done() // never answers; the server's Close ends it
-		return nil, nil
-	})
-	c := rpcCluster(t, stream.ClusterConfig{Name: "reset", Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
-	done := make(chan error, 1)
-	go func() { _, err := rpcCall(c, time.Minute, "x"); done <- err }()
-	waitForCalls(t, func() bool { return s.Calls() == 1 })
-	s.Close()
-	select {
-	case err := <-done:
-		if rpcCode(t, err) != stream.ErrUpstreamReset {
-			t.Fatalf("error %v, want UPSTREAM_RESET", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the call hangs after its upstream died")
+	for _, st := range callStyles {
+		t.Run(st.name, func(t *testing.T) {
+			s := rpcServer(t, func(ctx context.Context, req *mesh.Request) (*mesh.Response, *mesh.Error) {
+				<-ctx.Done() // never answers; the server's Close ends it
+				return nil, nil
+			})
+			c := rpcCluster(t, stream.ClusterConfig{Name: "reset", ConnsPerHost: 1, Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
+			// The first call connects; the second (with Start: queued
+			// on that connection) is outstanding too when it dies.
+			var dones []chan error
+			for i, call := range []func(*stream.Cluster, time.Duration, string) (string, error){rpcCall, st.call} {
+				done := make(chan error, 1)
+				go func() { _, err := call(c, time.Minute, "x"); done <- err }()
+				waitForCalls(t, func() bool { return s.Calls() == int64(i+1) })
+				dones = append(dones, done)
+			}
+			s.Close()
+			for _, done := range dones {
+				select {
+				case err := <-done:
+					if rpcCode(t, err) != stream.ErrUpstreamReset {
+						t.Fatalf("error %v, want UPSTREAM_RESET", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the call hangs after its upstream died")
+				}
+			}
+		})
 	}
 }
 
@@ -236,15 +292,25 @@ func TestClusterCloseFailsOutstanding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { _, err := rpcCall(c, time.Minute, "x"); done <- err }()
-	waitForCalls(t, func() bool { return s.Calls() == 1 })
-	c.Close()
-	if err := <-done; rpcCode(t, err) != stream.ErrShuttingDown {
-		t.Fatalf("error %v, want SHUTTING_DOWN", err)
+	// One call of each style outstanding (Start's queued on the
+	// connection the first made).
+	var dones []chan error
+	for i, st := range callStyles {
+		done := make(chan error, 1)
+		go func() { _, err := st.call(c, time.Minute, "x"); done <- err }()
+		waitForCalls(t, func() bool { return s.Calls() == int64(i+1) })
+		dones = append(dones, done)
 	}
-	if _, err := rpcCall(c, time.Second, "x"); rpcCode(t, err) != stream.ErrShuttingDown {
-		t.Fatalf("call after Close: %v, want SHUTTING_DOWN", err)
+	c.Close()
+	for i, done := range dones {
+		if err := <-done; rpcCode(t, err) != stream.ErrShuttingDown {
+			t.Fatalf("%s: error %v, want SHUTTING_DOWN", callStyles[i].name, err)
+		}
+	}
+	for _, st := range callStyles {
+		if _, err := st.call(c, time.Second, "x"); rpcCode(t, err) != stream.ErrShuttingDown {
+			t.Fatalf("%s after Close: %v, want SHUTTING_DOWN", st.name, err)
+		}
 	}
 	c.Close() // twice is fine
 }

@@ -141,6 +141,26 @@ type ClientConn interface {
 	Close() error
 }
 
+// RequestQueuer and ResponseQueuer are implemented by the connections of
+// a multiplexed codec whose writes can be queued without waiting, neither
+// for the write syscall nor for room in the connection's buffer (meshrpc,
+// core.Writer.TryQueue). With them the proxy serves a call without a
+// goroutine of its own (Cluster.Start): the caller's read loop queues the
+// request upstream, the upstream connection's read loop queues the
+// answer, and frames queued in a row share a write syscall. A false
+// queued means the writer is full: nothing was written, and the proxy
+// writes the frame with WriteRequest or WriteResponse on a goroutine
+// that may wait, so that one slow peer does not hold up a read loop
+// serving many.
+type RequestQueuer interface {
+	QueueRequest(id uint64, req *Message) (queued bool, err error)
+}
+
+// ResponseQueuer: see RequestQueuer.
+type ResponseQueuer interface {
+	QueueResponse(req, resp *Message) (queued bool, err error)
+}
+
 // Limits bound what a codec accepts from a peer. A codec checks them
 // before it allocates for the bytes they bound. Zero fields take the
 // defaults below.

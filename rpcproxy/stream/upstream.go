@@ -106,8 +106,15 @@ type Cluster struct {
 
 	hosts    []*host
 	lb       *balancer
-	routines core.Routines // connection read loops
+	routines core.Routines // connection read loops, the sweeper (async.go)
 	closed   atomic.Bool
+	stop     chan struct{} // closed by Close: the sweeper ends
+
+	// Calls started with Start (async.go).
+	outstanding atomic.Int64 // calls started and not finished
+	sweeping    atomic.Bool  // the sweeper runs
+	connsMu     sync.Mutex
+	live        map[*uconn]struct{} // every connection not failed, for the sweeper
 }
 
 // host is one upstream address and its connections.
@@ -198,6 +205,8 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		limits:         cfg.Limits.WithDefaults(),
 		log:            cfg.Logger,
 		dial:           cfg.Dial,
+		stop:           make(chan struct{}),
+		live:           make(map[*uconn]struct{}),
 	}
 	if c.connectTimeout <= 0 {
 		c.connectTimeout = time.Second
@@ -250,6 +259,12 @@ func (c *Cluster) Codec() Codec { return c.codec }
 // nil, x.Upstream is set to the host tried last. The caller releases the
 // answer; req stays the caller's.
 func (c *Cluster) RoundTrip(ctx context.Context, req *Message, timeout time.Duration, x *Exchange) (*Message, error) {
+	return c.roundTripFrom(ctx, req, timeout, x, nil)
+}
+
+// roundTripFrom is RoundTrip trying first first, when not nil (Start
+// picked it).
+func (c *Cluster) roundTripFrom(ctx context.Context, req *Message, timeout time.Duration, x *Exchange, first *host) (*Message, error) {
 	if c.closed.Load() {
 		return nil, Errorf(ErrShuttingDown, "cluster %s is closed", c.name)
 	}
@@ -262,7 +277,11 @@ func (c *Cluster) RoundTrip(ctx context.Context, req *Message, timeout time.Dura
 	var tried hostSet
 	var lastErr error
 	for range c.hosts {
-		h := c.lb.pick(&tried, time.Now().UnixNano())
+		h := first
+		first = nil
+		if h == nil {
+			h = c.lb.pick(&tried, time.Now().UnixNano())
+		}
 		if h == nil {
 			break
 		}
@@ -380,6 +399,9 @@ func (c *Cluster) connect(ctx context.Context, h *host, deadline time.Time) (*uc
 	h.fails.Store(0)
 	h.downUntil.Store(0)
 	uc := &uconn{c: c, h: h, nc: nc, cc: c.codec.NewClientConn(nc, c.limits), pending: core.NewPending[*Message]()}
+	c.connsMu.Lock()
+	c.live[uc] = struct{}{}
+	c.connsMu.Unlock()
 	h.mu.Lock()
 	h.conns = append(h.conns, uc)
 	h.mu.Unlock()
@@ -412,7 +434,9 @@ func (c *Cluster) putIdle(uc *uconn, resp *Message, err error) {
 // connection and waits for their read loops. Later RoundTrips fail at once.
 // Safe to call more than once.
 func (c *Cluster) Close() {
-	c.closed.Store(true)
+	if c.closed.CompareAndSwap(false, true) {
+		close(c.stop)
+	}
 	c.routines.Stop()
 	for _, h := range c.hosts {
 		h.mu.Lock()
@@ -489,6 +513,7 @@ type uconn struct {
 	// inflight counts the calls waiting for an answer on this connection
 	// (host.pickLocked).
 	inflight atomic.Int64
+	async    asyncTable // calls started with Cluster.Start (async.go)
 	once     sync.Once
 }
 
@@ -506,10 +531,12 @@ func (uc *uconn) readLoop() {
 				uc.h.remove(uc)
 			}
 		}
-		if !uc.pending.Resolve(m.ID, core.Result[*Message]{Val: m}) {
+		if a := uc.async.take(m.ID); a != nil {
+			uc.c.finish(a, m, nil)
+		} else if !uc.pending.Resolve(m.ID, core.Result[*Message]{Val: m}) {
 			m.Release() // its request timed out
 		}
-		if last && uc.c.mux && uc.pending.Len() == 0 {
+		if last && uc.c.mux && uc.pending.Len() == 0 && uc.async.n.Load() == 0 {
 			uc.fail(io.EOF)
 			return
 		}
@@ -532,10 +559,16 @@ func (uc *uconn) fail(cause error) {
 		default:
 			err = Errorf(ErrUpstreamReset, "upstream %s: connection lost: %w", uc.h.addr, cause)
 		}
-		if n := uc.pending.Len(); n > 0 {
+		uc.c.connsMu.Lock()
+		delete(uc.c.live, uc)
+		uc.c.connsMu.Unlock()
+		if n := uc.pending.Len() + int(uc.async.n.Load()); n > 0 {
 			uc.c.log.Warn("upstream connection lost with requests outstanding", "cluster", uc.c.name, "host", uc.h.addr, "outstanding", n, "err", cause)
 		}
 		uc.pending.FailAll(err)
+		for _, a := range uc.async.closeAll() {
+			uc.c.finish(a, nil, err)
+		}
 	})
 }
 

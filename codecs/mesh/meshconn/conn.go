@@ -120,6 +120,12 @@ func (w *Writer) Error(id uint64, code mesh.Code, msg string) error {
 	return w.Send(mesh.KindError, mesh.FlagResponse, id, &e)
 }
 
+// QueueFrame queues an encoded frame as is without waiting, neither for
+// the syscall nor for room (core.Writer.TryQueue): false when the writer
+// is full, and the caller writes the frame with WriteFrame on a goroutine
+// that may wait.
+func (w *Writer) QueueFrame(frame []byte) (bool, error) { return w.w.TryQueue(frame, w.failLater) }
+
 // WriteFrame writes an encoded frame as is (a proxy forwarding the bytes
 // it read, its id rewritten with mesh.SetFrameID).
 func (w *Writer) WriteFrame(frame []byte) error { return w.w.Write(frame) }
