@@ -44,7 +44,22 @@ type asyncCall struct {
 	uc       *uconn
 	timeout  time.Duration
 	deadline int64 // unix nanoseconds
+
+	// state keeps a call Start is still sending from being finished under
+	// it (its request released, its Done freeing it): an answer, a
+	// timeout or a connection failure that comes first is parked in
+	// resp and err, and Start finishes the call once the request is out.
+	state atomic.Int32
+	resp  *Message
+	err   error
 }
+
+// asyncCall.state values.
+const (
+	callSending int32 = iota // Start is writing the request
+	callSent                 // whoever takes the call finishes it
+	callParked               // taken while sending: Start finishes it
+)
 
 var asyncCallPool = sync.Pool{New: func() any { return new(asyncCall) }}
 
@@ -110,7 +125,11 @@ func (c *Cluster) queue(ctx context.Context, req *Message, timeout time.Duration
 		return false
 	}
 	a := asyncCallPool.Get().(*asyncCall)
-	*a = asyncCall{ctx: ctx, req: req, x: x, done: done, h: h, uc: uc, timeout: timeout, deadline: now + int64(timeout)}
+	a.ctx, a.req, a.x, a.done, a.h, a.uc, a.timeout, a.deadline = ctx, req, x, done, h, uc, timeout, now+int64(timeout)
+	a.state.Store(callSending)
+	if x != nil {
+		x.Upstream = h.addr
+	}
 	id := uc.ids.Next()
 	if !uc.async.add(id, a) {
 		putAsync(a)
@@ -119,28 +138,40 @@ func (c *Cluster) queue(ctx context.Context, req *Message, timeout time.Duration
 	h.active.Add(1)
 	uc.inflight.Add(1)
 	c.outstanding.Add(1)
-	if x != nil {
-		x.Upstream = h.addr
-	}
 	queued, err := q.QueueRequest(id, req)
 	switch {
 	case err != nil:
-		// fail answers a (and every other call on uc) with ErrUpstreamReset.
+		// fail takes a (and every other call on uc): ErrUpstreamReset.
 		uc.fail(err)
 	case !queued:
-		if uc.async.take(id) != a {
-			return true // failed meanwhile: answered
+		if uc.async.take(id) == a {
+			c.settle(a)
+			putAsync(a)
+			return false
 		}
-		c.settle(a)
-		putAsync(a)
-		return false
+		// Taken meanwhile (the connection failed, or the deadline passed):
+		// parked below.
+	}
+	if !a.state.CompareAndSwap(callSending, callSent) {
+		c.finish(a, a.resp, a.err) // taken while sending
 	}
 	c.sweepSoon()
 	return true
 }
 
+// complete ends a call taken from its table, or parks the outcome for
+// Start if it is still sending the request (asyncCall.state).
+func (c *Cluster) complete(a *asyncCall, resp *Message, err error) {
+	a.resp, a.err = resp, err
+	if a.state.CompareAndSwap(callSending, callParked) {
+		return
+	}
+	a.resp, a.err = nil, nil
+	c.finish(a, resp, err)
+}
+
 func putAsync(a *asyncCall) {
-	*a = asyncCall{}
+	a.ctx, a.req, a.x, a.done, a.h, a.uc, a.resp, a.err = nil, nil, nil, nil, nil, nil, nil, nil
 	asyncCallPool.Put(a)
 }
 
@@ -265,7 +296,7 @@ func (c *Cluster) sweep() {
 		for i, a := range due {
 			due[i] = nil
 			err := Errorf(ErrTimeout, "cluster %s: no answer from %s within %s", c.name, a.h.addr, a.timeout)
-			c.finish(a, nil, err)
+			c.complete(a, nil, err)
 		}
 		if c.outstanding.Load() > 0 {
 			continue

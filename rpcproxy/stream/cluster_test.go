@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,4 +352,61 @@ func TestClusterExtraConnectFailsUsesOpenConn(t *testing.T) {
 	if s.Accepted() != 1 {
 		t.Fatalf("%d connections accepted, want 1", s.Accepted())
 	}
+}
+
+// onceDone fails the test if its call ends twice.
+type onceDone struct {
+	t     *testing.T
+	ended atomic.Bool
+	wg    *sync.WaitGroup
+	req   *stream.Message
+	ok    *atomic.Int64
+}
+
+func (d *onceDone) CallDone(resp *stream.Message, err error) {
+	if d.ended.Swap(true) {
+		d.t.Error("a call ended twice")
+		return
+	}
+	if err == nil {
+		d.ok.Add(1)
+		resp.Release()
+	} else if code := stream.AsError(err).Code; code != stream.ErrTimeout {
+		d.t.Errorf("call failed with %v, want an answer or TIMEOUT", err)
+	}
+	d.req.Release()
+	d.wg.Done()
+}
+
+// Calls started with Start whose deadlines pass just as their answers
+// come each end exactly once, with the answer or TIMEOUT (run it with
+// -race: the sweeper, the read loop and Start race for the same calls).
+func TestClusterStartRacesTimeouts(t *testing.T) {
+	s := rpcServer(t, func(ctx context.Context, req *mesh.Request) (*mesh.Response, *mesh.Error) {
+		time.Sleep(time.Duration(len(req.Body)%4) * time.Millisecond)
+		return &mesh.Response{Body: req.Body}, nil
+	})
+	c := rpcCluster(t, stream.ClusterConfig{Name: "race", ConnsPerHost: 2, Hosts: []stream.HostConfig{{Addr: s.Addr()}}})
+	if _, err := rpcCall(c, 5*time.Second, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	const calls = 2000
+	for i := range calls {
+		m := stream.NewMessage()
+		if err := meshrpc.NewRequest(m, "svc", "M", nil, []byte(strings.Repeat("x", i%7))); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		c.Start(context.Background(), m, time.Duration(1+i%3)*time.Millisecond, nil, &onceDone{t: t, wg: &wg, req: m, ok: &ok})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("calls started with Start never ended")
+	}
+	t.Logf("%d of %d answered in time", ok.Load(), calls)
 }

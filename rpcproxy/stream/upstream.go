@@ -532,7 +532,7 @@ func (uc *uconn) readLoop() {
 			}
 		}
 		if a := uc.async.take(m.ID); a != nil {
-			uc.c.finish(a, m, nil)
+			uc.c.complete(a, m, nil)
 		} else if !uc.pending.Resolve(m.ID, core.Result[*Message]{Val: m}) {
 			m.Release() // its request timed out
 		}
@@ -567,7 +567,7 @@ func (uc *uconn) fail(cause error) {
 		}
 		uc.pending.FailAll(err)
 		for _, a := range uc.async.closeAll() {
-			uc.c.finish(a, nil, err)
+			uc.c.complete(a, nil, err)
 		}
 	})
 }
