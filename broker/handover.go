@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"time"
 )
@@ -161,28 +160,6 @@ func (p *Deferred) Kept() *Answer {
 		return nil
 	}
 	return p.pending
-}
-
-// Token is the Portable token of the adopted delivery p answers for:
-// once bound, the bound delivery's own (it moves as that consumer's
-// delivery); while unbound and unanswered, handed (the token it came
-// with) as JSON; nothing (it goes back, the next process delivers it
-// again) once answered, or once claimed says a consumer reads its
-// partition or queue but has not reached it, so that a token would
-// disagree with its bound siblings'.
-func (p *Deferred) Token(claimed func() bool, handed any) ([]byte, bool) {
-	bound, answered := p.State()
-	if bound != nil {
-		if pt, ok := bound.(Portable); ok {
-			return pt.Token()
-		}
-		return nil, false
-	}
-	if answered || claimed() {
-		return nil, false
-	}
-	b, err := json.Marshal(handed)
-	return b, err == nil
 }
 
 // Handed is what an adopted delivery shows of its message: the id, count

@@ -265,9 +265,12 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 				d = c.handOutLocked(&f)
 			case statePaused:
 				// Pause interrupted the wait as a message came: keep
-				// it for Resume. (After Close it is dropped,
-				// uncommitted, like the rest of msgs.)
+				// it for Resume.
 				c.stash = append(c.stash, f)
+			default:
+				// After Close it is dropped, uncommitted, like the
+				// rest of msgs.
+				c.dropLocked(&f)
 			}
 		}
 		c.mu.Unlock()
@@ -332,6 +335,7 @@ func (c *consumer) handOutLocked(f *fetched) *delivery {
 	if f.pre != nil {
 		c.tmu.Unlock()
 		if !current {
+			c.dropLocked(f)
 			return nil
 		}
 		return f.pre
@@ -342,6 +346,20 @@ func (c *consumer) handOutLocked(f *fetched) *delivery {
 		return nil
 	}
 	return c.newDelivery(&f.m, t)
+}
+
+// dropLocked lets go of f, fetched and not handed out by Next. One the
+// fetcher handed out already (f.pre: read under an inheritance, see
+// fetchInherited) is in its tracker as handed out, below offsets the
+// fetcher may have settled since, so that the tracker holds the commit
+// back for it and would count it as held by an app at a handover: it
+// goes to the retry queue as the same attempt, like a Return, to be
+// handed out again or, after Close, listed again in the partition's
+// tokens. c.mu is held.
+func (c *consumer) dropLocked(f *fetched) {
+	if f.pre != nil {
+		c.requeueLocked(f.pre, f.pre.redelivered, time.Now())
+	}
 }
 
 // ack records an ack in the tracker the message was handed out under and
@@ -674,7 +692,7 @@ func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error
 			t = newPartitionTracker(co)
 			c.parts[p] = t
 			fresh = append(fresh, p)
-			c.inh[p] = c.b.claim(c.group, c.topic, p, co)
+			c.inh[p] = c.b.claim(c, p, co)
 			if c.inh[p] == nil {
 				delete(c.inh, p)
 			}
@@ -716,7 +734,8 @@ func (c *consumer) assigned(ctx context.Context, m *member, parts []int32) error
 // handing out and committing until the next assignment. Trackers stay, so
 // that a partition assigned here again continues where it was. Messages
 // fetched and not handed out are dropped: the next owner reads them from
-// the commit.
+// the commit (those the fetcher handed out already wait in the retry
+// queue, dropLocked).
 func (c *consumer) revoke(timeout time.Duration) error {
 	c.stopFetchers()
 	err := c.commit(context.Background(), timeout)
@@ -731,11 +750,15 @@ func (c *consumer) revoke(timeout time.Duration) error {
 	c.tmu.Unlock()
 	c.leader.Store(false)
 	c.mu.Lock()
+	for i := range c.stash {
+		c.dropLocked(&c.stash[i])
+	}
 	c.stash = nil
 drain:
 	for {
 		select {
-		case <-c.msgs:
+		case f := <-c.msgs:
+			c.dropLocked(&f)
 		default:
 			break drain
 		}
@@ -789,6 +812,9 @@ func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker
 			select {
 			case c.msgs <- f:
 			case <-ctx.Done():
+				c.mu.Lock()
+				c.dropLocked(&f)
+				c.mu.Unlock()
 				return
 			}
 		}
@@ -879,6 +905,9 @@ func (c *consumer) Close(ctx context.Context) error {
 	c.state = stateClosed
 	if c.cancelFetch != nil {
 		c.cancelFetch()
+	}
+	for i := range c.stash {
+		c.dropLocked(&c.stash[i]) // recorded for a handover
 	}
 	c.stash, c.retry, c.parked = nil, nil, nil
 	c.mu.Unlock()

@@ -148,7 +148,8 @@
 // carries the partition's state after the final commit, and the
 // successor's consumer re-reads the partition from that commit, binding
 // the held offsets to the inherited deliveries and skipping the acked
-// ones (handover.go).
+// ones (handover.go). Closed before it read all of that, it hands the
+// unread rest on in its own tokens, so those held deliveries move again.
 //
 // Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
 // the transport's metadata refresh, each partition Reader's fetch loop),

@@ -34,3 +34,17 @@ func Assigned(c broker.Consumer) []int {
 
 // IsLeader reports whether c assigned the group's current generation.
 func IsLeader(c broker.Consumer) bool { return c.(*consumer).leader.Load() }
+
+// ReadTo is one past the last offset of partition that c recorded as
+// handed out (0: none), or -1 when c does not track the partition. A
+// partition read under an inheritance records each offset as its fetcher
+// reads it, so tests can wait for the fetcher to get that far.
+func ReadTo(c broker.Consumer, partition int) int64 {
+	cc := c.(*consumer)
+	cc.tmu.Lock()
+	defer cc.tmu.Unlock()
+	if t := cc.parts[partition]; t != nil {
+		return t.next
+	}
+	return -1
+}

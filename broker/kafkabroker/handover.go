@@ -65,15 +65,46 @@ func (d *delivery) Token() ([]byte, bool) {
 		c.tmu.Unlock()
 		return nil, false
 	}
-	held, again := d.t.unanswered()
-	t := token{Group: c.group, Topic: c.topic, Partition: d.partition, Offset: d.offset,
-		Committed: d.t.committed, Next: d.t.next, Held: held, Again: again, Redelivered: d.redelivered}
+	t := c.partTokenLocked(d.partition, d.t)
 	c.tmu.Unlock()
+	t.Offset, t.Redelivered = d.offset, d.redelivered
 	if !d.ts.IsZero() {
 		t.Timestamp = d.ts.UnixNano()
 	}
 	b, err := json.Marshal(t)
 	return b, err == nil
+}
+
+// partTokenLocked is the part of a token its partition decides, the same
+// in every token of the partition (Adopt refuses tokens that disagree):
+// from the last commit to Next, which offsets apps hold (Held counts
+// them) and which to deliver again; every other offset in between is
+// acked. Next is one past the last offset read or, while the consumer
+// still reads what a predecessor handed over, that handover's Next, so
+// that the unread rest of it moves on: its adopted deliveries still held
+// and the offsets it listed again (inheritance.unread). t is the
+// partition's tracker; c.tmu held.
+func (c *consumer) partTokenLocked(p int, t *partitionTracker) token {
+	tk := token{Group: c.group, Topic: c.topic, Partition: p, Committed: t.committed, Next: t.next}
+	tk.Held, tk.Again = t.unanswered()
+	if in := c.inh[p]; in != nil {
+		// The fetcher hands out (and so records) every offset it reads
+		// under the inheritance at once: t.next is how far it read.
+		tk.Next = max(tk.Next, in.next)
+		in.unread(&tk, t.next, in.complete)
+	}
+	return tk
+}
+
+// again lists off to deliver again with Redelivered n, unless it is
+// listed already.
+func (t *token) again(off int64, n int) {
+	if t.Again == nil {
+		t.Again = map[int64]int{}
+	}
+	if _, ok := t.Again[off]; !ok {
+		t.Again[off] = n
+	}
 }
 
 // partKey names one partition of one group's topic.
@@ -94,9 +125,51 @@ type inheritance struct {
 	// [committed, next) neither adopted nor nacked were acked. Set by
 	// claim.
 	complete bool
-	// claimed: a consumer reads the partition under it. Guarded by
-	// Broker.hmu.
+	// claimed: a consumer was assigned the partition; by: that
+	// consumer, nil when it read the partition from a newer commit
+	// (claim). Guarded by Broker.hmu.
 	claimed bool
+	by      *consumer
+}
+
+// unread adds to t what in says of its offsets from on, which no
+// consumer of this process read: its adopted deliveries apps still hold
+// (Held), those answered with a nack and the offsets the predecessor
+// listed (Again); those answered with an ack and the rest are acked.
+// When the predecessor's held deliveries were not all adopted
+// (!complete), every offset not adopted is listed again, as a consumer
+// reading the partition would have delivered it. The caller holds what
+// guards in: Broker.hmu while no consumer claimed it, the claiming
+// consumer's tmu after.
+func (in *inheritance) unread(t *token, from int64, complete bool) {
+	for o, n := range in.again {
+		if o >= from {
+			t.again(o, n)
+		}
+	}
+	for o, a := range in.adopted {
+		if o < from {
+			continue
+		}
+		bound, answered := a.p.State()
+		switch {
+		case bound != nil:
+			// Bound when its offset was read, so below from.
+		case !answered:
+			t.Held++
+		default:
+			if ans := a.p.Kept(); ans != nil && ans.Nack {
+				t.again(o, a.t.Redelivered+1)
+			}
+		}
+	}
+	if !complete {
+		for o := from; o < in.next; o++ {
+			if in.adopted[o] == nil {
+				t.again(o, 0)
+			}
+		}
+	}
 }
 
 // Adopt implements broker.Adopter: it records the partition's state for
@@ -136,13 +209,14 @@ func (b *Broker) Adopt(tok []byte) (broker.Delivery, error) {
 	return a, nil
 }
 
-// claim hands the inheritance of a partition to the consumer the group
-// assigned it, if the partition's committed offset is still the one the
+// claim hands the inheritance of a partition to c, the consumer the
+// group assigned it, if the partition's committed offset is still the one the
 // predecessor left (committed: the one read, negative for none). Else the
 // inheritance is dropped: the group reads the partition from the newer
 // commit, the held messages come again, and the inherited deliveries'
 // answers commit nothing. nil when there is none.
-func (b *Broker) claim(group, topic string, partition int, committed int64) *inheritance {
+func (b *Broker) claim(c *consumer, partition int, committed int64) *inheritance {
+	group, topic := c.group, c.topic
 	k := partKey{group, topic, partition}
 	b.hmu.Lock()
 	defer b.hmu.Unlock()
@@ -151,12 +225,13 @@ func (b *Broker) claim(group, topic string, partition int, committed int64) *inh
 		return nil
 	}
 	delete(b.inherited, k)
+	in.claimed = true
 	if in.committed != max(committed, 0) {
 		b.log.Warn("partition committed past what the previous process handed over; the messages apps hold come again",
 			"topic", topic, "group", group, "partition", partition, "handed_over_at", in.committed, "committed", committed)
 		return nil
 	}
-	in.claimed = true
+	in.by = c
 	in.complete = len(in.adopted) >= in.held
 	if !in.complete {
 		b.log.Warn("fewer held deliveries adopted than handed over; the partition's messages since the last commit come again",
@@ -241,18 +316,64 @@ type adopted struct {
 	p  broker.Deferred
 }
 
-// Token implements broker.Portable (broker.Deferred.Token): bound, as its
-// consumer's delivery; unread, as it came.
+// Token implements broker.Portable: bound, as its consumer's delivery;
+// answered, none (an ack settles the offset, a nack lists it again in the
+// partition's other tokens); else as its partition's tokens say at the
+// close: while no consumer was assigned the partition, as the
+// inheritance stands (the predecessor's commit and Next, with the answers
+// given since); once one is, from that consumer's state
+// (partTokenLocked), which covers the part of the handover it has not
+// read. None either when the partition was read from a newer commit
+// (claim): the group delivers its messages again anyway.
 func (a *adopted) Token() ([]byte, bool) {
-	return a.p.Token(a.claimed, a.t)
+	bound, answered := a.p.State()
+	switch {
+	case bound != nil:
+		if pt, ok := bound.(broker.Portable); ok {
+			return pt.Token()
+		}
+		return nil, false
+	case answered:
+		return nil, false
+	}
+	var t token
+	a.b.hmu.Lock()
+	in, claimed, by := a.in, a.in.claimed, a.in.by
+	if !claimed {
+		t = token{Group: a.t.Group, Topic: a.t.Topic, Partition: a.t.Partition, Committed: in.committed, Next: in.next}
+		in.unread(&t, in.committed, len(in.adopted) >= in.held)
+	}
+	a.b.hmu.Unlock()
+	if claimed {
+		if by == nil {
+			return nil, false
+		}
+		var ok bool
+		if t, ok = by.adoptedToken(a); !ok {
+			return nil, false
+		}
+	}
+	t.Offset, t.Redelivered, t.Timestamp = a.t.Offset, a.t.Redelivered, a.t.Timestamp
+	b, err := json.Marshal(t)
+	return b, err == nil
 }
 
-// claimed reports whether a consumer reads the partition but has not
-// reached this offset.
-func (a *adopted) claimed() bool {
-	a.b.hmu.Lock()
-	defer a.b.hmu.Unlock()
-	return a.in.claimed
+// adoptedToken is partTokenLocked for a, adopted and not bound, in a
+// partition c reads under a's inheritance; false before c is closed, or
+// when c no longer reads the partition under it (the group gave the
+// partition away, or c read past a's offset and a's message never came).
+func (c *consumer) adoptedToken(a *adopted) (token, bool) {
+	p := a.t.Partition
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	t := c.parts[p]
+	if !c.acksClosed || t == nil || c.inh[p] != a.in || a.t.Offset < t.next {
+		return token{}, false
+	}
+	if bound, _ := a.p.State(); bound != nil {
+		return token{}, false // bound meanwhile: its delivery moves
+	}
+	return c.partTokenLocked(p, t), true
 }
 
 // Ack and Nack settle the message as its original delivery's would (no

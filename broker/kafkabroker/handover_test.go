@@ -232,3 +232,136 @@ func TestReturnFetched(t *testing.T) {
 	}
 	pollCommitted(t, ev.c, group, topic, 10)
 }
+
+// TestHandOverPartlyRead: a successor closed before its consumer read all
+// of what its predecessor handed over hands it on, so that a third
+// process delivers every message once. One partition, offsets 0-11. The
+// first process hands out 0-7; its app acks 5, holds 3, 4, 6 and 7, and
+// nacks 0, 1 and 2 after the close (listed again). The second process's
+// consumer (prefetch 1) is closed before it read past the nacked ones:
+//   - unassigned: it never consumes the topic, so the tokens come from
+//     the inheritance itself, with its app's answers;
+//   - read2: its fetcher read 0 and 1 and handed them out (0 waits in
+//     the queue, the fetcher waits to queue 1), Next took nothing;
+//   - read3: Next took 0, acked; the fetcher then read 1 and 2.
+//
+// Its app acks 4, nacks 6 and holds 3 and 7, all before the consumer
+// reached them. The third process must then deliver what the second's
+// app never saw (0 unless acked, 1, 2, 6) with Redelivered 1 and 8-11 as
+// first deliveries, and settle 3 and 7 by their adopted deliveries:
+// nothing twice, nothing lost.
+func TestHandOverPartlyRead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		taken int // messages the second process's Next takes; -1: no consumer
+	}{{"unassigned", -1}, {"read2", 0}, {"read3", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testHandOverPartlyRead(t, tc.taken)
+		})
+	}
+}
+
+func testHandOverPartlyRead(t *testing.T, taken int) {
+	const topic, group, n = "jobs", "workers", 12
+	ev := newEnv(t, kafkabroker.Config{Partitions: 1})
+	second := newBroker(t, ev.c, kafkabroker.Config{Partitions: 1})
+	third := newBroker(t, ev.c, kafkabroker.Config{Partitions: 1})
+	brokertest.PublishN(t, ev.b, topic, 0, n)
+	ctx := brokertest.Ctx(t)
+	handOver := func(to *kafkabroker.Broker, ds map[int]broker.Delivery, which ...int) map[int]broker.Delivery {
+		t.Helper()
+		adopted := map[int]broker.Delivery{}
+		for _, i := range which {
+			tok, ok := ds[i].(broker.Portable).Token()
+			if !ok {
+				t.Fatalf("no token for held delivery %d", i)
+			}
+			a, err := to.Adopt(tok)
+			if err != nil {
+				t.Fatalf("adopt %d: %v", i, err)
+			}
+			adopted[i] = a
+		}
+		return adopted
+	}
+
+	// First process.
+	first := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: group, Prefetch: 16})
+	ds := map[int]broker.Delivery{}
+	for i := range 8 {
+		ds[i] = brokertest.Next(t, first)
+	}
+	brokertest.Ack(t, ds[5])
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1, 2} {
+		if err := ds[i].Nack(ctx, 0); err != nil {
+			t.Fatalf("nack %d after the close: %v", i, err)
+		}
+	}
+	held := handOver(second, ds, 3, 4, 6, 7)
+
+	// Second process.
+	var next broker.Consumer
+	want := map[string]int{} // body: Redelivered of its one delivery in the third process
+	if taken >= 0 {
+		next = brokertest.Consume(t, second, broker.ConsumerSpec{Topic: topic, Group: group, Prefetch: 1})
+		for range taken {
+			d := brokertest.Next(t, next)
+			if !bytes.Equal(d.Message().Body, brokertest.Body(0)) || d.Redelivered() != 1 {
+				t.Fatalf("second process delivered %q (redelivered %d) first, want %q (1)", d.Message().Body, d.Redelivered(), brokertest.Body(0))
+			}
+			brokertest.Ack(t, d)
+		}
+		if !brokertest.Poll(func() bool { return kafkabroker.ReadTo(next, 0) == int64(2+taken) }) {
+			t.Fatalf("the second process's fetcher read to %d, want %d", kafkabroker.ReadTo(next, 0), 2+taken)
+		}
+	}
+	if taken < 1 {
+		want[string(brokertest.Body(0))] = 1
+	}
+	for _, i := range []int{1, 2, 6} {
+		want[string(brokertest.Body(i))] = 1
+	}
+	for i := 8; i < n; i++ {
+		want[string(brokertest.Body(i))] = 0
+	}
+	brokertest.Ack(t, held[4])
+	if err := held[6].Nack(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if next != nil {
+		if err := next.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCommitted := int64(-1) // none: 0 is held back
+	if taken == 1 {
+		wantCommitted = 1
+	}
+	if got := committed(t, ev.c, group, topic, 0); got != wantCommitted {
+		t.Fatalf("committed after the second process closed: %d, want %d", got, wantCommitted)
+	}
+	held = handOver(third, held, 3, 7)
+
+	// Third process.
+	last := brokertest.Consume(t, third, broker.ConsumerSpec{Topic: topic, Group: group, Prefetch: 16})
+	bodies := map[string]bool{}
+	for b := range want {
+		bodies[b] = true
+	}
+	got := brokertest.Collect(t, last, bodies)
+	brokertest.ExactlyOnce(t, brokertest.Counts(got))
+	for _, d := range got {
+		if w := want[string(d.Message().Body)]; d.Redelivered() != w {
+			t.Errorf("third process delivered %q with Redelivered %d, want %d", d.Message().Body, d.Redelivered(), w)
+		}
+	}
+	brokertest.ExpectNothing(t, last, 300*time.Millisecond)
+	pollCommitted(t, ev.c, group, topic, 3)
+	brokertest.Ack(t, held[3])
+	brokertest.Ack(t, held[7])
+	pollCommitted(t, ev.c, group, topic, n)
+}
