@@ -189,8 +189,8 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			switch {
 			case err == nil:
 				// backoff stays: a pull request the server refuses
-				// again at once (MaxRequestBatch of an operator's
-				// consumer, ...) must not make this loop spin.
+				// again at once (Exceeded MaxWaiting, a leadership
+				// change, ...) must not make this loop spin.
 			case !interrupted:
 				c.log.Warn("cannot recreate consumer; retrying", "error", err)
 				fallthrough
