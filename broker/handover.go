@@ -151,6 +151,25 @@ func (p *Deferred) State() (bound Delivery, answered bool) {
 	return p.bound, p.answered
 }
 
+// Moved says how the adopted delivery p answers for moves on at the
+// next handover: once bound, as the bound delivery (its Token); once
+// answered, not at all (the answer settled it, or lists it again); else
+// open, and the adapter makes its token from the state of the handover it
+// came with.
+func (p *Deferred) Moved() (token []byte, ok, open bool) {
+	bound, answered := p.State()
+	switch {
+	case bound != nil:
+		if pt, portable := bound.(Portable); portable {
+			token, ok = pt.Token()
+		}
+		return token, ok, false
+	case answered:
+		return nil, false, false
+	}
+	return nil, false, true
+}
+
 // Kept is the answer waiting for Bind: nil when there is none (no answer
 // yet, or it went to the bound delivery).
 func (p *Deferred) Kept() *Answer {
@@ -160,6 +179,50 @@ func (p *Deferred) Kept() *Answer {
 		return nil
 	}
 	return p.pending
+}
+
+// Unread is what a predecessor's handover of one partition or queue says
+// of its offsets from `from` on, which no consumer of this process read,
+// for the tokens of the next handover (Kafka, RocketMQ): it returns how
+// many of its adopted deliveries apps still hold, and calls again for each
+// offset to deliver again, with the Redelivered of that delivery: those
+// the predecessor listed (listed), adopted ones an app nacked before they
+// were bound, and, when the predecessor's held deliveries were not all
+// adopted (!complete), every offset below next not adopted, as a consumer
+// reading the partition would have delivered it. The other offsets are
+// settled. answer gives an adopted delivery's Deferred and Redelivered.
+func Unread[A any](from, next int64, complete bool, listed map[int64]int, adopted map[int64]A,
+	answer func(A) (*Deferred, int), again func(off int64, n int)) (held int) {
+	for o, n := range listed {
+		if o >= from {
+			again(o, n)
+		}
+	}
+	for o, a := range adopted {
+		if o < from {
+			continue
+		}
+		p, n := answer(a)
+		bound, answered := p.State()
+		switch {
+		case bound != nil:
+			// Bound when its offset was read, so below from.
+		case !answered:
+			held++
+		default:
+			if ans := p.Kept(); ans != nil && ans.Nack {
+				again(o, n+1)
+			}
+		}
+	}
+	if !complete {
+		for o := from; o < next; o++ {
+			if _, ok := adopted[o]; !ok {
+				again(o, 0)
+			}
+		}
+	}
+	return held
 }
 
 // Handed is what an adopted delivery shows of its message: the id, count

@@ -160,43 +160,13 @@ func (t *token) again(off int64, n int) {
 	}
 }
 
-// unread adds to t what in says of its offsets from on that no consumer
-// of this process read: its adopted deliveries apps still hold (Held),
-// those answered with a nack and the offsets the predecessor listed
-// (Again); those answered with an ack and the rest are settled. When the
-// predecessor's held deliveries were not all adopted (!complete), every
-// offset not adopted is listed again, as a consumer reading the queue
-// would have delivered it. The caller holds what guards in: Broker.hmu
-// while no consumer claimed it, the claiming consumer's mu after.
+// unread adds to t what in says of its offsets from on, which no
+// consumer of this process read (broker.Unread). The caller holds what
+// guards in: Broker.hmu while no consumer claimed it, the claiming
+// consumer's mu after.
 func (in *inheritance) unread(t *token, from int64, complete bool) {
-	for o, n := range in.again {
-		if o >= from {
-			t.again(o, n)
-		}
-	}
-	for o, a := range in.adopted {
-		if o < from {
-			continue
-		}
-		bound, answered := a.p.State()
-		switch {
-		case bound != nil:
-			// Bound when its offset was read, so below from.
-		case !answered:
-			t.Held++
-		default:
-			if ans := a.p.Kept(); ans != nil && ans.Nack {
-				t.again(o, a.t.Redelivered+1)
-			}
-		}
-	}
-	if !complete {
-		for o := from; o < in.next; o++ {
-			if in.adopted[o] == nil {
-				t.again(o, 0)
-			}
-		}
-	}
+	t.Held += broker.Unread(from, in.next, complete, in.again, in.adopted,
+		func(a *adopted) (*broker.Deferred, int) { return &a.p, a.t.Redelivered }, t.again)
 }
 
 // Token implements broker.Portable: once the consumer is released (its
@@ -378,15 +348,8 @@ type adopted struct {
 // when the queue was read from another commit (claim): the group
 // delivers its messages again anyway.
 func (a *adopted) Token() ([]byte, bool) {
-	bound, answered := a.p.State()
-	switch {
-	case bound != nil:
-		if pt, ok := bound.(broker.Portable); ok {
-			return pt.Token()
-		}
-		return nil, false
-	case answered:
-		return nil, false
+	if tok, ok, open := a.p.Moved(); !open {
+		return tok, ok
 	}
 	var t token
 	a.b.hmu.Lock()
