@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	rocketmq "github.com/apache/rocketmq-client-go/v2"
 	"github.com/apache/rocketmq-client-go/v2/consumer"
@@ -64,8 +66,24 @@ func (d *rocketDirect) publishAsync(ctx context.Context, body []byte, done func(
 	go func() { done(d.publish(ctx, body)) }()
 }
 
+// publish sends one message; like the sidecar's adapter, it tries again
+// after the client's "route info not found" (nothing was sent: on a new
+// topic the client's route cache is filled while the first sends of the
+// window look it up, and one of them can miss it).
 func (d *rocketDirect) publish(ctx context.Context, body []byte) error {
+	backoff := 20 * time.Millisecond
 	r, err := d.p.SendSync(ctx, primitive.NewMessage(d.topic, body))
+	for err != nil && strings.Contains(err.Error(), "route info not found") {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+		r, err = d.p.SendSync(ctx, primitive.NewMessage(d.topic, body))
+	}
 	if err != nil {
 		return err
 	}
