@@ -208,6 +208,69 @@ func WaitCheck(t testing.TB, c broker.Checker, ready bool, timeout time.Duration
 	}
 }
 
+// ReturnPaused takes c's next delivery, pauses c and returns the delivery
+// to it (broker.Returner) through a wrapper, as the sidecar does with a
+// delivery fetched as a pause began. It checks that the consumer takes
+// it, refuses a second Return, and refuses an Ack of it with answered
+// (the adapter's "already answered" error), then resumes c and returns
+// the delivery, which c must hand out again first, uncounted.
+func ReturnPaused(t testing.TB, c broker.Consumer, answered error) broker.Delivery {
+	t.Helper()
+	ctx := Ctx(t)
+	r, ok := c.(broker.Returner)
+	if !ok {
+		t.Fatalf("%T is not a broker.Returner", c)
+	}
+	first := Next(t, c)
+	if err := c.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Return(Wrap(first)) {
+		t.Fatal("Return refused the consumer's own unanswered delivery")
+	}
+	if r.Return(first) {
+		t.Error("a second Return of one delivery was taken")
+	}
+	if err := first.Ack(ctx); !errors.Is(err, answered) {
+		t.Errorf("Ack of a returned delivery: %v, want %v", err, answered)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
+// Adopt hands held over to the successor broker to, as a hot upgrade
+// does: each delivery's token (broker.Portable) adopted there. It checks
+// that each moves and that the adopted delivery is Inherited with the
+// original's id and time, and returns them under the same keys.
+func Adopt(t testing.TB, to broker.Adopter, held map[int]broker.Delivery) map[int]broker.Delivery {
+	t.Helper()
+	adopted := make(map[int]broker.Delivery, len(held))
+	for i, d := range held {
+		pt, ok := d.(broker.Portable)
+		if !ok {
+			t.Fatalf("held delivery %d (%T) is not Portable", i, d)
+		}
+		tok, ok := pt.Token()
+		if !ok {
+			t.Fatalf("no token for held delivery %d", i)
+		}
+		a, err := to.Adopt(tok)
+		if err != nil {
+			t.Fatalf("adopt %d: %v", i, err)
+		}
+		if _, ok := a.(broker.Inherited); !ok {
+			t.Errorf("adopted delivery %d is not Inherited", i)
+		}
+		if a.MessageID() != d.MessageID() || !a.Timestamp().Equal(d.Timestamp()) {
+			t.Errorf("adopted %s/%s, want %s/%s", a.MessageID(), a.Timestamp(), d.MessageID(), d.Timestamp())
+		}
+		adopted[i] = a
+	}
+	return adopted
+}
+
 // Wrap returns d inside a wrapper that has only Unwrap besides the
 // Delivery methods, as the sidecar's deliveries reach an adapter's
 // optional interfaces (broker.As).

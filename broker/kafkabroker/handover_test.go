@@ -3,7 +3,6 @@ package kafkabroker_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -60,24 +59,7 @@ func TestHandOverDelivery(t *testing.T) {
 	if err := ds[6].Ack(brokertest.Ctx(t)); err == nil {
 		t.Error("an ack after Close was taken as committable")
 	}
-	held := map[int]broker.Delivery{}
-	for _, i := range []int{1, 4, 7} {
-		tok, ok := ds[i].(broker.Portable).Token()
-		if !ok {
-			t.Fatalf("no token for held delivery %d", i)
-		}
-		a, err := successor.Adopt(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := a.(broker.Inherited); !ok {
-			t.Error("adopted delivery is not Inherited")
-		}
-		if a.MessageID() != ds[i].MessageID() || !a.Timestamp().Equal(ds[i].Timestamp()) {
-			t.Errorf("adopted %s/%s, want %s/%s", a.MessageID(), a.Timestamp(), ds[i].MessageID(), ds[i].Timestamp())
-		}
-		held[i] = a
-	}
+	held := brokertest.Adopt(t, successor, map[int]broker.Delivery{1: ds[1], 4: ds[4], 7: ds[7]})
 	if _, err := successor.Adopt([]byte(`{"topic":"jobs"}`)); err == nil {
 		t.Error("an inconsistent token was adopted")
 	}
@@ -135,22 +117,7 @@ func TestReturnFetched(t *testing.T) {
 	}
 
 	// Pause and Resume: 0 comes again as the same attempt, then 1.
-	first := brokertest.Next(t, c)
-	if err := c.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !r.Return(brokertest.Wrap(first)) {
-		t.Fatal("Return refused the consumer's own unanswered delivery")
-	}
-	if r.Return(first) {
-		t.Error("a second Return of one delivery was taken")
-	}
-	if err := first.Ack(ctx); !errors.Is(err, kafkabroker.ErrAnswered) {
-		t.Errorf("Ack of a returned delivery: %v, want ErrAnswered", err)
-	}
-	if err := c.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
+	first := brokertest.ReturnPaused(t, c, kafkabroker.ErrAnswered)
 	for i := range 2 {
 		d := brokertest.Next(t, c)
 		if !bytes.Equal(d.Message().Body, brokertest.Body(i)) || d.Redelivered() != 0 {
@@ -271,19 +238,11 @@ func testHandOverPartlyRead(t *testing.T, taken int) {
 	ctx := brokertest.Ctx(t)
 	handOver := func(to *kafkabroker.Broker, ds map[int]broker.Delivery, which ...int) map[int]broker.Delivery {
 		t.Helper()
-		adopted := map[int]broker.Delivery{}
+		held := map[int]broker.Delivery{}
 		for _, i := range which {
-			tok, ok := ds[i].(broker.Portable).Token()
-			if !ok {
-				t.Fatalf("no token for held delivery %d", i)
-			}
-			a, err := to.Adopt(tok)
-			if err != nil {
-				t.Fatalf("adopt %d: %v", i, err)
-			}
-			adopted[i] = a
+			held[i] = ds[i]
 		}
-		return adopted
+		return brokertest.Adopt(t, to, held)
 	}
 
 	// First process.

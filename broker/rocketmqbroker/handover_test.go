@@ -57,24 +57,7 @@ func TestHandOverDelivery(t *testing.T) {
 	if err := rel.Release(brokertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	held := map[int]broker.Delivery{}
-	for _, i := range []int{1, 4, 7} {
-		tok, ok := ds[i].(broker.Portable).Token()
-		if !ok {
-			t.Fatalf("no token for held delivery %d", i)
-		}
-		a, err := successor.Adopt(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := a.(broker.Inherited); !ok {
-			t.Error("adopted delivery is not Inherited")
-		}
-		if a.MessageID() != ds[i].MessageID() || !a.Timestamp().Equal(ds[i].Timestamp()) {
-			t.Errorf("adopted %s/%s, want %s/%s", a.MessageID(), a.Timestamp(), ds[i].MessageID(), ds[i].Timestamp())
-		}
-		held[i] = a
-	}
+	held := brokertest.Adopt(t, successor, map[int]broker.Delivery{1: ds[1], 4: ds[4], 7: ds[7]})
 	if _, err := successor.Adopt([]byte(`{"topic":"jobs"}`)); err == nil {
 		t.Error("an inconsistent token was adopted")
 	}
@@ -143,22 +126,7 @@ func TestReturnFetched(t *testing.T) {
 	}
 	brokertest.Ack(t, foreign)
 
-	first := brokertest.Next(t, c)
-	if err := c.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !r.Return(brokertest.Wrap(first)) {
-		t.Fatal("Return refused the consumer's own unanswered delivery")
-	}
-	if r.Return(first) {
-		t.Error("a second Return of one delivery was taken")
-	}
-	if err := first.Ack(ctx); !errors.Is(err, rocketmqbroker.ErrSettled) {
-		t.Errorf("Ack of a returned delivery: %v, want ErrSettled", err)
-	}
-	if err := c.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
+	first := brokertest.ReturnPaused(t, c, rocketmqbroker.ErrSettled)
 	ds := make([]broker.Delivery, 3)
 	for i := range ds {
 		ds[i] = brokertest.Next(t, c)
@@ -260,18 +228,7 @@ func TestReturnFetchedHandOver(t *testing.T) {
 	if !old.(broker.Returner).Return(brokertest.Wrap(ds[7])) {
 		t.Fatal("Return after Release refused")
 	}
-	held := map[int]broker.Delivery{}
-	for _, i := range []int{1, 5} {
-		tok, ok := ds[i].(broker.Portable).Token()
-		if !ok {
-			t.Fatalf("no token for held delivery %d", i)
-		}
-		a, err := successor.Adopt(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held[i] = a
-	}
+	held := brokertest.Adopt(t, successor, map[int]broker.Delivery{1: ds[1], 5: ds[5]})
 
 	brokertest.PublishKeyed(t, ev.b, topic, 8, 4, keyOf)
 	next := brokertest.Consume(t, quietBroker{Broker: successor, ev: ev}, spec)
@@ -343,19 +300,11 @@ func testHandOverPartlyRead(t *testing.T, prefetch int) {
 	}
 	handOver := func(to *rocketmqbroker.Broker, ds map[int]broker.Delivery, which ...int) map[int]broker.Delivery {
 		t.Helper()
-		adopted := map[int]broker.Delivery{}
+		held := map[int]broker.Delivery{}
 		for _, i := range which {
-			tok, ok := ds[i].(broker.Portable).Token()
-			if !ok {
-				t.Fatalf("no token for held delivery %d", i)
-			}
-			a, err := to.Adopt(tok)
-			if err != nil {
-				t.Fatalf("adopt %d: %v", i, err)
-			}
-			adopted[i] = a
+			held[i] = ds[i]
 		}
-		return adopted
+		return brokertest.Adopt(t, to, held)
 	}
 
 	// First process.
