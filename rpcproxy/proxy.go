@@ -612,12 +612,7 @@ func (d *downConn) freeExchange(x *exchange) {
 func (d *downConn) start(m *stream.Message) {
 	x := d.newExchange(m)
 	x.dc, x.m = d, m
-	cl, timeout, err := d.route(x, m)
-	reached, ferr := d.p.pipe.BeginExchange(&x.Exchange)
-	x.reached = reached
-	if err == nil {
-		err = ferr
-	}
+	cl, timeout, err := d.begin(x, m)
 	if err != nil {
 		x.CallDone(nil, err)
 		return
@@ -631,15 +626,7 @@ func (d *downConn) start(m *stream.Message) {
 // an error to encode) is written on a goroutine of its own.
 func (x *exchange) CallDone(resp *stream.Message, err error) {
 	d := x.dc
-	var e *stream.Error
-	if err != nil {
-		e = stream.AsError(err)
-		x.Err, x.Status = e, e.HTTPStatus()
-	} else {
-		x.Status, x.RespBytes = resp.Status, resp.Size
-	}
-	// As in serve: the stages see the end before the caller the answer.
-	d.p.pipe.EndExchange(&x.Exchange, x.reached)
+	e := d.end(x, resp, err)
 	if e == nil {
 		if queued, _ := d.rq.QueueResponse(x.m, resp); queued {
 			resp.Release()
@@ -648,12 +635,7 @@ func (x *exchange) CallDone(resp *stream.Message, err error) {
 		}
 	}
 	go func() { // owned by serveConn through d.wg
-		if e != nil {
-			_ = d.sc.WriteError(x.m, e)
-		} else {
-			_ = d.sc.WriteResponse(x.m, resp)
-			resp.Release()
-		}
+		d.answer(x.m, resp, e)
 		d.endCall(x)
 	}()
 }
@@ -693,19 +675,35 @@ func (d *downConn) route(x *exchange, m *stream.Message) (cl *stream.Cluster, ti
 
 // serve forwards one call and answers it, on a goroutine of its own.
 func (d *downConn) serve(m *stream.Message) {
-	p := d.p
 	x := d.newExchange(m)
+	cl, timeout, err := d.begin(x, m)
+	var resp *stream.Message
+	if err == nil {
+		resp, err = cl.RoundTrip(d.p.hard, m, timeout, &x.Exchange)
+	}
+	d.answer(m, resp, d.end(x, resp, err))
+	m.Release()
+	d.freeExchange(x)
+}
+
+// begin routes x's call (route) and runs the stages' start of the
+// exchange: it returns the cluster and timeout, or the error the proxy
+// answers the call with.
+func (d *downConn) begin(x *exchange, m *stream.Message) (*stream.Cluster, time.Duration, error) {
 	cl, timeout, err := d.route(x, m)
-	reached, ferr := p.pipe.BeginExchange(&x.Exchange)
+	reached, ferr := d.p.pipe.BeginExchange(&x.Exchange)
+	x.reached = reached
 	if err == nil {
 		err = ferr
 	}
-	var resp *stream.Message
-	if err == nil {
-		resp, err = cl.RoundTrip(p.hard, m, timeout, &x.Exchange)
-	}
-	// The stages see the end of the exchange before the caller sees the
-	// answer, so a limit's slot is free when the caller sends its next call.
+	return cl, timeout, err
+}
+
+// end records the call's outcome on x and runs the stages' end of the
+// exchange, before the caller sees the answer, so a limit's slot is free
+// when the caller sends its next call. It returns the error to answer
+// with, nil to answer resp.
+func (d *downConn) end(x *exchange, resp *stream.Message, err error) *stream.Error {
 	var e *stream.Error
 	if err != nil {
 		e = stream.AsError(err)
@@ -713,15 +711,19 @@ func (d *downConn) serve(m *stream.Message) {
 	} else {
 		x.Status, x.RespBytes = resp.Status, resp.Size
 	}
-	p.pipe.EndExchange(&x.Exchange, reached)
+	d.p.pipe.EndExchange(&x.Exchange, x.reached)
+	return e
+}
+
+// answer writes e, or else resp (which it releases), to the caller,
+// waiting for the write.
+func (d *downConn) answer(m, resp *stream.Message, e *stream.Error) {
 	if e != nil {
 		_ = d.sc.WriteError(m, e)
-	} else {
-		_ = d.sc.WriteResponse(m, resp)
-		resp.Release()
+		return
 	}
-	m.Release()
-	d.freeExchange(x)
+	_ = d.sc.WriteResponse(m, resp)
+	resp.Release()
 }
 
 // refuse answers a request the codec could not accept.

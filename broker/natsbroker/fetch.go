@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,9 +47,8 @@ type fetcher struct {
 	next sync.Mutex             // held by Next
 	cur  jetstream.MessageBatch // the request being read; guarded by next
 
-	mu       sync.Mutex // a leaf; guards draining and stopped
-	draining bool       // Drain: no new request
-	stopped  bool       // Stop: nothing more is read
+	draining atomic.Bool // Drain: no new request
+	stopped  atomic.Bool // Stop: nothing more is read
 }
 
 func newFetcher(cons jetstream.Consumer, batch int) *fetcher {
@@ -65,10 +65,7 @@ func (f *fetcher) Next(ctx context.Context) (jetstream.Msg, error) {
 	f.next.Lock()
 	defer f.next.Unlock()
 	for {
-		f.mu.Lock()
-		draining, stopped := f.draining, f.stopped
-		f.mu.Unlock()
-		if stopped || (draining && f.cur == nil) {
+		if f.stopped.Load() || (f.draining.Load() && f.cur == nil) {
 			return nil, jetstream.ErrMsgIteratorClosed
 		}
 		if f.cur == nil {
@@ -98,17 +95,9 @@ func (f *fetcher) Next(ctx context.Context) (jetstream.Msg, error) {
 }
 
 // Drain sends no new request; Next returns the rest of the one in flight.
-func (f *fetcher) Drain() {
-	f.mu.Lock()
-	f.draining = true
-	f.mu.Unlock()
-}
+func (f *fetcher) Drain() { f.draining.Store(true) }
 
 // Stop reads nothing more. A request in flight is left to end on its own
 // (within fetchWait); what it brings is not read and comes again after
 // the ack wait.
-func (f *fetcher) Stop() {
-	f.mu.Lock()
-	f.stopped = true
-	f.mu.Unlock()
-}
+func (f *fetcher) Stop() { f.stopped.Store(true) }
