@@ -37,6 +37,7 @@ func run(args []string) error {
 		dataDir  = fs.String("data-dir", "/data", "JetStream store directory")
 		name     = fs.String("name", "natsd", "server name")
 		debug    = fs.Bool("debug", false, "debug logging")
+		sync     = fs.String("sync", "", "how often JetStream fsyncs its store: always (before every ack) or an interval such as 1s; empty: nats-server's default (2m)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,17 +45,23 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	syncAlways, syncInterval, err := parseSync(*sync)
+	if err != nil {
+		return err
+	}
 	opts := &server.Options{
-		ServerName: *name,
-		Host:       *host,
-		Port:       *port,
-		HTTPHost:   *host,
-		HTTPPort:   *httpPort,
-		JetStream:  true,
-		StoreDir:   *dataDir,
-		NoSigs:     true, // signals are ours, below
-		Logtime:    true,
-		Debug:      *debug,
+		ServerName:   *name,
+		Host:         *host,
+		Port:         *port,
+		HTTPHost:     *host,
+		HTTPPort:     *httpPort,
+		JetStream:    true,
+		StoreDir:     *dataDir,
+		NoSigs:       true, // signals are ours, below
+		Logtime:      true,
+		Debug:        *debug,
+		SyncAlways:   syncAlways,
+		SyncInterval: syncInterval,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -80,6 +87,22 @@ func run(args []string) error {
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	return nil
+}
+
+// parseSync reads --sync: "always", an interval, or empty for the
+// server's default.
+func parseSync(v string) (always bool, interval time.Duration, err error) {
+	switch v {
+	case "":
+		return false, 0, nil
+	case "always":
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("--sync %q: want always or a positive interval such as 1s", v)
+	}
+	return false, d, nil
 }
 
 // waitShutdown closes its channel when the server stops by itself.

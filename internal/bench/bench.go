@@ -1,14 +1,16 @@
 // Package bench measures the sidecar against the direct path in one run:
 // an app using the broker's own Go client straight against the broker, and
-// an app using the msgmesh SDK through an in-process sidecar to the same
-// broker. Both paths run against one in-process broker on loopback TCP, in
-// the same process and the same run, so the figures that matter are the
-// ratios: absolute numbers drift with the machine.
+// an app using the msgmesh SDK through a sidecar to the same broker. Both
+// paths run against one broker on loopback TCP in the same run, so the
+// figures that matter are the ratios: absolute numbers drift with the
+// machine. The broker runs in the bench's process or, with BrokerProcess,
+// as a process of its own (brokerproc.go), as it does in a deployment.
 //
-// Brokers: an embedded JetStream server (direct path nats.go), an
-// in-process kfake Kafka cluster (direct path segmentio/kafka-go) and the
-// in-process RocketMQ test broker (direct path rocketmq-client-go). The
-// sidecar's broker adapter comes from brokers.Open on the same cluster.
+// Brokers: a JetStream server (direct path nats.go), a kfake Kafka
+// cluster (direct path segmentio/kafka-go) and the RocketMQ test broker
+// (direct path rocketmq-client-go); as processes, the repo's natsd, kafkad
+// and rmq-testbroker commands, which run the same servers. The sidecar's
+// broker adapter comes from brokers.Open on the same cluster.
 //
 // For each path it measures publish throughput (async publishes with a
 // window in flight, each acknowledged by the broker), consume throughput
@@ -80,6 +82,10 @@ type Config struct {
 	// taken over its /debug/pprof/ (the binary's --pprof). Zero: none.
 	ProfileDir     string
 	ProfileSeconds int // zero: 30
+	// BrokerAt is where each broker runs: BrokerProcess (the repo's
+	// broker command as a child process, built like Binary) or
+	// BrokerInProcess (in the bench's own process). Zero: in-process.
+	BrokerAt string
 }
 
 func (c *Config) defaults() {
@@ -103,6 +109,9 @@ func (c *Config) defaults() {
 	}
 	if c.ProfileSeconds <= 0 {
 		c.ProfileSeconds = 30
+	}
+	if c.BrokerAt == "" {
+		c.BrokerAt = BrokerInProcess
 	}
 }
 
@@ -223,6 +232,18 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, err
 		}
 	}
+	brokerBins := map[string]string{}
+	switch cfg.BrokerAt {
+	case BrokerInProcess:
+	case BrokerProcess:
+		for _, name := range list {
+			if brokerBins[name], err = buildCommand(ctx, dir, brokerCommands[name]); err != nil {
+				return nil, fmt.Errorf("bench: %w (or run the broker in process: --broker-at inprocess)", err)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("bench: broker placement %q: want %s or %s", cfg.BrokerAt, BrokerProcess, BrokerInProcess)
+	}
 	var out []Result
 	for _, name := range list {
 		runs := []time.Duration{0}
@@ -234,7 +255,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			if name == "nats" && len(cfg.NATSSync) > 0 {
 				label = "nats, sync " + SyncName(sync)
 			}
-			rs, err := runBroker(ctx, cfg, name, label, sync, fmt.Sprintf("%s/%s-%d", dir, name, i))
+			rs, err := runBroker(ctx, cfg, name, label, sync, fmt.Sprintf("%s/%s-%d", dir, name, i), brokerBins[name])
 			if err != nil {
 				return out, fmt.Errorf("bench %s: %w", label, err)
 			}
@@ -253,18 +274,21 @@ func SyncName(d time.Duration) string {
 }
 
 // runBroker measures broker name's paths; label names the rows' group
-// (Result.Broker), sync is the embedded NATS server's sync setting.
-func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Duration, dir string) ([]Result, error) {
+// (Result.Broker), sync is the NATS server's sync setting, bin the broker
+// command with BrokerProcess.
+func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Duration, dir, bin string) ([]Result, error) {
 	var (
 		st  *setup
 		err error
 	)
-	switch name {
-	case "nats":
+	switch {
+	case bin != "":
+		st, err = startBrokerProcess(ctx, name, bin, dir+"/broker", sync)
+	case name == "nats":
 		st, err = startNATS(dir, sync)
-	case "kafka":
+	case name == "kafka":
 		st, err = startKafka()
-	case "rocketmq":
+	case name == "rocketmq":
 		st, err = startRocketMQ()
 	}
 	if err != nil {
@@ -516,8 +540,8 @@ func Failed(rs []Result) []Result {
 // against what this run measured.
 func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	cfg.defaults()
-	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes, %d synchronous publishers (sync×%d); sidecar row: %s\n\n",
-		cfg.Count, cfg.Size, cfg.Window, cfg.Latencies, syncPublishers, syncPublishers, cfg.Sidecar)
+	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes, %d synchronous publishers (sync×%d); sidecar row: %s; broker: %s\n\n",
+		cfg.Count, cfg.Size, cfg.Window, cfg.Latencies, syncPublishers, syncPublishers, cfg.Sidecar, cfg.BrokerAt)
 	fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s | %13s | %9s | %9s | %9s | %7s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99",
 		fmt.Sprintf("sync×%d msg/s", syncPublishers), "CPU µs/msg publish", "CPU µs/msg consume", fmt.Sprintf("CPU µs/msg sync×%d", syncPublishers), "RSS MiB")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dashes(38), dashes(15), dashes(15), dashes(12), dashes(12), dashes(15), dashes(11), dashes(11), dashes(11), dashes(9))
