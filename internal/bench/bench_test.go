@@ -35,8 +35,9 @@ func TestPrintTableTargets(t *testing.T) {
 	rs := []Result{
 		{Broker: "kafka", Kind: KindDirect, Path: "direct", PublishMPS: 1000, ConsumeMPS: 1000, P50: 100 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 1000},
 		{Broker: "kafka", Kind: KindSidecar, Path: "sidecar", PublishMPS: 900, ConsumeMPS: 500, P50: 120 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 800,
-			CPUPublish: 8 * time.Microsecond, CPUConsume: 12 * time.Microsecond, PeakRSSKiB: 30 * 1024},
-		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, CPUSync32: 14 * time.Microsecond},
+			PublishCost: PerMsg{CPU: 8 * time.Microsecond, Reads: 0.2, Writes: 0.5, Switches: 0.25}, ConsumeCost: PerMsg{CPU: 12 * time.Microsecond},
+			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024},
+		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, Sync32Cost: PerMsg{CPU: 14 * time.Microsecond, Reads: 1.5}},
 	}
 	var b strings.Builder
 	PrintTable(&b, Config{}, rs)
@@ -52,6 +53,10 @@ func TestPrintTableTargets(t *testing.T) {
 		"| kafka                | sidecar CPU µs/msg, SDK consume ≤ 10         |       12.0 | no       |",
 		"| kafka                | added p50 at one connection ≤ 30 µs          |      20 µs | yes      |",
 		"| kafka                | sidecar RSS (peak) ≤ 25 MiB                  |   30.0 MiB | no       |",
+		"| kafka: SDK publish                   |        8.0 |       0.20 |       0.50 |       0.25 |",
+		"| kafka: SDK consume                   |       12.0 |       0.00 |       0.00 |       0.00 |",
+		"| kafka: SDK sync×32                   |       20.0 |       1.00 |       2.00 |       3.00 |",
+		"| kafka: HTTP publish                  |       14.0 |       1.50 |       0.00 |       0.00 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -184,17 +184,49 @@ func (p *procSidecar) close() {
 	}
 }
 
-// cpuOf is pid's CPU time so far (user plus system), zero for pid 0 (an
-// in-process sidecar, whose CPU is not its own to read).
-func cpuOf(pid int) (time.Duration, error) {
-	if pid == 0 {
-		return 0, nil
+// PerMsg is what the sidecar process spent per message in a phase.
+type PerMsg struct {
+	CPU           time.Duration // user plus system CPU time
+	Reads, Writes float64       // read and write syscalls
+	Switches      float64       // context switches of its threads
+}
+
+// phaseCost measures a phase of the sidecar process pid: start samples
+// it, and end gives what it spent per message since. With pid 0 (an
+// in-process sidecar, whose costs are not its own to read) both do
+// nothing and end returns zeros.
+type phaseCost struct {
+	pid int
+	at  procstat.Stat
+}
+
+func (c *phaseCost) start() error {
+	if c.pid == 0 {
+		return nil
 	}
-	st, err := procstat.Read(pid)
+	st, err := procstat.Read(c.pid)
 	if err != nil {
-		return 0, fmt.Errorf("sidecar CPU: %w", err)
+		return fmt.Errorf("sidecar process: %w", err)
 	}
-	return st.CPU, nil
+	c.at = st
+	return nil
+}
+
+func (c *phaseCost) end(n int) (PerMsg, error) {
+	if c.pid == 0 {
+		return PerMsg{}, nil
+	}
+	st, err := procstat.Read(c.pid)
+	if err != nil {
+		return PerMsg{}, fmt.Errorf("sidecar process: %w", err)
+	}
+	f := float64(n)
+	return PerMsg{
+		CPU:      (st.CPU - c.at.CPU) / time.Duration(n),
+		Reads:    float64(st.ReadCalls-c.at.ReadCalls) / f,
+		Writes:   float64(st.WriteCalls-c.at.WriteCalls) / f,
+		Switches: float64(st.Switches-c.at.Switches) / f,
+	}, nil
 }
 
 // peakRSS is pid's largest resident set so far, in KiB.
@@ -276,7 +308,8 @@ func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	url := "http://" + sp.httpAddr + "/v1/publish/" + sp.topic
-	cpu0, err := cpuOf(sp.pid)
+	cost := phaseCost{pid: sp.pid}
+	err := cost.start()
 	if err != nil {
 		r.Err = err
 		return r
@@ -303,7 +336,6 @@ func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
 		r.Err = fmt.Errorf("HTTP publish: %w", err)
 		return r
 	}
-	cpu1, err := cpuOf(sp.pid)
-	r.CPUSync32, r.Err = (cpu1-cpu0)/time.Duration(cfg.Count), err
+	r.Sync32Cost, r.Err = cost.end(cfg.Count)
 	return r
 }

@@ -1,5 +1,6 @@
 // Package procstat reads what Linux's /proc says about a process: its
-// resident memory, open file descriptors and CPU time. Benchmarks and
+// resident memory, open file descriptors, CPU time, syscalls and context
+// switches. Benchmarks and
 // tests that run a msgmesh or ctrlplane binary use it to report what that
 // process, not the test, costs. Other systems have no /proc: Read returns
 // an error wrapping ErrUnsupported there, which callers turn into a skip.
@@ -27,6 +28,15 @@ type Stat struct {
 	PeakRSSKiB int
 	FDs        int           // open file descriptors
 	CPU        time.Duration // user plus system CPU time so far
+	// ReadCalls and WriteCalls count the read and write syscalls the
+	// process made so far (syscr and syscw of /proc/<pid>/io: every
+	// syscall that reads or writes, on sockets as on files).
+	ReadCalls, WriteCalls int64
+	// Switches counts the context switches of all the process's threads
+	// so far, voluntary (a thread blocked: it waits for a socket or a
+	// futex) and not (its time slice ran out): how often the process went
+	// to sleep and had to be woken.
+	Switches int64
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
@@ -80,5 +90,68 @@ func Read(pid int) (Stat, error) {
 		return st, fmt.Errorf("procstat: /proc/%d/stat: %w", pid, err)
 	}
 	st.CPU = time.Duration(ut+sy) * time.Second / clockTicks
+	if err := readIO(pid, &st); err != nil {
+		return st, err
+	}
+	if err := readSwitches(pid, &st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// readIO reads the syscall counts of /proc/<pid>/io.
+func readIO(pid int, st *Stat) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return fmt.Errorf("procstat: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"syscr:", &st.ReadCalls}, {"syscw:", &st.WriteCalls}} {
+		if *f.dst, err = field(b, f.name); err != nil {
+			return fmt.Errorf("procstat: /proc/%d/io: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// readSwitches sums the context switches of every thread of pid. A
+// thread that ends while it is read is skipped.
+func readSwitches(pid int, st *Stat) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return fmt.Errorf("procstat: %w", err)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("procstat: %w", err)
+		}
+		for _, name := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+			n, err := field(b, name)
+			if err != nil {
+				return fmt.Errorf("procstat: thread %s of %d: %w", t.Name(), pid, err)
+			}
+			st.Switches += n
+		}
+	}
+	return nil
+}
+
+// field is the number after name at the start of a line of b.
+func field(b []byte, name string) (int64, error) {
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(line, []byte(name)); ok {
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s %q: %w", name, v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s line", name)
 }

@@ -26,8 +26,22 @@ func TestReadSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RSSKiB <= 0 || st.PeakRSSKiB < st.RSSKiB || st.FDs < 4 || st.CPU <= 0 {
+	if st.RSSKiB <= 0 || st.PeakRSSKiB < st.RSSKiB || st.FDs < 4 || st.CPU <= 0 || st.ReadCalls <= 0 || st.Switches <= 0 {
 		t.Fatalf("Read(self) = %+v", st)
+	}
+	// A read and a write syscall are counted.
+	if _, err := f.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(t.TempDir()+"/x", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.ReadCalls <= st.ReadCalls || st2.WriteCalls <= st.WriteCalls {
+		t.Fatalf("syscalls read %d → %d, write %d → %d: a read and a write not counted", st.ReadCalls, st2.ReadCalls, st.WriteCalls, st2.WriteCalls)
 	}
 	if _, err := Read(1 << 30); err == nil {
 		t.Fatal("Read of a process that does not exist succeeded")
