@@ -113,3 +113,5 @@ require (
 )
 
 replace github.com/apache/rocketmq-client-go/v2 => ./third_party/rocketmq-client-go
+
+replace github.com/nats-io/nats.go => ./third_party/nats.go
