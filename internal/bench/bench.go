@@ -47,6 +47,7 @@ import (
 	"github.com/msgmesh/msgmesh/broker/brokers"
 	"github.com/msgmesh/msgmesh/broker/natsbroker"
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/procstat"
 	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
@@ -164,6 +165,10 @@ type Result struct {
 	// PeakRSSKiB is the sidecar process's largest resident set (VmHWM)
 	// at the end of the row; zero when not a process of its own.
 	PeakRSSKiB int
+	// AnonKiB and FileKiB split its resident set at the end of the row:
+	// anonymous memory (heap, stacks, buffers) and file-backed pages (of
+	// the executable, shared with other processes running it).
+	AnonKiB, FileKiB int
 }
 
 // path is what a measured path must do; one implementation per broker
@@ -347,7 +352,9 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 				httpRow = &h
 			}
 			if sp, ok := p.(sidecarProcess); ok && sp.sidecarPID() != 0 && r.Err == nil {
-				r.PeakRSSKiB, r.Err = peakRSS(sp.sidecarPID())
+				var st procstat.Stat
+				st, r.Err = memoryOf(sp.sidecarPID())
+				r.PeakRSSKiB, r.AnonKiB, r.FileKiB = st.PeakRSSKiB, st.AnonKiB, st.FileKiB
 			}
 			closeP()
 		}
@@ -557,6 +564,29 @@ func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	printSyncCost(w, rs)
 	printCosts(w, rs)
 	printTargets(w, rs)
+	printMemory(w, rs)
+}
+
+// printMemory splits each sidecar process's resident memory at the end of
+// its row: the anonymous part is what that process alone costs; the
+// file-backed part is mostly the executable's pages, which follow the
+// binary's size and are shared by every process running the same file
+// (docs/benchmarks.md, "Memory").
+func printMemory(w io.Writer, rs []Result) {
+	header := false
+	for i := range rs {
+		r := &rs[i]
+		if r.Err != nil || r.Kind != KindSidecar || r.AnonKiB+r.FileKiB == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\n| %-20s | %13s | %20s | %20s |\n", "sidecar memory", "peak RSS MiB", "end: anonymous MiB", "end: file-backed MiB")
+			fmt.Fprintf(w, "|%s|%s|%s|%s|\n", dashes(22), dashes(15), dashes(22), dashes(22))
+			header = true
+		}
+		mib := func(kib int) float64 { return float64(kib) / 1024 }
+		fmt.Fprintf(w, "| %-20s | %13.1f | %20.1f | %20.1f |\n", r.Broker, mib(r.PeakRSSKiB), mib(r.AnonKiB), mib(r.FileKiB))
+	}
 }
 
 // printCosts is what the sidecar process spent per message in each

@@ -36,7 +36,7 @@ func TestPrintTableTargets(t *testing.T) {
 		{Broker: "kafka", Kind: KindDirect, Path: "direct", PublishMPS: 1000, ConsumeMPS: 1000, P50: 100 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 1000},
 		{Broker: "kafka", Kind: KindSidecar, Path: "sidecar", PublishMPS: 900, ConsumeMPS: 500, P50: 120 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 800,
 			PublishCost: PerMsg{CPU: 8 * time.Microsecond, Reads: 0.2, Writes: 0.5, Switches: 0.25}, ConsumeCost: PerMsg{CPU: 12 * time.Microsecond},
-			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024},
+			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024, AnonKiB: 11 * 1024, FileKiB: 18 * 1024},
 		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, Sync32Cost: PerMsg{CPU: 14 * time.Microsecond, Reads: 1.5}},
 	}
 	var b strings.Builder
@@ -57,6 +57,7 @@ func TestPrintTableTargets(t *testing.T) {
 		"| kafka: SDK consume                   |       12.0 |       0.00 |       0.00 |       0.00 |",
 		"| kafka: SDK sync×32                   |       20.0 |       1.00 |       2.00 |       3.00 |",
 		"| kafka: HTTP publish                  |       14.0 |       1.50 |       0.00 |       0.00 |",
+		"| kafka                |          30.0 |                 11.0 |                 18.0 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -229,13 +229,14 @@ func (c *phaseCost) end(n int) (PerMsg, error) {
 	}, nil
 }
 
-// peakRSS is pid's largest resident set so far, in KiB.
-func peakRSS(pid int) (int, error) {
+// memoryOf reads pid's memory figures: its largest resident set so far
+// and the split of the current one.
+func memoryOf(pid int) (procstat.Stat, error) {
 	st, err := procstat.Read(pid)
 	if err != nil {
-		return 0, fmt.Errorf("sidecar RSS: %w", err)
+		return st, fmt.Errorf("sidecar RSS: %w", err)
 	}
-	return st.PeakRSSKiB, nil
+	return st, nil
 }
 
 // profileName turns a row group's label into a file name part.

@@ -26,8 +26,16 @@ type Stat struct {
 	// PeakRSSKiB is the largest RSSKiB the process has had (VmHWM): what
 	// a load cost at its worst, read once after it.
 	PeakRSSKiB int
-	FDs        int           // open file descriptors
-	CPU        time.Duration // user plus system CPU time so far
+	// AnonKiB and FileKiB split RSSKiB (RssAnon, RssFile): memory the
+	// process wrote (heap, stacks, buffers) and pages of files it maps,
+	// its executable's above all. File pages stay in the page cache, are
+	// shared with every process that maps the same file and can be
+	// reclaimed; the kernel maps up to 64 KiB around each page a process
+	// touches, so FileKiB grows with the size of the executable more than
+	// with the code that runs (docs/benchmarks.md, "Memory").
+	AnonKiB, FileKiB int
+	FDs              int           // open file descriptors
+	CPU              time.Duration // user plus system CPU time so far
 	// ReadCalls and WriteCalls count the read and write syscalls the
 	// process made so far (syscr and syscw of /proc/<pid>/io: every
 	// syscall that reads or writes, on sockets as on files).
@@ -60,7 +68,7 @@ func Read(pid int) (Stat, error) {
 		for _, f := range []struct {
 			name string
 			dst  *int
-		}{{"VmRSS:", &st.RSSKiB}, {"VmHWM:", &st.PeakRSSKiB}} {
+		}{{"VmRSS:", &st.RSSKiB}, {"VmHWM:", &st.PeakRSSKiB}, {"RssAnon:", &st.AnonKiB}, {"RssFile:", &st.FileKiB}} {
 			if v, ok := strings.CutPrefix(sc.Text(), f.name); ok {
 				if *f.dst, err = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))); err != nil {
 					return st, fmt.Errorf("procstat: %s %q: %w", f.name, v, err)

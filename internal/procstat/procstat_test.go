@@ -26,7 +26,8 @@ func TestReadSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RSSKiB <= 0 || st.PeakRSSKiB < st.RSSKiB || st.FDs < 4 || st.CPU <= 0 || st.ReadCalls <= 0 || st.Switches <= 0 {
+	if st.RSSKiB <= 0 || st.PeakRSSKiB < st.RSSKiB || st.AnonKiB <= 0 || st.FileKiB <= 0 || st.AnonKiB+st.FileKiB > st.RSSKiB ||
+		st.FDs < 4 || st.CPU <= 0 || st.ReadCalls <= 0 || st.Switches <= 0 {
 		t.Fatalf("Read(self) = %+v", st)
 	}
 	// A read and a write syscall are counted.
