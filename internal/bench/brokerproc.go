@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/msgmesh/msgmesh/internal/freeport"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -109,7 +110,7 @@ func startBrokerProcess(ctx context.Context, name, bin, dir string, sync time.Du
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +145,7 @@ func startBrokerProcess(ctx context.Context, name, bin, dir string, sync time.Du
 			return d, func() { _ = d.w.Close(); _ = d.r.Close() }, nil
 		}
 	case "rocketmq":
-		brokerAddr, err := freeAddr()
+		brokerAddr, err := freeport.Addr()
 		if err != nil {
 			return nil, err
 		}

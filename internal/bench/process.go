@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
+	"github.com/msgmesh/msgmesh/internal/freeport"
 	"github.com/msgmesh/msgmesh/internal/procstat"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
@@ -57,17 +57,6 @@ type procSidecar struct {
 	httpAddr string
 }
 
-// freeAddr is a loopback address that was free a moment ago: the binary
-// is given fixed ports, since it does not report the ones it bound.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startProcSidecar runs bin on cluster with its data in dir and waits
 // until its HTTP API answers /healthz. With pprof it serves
 // /debug/pprof/ (the binary's --pprof).
@@ -75,11 +64,11 @@ func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster,
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	meshAddr, err := freeAddr()
+	meshAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
