@@ -51,55 +51,69 @@ func buildCommand(ctx context.Context, dir, name string) (string, error) {
 	return bin, nil
 }
 
-// procBroker is a broker running as a child process.
-type procBroker struct {
+// child is a process the bench started: a broker or the sidecar.
+type child struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	stderr *syncbuf.Buffer
 }
 
-// startProcBroker runs bin with args and waits until every address in
-// ready accepts TCP connections.
-func startProcBroker(ctx context.Context, bin string, args []string, ready ...string) (*procBroker, error) {
-	p := &procBroker{cmd: exec.Command(bin, args...), done: make(chan struct{}), stderr: &syncbuf.Buffer{}}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
+// startChild runs bin with args and waits until ready says it serves
+// (polled every 20 ms, at most a minute), failing if it exits first.
+func startChild(ctx context.Context, bin string, args []string, ready func(context.Context) error) (*child, error) {
+	c := &child{cmd: exec.Command(bin, args...), done: make(chan struct{}), stderr: &syncbuf.Buffer{}}
+	c.cmd.Stderr = c.stderr
+	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	deadline := time.Now().Add(time.Minute)
-	for _, addr := range ready {
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				_ = c.Close()
-				break
-			}
-			select {
-			case <-p.done:
-				return nil, fmt.Errorf("%s exited: %s", filepath.Base(bin), strings.TrimSpace(p.stderr.String()))
-			case <-ctx.Done():
-				p.close()
-				return nil, ctx.Err()
-			case <-time.After(20 * time.Millisecond): // polling a port that is not up yet
-			}
-			if time.Now().After(deadline) {
-				p.close()
-				return nil, fmt.Errorf("%s not listening on %s after a minute: %s", filepath.Base(bin), addr, strings.TrimSpace(p.stderr.String()))
-			}
+	for {
+		err := ready(ctx)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-c.done:
+			return nil, fmt.Errorf("%s exited: %s", filepath.Base(bin), strings.TrimSpace(c.stderr.String()))
+		case <-ctx.Done():
+			c.close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond): // polling a port that is not up yet
+		}
+		if time.Now().After(deadline) {
+			c.close()
+			return nil, fmt.Errorf("%s not serving after a minute: %w: %s", filepath.Base(bin), err, strings.TrimSpace(c.stderr.String()))
 		}
 	}
-	return p, nil
 }
 
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
 // close stops the process: SIGTERM, then SIGKILL after 10 s.
-func (p *procBroker) close() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+func (c *child) close() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-c.done:
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// listening is a ready function for startChild: every address accepts
+// TCP connections.
+func listening(addrs ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for _, a := range addrs {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err != nil {
+				return err
+			}
+			_ = c.Close()
+		}
+		return nil
 	}
 }
 
@@ -158,7 +172,7 @@ func startBrokerProcess(ctx context.Context, name, bin, dir string, sync time.Du
 	default:
 		return nil, fmt.Errorf("bench: no broker command for %q", name)
 	}
-	p, err := startProcBroker(ctx, bin, args, ready...)
+	p, err := startChild(ctx, bin, args, listening(ready...))
 	if err != nil {
 		return nil, err
 	}

@@ -12,13 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/freeport"
 	"github.com/msgmesh/msgmesh/internal/procstat"
-	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -50,9 +48,7 @@ func BuildSidecar(ctx context.Context, dir string) (string, error) {
 // procSidecar is the msgmesh binary running as a child process, with one
 // broker cluster (the bench's) in its config file.
 type procSidecar struct {
-	cmd      *exec.Cmd
-	done     chan struct{}
-	stderr   *syncbuf.Buffer
+	*child
 	meshAddr string
 	httpAddr string
 }
@@ -82,37 +78,26 @@ func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster,
 	if pprof {
 		args = append(args, "--pprof")
 	}
-	p := &procSidecar{cmd: exec.Command(bin, args...), done: make(chan struct{}), stderr: &syncbuf.Buffer{}, meshAddr: meshAddr, httpAddr: httpAddr}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	c, err := startChild(ctx, bin, args, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /healthz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("msgmesh exited: %s", strings.TrimSpace(p.stderr.String()))
-		case <-ctx.Done():
-			p.close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond): // polling a port that is not up yet
-		}
-		if time.Now().After(deadline) {
-			p.close()
-			return nil, fmt.Errorf("msgmesh not healthy after a minute: %s", strings.TrimSpace(p.stderr.String()))
-		}
-	}
+	return &procSidecar{child: c, meshAddr: meshAddr, httpAddr: httpAddr}, nil
 }
-
-func (p *procSidecar) pid() int { return p.cmd.Process.Pid }
 
 // register registers reg through the HTTP API.
 func (p *procSidecar) register(ctx context.Context, reg registry.Registration) error {
@@ -160,17 +145,6 @@ func (p *procSidecar) fetch(ctx context.Context, path, file string) error {
 		return fmt.Errorf("GET %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-// close stops the process: SIGTERM, then SIGKILL after 10 s.
-func (p *procSidecar) close() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
 }
 
 // PerMsg is what the sidecar process spent per message in a phase.
