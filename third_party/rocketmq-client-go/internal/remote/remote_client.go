@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -171,6 +172,10 @@ func (c *remotingClient) receiveResponse(r *tcpConnWrapper) {
 	var err error
 	header := primitive.GetHeader()
 	defer primitive.BackHeader(header)
+	// msgmesh patch 6: frames are read through a buffer, so that the
+	// responses a broker wrote together share one read syscall (two per
+	// response before: the length, then the frame).
+	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		if err != nil {
 			// conn has been closed actively
@@ -192,20 +197,20 @@ func (c *remotingClient) receiveResponse(r *tcpConnWrapper) {
 			continue
 		}
 
-		_, err = io.ReadFull(r, *header)
+		_, err = io.ReadFull(br, *header)
 		if err != nil {
 			continue
 		}
 
-		var length int32
-		err = binary.Read(bytes.NewReader(*header), binary.BigEndian, &length)
-		if err != nil {
+		length := int32(binary.BigEndian.Uint32(*header))
+		if length < 0 {
+			err = fmt.Errorf("remote: frame length %d", length)
 			continue
 		}
 
 		buf := make([]byte, length)
 
-		_, err = io.ReadFull(r, buf)
+		_, err = io.ReadFull(br, buf)
 		if err != nil {
 			continue
 		}
@@ -309,21 +314,13 @@ func (c *remotingClient) sendRequest(conn *tcpConnWrapper, request *RemotingComm
 }
 
 func (c *remotingClient) doRequest(conn *tcpConnWrapper, request *RemotingCommand) error {
-	conn.Lock()
-	defer conn.Unlock()
-
-	err := conn.Conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
-	if err != nil {
-		rlog.Error("conn error, close connection", map[string]interface{}{
-			rlog.LogKeyUnderlayError: err,
-		})
-
-		c.closeConnection(conn)
-		conn.destroy()
-		return err
+	// msgmesh patch 7: the frame goes out through the connection's group
+	// commit (tcpConnWrapper.writeFrame), which sets the write deadline,
+	// instead of a Write of its own under the connection's lock.
+	frame, err := encode(request)
+	if err == nil {
+		err = conn.writeFrame(frame, c.config.WriteTimeout)
 	}
-
-	err = request.WriteTo(conn)
 	if err != nil {
 		rlog.Error("conn error, close connection", map[string]interface{}{
 			rlog.LogKeyUnderlayError: err,

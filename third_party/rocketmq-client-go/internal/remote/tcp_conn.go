@@ -19,6 +19,7 @@ package remote
 import (
 	"context"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -28,8 +29,66 @@ import (
 // TODO: Adding TCP Connections Pool, https://github.com/apache/rocketmq-client-go/v2/issues/298
 type tcpConnWrapper struct {
 	net.Conn
-	sync.Mutex
 	closed atomic.Bool
+
+	// msgmesh patch 7: the group commit of writeFrame, which replaced the
+	// lock every request held across its own write.
+	wmu      sync.Mutex
+	pending  []byte      // frames appended and not yet written
+	batch    *frameBatch // the writers of pending's frames wait on it
+	spare    []byte      // the buffer the last write used, for reuse
+	flushing bool        // a writer is writing; others append and wait
+}
+
+// frameBatch is the frames one write syscall carries: their writers wait
+// for done, then read err.
+type frameBatch struct {
+	done chan struct{}
+	err  error
+}
+
+// writeFrame writes one whole frame, sharing the write syscall with the
+// frames other goroutines write at the same time (msgmesh patch 7): the
+// first writer to find no write in progress yields once, so that writers
+// already runnable append theirs, then writes everything appended, again
+// until nothing is left; the others wait for the write that carries their
+// frame and return its error. With no other writer runnable the yield
+// returns at once, so a lone request is not delayed. Each write syscall
+// gets timeout as its deadline.
+func (wrapper *tcpConnWrapper) writeFrame(frame []byte, timeout time.Duration) error {
+	wrapper.wmu.Lock()
+	if wrapper.batch == nil {
+		wrapper.batch = &frameBatch{done: make(chan struct{})}
+	}
+	mine := wrapper.batch
+	wrapper.pending = append(wrapper.pending, frame...)
+	if wrapper.flushing {
+		wrapper.wmu.Unlock()
+		<-mine.done
+		return mine.err
+	}
+	wrapper.flushing = true
+	wrapper.wmu.Unlock()
+	runtime.Gosched()
+	wrapper.wmu.Lock()
+	defer wrapper.wmu.Unlock()
+	for len(wrapper.pending) > 0 {
+		buf, b := wrapper.pending, wrapper.batch
+		wrapper.pending, wrapper.batch = wrapper.spare[:0], nil
+		wrapper.wmu.Unlock()
+		err := wrapper.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		if err == nil {
+			_, err = wrapper.Conn.Write(buf)
+		}
+		b.err = err
+		close(b.done)
+		wrapper.wmu.Lock()
+		if cap(buf) <= 1<<20 {
+			wrapper.spare = buf[:0]
+		}
+	}
+	wrapper.flushing = false
+	return mine.err
 }
 
 func initConn(ctx context.Context, addr string, config *RemotingClientConfig) (*tcpConnWrapper, error) {
