@@ -31,6 +31,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -162,6 +163,12 @@ type Result struct {
 	// /proc over the phase, divided by its messages); zero when the
 	// sidecar is not a process of its own.
 	PublishCost, ConsumeCost, Sync32Cost PerMsg
+	// AppCPU is the bench's own process's CPU per message in the publish
+	// and consume phases: the app side (the direct client, or the SDK),
+	// and with BrokerInProcess the broker too. BrokerCPU is the broker
+	// process's (BrokerProcess only). With the sidecar's, they say where
+	// a path's CPU goes on the cores all of them share.
+	AppCPU, BrokerCPU PhaseCPU
 	// PeakRSSKiB is the sidecar process's largest resident set (VmHWM)
 	// at the end of the row; zero when not a process of its own.
 	PeakRSSKiB int
@@ -170,6 +177,9 @@ type Result struct {
 	// the executable, shared with other processes running it).
 	AnonKiB, FileKiB int
 }
+
+// PhaseCPU is CPU per message in the publish and consume phases.
+type PhaseCPU struct{ Publish, Consume time.Duration }
 
 // path is what a measured path must do; one implementation per broker
 // client talks to the broker directly, another the msgmesh SDK.
@@ -193,6 +203,7 @@ type setup struct {
 	// direct opens the direct path on topic.
 	direct func(ctx context.Context, topic string) (path, func(), error)
 	close  func()
+	pid    int // the broker's process (BrokerProcess); zero in process
 }
 
 // Topic names: legal on every broker (RocketMQ allows no dots).
@@ -343,7 +354,7 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 			r.Err = fmt.Errorf("setup: %w", err)
 		} else {
 			sync32 := e.kind == KindDirect || e.kind == KindSidecar
-			r, err = measure(ctx, cfg, p, sync32)
+			r, err = measure(ctx, cfg, p, sync32, st.pid)
 			r.Broker, r.Kind, r.Path = label, e.kind, e.name
 			r.Err = err
 			if e.kind == KindSidecar && err == nil {
@@ -395,7 +406,7 @@ var serverName = map[string]string{
 // measure runs the phases on p; sync32 adds the phase of syncPublishers
 // synchronous publishers (after the latency phase, so that the backlog
 // the consume phase reads is the async publishes').
-func measure(ctx context.Context, cfg Config, p path, sync32 bool) (Result, error) {
+func measure(ctx context.Context, cfg Config, p path, sync32 bool, brokerPID int) (Result, error) {
 	body := make([]byte, cfg.Size)
 	for i := range body {
 		body[i] = byte('a' + i%26)
@@ -409,7 +420,17 @@ func measure(ctx context.Context, cfg Config, p path, sync32 bool) (Result, erro
 		pid = sp.sidecarPID()
 	}
 	cost := phaseCost{pid: pid}
-	if err := cost.start(); err != nil {
+	app, brk := phaseCost{pid: os.Getpid()}, phaseCost{pid: brokerPID}
+	startAll := func() error { return errors.Join(cost.start(), app.start(), brk.start()) }
+	// endAll ends a phase of n messages: the sidecar's costs, and the
+	// app's and the broker's CPU.
+	endAll := func(n int) (sc PerMsg, appCPU, brokerCPU time.Duration, err error) {
+		sc, err1 := cost.end(n)
+		a, err2 := app.end(n)
+		b, err3 := brk.end(n)
+		return sc, a.CPU, b.CPU, errors.Join(err1, err2, err3)
+	}
+	if err := startAll(); err != nil {
 		return r, err
 	}
 
@@ -438,12 +459,12 @@ func measure(ctx context.Context, cfg Config, p path, sync32 bool) (Result, erro
 	}
 	r.PublishMPS = float64(cfg.Count) / time.Since(start).Seconds()
 	var err error
-	if r.PublishCost, err = cost.end(cfg.Count); err != nil {
+	if r.PublishCost, r.AppCPU.Publish, r.BrokerCPU.Publish, err = endAll(cfg.Count); err != nil {
 		return r, err
 	}
 
 	// Consume throughput over that backlog.
-	if err := cost.start(); err != nil {
+	if err := startAll(); err != nil {
 		return r, err
 	}
 	start = time.Now()
@@ -454,7 +475,7 @@ func measure(ctx context.Context, cfg Config, p path, sync32 bool) (Result, erro
 		return r, fmt.Errorf("consume: %w", err)
 	}
 	r.ConsumeMPS = float64(cfg.Count) / time.Since(start).Seconds()
-	if r.ConsumeCost, err = cost.end(cfg.Count); err != nil {
+	if r.ConsumeCost, r.AppCPU.Consume, r.BrokerCPU.Consume, err = endAll(cfg.Count); err != nil {
 		return r, err
 	}
 
@@ -563,8 +584,51 @@ func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	}
 	printSyncCost(w, rs)
 	printCosts(w, rs)
+	printCPUShares(w, rs)
 	printTargets(w, rs)
 	printMemory(w, rs)
+}
+
+// printCPUShares is each process's CPU per message on the direct and the
+// plain sidecar path, and their totals. All of them share the machine's
+// cores, so when a phase is CPU-bound its throughput ratio can be no
+// better than the ratio of the totals: the sidecar does a broker client's
+// work and relays every message besides. Groups without a sidecar
+// process are left out.
+func printCPUShares(w io.Writer, rs []Result) {
+	type phase struct {
+		name                                   string
+		dApp, dBroker, sApp, sSidecar, sBroker time.Duration
+	}
+	header := false
+	for i := 0; i < len(rs); {
+		j := i
+		for j < len(rs) && rs[j].Broker == rs[i].Broker {
+			j++
+		}
+		ro := rolesOf(rs[i:j])
+		i = j
+		d, s := ro.direct, ro.plain
+		if d == nil || s == nil || s.PublishCost == (PerMsg{}) {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\n| %-44s | %10s | %10s | %10s | %10s |\n", "CPU µs per message, by process", "app", "sidecar", "broker", "total")
+			fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dashes(46), dashes(12), dashes(12), dashes(12), dashes(12))
+			header = true
+		}
+		var ratios [2]float64
+		for k, ph := range []phase{
+			{"publish", d.AppCPU.Publish, d.BrokerCPU.Publish, s.AppCPU.Publish, s.PublishCost.CPU, s.BrokerCPU.Publish},
+			{"consume", d.AppCPU.Consume, d.BrokerCPU.Consume, s.AppCPU.Consume, s.ConsumeCost.CPU, s.BrokerCPU.Consume},
+		} {
+			dt, st := ph.dApp+ph.dBroker, ph.sApp+ph.sSidecar+ph.sBroker
+			fmt.Fprintf(w, "| %-44s | %10.1f | %10s | %10.1f | %10.1f |\n", s.Broker+": direct, "+ph.name, µs(ph.dApp), "", µs(ph.dBroker), µs(dt))
+			fmt.Fprintf(w, "| %-44s | %10.1f | %10.1f | %10.1f | %10.1f |\n", s.Broker+": sidecar, "+ph.name, µs(ph.sApp), µs(ph.sSidecar), µs(ph.sBroker), µs(st))
+			ratios[k] = div(float64(dt), float64(st))
+		}
+		fmt.Fprintf(w, "| %-44s | %10s | %10s | %10s | %4.2f, %4.2f |\n", s.Broker+": total direct / sidecar", "", "", "", ratios[0], ratios[1])
+	}
 }
 
 // printMemory splits each sidecar process's resident memory at the end of

@@ -33,10 +33,12 @@ func TestPrintTableSyncCost(t *testing.T) {
 // publishers, and every target the rows measured gets a line.
 func TestPrintTableTargets(t *testing.T) {
 	rs := []Result{
-		{Broker: "kafka", Kind: KindDirect, Path: "direct", PublishMPS: 1000, ConsumeMPS: 1000, P50: 100 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 1000},
+		{Broker: "kafka", Kind: KindDirect, Path: "direct", PublishMPS: 1000, ConsumeMPS: 1000, P50: 100 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 1000,
+			AppCPU: PhaseCPU{Publish: 6 * time.Microsecond, Consume: 4 * time.Microsecond}, BrokerCPU: PhaseCPU{Publish: 6 * time.Microsecond, Consume: 4 * time.Microsecond}},
 		{Broker: "kafka", Kind: KindSidecar, Path: "sidecar", PublishMPS: 900, ConsumeMPS: 500, P50: 120 * time.Microsecond, P99: time.Millisecond, Sync32MPS: 800,
 			PublishCost: PerMsg{CPU: 8 * time.Microsecond, Reads: 0.2, Writes: 0.5, Switches: 0.25}, ConsumeCost: PerMsg{CPU: 12 * time.Microsecond},
-			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024, AnonKiB: 11 * 1024, FileKiB: 18 * 1024},
+			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024, AnonKiB: 11 * 1024, FileKiB: 18 * 1024,
+			AppCPU: PhaseCPU{Publish: 6 * time.Microsecond, Consume: 4 * time.Microsecond}, BrokerCPU: PhaseCPU{Publish: 10 * time.Microsecond, Consume: 4 * time.Microsecond}},
 		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, Sync32Cost: PerMsg{CPU: 14 * time.Microsecond, Reads: 1.5}},
 	}
 	var b strings.Builder
@@ -57,6 +59,10 @@ func TestPrintTableTargets(t *testing.T) {
 		"| kafka: SDK consume                   |       12.0 |       0.00 |       0.00 |       0.00 |",
 		"| kafka: SDK sync×32                   |       20.0 |       1.00 |       2.00 |       3.00 |",
 		"| kafka: HTTP publish                  |       14.0 |       1.50 |       0.00 |       0.00 |",
+		"| kafka: direct, publish                       |        6.0 |            |        6.0 |       12.0 |",
+		"| kafka: sidecar, publish                      |        6.0 |        8.0 |       10.0 |       24.0 |",
+		"| kafka: sidecar, consume                      |        4.0 |       12.0 |        4.0 |       20.0 |",
+		"| kafka: total direct / sidecar                |            |            |            | 0.50, 0.40 |",
 		"| kafka                |          30.0 |                 11.0 |                 18.0 |",
 	} {
 		if !strings.Contains(out, want) {

@@ -184,7 +184,7 @@ func startBrokerProcess(ctx context.Context, name, bin, dir string, sync time.Du
 			return nil, err
 		}
 	}
-	return &setup{cluster: cluster, direct: direct, close: p.close}, nil
+	return &setup{cluster: cluster, direct: direct, close: p.close, pid: p.pid()}, nil
 }
 
 // createKafkaTopics creates every bench topic with one partition.
