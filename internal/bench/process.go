@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -37,10 +36,9 @@ const (
 // a working directory inside the msgmesh module (as `go run
 // ./cmd/meshctl bench` has).
 func BuildSidecar(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "msgmesh")
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/msgmesh/msgmesh/cmd/msgmesh").CombinedOutput()
+	bin, err := buildCommand(ctx, dir, "msgmesh")
 	if err != nil {
-		return "", fmt.Errorf("go build msgmesh (or give --msgmesh-bin, or --sidecar inprocess): %w\n%s", err, out)
+		return "", fmt.Errorf("%w (or give --msgmesh-bin, or --sidecar inprocess)", err)
 	}
 	return bin, nil
 }
