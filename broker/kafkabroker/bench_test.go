@@ -3,7 +3,9 @@ package kafkabroker_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,7 +13,48 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
+	"github.com/msgmesh/msgmesh/internal/procstat"
 )
+
+// benchBroker is the Broker a benchmark measures. With
+// KAFKABROKER_BENCH_BROKERS set (host:port,..., say of a kafkad process) it
+// talks to that cluster, so that the process's CPU and syscalls
+// (cpu-ns/op, reads/op, writes/op) are the adapter's and kafka-go's alone;
+// otherwise to an in-process kfake cluster, whose work those figures then
+// include. Each benchmark uses topics of its own run (a name with the
+// process id), so that an external cluster's earlier data is not read.
+func benchBroker(b *testing.B) *kafkabroker.Broker {
+	addrs := os.Getenv("KAFKABROKER_BENCH_BROKERS")
+	if addrs == "" {
+		return newEnv(b, kafkabroker.Config{}).b
+	}
+	cfg := kafkabroker.Config{Brokers: strings.Split(addrs, ","), Logger: testLog}
+	return brokertest.Open(b, func(ctx context.Context) (*kafkabroker.Broker, error) { return kafkabroker.New(ctx, cfg) })
+}
+
+// benchTopic is name made unique to this process and benchmark run.
+func benchTopic(b *testing.B, name string) string {
+	return fmt.Sprintf("%s.%d.%d", name, os.Getpid(), b.N)
+}
+
+// procCost reports the process's CPU time and read and write syscalls per
+// op between start and the returned func's call.
+func procCost(b *testing.B) (stop func()) {
+	st0, err := procstat.Read(os.Getpid())
+	if err != nil {
+		return func() {}
+	}
+	return func() {
+		st1, err := procstat.Read(os.Getpid())
+		if err != nil {
+			return
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64((st1.CPU-st0.CPU).Nanoseconds())/n, "cpu-ns/op")
+		b.ReportMetric(float64(st1.ReadCalls-st0.ReadCalls)/n, "reads/op")
+		b.ReportMetric(float64(st1.WriteCalls-st0.WriteCalls)/n, "writes/op")
+	}
+}
 
 func benchMessage(topic string) *broker.Message {
 	return &broker.Message{
@@ -23,46 +66,52 @@ func benchMessage(topic string) *broker.Message {
 }
 
 // BenchmarkPublish1KiB measures Publish (acks=all, wait for the offset) of
-// a 1 KiB message with a key and a header, over TCP to an in-process kfake
-// cluster. "serial" is one caller: its latency includes the Writer's 1 ms
-// batch timeout. "parallel" is 128 concurrent callers (the sidecar's
+// a 1 KiB message with a key and a header, over TCP to a kfake cluster
+// (benchBroker). "serial" is one caller: its latency includes the Writer's
+// 1 ms batch timeout. "parallel" is 128 concurrent callers (the sidecar's
 // in-flight limit per app connection) on distinct keys: the Writer batches
 // them into shared produce requests.
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		ev := newEnv(b, kafkabroker.Config{})
-		brokertest.BenchPublish(b, ev.b, benchMessage("bench.publish"))
+		br := benchBroker(b)
+		stop := procCost(b)
+		brokertest.BenchPublish(b, br, benchMessage(benchTopic(b, "bench.publish")))
+		stop()
 	})
 	b.Run("parallel", func(b *testing.B) {
-		ev := newEnv(b, kafkabroker.Config{})
+		br := benchBroker(b)
+		topic := benchTopic(b, "bench.publish")
 		ctx := context.Background()
-		if _, err := ev.b.Publish(ctx, benchMessage("bench.publish")); err != nil {
+		if _, err := br.Publish(ctx, benchMessage(topic)); err != nil {
 			b.Fatal(err)
 		}
 		var worker atomic.Int64
 		b.SetBytes(1024)
 		b.ReportAllocs()
 		b.SetParallelism(max(1, 128/max(1, runtimeProcs())))
+		stop := procCost(b)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
-			msg := benchMessage("bench.publish")
+			msg := benchMessage(topic)
 			msg.Key = fmt.Sprintf("key-%d", worker.Add(1))
 			for pb.Next() {
-				if _, err := ev.b.Publish(ctx, msg); err != nil {
+				if _, err := br.Publish(ctx, msg); err != nil {
 					b.Error(err)
 					return
 				}
 			}
 		})
+		b.StopTimer()
+		stop()
 	})
 }
 
-// BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are
-// already stored, with the default prefetch (commits run in the
-// background, at most every 5 ms).
+// BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages without a
+// key (as meshctl bench publishes them) that are already stored, with the
+// default prefetch (commits run in the background, at most every 5 ms).
 func BenchmarkConsume1KiB(b *testing.B) {
-	ev := newEnv(b, kafkabroker.Config{})
-	const topic = "bench.consume"
+	br := benchBroker(b)
+	topic := benchTopic(b, "bench.consume")
 	ctx := context.Background()
 	// Fill the topic from many goroutines; only consumption is measured.
 	var wg sync.WaitGroup
@@ -73,7 +122,7 @@ func BenchmarkConsume1KiB(b *testing.B) {
 			msg := benchMessage(topic)
 			msg.Key = ""
 			for left.Add(-1) >= 0 {
-				if _, err := ev.b.Publish(ctx, msg); err != nil {
+				if _, err := br.Publish(ctx, msg); err != nil {
 					b.Error(err)
 					return
 				}
@@ -81,8 +130,11 @@ func BenchmarkConsume1KiB(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	c := brokertest.Consume(b, ev.b, broker.ConsumerSpec{Topic: topic, Group: "bench"})
+	c := brokertest.Consume(b, br, broker.ConsumerSpec{Topic: topic, Group: "bench"})
+	stop := procCost(b)
 	brokertest.BenchNextAck(b, c, 1024)
+	b.StopTimer()
+	stop()
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
@@ -28,13 +28,13 @@ const (
 // Tuning of the consumer. See the package doc for the reasons.
 const (
 	// fetchMaxWait is how long a fetch waits on the broker for new data.
-	// kafka-go's partition readers notice a rebalance or Close only
-	// between fetches, so it also bounds how long those take.
 	fetchMaxWait = 500 * time.Millisecond
-	// fetchMaxBytes bounds one fetch response; it must exceed the largest
-	// message (1 MiB by default on Kafka and in Publish). kafka-go streams
-	// the response from the socket; it does not buffer it whole.
-	fetchMaxBytes = 4 << 20
+	// fetchMaxBytes bounds one fetch response, which kafka-go reads whole
+	// into pooled memory before the fetcher hands its records out: about
+	// 900 messages of 1 KiB. A larger first batch (a message above it)
+	// still comes whole: brokers answer a fetch with at least one batch
+	// (fetch v3 and later).
+	fetchMaxBytes = 1 << 20
 	// Group membership: heartbeats every second, so that the members
 	// notice a rebalance quickly; a member that stops heartbeating is
 	// dropped after sessionTimeout; the coordinator waits rebalanceTimeout
@@ -65,8 +65,8 @@ var errNotMember = errors.New("not a member of the group right now")
 
 // consumer is one group member reading one topic: a member of the Kafka
 // consumer group (member.go) that the group's assignment gives
-// partitions, each read by a kafka-go partition Reader (no group: this
-// consumer, not kafka-go, manages the membership and the offsets).
+// partitions, each read by a fetcher of its own (fetch: this consumer,
+// not kafka-go, manages the membership and the offsets).
 //
 // Concurrency. Next is called by one goroutine at a time; Pause, Resume,
 // Close, Ack and Nack by any goroutine. Two locks:
@@ -92,7 +92,6 @@ type consumer struct {
 	name     string
 	log      *slog.Logger
 	prefetch int
-	nulls    nullProbe // tells null keys and values from empty ones (nulls.go)
 	// msgs holds fetched messages Next has not taken: at most prefetch.
 	msgs chan fetched
 
@@ -163,9 +162,8 @@ type fetched struct {
 	pre *delivery
 }
 
-// fetcher reads one assigned partition into consumer.msgs.
+// fetcher reads one assigned partition into consumer.msgs (fetch).
 type fetcher struct {
-	reader *kafka.Reader
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -186,7 +184,6 @@ func newConsumer(b *Broker, topic, group string, prefetch int) *consumer {
 		commitWake: make(chan struct{}, 1),
 		commitDone: make(chan struct{}),
 		groupDone:  make(chan struct{}),
-		nulls:      nullProbe{client: b.client, topic: topic},
 	}
 	c.commitCtx, c.stopCommit = context.WithCancel(context.Background())
 	c.groupCtx, c.stopGroup = context.WithCancel(context.Background())
@@ -231,7 +228,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			d := c.handOutLocked(&f)
 			c.mu.Unlock()
 			if d != nil {
-				return c.withNulls(ctx, d), nil
+				return d, nil
 			}
 			continue
 		}
@@ -277,7 +274,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		cancel()
 		switch {
 		case d != nil:
-			return c.withNulls(ctx, d), nil
+			return d, nil
 		case got:
 			continue
 		case ctx.Err() != nil:
@@ -285,17 +282,6 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		// Pause, Close, a Nack, or a redelivery became due.
 	}
-}
-
-// withNulls tells d's null key or value from an empty one (nulls.go). If
-// the record cannot be looked up, d keeps the Reader's view (no key, an
-// empty value), with a warning.
-func (c *consumer) withNulls(ctx context.Context, d *delivery) *delivery {
-	if err := c.nulls.resolve(ctx, d); err != nil {
-		c.log.Warn("could not tell a null key or value from an empty one; delivering it as no key and an empty value",
-			"partition", d.partition, "offset", d.offset, "error", err)
-	}
-	return d
 }
 
 // popRetryLocked returns the earliest due delivery of the retry queue of
@@ -770,41 +756,152 @@ drain:
 // startFetcher starts reading partition from offset (kafka.FirstOffset:
 // the oldest retained message) into msgs. groupLoop only.
 func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker, epoch uint64) {
-	log := c.log.With("partition", partition)
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:         c.b.cfg.Brokers,
-		Topic:           c.topic,
-		Partition:       partition,
-		Dialer:          c.b.dialer,
-		QueueCapacity:   1, // msgs is the queue
-		MinBytes:        1,
-		MaxBytes:        fetchMaxBytes,
-		MaxWait:         fetchMaxWait,
-		ReadLagInterval: -1,
-		StartOffset:     kafka.FirstOffset,
-		ErrorLogger:     warnLogger(log.With("client", "reader")),
-	})
-	if err := r.SetOffset(offset); err != nil {
-		log.Warn("setting the reader's offset", "error", err) // only fails on a closed reader
-	}
 	ctx, cancel := context.WithCancel(c.groupCtx)
-	f := &fetcher{reader: r, cancel: cancel, done: make(chan struct{})}
+	f := &fetcher{cancel: cancel, done: make(chan struct{})}
 	c.fetchers = append(c.fetchers, f)
 	go func() {
 		defer close(f.done)
-		var backoff time.Duration
-		for {
-			m, err := r.FetchMessage(ctx)
-			switch {
-			case ctx.Err() != nil || errors.Is(err, io.EOF):
-				return
-			case err != nil:
-				backoff = min(max(2*backoff, retryMinBackoff), retryMaxBackoff)
-				log.Warn("fetch failed; retrying", "error", err, "backoff", backoff)
-				sleepCtx(ctx, backoff)
+		c.fetch(ctx, partition, offset, t, epoch)
+	}()
+}
+
+// fetch reads partition from offset into msgs with protocol-level Fetch
+// requests (fetchMaxBytes, fetchMaxWait) through the Broker's client,
+// until ctx ends. Not kafka-go's Reader: it reads a null key or value as
+// an empty one, which the adapter then had to look up again with a second
+// fetch of the same records; a Fetch's records keep the difference.
+//
+// Like the Reader it tries again with backoff after a failure, and an
+// offset below the oldest retained message (deleted by retention) moves
+// on to the oldest one. Control records (transaction markers) are read
+// past, not handed out.
+func (c *consumer) fetch(ctx context.Context, partition int, offset int64, t *partitionTracker, epoch uint64) {
+	log := c.log.With("partition", partition)
+	var backoff time.Duration
+	fail := func(what string, err error) {
+		backoff = min(max(2*backoff, retryMinBackoff), retryMaxBackoff)
+		log.Warn(what+"; retrying", "offset", offset, "error", err, "backoff", backoff)
+		sleepCtx(ctx, backoff)
+	}
+	for ctx.Err() == nil {
+		if offset < 0 { // kafka.FirstOffset
+			first, err := c.firstOffset(ctx, partition)
+			if err != nil {
+				if ctx.Err() == nil {
+					fail("looking up the partition's oldest offset", err)
+				}
 				continue
 			}
-			backoff = 0
+			offset = first
+		}
+		res, err := c.b.client.Fetch(ctx, &kafka.FetchRequest{
+			Topic:     c.topic,
+			Partition: partition,
+			Offset:    offset,
+			MinBytes:  1,
+			MaxBytes:  fetchMaxBytes,
+			MaxWait:   fetchMaxWait,
+		})
+		if err == nil {
+			err = res.Error
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, kafka.OffsetOutOfRange):
+			first, ferr := c.firstOffset(ctx, partition)
+			switch {
+			case ferr != nil:
+				fail("looking up the partition's oldest offset", ferr)
+			case offset < first:
+				log.Warn("the offset to read from was deleted (retention): reading on from the oldest retained message",
+					"offset", offset, "oldest", first)
+				offset, backoff = first, 0
+			default:
+				fail("fetch past the partition's end", err)
+			}
+			continue
+		case err != nil:
+			fail("fetch failed", err)
+			continue
+		}
+		next, err := c.deliverRecords(ctx, res.Records, partition, offset, t, epoch)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			offset = next
+			fail("reading a fetched record", err)
+			continue
+		}
+		backoff, offset = 0, next
+	}
+}
+
+// firstOffset is the offset of partition's oldest retained message.
+func (c *consumer) firstOffset(ctx context.Context, partition int) (int64, error) {
+	res, err := c.b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{c.topic: {kafka.FirstOffsetOf(partition)}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range res.Topics[c.topic] {
+		if p.Partition == partition {
+			return p.FirstOffset, p.Error
+		}
+	}
+	return 0, fmt.Errorf("no offsets of partition %d in the answer", partition)
+}
+
+// deliverRecords queues for Next the records of one fetch at or past
+// offset (a fetch answers from the start of the batch that holds offset),
+// and returns the offset to fetch next. It returns early when ctx ends
+// (what was not queued is read again from the commit by the partition's
+// next owner) or a record cannot be read. Every record's key and value
+// are closed, so the response's pages go back to kafka-go's pool.
+//
+// A batch whose records all lie below offset (a compaction emptied the
+// rest of it) moves next on by one past offset, so that the next fetch
+// does not answer with the same batch again; no record lies in between.
+// A fetch that decoded no record at all leaves next at offset.
+func (c *consumer) deliverRecords(ctx context.Context, rr kafka.RecordReader, partition int, offset int64, t *partitionTracker, epoch uint64) (next int64, err error) {
+	next = offset
+	if rr == nil {
+		return next, nil
+	}
+	batches := []kafka.RecordReader{rr}
+	if s, ok := rr.(*protocol.RecordStream); ok {
+		batches = s.Records
+	}
+	below := false
+	defer func() {
+		if below && next == offset && err == nil {
+			next = offset + 1
+		}
+	}()
+	for _, batch := range batches {
+		_, control := batch.(*protocol.ControlBatch)
+		for {
+			rec, rerr := batch.ReadRecord()
+			if rerr != nil {
+				break // io.EOF, or a batch the response cut short: fetched again from next
+			}
+			if rec.Offset < offset || control {
+				closeBytes(rec.Key)
+				closeBytes(rec.Value)
+				if rec.Offset < offset {
+					below = true
+				} else {
+					next = rec.Offset + 1
+				}
+				continue
+			}
+			m, merr := recordMessage(c.topic, partition, rec)
+			if merr != nil {
+				return next, fmt.Errorf("offset %d: %w", rec.Offset, merr)
+			}
+			next = rec.Offset + 1
 			f := fetched{m: m, t: t, epoch: epoch}
 			if !c.fetchInherited(&f) {
 				continue // bound to an inherited delivery, or acked before
@@ -815,26 +912,22 @@ func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker
 				c.mu.Lock()
 				c.dropLocked(&f)
 				c.mu.Unlock()
-				return
+				return next, ctx.Err()
 			}
 		}
-	}()
+	}
+	return next, nil
 }
 
-// stopFetchers stops every fetcher and waits for them (kafka-go's readers
-// take up to fetchMaxWait to close). groupLoop only.
+// stopFetchers stops every fetcher and waits for them (a fetch in flight
+// is abandoned). groupLoop only.
 func (c *consumer) stopFetchers() {
-	var wg sync.WaitGroup
 	for _, f := range c.fetchers {
 		f.cancel()
-		wg.Go(func() {
-			if err := f.reader.Close(); err != nil {
-				c.log.Debug("closing partition reader", "error", err)
-			}
-			<-f.done
-		})
 	}
-	wg.Wait()
+	for _, f := range c.fetchers {
+		<-f.done
+	}
 	c.fetchers = nil
 }
 
@@ -883,8 +976,8 @@ func (c *consumer) Resume(ctx context.Context) error {
 }
 
 // Close stops the consumer for good: a blocked Next returns
-// broker.ErrClosed, the committer stops, the fetchers stop (kafka-go
-// waits for a fetch in flight, up to fetchMaxWait), a final commit covers
+// broker.ErrClosed, the committer stops, the fetchers stop (a fetch in
+// flight is abandoned), a final commit covers
 // every contiguously acked offset, and the member leaves the group (its
 // partitions go to other members at once). Messages fetched or nacked but
 // not acked are dropped uncommitted: the group reads them again. The

@@ -66,13 +66,16 @@
 // foreign members included, exactly as Kafka's RangeAssignor and
 // RoundRobinAssignor do (assign.go), and rebalances when a subscribed
 // topic gains partitions (checked every 5 s). Each assigned partition is
-// read by a kafka-go partition Reader (no group) from the group's
-// committed offset; a partition without one starts at the oldest retained
-// message (like the NATS adapter's deliver-all). Fetched messages wait in
-// one queue of ConsumerSpec.Prefetch (default Config.Prefetch, 128)
-// messages; with the message each partition fetcher may hold while the
-// queue is full, that is at most Prefetch plus two per assigned partition
-// held client-side. ConsumerSpec.AckWait is not used: Kafka has no
+// read by a fetcher of the adapter's own, with protocol-level Fetch
+// requests of kafka-go's Client, from the group's committed offset; a
+// partition without one starts at the oldest retained message (like the
+// NATS adapter's deliver-all). Not kafka-go's Reader: it reads a null key
+// or value as an empty one, and a Fetch keeps the difference (a null key
+// is no key, an empty one broker.Message.EmptyKey; a null value
+// NullBody). Fetched messages wait in one queue of ConsumerSpec.Prefetch
+// (default Config.Prefetch, 128) messages; besides them each partition's
+// fetcher holds the rest of its last fetch response (at most 1 MiB, or
+// one larger batch) while the queue is full. ConsumerSpec.AckWait is not used: Kafka has no
 // per-message ack timeout (see Redelivery below).
 //
 // Commits. Offsets are committed by the adapter (no auto commit), and
@@ -152,7 +155,7 @@
 // unread rest on in its own tokens, so those held deliveries move again.
 //
 // Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
-// the transport's metadata refresh, each partition Reader's fetch loop),
+// the transport's metadata refresh and connections),
 // each consumer runs a committer, a group loop (membership and
 // rebalances) and one fetcher per assigned partition, which the group loop
 // starts and stops. Consumer.Close stops the committer, then the group

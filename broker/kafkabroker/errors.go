@@ -18,7 +18,7 @@ var ErrAnswered = errors.New("kafkabroker: delivery already acked or nacked")
 // classify returns the broker sentinel err belongs to: broker.ErrUnavailable
 // when retrying later may succeed, broker.ErrTooLarge for a message over
 // the Writer's or the broker's size limit, broker.ErrRejected when the broker
-// refused for good, broker.ErrClosed when the kafka-go writer or reader was
+// refused for good, broker.ErrClosed when the kafka-go Writer was
 // closed under the call, and nil when err is the caller's own context
 // ending (context.Canceled), which is none of them.
 func classify(err error) error {
@@ -28,7 +28,7 @@ func classify(err error) error {
 	case errors.Is(err, context.Canceled):
 		return nil
 	case errors.Is(err, io.ErrClosedPipe):
-		// kafka-go's Writer and Reader report use after Close this way.
+		// kafka-go's Writer reports use after Close this way.
 		return broker.ErrClosed
 	}
 	var kerr kafka.Error

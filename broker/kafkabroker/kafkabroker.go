@@ -141,10 +141,9 @@ func (c Config) withDefaults() Config {
 
 // Broker is one Kafka cluster. It is safe for concurrent use.
 type Broker struct {
-	cfg    Config // defaults applied; read-only after New
-	log    *slog.Logger
-	addr   net.Addr
-	dialer *kafka.Dialer // for consumers' readers
+	cfg  Config // defaults applied; read-only after New
+	log  *slog.Logger
+	addr net.Addr
 
 	// transport carries the Writer's and client's requests; its
 	// background goroutines (metadata refresh) stop with stopTransport.
@@ -195,11 +194,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		cfg:  cfg,
 		log:  cfg.Logger.With("broker", "kafka"),
 		addr: kafka.TCP(cfg.Brokers...),
-		dialer: &kafka.Dialer{
-			ClientID:  cfg.ClientID,
-			Timeout:   dialTimeout,
-			DualStack: true,
-		},
 		transport: &kafka.Transport{
 			Dial:        (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			DialTimeout: dialTimeout,

@@ -3,6 +3,7 @@ package kafkabroker
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"time"
 
@@ -44,10 +45,63 @@ func toKafka(msg *broker.Message, p *published) kafka.Message {
 	return km
 }
 
+// recordMessage is a fetched record as a kafka-go message that owns its
+// bytes (key and value share one allocation): a null key or value is nil,
+// an empty one a non-nil empty slice, so fromKafka can tell them apart.
+// It closes the record's key and value.
+func recordMessage(topic string, partition int, rec *kafka.Record) (kafka.Message, error) {
+	defer closeBytes(rec.Key)
+	defer closeBytes(rec.Value)
+	m := kafka.Message{
+		Topic:     topic,
+		Partition: partition,
+		Offset:    rec.Offset,
+		Time:      rec.Time,
+		Headers:   rec.Headers,
+	}
+	klen, vlen := bytesLen(rec.Key), bytesLen(rec.Value)
+	buf := make([]byte, max(klen, 0)+max(vlen, 0))
+	if klen >= 0 {
+		m.Key = buf[:klen:klen]
+		if _, err := io.ReadFull(rec.Key, m.Key); err != nil {
+			return m, fmt.Errorf("read key: %w", err)
+		}
+	}
+	if vlen >= 0 {
+		m.Value = buf[len(buf)-vlen:]
+		if _, err := io.ReadFull(rec.Value, m.Value); err != nil {
+			return m, fmt.Errorf("read value: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// bytesLen is b's length, -1 for null.
+func bytesLen(b kafka.Bytes) int {
+	if b == nil {
+		return -1
+	}
+	return b.Len()
+}
+
+func closeBytes(b kafka.Bytes) {
+	if b != nil {
+		_ = b.Close()
+	}
+}
+
 // fromKafka rebuilds the broker message: Kafka's key and headers (in their
-// order) are the message's.
+// order) are the message's; a non-nil empty key is an empty key
+// (EmptyKey), a nil value a null one (NullBody), as recordMessage reads
+// them.
 func fromKafka(m *kafka.Message) broker.Message {
-	msg := broker.Message{Topic: m.Topic, Key: string(m.Key), Body: m.Value}
+	msg := broker.Message{
+		Topic:    m.Topic,
+		Key:      string(m.Key),
+		Body:     m.Value,
+		EmptyKey: m.Key != nil && len(m.Key) == 0,
+		NullBody: m.Value == nil,
+	}
 	if len(m.Headers) > 0 {
 		msg.Headers = make([]broker.Header, len(m.Headers))
 		for i, h := range m.Headers {
