@@ -230,6 +230,11 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		// it knows whether any attempt may have stored the message
 		// (outcome.go).
 		MaxAttempts: 1,
+		// WriteMessages returns once the message joined a batch, and
+		// completion tells each Publish its outcome: a synchronous
+		// WriteMessages makes two maps per call to find and wait for the
+		// batches, where one Publish has one message in one batch.
+		Async:       true,
 		Completion:  completion,
 		Transport:   b.transport,
 		ErrorLogger: warnLogger(b.log.With("client", "writer")),
@@ -268,25 +273,31 @@ func (kb *keyBalancer) Balance(msg kafka.Message, partitions ...int) int {
 	return kb.hash.Balance(msg, partitions...)
 }
 
-// published receives, through kafka.Message.WriterData, where the Writer
-// stored one message. completion writes it before the batch's WriteMessages
-// calls return (kafka-go closes the batch's done channel after calling
-// Completion), so the Publish that waited on it can read it without a lock.
+// published receives, through kafka.Message.WriterData, the outcome of
+// one attempt of one Publish: completion writes partition, offset and err,
+// then sends on done, so the Publish that receives from done reads them
+// without a lock. Publish takes it from publishedPool and puts it back
+// once it received from done; one that gave up waiting (its ctx ended)
+// leaves it to the garbage collector, since completion still writes it.
 type published struct {
+	done      chan struct{} // capacity 1; one send per attempt
 	partition int
 	offset    int64
+	err       error
 }
 
+var publishedPool = sync.Pool{New: func() any { return &published{done: make(chan struct{}, 1)} }}
+
 // completion is the Writer's Completion callback: the messages of one
-// produce request, stamped with the partition and offsets of the response.
+// produce request, with the partition and offsets of the response or the
+// request's error.
 func completion(msgs []kafka.Message, err error) {
-	if err != nil {
-		return
-	}
 	for i := range msgs {
 		if p, ok := msgs[i].WriterData.(*published); ok {
 			p.partition = msgs[i].Partition
 			p.offset = msgs[i].Offset
+			p.err = err
+			p.done <- struct{}{}
 		}
 	}
 }
@@ -307,9 +318,8 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err := b.ensureTopic(ctx, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
-	p := new(published)
-	km := toKafka(msg, p)
-	maybeStored, err := b.write(ctx, km)
+	km := toKafka(msg)
+	p, maybeStored, err := b.write(ctx, km)
 	if err != nil {
 		if errors.Is(err, kafka.UnknownTopicOrPartition) {
 			// Deleted under us: look it up (and create it) again next time.
@@ -324,6 +334,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	res.Partition = int32(p.partition)
 	res.Offset = p.offset
 	res.MessageID = messageID(topic, p.partition, p.offset)
+	publishedPool.Put(p)
 	return res, nil
 }
 
@@ -337,8 +348,8 @@ func (b *Broker) opError(op, topic string, err error) error {
 }
 
 func messageID(topic string, partition int, offset int64) string {
-	buf := make([]byte, 0, len(topic)+24)
-	buf = append(buf, topic...)
+	var stack [128]byte // one allocation (the string) for most topics
+	buf := append(stack[:0], topic...)
 	buf = append(buf, '/')
 	buf = strconv.AppendInt(buf, int64(partition), 10)
 	buf = append(buf, '/')

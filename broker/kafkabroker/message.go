@@ -12,20 +12,23 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 )
 
-// toKafka turns msg into a kafka-go message that owns its bytes: key and
-// body share one copy, header values are copied. The Writer may still read
-// the message after a Publish that ended with its ctx returned, so it must
-// not alias the caller's buffers. An empty Key is no key (round robin),
-// unless EmptyKey; NullBody is a null value.
-func toKafka(msg *broker.Message, p *published) kafka.Message {
-	buf := make([]byte, len(msg.Key)+len(msg.Body))
+// toKafka turns msg into a kafka-go message that owns its bytes: key,
+// body and header values share one copy. The Writer may still read the
+// message after a Publish that ended with its ctx returned, so it must not
+// alias the caller's buffers. An empty Key is no key (round robin), unless
+// EmptyKey; NullBody is a null value.
+func toKafka(msg *broker.Message) kafka.Message {
+	n := len(msg.Key) + len(msg.Body)
+	for _, h := range msg.Headers {
+		n += len(h.Value)
+	}
+	buf := make([]byte, n)
 	copy(buf, msg.Key)
-	copy(buf[len(msg.Key):], msg.Body)
+	end := len(msg.Key) + copy(buf[len(msg.Key):], msg.Body)
 	km := kafka.Message{
-		Topic:      msg.Topic,
-		Value:      buf[len(msg.Key):len(buf):len(buf)],
-		WriterData: p,
-		Time:       time.Now(),
+		Topic: msg.Topic,
+		Value: buf[len(msg.Key):end:end],
+		Time:  time.Now(),
 	}
 	switch {
 	case msg.Key != "":
@@ -39,7 +42,9 @@ func toKafka(msg *broker.Message, p *published) kafka.Message {
 	if len(msg.Headers) > 0 {
 		km.Headers = make([]kafka.Header, len(msg.Headers))
 		for i, h := range msg.Headers {
-			km.Headers[i] = kafka.Header{Key: h.Key, Value: []byte(h.Value)}
+			start := end
+			end += copy(buf[end:], h.Value)
+			km.Headers[i] = kafka.Header{Key: h.Key, Value: buf[start:end:end]}
 		}
 	}
 	return km

@@ -26,7 +26,7 @@ const (
 
 // attemptNotStored reports whether err, the error of one WriteMessages
 // call, proves that the message was not stored. batched says the error is
-// the message's produce batch's (a kafka.WriteErrors entry); otherwise
+// the message's produce batch's (given to the Writer's Completion); otherwise
 // WriteMessages failed before the message joined a batch (metadata
 // lookup, size, writer closed), unless the error is the ctx ending, which
 // also happens while the batch is on its way.
@@ -79,32 +79,52 @@ func attemptBackoff(n int) time.Duration {
 	return min(d, publishBackoffMax)
 }
 
-// write makes the attempts of one Publish. It returns a nil error once one
-// succeeded, else whether any attempt may have stored the message and the
-// last attempt's error.
-func (b *Broker) write(ctx context.Context, km kafka.Message) (maybeStored bool, err error) {
+// write makes the attempts of one Publish. It returns where the message
+// was stored once an attempt succeeded (for Publish to put back in
+// publishedPool), else whether any attempt may have stored the message and
+// the last attempt's error.
+func (b *Broker) write(ctx context.Context, km kafka.Message) (p *published, maybeStored bool, err error) {
 	for n := 1; ; n++ {
-		err = b.writer.WriteMessages(ctx, km)
+		var batched bool
+		p, batched, err = b.attempt(ctx, km)
 		if err == nil {
-			return false, nil
-		}
-		var werrs kafka.WriteErrors
-		batched := errors.As(err, &werrs) && len(werrs) == 1 && werrs[0] != nil
-		if batched {
-			err = werrs[0] // one message, one error
+			return p, false, nil
 		}
 		if !attemptNotStored(err, batched) {
 			maybeStored = true
 		}
 		if !batched || n >= publishAttempts || !attemptRetriable(err) {
-			return maybeStored, err
+			return nil, maybeStored, err
 		}
 		t := time.NewTimer(attemptBackoff(n + 1))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return maybeStored, err
+			return nil, maybeStored, err
 		case <-t.C:
 		}
 	}
+}
+
+// attempt writes km once and waits for its produce request's outcome:
+// where km was stored, or the error, and whether it is the error of the
+// batch km joined (otherwise WriteMessages refused km before it joined
+// one, or ctx ended first while km may still be written).
+func (b *Broker) attempt(ctx context.Context, km kafka.Message) (p *published, batched bool, err error) {
+	p = publishedPool.Get().(*published)
+	km.WriterData = p
+	if err := b.writer.WriteMessages(ctx, km); err != nil {
+		publishedPool.Put(p) // not in a batch: completion never sees it
+		return nil, false, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	if err := p.err; err != nil {
+		publishedPool.Put(p)
+		return nil, true, err
+	}
+	return p, true, nil
 }
