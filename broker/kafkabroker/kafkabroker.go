@@ -151,6 +151,8 @@ type Broker struct {
 	stopTransport context.CancelFunc
 	client        *kafka.Client
 	writer        *kafka.Writer
+	// published holds *published waiters for Publish (outcome.go).
+	published sync.Pool
 
 	// tmu guards topics (topic → its creation state). It is a leaf lock.
 	tmu    sync.RWMutex
@@ -203,6 +205,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		stopTransport: stop,
 		topics:        make(map[string]*topicState),
 	}
+	b.published.New = newPublished
 	b.client = &kafka.Client{Addr: b.addr, Transport: b.transport, Timeout: requestTimeout}
 	// The transport answers metadata requests from its cache, which its
 	// first (real) metadata request fills: this waits for that request
@@ -276,7 +279,7 @@ func (kb *keyBalancer) Balance(msg kafka.Message, partitions ...int) int {
 // published receives, through kafka.Message.WriterData, the outcome of
 // one attempt of one Publish: completion writes partition, offset and err,
 // then sends on done, so the Publish that receives from done reads them
-// without a lock. Publish takes it from publishedPool and puts it back
+// without a lock. Publish takes it from Broker.published and puts it back
 // once it received from done; one that gave up waiting (its ctx ended)
 // leaves it to the garbage collector, since completion still writes it.
 type published struct {
@@ -286,7 +289,7 @@ type published struct {
 	err       error
 }
 
-var publishedPool = sync.Pool{New: func() any { return &published{done: make(chan struct{}, 1)} }}
+func newPublished() any { return &published{done: make(chan struct{}, 1)} }
 
 // completion is the Writer's Completion callback: the messages of one
 // produce request, with the partition and offsets of the response or the
@@ -334,7 +337,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	res.Partition = int32(p.partition)
 	res.Offset = p.offset
 	res.MessageID = messageID(topic, p.partition, p.offset)
-	publishedPool.Put(p)
+	b.published.Put(p)
 	return res, nil
 }
 

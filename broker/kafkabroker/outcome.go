@@ -81,7 +81,7 @@ func attemptBackoff(n int) time.Duration {
 
 // write makes the attempts of one Publish. It returns where the message
 // was stored once an attempt succeeded (for Publish to put back in
-// publishedPool), else whether any attempt may have stored the message and
+// Broker.published), else whether any attempt may have stored the message and
 // the last attempt's error.
 func (b *Broker) write(ctx context.Context, km kafka.Message) (p *published, maybeStored bool, err error) {
 	for n := 1; ; n++ {
@@ -111,10 +111,10 @@ func (b *Broker) write(ctx context.Context, km kafka.Message) (p *published, may
 // batch km joined (otherwise WriteMessages refused km before it joined
 // one, or ctx ended first while km may still be written).
 func (b *Broker) attempt(ctx context.Context, km kafka.Message) (p *published, batched bool, err error) {
-	p = publishedPool.Get().(*published)
+	p = b.published.Get().(*published)
 	km.WriterData = p
 	if err := b.writer.WriteMessages(ctx, km); err != nil {
-		publishedPool.Put(p) // not in a batch: completion never sees it
+		b.published.Put(p) // not in a batch: completion never sees it
 		return nil, false, err
 	}
 	select {
@@ -123,7 +123,7 @@ func (b *Broker) attempt(ctx context.Context, km kafka.Message) (p *published, b
 		return nil, false, ctx.Err()
 	}
 	if err := p.err; err != nil {
-		publishedPool.Put(p)
+		b.published.Put(p)
 		return nil, true, err
 	}
 	return p, true, nil
