@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -767,7 +768,9 @@ func (c *consumer) startFetcher(partition int, offset int64, t *partitionTracker
 
 // fetch reads partition from offset into msgs with protocol-level Fetch
 // requests (fetchMaxBytes, fetchMaxWait) through the Broker's client,
-// until ctx ends. Not kafka-go's Reader: it reads a null key or value as
+// until ctx ends. The client's transport runs one request at a time per
+// connection and opens another for a request that finds none idle, so a
+// fetch waiting for new data holds up no publish, commit or other fetch. Not kafka-go's Reader: it reads a null key or value as
 // an empty one, which the adapter then had to look up again with a second
 // fetch of the same records; a Fetch's records keep the difference.
 //
@@ -885,7 +888,14 @@ func (c *consumer) deliverRecords(ctx context.Context, rr kafka.RecordReader, pa
 		for {
 			rec, rerr := batch.ReadRecord()
 			if rerr != nil {
-				break // io.EOF, or a batch the response cut short: fetched again from next
+				// io.EOF, or a batch the response cut short: fetched
+				// again from next. An error before any record was read
+				// is a failure (fetch backs off), not a fetch to repeat
+				// at once.
+				if !errors.Is(rerr, io.EOF) && next == offset && !below {
+					return next, fmt.Errorf("offset %d: %w", offset, rerr)
+				}
+				break
 			}
 			if rec.Offset < offset || control {
 				closeBytes(rec.Key)
