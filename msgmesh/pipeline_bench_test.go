@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/sidecartest"
 	"github.com/msgmesh/msgmesh/msgmesh"
@@ -49,7 +50,8 @@ func BenchmarkSidecarPublish(b *testing.B) {
 }
 
 // BenchmarkSidecarDeliver: 1 KiB messages stored beforehand, delivered
-// through the sidecar's pipeline (fetch, deliver, settle) and acked.
+// through the sidecar's pipeline (fetch, deliver, settle) and acked; with
+// the process's CPU time per message (cpu-ns/op, brokertest.ReportCPU).
 func BenchmarkSidecarDeliver(b *testing.B) {
 	e := benchEnv(b)
 	body := make([]byte, 1024)
@@ -58,6 +60,7 @@ func BenchmarkSidecarDeliver(b *testing.B) {
 	c := e.dial()
 	b.SetBytes(1024)
 	b.ReportAllocs()
+	defer brokertest.ReportCPU(b)()
 	b.ResetTimer()
 	if _, err := c.Subscribe(context.Background(), "g1", topic, func(context.Context, *client.Delivery) error {
 		got <- struct{}{}

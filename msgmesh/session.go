@@ -460,14 +460,21 @@ func (s *session) push(k routeKey, d broker.Delivery) bool {
 		s.release()
 		return false
 	}
-	m := s.toWire(id, k, d)
 	var err error
 	if s.pushTo != nil {
-		err = s.pushTo(m)
+		err = s.pushTo(s.toWire(id, k, d))
 	} else {
 		// Queued: the upstream loop goes on to its next message while
 		// this one is written, and deliveries in a row share syscalls.
-		err = s.mc.Writer.Queue(mesh.KindDeliver, 0, id, &m)
+		// Queue has encoded m when it returns: m goes back to the pool.
+		m, _ := s.sc.wireMsgs.Get().(*mesh.Message)
+		if m == nil {
+			m = new(mesh.Message)
+		}
+		*m = s.toWire(id, k, d)
+		err = s.mc.Writer.Queue(mesh.KindDeliver, 0, id, m)
+		*m = mesh.Message{} // keeps no body alive in the pool
+		s.sc.wireMsgs.Put(m)
 	}
 	if err != nil {
 		// The delivery is tracked; closing hands it back to the broker.

@@ -396,6 +396,11 @@ type Sidecar struct {
 	validator *schema.Validator
 	pipe      *pipeline.Pipeline // the stages every publish and delivery passes (New)
 	deadlines *deadlines         // of the mesh connections' publishes (publish.go)
+	// wireMsgs are the *mesh.Message a push encodes its DELIVER from
+	// (session.push): the frame is encoded before Queue returns, so one
+	// is needed only for that call, and a fresh one, passed by address as
+	// a mesh.Encoder, moved to the heap for every delivery.
+	wireMsgs sync.Pool
 	// settleDeadlines are those of the broker calls settling the answers
 	// apps send on their mesh connections (session.settleAnswer).
 	settleDeadlines *deadlines

@@ -18,6 +18,7 @@ type tracked struct {
 	broker.Delivery // the wrapped delivery; settled through
 
 	m            *Metrics
+	series       *seriesOpts // m's (topic, group) series, looked up once; nil when m is
 	topic, group string
 	start        time.Time
 	forward      bool // a Forward wrapper: counts msgmesh_forwarded_total
@@ -60,11 +61,14 @@ func (t *Telemetry) Deliver(d broker.Delivery, group string) broker.Delivery {
 	msg := d.Message()
 	w := &tracked{Delivery: d, m: t.Metrics, topic: msg.Topic, group: group, start: time.Now(), span: noSpan}
 	ctx := context.Background()
-	w.m.Delivered(ctx, w.topic, group, len(msg.Body))
-	if d.Redelivered() > 0 {
-		w.m.Redelivered(ctx, w.topic, group)
+	if w.m != nil {
+		w.series = w.m.byGroup.get(labels{w.topic, group})
+		w.series.delivered(len(msg.Body))
+		if d.Redelivered() > 0 {
+			w.m.redelivered.Add(ctx, 1, w.series.add...)
+		}
+		w.series.count(countInflight, 1)
 	}
-	w.m.InflightAdd(w.topic, group, 1)
 	if t.Tracing() {
 		pctx := msgtrace.Extract(ctx, msg.Headers)
 		ep := t.endpoint(w.topic)
@@ -210,8 +214,10 @@ func (w *tracked) done(outcome string, err error) {
 		w.m.Forwarded(ctx, w.topic, w.group, outcome)
 	} else {
 		w.m.Settled(ctx, w.topic, w.group, outcome)
-		w.m.DeliveryLatency(ctx, w.topic, w.group, time.Since(w.start))
-		w.m.InflightAdd(w.topic, w.group, -1)
+		if w.series != nil {
+			w.m.deliveryDur.Record(ctx, time.Since(w.start).Seconds(), w.series.rec...)
+			w.series.count(countInflight, -1)
+		}
 	}
 	if w.span.IsRecording() {
 		w.span.SetAttributes(msgtrace.KeySettle.String(outcome))

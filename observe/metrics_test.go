@@ -199,3 +199,32 @@ func TestOTLPConfigured(t *testing.T) {
 		t.Fatalf("second Shutdown = %v, first %v", err2, err1)
 	}
 }
+
+// TestKnownSeriesStartAtZero: Known creates the series of a consumed
+// (topic, group) at zero, and what is recorded afterwards counts from
+// there, on the counters kept by the sidecar (messages and bytes out, in
+// flight, settled) as on the others.
+func TestKnownSeriesStartAtZero(t *testing.T) {
+	tel := newTelemetry(t, observe.Config{})
+	m := tel.Metrics
+	ctx := context.Background()
+	m.Known(nil, [][2]string{{"orders", "billing"}, {"orders", "audit"}}, nil)
+	m.Known(nil, [][2]string{{"orders", "billing"}}, nil) // again: changes nothing
+	m.Delivered(ctx, "orders", "billing", 10)
+	m.InflightAdd("orders", "billing", 1)
+	m.Acked(ctx, "orders", "billing")
+	m.InflightAdd("orders", "billing", -1)
+	wantLines(t, scrape(t, tel),
+		`msgmesh_messages_out_total{group="billing",topic="orders"} 1`,
+		`msgmesh_out_bytes_total{group="billing",topic="orders"} 10`,
+		`msgmesh_deliveries_inflight{group="billing",topic="orders"} 0`,
+		`msgmesh_deliveries_settled_total{group="billing",outcome="ack",topic="orders"} 1`,
+		`msgmesh_deliveries_settled_total{group="billing",outcome="nack",topic="orders"} 0`,
+		`msgmesh_messages_out_total{group="audit",topic="orders"} 0`,
+		`msgmesh_out_bytes_total{group="audit",topic="orders"} 0`,
+		`msgmesh_deliveries_inflight{group="audit",topic="orders"} 0`,
+		`msgmesh_redelivered_total{group="audit",topic="orders"} 0`,
+		`msgmesh_deliveries_settled_total{group="audit",outcome="timeout",topic="orders"} 0`,
+		`msgmesh_deliveries_settled_total{group="audit",outcome="dead_letter",topic="orders"} 0`,
+	)
+}

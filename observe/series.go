@@ -2,6 +2,7 @@ package observe
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -25,10 +26,30 @@ type labels [3]string
 // seriesOpts are the pre-built measurement options of one label set, so a
 // recording allocates nothing: the attribute set is built once, and the
 // options are slices passed with ... (no variadic array per call).
+//
+// It also keeps the values of its family's counted instruments
+// (family.counted) for this label set, which a callback reports at each
+// collection (Metrics.observeCounts).
 type seriesOpts struct {
 	add []metric.AddOption
 	rec []metric.RecordOption
 	obs []metric.ObserveOption
+
+	counts [maxCounted]atomic.Int64
+	// seen[i]: counts[i] was recorded, if only with 0; a series exists
+	// from its first recording on, as a synchronous instrument's does.
+	seen [maxCounted]atomic.Bool
+}
+
+// maxCounted bounds a family's counted instruments.
+const maxCounted = 3
+
+// count adds n to the value of the family's counted instrument i.
+func (o *seriesOpts) count(i int, n int64) {
+	if !o.seen[i].Load() {
+		o.seen[i].Store(true) // first: a collection now reports 0, not nothing, as before an Add
+	}
+	o.counts[i].Add(n)
 }
 
 // family is the set of label sets one group of instruments records with,
@@ -44,6 +65,13 @@ type family struct {
 	keys []attribute.Key
 	enum []bool // enum[i]: keys[i] is kept when folding
 	max  int
+	// counted are the instruments of the family whose values its label
+	// sets keep (seriesOpts.counts, in this order) and a callback
+	// observes: those recorded on every delivery, for which an atomic
+	// add is much cheaper than the SDK's Add (it checks the attribute
+	// set and looks it up in a map for every call). Set once by
+	// NewMetrics.
+	counted []metric.Int64Observable
 
 	mu     sync.RWMutex
 	sets   map[labels]*seriesOpts
@@ -117,4 +145,18 @@ func (f *family) admit(vs labels) *seriesOpts {
 	o := &seriesOpts{add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}, obs: []metric.ObserveOption{opt}}
 	f.sets[vs] = o
 	return o
+}
+
+// observe reports the values of f's counted instruments for every label
+// set recorded with them.
+func (f *family) observe(o metric.Observer) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, so := range f.sets {
+		for i, inst := range f.counted {
+			if so.seen[i].Load() {
+				o.ObserveInt64(inst, so.counts[i].Load(), so.obs...)
+			}
+		}
+	}
 }

@@ -47,8 +47,9 @@ const handBackIdle = 50 * time.Millisecond
 // Close by any goroutine. The fetcher (fetch.go) is owned by whoever holds
 // it in c.iter: Pause and Close take it out of c.iter under c.mu and then
 // drain it and hand back what it brings outside the lock, while a
-// Next that was blocked on it is woken through c.cancelNext and, seeing
-// c.iter changed, naks whatever it got and returns the state's error.
+// Next that was blocked on it is woken through c.interrupt (or
+// c.cancelNext while it recreates the consumer) and, seeing c.iter
+// changed, naks whatever it got and returns the state's error.
 // c.mu is held only briefly and never across a network round trip or a
 // blocking fetcher call; Broker.open and Broker.smu are never taken while
 // it is held.
@@ -73,7 +74,14 @@ type consumer struct {
 	// iter is the current fetcher while running; nil while paused or
 	// closed, and while running after it ended on its own (Next rebuilds).
 	iter *fetcher
-	// cancelNext interrupts the wait of a Next in progress; nil when none.
+	// interrupt is closed when the consumer stops running (Pause,
+	// Close), which ends a Next waiting on the fetcher; made by Next when
+	// nil. One channel per running spell rather than a context per Next:
+	// a context made, registered with its parent and cancelled for every
+	// message cost three allocations and two map updates of the parent's.
+	interrupt chan struct{}
+	// cancelNext interrupts a Next recreating the consumer (rebuild);
+	// nil when none.
 	cancelNext context.CancelFunc
 	// handbacks are the hand-backs in progress; each channel is closed
 	// when its hand-back is over. Pause and Close wait for them.
@@ -177,12 +185,12 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			c.iter = newFetcher(c.cons, c.prefetch)
 		}
 		iter := c.iter
-		// One context per wait, cancelled by Pause and Close.
-		nctx, cancel := context.WithCancel(ctx)
-		c.cancelNext = cancel
-		c.mu.Unlock()
-
 		if iter == nil {
+			// A context for the broker calls of rebuild, cancelled by
+			// Pause and Close.
+			nctx, cancel := context.WithCancel(ctx)
+			c.cancelNext = cancel
+			c.mu.Unlock()
 			err := c.rebuild(nctx, backoff)
 			interrupted := nctx.Err() != nil // ctx ended, or Pause/Close
 			c.endNext(cancel)
@@ -200,11 +208,16 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			continue // the loop head reports ctx, state and closed conn
 		}
 
-		m, err := iter.Next(nctx)
+		if c.interrupt == nil {
+			c.interrupt = make(chan struct{})
+		}
+		interrupt := c.interrupt
+		c.mu.Unlock()
+
+		m, err := iter.Next(ctx, interrupt)
 		c.mu.Lock()
 		stale := c.state != stateRunning || c.iter != iter
 		c.mu.Unlock()
-		c.endNext(cancel)
 		if err == nil {
 			if stale {
 				// Pause or Close took the fetcher while we were
@@ -318,6 +331,10 @@ func (c *consumer) stop(ctx context.Context, to consumerState) error {
 		if c.cancelNext != nil {
 			c.cancelNext()
 		}
+		if c.interrupt != nil {
+			close(c.interrupt)
+			c.interrupt = nil // the next running spell makes its own
+		}
 		if iter != nil {
 			// Registered before the lock is released, so that a
 			// concurrent Pause or Close waits for this hand-back.
@@ -386,7 +403,7 @@ func (c *consumer) handBack(ctx context.Context, iter *fetcher, keep bool) error
 		if offline {
 			nctx, cancel = context.WithTimeout(ctx, handBackIdle)
 		}
-		m, err := iter.Next(nctx)
+		m, err := iter.Next(nctx, nil)
 		cancel()
 		if err == nil {
 			c.giveBack(m, keep)

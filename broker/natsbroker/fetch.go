@@ -2,6 +2,7 @@ package natsbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -55,13 +56,19 @@ func newFetcher(cons jetstream.Consumer, batch int) *fetcher {
 	return &fetcher{cons: cons, batch: batch}
 }
 
+// errInterrupted: Next's wait ended because its interrupt channel was
+// closed (the consumer stopped running).
+var errInterrupted = errors.New("natsbroker: next interrupted")
+
 // Next returns the next message of the request in flight, sending a new
 // request once that one is over. After Drain it returns what the last
 // request brings, then jetstream.ErrMsgIteratorClosed; after Stop,
 // ErrMsgIteratorClosed at once. A request that ends with an error status
 // (consumer deleted, ...) or cannot be sent (connection closed) gives
-// that error.
-func (f *fetcher) Next(ctx context.Context) (jetstream.Msg, error) {
+// that error. A wait ends with ctx's error when ctx ends, and with
+// errInterrupted when interrupt (nil: never) is closed: a channel the
+// caller keeps across calls, so that a wait needs no context of its own.
+func (f *fetcher) Next(ctx context.Context, interrupt <-chan struct{}) (jetstream.Msg, error) {
 	f.next.Lock()
 	defer f.next.Unlock()
 	for {
@@ -90,6 +97,8 @@ func (f *fetcher) Next(ctx context.Context) (jetstream.Msg, error) {
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-interrupt:
+			return nil, errInterrupted
 		}
 	}
 }

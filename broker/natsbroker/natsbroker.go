@@ -300,8 +300,12 @@ func (b *Broker) opError(op, topic string, err error) error {
 	return wrap(fmt.Sprintf("%s %q", op, topic), err)
 }
 
+// messageID is "<stream>:<seq>", built in one allocation (the string
+// itself) for every delivery and publish: the concatenation with
+// strconv.FormatUint made two.
 func messageID(stream string, seq uint64) string {
-	return stream + ":" + strconv.FormatUint(seq, 10)
+	var buf [64]byte
+	return string(strconv.AppendUint(append(append(buf[:0], stream...), ':'), seq, 10))
 }
 
 // checkTopic rejects topics that are not a literal NATS subject. Topics are
