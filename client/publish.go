@@ -76,7 +76,8 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 }
 
 // PublishAsync publishes m without waiting for the broker's answer: it
-// returns once the PUBLISH frame is written (waiting for a connection while
+// returns once the PUBLISH frame is queued on the connection, to be
+// written with the frames queued after it (waiting for a connection while
 // the Client reconnects, until ctx ends), and done is called exactly once
 // with the outcome Publish would have returned. done runs on the Client's
 // completion goroutine, in the order the publishes were made, so it must
@@ -95,7 +96,11 @@ func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(Publish
 		it.cn, it.err = c.current(ctx)
 	}
 	if it.err == nil {
-		it.id, it.ch, it.err = it.cn.Start(mesh.KindPublish, (*publishEnc)(m))
+		// Queued, not written on the caller's goroutine: an app publishes
+		// asynchronously from one goroutine, one message after another,
+		// so each frame took a write syscall of its own; queued, the
+		// frames published while one syscall runs share the next.
+		it.id, it.ch, it.err = it.cn.StartQueued(mesh.KindPublish, (*publishEnc)(m))
 	}
 	if !c.async.push(it) {
 		// Closed: the completion goroutine is gone. Keep the promise that

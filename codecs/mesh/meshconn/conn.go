@@ -326,9 +326,23 @@ func (c *Conn) close(cause error, flush bool) {
 // channel its answer (or the connection's end) arrives on. A caller that
 // stops waiting calls Forget.
 func (c *Conn) Start(kind mesh.Kind, payload mesh.Encoder) (uint64, <-chan core.Result[mesh.Frame], error) {
+	return c.start(kind, payload, false)
+}
+
+// StartQueued is Start that does not wait for the write syscall
+// (Writer.Queue): for a goroutine that sends a stream of requests alone
+// (an SDK's asynchronous publishes), whose frames then share syscalls
+// instead of taking one each. A write error found later closes the
+// connection, and the request fails with Lost(cause) on its channel, as
+// every outstanding one does.
+func (c *Conn) StartQueued(kind mesh.Kind, payload mesh.Encoder) (uint64, <-chan core.Result[mesh.Frame], error) {
+	return c.start(kind, payload, true)
+}
+
+func (c *Conn) start(kind mesh.Kind, payload mesh.Encoder, queue bool) (uint64, <-chan core.Result[mesh.Frame], error) {
 	id := c.ids.Next()
 	ch := c.pending.Add(id)
-	if err := c.Send(kind, 0, id, payload); err != nil {
+	if err := c.encode(kind, 0, id, payload, queue); err != nil {
 		c.pending.Remove(id)
 		return 0, nil, err
 	}
