@@ -68,6 +68,7 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 	}
 	select {
 	case r := <-ch:
+		cn.Release(ch)
 		return publishResult(r)
 	case <-ctx.Done():
 		cn.Forget(id)
@@ -131,7 +132,7 @@ type asyncItem struct {
 	err  error // set when the publish failed before it was sent
 	cn   *conn
 	id   uint64
-	ch   <-chan core.Result[mesh.Frame]
+	ch   chan core.Result[mesh.Frame] // only received from, then released
 	span trace.Span // nil when not traced
 }
 
@@ -236,5 +237,6 @@ func (c *Client) finishAsync(it *asyncItem) {
 			return
 		}
 	}
+	it.cn.Release(it.ch)
 	it.complete(publishResult(r))
 }
