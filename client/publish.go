@@ -133,7 +133,7 @@ type asyncItem struct {
 	cn   *conn
 	id   uint64
 	ch   chan core.Result[mesh.Frame] // only received from, then released
-	span trace.Span // nil when not traced
+	span trace.Span                   // nil when not traced
 }
 
 // complete ends the item's span and calls its done.
