@@ -128,11 +128,12 @@ func (pc *peerConn) read(n int32) {
 	defer close(pc.done)
 	r := mesh.NewReader(pc.nc, 0)
 	var published int64
-	var acks *meshconn.Writer
-	if pc.p.autoPublish && pc.p.noRecord {
-		acks = meshconn.NewWriter(pc.nc, 0, 0)
-		defer acks.Close()
-	}
+	var acks *meshconn.Writer // made at the first PUBLISH (tests set the fields after newPeer)
+	defer func() {
+		if acks != nil {
+			_ = acks.Close()
+		}
+	}()
 	for {
 		f, err := r.ReadFrame()
 		if err != nil {
@@ -192,6 +193,9 @@ func (pc *peerConn) read(n int32) {
 			if pc.p.autoPublish {
 				published++
 				ack := mesh.PublishAck{Stream: "S", Partition: -1, Offset: published}
+				if acks == nil && pc.p.noRecord {
+					acks = meshconn.NewWriter(pc.nc, 0, 0)
+				}
 				if acks != nil {
 					_ = acks.Queue(mesh.KindPublishAck, mesh.FlagResponse, f.ID, &ack)
 					continue
