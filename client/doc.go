@@ -49,7 +49,10 @@
 // A Client is safe for concurrent use. Each connection runs on the mesh
 // connection engine (codecs/mesh/meshconn): one read goroutine and one
 // heartbeat goroutine, and frames written through a core.Writer, which
-// batches frames written by many goroutines. The read
+// batches frames written by many goroutines. PublishAsync, Ack and Nack
+// queue their frames instead of writing them on the caller's goroutine,
+// so that one goroutine publishing or settling a stream of messages
+// shares write syscalls too. The read
 // goroutine never runs application code: deliveries go to a queue per
 // subscription (capacity WithMaxInflight) that the subscription's worker
 // goroutines (WithConcurrency) drain, and PublishAsync callbacks run on one

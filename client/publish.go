@@ -68,6 +68,7 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 	}
 	select {
 	case r := <-ch:
+		cn.Release(ch)
 		return publishResult(r)
 	case <-ctx.Done():
 		cn.Forget(id)
@@ -76,7 +77,8 @@ func (c *Client) Publish(ctx context.Context, m *Message) (ack PublishAck, err e
 }
 
 // PublishAsync publishes m without waiting for the broker's answer: it
-// returns once the PUBLISH frame is written (waiting for a connection while
+// returns once the PUBLISH frame is queued on the connection, to be
+// written with the frames queued after it (waiting for a connection while
 // the Client reconnects, until ctx ends), and done is called exactly once
 // with the outcome Publish would have returned. done runs on the Client's
 // completion goroutine, in the order the publishes were made, so it must
@@ -95,7 +97,11 @@ func (c *Client) PublishAsync(ctx context.Context, m *Message, done func(Publish
 		it.cn, it.err = c.current(ctx)
 	}
 	if it.err == nil {
-		it.id, it.ch, it.err = it.cn.Start(mesh.KindPublish, (*publishEnc)(m))
+		// Queued, not written on the caller's goroutine: an app publishes
+		// asynchronously from one goroutine, one message after another,
+		// so each frame took a write syscall of its own; queued, the
+		// frames published while one syscall runs share the next.
+		it.id, it.ch, it.err = it.cn.StartQueued(mesh.KindPublish, (*publishEnc)(m))
 	}
 	if !c.async.push(it) {
 		// Closed: the completion goroutine is gone. Keep the promise that
@@ -126,8 +132,8 @@ type asyncItem struct {
 	err  error // set when the publish failed before it was sent
 	cn   *conn
 	id   uint64
-	ch   <-chan core.Result[mesh.Frame]
-	span trace.Span // nil when not traced
+	ch   chan core.Result[mesh.Frame] // only received from, then released
+	span trace.Span                   // nil when not traced
 }
 
 // complete ends the item's span and calls its done.
@@ -231,5 +237,6 @@ func (c *Client) finishAsync(it *asyncItem) {
 			return
 		}
 	}
+	it.cn.Release(it.ch)
 	it.complete(publishResult(r))
 }

@@ -323,12 +323,27 @@ func (c *Conn) close(cause error, flush bool) {
 }
 
 // Start sends a request under a fresh id and returns the id and the
-// channel its answer (or the connection's end) arrives on. A caller that
-// stops waiting calls Forget.
-func (c *Conn) Start(kind mesh.Kind, payload mesh.Encoder) (uint64, <-chan core.Result[mesh.Frame], error) {
+// channel its answer (or the connection's end) arrives on; the caller only
+// receives from it. A caller that stops waiting calls Forget; one that
+// received the answer may give the channel back with Release.
+func (c *Conn) Start(kind mesh.Kind, payload mesh.Encoder) (uint64, chan core.Result[mesh.Frame], error) {
+	return c.start(kind, payload, false)
+}
+
+// StartQueued is Start that does not wait for the write syscall
+// (Writer.Queue): for a goroutine that sends a stream of requests alone
+// (an SDK's asynchronous publishes), whose frames then share syscalls
+// instead of taking one each. A write error found later closes the
+// connection, and the request fails with Lost(cause) on its channel, as
+// every outstanding one does.
+func (c *Conn) StartQueued(kind mesh.Kind, payload mesh.Encoder) (uint64, chan core.Result[mesh.Frame], error) {
+	return c.start(kind, payload, true)
+}
+
+func (c *Conn) start(kind mesh.Kind, payload mesh.Encoder, queue bool) (uint64, chan core.Result[mesh.Frame], error) {
 	id := c.ids.Next()
 	ch := c.pending.Add(id)
-	if err := c.Send(kind, 0, id, payload); err != nil {
+	if err := c.encode(kind, 0, id, payload, queue); err != nil {
 		c.pending.Remove(id)
 		return 0, nil, err
 	}
@@ -339,6 +354,12 @@ func (c *Conn) Start(kind mesh.Kind, payload mesh.Encoder) (uint64, <-chan core.
 // if it comes.
 func (c *Conn) Forget(id uint64) { c.pending.Remove(id) }
 
+// Release gives back the channel Start returned, once its answer was
+// received from it, for a later request to reuse (core.Pending.Done): a
+// request then costs no channel allocation. Never release the channel of
+// a request given up on with Forget: its answer may still be on its way.
+func (c *Conn) Release(ch chan core.Result[mesh.Frame]) { c.pending.Done(ch) }
+
 // Call sends a request and waits for its answer, or for ctx to end.
 func (c *Conn) Call(ctx context.Context, kind mesh.Kind, payload mesh.Encoder) (mesh.Frame, error) {
 	id, ch, err := c.Start(kind, payload)
@@ -347,6 +368,7 @@ func (c *Conn) Call(ctx context.Context, kind mesh.Kind, payload mesh.Encoder) (
 	}
 	select {
 	case r := <-ch:
+		c.Release(ch)
 		return r.Val, r.Err
 	case <-ctx.Done():
 		c.pending.Remove(id)
