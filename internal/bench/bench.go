@@ -590,7 +590,8 @@ func PrintTable(w io.Writer, cfg Config, rs []Result) {
 }
 
 // printCPUShares is each process's CPU per message on the direct and the
-// plain sidecar path, and their totals. All of them share the machine's
+// plain sidecar path, and their totals (with BrokerInProcess the broker's
+// CPU is in the app column and its own stays blank). All of them share the machine's
 // cores, so when a phase is CPU-bound its throughput ratio can be no
 // better than the ratio of the totals: the sidecar does a broker client's
 // work and relays every message besides. Groups without a sidecar
@@ -623,8 +624,9 @@ func printCPUShares(w io.Writer, rs []Result) {
 			{"consume", d.AppCPU.Consume, d.BrokerCPU.Consume, s.AppCPU.Consume, s.ConsumeCost.CPU, s.BrokerCPU.Consume},
 		} {
 			dt, st := ph.dApp+ph.dBroker, ph.sApp+ph.sSidecar+ph.sBroker
-			fmt.Fprintf(w, "| %-44s | %10.1f | %10s | %10.1f | %10.1f |\n", s.Broker+": direct, "+ph.name, µs(ph.dApp), "", µs(ph.dBroker), µs(dt))
-			fmt.Fprintf(w, "| %-44s | %10.1f | %10.1f | %10.1f | %10.1f |\n", s.Broker+": sidecar, "+ph.name, µs(ph.sApp), µs(ph.sSidecar), µs(ph.sBroker), µs(st))
+			c := func(d time.Duration) string { return cell(10, µs(d), "%.1f") }
+			fmt.Fprintf(w, "| %-44s | %s | %10s | %s | %s |\n", s.Broker+": direct, "+ph.name, c(ph.dApp), "", c(ph.dBroker), c(dt))
+			fmt.Fprintf(w, "| %-44s | %s | %s | %s | %s |\n", s.Broker+": sidecar, "+ph.name, c(ph.sApp), c(ph.sSidecar), c(ph.sBroker), c(st))
 			ratios[k] = div(float64(dt), float64(st))
 		}
 		fmt.Fprintf(w, "| %-44s | %10s | %10s | %10s | %4.2f, %4.2f |\n", s.Broker+": total direct / sidecar", "", "", "", ratios[0], ratios[1])
@@ -685,7 +687,7 @@ func printCosts(w io.Writer, rs []Result) {
 	fmt.Fprintf(w, "\n| %-36s | %10s | %10s | %10s | %10s |\n", "sidecar process, per message", "CPU µs", "reads", "writes", "switches")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dashes(38), dashes(12), dashes(12), dashes(12), dashes(12))
 	for _, l := range lines {
-		fmt.Fprintf(w, "| %-36s | %10.1f | %10.2f | %10.2f | %10.2f |\n", l.name, µs(l.c.CPU), l.c.Reads, l.c.Writes, l.c.Switches)
+		fmt.Fprintf(w, "| %-36s | %s | %10.2f | %10.2f | %10.2f |\n", l.name, cell(10, µs(l.c.CPU), "%.1f"), l.c.Reads, l.c.Writes, l.c.Switches)
 	}
 }
 
