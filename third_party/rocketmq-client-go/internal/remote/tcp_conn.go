@@ -33,12 +33,20 @@ type tcpConnWrapper struct {
 
 	// msgmesh patch 7: the group commit of writeFrame, which replaced the
 	// lock every request held across its own write.
-	wmu      sync.Mutex
-	pending  []byte      // frames appended and not yet written
-	batch    *frameBatch // the writers of pending's frames wait on it
-	spare    []byte      // the buffer the last write used, for reuse
-	flushing bool        // a writer is writing; others append and wait
+	wmu       sync.Mutex
+	pending   []byte      // frames appended and not yet written
+	batch     *frameBatch // the writers of pending's frames wait on it
+	spare     []byte      // the buffer the last write used, for reuse
+	flushing  bool        // a writer is writing; others append and wait
+	lastWrite time.Time   // when the last write syscall ended
 }
+
+// yieldWindow: writeFrame yields before its write only when the previous
+// write ended less than this long ago, when more writers are likely to
+// come. A connection written now and then (a consumer's pull requests,
+// one per queue and batch) writes at once, since a yield on a busy
+// process can delay the request by a whole round of the scheduler.
+const yieldWindow = 100 * time.Microsecond
 
 // frameBatch is the frames one write syscall carries: their writers wait
 // for done, then read err.
@@ -68,8 +76,11 @@ func (wrapper *tcpConnWrapper) writeFrame(frame []byte, timeout time.Duration) e
 		return mine.err
 	}
 	wrapper.flushing = true
+	busy := time.Since(wrapper.lastWrite) < yieldWindow
 	wrapper.wmu.Unlock()
-	runtime.Gosched()
+	if busy {
+		runtime.Gosched()
+	}
 	wrapper.wmu.Lock()
 	defer wrapper.wmu.Unlock()
 	for len(wrapper.pending) > 0 {
@@ -83,6 +94,7 @@ func (wrapper *tcpConnWrapper) writeFrame(frame []byte, timeout time.Duration) e
 		b.err = err
 		close(b.done)
 		wrapper.wmu.Lock()
+		wrapper.lastWrite = time.Now()
 		if cap(buf) <= 1<<20 {
 			wrapper.spare = buf[:0]
 		}
