@@ -988,10 +988,16 @@ func (p *pullConsumer) fetch(req *pullRequest) (MessageBatch, error) {
 	go func(res *fetchResult) {
 		defer sub.subscription.Unsubscribe()
 		defer close(res.msgs)
+		// msgmesh patch 2 (PATCHES.md): one timer for the request, reset
+		// by each message, not a time.After per message.
+		idleWait := req.Expires + 1*time.Second
+		idle := time.NewTimer(idleWait)
+		defer idle.Stop()
 		for {
 			select {
 			case msg := <-msgs:
 				res.Lock()
+				idle.Reset(idleWait)
 				if hbTimer != nil {
 					hbTimer.Reset(2 * req.Heartbeat)
 				}
@@ -1040,7 +1046,7 @@ func (p *pullConsumer) fetch(req *pullRequest) (MessageBatch, error) {
 				res.done = true
 				res.Unlock()
 				return
-			case <-time.After(req.Expires + 1*time.Second):
+			case <-idle.C:
 				res.Lock()
 				res.done = true
 				res.Unlock()
