@@ -7,15 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/internal/freeport"
 	"github.com/msgmesh/msgmesh/internal/procstat"
+	"github.com/msgmesh/msgmesh/internal/syncbuf"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -41,6 +45,83 @@ func BuildSidecar(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("%w (or give --msgmesh-bin, or --sidecar inprocess)", err)
 	}
 	return bin, nil
+}
+
+// buildCommand compiles the module's cmd/<name> into dir; it needs the
+// go command and a working directory inside the msgmesh module.
+func buildCommand(ctx context.Context, dir, name string) (string, error) {
+	bin := filepath.Join(dir, name)
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/msgmesh/msgmesh/cmd/"+name).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", name, err, out)
+	}
+	return bin, nil
+}
+
+// child is a process the bench started: a broker or the sidecar.
+type child struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	stderr *syncbuf.Buffer
+}
+
+// startChild runs bin with args and waits until ready says it serves
+// (polled every 20 ms, at most a minute), failing if it exits first.
+func startChild(ctx context.Context, bin string, args []string, ready func(context.Context) error) (*child, error) {
+	c := &child{cmd: exec.Command(bin, args...), done: make(chan struct{}), stderr: &syncbuf.Buffer{}}
+	c.cmd.Stderr = c.stderr
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := ready(ctx)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-c.done:
+			return nil, fmt.Errorf("%s exited: %s", filepath.Base(bin), strings.TrimSpace(c.stderr.String()))
+		case <-ctx.Done():
+			c.close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond): // polling a port that is not up yet
+		}
+		if time.Now().After(deadline) {
+			c.close()
+			return nil, fmt.Errorf("%s not serving after a minute: %w: %s", filepath.Base(bin), err, strings.TrimSpace(c.stderr.String()))
+		}
+	}
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// close stops the process: SIGTERM, then SIGKILL after 10 s.
+func (c *child) close() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// listening is a ready function for startChild: every address accepts
+// TCP connections.
+func listening(addrs ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for _, a := range addrs {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err != nil {
+				return err
+			}
+			_ = c.Close()
+		}
+		return nil
+	}
 }
 
 // procSidecar is the msgmesh binary running as a child process, with one
