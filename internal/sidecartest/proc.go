@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,6 +58,9 @@ func StartProcEnv(t testing.TB, env []string, bin string, args ...string) *Proc 
 	}
 	go func() { _ = p.Cmd.Wait(); close(done) }() // ends with the process
 	t.Cleanup(func() {
+		if t.Failed() {
+			p.dumpGoroutines()
+		}
 		_ = p.Cmd.Process.Kill()
 		<-p.Done
 		p.checkRaces(t)
@@ -65,6 +69,25 @@ func StartProcEnv(t testing.TB, env []string, bin string, args ...string) *Proc 
 		}
 	})
 	return p
+}
+
+// dumpGoroutines makes a process still running when its test failed
+// write every goroutine's stack to its stderr (Go's SIGQUIT dump) before it
+// is killed, so that a stall (a test that waited in vain) shows where each
+// goroutine waited, in the "sidecar stderr" the cleanup logs.
+func (p *Proc) dumpGoroutines() {
+	select {
+	case <-p.Done:
+		return
+	default:
+	}
+	if err := p.Cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return
+	}
+	select {
+	case <-p.Done:
+	case <-time.After(10 * time.Second):
+	}
 }
 
 // checkRaces fails t for every data race the process reported, except

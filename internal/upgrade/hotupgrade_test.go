@@ -116,11 +116,18 @@ func hotUpgradeBacklog(t *testing.T, kit *sidecartest.BrokerKit) {
 	// The backlog is topped up before each upgrade, so that the app is
 	// behind at every one of them however slowly the processes start
 	// (under -race a start takes seconds, long enough for the app to
-	// work through a fixed backlog before the last upgrade).
+	// work through a fixed backlog before the last upgrade). The app's
+	// work waits while a top-up publishes: on a loaded machine publishing
+	// a batch took as long as the app took to work through it, and the
+	// wait for progress after the top-up then waited for messages that
+	// did not exist (the app had them all).
 	const batch = 2000
 	pub := sidecartest.Dial(t, meshAddr)
 	backlog := 0
+	var working sync.RWMutex // the app's work holds it shared; a top-up, alone
 	topUp := func() {
+		working.Lock()
+		defer working.Unlock()
 		t0 := time.Now()
 		from := backlog
 		sidecartest.PublishEach(t, pub, batch, 256, func(i int) *client.Message {
@@ -139,7 +146,9 @@ func hotUpgradeBacklog(t *testing.T, kit *sidecartest.BrokerKit) {
 		if d.Redelivered > 0 {
 			redelivered.Add(1)
 		}
+		working.RLock()
 		time.Sleep(30 * time.Millisecond) // the app's work
+		working.RUnlock()
 		got.Add("sub", string(d.Body))
 		return nil
 	}, client.WithConcurrency(32)); err != nil {
@@ -236,15 +245,24 @@ func hotUpgradeSuccessorDies(t *testing.T, kit *sidecartest.BrokerKit, when stri
 	sidecartest.PublishN(t, sidecartest.Dial(t, meshAddr), topic, "b-", backlog, 256)
 	var dials sidecartest.CountingDialer
 	got := sidecartest.NewTally()
+	// The app's work waits while the doomed successor runs, so that the app
+	// still has backlog when the old process resumes (under -race a start
+	// takes seconds, in which the app could otherwise finish it).
+	var working sync.RWMutex // the app's work holds it shared
 	sub := sidecartest.Dial(t, meshAddr, client.WithDialer(dials.Dial), client.WithMaxInflight(1024))
 	if _, err := sub.Subscribe(context.Background(), "g1", topic, func(_ context.Context, d *client.Delivery) error {
+		working.RLock()
 		time.Sleep(30 * time.Millisecond) // the app's work
+		working.RUnlock()
 		got.Add("sub", string(d.Body))
 		return nil
 	}, client.WithConcurrency(32)); err != nil {
 		t.Fatal(err)
 	}
 	sidecartest.WaitFor(t, 60*time.Second, "the app to work through some backlog", func() bool { return got.Count() > 300 })
+	working.Lock()
+	resume := sync.OnceFunc(working.Unlock)
+	defer resume() // a test that fails before lets the app go on
 	env := "MSGMESH_TEST_KILL_AFTER_RECEIVE=1"
 	if when == "adopted" {
 		env = "MSGMESH_TEST_KILL_AFTER_RECEIVE=adopted"
@@ -257,6 +275,7 @@ func hotUpgradeSuccessorDies(t *testing.T, kit *sidecartest.BrokerKit, when stri
 	default:
 	}
 	before := got.Count()
+	resume()
 	sidecartest.WaitFor(t, 60*time.Second, "deliveries to flow again through the old process", func() bool { return got.Count() > before+300 })
 	m := heldRe.FindStringSubmatch(old.Output())
 	if m == nil {
