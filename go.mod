@@ -115,3 +115,5 @@ require (
 replace github.com/apache/rocketmq-client-go/v2 => ./third_party/rocketmq-client-go
 
 replace github.com/nats-io/nats.go => ./third_party/nats.go
+
+replace github.com/segmentio/kafka-go => ./third_party/kafka-go
