@@ -642,15 +642,23 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...Message) error {
 	// to increasing GC work.
 	assignments := make(map[topicPartition][]int32)
 
+	// msgmesh patch 1: the partition count is looked up once for a run of
+	// messages to one topic, not once per message (each lookup builds a
+	// metadata request and a filtered copy of the cached response).
+	var lastTopic string
+	var numPartitions int
 	for i, msg := range msgs {
 		topic, err := w.chooseTopic(msg)
 		if err != nil {
 			return err
 		}
 
-		numPartitions, err := w.partitions(ctx, topic)
-		if err != nil {
-			return err
+		if i == 0 || topic != lastTopic {
+			numPartitions, err = w.partitions(ctx, topic)
+			if err != nil {
+				return err
+			}
+			lastTopic = topic
 		}
 
 		partition := balancer.Balance(msg, loadCachedPartitions(numPartitions)...)
