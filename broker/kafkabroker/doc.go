@@ -25,6 +25,11 @@
 // most 1 ms on top of the round trip, while the sidecar's many concurrent
 // publishes share produce requests (and the Writer keeps one request in
 // flight per partition, so batches also grow by themselves under load).
+// Concurrent Publish calls also share WriteMessages calls: they queue their
+// messages, and one goroutine hands what is queued to the Writer in one
+// call (publishqueue.go); a call the Writer refuses (one message too
+// large, say) gives each of its messages back to its Publish to be written
+// alone, so only the refused one fails.
 // Publish returns the partition and offset Kafka gave the message: the
 // Writer's Completion callback receives each batch stamped from the
 // produce response (base offset + index), and finds the waiting Publish
@@ -155,11 +160,12 @@
 // unread rest on in its own tokens, so those held deliveries move again.
 //
 // Goroutines. Besides kafka-go's own (the Writer's per-partition batchers,
-// the transport's metadata refresh and connections),
+// the transport's metadata refresh and connections), the Broker runs the
+// publish queue's flusher, and
 // each consumer runs a committer, a group loop (membership and
 // rebalances) and one fetcher per assigned partition, which the group loop
 // starts and stops. Consumer.Close stops the committer, then the group
 // loop, which stops the fetchers, commits and leaves; Broker.Close closes
-// the consumers still open, the Writer and the transport, and waits for
-// all of them.
+// the consumers still open, stops the flusher once it wrote what was
+// queued, closes the Writer and the transport, and waits for all of them.
 package kafkabroker

@@ -1,6 +1,7 @@
 package kafkabroker
 
 import (
+	"math"
 	"slices"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -47,4 +48,14 @@ func ReadTo(c broker.Consumer, partition int) int64 {
 		return t.next
 	}
 	return -1
+}
+
+// RoundsOversized lets messages of any size share a publish round, so that
+// a message the Writer refuses for its size reaches the round fallback.
+func RoundsOversized(b *Broker) { b.pq.roundBytes = math.MaxInt64 }
+
+// PublishRounds is how many rounds the publish queue wrote, and how many
+// messages of refused rounds it gave back to be written alone.
+func PublishRounds(b *Broker) (rounds, givenBack int64) {
+	return b.pq.rounds.Load(), b.pq.givenBack.Load()
 }

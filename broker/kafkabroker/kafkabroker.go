@@ -153,6 +153,9 @@ type Broker struct {
 	writer        *kafka.Writer
 	// published holds *published waiters for Publish (outcome.go).
 	published sync.Pool
+	// pq hands concurrent Publish calls' messages to the Writer in
+	// rounds (publishqueue.go).
+	pq publishQueue
 
 	// tmu guards topics (topic → its creation state). It is a leaf lock.
 	tmu    sync.RWMutex
@@ -242,6 +245,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		Transport:   b.transport,
 		ErrorLogger: warnLogger(b.log.With("client", "writer")),
 	}
+	b.startPublishQueue()
 	return b, nil
 }
 
@@ -282,11 +286,16 @@ func (kb *keyBalancer) Balance(msg kafka.Message, partitions ...int) int {
 // without a lock. Publish takes it from Broker.published and puts it back
 // once it received from done; one that gave up waiting (its ctx ended)
 // leaves it to the garbage collector, since completion still writes it.
+//
+// The publish queue's flusher also sends on done, with alone set, when
+// the Writer refused the round the message was in: the Publish then
+// writes the message alone, and completion sends again.
 type published struct {
-	done      chan struct{} // capacity 1; one send per attempt
+	done      chan struct{} // capacity 1; one send per attempt, or the flusher's and then one
 	partition int
 	offset    int64
 	err       error
+	alone     bool // set by the flusher: write the message alone
 }
 
 func newPublished() any { return &published{done: make(chan struct{}, 1)} }
@@ -569,6 +578,9 @@ func (b *Broker) Close() error {
 		wg.Go(func() { errs[i] = c.Close(ctx) })
 	}
 	wg.Wait()
+	// The flusher writes what is queued first: Publish calls in flight
+	// finish as they did without the queue.
+	b.stopPublishQueue()
 	if err := b.writer.Close(); err != nil {
 		errs[len(open)] = fmt.Errorf("kafkabroker: close writer: %w", err)
 	}

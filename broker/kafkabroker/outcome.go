@@ -109,10 +109,26 @@ func (b *Broker) write(ctx context.Context, km kafka.Message) (p *published, may
 // attempt writes km once and waits for its produce request's outcome:
 // where km was stored, or the error, and whether it is the error of the
 // batch km joined (otherwise WriteMessages refused km before it joined
-// one, or ctx ended first while km may still be written).
+// one, or ctx ended first while km may still be written). km goes through
+// the publish queue (publishqueue.go) unless it is near the size limit or
+// the queue is stopped; a round the Writer refused gives it back, and then
+// km is written alone.
 func (b *Broker) attempt(ctx context.Context, km kafka.Message) (p *published, batched bool, err error) {
 	p = b.published.Get().(*published)
 	km.WriterData = p
+	if b.fitsRound(&km) && b.enqueue(km) {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			// Still queued, or in a batch: the flusher or the Writer
+			// may write it yet.
+			return nil, false, ctx.Err()
+		}
+		if !p.alone {
+			return b.attempted(p)
+		}
+		p.alone = false
+	}
 	if err := b.writer.WriteMessages(ctx, km); err != nil {
 		b.published.Put(p) // not in a batch: completion never sees it
 		return nil, false, err
@@ -122,6 +138,11 @@ func (b *Broker) attempt(ctx context.Context, km kafka.Message) (p *published, b
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}
+	return b.attempted(p)
+}
+
+// attempted is the outcome of an attempt whose batch completed.
+func (b *Broker) attempted(p *published) (*published, bool, error) {
 	if err := p.err; err != nil {
 		b.published.Put(p)
 		return nil, true, err
