@@ -153,6 +153,8 @@ type Broker struct {
 	writer        *kafka.Writer
 	// published holds *published waiters for Publish (outcome.go).
 	published sync.Pool
+	// msgBufs holds *msgBuf for the messages Publish builds (message.go).
+	msgBufs sync.Pool
 	// pq hands concurrent Publish calls' messages to the Writer in
 	// rounds (publishqueue.go).
 	pq publishQueue
@@ -209,6 +211,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		topics:        make(map[string]*topicState),
 	}
 	b.published.New = newPublished
+	b.msgBufs.New = newMsgBuf
 	b.client = &kafka.Client{Addr: b.addr, Transport: b.transport, Timeout: requestTimeout}
 	// The transport answers metadata requests from its cache, which its
 	// first (real) metadata request fills: this waits for that request
@@ -320,7 +323,8 @@ func completion(msgs []kafka.Message, err error) {
 // Publish that ends with ctx may still be written (Kafka gives no way to
 // take it back), and its error wraps broker.ErrOutcomeUnknown, as does
 // every failure after an attempt that may have reached the broker.
-// Publish keeps no reference to msg after it returns.
+// Publish keeps no reference to msg after it returns (it writes a copy,
+// whose buffer it reuses once the broker acked it).
 func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.PublishResult, error) {
 	res := broker.PublishResult{Partition: -1}
 	if err := broker.CheckPublish(ctx, "kafkabroker", &b.open, msg, checkTopic); err != nil {
@@ -330,7 +334,8 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err := b.ensureTopic(ctx, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
-	km := toKafka(msg)
+	mb := b.msgBufs.Get().(*msgBuf)
+	km := mb.toKafka(msg)
 	p, maybeStored, err := b.write(ctx, km)
 	if err != nil {
 		if errors.Is(err, kafka.UnknownTopicOrPartition) {
@@ -347,6 +352,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	res.Offset = p.offset
 	res.MessageID = messageID(topic, p.partition, p.offset)
 	b.published.Put(p)
+	b.putMsgBuf(mb)
 	return res, nil
 }
 

@@ -12,17 +12,47 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 )
 
+// msgBuf holds the bytes and header slice of one message toKafka built,
+// for Publish to reuse once the Writer is done with them: after the
+// message's Completion (its produce request was encoded, sent and answered)
+// and only when Publish succeeded (a failed Publish's error may hold the
+// message, and one that ended with its ctx leaves the message to the
+// Writer). Broker.msgBufs pools them.
+type msgBuf struct {
+	bytes   []byte
+	headers []kafka.Header
+}
+
+// maxPooledMsgBytes bounds the buffers kept for reuse, so that an idle
+// pool holds little memory; larger messages allocate theirs.
+const maxPooledMsgBytes = 16 << 10
+
+func newMsgBuf() any { return new(msgBuf) }
+
+// putMsgBuf hands mb back for reuse.
+func (b *Broker) putMsgBuf(mb *msgBuf) {
+	if cap(mb.bytes) > maxPooledMsgBytes {
+		return
+	}
+	clear(mb.headers) // header names are the caller's strings
+	mb.headers = mb.headers[:0]
+	b.msgBufs.Put(mb)
+}
+
 // toKafka turns msg into a kafka-go message that owns its bytes: key,
-// body and header values share one copy. The Writer may still read the
-// message after a Publish that ended with its ctx returned, so it must not
-// alias the caller's buffers. An empty Key is no key (round robin), unless
-// EmptyKey; NullBody is a null value.
-func toKafka(msg *broker.Message) kafka.Message {
+// body and header values share one copy, in mb. The Writer may still read
+// the message after a Publish that ended with its ctx returned, so it must
+// not alias the caller's buffers. An empty Key is no key (round robin),
+// unless EmptyKey; NullBody is a null value.
+func (mb *msgBuf) toKafka(msg *broker.Message) kafka.Message {
 	n := len(msg.Key) + len(msg.Body)
 	for _, h := range msg.Headers {
 		n += len(h.Value)
 	}
-	buf := make([]byte, n)
+	if cap(mb.bytes) < n {
+		mb.bytes = make([]byte, n)
+	}
+	buf := mb.bytes[:n]
 	copy(buf, msg.Key)
 	end := len(msg.Key) + copy(buf[len(msg.Key):], msg.Body)
 	km := kafka.Message{
@@ -40,12 +70,12 @@ func toKafka(msg *broker.Message) kafka.Message {
 		km.Value = nil // a tombstone
 	}
 	if len(msg.Headers) > 0 {
-		km.Headers = make([]kafka.Header, len(msg.Headers))
-		for i, h := range msg.Headers {
+		for _, h := range msg.Headers {
 			start := end
 			end += copy(buf[end:], h.Value)
-			km.Headers[i] = kafka.Header{Key: h.Key, Value: buf[start:end:end]}
+			mb.headers = append(mb.headers, kafka.Header{Key: h.Key, Value: buf[start:end:end]})
 		}
+		km.Headers = mb.headers[:len(msg.Headers):len(msg.Headers)]
 	}
 	return km
 }
