@@ -228,10 +228,23 @@ func (c *remotingClient) receiveResponse(r *tcpConnWrapper) {
 
 func (c *remotingClient) processCMD(cmd *RemotingCommand, r *tcpConnWrapper) {
 	if cmd.isResponseType() {
-		resp, exist := c.responseTable.Load(cmd.Opaque)
+		// LoadAndDelete (msgmesh patch 8): of two responses with one
+		// opaque only the first completes the request, so Done is
+		// closed once.
+		resp, exist := c.responseTable.LoadAndDelete(cmd.Opaque)
 		if exist {
-			c.responseTable.Delete(cmd.Opaque)
 			responseFuture := resp.(*ResponseFuture)
+			if responseFuture.callback == nil {
+				// msgmesh patch 8: a request without a callback (every
+				// InvokeSync: a send, a pull, an offset commit) is
+				// completed here; closing Done does not block. Upstream
+				// started a goroutine per response for it, which then
+				// woke the waiting sender: a goroutine and a scheduling
+				// hop more per request.
+				responseFuture.ResponseCommand = cmd
+				close(responseFuture.Done)
+				return
+			}
 			go primitive.WithRecover(func() {
 				responseFuture.ResponseCommand = cmd
 				responseFuture.executeInvokeCallback()
