@@ -21,7 +21,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strconv"
+	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	jsoniter "github.com/json-iterator/go"
 )
@@ -145,6 +148,14 @@ func (command *RemotingCommand) WriteTo(w io.Writer) error {
 }
 
 func encode(command *RemotingCommand) ([]byte, error) {
+	if codecType == JsonCodecs {
+		// msgmesh patch 9: the JSON header is appended straight into
+		// the frame, with the bytes jsoniter.Marshal writes for it
+		// (appendJSONHeader), not marshalled by reflection into a
+		// buffer of its own and copied.
+		return encodeJSONFrame(command), nil
+	}
+
 	var (
 		header []byte
 		err    error
@@ -170,22 +181,149 @@ func encode(command *RemotingCommand) ([]byte, error) {
 	return buf, nil
 }
 
+// encodeJSONFrame is encode's frame for the JSON codec (msgmesh patch 9):
+// the two lengths, the header appendJSONHeader writes, the body. The
+// header is written into a pooled scratch buffer first, so that the frame
+// is one allocation of its exact size without a pass to measure the
+// header.
+func encodeJSONFrame(command *RemotingCommand) []byte {
+	sp := headerScratch.Get().(*[]byte)
+	header := appendJSONHeader((*sp)[:0], command)
+	buf := make([]byte, 8, 8+len(header)+len(command.Body))
+	binary.BigEndian.PutUint32(buf[0:4], uint32(4+len(header)+len(command.Body)))
+	copy(buf[4:8], markProtocolType(int32(len(header))))
+	buf = append(buf, header...)
+	buf = append(buf, command.Body...)
+	if cap(header) <= 64<<10 {
+		*sp = header
+		headerScratch.Put(sp)
+	}
+	return buf
+}
+
+// headerScratch holds buffers encodeJSONFrame writes headers into.
+var headerScratch = sync.Pool{New: func() interface{} { b := make([]byte, 0, 1024); return &b }}
+
+// appendJSONHeader appends command's header as JSON, byte for byte what
+// jsoniter.Marshal(command) writes (jsonCodec.encodeHeader, the ext
+// fields in the map's iteration order as there): the fields in
+// declaration order, Language as LanguageCode.MarshalJSON writes every
+// language ("GO"), a nil ExtFields as null.
+func appendJSONHeader(buf []byte, command *RemotingCommand) []byte {
+	buf = append(buf, `{"code":`...)
+	buf = strconv.AppendInt(buf, int64(command.Code), 10)
+	buf = append(buf, `,"language":"GO","version":`...)
+	buf = strconv.AppendInt(buf, int64(command.Version), 10)
+	buf = append(buf, `,"opaque":`...)
+	buf = strconv.AppendInt(buf, int64(command.Opaque), 10)
+	buf = append(buf, `,"flag":`...)
+	buf = strconv.AppendInt(buf, int64(command.Flag), 10)
+	buf = append(buf, `,"remark":`...)
+	buf = appendJSONString(buf, command.Remark)
+	buf = append(buf, `,"extFields":`...)
+	if command.ExtFields == nil {
+		buf = append(buf, "null"...)
+	} else {
+		buf = append(buf, '{')
+		first := true
+		for k, v := range command.ExtFields {
+			if !first {
+				buf = append(buf, ',')
+			}
+			first = false
+			buf = appendJSONString(buf, k)
+			buf = append(buf, ':')
+			buf = appendJSONString(buf, v)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, '}')
+}
+
+// appendJSONString appends s as a JSON string the way jsoniter's default
+// configuration (HTML escaping on) writes it: ASCII as jsoniter's
+// WriteStringWithHTMLEscaped escapes it ('"' and '\\' with a backslash,
+// \n \r \t, other control bytes and '<', '>', '&' as \u00XX), a string
+// with other bytes through jsoniter itself. The properties of a message
+// (ext field "properties" of a send) hold control bytes 1 and 2 as
+// separators.
+func appendJSONString(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	start := len(buf)
+	buf = append(buf, '"')
+	last := 0
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if jsonSafe[b] {
+			continue
+		}
+		if b >= utf8.RuneSelf {
+			q, err := jsoniter.Marshal(s)
+			if err != nil { // jsoniter writes every string; kept to be safe
+				q = []byte(strconv.Quote(s))
+			}
+			return append(buf[:start], q...)
+		}
+		buf = append(buf, s[last:i]...)
+		switch b {
+		case '\\', '"':
+			buf = append(buf, '\\', b)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+		}
+		last = i + 1
+	}
+	buf = append(buf, s[last:]...)
+	return append(buf, '"')
+}
+
+// jsonSafe is the bytes appendJSONString copies as they are: jsoniter's
+// htmlSafeSet (printable ASCII and DEL, but '"', '\\', '<', '>', '&').
+var jsonSafe = func() (t [256]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = true
+	}
+	for _, b := range `"\<>&` {
+		t[b] = false
+	}
+	return t
+}()
+
+// decode parses a frame without its length prefix.
+//
+// msgmesh patch 9: the header and the body are slices of data (the frame
+// receiveResponse read into a buffer of its own), not copies read out of
+// it through a bytes.Reader and binary.Read. The errors are those the
+// reads gave: io.EOF where nothing was left to read, io.ErrUnexpectedEOF
+// where only part of it was.
 func decode(data []byte) (*RemotingCommand, error) {
-	buf := bytes.NewReader(data)
-	length := int32(len(data))
-	var oriHeaderLen int32
-	err := binary.Read(buf, binary.BigEndian, &oriHeaderLen)
-	if err != nil {
-		return nil, err
+	switch {
+	case len(data) == 0:
+		return nil, io.EOF
+	case len(data) < 4:
+		return nil, io.ErrUnexpectedEOF
 	}
+	oriHeaderLen := int32(binary.BigEndian.Uint32(data))
 
-	headerLength := oriHeaderLen & 0xFFFFFF
-	headerData := make([]byte, headerLength)
-	if _, err = io.ReadFull(buf, headerData); err != nil {
-		return nil, err
+	headerLength := int(oriHeaderLen & 0xFFFFFF)
+	if headerLength > len(data)-4 {
+		if len(data) == 4 {
+			return nil, io.EOF
+		}
+		return nil, io.ErrUnexpectedEOF
 	}
+	headerData := data[4 : 4+headerLength : 4+headerLength]
 
-	var command *RemotingCommand
+	var (
+		command *RemotingCommand
+		err     error
+	)
 	switch codeType := byte((oriHeaderLen >> 24) & 0xFF); codeType {
 	case JsonCodecs:
 		command, err = jsonSerializer.decodeHeader(headerData)
@@ -198,13 +336,8 @@ func decode(data []byte) (*RemotingCommand, error) {
 		return nil, err
 	}
 
-	bodyLength := length - 4 - headerLength
-	if bodyLength > 0 {
-		bodyData := make([]byte, bodyLength)
-		if _, err = io.ReadFull(buf, bodyData); err != nil {
-			return nil, err
-		}
-		command.Body = bodyData
+	if len(data) > 4+headerLength {
+		command.Body = data[4+headerLength:]
 	}
 	return command, nil
 }
@@ -240,14 +373,102 @@ func (c *jsonCodec) encodeHeader(command *RemotingCommand) ([]byte, error) {
 }
 
 func (c *jsonCodec) decodeHeader(header []byte) (*RemotingCommand, error) {
+	// msgmesh patch 9: read with jsoniter's iterator, field by field,
+	// not jsoniter.Unmarshal's reflection (which built each ext field's
+	// key and value through reflect.New).
 	command := &RemotingCommand{}
 	command.ExtFields = make(map[string]string)
 	command.Body = make([]byte, 0)
-	err := jsoniter.Unmarshal(header, command)
-	if err != nil {
+	iter := jsoniter.ConfigDefault.BorrowIterator(header)
+	decodeJSONHeader(iter, command)
+	// The end of the input after the object (io.EOF) is the header as
+	// jsoniter.Unmarshal would have read it. Anything else (an error on
+	// the way, bytes left over) is decided by jsoniter.Unmarshal itself,
+	// which ends at a NUL byte and reports errors in its own words.
+	iter.WhatIsNext()
+	ok := iter.Error == io.EOF
+	jsoniter.ConfigDefault.ReturnIterator(iter)
+	if ok {
+		return command, nil
+	}
+	command = &RemotingCommand{}
+	command.ExtFields = make(map[string]string)
+	command.Body = make([]byte, 0)
+	if err := jsoniter.Unmarshal(header, command); err != nil {
 		return nil, err
 	}
 	return command, nil
+}
+
+// decodeJSONHeader reads a header object into command as
+// jsoniter.Unmarshal does (msgmesh patch 9): field names matched without
+// regard to ASCII case, unknown fields skipped, a null number left as it
+// was, a null string read as "", Language given to
+// LanguageCode.UnmarshalJSON as the raw value, a null extFields made nil
+// and an object's pairs added to the map.
+func decodeJSONHeader(iter *jsoniter.Iterator, command *RemotingCommand) {
+	iter.ReadObjectCB(func(iter *jsoniter.Iterator, field string) bool {
+		switch {
+		case asciiFold(field, "code"):
+			if !iter.ReadNil() {
+				command.Code = iter.ReadInt16()
+			}
+		case asciiFold(field, "language"):
+			if err := command.Language.UnmarshalJSON(iter.SkipAndReturnBytes()); err != nil {
+				iter.ReportError("unmarshalerDecoder", err.Error())
+			}
+		case asciiFold(field, "version"):
+			if !iter.ReadNil() {
+				command.Version = iter.ReadInt16()
+			}
+		case asciiFold(field, "opaque"):
+			if !iter.ReadNil() {
+				command.Opaque = iter.ReadInt32()
+			}
+		case asciiFold(field, "flag"):
+			if !iter.ReadNil() {
+				command.Flag = iter.ReadInt32()
+			}
+		case asciiFold(field, "remark"):
+			command.Remark = iter.ReadString()
+		case asciiFold(field, "extfields"):
+			if iter.ReadNil() {
+				command.ExtFields = nil
+				break
+			}
+			if command.ExtFields == nil {
+				command.ExtFields = make(map[string]string)
+			}
+			iter.ReadMapCB(func(iter *jsoniter.Iterator, key string) bool {
+				command.ExtFields[key] = iter.ReadString()
+				return true
+			})
+		default:
+			iter.Skip()
+		}
+		// Go on after an error, as jsoniter's struct decoder does: an
+		// io.EOF met in a value is then replaced by the error of the
+		// object's missing end.
+		return true
+	})
+}
+
+// asciiFold reports whether field is name (lower case) but for the case
+// of ASCII letters, as jsoniter matches a struct's field names.
+func asciiFold(field, name string) bool {
+	if len(field) != len(name) {
+		return false
+	}
+	for i := 0; i < len(field); i++ {
+		c := field[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // rmqCodec implementation of RocketMQCodecs private protocol, please refer to remoting/protocol/RocketMQSerializable
