@@ -75,13 +75,17 @@ type SendMessageRequestHeader struct {
 }
 
 func (request *SendMessageRequestHeader) Encode() map[string]string {
-	maps := make(map[string]string)
+	// msgmesh patch 10: the map is made for its 13 fields (it grew twice
+	// on the way), and the numbers are formatted by strconv, not
+	// fmt.Sprintf("%d"): the same digits, without an allocation for
+	// the small ones.
+	maps := make(map[string]string, 13)
 	maps["producerGroup"] = request.ProducerGroup
 	maps["topic"] = request.Topic
 	maps["queueId"] = strconv.Itoa(request.QueueId)
-	maps["sysFlag"] = fmt.Sprintf("%d", request.SysFlag)
+	maps["sysFlag"] = strconv.Itoa(request.SysFlag)
 	maps["bornTimestamp"] = strconv.FormatInt(request.BornTimestamp, 10)
-	maps["flag"] = fmt.Sprintf("%d", request.Flag)
+	maps["flag"] = strconv.FormatInt(int64(request.Flag), 10)
 	maps["reconsumeTimes"] = strconv.Itoa(request.ReconsumeTimes)
 	maps["unitMode"] = strconv.FormatBool(request.UnitMode)
 	maps["maxReconsumeTimes"] = strconv.Itoa(request.MaxReconsumeTimes)

@@ -122,12 +122,20 @@ func (m *Message) RemoveProperty(key string) string {
 func (m *Message) MarshallProperties() string {
 	m.mutex.RLock()
 	defer m.mutex.RUnlock()
-	buffer := bytes.NewBufferString("")
+	// msgmesh patch 10: one allocation of the exact size (a
+	// bytes.Buffer grew on the way and String copied it once more).
+	// Both separators are one byte.
+	n := 0
+	for k, v := range m.properties {
+		n += len(k) + len(v) + 2
+	}
+	var buffer strings.Builder
+	buffer.Grow(n)
 	for k, v := range m.properties {
 		buffer.WriteString(k)
-		buffer.WriteRune(nameValueSeparator)
+		buffer.WriteByte(nameValueSeparator)
 		buffer.WriteString(v)
-		buffer.WriteRune(propertySeparator)
+		buffer.WriteByte(propertySeparator)
 	}
 	return buffer.String()
 }
@@ -552,11 +560,16 @@ func CreateUniqID() string {
 		updateTimestamp()
 	}
 	counter++
-	buf := new(bytes.Buffer)
-	_ = binary.Write(buf, binary.BigEndian, int32((time.Now().Unix()-startTimestamp)*1000))
-	_ = binary.Write(buf, binary.BigEndian, counter)
-
-	return prefix + hex.EncodeToString(buf.Bytes())
+	// msgmesh patch 10: the 6 bytes (seconds since the month began,
+	// times 1000, and the counter, big-endian) are hex-encoded on the
+	// stack, and the id is one allocation (five before: a buffer, two
+	// binary.Writes, the hex string and the concatenation).
+	var raw [6]byte
+	binary.BigEndian.PutUint32(raw[0:4], uint32(int32((time.Now().Unix()-startTimestamp)*1000)))
+	binary.BigEndian.PutUint16(raw[4:6], uint16(counter))
+	var hexed [12]byte
+	hex.Encode(hexed[:], raw[:])
+	return prefix + string(hexed[:])
 }
 
 func updateTimestamp() {
