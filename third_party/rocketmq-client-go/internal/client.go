@@ -576,6 +576,13 @@ func (c *rmqClient) InvokeSync(ctx context.Context, addr string, request *remote
 	if c.close {
 		return nil, ErrServiceState
 	}
+	// msgmesh patch 11: the remoting client's own timeout, without a
+	// context made per request.
+	if rc, ok := c.remoteClient.(interface {
+		InvokeSyncTimeout(ctx context.Context, addr string, request *remote.RemotingCommand, timeout time.Duration) (*remote.RemotingCommand, error)
+	}); ok {
+		return rc.InvokeSyncTimeout(ctx, addr, request, timeoutMillis)
+	}
 	var cancel context.CancelFunc
 	ctx, cancel = context.WithTimeout(ctx, timeoutMillis)
 	defer cancel()

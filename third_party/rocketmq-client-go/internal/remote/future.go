@@ -19,8 +19,10 @@ package remote
 
 import (
 	"context"
-	"github.com/apache/rocketmq-client-go/v2/errors"
 	"sync"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2/errors"
 )
 
 // ResponseFuture
@@ -65,4 +67,53 @@ func (r *ResponseFuture) waitResponse() (*RemotingCommand, error) {
 		r.Err = err
 	}
 	return cmd, err
+}
+
+// waitResponseTimeout is waitResponse that also ends at timeout (msgmesh
+// patch 11, InvokeSyncTimeout).
+func (r *ResponseFuture) waitResponseTimeout(timeout time.Duration) (*RemotingCommand, error) {
+	t := timerPool.Get().(*time.Timer)
+	t.Reset(timeout)
+	defer putTimer(t)
+	var (
+		cmd *RemotingCommand
+		err error
+	)
+	select {
+	case <-r.Done:
+		cmd, err = r.ResponseCommand, r.Err
+	case <-r.ctx.Done():
+		err = errors.ErrRequestTimeout
+		r.Err = err
+	case <-t.C:
+		err = errors.ErrRequestTimeout
+		r.Err = err
+	}
+	return cmd, err
+}
+
+// timerPool holds stopped timers with nothing in their channel.
+var timerPool = sync.Pool{New: func() interface{} {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// putTimer stops t and puts it back in timerPool.
+func putTimer(t *time.Timer) {
+	stopTimer(t)
+	timerPool.Put(t)
+}
+
+// stopTimer stops t and drains a value it sent that nobody read: with
+// the timer channels of Go before 1.23 (a main module declaring an older
+// go version) Stop leaves it there, and the timer's next user would read
+// it at once.
+func stopTimer(t *time.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
 }

@@ -110,6 +110,37 @@ func (c *remotingClient) InvokeSync(ctx context.Context, addr string, request *R
 	return resp.waitResponse()
 }
 
+// InvokeSyncTimeout is InvokeSync bounded by timeout as well as by ctx
+// (msgmesh patch 11). On a connection already open it waits on a pooled
+// timer besides ctx, where a context.WithTimeout made per request cost a
+// context, a timer, a Done channel and its registration with ctx (about
+// 8% of a publishing process's CPU). A request that has to dial first
+// goes the old way, so that the dial is bounded by timeout too. Either
+// way the wait ends with errors.ErrRequestTimeout at timeout or when ctx
+// ends, as it did.
+func (c *remotingClient) InvokeSyncTimeout(ctx context.Context, addr string, request *RemotingCommand, timeout time.Duration) (*RemotingCommand, error) {
+	v, ok := c.connectionTable.Load(addr)
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return c.InvokeSync(ctx, addr, request)
+	}
+	conn := v.(*tcpConnWrapper)
+
+	resp := NewResponseFuture(ctx, request.Opaque, nil)
+
+	c.responseTable.Store(resp.Opaque, resp)
+	defer c.responseTable.Delete(request.Opaque)
+
+	err := c.sendRequest(conn, request)
+	if err != nil {
+		return nil, err
+	}
+
+	return resp.waitResponseTimeout(timeout)
+}
+
 // InvokeAsync send request without blocking, just return immediately.
 func (c *remotingClient) InvokeAsync(ctx context.Context, addr string, request *RemotingCommand, callback func(*ResponseFuture)) error {
 	conn, err := c.connect(ctx, addr)

@@ -127,3 +127,95 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// silentPeer accepts connections and reads what they send, never
+// answering, until the listener closes.
+func silentPeer(t *testing.T) (addr string, stop func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close(); <-done }
+}
+
+// InvokeSyncTimeout (patch 11) ends an unanswered request with
+// ErrRequestTimeout at its timeout, on a new connection (the dial path)
+// and on an open one, and when ctx ends first; a timer that fired is not
+// seen by the next request that reuses it.
+func TestInvokeSyncTimeout(t *testing.T) {
+	silent, stopSilent := silentPeer(t)
+	defer stopSilent()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() { defer close(done); serveOnce(t, ln) }()
+	c := NewRemotingClient(nil)
+	defer func() { c.ShutDown(); <-done }()
+
+	for i, timeout := range []time.Duration{50 * time.Millisecond, 50 * time.Millisecond} {
+		start := time.Now()
+		_, err := c.InvokeSyncTimeout(context.Background(), silent, NewRemotingCommand(10, nil, nil), timeout)
+		if err == nil || !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("request %d: %v, want a timeout", i, err)
+		}
+		if d := time.Since(start); d < timeout {
+			t.Fatalf("request %d timed out after %v, before its %v", i, d, timeout)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	start := time.Now()
+	_, err = c.InvokeSyncTimeout(ctx, silent, NewRemotingCommand(10, nil, nil), time.Hour)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "timeout") || time.Since(start) > time.Minute {
+		t.Fatalf("request with an ending ctx: %v after %v, want a timeout at the ctx's end", err, time.Since(start))
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := c.InvokeSyncTimeout(context.Background(), silent, NewRemotingCommand(10, nil, nil), time.Millisecond); err == nil {
+			t.Fatal("unanswered request succeeded")
+		}
+		resp, err := c.InvokeSyncTimeout(context.Background(), ln.Addr().String(), NewRemotingCommand(10, nil, []byte("x")), 10*time.Second)
+		if err != nil || string(resp.Body) != "x" {
+			t.Fatalf("answered request after a timeout: %v, %v", resp, err)
+		}
+	}
+}
+
+// A stopped timer that fired unread (Go's timer channels before 1.23, as
+// this module's tests run) is drained, so that its next user does not
+// time out at once.
+func TestStopTimerDrains(t *testing.T) {
+	tm := time.NewTimer(time.Nanosecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tm.C) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
+	}
+	stopTimer(tm)
+	tm.Reset(time.Hour)
+	select {
+	case <-tm.C:
+		t.Fatal("a timer reset to an hour fired at once")
+	default:
+	}
+	stopTimer(tm)
+}
