@@ -82,8 +82,10 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 	if tag != "" {
 		props[primitive.PropertyTags] = tag
 	}
-	m := primitive.NewMessage(topic, msg.Body)
-	// WithProperties, not WithProperty: the latter drops empty values.
+	// Not primitive.NewMessage, which makes a properties map that
+	// WithProperties would replace at once. WithProperties, not
+	// WithProperty: the latter drops empty values.
+	m := &primitive.Message{Topic: topic, Body: msg.Body}
 	m.WithProperties(props)
 	return m, nil
 }
