@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/kafkabroker"
-	"github.com/msgmesh/msgmesh/internal/procstat"
 )
 
 // benchBroker is the Broker a benchmark measures. With
@@ -30,30 +28,6 @@ func benchBroker(b *testing.B) *kafkabroker.Broker {
 	}
 	cfg := kafkabroker.Config{Brokers: strings.Split(addrs, ","), Logger: testLog}
 	return brokertest.Open(b, func(ctx context.Context) (*kafkabroker.Broker, error) { return kafkabroker.New(ctx, cfg) })
-}
-
-// benchTopic is name made unique to this process and benchmark run.
-func benchTopic(b *testing.B, name string) string {
-	return fmt.Sprintf("%s.%d.%d", name, os.Getpid(), b.N)
-}
-
-// procCost reports the process's CPU time and read and write syscalls per
-// op between start and the returned func's call.
-func procCost(b *testing.B) (stop func()) {
-	st0, err := procstat.Read(os.Getpid())
-	if err != nil {
-		return func() {}
-	}
-	return func() {
-		st1, err := procstat.Read(os.Getpid())
-		if err != nil {
-			return
-		}
-		n := float64(b.N)
-		b.ReportMetric(float64((st1.CPU-st0.CPU).Nanoseconds())/n, "cpu-ns/op")
-		b.ReportMetric(float64(st1.ReadCalls-st0.ReadCalls)/n, "reads/op")
-		b.ReportMetric(float64(st1.WriteCalls-st0.WriteCalls)/n, "writes/op")
-	}
 }
 
 func benchMessage(topic string) *broker.Message {
@@ -73,36 +47,16 @@ func benchMessage(topic string) *broker.Message {
 // them into shared produce requests.
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		br := benchBroker(b)
-		stop := procCost(b)
-		brokertest.BenchPublish(b, br, benchMessage(benchTopic(b, "bench.publish")))
-		stop()
+		brokertest.BenchPublish(b, benchBroker(b), benchMessage(brokertest.BenchTopic(b, "bench.publish")))
 	})
 	b.Run("parallel", func(b *testing.B) {
 		br := benchBroker(b)
-		topic := benchTopic(b, "bench.publish")
-		ctx := context.Background()
-		if _, err := br.Publish(ctx, benchMessage(topic)); err != nil {
-			b.Fatal(err)
-		}
-		var worker atomic.Int64
-		b.SetBytes(1024)
-		b.ReportAllocs()
-		b.SetParallelism(max(1, 128/max(1, runtimeProcs())))
-		stop := procCost(b)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
+		topic := brokertest.BenchTopic(b, "bench.publish")
+		brokertest.BenchPublishParallel(b, br, 128, func(i int) *broker.Message {
 			msg := benchMessage(topic)
-			msg.Key = fmt.Sprintf("key-%d", worker.Add(1))
-			for pb.Next() {
-				if _, err := br.Publish(ctx, msg); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+			msg.Key = fmt.Sprintf("key-%d", i)
+			return msg
 		})
-		b.StopTimer()
-		stop()
 	})
 }
 
@@ -111,7 +65,7 @@ func BenchmarkPublish1KiB(b *testing.B) {
 // default prefetch (commits run in the background, at most every 5 ms).
 func BenchmarkConsume1KiB(b *testing.B) {
 	br := benchBroker(b)
-	topic := benchTopic(b, "bench.consume")
+	topic := brokertest.BenchTopic(b, "bench.consume")
 	ctx := context.Background()
 	// Fill the topic from many goroutines; only consumption is measured.
 	var wg sync.WaitGroup
@@ -131,10 +85,5 @@ func BenchmarkConsume1KiB(b *testing.B) {
 	}
 	wg.Wait()
 	c := brokertest.Consume(b, br, broker.ConsumerSpec{Topic: topic, Group: "bench"})
-	stop := procCost(b)
 	brokertest.BenchNextAck(b, c, 1024)
-	b.StopTimer()
-	stop()
 }
-
-func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

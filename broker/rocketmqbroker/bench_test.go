@@ -4,16 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/broker/brokertest"
 	"github.com/msgmesh/msgmesh/broker/rocketmqbroker"
-	"github.com/msgmesh/msgmesh/internal/procstat"
 )
 
 // benchBroker is the Broker a publish benchmark measures. With
@@ -31,37 +28,12 @@ func benchBroker(b *testing.B) *rocketmqbroker.Broker {
 	return brokertest.Open(b, func(ctx context.Context) (*rocketmqbroker.Broker, error) { return rocketmqbroker.New(ctx, cfg) })
 }
 
-// benchTopic is name made unique to this process and benchmark run, so
-// that an external broker's earlier data does not matter.
-func benchTopic(b *testing.B, name string) string {
-	return fmt.Sprintf("%s.%d.%d", name, os.Getpid(), b.N)
-}
-
 func benchMessage(topic string) *broker.Message {
 	return &broker.Message{
 		Topic:   topic,
 		Key:     "key-1",
 		Headers: []broker.Header{{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
 		Body:    make([]byte, 1024),
-	}
-}
-
-// procCost reports the process's CPU time and read and write syscalls per
-// op between its call and the returned func's call.
-func procCost(b *testing.B) (stop func()) {
-	st0, err := procstat.Read(os.Getpid())
-	if err != nil {
-		return func() {}
-	}
-	return func() {
-		st1, err := procstat.Read(os.Getpid())
-		if err != nil {
-			return
-		}
-		n := float64(b.N)
-		b.ReportMetric(float64((st1.CPU-st0.CPU).Nanoseconds())/n, "cpu-ns/op")
-		b.ReportMetric(float64(st1.ReadCalls-st0.ReadCalls)/n, "reads/op")
-		b.ReportMetric(float64(st1.WriteCalls-st0.WriteCalls)/n, "writes/op")
 	}
 }
 
@@ -72,41 +44,16 @@ func procCost(b *testing.B) (stop func()) {
 // bench's sync×32), whose requests share the client's connection.
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		br := benchBroker(b)
-		msg := benchMessage(benchTopic(b, "bench.publish"))
-		if _, err := br.Publish(context.Background(), msg); err != nil {
-			b.Fatal(err)
-		}
-		stop := procCost(b)
-		brokertest.BenchPublish(b, br, msg)
-		b.StopTimer()
-		stop()
+		brokertest.BenchPublish(b, benchBroker(b), benchMessage(brokertest.BenchTopic(b, "bench.publish")))
 	})
 	b.Run("parallel", func(b *testing.B) {
 		br := benchBroker(b)
-		topic := benchTopic(b, "bench.publish")
-		ctx := context.Background()
-		if _, err := br.Publish(ctx, benchMessage(topic)); err != nil {
-			b.Fatal(err)
-		}
-		var worker atomic.Int64
-		b.SetBytes(1024)
-		b.ReportAllocs()
-		b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
-		stop := procCost(b)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
+		topic := brokertest.BenchTopic(b, "bench.publish")
+		brokertest.BenchPublishParallel(b, br, 32, func(i int) *broker.Message {
 			msg := benchMessage(topic)
-			msg.Key = fmt.Sprintf("key-%d", worker.Add(1))
-			for pb.Next() {
-				if _, err := br.Publish(ctx, msg); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+			msg.Key = fmt.Sprintf("key-%d", i)
+			return msg
 		})
-		b.StopTimer()
-		stop()
 	})
 }
 
