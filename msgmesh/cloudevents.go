@@ -333,9 +333,10 @@ const structuredEnvelopeSlack = 64 << 10
 
 // mediaType is the media type of the request's Content-Type, lower case
 // and without parameters; "" when there is none or it does not parse.
-// Parsed once per publish: the parse allocates.
+// Parsed once per publish: the parse allocates unless the type is bare
+// (parseMediaType).
 func mediaType(r *http.Request) string {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, err := parseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
 		return ""
 	}

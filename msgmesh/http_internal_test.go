@@ -2,6 +2,7 @@ package msgmesh
 
 import (
 	"math"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -26,5 +27,52 @@ func TestWritePublishedAsWriteJSON(t *testing.T) {
 		if got.Code != want.Code || got.Body.String() != want.Body.String() || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
 			t.Errorf("%+v: got %d %q %q, want %d %q %q", res, got.Code, got.Header().Get("Content-Type"), got.Body, want.Code, want.Header().Get("Content-Type"), want.Body)
 		}
+	}
+}
+
+// mediaTypeSeeds are Content-Types parseMediaType must answer as
+// mime.ParseMediaType does: bare ones it answers itself, and the rest.
+var mediaTypeSeeds = []string{
+	"", "application/octet-stream", "application/json", "application/cloudevents+json",
+	"application/vnd.x.y-z_1~!#$%&'*+.^`|", "text/plain", "multipart/form-data",
+	"Application/JSON", "TEXT/PLAIN", " application/json", "application/json ", "application/json;charset=utf-8",
+	"application/json; charset=utf-8", "text/plain;", "application/", "/json", "/", "application",
+	"application/json/x", "appli cation/json", "application/js\"on", "application/j(son)", "a/b=c",
+	"application/jsön", "application/json\x00", "application/json\t", "x/y;a=b;a=c", "a/b;c",
+	"text/html; charset=\"utf-8\"", "form-data", "a/\x7f", "a@b/c", "a/b?",
+}
+
+// TestParseMediaTypeAsMime: parseMediaType's media type and error are
+// mime.ParseMediaType's, for every kind of Content-Type.
+func TestParseMediaTypeAsMime(t *testing.T) {
+	for _, ct := range mediaTypeSeeds {
+		checkMediaType(t, ct)
+	}
+}
+
+// FuzzParseMediaType: parseMediaType agrees with mime.ParseMediaType on
+// any input.
+//
+//	go test -run '^$' -fuzz FuzzParseMediaType ./msgmesh/
+func FuzzParseMediaType(f *testing.F) {
+	for _, ct := range mediaTypeSeeds {
+		f.Add(ct)
+	}
+	f.Fuzz(checkMediaType)
+}
+
+func checkMediaType(t *testing.T, ct string) {
+	got, gotErr := parseMediaType(ct)
+	want, _, wantErr := mime.ParseMediaType(ct)
+	if got != want || (gotErr == nil) != (wantErr == nil) || gotErr != nil && gotErr.Error() != wantErr.Error() {
+		t.Errorf("parseMediaType(%q) = %q, %v; mime.ParseMediaType: %q, %v", ct, got, gotErr, want, wantErr)
+	}
+}
+
+// TestParseMediaTypeBareNoAlloc: a bare type costs no allocation (the
+// reason parseMediaType exists).
+func TestParseMediaTypeBareNoAlloc(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _, _ = parseMediaType("application/octet-stream") }); n != 0 {
+		t.Errorf("parseMediaType of a bare type: %v allocations, want 0", n)
 	}
 }
