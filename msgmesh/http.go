@@ -312,12 +312,15 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	case ev != nil:
 		msg.Body = ev.data
 	}
-	// A key given empty is an empty key; none given is no key.
+	// A key given empty is an empty key; none given is no key. A request
+	// without a query has no ?key= either: parsing none costs a map.
 	if vs, ok := r.Header[httpKeyHeader]; ok {
 		msg.Key, msg.EmptyKey = vs[0], vs[0] == ""
-	} else if q := r.URL.Query(); q.Has("key") {
-		msg.Key = q.Get("key")
-		msg.EmptyKey = msg.Key == ""
+	} else if r.URL.RawQuery != "" {
+		if q := r.URL.Query(); q.Has("key") {
+			msg.Key = q.Get("key")
+			msg.EmptyKey = msg.Key == ""
+		}
 	}
 	if v := r.Header.Get(httpNullBodyHeader); v != "" {
 		null, perr := strconv.ParseBool(v)
