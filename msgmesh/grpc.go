@@ -283,7 +283,11 @@ func (sc *Sidecar) grpcIdentity(ctx context.Context) (*identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sc.namedIdentity(mdGet(ctx, grpcAppKey), secret)
+	id, named, err := sc.namedIdentity(mdGet(ctx, grpcAppKey), secret)
+	if err != nil || !named {
+		return nil, err
+	}
+	return &id, nil
 }
 
 // grpcConsumer is grpcIdentity for consuming, which must name its app.

@@ -276,10 +276,14 @@ const (
 )
 
 func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
-	id, err := sc.httpIdentity(r)
+	idv, named, err := sc.httpIdentity(r)
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	var id *identity // nil: the publish names no app
+	if named {
+		id = &idv
 	}
 	// A structured CloudEvent carries its data in an envelope, base64 for
 	// bytes: room for that; the data's own size is checked as any body's.

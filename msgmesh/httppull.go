@@ -131,14 +131,14 @@ func (s *session) parseDeliveryID(id string) (uint64, bool) {
 // its Msgmesh-App header, which it must name (a consumer group belongs to
 // apps, not to the host), authenticated as for a publish.
 func (sc *Sidecar) httpPullIdentity(r *http.Request) (identity, error) {
-	id, err := sc.httpIdentity(r)
+	id, named, err := sc.httpIdentity(r)
 	if err != nil {
 		return identity{}, err
 	}
-	if id == nil {
+	if !named {
 		return identity{}, fmt.Errorf("%w: name the app that consumes in the %s header", ErrInvalid, httpAppHeader)
 	}
-	return *id, nil
+	return id, nil
 }
 
 // ErrUnknownDelivery: an ack or nack names a delivery id that is not in

@@ -344,28 +344,30 @@ func bearerValue(h string) (string, error) {
 }
 
 // httpIdentity is who an HTTP publish acts as: the app of its Msgmesh-App
-// header, authenticated; nil when it names none (and sends no secret).
-func (sc *Sidecar) httpIdentity(r *http.Request) (*identity, error) {
+// header, authenticated; named is false when it names none (and sends no
+// secret).
+func (sc *Sidecar) httpIdentity(r *http.Request) (id identity, named bool, err error) {
 	secret, err := bearer(r)
 	if err != nil {
-		return nil, err
+		return identity{}, false, err
 	}
 	return sc.namedIdentity(r.Header.Get(httpAppHeader), secret)
 }
 
 // namedIdentity is who a request naming app (its Msgmesh-App header or
-// msgmesh-app metadata) with secret acts as: the app, authenticated; nil
-// when it names none (and sends no secret).
-func (sc *Sidecar) namedIdentity(app, secret string) (*identity, error) {
+// msgmesh-app metadata) with secret acts as: the app, authenticated;
+// named is false when it names none (and sends no secret). The identity
+// is a value, not a pointer, so that a caller that only passes it down
+// (an HTTP publish) keeps it on its stack.
+func (sc *Sidecar) namedIdentity(app, secret string) (id identity, named bool, err error) {
 	if app == "" {
 		if secret != "" {
-			return nil, fmt.Errorf("%w: a secret was sent without the app it belongs to: name the app in the %s header", ErrInvalid, httpAppHeader)
+			return identity{}, false, fmt.Errorf("%w: a secret was sent without the app it belongs to: name the app in the %s header", ErrInvalid, httpAppHeader)
 		}
-		return nil, nil
+		return identity{}, false, nil
 	}
-	id, err := sc.authenticate(app, secret)
-	if err != nil {
-		return nil, err
+	if id, err = sc.authenticate(app, secret); err != nil {
+		return identity{}, false, err
 	}
-	return &id, nil
+	return id, true, nil
 }
