@@ -132,6 +132,11 @@ func (g *httpGuard) allowedHost(hostport string) bool {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
+	if host == "127.0.0.1" || host == "localhost" {
+		// What nearly every request names, already normal and loopback:
+		// no need to normalise and parse it on every request.
+		return true
+	}
 	host = normalizeHost(host)
 	if isLoopbackHost(host) || g.names[host] {
 		return true
