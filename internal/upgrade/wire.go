@@ -115,8 +115,12 @@ func Dial(path string, timeout time.Duration) (*net.UnixConn, error) {
 
 // Listen opens the control socket, replacing a stale socket file left by a
 // process that died. It must only be called when no live process listens
-// (Dial said ErrNoPredecessor).
+// (Dial said ErrNoPredecessor). A file at path that is not a socket is
+// refused, not removed: a mistyped path must not delete someone's file.
 func Listen(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("upgrade: %s exists and is not a socket (%s); remove it or choose another path", path, fi.Mode().Type())
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
@@ -125,6 +129,45 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("upgrade: listen %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(false) // a successor may hold the same socket
+	return ln, nil
+}
+
+// ErrSocketInUse: a live process accepts connections on the socket file.
+var ErrSocketInUse = errors.New("a running process listens on the socket")
+
+// ListenUnix opens a unix listener at path whose file has mode perm, for
+// a socket other than the control socket (the sidecar's mesh listener).
+// Like the control socket it replaces a stale file left by a process that
+// died, found with Dial and removed by Listen, but it refuses with
+// ErrSocketInUse while a process still accepts there (another sidecar
+// given the same path), since no takeover guards that path. The listener
+// does not unlink the file when closed: after a hot upgrade a successor
+// serves the same socket, so its owner removes the file itself on a clean
+// shutdown.
+//
+// The file is made with the process's umask and then chmod'ed to perm
+// before the listener is returned, so before anything is accepted; a
+// client that connected in between waits in the backlog with the access
+// the umask gave it. Keep the socket in a directory only its users can
+// enter to close that gap (docs/protocol.md).
+func ListenUnix(path string, perm os.FileMode) (*net.UnixListener, error) {
+	c, err := Dial(path, time.Second)
+	if err == nil {
+		c.Close()
+		return nil, fmt.Errorf("upgrade: %s: %w", path, ErrSocketInUse)
+	}
+	if !errors.Is(err, ErrNoPredecessor) {
+		return nil, err
+	}
+	ln, err := Listen(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		ln.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
 	return ln, nil
 }
 

@@ -103,3 +103,49 @@ func TestStaleSocket(t *testing.T) {
 	}
 	ln2.Close()
 }
+
+// ListenUnix, the mesh listener's socket: a stale file is replaced, a live
+// socket and a file that is not a socket are refused and left alone, the
+// file has the asked mode, and closing the listener leaves the file (a
+// successor may serve it).
+func TestListenUnix(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh.sock")
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	ln, err := ListenUnix(path, 0o600)
+	if err != nil {
+		t.Fatalf("ListenUnix over a stale socket: %v", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket file mode %v, want a socket with 0600", fi.Mode())
+	}
+	if _, err := ListenUnix(path, 0o600); !errors.Is(err, ErrSocketInUse) {
+		t.Fatalf("ListenUnix on a live socket: %v, want ErrSocketInUse", err)
+	}
+	if fi2, err := os.Stat(path); err != nil || !os.SameFile(fi, fi2) {
+		t.Fatalf("the live socket's file was replaced (%v)", err)
+	}
+	ln.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("closing the listener removed its file: %v", err)
+	}
+
+	plain := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(plain, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenUnix(plain, 0o600); err == nil {
+		t.Fatal("ListenUnix over a regular file succeeded")
+	}
+	if b, err := os.ReadFile(plain); err != nil || string(b) != "keep" {
+		t.Fatalf("the regular file was touched: %q, %v", b, err)
+	}
+}
