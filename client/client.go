@@ -41,7 +41,8 @@ type Client struct {
 	closed bool
 }
 
-// Dial connects to the sidecar at addr, says HELLO, and returns a Client
+// Dial connects to the sidecar at addr (host:port, or unix:/path when the
+// sidecar listens on a unix-domain socket), says HELLO, and returns a Client
 // that keeps the connection up (see the package doc). If the first
 // connection cannot be made or the sidecar refuses HELLO (an *Error), Dial
 // fails; ctx bounds that first attempt only.

@@ -121,6 +121,25 @@ func TestDialerUnixSocket(t *testing.T) {
 	}
 }
 
+// A plain unix:/path address dials the unix socket, no WithDialer needed.
+func TestDialUnixAddr(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Skip("no unix sockets:", err)
+	}
+	p := startPeer(t, ln)
+	p.autoPublish = true
+	c, err := client.Dial(testCtx(t), "unix:"+path, client.WithApp("a"), client.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Publish(testCtx(t), &client.Message{Topic: "t"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPublish(t *testing.T) {
 	p := newPeer(t)
 	c := dial(t, p)

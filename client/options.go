@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -50,11 +51,19 @@ func defaultConfig() config {
 		heartbeat:    10 * time.Second,
 		maxFrameSize: mesh.DefaultMaxFrameSize,
 		logger:       slog.Default(),
-		dialer: func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
-		},
+		dialer:       dialAddr,
 	}
+}
+
+// dialAddr is the default dialer: addr is a TCP host:port, or unix:/path
+// for a sidecar listening on a unix-domain socket (msgmesh --listen
+// unix:/path).
+func dialAddr(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return d.DialContext(ctx, "unix", path)
+	}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 func (c *config) validate() error {
@@ -136,8 +145,10 @@ func WithMaxFrameSize(n int) Option { return optionFunc(func(c *config) { c.maxF
 // to return to. Default slog.Default().
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
-// WithDialer replaces how connections are opened, for instance to use a
-// unix socket in tests. Default: a net.Dialer dialling "tcp".
+// WithDialer replaces how connections are opened (a proxy, a socket in a
+// network namespace, fault injection in tests); it gets Dial's addr.
+// Default: a net.Dialer dialling "tcp", or "unix" for an addr of the form
+// unix:/path.
 func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
 	return optionFunc(func(c *config) { c.dialer = dial })
 }

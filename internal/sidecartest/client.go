@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,10 +90,14 @@ func Subscribe(t *testing.T, c *client.Client, group, topic, who string, into *T
 // reconnect.
 type CountingDialer struct{ n atomic.Int32 }
 
-// Dial opens a TCP connection to addr and counts it.
+// Dial opens a connection to addr, TCP or unix:/path as the SDK's own
+// dialer would, and counts it.
 func (d *CountingDialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	d.n.Add(1)
 	var nd net.Dialer
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return nd.DialContext(ctx, "unix", path)
+	}
 	return nd.DialContext(ctx, "tcp", addr)
 }
 
