@@ -93,7 +93,11 @@ import (
 type Config struct {
 	// DataDir holds the registration store (registrations.db). Required.
 	DataDir string
-	// Listen is the mesh-protocol address. Zero: 127.0.0.1:7600.
+	// Listen is the mesh-protocol address: host:port, or unix:/path for a
+	// unix-domain socket (UnixPrefix; the file is made UnixSocketMode, a
+	// stale one left by a dead process is replaced, and a clean Shutdown
+	// removes it; a hot upgrade moves it like a TCP listener). Zero:
+	// 127.0.0.1:7600.
 	Listen string
 	// HTTPListen is the HTTP API address. Zero: 127.0.0.1:7601.
 	HTTPListen string
@@ -343,8 +347,11 @@ type Sidecar struct {
 	httpSrv *http.Server
 	meshLn  net.Listener
 	httpLn  net.Listener
-	guard   *httpGuard    // in front of the HTTP API
-	bg      core.Routines // the two serve loops, the reconcile retry loop and the probe loops
+	// meshSock is meshLn's socket file when it is a unix socket
+	// (unixsock.go); set by Prepare.
+	meshSock *meshSocket
+	guard    *httpGuard    // in front of the HTTP API
+	bg       core.Routines // the two serve loops, the reconcile retry loop and the probe loops
 	// httpConns are the HTTP API's connections, which move in a handoff
 	// (httpmove.go); set by Prepare.
 	httpConns *httpConns
@@ -594,7 +601,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	if a := s.GRPCAddr(); a != nil {
 		grpcAddr = a.String()
 	}
-	s.log.Info("msgmesh started", "mesh", s.meshLn.Addr().String(), "http", s.httpLn.Addr().String(), "grpc", grpcAddr,
+	s.log.Info("msgmesh started", "mesh", s.MeshAddr(), "http", s.httpLn.Addr().String(), "grpc", grpcAddr,
 		"registrations", len(s.snap.Load().consume)+len(s.snap.Load().produce))
 	return nil
 }
@@ -615,6 +622,7 @@ func (s *Sidecar) closeUnserved() {
 			_ = cs.File.Close()
 		}
 	}
+	s.removeMeshSocket()
 	s.httpConns.discard()
 }
 
@@ -622,7 +630,7 @@ func (s *Sidecar) closeUnserved() {
 func (s *Sidecar) listen() error {
 	if inh := s.cfg.Inherit; inh != nil {
 		var err error
-		if s.meshLn, err = net.FileListener(inh.Mesh); err != nil {
+		if s.meshLn, err = s.adoptMesh(inh.Mesh); err != nil {
 			return fmt.Errorf("msgmesh: adopting the mesh listener: %w", err)
 		}
 		if s.httpLn, err = net.FileListener(inh.HTTP); err != nil {
@@ -634,11 +642,12 @@ func (s *Sidecar) listen() error {
 		return s.listenGRPC()
 	}
 	var err error
-	if s.meshLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+	if s.meshLn, err = s.listenMesh(); err != nil {
 		return fmt.Errorf("msgmesh: mesh listener: %w", err)
 	}
 	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPListen); err != nil {
 		_ = s.meshLn.Close()
+		s.removeMeshSocket()
 		return fmt.Errorf("msgmesh: http listener: %w", err)
 	}
 	return s.listenGRPC()
@@ -668,6 +677,7 @@ func (s *Sidecar) listenGRPC() error {
 	if err != nil {
 		_ = s.meshLn.Close()
 		_ = s.httpLn.Close()
+		s.removeMeshSocket() // one this sidecar bound; an adopted one stays
 		return fmt.Errorf("msgmesh: grpc listener: %w", err)
 	}
 	return nil
@@ -702,6 +712,9 @@ func (s *Sidecar) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.closeUnserved()
 	s.meshSrv.Close()
+	if s.served {
+		s.removeMeshSocket() // new apps find no socket rather than one nobody accepts on
+	}
 	s.grpcNotServing()
 	s.grpcStopAccepting()
 	s.detached.finishPulls()

@@ -181,7 +181,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	instLabels := api.LabelFlag{}
 	fs.Var(instLabels, "instance-label", "a label KEY=VALUE (repeatable) this sidecar registers its instance with at the control plane, merged into the instance's labels (docs/ctrlplane.md)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for registrations and the embedded broker's data")
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7600", "mesh-protocol listener")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7600", "mesh-protocol listener: host:port, or unix:/path for a unix-domain socket (mode 0600: apps of the sidecar's user only; docs/protocol.md)")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7601", "HTTP API listener")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's runtime profiles under /debug/pprof/ on the HTTP API (loopback and its guard, like the rest of it); docs/benchmarks.md says how to profile a sidecar under load")
 	fs.StringVar(&cfg.GRPCListen, "grpc", "127.0.0.1:7603", "gRPC API listener (docs/grpc.md); empty: none")
@@ -223,6 +223,19 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	applyCapacity(fs, &cfg, file.Capacity)
+	if path, ok := msgmesh.UnixPath(cfg.Listen); ok {
+		// Absolute, so that a hot upgrade's successor started from
+		// another directory names the same socket (upgrade.Options.Want
+		// against the running one's status).
+		if path == "" {
+			return errors.New("--listen unix: needs a socket path, as in unix:/run/msgmesh/mesh.sock")
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		cfg.Listen = msgmesh.UnixPrefix + abs
+	}
 	access, err := checkAccess(log, file, *allowRemote, *httpHosts, cfg.HTTPListen, cfg.Listen, *natsListen, *natsURL != "",
 		listener{remoteGRPC, "--grpc", cfg.GRPCListen, "the gRPC API, which authenticates no one without app secrets, would let them publish and consume as any app"})
 	if err != nil {
@@ -778,7 +791,7 @@ func (rt *runtime) lastStatus() upgrade.Msg { return *rt.listeners.Load() }
 // status is this runtime's answer to a status request: its listeners.
 func (rt *runtime) status() upgrade.Msg {
 	ls := map[string]string{
-		"mesh": rt.sc.Addr().String(),
+		"mesh": rt.sc.MeshAddr(),
 		"http": rt.sc.HTTPAddr().String(),
 	}
 	if rt.link != nil {

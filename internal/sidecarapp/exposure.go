@@ -125,8 +125,13 @@ func checkListeners(log *slog.Logger, a Access, ls ...listener) error {
 
 // loopbackAddr says whether a host:port listens on loopback only: its
 // host is localhost or a loopback IP. An empty host is every interface;
-// any other name counts as remote, as it may resolve to anything.
+// any other name counts as remote, as it may resolve to anything. A unix
+// socket (unix:/path, the mesh listener's other form) is local: no other
+// host reaches it, and its file's mode says which users may.
 func loopbackAddr(hostport string) bool {
+	if strings.HasPrefix(hostport, "unix:") {
+		return true
+	}
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return false // net.Listen refuses it anyway
