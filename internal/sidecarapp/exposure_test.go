@@ -13,6 +13,7 @@ func TestLoopbackAddr(t *testing.T) {
 		"[::1]:7601": true, "[::ffff:127.0.0.1]:7601": true,
 		"0.0.0.0:7601": false, "[::]:7601": false, ":7601": false, "10.0.0.5:7601": false,
 		"sidecar.example:7601": false, "localhost.example:7601": false, "127.0.0.1": false,
+		"unix:/run/msgmesh/mesh.sock": true, // no other host reaches a unix socket
 	} {
 		if got := loopbackAddr(addr); got != want {
 			t.Errorf("loopbackAddr(%q) = %v, want %v", addr, got, want)
