@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -88,7 +89,18 @@ type Config struct {
 	// broker command as a child process, built like Binary) or
 	// BrokerInProcess (in the bench's own process). Zero: in-process.
 	BrokerAt string
+	// AppNet is how the SDK rows' app reaches its sidecar: AppNetTCP
+	// (loopback TCP) or AppNetUnix (the mesh listener on a unix socket in
+	// the sidecar's data directory, --listen unix:/path). The gRPC row
+	// and the HTTP publish row stay on TCP. Zero: TCP.
+	AppNet string
 }
+
+// App connection networks (Config.AppNet).
+const (
+	AppNetTCP  = "tcp"
+	AppNetUnix = "unix"
+)
 
 func (c *Config) defaults() {
 	if c.Count <= 0 {
@@ -114,6 +126,9 @@ func (c *Config) defaults() {
 	}
 	if c.BrokerAt == "" {
 		c.BrokerAt = BrokerInProcess
+	}
+	if c.AppNet == "" {
+		c.AppNet = AppNetTCP
 	}
 }
 
@@ -261,6 +276,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	default:
 		return nil, fmt.Errorf("bench: broker placement %q: want %s or %s", cfg.BrokerAt, BrokerProcess, BrokerInProcess)
 	}
+	if cfg.AppNet != AppNetTCP && cfg.AppNet != AppNetUnix {
+		return nil, fmt.Errorf("bench: app network %q: want %s or %s", cfg.AppNet, AppNetTCP, AppNetUnix)
+	}
 	var out []Result
 	for _, name := range list {
 		runs := []time.Duration{0}
@@ -317,31 +335,40 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 		kind, name string
 		open       func() (path, func(), error)
 	}
+	// so sets the app's network on the SDK rows' sidecars.
+	so := func(o sidecarOpts) sidecarOpts {
+		o.unix = cfg.AppNet == AppNetUnix && !o.grpc
+		return o
+	}
+	plainName := "app → sidecar → " + serverName[name]
+	if cfg.AppNet == AppNetUnix {
+		plainName = "app → unix → sidecar → " + serverName[name]
+	}
 	entries := []entry{
 		{KindDirect, directName[name], func() (path, func(), error) { return st.direct(ctx, topicDirect) }},
-		{KindSidecar, "app → sidecar → " + serverName[name], func() (path, func(), error) {
+		{KindSidecar, plainName, func() (path, func(), error) {
 			if cfg.Sidecar == SidecarProcess {
 				return newProcSidecarPath(ctx, cfg, st.cluster, dir+"/sidecar", topicSidecar, label)
 			}
-			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, sidecarOpts{})
+			return newSidecar(ctx, st.cluster, dir+"/sidecar", topicSidecar, so(sidecarOpts{}))
 		}},
 		{KindVariant, pushRowName, func() (path, func(), error) {
-			return newSidecar(ctx, st.cluster, dir+"/push", topicPush, sidecarOpts{push: true})
+			return newSidecar(ctx, st.cluster, dir+"/push", topicPush, so(sidecarOpts{push: true}))
 		}},
 		{KindGRPC, "app → gRPC → sidecar → " + serverName[name], func() (path, func(), error) {
-			return newSidecar(ctx, st.cluster, dir+"/grpc", topicGRPC, sidecarOpts{grpc: true})
+			return newSidecar(ctx, st.cluster, dir+"/grpc", topicGRPC, so(sidecarOpts{grpc: true}))
 		}},
 	}
 	if cfg.Variants {
 		entries = append(entries,
 			entry{KindVariant, "sidecar + schema (Avro, enforce)", func() (path, func(), error) {
-				return newSidecar(ctx, st.cluster, dir+"/schema", topicSchema, sidecarOpts{schema: true})
+				return newSidecar(ctx, st.cluster, dir+"/schema", topicSchema, so(sidecarOpts{schema: true}))
 			}},
 			entry{KindVariant, "sidecar + tracing", func() (path, func(), error) {
-				return newSidecar(ctx, st.cluster, dir+"/tracing", topicTracing, sidecarOpts{tracing: true})
+				return newSidecar(ctx, st.cluster, dir+"/tracing", topicTracing, so(sidecarOpts{tracing: true}))
 			}},
 			entry{KindVariant, "sidecar + metrics", func() (path, func(), error) {
-				return newSidecar(ctx, st.cluster, dir+"/metrics", topicMetrics, sidecarOpts{metrics: true})
+				return newSidecar(ctx, st.cluster, dir+"/metrics", topicMetrics, so(sidecarOpts{metrics: true}))
 			}},
 		)
 	}
@@ -565,8 +592,8 @@ func Failed(rs []Result) []Result {
 // against what this run measured.
 func PrintTable(w io.Writer, cfg Config, rs []Result) {
 	cfg.defaults()
-	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes, %d synchronous publishers (sync×%d); sidecar row: %s; broker: %s\n\n",
-		cfg.Count, cfg.Size, cfg.Window, cfg.Latencies, syncPublishers, syncPublishers, cfg.Sidecar, cfg.BrokerAt)
+	fmt.Fprintf(w, "%d messages of %d B, %d publishes in flight, %d timed synchronous publishes, %d synchronous publishers (sync×%d); sidecar row: %s; broker: %s; app → sidecar: %s\n\n",
+		cfg.Count, cfg.Size, cfg.Window, cfg.Latencies, syncPublishers, syncPublishers, cfg.Sidecar, cfg.BrokerAt, cfg.AppNet)
 	fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s | %13s | %9s | %9s | %9s | %7s |\n", "path", "publish msg/s", "consume msg/s", "pub p50", "pub p99",
 		fmt.Sprintf("sync×%d msg/s", syncPublishers), "CPU µs/msg publish", "CPU µs/msg consume", fmt.Sprintf("CPU µs/msg sync×%d", syncPublishers), "RSS MiB")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dashes(38), dashes(15), dashes(15), dashes(12), dashes(12), dashes(15), dashes(11), dashes(11), dashes(11), dashes(9))
@@ -1012,6 +1039,7 @@ type sidecarOpts struct {
 	metrics bool // telemetry with tracing off (metrics only)
 	push    bool // consume through an HTTP push subscription (push.go)
 	grpc    bool // the app uses the gRPC API, not the SDK
+	unix    bool // the SDK connects over a unix socket (Config.AppNet)
 }
 
 func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic string, o sidecarOpts) (path, func(), error) {
@@ -1034,6 +1062,9 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 	}
 	cleanups = append(cleanups, func() { _ = b.Close() })
 	cfg := msgmesh.Config{DataDir: dataDir, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Broker: b, Logger: quiet, Telemetry: tel}
+	if o.unix {
+		cfg.Listen = msgmesh.UnixPrefix + filepath.Join(dataDir, "mesh.sock")
+	}
 	if o.grpc {
 		cfg.GRPCListen = "127.0.0.1:0"
 	}
@@ -1071,7 +1102,7 @@ func newSidecar(ctx context.Context, cluster topology.Cluster, dataDir, topic st
 		}
 		return g, func() { g.close(); cleanup() }, nil
 	}
-	c, err := client.Dial(ctx, sc.Addr().String(), client.WithApp(benchApp), client.WithLogger(quiet))
+	c, err := client.Dial(ctx, sc.MeshAddr(), client.WithApp(benchApp), client.WithLogger(quiet))
 	if err != nil {
 		cleanup()
 		return nil, nil, err

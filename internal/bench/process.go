@@ -20,6 +20,7 @@ import (
 	"github.com/msgmesh/msgmesh/internal/freeport"
 	"github.com/msgmesh/msgmesh/internal/procstat"
 	"github.com/msgmesh/msgmesh/internal/syncbuf"
+	"github.com/msgmesh/msgmesh/msgmesh"
 	"github.com/msgmesh/msgmesh/msgmesh/registry"
 	"github.com/msgmesh/msgmesh/topology"
 )
@@ -135,13 +136,16 @@ type procSidecar struct {
 // startProcSidecar runs bin on cluster with its data in dir and waits
 // until its HTTP API answers /healthz. With pprof it serves
 // /debug/pprof/ (the binary's --pprof).
-func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster, dir string, pprof bool) (*procSidecar, error) {
+func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster, dir string, pprof, unix bool) (*procSidecar, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	meshAddr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
+	}
+	if unix {
+		meshAddr = msgmesh.UnixPrefix + filepath.Join(dir, "mesh.sock")
 	}
 	httpAddr, err := freeport.Addr()
 	if err != nil {
@@ -294,7 +298,7 @@ var errNoHTTP = errors.New("bench: this path has no HTTP API to publish to")
 // <label>-sidecar.cpu.pprof, and saves <label>-sidecar.allocs.pprof when
 // the path closes (after the row's phases), before stopping the process.
 func newProcSidecarPath(ctx context.Context, cfg Config, cluster topology.Cluster, dataDir, topic, label string) (path, func(), error) {
-	ps, err := startProcSidecar(ctx, cfg.Binary, cluster, dataDir, cfg.ProfileDir != "")
+	ps, err := startProcSidecar(ctx, cfg.Binary, cluster, dataDir, cfg.ProfileDir != "", cfg.AppNet == AppNetUnix)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,6 +25,7 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "with --sidecar process: save a CPU profile (--profile-seconds long, from the start of the sidecar row) and an allocation profile of the sidecar per broker here (go tool pprof; docs/benchmarks.md)")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 30, "length of the sidecar's CPU profile with --profile-dir, in seconds (under the sidecar's HTTP write timeout, 60 s by default)")
 	fs.StringVar(&cfg.BrokerAt, "broker-at", bench.BrokerProcess, "where the broker runs: process (its command, natsd, kafkad or rmq-testbroker, as a child process, as in a deployment) or inprocess (in the bench's process, sharing one Go runtime with the direct client)")
+	fs.StringVar(&cfg.AppNet, "app-net", bench.AppNetTCP, "how the app reaches the sidecar on the SDK rows: tcp (loopback) or unix (the mesh listener on a unix socket, msgmesh --listen unix:/path); the gRPC and HTTP rows stay on TCP")
 	natsSync := fs.String("nats-sync", "", "sync settings of the embedded NATS server to compare, comma-separated: always (fsync before every ack, the default) or an interval such as 1s or 2m")
 	return func(ctx context.Context, e *env) error {
 		if *natsSync != "" {
@@ -52,6 +53,9 @@ func setupBench(fs *flag.FlagSet) func(context.Context, *env) error {
 		}
 		if cfg.BrokerAt != bench.BrokerProcess && cfg.BrokerAt != bench.BrokerInProcess {
 			return usagef("--broker-at must be process or inprocess, not %q", cfg.BrokerAt)
+		}
+		if cfg.AppNet != bench.AppNetTCP && cfg.AppNet != bench.AppNetUnix {
+			return usagef("--app-net must be tcp or unix, not %q", cfg.AppNet)
 		}
 		if cfg.ProfileDir != "" && cfg.Sidecar != bench.SidecarProcess {
 			return usagef("--profile-dir needs --sidecar process")
