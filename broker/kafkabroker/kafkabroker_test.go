@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -796,5 +797,71 @@ func TestClusterOutage(t *testing.T) {
 	}
 	if _, err := c.Next(brokertest.Ctx(t)); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
+	}
+}
+
+// TestEmptyAndNull: an empty key and body are values, told from no key
+// and a null body (a tombstone) end to end, whether a publish's copy of
+// the message is built in a fresh buffer or a reused one: each case is
+// published first on a broker that published nothing before (an empty
+// body once came out of a fresh buffer as a null one, and stayed so for
+// the empty bodies after it), then after a publish with a body, whose
+// buffer the adapter may reuse. Deliveries are told apart by where their
+// publish stored them: a header or key would give the message bytes.
+func TestEmptyAndNull(t *testing.T) {
+	t.Parallel()
+	ev := newEnv(t, kafkabroker.Config{})
+	const topic = "nulls"
+	tests := map[string]struct {
+		msg       broker.Message
+		wantEmpty bool // EmptyKey on delivery
+		wantNull  bool // NullBody on delivery
+	}{
+		"empty key, empty body": {broker.Message{EmptyKey: true}, true, false},
+		"no key, empty body":    {broker.Message{}, false, false},
+		"empty key, null body":  {broker.Message{EmptyKey: true, NullBody: true}, true, true},
+		"no key, null body":     {broker.Message{NullBody: true}, false, true},
+		"empty header value":    {broker.Message{Headers: []broker.Header{{Key: "h", Value: ""}}}, false, false},
+	}
+	stored := map[partOffset]string{} // where each case's publish went
+	for round := range 2 {
+		for name, tt := range tests {
+			if round == 1 {
+				if _, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: topic, Key: "k", Body: []byte("filler")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := tt.msg
+			m.Topic = topic
+			r, err := ev.b.Publish(brokertest.Ctx(t), &m)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			stored[partOffset{r.Partition, r.Offset}] = name
+		}
+	}
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: topic, Group: "g"})
+	for left := 3 * len(tests); left > 0; left-- { // the cases twice, and the fillers
+		d, err := c.Next(brokertest.Ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := d.Message()
+		p, o, _ := broker.PositionOf(d)
+		if err := d.Ack(brokertest.Ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		name, ok := stored[partOffset{p, o}]
+		if !ok {
+			continue // a filler
+		}
+		tt := tests[name]
+		if m.EmptyKey != tt.wantEmpty || m.NullBody != tt.wantNull || len(m.Body) != 0 || m.Key != "" {
+			t.Errorf("%s: delivered key %q EmptyKey %v, body %q NullBody %v; want EmptyKey %v NullBody %v and no bytes",
+				name, m.Key, m.EmptyKey, m.Body, m.NullBody, tt.wantEmpty, tt.wantNull)
+		}
+		if name == "empty header value" && !slices.ContainsFunc(m.Headers, func(h broker.Header) bool { return h.Key == "h" && h.Value == "" }) {
+			t.Errorf("%s: headers %v lack h with an empty value", name, m.Headers)
+		}
 	}
 }

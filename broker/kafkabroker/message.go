@@ -49,7 +49,10 @@ func (mb *msgBuf) toKafka(msg *broker.Message) kafka.Message {
 	for _, h := range msg.Headers {
 		n += len(h.Value)
 	}
-	if cap(mb.bytes) < n {
+	if mb.bytes == nil || cap(mb.bytes) < n {
+		// Never nil, not even for n == 0: an empty body is a value, a
+		// nil one a tombstone (NullBody), as an empty header value is
+		// one.
 		mb.bytes = make([]byte, n)
 	}
 	buf := mb.bytes[:n]
