@@ -40,6 +40,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nkeys"
 	"github.com/nats-io/nuid"
@@ -3917,18 +3918,36 @@ func (nc *Conn) processMsg(data []byte) {
 		return
 	}
 
-	// Copy them into string
-	subj := string(nc.ps.ma.subject)
-	reply := string(nc.ps.ma.reply)
-
 	// Doing message create outside of the sub's lock to reduce contention.
 	// It's possible that we end-up not using the message, but that's ok.
 
-	// FIXME(dlc): Need to copy, should/can do COW?
-	msgPayload := data
+	// msgmesh patch 3 (PATCHES.md): the subject, the reply, the header
+	// block and the payload are copied into one allocation, in that
+	// order; the strings (and the header's keys and values) view it and
+	// the payload ends it, so that an append to Data cannot reach them.
+	// A payload the parser already copied (split across reads) is used as
+	// is, with the strings copied on their own.
+	var subj, reply, hstr string
+	var msgPayload []byte
 	if !nc.ps.msgCopied {
-		msgPayload = make([]byte, len(data))
-		copy(msgPayload, data)
+		ls, lr := len(nc.ps.ma.subject), len(nc.ps.ma.reply)
+		buf := make([]byte, ls+lr+len(data))
+		copy(buf, nc.ps.ma.subject)
+		copy(buf[ls:], nc.ps.ma.reply)
+		copy(buf[ls+lr:], data)
+		subj = bytesView(buf[:ls])
+		reply = bytesView(buf[ls : ls+lr])
+		msgPayload = buf[ls+lr:]
+		if nc.ps.ma.hdr > 0 {
+			hstr = bytesView(msgPayload[:nc.ps.ma.hdr])
+		}
+	} else {
+		subj = string(nc.ps.ma.subject)
+		reply = string(nc.ps.ma.reply)
+		msgPayload = data
+		if nc.ps.ma.hdr > 0 {
+			hstr = string(msgPayload[:nc.ps.ma.hdr])
+		}
 	}
 
 	// Check if we have headers encoded here.
@@ -3940,9 +3959,8 @@ func (nc *Conn) processMsg(data []byte) {
 	var ordSeqs orderedSeqs
 
 	if nc.ps.ma.hdr > 0 {
-		hbuf := msgPayload[:nc.ps.ma.hdr]
 		msgPayload = msgPayload[nc.ps.ma.hdr:]
-		h, err = DecodeHeadersMsg(hbuf)
+		h, err = decodeHeaders(hstr)
 		if err != nil {
 			// We will pass the message through but send async error.
 			nc.mu.Lock()
@@ -4591,7 +4609,13 @@ func nextHeaderLine(s string) (line, rest string, ok bool) {
 // DecodeHeadersMsg will decode and headers.
 func DecodeHeadersMsg(data []byte) (Header, error) {
 	// Copy the header block once; keys and values are substrings of it.
-	s := string(data)
+	return decodeHeaders(string(data))
+}
+
+// decodeHeaders is DecodeHeadersMsg of a header block the caller already
+// holds as a string (msgmesh patch 3, PATCHES.md): keys and values are
+// substrings of s.
+func decodeHeaders(s string) (Header, error) {
 	l, s, ok := nextHeaderLine(s)
 	if !ok || len(l) < hdrPreEnd || l[:hdrPreEnd] != hdrLine[:hdrPreEnd] {
 		return nil, ErrBadHeaderMsg
@@ -4619,6 +4643,16 @@ func DecodeHeadersMsg(data []byte) (Header, error) {
 		}
 	}
 	return h, nil
+}
+
+// bytesView is b as a string without a copy (msgmesh patch 3,
+// PATCHES.md). b must never be written again: processMsg passes only
+// parts of a buffer it allocated and hands out as strings alone.
+func bytesView(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // readMIMEHeader returns a MIMEHeader that preserves the
