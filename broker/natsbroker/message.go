@@ -21,6 +21,10 @@ import (
 // different keys (NATS headers are a map; values of one key keep theirs).
 // Values lose surrounding white space, as in HTTP.
 //
+// A message that needs no header (no key, no headers) gives nil and no
+// error: Publish sends its topic and body as they are, without making a
+// nats.Msg for them.
+//
 // NATS has no null body: a NullBody message is refused (broker.ErrNullBody).
 // An empty key (EmptyKey) is KeyHeader with an empty value; no key is no
 // KeyHeader.
@@ -28,10 +32,10 @@ func toNATS(msg *broker.Message) (*nats.Msg, error) {
 	if msg.NullBody {
 		return nil, broker.ErrNullBody
 	}
-	nm := &nats.Msg{Subject: msg.Topic, Data: msg.Body}
 	if msg.Key == "" && !msg.EmptyKey && len(msg.Headers) == 0 {
-		return nm, nil
+		return nil, nil
 	}
+	nm := &nats.Msg{Subject: msg.Topic, Data: msg.Body}
 	h := make(nats.Header, len(msg.Headers)+1)
 	for _, hd := range msg.Headers {
 		// The sidecar refuses all of these first (broker.CheckHeaders);

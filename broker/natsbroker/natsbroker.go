@@ -136,6 +136,9 @@ type Broker struct {
 	ownConn bool // nc was created by New and is closed by Close
 	js      jetstream.JetStream
 	log     *slog.Logger
+	// pubTimeout bounds a publish whose ctx has no deadline: js's
+	// DefaultTimeout, as jetstream.PublishMsg applied it.
+	pubTimeout time.Duration
 
 	// smu guards streams (topic → the stream that captures it). It is a
 	// leaf lock: nothing else is locked while it is held.
@@ -176,6 +179,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	js, err := jetstream.New(b.nc)
 	if err == nil {
 		b.js = js
+		b.pubTimeout = js.Options().DefaultTimeout
 		_, err = js.AccountInfo(ctx)
 	}
 	if err != nil {
@@ -263,7 +267,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err := b.checkInterest(ctx, ref, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
-	ack, err := b.js.PublishMsg(ctx, nm)
+	ack, err := b.publishAck(ctx, topic, msg.Body, nm, ref.name)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && ctx.Err() == nil {
 		// No stream answered: the cached stream may have been deleted by
 		// an operator. Look again (creating it if needed) and retry once.
@@ -272,7 +276,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		b.forgetStream(topic, ref.name)
 		if again, lerr := b.ensureStream(ctx, topic); lerr == nil {
 			ref = again
-			ack, err = b.js.PublishMsg(ctx, nm)
+			ack, err = b.publishAck(ctx, topic, msg.Body, nm, ref.name)
 		}
 	}
 	if err != nil {

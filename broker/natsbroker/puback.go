@@ -1,0 +1,260 @@
+package natsbroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The publish request, as jetstream.PublishMsg makes it with no options,
+// without its per-publish costs: that call decoded every PubAck with
+// encoding/json into a struct it allocated (a third of the adapter's CPU
+// per publish under `meshctl bench`, about ten allocations) and needed a
+// nats.Msg even for a message without headers. The request, the retries
+// and the errors are the same as jetstream.PublishMsg's (nats.go v1.55.0,
+// jetstream/publish.go, publishMsg).
+
+// Defaults of jetstream.PublishMsg with no options, which this adapter
+// used before and whose behaviour publishAck keeps. Without a deadline in
+// ctx a publish is bounded by the JetStream context's DefaultTimeout, as
+// there (Broker.pubTimeout).
+const (
+	pubRetryWait     = jetstream.DefaultPubRetryWait     // between attempts on no responders
+	pubRetryAttempts = jetstream.DefaultPubRetryAttempts // retries after the first attempt
+)
+
+// pubAck is what Publish reads of a JetStream publish ack.
+type pubAck struct {
+	Stream   string
+	Sequence uint64
+}
+
+// publishAck sends a publish of subj (hdr: nm's headers, or nm nil for a
+// message without headers) and waits for the stream's ack under ctx. known
+// is the stream name the caller expects: when the ack names it, the
+// result's Stream is known itself and the ack costs no allocation for it.
+func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *nats.Msg, known string) (pubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.pubTimeout)
+		defer cancel()
+	}
+	request := func() (*nats.Msg, error) {
+		if nm != nil {
+			return b.nc.RequestMsgWithContext(ctx, nm)
+		}
+		return b.nc.RequestWithContext(ctx, subj, data)
+	}
+	resp, err := request()
+	if err != nil {
+		for r := 0; errors.Is(err, nats.ErrNoResponders) && r < pubRetryAttempts; r++ {
+			// As nats.go does: a short blip of leadership change
+			// answers no responders; try again after a pause.
+			t := time.NewTimer(pubRetryWait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			resp, err = request()
+		}
+		if err != nil {
+			if errors.Is(err, nats.ErrNoResponders) {
+				return pubAck{}, jetstream.ErrNoStreamResponse
+			}
+			return pubAck{}, err
+		}
+	}
+	return parsePubAck(resp.Data, known)
+}
+
+// parsePubAck reads a publish ack as jetstream.PublishMsg does: a JSON
+// error answer is a *jetstream.APIError (wrapped as "nats: %w"), anything
+// that is not an ack naming a stream is jetstream.ErrInvalidJSAck. The
+// server's ordinary ack ({"stream":"S","seq":N} and optionally
+// "duplicate", "domain", "val", "type" with plain values) is read by
+// hand; every other input goes to encoding/json exactly as nats.go
+// decodes it, so unusual but valid JSON (escapes, other key case, null)
+// and malformed input are decided by encoding/json.
+func parsePubAck(data []byte, known string) (pubAck, error) {
+	if a, ok := fastPubAck(data, known); ok {
+		if a.Stream == "" {
+			return pubAck{}, jetstream.ErrInvalidJSAck
+		}
+		return a, nil
+	}
+	return slowPubAck(data)
+}
+
+// pubAckJSON mirrors nats.go's jetstream pubAckResponse (apiResponse and
+// an embedded *PubAck), so that encoding/json decides as it did there.
+type pubAckJSON struct {
+	Type  string              `json:"type"`
+	Error *jetstream.APIError `json:"error,omitempty"`
+	*jetstream.PubAck
+}
+
+func slowPubAck(data []byte) (pubAck, error) {
+	var r pubAckJSON
+	if err := json.Unmarshal(data, &r); err != nil {
+		return pubAck{}, jetstream.ErrInvalidJSAck
+	}
+	if r.Error != nil {
+		return pubAck{}, fmt.Errorf("nats: %w", r.Error)
+	}
+	if r.PubAck == nil || r.PubAck.Stream == "" {
+		return pubAck{}, jetstream.ErrInvalidJSAck
+	}
+	return pubAck{Stream: r.PubAck.Stream, Sequence: r.PubAck.Sequence}, nil
+}
+
+// fastPubAck reads a JSON object whose keys are among stream, seq,
+// duplicate, domain, val and type, spelled so, with string values without
+// escapes or non-ASCII bytes, a plain unsigned seq and a boolean
+// duplicate. ok is false for anything else; then nothing is decided and
+// slowPubAck must read data. A stream equal to known is known itself.
+func fastPubAck(data []byte, known string) (a pubAck, ok bool) {
+	p := ackParser{b: data}
+	if !p.byte('{') {
+		return a, false
+	}
+	if p.byte('}') {
+		return a, p.end()
+	}
+	for {
+		key, ok := p.str()
+		if !ok || !p.byte(':') {
+			return a, false
+		}
+		switch string(key) {
+		case "stream":
+			s, ok := p.str()
+			if !ok {
+				return a, false
+			}
+			if string(s) == known {
+				a.Stream = known
+			} else {
+				a.Stream = string(s)
+			}
+		case "seq":
+			n, ok := p.uint()
+			if !ok {
+				return a, false
+			}
+			a.Sequence = n
+		case "duplicate":
+			if !p.word("true") && !p.word("false") {
+				return a, false
+			}
+		case "domain", "val", "type":
+			if _, ok := p.str(); !ok {
+				return a, false
+			}
+		default:
+			return a, false
+		}
+		if p.byte(',') {
+			continue
+		}
+		if p.byte('}') {
+			return a, p.end()
+		}
+		return a, false
+	}
+}
+
+// ackParser reads the tokens fastPubAck accepts; every method skips JSON
+// white space before its token.
+type ackParser struct {
+	b []byte
+	i int
+}
+
+func (p *ackParser) space() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// byte consumes c if it is the next token.
+func (p *ackParser) byte(c byte) bool {
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// end reports whether only white space is left.
+func (p *ackParser) end() bool {
+	p.space()
+	return p.i == len(p.b)
+}
+
+// word consumes the literal w if it is the next token.
+func (p *ackParser) word(w string) bool {
+	p.space()
+	if len(p.b)-p.i >= len(w) && string(p.b[p.i:p.i+len(w)]) == w {
+		p.i += len(w)
+		return true
+	}
+	return false
+}
+
+// str reads a string of printable ASCII without '"' or '\\' inside.
+func (p *ackParser) str() ([]byte, bool) {
+	if !p.byte('"') {
+		return nil, false
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			return s, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, false
+		}
+		p.i++
+	}
+	return nil, false
+}
+
+// uint reads a JSON integer without sign, fraction or exponent that fits
+// in a uint64.
+func (p *ackParser) uint() (uint64, bool) {
+	p.space()
+	start := p.i
+	var n uint64
+	for p.i < len(p.b) && '0' <= p.b[p.i] && p.b[p.i] <= '9' {
+		d := uint64(p.b[p.i] - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+		p.i++
+	}
+	switch {
+	case p.i == start:
+		return 0, false
+	case p.b[start] == '0' && p.i-start > 1: // a leading zero: not JSON
+		return 0, false
+	case p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E'):
+		return 0, false
+	}
+	return n, true
+}
