@@ -89,14 +89,15 @@ var LatencyBuckets = []float64{
 //	msgmesh_upstream_ready{topic,group}            1 when the upstream consumer runs and is ready, else 0
 //
 // The four recorded for every delivery (messages out, bytes out, in flight,
-// settled) are observable instruments whose values the sidecar keeps in
-// atomic counters by label set and reports at each collection
-// (family.counted): the same metrics, series and values, read at a
-// collection, as the synchronous instruments they were, for a tenth of the
-// CPU per recording.
+// settled) and the two counters of every publish (messages in, bytes in)
+// are observable instruments whose values the sidecar keeps in atomic
+// counters by label set and reports at each collection (family.counted):
+// the same metrics, series and values, read at a collection, as the
+// synchronous instruments they were, for a tenth of the CPU per recording.
+// (The publish latency stays a histogram the SDK records.)
 type Metrics struct {
-	messagesIn   metric.Int64Counter
-	bytesIn      metric.Int64Counter
+	messagesIn   metric.Int64ObservableCounter
+	bytesIn      metric.Int64ObservableCounter
 	publishDur   metric.Float64Histogram
 	publishErrs  metric.Int64Counter
 	rejected     metric.Int64Counter
@@ -168,8 +169,8 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 		errs = append(errs, err)
 		return h
 	}
-	x.messagesIn = counter("msgmesh.messages.in", "{message}", "Messages published by apps and acknowledged by the broker.")
-	x.bytesIn = counter("msgmesh.in", "By", "Body bytes of messages published by apps and acknowledged by the broker.")
+	x.messagesIn = counted("msgmesh.messages.in", "{message}", "Messages published by apps and acknowledged by the broker.")
+	x.bytesIn = counted("msgmesh.in", "By", "Body bytes of messages published by apps and acknowledged by the broker.")
 	x.publishDur = histogram("msgmesh.publish.duration", "Time from reading an app's publish to the broker's acknowledgement.")
 	x.publishErrs = counter("msgmesh.publish.errors", "{message}", "Publishes the broker failed or did not acknowledge in time.")
 	x.rejected = counter("msgmesh.rejected", "{message}", "Publishes the sidecar refused before sending them to the broker, by reason.")
@@ -195,6 +196,7 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	}
 	n := cfg.maxSeries
 	x.byTopic = newFamily(n, LabelTopic)
+	x.byTopic.counted = []metric.Int64Observable{countIn: x.messagesIn, countInBytes: x.bytesIn}
 	x.byGroup = newFamily(n, LabelTopic, LabelGroup)
 	x.byGroup.counted = []metric.Int64Observable{countOut: x.messagesOut, countOutBytes: x.bytesOut, countInflight: x.inflight}
 	x.bySettle = newFamily(n, LabelTopic, LabelGroup, LabelOutcome).enumerated(LabelOutcome)
@@ -204,14 +206,17 @@ func NewMetrics(m metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	x.byReject = newFamily(n, LabelTopic, LabelReason).enumerated(LabelReason)
 	x.byCluster = newFamily(n, LabelCluster)
 	x.byRule = newFamily(n, LabelRule, LabelOutcome).enumerated(LabelOutcome)
-	if _, err := m.RegisterCallback(x.observeCounts, x.messagesOut, x.bytesOut, x.inflight, x.settled); err != nil {
-		return nil, fmt.Errorf("observe: registering the delivery counters: %w", err)
+	if _, err := m.RegisterCallback(x.observeCounts, x.messagesIn, x.bytesIn, x.messagesOut, x.bytesOut, x.inflight, x.settled); err != nil {
+		return nil, fmt.Errorf("observe: registering the publish and delivery counters: %w", err)
 	}
 	return &x, nil
 }
 
-// The counted instruments of byGroup and bySettle (family.counted).
+// The counted instruments of byTopic, byGroup and bySettle
+// (family.counted).
 const (
+	countIn       = 0 // byTopic: messagesIn
+	countInBytes  = 1 // byTopic: bytesIn
 	countOut      = 0 // byGroup: messagesOut
 	countOutBytes = 1 // byGroup: bytesOut
 	countInflight = 2 // byGroup: inflight
@@ -220,6 +225,7 @@ const (
 
 // observeCounts reports the counted instruments at a collection.
 func (m *Metrics) observeCounts(_ context.Context, o metric.Observer) error {
+	m.byTopic.observe(o)
 	m.byGroup.observe(o)
 	m.bySettle.observe(o)
 	return nil
@@ -245,8 +251,8 @@ func (m *Metrics) Published(ctx context.Context, topic string, bytes int, d time
 		return
 	}
 	o := m.byTopic.get(labels{topic})
-	m.messagesIn.Add(ctx, 1, o.add...)
-	m.bytesIn.Add(ctx, int64(bytes), o.add...)
+	o.count(countIn, 1)
+	o.count(countInBytes, int64(bytes))
 	m.publishDur.Record(ctx, d.Seconds(), o.rec...)
 }
 
@@ -409,8 +415,8 @@ func (m *Metrics) Known(produced []string, consumed [][2]string, clusters []stri
 	ctx := context.Background()
 	for _, topic := range produced {
 		o := m.byTopic.get(labels{topic})
-		m.messagesIn.Add(ctx, 0, o.add...)
-		m.bytesIn.Add(ctx, 0, o.add...)
+		o.count(countIn, 0)
+		o.count(countInBytes, 0)
 		m.publishErrs.Add(ctx, 0, o.add...)
 		for _, reason := range TopicRejectReasons {
 			m.rejected.Add(ctx, 0, m.byReject.get(labels{topic, reason}).add...)
