@@ -139,6 +139,8 @@ type Broker struct {
 	// pubTimeout bounds a publish whose ctx has no deadline: js's
 	// DefaultTimeout, as jetstream.PublishMsg applied it.
 	pubTimeout time.Duration
+	// replies are the reply subscriptions publishes wait on (puback.go).
+	replies replyPool
 
 	// smu guards streams (topic → the stream that captures it). It is a
 	// leaf lock: nothing else is locked while it is held.
@@ -571,6 +573,7 @@ func (b *Broker) Close() error {
 		}
 		fcancel()
 	}
+	b.replies.close()
 	if b.ownConn {
 		b.nc.Close()
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,10 +16,12 @@ import (
 // The publish request, as jetstream.PublishMsg makes it with no options,
 // without its per-publish costs: that call decoded every PubAck with
 // encoding/json into a struct it allocated (a third of the adapter's CPU
-// per publish under `meshctl bench`, about ten allocations) and needed a
-// nats.Msg even for a message without headers. The request, the retries
-// and the errors are the same as jetstream.PublishMsg's (nats.go v1.55.0,
-// jetstream/publish.go, publishMsg).
+// per publish under `meshctl bench`, about ten allocations), needed a
+// nats.Msg even for a message without headers, and waited through
+// nats.go's shared response map and its response goroutine (replyInbox).
+// The retries and the errors are the same as jetstream.PublishMsg's
+// (nats.go v1.55.0, jetstream/publish.go, publishMsg), and the ack is
+// read as it read it (parsePubAck).
 
 // Defaults of jetstream.PublishMsg with no options, which this adapter
 // used before and whose behaviour publishAck keeps. Without a deadline in
@@ -34,43 +38,180 @@ type pubAck struct {
 	Sequence uint64
 }
 
-// publishAck sends a publish of subj (hdr: nm's headers, or nm nil for a
-// message without headers) and waits for the stream's ack under ctx. known
-// is the stream name the caller expects: when the ack names it, the
-// result's Stream is known itself and the ack costs no allocation for it.
+// publishAck sends a publish of subj (nm: the message with its headers,
+// or nil for one without headers) and waits for the stream's ack under
+// ctx. known is the stream name the caller expects: when the ack names
+// it, the result's Stream is known itself and the ack costs no allocation
+// for it.
 func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *nats.Msg, known string) (pubAck, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.pubTimeout)
 		defer cancel()
 	}
-	request := func() (*nats.Msg, error) {
-		if nm != nil {
-			return b.nc.RequestMsgWithContext(ctx, nm)
-		}
-		return b.nc.RequestWithContext(ctx, subj, data)
-	}
-	resp, err := request()
+	r, err := b.replies.get(b.nc)
 	if err != nil {
-		for r := 0; errors.Is(err, nats.ErrNoResponders) && r < pubRetryAttempts; r++ {
-			// As nats.go does: a short blip of leadership change
-			// answers no responders; try again after a pause.
-			t := time.NewTimer(pubRetryWait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			resp, err = request()
+		return pubAck{}, err
+	}
+	resp, err := r.request(ctx, subj, data, nm)
+	for n := 0; errors.Is(err, nats.ErrNoResponders) && n < pubRetryAttempts; n++ {
+		// As nats.go does: a short blip of leadership change answers
+		// no responders; try again after a pause.
+		t := time.NewTimer(pubRetryWait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
 		}
-		if err != nil {
-			if errors.Is(err, nats.ErrNoResponders) {
-				return pubAck{}, jetstream.ErrNoStreamResponse
+		t.Stop()
+		resp, err = r.request(ctx, subj, data, nm)
+	}
+	if err != nil {
+		if r.clean {
+			b.replies.put(r)
+		} else {
+			b.replies.drop(r)
+		}
+		if errors.Is(err, nats.ErrNoResponders) {
+			return pubAck{}, jetstream.ErrNoStreamResponse
+		}
+		return pubAck{}, err
+	}
+	a, err := parsePubAck(resp.Data, known)
+	b.replies.put(r)
+	return a, err
+}
+
+// replyInbox is a reply subscription of its own that publishes wait on
+// for their ack, one publish at a time: nats.go's request (used by
+// jetstream.PublishMsg) made a channel and an inbox name per request,
+// entered them in the connection's response map under its lock, and
+// handed each response from the read loop to the response
+// subscription's goroutine and from there to the caller. Here the read
+// loop puts the ack straight into the waiting publish's channel.
+//
+// A reply inbox is reused only when its publish got its answer (clean):
+// one that gave up waiting (ctx ended) may still get that answer later,
+// so it is unsubscribed and dropped. Besides, each publish has a reply
+// subject of its own under the inbox (inbox.<n>), and an answer to any
+// other subject is discarded: no publish can read another's ack, even one
+// the server sent twice.
+type replyInbox struct {
+	nc    *nats.Conn
+	inbox string // subscribed as inbox.*
+	n     uint64 // the number of the last request
+	ch    chan *nats.Msg
+	sub   *nats.Subscription
+	// gone is closed when the subscription ends: the connection closed
+	// (nats.go does not close ch, so a waiting publish learns it here,
+	// as nats.go's request learnt it from its closed channel).
+	gone     chan struct{}
+	goneOnce sync.Once
+	// clean: no answer is outstanding.
+	clean bool
+}
+
+// request publishes and waits for the one answer. The answer of a
+// publish nobody listens to, the server's 503 status, is
+// nats.ErrNoResponders, as nats.go's request reports it.
+func (r *replyInbox) request(ctx context.Context, subj string, data []byte, nm *nats.Msg) (*nats.Msg, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.n++
+	reply := r.inbox + "." + strconv.FormatUint(r.n, 10)
+	r.clean = false
+	var err error
+	if nm != nil {
+		nm.Reply = reply
+		err = r.nc.PublishMsg(nm)
+	} else {
+		err = r.nc.PublishRequest(subj, reply, data)
+	}
+	if err != nil {
+		// Refused before it was written: no answer will come.
+		r.clean = true
+		return nil, err
+	}
+	for {
+		select {
+		case m := <-r.ch:
+			if m.Subject != reply {
+				continue // a late or repeated answer to an earlier request
 			}
-			return pubAck{}, err
+			r.clean = true
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				return nil, nats.ErrNoResponders
+			}
+			return m, nil
+		case <-r.gone:
+			return nil, nats.ErrConnectionClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	return parsePubAck(resp.Data, known)
+}
+
+// maxIdleReplies bounds the reply inboxes kept between publishes: about
+// the publishes a sidecar has in flight at once (its lanes).
+const maxIdleReplies = 256
+
+// replyPool holds the idle reply inboxes of a Broker.
+type replyPool struct {
+	mu     sync.Mutex
+	idle   []*replyInbox
+	closed bool
+}
+
+// get returns an idle reply inbox, or subscribes a new one on nc.
+func (p *replyPool) get(nc *nats.Conn) (*replyInbox, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		r := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return r, nil
+	}
+	p.mu.Unlock()
+	r := &replyInbox{nc: nc, inbox: nc.NewInbox(), ch: make(chan *nats.Msg, 4), gone: make(chan struct{}), clean: true}
+	sub, err := nc.ChanSubscribe(r.inbox+".*", r.ch)
+	if err != nil {
+		return nil, err
+	}
+	ended := func(string) { r.goneOnce.Do(func() { close(r.gone) }) }
+	sub.SetClosedHandler(ended)
+	if !sub.IsValid() { // closed before the handler was set
+		ended("")
+	}
+	r.sub = sub
+	return r, nil
+}
+
+// put keeps a clean reply inbox for the next publish.
+func (p *replyPool) put(r *replyInbox) {
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < maxIdleReplies {
+		p.idle = append(p.idle, r)
+		r = nil
+	}
+	p.mu.Unlock()
+	if r != nil {
+		p.drop(r)
+	}
+}
+
+// drop unsubscribes r. An answer still on its way is discarded with it.
+func (*replyPool) drop(r *replyInbox) { _ = r.sub.Unsubscribe() }
+
+// close unsubscribes the idle inboxes; those in use are dropped when
+// their publishes end.
+func (p *replyPool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, r := range idle {
+		p.drop(r)
+	}
 }
 
 // parsePubAck reads a publish ack as jetstream.PublishMsg does: a JSON

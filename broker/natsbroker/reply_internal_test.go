@@ -1,0 +1,163 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// replyEnv is an embedded server and two in-process connections: one a
+// replyPool publishes on, one that answers requests.
+func replyEnv(t *testing.T) (pub, svc *nats.Conn) {
+	t.Helper()
+	e, err := StartEmbedded(EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	for _, c := range []**nats.Conn{&pub, &svc} {
+		nc, err := e.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		*c = nc
+	}
+	return pub, svc
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A server that answers twice must not make a later request read the
+// extra answer of an earlier one as its own.
+func TestReplyInboxSkipsAnswersToOtherRequests(t *testing.T) {
+	pub, svc := replyEnv(t)
+	if _, err := svc.Subscribe("svc.twice", func(m *nats.Msg) {
+		_ = m.Respond(m.Data)
+		_ = m.Respond(m.Data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var p replyPool
+	defer p.close()
+	r, err := p.get(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		want := strconv.Itoa(i)
+		m, err := r.request(testCtx(t, 10*time.Second), "svc.twice", []byte(want), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(m.Data); got != want {
+			t.Fatalf("request %d read the answer %q", i, got)
+		}
+		if !r.clean {
+			t.Fatal("answered inbox not clean")
+		}
+	}
+}
+
+// A request that gave up waiting leaves its inbox unclean (publishAck
+// then drops it), and the late answer never reaches another request.
+func TestReplyInboxGivenUpIsNotReused(t *testing.T) {
+	pub, svc := replyEnv(t)
+	release := make(chan struct{})
+	answered := make(chan struct{})
+	if _, err := svc.Subscribe("svc.slow", func(m *nats.Msg) {
+		<-release
+		_ = m.Respond([]byte("late"))
+		close(answered)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Subscribe("svc.fast", func(m *nats.Msg) { _ = m.Respond([]byte("fast")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var p replyPool
+	defer p.close()
+	r, err := p.get(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.request(testCtx(t, 50*time.Millisecond), "svc.slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the deadline", err)
+	}
+	if r.clean {
+		t.Fatal("an inbox whose answer may still come is clean")
+	}
+	// Even used again (publishAck does not), it skips the late answer.
+	close(release)
+	<-answered
+	m, err := r.request(testCtx(t, 10*time.Second), "svc.fast", nil, nil)
+	if err != nil || string(m.Data) != "fast" {
+		t.Fatalf("got %v, %v; want the answer to this request", m, err)
+	}
+}
+
+func TestReplyInboxNoResponders(t *testing.T) {
+	pub, _ := replyEnv(t)
+	var p replyPool
+	defer p.close()
+	r, err := p.get(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.request(testCtx(t, 10*time.Second), "nobody.here", nil, nil); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("err = %v, want nats.ErrNoResponders", err)
+	}
+	if !r.clean {
+		t.Fatal("an inbox that got its one answer (503) is not clean")
+	}
+}
+
+// Closing the connection ends a waiting request at once, as nats.go's
+// request did, not at its deadline.
+func TestReplyInboxConnectionClosed(t *testing.T) {
+	pub, svc := replyEnv(t)
+	got := make(chan struct{})
+	if _, err := svc.Subscribe("svc.never", func(*nats.Msg) { close(got) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var p replyPool
+	r, err := p.get(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.request(testCtx(t, time.Minute), "svc.never", nil, nil)
+		done <- err
+	}()
+	<-got
+	pub.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Fatalf("err = %v, want nats.ErrConnectionClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request still waiting after the connection closed")
+	}
+	if _, err := p.get(pub); !errors.Is(err, nats.ErrConnectionClosed) {
+		t.Fatalf("get on a closed connection: %v", err)
+	}
+}
