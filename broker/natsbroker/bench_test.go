@@ -58,26 +58,11 @@ func BenchmarkConsume1KiB(b *testing.B) {
 }
 
 // BenchmarkPublish1KiBParallel is 32 publishers each publishing
-// synchronously, as a sidecar's app connections do: what the adapter's
+// synchronously, as a sidecar's publish lanes do: what the adapter's
 // window toward the server does under concurrency.
 func BenchmarkPublish1KiBParallel(b *testing.B) {
 	ev := newEnv(b, natsbroker.Config{})
-	msg := &broker.Message{Topic: "bench.parallel", Body: make([]byte, 1024)}
-	ctx := context.Background()
-	if _, err := ev.b.Publish(ctx, msg); err != nil { // create the stream
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(msg.Body)))
-	b.ReportAllocs()
-	b.SetParallelism(16) // 32 goroutines on 2 CPUs
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		m := *msg
-		for pb.Next() {
-			if _, err := ev.b.Publish(ctx, &m); err != nil {
-				b.Error(err)
-				return
-			}
-		}
+	brokertest.BenchPublishParallel(b, ev.b, 32, func(int) *broker.Message {
+		return &broker.Message{Topic: "bench.parallel", Body: make([]byte, 1024)}
 	})
 }
