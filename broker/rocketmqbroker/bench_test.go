@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -57,11 +58,30 @@ func BenchmarkPublish1KiB(b *testing.B) {
 	})
 }
 
+// consumeRuns numbers the runs of BenchmarkConsume1KiB in this process.
+var consumeRuns atomic.Int64
+
 // BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are
-// already stored, spread over the topic's 4 queues.
+// already stored, spread over the topic's 4 queues. With
+// ROCKETMQBROKER_BENCH_NAMESRV set it consumes from that cluster (see
+// benchBroker), a topic of its own per run, so that cpu-ns/op is the
+// adapter's and the client's alone.
 func BenchmarkConsume1KiB(b *testing.B) {
-	ev := newEnv(b, rocketmqbroker.Config{})
-	const topic = "bench.consume"
+	var (
+		br      broker.Broker
+		consume func(spec broker.ConsumerSpec) broker.Consumer
+		topic   = "bench.consume"
+	)
+	if os.Getenv("ROCKETMQBROKER_BENCH_NAMESRV") == "" {
+		ev := newEnv(b, rocketmqbroker.Config{})
+		br = ev.b
+		consume = func(spec broker.ConsumerSpec) broker.Consumer { return ev.consume(b, spec) }
+	} else {
+		br = benchBroker(b)
+		// BenchTopic names a topic by pid and b.N, which -count repeats.
+		topic = fmt.Sprintf("%s.%d", brokertest.BenchTopic(b, topic), consumeRuns.Add(1))
+		consume = func(spec broker.ConsumerSpec) broker.Consumer { return brokertest.Consume(b, br, spec) }
+	}
 	msg := &broker.Message{Topic: topic, Body: make([]byte, 1024)}
 	ctx := context.Background()
 	// Fill the topic with parallel publishes; only consumption is
@@ -74,7 +94,7 @@ func BenchmarkConsume1KiB(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < b.N; i += workers {
-				if _, err := ev.b.Publish(ctx, msg); err != nil {
+				if _, err := br.Publish(ctx, msg); err != nil {
 					errs <- err
 					return
 				}
@@ -86,6 +106,6 @@ func BenchmarkConsume1KiB(b *testing.B) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	c := ev.consume(b, broker.ConsumerSpec{Topic: topic, Group: "bench"})
+	c := consume(broker.ConsumerSpec{Topic: topic, Group: "bench"})
 	brokertest.BenchNextAck(b, c, len(msg.Body))
 }
