@@ -147,12 +147,18 @@ func (m *Message) UnmarshalProperties(data []byte) {
 	if m.properties == nil {
 		m.properties = make(map[string]string)
 	}
-	items := bytes.Split(data, []byte{propertySeparator})
-	for _, item := range items {
-		kv := bytes.Split(item, []byte{nameValueSeparator})
-		if len(kv) == 2 {
-			m.properties[string(kv[0])] = string(kv[1])
+	// msgmesh patch 12: the pairs found with IndexByte, not bytes.Split
+	// (a slice per pair and one for the pairs); as there, an item is a
+	// pair only with exactly one name-value separator.
+	for {
+		item, rest, more := bytes.Cut(data, []byte{propertySeparator})
+		if k, v, ok := bytes.Cut(item, []byte{nameValueSeparator}); ok && bytes.IndexByte(v, nameValueSeparator) < 0 {
+			m.properties[string(k)] = string(v)
 		}
+		if !more {
+			return
+		}
+		data = rest
 	}
 }
 
@@ -283,50 +289,64 @@ func (msgExt *MessageExt) String() string {
 		msgExt.PreparedTransactionOffset)
 }
 
+// DecodeMessage decodes the messages of a pull response's body.
+//
+// msgmesh patch 12 (PATCHES.md): it reads the fixed-size fields straight
+// from data and formats the hosts and the offset message id into stack
+// buffers, where upstream read each field with binary.Read from a
+// bytes.Buffer (an allocation per field) and used fmt.Sprintf,
+// binary.Write, hex.EncodeToString and strings.ToUpper; a message and its
+// queue are one allocation. What it returns, and how it treats a body cut
+// short (a field that is not all there reads as upstream's binary.Read
+// left it, and consumes what is left), are upstream's.
 func DecodeMessage(data []byte) []*MessageExt {
 	msgs := make([]*MessageExt, 0)
-	buf := bytes.NewBuffer(data)
+	buf := msgReader{b: data}
 	count := 0
 	for count < len(data) {
-		msg := &MessageExt{}
-		msg.Queue = &MessageQueue{}
+		mq := &struct {
+			ext MessageExt
+			q   MessageQueue
+		}{}
+		msg := &mq.ext
+		msg.Queue = &mq.q
 
 		// 1. total size
-		binary.Read(buf, binary.BigEndian, &msg.StoreSize)
+		buf.int32(&msg.StoreSize)
 		count += 4
 
 		// 2. magic code
-		buf.Next(4)
+		buf.next(4)
 		count += 4
 
 		// 3. body CRC32
-		binary.Read(buf, binary.BigEndian, &msg.BodyCRC)
+		buf.int32(&msg.BodyCRC)
 		count += 4
 
 		// 4. queueID
 		var qId int32
-		binary.Read(buf, binary.BigEndian, &qId)
+		buf.int32(&qId)
 		msg.Queue.QueueId = int(qId)
 		count += 4
 
 		// 5. Flag
-		binary.Read(buf, binary.BigEndian, &msg.Flag)
+		buf.int32(&msg.Flag)
 		count += 4
 
 		// 6. QueueOffset
-		binary.Read(buf, binary.BigEndian, &msg.QueueOffset)
+		buf.int64(&msg.QueueOffset)
 		count += 8
 
 		// 7. physical offset
-		binary.Read(buf, binary.BigEndian, &msg.CommitLogOffset)
+		buf.int64(&msg.CommitLogOffset)
 		count += 8
 
 		// 8. SysFlag
-		binary.Read(buf, binary.BigEndian, &msg.SysFlag)
+		buf.int32(&msg.SysFlag)
 		count += 4
 
 		// 9. BornTimestamp
-		binary.Read(buf, binary.BigEndian, &msg.BornTimestamp)
+		buf.int64(&msg.BornTimestamp)
 		count += 8
 
 		var (
@@ -335,61 +355,61 @@ func DecodeMessage(data []byte) []*MessageExt {
 		)
 		// 10. born host
 		if msg.SysFlag&FlagBornHostV6 == FlagBornHostV6 {
-			hostBytes = buf.Next(16)
-			binary.Read(buf, binary.BigEndian, &port)
-			msg.BornHost = fmt.Sprintf("%s:%d", utils.GetAddressByBytes(hostBytes), port)
+			hostBytes = buf.next(16)
+			buf.int32(&port)
+			msg.BornHost = formatHost(hostBytes, port)
 			count += 20
 		} else {
-			hostBytes = buf.Next(4)
-			binary.Read(buf, binary.BigEndian, &port)
-			msg.BornHost = fmt.Sprintf("%s:%d", utils.GetAddressByBytes(hostBytes), port)
+			hostBytes = buf.next(4)
+			buf.int32(&port)
+			msg.BornHost = formatHost(hostBytes, port)
 			count += 8
 		}
 
 		// 11. store timestamp
-		binary.Read(buf, binary.BigEndian, &msg.StoreTimestamp)
+		buf.int64(&msg.StoreTimestamp)
 		count += 8
 
 		// 12. store host
 		if msg.SysFlag&FlagStoreHostV6 == FlagStoreHostV6 {
-			hostBytes = buf.Next(16)
-			binary.Read(buf, binary.BigEndian, &port)
-			msg.StoreHost = fmt.Sprintf("%s:%d", utils.GetAddressByBytes(hostBytes), port)
+			hostBytes = buf.next(16)
+			buf.int32(&port)
+			msg.StoreHost = formatHost(hostBytes, port)
 			count += 20
 		} else {
-			hostBytes = buf.Next(4)
-			binary.Read(buf, binary.BigEndian, &port)
-			msg.StoreHost = fmt.Sprintf("%s:%d", utils.GetAddressByBytes(hostBytes), port)
+			hostBytes = buf.next(4)
+			buf.int32(&port)
+			msg.StoreHost = formatHost(hostBytes, port)
 			count += 8
 		}
 
 		// 13. reconsume times
-		binary.Read(buf, binary.BigEndian, &msg.ReconsumeTimes)
+		buf.int32(&msg.ReconsumeTimes)
 		count += 4
 
 		// 14. prepared transaction offset
-		binary.Read(buf, binary.BigEndian, &msg.PreparedTransactionOffset)
+		buf.int64(&msg.PreparedTransactionOffset)
 		count += 8
 
 		// 15. body
 		var length int32
-		binary.Read(buf, binary.BigEndian, &length)
-		msg.Body = buf.Next(int(length))
+		buf.int32(&length)
+		msg.Body = buf.next(int(length))
 		if (msg.SysFlag & FlagCompressed) == FlagCompressed {
 			msg.Body = utils.UnCompress(msg.Body)
 		}
 		count += 4 + int(length)
 
 		// 16. topic
-		_byte, _ := buf.ReadByte()
-		msg.Topic = string(buf.Next(int(_byte)))
+		_byte := buf.readByte()
+		msg.Topic = string(buf.next(int(_byte)))
 		count += 1 + int(_byte)
 
 		// 17. properties
 		var propertiesLength int16
-		binary.Read(buf, binary.BigEndian, &propertiesLength)
+		buf.int16(&propertiesLength)
 		if propertiesLength > 0 {
-			msg.UnmarshalProperties(buf.Next(int(propertiesLength)))
+			msg.UnmarshalProperties(buf.next(int(propertiesLength)))
 		}
 		count += 2 + int(propertiesLength)
 
@@ -408,6 +428,79 @@ func DecodeMessage(data []byte) []*MessageExt {
 	}
 
 	return msgs
+}
+
+// msgReader reads DecodeMessage's data as upstream's bytes.Buffer did:
+// next is bytes.Buffer.Next (at most what is left; a negative n panics),
+// and a number not all there is consumed and leaves its destination as
+// it was, as binary.Read's io.ReadFull did.
+type msgReader struct{ b []byte }
+
+func (r *msgReader) next(n int) []byte {
+	if n > len(r.b) {
+		n = len(r.b)
+	}
+	p := r.b[:n]
+	r.b = r.b[n:]
+	return p
+}
+
+// field returns the next n bytes, or nil (having consumed the rest) if
+// fewer are left.
+func (r *msgReader) field(n int) []byte {
+	if len(r.b) < n {
+		r.b = r.b[len(r.b):]
+		return nil
+	}
+	return r.next(n)
+}
+
+func (r *msgReader) int16(v *int16) {
+	if p := r.field(2); p != nil {
+		*v = int16(binary.BigEndian.Uint16(p))
+	}
+}
+
+func (r *msgReader) int32(v *int32) {
+	if p := r.field(4); p != nil {
+		*v = int32(binary.BigEndian.Uint32(p))
+	}
+}
+
+func (r *msgReader) int64(v *int64) {
+	if p := r.field(8); p != nil {
+		*v = int64(binary.BigEndian.Uint64(p))
+	}
+}
+
+// readByte is bytes.Buffer.ReadByte without its error: 0 when nothing is
+// left.
+func (r *msgReader) readByte() byte {
+	if len(r.b) == 0 {
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// formatHost is upstream's fmt.Sprintf("%s:%d",
+// utils.GetAddressByBytes(host), port): the dotted IPv4 address of the
+// first four bytes (an IPv6 host too, as upstream) and the port, in one
+// allocation. Fewer than four bytes panic, as there.
+func formatHost(host []byte, port int32) string {
+	a, b, c, d := host[0], host[1], host[2], host[3]
+	var s [32]byte
+	p := strconv.AppendUint(s[:0], uint64(a), 10)
+	p = append(p, '.')
+	p = strconv.AppendUint(p, uint64(b), 10)
+	p = append(p, '.')
+	p = strconv.AppendUint(p, uint64(c), 10)
+	p = append(p, '.')
+	p = strconv.AppendUint(p, uint64(d), 10)
+	p = append(p, ':')
+	p = strconv.AppendInt(p, int64(port), 10)
+	return string(p)
 }
 
 // MessageQueue message queue
@@ -471,14 +564,24 @@ type MessageID struct {
 	Offset int64
 }
 
+// CreateMessageId is addr, port and offset (big-endian) in upper-case
+// hex. msgmesh patch 12: encoded in stack buffers, one allocation (upstream
+// wrote them into a pooled buffer with binary.Write, then hex.EncodeToString
+// and strings.ToUpper: four).
 func CreateMessageId(addr []byte, port int32, offset int64) string {
-	buffer := GetBuffer()
-	defer BackBuffer(buffer)
-	buffer.Write(addr)
-	_ = binary.Write(buffer, binary.BigEndian, port)
-	_ = binary.Write(buffer, binary.BigEndian, offset)
-	return strings.ToUpper(hex.EncodeToString(buffer.Bytes()))
+	var raw [32]byte
+	b := append(raw[:0], addr...)
+	b = binary.BigEndian.AppendUint32(b, uint32(port))
+	b = binary.BigEndian.AppendUint64(b, uint64(offset))
+	var hexBuf [64]byte
+	h := hexBuf[:0]
+	for _, c := range b {
+		h = append(h, upperHex[c>>4], upperHex[c&0x0f])
+	}
+	return string(h)
 }
+
+const upperHex = "0123456789ABCDEF"
 
 func UnmarshalMsgID(id []byte) (*MessageID, error) {
 	if len(id) < 32 {
