@@ -61,6 +61,9 @@ type batch struct {
 	nacked    bool
 	delay     time.Duration
 	ds        []*delivery
+	// one backs ds for the batch of one message Next makes, so that a
+	// message costs no slice allocation of its own.
+	one [1]*delivery
 }
 
 // consumer is one group on one topic: a RocketMQ pull consumer of its own
@@ -182,7 +185,8 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 			for _, part := range cr.Split() {
 				b := &batch{cr: part, remaining: 1}
 				d := c.newDelivery(b, part.GetMsgList()[0])
-				b.ds = append(b.ds, d)
+				b.one[0] = d
+				b.ds = b.one[:]
 				deliver, f := c.inheritLocked(d)
 				if deliver {
 					c.pending = append(c.pending, d)

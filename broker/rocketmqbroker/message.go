@@ -96,7 +96,9 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 func fromRocket(m *primitive.MessageExt, topic string) broker.Message {
 	props := m.GetProperties()
 	out := broker.Message{Topic: topic, Key: props[primitive.PropertyKeys], Body: m.Body}
-	keys := make([]string, 0, len(props))
+	// Up to 8 user keys (most messages) sorted on the stack.
+	var keyArr [8]string
+	keys := keyArr[:0]
 	for k := range props {
 		if !broker.RocketMQReserved(k) {
 			keys = append(keys, k)
