@@ -923,15 +923,20 @@ func (dc *defaultConsumer) processPullResult(mq *primitive.MessageQueue, result 
 		}
 
 		// TODO: add filter message hook
+		// msgmesh patch 13: the offsets formatted once per pull, not per
+		// message, and no ParseBool of an absent TRAN_MSG (it made a
+		// *NumError for "" on every message; ParseBool("") is false).
+		minOffset, maxOffset := strconv.FormatInt(result.MinOffset, 10), strconv.FormatInt(result.MaxOffset, 10)
 		for _, msg := range msgListFilterAgain {
 			msg.Queue = mq
-			traFlag, _ := strconv.ParseBool(msg.GetProperty(primitive.PropertyTransactionPrepared))
-			if traFlag {
-				msg.TransactionId = msg.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+			if prepared := msg.GetProperty(primitive.PropertyTransactionPrepared); prepared != "" {
+				if traFlag, _ := strconv.ParseBool(prepared); traFlag {
+					msg.TransactionId = msg.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
+				}
 			}
 
-			msg.WithProperty(primitive.PropertyMinOffset, strconv.FormatInt(result.MinOffset, 10))
-			msg.WithProperty(primitive.PropertyMaxOffset, strconv.FormatInt(result.MaxOffset, 10))
+			msg.WithProperty(primitive.PropertyMinOffset, minOffset)
+			msg.WithProperty(primitive.PropertyMaxOffset, maxOffset)
 		}
 
 		result.SetMessageExts(msgListFilterAgain)
