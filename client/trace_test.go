@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/msgmesh/msgmesh/client"
 	"github.com/msgmesh/msgmesh/codecs/mesh"
+	"github.com/msgmesh/msgmesh/internal/allocs"
 	"github.com/msgmesh/msgmesh/observe/msgtrace"
 )
 
@@ -360,11 +360,12 @@ func TestTracingOffCostsNothing(t *testing.T) {
 		c := dial(t, p, opts...)
 		m := &client.Message{Topic: "t", Body: make([]byte, 64)}
 		ctx := context.Background()
-		return mallocsPerRun(1000, func() {
+		n, _ := allocs.PerRun(1000, func() {
 			if _, err := c.Publish(ctx, m); err != nil {
 				t.Fatal(err)
 			}
 		})
+		return n
 	}
 	base := measure()
 	off := measure(client.WithTracerProvider(noop.NewTracerProvider()))
@@ -377,18 +378,4 @@ func TestTracingOffCostsNothing(t *testing.T) {
 	if on <= base+0.5 {
 		t.Errorf("tracing on allocates %.2f, no more than off (%.2f): is it on?", on, base)
 	}
-}
-
-// mallocsPerRun is testing.AllocsPerRun without its rounding down: the
-// mallocs of runs calls of f (after one to warm up), divided by runs.
-func mallocsPerRun(runs int, f func()) float64 {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	f()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range runs {
-		f()
-	}
-	runtime.ReadMemStats(&after)
-	return float64(after.Mallocs-before.Mallocs) / float64(runs)
 }

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/msgmesh/msgmesh/core"
+	"github.com/msgmesh/msgmesh/internal/allocs"
 	"github.com/msgmesh/msgmesh/rpcproxy/stream"
 )
 
@@ -143,7 +143,7 @@ func TestLimitsRefuseBeforeAllocating(t *testing.T) {
 	longHead := "GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("v", 10<<20)
 	for name, raw := range map[string]string{"content-length": huge, "chunk": chunk, "head": longHead} {
 		var err error
-		n := bytesPerRun(5, func() {
+		n := allocs.BytesPerRun(5, func() {
 			p := parser{br: bufio.NewReaderSize(strings.NewReader(raw), 4096), lim: lim}
 			m := &stream.Message{}
 			err = p.readRequest(m, map[string]string{}, nil)
@@ -156,18 +156,6 @@ func TestLimitsRefuseBeforeAllocating(t *testing.T) {
 			t.Errorf("%s: refusing it allocated %d bytes per run", name, n)
 		}
 	}
-}
-
-func bytesPerRun(runs int, f func()) uint64 {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	f()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for i := 0; i < runs; i++ {
-		f()
-	}
-	runtime.ReadMemStats(&after)
-	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
 }
 
 func TestAppendRequest(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/msgmesh/msgmesh/internal/allocs"
 )
 
 func unhex(tb testing.TB, s string) []byte {
@@ -209,7 +211,7 @@ func TestReadFrameHugeLengthDoesNotAllocate(t *testing.T) {
 	if allocs := testing.AllocsPerRun(100, read); allocs > 2 {
 		t.Errorf("ReadFrame of a 2 GiB claim made %v allocations, want at most 2 (the Reader and the error)", allocs)
 	}
-	if n := bytesPerRun(100, read); n > 1024 {
+	if n := allocs.BytesPerRun(100, read); n > 1024 {
 		t.Errorf("ReadFrame of a 2 GiB claim allocated %d bytes per call", n)
 	}
 	if !errors.Is(err, ErrFrameTooLarge) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -232,19 +231,4 @@ func assertMalformed(tb testing.TB, err error, kind Kind, field, reason string) 
 	if !strings.Contains(err.Error(), reason) {
 		tb.Errorf("error %q does not contain %q", err, reason)
 	}
-}
-
-// bytesPerRun reports how many bytes of heap f allocates per call, averaged
-// over runs calls. Unlike testing.AllocsPerRun it tells a 40-byte error
-// value from a 2 GiB buffer.
-func bytesPerRun(runs int, f func()) uint64 {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	f() // warm up
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for i := 0; i < runs; i++ {
-		f()
-	}
-	runtime.ReadMemStats(&after)
-	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
 }

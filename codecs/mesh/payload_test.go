@@ -8,6 +8,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/msgmesh/msgmesh/internal/allocs"
 )
 
 func manyHeaders(n int) []HeaderField {
@@ -394,7 +396,7 @@ func TestListCountBoundsAllocation(t *testing.T) {
 
 			// The refusal allocates the error, not a list of n elements
 			// (n*40 bytes for Declare, n*136 for PullResult).
-			got := bytesPerRun(20, func() { _ = p.Decode(tc.payload) })
+			got := allocs.BytesPerRun(20, func() { _ = p.Decode(tc.payload) })
 			if got > 1024 {
 				t.Fatalf("refusing a %d-element claim in %d bytes allocated %d bytes per call, want <= 1024", n, len(tc.payload), got)
 			}

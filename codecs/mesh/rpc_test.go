@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"testing"
+
+	"github.com/msgmesh/msgmesh/internal/allocs"
 )
 
 // TestWireFormatGoldenRPC pins the layout of the RPC kinds (docs/protocol.md
@@ -117,7 +119,7 @@ func TestReadFrameInto(t *testing.T) {
 func TestReadFrameIntoRefusesBeforeGrowing(t *testing.T) {
 	h := header(math.MaxUint32, Version, KindRequest, 0, 0, 5)
 	r := NewReader(bufio.NewReader(bytes.NewReader(h)), 1<<20)
-	if n := bytesPerRun(1, func() {
+	if n := allocs.BytesPerRun(1, func() {
 		f, b, err := r.ReadFrameInto(nil)
 		if !errors.Is(err, ErrFrameTooLarge) || f.ID != 5 || len(b) != 0 {
 			t.Fatalf("ReadFrameInto = %+v, %d bytes, %v", f, len(b), err)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"github.com/msgmesh/msgmesh/internal/allocs"
 )
 
 // oversized returns a PUBLISH frame of size bytes, over any limit below it.
@@ -82,7 +84,7 @@ func TestSkipDoesNotAllocate(t *testing.T) {
 	stream := cat(big, next)
 	src := bytes.NewReader(stream)
 	r := NewReader(src, DefaultMaxFrameSize)
-	if n := bytesPerRun(3, func() {
+	if n := allocs.BytesPerRun(3, func() {
 		src.Reset(stream)
 		r = NewReader(src, DefaultMaxFrameSize)
 		if _, err := r.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
