@@ -99,44 +99,41 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
-func TestDialerUnixSocket(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mesh.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Skip("no unix sockets:", err)
+// A sidecar on a unix socket is reached through a dialer of the app's,
+// or by its plain unix:/path address with the default dialer.
+func TestDialUnixSocket(t *testing.T) {
+	tests := []struct {
+		name string
+		addr func(path string) string
+		opts func(path string) []client.Option
+	}{
+		{"WithDialer", func(string) string { return "ignored" }, func(path string) []client.Option {
+			return []client.Option{client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			})}
+		}},
+		{"unix: address", func(path string) string { return "unix:" + path }, func(string) []client.Option { return nil }},
 	}
-	p := startPeer(t, ln)
-	p.autoPublish = true
-	c, err := client.Dial(testCtx(t), "ignored", client.WithApp("a"), client.WithLogger(quiet),
-		client.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Publish(testCtx(t), &client.Message{Topic: "t"}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A plain unix:/path address dials the unix socket, no WithDialer needed.
-func TestDialUnixAddr(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mesh.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Skip("no unix sockets:", err)
-	}
-	p := startPeer(t, ln)
-	p.autoPublish = true
-	c, err := client.Dial(testCtx(t), "unix:"+path, client.WithApp("a"), client.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Publish(testCtx(t), &client.Message{Topic: "t"}); err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mesh.sock")
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				t.Skip("no unix sockets:", err)
+			}
+			p := startPeer(t, ln)
+			p.autoPublish = true
+			opts := append([]client.Option{client.WithApp("a"), client.WithLogger(quiet)}, tt.opts(path)...)
+			c, err := client.Dial(testCtx(t), tt.addr(path), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Publish(testCtx(t), &client.Message{Topic: "t"}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
