@@ -30,6 +30,30 @@ func replyEnv(t *testing.T) (pub, svc *nats.Conn) {
 	return pub, svc
 }
 
+// serve answers requests to subject on svc with h, from when it returns.
+func serve(t *testing.T, svc *nats.Conn, subject string, h nats.MsgHandler) {
+	t.Helper()
+	if _, err := svc.Subscribe(subject, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newInbox is a reply inbox of a pool of its own on pub; the pool is
+// closed when the test ends.
+func newInbox(t *testing.T, pub *nats.Conn) (*replyPool, *replyInbox) {
+	t.Helper()
+	p := new(replyPool)
+	t.Cleanup(p.close)
+	r, err := p.get(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, r
+}
+
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -40,21 +64,11 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 // extra answer of an earlier one as its own.
 func TestReplyInboxSkipsAnswersToOtherRequests(t *testing.T) {
 	pub, svc := replyEnv(t)
-	if _, err := svc.Subscribe("svc.twice", func(m *nats.Msg) {
+	serve(t, svc, "svc.twice", func(m *nats.Msg) {
 		_ = m.Respond(m.Data)
 		_ = m.Respond(m.Data)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var p replyPool
-	defer p.close()
-	r, err := p.get(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
+	_, r := newInbox(t, pub)
 	for i := range 50 {
 		want := strconv.Itoa(i)
 		m, err := r.request(testCtx(t, 10*time.Second), "svc.twice", []byte(want), nil)
@@ -76,25 +90,13 @@ func TestReplyInboxGivenUpIsNotReused(t *testing.T) {
 	pub, svc := replyEnv(t)
 	release := make(chan struct{})
 	answered := make(chan struct{})
-	if _, err := svc.Subscribe("svc.slow", func(m *nats.Msg) {
+	serve(t, svc, "svc.slow", func(m *nats.Msg) {
 		<-release
 		_ = m.Respond([]byte("late"))
 		close(answered)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Subscribe("svc.fast", func(m *nats.Msg) { _ = m.Respond([]byte("fast")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var p replyPool
-	defer p.close()
-	r, err := p.get(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
+	serve(t, svc, "svc.fast", func(m *nats.Msg) { _ = m.Respond([]byte("fast")) })
+	_, r := newInbox(t, pub)
 	if _, err := r.request(testCtx(t, 50*time.Millisecond), "svc.slow", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the deadline", err)
 	}
@@ -112,12 +114,7 @@ func TestReplyInboxGivenUpIsNotReused(t *testing.T) {
 
 func TestReplyInboxNoResponders(t *testing.T) {
 	pub, _ := replyEnv(t)
-	var p replyPool
-	defer p.close()
-	r, err := p.get(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r := newInbox(t, pub)
 	if _, err := r.request(testCtx(t, 10*time.Second), "nobody.here", nil, nil); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("err = %v, want nats.ErrNoResponders", err)
 	}
@@ -131,17 +128,8 @@ func TestReplyInboxNoResponders(t *testing.T) {
 func TestReplyInboxConnectionClosed(t *testing.T) {
 	pub, svc := replyEnv(t)
 	got := make(chan struct{})
-	if _, err := svc.Subscribe("svc.never", func(*nats.Msg) { close(got) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var p replyPool
-	r, err := p.get(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serve(t, svc, "svc.never", func(*nats.Msg) { close(got) })
+	p, r := newInbox(t, pub)
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.request(testCtx(t, time.Minute), "svc.never", nil, nil)
