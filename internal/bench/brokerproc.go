@@ -39,6 +39,11 @@ var brokerCommands = map[string]string{
 // data in dir, with bin built by buildCommand; sync is the NATS server's
 // sync setting as in startNATS.
 func startBrokerProcess(ctx context.Context, name, bin, dir string, sync time.Duration) (*setup, error) {
+	return withFreshPorts(func() (*setup, error) { return startBrokerProcessOnce(ctx, name, bin, dir, sync) })
+}
+
+// startBrokerProcessOnce is one try of startBrokerProcess.
+func startBrokerProcessOnce(ctx context.Context, name, bin, dir string, sync time.Duration) (*setup, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}

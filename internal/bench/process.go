@@ -59,6 +59,22 @@ func buildCommand(ctx context.Context, dir, name string) (string, error) {
 	return bin, nil
 }
 
+// errAddrInUse: a child could not bind an address freeport.Addr gave,
+// since between the pick and the bind another socket took the port.
+// The starters pick new ports and try again (withFreshPorts).
+var errAddrInUse = errors.New("address taken before the child bound it")
+
+// withFreshPorts runs start, which picks its ports with freeport.Addr,
+// again while it fails with errAddrInUse, at most four times in all.
+func withFreshPorts[T any](start func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil || !errors.Is(err, errAddrInUse) || attempt == 4 {
+			return v, err
+		}
+	}
+}
+
 // child is a process the bench started: a broker or the sidecar.
 type child struct {
 	cmd    *exec.Cmd
@@ -83,7 +99,11 @@ func startChild(ctx context.Context, bin string, args []string, ready func(conte
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("%s exited: %s", filepath.Base(bin), strings.TrimSpace(c.stderr.String()))
+			out := strings.TrimSpace(c.stderr.String())
+			if strings.Contains(out, "address already in use") {
+				return nil, fmt.Errorf("%s exited: %w: %s", filepath.Base(bin), errAddrInUse, out)
+			}
+			return nil, fmt.Errorf("%s exited: %s", filepath.Base(bin), out)
 		case <-ctx.Done():
 			c.close()
 			return nil, ctx.Err()
@@ -137,6 +157,11 @@ type procSidecar struct {
 // until its HTTP API answers /healthz. With pprof it serves
 // /debug/pprof/ (the binary's --pprof).
 func startProcSidecar(ctx context.Context, bin string, cluster topology.Cluster, dir string, pprof, unix bool) (*procSidecar, error) {
+	return withFreshPorts(func() (*procSidecar, error) { return startProcSidecarOnce(ctx, bin, cluster, dir, pprof, unix) })
+}
+
+// startProcSidecarOnce is one try of startProcSidecar.
+func startProcSidecarOnce(ctx context.Context, bin string, cluster topology.Cluster, dir string, pprof, unix bool) (*procSidecar, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
