@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/msgmesh/msgmesh/broker"
 	"github.com/msgmesh/msgmesh/topology"
@@ -146,6 +147,7 @@ type Broker struct {
 	// leaf lock: nothing else is locked while it is held.
 	smu     sync.RWMutex
 	streams map[string]*streamRef
+	lookups singleflight.Group // ensureStream's lookups, by topic
 
 	// open: closed or not, and the consumers Close closes.
 	open broker.Open[*consumer]
@@ -350,14 +352,32 @@ func (b *Broker) ensureStream(ctx context.Context, topic string) (*streamRef, er
 	if ok {
 		return ref, nil
 	}
-	ref, err := b.lookupOrCreateStream(ctx, topic)
-	if err != nil {
-		return nil, err
+	// One lookup per topic at a time: the first publishes of a topic
+	// often come together (every app at start, a CloudEvents batch), and
+	// each lookup is two or three JetStream API requests. The shared one
+	// runs under a deadline of its own, not its first caller's context,
+	// whose end must not fail the others.
+	ch := b.lookups.DoChan(topic, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.pubTimeout)
+		defer cancel()
+		ref, err := b.lookupOrCreateStream(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		b.smu.Lock()
+		b.streams[topic] = ref
+		b.smu.Unlock()
+		return ref, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*streamRef), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	b.smu.Lock()
-	b.streams[topic] = ref
-	b.smu.Unlock()
-	return ref, nil
 }
 
 // forgetStream drops the cache entry for topic if it still names stream.

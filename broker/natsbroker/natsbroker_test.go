@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,8 +347,23 @@ func TestUnavailable(t *testing.T) {
 	})
 }
 
+// Concurrent first publishes of a topic create one stream, after one
+// lookup: the JetStream API requests the adapter sends (seen by a
+// subscriber of $JS.API.>) do not grow with the publishers.
 func TestConcurrentPublishersCreateOneStream(t *testing.T) {
 	ev := newEnv(t, natsbroker.Config{})
+	obs, err := ev.e.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(obs.Close)
+	var lookups atomic.Int32
+	if _, err := obs.Subscribe("$JS.API.STREAM.NAMES", func(*nats.Msg) { lookups.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := obs.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	const workers, each = 8, 250
 	var (
 		mu   sync.Mutex
@@ -376,6 +392,14 @@ func TestConcurrentPublishersCreateOneStream(t *testing.T) {
 	}
 	if names := streamNames(t, ev.js); !slices.Equal(names, []string{"MESH_fresh_topic"}) {
 		t.Fatalf("streams %v", names)
+	}
+	// One lookup finds nothing and creates the stream; a lost creation
+	// race would add one more.
+	if err := obs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := lookups.Load(); n == 0 || n > 2 {
+		t.Errorf("%d stream lookups for %d concurrent first publishes, want 1 or 2", n, workers)
 	}
 }
 
