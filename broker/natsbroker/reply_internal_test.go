@@ -3,11 +3,13 @@ package natsbroker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // replyEnv is an embedded server and two in-process connections: one a
@@ -147,5 +149,49 @@ func TestReplyInboxConnectionClosed(t *testing.T) {
 	}
 	if _, err := p.get(pub); !errors.Is(err, nats.ErrConnectionClosed) {
 		t.Fatalf("get on a closed connection: %v", err)
+	}
+}
+
+// With every reply inbox in use, a publish waits through nats.go's shared
+// response subscription and is acked as any; no inbox beyond maxReplies
+// is subscribed, and one put back is the next publish's.
+func TestPublishBeyondMaxRepliesFallsBack(t *testing.T) {
+	pub, svc := replyEnv(t)
+	js, err := jetstream.New(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(testCtx(t, 10*time.Second), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(testCtx(t, 10*time.Second), Config{Conn: pub, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+
+	var held []*replyInbox
+	for range maxReplies {
+		r, err := b.replies.get(pub)
+		if err != nil || r == nil {
+			t.Fatalf("inbox %d: %v, %v", len(held), r, err)
+		}
+		held = append(held, r)
+	}
+	if r, err := b.replies.get(pub); r != nil || err != nil {
+		t.Fatalf("get beyond maxReplies: %v, %v; want nil, nil", r, err)
+	}
+	for i := range 3 {
+		a, err := b.publishAck(testCtx(t, 10*time.Second), "s.x", []byte("m"), nil, "S")
+		if err != nil || a.Stream != "S" || a.Sequence != uint64(i+1) {
+			t.Fatalf("publish %d with every inbox in use: %+v, %v", i, a, err)
+		}
+	}
+	if b.replies.live != maxReplies {
+		t.Fatalf("%d inboxes subscribed, want %d", b.replies.live, maxReplies)
+	}
+	b.replies.put(held[0])
+	if r, _ := b.replies.get(pub); r != held[0] {
+		t.Fatal("the inbox put back is not the next one handed out")
 	}
 }
