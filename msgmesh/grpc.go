@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"net"
 	"strconv"
@@ -517,8 +516,8 @@ func (g *grpcServer) PublishStream(st pb.Mesh_PublishStreamServer) error {
 			}
 		}
 	}()
-	seed := maphash.MakeSeed()
-	var seq, rr uint64
+	lanePick := newLanePicker()
+	var seq uint64
 	var end error
 loop:
 	for {
@@ -545,14 +544,7 @@ loop:
 			fail(n, err)
 			continue
 		}
-		var lane uint64
-		if m.Key != "" {
-			lane = maphash.String(seed, m.Key)
-		} else {
-			rr++
-			lane = rr
-		}
-		lanes[lane%uint64(len(lanes))] <- job{n: n, msg: m, b: b, ct: r.req.GetMessage().GetContentType()}
+		lanes[lanePick.pick(m.Key, len(lanes))] <- job{n: n, msg: m, b: b, ct: r.req.GetMessage().GetContentType()}
 	}
 	close(quit)
 	for _, l := range lanes {

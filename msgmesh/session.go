@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
@@ -25,14 +24,13 @@ import (
 // upstream consumers, publish lanes, the timeout sweeper) only add and
 // settle deliveries and write frames.
 type session struct {
-	sc     *Sidecar
-	mc     *meshconn.Conn // the connection's engine; nil for a detached session
-	log    *slog.Logger
-	ids    core.IDs          // delivery ids (a detached session's too)
-	lanes  []chan publishJob // started on the first publish
-	owned  core.Routines     // lanes and the sweeper
-	seed   maphash.Seed
-	rrLane atomic.Uint32
+	sc       *Sidecar
+	mc       *meshconn.Conn // the connection's engine; nil for a detached session
+	log      *slog.Logger
+	ids      core.IDs          // delivery ids (a detached session's too)
+	lanes    []chan publishJob // started on the first publish
+	owned    core.Routines     // lanes and the sweeper
+	lanePick *lanePicker
 
 	maxInflight atomic.Int32
 	slots       atomic.Int32  // reserved or in-flight deliveries
@@ -86,7 +84,7 @@ func (sc *Sidecar) newSession(conn net.Conn) *session {
 	s := &session{
 		sc:       sc,
 		log:      sc.log.With("remote", conn.RemoteAddr().String()),
-		seed:     maphash.MakeSeed(),
+		lanePick: newLanePicker(),
 		subs:     make(map[routeKey]mesh.Mode),
 		routes:   make(map[routeKey]*route),
 		inflight: make(map[uint64]inflight),
@@ -663,12 +661,7 @@ func (s *session) onPublish(f mesh.Frame) error {
 	if s.lanes == nil {
 		s.startLanes()
 	}
-	var lane int
-	if msg.Key != "" {
-		lane = int(maphash.String(s.seed, msg.Key) % uint64(len(s.lanes)))
-	} else {
-		lane = int(s.rrLane.Add(1) % uint32(len(s.lanes)))
-	}
+	lane := s.lanePick.pick(msg.Key, len(s.lanes))
 	s.publishing.Add(1)
 	// Blocks when the lane is full: the app's publishes then wait in its
 	// socket buffer, which is the backpressure it sees.
