@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"mime"
@@ -273,9 +272,6 @@ func isJSONType(ct string) bool {
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
 
-// errCloudEventsBatch refuses a batch of events (415).
-var errCloudEventsBatch = errors.New("msgmesh: POST /v1/publish takes one CloudEvent, not " + ceBatchType + ": publish a batch's events one at a time")
-
 // publishedEvent is a CloudEvent taken from an HTTP publish.
 type publishedEvent struct {
 	attrs       map[string]string // without datacontenttype
@@ -287,15 +283,12 @@ type publishedEvent struct {
 // cloudEventOf reads a CloudEvent from an HTTP publish: structured mode
 // (Content-Type application/cloudevents+json, body the event), binary mode
 // (a ce-specversion header; attributes in ce- headers, body the data), or
-// nil when the request is not an event. A batch is refused (415), and so
-// is any ce- header without ce-specversion (400): it would be published as
-// a plain message by mistake.
+// nil when the request is not an event. Any ce- header without ce-specversion (400): it would be published as
+// a plain message by mistake. A batch is not an event: its caller
+// (publishBatch) takes it apart first.
 // mt is the request's media type (mediaType).
 func cloudEventOf(r *http.Request, mt string, body []byte) (*publishedEvent, error) {
-	switch mt {
-	case ceBatchType:
-		return nil, errCloudEventsBatch
-	case ceStructuredType:
+	if mt == ceStructuredType {
 		return structuredEvent(body)
 	}
 	var ev *publishedEvent
@@ -331,6 +324,12 @@ func cloudEventOf(r *http.Request, mt string, body []byte) (*publishedEvent, err
 // beyond its base64 data (attributes, JSON punctuation).
 const structuredEnvelopeSlack = 64 << 10
 
+// structuredLimit bounds a structured event's body, given the limit on a
+// message's body: room for its data in base64 and the envelope.
+func structuredLimit(maxMessage int64) int64 {
+	return maxMessage*4/3 + structuredEnvelopeSlack
+}
+
 // mediaType is the media type of the request's Content-Type, lower case
 // and without parameters; "" when there is none or it does not parse.
 // Parsed once per publish: the parse allocates unless the type is bare
@@ -353,7 +352,12 @@ func structuredEvent(body []byte) (*publishedEvent, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("%w: %s body: data after the JSON object", ErrInvalid, ceStructuredType)
 	}
-	ev := &publishedEvent{attrs: map[string]string{}}
+	return eventOfDoc(doc)
+}
+
+// eventOfDoc reads a structured event from its JSON object's members.
+func eventOfDoc(doc map[string]json.RawMessage) (*publishedEvent, error) {
+	ev := &publishedEvent{attrs: make(map[string]string, len(doc))}
 	var data, data64 json.RawMessage
 	for k, raw := range doc {
 		switch {
@@ -382,15 +386,22 @@ func structuredEvent(body []byte) (*publishedEvent, error) {
 	case data != nil && data64 != nil:
 		return nil, fmt.Errorf("%w: %s: both data and data_base64", ErrInvalid, ceStructuredType)
 	case data64 != nil && string(data64) != "null":
-		var s string
-		if err := json.Unmarshal(data64, &s); err != nil {
-			return nil, fmt.Errorf("%w: %s: data_base64 is not a string", ErrInvalid, ceStructuredType)
+		// Base64 needs no JSON escape: the usual value is decoded from
+		// the raw bytes, without a string in between.
+		s, ok := plainJSONString(data64)
+		if !ok {
+			var v string
+			if err := json.Unmarshal(data64, &v); err != nil {
+				return nil, fmt.Errorf("%w: %s: data_base64 is not a string", ErrInvalid, ceStructuredType)
+			}
+			s = []byte(v)
 		}
-		b, err := base64.StdEncoding.DecodeString(s)
+		b := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+		n, err := base64.StdEncoding.Decode(b, s)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: data_base64: %w", ErrInvalid, ceStructuredType, err)
 		}
-		ev.data, ev.hasData = b, true
+		ev.data, ev.hasData = b[:n], true
 	case data != nil && string(data) != "null":
 		ev.hasData = true
 		var s string
@@ -409,6 +420,9 @@ func structuredEvent(body []byte) (*publishedEvent, error) {
 // attrValue is a structured attribute's value as a string: a JSON string,
 // number or boolean; null says the attribute is absent.
 func attrValue(raw json.RawMessage) (string, bool, error) {
+	if s, ok := plainJSONString(raw); ok {
+		return string(s), false, nil
+	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return "", false, err
@@ -424,6 +438,23 @@ func attrValue(raw json.RawMessage) (string, bool, error) {
 		return strings.TrimSpace(string(raw)), false, nil
 	}
 	return "", false, fmt.Errorf("a JSON %T; attributes are strings, numbers or booleans", v)
+}
+
+// plainJSONString is the content of raw, a JSON value, when it is a
+// string whose bytes are its value: printable ASCII without escapes, as
+// encoding/json would decode it. Anything else (escapes, other UTF-8,
+// not a string) is false, for encoding/json to decode.
+func plainJSONString(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return nil, false
+	}
+	s := raw[1 : len(raw)-1]
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return nil, false
+		}
+	}
+	return s, true
 }
 
 // check applies the spec's rules on required and typed attributes.
@@ -445,6 +476,20 @@ func (ev *publishedEvent) check() error {
 		return fmt.Errorf("%w: CloudEvents subject is empty; leave it out instead", ErrInvalid)
 	}
 	return nil
+}
+
+// message makes m, whose request headers (requestHeaders) are set, the
+// event's message: its data the body, its attributes headers before the
+// request's (a Msgmesh-Header- of an attribute's name is a duplicate the
+// header rule refuses), its partitionkey the key unless the request gave
+// one. It returns how the body is encoded (datacontenttype).
+func (ev *publishedEvent) message(m *broker.Message) string {
+	m.Body = ev.data
+	m.Headers = append(ev.headers(), m.Headers...)
+	if pk, ok := ev.attrs["partitionkey"]; ok && m.Key == "" && !m.EmptyKey {
+		m.Key = pk // the partitioning extension, as Kafka's binding maps it
+	}
+	return ev.contentType
 }
 
 // headers are the message headers that carry the event's attributes.

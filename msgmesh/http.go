@@ -287,34 +287,35 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	// A structured CloudEvent carries its data in an envelope, base64 for
 	// bytes: room for that; the data's own size is checked as any body's.
+	// A batch of them has room for several (httpbatch.go).
 	limit := int64(sc.cfg.MaxMessageSize)
 	mt := mediaType(r)
-	structured := mt == ceStructuredType
-	if structured {
-		limit = limit*4/3 + structuredEnvelopeSlack
+	switch mt {
+	case ceStructuredType:
+		limit = structuredLimit(limit)
+	case ceBatchType:
+		limit = batchLimit(limit)
 	}
 	body, err := readBody(r, limit)
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: reading body: %w", ErrInvalid, err))
 		return
 	}
-	if structured && int64(len(body)) > limit {
-		writeError(w, fmt.Errorf("%w: the %s body is over %d bytes", ErrMessageTooBig, ceStructuredType, limit))
+	if (mt == ceStructuredType || mt == ceBatchType) && int64(len(body)) > limit {
+		writeError(w, fmt.Errorf("%w: the %s body is over %d bytes", ErrMessageTooBig, mt, limit))
+		return
+	}
+	if mt == ceBatchType {
+		sc.publishBatch(w, r, id, body)
 		return
 	}
 	msg := broker.Message{Topic: r.PathValue("topic"), Body: body}
 	// A CloudEvent (cloudevents.go): its data is the body, its attributes
 	// message headers.
 	ev, err := cloudEventOf(r, mt, body)
-	switch {
-	case errors.Is(err, errCloudEventsBatch):
-		unsupportedType(w, err.Error())
-		return
-	case err != nil:
+	if err != nil {
 		writeError(w, err)
 		return
-	case ev != nil:
-		msg.Body = ev.data
 	}
 	// A key given empty is an empty key; none given is no key. A request
 	// without a query has no ?key= either: parsing none costs a map.
@@ -342,30 +343,13 @@ func (sc *Sidecar) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		msg.NullBody = null
 	}
-	if msg.Headers, err = httpMessageHeaders(r.Header); err != nil {
+	if msg.Headers, err = requestHeaders(r.Header); err != nil {
 		writeError(w, err)
 		return
 	}
 	contentType := r.Header.Get("Content-Type")
 	if ev != nil {
-		// The event's attributes come first; a Msgmesh-Header- of the same
-		// name is a duplicate the header rule refuses.
-		msg.Headers = append(ev.headers(), msg.Headers...)
-		contentType = ev.contentType
-		if pk, ok := ev.attrs["partitionkey"]; ok && msg.Key == "" && !msg.EmptyKey {
-			msg.Key = pk // the partitioning extension, as Kafka's binding maps it
-		}
-	}
-	if tag, ok := r.Header[httpTagHeader]; ok {
-		// The message's tag; the header rule checks it (and refuses a
-		// second one sent as Msgmesh-Header-Msgmesh-Tag).
-		for _, v := range tag {
-			msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderTag, Value: v})
-		}
-	}
-	for _, v := range r.Header[httpColourHeader] {
-		// The message's colour, checked by the header rule like the tag.
-		msg.Headers = append(msg.Headers, broker.Header{Key: broker.HeaderColour, Value: v})
+		contentType = ev.message(&msg)
 	}
 	b, err := sc.checkPublish(id, &msg)
 	if err != nil {
@@ -442,6 +426,26 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	return body, nil
+}
+
+// requestHeaders are the message headers a publish request gives every
+// message it publishes: its Msgmesh-Header-<name> headers
+// (httpMessageHeaders), then its tag and colour.
+func requestHeaders(h http.Header) ([]broker.Header, error) {
+	hs, err := httpMessageHeaders(h)
+	if err != nil {
+		return nil, err
+	}
+	// The message's tag; the header rule checks it (and refuses a second
+	// one sent as Msgmesh-Header-Msgmesh-Tag).
+	for _, v := range h[httpTagHeader] {
+		hs = append(hs, broker.Header{Key: broker.HeaderTag, Value: v})
+	}
+	// The message's colour, checked by the header rule like the tag.
+	for _, v := range h[httpColourHeader] {
+		hs = append(hs, broker.Header{Key: broker.HeaderColour, Value: v})
+	}
+	return hs, nil
 }
 
 // httpMessageHeaders builds the message headers of an HTTP publish from

@@ -1,6 +1,7 @@
 package msgmesh
 
 import (
+	"encoding/json"
 	"math"
 	"mime"
 	"net/http"
@@ -74,5 +75,42 @@ func checkMediaType(t *testing.T, ct string) {
 func TestParseMediaTypeBareNoAlloc(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = parseMediaType("application/octet-stream") }); n != 0 {
 		t.Errorf("parseMediaType of a bare type: %v allocations, want 0", n)
+	}
+}
+
+// jsonStringSeeds are JSON values plainJSONString must read as
+// encoding/json does, or leave to it.
+var jsonStringSeeds = []string{
+	`""`, `"a"`, `"/orders/service"`, `"aGVsbG8gd29ybGQ="`, `"a\"b"`, `"a\\b"`, `"\u0041"`, `"a\/b"`,
+	`"ünï"`, "\"tab\there\"", "\"del\x7f\"", "\"bad\xff\"", `1`, `true`, `null`, `"`, `"a`, `a"`, `["a"]`,
+}
+
+// TestPlainJSONStringAsEncodingJSON: a string plainJSONString reads is the
+// string encoding/json decodes, for every kind of JSON value.
+func TestPlainJSONStringAsEncodingJSON(t *testing.T) {
+	for _, raw := range jsonStringSeeds {
+		checkPlainJSONString(t, []byte(raw))
+	}
+}
+
+// FuzzPlainJSONString: plainJSONString never reads a value otherwise than
+// encoding/json does.
+//
+//	go test -run '^$' -fuzz FuzzPlainJSONString ./msgmesh/
+func FuzzPlainJSONString(f *testing.F) {
+	for _, raw := range jsonStringSeeds {
+		f.Add([]byte(raw))
+	}
+	f.Fuzz(checkPlainJSONString)
+}
+
+func checkPlainJSONString(t *testing.T, raw []byte) {
+	got, ok := plainJSONString(raw)
+	if !ok {
+		return // left to encoding/json
+	}
+	var want string
+	if err := json.Unmarshal(raw, &want); err != nil || string(got) != want {
+		t.Errorf("plainJSONString(%q) = %q; encoding/json: %q, %v", raw, got, want, err)
 	}
 }

@@ -231,13 +231,18 @@ func sameData(got, sent cloudevents.Event) bool {
 }
 
 // TestCloudEventsPublishRefusals: an event without a required attribute
-// is a typed 400, a batch a 415, a reserved message header is refused as
-// for any publish, and nothing reaches the broker.
+// is a typed 400, a reserved message header is refused as for any
+// publish, a batch with one bad event is refused whole, and nothing
+// reaches the broker.
 func TestCloudEventsPublishRefusals(t *testing.T) {
 	e := newEnv(t)
 	e.register("orders", []string{"p1:" + topic}, []string{"g1:" + topic})
 	a := e.httpApp("orders", "")
 	base := []string{"Ce-Specversion", "1.0", "Ce-Id", "x1", "Ce-Source", "/s", "Ce-Type", "t"}
+	const (
+		batchType = "application/cloudevents-batch+json"
+		okEvent   = `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1}`
+	)
 	without := func(name string) []string {
 		var out []string
 		for i := 0; i < len(base); i += 2 {
@@ -267,7 +272,15 @@ func TestCloudEventsPublishRefusals(t *testing.T) {
 		{"structured, not an object", "application/cloudevents+json", nil, `[1]`, 400, "INVALID"},
 		{"structured, data and data_base64", "application/cloudevents+json", nil, `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"AA=="}`, 400, "INVALID"},
 		{"structured, object attribute", "application/cloudevents+json", nil, `{"specversion":"1.0","id":"1","source":"/s","type":"t","tenant":{"a":1}}`, 400, "INVALID"},
-		{"batch", "application/cloudevents-batch+json", nil, `[]`, 415, "UNSUPPORTED_MEDIA_TYPE"},
+		{"batch, not an array", batchType, nil, `{}`, 400, "INVALID"},
+		{"batch, data after the array", batchType, nil, `[] []`, 400, "INVALID"},
+		{"batch, an invalid event among valid ones", batchType, nil, `[` + okEvent + `,{"specversion":"1.0","id":"2","type":"t"},` + okEvent + `]`, 400, "INVALID"},
+		{"batch, an event that is not an object", batchType, nil, `[` + okEvent + `,1]`, 400, "INVALID"},
+		{"batch, a null event", batchType, nil, `[` + okEvent + `,null]`, 400, "INVALID"},
+		{"batch, too many events", batchType, nil, `[` + strings.Repeat(okEvent+",", 1000) + okEvent + `]`, 400, "INVALID"},
+		{"batch with a key", batchType, []string{"Msgmesh-Key", "k"}, `[` + okEvent + `]`, 400, "INVALID"},
+		{"batch with a null body", batchType, []string{"Msgmesh-Null-Body", "true"}, `[` + okEvent + `]`, 400, "INVALID"},
+		{"batch, reserved message header", batchType, []string{"Msgmesh-Header-Nats-Msg-Id", "1"}, `[` + okEvent + `]`, 400, "INVALID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,8 +298,14 @@ func TestCloudEventsPublishRefusals(t *testing.T) {
 	doc := `{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"` + big + `"}`
 	status, body = sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", "application/cloudevents+json"), []byte(doc))
 	wantHTTPError(t, "structured event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
+	status, body = sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", batchType), []byte("["+okEvent+","+doc+"]"))
+	wantHTTPError(t, "a batch with an event over the limit", status, body, http.StatusRequestEntityTooLarge, "MESSAGE_TOO_BIG")
 	if st := e.sc.Stats(); st.Published != 0 {
 		t.Errorf("%d refused events reached the broker", st.Published)
+	}
+	// An empty batch (the format allows one) publishes nothing.
+	if status, body := sidecartest.HTTPDoHeader(t, http.MethodPost, a.base+"/v1/publish/"+topic, a.headers("Content-Type", batchType), []byte(`[]`)); status != http.StatusOK || string(body) != "{\"results\":[]}\n" {
+		t.Fatalf("an empty batch: %d %s", status, body)
 	}
 	fits := base64.StdEncoding.EncodeToString([]byte(big[:900<<10]))
 	doc = `{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"` + fits + `"}`

@@ -3,6 +3,7 @@ package meshctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -156,5 +157,28 @@ func TestHTTPPullWalkthrough(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the walkthrough's output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestHTTPBatchExample runs docs/http-api.md's batch curl block, as
+// written, against a real sidecar (after registering its app): both events
+// are stored, and the answer has the documented shape.
+func TestHTTPBatchExample(t *testing.T) {
+	_, httpAddr := startSidecar(t)
+	register := []string{`curl -s -X POST localhost:7601/v1/registrations -H 'Content-Type: application/json' ` +
+		`-d '{"app":"orders","produce":[{"group":"p1","topic":"orders.created"}]}' >/dev/null`}
+	out := runCurlBlock(t, append(register, docBlock(t, "docs/http-api.md", "cloudevents-batch+json")...), httpAddr)
+	var ans struct {
+		Results []struct {
+			Stream    string
+			Offset    int64
+			MessageID string `json:"message_id"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &ans); err != nil {
+		t.Fatalf("batch answer: %v: %s", err, out)
+	}
+	if len(ans.Results) != 2 || ans.Results[0].MessageID == "" || ans.Results[0].Offset == ans.Results[1].Offset {
+		t.Fatalf("batch answer: %s", out)
 	}
 }
