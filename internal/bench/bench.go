@@ -159,6 +159,9 @@ const (
 	// POSTing /v1/publish to the plain sidecar row's sidecar, each
 	// answered after the broker's ack; its figure is Sync32MPS.
 	KindHTTPPublish = "http-publish"
+	// KindHTTPBatch is the same with each request a CloudEvents batch of
+	// httpBatchEvents events; Sync32MPS counts messages, not requests.
+	KindHTTPBatch = "http-batch"
 )
 
 // Result is one path's figures.
@@ -376,7 +379,7 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 	for _, e := range entries {
 		r := Result{Broker: label, Kind: e.kind, Path: e.name}
 		p, closeP, err := e.open()
-		var httpRow *Result
+		var httpRows []Result
 		if err != nil {
 			r.Err = fmt.Errorf("setup: %w", err)
 		} else {
@@ -385,9 +388,11 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 			r.Broker, r.Kind, r.Path = label, e.kind, e.name
 			r.Err = err
 			if e.kind == KindSidecar && err == nil {
-				h := measureHTTPPublish(ctx, cfg, p)
-				h.Broker = label
-				httpRow = &h
+				for _, batch := range []int{0, httpBatchEvents} {
+					h := measureHTTPPublish(ctx, cfg, p, batch)
+					h.Broker = label
+					httpRows = append(httpRows, h)
+				}
 			}
 			if sp, ok := p.(sidecarProcess); ok && sp.sidecarPID() != 0 && r.Err == nil {
 				var st procstat.Stat
@@ -400,9 +405,7 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 			return out, ctx.Err()
 		}
 		out = append(out, r)
-		if httpRow != nil {
-			out = append(out, *httpRow)
-		}
+		out = append(out, httpRows...)
 	}
 	return out, nil
 }
@@ -706,6 +709,8 @@ func printCosts(w io.Writer, rs []Result) {
 				line{fmt.Sprintf("%s: SDK sync×%d", r.Broker, syncPublishers), r.Sync32Cost})
 		case r.Kind == KindHTTPPublish && r.Sync32Cost != (PerMsg{}):
 			lines = append(lines, line{r.Broker + ": HTTP publish", r.Sync32Cost})
+		case r.Kind == KindHTTPBatch && r.Sync32Cost != (PerMsg{}):
+			lines = append(lines, line{fmt.Sprintf("%s: HTTP batch publish ×%d", r.Broker, httpBatchEvents), r.Sync32Cost})
 		}
 	}
 	if len(lines) == 0 {
@@ -803,7 +808,7 @@ func printRow(w io.Writer, r *Result) {
 }
 
 // roles picks a broker group's rows by kind.
-type roles struct{ direct, plain, viaGRPC, httpPub *Result }
+type roles struct{ direct, plain, viaGRPC, httpPub, httpBatch *Result }
 
 func rolesOf(rs []Result) roles {
 	var ro roles
@@ -821,6 +826,8 @@ func rolesOf(rs []Result) roles {
 			ro.viaGRPC = r
 		case KindHTTPPublish:
 			ro.httpPub = r
+		case KindHTTPBatch:
+			ro.httpBatch = r
 		}
 	}
 	return ro
@@ -838,6 +845,7 @@ func printBroker(w io.Writer, rs []Result) {
 	ro := rolesOf(rs)
 	printRatio(w, "ratio sidecar / direct", ro.plain, ro.direct)
 	printRatio(w, fmt.Sprintf("ratio HTTP publish / direct sync×%d", syncPublishers), ro.httpPub, ro.direct)
+	printRatio(w, fmt.Sprintf("ratio HTTP batch / direct sync×%d", syncPublishers), ro.httpBatch, ro.direct)
 	if ro.plain != nil && ro.direct != nil {
 		fmt.Fprintf(w, "| %-36s | %13s | %13s | %10s | %10s |\n", "added p50 (sidecar − direct)", "", "",
 			(ro.plain.P50 - ro.direct.P50).Round(time.Microsecond), (ro.plain.P99 - ro.direct.P99).Round(time.Microsecond))

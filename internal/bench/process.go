@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -361,12 +362,22 @@ func newProcSidecarPath(ctx context.Context, cfg Config, cluster topology.Cluste
 	}, nil
 }
 
+// httpBatchEvents is how many events each request of the HTTP batch
+// publish row carries.
+const httpBatchEvents = 64
+
 // measureHTTPPublish is the HTTP publish row on p's sidecar: cfg.Count
-// POSTs of one body each to /v1/publish/{topic} from syncPublishers
-// goroutines over as many keep-alive connections, each answered after
-// the broker's ack; the sidecar's CPU per message when it is a process.
-func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
+// messages POSTed to /v1/publish/{topic} from syncPublishers goroutines
+// over as many keep-alive connections, each request answered after the
+// broker's acks; the sidecar's CPU per message when it is a process.
+// With batch 0 each request is one body (KindHTTPPublish); otherwise a
+// CloudEvents batch of that many events with the body as data
+// (KindHTTPBatch).
+func measureHTTPPublish(ctx context.Context, cfg Config, p path, batch int) Result {
 	r := Result{Kind: KindHTTPPublish, Path: fmt.Sprintf("HTTP publish (%d connections)", syncPublishers)}
+	if batch > 0 {
+		r.Kind, r.Path = KindHTTPBatch, fmt.Sprintf("HTTP batch publish (%d conns × %d)", syncPublishers, batch)
+	}
 	sp, ok := p.(*sidecarPath)
 	if !ok || sp.httpAddr == "" {
 		r.Err = errNoHTTP
@@ -375,6 +386,11 @@ func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
 	body := make([]byte, cfg.Size)
 	for i := range body {
 		body[i] = byte('a' + i%26)
+	}
+	contentType, requests, perRequest := "application/octet-stream", cfg.Count, 1
+	if batch > 0 {
+		contentType, body = "application/cloudevents-batch+json", eventBatch(body, batch)
+		requests, perRequest = max(1, cfg.Count/batch), batch
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: syncPublishers, MaxConnsPerHost: syncPublishers}
 	defer tr.CloseIdleConnections()
@@ -386,12 +402,12 @@ func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
 		r.Err = err
 		return r
 	}
-	r.Sync32MPS, err = publishers(ctx, cfg.Count, func(ctx context.Context) error {
+	rps, err := publishers(ctx, requests, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Msgmesh-App", benchApp)
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -405,9 +421,24 @@ func measureHTTPPublish(ctx context.Context, cfg Config, p path) Result {
 		return nil
 	})
 	if err != nil {
-		r.Err = fmt.Errorf("HTTP publish: %w", err)
+		r.Err = fmt.Errorf("%s: %w", r.Path, err)
 		return r
 	}
-	r.Sync32Cost, r.Err = cost.end(cfg.Count)
+	r.Sync32MPS = rps * float64(perRequest)
+	r.Sync32Cost, r.Err = cost.end(requests * perRequest)
 	return r
+}
+
+// eventBatch is a CloudEvents batch of n events, each with data as its
+// data_base64.
+func eventBatch(data []byte, n int) []byte {
+	events := make([]map[string]string, n)
+	for i := range events {
+		events[i] = map[string]string{
+			"specversion": "1.0", "id": fmt.Sprintf("bench-%d", i), "source": "/msgmesh/bench",
+			"type": "msgmesh.bench", "data_base64": base64.StdEncoding.EncodeToString(data),
+		}
+	}
+	b, _ := json.Marshal(events) // strings only: cannot fail
+	return b
 }
