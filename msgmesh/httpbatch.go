@@ -129,11 +129,13 @@ func batchMessages(r *http.Request, body []byte) ([]broker.Message, []string, er
 	if _, ok := r.Header[httpNullBodyHeader]; ok {
 		return nil, nil, fmt.Errorf("%w: %s: a batch's events carry their data; send an event without data instead", ErrInvalid, httpNullBodyHeader)
 	}
-	// One pass of encoding/json over the whole body: each event's
-	// members stay raw until eventOfDoc reads them.
-	var docs []map[string]json.RawMessage
-	if err := json.Unmarshal(body, &docs); err != nil || docs == nil {
-		return nil, nil, fmt.Errorf("%w: %s body is not a JSON array of event objects: %v", ErrInvalid, ceBatchType, err)
+	// Each event's members stay raw until eventOfDoc reads them. The
+	// usual batch is read by scanBatch; anything else by encoding/json.
+	docs, ok := scanBatch(body)
+	if !ok {
+		if err := json.Unmarshal(body, &docs); err != nil || docs == nil {
+			return nil, nil, fmt.Errorf("%w: %s body is not a JSON array of event objects: %v", ErrInvalid, ceBatchType, err)
+		}
 	}
 	if len(docs) > maxBatchEvents {
 		return nil, nil, fmt.Errorf("%w: %d events in one %s body; at most %d", ErrInvalid, len(docs), ceBatchType, maxBatchEvents)
