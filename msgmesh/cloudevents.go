@@ -283,9 +283,10 @@ type publishedEvent struct {
 // cloudEventOf reads a CloudEvent from an HTTP publish: structured mode
 // (Content-Type application/cloudevents+json, body the event), binary mode
 // (a ce-specversion header; attributes in ce- headers, body the data), or
-// nil when the request is not an event. Any ce- header without ce-specversion (400): it would be published as
-// a plain message by mistake. A batch is not an event: its caller
-// (publishBatch) takes it apart first.
+// nil when the request is not an event. Any ce- header without
+// ce-specversion is refused (400): it would be published as a plain
+// message by mistake. A batch is not an event: its caller (publishBatch)
+// takes it apart first.
 // mt is the request's media type (mediaType).
 func cloudEventOf(r *http.Request, mt string, body []byte) (*publishedEvent, error) {
 	if mt == ceStructuredType {

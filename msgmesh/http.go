@@ -97,20 +97,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code := codeOf(err)
-	if errors.Is(err, registry.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "NOT_FOUND", Message: err.Error()})
-		return
-	}
-	if errors.Is(err, ErrLimit) {
-		writeJSON(w, http.StatusConflict, errorBody{Error: "LIMIT_EXCEEDED", Message: err.Error()})
-		return
-	}
-	status := httpStatus(code)
+	status, body := httpError(err)
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="msgmesh"`)
 	}
-	writeJSON(w, status, errorBody{Error: code.String(), Message: err.Error()})
+	writeJSON(w, status, body)
+}
+
+// httpError is the status and the body an error is answered with.
+func httpError(err error) (int, errorBody) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return http.StatusNotFound, errorBody{Error: "NOT_FOUND", Message: err.Error()}
+	case errors.Is(err, ErrLimit):
+		return http.StatusConflict, errorBody{Error: "LIMIT_EXCEEDED", Message: err.Error()}
+	}
+	code := codeOf(err)
+	return httpStatus(code), errorBody{Error: code.String(), Message: err.Error()}
 }
 
 // registered answers POST /v1/registrations: the stored registration, and

@@ -90,7 +90,7 @@ func (sc *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, id *iden
 				}
 				if err != nil {
 					errs[i] = err
-					results[i] = errorBody{Error: codeOf(err).String(), Message: err.Error()}
+					_, results[i] = httpError(err)
 					continue
 				}
 				results[i] = publishResponse{Stream: res.Stream, Partition: res.Partition, Offset: res.Offset, MessageID: res.MessageID}
@@ -106,9 +106,10 @@ func (sc *Sidecar) publishBatch(w http.ResponseWriter, r *http.Request, id *iden
 			continue
 		}
 		if failed == 0 {
-			status = httpStatus(codeOf(err))
-			answer.Error = codeOf(err).String()
-			answer.Message = fmt.Sprintf("event %d of the batch: %v", i, err)
+			var first errorBody
+			status, first = httpError(err)
+			answer.Error = first.Error
+			answer.Message = fmt.Sprintf("event %d of the batch: %s", i, first.Message)
 		}
 		failed++
 	}
