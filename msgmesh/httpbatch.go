@@ -19,9 +19,9 @@ import (
 //
 // A batch is checked whole before anything is sent: an event that does not
 // parse, or that its publish would refuse before the broker (registration,
-// size, headers, limits), refuses the batch and nothing is published. What
-// the broker (or the schema stage, or the publish deadline) refuses fails
-// that event alone; the answer has one result per event, in order. Events
+// size limits, the header rule), refuses the batch and nothing is
+// published. What the broker (or the schema stage, a rate limit, the
+// publish deadline) refuses fails that event alone; the answer has one result per event, in order. Events
 // with the same partitionkey reach the broker in the batch's order, as a
 // mesh connection's publishes with the same key do (lanePicker).
 
