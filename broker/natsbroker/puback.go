@@ -53,18 +53,7 @@ func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *n
 	if err != nil {
 		return pubAck{}, err
 	}
-	request := r.request
-	if r == nil {
-		// Every reply inbox is in use: wait through nats.go's shared
-		// response subscription, as jetstream.PublishMsg did.
-		request = func(ctx context.Context, subj string, data []byte, nm *nats.Msg) (*nats.Msg, error) {
-			if nm == nil {
-				nm = &nats.Msg{Subject: subj, Data: data}
-			}
-			return b.nc.RequestMsgWithContext(ctx, nm)
-		}
-	}
-	resp, err := request(ctx, subj, data, nm)
+	resp, err := b.request(ctx, r, subj, data, nm)
 	for n := 0; errors.Is(err, nats.ErrNoResponders) && n < pubRetryAttempts; n++ {
 		// As nats.go does: a short blip of leadership change answers
 		// no responders; try again after a pause.
@@ -74,7 +63,7 @@ func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *n
 		case <-t.C:
 		}
 		t.Stop()
-		resp, err = request(ctx, subj, data, nm)
+		resp, err = b.request(ctx, r, subj, data, nm)
 	}
 	if r != nil {
 		if err == nil || r.clean {
@@ -90,6 +79,19 @@ func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *n
 		return pubAck{}, err
 	}
 	return parsePubAck(resp.Data, known)
+}
+
+// request sends one publish request and waits for its answer on r, or,
+// with r nil (every reply inbox in use), through nats.go's shared
+// response subscription, as jetstream.PublishMsg did.
+func (b *Broker) request(ctx context.Context, r *replyInbox, subj string, data []byte, nm *nats.Msg) (*nats.Msg, error) {
+	if r != nil {
+		return r.request(ctx, subj, data, nm)
+	}
+	if nm == nil {
+		nm = &nats.Msg{Subject: subj, Data: data}
+	}
+	return b.nc.RequestMsgWithContext(ctx, nm)
 }
 
 // replyInbox is a reply subscription of its own that publishes wait on
