@@ -21,6 +21,18 @@ func BenchTopic(b *testing.B, name string) string {
 	return fmt.Sprintf("%s.%d.%d", name, os.Getpid(), b.N)
 }
 
+// BenchMessage is the message the adapters' publish benchmarks send to
+// topic: a 1 KiB body, a key and a W3C trace header, as an app's traced
+// publish carries.
+func BenchMessage(topic string) *broker.Message {
+	return &broker.Message{
+		Topic:   topic,
+		Key:     "key-1",
+		Headers: []broker.Header{{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
+		Body:    make([]byte, 1024),
+	}
+}
+
 // BenchPublish measures br.Publish of msg by one caller, each waiting
 // for the broker's acknowledgement. One publish before the timer starts
 // creates the topic (or looks up its route). Besides ns/op it reports the

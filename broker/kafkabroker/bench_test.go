@@ -30,15 +30,6 @@ func benchBroker(b *testing.B) *kafkabroker.Broker {
 	return brokertest.Open(b, func(ctx context.Context) (*kafkabroker.Broker, error) { return kafkabroker.New(ctx, cfg) })
 }
 
-func benchMessage(topic string) *broker.Message {
-	return &broker.Message{
-		Topic:   topic,
-		Key:     "key-1",
-		Headers: []broker.Header{{Key: "Trace-Id", Value: "0af7651916cd43dd8448eb211c80319c"}},
-		Body:    make([]byte, 1024),
-	}
-}
-
 // BenchmarkPublish1KiB measures Publish (acks=all, wait for the offset) of
 // a 1 KiB message with a key and a header, over TCP to a kfake cluster
 // (benchBroker). "serial" is one caller: its latency includes the Writer's
@@ -47,13 +38,13 @@ func benchMessage(topic string) *broker.Message {
 // them into shared produce requests.
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		brokertest.BenchPublish(b, benchBroker(b), benchMessage(brokertest.BenchTopic(b, "bench.publish")))
+		brokertest.BenchPublish(b, benchBroker(b), brokertest.BenchMessage(brokertest.BenchTopic(b, "bench.publish")))
 	})
 	b.Run("parallel", func(b *testing.B) {
 		br := benchBroker(b)
 		topic := brokertest.BenchTopic(b, "bench.publish")
 		brokertest.BenchPublishParallel(b, br, 128, func(i int) *broker.Message {
-			msg := benchMessage(topic)
+			msg := brokertest.BenchMessage(topic)
 			msg.Key = fmt.Sprintf("key-%d", i)
 			return msg
 		})
@@ -73,7 +64,7 @@ func BenchmarkConsume1KiB(b *testing.B) {
 	left.Store(int64(b.N))
 	for range 64 {
 		wg.Go(func() {
-			msg := benchMessage(topic)
+			msg := brokertest.BenchMessage(topic)
 			msg.Key = ""
 			for left.Add(-1) >= 0 {
 				if _, err := br.Publish(ctx, msg); err != nil {

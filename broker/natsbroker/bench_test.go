@@ -18,13 +18,7 @@ import (
 // embedded server on loopback with file storage.
 func BenchmarkPublish1KiB(b *testing.B) {
 	ev := newEnv(b, natsbroker.Config{})
-	msg := &broker.Message{
-		Topic:   "bench.publish",
-		Key:     "key-1",
-		Headers: []broker.Header{{Key: "Trace-Id", Value: "0af7651916cd43dd8448eb211c80319c"}},
-		Body:    make([]byte, 1024),
-	}
-	brokertest.BenchPublish(b, ev.b, msg)
+	brokertest.BenchPublish(b, ev.b, brokertest.BenchMessage("bench.publish"))
 }
 
 // BenchmarkConsume1KiB measures Next + Ack of 1 KiB messages that are

@@ -29,15 +29,6 @@ func benchBroker(b *testing.B) *rocketmqbroker.Broker {
 	return brokertest.Open(b, func(ctx context.Context) (*rocketmqbroker.Broker, error) { return rocketmqbroker.New(ctx, cfg) })
 }
 
-func benchMessage(topic string) *broker.Message {
-	return &broker.Message{
-		Topic:   topic,
-		Key:     "key-1",
-		Headers: []broker.Header{{Key: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
-		Body:    make([]byte, 1024),
-	}
-}
-
 // BenchmarkPublish1KiB measures one synchronous publish (wait for SEND_OK)
 // of a 1 KiB message with a key and a header, over TCP to the broker of
 // benchBroker on loopback. "serial" is one caller; "parallel" is 32
@@ -45,13 +36,13 @@ func benchMessage(topic string) *broker.Message {
 // bench's sync×32), whose requests share the client's connection.
 func BenchmarkPublish1KiB(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		brokertest.BenchPublish(b, benchBroker(b), benchMessage(brokertest.BenchTopic(b, "bench.publish")))
+		brokertest.BenchPublish(b, benchBroker(b), brokertest.BenchMessage(brokertest.BenchTopic(b, "bench.publish")))
 	})
 	b.Run("parallel", func(b *testing.B) {
 		br := benchBroker(b)
 		topic := brokertest.BenchTopic(b, "bench.publish")
 		brokertest.BenchPublishParallel(b, br, 32, func(i int) *broker.Message {
-			msg := benchMessage(topic)
+			msg := brokertest.BenchMessage(topic)
 			msg.Key = fmt.Sprintf("key-%d", i)
 			return msg
 		})
