@@ -9,11 +9,11 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/msgmesh/msgmesh/broker/brokertest"
 )
 
 // BenchmarkHTTPPublish is one HTTP publish of 1 KiB after another, each
@@ -54,7 +54,7 @@ func BenchmarkHTTPPublish(b *testing.B) {
 // 32 keep-alive connections at once, as meshctl bench's HTTP publish row
 // sends them: the sidecar then serves requests from many connections
 // together, as in production. Everything (clients, sidecar, JetStream)
-// shares this process, so allocs/op and cpu-µs/op (the process's user
+// shares this process, so allocs/op and cpu-ns/op (the process's user
 // and system CPU time per publish, which unlike ns/op does not count the
 // waits for the JetStream server's fsync) are the sum of all three:
 // compare a change to the HTTP path before and after, alternating runs.
@@ -102,8 +102,8 @@ func benchHTTPPublish32(b *testing.B, contentType string, body []byte, perReques
 	b.ReportAllocs()
 	var requests atomic.Int64
 	requests.Store(int64((b.N + perRequest - 1) / perRequest))
-	cpu0 := processCPU(b)
 	b.ResetTimer()
+	report := brokertest.ReportCPU(b)
 	var wg sync.WaitGroup
 	for range conns {
 		wg.Go(func() {
@@ -131,14 +131,5 @@ func benchHTTPPublish32(b *testing.B, contentType string, body []byte, perReques
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-}
-
-// processCPU is the user plus system CPU time this process used so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	report()
 }
