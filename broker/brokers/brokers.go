@@ -8,7 +8,8 @@
 //	nats:     stream_prefix, max_ack_pending; replicas and max_age are an
 //	          older spelling of streams.replicas and streams.max_age
 //	kafka:    client_id, partitions, replication_factor
-//	rocketmq: group_prefix, retries, max_message_size (the brokers' maxMessageSize)
+//	rocketmq: group_prefix, retries, max_message_size (the brokers' maxMessageSize),
+//	          max_batch
 //
 // An unknown option is an error, so a typo never passes silently.
 package brokers
@@ -62,6 +63,7 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 		cfg.GroupPrefix = o.str("group_prefix")
 		cfg.Retries = o.int("retries")
 		cfg.MaxMessageSize = o.int("max_message_size")
+		cfg.MaxBatch = o.int("max_batch")
 		if err := o.done(); err != nil {
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, err)
 		}

@@ -49,6 +49,11 @@
 // attempt's error), and retries "route info not found" (nothing was sent)
 // until ctx ends; a retried timeout may store the message twice.
 //
+// Publishes to one queue share a request while the queue's previous one
+// is in flight (Config.MaxBatch; batch.go): a SEND_BATCH_MESSAGE that the
+// broker stores at consecutive offsets, each publish answered with its own
+// offset and message id, and each going on alone when the batch fails.
+//
 // Errors say whether the message may have been stored. Those that prove it
 // was not wrap broker.ErrRejected (bad topic or headers; broker codes
 // MESSAGE_ILLEGAL, NO_PERMISSION, TOPIC_NOT_EXIST) or

@@ -11,3 +11,18 @@ var (
 	// RaceBuild says whether the race detector is on.
 	RaceBuild = raceBuild
 )
+
+// PendingSends counts the publishes waiting for their queue's request in
+// flight (batch.go), over every topic.
+func PendingSends(b *Broker) int {
+	n := 0
+	b.sel.routes.Range(func(_, v any) bool {
+		for _, q := range v.(*queueRoute).queues {
+			q.mu.Lock()
+			n += len(q.pending)
+			q.mu.Unlock()
+		}
+		return true
+	})
+	return n
+}

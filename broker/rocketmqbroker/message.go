@@ -28,12 +28,15 @@ const clientProperties = 128
 // RocketMQ has no null body and keeps no empty property value, so a
 // NullBody message is refused (broker.ErrNullBody), and so is an EmptyKey
 // one (broker.ErrEmptyKey).
-func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
+//
+// It also returns the length of the message's properties as the client
+// encodes them, but for the ones the client adds (clientProperties).
+func toRocket(msg *broker.Message, topic string) (*primitive.Message, int, error) {
 	switch {
 	case msg.NullBody:
-		return nil, broker.ErrNullBody
+		return nil, 0, broker.ErrNullBody
 	case msg.Key == "" && msg.EmptyKey:
-		return nil, broker.ErrEmptyKey
+		return nil, 0, broker.ErrEmptyKey
 	}
 	props := make(map[string]string, len(msg.Headers)+2)
 	tag := ""
@@ -44,7 +47,7 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 			// The message's tag: RocketMQ's TAGS, what subscriptions
 			// filter on; not a user property.
 			if why := broker.CheckTag(h.Value); why != "" {
-				return nil, &broker.HeaderError{Name: h.Key, Reason: why}
+				return nil, 0, &broker.HeaderError{Name: h.Key, Reason: why}
 			}
 			tag = h.Value
 			continue
@@ -61,13 +64,13 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 			why = "appears twice; RocketMQ properties hold one value per name"
 		}
 		if why != "" {
-			return nil, &broker.HeaderError{Name: h.Key, Reason: why}
+			return nil, 0, &broker.HeaderError{Name: h.Key, Reason: why}
 		}
 		props[h.Key] = h.Value
 	}
 	if msg.Key != "" {
 		if strings.ContainsAny(msg.Key, "\x01\x02") {
-			return nil, &broker.HeaderError{Name: primitive.PropertyKeys, Reason: "the message key travels in this property and may not contain bytes 0x01 or 0x02 (RocketMQ property separators)"}
+			return nil, 0, &broker.HeaderError{Name: primitive.PropertyKeys, Reason: "the message key travels in this property and may not contain bytes 0x01 or 0x02 (RocketMQ property separators)"}
 		}
 		props[primitive.PropertyKeys] = msg.Key
 		props[primitive.PropertyShardingKey] = msg.Key
@@ -77,17 +80,18 @@ func toRocket(msg *broker.Message, topic string) (*primitive.Message, error) {
 		n += len(k) + len(v) + 2
 	}
 	if n > maxPropertiesLen-clientProperties {
-		return nil, fmt.Errorf("key and headers take %d bytes as RocketMQ properties; it allows %d: %w", n, maxPropertiesLen-clientProperties, broker.ErrTooLarge)
+		return nil, 0, fmt.Errorf("key and headers take %d bytes as RocketMQ properties; it allows %d: %w", n, maxPropertiesLen-clientProperties, broker.ErrTooLarge)
 	}
 	if tag != "" {
 		props[primitive.PropertyTags] = tag
+		n += len(primitive.PropertyTags) + len(tag) + 2
 	}
 	// Not primitive.NewMessage, which makes a properties map that
 	// WithProperties would replace at once. WithProperties, not
 	// WithProperty: the latter drops empty values.
 	m := &primitive.Message{Topic: topic, Body: msg.Body}
 	m.WithProperties(props)
-	return m, nil
+	return m, n, nil
 }
 
 // fromRocket rebuilds the msgmesh message: topic as the consumer was asked

@@ -93,9 +93,16 @@ func TestClassify(t *testing.T) {
 
 func TestMessageMapping(t *testing.T) {
 	in := &broker.Message{Topic: "t.x", Key: "k", Headers: []broker.Header{{Key: "b", Value: ""}, {Key: "a", Value: "1"}}, Body: []byte("body")}
-	rm, err := rocketmqbroker.ToRocket(in, "t|x")
+	rm, propsLen, err := rocketmqbroker.ToRocket(in, "t|x")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := len(rm.MarshallProperties()); propsLen != n {
+		t.Errorf("toRocket counted %d bytes of properties; the client encodes %d", propsLen, n)
+	}
+	tagged := &broker.Message{Topic: "t.x", Headers: []broker.Header{{Key: broker.HeaderTag, Value: "T1"}, {Key: "a", Value: "1"}}, Body: []byte("body")}
+	if trm, n, err := rocketmqbroker.ToRocket(tagged, "t|x"); err != nil || n != len(trm.MarshallProperties()) {
+		t.Errorf("tagged message: toRocket counted %d bytes of properties, the client encodes %d (error %v)", n, len(trm.MarshallProperties()), err)
 	}
 	if rm.Topic != "t|x" || rm.GetKeys() != "k" || rm.GetShardingKey() != "k" {
 		t.Fatalf("RocketMQ message: %v", rm)

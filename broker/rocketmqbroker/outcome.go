@@ -62,13 +62,16 @@ func sendRetriable(err error) bool {
 // send makes the attempts of one Publish. It returns the first result the
 // broker gave (SEND_OK or a flush or replication timeout), else whether
 // any attempt may have stored the message and the last attempt's error.
-func (b *Broker) send(ctx context.Context, rm *primitive.Message) (sr *primitive.SendResult, maybeStored bool, err error) {
+// A non-nil tried is the error of a first attempt already made (a batch
+// that carried rm, batch.go); send goes on from it as from its own.
+func (b *Broker) send(ctx context.Context, rm *primitive.Message, tried error) (sr *primitive.SendResult, maybeStored bool, err error) {
 	retries := b.cfg.Retries
 	backoff := 20 * time.Millisecond
-	for {
-		sr, err = b.producer.p.SendSync(ctx, rm)
+	for err = tried; ; err = nil {
 		if err == nil {
-			return sr, maybeStored, nil
+			if sr, err = b.producer.p.SendSync(ctx, rm); err == nil {
+				return sr, maybeStored, nil
+			}
 		}
 		if !sendNotStored(err) {
 			maybeStored = true

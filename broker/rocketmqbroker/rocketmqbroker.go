@@ -81,6 +81,11 @@ type Config struct {
 	// are configured otherwise. Zero: DefaultMaxMessageSize (4 MiB,
 	// RocketMQ's default).
 	MaxMessageSize int
+	// MaxBatch is the most publishes to one queue that Publish sends as
+	// one request (SEND_BATCH_MESSAGE) when they wait for the queue's
+	// request in flight (batch.go). Zero: DefaultMaxBatch (64). One or
+	// negative: every publish is a request of its own, sent at once.
+	MaxBatch int
 }
 
 func (c Config) validate() error {
@@ -133,6 +138,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
+	switch {
+	case c.MaxBatch == 0:
+		c.MaxBatch = DefaultMaxBatch
+	case c.MaxBatch < 1:
+		c.MaxBatch = 1
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -144,6 +155,7 @@ type Broker struct {
 	cfg         Config   // defaults applied; read-only after New
 	nameServers []string // resolved to IP:port
 	producer    *producerHandle
+	sel         *javaHashSelector // the producer's; picks queues for batches
 	log         *slog.Logger
 
 	// open: closed or not, and the consumers Close closes.
@@ -197,6 +209,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		log.Warn("some name servers do not answer; the client tries them in turn", "answered", answered, "configured", addrs)
 	}
 	installClientLogger(log)
+	sel := newJavaHashSelector()
 	p, err := producer.NewDefaultProducer(
 		producer.WithNameServer(addrs),
 		producer.WithGroupName(cfg.GroupPrefix+producerGroupSuffix),
@@ -204,7 +217,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		// Publish retries (outcome.go): it must see every attempt's
 		// error, and the client reports only the last one.
 		producer.WithRetry(0),
-		producer.WithQueueSelector(newJavaHashSelector()),
+		producer.WithQueueSelector(sel),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: create producer: %w", err)
@@ -216,6 +229,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		cfg:         cfg,
 		nameServers: addrs,
 		producer:    &producerHandle{p: p},
+		sel:         sel,
 		log:         log,
 	}, nil
 }
@@ -249,16 +263,16 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		return res, err
 	}
 	topic := msg.Topic
-	rm, err := toRocket(msg, rocketTopic(topic))
+	rm, propsLen, err := toRocket(msg, rocketTopic(topic))
 	if err != nil {
 		if !errors.Is(err, broker.ErrRejected) { // a *broker.HeaderError
 			err = fmt.Errorf("%w: %w", broker.ErrRejected, err)
 		}
 		return res, fmt.Errorf("rocketmqbroker: publish %q: %w", topic, err)
 	}
-	sr, maybeStored, err := b.send(ctx, rm)
+	sr, idx, maybeStored, err := b.sendMessage(ctx, rm, batchSize(len(rm.Body), propsLen))
 	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := ctx.Err(); cerr != nil && cerr != err {
 			err = fmt.Errorf("%w (client: %v)", cerr, err)
 		}
 		if maybeStored {
@@ -280,9 +294,28 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 		res.Stream = sr.MessageQueue.Topic
 		res.Partition = int32(sr.MessageQueue.QueueId)
 	}
-	res.Offset = sr.QueueOffset
-	res.MessageID = sr.MsgID
+	res.Offset = sr.QueueOffset + int64(idx)
+	res.MessageID = rm.GetProperty(primitive.PropertyUniqueClientMessageIdKeyIndex)
 	return res, nil
+}
+
+// sendMessage sends rm, of size (batchSize), with the publishes waiting
+// for its queue when it can (batch.go), else alone. It returns the result
+// of the request that stored rm and rm's place in it.
+func (b *Broker) sendMessage(ctx context.Context, rm *primitive.Message, size int) (sr *primitive.SendResult, idx int, maybeStored bool, err error) {
+	if b.cfg.MaxBatch > 1 && len(rm.Body) < batchableBody {
+		if mq, q := b.sel.pick(rm); q != nil {
+			rm.Queue = mq
+			var tried bool
+			sr, idx, maybeStored, tried, err = b.sendQueued(ctx, q, rm, size)
+			if !tried {
+				return sr, idx, maybeStored, err
+			}
+			// The attempt that carried rm failed: rm goes on alone.
+		}
+	}
+	sr, maybeStored, err = b.send(ctx, rm, err)
+	return sr, 0, maybeStored, err
 }
 
 // sendStatusName is the broker's name for a send status.
