@@ -18,7 +18,6 @@ limitations under the License.
 package producer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -146,13 +145,22 @@ func (p *defaultProducer) encodeBatch(msgs ...*primitive.Message) *primitive.Mes
 	return batch
 }
 
+// MarshalMessageBatch encodes msgs one after the other, each as Marshal
+// does, into one buffer of the batch's exact size (msgmesh patch 14;
+// upstream grew a bytes.Buffer from empty and copied each message's own
+// encoding into it).
 func MarshalMessageBatch(msgs ...*primitive.Message) []byte {
-	buffer := bytes.NewBufferString("")
-	for _, msg := range msgs {
-		data := msg.Marshal()
-		buffer.Write(data)
+	props := make([]string, len(msgs))
+	size := 0
+	for i, msg := range msgs {
+		props[i] = msg.MarshallProperties()
+		size += primitive.MarshalledSize(len(msg.Body), len(props[i]))
 	}
-	return buffer.Bytes()
+	buf := make([]byte, 0, size)
+	for i, msg := range msgs {
+		buf = msg.AppendMarshal(buf, props[i])
+	}
+	return buf
 }
 
 func needRetryCode(code int16) bool {
