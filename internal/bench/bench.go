@@ -387,17 +387,24 @@ func runBroker(ctx context.Context, cfg Config, name, label string, sync time.Du
 			r, err = measure(ctx, cfg, p, sync32, st.pid)
 			r.Broker, r.Kind, r.Path = label, e.kind, e.name
 			r.Err = err
-			if e.kind == KindSidecar && err == nil {
+			// The sidecar's memory is read after each of its phases:
+			// the SDK row's peak is the SDK phases', each HTTP row's the
+			// peak up to the end of its own phase (VmHWM only grows).
+			readMemory := func(r *Result) {
+				if sp, ok := p.(sidecarProcess); ok && sp.sidecarPID() != 0 && r.Err == nil {
+					var st procstat.Stat
+					st, r.Err = memoryOf(sp.sidecarPID())
+					r.PeakRSSKiB, r.AnonKiB, r.FileKiB = st.PeakRSSKiB, st.AnonKiB, st.FileKiB
+				}
+			}
+			readMemory(&r)
+			if e.kind == KindSidecar && r.Err == nil {
 				for _, batch := range []int{0, httpBatchEvents} {
 					h := measureHTTPPublish(ctx, cfg, p, batch)
 					h.Broker = label
+					readMemory(&h)
 					httpRows = append(httpRows, h)
 				}
-			}
-			if sp, ok := p.(sidecarProcess); ok && sp.sidecarPID() != 0 && r.Err == nil {
-				var st procstat.Stat
-				st, r.Err = memoryOf(sp.sidecarPID())
-				r.PeakRSSKiB, r.AnonKiB, r.FileKiB = st.PeakRSSKiB, st.AnonKiB, st.FileKiB
 			}
 			closeP()
 		}
@@ -910,9 +917,16 @@ func printTargets(w io.Writer, rs []Result) {
 		line(g, "sidecar CPU µs/msg, SDK consume ≤ 10", µs(s.ConsumeCost.CPU), "%.1f", µs(s.ConsumeCost.CPU) <= 10)
 		added := s.P50 - d.P50
 		line(g, "added p50 at one connection ≤ 30 µs", float64(added)/float64(time.Microsecond), "%.0f µs", added <= 30*time.Microsecond)
-		if s.PeakRSSKiB > 0 {
-			mib := float64(s.PeakRSSKiB) / 1024
-			line(g, "sidecar RSS (peak) ≤ 25 MiB", mib, "%.1f MiB", mib <= 25)
+		// The peak over the SDK phases and one HTTP message a request
+		// (the benchmark the target was set for); the HTTP batch
+		// phase's 2,048 messages in flight are in its own row's RSS.
+		peak, phases := s.PeakRSSKiB, "SDK"
+		if h := ro.httpPub; h != nil && h.PeakRSSKiB > 0 {
+			peak, phases = h.PeakRSSKiB, "SDK+HTTP"
+		}
+		if peak > 0 {
+			mib := float64(peak) / 1024
+			line(g, "sidecar peak RSS, "+phases+" phases ≤ 25 MiB", mib, "%.1f MiB", mib <= 25)
 		}
 	}
 }

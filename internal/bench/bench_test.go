@@ -39,7 +39,7 @@ func TestPrintTableTargets(t *testing.T) {
 			PublishCost: PerMsg{CPU: 8 * time.Microsecond, Reads: 0.2, Writes: 0.5, Switches: 0.25}, ConsumeCost: PerMsg{CPU: 12 * time.Microsecond},
 			Sync32Cost: PerMsg{CPU: 20 * time.Microsecond, Reads: 1, Writes: 2, Switches: 3}, PeakRSSKiB: 30 * 1024, AnonKiB: 11 * 1024, FileKiB: 18 * 1024,
 			AppCPU: PhaseCPU{Publish: 6 * time.Microsecond, Consume: 4 * time.Microsecond}, BrokerCPU: PhaseCPU{Publish: 10 * time.Microsecond, Consume: 4 * time.Microsecond}},
-		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, Sync32Cost: PerMsg{CPU: 14 * time.Microsecond, Reads: 1.5}},
+		{Broker: "kafka", Kind: KindHTTPPublish, Path: "HTTP publish (32 connections)", Sync32MPS: 700, Sync32Cost: PerMsg{CPU: 14 * time.Microsecond, Reads: 1.5}, PeakRSSKiB: 32 * 1024},
 	}
 	var b strings.Builder
 	PrintTable(&b, Config{}, rs)
@@ -54,7 +54,8 @@ func TestPrintTableTargets(t *testing.T) {
 		"| kafka                | sidecar CPU µs/msg, SDK publish ≤ 10         |        8.0 | yes      |",
 		"| kafka                | sidecar CPU µs/msg, SDK consume ≤ 10         |       12.0 | no       |",
 		"| kafka                | added p50 at one connection ≤ 30 µs          |      20 µs | yes      |",
-		"| kafka                | sidecar RSS (peak) ≤ 25 MiB                  |   30.0 MiB | no       |",
+		"| kafka                | sidecar peak RSS, SDK+HTTP phases ≤ 25 MiB   |   32.0 MiB | no       |",
+		"| HTTP publish (32 connections)        |               |               |            |            |           700 |           |           |      14.0 |    32.0 |",
 		"| kafka: SDK publish                   |        8.0 |       0.20 |       0.50 |       0.25 |",
 		"| kafka: SDK consume                   |       12.0 |       0.00 |       0.00 |       0.00 |",
 		"| kafka: SDK sync×32                   |       20.0 |       1.00 |       2.00 |       3.00 |",
