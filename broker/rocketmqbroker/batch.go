@@ -85,6 +85,28 @@ type queuedSend struct {
 	idx    int                   // place in the batch
 	err    error                 // the batch's attempt's error, or ctx's when unsent
 	unsent bool                  // ctx ended before the batch went out: not sent
+
+	self [1]*queuedSend // a batch of this publish alone
+}
+
+// getSend returns a queuedSend for rm from the Broker's pool.
+func (b *Broker) getSend(ctx context.Context, rm *primitive.Message, size int) *queuedSend {
+	r, _ := b.sends.Get().(*queuedSend)
+	if r == nil {
+		r = &queuedSend{wake: make(chan wakeKind, 1)}
+		r.self[0] = r
+	}
+	r.ctx, r.rm, r.size = ctx, rm, size
+	return r
+}
+
+// putSend returns r to the pool once no other goroutine can touch it: its
+// wake was received (or it sent its batch alone, or left the queue
+// unsent). One that gave up with its batch in flight is left to the
+// garbage collector, since that batch's sender still writes to it.
+func (b *Broker) putSend(r *queuedSend) {
+	*r = queuedSend{wake: r.wake, self: r.self}
+	b.sends.Put(r)
 }
 
 type wakeKind uint8
@@ -107,13 +129,13 @@ func batchSize(bodyLen, propsLen int) int { return bodyLen + propsLen + 22 }
 // (maybeStored). A publish that sends a batch returns when the batch is
 // answered, even after its own ctx ended.
 func (b *Broker) sendQueued(ctx context.Context, q *sendQueue, rm *primitive.Message, size int) (sr *primitive.SendResult, idx int, maybeStored, tried bool, err error) {
-	r := &queuedSend{ctx: ctx, rm: rm, size: size, wake: make(chan wakeKind, 1)}
+	r := b.getSend(ctx, rm, size)
 	q.mu.Lock()
 	if !q.busy {
 		q.busy = true
 		q.mu.Unlock()
-		b.lead(q, []*queuedSend{r})
-		return r.result()
+		b.lead(q, r.self[:])
+		return b.result(r)
 	}
 	q.pending = append(q.pending, r)
 	q.mu.Unlock()
@@ -126,6 +148,7 @@ func (b *Broker) sendQueued(ctx context.Context, q *sendQueue, rm *primitive.Mes
 	if i := slices.Index(q.pending, r); i >= 0 {
 		q.pending = slices.Delete(q.pending, i, i+1)
 		q.mu.Unlock()
+		b.putSend(r)
 		return nil, 0, false, false, ctx.Err()
 	}
 	q.mu.Unlock()
@@ -149,15 +172,19 @@ func (b *Broker) woken(q *sendQueue, r *queuedSend, w wakeKind) (*primitive.Send
 	if w == leadBatch {
 		b.lead(q, r.lead)
 	}
-	return r.result()
+	return b.result(r)
 }
 
-// result is sendQueued's return for r's batch's outcome.
-func (r *queuedSend) result() (*primitive.SendResult, int, bool, bool, error) {
+// result is sendQueued's return for r's batch's outcome; r goes back to
+// the pool.
+func (b *Broker) result(r *queuedSend) (sr *primitive.SendResult, idx int, maybeStored, tried bool, err error) {
 	if r.unsent {
-		return nil, 0, false, false, r.err
+		sr, idx, err = nil, 0, r.err
+	} else {
+		sr, idx, tried, err = r.sr, r.idx, r.err != nil, r.err
 	}
-	return r.sr, r.idx, false, r.err != nil, r.err
+	b.putSend(r)
+	return sr, idx, false, tried, err
 }
 
 // lead sends batch (whose first member is the caller's) as one request,

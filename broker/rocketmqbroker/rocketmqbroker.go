@@ -156,6 +156,7 @@ type Broker struct {
 	nameServers []string // resolved to IP:port
 	producer    *producerHandle
 	sel         *javaHashSelector // the producer's; picks queues for batches
+	sends       sync.Pool         // of *queuedSend (batch.go)
 	log         *slog.Logger
 
 	// open: closed or not, and the consumers Close closes.
