@@ -156,23 +156,20 @@ func TestConcurrentPublishesShareRequests(t *testing.T) {
 // leaves every member's outcome unknown, as for a message sent alone.
 func TestFailedBatchMembersGoOnAlone(t *testing.T) {
 	const n = 40
-	stored := func(tb *rmqtest.Broker, topic string) int64 {
-		var s int64
-		for q := range tb.Queues(topic) {
-			s += tb.MaxOffset(topic, q)
-		}
-		return s
-	}
 	noKey := func(int) string { return "" }
+	// batches answers batch sends with a, and passes the others.
+	batches := func(a rmqtest.Action) func(int16) rmqtest.Action {
+		return func(code int16) rmqtest.Action {
+			if code == rmqtest.CodeSendBatchMessage {
+				return a
+			}
+			return rmqtest.Pass
+		}
+	}
 
 	t.Run("refused", func(t *testing.T) {
 		ev := newEnv(t, rocketmqbroker.Config{})
-		sc := sendCounter{then: func(code int16) rmqtest.Action {
-			if code == rmqtest.CodeSendBatchMessage {
-				return rmqtest.Fail
-			}
-			return rmqtest.Pass
-		}}
+		sc := sendCounter{then: batches(rmqtest.Fail)}
 		_, errs := queuedPublishes(t, ev, &sc, "refused", n, noKey, brokertest.WaitLong)
 		for i, err := range errs {
 			if err != nil {
@@ -182,18 +179,13 @@ func TestFailedBatchMembersGoOnAlone(t *testing.T) {
 		if sc.batch.Load() == 0 {
 			t.Fatal("no batch was sent")
 		}
-		if got := stored(ev.tb, "refused"); got != n+1 {
+		if got := storedIn(ev.tb, "refused"); got != n+1 {
 			t.Fatalf("%d messages stored, want %d", got, n+1)
 		}
 	})
 	t.Run("not durable", func(t *testing.T) {
 		ev := newEnv(t, rocketmqbroker.Config{})
-		sc := sendCounter{then: func(code int16) rmqtest.Action {
-			if code == rmqtest.CodeSendBatchMessage {
-				return rmqtest.FlushDiskTimeout
-			}
-			return rmqtest.Pass
-		}}
+		sc := sendCounter{then: batches(rmqtest.FlushDiskTimeout)}
 		_, errs := queuedPublishes(t, ev, &sc, "slowdisk", n, noKey, brokertest.WaitLong)
 		unknown := 0
 		for i, err := range errs {
@@ -209,7 +201,7 @@ func TestFailedBatchMembersGoOnAlone(t *testing.T) {
 			t.Fatalf("%d batches sent, %d publishes with an unknown outcome; want some of each", sc.batch.Load(), unknown)
 		}
 		// Every message was stored once: no member was sent again.
-		if got := stored(ev.tb, "slowdisk"); got != n+1 {
+		if got := storedIn(ev.tb, "slowdisk"); got != n+1 {
 			t.Fatalf("%d messages stored, want %d", got, n+1)
 		}
 	})
@@ -337,10 +329,7 @@ func TestAbandonedPublishesLeaveBodiesAlone(t *testing.T) {
 	if gaveUp.Load() == 0 || ok.Load() == 0 {
 		t.Fatalf("%d of %d publishes succeeded; the test needs some to succeed and some to give up", ok.Load(), n)
 	}
-	var stored int64
-	for q := range ev.tb.Queues(topic) {
-		stored += ev.tb.MaxOffset(topic, q)
-	}
+	stored := storedIn(ev.tb, topic)
 	c := ev.consume(t, broker.ConsumerSpec{Topic: topic, Group: "g"})
 	for range stored {
 		d := brokertest.Next(t, c)

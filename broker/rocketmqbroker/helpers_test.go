@@ -161,3 +161,12 @@ func (c *quietConsumer) Close(ctx context.Context) error {
 	c.ev.mu.Unlock()
 	return err
 }
+
+// storedIn counts the messages stored in RocketMQ topic rtopic's queues.
+func storedIn(tb *rmqtest.Broker, rtopic string) int64 {
+	var n int64
+	for q := range tb.Queues(rtopic) {
+		n += tb.MaxOffset(rtopic, q)
+	}
+	return n
+}

@@ -27,13 +27,7 @@ func TestPublishOutcome(t *testing.T) {
 		_, err := b.Publish(ctx, &broker.Message{Topic: topic, Body: []byte(body)})
 		return err
 	}
-	stored := func(tb *rmqtest.Broker) int64 {
-		var n int64
-		for q := 0; q < tb.Queues(rtopic); q++ {
-			n += tb.MaxOffset(rtopic, q)
-		}
-		return n
-	}
+	stored := func(tb *rmqtest.Broker) int64 { return storedIn(tb, rtopic) }
 	// setup returns a Broker whose producer already has the topic's route.
 	setup := func(t *testing.T) *env {
 		ev := newEnv(t, rocketmqbroker.Config{})
