@@ -12,8 +12,9 @@ import (
 
 // Publishes to one queue go out together. RocketMQ's broker takes a
 // batch of messages for one queue in one request (SEND_BATCH_MESSAGE) and
-// stores them at consecutive offsets, all or none; rocketmq-client-go
-// sends one when SendSync is given several messages. A request costs the
+// stores them at consecutive offsets, all or none (rocketmq-client-go
+// sends one when SendSync is given several messages; the adapter encodes
+// it the same way, with MarshalMessageBatch, itself). A request costs the
 // client and the broker about as much as a message in it (a frame with a
 // JSON header each way, a response future, two wake-ups), so the adapter
 // groups the publishes that wait for the same queue:
@@ -40,7 +41,7 @@ import (
 // (a batch is never compressed; a single message of 4 KiB or more is),
 // never delayed or transactional ones (the adapter sends neither). The
 // queue of a message is picked by the adapter from the route the client
-// last used for its topic (queueRoutes), with the selector's own rule, so
+// last used for its topic (javaHashSelector.pick), with Select's rule, so
 // a key keeps its queue; a topic not sent to yet goes alone, through the
 // selector, and its route is known from then on.
 
