@@ -10,7 +10,6 @@ import (
 	"time"
 
 	rmqconsumer "github.com/apache/rocketmq-client-go/v2/consumer"
-	"github.com/apache/rocketmq-client-go/v2/primitive"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
@@ -439,21 +438,6 @@ func (c *consumer) afterSettle() {
 	}
 }
 
-// delayLevelKey carries the retry delay level of a nack through the
-// client's ACK to nackInterceptor.
-type delayLevelKey struct{}
-
-// nackInterceptor sets the delay level of a send-back. The client's ACK
-// creates the context that decides it and shows it only to interceptors.
-func nackInterceptor(ctx context.Context, req, reply interface{}, next primitive.Invoker) error {
-	if lvl, ok := ctx.Value(delayLevelKey{}).(int); ok {
-		if cc, ok := primitive.GetConcurrentlyCtx(ctx); ok {
-			cc.DelayLevelWhenNextConsume = lvl
-		}
-	}
-	return next(ctx, req, reply)
-}
-
 // ackBatch hands the settled batch to the client: ACK success commits it
 // (in memory; the offsets reach the broker with the client's 5 s commit
 // timer, Pause or the shutdown); ACK retry-later sends it back to
@@ -475,7 +459,7 @@ func (c *consumer) ackBatch(ctx context.Context, b *batch) error {
 	go func() {
 		defer c.ops.Done()
 		defer close(done)
-		c.pc.ACK(context.WithValue(context.Background(), delayLevelKey{}, lvl), b.cr, rmqconsumer.ConsumeRetryLater)
+		c.pc.ACK(rmqconsumer.WithDelayLevel(context.Background(), lvl), b.cr, rmqconsumer.ConsumeRetryLater)
 		c.mu.Lock()
 		if c.state != stateShut { // else the shutdown counted it as not sent back
 			delete(c.sendingBack, b)

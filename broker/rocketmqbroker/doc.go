@@ -163,6 +163,8 @@
 //     and consumer a unique one. Each client keeps a connection to a name
 //     server that its shutdown does not close; it closes after the client's
 //     120 s read timeout.
-//   - ACK gives no way to choose a retry delay; an interceptor sets the
-//     delay level on the context the client builds for the send-back.
+//   - Upstream's ACK gives no way to choose a retry delay but an
+//     interceptor, which every ACK then builds contexts for; the local
+//     copy takes the delay level from ACK's ctx (consumer.WithDelayLevel,
+//     third_party patch 15), and the adapter installs no interceptor.
 package rocketmqbroker

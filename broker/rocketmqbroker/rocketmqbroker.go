@@ -424,7 +424,6 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		// would move poison messages to %DLQ%<group> before the sidecar's
 		// own policy could (see MaxReconsumeTimes).
 		rmqconsumer.WithMaxReconsumeTimes(MaxReconsumeTimes),
-		rmqconsumer.WithInterceptor(nackInterceptor),
 	)
 	if err != nil {
 		return nil, b.opError("consume", topic, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -225,6 +226,37 @@ func TestNackRedelivers(t *testing.T) {
 		t.Fatalf("second Ack: %v, want ErrSettled", err)
 	}
 	brokertest.ExpectNothing(t, c, 300*time.Millisecond)
+}
+
+// TestNackDelayReachesBroker: a nack's delay becomes the delay level of
+// the send-back the broker gets (CONSUMER_SEND_MSG_BACK's delayLevel),
+// the shortest level not below it.
+func TestNackDelayReachesBroker(t *testing.T) {
+	for _, delay := range []time.Duration{0, 10 * time.Second, 2 * time.Minute} {
+		t.Run(delay.String(), func(t *testing.T) {
+			ev := newEnv(t, rocketmqbroker.Config{})
+			levels := make(chan string, 8)
+			ev.tb.Intercept(func(code int16, fields map[string]string) rmqtest.Action {
+				if code == rmqtest.CodeConsumerSendMsgBack {
+					levels <- fields["delayLevel"]
+				}
+				return rmqtest.Pass
+			})
+			brokertest.PublishN(t, ev.b, "jobs", 0, 1)
+			c := ev.consume(t, broker.ConsumerSpec{Topic: "jobs", Group: "workers"})
+			if err := brokertest.Next(t, c).Nack(brokertest.Ctx(t), delay); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case got := <-levels:
+				if want := strconv.Itoa(rocketmqbroker.DelayLevel(delay)); got != want {
+					t.Fatalf("nack after %v: the broker got delay level %s, want %s", delay, got, want)
+				}
+			case <-time.After(brokertest.WaitLong):
+				t.Fatal("no send-back reached the broker")
+			}
+		})
+	}
 }
 
 // TestPullBatchSettlesEachMessage: a pull brings many messages of a queue

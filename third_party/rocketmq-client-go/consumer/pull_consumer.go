@@ -238,6 +238,17 @@ func (pc *defaultPullConsumer) Poll(ctx context.Context, timeout time.Duration) 
 	}
 }
 
+// delayLevelKey is WithDelayLevel's context key.
+type delayLevelKey struct{}
+
+// WithDelayLevel returns ctx carrying the delay level that ACK with
+// ConsumeRetryLater gives the messages it sends back (the broker's
+// delayLevel: 0 lets the broker choose by the reconsume count). An
+// interceptor may still change it. (msgmesh patch 15.)
+func WithDelayLevel(ctx context.Context, level int) context.Context {
+	return context.WithValue(ctx, delayLevelKey{}, level)
+}
+
 func (pc *defaultPullConsumer) ACK(ctx context.Context, cr *ConsumeRequest, result ConsumeResult) {
 	if cr == nil {
 		return
@@ -257,32 +268,44 @@ RETRY:
 		return
 	}
 
-	pc.resetRetryAndNamespace(msgList)
+	// msgmesh patch 15: the consume contexts are built only for what
+	// reads them, the interceptors and a send-back; a success without
+	// interceptors made seven allocations and set a property on each
+	// message for nothing. A send-back's delay level may come from ctx
+	// (WithDelayLevel), not only from an interceptor.
+	delayLevel := 0
+	if pc.interceptor != nil || result != ConsumeSuccess {
+		pc.resetRetryAndNamespace(msgList)
 
-	msgCtx := &primitive.ConsumeMessageContext{
-		Properties:    make(map[string]string),
-		ConsumerGroup: pc.consumerGroup,
-		MQ:            mq,
-		Msgs:          msgList,
-	}
-	ctx = primitive.WithConsumerCtx(ctx, msgCtx)
-	ctx = primitive.WithMethod(ctx, primitive.ConsumerPull)
-	concurrentCtx := primitive.NewConsumeConcurrentlyContext()
-	concurrentCtx.MQ = *mq
-	ctx = primitive.WithConcurrentlyCtx(ctx, concurrentCtx)
+		msgCtx := &primitive.ConsumeMessageContext{
+			Properties:    make(map[string]string),
+			ConsumerGroup: pc.consumerGroup,
+			MQ:            mq,
+			Msgs:          msgList,
+		}
+		ctx = primitive.WithConsumerCtx(ctx, msgCtx)
+		ctx = primitive.WithMethod(ctx, primitive.ConsumerPull)
+		concurrentCtx := primitive.NewConsumeConcurrentlyContext()
+		concurrentCtx.MQ = *mq
+		if lvl, ok := ctx.Value(delayLevelKey{}).(int); ok {
+			concurrentCtx.DelayLevelWhenNextConsume = lvl
+		}
+		ctx = primitive.WithConcurrentlyCtx(ctx, concurrentCtx)
 
-	if result == ConsumeSuccess {
-		msgCtx.Properties[primitive.PropCtxType] = string(primitive.SuccessReturn)
-		msgCtx.Success = true
-	} else {
-		msgCtx.Properties[primitive.PropCtxType] = string(primitive.FailedReturn)
-		msgCtx.Success = false
-	}
+		if result == ConsumeSuccess {
+			msgCtx.Properties[primitive.PropCtxType] = string(primitive.SuccessReturn)
+			msgCtx.Success = true
+		} else {
+			msgCtx.Properties[primitive.PropCtxType] = string(primitive.FailedReturn)
+			msgCtx.Success = false
+		}
 
-	if pc.interceptor != nil {
-		pc.interceptor(ctx, msgList, nil, func(ctx context.Context, req, reply interface{}) error {
-			return nil
-		})
+		if pc.interceptor != nil {
+			pc.interceptor(ctx, msgList, nil, func(ctx context.Context, req, reply interface{}) error {
+				return nil
+			})
+		}
+		delayLevel = concurrentCtx.DelayLevelWhenNextConsume
 	}
 
 	if !pq.IsDroppd() {
@@ -302,7 +325,7 @@ RETRY:
 			} else {
 				for i := 0; i < len(msgList); i++ {
 					msg := msgList[i]
-					if pc.sendMessageBack(mq.BrokerName, msg, concurrentCtx.DelayLevelWhenNextConsume) {
+					if pc.sendMessageBack(mq.BrokerName, msg, delayLevel) {
 						msgBackSucceed = append(msgBackSucceed, msg)
 					} else {
 						msg.ReconsumeTimes += 1
