@@ -50,22 +50,24 @@ func newJavaHashSelector() *javaHashSelector {
 
 // Select implements producer.QueueSelector. The key is the message's
 // SHARDING_KEY property, which toRocket sets to the message key.
-// A batch goes to the queue its members were picked for; when the route
-// no longer has that queue, to none (the client then fails the send with
-// "route info not found", and the members are sent alone).
+// A message whose queue the adapter picked (pick, batch.go) goes to that
+// queue, without hashing its key again. When the route no longer has that
+// queue, a single message is placed by the rule below, and a batch goes
+// to none (the client then fails the send with "route info not found",
+// and the members are sent alone).
 func (s *javaHashSelector) Select(msg *primitive.Message, mqs []*primitive.MessageQueue, lastBrokerName string) *primitive.MessageQueue {
 	if len(mqs) == 0 {
 		return s.rr.Select(msg, mqs, lastBrokerName)
 	}
 	route := s.record(msg.Topic, mqs)
-	if msg.Batch {
-		if msg.Queue != nil {
-			for _, mq := range mqs {
-				if mq.BrokerName == msg.Queue.BrokerName && mq.QueueId == msg.Queue.QueueId {
-					return mq
-				}
+	if q := msg.Queue; q != nil {
+		for _, mq := range mqs {
+			if mq == q || mq.BrokerName == q.BrokerName && mq.QueueId == q.QueueId {
+				return mq
 			}
 		}
+	}
+	if msg.Batch {
 		return nil
 	}
 	key := msg.GetShardingKey()
