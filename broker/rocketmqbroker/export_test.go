@@ -18,9 +18,7 @@ func PendingSends(b *Broker) int {
 	n := 0
 	b.sel.routes.Range(func(_, v any) bool {
 		for _, q := range v.(*queueRoute).queues {
-			q.mu.Lock()
-			n += len(q.pending)
-			q.mu.Unlock()
+			n += q.Pending()
 		}
 		return true
 	})

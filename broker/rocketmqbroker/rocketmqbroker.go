@@ -20,6 +20,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/producer"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/internal/sendq"
 )
 
 // Compile-time checks that the adapter implements the contract.
@@ -155,8 +156,8 @@ type Broker struct {
 	cfg         Config   // defaults applied; read-only after New
 	nameServers []string // resolved to IP:port
 	producer    *producerHandle
-	sel         *javaHashSelector // the producer's; picks queues for batches
-	sends       sync.Pool         // of *queuedSend (batch.go)
+	sel         *javaHashSelector                                         // the producer's; picks queues for batches
+	batcher     *sendq.Batcher[*primitive.Message, *primitive.SendResult] // batch.go
 	log         *slog.Logger
 
 	// open: closed or not, and the consumers Close closes.
@@ -226,13 +227,15 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if err := p.Start(); err != nil {
 		return nil, fmt.Errorf("rocketmqbroker: start producer: %w", err)
 	}
-	return &Broker{
+	b := &Broker{
 		cfg:         cfg,
 		nameServers: addrs,
 		producer:    &producerHandle{p: p},
 		sel:         sel,
 		log:         log,
-	}, nil
+	}
+	b.batcher = sendq.New(sendq.Sender[*primitive.Message, *primitive.SendResult](sender{b}), sendq.Limits{MaxMsgs: cfg.MaxBatch, MaxBytes: maxBatchBytes})
+	return b, nil
 }
 
 // DefaultProbeTimeout bounds New's name server check.
@@ -307,12 +310,12 @@ func (b *Broker) sendMessage(ctx context.Context, rm *primitive.Message, size in
 	if b.cfg.MaxBatch > 1 && len(rm.Body) < batchableBody {
 		if mq, q := b.sel.pick(rm); q != nil {
 			rm.Queue = mq
-			var tried bool
-			sr, idx, maybeStored, tried, err = b.sendQueued(ctx, q, rm, size)
-			if !tried {
-				return sr, idx, maybeStored, err
+			r := b.batcher.Send(ctx, q, rm, size)
+			if !r.Tried {
+				return r.R, r.Idx, r.MaybeStored, r.Err
 			}
 			// The attempt that carried rm failed: rm goes on alone.
+			err = r.Err
 		}
 	}
 	sr, maybeStored, err = b.send(ctx, rm, err)
