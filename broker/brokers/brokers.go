@@ -5,8 +5,9 @@
 //
 // Options per kind (docs/brokers.md):
 //
-//	nats:     stream_prefix, max_ack_pending; replicas and max_age are an
-//	          older spelling of streams.replicas and streams.max_age
+//	nats:     stream_prefix, max_ack_pending, max_batch; replicas and
+//	          max_age are an older spelling of streams.replicas and
+//	          streams.max_age
 //	kafka:    client_id, partitions, replication_factor
 //	rocketmq: group_prefix, retries, max_message_size (the brokers' maxMessageSize),
 //	          max_batch
@@ -40,6 +41,7 @@ func Open(ctx context.Context, c topology.Cluster, log *slog.Logger) (broker.Bro
 		cfg := natsbroker.Config{URL: joinURLs(c.Endpoints), Logger: log}
 		cfg.StreamPrefix = o.str("stream_prefix")
 		cfg.MaxAckPending = o.int("max_ack_pending")
+		cfg.MaxBatch = o.int("max_batch")
 		streams, serr := oldStreamOptions(&o, c.Streams)
 		if serr != nil {
 			return nil, fmt.Errorf("brokers: cluster %q: %w", c.Name, serr)

@@ -50,6 +50,16 @@
 // map); values lose surrounding white space and may not contain CR or LF.
 // The server's max_payload bounds body and headers together (MaxBody).
 //
+// With Config.MaxBatch over 1 (the default with an embedded server that
+// fsyncs every write), the publishes to a topic that wait for its publish
+// in flight go as one JetStream atomic batch (nats-server 2.12 or later;
+// batch.go): stored together at consecutive sequences, or not at all,
+// with one fsync and one ack for all of them. Each publish still gets its
+// own sequence; a refused batch leaves each member to go alone. Streams
+// the adapter creates then allow atomic publishes; an operator's stream
+// gets batches only if it allows them. Deliveries do not carry the batch
+// headers (Nats-Batch-*).
+//
 // Errors say whether the message may have been stored. Publish sends
 // nothing while the connection is down: it waits for nats.go to reconnect
 // (nats.go would otherwise buffer the message and send it after

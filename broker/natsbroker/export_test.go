@@ -12,3 +12,27 @@ func NoStoreReserve(e *Embedded) {
 // itself when it runs out of space under a mirror or a replicated stream
 // ("JetStream out of resources, will be DISABLED").
 func ShutdownJetStream(e *Embedded) error { return e.server().ShutdownJetStream() }
+
+// PendingPublishes counts the publishes waiting for their topic's publish
+// in flight (batch.go), over every topic.
+func PendingPublishes(b *Broker) int {
+	b.smu.RLock()
+	defer b.smu.RUnlock()
+	n := 0
+	for _, ref := range b.streams {
+		n += ref.sends.Pending()
+	}
+	return n
+}
+
+// Batches counts the atomic batches b sent.
+func Batches(b *Broker) uint64 { return b.batches.Load() }
+
+// TopicBusy reports whether a publish to topic is in flight through its
+// queue (batch.go).
+func TopicBusy(b *Broker, topic string) bool {
+	b.smu.RLock()
+	defer b.smu.RUnlock()
+	ref := b.streams[topic]
+	return ref != nil && ref.sends.Busy()
+}

@@ -87,3 +87,9 @@ func startAt(t testing.TB, dir, addr string) *natsbroker.Embedded {
 	t.Cleanup(e.Shutdown)
 	return e
 }
+
+// TestConformanceBatched runs the suite with atomic batches on, as a
+// sidecar runs with an embedded server that syncs every write.
+func TestConformanceBatched(t *testing.T) {
+	brokertest.Run(t, func(t testing.TB) broker.Broker { return newEnv(t, natsbroker.Config{MaxBatch: 64}).b })
+}

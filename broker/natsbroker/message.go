@@ -130,6 +130,10 @@ func fromNATS(m natsContent) broker.Message {
 					continue
 				}
 			}
+		default:
+			if strings.HasPrefix(k, batchHeaderPrefix) {
+				continue // the adapter's, for an atomic batch (batch.go)
+			}
 		}
 		keys = append(keys, k)
 		n += len(vs)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/internal/sendq"
 	"github.com/msgmesh/msgmesh/topology"
 )
 
@@ -91,6 +92,17 @@ type Config struct {
 	// Logger receives connection events, stream creation and hand-backs.
 	// Zero: slog.Default().
 	Logger *slog.Logger
+	// MaxBatch is the most publishes to one topic that Publish sends as
+	// one atomic batch when they wait for the topic's publish in flight
+	// (batch.go; nats-server 2.12 or later). Batches pay where the server
+	// fsyncs every write (sync_interval: always) and cost more than they
+	// save with a sync interval. Streams the adapter creates allow atomic
+	// publishes when it is over 1; an existing stream is sent batches
+	// only if it does (allow_atomic). At most 1000, nats-server's
+	// default limit of a batch. Zero: DefaultMaxBatch (256) with an
+	// Embedded server that syncs every write, else 1. One or negative:
+	// every publish on its own, as a request of its own.
+	MaxBatch int
 }
 
 func (c Config) validate() error {
@@ -111,6 +123,10 @@ func (c Config) validate() error {
 		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
+	if c.MaxBatch > maxBatchLimit {
+		//lint:ignore ST1005 the message starts with the Config field it is about
+		errs = append(errs, fmt.Errorf("MaxBatch %d is over %d, nats-server's default limit of an atomic batch", c.MaxBatch, maxBatchLimit))
+	}
 	return errors.Join(errs...)
 }
 
@@ -127,6 +143,12 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	switch {
+	case c.MaxBatch == 0 && c.Embedded != nil && c.Embedded.opts.SyncAlways:
+		c.MaxBatch = DefaultMaxBatch
+	case c.MaxBatch < 1:
+		c.MaxBatch = 1
+	}
 	return c
 }
 
@@ -142,6 +164,10 @@ type Broker struct {
 	pubTimeout time.Duration
 	// replies are the reply subscriptions publishes wait on (puback.go).
 	replies replyPool
+	// batcher sends the publishes that wait in a topic's queue
+	// (streamRef.sends) as atomic batches (batch.go).
+	batcher *sendq.Batcher[*pubReq, pubAck]
+	batches atomic.Uint64 // batches sent, for tests
 
 	// smu guards streams (topic → the stream that captures it). It is a
 	// leaf lock: nothing else is locked while it is held.
@@ -168,6 +194,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		log:     cfg.Logger.With("broker", "nats"),
 		streams: make(map[string]*streamRef),
 	}
+	b.batcher = sendq.New(sendq.Sender[*pubReq, pubAck](batchSender{b}), sendq.Limits{MaxMsgs: cfg.MaxBatch, MaxBytes: maxBatchBytes})
 	where := "the given connection"
 	if b.nc == nil {
 		where = redactURLs(cfg.URL)
@@ -271,7 +298,13 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message) (broker.Publi
 	if err := b.checkInterest(ctx, ref, topic); err != nil {
 		return res, b.opError("publish", topic, err)
 	}
-	ack, err := b.publishAck(ctx, topic, msg.Body, nm, ref.name)
+	var ack pubAck
+	if ref.batch {
+		size := len(msg.Body) + broker.HeaderBytes(msg)
+		ack, err = b.publishQueued(ctx, ref, &pubReq{subj: topic, data: msg.Body, nm: nm, known: ref.name}, size)
+	} else {
+		ack, err = b.publishAck(ctx, topic, msg.Body, nm, ref.name)
+	}
 	if errors.Is(err, jetstream.ErrNoStreamResponse) && ctx.Err() == nil {
 		// No stream answered: the cached stream may have been deleted by
 		// an operator. Look again (creating it if needed) and retry once.
@@ -341,6 +374,16 @@ type streamRef struct {
 	// hasConsumers is set once the stream was seen with a consumer. It
 	// stays set: msgmesh never deletes a durable consumer.
 	hasConsumers atomic.Bool
+	// batch: the topic's publishes that wait for the one in flight go as
+	// atomic batches (Config.MaxBatch over 1 and a stream that allows
+	// them), through sends.
+	batch bool
+	sends topicQueue
+}
+
+// newStreamRef is the streamRef of stream name, configured as cfg.
+func (b *Broker) newStreamRef(name string, cfg jetstream.StreamConfig) *streamRef {
+	return &streamRef{name: name, cfg: cfg, batch: b.cfg.MaxBatch > 1 && cfg.AllowAtomicPublish}
 }
 
 // ensureStream returns the stream that captures topic, creating one if
@@ -417,7 +460,7 @@ func (b *Broker) lookupOrCreateStream(ctx context.Context, topic string) (*strea
 		s, err := b.js.CreateStream(ctx, cfg)
 		if err == nil {
 			b.log.Info("created stream", "stream", want, "topic", topic, "settings", describeLimits(cfg))
-			return &streamRef{name: want, cfg: s.CachedInfo().Config}, nil
+			return b.newStreamRef(want, s.CachedInfo().Config), nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) &&
@@ -452,7 +495,7 @@ func (b *Broker) describeStream(ctx context.Context, topic, name string) (*strea
 		return nil, fmt.Errorf("read stream %s: %w", name, withSentinel(err))
 	}
 	info := s.CachedInfo()
-	ref := &streamRef{name: name, cfg: info.Config}
+	ref := b.newStreamRef(name, info.Config)
 	ref.hasConsumers.Store(info.State.Consumers > 0)
 	if info.Config.Description == streamDescription(topic) {
 		want := b.streamConfig(name, topic)

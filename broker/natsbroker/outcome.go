@@ -23,7 +23,8 @@ import (
 func publishNotStored(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, broker.ErrUnavailable): // the adapter's "nothing was sent"
 		return true
 	case errors.As(err, &apiErr):
 		return true

@@ -32,10 +32,14 @@ const (
 	pubRetryAttempts = jetstream.DefaultPubRetryAttempts // retries after the first attempt
 )
 
-// pubAck is what Publish reads of a JetStream publish ack.
+// pubAck is what Publish reads of a JetStream publish ack. An atomic
+// batch's ack (batch.go) names the batch and counts its messages; its
+// Sequence is the last one's.
 type pubAck struct {
 	Stream   string
 	Sequence uint64
+	Batch    string
+	Count    uint64
 }
 
 // publishAck sends a publish of subj (nm: the message with its headers,
@@ -130,6 +134,16 @@ func (r *replyInbox) request(ctx context.Context, subj string, data []byte, nm *
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	reply, err := r.send(subj, data, nm)
+	if err != nil {
+		return nil, err
+	}
+	return r.wait(ctx, reply)
+}
+
+// send publishes with a reply subject of its own under r's inbox, which
+// it returns for wait. An error means nothing was written.
+func (r *replyInbox) send(subj string, data []byte, nm *nats.Msg) (string, error) {
 	r.n++
 	reply := r.inbox + "." + strconv.FormatUint(r.n, 10)
 	r.clean = false
@@ -143,8 +157,13 @@ func (r *replyInbox) request(ctx context.Context, subj string, data []byte, nm *
 	if err != nil {
 		// Refused before it was written: no answer will come.
 		r.clean = true
-		return nil, err
+		return "", err
 	}
+	return reply, nil
+}
+
+// wait waits for the answer to reply, which send returned.
+func (r *replyInbox) wait(ctx context.Context, reply string) (*nats.Msg, error) {
 	for {
 		select {
 		case m := <-r.ch:
@@ -267,9 +286,13 @@ func parsePubAck(data []byte, known string) (pubAck, error) {
 
 // pubAckJSON mirrors nats.go's jetstream pubAckResponse (apiResponse and
 // an embedded *PubAck), so that encoding/json decides as it did there.
+// BatchID and BatchSize are the server's fields of an atomic batch's ack,
+// which nats.go's PubAck (v1.55.0) does not have.
 type pubAckJSON struct {
-	Type  string              `json:"type"`
-	Error *jetstream.APIError `json:"error,omitempty"`
+	Type      string              `json:"type"`
+	Error     *jetstream.APIError `json:"error,omitempty"`
+	BatchID   string              `json:"batch"`
+	BatchSize uint64              `json:"count"`
 	*jetstream.PubAck
 }
 
@@ -284,13 +307,13 @@ func slowPubAck(data []byte) (pubAck, error) {
 	if r.PubAck == nil || r.PubAck.Stream == "" {
 		return pubAck{}, jetstream.ErrInvalidJSAck
 	}
-	return pubAck{Stream: r.PubAck.Stream, Sequence: r.PubAck.Sequence}, nil
+	return pubAck{Stream: r.PubAck.Stream, Sequence: r.PubAck.Sequence, Batch: r.BatchID, Count: r.BatchSize}, nil
 }
 
 // fastPubAck reads a JSON object whose keys are among stream, seq,
-// duplicate, domain, val and type, spelled so, with string values without
-// escapes or non-ASCII bytes, a plain unsigned seq and a boolean
-// duplicate. ok is false for anything else; then nothing is decided and
+// duplicate, domain, val, type, batch and count, spelled so, with string
+// values without escapes or non-ASCII bytes, a plain unsigned seq and
+// count and a boolean duplicate. ok is false for anything else; then nothing is decided and
 // slowPubAck must read data. A stream equal to known is known itself.
 func fastPubAck(data []byte, known string) (a pubAck, ok bool) {
 	p := ackParser{b: data}
@@ -322,6 +345,18 @@ func fastPubAck(data []byte, known string) (a pubAck, ok bool) {
 				return a, false
 			}
 			a.Sequence = n
+		case "count":
+			n, ok := p.uint()
+			if !ok {
+				return a, false
+			}
+			a.Count = n
+		case "batch":
+			s, ok := p.str()
+			if !ok {
+				return a, false
+			}
+			a.Batch = string(s)
 		case "duplicate":
 			if !p.word("true") && !p.word("false") {
 				return a, false

@@ -17,6 +17,12 @@ var pubAckCorpus = []string{
 	`{"stream":"MESH_orders","seq":42,"duplicate":true}`,
 	`{"stream":"MESH_orders","domain":"hub","seq":42}`,
 	`{"stream":"MESH_orders","seq":7,"val":"12"}`,
+	`{"stream":"MESH_orders","seq":300,"batch":"k9bGJ1MXtTgrqlDg6LtYNa","count":256}`,
+	`{"stream":"S","seq":3,"batch":"","count":0}`,
+	`{"stream":"S","seq":3,"batch":"b","count":-1}`,
+	`{"stream":"S","seq":3,"batch":"b","count":1.5}`,
+	`{"stream":"S","seq":3,"batch":7,"count":1}`,
+	`{"stream":"S","seq":3,"batch":"b\u0041","count":1}`,
 	`{"type":"io.nats.jetstream.api.v1.pub_ack","stream":"S","seq":3}`,
 	` { "stream" : "S" , "seq" : 3 , "duplicate" : false } `,
 	"{\n\t\"stream\":\"S\",\r\n\"seq\":3}",
@@ -97,6 +103,7 @@ func TestFastPubAckTakesServerAcks(t *testing.T) {
 		`{"stream":"MESH_orders","seq":1}`,
 		`{"stream":"MESH_orders","seq":42,"duplicate":true}`,
 		`{"stream":"MESH_orders","domain":"hub","seq":42}`,
+		`{"stream":"MESH_orders","seq":300,"batch":"k9bGJ1MXtTgrqlDg6LtYNa","count":256}`,
 	} {
 		if _, ok := fastPubAck([]byte(in), ""); !ok {
 			t.Errorf("%s: left to encoding/json", in)

@@ -65,6 +65,8 @@ func (b *Broker) streamConfig(name, topic string) jetstream.StreamConfig {
 		MaxBytes:    -1,
 		MaxMsgs:     -1,
 		Duplicates:  *s.Duplicates,
+		// Publishes may go as atomic batches (batch.go).
+		AllowAtomicPublish: b.cfg.MaxBatch > 1,
 	}
 	if s.Storage == topology.StorageMemory {
 		cfg.Storage = jetstream.MemoryStorage

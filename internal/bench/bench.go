@@ -39,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -948,7 +949,7 @@ func startNATS(dir string, sync time.Duration) (*setup, error) {
 	}
 	url := emb.ClientURL()
 	return &setup{
-		cluster: topology.Cluster{Name: "bench", Kind: topology.KindNATS, Endpoints: []string{url}},
+		cluster: natsCluster(url, sync),
 		direct: func(ctx context.Context, topic string) (path, func(), error) {
 			d, closeD, err := newDirect(ctx, url, topic)
 			if err != nil {
@@ -958,6 +959,18 @@ func startNATS(dir string, sync time.Duration) (*setup, error) {
 		},
 		close: emb.Shutdown,
 	}, nil
+}
+
+// natsCluster is the bench's NATS cluster at url, whose server syncs as
+// sync says. With a server that syncs every write, the sidecar sends the
+// publishes waiting for a topic as atomic batches (max_batch), as a
+// sidecar does by default with its embedded server syncing so.
+func natsCluster(url string, sync time.Duration) topology.Cluster {
+	c := topology.Cluster{Name: "bench", Kind: topology.KindNATS, Endpoints: []string{url}}
+	if sync == 0 {
+		c.Options = map[string]string{"max_batch": strconv.Itoa(natsbroker.DefaultMaxBatch)}
+	}
+	return c
 }
 
 // direct is the baseline: nats.go JetStream straight to the server.

@@ -66,7 +66,7 @@ func startBrokerProcessOnce(ctx context.Context, name, bin, dir string, sync tim
 		}
 		args = []string{"--host", host, "--port", port, "--http-port", "0", "--data-dir", dir, "--sync", syncArg}
 		url := "nats://" + addr
-		cluster = topology.Cluster{Name: "bench", Kind: topology.KindNATS, Endpoints: []string{url}}
+		cluster = natsCluster(url, sync)
 		direct = func(ctx context.Context, topic string) (path, func(), error) {
 			d, closeD, err := newDirect(ctx, url, topic)
 			if err != nil {

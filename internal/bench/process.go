@@ -180,6 +180,10 @@ func startProcSidecarOnce(ctx context.Context, bin string, cluster topology.Clus
 	cfgPath := filepath.Join(dir, "msgmesh.yaml")
 	eps, _ := json.Marshal(cluster.Endpoints) // a JSON list is a YAML flow sequence
 	yaml := fmt.Sprintf("brokers:\n  clusters:\n    - name: %s\n      kind: %s\n      endpoints: %s\n", cluster.Name, cluster.Kind, eps)
+	if len(cluster.Options) > 0 {
+		opts, _ := json.Marshal(cluster.Options) // strings only; a JSON object is a YAML flow mapping
+		yaml += fmt.Sprintf("      options: %s\n", opts)
+	}
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,196 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/msgmesh/msgmesh/broker"
+	"github.com/msgmesh/msgmesh/broker/internal/sendq"
+)
+
+// Publishes to one topic can go out as one atomic batch (nats-server 2.12
+// and later, a stream with allow_atomic): the messages carry
+// Nats-Batch-Id and Nats-Batch-Sequence headers, the last one
+// Nats-Batch-Commit, and the stream stores all of them at consecutive
+// sequences, or none, and answers the last one alone. With a server that
+// fsyncs every write (sync_interval: always, the embedded server's
+// default) a batch is committed with one fsync instead of one per
+// message, and the sidecar reads one ack instead of one per message. The
+// server stages an R1 file stream's batch in a store of its own, which it
+// fsyncs too; with a sync interval that fsync is all a batch adds, so
+// there batches are slower and Config.MaxBatch leaves them off.
+//
+// Which publishes go together is package sendq's rule, as for RocketMQ's
+// queues: a publish to a topic with no request in flight goes at once,
+// alone (an ordinary publish, no batch headers); while one is in flight,
+// the topic's publishes wait and go as one batch when it is answered. Each
+// publish gets its own sequence: the batch's last sequence, less its
+// count, plus its place. A batch the stream refuses (publishNotStored: an
+// API error, such as a stream at its limit, too many batches in flight,
+// or an incomplete batch) stored nothing, so each member goes on alone, as
+// an ordinary publish; a batch with no answer leaves each member's outcome
+// unknown.
+
+const (
+	// DefaultMaxBatch is Config.MaxBatch's default where batches pay: an
+	// Embedded server that syncs every write.
+	DefaultMaxBatch = 256
+	// maxBatchLimit is nats-server's default limit of an atomic batch's
+	// messages (jetstream max_batch_size).
+	maxBatchLimit = 1000
+	// maxBatchBytes bounds a batch's bodies and headers; a larger message
+	// goes alone.
+	maxBatchBytes = 1 << 20
+)
+
+// Batch headers of nats-server's atomic publish (server/stream.go).
+const (
+	batchIDHeader     = "Nats-Batch-Id"
+	batchSeqHeader    = "Nats-Batch-Sequence"
+	batchCommitHeader = "Nats-Batch-Commit"
+	batchHeaderPrefix = "Nats-Batch-"
+)
+
+// commitValue is Nats-Batch-Commit's value, shared by every batch.
+var commitValue = []string{"1"}
+
+// pubReq is one publish as a sendq.Queue holds it: publishAck's arguments.
+type pubReq struct {
+	subj  string
+	data  []byte
+	nm    *nats.Msg // nil: no headers
+	known string    // the stream expected to answer
+}
+
+// topicQueue is a topic's publishes (sendq.Queue), kept in its streamRef.
+type topicQueue = sendq.Queue[*pubReq, pubAck]
+
+// batchSender sends what a topicQueue hands it.
+type batchSender struct{ b *Broker }
+
+// One is an ordinary publish.
+func (s batchSender) One(ctx context.Context, p *pubReq) (pubAck, error) {
+	return s.b.publishAck(ctx, p.subj, p.data, p.nm, p.known)
+}
+
+// Batch publishes ps as one atomic batch: every message but the last
+// without a reply subject, the last, with Nats-Batch-Commit, as a request
+// on a reply inbox. Its ack is the batch's; a count other than len(ps)
+// (a server that took the messages one by one) is an error whose outcome
+// is unknown.
+func (s batchSender) Batch(ctx context.Context, ps []*pubReq, copied func()) (pubAck, error) {
+	b := s.b
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.pubTimeout)
+		defer cancel()
+	}
+	r, err := b.replies.get(b.nc)
+	if err != nil {
+		return pubAck{}, err
+	}
+	b.batches.Add(1)
+	id := []string{nuid.Next()}
+	last := len(ps) - 1
+	var reply string
+	for i, p := range ps {
+		m := batchMsg(p, id, i, i == last)
+		if i < last {
+			err = b.nc.PublishMsg(m)
+		} else if r != nil {
+			reply, err = r.send(p.subj, nil, m)
+		} else {
+			// Every reply inbox is in use: nats.go's shared one.
+			var resp *nats.Msg
+			if resp, err = b.nc.RequestMsgWithContext(ctx, m); err == nil {
+				copied()
+				return batchAck(resp, p.known, len(ps))
+			}
+		}
+		if err != nil {
+			// Nothing after this message was sent, and no commit:
+			// the server drops the batch (stored nothing).
+			if r != nil {
+				b.replies.put(r)
+			}
+			return pubAck{}, err
+		}
+	}
+	copied()
+	resp, err := r.wait(ctx, reply)
+	if err == nil || r.clean {
+		b.replies.put(r)
+	} else {
+		b.replies.drop(r)
+	}
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return pubAck{}, jetstream.ErrNoStreamResponse
+		}
+		return pubAck{}, err
+	}
+	return batchAck(resp, ps[last].known, len(ps))
+}
+
+// batchAck reads the ack of a batch of n messages.
+func batchAck(resp *nats.Msg, known string, n int) (pubAck, error) {
+	a, err := parsePubAck(resp.Data, known)
+	if err != nil {
+		return pubAck{}, err
+	}
+	if a.Count != uint64(n) || a.Sequence < a.Count {
+		return pubAck{}, fmt.Errorf("the stream acknowledged a batch of %d messages up to sequence %d, and %d were sent: it may not take atomic batches", a.Count, a.Sequence, n)
+	}
+	return a, nil
+}
+
+// batchMsg is p with the batch headers of place i in batch id, and the
+// commit header if it is the last (a copy: p's own message may yet go
+// alone).
+func batchMsg(p *pubReq, id []string, i int, commit bool) *nats.Msg {
+	n := 2
+	if p.nm != nil {
+		n += len(p.nm.Header)
+	}
+	h := make(nats.Header, n+1)
+	if p.nm != nil {
+		for k, v := range p.nm.Header {
+			h[k] = v
+		}
+	}
+	h[batchIDHeader] = id
+	h[batchSeqHeader] = []string{strconv.Itoa(i + 1)}
+	if commit {
+		h[batchCommitHeader] = commitValue
+	}
+	return &nats.Msg{Subject: p.subj, Data: p.data, Header: h}
+}
+
+// memberAck is the ack of the message at place idx of a batch acked a.
+func memberAck(a pubAck, idx int) pubAck {
+	return pubAck{Stream: a.Stream, Sequence: a.Sequence - a.Count + 1 + uint64(idx)}
+}
+
+// publishQueued publishes p through the topic's queue (ref.sends). A
+// member of a batch the stream refused goes on alone; one whose ctx ended
+// before it was sent reports nothing stored (broker.ErrUnavailable).
+func (b *Broker) publishQueued(ctx context.Context, ref *streamRef, p *pubReq, size int) (pubAck, error) {
+	r := b.batcher.Send(ctx, &ref.sends, p, size)
+	switch {
+	case r.Err == nil && r.Batch:
+		return memberAck(r.R, r.Idx), nil
+	case r.Err == nil:
+		return r.R, nil
+	case r.Unsent:
+		return pubAck{}, fmt.Errorf("%w: the publish waited for the topic's publishes ahead of it and was not sent: %w", broker.ErrUnavailable, r.Err)
+	case r.Batch && publishNotStored(r.Err):
+		return b.publishAck(ctx, p.subj, p.data, p.nm, p.known)
+	}
+	return pubAck{}, r.Err
+}
