@@ -57,9 +57,6 @@ const (
 	batchHeaderPrefix = "Nats-Batch-"
 )
 
-// commitValue is Nats-Batch-Commit's value, shared by every batch.
-var commitValue = []string{"1"}
-
 // pubReq is one publish as a sendq.Queue holds it: publishAck's arguments.
 type pubReq struct {
 	subj  string
@@ -81,9 +78,10 @@ func (s batchSender) One(ctx context.Context, p *pubReq) (pubAck, error) {
 
 // Batch publishes ps as one atomic batch: every message but the last
 // without a reply subject, the last, with Nats-Batch-Commit, as a request
-// on a reply inbox. Its ack is the batch's; a count other than len(ps)
-// (a server that took the messages one by one) is an error whose outcome
-// is unknown.
+// on a reply inbox. The batch headers are added to each message's header
+// block as it is encoded (batchHeader), with no header map per message.
+// Its ack is the batch's; a count other than len(ps) (a server that took
+// the messages one by one) is an error whose outcome is unknown.
 func (s batchSender) Batch(ctx context.Context, ps []*pubReq, copied func()) (pubAck, error) {
 	b := s.b
 	if _, ok := ctx.Deadline(); !ok {
@@ -91,34 +89,28 @@ func (s batchSender) Batch(ctx context.Context, ps []*pubReq, copied func()) (pu
 		ctx, cancel = context.WithTimeout(ctx, b.pubTimeout)
 		defer cancel()
 	}
-	r, err := b.replies.get(b.nc)
+	r, err := b.replies.get(b.nc, true)
 	if err != nil {
 		return pubAck{}, err
 	}
 	b.batches.Add(1)
-	id := []string{nuid.Next()}
+	id := nuid.Next()
 	last := len(ps) - 1
+	var hdr []byte // reused: nats.go copies each message as it is published
 	var reply string
 	for i, p := range ps {
-		m := batchMsg(p, id, i, i == last)
-		if i < last {
-			err = b.nc.PublishMsg(m)
-		} else if r != nil {
-			reply, err = r.send(p.subj, nil, m)
-		} else {
-			// Every reply inbox is in use: nats.go's shared one.
-			var resp *nats.Msg
-			if resp, err = b.nc.RequestMsgWithContext(ctx, m); err == nil {
-				copied()
-				return batchAck(resp, p.known, len(ps))
-			}
+		hdr, err = batchHeader(hdr[:0], p.nm, id, i+1, i == last)
+		switch {
+		case err != nil:
+		case i < last:
+			err = b.nc.PublishWithHeader(p.subj, "", hdr, p.data)
+		default:
+			reply, err = r.send(p.subj, hdr, p.data, nil)
 		}
 		if err != nil {
 			// Nothing after this message was sent, and no commit:
 			// the server drops the batch (stored nothing).
-			if r != nil {
-				b.replies.put(r)
-			}
+			b.replies.put(r)
 			return pubAck{}, err
 		}
 	}
@@ -135,41 +127,36 @@ func (s batchSender) Batch(ctx context.Context, ps []*pubReq, copied func()) (pu
 		}
 		return pubAck{}, err
 	}
-	return batchAck(resp, ps[last].known, len(ps))
-}
-
-// batchAck reads the ack of a batch of n messages.
-func batchAck(resp *nats.Msg, known string, n int) (pubAck, error) {
-	a, err := parsePubAck(resp.Data, known)
+	a, err := parsePubAck(resp.Data, ps[last].known)
 	if err != nil {
 		return pubAck{}, err
 	}
-	if a.Count != uint64(n) || a.Sequence < a.Count {
-		return pubAck{}, fmt.Errorf("the stream acknowledged a batch of %d messages up to sequence %d, and %d were sent: it may not take atomic batches", a.Count, a.Sequence, n)
+	if a.Count != uint64(len(ps)) || a.Sequence < a.Count {
+		return pubAck{}, fmt.Errorf("the stream acknowledged a batch of %d messages up to sequence %d, and %d were sent: it may not take atomic batches", a.Count, a.Sequence, len(ps))
 	}
 	return a, nil
 }
 
-// batchMsg is p with the batch headers of place i in batch id, and the
-// commit header if it is the last (a copy: p's own message may yet go
-// alone).
-func batchMsg(p *pubReq, id []string, i int, commit bool) *nats.Msg {
-	n := 2
-	if p.nm != nil {
-		n += len(p.nm.Header)
-	}
-	h := make(nats.Header, n+1)
-	if p.nm != nil {
-		for k, v := range p.nm.Header {
-			h[k] = v
+// batchHeader appends to dst the header block of the member at place seq
+// (from 1) of batch id: nm's headers (nil: none), then the batch's, and
+// the commit's on the last.
+func batchHeader(dst []byte, nm *nats.Msg, id string, seq int, commit bool) ([]byte, error) {
+	if nm != nil && len(nm.Header) > 0 {
+		var err error
+		if dst, err = nm.AppendHeader(dst); err != nil {
+			return dst, err
 		}
+		dst = dst[:len(dst)-2] // the block's last line, before its final CRLF
+	} else {
+		dst = append(dst, "NATS/1.0\r\n"...)
 	}
-	h[batchIDHeader] = id
-	h[batchSeqHeader] = []string{strconv.Itoa(i + 1)}
+	dst = append(append(append(dst, batchIDHeader+": "...), id...), "\r\n"...)
+	dst = strconv.AppendInt(append(dst, batchSeqHeader+": "...), int64(seq), 10)
+	dst = append(dst, "\r\n"...)
 	if commit {
-		h[batchCommitHeader] = commitValue
+		dst = append(dst, batchCommitHeader+": 1\r\n"...)
 	}
-	return &nats.Msg{Subject: p.subj, Data: p.data, Header: h}
+	return append(dst, "\r\n"...), nil
 }
 
 // memberAck is the ack of the message at place idx of a batch acked a.

@@ -289,3 +289,14 @@ func TestStreamWithoutAtomicPublishGetsNoBatches(t *testing.T) {
 		t.Errorf("%d batches to a stream without allow_atomic", got)
 	}
 }
+
+// TestMaxBatchOverServerLimitIsRefused: New refuses a MaxBatch over
+// nats-server's default limit of a batch, before connecting.
+func TestMaxBatchOverServerLimitIsRefused(t *testing.T) {
+	for _, n := range []int{1001, 5000} {
+		_, err := natsbroker.New(brokertest.Ctx(t), natsbroker.Config{URL: "nats://127.0.0.1:1", MaxBatch: n})
+		if err == nil || !strings.Contains(err.Error(), "MaxBatch") || errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("MaxBatch %d: %v; want a config error naming it", n, err)
+		}
+	}
+}

@@ -124,7 +124,6 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
 	}
 	if c.MaxBatch > maxBatchLimit {
-		//lint:ignore ST1005 the message starts with the Config field it is about
 		errs = append(errs, fmt.Errorf("MaxBatch %d is over %d, nats-server's default limit of an atomic batch", c.MaxBatch, maxBatchLimit))
 	}
 	return errors.Join(errs...)

@@ -53,7 +53,7 @@ func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *n
 		ctx, cancel = context.WithTimeout(ctx, b.pubTimeout)
 		defer cancel()
 	}
-	r, err := b.replies.get(b.nc)
+	r, err := b.replies.get(b.nc, false)
 	if err != nil {
 		return pubAck{}, err
 	}
@@ -134,24 +134,28 @@ func (r *replyInbox) request(ctx context.Context, subj string, data []byte, nm *
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	reply, err := r.send(subj, data, nm)
+	reply, err := r.send(subj, nil, data, nm)
 	if err != nil {
 		return nil, err
 	}
 	return r.wait(ctx, reply)
 }
 
-// send publishes with a reply subject of its own under r's inbox, which
-// it returns for wait. An error means nothing was written.
-func (r *replyInbox) send(subj string, data []byte, nm *nats.Msg) (string, error) {
+// send publishes nm, or subj with the header block hdr (nil: none) and
+// data, with a reply subject of its own under r's inbox, which it returns
+// for wait. An error means nothing was written.
+func (r *replyInbox) send(subj string, hdr, data []byte, nm *nats.Msg) (string, error) {
 	r.n++
 	reply := r.inbox + "." + strconv.FormatUint(r.n, 10)
 	r.clean = false
 	var err error
-	if nm != nil {
+	switch {
+	case nm != nil:
 		nm.Reply = reply
 		err = r.nc.PublishMsg(nm)
-	} else {
+	case hdr != nil:
+		err = r.nc.PublishWithHeader(subj, reply, hdr, data)
+	default:
 		err = r.nc.PublishRequest(subj, reply, data)
 	}
 	if err != nil {
@@ -201,8 +205,10 @@ type replyPool struct {
 }
 
 // get returns an idle reply inbox, or subscribes a new one on nc, or nil
-// when maxReplies are in use.
-func (p *replyPool) get(nc *nats.Conn) (*replyInbox, error) {
+// when maxReplies are in use. With over, it subscribes one beyond
+// maxReplies rather than return nil (an atomic batch's commit, which
+// nats.go's shared request cannot send); put drops it.
+func (p *replyPool) get(nc *nats.Conn, over bool) (*replyInbox, error) {
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
 		r := p.idle[n-1]
@@ -210,7 +216,7 @@ func (p *replyPool) get(nc *nats.Conn) (*replyInbox, error) {
 		p.mu.Unlock()
 		return r, nil
 	}
-	if p.live >= maxReplies {
+	if p.live >= maxReplies && !over {
 		p.mu.Unlock()
 		return nil, nil
 	}
@@ -233,10 +239,10 @@ func (p *replyPool) get(nc *nats.Conn) (*replyInbox, error) {
 	return r, nil
 }
 
-// put keeps a clean reply inbox for the next publish.
+// put keeps a clean reply inbox for the next publish, within maxReplies.
 func (p *replyPool) put(r *replyInbox) {
 	p.mu.Lock()
-	if !p.closed {
+	if !p.closed && p.live <= maxReplies {
 		p.idle = append(p.idle, r)
 		p.mu.Unlock()
 		return

@@ -49,7 +49,7 @@ func newInbox(t *testing.T, pub *nats.Conn) (*replyPool, *replyInbox) {
 	t.Helper()
 	p := new(replyPool)
 	t.Cleanup(p.close)
-	r, err := p.get(pub)
+	r, err := p.get(pub, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestReplyInboxConnectionClosed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("request still waiting after the connection closed")
 	}
-	if _, err := p.get(pub); !errors.Is(err, nats.ErrConnectionClosed) {
+	if _, err := p.get(pub, false); !errors.Is(err, nats.ErrConnectionClosed) {
 		t.Fatalf("get on a closed connection: %v", err)
 	}
 }
@@ -172,13 +172,13 @@ func TestPublishBeyondMaxRepliesFallsBack(t *testing.T) {
 
 	var held []*replyInbox
 	for range maxReplies {
-		r, err := b.replies.get(pub)
+		r, err := b.replies.get(pub, false)
 		if err != nil || r == nil {
 			t.Fatalf("inbox %d: %v, %v", len(held), r, err)
 		}
 		held = append(held, r)
 	}
-	if r, err := b.replies.get(pub); r != nil || err != nil {
+	if r, err := b.replies.get(pub, false); r != nil || err != nil {
 		t.Fatalf("get beyond maxReplies: %v, %v; want nil, nil", r, err)
 	}
 	for i := range 3 {
@@ -190,8 +190,18 @@ func TestPublishBeyondMaxRepliesFallsBack(t *testing.T) {
 	if b.replies.live != maxReplies {
 		t.Fatalf("%d inboxes subscribed, want %d", b.replies.live, maxReplies)
 	}
+	// A batch's commit takes an inbox beyond the limit, dropped when put
+	// back.
+	over, err := b.replies.get(pub, true)
+	if err != nil || over == nil || b.replies.live != maxReplies+1 {
+		t.Fatalf("get beyond maxReplies for a batch: %v, %v, %d live", over, err, b.replies.live)
+	}
+	b.replies.put(over)
+	if b.replies.live != maxReplies || len(b.replies.idle) != 0 {
+		t.Fatalf("the inbox beyond the limit was kept: %d live, %d idle", b.replies.live, len(b.replies.idle))
+	}
 	b.replies.put(held[0])
-	if r, _ := b.replies.get(pub); r != held[0] {
+	if r, _ := b.replies.get(pub, false); r != held[0] {
 		t.Fatal("the inbox put back is not the next one handed out")
 	}
 }

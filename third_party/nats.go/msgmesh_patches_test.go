@@ -5,6 +5,7 @@ package nats
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -100,5 +101,36 @@ func TestPatch3SplitMessage(t *testing.T) {
 	m := <-ch
 	if m.Subject != "orders.eu" || m.Reply != "reply.1" || !bytes.Equal(m.Data, data) || m.Header.Get("K") != "v" {
 		t.Fatalf("got subject %q reply %q header %v and %d bytes", m.Subject, m.Reply, m.Header, len(m.Data))
+	}
+}
+
+// Patch 4: AppendHeader appends the header block PublishMsg sends, after
+// what dst holds, and nothing for a message without headers.
+func TestPatch4AppendHeaderAsPublishMsg(t *testing.T) {
+	for _, h := range []Header{
+		nil,
+		{},
+		{"Msgmesh-Key": {"order-42"}},
+		{"A": {" padded value ", "second"}, "B": {"with\r\nnewline"}, "C": {""}},
+		{"Nats-Batch-Id": {"k9bGJ1MXtTgrqlDg6LtYNa"}, "Nats-Batch-Sequence": {"17"}},
+	} {
+		m := &Msg{Subject: "s", Header: h}
+		want, werr := m.headerBytes()
+		got, gerr := m.AppendHeader([]byte("prefix"))
+		if (gerr == nil) != (werr == nil) || !bytes.Equal(got[:6], []byte("prefix")) {
+			t.Fatalf("%v: %q, %v; headerBytes %v", h, got, gerr, werr)
+		}
+		// Map order differs between the two walks: compare the lines.
+		lines := func(b []byte) []string {
+			l := strings.Split(string(b), "\r\n")
+			slices.Sort(l)
+			return l
+		}
+		if !slices.Equal(lines(got[6:]), lines(want)) {
+			t.Fatalf("%v: AppendHeader %q, PublishMsg sends %q", h, got[6:], want)
+		}
+	}
+	if _, err := (&Msg{Header: Header{"bad key": {"v"}}}).AppendHeader(nil); err != ErrBadHeaderMsg {
+		t.Fatalf("a bad key: %v", err)
 	}
 }

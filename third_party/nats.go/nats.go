@@ -938,6 +938,37 @@ func (m *Msg) headerBytes() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// AppendHeader appends m's header block to dst, the bytes PublishMsg
+// sends for it, and returns the extended slice; with no headers it
+// appends nothing. The caller can add lines before the block's final
+// CRLF and publish it with PublishWithHeader, without a Header map per
+// message. msgmesh patch 4 (PATCHES.md).
+func (m *Msg) AppendHeader(dst []byte) ([]byte, error) {
+	hdrSize, err := m.headerSize()
+	if hdrSize == 0 || err != nil {
+		return dst, err
+	}
+	dst = slices.Grow(dst, hdrSize)
+	dst = append(dst, hdrLine...)
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			dst = append(dst, k...)
+			dst = append(dst, ": "...)
+			dst = append(dst, headerValueNewlineReplacer.Replace(textproto.TrimString(v))...)
+			dst = append(dst, crlf...)
+		}
+	}
+	return append(dst, crlf...), nil
+}
+
+// PublishWithHeader publishes data with hdr, a header block as
+// AppendHeader makes it ("NATS/1.0\r\n", "Key: value\r\n" lines, "\r\n";
+// nil: none), and reply, which may be empty. The block is sent as it is:
+// the caller vouches for its form. msgmesh patch 4 (PATCHES.md).
+func (nc *Conn) PublishWithHeader(subj, reply string, hdr, data []byte) error {
+	return nc.publish(subj, reply, reply != _EMPTY_, hdr, data)
+}
+
 // asciiSet is a 256-byte lookup table for fast ASCII character membership testing.
 // This implementation mirrors the one Go uses internally for many string operations,
 // including strings.Contains().
