@@ -2,12 +2,10 @@ package natsbroker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -116,18 +114,7 @@ func (s batchSender) Batch(ctx context.Context, ps []*pubReq, copied func()) (pu
 	}
 	copied()
 	resp, err := r.wait(ctx, reply)
-	if err == nil || r.clean {
-		b.replies.put(r)
-	} else {
-		b.replies.drop(r)
-	}
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return pubAck{}, jetstream.ErrNoStreamResponse
-		}
-		return pubAck{}, err
-	}
-	a, err := parsePubAck(resp.Data, ps[last].known)
+	a, err := b.answered(r, resp, err, ps[last].known)
 	if err != nil {
 		return pubAck{}, err
 	}

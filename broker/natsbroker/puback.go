@@ -69,6 +69,14 @@ func (b *Broker) publishAck(ctx context.Context, subj string, data []byte, nm *n
 		t.Stop()
 		resp, err = b.request(ctx, r, subj, data, nm)
 	}
+	return b.answered(r, resp, err, known)
+}
+
+// answered ends a publish request made on r (nil: nats.go's shared
+// response subscription) with its answer resp or error err: r goes back
+// to the pool, or is dropped when an answer may still come, and the
+// answer is read as an ack of stream known (parsePubAck).
+func (b *Broker) answered(r *replyInbox, resp *nats.Msg, err error, known string) (pubAck, error) {
 	if r != nil {
 		if err == nil || r.clean {
 			b.replies.put(r)
