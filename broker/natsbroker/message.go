@@ -113,7 +113,7 @@ func fromNATS(m natsContent) broker.Message {
 	if len(h) == 0 {
 		return msg
 	}
-	keys := make([]string, 0, len(h))
+	var keys []string // made at the first header kept: a message may carry only the key and batch headers
 	n := 0
 	for k, vs := range h {
 		switch k {
@@ -134,6 +134,9 @@ func fromNATS(m natsContent) broker.Message {
 			if strings.HasPrefix(k, batchHeaderPrefix) {
 				continue // the adapter's, for an atomic batch (batch.go)
 			}
+		}
+		if keys == nil {
+			keys = make([]string, 0, len(h))
 		}
 		keys = append(keys, k)
 		n += len(vs)
