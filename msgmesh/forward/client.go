@@ -102,10 +102,14 @@ type ClientConfig struct {
 // Each sibling has a circuit breaker. A failed dial, a connection that
 // dies, or one that goes silent (TakeTimeout) opens it: the sibling is
 // refused at once (ErrSiblingDown, so callers deliver locally without
-// waiting) for a backoff, 100 ms doubling to 5 s. When it passes, the next
-// Forward starts one probe, a dial and HELLO in the background, and is
-// itself refused; while the probe runs everyone is refused. The probe's
-// success closes the breaker, its failure reopens it for the next backoff.
+// waiting) for a backoff, 100 ms doubling to 5 s. When it passes, one
+// probe, a dial and HELLO, runs in the background; while it runs everyone
+// is refused. The probe's success closes the breaker, its failure reopens
+// it for the next backoff. A sibling asked for within the last idleClose
+// is probed as soon as each backoff passes, so one that came back (a
+// partition healed) is connected before the next Forward needs it; for
+// one not asked for that long, the next Forward starts the probe (and is
+// refused).
 // Safe for concurrent use.
 type Forwarder struct {
 	cfg      ClientConfig
@@ -293,6 +297,9 @@ func (f *Forwarder) Close() error {
 		if p.c != nil {
 			conns = append(conns, p.c)
 		}
+		if p.probe != nil {
+			p.probe.Stop()
+		}
 		p.mu.Unlock()
 	}
 	f.mu.Unlock()
@@ -320,6 +327,10 @@ type peer struct {
 	retryAt time.Time // no dial before this while down
 	backoff time.Duration
 	removed bool // dropped from Forwarder.peers; look it up again
+	// wanted is when a Forward last asked for the sibling; probe starts
+	// the probe at retryAt while that is recent (scheduleProbe).
+	wanted time.Time
+	probe  *time.Timer
 }
 
 // trip opens p's breaker after a failed dial, or after connection c died
@@ -354,6 +365,7 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 		f.mu.Unlock()
 
 		p.mu.Lock()
+		p.wanted = time.Now()
 		switch {
 		case p.removed:
 			p.mu.Unlock()
@@ -402,6 +414,36 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 	}
 }
 
+// scheduleProbe starts p's probe when its backoff passes, if a Forward
+// asked for p within the last f.idle by then (see Forwarder). p.mu is
+// held, and p was just tripped.
+func (f *Forwarder) scheduleProbe(p *peer) {
+	if p.probe != nil {
+		p.probe.Stop()
+	}
+	p.probe = time.AfterFunc(time.Until(p.retryAt), func() { f.probeNow(p) })
+}
+
+// probeNow starts p's probe in the background, unless p is up, being
+// dialled, forgotten, not asked for within f.idle, or the Forwarder is
+// closed (Close stops the timers; this covers one already firing).
+func (f *Forwarder) probeNow(p *peer) {
+	p.mu.Lock()
+	if f.ctx.Err() != nil || p.removed || !p.down || p.c != nil || p.dialing != nil || time.Since(p.wanted) > f.idle {
+		p.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	p.dialing = ch
+	p.mu.Unlock()
+	if !f.routines.Go(func() { _, _ = f.dialed(f.ctx, p, ch) }) {
+		p.mu.Lock()
+		p.dialing = nil
+		close(ch)
+		p.mu.Unlock()
+	}
+}
+
 // dialed dials p (the caller set p.dialing to ch) and records the outcome:
 // the connection, or the breaker opened.
 func (f *Forwarder) dialed(ctx context.Context, p *peer, ch chan struct{}) (*clientConn, error) {
@@ -422,6 +464,7 @@ func (f *Forwarder) dialed(ctx context.Context, p *peer, ch chan struct{}) (*cli
 		backoff := p.backoff
 		if ctx.Err() == nil { // the caller's ctx is no reason to back off
 			backoff = p.trip(err, time.Time{})
+			f.scheduleProbe(p)
 		}
 		p.mu.Unlock()
 		f.mu.Unlock()
@@ -767,6 +810,7 @@ func (c *clientConn) fail(reason error) {
 		c.p.c = nil
 		if !errors.Is(reason, ErrClosed) {
 			backoff = c.p.trip(reason, c.born)
+			c.f.scheduleProbe(c.p)
 		}
 	}
 	c.p.mu.Unlock()
