@@ -147,6 +147,15 @@ func (command *RemotingCommand) WriteTo(w io.Writer) error {
 	return err
 }
 
+// encodeInto is encode appending to dst for the JSON codec (msgmesh
+// patch 16); the RocketMQ codec's frame is a new slice, as before.
+func encodeInto(dst []byte, command *RemotingCommand) ([]byte, error) {
+	if codecType == JsonCodecs {
+		return appendJSONFrame(dst, command), nil
+	}
+	return encode(command)
+}
+
 func encode(command *RemotingCommand) ([]byte, error) {
 	if codecType == JsonCodecs {
 		// msgmesh patch 9: the JSON header is appended straight into
@@ -187,11 +196,24 @@ func encode(command *RemotingCommand) ([]byte, error) {
 // is one allocation of its exact size without a pass to measure the
 // header.
 func encodeJSONFrame(command *RemotingCommand) []byte {
+	return appendJSONFrame(nil, command)
+}
+
+// appendJSONFrame appends command's frame to dst (msgmesh patch 16:
+// doRequest encodes into a pooled buffer, since writeFrame copies the
+// frame before it returns).
+func appendJSONFrame(dst []byte, command *RemotingCommand) []byte {
 	sp := headerScratch.Get().(*[]byte)
 	header := appendJSONHeader((*sp)[:0], command)
-	buf := make([]byte, 8, 8+len(header)+len(command.Body))
-	binary.BigEndian.PutUint32(buf[0:4], uint32(4+len(header)+len(command.Body)))
-	copy(buf[4:8], markProtocolType(int32(len(header))))
+	buf := dst
+	if need := 8 + len(header) + len(command.Body); cap(buf)-len(buf) < need {
+		buf = make([]byte, len(dst), len(dst)+need)
+		copy(buf, dst)
+	}
+	start := len(buf)
+	buf = buf[:start+8]
+	binary.BigEndian.PutUint32(buf[start:start+4], uint32(4+len(header)+len(command.Body)))
+	copy(buf[start+4:start+8], markProtocolType(int32(len(header))))
 	buf = append(buf, header...)
 	buf = append(buf, command.Body...)
 	if cap(header) <= 64<<10 {

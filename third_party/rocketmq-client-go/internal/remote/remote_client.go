@@ -357,13 +357,26 @@ func (c *remotingClient) sendRequest(conn *tcpConnWrapper, request *RemotingComm
 	return err
 }
 
+// frameScratch holds the buffers doRequest encodes frames into; one
+// larger than maxScratchFrame (a batch of big messages) is not kept.
+var frameScratch = sync.Pool{New: func() interface{} { b := make([]byte, 0, 4096); return &b }}
+
+const maxScratchFrame = 1 << 20
+
 func (c *remotingClient) doRequest(conn *tcpConnWrapper, request *RemotingCommand) error {
 	// msgmesh patch 7: the frame goes out through the connection's group
 	// commit (tcpConnWrapper.writeFrame), which sets the write deadline,
 	// instead of a Write of its own under the connection's lock.
-	frame, err := encode(request)
+	// msgmesh patch 16: the frame is encoded into a pooled buffer, not a
+	// new one per request: writeFrame has copied it when it returns.
+	bp := frameScratch.Get().(*[]byte)
+	frame, err := encodeInto((*bp)[:0], request)
 	if err == nil {
 		err = conn.writeFrame(frame, c.config.WriteTimeout)
+	}
+	if cap(frame) <= maxScratchFrame {
+		*bp = frame[:0]
+		frameScratch.Put(bp)
 	}
 	if err != nil {
 		rlog.Error("conn error, close connection", map[string]interface{}{
