@@ -2,8 +2,8 @@
 // go out as one request. It serves the adapters whose broker takes several
 // messages in one request and answers them together: RocketMQ's
 // SEND_BATCH_MESSAGE for one queue, and JetStream's atomic batch for one
-// stream. A request costs a client and a broker about as much as a
-// message in it, so sharing it is most of what a publish costs.
+// stream. A request costs a client and a broker about as much as the
+// message in it, so sharing one saves most of what a publish costs.
 //
 // How a Queue sends (there is no goroutine of its own: the sender is always
 // a publishing caller, so nothing needs stopping on Close):
@@ -17,9 +17,9 @@
 //     A queue has one request in flight at a time, so its messages are
 //     stored in the order they were queued.
 //   - Each publish gets the request's answer and its place in it, or the
-//     request's error (Result.Tried): the adapter then goes on with that
-//     message alone under its own retry rules, as from a first attempt of
-//     its own that failed.
+//     request's error (Result.Tried): the adapter's own rules then say
+//     whether the message goes on alone, as after a first attempt of its
+//     own that failed.
 //   - A publish whose ctx ends while it waits leaves unsent
 //     (Result.Unsent); one whose ctx ends while its request is in flight
 //     gets Result.MaybeStored. It returns only once its request holds a
