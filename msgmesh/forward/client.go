@@ -327,8 +327,9 @@ type peer struct {
 	retryAt time.Time // no dial before this while down
 	backoff time.Duration
 	removed bool // dropped from Forwarder.peers; look it up again
-	// wanted is when a Forward last asked for the sibling; probe starts
-	// the probe at retryAt while that is recent (scheduleProbe).
+	// wanted is when a Forward last asked for the sibling while it had no
+	// connection (with one, the connection's lastUsed says it, copied
+	// here when it dies); probeNow starts a probe only while it is recent.
 	wanted time.Time
 	probe  *time.Timer
 }
@@ -365,16 +366,18 @@ func (f *Forwarder) conn(ctx context.Context, addr string) (*clientConn, error) 
 		f.mu.Unlock()
 
 		p.mu.Lock()
-		p.wanted = time.Now()
 		switch {
 		case p.removed:
 			p.mu.Unlock()
 			continue
 		case p.c != nil:
 			c := p.c
-			c.lastUsed = time.Now()
+			c.lastUsed = time.Now() // p.wanted for when it dies (fail)
 			p.mu.Unlock()
 			return c, nil
+		}
+		p.wanted = time.Now()
+		switch {
 		case p.down && p.dialing != nil:
 			err := fmt.Errorf("%w: %w: %s: probing it; down since: %w", ErrUnavailable, ErrSiblingDown, addr, p.lastErr)
 			p.mu.Unlock()
@@ -808,6 +811,9 @@ func (c *clientConn) fail(reason error) {
 	c.p.mu.Lock()
 	if c.p.c == c {
 		c.p.c = nil
+		if c.lastUsed.After(c.p.wanted) {
+			c.p.wanted = c.lastUsed
+		}
 		if !errors.Is(reason, ErrClosed) {
 			backoff = c.p.trip(reason, c.born)
 			c.f.scheduleProbe(c.p)
