@@ -272,13 +272,15 @@ func TestStreamWithoutAtomicPublishGetsNoBatches(t *testing.T) {
 			_, errs[i] = ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: topic, Body: brokertest.Body(i)})
 		})
 	}
-	// Nothing queues: each publish goes out at once, into the cut relay.
-	time.Sleep(50 * time.Millisecond) // a negative: nothing to wait on
-	pending := natsbroker.PendingPublishes(ev.b)
+	// Nothing queues: every publish goes out at once, into the cut relay,
+	// each waiting on a reply inbox of its own. (Queued, all but one would
+	// wait in the topic's queue instead, holding none.)
+	allOut := brokertest.Poll(func() bool { return natsbroker.RepliesInUse(ev.b) == len(errs) })
+	inUse, pending := natsbroker.RepliesInUse(ev.b), natsbroker.PendingPublishes(ev.b)
 	ev.relay.Heal()
 	wg.Wait()
-	if pending != 0 {
-		t.Errorf("%d publishes waited in a queue", pending)
+	if !allOut || pending != 0 {
+		t.Errorf("%d of %d publishes in flight at once, %d waited in a queue", inUse, len(errs), pending)
 	}
 	for i, err := range errs {
 		if err != nil {

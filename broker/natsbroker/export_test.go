@@ -36,3 +36,10 @@ func TopicBusy(b *Broker, topic string) bool {
 	ref := b.streams[topic]
 	return ref != nil && ref.sends.Busy()
 }
+
+// RepliesInUse counts the reply inboxes held by publishes in flight.
+func RepliesInUse(b *Broker) int {
+	b.replies.mu.Lock()
+	defer b.replies.mu.Unlock()
+	return b.replies.live - len(b.replies.idle)
+}
