@@ -35,8 +35,7 @@ func waitRules(t testing.TB, names ...string) {
 // (--instance-label). An operator routes colour blue to version=v2 with
 // meshctl: every blue message is consumed by orders3 and by no other pod,
 // whichever sidecar took it from the broker. Then a 10% canary of the
-// uncoloured messages to version=v2: orders3 consumes 10% ± 1.5 points
-// (wider by the forwards that failed, which deliver elsewhere).
+// uncoloured messages to version=v2: orders3 consumes 10% ± 1.5 points.
 // Every message is consumed (at least once) throughout.
 func TestS8Routing(t *testing.T) {
 	orders := sys.podsOf("orders")
@@ -85,18 +84,16 @@ func TestS8Routing(t *testing.T) {
 	share := 100 * float64(g.ByPod[p3.name]) / float64(g.Deliveries)
 	t.Logf("canary 10%%: orders3 (version=v2) consumed %d of %d deliveries (%.2f%%); orders1 %d, orders2 %d",
 		g.ByPod[p3.name], g.Deliveries, share, g.ByPod[orders[0].name], g.ByPod[orders[1].name])
-	// A forward that fails (a sibling slow to answer on a loaded machine)
-	// delivers elsewhere, by design: each such delivery may move orders3's
-	// count by one, so the band widens by them.
-	fallbacks := 0
+	// A forward that fails delivers elsewhere, by design, and moves the
+	// share: each pod's counts say whether any did. (The failures seen
+	// here once were breakers left open by S4's netsplit, which probed
+	// only when a forward came; they now probe by themselves.)
 	for _, p := range orders {
 		d := p.mustStats(t).minus(before[p])
-		fallbacks += d.Fallbacks
 		t.Logf("%s: took %d from the broker, forwarded %d (%d forwards failed), got %d from siblings",
 			p.name, d.FromBroker, d.Forwarded, d.Fallbacks, d.FromSiblings)
 	}
-	band := 1.5 + 100*float64(fallbacks)/float64(g.Deliveries)
-	if share < 10-band || share > 10+band {
-		t.Errorf("orders3 consumed %.2f%% of the uncoloured messages, want 10 ± %.2f (1.5 and %d failed forwards)", share, band, fallbacks)
+	if share < 8.5 || share > 11.5 {
+		t.Errorf("orders3 consumed %.2f%% of the uncoloured messages, want 10 ± 1.5", share)
 	}
 }
