@@ -75,12 +75,14 @@ func (ev *relayEnv) queued(t *testing.T, msgs []*broker.Message, ctxOf func(i in
 }
 
 // createStream publishes one message to topic, so that its stream exists
-// before a test cuts the relay.
-func (ev *relayEnv) createStream(t *testing.T, topic string) {
+// before a test cuts the relay, and returns the stream's name.
+func (ev *relayEnv) createStream(t *testing.T, topic string) string {
 	t.Helper()
-	if _, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: topic, Body: []byte("first")}); err != nil {
+	r, err := ev.b.Publish(brokertest.Ctx(t), &broker.Message{Topic: topic, Body: []byte("first")})
+	if err != nil {
 		t.Fatal(err)
 	}
+	return r.Stream
 }
 
 // TestConcurrentPublishesShareBatches: publishes that wait for their
@@ -90,7 +92,7 @@ func (ev *relayEnv) createStream(t *testing.T, topic string) {
 func TestConcurrentPublishesShareBatches(t *testing.T) {
 	ev := newRelayEnv(t, natsbroker.Config{MaxBatch: 64})
 	const topic, n = "orders.batched", 200
-	ev.createStream(t, topic)
+	stream := ev.createStream(t, topic)
 	msgs := make([]*broker.Message, n)
 	for i := range msgs {
 		msgs[i] = &broker.Message{Topic: topic, Body: brokertest.Body(i)}
@@ -117,7 +119,7 @@ func TestConcurrentPublishesShareBatches(t *testing.T) {
 			t.Errorf("publish %d: message id %q, want %q", i, res[i].MessageID, want)
 		}
 	}
-	s, err := ev.js.Stream(brokertest.Ctx(t), res[0].Stream)
+	s, err := ev.js.Stream(brokertest.Ctx(t), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +169,7 @@ func TestRefusedBatchMembersGoOnAlone(t *testing.T) {
 	ev := newRelayEnv(t, natsbroker.Config{MaxBatch: 64, Streams: &topology.Streams{
 		Topics: []topology.TopicStreams{{Topic: topic, StreamSettings: topology.StreamSettings{MaxMsgs: &room}}},
 	}})
-	ev.createStream(t, topic)
+	stream := ev.createStream(t, topic)
 	msgs := make([]*broker.Message, 50)
 	for i := range msgs {
 		msgs[i] = &broker.Message{Topic: topic, Body: brokertest.Body(i)}
@@ -195,7 +197,7 @@ func TestRefusedBatchMembersGoOnAlone(t *testing.T) {
 	if stored != int(room)-1 || full != len(msgs)-stored {
 		t.Errorf("%d stored and %d refused as full, want %d and %d", stored, full, room-1, len(msgs)-int(room)+1)
 	}
-	s, err := ev.js.Stream(brokertest.Ctx(t), res[0].Stream)
+	s, err := ev.js.Stream(brokertest.Ctx(t), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestRefusedBatchMembersGoOnAlone(t *testing.T) {
 func TestQueuedPublishLeavesAtItsDeadline(t *testing.T) {
 	ev := newRelayEnv(t, natsbroker.Config{MaxBatch: 64})
 	const topic = "orders.deadline"
-	ev.createStream(t, topic)
+	stream := ev.createStream(t, topic)
 	ev.relay.Cut()
 	healed := false
 	defer func() {
@@ -241,7 +243,7 @@ func TestQueuedPublishLeavesAtItsDeadline(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	s, err := ev.js.Stream(brokertest.Ctx(t), "MESH_orders_deadline")
+	s, err := ev.js.Stream(brokertest.Ctx(t), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
