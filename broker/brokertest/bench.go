@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -103,9 +104,18 @@ func BenchNextAck(b *testing.B, c broker.Consumer, size int) {
 	}
 }
 
+// BrokerPIDEnv names the environment variable that gives ReportCPU the
+// process id of an external broker (a natsd, kafkad or rmq-testbroker
+// process the benchmark talks to): its CPU time and syscalls per message
+// are then reported too (broker-cpu-ns/op, broker-reads/op,
+// broker-writes/op), so that two clients of one broker can be compared by
+// what they cost the broker as well as themselves.
+const BrokerPIDEnv = "BENCH_BROKER_PID"
+
 // ReportCPU starts counting the process's CPU time (user and system) and,
 // where /proc has them, its read and write syscalls; the function it
-// returns reports them per b.N as cpu-ns/op, reads/op and writes/op. On a
+// returns reports them per b.N as cpu-ns/op, reads/op and writes/op, and
+// the same of the broker process BrokerPIDEnv names, if any. On a
 // machine shared with other work ns/op moves with the others' load, the
 // CPU time a benchmark's own process spent much less, so a change of a few
 // hundred nanoseconds per message shows in it first, and the syscalls say
@@ -114,10 +124,25 @@ func BenchNextAck(b *testing.B, c broker.Consumer, size int) {
 func ReportCPU(b *testing.B) func() {
 	cpu0 := CPUTime()
 	st0, stErr := procstat.Read(os.Getpid())
+	brokerPID, _ := strconv.Atoi(os.Getenv(BrokerPIDEnv))
+	var br0 procstat.Stat
+	if brokerPID > 0 {
+		var err error
+		if br0, err = procstat.Read(brokerPID); err != nil {
+			b.Fatalf("%s=%d: %v", BrokerPIDEnv, brokerPID, err)
+		}
+	}
 	return func() {
 		n := float64(b.N)
 		if cpu := CPUTime(); cpu0 >= 0 && cpu >= 0 {
 			b.ReportMetric(float64((cpu-cpu0).Nanoseconds())/n, "cpu-ns/op")
+		}
+		if brokerPID > 0 {
+			if br1, err := procstat.Read(brokerPID); err == nil {
+				b.ReportMetric(float64((br1.CPU-br0.CPU).Nanoseconds())/n, "broker-cpu-ns/op")
+				b.ReportMetric(float64(br1.ReadCalls-br0.ReadCalls)/n, "broker-reads/op")
+				b.ReportMetric(float64(br1.WriteCalls-br0.WriteCalls)/n, "broker-writes/op")
+			}
 		}
 		if stErr != nil {
 			return

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -50,6 +51,13 @@ func newEnv(t testing.TB, cfg natsbroker.Config) *env {
 func operator(t testing.TB, e *natsbroker.Embedded) jetstream.JetStream {
 	t.Helper()
 	nc, err := e.Connect()
+	return jetStreamOn(t, nc, err)
+}
+
+// jetStreamOn returns JetStream on nc, closed at cleanup; err is the
+// dial's, which fails t.
+func jetStreamOn(t testing.TB, nc *nats.Conn, err error) jetstream.JetStream {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
