@@ -238,7 +238,7 @@ func (s *Sidecar) retryLoop() {
 
 // eachUpstream runs f on every upstream of ups at once and joins their
 // errors. Pausing or closing a consumer can wait on its broker (a NATS
-// consumer waits for its pull request in flight to end, up to 200 ms;
+// consumer waits for its pull requests in flight to end, up to 200 ms;
 // Kafka's partition readers for their fetch), and over many groups those
 // waits must not add up: a hot upgrade pauses them all.
 func eachUpstream[K comparable](ups map[K]*upstream, f func(*upstream) error) error {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
@@ -21,7 +20,7 @@ import (
 // successor's consumer of the same durable returns them from Next first,
 // as the first deliveries they are, settling them through those subjects
 // (JetStream takes an ack from any connection of the account). At most
-// Prefetch messages per consumer are carried: one pull request (fetch.go).
+// Prefetch messages per consumer are carried: the fetcher's window (fetch.go).
 
 // carried is one kept message: its token (ack subject, id, count, time)
 // and its content.
@@ -33,13 +32,13 @@ type carried struct {
 }
 
 // carriedOf keeps m; false if m has no ack subject to settle it by.
-func (c *consumer) carriedOf(m jetstream.Msg) (carried, bool) {
-	if !strings.HasPrefix(m.Reply(), ackPrefix) {
+func (c *consumer) carriedOf(m *nats.Msg) (carried, bool) {
+	if !strings.HasPrefix(m.Reply, ackPrefix) {
 		return carried{}, false
 	}
 	d := c.newDelivery(m)
-	k := carried{token: token{Reply: m.Reply(), ID: d.id, Redelivered: d.redelivered},
-		Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+	k := carried{token: token{Reply: m.Reply, ID: d.id, Redelivered: d.redelivered},
+		Subject: m.Subject, Header: m.Header, Data: m.Data}
 	if !d.ts.IsZero() {
 		k.Timestamp = d.ts.UnixNano()
 	}
@@ -49,17 +48,10 @@ func (c *consumer) carriedOf(m jetstream.Msg) (carried, bool) {
 // delivery is k as a delivery of this process: settled through its ack
 // subject, and portable on.
 func (k carried) delivery(b *Broker) *remote {
-	r := remoteOf(b, k.token, fromNATS(content{&k}))
+	r := remoteOf(b, k.token, fromNATS(k.Subject, k.Header, k.Data))
 	r.carried = &k
 	return r
 }
-
-// content shows a carried message to fromNATS.
-type content struct{ k *carried }
-
-func (m content) Subject() string      { return m.k.Subject }
-func (m content) Headers() nats.Header { return m.k.Header }
-func (m content) Data() []byte         { return m.k.Data }
 
 // parseCarry reads ConsumerSpec.Carry; one that is not ours is refused.
 func parseCarry(b []byte) ([]carried, error) {

@@ -205,7 +205,7 @@ func TestReturnFetched(t *testing.T) {
 // TestHandOverUnderTraffic: a consumer that has caught up is handed over
 // (Keep, Pause, Close, Kept, a successor's Consume with the carry) twenty
 // times while a producer publishes without pause and Next waits on the
-// pull request in flight. Every message arrives once, as a first
+// pull requests in flight. Every message arrives once, as a first
 // delivery, long before the ack wait. With nats.go's endless iterator the
 // pull request stayed open across the unsubscribe, and a message the
 // server picked for it just then was dropped and offered again only after

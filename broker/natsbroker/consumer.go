@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -182,7 +183,7 @@ func (c *consumer) Next(ctx context.Context) (broker.Delivery, error) {
 		}
 		if c.deferIter && c.iter == nil {
 			c.deferIter = false
-			c.iter = newFetcher(c.cons, c.prefetch)
+			c.iter = newFetcher(c.b.nc, c.cons, c.prefetch)
 		}
 		iter := c.iter
 		if iter == nil {
@@ -295,7 +296,7 @@ func (c *consumer) rebuild(ctx context.Context, backoff time.Duration) error {
 	if c.state != stateRunning || c.iter != nil {
 		return nil
 	}
-	c.iter = newFetcher(cons, c.prefetch)
+	c.iter = newFetcher(c.b.nc, cons, c.prefetch)
 	return nil
 }
 
@@ -387,13 +388,13 @@ func (c *consumer) handBack(ctx context.Context, iter *fetcher, keep bool) error
 	iter.Drain()
 	n := 0
 	for {
-		// After Drain, Next returns what the request in flight brings
-		// and, once it is over, ErrMsgIteratorClosed. A Next of the
+		// After Drain, Next returns what the requests in flight bring
+		// and, once they are over, ErrMsgIteratorClosed. A Next of the
 		// consumer that is still inside iter.Next holds the fetcher's
 		// lock; it was cancelled and lets go at once.
 		//
-		// Without a connection the request ends only on nats.go's own
-		// timer (fetchWait and a second). Then what is buffered is
+		// Without a connection the requests end only on the fetcher's
+		// own timer (fetchLost). Then what is buffered is
 		// naked (the naks go out on reconnect) and
 		// the hand-back ends once the buffer stays empty for
 		// handBackIdle; anything arriving later is redelivered after
@@ -433,7 +434,7 @@ func (c *consumer) handBack(ctx context.Context, iter *fetcher, keep bool) error
 }
 
 // giveBack naks m (see handBackDelay) or, with keep, adds it to the carry.
-func (c *consumer) giveBack(m jetstream.Msg, keep bool) {
+func (c *consumer) giveBack(m *nats.Msg, keep bool) {
 	if keep {
 		if k, ok := c.carriedOf(m); ok {
 			c.mu.Lock()
@@ -465,7 +466,7 @@ func (c *consumer) Resume(ctx context.Context) error {
 		c.deferIter = true // Next gives the carry out first
 		return nil
 	}
-	c.iter = newFetcher(c.cons, c.prefetch)
+	c.iter = newFetcher(c.b.nc, c.cons, c.prefetch)
 	return nil
 }
 

@@ -104,12 +104,14 @@
 // An existing consumer is updated to this configuration; one of that name
 // that filters another subject is refused, never repointed.
 //
-// The consumer keeps at most ConsumerSpec.Prefetch (zero: Config.Prefetch)
-// messages buffered that Next has not returned: it reads with one pull
-// request at a time, each waiting at most 200 ms at the server. Pause and
-// Close send no new request, wait for the one in flight to end (so that
-// the server picks no message for a request nobody reads any more, which
-// would then wait for the ack wait), and nak what it brought so the server
+// The consumer asks for at most ConsumerSpec.Prefetch (zero:
+// Config.Prefetch) messages that Next has not returned: it reads with pull
+// requests of half that many on one subscription, a new one sent as soon
+// as half of the window is free (so the server always has one to fill
+// while Next reads), each waiting at most 200 ms at the server. Pause and
+// Close send no new request, wait for those in flight to end (so that the
+// server picks no message for a request nobody reads any more, which would
+// then wait for the ack wait), and nak what they brought so the server
 // redelivers them at once; Resume starts fetching again. Close keeps the durable consumer, so
 // a later Consume continues where the group stopped. Next keeps blocking
 // through broker outages and recreates the durable consumer if an operator

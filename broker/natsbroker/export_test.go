@@ -1,5 +1,7 @@
 package natsbroker
 
+import "github.com/msgmesh/msgmesh/broker"
+
 // NoStoreReserve makes e's store watch keep no free space in reserve, so
 // that tests can fill the disk up to the write errors the reserve avoids.
 func NoStoreReserve(e *Embedded) {
@@ -42,4 +44,16 @@ func RepliesInUse(b *Broker) int {
 	b.replies.mu.Lock()
 	defer b.replies.mu.Unlock()
 	return b.replies.live - len(b.replies.idle)
+}
+
+// PullsGivenUp counts the times c's fetchers took their requests in flight
+// as lost (fetchLost) and dropped their inbox; 0 when c has no fetcher.
+func PullsGivenUp(c broker.Consumer) int64 {
+	cc := c.(*consumer)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.iter == nil {
+		return 0
+	}
+	return cc.iter.given.Load()
 }

@@ -45,7 +45,7 @@ const ackPrefix = "$JS.ACK."
 
 // Token implements broker.Portable.
 func (d *delivery) Token() ([]byte, bool) {
-	reply := d.m.Reply()
+	reply := d.m.Reply
 	if !strings.HasPrefix(reply, ackPrefix) {
 		return nil, false
 	}

@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
 )
@@ -97,19 +96,10 @@ func headerSafe(s string) bool {
 	return true
 }
 
-// natsContent is what fromNATS reads of a message: a jetstream.Msg's, or a
-// carried one's (carry.go).
-type natsContent interface {
-	Subject() string
-	Headers() nats.Header
-	Data() []byte
-}
-
 // fromNATS rebuilds the broker message: Key from KeyHeader or KeyB64Header,
 // the other headers sorted by key (values of one key in their order).
-func fromNATS(m natsContent) broker.Message {
-	msg := broker.Message{Topic: m.Subject(), Body: m.Data()}
-	h := m.Headers()
+func fromNATS(subject string, h nats.Header, data []byte) broker.Message {
+	msg := broker.Message{Topic: subject, Body: data}
 	if len(h) == 0 {
 		return msg
 	}
@@ -157,19 +147,19 @@ func fromNATS(m natsContent) broker.Message {
 // delivery is one message handed out by Next.
 type delivery struct {
 	b           *Broker
-	m           jetstream.Msg
+	m           *nats.Msg
 	msg         broker.Message
 	id          string
 	redelivered int
 	ts          time.Time
 }
 
-func (c *consumer) newDelivery(m jetstream.Msg) *delivery {
-	d := &delivery{b: c.b, m: m, msg: fromNATS(m)}
+func (c *consumer) newDelivery(m *nats.Msg) *delivery {
+	d := &delivery{b: c.b, m: m, msg: fromNATS(m.Subject, m.Header, m.Data)}
 	md, err := m.Metadata()
 	if err != nil {
 		// Not a JetStream message: cannot happen on a pull consumer.
-		c.log.Warn("delivery without JetStream metadata", "subject", m.Subject(), "error", err)
+		c.log.Warn("delivery without JetStream metadata", "subject", m.Subject, "error", err)
 		return d
 	}
 	d.id = messageID(md.Stream, md.Sequence.Stream)
@@ -227,7 +217,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 
 func (d *delivery) ackError(op string, err error) error {
 	switch {
-	case errors.Is(err, jetstream.ErrMsgAlreadyAckd):
+	case errors.Is(err, nats.ErrMsgAlreadyAckd):
 		return fmt.Errorf("natsbroker: %s %s: %w", op, d.id, err)
 	case d.b.isClosed():
 		return fmt.Errorf("natsbroker: %s %s: %w: %w", op, d.id, broker.ErrClosed, err)

@@ -594,7 +594,7 @@ func (b *Broker) Consume(ctx context.Context, spec broker.ConsumerSpec) (broker.
 		return nil, b.opError("consume", topic, err)
 	}
 	if !c.deferIter {
-		c.iter = newFetcher(cons, c.prefetch)
+		c.iter = newFetcher(b.nc, cons, c.prefetch)
 	}
 	if !b.open.Add(c, nil) {
 		if c.iter != nil {
