@@ -224,9 +224,11 @@ func (f *fetcher) drop() {
 // fetcher with. A request the server ends early (its timeout) says how
 // many messages it did not bring; a request it refuses, brought none.
 // Statuses that end the consumer's requests for good (deleted, ...) are
-// errors, as they are for nats.go's Fetch.
+// errors, as they are for nats.go's Fetch. A message with an ack subject
+// is a delivery, whatever its headers: another producer's empty message
+// with a Status header is not taken for the server's.
 func (f *fetcher) ended(m *nats.Msg) (bool, error) {
-	if len(m.Data) > 0 || len(m.Header) == 0 {
+	if m.Reply != "" || len(m.Data) > 0 || len(m.Header) == 0 {
 		return false, nil
 	}
 	status := m.Header.Get(statusHdr)

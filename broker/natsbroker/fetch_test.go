@@ -2,10 +2,12 @@ package natsbroker_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/msgmesh/msgmesh/broker"
@@ -101,5 +103,37 @@ func TestLostPullRequestsAreDropped(t *testing.T) {
 		if counts[k] == 0 {
 			t.Errorf("%s not delivered", k)
 		}
+	}
+}
+
+// TestEmptyMessageWithStatusHeaderIsDelivered: another producer's message
+// with no body and a Status header looks like the server's status to a
+// reader that goes by headers alone; it is a delivery (it has an ack
+// subject), returned in its place and settled like any other.
+func TestEmptyMessageWithStatusHeaderIsDelivered(t *testing.T) {
+	ev := newEnv(t, natsbroker.Config{})
+	ctx := brokertest.Ctx(t)
+	brokertest.PublishN(t, ev.b, "status", 0, 1)
+	m := nats.NewMsg("status")
+	m.Header.Set("Status", "408")
+	m.Header.Set("Description", "Request Timeout")
+	if _, err := ev.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.PublishN(t, ev.b, "status", 1, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "status", Group: "g", AckWait: 10 * brokertest.WaitLong})
+	var got []string
+	for range 3 {
+		d := brokertest.Next(t, c)
+		brokertest.Ack(t, d)
+		got = append(got, string(d.Message().Body))
+		if len(d.Message().Body) == 0 {
+			if h := d.Message().Headers; len(h) != 2 || h[1].Key != "Status" || h[1].Value != "408" {
+				t.Errorf("empty message's headers %v, want Description and Status", h)
+			}
+		}
+	}
+	if want := []string{string(brokertest.Body(0)), "", string(brokertest.Body(1))}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %q, want %q", got, want)
 	}
 }
