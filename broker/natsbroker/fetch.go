@@ -208,8 +208,10 @@ func (f *fetcher) wait(ctx context.Context, interrupt <-chan struct{}) (*nats.Ms
 	}
 }
 
-// drop discards what an unsubscribed inbox left in the channel; nothing
-// more comes for it.
+// drop discards what an unsubscribed inbox left in the channel (nothing
+// more comes for it): only a message that arrived in the instant its
+// requests were given up, which comes again after the ack wait; kept, it
+// would sit beside a window asked for again in full.
 func (f *fetcher) drop() {
 	for {
 		select {
