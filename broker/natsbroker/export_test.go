@@ -57,3 +57,7 @@ func PullsGivenUp(c broker.Consumer) int64 {
 	}
 	return cc.iter.given.Load()
 }
+
+// ForceReconnect drops b's connection to the server and reconnects, as a
+// broken connection would.
+func ForceReconnect(b *Broker) error { return b.nc.ForceReconnect() }

@@ -2,10 +2,10 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,53 +53,68 @@ func TestPrefetchWindow(t *testing.T) {
 	}
 }
 
-// TestLostPullRequestsAreDropped: requests sent while the server is down
-// wait in the client's reconnect buffer and never get an answer; the
+// TestLostPullRequestsAreDropped: requests sent while the connection is
+// down wait in the client's reconnect buffer and get no answer; the
 // fetcher takes them as lost and asks again on a new inbox, twice before
-// the server is back. On reconnect the buffer reaches the server whole,
-// but only the last inbox has a subscriber: the consumer gets each message
-// once, none dropped on a full channel to come again after the ack wait.
+// the connection is back. On reconnect the buffer reaches the server
+// whole, but only the last inbox has a subscriber: the server fills one
+// window, not one per inbox, and the consumer gets each message once, none
+// dropped on a full channel to come again after the ack wait.
+//
+// The connection breaks through a relay that passes nothing until healed
+// (a server that shuts down answers its requests instead, 409), and the
+// messages are published once it is back.
 func TestLostPullRequestsAreDropped(t *testing.T) {
-	dir := t.TempDir()
-	e := startAt(t, dir, "127.0.0.1:0")
-	url := e.ClientURL()
-	b := brokertest.Open(t, func(ctx context.Context) (*natsbroker.Broker, error) {
-		return natsbroker.New(ctx, natsbroker.Config{URL: url, Logger: quietLog})
-	})
+	ev := newRelayEnv(t, natsbroker.Config{})
 	const window, n = 4, 40
-	brokertest.PublishN(t, b, "lost", 0, n)
-	c := brokertest.Consume(t, b, broker.ConsumerSpec{Topic: "lost", Group: "g", Prefetch: window, AckWait: 10 * brokertest.WaitLong})
-	ds := brokertest.Collect(t, c, brokertest.Bodies(0, 1)) // the rest of the window waits, fetched
+	brokertest.PublishN(t, ev.b, "lost", 0, 1)
+	c := brokertest.Consume(t, ev.b, broker.ConsumerSpec{Topic: "lost", Group: "g", Prefetch: window, AckWait: 10 * brokertest.WaitLong})
+	brokertest.Collect(t, c, brokertest.Bodies(0, 1))
 
-	e.Shutdown()
-	var (
-		wg  sync.WaitGroup
-		got []broker.Delivery
-	)
-	wg.Go(func() {
-		for range n - 1 {
-			d, err := c.Next(brokertest.Ctx(t))
-			if err != nil {
-				t.Errorf("Next: %v", err)
-				return
-			}
-			got = append(got, d)
-		}
-	})
+	ev.relay.Cut()
+	if err := natsbroker.ForceReconnect(ev.b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(brokertest.Ctx(t))
+	waited := make(chan error, 1)
+	go func() { _, err := c.Next(ctx); waited <- err }()
 	if !brokertest.Poll(func() bool { return natsbroker.PullsGivenUp(c) >= 2 }) {
+		ev.relay.Heal()
 		t.Fatalf("requests given up %d times, want 2", natsbroker.PullsGivenUp(c))
 	}
-	startAt(t, dir, strings.TrimPrefix(url, "nats://"))
-	wg.Wait()
-	for _, d := range got {
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next during the outage: %v, want canceled", err)
+	}
+
+	ev.relay.Heal()
+	if !brokertest.Poll(func() bool {
+		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := ev.b.Publish(pctx, &broker.Message{Topic: "lost", Body: brokertest.Body(1)})
+		return err == nil
+	}) {
+		t.Fatal("publishing did not recover after the outage")
+	}
+	brokertest.PublishN(t, ev.b, "lost", 2, n-2)
+	if !brokertest.Poll(func() bool {
+		return consumerInfo(t, ev.js, "MESH_lost", "g__lost").NumPending == uint64(n-1-window)
+	}) {
+		t.Fatalf("want one window of %d delivered: %+v", window, consumerInfo(t, ev.js, "MESH_lost", "g__lost"))
+	}
+
+	var ds []broker.Delivery
+	for range n - 1 {
+		d := brokertest.Next(t, c)
 		if d.Redelivered() != 0 {
 			t.Errorf("%s redelivered %d times", d.MessageID(), d.Redelivered())
 		}
 		brokertest.Ack(t, d)
+		ds = append(ds, d)
 	}
-	counts := brokertest.Counts(append(ds, got...))
+	counts := brokertest.Counts(ds)
 	brokertest.ExactlyOnce(t, counts)
-	for k := range brokertest.Bodies(0, n) {
+	for k := range brokertest.Bodies(1, n-1) {
 		if counts[k] == 0 {
 			t.Errorf("%s not delivered", k)
 		}
