@@ -21,8 +21,11 @@ const fetchWait = 200 * time.Millisecond
 
 // fetchLost: requests that brought nothing, not even the server's timeout
 // status, this long after Next began to wait for them are taken as lost
-// (the connection dropped, the server restarted): the pace at which a
-// consumer without a server asks again. nats.go's Fetch waits as long.
+// (the connection dropped): the pace at which a consumer without a server
+// asks again. nats.go's Fetch gives up on a request as late, and shares
+// its one weakness: a server that answers later still, on a live
+// connection, sends what it picked to an inbox no longer read, and those
+// messages come again after the ack wait.
 const fetchLost = fetchWait + time.Second
 
 // fetcher reads a durable consumer with bounded pull requests of its own
