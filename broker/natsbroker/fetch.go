@@ -66,11 +66,10 @@ type fetcher struct {
 	size    int    // messages one request asks for
 	req     []byte // the request
 
-	next  sync.Mutex     // held by Next
-	msgs  chan *nats.Msg // the subscription's; guarded by next
-	inbox string         // guarded by next
-	open  int            // asked for, not yet returned or ended; guarded by next
-	lost  *time.Timer    // fetchLost while Next waits; guarded by next
+	next sync.Mutex     // held by Next
+	msgs chan *nats.Msg // the subscription's; guarded by next
+	open int            // asked for, not yet returned or ended; guarded by next
+	lost *time.Timer    // fetchLost while Next waits; guarded by next
 
 	sub      atomic.Pointer[nats.Subscription] // nil before the first request and once over
 	draining atomic.Bool                       // Drain: no new request
@@ -142,13 +141,15 @@ func (f *fetcher) ask() error {
 	if f.draining.Load() {
 		return nil
 	}
+	sub := f.sub.Load()
 	for f.open+f.size <= f.window {
-		if f.sub.Load() == nil {
-			if err := f.subscribe(); err != nil {
+		if sub == nil {
+			var err error
+			if sub, err = f.subscribe(); err != nil {
 				return err
 			}
 		}
-		if err := f.nc.PublishRequest(f.subject, f.inbox, f.req); err != nil {
+		if err := f.nc.PublishRequest(f.subject, sub.Subject, f.req); err != nil {
 			return err
 		}
 		f.open += f.size
@@ -160,22 +161,21 @@ func (f *fetcher) ask() error {
 // subscription has an inbox of its own: requests taken as lost may still
 // reach the server later (sent from the reconnect buffer), and must find
 // no interest there rather than fill a window counted as free.
-func (f *fetcher) subscribe() error {
+func (f *fetcher) subscribe() (*nats.Subscription, error) {
 	if f.msgs == nil {
 		// A request's timeout status may come beside the window's
 		// messages; stale ones of an earlier subscription never do.
 		f.msgs = make(chan *nats.Msg, f.window+f.window/f.size+1)
 	}
-	f.inbox = f.nc.NewInbox()
-	sub, err := f.nc.ChanSubscribe(f.inbox, f.msgs)
+	sub, err := f.nc.ChanSubscribe(f.nc.NewInbox(), f.msgs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f.sub.Store(sub)
 	if f.stopped.Load() { // Stop came meanwhile, and found no subscription
-		f.unsubscribe()
+		f.unsubscribe() // a request to sub's inbox then finds no interest
 	}
-	return nil
+	return sub, nil
 }
 
 // unsubscribe ends the subscription, if any.
